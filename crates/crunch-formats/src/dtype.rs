@@ -1,0 +1,126 @@
+use half::{bf16, f16};
+
+/// Element types crunch reads. Block-quantized GGUF types are listed by their ggml names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    U32,
+    Bool,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+}
+
+impl DType {
+    /// Elements per block and bytes per block. Plain types are blocks of one element.
+    pub fn block(self) -> (usize, usize) {
+        use DType::*;
+        match self {
+            F64 | I64 => (1, 8),
+            F32 | I32 | U32 => (1, 4),
+            F16 | BF16 | I16 => (1, 2),
+            I8 | U8 | Bool => (1, 1),
+            Q4_0 => (32, 18),
+            Q4_1 => (32, 20),
+            Q5_0 => (32, 22),
+            Q5_1 => (32, 24),
+            Q8_0 => (32, 34),
+            Q2K => (256, 84),
+            Q3K => (256, 110),
+            Q4K => (256, 144),
+            Q5K => (256, 176),
+            Q6K => (256, 210),
+            Q8K => (256, 292),
+        }
+    }
+
+    /// Bytes needed for `numel` elements, or `None` on overflow or a partial block.
+    pub fn bytes_for(self, numel: usize) -> Option<usize> {
+        let (per_block, block_bytes) = self.block();
+        if numel % per_block != 0 {
+            return None;
+        }
+        (numel / per_block).checked_mul(block_bytes)
+    }
+
+    /// The safetensors spelling of this type, if it has one.
+    pub fn safetensors_name(self) -> Option<&'static str> {
+        use DType::*;
+        Some(match self {
+            F64 => "F64",
+            F32 => "F32",
+            F16 => "F16",
+            BF16 => "BF16",
+            I64 => "I64",
+            I32 => "I32",
+            I16 => "I16",
+            I8 => "I8",
+            U8 => "U8",
+            U32 => "U32",
+            Bool => "BOOL",
+            _ => return None,
+        })
+    }
+
+    pub fn from_safetensors_name(name: &str) -> Option<Self> {
+        use DType::*;
+        Some(match name {
+            "F64" => F64,
+            "F32" => F32,
+            "F16" => F16,
+            "BF16" => BF16,
+            "I64" => I64,
+            "I32" => I32,
+            "I16" => I16,
+            "I8" => I8,
+            "U8" => U8,
+            "U32" => U32,
+            "BOOL" => Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+    }
+}
+
+/// Converts little-endian float bytes of `dtype` to f32. `bytes` must hold whole elements.
+pub fn float_bytes_to_f32(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
+    let out = match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some(out)
+}

@@ -1,0 +1,47 @@
+//! Readers for the checkpoint formats crunch understands.
+//!
+//! Every reader memory-maps its file and validates the header against the file's real size
+//! before handing out a byte, so a truncated or hostile file gives a [`FormatError`] that names
+//! the file and the problem, never a panic or a huge allocation.
+//!
+//! Tensors are described by [`TensorInfo`] with shapes in row-major order (slowest axis first,
+//! as PyTorch and safetensors write them); GGUF's reversed `ne` order is flipped on read.
+
+pub mod dtype;
+pub mod error;
+pub mod safetensors;
+
+pub use dtype::DType;
+pub use error::{FormatError, Result};
+
+use std::path::Path;
+
+/// Name, element type and shape of one stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Row-major shape: for a linear weight, `[out_features, in_features]`.
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A checkpoint's tensors, readable one at a time so that a caller never needs the whole
+/// model in memory at once.
+pub trait TensorSource: Send + Sync {
+    /// The file (or directory) the tensors come from, for error messages.
+    fn path(&self) -> &Path;
+    /// Every tensor, in file order.
+    fn tensors(&self) -> Vec<TensorInfo>;
+    /// One tensor's description, if present.
+    fn info(&self, name: &str) -> Option<TensorInfo>;
+    /// The tensor's values converted (or dequantized) to f32, row-major.
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>>;
+    /// Total size of the underlying file(s) in bytes.
+    fn bytes_on_disk(&self) -> u64;
+}

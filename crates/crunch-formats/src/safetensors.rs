@@ -1,0 +1,453 @@
+//! Safetensors: an 8-byte little-endian header length, a JSON header, then raw tensor bytes.
+//!
+//! Files are memory-mapped; the header is checked against the file's real length (every offset
+//! in range, every byte count equal to what dtype and shape imply, no overlaps) before any
+//! tensor is handed out.
+
+use crate::dtype::float_bytes_to_f32;
+use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Headers larger than this are refused: real ones are kilobytes, and a lying length
+/// must not make us allocate gigabytes.
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Parsed and validated header entry.
+#[derive(Clone, Debug)]
+struct Entry {
+    info: TensorInfo,
+    /// Absolute byte range within the file.
+    start: usize,
+    end: usize,
+}
+
+/// One memory-mapped safetensors file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    entries: Vec<Entry>,
+    index: BTreeMap<String, usize>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| FormatError::io(&path, e))?;
+        // SAFETY: the map is read-only; crunch never writes to its inputs. A concurrent writer
+        // could change bytes under us, which gives wrong values but not memory unsafety in the
+        // copying reads done here.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(&path, e))?;
+        let (entries, metadata) = parse_header(&path, &mmap)?;
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.info.name.clone(), i))
+            .collect();
+        Ok(Self {
+            path,
+            mmap,
+            entries,
+            index,
+            metadata,
+        })
+    }
+
+    /// The free-form `__metadata__` map of the header.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The raw little-endian bytes of one tensor.
+    pub fn raw(&self, name: &str) -> Result<&[u8]> {
+        let e = self.entry(name)?;
+        Ok(&self.mmap[e.start..e.end])
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.index
+            .get(name)
+            .map(|&i| &self.entries[i])
+            .ok_or_else(|| FormatError::invalid(&self.path, format!("no tensor named `{name}`")))
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.entries.iter().map(|e| e.info.clone()).collect()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        self.index.get(name).map(|&i| self.entries[i].info.clone())
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let e = self.entry(name)?;
+        float_bytes_to_f32(e.info.dtype, &self.mmap[e.start..e.end]).ok_or_else(|| {
+            FormatError::invalid(
+                &self.path,
+                format!(
+                    "tensor `{name}` has dtype {:?}, which is not a floating-point type",
+                    e.info.dtype
+                ),
+            )
+        })
+    }
+
+    fn bytes_on_disk(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+}
+
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, BTreeMap<String, String>)> {
+    let bad = |msg: String| FormatError::invalid(path, msg);
+    if bytes.len() < 8 {
+        return Err(bad(format!(
+            "file is {} bytes, too short for a safetensors header",
+            bytes.len()
+        )));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let available = bytes.len() as u64 - 8;
+    if header_len > available {
+        return Err(bad(format!(
+            "header claims {header_len} bytes but the file has only {available} after the length \
+             prefix (truncated or not a safetensors file)"
+        )));
+    }
+    if header_len > MAX_HEADER_BYTES {
+        return Err(bad(format!(
+            "header claims {header_len} bytes, more than the {MAX_HEADER_BYTES} allowed"
+        )));
+    }
+    let header_end = 8 + header_len as usize;
+    let json: serde_json::Value = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let data_len = bytes.len() - header_end;
+
+    let mut metadata = BTreeMap::new();
+    let mut entries = Vec::with_capacity(obj.len());
+    for (name, value) in obj {
+        if name == "__metadata__" {
+            if let Some(m) = value.as_object() {
+                for (k, v) in m {
+                    if let Some(s) = v.as_str() {
+                        metadata.insert(k.clone(), s.to_string());
+                    }
+                }
+            }
+            continue;
+        }
+        entries.push(parse_entry(path, name, value, header_end, data_len)?);
+    }
+    check_no_overlap(path, &mut entries)?;
+    Ok((entries, metadata))
+}
+
+fn parse_entry(
+    path: &Path,
+    name: &str,
+    value: &serde_json::Value,
+    header_end: usize,
+    data_len: usize,
+) -> Result<Entry> {
+    let bad = |msg: String| FormatError::invalid(path, format!("tensor `{name}`: {msg}"));
+    let dtype_name = value
+        .get("dtype")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("missing `dtype`".into()))?;
+    let dtype = DType::from_safetensors_name(dtype_name)
+        .ok_or_else(|| bad(format!("unknown dtype `{dtype_name}`")))?;
+    let shape: Vec<usize> = value
+        .get("shape")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| bad("missing `shape`".into()))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("`shape` must be a list of non-negative integers".into()))?;
+    let offsets = value
+        .get("data_offsets")
+        .and_then(|v| v.as_array())
+        .filter(|a| a.len() == 2)
+        .ok_or_else(|| bad("`data_offsets` must be a pair of integers".into()))?;
+    let begin = offsets[0].as_u64().and_then(|v| usize::try_from(v).ok());
+    let end = offsets[1].as_u64().and_then(|v| usize::try_from(v).ok());
+    let (Some(begin), Some(end)) = (begin, end) else {
+        return Err(bad("`data_offsets` must be a pair of integers".into()));
+    };
+    if begin > end || end > data_len {
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] fall outside the {data_len} data bytes of the file \
+             (truncated, or the header lies)"
+        )));
+    }
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let expected = dtype
+        .bytes_for(numel)
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    if expected != end - begin {
+        return Err(bad(format!(
+            "shape {shape:?} of {dtype_name} needs {expected} bytes but data_offsets span {}",
+            end - begin
+        )));
+    }
+    Ok(Entry {
+        info: TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape,
+        },
+        start: header_end + begin,
+        end: header_end + end,
+    })
+}
+
+fn check_no_overlap(path: &Path, entries: &mut [Entry]) -> Result<()> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| (entries[i].start, entries[i].end));
+    for pair in order.windows(2) {
+        let (a, b) = (&entries[pair[0]], &entries[pair[1]]);
+        if a.end > b.start && a.end > a.start && b.end > b.start {
+            return Err(FormatError::invalid(
+                path,
+                format!(
+                    "tensors `{}` and `{}` overlap in the data section",
+                    a.info.name, b.info.name
+                ),
+            ));
+        }
+    }
+    // Keep file order for listings.
+    entries.sort_by_key(|e| e.start);
+    Ok(())
+}
+
+/// A Hugging Face checkpoint: one `model.safetensors`, or shards listed by
+/// `model.safetensors.index.json`.
+pub struct SafetensorsModel {
+    dir: PathBuf,
+    files: Vec<SafetensorsFile>,
+    /// tensor name -> index into `files`
+    owner: BTreeMap<String, usize>,
+}
+
+impl SafetensorsModel {
+    /// Opens the weights in a model directory (or a single `.safetensors` file).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_file() {
+            let file = SafetensorsFile::open(path)?;
+            return Ok(Self::from_files(path.to_path_buf(), vec![file]));
+        }
+        let index_path = path.join("model.safetensors.index.json");
+        let single = path.join("model.safetensors");
+        if index_path.is_file() {
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|e| FormatError::io(&index_path, e))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| FormatError::invalid(&index_path, format!("not valid JSON: {e}")))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| FormatError::invalid(&index_path, "missing `weight_map` object"))?;
+            let mut shard_names: Vec<String> = map
+                .values()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        FormatError::invalid(&index_path, "`weight_map` values must be file names")
+                    })
+                })
+                .collect::<Result<_>>()?;
+            shard_names.sort();
+            shard_names.dedup();
+            let mut files = Vec::with_capacity(shard_names.len());
+            for shard in &shard_names {
+                if shard.contains("..") || Path::new(shard).is_absolute() {
+                    return Err(FormatError::invalid(
+                        &index_path,
+                        format!("shard name `{shard}` points outside the model directory"),
+                    ));
+                }
+                files.push(SafetensorsFile::open(path.join(shard))?);
+            }
+            let model = Self::from_files(path.to_path_buf(), files);
+            for name in map.keys() {
+                if !model.owner.contains_key(name) {
+                    return Err(FormatError::invalid(
+                        &index_path,
+                        format!("lists tensor `{name}` but no shard contains it"),
+                    ));
+                }
+            }
+            Ok(model)
+        } else if single.is_file() {
+            let file = SafetensorsFile::open(&single)?;
+            Ok(Self::from_files(path.to_path_buf(), vec![file]))
+        } else {
+            Err(FormatError::invalid(
+                path,
+                "no model.safetensors or model.safetensors.index.json in this directory",
+            ))
+        }
+    }
+
+    fn from_files(dir: PathBuf, files: Vec<SafetensorsFile>) -> Self {
+        let mut owner = BTreeMap::new();
+        for (i, f) in files.iter().enumerate() {
+            for e in &f.entries {
+                owner.entry(e.info.name.clone()).or_insert(i);
+            }
+        }
+        Self { dir, files, owner }
+    }
+
+    pub fn files(&self) -> &[SafetensorsFile] {
+        &self.files
+    }
+
+    fn file_of(&self, name: &str) -> Result<&SafetensorsFile> {
+        self.owner
+            .get(name)
+            .map(|&i| &self.files[i])
+            .ok_or_else(|| FormatError::invalid(&self.dir, format!("no tensor named `{name}`")))
+    }
+
+    pub fn raw(&self, name: &str) -> Result<&[u8]> {
+        self.file_of(name)?.raw(name)
+    }
+}
+
+impl TensorSource for SafetensorsModel {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.files.iter().flat_map(|f| f.tensors()).collect()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        self.file_of(name).ok().and_then(|f| f.info(name))
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.file_of(name)?.read_f32(name)
+    }
+
+    fn bytes_on_disk(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes_on_disk()).sum()
+    }
+}
+
+/// Serializes f32 tensors to safetensors bytes (used by tests and by crunch's writers).
+pub fn serialize_f32(tensors: &[(&str, &[usize], &[f32])]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        let n = data.len() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut json = serde_json::to_vec(&header).expect("header serializes");
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, data) in tensors {
+        for v in *data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        std::fs::write(&p, bytes).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = serialize_f32(&[("a", &[2, 3], &[1., 2., 3., 4., 5., 6.]), ("b", &[1], &[7.])]);
+        let (_d, p) = write(&bytes);
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert_eq!(f.read_f32("a").unwrap(), vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(f.info("b").unwrap().shape, vec![1]);
+    }
+
+    #[test]
+    fn truncated_file_is_an_error_naming_the_file() {
+        let bytes = serialize_f32(&[("a", &[2, 3], &[1., 2., 3., 4., 5., 6.])]);
+        let (_d, p) = write(&bytes[..bytes.len() - 4]);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+        assert!(err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn lying_header_length_is_an_error() {
+        let mut bytes = serialize_f32(&[("a", &[1], &[1.])]);
+        bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("header claims"), "{err}");
+    }
+
+    #[test]
+    fn unknown_dtype_is_an_error() {
+        let header = br#"{"a":{"dtype":"F8_E9","shape":[1],"data_offsets":[0,1]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.push(0);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("unknown dtype `F8_E9`"), "{err}");
+    }
+
+    #[test]
+    fn shape_size_mismatch_is_an_error() {
+        let header = br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 8]);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("needs 12 bytes"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_tensors_are_an_error() {
+        let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 12]);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("overlap"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Lossless packing of checkpoints (work in progress: see issue 3).
