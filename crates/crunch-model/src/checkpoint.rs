@@ -1,0 +1,154 @@
+//! Opening a model from a path: a Hugging Face directory (config.json, safetensors, tokenizer.json)
+//! or a single GGUF file (config, weights and tokenizer all from the file).
+
+use crate::config::ModelConfig;
+use crate::gguf_config::config_from_gguf;
+use crate::model::Model;
+use crate::weights::{Naming, Weights};
+use crate::{Error, Result};
+use crunch_formats::gguf::GgufFile;
+use crunch_formats::safetensors::SafetensorsModel;
+use crunch_formats::DType;
+use crunch_runtime::Backend;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    HuggingFace,
+    Gguf,
+}
+
+/// An opened, validated checkpoint whose tensors are memory-mapped and read on demand.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub format: Format,
+    pub config: ModelConfig,
+    pub weights: Weights,
+    tokenizer: TokenizerSource,
+}
+
+enum TokenizerSource {
+    File(PathBuf),
+    Gguf(Box<Tokenizer>),
+    Missing,
+}
+
+impl Checkpoint {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::Config(format!("{}: no such file or directory", path.display())));
+        }
+        if path.is_dir() {
+            return Self::open_hf(path);
+        }
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|_| &magic == b"GGUF")
+            .unwrap_or(false);
+        if is_gguf {
+            Self::open_gguf(path)
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            Self::open_hf(path)
+        } else {
+            Err(Error::Config(format!(
+                "{}: not a model directory, GGUF file or safetensors file",
+                path.display()
+            )))
+        }
+    }
+
+    fn open_hf(path: &Path) -> Result<Self> {
+        let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", config_path.display())))?;
+        let config = ModelConfig::from_hf_json(&config_path, &json)?;
+        let source = SafetensorsModel::open(path)?;
+        let tok = dir.join("tokenizer.json");
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: Format::HuggingFace,
+            config,
+            weights: Weights::new(Box::new(source), Naming::HuggingFace),
+            tokenizer: if tok.is_file() { TokenizerSource::File(tok) } else { TokenizerSource::Missing },
+        })
+    }
+
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = config_from_gguf(&file)?;
+        let tokenizer = match crunch_formats::gguf::build_tokenizer(&file) {
+            Ok(t) => TokenizerSource::Gguf(Box::new(t)),
+            Err(_) if file.get("tokenizer.ggml.model").is_none() => TokenizerSource::Missing,
+            Err(e) => return Err(e.into()),
+        };
+        let unpermute_qk = file.architecture() == Some("llama");
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: Format::Gguf,
+            config,
+            weights: Weights::new(Box::new(file), Naming::Gguf { unpermute_qk }),
+            tokenizer,
+        })
+    }
+
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        match &self.tokenizer {
+            TokenizerSource::File(p) => Tokenizer::from_file(p)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", p.display()))),
+            TokenizerSource::Gguf(t) => Ok((**t).clone()),
+            TokenizerSource::Missing => Err(Error::Tokenizer(format!(
+                "{}: no tokenizer (tokenizer.json beside config.json, or GGUF tokenizer metadata)",
+                self.path.display()
+            ))),
+        }
+    }
+
+    pub fn load<B: Backend>(&self, backend: B, on_block: impl FnMut(usize)) -> Result<Model<B>> {
+        Model::load(backend, self.config.clone(), &self.weights, on_block)
+    }
+
+    /// What `crunch info` shows.
+    pub fn summary(&self) -> Summary {
+        let tensors = self.weights.source().tensors();
+        let mut dtypes: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+        let mut parameters = 0u64;
+        for t in &tensors {
+            let e = dtypes.entry(dtype_name(t.dtype)).or_default();
+            e.0 += 1;
+            e.1 += t.numel() as u64;
+            parameters += t.numel() as u64;
+        }
+        Summary {
+            path: self.path.clone(),
+            format: self.format,
+            architecture: self.config.arch.name(),
+            parameters,
+            tensors: tensors.len(),
+            dtypes,
+            bytes_on_disk: self.weights.source().bytes_on_disk(),
+        }
+    }
+}
+
+fn dtype_name(d: DType) -> String {
+    d.safetensors_name().map(str::to_string).unwrap_or_else(|| format!("{d:?}").to_uppercase())
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub format: Format,
+    pub architecture: &'static str,
+    pub parameters: u64,
+    pub tensors: usize,
+    /// dtype -> (tensor count, parameter count)
+    pub dtypes: BTreeMap<String, (usize, u64)>,
+    pub bytes_on_disk: u64,
+}

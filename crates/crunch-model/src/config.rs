@@ -1,0 +1,268 @@
+//! Architecture hyper-parameters, read from a Hugging Face `config.json` or GGUF metadata.
+
+use crate::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// The architectures crunch runs. All are decoder-only with RMSNorm, rotary embeddings,
+/// grouped-query attention and a SwiGLU MLP; they differ in the details recorded in
+/// [`ModelConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+
+    fn from_model_type(s: &str) -> Option<Self> {
+        Some(match s {
+            "llama" => Arch::Llama,
+            "mistral" => Arch::Mistral,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            _ => return None,
+        })
+    }
+}
+
+pub const SUPPORTED: &str = "llama, mistral, qwen2, qwen3";
+
+/// How rotary frequencies are rescaled for long context.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's piecewise rescaling of low and medium frequencies.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: f64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub tie_embeddings: bool,
+    /// Biases on q, k and v projections (Qwen2; Llama with `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama with `attention_bias`).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// Per-head RMSNorm on queries and keys before the rotation (Qwen3).
+    pub qk_norm: bool,
+    /// Sliding attention window of each layer; `None` is full causal attention.
+    pub layer_window: Vec<Option<usize>>,
+    pub max_position: usize,
+}
+
+impl ModelConfig {
+    /// Parses a Hugging Face `config.json`.
+    pub fn from_hf_json(path: &Path, json: &Value) -> Result<Self> {
+        let bad = |msg: String| Error::Config(format!("{}: {msg}", path.display()));
+        let model_type = json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing `model_type`".into()))?;
+        let arch = Arch::from_model_type(model_type).ok_or_else(|| {
+            bad(format!(
+                "unsupported architecture `{model_type}` (supported: {SUPPORTED})"
+            ))
+        })?;
+        let get_usize = |key: &str| -> Result<usize> {
+            json.get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("missing or non-integer `{key}`")))
+        };
+        let opt_usize = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as usize);
+        let opt_bool = |key: &str| json.get(key).and_then(Value::as_bool);
+        let hidden = get_usize("hidden_size")?;
+        let heads = get_usize("num_attention_heads")?;
+        let layers = get_usize("num_hidden_layers")?;
+        let kv_heads = opt_usize("num_key_value_heads").unwrap_or(heads);
+        let head_dim = opt_usize("head_dim").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let act = json
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("silu");
+        if act != "silu" {
+            return Err(bad(format!("hidden_act `{act}` is not supported (only silu)")));
+        }
+        let attention_bias = opt_bool("attention_bias").unwrap_or(false);
+        let (qkv_bias, o_bias) = match arch {
+            Arch::Qwen2 => (true, false),
+            Arch::Mistral => (false, false),
+            Arch::Llama | Arch::Qwen3 => (attention_bias, attention_bias),
+        };
+        let window = match arch {
+            Arch::Mistral => opt_usize("sliding_window"),
+            Arch::Qwen2 | Arch::Qwen3 if opt_bool("use_sliding_window").unwrap_or(false) => {
+                opt_usize("sliding_window")
+            }
+            _ => None,
+        };
+        let max_window_layers = match arch {
+            Arch::Qwen2 | Arch::Qwen3 => opt_usize("max_window_layers").unwrap_or(28),
+            _ => 0,
+        };
+        let layer_window = (0..layers)
+            .map(|i| window.filter(|_| i >= max_window_layers))
+            .collect();
+        let cfg = ModelConfig {
+            arch,
+            hidden,
+            intermediate: get_usize("intermediate_size")?,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab: get_usize("vocab_size")?,
+            rms_eps: json
+                .get("rms_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6) as f32,
+            rope_theta: json
+                .get("rope_theta")
+                .and_then(Value::as_f64)
+                .unwrap_or(10000.0),
+            rope_scaling: parse_rope_scaling(json.get("rope_scaling")).map_err(bad)?,
+            // transformers defaults this to false for all four architectures.
+            tie_embeddings: opt_bool("tie_word_embeddings").unwrap_or(false),
+            qkv_bias,
+            o_bias,
+            mlp_bias: arch == Arch::Llama && opt_bool("mlp_bias").unwrap_or(false),
+            qk_norm: arch == Arch::Qwen3,
+            layer_window,
+            max_position: opt_usize("max_position_embeddings").unwrap_or(4096),
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Checks the relations between sizes that the forward pass relies on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("hidden_size", self.hidden),
+            ("intermediate_size", self.intermediate),
+            ("num_hidden_layers", self.layers),
+            ("num_attention_heads", self.heads),
+            ("num_key_value_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("`{name}` must be positive"));
+            }
+        }
+        if self.heads % self.kv_heads != 0 {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        Ok(())
+    }
+
+    /// Output width of the query projection.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Output width of the key and value projections.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+fn parse_rope_scaling(v: Option<&Value>) -> std::result::Result<Option<RopeScaling>, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("rope_scaling of type `{kind}` needs `{key}`"))
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        })),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position: num("original_max_position_embeddings")?,
+        })),
+        other => Err(format!(
+            "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smollm2() -> Value {
+        serde_json::from_str(include_str!("../../../tests/fixtures/smollm2/config.json")).unwrap()
+    }
+
+    #[test]
+    fn parses_smollm2() {
+        let c = ModelConfig::from_hf_json(Path::new("config.json"), &smollm2()).unwrap();
+        assert_eq!(c.arch, Arch::Llama);
+        assert_eq!((c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim), (576, 30, 9, 3, 64));
+        assert!(c.tie_embeddings);
+        assert_eq!(c.rope_theta, 100000.0);
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let mut j = smollm2();
+        j["model_type"] = "gpt_neox".into();
+        let e = ModelConfig::from_hf_json(Path::new("x/config.json"), &j).unwrap_err();
+        assert!(e.to_string().contains("unsupported architecture `gpt_neox`"), "{e}");
+        assert!(e.to_string().contains("x/config.json"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_heads_are_rejected() {
+        let mut j = smollm2();
+        j["num_key_value_heads"] = 4.into();
+        let e = ModelConfig::from_hf_json(Path::new("config.json"), &j).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+    }
+}

@@ -1,0 +1,271 @@
+//! The decoder, written once against [`Backend`]: Llama, Mistral, Qwen2 and Qwen3 differ only
+//! in the switches of [`ModelConfig`] (biases, q/k norms, sliding windows, rope scaling).
+
+use crate::config::ModelConfig;
+use crate::hooks::{LinearHook, LinearId};
+use crate::rope;
+use crate::weights::Weights;
+use crate::Result;
+use crunch_runtime::{AttentionMask, Backend};
+
+/// The names, relative to a block, of the seven linear layers of every decoder block.
+pub const BLOCK_LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+pub struct Linear<B: Backend> {
+    /// `[out_features, in_features]`
+    pub weight: B::Tensor,
+    pub bias: Option<B::Tensor>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(backend.linear(x, &self.weight, self.bias.as_ref())?)
+    }
+}
+
+pub struct Block<B: Backend> {
+    pub attn_norm: B::Tensor,
+    pub q: Linear<B>,
+    pub k: Linear<B>,
+    pub v: Linear<B>,
+    pub o: Linear<B>,
+    pub q_norm: Option<B::Tensor>,
+    pub k_norm: Option<B::Tensor>,
+    pub mlp_norm: B::Tensor,
+    pub gate: Linear<B>,
+    pub up: Linear<B>,
+    pub down: Linear<B>,
+    pub window: Option<usize>,
+}
+
+impl<B: Backend> Block<B> {
+    /// The block's linear layer by its relative name (one of [`BLOCK_LINEARS`]).
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
+        Some(match name {
+            "self_attn.q_proj" => &mut self.q,
+            "self_attn.k_proj" => &mut self.k,
+            "self_attn.v_proj" => &mut self.v,
+            "self_attn.o_proj" => &mut self.o,
+            "mlp.gate_proj" => &mut self.gate,
+            "mlp.up_proj" => &mut self.up,
+            "mlp.down_proj" => &mut self.down,
+            _ => return None,
+        })
+    }
+}
+
+/// Rotary tables for positions `0..n`, uploaded once per sequence.
+pub struct RopeTables<B: Backend> {
+    cos: B::Tensor,
+    sin: B::Tensor,
+}
+
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub backend: B,
+    pub embed: B::Tensor,
+    pub blocks: Vec<Block<B>>,
+    pub norm: B::Tensor,
+    /// Shares storage with `embed` when embeddings are tied.
+    pub lm_head: B::Tensor,
+    inv_freq: Vec<f64>,
+}
+
+fn tensor<B: Backend>(
+    backend: &B,
+    w: &Weights,
+    cfg: &ModelConfig,
+    name: &str,
+    shape: &[usize],
+) -> Result<B::Tensor> {
+    Ok(backend.from_f32(w.read(name, shape, cfg)?, shape)?)
+}
+
+fn linear<B: Backend>(
+    backend: &B,
+    w: &Weights,
+    cfg: &ModelConfig,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear<B>> {
+    Ok(Linear {
+        weight: tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?,
+        bias: if bias {
+            Some(tensor(backend, w, cfg, &format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Loads decoder block `layer` alone: calibration streams blocks one at a time.
+pub fn load_block<B: Backend>(
+    backend: &B,
+    w: &Weights,
+    cfg: &ModelConfig,
+    layer: usize,
+) -> Result<Block<B>> {
+    let p = format!("model.layers.{layer}");
+    let (h, hd) = (cfg.hidden, cfg.head_dim);
+    let norm = |n: &str, len: usize| tensor(backend, w, cfg, &format!("{p}.{n}.weight"), &[len]);
+    let lin = |n: &str, out, inp, bias| linear(backend, w, cfg, &format!("{p}.{n}"), out, inp, bias);
+    Ok(Block {
+        attn_norm: norm("input_layernorm", h)?,
+        q: lin("self_attn.q_proj", cfg.q_dim(), h, cfg.qkv_bias)?,
+        k: lin("self_attn.k_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
+        v: lin("self_attn.v_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
+        o: lin("self_attn.o_proj", h, cfg.q_dim(), cfg.o_bias)?,
+        q_norm: cfg.qk_norm.then(|| norm("self_attn.q_norm", hd)).transpose()?,
+        k_norm: cfg.qk_norm.then(|| norm("self_attn.k_norm", hd)).transpose()?,
+        mlp_norm: norm("post_attention_layernorm", h)?,
+        gate: lin("mlp.gate_proj", cfg.intermediate, h, cfg.mlp_bias)?,
+        up: lin("mlp.up_proj", cfg.intermediate, h, cfg.mlp_bias)?,
+        down: lin("mlp.down_proj", h, cfg.intermediate, cfg.mlp_bias)?,
+        window: cfg.layer_window[layer],
+    })
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads every weight. `on_block` is called after each decoder block (for progress).
+    pub fn load(
+        backend: B,
+        config: ModelConfig,
+        w: &Weights,
+        mut on_block: impl FnMut(usize),
+    ) -> Result<Self> {
+        let cfg = &config;
+        let embed = tensor(&backend, w, cfg, "model.embed_tokens.weight", &[cfg.vocab, cfg.hidden])?;
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for layer in 0..cfg.layers {
+            blocks.push(load_block(&backend, w, cfg, layer)?);
+            on_block(layer);
+        }
+        let norm = tensor(&backend, w, cfg, "model.norm.weight", &[cfg.hidden])?;
+        let lm_head = if cfg.tie_embeddings || !w.contains("lm_head.weight") {
+            embed.clone()
+        } else {
+            tensor(&backend, w, cfg, "lm_head.weight", &[cfg.vocab, cfg.hidden])?
+        };
+        let freq_factors = rope_freq_factors(w, cfg)?;
+        let inv_freq = rope::inverse_frequencies(cfg, freq_factors.as_deref());
+        Ok(Self {
+            config,
+            backend,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+        })
+    }
+
+    pub fn rope_tables(&self, positions: usize) -> Result<RopeTables<B>> {
+        let (cos, sin) = rope::tables(&self.inv_freq, positions);
+        let half = self.config.head_dim / 2;
+        Ok(RopeTables {
+            cos: self.backend.from_f32(cos, &[positions, half])?,
+            sin: self.backend.from_f32(sin, &[positions, half])?,
+        })
+    }
+
+    /// Token embeddings `[tokens, hidden]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<B::Tensor> {
+        Ok(self.backend.embedding(&self.embed, ids)?)
+    }
+
+    /// Runs decoder block `layer` on hidden states `x [tokens, hidden]`, telling `hook` the
+    /// input of every linear layer before it is applied.
+    pub fn block_forward(
+        &self,
+        layer: usize,
+        x: &B::Tensor,
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<B::Tensor> {
+        block_forward(&self.backend, &self.config, &self.blocks[layer], layer, x, rope, hook)
+    }
+
+    /// Final norm and output projection of hidden rows `x [n, hidden]`: logits `[n, vocab]`.
+    pub fn logits(&self, x: &B::Tensor, hook: &mut dyn LinearHook<B>) -> Result<B::Tensor> {
+        let b = &self.backend;
+        let h = b.rms_norm(x, &self.norm, self.config.rms_eps)?;
+        hook.linear_input(LinearId::LM_HEAD, &h)?;
+        Ok(b.linear(&h, &self.lm_head, None)?)
+    }
+
+    /// Hidden states after the last block (before the final norm) for one sequence.
+    pub fn hidden_states(&self, ids: &[u32], hook: &mut dyn LinearHook<B>) -> Result<B::Tensor> {
+        let rope = self.rope_tables(ids.len())?;
+        let mut x = self.embed(ids)?;
+        for layer in 0..self.blocks.len() {
+            x = self.block_forward(layer, &x, &rope, hook)?;
+        }
+        Ok(x)
+    }
+
+    /// Logits `[tokens, vocab]` for one sequence (convenient for short inputs; evaluation
+    /// computes logits in row chunks instead, to bound memory).
+    pub fn forward(&self, ids: &[u32]) -> Result<B::Tensor> {
+        let x = self.hidden_states(ids, &mut ())?;
+        self.logits(&x, &mut ())
+    }
+}
+
+/// One decoder block, free-standing so that calibration can run blocks it loads one by one.
+pub fn block_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    blk: &Block<B>,
+    layer: usize,
+    x: &B::Tensor,
+    rope: &RopeTables<B>,
+    hook: &mut dyn LinearHook<B>,
+) -> Result<B::Tensor> {
+    let tokens = b.shape(x)[0];
+    let hd = cfg.head_dim;
+    let id = |name: &'static str| LinearId { layer, name };
+
+    let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
+    for name in &BLOCK_LINEARS[..3] {
+        hook.linear_input(id(name), &h)?;
+    }
+    let q = b.reshape(&blk.q.forward(b, &h)?, &[tokens, cfg.heads, hd])?;
+    let k = b.reshape(&blk.k.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
+    let v = b.reshape(&blk.v.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
+    let (q, k) = match (&blk.q_norm, &blk.k_norm) {
+        (Some(qn), Some(kn)) => (b.rms_norm(&q, qn, cfg.rms_eps)?, b.rms_norm(&k, kn, cfg.rms_eps)?),
+        _ => (q, k),
+    };
+    let q = b.rope(&q, &rope.cos, &rope.sin)?;
+    let k = b.rope(&k, &rope.cos, &rope.sin)?;
+    let mask = AttentionMask { window: blk.window };
+    let a = b.attention(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt())?;
+    hook.linear_input(id(BLOCK_LINEARS[3]), &a)?;
+    let x = b.add(x, &blk.o.forward(b, &a)?)?;
+
+    let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
+    hook.linear_input(id(BLOCK_LINEARS[4]), &h)?;
+    hook.linear_input(id(BLOCK_LINEARS[5]), &h)?;
+    let m = b.silu_mul(&blk.gate.forward(b, &h)?, &blk.up.forward(b, &h)?)?;
+    hook.linear_input(id(BLOCK_LINEARS[6]), &m)?;
+    Ok(b.add(&x, &blk.down.forward(b, &m)?)?)
+}
+
+/// llama.cpp stores Llama 3's rope rescaling as per-frequency divisors.
+fn rope_freq_factors(w: &Weights, cfg: &ModelConfig) -> Result<Option<Vec<f32>>> {
+    const NAME: &str = "rope_freqs.weight";
+    if cfg.rope_scaling.is_some() || !w.contains(NAME) {
+        return Ok(None);
+    }
+    Ok(Some(w.read(NAME, &[cfg.head_dim / 2], cfg)?))
+}

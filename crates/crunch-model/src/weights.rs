@@ -1,0 +1,163 @@
+//! Named weight access with the checkpoint's naming and layout quirks undone, so the model
+//! code sees Hugging Face names and layouts whatever the file format.
+
+use crate::config::ModelConfig;
+use crate::{Error, Result};
+use crunch_formats::{TensorInfo, TensorSource};
+
+/// How stored tensor names relate to Hugging Face names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    HuggingFace,
+    /// llama.cpp names (`blk.N.attn_q.weight`). `unpermute_qk`: llama.cpp's converter reorders
+    /// the rows of q and k for its interleaved rotary layout on Llama-architecture files.
+    Gguf { unpermute_qk: bool },
+}
+
+pub struct Weights {
+    source: Box<dyn TensorSource>,
+    naming: Naming,
+}
+
+impl Weights {
+    pub fn new(source: Box<dyn TensorSource>, naming: Naming) -> Self {
+        Self { source, naming }
+    }
+
+    pub fn source(&self) -> &dyn TensorSource {
+        self.source.as_ref()
+    }
+
+    /// The stored name of a Hugging Face tensor name.
+    pub fn stored_name(&self, hf: &str) -> String {
+        match self.naming {
+            Naming::HuggingFace => hf.to_string(),
+            Naming::Gguf { .. } => gguf_name(hf),
+        }
+    }
+
+    pub fn contains(&self, hf: &str) -> bool {
+        self.source.info(&self.stored_name(hf)).is_some()
+    }
+
+    pub fn info(&self, hf: &str) -> Option<TensorInfo> {
+        self.source.info(&self.stored_name(hf))
+    }
+
+    /// Reads `hf` as f32, checking that its shape is `shape`.
+    pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
+        let stored = self.stored_name(hf);
+        let path = self.source.path().display();
+        let info = self.source.info(&stored).ok_or_else(|| {
+            Error::Weights(format!("{path}: missing tensor `{stored}`"))
+        })?;
+        if info.shape != shape {
+            return Err(Error::Weights(format!(
+                "{path}: tensor `{stored}` has shape {:?}, but config.json implies {shape:?}",
+                info.shape
+            )));
+        }
+        let mut data = self.source.read_f32(&stored)?;
+        if let Naming::Gguf { unpermute_qk: true } = self.naming {
+            if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
+                data = unpermute_rows(&data, cfg.heads, cfg.head_dim);
+            } else if hf.ends_with("self_attn.k_proj.weight")
+                || hf.ends_with("self_attn.k_proj.bias")
+            {
+                data = unpermute_rows(&data, cfg.kv_heads, cfg.head_dim);
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Maps a Hugging Face tensor name to llama.cpp's.
+fn gguf_name(hf: &str) -> String {
+    const GLOBAL: &[(&str, &str)] = &[
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    const LAYER: &[(&str, &str)] = &[
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ];
+    if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    if let Some(rest) = hf.strip_prefix("model.layers.") {
+        if let Some((layer, tail)) = rest.split_once('.') {
+            for (h, g) in LAYER {
+                if let Some(suffix) = tail.strip_prefix(h) {
+                    return format!("blk.{layer}.{g}{suffix}");
+                }
+            }
+        }
+    }
+    hf.to_string()
+}
+
+/// Undoes llama.cpp's q/k row permutation. Within each head, llama.cpp stores row `2i + j`
+/// what Hugging Face stores at row `j * d/2 + i` (i < d/2, j ∈ {0, 1}).
+fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+    let rows = heads * head_dim;
+    let cols = data.len() / rows;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * head_dim + 2 * i + j;
+                let dst = h * head_dim + j * half + i;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_llama_cpp() {
+        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.weight"), "blk.12.attn_q.weight");
+        assert_eq!(gguf_name("model.layers.0.self_attn.k_proj.bias"), "blk.0.attn_k.bias");
+        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight");
+        assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+        assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+    }
+
+    /// llama.cpp's permutation as its converter writes it: view rows as
+    /// [heads, 2, d/2] and swap the last two axes.
+    fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+        let cols = data.len() / (heads * head_dim);
+        let half = head_dim / 2;
+        let mut out = Vec::with_capacity(data.len());
+        for h in 0..heads {
+            for i in 0..half {
+                for j in 0..2 {
+                    let src = h * head_dim + j * half + i;
+                    out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_the_converter() {
+        let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
+        assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8), data);
+    }
+}

@@ -1,0 +1,74 @@
+//! The tensor operations a decoder-only transformer needs, behind one small trait.
+//!
+//! The model code in `crunch-model` is written once against [`Backend`]; each backend (CPU
+//! through candle here, CUDA later) implements these operations rather than a second copy of
+//! the model. The set is deliberately small: everything the Llama family (Llama, Mistral,
+//! Qwen2, Qwen3) needs, and nothing a compressor needs to see.
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+/// Errors from a backend; the message says which operation failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
+/// Which keys a query position may attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionMask {
+    /// Sliding window: query `i` sees keys `j` with `i - window < j <= i`. `None` is plain causal.
+    pub window: Option<usize>,
+}
+
+/// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
+pub trait Backend: Send + Sync {
+    type Tensor: Clone + Send + Sync;
+
+    /// Copies host f32 data to a tensor of `shape`.
+    fn from_f32(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copies a tensor back to host f32, row-major.
+    fn to_f32(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// Same data, new shape (element count unchanged).
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Rows `start..start+len` of a 2-D tensor.
+    fn rows(&self, t: &Self::Tensor, start: usize, len: usize) -> Result<Self::Tensor>;
+
+    /// Gathers rows of `table` `[vocab, dim]`: `[ids.len(), dim]`.
+    fn embedding(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
+    /// `x [n, in] · wᵀ [in, out] (+ bias [out])` -> `[n, out]`.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// RMS normalisation over the last axis, scaled by `weight` (length of the last axis).
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// Rotary embedding, "half" layout (x[..d/2] pairs with x[d/2..]), on `x [tokens, heads,
+    /// head_dim]` with `cos`/`sin` of shape `[tokens, head_dim / 2]`.
+    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor)
+        -> Result<Self::Tensor>;
+    /// Scaled dot-product attention with grouped key/value heads.
+    /// `q [tokens, heads, d]`, `k`/`v` `[tokens, kv_heads, d]` -> `[tokens, heads * d]`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        mask: AttentionMask,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
+    /// `silu(gate) * up`, the SwiGLU activation.
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+}
