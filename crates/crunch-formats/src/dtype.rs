@@ -53,7 +53,7 @@ impl DType {
     /// Bytes needed for `numel` elements, or `None` on overflow or a partial block.
     pub fn bytes_for(self, numel: usize) -> Option<usize> {
         let (per_block, block_bytes) = self.block();
-        if numel % per_block != 0 {
+        if !numel.is_multiple_of(per_block) {
             return None;
         }
         (numel / per_block).checked_mul(block_bytes)

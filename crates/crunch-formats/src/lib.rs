@@ -9,6 +9,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod safetensors;
 
 pub use dtype::DType;

@@ -366,7 +366,7 @@ pub fn serialize_f32(tensors: &[(&str, &[usize], &[f32])]) -> Vec<u8> {
         offset += n;
     }
     let mut json = serde_json::to_vec(&header).expect("header serializes");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);
@@ -393,7 +393,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = serialize_f32(&[("a", &[2, 3], &[1., 2., 3., 4., 5., 6.]), ("b", &[1], &[7.])]);
+        let bytes = serialize_f32(&[
+            ("a", &[2, 3], &[1., 2., 3., 4., 5., 6.]),
+            ("b", &[1], &[7.]),
+        ]);
         let (_d, p) = write(&bytes);
         let f = SafetensorsFile::open(&p).unwrap();
         assert_eq!(f.read_f32("a").unwrap(), vec![1., 2., 3., 4., 5., 6.]);

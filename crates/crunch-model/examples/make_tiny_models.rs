@@ -6,7 +6,9 @@
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 
 fn main() -> std::io::Result<()> {
-    let out = std::env::args().nth(1).expect("usage: make_tiny_models OUT_DIR");
+    let out = std::env::args()
+        .nth(1)
+        .expect("usage: make_tiny_models OUT_DIR");
     for spec in tiny_specs() {
         let dir = std::path::Path::new(&out).join(spec.name);
         let hash = write_tiny_model(&spec, &dir, 0)?;

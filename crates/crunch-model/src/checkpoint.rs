@@ -39,7 +39,10 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(Error::Config(format!("{}: no such file or directory", path.display())));
+            return Err(Error::Config(format!(
+                "{}: no such file or directory",
+                path.display()
+            )));
         }
         if path.is_dir() {
             return Self::open_hf(path);
@@ -62,12 +65,17 @@ impl Checkpoint {
     }
 
     fn open_hf(path: &Path) -> Result<Self> {
-        let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", config_path.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::Config(format!("{}: not valid JSON: {e}", config_path.display()))
+        })?;
         let config = ModelConfig::from_hf_json(&config_path, &json)?;
         let source = SafetensorsModel::open(path)?;
         let tok = dir.join("tokenizer.json");
@@ -76,7 +84,11 @@ impl Checkpoint {
             format: Format::HuggingFace,
             config,
             weights: Weights::new(Box::new(source), Naming::HuggingFace),
-            tokenizer: if tok.is_file() { TokenizerSource::File(tok) } else { TokenizerSource::Missing },
+            tokenizer: if tok.is_file() {
+                TokenizerSource::File(tok)
+            } else {
+                TokenizerSource::Missing
+            },
         })
     }
 
@@ -138,7 +150,9 @@ impl Checkpoint {
 }
 
 fn dtype_name(d: DType) -> String {
-    d.safetensors_name().map(str::to_string).unwrap_or_else(|| format!("{d:?}").to_uppercase())
+    d.safetensors_name()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{d:?}").to_uppercase())
 }
 
 #[derive(Debug)]

@@ -109,7 +109,9 @@ impl ModelConfig {
             .and_then(Value::as_str)
             .unwrap_or("silu");
         if act != "silu" {
-            return Err(bad(format!("hidden_act `{act}` is not supported (only silu)")));
+            return Err(bad(format!(
+                "hidden_act `{act}` is not supported (only silu)"
+            )));
         }
         let attention_bias = opt_bool("attention_bias").unwrap_or(false);
         let (qkv_bias, o_bias) = match arch {
@@ -185,7 +187,10 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+            return Err(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         Ok(())
     }
@@ -244,7 +249,10 @@ mod tests {
     fn parses_smollm2() {
         let c = ModelConfig::from_hf_json(Path::new("config.json"), &smollm2()).unwrap();
         assert_eq!(c.arch, Arch::Llama);
-        assert_eq!((c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim), (576, 30, 9, 3, 64));
+        assert_eq!(
+            (c.hidden, c.layers, c.heads, c.kv_heads, c.head_dim),
+            (576, 30, 9, 3, 64)
+        );
         assert!(c.tie_embeddings);
         assert_eq!(c.rope_theta, 100000.0);
     }
@@ -254,7 +262,11 @@ mod tests {
         let mut j = smollm2();
         j["model_type"] = "gpt_neox".into();
         let e = ModelConfig::from_hf_json(Path::new("x/config.json"), &j).unwrap_err();
-        assert!(e.to_string().contains("unsupported architecture `gpt_neox`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unsupported architecture `gpt_neox`"),
+            "{e}"
+        );
         assert!(e.to_string().contains("x/config.json"), "{e}");
     }
 

@@ -30,13 +30,18 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .map(|v| v as usize)
             .ok_or_else(|| bad(format!("missing or non-integer `{}`", key(k))))
     };
-    let opt_uint = |k: &str| file.get(&key(k)).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let opt_uint = |k: &str| {
+        file.get(&key(k))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+    };
     let float = |k: &str| file.get(&key(k)).and_then(|v| v.as_f64());
 
     let hidden = uint("embedding_length")?;
     let heads = uint("attention.head_count")?;
     let layers = uint("block_count")?;
-    let head_dim = opt_uint("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+    let head_dim =
+        opt_uint("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
     let vocab = match opt_uint("vocab_size") {
         Some(v) => v,
         None => file

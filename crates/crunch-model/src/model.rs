@@ -118,15 +118,22 @@ pub fn load_block<B: Backend>(
     let p = format!("model.layers.{layer}");
     let (h, hd) = (cfg.hidden, cfg.head_dim);
     let norm = |n: &str, len: usize| tensor(backend, w, cfg, &format!("{p}.{n}.weight"), &[len]);
-    let lin = |n: &str, out, inp, bias| linear(backend, w, cfg, &format!("{p}.{n}"), out, inp, bias);
+    let lin =
+        |n: &str, out, inp, bias| linear(backend, w, cfg, &format!("{p}.{n}"), out, inp, bias);
     Ok(Block {
         attn_norm: norm("input_layernorm", h)?,
         q: lin("self_attn.q_proj", cfg.q_dim(), h, cfg.qkv_bias)?,
         k: lin("self_attn.k_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
         v: lin("self_attn.v_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
         o: lin("self_attn.o_proj", h, cfg.q_dim(), cfg.o_bias)?,
-        q_norm: cfg.qk_norm.then(|| norm("self_attn.q_norm", hd)).transpose()?,
-        k_norm: cfg.qk_norm.then(|| norm("self_attn.k_norm", hd)).transpose()?,
+        q_norm: cfg
+            .qk_norm
+            .then(|| norm("self_attn.q_norm", hd))
+            .transpose()?,
+        k_norm: cfg
+            .qk_norm
+            .then(|| norm("self_attn.k_norm", hd))
+            .transpose()?,
         mlp_norm: norm("post_attention_layernorm", h)?,
         gate: lin("mlp.gate_proj", cfg.intermediate, h, cfg.mlp_bias)?,
         up: lin("mlp.up_proj", cfg.intermediate, h, cfg.mlp_bias)?,
@@ -144,7 +151,13 @@ impl<B: Backend> Model<B> {
         mut on_block: impl FnMut(usize),
     ) -> Result<Self> {
         let cfg = &config;
-        let embed = tensor(&backend, w, cfg, "model.embed_tokens.weight", &[cfg.vocab, cfg.hidden])?;
+        let embed = tensor(
+            &backend,
+            w,
+            cfg,
+            "model.embed_tokens.weight",
+            &[cfg.vocab, cfg.hidden],
+        )?;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);
@@ -192,7 +205,15 @@ impl<B: Backend> Model<B> {
         rope: &RopeTables<B>,
         hook: &mut dyn LinearHook<B>,
     ) -> Result<B::Tensor> {
-        block_forward(&self.backend, &self.config, &self.blocks[layer], layer, x, rope, hook)
+        block_forward(
+            &self.backend,
+            &self.config,
+            &self.blocks[layer],
+            layer,
+            x,
+            rope,
+            hook,
+        )
     }
 
     /// Final norm and output projection of hidden rows `x [n, hidden]`: logits `[n, vocab]`.
@@ -243,7 +264,10 @@ pub fn block_forward<B: Backend>(
     let k = b.reshape(&blk.k.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
     let v = b.reshape(&blk.v.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
     let (q, k) = match (&blk.q_norm, &blk.k_norm) {
-        (Some(qn), Some(kn)) => (b.rms_norm(&q, qn, cfg.rms_eps)?, b.rms_norm(&k, kn, cfg.rms_eps)?),
+        (Some(qn), Some(kn)) => (
+            b.rms_norm(&q, qn, cfg.rms_eps)?,
+            b.rms_norm(&k, kn, cfg.rms_eps)?,
+        ),
         _ => (q, k),
     };
     let q = b.rope(&q, &rope.cos, &rope.sin)?;

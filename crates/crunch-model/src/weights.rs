@@ -11,7 +11,9 @@ pub enum Naming {
     HuggingFace,
     /// llama.cpp names (`blk.N.attn_q.weight`). `unpermute_qk`: llama.cpp's converter reorders
     /// the rows of q and k for its interleaved rotary layout on Llama-architecture files.
-    Gguf { unpermute_qk: bool },
+    Gguf {
+        unpermute_qk: bool,
+    },
 }
 
 pub struct Weights {
@@ -48,9 +50,10 @@ impl Weights {
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let stored = self.stored_name(hf);
         let path = self.source.path().display();
-        let info = self.source.info(&stored).ok_or_else(|| {
-            Error::Weights(format!("{path}: missing tensor `{stored}`"))
-        })?;
+        let info = self
+            .source
+            .info(&stored)
+            .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
         if info.shape != shape {
             return Err(Error::Weights(format!(
                 "{path}: tensor `{stored}` has shape {:?}, but config.json implies {shape:?}",
@@ -118,7 +121,8 @@ fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
             for j in 0..2 {
                 let src = h * head_dim + 2 * i + j;
                 let dst = h * head_dim + j * half + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -131,9 +135,18 @@ mod tests {
 
     #[test]
     fn names_map_to_llama_cpp() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.weight"), "blk.12.attn_q.weight");
-        assert_eq!(gguf_name("model.layers.0.self_attn.k_proj.bias"), "blk.0.attn_k.bias");
-        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight");
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.q_proj.weight"),
+            "blk.12.attn_q.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.self_attn.k_proj.bias"),
+            "blk.0.attn_k.bias"
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.mlp.down_proj.weight"),
+            "blk.3.ffn_down.weight"
+        );
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }

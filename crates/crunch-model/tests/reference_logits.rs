@@ -52,8 +52,14 @@ fn check(name: &str, model_path: &Path, reference: &Value) {
         .collect();
     let got = Cpu.to_f32(&model.forward(&ids).unwrap()).unwrap();
     let err = relative_error(&got, &want);
-    println!("{name} ({}): relative error {err:.2e}", model_path.display());
-    assert!(err < TOLERANCE, "{name}: relative error {err} >= {TOLERANCE}");
+    println!(
+        "{name} ({}): relative error {err:.2e}",
+        model_path.display()
+    );
+    assert!(
+        err < TOLERANCE,
+        "{name}: relative error {err} >= {TOLERANCE}"
+    );
 }
 
 #[test]
@@ -135,7 +141,11 @@ fn write_gguf(spec: &TinySpec, path: &Path, arch: &str) {
         };
         let base = inverse_frequencies(&plain, None);
         let scaled = inverse_frequencies(&cfg, None);
-        let factors: Vec<f32> = base.iter().zip(&scaled).map(|(b, s)| (b / s) as f32).collect();
+        let factors: Vec<f32> = base
+            .iter()
+            .zip(&scaled)
+            .map(|(b, s)| (b / s) as f32)
+            .collect();
         let bytes = factors.iter().flat_map(|x| x.to_le_bytes()).collect();
         tensors.push((
             "rope_freqs.weight".into(),

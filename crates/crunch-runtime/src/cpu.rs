@@ -102,7 +102,10 @@ impl Backend for Cpu {
             blocks.push(out);
         }
         let out = Tensor::cat(&blocks, 1)?; // [heads, tokens, d]
-        Ok(out.transpose(0, 1)?.contiguous()?.reshape((tokens, heads * d))?)
+        Ok(out
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((tokens, heads * d))?)
     }
 
     fn silu_mul(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -177,7 +180,9 @@ mod tests {
     fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
-                let x = (i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503));
+                let x = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(40503));
                 ((x >> 8) as f32 / (1u32 << 24) as f32) - 0.5
             })
             .collect()

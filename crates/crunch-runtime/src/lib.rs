@@ -57,8 +57,12 @@ pub trait Backend: Send + Sync {
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
     /// Rotary embedding, "half" layout (x[..d/2] pairs with x[d/2..]), on `x [tokens, heads,
     /// head_dim]` with `cos`/`sin` of shape `[tokens, head_dim / 2]`.
-    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor)
-        -> Result<Self::Tensor>;
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
     /// Scaled dot-product attention with grouped key/value heads.
     /// `q [tokens, heads, d]`, `k`/`v` `[tokens, kv_heads, d]` -> `[tokens, heads * d]`.
     fn attention(

@@ -1,0 +1,9 @@
+//! Evaluation of a language model on text: perplexity by the GPTQ / llm-compressor protocol,
+//! and, against a base model, the mean KL divergence and top-1 agreement that "Accuracy is Not
+//! All You Need" (Dutta et al., 2024) argues catch damage perplexity hides.
+
+mod perplexity;
+mod scoring;
+
+pub use perplexity::{evaluate, windows, EvalOptions, EvalReport};
+pub use scoring::{score_rows, RowScores};

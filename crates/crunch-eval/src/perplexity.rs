@@ -1,0 +1,156 @@
+//! Perplexity by the GPTQ / llm-compressor protocol: the text is tokenized whole without
+//! special tokens and cut into non-overlapping windows of `ctx` tokens; in each window every
+//! position but the first is scored; PPL = exp(mean NLL). A trailing partial window is dropped,
+//! as in the reference code, unless the text is shorter than one window, in which case the
+//! whole text is one window.
+
+use crate::scoring::{score_rows, RowScores};
+use crunch_model::Model;
+use crunch_runtime::Backend;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Logits are materialised this many rows at a time ([rows, vocab] f32), bounding memory.
+const LOGIT_ROWS: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub ctx: usize,
+    /// Evaluate only the first this many tokens of the text.
+    pub max_tokens: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Mean negative log-likelihood per scored token (nats).
+    pub nll: f64,
+    pub ppl: f64,
+    pub tokens_scored: usize,
+    /// Tokens run through the model (windows × window length).
+    pub tokens_evaluated: usize,
+    pub windows: usize,
+    pub ctx: usize,
+    /// Share of scored positions whose arg-max is the next token.
+    pub top1_accuracy: f64,
+    /// Wall time of the forward passes and scoring (not loading or tokenizing).
+    pub seconds: f64,
+    /// `tokens_evaluated / seconds`.
+    pub tokens_per_second: f64,
+    /// Mean KL(base ‖ model) per scored token, with a base model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
+    /// Share of scored positions where model and base pick the same top token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1_agreement: Option<f64>,
+}
+
+/// The windows of `tokens` that the protocol scores.
+pub fn windows<'a>(tokens: &'a [u32], opts: &EvalOptions) -> Vec<&'a [u32]> {
+    let n = opts
+        .max_tokens
+        .map_or(tokens.len(), |m| m.min(tokens.len()));
+    let tokens = &tokens[..n];
+    if tokens.len() < opts.ctx {
+        return if tokens.len() >= 2 {
+            vec![tokens]
+        } else {
+            vec![]
+        };
+    }
+    tokens.chunks_exact(opts.ctx).collect()
+}
+
+/// Evaluates `model` (and `base`, when given) on `tokens`. `progress(done, total)` is called
+/// after each window.
+pub fn evaluate<B: Backend>(
+    model: &Model<B>,
+    base: Option<&Model<B>>,
+    tokens: &[u32],
+    opts: &EvalOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> crunch_model::Result<EvalReport> {
+    let wins = windows(tokens, opts);
+    let vocab = model.config.vocab;
+    if let Some(b) = base {
+        if b.config.vocab != vocab {
+            return Err(crunch_model::Error::Config(format!(
+                "base model has vocabulary {} but the model has {vocab}; KL needs the same one",
+                b.config.vocab
+            )));
+        }
+    }
+    let start = Instant::now();
+    let mut total = RowScores::default();
+    for (i, w) in wins.iter().enumerate() {
+        total.add(&score_window(model, base, w)?);
+        progress(i + 1, wins.len());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let evaluated: usize = wins.iter().map(|w| w.len()).sum();
+    let scored = total.positions.max(1) as f64;
+    let nll = total.nll / scored;
+    Ok(EvalReport {
+        nll,
+        ppl: nll.exp(),
+        tokens_scored: total.positions,
+        tokens_evaluated: evaluated,
+        windows: wins.len(),
+        ctx: opts.ctx,
+        top1_accuracy: total.top1_correct as f64 / scored,
+        seconds,
+        tokens_per_second: evaluated as f64 / seconds.max(1e-9),
+        kl: base.map(|_| total.kl / scored),
+        top1_agreement: base.map(|_| total.top1_agree as f64 / scored),
+    })
+}
+
+fn score_window<B: Backend>(
+    model: &Model<B>,
+    base: Option<&Model<B>>,
+    window: &[u32],
+) -> crunch_model::Result<RowScores> {
+    let b = &model.backend;
+    let hidden = model.hidden_states(window, &mut ())?;
+    let base_hidden = base.map(|m| m.hidden_states(window, &mut ())).transpose()?;
+    // Row t predicts token t + 1; the last row predicts nothing inside the window.
+    let rows = window.len() - 1;
+    let mut scores = RowScores::default();
+    for start in (0..rows).step_by(LOGIT_ROWS) {
+        let len = LOGIT_ROWS.min(rows - start);
+        let logits = model.logits(&b.rows(&hidden, start, len)?, &mut ())?;
+        let logits = b.to_f32(&logits)?;
+        let base_logits = match (base, &base_hidden) {
+            (Some(m), Some(h)) => {
+                let l = m.logits(&m.backend.rows(h, start, len)?, &mut ())?;
+                Some(m.backend.to_f32(&l)?)
+            }
+            _ => None,
+        };
+        let targets = &window[start + 1..start + 1 + len];
+        scores.add(&score_rows(
+            &logits,
+            base_logits.as_deref(),
+            targets,
+            model.config.vocab,
+        ));
+    }
+    Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_the_protocol() {
+        let t: Vec<u32> = (0..10).collect();
+        let o = |ctx, max| EvalOptions {
+            ctx,
+            max_tokens: max,
+        };
+        assert_eq!(windows(&t, &o(4, None)), vec![&t[0..4], &t[4..8]]);
+        assert_eq!(windows(&t, &o(4, Some(5))), vec![&t[0..4]]);
+        assert_eq!(windows(&t, &o(16, None)), vec![&t[..]]);
+        assert!(windows(&t[..1], &o(16, None)).is_empty());
+    }
+}
