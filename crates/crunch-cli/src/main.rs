@@ -1,19 +1,43 @@
 //! `crunch`: the thin command-line front end. Each subcommand parses its flags here and calls
 //! into the library crates; no algorithm lives in this crate.
 
+mod eval;
+mod info;
 mod pack;
+mod progress;
+mod quantize;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "crunch", version, about = "Make large language models smaller and faster, and measure the damage.")]
+#[command(
+    name = "crunch",
+    version,
+    about = "Make large language models smaller and faster, and measure the damage.",
+    long_about = "Make large language models smaller and faster, and measure the damage.\n\n\
+        MODEL arguments take a Hugging Face directory (config.json, model.safetensors or a \
+        sharded index, tokenizer.json) or a single GGUF file, which carries its own tokenizer.",
+    after_help = "Examples:\n  \
+        crunch info model.gguf\n  \
+        crunch eval model.gguf --data wiki.test.raw --ctx 2048 --max-tokens 65536\n  \
+        crunch eval quantized/ --base original/ --data wiki.test.raw --json"
+)]
 struct Cli {
+    /// Worker threads for matrix products and scoring (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show a model's architecture, size, dtypes and bytes on disk.
+    Info(info::InfoArgs),
+    /// Measure perplexity on a text file, and KL divergence / top-1 agreement against a base model.
+    Eval(eval::EvalArgs),
+    /// Quantize weights to 2-8 bits (round-to-nearest or GPTQ), written in crunch's format.
+    Quantize(quantize::QuantizeArgs),
     /// Pack a checkpoint file or directory losslessly.
     Pack(pack::PackArgs),
     /// Restore a packed checkpoint bit for bit.
@@ -22,7 +46,17 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
     let result = match cli.command {
+        Command::Info(args) => info::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Pack(args) => pack::pack(args),
         Command::Unpack(args) => pack::unpack(args),
     };

@@ -353,6 +353,82 @@ impl TensorSource for SafetensorsModel {
     }
 }
 
+/// One tensor to write: name, type, row-major shape and little-endian bytes.
+pub struct OwnedTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub fn f32(name: impl Into<String>, shape: &[usize], values: &[f32]) -> Self {
+        Self {
+            name: name.into(),
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Writes `tensors` (in the order given) as a safetensors file at `path`, streaming the data.
+/// The header is padded to a multiple of 8 bytes, as the format recommends.
+pub fn write_file(
+    path: &Path,
+    tensors: &[OwnedTensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0usize;
+    for t in tensors {
+        let dtype = t.dtype.safetensors_name().ok_or_else(|| {
+            FormatError::invalid(
+                path,
+                format!("{:?} cannot be stored in safetensors", t.dtype),
+            )
+        })?;
+        let numel: usize = t.shape.iter().product();
+        if t.dtype.bytes_for(numel) != Some(t.data.len()) {
+            return Err(FormatError::invalid(
+                path,
+                format!(
+                    "tensor `{}`: {} bytes do not match shape {:?}",
+                    t.name,
+                    t.data.len(),
+                    t.shape
+                ),
+            ));
+        }
+        let end = offset + t.data.len();
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).expect("header serializes");
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let io = |e| FormatError::io(path, e);
+    let mut f = std::io::BufWriter::new(File::create(path).map_err(io)?);
+    f.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    f.write_all(&json).map_err(io)?;
+    for t in tensors {
+        f.write_all(&t.data).map_err(io)?;
+    }
+    f.into_inner()
+        .map_err(|e| FormatError::io(path, e.into_error()))?
+        .sync_all()
+        .map_err(io)
+}
+
 /// Serializes f32 tensors to safetensors bytes (used by tests and by crunch's writers).
 pub fn serialize_f32(tensors: &[(&str, &[usize], &[f32])]) -> Vec<u8> {
     let mut header = serde_json::Map::new();
@@ -401,6 +477,28 @@ mod tests {
         let f = SafetensorsFile::open(&p).unwrap();
         assert_eq!(f.read_f32("a").unwrap(), vec![1., 2., 3., 4., 5., 6.]);
         assert_eq!(f.info("b").unwrap().shape, vec![1]);
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        let tensors = vec![
+            OwnedTensor::f32("a", &[2], &[1.5, -2.0]),
+            OwnedTensor {
+                name: "codes".into(),
+                dtype: DType::U8,
+                shape: vec![3],
+                data: vec![7, 8, 9],
+            },
+        ];
+        let meta = BTreeMap::from([("format".to_string(), "crunch".to_string())]);
+        write_file(&p, &tensors, &meta).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert_eq!(f.read_f32("a").unwrap(), vec![1.5, -2.0]);
+        assert_eq!(f.raw("codes").unwrap(), &[7, 8, 9]);
+        assert_eq!(f.metadata()["format"], "crunch");
+        assert!(f.read_f32("codes").is_err());
     }
 
     #[test]

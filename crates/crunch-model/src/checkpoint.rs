@@ -2,13 +2,15 @@
 //! or a single GGUF file (config, weights and tokenizer all from the file).
 
 use crate::config::ModelConfig;
+use crate::crunch_format::CrunchSource;
 use crate::gguf_config::config_from_gguf;
 use crate::model::Model;
 use crate::weights::{Naming, Weights};
 use crate::{Error, Result};
 use crunch_formats::gguf::GgufFile;
+use crunch_formats::recipe::Recipe;
 use crunch_formats::safetensors::SafetensorsModel;
-use crunch_formats::DType;
+use crunch_formats::{DType, TensorSource};
 use crunch_runtime::Backend;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use tokenizers::Tokenizer;
 pub enum Format {
     HuggingFace,
     Gguf,
+    /// crunch's own: a Hugging Face directory plus `crunch.json` (quantized layers inside).
+    Crunch,
 }
 
 /// An opened, validated checkpoint whose tensors are memory-mapped and read on demand.
@@ -26,6 +30,8 @@ pub struct Checkpoint {
     pub format: Format,
     pub config: ModelConfig,
     pub weights: Weights,
+    /// What was done to this model, for crunch's own format.
+    pub recipe: Option<Recipe>,
     tokenizer: TokenizerSource,
 }
 
@@ -79,11 +85,20 @@ impl Checkpoint {
         let config = ModelConfig::from_hf_json(&config_path, &json)?;
         let source = SafetensorsModel::open(path)?;
         let tok = dir.join("tokenizer.json");
+        let recipe = Recipe::read(dir)?;
+        let (format, source): (Format, Box<dyn TensorSource>) = match &recipe {
+            Some(r) => (
+                Format::Crunch,
+                Box::new(CrunchSource::new(source, r.clone())),
+            ),
+            None => (Format::HuggingFace, Box::new(source)),
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            format: Format::HuggingFace,
+            format,
             config,
-            weights: Weights::new(Box::new(source), Naming::HuggingFace),
+            weights: Weights::new(source, Naming::HuggingFace),
+            recipe,
             tokenizer: if tok.is_file() {
                 TokenizerSource::File(tok)
             } else {
@@ -106,6 +121,7 @@ impl Checkpoint {
             format: Format::Gguf,
             config,
             weights: Weights::new(Box::new(file), Naming::Gguf { unpermute_qk }),
+            recipe: None,
             tokenizer,
         })
     }
@@ -131,7 +147,30 @@ impl Checkpoint {
         let tensors = self.weights.source().tensors();
         let mut dtypes: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         let mut parameters = 0u64;
+        let quantized = |name: &str| {
+            let r = self.recipe.as_ref()?;
+            let (prefix, _) = name.rsplit_once('.')?;
+            r.layers.get(prefix)
+        };
         for t in &tensors {
+            if let Some(layer) = quantized(&t.name) {
+                // Stored parts of a quantized layer: count the layer once, by its codes.
+                if t.name.ends_with(".qcodes") {
+                    let g = layer
+                        .group_size
+                        .map_or("channel".into(), |g| format!("g{g}"));
+                    let key = format!(
+                        "INT{} {g}{}",
+                        layer.bits,
+                        if layer.symmetric { " sym" } else { "" }
+                    );
+                    let e = dtypes.entry(key).or_default();
+                    e.0 += 1;
+                    e.1 += (layer.rows * layer.cols) as u64;
+                    parameters += (layer.rows * layer.cols) as u64;
+                }
+                continue;
+            }
             let e = dtypes.entry(dtype_name(t.dtype)).or_default();
             e.0 += 1;
             e.1 += t.numel() as u64;

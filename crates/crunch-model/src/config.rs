@@ -195,6 +195,75 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// A Hugging Face `config.json` describing this model (what crunch writes beside weights
+    /// it saves, so transformers and crunch both load them).
+    pub fn to_hf_json(&self) -> Value {
+        let arch_class = match self.arch {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+            Arch::Qwen3 => "Qwen3ForCausalLM",
+        };
+        let mut v = serde_json::json!({
+            "architectures": [arch_class],
+            "model_type": self.arch.name(),
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab,
+            "rms_norm_eps": self.rms_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position,
+            "tie_word_embeddings": self.tie_embeddings,
+            "hidden_act": "silu",
+            "torch_dtype": "float32",
+        });
+        if let Some(s) = &self.rope_scaling {
+            v["rope_scaling"] = match *s {
+                RopeScaling::Linear { factor } => {
+                    serde_json::json!({"rope_type": "linear", "factor": factor})
+                }
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position,
+                } => serde_json::json!({
+                    "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+                    "high_freq_factor": high_freq_factor,
+                    "original_max_position_embeddings": original_max_position,
+                }),
+            };
+        }
+        match self.arch {
+            Arch::Llama => {
+                v["attention_bias"] = self.qkv_bias.into();
+                v["mlp_bias"] = self.mlp_bias.into();
+            }
+            Arch::Qwen3 => v["attention_bias"] = self.qkv_bias.into(),
+            _ => {}
+        }
+        let window = self.layer_window.iter().flatten().next().copied();
+        match (self.arch, window) {
+            (Arch::Mistral, w) => v["sliding_window"] = w.into(),
+            (Arch::Qwen2 | Arch::Qwen3, Some(w)) => {
+                let first = self
+                    .layer_window
+                    .iter()
+                    .position(Option::is_some)
+                    .unwrap_or(0);
+                v["use_sliding_window"] = true.into();
+                v["sliding_window"] = w.into();
+                v["max_window_layers"] = first.into();
+            }
+            _ => {}
+        }
+        v
+    }
+
     /// Output width of the query projection.
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
@@ -255,6 +324,15 @@ mod tests {
         );
         assert!(c.tie_embeddings);
         assert_eq!(c.rope_theta, 100000.0);
+    }
+
+    #[test]
+    fn hf_json_round_trips() {
+        for spec in crate::testing::tiny_specs() {
+            let c = ModelConfig::from_hf_json(Path::new("c"), &spec.config).unwrap();
+            let again = ModelConfig::from_hf_json(Path::new("c"), &c.to_hf_json()).unwrap();
+            assert_eq!(c, again, "{}", spec.name);
+        }
     }
 
     #[test]

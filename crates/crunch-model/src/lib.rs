@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod crunch_format;
 mod gguf_config;
 pub mod hooks;
 pub mod model;

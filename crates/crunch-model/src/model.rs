@@ -68,6 +68,24 @@ pub struct RopeTables<B: Backend> {
     sin: B::Tensor,
 }
 
+impl<B: Backend> RopeTables<B> {
+    /// Tables for a checkpoint without loading the model (calibration streams blocks alone).
+    pub fn new(backend: &B, w: &Weights, cfg: &ModelConfig, positions: usize) -> Result<Self> {
+        let factors = rope_freq_factors(w, cfg)?;
+        let inv_freq = rope::inverse_frequencies(cfg, factors.as_deref());
+        Self::from_inv_freq(backend, &inv_freq, positions)
+    }
+
+    fn from_inv_freq(backend: &B, inv_freq: &[f64], positions: usize) -> Result<Self> {
+        let (cos, sin) = rope::tables(inv_freq, positions);
+        let half = inv_freq.len();
+        Ok(RopeTables {
+            cos: backend.from_f32(cos, &[positions, half])?,
+            sin: backend.from_f32(sin, &[positions, half])?,
+        })
+    }
+}
+
 pub struct Model<B: Backend> {
     pub config: ModelConfig,
     pub backend: B,
@@ -183,12 +201,7 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn rope_tables(&self, positions: usize) -> Result<RopeTables<B>> {
-        let (cos, sin) = rope::tables(&self.inv_freq, positions);
-        let half = self.config.head_dim / 2;
-        Ok(RopeTables {
-            cos: self.backend.from_f32(cos, &[positions, half])?,
-            sin: self.backend.from_f32(sin, &[positions, half])?,
-        })
+        RopeTables::from_inv_freq(&self.backend, &self.inv_freq, positions)
     }
 
     /// Token embeddings `[tokens, hidden]`.
@@ -283,6 +296,39 @@ pub fn block_forward<B: Backend>(
     let m = b.silu_mul(&blk.gate.forward(b, &h)?, &blk.up.forward(b, &h)?)?;
     hook.linear_input(id(BLOCK_LINEARS[6]), &m)?;
     Ok(b.add(&x, &blk.down.forward(b, &m)?)?)
+}
+
+/// Every tensor a model of `cfg` stores, with its shape, in Hugging Face naming.
+pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, hd) = (cfg.hidden, cfg.intermediate, cfg.head_dim);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab, h])];
+    for l in 0..cfg.layers {
+        let p = format!("model.layers.{l}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        for name in BLOCK_LINEARS {
+            let (o, n, bias) = match name {
+                "self_attn.q_proj" => (cfg.q_dim(), h, cfg.qkv_bias),
+                "self_attn.k_proj" | "self_attn.v_proj" => (cfg.kv_dim(), h, cfg.qkv_bias),
+                "self_attn.o_proj" => (h, cfg.q_dim(), cfg.o_bias),
+                "mlp.down_proj" => (h, i, cfg.mlp_bias),
+                _ => (i, h, cfg.mlp_bias),
+            };
+            out.push((format!("{p}.{name}.weight"), vec![o, n]));
+            if bias {
+                out.push((format!("{p}.{name}.bias"), vec![o]));
+            }
+        }
+        if cfg.qk_norm {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab, h]));
+    }
+    out
 }
 
 /// llama.cpp stores Llama 3's rope rescaling as per-frequency divisors.

@@ -6,7 +6,7 @@
 //! its logits in `tests/fixtures/reference/`.
 
 use crate::config::ModelConfig;
-use crate::model::BLOCK_LINEARS;
+pub use crate::model::tensor_shapes;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -75,39 +75,6 @@ pub fn tiny_specs() -> Vec<TinySpec> {
             config: qwen3,
         },
     ]
-}
-
-/// Every tensor a model of `cfg` stores, with its shape, in Hugging Face naming.
-pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, hd) = (cfg.hidden, cfg.intermediate, cfg.head_dim);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab, h])];
-    for l in 0..cfg.layers {
-        let p = format!("model.layers.{l}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        for name in BLOCK_LINEARS {
-            let (o, n, bias) = match name {
-                "self_attn.q_proj" => (cfg.q_dim(), h, cfg.qkv_bias),
-                "self_attn.k_proj" | "self_attn.v_proj" => (cfg.kv_dim(), h, cfg.qkv_bias),
-                "self_attn.o_proj" => (h, cfg.q_dim(), cfg.o_bias),
-                "mlp.down_proj" => (h, i, cfg.mlp_bias),
-                _ => (i, h, cfg.mlp_bias),
-            };
-            out.push((format!("{p}.{name}.weight"), vec![o, n]));
-            if bias {
-                out.push((format!("{p}.{name}.bias"), vec![o]));
-            }
-        }
-        if cfg.qk_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-            out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
-        }
-    }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab, h]));
-    }
-    out
 }
 
 /// SplitMix64: tiny, fast, and identical everywhere.

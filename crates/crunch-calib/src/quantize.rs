@@ -1,0 +1,153 @@
+//! Quantizing a whole checkpoint: which layers, which method, driven block by block.
+
+use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
+use crate::{Error, Result};
+use crunch_compress::{gptq, rtn, GptqOptions, QuantSpec, QuantizedWeight};
+use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::Checkpoint;
+use crunch_runtime::Backend;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub enum Method {
+    /// Round to nearest; needs no calibration data.
+    Rtn,
+    Gptq(GptqOptions),
+}
+
+#[derive(Clone, Debug)]
+pub struct QuantizePlan {
+    pub method: Method,
+    pub spec: QuantSpec,
+    /// MSE-optimal clipping search for the grid (RTN; GPTQ takes it from its options).
+    pub mse_clip: bool,
+    /// Layers left as they are: a pattern with `*` wildcards matched against the whole
+    /// Hugging Face layer name, or else a substring of it.
+    pub skip: Vec<String>,
+}
+
+impl QuantizePlan {
+    pub fn skips(&self, name: &str) -> bool {
+        self.skip.iter().any(|p| {
+            if p.contains('*') {
+                wildcard_match(p.as_bytes(), name.as_bytes())
+            } else {
+                name.contains(p.as_str())
+            }
+        })
+    }
+}
+
+fn wildcard_match(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard_match(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && wildcard_match(rest, &s[1..]),
+    }
+}
+
+struct Quantizer<'a> {
+    plan: &'a QuantizePlan,
+    done: BTreeMap<String, QuantizedWeight>,
+}
+
+impl Quantizer<'_> {
+    fn quantize(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+        let name = job.id.full_name();
+        if self.plan.skips(&name) {
+            return Ok(None);
+        }
+        let q = match &self.plan.method {
+            Method::Rtn => rtn(
+                job.weight,
+                job.rows,
+                job.cols,
+                self.plan.spec,
+                self.plan.mse_clip,
+            ),
+            Method::Gptq(opts) => gptq(
+                job.weight,
+                job.rows,
+                job.cols,
+                job.hessian,
+                self.plan.spec,
+                opts,
+            ),
+        }
+        .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
+        let deq = q.dequantize();
+        self.done.insert(name, q);
+        Ok(Some(deq))
+    }
+}
+
+impl LayerCompressor for Quantizer<'_> {
+    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+        self.quantize(job)
+    }
+}
+
+/// Quantizes every block linear layer of `ckpt` not skipped by the plan. GPTQ needs
+/// calibration `windows`; RTN reads the weights directly and ignores them.
+pub fn quantize_model<B: Backend>(
+    backend: &B,
+    ckpt: &Checkpoint,
+    plan: &QuantizePlan,
+    windows: Option<&[Vec<u32>]>,
+    progress: &mut dyn Progress,
+) -> Result<BTreeMap<String, QuantizedWeight>> {
+    let mut q = Quantizer {
+        plan,
+        done: BTreeMap::new(),
+    };
+    match (&plan.method, windows) {
+        (Method::Gptq(_), Some(w)) => run_sequential(backend, ckpt, w, &mut q, progress)?,
+        (Method::Gptq(_), None) => {
+            return Err(Error::Data("GPTQ needs calibration data (--calib)".into()))
+        }
+        (Method::Rtn, _) => {
+            let cfg = &ckpt.config;
+            let empty = crunch_compress::Hessian::new(0);
+            for layer in 0..cfg.layers {
+                progress.block(layer, cfg.layers);
+                for name in BLOCK_LINEARS {
+                    progress.step(name);
+                    let full = format!("model.layers.{layer}.{name}.weight");
+                    let info = ckpt.weights.info(&full).ok_or_else(|| {
+                        Error::Data(format!("{}: missing `{full}`", ckpt.path.display()))
+                    })?;
+                    let (rows, cols) = (info.shape[0], info.shape[1]);
+                    let weight = ckpt.weights.read(&full, &[rows, cols], cfg)?;
+                    let job = LayerJob {
+                        id: crunch_model::LinearId { layer, name },
+                        weight: &weight,
+                        rows,
+                        cols,
+                        hessian: &empty,
+                    };
+                    q.quantize(&job)?;
+                }
+            }
+        }
+    }
+    Ok(q.done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_patterns() {
+        let plan = QuantizePlan {
+            method: Method::Rtn,
+            spec: QuantSpec::new(4, Some(32), false),
+            mse_clip: false,
+            skip: vec!["down_proj".into(), "model.layers.1.*q_proj".into()],
+        };
+        assert!(plan.skips("model.layers.3.mlp.down_proj"));
+        assert!(plan.skips("model.layers.1.self_attn.q_proj"));
+        assert!(!plan.skips("model.layers.11.self_attn.q_proj"));
+        assert!(!plan.skips("model.layers.1.self_attn.k_proj"));
+    }
+}

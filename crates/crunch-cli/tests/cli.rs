@@ -1,0 +1,266 @@
+//! The `crunch` binary end to end: happy paths print what they promise, and every kind of bad
+//! input ends with a clear error naming the file, a non-zero exit, and no panic.
+
+use crunch_model::testing::{smollm2_gguf, tiny_specs, write_tiny_model};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn crunch(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_crunch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `crunch info` on `path` and checks that it fails cleanly with every `needle` in the error.
+fn fails_cleanly(path: &Path, needles: &[&str]) {
+    let (ok, _, err) = crunch(&["info", path.to_str().unwrap()]);
+    assert!(!ok, "expected failure for {}", path.display());
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "error lacks `{n}`: {err}");
+    }
+}
+
+fn tiny_llama() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap();
+    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let p = dir.path().to_path_buf();
+    (dir, p)
+}
+
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn info_describes_a_tiny_model() {
+    let (_d, p) = tiny_llama();
+    let (ok, out, err) = crunch(&["info", p.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["layers"], 2);
+    assert!(v["parameters"].as_u64().unwrap() > 0);
+    assert_eq!(v["dtypes"]["F32"]["tensors"].as_u64().unwrap() > 0, true);
+}
+
+#[test]
+fn truncated_safetensors_is_reported() {
+    let (_d, p) = tiny_llama();
+    let f = p.join("model.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    fails_cleanly(&p, &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn header_lying_about_offsets_is_reported() {
+    let (_d, p) = tiny_llama();
+    let f = p.join("model.safetensors");
+    edit_header(&f, |h| {
+        h["model.norm.weight"]["data_offsets"] = serde_json::json!([0, 1 << 40]);
+    });
+    fails_cleanly(&p, &["model.safetensors", "model.norm.weight", "outside"]);
+}
+
+#[test]
+fn unknown_dtype_is_reported() {
+    let (_d, p) = tiny_llama();
+    edit_header(&p.join("model.safetensors"), |h| {
+        h["model.norm.weight"]["dtype"] = "F7".into();
+    });
+    fails_cleanly(&p, &["model.safetensors", "unknown dtype `F7`"]);
+}
+
+#[test]
+fn missing_tensor_is_reported_on_load() {
+    let (_d, p) = tiny_llama();
+    edit_header(&p.join("model.safetensors"), |h| {
+        let v = h["model.norm.weight"].clone();
+        h.as_object_mut().unwrap().remove("model.norm.weight");
+        h["renamed.weight"] = v;
+    });
+    std::fs::write(p.join("data.txt"), "hello world ".repeat(20)).unwrap();
+    let (ok, _, err) = crunch(&[
+        "eval",
+        p.to_str().unwrap(),
+        "--data",
+        p.join("data.txt").to_str().unwrap(),
+    ]);
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    // No tokenizer.json: reported first, naming the model.
+    assert!(err.contains("no tokenizer"), "{err}");
+}
+
+#[test]
+fn shape_that_does_not_match_config_is_reported() {
+    let (_d, p) = tiny_llama();
+    let cfg_path = p.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["intermediate_size"] = 96.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let ckpt = crunch_model::Checkpoint::open(&p).unwrap();
+    let err = ckpt
+        .load(crunch_runtime::Cpu, |_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("mlp.gate_proj.weight") && err.contains("config.json implies [96, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_architecture_is_reported() {
+    let (_d, p) = tiny_llama();
+    let cfg_path = p.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["model_type"] = "bloom".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    fails_cleanly(&p, &["config.json", "unsupported architecture `bloom`"]);
+}
+
+#[test]
+fn truncated_and_corrupt_gguf_are_reported() {
+    let gguf = std::fs::read(smollm2_gguf()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &gguf[..gguf.len() / 3]).unwrap();
+    fails_cleanly(&truncated, &["truncated.gguf"]);
+    let corrupt = dir.path().join("corrupt.gguf");
+    let mut bytes = gguf[..4096].to_vec();
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); // metadata count
+    std::fs::write(&corrupt, &bytes).unwrap();
+    fails_cleanly(&corrupt, &["corrupt.gguf"]);
+    fails_cleanly(&dir.path().join("absent.gguf"), &["absent.gguf"]);
+}
+
+#[test]
+fn eval_reports_json_on_smollm2() {
+    let gguf = smollm2_gguf();
+    let data = format!("{ROOT}/data/demo.txt");
+    let (ok, out, err) = crunch(&[
+        "eval",
+        gguf.to_str().unwrap(),
+        "--data",
+        &data,
+        "--ctx",
+        "128",
+        "--max-tokens",
+        "256",
+        "--base",
+        gguf.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "nll",
+        "ppl",
+        "tokens_scored",
+        "tokens_per_second",
+        "kl",
+        "top1_agreement",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {out}");
+    }
+    assert_eq!(v["tokens_scored"], 2 * 127);
+    assert_eq!(v["top1_agreement"], 1.0);
+    let (ok, _, err) = crunch(&["eval", gguf.to_str().unwrap(), "--data", "/nonexistent.txt"]);
+    assert!(!ok && err.contains("/nonexistent.txt"), "{err}");
+}
+
+fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn quantize_writes_crunch_format_deterministically_and_safely() {
+    let (d, p) = tiny_llama();
+    let out = d.path().join("q");
+    let args = |out: &Path| {
+        vec![
+            "quantize".to_string(),
+            p.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--method".into(),
+            "rtn".into(),
+            "--bits".into(),
+            "3".into(),
+            "--group-size".into(),
+            "32".into(),
+            "--json".into(),
+        ]
+    };
+    let run = |a: Vec<String>| crunch(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, stdout, err) = run(args(&out));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["layers_quantized"], 14);
+    // 3-bit codes + f16 scale + 3-bit zero per 32 weights.
+    let bpw = report["bits_per_weight"].as_f64().unwrap();
+    assert!((bpw - (3.0 + 19.0 / 32.0)).abs() < 1e-9, "{bpw}");
+
+    // Same input, same seed: byte-identical output.
+    let out2 = d.path().join("q2");
+    assert!(run(args(&out2)).0);
+    assert_eq!(dir_bytes(&out), dir_bytes(&out2));
+
+    // An existing output is refused, and left untouched.
+    let before = dir_bytes(&out);
+    let (ok, _, err) = run(args(&out));
+    assert!(!ok && err.contains("already exists"), "{err}");
+    assert_eq!(dir_bytes(&out), before);
+
+    // crunch's format loads: info shows the quantized layers, and the model runs.
+    let (ok, info, _) = crunch(&["info", out.to_str().unwrap()]);
+    assert!(
+        ok && info.contains("INT3 g32") && info.contains("Crunch"),
+        "{info}"
+    );
+    let ckpt = crunch_model::Checkpoint::open(&out).unwrap();
+    assert_eq!(ckpt.recipe.as_ref().unwrap().layers.len(), 14);
+    let model = ckpt.load(crunch_runtime::Cpu, |_| {}).unwrap();
+    assert!(model.forward(&[1, 2, 3]).is_ok());
+}

@@ -1,0 +1,242 @@
+//! The GPTQ Hessian H = 2·XᵀX / N of a linear layer's inputs, accumulated over calibration
+//! batches.
+//!
+//! Each batch's XᵀX is one f32 GEMM (faer), computed for the lower triangle only in column
+//! blocks of fixed width spread over rayon threads; the fixed blocking makes the result
+//! independent of the thread count. The running average is then updated element by element in
+//! f64 — H ← (H·N_old + 2·XᵀX) / N_new, one rounding to f32 per batch — so many batches do not
+//! accumulate rescaling error. N counts tokens (rows of X). GPTQ is invariant to a constant
+//! factor on H, so counting sequences instead, as the reference code does, changes nothing.
+
+use crate::error::{CompressError, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use rayon::prelude::*;
+
+/// Columns of XᵀX computed per task.
+const GEMM_COLUMN_BLOCK: usize = 64;
+
+/// H = 2/N Σ x xᵀ over the N input rows seen so far, stored n×n row-major in f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hessian {
+    /// Columns (the layer's in_features).
+    pub n: usize,
+    /// Input rows (tokens) accumulated.
+    pub samples: usize,
+    /// n×n, row-major, symmetric.
+    pub h: Vec<f32>,
+}
+
+impl Hessian {
+    /// An empty Hessian for a layer with `n` input features.
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            samples: 0,
+            h: vec![0.0; n * n],
+        }
+    }
+
+    /// Adds a batch `x` of row-major [tokens, n] inputs.
+    ///
+    /// Non-finite inputs are accumulated as they are; [`crate::gptq`] then reports a non-finite
+    /// Hessian. Use [`Hessian::try_add_batch`] to reject such a batch up front instead.
+    ///
+    /// # Panics
+    /// If `x.len()` is not a multiple of `n`.
+    pub fn add_batch(&mut self, x: &[f32]) {
+        if let Err(e) = self.check_shape(x) {
+            panic!("Hessian::add_batch: {e}");
+        }
+        self.accumulate(x);
+    }
+
+    /// [`Hessian::add_batch`] that returns an error (and leaves `self` unchanged) for a batch of
+    /// the wrong shape or with non-finite values.
+    pub fn try_add_batch(&mut self, x: &[f32]) -> Result<()> {
+        self.check_shape(x)?;
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(CompressError::NonFiniteInput {
+                token: i / self.n,
+                col: i % self.n,
+                value: x[i],
+            });
+        }
+        self.accumulate(x);
+        Ok(())
+    }
+
+    /// H[i, j].
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        self.h[i * self.n + j]
+    }
+
+    /// Checks the buffer size, that samples were added, and that every entry is finite.
+    pub fn validate(&self) -> Result<()> {
+        if self.h.len() != self.n * self.n {
+            return Err(CompressError::HessianBuffer {
+                len: self.h.len(),
+                n: self.n,
+            });
+        }
+        if self.samples == 0 {
+            return Err(CompressError::EmptyHessian);
+        }
+        if let Some(i) = self.h.iter().position(|v| !v.is_finite()) {
+            return Err(CompressError::NonFiniteHessian {
+                row: i / self.n,
+                col: i % self.n,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_shape(&self, x: &[f32]) -> Result<()> {
+        let ok = if self.n == 0 {
+            x.is_empty()
+        } else {
+            x.len() % self.n == 0
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CompressError::BatchShape {
+                len: x.len(),
+                n: self.n,
+            })
+        }
+    }
+
+    fn accumulate(&mut self, x: &[f32]) {
+        let n = self.n;
+        let tokens = x.len().checked_div(n).unwrap_or(0);
+        if tokens == 0 {
+            return;
+        }
+        let blocks = xtx_lower_blocks(MatRef::from_row_major_slice(x, tokens, n));
+        let old = self.samples as f64;
+        let new = (self.samples + tokens) as f64;
+        for (b, block) in blocks.iter().enumerate() {
+            let j0 = b * GEMM_COLUMN_BLOCK;
+            for jj in 0..block.ncols() {
+                let j = j0 + jj;
+                for i in j..n {
+                    let g = block[(i - j0, jj)] as f64;
+                    let v = ((self.h[i * n + j] as f64 * old + 2.0 * g) / new) as f32;
+                    self.h[i * n + j] = v;
+                    self.h[j * n + i] = v;
+                }
+            }
+        }
+        self.samples += tokens;
+    }
+}
+
+/// Block b of XᵀX: rows j0.., columns j0..j0+width, with j0 = b·GEMM_COLUMN_BLOCK (the lower
+/// triangle and a little of the upper one in each diagonal square).
+fn xtx_lower_blocks(x: MatRef<'_, f32>) -> Vec<Mat<f32>> {
+    let n = x.ncols();
+    (0..n.div_ceil(GEMM_COLUMN_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let j0 = b * GEMM_COLUMN_BLOCK;
+            let width = GEMM_COLUMN_BLOCK.min(n - j0);
+            let mut out = Mat::<f32>::zeros(n - j0, width);
+            let lhs = x.subcols(j0, n - j0).transpose();
+            matmul(
+                out.as_mut(),
+                Accum::Replace,
+                lhs,
+                x.subcols(j0, width),
+                1.0f32,
+                Par::Seq,
+            );
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{correlated_inputs, Rng};
+
+    /// 2·XᵀX/N summed directly in f64.
+    fn one_shot(x: &[f32], n: usize) -> Vec<f64> {
+        let tokens = x.len() / n;
+        let mut h = vec![0.0f64; n * n];
+        for t in 0..tokens {
+            let row = &x[t * n..(t + 1) * n];
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += 2.0 * row[i] as f64 * row[j] as f64;
+                }
+            }
+        }
+        h.iter().map(|v| v / tokens as f64).collect()
+    }
+
+    #[test]
+    fn batches_equal_one_shot() {
+        let mut rng = Rng::new(7);
+        // 150 columns: several GEMM blocks, the last one partial.
+        let n = 150;
+        let x = correlated_inputs(&mut rng, 300, n, 1.5);
+        let expected = one_shot(&x, n);
+        let max = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        // Uneven batches, including an empty one.
+        let mut hess = Hessian::new(n);
+        let mut start = 0;
+        for tokens in [1, 0, 37, 100, 62, 100] {
+            hess.add_batch(&x[start * n..(start + tokens) * n]);
+            start += tokens;
+        }
+        assert_eq!((start, hess.samples), (300, 300));
+        hess.validate().unwrap();
+        for i in 0..n {
+            for j in 0..n {
+                let (got, want) = (hess.get(i, j) as f64, expected[i * n + j]);
+                assert!(
+                    (got - want).abs() <= 1e-5 * max,
+                    "H[{i},{j}] = {got}, want {want}"
+                );
+                assert_eq!(hess.get(i, j), hess.get(j, i));
+            }
+        }
+        // One batch gives the same result up to rounding.
+        let mut single = Hessian::new(n);
+        single.add_batch(&x);
+        let diff = single
+            .h
+            .iter()
+            .zip(&hess.h)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!((diff as f64) <= 1e-5 * max);
+    }
+
+    #[test]
+    fn bad_batches() {
+        let mut h = Hessian::new(4);
+        assert!(matches!(
+            h.try_add_batch(&[0.0; 6]),
+            Err(CompressError::BatchShape { .. })
+        ));
+        assert!(matches!(
+            h.try_add_batch(&[0.0, 1.0, f32::NAN, 0.0]),
+            Err(CompressError::NonFiniteInput { .. })
+        ));
+        assert_eq!(h, Hessian::new(4));
+        assert_eq!(h.validate(), Err(CompressError::EmptyHessian));
+        h.add_batch(&[1.0, 0.0, 0.0, f32::INFINITY]);
+        assert!(matches!(
+            h.validate(),
+            Err(CompressError::NonFiniteHessian { .. })
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "not a multiple")]
+    fn add_batch_panics_on_shape() {
+        Hessian::new(4).add_batch(&[0.0; 5]);
+    }
+}

@@ -1,0 +1,34 @@
+//! The numerical core of crunch's weight compression: round-to-nearest and GPTQ quantizers,
+//! the Hessian they need, and dense bit packing of the integer codes.
+//!
+//! Weights are row-major [rows = out_features, cols = in_features] f32 slices, as in a
+//! `Linear` layer; a quantized weight is W ≈ (code − zero) · scale with one f16 scale and integer
+//! zero point per row (per channel) or per group of `group_size` input columns.
+//!
+//! Everything here is deterministic: the same inputs give bit-identical outputs on any number of
+//! threads.
+
+mod compressor;
+mod error;
+mod gptq;
+mod grid;
+mod hessian;
+mod inverse;
+mod pack;
+mod rtn;
+mod spec;
+mod weight;
+
+#[cfg(test)]
+mod gptq_reference;
+#[cfg(test)]
+mod testutil;
+
+pub use compressor::{Compressor, Gptq, Rtn};
+pub use error::{CompressError, Result};
+pub use gptq::{gptq, GptqOptions};
+pub use hessian::Hessian;
+pub use pack::{pack_codes, packed_len, unpack_codes};
+pub use rtn::rtn;
+pub use spec::{QuantSpec, SUPPORTED_BITS};
+pub use weight::QuantizedWeight;

@@ -1,0 +1,68 @@
+use crate::{Error, Result};
+use std::path::Path;
+
+/// Builds a directory at `out` by calling `fill` on a fresh temporary directory beside it, then
+/// renaming. Refuses an existing `out` unless `overwrite`; on error the temporary is removed.
+pub fn atomic_dir(
+    out: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if out.exists() && !overwrite {
+        return Err(Error::Other(format!(
+            "{}: already exists (pass --force to replace it)",
+            out.display()
+        )));
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| Error::Other(format!("{}: {e}", parent.display())))?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::Other(format!("{}: not a directory name", out.display())))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+    let result = fill(&tmp).and_then(|()| {
+        if out.exists() {
+            std::fs::remove_dir_all(out)
+                .map_err(|e| Error::Other(format!("{}: {e}", out.display())))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| Error::Other(format!("{}: {e}", out.display())))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_leaves_nothing_and_existing_output_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("model");
+        let r = atomic_dir(&out, false, |tmp| {
+            std::fs::write(tmp.join("a"), b"x").unwrap();
+            Err(Error::Other("boom".into()))
+        });
+        assert!(r.is_err() && !out.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        atomic_dir(&out, false, |tmp| {
+            Ok(std::fs::write(tmp.join("a"), b"1").unwrap())
+        })
+        .unwrap();
+        let again = atomic_dir(&out, false, |_| Ok(()));
+        assert!(again.unwrap_err().to_string().contains("already exists"));
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"1");
+    }
+}

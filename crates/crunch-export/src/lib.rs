@@ -1,0 +1,29 @@
+//! Writing compressed models.
+//!
+//! - [`crunch_dir`]: crunch's own format (see `crunch_formats::recipe` for the layout), which
+//!   `crunch eval` and `crunch info` load directly.
+//! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
+//! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
+//!
+//! Every writer builds its output in a temporary directory beside the destination and renames
+//! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
+//! under the final name, and an existing output is never replaced unless asked.
+
+mod atomic;
+pub mod compressed_tensors;
+pub mod crunch_dir;
+pub mod gptq_layout;
+
+pub use atomic::atomic_dir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Format(#[from] crunch_formats::FormatError),
+    #[error(transparent)]
+    Model(#[from] crunch_model::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

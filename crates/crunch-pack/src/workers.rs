@@ -1,0 +1,56 @@
+//! Where chunks are coded: on the calling thread (one thread: no pool, no hand-offs), or on a
+//! rayon pool of N threads. Results always come back in input order, so the output does not
+//! depend on the thread count.
+
+use crate::error::{PackError, Result};
+use rayon::prelude::*;
+
+pub enum Workers {
+    Current,
+    Pool(rayon::ThreadPool),
+}
+
+impl Workers {
+    /// `threads` workers; 0 means one per core.
+    pub fn new(threads: usize) -> Result<Self> {
+        let n = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if n == 1 {
+            return Ok(Workers::Current);
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map(Workers::Pool)
+            .map_err(|e| PackError::invalid(".", format!("cannot start worker threads: {e}")))
+    }
+
+    pub fn threads(&self) -> usize {
+        match self {
+            Workers::Current => 1,
+            Workers::Pool(p) => p.current_num_threads(),
+        }
+    }
+
+    /// `f` over `items`, results in order.
+    pub fn map<I: Sync, T: Send>(&self, items: &[I], f: impl Fn(&I) -> T + Sync + Send) -> Vec<T> {
+        match self {
+            Workers::Current => items.iter().map(f).collect(),
+            Workers::Pool(p) => p.install(|| items.par_iter().map(f).collect()),
+        }
+    }
+
+    /// `f` over owned `items` until the first error.
+    pub fn try_for_each<I: Send>(
+        &self,
+        items: Vec<I>,
+        f: impl Fn(I) -> Result<()> + Sync + Send,
+    ) -> Result<()> {
+        match self {
+            Workers::Current => items.into_iter().try_for_each(f),
+            Workers::Pool(p) => p.install(|| items.into_par_iter().try_for_each(f)),
+        }
+    }
+}
