@@ -6,12 +6,12 @@ Usage: bench/eval_throughput.py [--threads 2] [--ctx 2048] [--max-tokens 16384] 
 Prints one JSON line: tokens/s, the forward pass's FLOPs per window (linear layers incl. the
 output head, plus causal attention: QKᵀ and PV over the visible keys only), the achieved
 GFLOP/s, the GEMM ceiling measured by bench/src/bin/gemm.rs with the same thread count, their
-ratio, and the peak resident memory of the eval process (from /usr/bin/time -v).
+ratio, and the peak resident memory of the eval process (getrusage of children).
 """
 import argparse
 import json
 import os
-import re
+import resource
 import subprocess
 import sys
 
@@ -29,17 +29,23 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--data", default=os.path.join(ROOT, "../shared/data/wikitext-2-raw/wiki.test.raw"))
     ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--bin", help="folder with prebuilt crunch and gemm (skips cargo build)")
+    ap.add_argument("--model", help="the GGUF (default: scripts/fetch-smollm2)")
     a = ap.parse_args()
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    run(["cargo", "build", "--release", "--locked", "-q", "-p", "crunch-cli", "-p", "crunch-bench"], env)
-    gguf = run([os.path.join(ROOT, "scripts/fetch-smollm2")], env).stdout.strip()
-    crunch = os.path.join(ROOT, "target/release/crunch")
+    if a.bin is None:
+        run(["cargo", "build", "--release", "--locked", "-q", "-p", "crunch-cli", "-p", "crunch-bench"], env)
+    bin_dir = a.bin or os.path.join(ROOT, "target/release")
+    gguf = a.model or run([os.path.join(ROOT, "scripts/fetch-smollm2")], env).stdout.strip()
+    crunch = os.path.join(bin_dir, "crunch")
     info = json.loads(run([crunch, "info", gguf, "--json"], env).stdout)
-    gemm = json.loads(run([os.path.join(ROOT, "target/release/gemm"), str(a.gemm_n), "5"], env).stdout)
-    p = run(["/usr/bin/time", "-v", crunch, "--threads", str(a.threads), "eval", gguf, "--data", a.data,
+    gemm = json.loads(run([os.path.join(bin_dir, "gemm"), str(a.gemm_n), "5"], env).stdout)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = run([crunch, "--threads", str(a.threads), "eval", gguf, "--data", a.data,
              "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"], env)
     ev = json.loads(p.stdout)
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    # Peak RSS of the largest child so far: the eval, as it is far larger than info or gemm.
+    rss_kb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
     h, i, L = info["hidden_size"], info["intermediate_size"], info["layers"]
     hd, nh, nkv, V = info["head_dim"], info["heads"], info["kv_heads"], info["vocab_size"]

@@ -86,7 +86,7 @@ pub fn run_sequential<B: Backend>(
     // Inputs of block 0: token embeddings. The embedding table is needed only here.
     let model_embed = {
         let table = w.read("model.embed_tokens.weight", &[cfg.vocab, cfg.hidden], cfg)?;
-        backend.from_f32(table, &[cfg.vocab, cfg.hidden])?
+        backend.upload(table, &[cfg.vocab, cfg.hidden])?
     };
     let mut acts: Vec<B::Tensor> = windows
         .iter()
@@ -120,7 +120,7 @@ pub fn run_sequential<B: Backend>(
                 hessian,
             };
             if let Some(new) = compressor.compress(&job)? {
-                linear.weight = backend.from_f32(new, &shape)?;
+                linear.weight = backend.upload(new, &shape)?;
             }
         }
         progress.step("propagating");

@@ -43,7 +43,7 @@ fn output_error(
             .unwrap();
         let block = &mut model.blocks[layer.parse::<usize>().unwrap()];
         let lin = block.linear_mut(rel).unwrap();
-        lin.weight = Cpu.from_f32(q.dequantize(), &[q.rows, q.cols]).unwrap();
+        lin.weight = Cpu.upload(q.dequantize(), &[q.rows, q.cols]).unwrap();
     }
     let a = Cpu.to_f32(&base.forward(ids).unwrap()).unwrap();
     let b = Cpu.to_f32(&model.forward(ids).unwrap()).unwrap();

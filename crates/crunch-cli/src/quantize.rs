@@ -152,7 +152,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     };
     let method = match args.method {
         MethodArg::Rtn => Method::Rtn,
-        MethodArg::Gptq => Method::Gptq(gptq_opts.clone()),
+        MethodArg::Gptq => Method::Gptq(gptq_opts),
     };
     let plan = QuantizePlan {
         method,

@@ -44,7 +44,7 @@ fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(&mut header);
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -62,7 +62,7 @@ fn info_describes_a_tiny_model() {
     assert_eq!(v["architecture"], "llama");
     assert_eq!(v["layers"], 2);
     assert!(v["parameters"].as_u64().unwrap() > 0);
-    assert_eq!(v["dtypes"]["F32"]["tensors"].as_u64().unwrap() > 0, true);
+    assert!(v["dtypes"]["F32"]["tensors"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn header_lying_about_offsets_is_reported() {
     let (_d, p) = tiny_llama();
     let f = p.join("model.safetensors");
     edit_header(&f, |h| {
-        h["model.norm.weight"]["data_offsets"] = serde_json::json!([0, 1 << 40]);
+        h["model.norm.weight"]["data_offsets"] = serde_json::json!([0u64, 1u64 << 40]);
     });
     fails_cleanly(&p, &["model.safetensors", "model.norm.weight", "outside"]);
 }

@@ -393,7 +393,7 @@ mod tests {
             CompressError::UnsupportedBits(6)
         );
         assert!(matches!(
-            err(&w, 32, &h, QuantSpec::new(4, Some(12), false), &opts),
+            err(&w, 32, &h, QuantSpec::new(4, Some(0), false), &opts),
             CompressError::BadGroupSize { .. }
         ));
         let mut bad = w.clone();

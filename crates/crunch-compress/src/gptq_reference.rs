@@ -157,7 +157,7 @@ fn gptq_direct(
                     !opts.mse_clip,
                     "the margins of MSE search on updated weights are not tracked"
                 );
-                let values: Vec<f32> = w[r * n + q..r * n + q + group_len]
+                let values: Vec<f32> = w[r * n + q..r * n + (q + group_len).min(n)]
                     .iter()
                     .map(|&v| v as f32)
                     .collect();
@@ -310,6 +310,14 @@ fn matches_direct_grouped_dynamic() {
     check("3-bit sym g16 b24", base(3, true, 24));
     check("4-bit asym g16 b128", base(4, false, 128));
     check("3-bit asym g16 b5", base(3, false, 5));
+    // A group size that does not divide the columns: the last group is shorter (64 = 3·20 + 4).
+    check(
+        "4-bit asym g20 b24 (partial last group)",
+        Case {
+            spec: QuantSpec::new(4, Some(20), false),
+            ..base(4, false, 24)
+        },
+    );
 }
 
 #[test]
@@ -324,6 +332,10 @@ fn matches_direct_grouped_act_order() {
     check("4-bit sym g16 act-order", base(4, true, 16));
     check("3-bit asym g32 act-order", base(3, false, 32));
     check("2-bit asym g48 act-order", base(2, false, 48));
+    check(
+        "4-bit asym g40 act-order (partial last group)",
+        base(4, false, 40),
+    );
 }
 
 #[test]

@@ -201,7 +201,11 @@ mod tests {
     fn rejects_bad_inputs() {
         let w = vec![0.5f32; 64];
         assert!(rtn(&w, 2, 32, QuantSpec::new(5, None, false), false).is_err());
-        assert!(rtn(&w, 2, 32, QuantSpec::new(4, Some(24), false), false).is_err());
+        assert!(rtn(&w, 2, 32, QuantSpec::new(4, Some(0), false), false).is_err());
+        // A group size that does not divide the columns leaves a shorter last group.
+        let q = rtn(&w, 2, 32, QuantSpec::new(4, Some(24), false), false).unwrap();
+        assert_eq!(q.n_groups(), 2);
+        assert!(q.dequantize().iter().all(|v| (v - 0.5).abs() < 0.02));
         assert!(rtn(&w, 2, 31, QuantSpec::new(4, None, false), false).is_err());
         let mut bad = w.clone();
         bad[40] = f32::INFINITY;

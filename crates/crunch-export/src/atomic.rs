@@ -58,7 +58,7 @@ mod tests {
         assert!(r.is_err() && !out.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         atomic_dir(&out, false, |tmp| {
-            Ok(std::fs::write(tmp.join("a"), b"1").unwrap())
+            std::fs::write(tmp.join("a"), b"1").map_err(|e| Error::Other(e.to_string()))
         })
         .unwrap();
         let again = atomic_dir(&out, false, |_| Ok(()));

@@ -566,3 +566,51 @@ fn unknown_or_misshapen_layers_are_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("embed_tokens"), "{err}");
 }
+
+/// llama.cpp keeps Llama 3 rope scaling only as `rope_freqs.weight`; an export would drop it
+/// (transformers reads rope scaling from config.json), so both writers refuse such a source.
+#[test]
+fn rope_scaling_held_only_in_rope_freqs_is_refused() {
+    use crunch_model::testing::{tensor_shapes, tensor_values};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let spec = tiny_specs()
+        .into_iter()
+        .find(|s| s.name == "qwen2")
+        .unwrap();
+    std::fs::write(src.join("config.json"), spec.config.to_string()).unwrap();
+    let cfg = crunch_model::ModelConfig::from_hf_json(&src, &spec.config).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(&cfg)
+        .into_iter()
+        .map(|(n, s)| {
+            let v = tensor_values(&n, &s, 3);
+            (n, s, v)
+        })
+        .collect();
+    tensors.push((
+        "rope_freqs.weight".into(),
+        vec![cfg.head_dim / 2],
+        vec![1.0; cfg.head_dim / 2],
+    ));
+    let refs: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
+        .collect();
+    std::fs::write(
+        src.join("model.safetensors"),
+        crunch_formats::safetensors::serialize_f32(&refs),
+    )
+    .unwrap();
+    let ckpt = Checkpoint::open(&src).unwrap();
+    assert!(ckpt.config.rope_scaling.is_none());
+    let layers = quantize(&ckpt, QuantSpec::new(4, Some(32), true));
+    let r = recipe(&layers);
+    let errs = [
+        compressed_tensors::write(&ckpt, &layers, &r, &tmp.path().join("a"), false).unwrap_err(),
+        gptq_layout::write(&ckpt, &layers, &r, &tmp.path().join("b"), false).unwrap_err(),
+    ];
+    for err in errs {
+        assert!(err.to_string().contains("rope_freqs"), "{err}");
+    }
+}

@@ -103,7 +103,7 @@ impl ModelConfig {
         let heads = get_usize("num_attention_heads")?;
         let layers = get_usize("num_hidden_layers")?;
         let kv_heads = opt_usize("num_key_value_heads").unwrap_or(heads);
-        let head_dim = opt_usize("head_dim").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let head_dim = opt_usize("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let act = json
             .get("hidden_act")
             .and_then(Value::as_str)
@@ -180,13 +180,13 @@ impl ModelConfig {
                 return Err(format!("`{name}` must be positive"));
             }
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head_dim {} must be even for rotary embeddings",
                 self.head_dim

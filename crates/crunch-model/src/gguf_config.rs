@@ -41,7 +41,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     let heads = uint("attention.head_count")?;
     let layers = uint("block_count")?;
     let head_dim =
-        opt_uint("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        opt_uint("attention.key_length").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
     let vocab = match opt_uint("vocab_size") {
         Some(v) => v,
         None => file

@@ -80,8 +80,8 @@ impl<B: Backend> RopeTables<B> {
         let (cos, sin) = rope::tables(inv_freq, positions);
         let half = inv_freq.len();
         Ok(RopeTables {
-            cos: backend.from_f32(cos, &[positions, half])?,
-            sin: backend.from_f32(sin, &[positions, half])?,
+            cos: backend.upload(cos, &[positions, half])?,
+            sin: backend.upload(sin, &[positions, half])?,
         })
     }
 }
@@ -104,7 +104,7 @@ fn tensor<B: Backend>(
     name: &str,
     shape: &[usize],
 ) -> Result<B::Tensor> {
-    Ok(backend.from_f32(w.read(name, shape, cfg)?, shape)?)
+    Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
 }
 
 fn linear<B: Backend>(

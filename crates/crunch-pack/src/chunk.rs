@@ -27,10 +27,23 @@ pub fn encode(
     raw: &[u8],
     opts: &PlaneOptions,
 ) -> CodecResult<(Vec<u8>, Vec<PlaneStats>)> {
+    // Worst case is every plane raw plus the directory.
+    let mut out = Vec::with_capacity(header_len(layout.planes()) + raw.len());
+    let stats = encode_into(layout, raw, opts, &mut out)?;
+    Ok((out, stats))
+}
+
+/// Like [`encode`], appending the record to `out` (one copy fewer when packing into memory).
+pub fn encode_into(
+    layout: &Layout,
+    raw: &[u8],
+    opts: &PlaneOptions,
+    out: &mut Vec<u8>,
+) -> CodecResult<Vec<PlaneStats>> {
     let np = layout.planes();
     if np == 1 && layout.record == 1 {
         // The identity layout codes the input slice directly, without a copy.
-        return encode_planes(&[raw], raw.len(), opts);
+        return encode_planes(&[raw], opts, out);
     }
     PLANES.with_borrow_mut(|planes| {
         if planes.len() < np {
@@ -39,30 +52,29 @@ pub fn encode(
         let planes = &mut planes[..np];
         layout.split(raw, planes);
         let views: Vec<&[u8]> = planes.iter().map(|p| &p[..]).collect();
-        encode_planes(&views, raw.len(), opts)
+        encode_planes(&views, opts, out)
     })
 }
 
 fn encode_planes(
     views: &[&[u8]],
-    raw_len: usize,
     opts: &PlaneOptions,
-) -> CodecResult<(Vec<u8>, Vec<PlaneStats>)> {
+    out: &mut Vec<u8>,
+) -> CodecResult<Vec<PlaneStats>> {
     let np = views.len();
-    // Worst case is every plane raw plus the directory.
-    let mut out = Vec::with_capacity(header_len(np) + raw_len);
-    out.resize(header_len(np), 0);
-    out[0] = np as u8;
+    let head = out.len();
+    out.resize(head + header_len(np), 0);
+    out[head] = np as u8;
     let mut stats = Vec::with_capacity(np);
     for (i, view) in views.iter().enumerate() {
         let before = out.len();
-        let st = plane::encode(view, opts, &mut out)?;
+        let st = plane::encode(view, opts, out)?;
         let len = (out.len() - before) as u32;
-        out[1 + i * 5] = st.method as u8;
-        out[2 + i * 5..6 + i * 5].copy_from_slice(&len.to_le_bytes());
+        out[head + 1 + i * 5] = st.method as u8;
+        out[head + 2 + i * 5..head + 6 + i * 5].copy_from_slice(&len.to_le_bytes());
         stats.push(st);
     }
-    Ok((out, stats))
+    Ok(stats)
 }
 
 /// Decodes a chunk record into `out`, whose length is the chunk's raw length from the index.

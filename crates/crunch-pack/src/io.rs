@@ -74,12 +74,19 @@ impl Source for &[u8] {
 /// Where restored bytes go, in order.
 pub trait Sink {
     fn put(&mut self, data: &[u8]) -> Result<()>;
+    /// The sink's buffer, when it is one, so a single-threaded packer can code into it directly.
+    fn as_vec(&mut self) -> Option<&mut Vec<u8>> {
+        None
+    }
 }
 
 impl Sink for Vec<u8> {
     fn put(&mut self, data: &[u8]) -> Result<()> {
         self.extend_from_slice(data);
         Ok(())
+    }
+    fn as_vec(&mut self) -> Option<&mut Vec<u8>> {
+        Some(self)
     }
 }
 

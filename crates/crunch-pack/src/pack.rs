@@ -139,6 +139,38 @@ impl<'a> Packer<'a> {
         };
         let mut file_hash = StreamHasher::default();
         let per_batch = 2 * self.pool.threads();
+        // One thread, input and output in memory: code each chunk straight into the output
+        // buffer (no record copy, no hand-off).
+        if let (Workers::Current, Some(all)) = (self.pool, src.as_slice()) {
+            if let Some(vec) = out.as_vec() {
+                for job in &jobs {
+                    let seg = &segs[job.seg];
+                    let raw = &all[job.offset as usize..job.offset as usize + job.len];
+                    let popts = if seg.tensor.is_some() {
+                        &self.opts.plane
+                    } else {
+                        &opaque_opts
+                    };
+                    let before = vec.len();
+                    let stats = chunk::encode_into(&seg.layout, raw, popts, vec).map_err(|e| {
+                        PackError::invalid(path, format!("coding bytes {}..: {e}", job.offset))
+                    })?;
+                    let len = vec.len() - before;
+                    file_hash.update(raw);
+                    entries[job.seg].chunks.push(ChunkEntry {
+                        offset: self.pos,
+                        packed_len: len as u32,
+                        raw_len: job.len as u32,
+                        hash: hash64(raw),
+                    });
+                    self.pos += len as u64;
+                    self.report.add_chunk(seg, &stats, len);
+                    self.done_input += job.len as u64;
+                }
+                progress(self.done_input, self.total_input);
+                return self.finish_file(name, src.len(), file_hash.digest(), kind, &segs, entries);
+            }
+        }
         let mut start = 0;
         while start < jobs.len() {
             let mut end = start;
@@ -197,12 +229,24 @@ impl<'a> Packer<'a> {
             progress(self.done_input, self.total_input);
             start = end;
         }
-        self.report.add_file(kind, &segs, src.len());
+        self.finish_file(name, src.len(), file_hash.digest(), kind, &segs, entries)
+    }
+
+    fn finish_file(
+        &mut self,
+        name: &str,
+        size: u64,
+        hash: u64,
+        kind: detect::Kind,
+        segs: &[detect::Segment],
+        segments: Vec<SegmentEntry>,
+    ) -> Result<()> {
+        self.report.add_file(kind, segs, size);
         self.files.push(FileEntry {
             path: name.to_string(),
-            size: src.len(),
-            hash: file_hash.digest(),
-            segments: entries,
+            size,
+            hash,
+            segments,
         });
         Ok(())
     }

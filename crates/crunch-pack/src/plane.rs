@@ -51,7 +51,7 @@ pub enum ZstdTrial {
     Always,
 }
 
-const SAMPLE: usize = 16 << 10;
+const SAMPLE: usize = 8 << 10;
 
 #[derive(Clone, Copy, Debug)]
 pub struct PlaneOptions {

@@ -14,7 +14,7 @@ pub struct Cpu;
 impl Backend for Cpu {
     type Tensor = Tensor;
 
-    fn from_f32(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
     }
 
@@ -140,6 +140,7 @@ mod tests {
     use super::*;
 
     /// Direct attention, one query at a time, for comparison.
+    #[allow(clippy::too_many_arguments)]
     fn naive_attention(
         q: &[f32],
         k: &[f32],
@@ -198,9 +199,9 @@ mod tests {
             let cpu = Cpu;
             let got = cpu
                 .attention(
-                    &cpu.from_f32(q.clone(), &[t, h, d]).unwrap(),
-                    &cpu.from_f32(k.clone(), &[t, kvh, d]).unwrap(),
-                    &cpu.from_f32(v.clone(), &[t, kvh, d]).unwrap(),
+                    &cpu.upload(q.clone(), &[t, h, d]).unwrap(),
+                    &cpu.upload(k.clone(), &[t, kvh, d]).unwrap(),
+                    &cpu.upload(v.clone(), &[t, kvh, d]).unwrap(),
                     AttentionMask { window },
                     1.0 / (d as f32).sqrt(),
                 )

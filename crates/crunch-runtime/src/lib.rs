@@ -34,7 +34,7 @@ pub trait Backend: Send + Sync {
     type Tensor: Clone + Send + Sync;
 
     /// Copies host f32 data to a tensor of `shape`.
-    fn from_f32(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
     /// Copies a tensor back to host f32, row-major.
     fn to_f32(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
