@@ -6,7 +6,7 @@ seed 0) and evaluated on the first 60% (--ctx 2048 --max-tokens 65536) against t
 model. Prints one JSON line per run, then a Markdown table.
 
 Usage: bench/quantize_table.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
-       --eval eval.txt --work DIR [--threads N] [--only rtn|gptq] [--configs 4:128:asym,...]
+       --eval eval.txt --work DIR [--threads N] [--device cuda] [--configs 4:128:asym,...]
 """
 import argparse
 import json
@@ -40,10 +40,11 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=65536)
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--methods", default="rtn,gptq")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a crunch built with --features cuda)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     a = ap.parse_args()
     th = ["--threads", str(a.threads)]
-    ev = ["--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
+    ev = ["--device", a.device, "--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
     base = run_json([a.crunch, *th, "eval", a.model, *ev])
     base["run"] = "base"
     print(json.dumps(base), flush=True)
@@ -54,7 +55,7 @@ def main():
             out = os.path.join(a.work, f"{method}-{bits}b-g{group}-{sym}")
             q = run_json([a.crunch, *th, "quantize", a.model, "--out", out, "--force", "--method", method,
                           "--bits", bits, "--group-size", group, f"--{sym}", "--calib", a.calib,
-                          "--calib-samples", "128", "--calib-len", "512", "--seed", "0", "--json"])
+                          "--calib-samples", "128", "--calib-len", "512", "--seed", "0", "--device", a.device, "--json"])
             e = run_json([a.crunch, *th, "eval", out, "--base", a.model, *ev])
             row = {"run": f"{method} {bits}-bit g{group} {sym}", "method": method, "bits": int(bits),
                    "group_size": int(group), "symmetric": sym == "sym", "ppl": e["ppl"], "nll": e["nll"],

@@ -59,12 +59,17 @@ impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
             return Ok(());
         }
         let shape = self.backend.shape(x);
-        let data = self.backend.to_f32(x)?;
-        let cols = shape[1];
-        self.hessians
+        let (rows, cols) = (shape[0], shape[1]);
+        let h = self
+            .hessians
             .entry(group)
-            .or_insert_with(|| Hessian::new(cols))
-            .add_batch(&data);
+            .or_insert_with(|| Hessian::new(cols));
+        match self.backend.gram(x)? {
+            Some(xtx) => h
+                .add_gram(&xtx, rows)
+                .map_err(|e| crunch_model::Error::Weights(format!("Hessian of {}: {e}", id.name)))?,
+            None => h.add_batch(&self.backend.to_f32(x)?),
+        }
         Ok(())
     }
 }

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use crunch_eval::{evaluate, windows, EvalOptions};
 use crunch_model::{Checkpoint, Model};
-use crunch_runtime::Cpu;
+use crate::device::{with_backend, Device};
+use crunch_runtime::Backend;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -25,15 +26,18 @@ pub struct EvalArgs {
     /// Uncompressed model to compare against: adds mean KL(base‖model) and top-1 agreement.
     #[arg(long, value_name = "MODEL")]
     pub base: Option<PathBuf>,
+    /// Where the model runs: cpu, or cuda[:N] (needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
-fn load(path: &Path, what: &str) -> Result<Model<Cpu>> {
+fn load<B: Backend>(backend: B, path: &Path, what: &str) -> Result<Model<B>> {
     let ckpt = Checkpoint::open(path)?;
     let pb = progress::bar(ckpt.config.layers, what);
-    let model = ckpt.load(Cpu, |_| pb.inc(1))?;
+    let model = ckpt.load(backend, |_| pb.inc(1))?;
     pb.finish_and_clear();
     Ok(model)
 }
@@ -65,23 +69,27 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     drop(ckpt);
-    let model = load(&args.model, "loading")?;
-    let base = args
-        .base
-        .as_deref()
-        .map(|p| load(p, "loading base"))
-        .transpose()?;
-    let pb = progress::bar(n_windows, "evaluating");
-    let report = evaluate(&model, base.as_ref(), &tokens, &opts, |done, _| {
-        pb.set_position(done as u64)
-    })?;
-    pb.finish_and_clear();
+    let report = with_backend!(args.device, b => {
+        let model = load(b.clone(), &args.model, "loading")?;
+        let base = args
+            .base
+            .as_deref()
+            .map(|p| load(b.clone(), p, "loading base"))
+            .transpose()?;
+        let pb = progress::bar(n_windows, "evaluating");
+        let report = evaluate(&model, base.as_ref(), &tokens, &opts, |done, _| {
+            pb.set_position(done as u64)
+        })?;
+        pb.finish_and_clear();
+        report
+    });
 
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["model"] = serde_json::json!(args.model);
         v["data"] = serde_json::json!(args.data);
         v["tokens_in_file"] = serde_json::json!(tokens.len());
+        v["device"] = serde_json::json!(format!("{:?}", args.device).to_lowercase());
         if let Some(b) = &args.base {
             v["base"] = serde_json::json!(b);
         }

@@ -1,6 +1,7 @@
 //! `crunch`: the thin command-line front end. Each subcommand parses its flags here and calls
 //! into the library crates; no algorithm lives in this crate.
 
+mod device;
 mod eval;
 mod info;
 mod pack;

@@ -7,7 +7,7 @@ use crunch_calib::{quantize_model, windows, Method, QuantizePlan};
 use crunch_compress::{GptqOptions, QuantSpec};
 use crunch_formats::recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION};
 use crunch_model::Checkpoint;
-use crunch_runtime::Cpu;
+use crate::device::{with_backend, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -85,6 +85,9 @@ pub struct QuantizeArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Where calibration runs: cpu, or cuda[:N] (needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
     /// Print one JSON object with bits per weight, size on disk and timings.
     #[arg(long)]
     pub json: bool,
@@ -188,13 +191,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     };
 
     let bar = progress::bar(ckpt.config.layers, "quantizing");
-    let layers = quantize_model(
-        &Cpu,
+    let layers = with_backend!(args.device, b => quantize_model(
+        &b,
         &ckpt,
         &plan,
         calib_windows.as_deref(),
         &mut Bars(bar.clone()),
-    )?;
+    )?);
     bar.finish_and_clear();
     let quantize_seconds = start.elapsed().as_secs_f64();
 

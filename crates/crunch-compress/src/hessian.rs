@@ -66,6 +66,31 @@ impl Hessian {
         Ok(())
     }
 
+    /// Adds a batch given as its Gram matrix `xtx` = XᵀX (n×n, row-major) of `tokens` input
+    /// rows, as a GPU computes it; the lower triangle is read. Same running average as
+    /// [`Hessian::add_batch`].
+    pub fn add_gram(&mut self, xtx: &[f32], tokens: usize) -> Result<()> {
+        let n = self.n;
+        if xtx.len() != n * n {
+            return Err(CompressError::HessianBuffer { len: xtx.len(), n });
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        let old = self.samples as f64;
+        let new = (self.samples + tokens) as f64;
+        for i in 0..n {
+            for j in 0..=i {
+                let g = xtx[i * n + j] as f64;
+                let v = ((self.h[i * n + j] as f64 * old + 2.0 * g) / new) as f32;
+                self.h[i * n + j] = v;
+                self.h[j * n + i] = v;
+            }
+        }
+        self.samples += tokens;
+        Ok(())
+    }
+
     /// H[i, j].
     pub fn get(&self, i: usize, j: usize) -> f32 {
         self.h[i * self.n + j]

@@ -6,8 +6,12 @@
 //! Qwen2, Qwen3) needs, and nothing a compressor needs to see.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::{Cuda, CudaTensor};
 
 /// Errors from a backend; the message says which operation failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -75,4 +79,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::Tensor>;
     /// `silu(gate) * up`, the SwiGLU activation.
     fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// XᵀX of a 2-D `x [rows, n]`, on the host, for backends that compute it faster than the
+    /// host would from a copy of `x` (a GPU). `None` (the default) means: copy `x` back with
+    /// [`Backend::to_f32`] and accumulate there, which keeps CPU results bit-identical to the
+    /// host Hessian code.
+    fn gram(&self, _x: &Self::Tensor) -> Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
 }
