@@ -40,7 +40,7 @@ pub enum CompressError {
     CholeskyFailed { attempts: usize, damp: f32 },
     #[error("GPTQ needs a Hessian and none was given")]
     MissingHessian,
-    #[error("invalid GPTQ option: {0}")]
+    #[error("invalid option: {0}")]
     InvalidOption(String),
     #[error("quantization scale {scale} does not fit in f16 (weights too large)")]
     ScaleOverflow { scale: f32 },
@@ -55,6 +55,10 @@ pub enum CompressError {
     UnsupportedPackBits(u8),
     #[error("inconsistent quantized weight: {0}")]
     Inconsistent(String),
+    #[error("invalid sparsity: {0}")]
+    InvalidSparsity(String),
+    #[error("inconsistent sparsity mask: {0}")]
+    BadMask(String),
 }
 
 /// `Result` with [`CompressError`] as the default error.

@@ -250,7 +250,7 @@ fn quantize_rows(
 /// A row-major [nrows, ncols] view with rows `row_stride` apart. Built as the transpose of a
 /// column-major view: faer 0.24.4's `MatMut::from_row_major_slice_with_stride_mut` passes the
 /// strides swapped (row stride 1, column stride `row_stride`) and writes out of bounds.
-fn row_major_view_mut(
+pub(crate) fn row_major_view_mut(
     slice: &mut [f32],
     nrows: usize,
     ncols: usize,
@@ -263,7 +263,7 @@ fn row_major_view_mut(
 /// of block [i1, …) is about to be quantized. Columns inside the block are up to date in `row`;
 /// columns past it still miss the updates of the block's columns i1..start, pending in `row_err`.
 #[allow(clippy::too_many_arguments)]
-fn current_values(
+pub(crate) fn current_values(
     row: &[f32],
     row_err: &[f32],
     u: &[f32],

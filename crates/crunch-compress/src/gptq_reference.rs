@@ -19,32 +19,32 @@ use crate::testutil::{correlated_inputs, Rng};
 use crate::{gptq, GptqOptions, Hessian, QuantSpec, QuantizedWeight};
 use half::f16;
 
-const CODE_MARGIN: f64 = 1e-4;
-const SCALE_MARGIN: f64 = 2e-6;
-const ZERO_MARGIN: f64 = 1e-4;
+pub(crate) const CODE_MARGIN: f64 = 1e-4;
+pub(crate) const SCALE_MARGIN: f64 = 2e-6;
+pub(crate) const ZERO_MARGIN: f64 = 1e-4;
 
 /// Smallest distances to a discontinuity seen by the reference.
 #[derive(Debug, Clone, Copy)]
-struct Margins {
-    code: f64,
-    scale: f64,
-    zero: f64,
+pub(crate) struct Margins {
+    pub code: f64,
+    pub scale: f64,
+    pub zero: f64,
 }
 
 impl Margins {
-    fn safe(&self) -> bool {
+    pub fn safe(&self) -> bool {
         self.code >= CODE_MARGIN && self.scale >= SCALE_MARGIN && self.zero >= ZERO_MARGIN
     }
 }
 
 /// Distance from `x` to the nearest of `lo + 0.5, lo + 1.5, …, hi − 0.5`.
-fn boundary_distance(x: f64, lo: f64, hi: f64) -> f64 {
+pub(crate) fn boundary_distance(x: f64, lo: f64, hi: f64) -> f64 {
     let k = (x - lo - 0.5).round().clamp(0.0, hi - lo - 1.0);
     (x - (lo + k + 0.5)).abs()
 }
 
 /// Fits a grid during the loop (dynamic groups), recording how close the fit was to flipping.
-fn fit_recording(values: &[f32], spec: QuantSpec, margins: &mut Margins) -> GridParams {
+pub(crate) fn fit_recording(values: &[f32], spec: QuantSpec, margins: &mut Margins) -> GridParams {
     assert!(values.iter().all(|v| v.is_finite()));
     let (xmin, xmax) = grid::value_range(values);
     let (lo, hi) = grid::base_range(xmin, xmax, spec.symmetric);
@@ -62,7 +62,7 @@ fn fit_recording(values: &[f32], spec: QuantSpec, margins: &mut Margins) -> Grid
 }
 
 /// Inverse by Gauss–Jordan elimination with partial pivoting (f64, row-major).
-fn invert(mut a: Vec<f64>, n: usize) -> Vec<f64> {
+pub(crate) fn invert(mut a: Vec<f64>, n: usize) -> Vec<f64> {
     let mut inv: Vec<f64> = (0..n * n).map(|k| (k / n == k % n) as u8 as f64).collect();
     for c in 0..n {
         let p = (c..n)

@@ -19,8 +19,19 @@ mod rtn;
 mod spec;
 mod weight;
 
+// Pruning (issue 5).
+mod magnitude;
+mod mask;
+mod nm_pack;
+mod pruned;
+mod sparsegpt;
+mod sparsity;
+mod wanda;
+
 #[cfg(test)]
 mod gptq_reference;
+#[cfg(test)]
+mod sparsegpt_reference;
 #[cfg(test)]
 mod testutil;
 
@@ -32,3 +43,11 @@ pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use rtn::rtn;
 pub use spec::{QuantSpec, SUPPORTED_BITS};
 pub use weight::QuantizedWeight;
+
+pub use magnitude::magnitude;
+pub use mask::Bitmask;
+pub use nm_pack::{nm_index_bits, NmPacked, NM_MAX_M};
+pub use pruned::PrunedWeight;
+pub use sparsegpt::{sparsegpt, SparseGptOptions};
+pub use sparsity::{check_nm, select_mask, MaskScope, Sparsity};
+pub use wanda::{input_norms, wanda, wanda_with_norms};
