@@ -55,6 +55,15 @@ pub enum CompressError {
     UnsupportedPackBits(u8),
     #[error("inconsistent quantized weight: {0}")]
     Inconsistent(String),
+    #[error("rank {rank} is out of range: a {rows}×{cols} weight has rank at most {max}")]
+    BadRank {
+        rank: usize,
+        rows: usize,
+        cols: usize,
+        max: usize,
+    },
+    #[error("{0} did not converge")]
+    NoConvergence(&'static str),
 }
 
 /// `Result` with [`CompressError`] as the default error.

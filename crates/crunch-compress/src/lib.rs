@@ -19,8 +19,18 @@ mod rtn;
 mod spec;
 mod weight;
 
+// Low rank (decision 052).
+mod decomp;
+mod eora;
+mod factored;
+mod rank_budget;
+mod svd;
+mod whitened_svd;
+
 #[cfg(test)]
 mod gptq_reference;
+#[cfg(test)]
+mod lowrank_reference;
 #[cfg(test)]
 mod testutil;
 
@@ -32,3 +42,10 @@ pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use rtn::rtn;
 pub use spec::{QuantSpec, SUPPORTED_BITS};
 pub use weight::QuantizedWeight;
+
+// Low rank.
+pub use eora::{eora, eora_bits, eora_bits_per_weight, EoraOptions};
+pub use factored::{max_useful_rank, Factored};
+pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
+pub use svd::{singular_values, truncated_svd, LowRank};
+pub use whitened_svd::{whitened_singular_values, whitened_svd, WhitenOptions};
