@@ -59,6 +59,15 @@ pub enum CompressError {
     InvalidSparsity(String),
     #[error("inconsistent sparsity mask: {0}")]
     BadMask(String),
+    #[error("rank {rank} is out of range: a {rows}×{cols} weight has rank at most {max}")]
+    BadRank {
+        rank: usize,
+        rows: usize,
+        cols: usize,
+        max: usize,
+    },
+    #[error("{0} did not converge")]
+    NoConvergence(&'static str),
 }
 
 /// `Result` with [`CompressError`] as the default error.

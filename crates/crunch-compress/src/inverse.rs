@@ -93,7 +93,7 @@ fn inverse_upper_factor(a: MatRef<'_, f64>) -> Option<Vec<f32>> {
 }
 
 /// Lower Cholesky factor (upper triangle zeroed), or `None` on a non-positive pivot.
-fn cholesky_lower(mut a: Mat<f64>) -> Option<Mat<f64>> {
+pub(crate) fn cholesky_lower(mut a: Mat<f64>) -> Option<Mat<f64>> {
     let n = a.nrows();
     let mut mem = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
         n,

@@ -27,11 +27,19 @@ mod pruned;
 mod sparsegpt;
 mod sparsity;
 mod wanda;
+// Low rank (decision 052).
+mod decomp;
+mod eora;
+mod factored;
+mod rank_budget;
+mod svd;
+mod whitened_svd;
 
 #[cfg(test)]
 mod gptq_reference;
 #[cfg(test)]
 mod sparsegpt_reference;
+mod lowrank_reference;
 #[cfg(test)]
 mod testutil;
 
@@ -51,3 +59,9 @@ pub use pruned::PrunedWeight;
 pub use sparsegpt::{sparsegpt, SparseGptOptions};
 pub use sparsity::{check_nm, select_mask, MaskScope, Sparsity};
 pub use wanda::{input_norms, wanda, wanda_with_norms};
+// Low rank.
+pub use eora::{eora, eora_bits, eora_bits_per_weight, EoraOptions};
+pub use factored::{max_useful_rank, Factored};
+pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
+pub use svd::{singular_values, truncated_svd, LowRank};
+pub use whitened_svd::{whitened_singular_values, whitened_svd, WhitenOptions};
