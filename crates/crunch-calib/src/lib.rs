@@ -1,6 +1,8 @@
 //! Calibration for every compressor that looks at data.
 //!
-//! [`windows`] draws N random windows of L tokens from a tokenized text. [`run_sequential`]
+//! [`windows`] draws N random windows of L tokens from a tokenized text; with no text,
+//! [`sample_windows`] generates N sequences of L tokens from the model itself
+//! (`--calib self:N×L`). [`run_sequential`]
 //! streams them through the model one decoder block at a time, as in the GPTQ paper: for each
 //! block it captures the input of every linear layer, accumulates the Hessian H = 2·XᵀX/n,
 //! hands each layer to a [`LayerCompressor`], writes the compressed weights back, and pushes
@@ -13,10 +15,12 @@
 
 mod data;
 mod quantize;
+mod selfgen;
 mod sequential;
 
 pub use data::windows;
 pub use quantize::{quantize_model, Method, QuantizePlan};
+pub use selfgen::{default_batch, sample_windows, SelfSpec};
 pub use sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
 
 #[derive(Debug, thiserror::Error)]

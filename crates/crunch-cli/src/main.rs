@@ -21,7 +21,9 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  \
         crunch info model.gguf\n  \
         crunch eval model.gguf --data wiki.test.raw --ctx 2048 --max-tokens 65536\n  \
-        crunch eval quantized/ --base original/ --data wiki.test.raw --json"
+        crunch eval quantized/ --base original/ --data wiki.test.raw --json\n  \
+        crunch quantize model/ --out q4/ --method gptq --calib wiki.train.raw\n  \
+        crunch quantize model/ --out q4/ --method gptq --calib self:128x512"
 )]
 struct Cli {
     /// Worker threads for matrix products and scoring (default: all cores).

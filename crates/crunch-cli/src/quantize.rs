@@ -3,7 +3,9 @@
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use crunch_calib::{quantize_model, windows, Method, QuantizePlan};
+use crunch_calib::{
+    default_batch, quantize_model, sample_windows, windows, Method, QuantizePlan, SelfSpec,
+};
 use crunch_compress::{GptqOptions, QuantSpec};
 use crunch_formats::recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION};
 use crunch_model::Checkpoint;
@@ -65,16 +67,21 @@ pub struct QuantizeArgs {
     /// GPTQ dampening, as a fraction of the mean Hessian diagonal.
     #[arg(long, default_value_t = 0.01)]
     pub damp: f32,
-    /// Text file to calibrate on (GPTQ).
-    #[arg(long)]
+    /// Calibration data (GPTQ): a text file to draw windows from, or `self:N×L` (also
+    /// `self:NxL`, e.g. `self:128x512`) to sample N sequences of L tokens from the model itself
+    /// when you have no data: each starts at the BOS token (else a random token) and continues
+    /// by plain sampling at temperature 1, reproducible from --seed. Name a file that really is
+    /// called `self:...` as `./self:...`.
+    #[arg(long, value_name = "FILE|self:NxL")]
     pub calib: Option<PathBuf>,
-    /// Calibration windows to draw.
-    #[arg(long, default_value_t = 128)]
-    pub calib_samples: usize,
-    /// Tokens per calibration window.
-    #[arg(long, default_value_t = 512)]
-    pub calib_len: usize,
-    /// Seed for drawing the windows: the same seed gives byte-identical output.
+    /// Calibration windows to draw from FILE [default: 128] (`self:N×L` sets N itself).
+    #[arg(long, value_name = "N")]
+    pub calib_samples: Option<usize>,
+    /// Tokens per calibration window [default: 512] (`self:N×L` sets L itself).
+    #[arg(long, value_name = "L")]
+    pub calib_len: Option<usize>,
+    /// Seed for drawing (or, with `self:`, sampling) the windows: the same seed gives
+    /// byte-identical output.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Leave layers matching this pattern unquantized (repeatable; `*` wildcards, else a
@@ -136,6 +143,79 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Windows drawn from a text file (`--calib FILE`).
+fn file_windows(
+    args: &QuantizeArgs,
+    ckpt: &Checkpoint,
+    path: &Path,
+) -> Result<(Vec<Vec<u32>>, Calibration)> {
+    let samples = args.calib_samples.unwrap_or(DEFAULT_SAMPLES);
+    let len = args.calib_len.unwrap_or(DEFAULT_LEN);
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let tokenizer = ckpt.tokenizer()?;
+    let ids = tokenizer
+        .encode(text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("{}: tokenizing failed: {e}", path.display()))?
+        .get_ids()
+        .to_vec();
+    let w = windows(&ids, samples, len, args.seed)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let c = Calibration {
+        data: file_name(path),
+        samples,
+        tokens_per_sample: len,
+        seed: args.seed,
+    };
+    Ok((w, c))
+}
+
+/// Windows sampled from the model itself (`--calib self:N×L`).
+fn self_windows(
+    args: &QuantizeArgs,
+    ckpt: &Checkpoint,
+    spec: SelfSpec,
+) -> Result<(Vec<Vec<u32>>, Calibration)> {
+    let label = spec.label();
+    let given = [
+        ("--calib-samples", args.calib_samples, spec.samples, "N"),
+        ("--calib-len", args.calib_len, spec.len, "L"),
+    ];
+    for (flag, value, from_spec, letter) in given {
+        if let Some(v) = value.filter(|&v| v != from_spec) {
+            bail!(
+                "{flag} {v} conflicts with --calib {label}, which sets {letter} = {from_spec} \
+                 (leave {flag} out)"
+            );
+        }
+    }
+    let sp = progress::spinner("loading model");
+    let model = ckpt.load(Cpu, |_| {})?;
+    sp.finish_and_clear();
+    let bar = progress::bar(spec.samples * spec.len, "sampling");
+    let batch = default_batch(&ckpt.config, spec.len);
+    let w = sample_windows(
+        &model,
+        spec,
+        ckpt.bos_token(),
+        args.seed,
+        batch,
+        &mut |done, _| bar.set_position(done as u64),
+    )
+    .map_err(|e| anyhow::anyhow!("--calib {label}: {e}"))?;
+    bar.finish_and_clear();
+    let c = Calibration {
+        data: label,
+        samples: spec.samples,
+        tokens_per_sample: spec.len,
+        seed: args.seed,
+    };
+    Ok((w, c))
+}
+
+const DEFAULT_SAMPLES: usize = 128;
+const DEFAULT_LEN: usize = 512;
+
 pub fn run(args: QuantizeArgs) -> Result<()> {
     if ![2, 3, 4, 8].contains(&args.bits) {
         bail!("--bits must be 2, 3, 4 or 8 (got {})", args.bits);
@@ -167,23 +247,18 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let start = Instant::now();
 
     let (calib_windows, calibration) = match (args.method, &args.calib) {
-        (MethodArg::Gptq, None) => bail!("--method gptq needs --calib FILE (text to calibrate on)"),
+        (MethodArg::Gptq, None) => bail!(
+            "--method gptq needs --calib FILE (text to calibrate on) or --calib self:NxL \
+             (text sampled from the model)"
+        ),
         (MethodArg::Gptq, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
-            let tokenizer = ckpt.tokenizer()?;
-            let ids = tokenizer
-                .encode(text.as_str(), false)
-                .map_err(|e| anyhow::anyhow!("{}: tokenizing failed: {e}", path.display()))?
-                .get_ids()
-                .to_vec();
-            let w = windows(&ids, args.calib_samples, args.calib_len, args.seed)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let c = Calibration {
-                data: file_name(path),
-                samples: args.calib_samples,
-                tokens_per_sample: args.calib_len,
-                seed: args.seed,
+            let spec = match path.to_str() {
+                Some(s) => SelfSpec::parse(s).map_err(|e| anyhow::anyhow!("--calib {e}"))?,
+                None => None,
+            };
+            let (w, c) = match spec {
+                Some(spec) => self_windows(&args, &ckpt, spec)?,
+                None => file_windows(&args, &ckpt, path)?,
             };
             (Some(w), Some(c))
         }

@@ -264,3 +264,78 @@ fn quantize_writes_crunch_format_deterministically_and_safely() {
     let model = ckpt.load(crunch_runtime::Cpu, |_| {}).unwrap();
     assert!(model.forward(&[1, 2, 3]).is_ok());
 }
+
+#[test]
+fn quantize_calibrates_on_text_sampled_from_the_model() {
+    let (d, p) = tiny_llama();
+    let run = |out: &Path, calib: &str, extra: &[&str]| {
+        let mut a = vec![
+            "quantize",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--method",
+            "gptq",
+            "--group-size",
+            "32",
+            "--calib",
+            calib,
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        crunch(&a)
+    };
+    let out = d.path().join("q");
+    let (ok, stdout, err) = run(&out, "self:4x16", &[]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["layers_quantized"], 14);
+    let recipe: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("crunch.json")).unwrap()).unwrap();
+    let c = &recipe["calibration"];
+    assert_eq!(c["data"], "self:4x16");
+    assert_eq!(c["samples"], 4);
+    assert_eq!(c["tokens_per_sample"], 16);
+
+    // Byte-identical on a second run, and with the `×` spelling of the same spec.
+    let out2 = d.path().join("q2");
+    assert!(run(&out2, "self:4x16", &[]).0);
+    assert_eq!(dir_bytes(&out), dir_bytes(&out2));
+    let out3 = d.path().join("q3");
+    assert!(run(&out3, "self:4×16", &["--calib-len", "16"]).0);
+    assert_eq!(dir_bytes(&out), dir_bytes(&out3));
+    // Another seed samples other text, so other weights.
+    let out4 = d.path().join("q4");
+    assert!(run(&out4, "self:4x16", &["--seed", "1"]).0);
+    assert_ne!(dir_bytes(&out), dir_bytes(&out4));
+
+    // Malformed specs and conflicting flags: clean errors naming the problem, nothing written.
+    let bad = d.path().join("bad");
+    for (calib, extra, needles) in [
+        ("self:4y16", &[][..], &["self:4y16", "no `x`"][..]),
+        ("self:0x16", &[], &["self:0x16", "N must be at least 1"]),
+        ("self:4x", &[], &["self:4x", "L `` is not a whole number"]),
+        ("self:ax16", &[], &["self:ax16", "N `a`"]),
+        (
+            "self:4x16",
+            &["--calib-samples", "8"],
+            &["--calib-samples 8 conflicts with --calib self:4x16"],
+        ),
+        (
+            "self:4x16",
+            &["--calib-len", "32"],
+            &["--calib-len 32 conflicts"],
+        ),
+        ("self:4x999", &[], &["self:4x999", "context"]),
+    ] {
+        let (ok, _, err) = run(&bad, calib, extra);
+        assert!(!ok, "{calib} {extra:?} should fail");
+        assert!(!err.contains("panicked"), "panic: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "error lacks `{n}`: {err}");
+        }
+        assert!(!bad.exists());
+    }
+}

@@ -33,6 +33,7 @@ pub struct Checkpoint {
     /// What was done to this model, for crunch's own format.
     pub recipe: Option<Recipe>,
     tokenizer: TokenizerSource,
+    bos_token: Option<u32>,
 }
 
 enum TokenizerSource {
@@ -83,6 +84,10 @@ impl Checkpoint {
             Error::Config(format!("{}: not valid JSON: {e}", config_path.display()))
         })?;
         let config = ModelConfig::from_hf_json(&config_path, &json)?;
+        let bos_token = json
+            .get("bos_token_id")
+            .and_then(serde_json::Value::as_u64)
+            .map(|v| v as u32);
         let source = SafetensorsModel::open(path)?;
         let tok = dir.join("tokenizer.json");
         let recipe = Recipe::read(dir)?;
@@ -104,6 +109,7 @@ impl Checkpoint {
             } else {
                 TokenizerSource::Missing
             },
+            bos_token,
         })
     }
 
@@ -116,6 +122,10 @@ impl Checkpoint {
             Err(e) => return Err(e.into()),
         };
         let unpermute_qk = file.architecture() == Some("llama");
+        let bos_token = file
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32);
         Ok(Self {
             path: path.to_path_buf(),
             format: Format::Gguf,
@@ -123,6 +133,7 @@ impl Checkpoint {
             weights: Weights::new(Box::new(file), Naming::Gguf { unpermute_qk }),
             recipe: None,
             tokenizer,
+            bos_token,
         })
     }
 
@@ -136,6 +147,13 @@ impl Checkpoint {
                 self.path.display()
             ))),
         }
+    }
+
+    /// The beginning-of-sequence token id (`bos_token_id` in config.json,
+    /// `tokenizer.ggml.bos_token_id` in GGUF), when the checkpoint names one inside its
+    /// vocabulary.
+    pub fn bos_token(&self) -> Option<u32> {
+        self.bos_token.filter(|&t| (t as usize) < self.config.vocab)
     }
 
     pub fn load<B: Backend>(&self, backend: B, on_block: impl FnMut(usize)) -> Result<Model<B>> {

@@ -4,11 +4,13 @@
 //!   named [`weights::Weights`] and a tokenizer, whatever the format.
 //! - [`model`] holds the decoder, written once against `crunch_runtime::Backend`, with a
 //!   [`hooks::LinearHook`] at the input of every linear layer and a per-block entry point.
+//! - [`decode`] runs a batch of sequences incrementally against a key/value cache.
 //! - [`testing`] builds tiny random models in code for reference-logit tests.
 
 pub mod checkpoint;
 pub mod config;
 pub mod crunch_format;
+pub mod decode;
 mod gguf_config;
 pub mod hooks;
 pub mod model;
@@ -18,6 +20,7 @@ pub mod weights;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Arch, ModelConfig};
+pub use decode::KvCache;
 pub use hooks::{LinearHook, LinearId};
 pub use model::Model;
 

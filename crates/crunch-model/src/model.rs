@@ -66,6 +66,7 @@ impl<B: Backend> Block<B> {
 pub struct RopeTables<B: Backend> {
     cos: B::Tensor,
     sin: B::Tensor,
+    positions: usize,
 }
 
 impl<B: Backend> RopeTables<B> {
@@ -82,7 +83,33 @@ impl<B: Backend> RopeTables<B> {
         Ok(RopeTables {
             cos: backend.upload(cos, &[positions, half])?,
             sin: backend.upload(sin, &[positions, half])?,
+            positions,
         })
+    }
+
+    /// How many positions the tables cover (`0..len`).
+    pub fn len(&self) -> usize {
+        self.positions
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions == 0
+    }
+
+    /// `cos` and `sin` rows `[positions.len(), head_dim / 2]` for arbitrary absolute
+    /// positions, one per token row (a gather, so rows of a batch may sit at different
+    /// positions).
+    pub fn at(&self, backend: &B, positions: &[u32]) -> Result<(B::Tensor, B::Tensor)> {
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions) {
+            return Err(crate::Error::Config(format!(
+                "position {p} is past the rotary tables ({} positions)",
+                self.positions
+            )));
+        }
+        Ok((
+            backend.embedding(&self.cos, positions)?,
+            backend.embedding(&self.sin, positions)?,
+        ))
     }
 }
 
@@ -265,13 +292,35 @@ pub fn block_forward<B: Backend>(
     rope: &RopeTables<B>,
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
+    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, &rope.cos, &rope.sin, hook)?;
+    let mask = AttentionMask::causal(blk.window);
+    let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
+    block_output(b, cfg, blk, layer, x, &a, hook)
+}
+
+pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
+    1.0 / (cfg.head_dim as f32).sqrt()
+}
+
+/// First half of a block: RMSNorm, q/k/v projections, q/k norms and the rotation of rows
+/// `x [tokens, hidden]` with `cos`/`sin [tokens, head_dim / 2]` (each row its own position).
+/// Returns `q [tokens, heads, head_dim]`, `k`/`v [tokens, kv_heads, head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_inputs<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    blk: &Block<B>,
+    layer: usize,
+    x: &B::Tensor,
+    cos: &B::Tensor,
+    sin: &B::Tensor,
+    hook: &mut dyn LinearHook<B>,
+) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
     let tokens = b.shape(x)[0];
     let hd = cfg.head_dim;
-    let id = |name: &'static str| LinearId { layer, name };
-
     let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
     for name in &BLOCK_LINEARS[..3] {
-        hook.linear_input(id(name), &h)?;
+        hook.linear_input(LinearId { layer, name }, &h)?;
     }
     let q = b.reshape(&blk.q.forward(b, &h)?, &[tokens, cfg.heads, hd])?;
     let k = b.reshape(&blk.k.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
@@ -283,12 +332,25 @@ pub fn block_forward<B: Backend>(
         ),
         _ => (q, k),
     };
-    let q = b.rope(&q, &rope.cos, &rope.sin)?;
-    let k = b.rope(&k, &rope.cos, &rope.sin)?;
-    let mask = AttentionMask { window: blk.window };
-    let a = b.attention(&q, &k, &v, mask, 1.0 / (hd as f32).sqrt())?;
-    hook.linear_input(id(BLOCK_LINEARS[3]), &a)?;
-    let x = b.add(x, &blk.o.forward(b, &a)?)?;
+    let q = b.rope(&q, cos, sin)?;
+    let k = b.rope(&k, cos, sin)?;
+    Ok((q, k, v))
+}
+
+/// Second half of a block: output projection of the attention result `a [tokens, heads *
+/// head_dim]`, residual, RMSNorm, SwiGLU MLP, residual.
+pub(crate) fn block_output<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    blk: &Block<B>,
+    layer: usize,
+    x: &B::Tensor,
+    a: &B::Tensor,
+    hook: &mut dyn LinearHook<B>,
+) -> Result<B::Tensor> {
+    let id = |name: &'static str| LinearId { layer, name };
+    hook.linear_input(id(BLOCK_LINEARS[3]), a)?;
+    let x = b.add(x, &blk.o.forward(b, a)?)?;
 
     let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
     hook.linear_input(id(BLOCK_LINEARS[4]), &h)?;

@@ -60,6 +60,15 @@ impl Backend for Cpu {
         Ok(candle_nn::rotary_emb::rope_thd(&x4, cos, sin)?.squeeze(0)?)
     }
 
+    fn concat_rows(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        if parts.is_empty() {
+            return Err(crate::Error(
+                "concat_rows: no tensors to concatenate".into(),
+            ));
+        }
+        Ok(Tensor::cat(parts, 0)?)
+    }
+
     fn attention(
         &self,
         q: &Tensor,
@@ -69,19 +78,28 @@ impl Backend for Cpu {
         scale: f32,
     ) -> Result<Tensor> {
         let (tokens, heads, d) = q.dims3()?;
-        let kv_heads = k.dim(1)?;
+        let (k_len, kv_heads, _) = k.dims3()?;
+        let offset = mask.query_offset;
+        if offset + tokens > k_len {
+            return Err(crate::Error(format!(
+                "attention: queries at positions {offset}..{} need keys up to there, \
+                 but there are {k_len}",
+                offset + tokens
+            )));
+        }
         let group = heads / kv_heads;
-        // [heads, tokens, d] and [kv_heads, tokens, d]: per-head contiguous rows.
+        // [heads, tokens, d] and [kv_heads, k_len, d]: per-head contiguous rows.
         let q = q.transpose(0, 1)?.contiguous()?;
         let k = k.transpose(0, 1)?.contiguous()?;
         let v = v.transpose(0, 1)?.contiguous()?;
         let mut blocks = Vec::with_capacity(tokens.div_ceil(QUERY_BLOCK));
         for start in (0..tokens).step_by(QUERY_BLOCK) {
             let len = QUERY_BLOCK.min(tokens - start);
-            let end = start + len;
-            // Keys this block can see: [first, end).
-            let first = mask.window.map_or(0, |w| (start + 1).saturating_sub(w));
-            let keys = end - first;
+            // Absolute positions of this block's queries: [pos, pos + len).
+            let pos = offset + start;
+            // Keys this block can see: [first, pos + len).
+            let first = mask.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let keys = pos + len - first;
             // Query heads sharing a kv head are stacked so one matmul serves the group.
             let qb = q
                 .narrow(1, start, len)?
@@ -90,7 +108,7 @@ impl Backend for Cpu {
             let kb = k.narrow(1, first, keys)?.contiguous()?;
             let vb = v.narrow(1, first, keys)?.contiguous()?;
             let scores = (qb.matmul(&kb.t()?)? * scale as f64)?;
-            let bias = mask_block(start, len, first, keys, mask.window)?;
+            let bias = mask_block(pos, len, first, keys, mask.window)?;
             let scores = scores
                 .reshape((kv_heads, group, len, keys))?
                 .broadcast_add(&bias)?;
@@ -113,7 +131,8 @@ impl Backend for Cpu {
     }
 }
 
-/// Additive mask `[len, keys]` for queries `start..start+len` against keys `first..first+keys`.
+/// Additive mask `[len, keys]` for queries at absolute positions `start..start+len` against
+/// keys `first..first+keys`.
 fn mask_block(
     start: usize,
     len: usize,
@@ -139,25 +158,30 @@ fn mask_block(
 mod tests {
     use super::*;
 
-    /// Direct attention, one query at a time, for comparison.
+    /// Direct attention, one query at a time, for comparison. Queries sit at positions
+    /// `offset..offset+t`, keys at `0..k_len`.
     #[allow(clippy::too_many_arguments)]
     fn naive_attention(
         q: &[f32],
         k: &[f32],
         v: &[f32],
         t: usize,
+        k_len: usize,
         h: usize,
         kvh: usize,
         d: usize,
         window: Option<usize>,
+        offset: usize,
     ) -> Vec<f32> {
+        assert!(offset + t <= k_len);
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; t * h * d];
         for head in 0..h {
             let kv = head / (h / kvh);
             for i in 0..t {
-                let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
-                let scores: Vec<f32> = (lo..=i)
+                let p = offset + i;
+                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let scores: Vec<f32> = (lo..=p)
                     .map(|j| {
                         (0..d)
                             .map(|x| q[(i * h + head) * d + x] * k[(j * kvh + kv) * d + x])
@@ -168,7 +192,7 @@ mod tests {
                 let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f32 = e.iter().sum();
-                for (n, j) in (lo..=i).enumerate() {
+                for (n, j) in (lo..=p).enumerate() {
                     for x in 0..d {
                         out[(i * h + head) * d + x] += e[n] / z * v[(j * kvh + kv) * d + x];
                     }
@@ -189,31 +213,81 @@ mod tests {
             .collect()
     }
 
+    /// Blocked attention against the direct formula for queries `t` rows starting at `offset`.
+    fn check(t: usize, k_len: usize, offset: usize, window: Option<usize>) {
+        let (h, kvh, d) = (4, 2, 8);
+        let q = pseudo_random(t * h * d, 1);
+        let k = pseudo_random(k_len * kvh * d, 2);
+        let v = pseudo_random(k_len * kvh * d, 3);
+        let cpu = Cpu;
+        let got = cpu
+            .attention(
+                &cpu.upload(q.clone(), &[t, h, d]).unwrap(),
+                &cpu.upload(k.clone(), &[k_len, kvh, d]).unwrap(),
+                &cpu.upload(v.clone(), &[k_len, kvh, d]).unwrap(),
+                AttentionMask {
+                    window,
+                    query_offset: offset,
+                },
+                1.0 / (d as f32).sqrt(),
+            )
+            .unwrap();
+        let got = cpu.to_f32(&got).unwrap();
+        let want = naive_attention(&q, &k, &v, t, k_len, h, kvh, d, window, offset);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            err < 1e-5,
+            "t {t} k_len {k_len} offset {offset} window {window:?}: max error {err}"
+        );
+    }
+
     #[test]
     fn blocked_attention_matches_direct() {
-        let (t, h, kvh, d) = (600, 4, 2, 8); // > QUERY_BLOCK, uneven last block
         for window in [None, Some(5), Some(300)] {
-            let q = pseudo_random(t * h * d, 1);
-            let k = pseudo_random(t * kvh * d, 2);
-            let v = pseudo_random(t * kvh * d, 3);
-            let cpu = Cpu;
-            let got = cpu
-                .attention(
-                    &cpu.upload(q.clone(), &[t, h, d]).unwrap(),
-                    &cpu.upload(k.clone(), &[t, kvh, d]).unwrap(),
-                    &cpu.upload(v.clone(), &[t, kvh, d]).unwrap(),
-                    AttentionMask { window },
-                    1.0 / (d as f32).sqrt(),
-                )
-                .unwrap();
-            let got = cpu.to_f32(&got).unwrap();
-            let want = naive_attention(&q, &k, &v, t, h, kvh, d, window);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(err < 1e-5, "window {window:?}: max error {err}");
+            check(600, 600, 0, window); // > QUERY_BLOCK, uneven last block
         }
+    }
+
+    #[test]
+    fn offset_queries_match_direct() {
+        for window in [None, Some(1), Some(5), Some(300)] {
+            check(1, 40, 39, window); // one decoding step against a cache
+            check(7, 40, 33, window); // a chunk of new tokens
+            check(300, 620, 320, window); // several query blocks, offset
+            check(3, 40, 10, window); // keys past the last query are masked
+        }
+    }
+
+    #[test]
+    fn offset_past_the_keys_is_an_error() {
+        let cpu = Cpu;
+        let q = cpu.upload(vec![0.0; 2 * 8], &[2, 1, 8]).unwrap();
+        let k = cpu.upload(vec![0.0; 4 * 8], &[4, 1, 8]).unwrap();
+        let mask = AttentionMask {
+            window: None,
+            query_offset: 3,
+        };
+        let err = cpu.attention(&q, &k, &k, mask, 1.0).unwrap_err();
+        assert!(err.to_string().contains("attention"), "{err}");
+    }
+
+    #[test]
+    fn concat_rows_joins_the_token_axis() {
+        let cpu = Cpu;
+        let a = cpu.upload(vec![1.0, 2.0, 3.0, 4.0], &[1, 2, 2]).unwrap();
+        let b = cpu
+            .upload((5..13).map(|x| x as f32).collect(), &[2, 2, 2])
+            .unwrap();
+        let c = cpu.concat_rows(&[&a, &b]).unwrap();
+        assert_eq!(cpu.shape(&c), vec![3, 2, 2]);
+        assert_eq!(
+            cpu.to_f32(&c).unwrap(),
+            (1..13).map(|x| x as f32).collect::<Vec<_>>()
+        );
+        assert!(cpu.concat_rows(&[]).is_err());
     }
 }

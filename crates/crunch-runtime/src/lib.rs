@@ -27,10 +27,29 @@ impl From<candle_core::Error> for Error {
 }
 
 /// Which keys a query position may attend to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Keys are the absolute positions `0..k_len`; query row `i` sits at absolute position
+/// `p = query_offset + i`. It sees keys `j <= p` (causal), and with a sliding window only those
+/// with `p - window < j`. A full forward pass uses `query_offset = 0` (queries and keys are the
+/// same positions); incremental decoding with a key/value cache passes the cache length, so
+/// the new queries see the cached keys and themselves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttentionMask {
-    /// Sliding window: query `i` sees keys `j` with `i - window < j <= i`. `None` is plain causal.
+    /// Sliding window: position `p` sees keys `j` with `p - window < j <= p`. `None` is plain
+    /// causal.
     pub window: Option<usize>,
+    /// Absolute position of query row 0. Requires `query_offset + q_tokens <= k_len`.
+    pub query_offset: usize,
+}
+
+impl AttentionMask {
+    /// Causal attention (optionally windowed) of queries that start at position 0.
+    pub fn causal(window: Option<usize>) -> Self {
+        AttentionMask {
+            window,
+            query_offset: 0,
+        }
+    }
 }
 
 /// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
@@ -46,6 +65,10 @@ pub trait Backend: Send + Sync {
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
     /// Rows `start..start+len` of a 2-D tensor.
     fn rows(&self, t: &Self::Tensor, start: usize, len: usize) -> Result<Self::Tensor>;
+    /// Concatenation along axis 0 (the token axis): every part has the same rank and the same
+    /// sizes on the other axes; the result has the summed length on axis 0. Used to append new
+    /// keys/values to a cache and to join per-sequence attention outputs.
+    fn concat_rows(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
 
     /// Gathers rows of `table` `[vocab, dim]`: `[ids.len(), dim]`.
     fn embedding(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
@@ -68,7 +91,9 @@ pub trait Backend: Send + Sync {
         sin: &Self::Tensor,
     ) -> Result<Self::Tensor>;
     /// Scaled dot-product attention with grouped key/value heads.
-    /// `q [tokens, heads, d]`, `k`/`v` `[tokens, kv_heads, d]` -> `[tokens, heads * d]`.
+    /// `q [tokens, heads, d]`, `k`/`v` `[k_len, kv_heads, d]` -> `[tokens, heads * d]`, masked
+    /// as [`AttentionMask`] says (`k_len == tokens` and `query_offset == 0` for a full pass;
+    /// `k_len == query_offset + tokens` when decoding against a cache).
     fn attention(
         &self,
         q: &Self::Tensor,

@@ -1,0 +1,139 @@
+//! Incremental decoding with a key/value cache, written once against [`Backend`].
+//!
+//! A batch of sequences advances together: the embedding, every linear layer and the MLP run
+//! on all new rows at once (`[sequences × tokens, hidden]`; rows are independent), while
+//! attention runs per sequence, its new queries against that sequence's cached keys and
+//! values plus its own new ones (`AttentionMask::query_offset` = the cache length).
+
+use crate::model::{attention_inputs, attention_scale, block_output, Model, RopeTables};
+use crate::{Error, LinearHook, Result};
+use crunch_runtime::{AttentionMask, Backend};
+
+/// Keys and values of one sequence, per decoder block, for incremental decoding.
+pub struct KvCache<B: Backend> {
+    /// Per block: keys and values `[len, kv_heads, head_dim]`, keys already normalised (Qwen3)
+    /// and rotated, so they are never recomputed.
+    layers: Vec<Option<(B::Tensor, B::Tensor)>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model of `layers` decoder blocks.
+    pub fn new(layers: usize) -> Self {
+        KvCache {
+            layers: (0..layers).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+
+    /// Tokens cached so far: the absolute position of the next token.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Rows `s*t..(s+1)*t` of a `[rows, a, b]` tensor.
+fn seq_rows<B: Backend>(b: &B, x: &B::Tensor, s: usize, t: usize) -> Result<B::Tensor> {
+    let shape = b.shape(x);
+    let flat = b.reshape(x, &[shape[0], shape[1] * shape[2]])?;
+    let part = b.rows(&flat, s * t, t)?;
+    Ok(b.reshape(&part, &[t, shape[1], shape[2]])?)
+}
+
+impl<B: Backend> Model<B> {
+    /// Feeds `t = ids.len() / caches.len()` new tokens to each of `caches.len()` sequences:
+    /// `ids` is sequence-major (sequence `s` owns `ids[s*t..(s+1)*t]`), and sequence `s`'s new
+    /// tokens sit at positions `caches[s].len()..caches[s].len() + t` (caches may differ in
+    /// length). Returns the hidden states after the last block, `[caches.len() * t, hidden]`,
+    /// in the same row order, and appends the new keys and values to the caches. `rope` must
+    /// cover every new position. `hook` sees the linear inputs of the whole batch.
+    ///
+    /// On error the caches are left inconsistent and must be discarded.
+    pub fn hidden_states_cached(
+        &self,
+        ids: &[u32],
+        caches: &mut [KvCache<B>],
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<B::Tensor> {
+        let b = &self.backend;
+        let n = caches.len();
+        if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
+            return Err(Error::Config(format!(
+                "cached forward: {} token ids cannot be split evenly over {n} sequences",
+                ids.len()
+            )));
+        }
+        if let Some(c) = caches.iter().find(|c| c.layers.len() != self.blocks.len()) {
+            return Err(Error::Config(format!(
+                "cached forward: a cache made for {} blocks, the model has {}",
+                c.layers.len(),
+                self.blocks.len()
+            )));
+        }
+        let t = ids.len() / n;
+        let positions: Vec<u32> = caches
+            .iter()
+            .flat_map(|c| (c.len..c.len + t).map(|p| p as u32))
+            .collect();
+        let (cos, sin) = rope.at(b, &positions)?;
+        let scale = attention_scale(&self.config);
+        let mut x = self.embed(ids)?;
+        for (layer, blk) in self.blocks.iter().enumerate() {
+            let (q, k, v) = attention_inputs(b, &self.config, blk, layer, &x, &cos, &sin, hook)?;
+            let mut outs = Vec::with_capacity(n);
+            for (s, cache) in caches.iter_mut().enumerate() {
+                let (qs, ks, vs) = if n == 1 {
+                    (q.clone(), k.clone(), v.clone())
+                } else {
+                    (
+                        seq_rows(b, &q, s, t)?,
+                        seq_rows(b, &k, s, t)?,
+                        seq_rows(b, &v, s, t)?,
+                    )
+                };
+                let (kc, vc) = match cache.layers[layer].take() {
+                    Some((kc, vc)) => (b.concat_rows(&[&kc, &ks])?, b.concat_rows(&[&vc, &vs])?),
+                    None => (ks, vs),
+                };
+                let mask = AttentionMask {
+                    window: blk.window,
+                    query_offset: cache.len,
+                };
+                outs.push(b.attention(&qs, &kc, &vc, mask, scale)?);
+                cache.layers[layer] = Some((kc, vc));
+            }
+            let a = if n == 1 {
+                outs.pop().expect("one sequence")
+            } else {
+                b.concat_rows(&outs.iter().collect::<Vec<_>>())?
+            };
+            x = block_output(b, &self.config, blk, layer, &x, &a, hook)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += t;
+        }
+        Ok(x)
+    }
+
+    /// [`Model::hidden_states_cached`] followed by the final norm and output projection:
+    /// logits `[caches.len() * t, vocab]`.
+    pub fn forward_cached(
+        &self,
+        ids: &[u32],
+        caches: &mut [KvCache<B>],
+        rope: &RopeTables<B>,
+    ) -> Result<B::Tensor> {
+        let x = self.hidden_states_cached(ids, caches, rope, &mut ())?;
+        self.logits(&x, &mut ())
+    }
+
+    /// An empty cache for this model.
+    pub fn kv_cache(&self) -> KvCache<B> {
+        KvCache::new(self.blocks.len())
+    }
+}
