@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
         let q = pseudo(t * h * d, 1);
         let k = pseudo(t * kvh * d, 2);
         let v = pseudo(t * kvh * d, 3);
-        let mask = AttentionMask { window };
+        let mask = AttentionMask::causal(window);
         let scale = 1.0 / (d as f32).sqrt();
         let cpu = Cpu.to_f32(&Cpu.attention(
             &Cpu.upload(q.clone(), &[t, h, d])?,

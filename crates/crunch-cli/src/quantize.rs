@@ -189,21 +189,24 @@ fn self_windows(
             );
         }
     }
-    let sp = progress::spinner("loading model");
-    let model = ckpt.load(Cpu, |_| {})?;
-    sp.finish_and_clear();
-    let bar = progress::bar(spec.samples * spec.len, "sampling");
-    let batch = default_batch(&ckpt.config, spec.len);
-    let w = sample_windows(
-        &model,
-        spec,
-        ckpt.bos_token(),
-        args.seed,
-        batch,
-        &mut |done, _| bar.set_position(done as u64),
-    )
-    .map_err(|e| anyhow::anyhow!("--calib {label}: {e}"))?;
-    bar.finish_and_clear();
+    let w = with_backend!(args.device, b => {
+        let sp = progress::spinner("loading model");
+        let model = ckpt.load(b, |_| {})?;
+        sp.finish_and_clear();
+        let bar = progress::bar(spec.samples * spec.len, "sampling");
+        let batch = default_batch(&ckpt.config, spec.len);
+        let w = sample_windows(
+            &model,
+            spec,
+            ckpt.bos_token(),
+            args.seed,
+            batch,
+            &mut |done, _| bar.set_position(done as u64),
+        )
+        .map_err(|e| anyhow::anyhow!("--calib {label}: {e}"))?;
+        bar.finish_and_clear();
+        w
+    });
     let c = Calibration {
         data: label,
         samples: spec.samples,
@@ -308,6 +311,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                     damp: (args.method == MethodArg::Gptq).then_some(args.damp),
                     rows: q.rows,
                     cols: q.cols,
+                    sparsity: None,
+                    rank: None,
+                    correction_rank: None,
                 };
                 (name.clone(), r)
             })

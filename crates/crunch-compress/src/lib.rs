@@ -8,6 +8,7 @@
 //! Everything here is deterministic: the same inputs give bit-identical outputs on any number of
 //! threads.
 
+mod compressed;
 mod compressor;
 mod error;
 mod gptq;
@@ -39,10 +40,12 @@ mod whitened_svd;
 mod gptq_reference;
 #[cfg(test)]
 mod sparsegpt_reference;
+#[cfg(test)]
 mod lowrank_reference;
 #[cfg(test)]
 mod testutil;
 
+pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer};
 pub use compressor::{Compressor, Gptq, Rtn};
 pub use error::{CompressError, Result};
 pub use gptq::{gptq, GptqOptions};

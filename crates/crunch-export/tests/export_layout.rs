@@ -82,6 +82,9 @@ fn recipe(layers: &BTreeMap<String, QuantizedWeight>) -> Recipe {
                     damp: None,
                     rows: q.rows,
                     cols: q.cols,
+                    sparsity: None,
+                    rank: None,
+                    correction_rank: None,
                 };
                 (n.clone(), r)
             })

@@ -58,6 +58,15 @@ pub struct LayerRecipe {
     pub damp: Option<f32>,
     pub rows: usize,
     pub cols: usize,
+    /// Pruned layers: the pattern, "0.5" (unstructured fraction pruned) or "2:4".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<String>,
+    /// Factored layers: the rank of W ≈ A·B.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    /// EoRA correction rank, when one was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_rank: Option<usize>,
 }
 
 impl Recipe {

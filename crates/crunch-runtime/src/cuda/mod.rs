@@ -192,6 +192,37 @@ impl Backend for Cuda {
         })
     }
 
+    fn concat_rows(&self, parts: &[&CudaTensor]) -> Result<CudaTensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error("cuda concat_rows: no tensors".into()))?;
+        let tail = &first.shape[1..];
+        let mut rows = 0;
+        for p in parts {
+            if p.shape.len() != first.shape.len() || &p.shape[1..] != tail {
+                return Err(Error(format!(
+                    "cuda concat_rows: {:?} with {:?}",
+                    first.shape, p.shape
+                )));
+            }
+            rows += p.shape[0];
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = self.alloc(total)?;
+        let mut at = 0;
+        for p in parts {
+            let n = p.len();
+            let mut dst = out.slice_mut(at..at + n);
+            self.stream
+                .memcpy_dtod(&p.view(), &mut dst)
+                .map_err(err("concat_rows"))?;
+            at += n;
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        Ok(CudaTensor::owned(out, &shape))
+    }
+
     fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
         let (vocab, dim) = dims2(table, "embedding")?;
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
@@ -357,7 +388,14 @@ impl Backend for Cuda {
                 .map_err(err("attention scores"))?;
         }
         let (t_i, tk_i) = (t as i32, tk as i32);
-        let offset = 0i32;
+        if mask.query_offset + t > tk {
+            return Err(Error(format!(
+                "cuda attention: queries at {}..{} against {tk} keys",
+                mask.query_offset,
+                mask.query_offset + t
+            )));
+        }
+        let offset = mask.query_offset as i32;
         let window = mask.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
         let mut l = self.stream.launch_builder(&self.k.masked_softmax);
         l.arg(&mut s)
