@@ -121,8 +121,10 @@ fn main() -> anyhow::Result<()> {
         )?)?;
         let e = rel_err(&g, &cpu);
         ok &= e < TOLERANCE;
-        attention.push(json!({"tokens": t, "heads": h, "kv_heads": kvh, "head_dim": d,
-            "window": window, "rel_err_vs_cpu": e}));
+        attention.push(
+            json!({"tokens": t, "heads": h, "kv_heads": kvh, "head_dim": d,
+            "window": window, "rel_err_vs_cpu": e}),
+        );
     }
     let out = json!({
         "device": gpu.device_name(),

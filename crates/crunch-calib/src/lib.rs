@@ -13,13 +13,17 @@
 //! = 4.3 GB for an 8B model), plus the block's Hessians (hidden² + q_dim² + hidden² +
 //! intermediate² floats), independent of the number of layers.
 
+mod compress;
 mod data;
 mod quantize;
+mod recipe_file;
 mod selfgen;
 mod sequential;
 
+pub use compress::{compress_model, CompressPlan, Stage, StageMethod};
 pub use data::windows;
-pub use quantize::{quantize_model, Method, QuantizePlan};
+pub use quantize::{pattern_matches, quantize_model, Method, QuantizePlan};
+pub use recipe_file::{CalibrationSpec, RecipeFile, StageSpec};
 pub use selfgen::{default_batch, sample_windows, SelfSpec};
 pub use sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
 

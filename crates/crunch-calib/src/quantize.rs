@@ -28,13 +28,16 @@ pub struct QuantizePlan {
 
 impl QuantizePlan {
     pub fn skips(&self, name: &str) -> bool {
-        self.skip.iter().any(|p| {
-            if p.contains('*') {
-                wildcard_match(p.as_bytes(), name.as_bytes())
-            } else {
-                name.contains(p.as_str())
-            }
-        })
+        self.skip.iter().any(|p| pattern_matches(p, name))
+    }
+}
+
+/// A layer pattern: with `*` wildcards it must match the whole name, else it is a substring.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if pattern.contains('*') {
+        wildcard_match(pattern.as_bytes(), name.as_bytes())
+    } else {
+        name.contains(pattern)
     }
 }
 

@@ -65,9 +65,9 @@ impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
             .entry(group)
             .or_insert_with(|| Hessian::new(cols));
         match self.backend.gram(x)? {
-            Some(xtx) => h
-                .add_gram(&xtx, rows)
-                .map_err(|e| crunch_model::Error::Weights(format!("Hessian of {}: {e}", id.name)))?,
+            Some(xtx) => h.add_gram(&xtx, rows).map_err(|e| {
+                crunch_model::Error::Weights(format!("Hessian of {}: {e}", id.name))
+            })?,
             None => h.add_batch(&self.backend.to_f32(x)?),
         }
         Ok(())

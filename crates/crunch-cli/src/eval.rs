@@ -1,11 +1,11 @@
 //! `crunch eval MODEL --data FILE`
 
+use crate::device::{with_backend, Device};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crunch_eval::{evaluate, windows, EvalOptions};
 use crunch_model::{Checkpoint, Model};
-use crate::device::{with_backend, Device};
 use crunch_runtime::Backend;
 use std::path::{Path, PathBuf};
 

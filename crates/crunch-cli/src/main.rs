@@ -1,6 +1,8 @@
 //! `crunch`: the thin command-line front end. Each subcommand parses its flags here and calls
 //! into the library crates; no algorithm lives in this crate.
 
+mod calib_args;
+mod compress;
 mod device;
 mod eval;
 mod info;
@@ -41,6 +43,15 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Quantize weights to 2-8 bits (round-to-nearest or GPTQ), written in crunch's format.
     Quantize(quantize::QuantizeArgs),
+    /// Prune weights: magnitude, Wanda or SparseGPT; unstructured or N:M (2:4), optionally
+    /// quantizing the kept weights in the same pass (SparseGPT).
+    Prune(compress::PruneArgs),
+    /// Factor linear layers into two low-rank matrices (SVD or whitened SVD) under one global
+    /// parameter budget, optionally with an EoRA correction.
+    Lowrank(compress::LowRankArgs),
+    /// Apply a TOML recipe: stages of methods per layer pattern (quantize, prune, factor,
+    /// correct), the same recipe every output carries as recipe.toml.
+    Compress(compress::CompressArgs),
     /// Pack a checkpoint file or directory losslessly.
     Pack(pack::PackArgs),
     /// Restore a packed checkpoint bit for bit.
@@ -60,6 +71,9 @@ fn main() {
         Command::Info(args) => info::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Prune(args) => compress::prune(args),
+        Command::Lowrank(args) => compress::lowrank(args),
+        Command::Compress(args) => compress::compress(args),
         Command::Pack(args) => pack::pack(args),
         Command::Unpack(args) => pack::unpack(args),
     };

@@ -1,15 +1,14 @@
 //! `crunch quantize MODEL --out DIR --method rtn|gptq --bits B --group-size G ...`
 
-use crate::progress;
-use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use crunch_calib::{
-    default_batch, quantize_model, sample_windows, windows, Method, QuantizePlan, SelfSpec,
-};
-use crunch_compress::{GptqOptions, QuantSpec};
-use crunch_formats::recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION};
-use crunch_model::Checkpoint;
+use crate::calib_args::{file_name, CalibArgs};
 use crate::device::{with_backend, Device};
+use crate::progress;
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use crunch_calib::{quantize_model, Method, QuantizePlan};
+use crunch_compress::{GptqOptions, QuantSpec};
+use crunch_formats::recipe::{LayerRecipe, Recipe, FORMAT_VERSION};
+use crunch_model::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,23 +66,8 @@ pub struct QuantizeArgs {
     /// GPTQ dampening, as a fraction of the mean Hessian diagonal.
     #[arg(long, default_value_t = 0.01)]
     pub damp: f32,
-    /// Calibration data (GPTQ): a text file to draw windows from, or `self:N×L` (also
-    /// `self:NxL`, e.g. `self:128x512`) to sample N sequences of L tokens from the model itself
-    /// when you have no data: each starts at the BOS token (else a random token) and continues
-    /// by plain sampling at temperature 1, reproducible from --seed. Name a file that really is
-    /// called `self:...` as `./self:...`.
-    #[arg(long, value_name = "FILE|self:NxL")]
-    pub calib: Option<PathBuf>,
-    /// Calibration windows to draw from FILE [default: 128] (`self:N×L` sets N itself).
-    #[arg(long, value_name = "N")]
-    pub calib_samples: Option<usize>,
-    /// Tokens per calibration window [default: 512] (`self:N×L` sets L itself).
-    #[arg(long, value_name = "L")]
-    pub calib_len: Option<usize>,
-    /// Seed for drawing (or, with `self:`, sampling) the windows: the same seed gives
-    /// byte-identical output.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub calib: CalibArgs,
     /// Leave layers matching this pattern unquantized (repeatable; `*` wildcards, else a
     /// substring of names like model.layers.3.mlp.down_proj). Embeddings and lm_head are
     /// never quantized.
@@ -113,7 +97,7 @@ fn parse_group(s: &str) -> Result<GroupArg, String> {
     }
 }
 
-struct Bars(indicatif::ProgressBar);
+pub(crate) struct Bars(pub(crate) indicatif::ProgressBar);
 
 impl crunch_calib::Progress for Bars {
     fn block(&mut self, layer: usize, _layers: usize) {
@@ -124,14 +108,7 @@ impl crunch_calib::Progress for Bars {
     }
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|it| {
             it.flatten()
@@ -142,82 +119,6 @@ fn dir_size(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
-
-/// Windows drawn from a text file (`--calib FILE`).
-fn file_windows(
-    args: &QuantizeArgs,
-    ckpt: &Checkpoint,
-    path: &Path,
-) -> Result<(Vec<Vec<u32>>, Calibration)> {
-    let samples = args.calib_samples.unwrap_or(DEFAULT_SAMPLES);
-    let len = args.calib_len.unwrap_or(DEFAULT_LEN);
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
-    let tokenizer = ckpt.tokenizer()?;
-    let ids = tokenizer
-        .encode(text.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("{}: tokenizing failed: {e}", path.display()))?
-        .get_ids()
-        .to_vec();
-    let w = windows(&ids, samples, len, args.seed)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let c = Calibration {
-        data: file_name(path),
-        samples,
-        tokens_per_sample: len,
-        seed: args.seed,
-    };
-    Ok((w, c))
-}
-
-/// Windows sampled from the model itself (`--calib self:N×L`).
-fn self_windows(
-    args: &QuantizeArgs,
-    ckpt: &Checkpoint,
-    spec: SelfSpec,
-) -> Result<(Vec<Vec<u32>>, Calibration)> {
-    let label = spec.label();
-    let given = [
-        ("--calib-samples", args.calib_samples, spec.samples, "N"),
-        ("--calib-len", args.calib_len, spec.len, "L"),
-    ];
-    for (flag, value, from_spec, letter) in given {
-        if let Some(v) = value.filter(|&v| v != from_spec) {
-            bail!(
-                "{flag} {v} conflicts with --calib {label}, which sets {letter} = {from_spec} \
-                 (leave {flag} out)"
-            );
-        }
-    }
-    let w = with_backend!(args.device, b => {
-        let sp = progress::spinner("loading model");
-        let model = ckpt.load(b, |_| {})?;
-        sp.finish_and_clear();
-        let bar = progress::bar(spec.samples * spec.len, "sampling");
-        let batch = default_batch(&ckpt.config, spec.len);
-        let w = sample_windows(
-            &model,
-            spec,
-            ckpt.bos_token(),
-            args.seed,
-            batch,
-            &mut |done, _| bar.set_position(done as u64),
-        )
-        .map_err(|e| anyhow::anyhow!("--calib {label}: {e}"))?;
-        bar.finish_and_clear();
-        w
-    });
-    let c = Calibration {
-        data: label,
-        samples: spec.samples,
-        tokens_per_sample: spec.len,
-        seed: args.seed,
-    };
-    Ok((w, c))
-}
-
-const DEFAULT_SAMPLES: usize = 128;
-const DEFAULT_LEN: usize = 512;
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
     if ![2, 3, 4, 8].contains(&args.bits) {
@@ -249,23 +150,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&args.model)?;
     let start = Instant::now();
 
-    let (calib_windows, calibration) = match (args.method, &args.calib) {
-        (MethodArg::Gptq, None) => bail!(
-            "--method gptq needs --calib FILE (text to calibrate on) or --calib self:NxL \
-             (text sampled from the model)"
-        ),
-        (MethodArg::Gptq, Some(path)) => {
-            let spec = match path.to_str() {
-                Some(s) => SelfSpec::parse(s).map_err(|e| anyhow::anyhow!("--calib {e}"))?,
-                None => None,
-            };
-            let (w, c) = match spec {
-                Some(spec) => self_windows(&args, &ckpt, spec)?,
-                None => file_windows(&args, &ckpt, path)?,
-            };
+    let (calib_windows, calibration) = match args.method {
+        MethodArg::Gptq => {
+            let (w, c) = args.calib.load(&ckpt, args.device, "--method gptq")?;
             (Some(w), Some(c))
         }
-        (MethodArg::Rtn, _) => (None, None),
+        MethodArg::Rtn => (None, None),
     };
 
     let bar = progress::bar(ckpt.config.layers, "quantizing");

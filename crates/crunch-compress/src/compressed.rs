@@ -83,11 +83,7 @@ impl CompressedLayer {
 
     /// Main storage plus the correction's f16 factors, per weight.
     pub fn bits_per_weight(&self) -> f64 {
-        self.main.bits_per_weight()
-            + self
-                .correction
-                .as_ref()
-                .map_or(0.0, factor_bits_per_weight)
+        self.main.bits_per_weight() + self.correction.as_ref().map_or(0.0, factor_bits_per_weight)
     }
 }
 
@@ -112,7 +108,11 @@ mod tests {
             b: vec![0.5; cols],
         };
         layer.correction = Some(c);
-        assert!(layer.dense().iter().zip(&base).all(|(a, b)| (a - b - 0.5).abs() < 1e-6));
+        assert!(layer
+            .dense()
+            .iter()
+            .zip(&base)
+            .all(|(a, b)| (a - b - 0.5).abs() < 1e-6));
         let extra = 16.0 * (rows + cols) as f64 / (rows * cols) as f64;
         assert!((layer.bits_per_weight() - q.bits_per_weight() - extra).abs() < 1e-12);
     }

@@ -39,9 +39,9 @@ mod whitened_svd;
 #[cfg(test)]
 mod gptq_reference;
 #[cfg(test)]
-mod sparsegpt_reference;
-#[cfg(test)]
 mod lowrank_reference;
+#[cfg(test)]
+mod sparsegpt_reference;
 #[cfg(test)]
 mod testutil;
 

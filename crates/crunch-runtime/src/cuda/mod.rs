@@ -163,10 +163,7 @@ impl Backend for Cuda {
 
     fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
         if shape.iter().product::<usize>() != t.len() {
-            return Err(Error(format!(
-                "cuda reshape: {:?} to {shape:?}",
-                t.shape
-            )));
+            return Err(Error(format!("cuda reshape: {:?} to {shape:?}", t.shape)));
         }
         Ok(CudaTensor {
             shape: shape.to_vec(),
@@ -177,10 +174,7 @@ impl Backend for Cuda {
     fn rows(&self, t: &CudaTensor, start: usize, len: usize) -> Result<CudaTensor> {
         let n = t.shape.first().copied().unwrap_or(0);
         if start + len > n {
-            return Err(Error(format!(
-                "cuda rows: {start}..{} of {n}",
-                start + len
-            )));
+            return Err(Error(format!("cuda rows: {start}..{} of {n}", start + len)));
         }
         let row: usize = t.shape[1..].iter().product();
         let mut shape = t.shape.clone();

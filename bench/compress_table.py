@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Issue 5's table, by the benchmark protocol: pruning (magnitude, Wanda, SparseGPT at 50%
+unstructured and 2:4), low rank (plain vs whitened SVD at --keep 0.8), and EoRA rank 32 on top of
+GPTQ 3-bit g128, each made from SmolLM2-135M-Instruct (calibration: 128 windows of 512 tokens of
+the last 40% of wiki.test.raw, seed 0) and evaluated on the first 60% (--ctx 2048
+--max-tokens 65536) against the uncompressed model. One JSON line per run, then a Markdown table.
+
+Usage: bench/compress_table.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
+       --eval eval.txt --work DIR [--threads N] [--device cuda] [--only NAME,...]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+RUNS = {
+    "magnitude 50%": ["prune", "--method", "magnitude", "--sparsity", "0.5"],
+    "wanda 50%": ["prune", "--method", "wanda", "--sparsity", "0.5"],
+    "sparsegpt 50%": ["prune", "--method", "sparsegpt", "--sparsity", "0.5"],
+    "wanda 2:4": ["prune", "--method", "wanda", "--pattern", "2:4"],
+    "sparsegpt 2:4": ["prune", "--method", "sparsegpt", "--pattern", "2:4"],
+    "sparsegpt 2:4 + 4-bit g128": ["prune", "--method", "sparsegpt", "--pattern", "2:4", "--bits", "4"],
+    "svd keep 0.8": ["lowrank", "--method", "svd", "--keep", "0.8"],
+    "whitened-svd keep 0.8": ["lowrank", "--method", "whitened-svd", "--keep", "0.8"],
+    "gptq 3-bit g128": ["recipe", "[[stage]]\nmethod = \"gptq\"\nbits = 3\ngroup_size = 128\n"],
+    "gptq 3-bit g128 + eora 32": ["recipe", "[[stage]]\nmethod = \"gptq\"\nbits = 3\ngroup_size = 128\n"
+                                  "[[stage]]\nmethod = \"eora\"\nrank = 32\n"],
+}
+
+
+def run_json(cmd):
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = time.time() - t
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k in ["crunch", "model", "calib", "eval", "work"]:
+        ap.add_argument("--" + k, required=True)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", default=",".join(RUNS))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    th = ["--threads", str(a.threads)]
+    ev = ["--device", a.device, "--data", a.eval, "--ctx", "2048", "--max-tokens", "65536", "--json"]
+    base = run_json([a.crunch, *th, "eval", a.model, *ev])
+    base["run"] = "base"
+    print(json.dumps(base), flush=True)
+    calib = ["--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0"]
+    rows = []
+    for name in a.only.split(","):
+        spec = RUNS[name]
+        out = os.path.join(a.work, name.replace(" ", "_").replace(":", "-").replace("%", "pct").replace("+", "plus"))
+        if spec[0] == "recipe":
+            path = out + ".toml"
+            with open(path, "w") as f:
+                f.write(spec[1])
+            cmd = ["compress", a.model, "--recipe", path]
+        else:
+            cmd = [spec[0], a.model, *spec[1:]]
+        c = run_json([a.crunch, *th, *cmd, "--out", out, "--force", *calib, "--device", a.device, "--json"])
+        e = run_json([a.crunch, *th, "eval", out, "--base", a.model, *ev])
+        row = {"run": name, "ppl": e["ppl"], "ppl_increase": e["ppl"] - base["ppl"], "kl": e["kl"],
+               "top1_agreement": e["top1_agreement"], "bits_per_weight": c["bits_per_weight"],
+               "sparsity": c["sparsity"], "params_kept": c["params_kept"], "size_on_disk": c["size_on_disk"],
+               "compress_seconds": c["compress_seconds"], "eval_tokens_scored": e["tokens_scored"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| run | bits/weight | zeros | params kept | size (MB) | PPL | ΔPPL | KL | top-1 agree | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| base | — | — | — | — | {base['ppl']:.3f} | 0 | 0 | 100% | — |")
+    for r in rows:
+        print(f"| {r['run']} | {r['bits_per_weight']:.3f} | {100 * r['sparsity']:.1f}% | {100 * r['params_kept']:.1f}% | "
+              f"{r['size_on_disk'] / 1e6:.1f} | {r['ppl']:.3f} | {r['ppl_increase']:+.3f} | {r['kl']:.4f} | "
+              f"{100 * r['top1_agreement']:.2f}% | {r['compress_seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+//! The calibration flags shared by every command that looks at data (`--calib FILE` or
+//! `--calib self:N×L`, `--calib-samples`, `--calib-len`, `--seed`).
+
+use crate::device::{with_backend, Device};
+use crate::progress;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use crunch_calib::{default_batch, sample_windows, windows, SelfSpec};
+use crunch_formats::recipe::Calibration;
+use crunch_model::Checkpoint;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct CalibArgs {
+    /// Calibration data (methods that look at data): a text file to draw windows from, or `self:N×L` (also
+    /// `self:NxL`, e.g. `self:128x512`) to sample N sequences of L tokens from the model itself
+    /// when you have no data: each starts at the BOS token (else a random token) and continues
+    /// by plain sampling at temperature 1, reproducible from --seed. Name a file that really is
+    /// called `self:...` as `./self:...`.
+    #[arg(long, value_name = "FILE|self:NxL")]
+    pub calib: Option<PathBuf>,
+    /// Calibration windows to draw from FILE [default: 128] (`self:N×L` sets N itself).
+    #[arg(long, value_name = "N")]
+    pub calib_samples: Option<usize>,
+    /// Tokens per calibration window [default: 512] (`self:N×L` sets L itself).
+    #[arg(long, value_name = "L")]
+    pub calib_len: Option<usize>,
+    /// Seed for drawing (or, with `self:`, sampling) the windows: the same seed gives
+    /// byte-identical output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl CalibArgs {
+    /// The calibration windows, and how they were made (for the recipe). `who` names the
+    /// option that needs them, for the error when `--calib` is missing.
+    pub fn load(
+        &self,
+        ckpt: &Checkpoint,
+        device: Device,
+        who: &str,
+    ) -> Result<(Vec<Vec<u32>>, Calibration)> {
+        let Some(path) = &self.calib else {
+            bail!(
+                "{who} needs --calib FILE (text to calibrate on) or --calib self:NxL \
+                 (text sampled from the model)"
+            );
+        };
+        let spec = match path.to_str() {
+            Some(s) => SelfSpec::parse(s).map_err(|e| anyhow::anyhow!("--calib {e}"))?,
+            None => None,
+        };
+        match spec {
+            Some(spec) => self_windows(self, device, ckpt, spec),
+            None => file_windows(self, ckpt, path),
+        }
+    }
+}
+
+pub fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Windows drawn from a text file (`--calib FILE`).
+fn file_windows(
+    args: &CalibArgs,
+    ckpt: &Checkpoint,
+    path: &Path,
+) -> Result<(Vec<Vec<u32>>, Calibration)> {
+    let samples = args.calib_samples.unwrap_or(DEFAULT_SAMPLES);
+    let len = args.calib_len.unwrap_or(DEFAULT_LEN);
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let tokenizer = ckpt.tokenizer()?;
+    let ids = tokenizer
+        .encode(text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("{}: tokenizing failed: {e}", path.display()))?
+        .get_ids()
+        .to_vec();
+    let w = windows(&ids, samples, len, args.seed)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let c = Calibration {
+        data: file_name(path),
+        samples,
+        tokens_per_sample: len,
+        seed: args.seed,
+    };
+    Ok((w, c))
+}
+
+/// Windows sampled from the model itself (`--calib self:N×L`).
+fn self_windows(
+    args: &CalibArgs,
+    device: Device,
+    ckpt: &Checkpoint,
+    spec: SelfSpec,
+) -> Result<(Vec<Vec<u32>>, Calibration)> {
+    let label = spec.label();
+    let given = [
+        ("--calib-samples", args.calib_samples, spec.samples, "N"),
+        ("--calib-len", args.calib_len, spec.len, "L"),
+    ];
+    for (flag, value, from_spec, letter) in given {
+        if let Some(v) = value.filter(|&v| v != from_spec) {
+            bail!(
+                "{flag} {v} conflicts with --calib {label}, which sets {letter} = {from_spec} \
+                 (leave {flag} out)"
+            );
+        }
+    }
+    let w = with_backend!(device, b => {
+        let sp = progress::spinner("loading model");
+        let model = ckpt.load(b, |_| {})?;
+        sp.finish_and_clear();
+        let bar = progress::bar(spec.samples * spec.len, "sampling");
+        let batch = default_batch(&ckpt.config, spec.len);
+        let w = sample_windows(
+            &model,
+            spec,
+            ckpt.bos_token(),
+            args.seed,
+            batch,
+            &mut |done, _| bar.set_position(done as u64),
+        )
+        .map_err(|e| anyhow::anyhow!("--calib {label}: {e}"))?;
+        bar.finish_and_clear();
+        w
+    });
+    let c = Calibration {
+        data: label,
+        samples: spec.samples,
+        tokens_per_sample: spec.len,
+        seed: args.seed,
+    };
+    Ok((w, c))
+}
+
+const DEFAULT_SAMPLES: usize = 128;
+const DEFAULT_LEN: usize = 512;
