@@ -1,5 +1,6 @@
 //! `crunch quantize MODEL --out DIR --method rtn|gptq --bits B --group-size G ...`
 
+use crate::device::{with_backend, Device};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -9,7 +10,6 @@ use crunch_calib::{
 use crunch_compress::{GptqOptions, QuantSpec};
 use crunch_formats::recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION};
 use crunch_model::Checkpoint;
-use crate::device::{with_backend, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -324,7 +324,14 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         use crunch_export::{compressed_tensors, crunch_dir, gptq_layout};
         let (out, force) = (&args.out, args.force);
         match args.format {
-            FormatArg::Crunch => crunch_dir::write(&ckpt, &layers, &recipe, out, force)?,
+            FormatArg::Crunch => {
+                use crunch_compress::{Compressed, CompressedLayer};
+                let wrap = |q: &crunch_compress::QuantizedWeight| {
+                    CompressedLayer::new(method_name, Compressed::Quantized(q.clone()))
+                };
+                let layers = layers.iter().map(|(n, q)| (n.clone(), wrap(q))).collect();
+                crunch_dir::write(&ckpt, &layers, &recipe, out, force)?
+            }
             FormatArg::CompressedTensors => {
                 compressed_tensors::write(&ckpt, &layers, &recipe, out, force)?
             }
