@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use crunch_calib::{compress_model, CalibrationSpec, RecipeFile, StageSpec};
 use crunch_compress::{Compressed, CompressedLayer};
-use crunch_formats::recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION};
+use crunch_formats::recipe::{Calibration, Recipe, FORMAT_VERSION};
 use crunch_model::Checkpoint;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -180,41 +180,6 @@ fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs 
     c
 }
 
-fn layer_recipe(l: &CompressedLayer) -> LayerRecipe {
-    let (rows, cols) = l.shape();
-    let mut r = LayerRecipe {
-        method: l.method.clone(),
-        bits: 16,
-        group_size: None,
-        symmetric: false,
-        act_order: false,
-        mse_clip: false,
-        damp: None,
-        rows,
-        cols,
-        sparsity: None,
-        rank: None,
-        correction_rank: l.correction.as_ref().map(|c| c.rank),
-    };
-    let quant = match &l.main {
-        Compressed::Quantized(q) => Some(q),
-        Compressed::Pruned(p) => {
-            r.sparsity = Some(p.sparsity.to_string());
-            p.quant.as_ref()
-        }
-        Compressed::Factored(f) => {
-            r.rank = Some(f.rank);
-            None
-        }
-    };
-    if let Some(q) = quant {
-        r.bits = q.spec.bits;
-        r.group_size = q.spec.group_size;
-        r.symmetric = q.spec.symmetric;
-    }
-    r
-}
-
 fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<()> {
     if c.out.exists() && !c.force {
         bail!(
@@ -277,7 +242,7 @@ fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<(
         calibration,
         layers: layers
             .iter()
-            .map(|(n, l)| (n.clone(), layer_recipe(l)))
+            .map(|(n, l)| (n.clone(), crunch_export::crunch_dir::layer_recipe(l)))
             .collect(),
     };
     let sp = progress::spinner("writing");
@@ -286,7 +251,7 @@ fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<(
         &ckpt,
         &layers,
         &recipe,
-        &recipe_toml,
+        Some(&recipe_toml),
         &c.out,
         c.force,
     )?;

@@ -214,7 +214,14 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         use crunch_export::{compressed_tensors, crunch_dir, gptq_layout};
         let (out, force) = (&args.out, args.force);
         match args.format {
-            FormatArg::Crunch => crunch_dir::write(&ckpt, &layers, &recipe, out, force)?,
+            FormatArg::Crunch => {
+                use crunch_compress::{Compressed, CompressedLayer};
+                let wrap = |q: &crunch_compress::QuantizedWeight| {
+                    CompressedLayer::new(method_name, Compressed::Quantized(q.clone()))
+                };
+                let layers = layers.iter().map(|(n, q)| (n.clone(), wrap(q))).collect();
+                crunch_dir::write(&ckpt, &layers, &recipe, out, force)?
+            }
             FormatArg::CompressedTensors => {
                 compressed_tensors::write(&ckpt, &layers, &recipe, out, force)?
             }

@@ -247,8 +247,29 @@ pub(crate) fn write_hf_dir(
     overwrite: bool,
     layout: Layout,
 ) -> Result<()> {
-    let cfg = &ckpt.config;
-    if cfg.rope_scaling.is_none() && ckpt.weights.contains("rope_freqs.weight") {
+    refuse_rope_freqs(ckpt)?;
+    for (name, q) in layers {
+        check_linear(ckpt, name, q.rows, q.cols)?;
+    }
+    // Convert every quantized layer before touching the disk, so a refusal costs nothing.
+    let mut packed = BTreeMap::new();
+    for (name, q) in layers {
+        packed.insert(name.as_str(), (layout.tensors)(name, q)?);
+    }
+    write_tensors_dir(
+        ckpt,
+        packed,
+        recipe,
+        out,
+        overwrite,
+        layout.quant,
+        layout.extra,
+    )
+}
+
+/// Refuses a model whose rope scaling only GGUF's `rope_freqs.weight` holds.
+pub(crate) fn refuse_rope_freqs(ckpt: &Checkpoint) -> Result<()> {
+    if ckpt.config.rope_scaling.is_none() && ckpt.weights.contains("rope_freqs.weight") {
         // llama.cpp keeps Llama 3 rope scaling only as this tensor; transformers and vLLM read
         // it from config.json and would silently run without it.
         return Err(Error::Other(
@@ -257,22 +278,35 @@ pub(crate) fn write_hf_dir(
                 .into(),
         ));
     }
-    let shapes: BTreeMap<String, Vec<usize>> = tensor_shapes(cfg).into_iter().collect();
-    let linears = linear_modules(ckpt);
-    for (name, q) in layers {
-        let shape = shapes.get(&format!("{name}.weight"));
-        if !linears.contains(name) || shape != Some(&vec![q.rows, q.cols]) {
-            return Err(Error::Other(format!(
-                "{name}: not a linear layer of this model with a {}×{} weight",
-                q.rows, q.cols
-            )));
-        }
+    Ok(())
+}
+
+/// Refuses `name` unless it is a linear layer of the model with a `rows`×`cols` weight.
+pub(crate) fn check_linear(ckpt: &Checkpoint, name: &str, rows: usize, cols: usize) -> Result<()> {
+    let want = vec![rows, cols];
+    let found = tensor_shapes(&ckpt.config)
+        .into_iter()
+        .any(|(n, s)| n.strip_suffix(".weight") == Some(name) && s == want);
+    if !found || !linear_modules(ckpt).iter().any(|n| n == name) {
+        return Err(Error::Other(format!(
+            "{name}: not a linear layer of this model with a {rows}×{cols} weight"
+        )));
     }
-    // Convert every quantized layer before touching the disk, so a refusal costs nothing.
-    let mut packed = BTreeMap::new();
-    for (name, q) in layers {
-        packed.insert(name.as_str(), (layout.tensors)(name, q)?);
-    }
+    Ok(())
+}
+
+/// A Hugging Face directory whose layers in `packed` are stored as the given tensors, every
+/// other tensor as f32, with `quant` as config.json's `quantization_config`.
+pub(crate) fn write_tensors_dir(
+    ckpt: &Checkpoint,
+    mut packed: BTreeMap<&str, Vec<OwnedTensor>>,
+    recipe: &Recipe,
+    out: &Path,
+    overwrite: bool,
+    quant: Value,
+    extra: Vec<(&'static str, String)>,
+) -> Result<()> {
+    let cfg = &ckpt.config;
     let tokenizer = ckpt.tokenizer().ok();
     atomic_dir(out, overwrite, |dir| {
         let mut tensors = Vec::new();
@@ -289,7 +323,7 @@ pub(crate) fn write_hf_dir(
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_file(&dir.join("model.safetensors"), &tensors, &meta)?;
         let mut config = cfg.to_hf_json();
-        config["quantization_config"] = layout.quant;
+        config["quantization_config"] = quant;
         let mut files = vec![
             (
                 "config.json",
@@ -297,7 +331,7 @@ pub(crate) fn write_hf_dir(
             ),
             (RECIPE_COPY, recipe.to_json()),
         ];
-        files.extend(layout.extra);
+        files.extend(extra);
         for (file, text) in files {
             let p = dir.join(file);
             std::fs::write(&p, text).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;

@@ -4,6 +4,7 @@
 //!   `crunch eval` and `crunch info` load directly.
 //! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
 //! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
+//! - [`sparse24`]: compressed-tensors' sparse-24-bitmask layout for 2:4-pruned layers.
 //!
 //! Every writer builds its output in a temporary directory beside the destination and renames
 //! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
@@ -13,6 +14,7 @@ mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
 pub mod gptq_layout;
+pub mod sparse24;
 
 pub use atomic::atomic_dir;
 

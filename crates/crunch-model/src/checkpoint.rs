@@ -8,7 +8,7 @@ use crate::model::Model;
 use crate::weights::{Naming, Weights};
 use crate::{Error, Result};
 use crunch_formats::gguf::GgufFile;
-use crunch_formats::recipe::Recipe;
+use crunch_formats::recipe::{LayerRecipe, Recipe};
 use crunch_formats::safetensors::SafetensorsModel;
 use crunch_formats::{DType, TensorSource};
 use crunch_runtime::Backend;
@@ -94,7 +94,7 @@ impl Checkpoint {
         let (format, source): (Format, Box<dyn TensorSource>) = match &recipe {
             Some(r) => (
                 Format::Crunch,
-                Box::new(CrunchSource::new(source, r.clone())),
+                Box::new(CrunchSource::new(source, r.clone())?),
             ),
             None => (Format::HuggingFace, Box::new(source)),
         };
@@ -165,24 +165,19 @@ impl Checkpoint {
         let tensors = self.weights.source().tensors();
         let mut dtypes: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         let mut parameters = 0u64;
-        let quantized = |name: &str| {
+        let compressed = |name: &str| {
             let r = self.recipe.as_ref()?;
             let (prefix, _) = name.rsplit_once('.')?;
-            r.layers.get(prefix)
+            r.layers.get_key_value(prefix).map(|(k, v)| (k.as_str(), v))
         };
+        let mut counted = std::collections::BTreeSet::new();
         for t in &tensors {
-            if let Some(layer) = quantized(&t.name) {
-                // Stored parts of a quantized layer: count the layer once, by its codes.
-                if t.name.ends_with(".qcodes") {
-                    let g = layer
-                        .group_size
-                        .map_or("channel".into(), |g| format!("g{g}"));
-                    let key = format!(
-                        "INT{} {g}{}",
-                        layer.bits,
-                        if layer.symmetric { " sym" } else { "" }
-                    );
-                    let e = dtypes.entry(key).or_default();
+            if let Some((prefix, layer)) = compressed(&t.name) {
+                // Stored parts of a compressed layer: count the layer once, under what it is.
+                if counted.insert(prefix) {
+                    let codes = format!("{prefix}.qcodes");
+                    let quantized = tensors.iter().any(|t| t.name == codes);
+                    let e = dtypes.entry(layer_kind(layer, quantized)).or_default();
                     e.0 += 1;
                     e.1 += (layer.rows * layer.cols) as u64;
                     parameters += (layer.rows * layer.cols) as u64;
@@ -203,6 +198,28 @@ impl Checkpoint {
             dtypes,
             bytes_on_disk: self.weights.source().bytes_on_disk(),
         }
+    }
+}
+
+/// How `crunch info` names a compressed layer: "INT4 g128 sym", "2:4 sparse F16",
+/// "0.5 sparse INT4 channel", "rank 64 F16", each with " + EoRA r16" for a correction.
+fn layer_kind(layer: &LayerRecipe, quantized: bool) -> String {
+    let int = || {
+        let g = layer
+            .group_size
+            .map_or("channel".into(), |g| format!("g{g}"));
+        let sym = if layer.symmetric { " sym" } else { "" };
+        format!("INT{} {g}{sym}", layer.bits)
+    };
+    let main = match (&layer.rank, &layer.sparsity) {
+        (Some(r), _) => format!("rank {r} F16"),
+        (None, Some(s)) if quantized => format!("{s} sparse {}", int()),
+        (None, Some(s)) => format!("{s} sparse F16"),
+        (None, None) => int(),
+    };
+    match layer.correction_rank {
+        Some(r) => format!("{main} + EoRA r{r}"),
+        None => main,
     }
 }
 

@@ -19,15 +19,63 @@ pub const BLOCK_LINEARS: [&str; 7] = [
     "mlp.down_proj",
 ];
 
+/// A linear layer y = x·Wᵀ (+ bias), with W stored in one of three ways: dense; factored
+/// (W = A·B, run as two thin products so the rank saves work, not only storage); or dense plus
+/// a low-rank correction (W = Ŵ + A·B, EoRA). The forward pass uses only `linear` and `add`,
+/// so every backend runs all three.
 pub struct Linear<B: Backend> {
-    /// `[out_features, in_features]`
+    /// Dense layers: W `[out_features, in_features]`. Factored layers (`up` set): the first
+    /// factor B `[rank, in_features]`. Calibration reads and replaces this for dense layers.
     pub weight: B::Tensor,
+    /// Factored layers: the second factor A `[out_features, rank]`, applied to x·Bᵀ.
+    pub up: Option<B::Tensor>,
     pub bias: Option<B::Tensor>,
+    /// A correction added to the output: x·Bᵀ·Aᵀ.
+    pub correction: Option<LowRank<B>>,
+}
+
+/// Two factors A `[out_features, rank]` and B `[rank, in_features]` of a low-rank term A·B.
+pub struct LowRank<B: Backend> {
+    pub a: B::Tensor,
+    pub b: B::Tensor,
+}
+
+impl<B: Backend> LowRank<B> {
+    /// x·(A·B)ᵀ = (x·Bᵀ)·Aᵀ.
+    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let t = backend.linear(x, &self.b, None)?;
+        Ok(backend.linear(&t, &self.a, None)?)
+    }
 }
 
 impl<B: Backend> Linear<B> {
+    /// A dense layer.
+    pub fn dense(weight: B::Tensor, bias: Option<B::Tensor>) -> Self {
+        Self {
+            weight,
+            up: None,
+            bias,
+            correction: None,
+        }
+    }
+
+    /// Whether `weight` is the whole weight W (neither factored nor corrected).
+    pub fn is_dense(&self) -> bool {
+        self.up.is_none() && self.correction.is_none()
+    }
+
     pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        Ok(backend.linear(x, &self.weight, self.bias.as_ref())?)
+        let y = match &self.up {
+            None => backend.linear(x, &self.weight, self.bias.as_ref())?,
+            Some(a) => {
+                let t = backend.linear(x, &self.weight, None)?;
+                backend.linear(&t, a, self.bias.as_ref())?
+            }
+        };
+        match &self.correction {
+            None => Ok(y),
+            Some(c) => Ok(backend.add(&y, &c.forward(backend, x)?)?),
+        }
     }
 }
 
@@ -134,6 +182,42 @@ fn tensor<B: Backend>(
     Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
 }
 
+/// The rank of stored factor `a` `[out, rank]` of a low-rank layer, if the source has one.
+fn factor_rank(w: &Weights, a: &str) -> Result<Option<usize>> {
+    match w.info(a) {
+        None => Ok(None),
+        Some(info) => match info.shape[..] {
+            [_, rank] => Ok(Some(rank)),
+            _ => Err(crate::Error::Weights(format!(
+                "{}: tensor `{a}` has shape {:?}, expected [out_features, rank]",
+                w.source().path().display(),
+                info.shape
+            ))),
+        },
+    }
+}
+
+/// Factors `{name}.{kind}_a` `[out, rank]` and `{name}.{kind}_b` `[rank, inp]`, if stored.
+fn low_rank<B: Backend>(
+    backend: &B,
+    w: &Weights,
+    cfg: &ModelConfig,
+    name: &str,
+    kind: &str,
+    (out, inp): (usize, usize),
+) -> Result<Option<LowRank<B>>> {
+    let a = format!("{name}.{kind}_a");
+    let Some(rank) = factor_rank(w, &a)? else {
+        return Ok(None);
+    };
+    Ok(Some(LowRank {
+        a: tensor(backend, w, cfg, &a, &[out, rank])?,
+        b: tensor(backend, w, cfg, &format!("{name}.{kind}_b"), &[rank, inp])?,
+    }))
+}
+
+/// Loads linear layer `name`: factored when the source stores `name.lr_a`/`name.lr_b`,
+/// otherwise dense from `name.weight`, plus a correction when it stores `name.eora_a`/`_b`.
 fn linear<B: Backend>(
     backend: &B,
     w: &Weights,
@@ -143,13 +227,22 @@ fn linear<B: Backend>(
     inp: usize,
     bias: bool,
 ) -> Result<Linear<B>> {
+    let (weight, up) = match low_rank(backend, w, cfg, name, "lr", (out, inp))? {
+        Some(f) => (f.b, Some(f.a)),
+        None => {
+            let weight = tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?;
+            (weight, None)
+        }
+    };
     Ok(Linear {
-        weight: tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?,
+        weight,
+        up,
         bias: if bias {
             Some(tensor(backend, w, cfg, &format!("{name}.bias"), &[out])?)
         } else {
             None
         },
+        correction: low_rank(backend, w, cfg, name, "eora", (out, inp))?,
     })
 }
 
@@ -400,4 +493,52 @@ fn rope_freq_factors(w: &Weights, cfg: &ModelConfig) -> Result<Option<Vec<f32>>>
         return Ok(None);
     }
     Ok(Some(w.read(NAME, &[cfg.head_dim / 2], cfg)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crunch_runtime::Cpu;
+
+    fn up(v: Vec<f32>, shape: &[usize]) -> <Cpu as Backend>::Tensor {
+        Cpu.upload(v, shape).unwrap()
+    }
+
+    /// Factored, corrected and rank-0 layers against the dense weight they stand for.
+    #[test]
+    fn linear_forms_match_their_dense_weight() {
+        let x = up((0..6).map(|i| i as f32 - 2.0).collect(), &[2, 3]);
+        let (a, b) = (vec![1.0, 2.0], vec![0.5, -1.0, 2.0]); // A [2, 1], B [1, 3]
+        let ab: Vec<f32> = a
+            .iter()
+            .flat_map(|ai| b.iter().map(move |bj| ai * bj))
+            .collect();
+        let bias = Some(up(vec![0.25, -0.5], &[2]));
+        let run = |l: &Linear<Cpu>| Cpu.to_f32(&l.forward(&Cpu, &x).unwrap()).unwrap();
+        let dense = run(&Linear::dense(up(ab.clone(), &[2, 3]), bias.clone()));
+        let factored = Linear {
+            weight: up(b.clone(), &[1, 3]),
+            up: Some(up(a.clone(), &[2, 1])),
+            bias: bias.clone(),
+            correction: None,
+        };
+        assert!(!factored.is_dense());
+        assert_eq!(run(&factored), dense);
+        let corrected = Linear {
+            correction: Some(LowRank {
+                a: up(a, &[2, 1]),
+                b: up(b, &[1, 3]),
+            }),
+            ..Linear::dense(up(vec![0.0; 6], &[2, 3]), bias.clone())
+        };
+        assert_eq!(run(&corrected), dense);
+        let rank0 = Linear {
+            correction: Some(LowRank {
+                a: up(vec![], &[2, 0]),
+                b: up(vec![], &[0, 3]),
+            }),
+            ..Linear::dense(up(ab, &[2, 3]), bias)
+        };
+        assert_eq!(run(&rank0), dense);
+    }
 }
