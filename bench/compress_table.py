@@ -48,11 +48,14 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=",".join(RUNS))
+    ap.add_argument("--base-ppl", type=float, help="skip the base evaluation and use this perplexity "
+                    "(from an earlier run of the same protocol)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     th = ["--threads", str(a.threads)]
     ev = ["--device", a.device, "--data", a.eval, "--ctx", "2048", "--max-tokens", "65536", "--json"]
-    base = run_json([a.crunch, *th, "eval", a.model, *ev])
+    base = ({"ppl": a.base_ppl, "reused": True} if a.base_ppl
+            else run_json([a.crunch, *th, "eval", a.model, *ev]))
     base["run"] = "base"
     print(json.dumps(base), flush=True)
     calib = ["--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0"]

@@ -42,10 +42,13 @@ def main():
     ap.add_argument("--methods", default="rtn,gptq")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a crunch built with --features cuda)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--base-ppl", type=float, help="skip the base evaluation and use this perplexity "
+                    "(from an earlier run of the same protocol)")
     a = ap.parse_args()
     th = ["--threads", str(a.threads)]
     ev = ["--device", a.device, "--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
-    base = run_json([a.crunch, *th, "eval", a.model, *ev])
+    base = ({"ppl": a.base_ppl, "reused": True} if a.base_ppl
+            else run_json([a.crunch, *th, "eval", a.model, *ev]))
     base["run"] = "base"
     print(json.dumps(base), flush=True)
     rows = []
