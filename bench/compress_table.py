@@ -11,9 +11,8 @@ Usage: bench/compress_table.py --crunch target/release/crunch --model MODEL.gguf
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
+
+from quantize_table import run_json
 
 RUNS = {
     "magnitude 50%": ["prune", "--method", "magnitude", "--sparsity", "0.5"],
@@ -28,17 +27,6 @@ RUNS = {
     "gptq 3-bit g128 + eora 32": ["recipe", "[[stage]]\nmethod = \"gptq\"\nbits = 3\ngroup_size = 128\n"
                                   "[[stage]]\nmethod = \"eora\"\nrank = 32\n"],
 }
-
-
-def run_json(cmd):
-    t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr)
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["wall_seconds"] = time.time() - t
-    return out
 
 
 def main():

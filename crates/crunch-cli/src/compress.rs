@@ -108,6 +108,14 @@ pub struct CompressArgs {
     pub recipe: PathBuf,
 }
 
+/// The name clap shows for a value, which is also the recipe's method name.
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("every variant is named")
+        .get_name()
+        .to_string()
+}
+
 pub fn prune(args: PruneArgs) -> Result<()> {
     let sparsity = match (&args.sparsity, &args.pattern) {
         (Some(f), None) => f.to_string(),
@@ -117,14 +125,8 @@ pub fn prune(args: PruneArgs) -> Result<()> {
     if args.bits.is_some() && args.method != PruneMethod::Sparsegpt {
         bail!("--bits (joint quantization) needs --method sparsegpt");
     }
-    let method = args
-        .method
-        .to_possible_value()
-        .expect("named")
-        .get_name()
-        .to_string();
     let stage = StageSpec {
-        method,
+        method: value_name(args.method),
         sparsity: Some(sparsity),
         bits: args.bits,
         group_size: args.bits.map(|_| args.group_size),
@@ -135,14 +137,8 @@ pub fn prune(args: PruneArgs) -> Result<()> {
 }
 
 pub fn lowrank(args: LowRankArgs) -> Result<()> {
-    let method = args
-        .method
-        .to_possible_value()
-        .expect("named")
-        .get_name()
-        .to_string();
     let mut stages = vec![StageSpec {
-        method,
+        method: value_name(args.method),
         keep: Some(args.keep),
         ..Default::default()
     }];
