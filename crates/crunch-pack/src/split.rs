@@ -39,10 +39,15 @@ pub fn split16(chunk: &[u8], a: &mut [u8], b: &mut [u8]) {
         .zip(a.chunks_exact_mut(32))
         .zip(b.chunks_exact_mut(32));
     for ((c, a), b) in blocks {
+        // Whole 16-bit values, then narrowed: byte-wise indexing of `c` made the compiler
+        // gather single bytes; this form loads vectors and packs them.
+        let mut v = [0u16; 32];
+        for (x, p) in v.iter_mut().zip(c.chunks_exact(2)) {
+            *x = u16::from_le_bytes([p[0], p[1]]);
+        }
         for i in 0..32 {
-            let (lo, hi) = (c[2 * i], c[2 * i + 1]);
-            a[i] = hi << 1 | lo >> 7;
-            b[i] = hi & 0x80 | lo & 0x7f;
+            a[i] = (v[i] >> 7) as u8;
+            b[i] = ((v[i] >> 8) & 0x80 | v[i] & 0x7f) as u8;
         }
     }
     let done = chunk.len() / 64 * 32;
@@ -119,6 +124,16 @@ mod tests {
         let mut out = vec![0u8; 1000];
         merge16(&a, &b, &mut out);
         assert_eq!(out, chunk);
+    }
+
+    #[test]
+    fn split16_matches_the_element_function_on_every_value() {
+        let chunk: Vec<u8> = (0..=u16::MAX).flat_map(|x| x.to_le_bytes()).collect();
+        let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+        split16(&chunk, &mut a, &mut b);
+        for (x, (&ea, &eb)) in (0..=u16::MAX).zip(a.iter().zip(&b)) {
+            assert_eq!((ea, eb), f16_planes(x), "value {x:#06x}");
+        }
     }
 
     #[test]
