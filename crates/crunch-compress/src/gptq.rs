@@ -286,32 +286,7 @@ pub(crate) fn current_values(
 mod tests {
     use super::*;
     use crate::rtn::rtn;
-    use crate::testutil::{correlated_inputs, Rng};
-
-    /// tr((W − Ŵ) H (W − Ŵ)ᵀ): the increase of the layer's squared output error over the
-    /// calibration inputs (up to the factor 2/N), which GPTQ minimizes.
-    fn output_error(w: &[f32], q: &QuantizedWeight, h: &Hessian) -> f64 {
-        let (n, deq) = (h.n, q.dequantize());
-        let mut total = 0.0;
-        for r in 0..q.rows {
-            let d: Vec<f64> = (0..n)
-                .map(|j| (w[r * n + j] - deq[r * n + j]) as f64)
-                .collect();
-            for i in 0..n {
-                let hd: f64 = (0..n).map(|j| h.get(i, j) as f64 * d[j]).sum();
-                total += d[i] * hd;
-            }
-        }
-        total
-    }
-
-    fn problem(seed: u64, rows: usize, cols: usize, shared: f32) -> (Vec<f32>, Hessian) {
-        let mut rng = Rng::new(seed);
-        let w = rng.normals(rows * cols);
-        let mut h = Hessian::new(cols);
-        h.add_batch(&correlated_inputs(&mut rng, 4 * cols, cols, shared));
-        (w, h)
-    }
+    use crate::testutil::{output_error, problem};
 
     #[test]
     fn gptq_beats_rtn_on_correlated_inputs() {
@@ -330,8 +305,16 @@ mod tests {
                 act_order,
                 ..GptqOptions::default()
             };
-            let e_gptq = output_error(&w, &gptq(&w, rows, cols, &h, spec, &opts).unwrap(), &h);
-            let e_rtn = output_error(&w, &rtn(&w, rows, cols, spec, false).unwrap(), &h);
+            let e_gptq = output_error(
+                &w,
+                &gptq(&w, rows, cols, &h, spec, &opts).unwrap().dequantize(),
+                &h,
+            );
+            let e_rtn = output_error(
+                &w,
+                &rtn(&w, rows, cols, spec, false).unwrap().dequantize(),
+                &h,
+            );
             assert!(
                 e_gptq < 0.25 * e_rtn,
                 "{spec:?} act-order {act_order}: GPTQ {e_gptq} vs RTN {e_rtn}"

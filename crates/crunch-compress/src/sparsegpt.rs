@@ -262,31 +262,8 @@ mod tests {
     use super::*;
     use crate::magnitude::magnitude;
     use crate::sparsity::check_nm;
-    use crate::testutil::{correlated_inputs, Rng};
+    use crate::testutil::{output_error, problem};
     use crate::wanda::wanda;
-
-    /// tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer's squared output error over the calibration inputs
-    /// (up to the factor 2/N), which SparseGPT approximately minimizes.
-    fn output_error(w: &[f32], pruned: &[f32], h: &Hessian) -> f64 {
-        let n = h.n;
-        let mut total = 0.0;
-        for (row, prow) in w.chunks(n).zip(pruned.chunks(n)) {
-            let d: Vec<f64> = row.iter().zip(prow).map(|(a, b)| (a - b) as f64).collect();
-            for i in 0..n {
-                let hd: f64 = (0..n).map(|j| h.get(i, j) as f64 * d[j]).sum();
-                total += d[i] * hd;
-            }
-        }
-        total
-    }
-
-    fn problem(seed: u64, rows: usize, cols: usize, shared: f32) -> (Vec<f32>, Hessian) {
-        let mut rng = Rng::new(seed);
-        let w = rng.normals(rows * cols);
-        let mut h = Hessian::new(cols);
-        h.add_batch(&correlated_inputs(&mut rng, 4 * cols, cols, shared));
-        (w, h)
-    }
 
     #[test]
     fn error_ranks_sparsegpt_below_wanda_below_magnitude() {

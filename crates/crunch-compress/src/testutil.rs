@@ -48,3 +48,32 @@ pub(crate) fn correlated_inputs(rng: &mut Rng, tokens: usize, n: usize, shared: 
     }
     x
 }
+
+/// tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer's squared output error over the calibration inputs (up to
+/// the factor 2/N), which GPTQ and SparseGPT minimize. `approx` is Ŵ, row-major like `w`.
+pub(crate) fn output_error(w: &[f32], approx: &[f32], h: &crate::hessian::Hessian) -> f64 {
+    let n = h.n;
+    let mut total = 0.0;
+    for (row, arow) in w.chunks(n).zip(approx.chunks(n)) {
+        let d: Vec<f64> = row.iter().zip(arow).map(|(a, b)| (a - b) as f64).collect();
+        for i in 0..n {
+            let hd: f64 = (0..n).map(|j| h.get(i, j) as f64 * d[j]).sum();
+            total += d[i] * hd;
+        }
+    }
+    total
+}
+
+/// A random weight and the Hessian of correlated inputs (`shared`: correlation strength).
+pub(crate) fn problem(
+    seed: u64,
+    rows: usize,
+    cols: usize,
+    shared: f32,
+) -> (Vec<f32>, crate::hessian::Hessian) {
+    let mut rng = Rng::new(seed);
+    let w = rng.normals(rows * cols);
+    let mut h = crate::hessian::Hessian::new(cols);
+    h.add_batch(&correlated_inputs(&mut rng, 4 * cols, cols, shared));
+    (w, h)
+}
