@@ -4,19 +4,24 @@
 //!    against the transformers fixture, relative error (max |Δ| / max |ref|) < 1e-4.
 //! 2. Attention alone, long sequences with GQA and sliding windows: CUDA against CPU.
 //! 3. GPTQ through the sequential calibration on each tiny model, on CPU and on CUDA with the same
-//!    windows: the fraction of identical codes (equal "up to ties": Hessians summed in a
-//!    different order may round a weight sitting on a grid midpoint the other way).
+//!    windows, per channel, groups with and without act-order: the fraction of identical codes
+//!    (equal "up to ties": Hessians and updates summed in a different order may round a weight
+//!    sitting on a grid midpoint the other way), which must exceed 99%.
+//! 4. bf16 mode against the CPU in f32 (tolerance 5e-2), and scoring logits on the device
+//!    against the host's scoring.
 //!
 //! Prints one JSON object; exits non-zero if a check fails. Run from the repository root.
 
 use crunch_calib::{quantize_model, windows, Method, QuantizePlan};
 use crunch_compress::{GptqOptions, QuantSpec};
+use crunch_eval::score_rows;
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
-use crunch_runtime::{AttentionMask, Backend, Cpu, Cuda};
+use crunch_runtime::{AttentionMask, Backend, Cpu, Cuda, Precision};
 use serde_json::{json, Value};
 
 const TOLERANCE: f32 = 1e-4;
+const BF16_TOLERANCE: f32 = 5e-2;
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
@@ -35,6 +40,7 @@ fn pseudo(n: usize, seed: u64) -> Vec<f32> {
 
 fn main() -> anyhow::Result<()> {
     let gpu = Cuda::new(0)?;
+    let gpu_bf16 = Cuda::with_precision(0, Precision::Bf16)?;
     let mut ok = true;
     let mut models = Vec::new();
     for spec in tiny_specs() {
@@ -65,31 +71,75 @@ fn main() -> anyhow::Result<()> {
         let vs_hf = rel_err(&gpu_logits, &want);
         ok &= vs_cpu < TOLERANCE && vs_hf < TOLERANCE;
 
-        // GPTQ 4-bit g32 on both backends from the same windows.
+        // bf16 mode: weights and matrix-product inputs rounded to bf16 (reported; the
+        // tolerance is bf16's, 2^-8 relative per operand, compounded over the layers).
+        let bf16_model = ckpt.load(gpu_bf16.clone(), |_| {})?;
+        let bf16_logits = gpu_bf16.to_f32(&bf16_model.forward(&ids)?)?;
+        let bf16_vs_cpu = rel_err(&bf16_logits, &cpu_logits);
+        ok &= bf16_vs_cpu < BF16_TOLERANCE;
+
+        // Scoring on the device against the host's scoring of the same logits.
+        let rows = ids.len() - 1;
+        let vocab = ckpt.config.vocab;
+        let targets = &ids[1..];
+        let base: Vec<f32> = cpu_logits[..rows * vocab].iter().map(|v| v * 0.9).collect();
+        let host = score_rows(&cpu_logits[..rows * vocab], Some(&base), targets, vocab);
+        let dev_rows = gpu
+            .score_rows(
+                &gpu.upload(cpu_logits[..rows * vocab].to_vec(), &[rows, vocab])?,
+                Some(&gpu.upload(base, &[rows, vocab])?),
+                targets,
+            )?
+            .expect("the GPU scores rows");
+        let dev_nll: f64 = dev_rows.iter().map(|r| r[0]).sum();
+        let dev_kl: f64 = dev_rows.iter().map(|r| r[2]).sum();
+        let dev_correct = dev_rows.iter().filter(|r| r[1] == 1.0).count();
+        let dev_agree = dev_rows.iter().filter(|r| r[3] == 1.0).count();
+        let score_err = ((dev_nll - host.nll).abs() / host.nll.abs())
+            .max((dev_kl - host.kl).abs() / host.kl.abs().max(1e-12));
+        ok &= score_err < 1e-9 && dev_correct == host.top1_correct && dev_agree == host.top1_agree;
+
+        // GPTQ on both backends from the same windows (on the GPU, the GPU implementation).
         let text = reference_ids(ckpt.config.vocab, 4096);
         let wins = windows(&text, 16, 64, 0)?;
-        let plan = QuantizePlan {
-            method: Method::Gptq(GptqOptions::default()),
-            spec: QuantSpec::new(4, Some(32), false),
-            mse_clip: false,
-            skip: vec![],
-        };
-        let qc = quantize_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
-        let qg = quantize_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
-        let (mut same, mut total) = (0usize, 0usize);
-        for (name, a) in &qc {
-            let b = &qg[name];
-            same += a.codes.iter().zip(&b.codes).filter(|(x, y)| x == y).count();
-            total += a.codes.len();
+        let mut gptq = Vec::new();
+        for (bits, group, act_order) in
+            [(4, Some(32), true), (4, Some(32), false), (3, None, false)]
+        {
+            let plan = QuantizePlan {
+                method: Method::Gptq(GptqOptions {
+                    act_order,
+                    ..GptqOptions::default()
+                }),
+                spec: QuantSpec::new(bits, group, false),
+                mse_clip: false,
+                skip: vec![],
+            };
+            let qc = quantize_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let qg = quantize_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let (mut same, mut total, mut off_by_more) = (0usize, 0usize, 0usize);
+            for (name, a) in &qc {
+                let b = &qg[name];
+                for (x, y) in a.codes.iter().zip(&b.codes) {
+                    same += (x == y) as usize;
+                    off_by_more += (x.abs_diff(*y) > 1) as usize;
+                }
+                total += a.codes.len();
+            }
+            let agree = same as f64 / total as f64;
+            ok &= agree > 0.99;
+            gptq.push(json!({
+                "bits": bits, "group_size": group, "act_order": act_order,
+                "codes_equal": agree, "codes": total, "codes_off_by_more_than_one": off_by_more,
+            }));
         }
-        let agree = same as f64 / total as f64;
-        ok &= agree > 0.999;
         models.push(json!({
             "model": spec.name,
             "logits_rel_err_vs_cpu": vs_cpu,
             "logits_rel_err_vs_transformers": vs_hf,
-            "gptq_codes_equal": agree,
-            "gptq_codes": total,
+            "bf16_logits_rel_err_vs_cpu_f32": bf16_vs_cpu,
+            "device_scoring_rel_err": score_err,
+            "gptq_cpu_vs_gpu": gptq,
         }));
     }
 
@@ -129,6 +179,7 @@ fn main() -> anyhow::Result<()> {
     let out = json!({
         "device": gpu.device_name(),
         "tolerance": TOLERANCE,
+        "bf16_tolerance": BF16_TOLERANCE,
         "models": models,
         "attention": attention,
         "passed": ok,

@@ -8,8 +8,9 @@
 //! spectrum, then the sequential pass factors with those ranks (its Hessians then include the
 //! upstream compression, as for every other method).
 
+use crate::device_gptq::DeviceGptq;
 use crate::quantize::pattern_matches;
-use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
+use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::{Error, Result};
 use crunch_compress::{
     allocate_ranks, check_nm, eora, gptq, magnitude, rtn, singular_values, sparsegpt,
@@ -181,15 +182,15 @@ struct SpectrumCollector<'a> {
     spectra: BTreeMap<String, LayerSpectrum>,
 }
 
-impl LayerCompressor for SpectrumCollector<'_> {
-    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
+    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.wanted.contains_key(&name) {
             let s = whitened_singular_values(
-                job.weight,
+                job.weight()?,
                 job.rows,
                 job.cols,
-                job.hessian,
+                job.hessian()?,
                 &WhitenOptions::default(),
             )
             .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
@@ -207,7 +208,7 @@ impl LayerCompressor for SpectrumCollector<'_> {
 }
 
 /// Rank per layer for every low-rank stage, from its global budget.
-fn plan_ranks<B: Backend>(
+fn plan_ranks<B: Backend + Clone>(
     backend: &B,
     ckpt: &Checkpoint,
     plan: &CompressPlan,
@@ -274,14 +275,26 @@ fn plan_ranks<B: Backend>(
 
 struct Driver<'a> {
     plan: &'a CompressPlan,
+    device: DeviceGptq,
     stages: BTreeMap<String, (Option<usize>, Option<usize>)>,
     ranks: BTreeMap<String, RankChoice>,
     done: BTreeMap<String, CompressedLayer>,
 }
 
 impl Driver<'_> {
-    fn main(&self, stage: &StageMethod, name: &str, job: &LayerJob) -> Result<Option<Compressed>> {
-        let (w, rows, cols, h) = (job.weight, job.rows, job.cols, job.hessian);
+    fn main<B: Backend>(
+        &self,
+        stage: &StageMethod,
+        name: &str,
+        job: &LayerJob<B>,
+    ) -> Result<Option<Compressed>> {
+        let (w, rows, cols) = (job.weight()?, job.rows, job.cols);
+        let empty = Hessian::new(0);
+        let h = if stage.needs_calibration() {
+            job.hessian()?
+        } else {
+            &empty
+        };
         let c = match stage {
             StageMethod::Rtn { spec, mse_clip } => {
                 rtn(w, rows, cols, *spec, *mse_clip).map(Compressed::Quantized)
@@ -321,13 +334,23 @@ impl Driver<'_> {
             .map_err(|e| Error::Compress(format!("{name}: {e}")))
     }
 
-    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+    fn compress<B: Backend>(
+        &mut self,
+        job: &LayerJob<B>,
+    ) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         let (main, corr) = self.stages.get(&name).copied().unwrap_or((None, None));
         let Some(mi) = main else {
             return Ok(None);
         };
         let stage = &self.plan.stages[mi].method;
+        if let (StageMethod::Gptq { spec, opts }, None) = (stage, corr) {
+            if let Some((q, new)) = self.device.run(job, *spec, opts)? {
+                let layer = CompressedLayer::new(stage.name(), Compressed::Quantized(q));
+                self.done.insert(name, layer);
+                return Ok(Some(new));
+            }
+        }
         let Some(c) = self.main(stage, &name, job)? else {
             return Ok(None);
         };
@@ -346,11 +369,11 @@ impl Driver<'_> {
             if let StageMethod::Eora { rank } = self.plan.stages[ci].method {
                 let rank = rank.min(job.rows.min(job.cols));
                 let lr = eora(
-                    job.weight,
+                    job.weight()?,
                     &layer.main.dense(),
                     job.rows,
                     job.cols,
-                    job.hessian,
+                    job.hessian()?,
                     rank,
                     &EoraOptions::default(),
                 )
@@ -360,19 +383,19 @@ impl Driver<'_> {
         }
         let dense = layer.dense();
         self.done.insert(name, layer);
-        Ok(Some(dense))
+        Ok(Some(Replacement::Host(dense)))
     }
 }
 
-impl LayerCompressor for Driver<'_> {
-    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+impl<B: Backend> LayerCompressor<B> for Driver<'_> {
+    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         Driver::compress(self, job)
     }
 }
 
 /// Runs `plan` over every block linear layer of `ckpt`. Calibration `windows` are needed when
 /// any stage looks at data; otherwise the weights are read one at a time.
-pub fn compress_model<B: Backend>(
+pub fn compress_model<B: Backend + Clone>(
     backend: &B,
     ckpt: &Checkpoint,
     plan: &CompressPlan,
@@ -404,6 +427,7 @@ pub fn compress_model<B: Backend>(
     let ranks = plan_ranks(backend, ckpt, plan, &mains, windows, progress)?;
     let mut driver = Driver {
         plan,
+        device: DeviceGptq::default(),
         stages,
         ranks,
         done: BTreeMap::new(),
@@ -421,13 +445,7 @@ pub fn compress_model<B: Backend>(
                 }
                 progress.step(id.name);
                 let (weight, rows, cols) = read_weight(ckpt, name)?;
-                let job = LayerJob {
-                    id: *id,
-                    weight: &weight,
-                    rows,
-                    cols,
-                    hessian: &empty,
-                };
+                let job = LayerJob::<B>::host(*id, &weight, rows, cols, &empty);
                 driver.compress(&job)?;
             }
         }

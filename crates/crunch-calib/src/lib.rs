@@ -15,6 +15,7 @@
 
 mod compress;
 mod data;
+mod device_gptq;
 mod quantize;
 mod recipe_file;
 mod selfgen;
@@ -25,7 +26,9 @@ pub use data::windows;
 pub use quantize::{pattern_matches, quantize_model, Method, QuantizePlan};
 pub use recipe_file::{CalibrationSpec, RecipeFile, StageSpec};
 pub use selfgen::{default_batch, sample_windows, SelfSpec};
-pub use sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
+pub use sequential::{
+    run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

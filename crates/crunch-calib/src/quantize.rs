@@ -1,6 +1,7 @@
 //! Quantizing a whole checkpoint: which layers, which method, driven block by block.
 
-use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress};
+use crate::device_gptq::DeviceGptq;
+use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::{Error, Result};
 use crunch_compress::{gptq, rtn, GptqOptions, QuantSpec, QuantizedWeight};
 use crunch_model::model::BLOCK_LINEARS;
@@ -52,47 +53,45 @@ fn wildcard_match(p: &[u8], s: &[u8]) -> bool {
 struct Quantizer<'a> {
     plan: &'a QuantizePlan,
     done: BTreeMap<String, QuantizedWeight>,
+    device: DeviceGptq,
 }
 
 impl Quantizer<'_> {
-    fn quantize(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+    fn quantize<B: Backend>(
+        &mut self,
+        job: &LayerJob<B>,
+    ) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.plan.skips(&name) {
             return Ok(None);
         }
+        if let Method::Gptq(opts) = &self.plan.method {
+            if let Some((q, new)) = self.device.run(job, self.plan.spec, opts)? {
+                self.done.insert(name, q);
+                return Ok(Some(new));
+            }
+        }
+        let w = job.weight()?;
         let q = match &self.plan.method {
-            Method::Rtn => rtn(
-                job.weight,
-                job.rows,
-                job.cols,
-                self.plan.spec,
-                self.plan.mse_clip,
-            ),
-            Method::Gptq(opts) => gptq(
-                job.weight,
-                job.rows,
-                job.cols,
-                job.hessian,
-                self.plan.spec,
-                opts,
-            ),
+            Method::Rtn => rtn(w, job.rows, job.cols, self.plan.spec, self.plan.mse_clip),
+            Method::Gptq(opts) => gptq(w, job.rows, job.cols, job.hessian()?, self.plan.spec, opts),
         }
         .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
         let deq = q.dequantize();
         self.done.insert(name, q);
-        Ok(Some(deq))
+        Ok(Some(Replacement::Host(deq)))
     }
 }
 
-impl LayerCompressor for Quantizer<'_> {
-    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>> {
+impl<B: Backend> LayerCompressor<B> for Quantizer<'_> {
+    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         self.quantize(job)
     }
 }
 
 /// Quantizes every block linear layer of `ckpt` not skipped by the plan. GPTQ needs
 /// calibration `windows`; RTN reads the weights directly and ignores them.
-pub fn quantize_model<B: Backend>(
+pub fn quantize_model<B: Backend + Clone>(
     backend: &B,
     ckpt: &Checkpoint,
     plan: &QuantizePlan,
@@ -102,6 +101,7 @@ pub fn quantize_model<B: Backend>(
     let mut q = Quantizer {
         plan,
         done: BTreeMap::new(),
+        device: DeviceGptq::default(),
     };
     match (&plan.method, windows) {
         (Method::Gptq(_), Some(w)) => run_sequential(backend, ckpt, w, &mut q, progress)?,
@@ -121,13 +121,8 @@ pub fn quantize_model<B: Backend>(
                     })?;
                     let (rows, cols) = (info.shape[0], info.shape[1]);
                     let weight = ckpt.weights.read(&full, &[rows, cols], cfg)?;
-                    let job = LayerJob {
-                        id: crunch_model::LinearId { layer, name },
-                        weight: &weight,
-                        rows,
-                        cols,
-                        hessian: &empty,
-                    };
+                    let id = crunch_model::LinearId { layer, name };
+                    let job = LayerJob::<B>::host(id, &weight, rows, cols, &empty);
                     q.quantize(&job)?;
                 }
             }

@@ -6,23 +6,156 @@ use crunch_model::hooks::{LinearHook, LinearId};
 use crunch_model::model::{block_forward, load_block, RopeTables, BLOCK_LINEARS};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-/// One linear layer handed to a compressor.
-pub struct LayerJob<'a> {
+/// One linear layer handed to a compressor: its weight and the Hessian of its inputs, each
+/// copied to the host only when asked for (a GPU compressor uses the device copies instead).
+pub struct LayerJob<'a, B: Backend> {
     pub id: LinearId,
-    /// `[rows = out_features, cols = in_features]`, row-major f32.
-    pub weight: &'a [f32],
+    /// out_features.
     pub rows: usize,
+    /// in_features.
     pub cols: usize,
+    source: Source<'a, B>,
+    host_weight: OnceCell<Vec<f32>>,
+}
+
+enum Source<'a, B: Backend> {
+    Host {
+        weight: &'a [f32],
+        hessian: &'a Hessian,
+    },
+    Device {
+        backend: &'a B,
+        weight: &'a B::Tensor,
+        inputs: &'a InputStats<B>,
+    },
+}
+
+impl<'a, B: Backend> LayerJob<'a, B> {
+    /// A job whose weight and Hessian are already on the host (no calibration pass).
+    pub fn host(id: LinearId, weight: &'a [f32], rows: usize, cols: usize, h: &'a Hessian) -> Self {
+        Self {
+            id,
+            rows,
+            cols,
+            source: Source::Host { weight, hessian: h },
+            host_weight: OnceCell::new(),
+        }
+    }
+
+    /// `[rows, cols]`, row-major f32.
+    pub fn weight(&self) -> Result<&[f32]> {
+        match &self.source {
+            Source::Host { weight, .. } => Ok(weight),
+            Source::Device {
+                backend, weight, ..
+            } => {
+                if self.host_weight.get().is_none() {
+                    let _ = self.host_weight.set(backend.to_f32(weight)?);
+                }
+                Ok(self.host_weight.get().expect("just set"))
+            }
+        }
+    }
+
     /// 2·XᵀX/n of the layer's calibration inputs.
-    pub hessian: &'a Hessian,
+    pub fn hessian(&self) -> Result<&Hessian> {
+        match &self.source {
+            Source::Host { hessian, .. } => Ok(hessian),
+            Source::Device { inputs, .. } => inputs.host(),
+        }
+    }
+
+    /// The layer as the backend holds it; `None` for host-only jobs.
+    pub fn on_device(&self) -> Option<OnDevice<'a, B>> {
+        match &self.source {
+            Source::Host { .. } => None,
+            Source::Device {
+                backend,
+                weight,
+                inputs,
+            } => Some(OnDevice {
+                backend,
+                weight,
+                gram: inputs.device.as_ref(),
+            }),
+        }
+    }
+}
+
+/// A layer's weight on the backend, and ΣXᵀX of its inputs if the backend accumulated it (a
+/// GPU does).
+pub struct OnDevice<'a, B: Backend> {
+    pub backend: &'a B,
+    pub weight: &'a B::Tensor,
+    pub gram: Option<&'a B::Tensor>,
+}
+
+/// What a compressor gives back for a layer: the weight the model will run with, on the host
+/// or already on the backend.
+pub enum Replacement<T> {
+    Host(Vec<f32>),
+    Device(T),
 }
 
 /// What calibration feeds: each layer in turn, in block order. Returns the replacement weight
 /// (the compressed layer as the model will run it), or `None` to leave the layer as it is.
-pub trait LayerCompressor {
-    fn compress(&mut self, job: &LayerJob) -> Result<Option<Vec<f32>>>;
+pub trait LayerCompressor<B: Backend> {
+    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>>;
+}
+
+/// The inputs of one group of layers that read the same tensor: ΣXᵀX on the backend (GPU), or
+/// the Hessian accumulated on the host (CPU, bit-identical to the host Hessian code).
+pub struct InputStats<B: Backend> {
+    device: Option<B::Tensor>,
+    tokens: usize,
+    backend: Option<B>,
+    host: OnceCell<Hessian>,
+}
+
+impl<B: Backend + Clone> InputStats<B> {
+    fn new() -> Self {
+        Self {
+            device: None,
+            tokens: 0,
+            backend: None,
+            host: OnceCell::new(),
+        }
+    }
+
+    fn add(&mut self, backend: &B, x: &B::Tensor) -> crunch_model::Result<()> {
+        let shape = backend.shape(x);
+        let (rows, cols) = (shape[0], shape[1]);
+        self.tokens += rows;
+        if self.host.get().is_none() && backend.gram_accumulate(&mut self.device, x)? {
+            self.backend.get_or_insert_with(|| backend.clone());
+            return Ok(());
+        }
+        if self.host.get().is_none() {
+            let _ = self.host.set(Hessian::new(cols));
+        }
+        let h = self.host.get_mut().expect("set above");
+        h.add_batch(&backend.to_f32(x)?);
+        Ok(())
+    }
+}
+
+impl<B: Backend> InputStats<B> {
+    /// The host Hessian, converted from the backend's sum on first use.
+    fn host(&self) -> Result<&Hessian> {
+        if let (None, Some(sum), Some(b)) = (self.host.get(), &self.device, &self.backend) {
+            let n = b.shape(sum)[0];
+            let mut h = Hessian::new(n);
+            h.add_gram(&b.to_f32(sum)?, self.tokens)
+                .map_err(|e| Error::Compress(format!("Hessian: {e}")))?;
+            let _ = self.host.set(h);
+        }
+        self.host
+            .get()
+            .ok_or_else(|| Error::Data("no calibration inputs reached this layer".into()))
+    }
 }
 
 /// Progress callbacks: `block(layer, layers)` when a block starts, `step(what)` inside it.
@@ -34,7 +167,7 @@ pub trait Progress {
 impl Progress for () {}
 
 /// Linear layers that read the same input share one Hessian.
-fn input_group(name: &str) -> &'static str {
+pub(crate) fn input_group(name: &str) -> &'static str {
     match name {
         "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => "attn_in",
         "self_attn.o_proj" => "o_in",
@@ -45,42 +178,32 @@ fn input_group(name: &str) -> &'static str {
 
 struct HessianHook<'a, B: Backend> {
     backend: &'a B,
-    hessians: BTreeMap<&'static str, Hessian>,
+    inputs: BTreeMap<&'static str, InputStats<B>>,
 }
 
-impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
+impl<B: Backend + Clone> LinearHook<B> for HessianHook<'_, B> {
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
-        let group = input_group(id.name);
-        // q, k and v see the same tensor: accumulate it once.
+        // q, k and v (and gate and up) see the same tensor: accumulate it once.
         if matches!(
             id.name,
             "self_attn.k_proj" | "self_attn.v_proj" | "mlp.up_proj"
         ) {
             return Ok(());
         }
-        let shape = self.backend.shape(x);
-        let (rows, cols) = (shape[0], shape[1]);
-        let h = self
-            .hessians
-            .entry(group)
-            .or_insert_with(|| Hessian::new(cols));
-        match self.backend.gram(x)? {
-            Some(xtx) => h.add_gram(&xtx, rows).map_err(|e| {
-                crunch_model::Error::Weights(format!("Hessian of {}: {e}", id.name))
-            })?,
-            None => h.add_batch(&self.backend.to_f32(x)?),
-        }
-        Ok(())
+        self.inputs
+            .entry(input_group(id.name))
+            .or_insert_with(InputStats::new)
+            .add(self.backend, x)
     }
 }
 
 /// Streams `windows` (all of one length) through the checkpoint block by block (see the crate
 /// docs), calling `compressor` on every linear layer of every block.
-pub fn run_sequential<B: Backend>(
+pub fn run_sequential<B: Backend + Clone>(
     backend: &B,
     ckpt: &Checkpoint,
     windows: &[Vec<u32>],
-    compressor: &mut dyn LayerCompressor,
+    compressor: &mut dyn LayerCompressor<B>,
     progress: &mut dyn Progress,
 ) -> Result<()> {
     let cfg = &ckpt.config;
@@ -106,7 +229,7 @@ pub fn run_sequential<B: Backend>(
         progress.step("capturing inputs");
         let mut hook = HessianHook {
             backend,
-            hessians: BTreeMap::new(),
+            inputs: BTreeMap::new(),
         };
         for x in &acts {
             block_forward(backend, cfg, &block, layer, x, &rope, &mut hook)?;
@@ -115,19 +238,30 @@ pub fn run_sequential<B: Backend>(
             progress.step(name);
             let linear = block.linear_mut(name).expect("known linear");
             let shape = backend.shape(&linear.weight);
-            let weight = backend.to_f32(&linear.weight)?;
-            let hessian = &hook.hessians[input_group(name)];
+            let inputs = hook
+                .inputs
+                .get(input_group(name))
+                .ok_or_else(|| Error::Data(format!("layer {layer}: no inputs reached {name}")))?;
             let job = LayerJob {
                 id: LinearId { layer, name },
-                weight: &weight,
                 rows: shape[0],
                 cols: shape[1],
-                hessian,
+                source: Source::Device {
+                    backend,
+                    weight: &linear.weight,
+                    inputs,
+                },
+                host_weight: OnceCell::new(),
             };
-            if let Some(new) = compressor.compress(&job)? {
-                linear.weight = backend.upload(new, &shape)?;
+            let new = compressor.compress(&job)?;
+            drop(job);
+            match new {
+                None => {}
+                Some(Replacement::Host(w)) => linear.weight = backend.upload_weight(w, &shape)?,
+                Some(Replacement::Device(t)) => linear.weight = t,
             }
         }
+        drop(hook);
         progress.step("propagating");
         for x in acts.iter_mut() {
             *x = block_forward(backend, cfg, &block, layer, x, &rope, &mut ())?;

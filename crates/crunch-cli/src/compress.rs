@@ -33,7 +33,8 @@ pub struct Common {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Where calibration runs: cpu, or cuda[:N] (needs a build with the `cuda` feature).
+    /// Where calibration runs: cpu; cuda[:N] (f32, needs a build with the `cuda` feature);
+    /// or cuda-bf16[:N] (weights and matrix products in bf16, accumulated in f32).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// Print one JSON object with bits per weight, size on disk and timings.

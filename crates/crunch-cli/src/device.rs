@@ -5,21 +5,30 @@ use std::str::FromStr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// GPU ordinal.
-    Cuda(usize),
+    /// GPU ordinal; `bf16`: weights and matrix products in bf16 (f32 accumulation).
+    Cuda {
+        ordinal: usize,
+        bf16: bool,
+    },
 }
 
 impl FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(format!("`{s}`: expected cpu, cuda or cuda:N")),
-            },
+        if s == "cpu" {
+            return Ok(Device::Cpu);
         }
+        let bad = || format!("`{s}`: expected cpu, cuda[:N] or cuda-bf16[:N]");
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((k, n)) => (k, n.parse().map_err(|_| bad())?),
+            None => (s, 0),
+        };
+        let bf16 = match kind {
+            "cuda" => false,
+            "cuda-bf16" => true,
+            _ => return Err(bad()),
+        };
+        Ok(Device::Cuda { ordinal, bf16 })
     }
 }
 
@@ -33,12 +42,17 @@ macro_rules! with_backend {
                 $body
             }
             #[cfg(feature = "cuda")]
-            $crate::device::Device::Cuda(n) => {
-                let $b = crunch_runtime::Cuda::new(n)?;
+            $crate::device::Device::Cuda { ordinal, bf16 } => {
+                let precision = if bf16 {
+                    crunch_runtime::Precision::Bf16
+                } else {
+                    crunch_runtime::Precision::F32
+                };
+                let $b = crunch_runtime::Cuda::with_precision(ordinal, precision)?;
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda(_) => anyhow::bail!(
+            $crate::device::Device::Cuda { .. } => anyhow::bail!(
                 "--device cuda: this crunch was built without the `cuda` feature \
                  (build it with scripts/build-cuda, see docs/cuda.md)"
             ),
@@ -54,8 +68,12 @@ mod tests {
     #[test]
     fn parses_devices() {
         assert_eq!("cpu".parse(), Ok(Device::Cpu));
-        assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
-        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        let cuda = |ordinal, bf16| Ok(Device::Cuda { ordinal, bf16 });
+        assert_eq!("cuda".parse(), cuda(0, false));
+        assert_eq!("cuda:3".parse(), cuda(3, false));
+        assert_eq!("cuda-bf16".parse(), cuda(0, true));
+        assert_eq!("cuda-bf16:1".parse(), cuda(1, true));
+        assert!("cuda-f8".parse::<Device>().is_err());
         assert!("gpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
     }

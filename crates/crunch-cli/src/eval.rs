@@ -26,7 +26,8 @@ pub struct EvalArgs {
     /// Uncompressed model to compare against: adds mean KL(base‖model) and top-1 agreement.
     #[arg(long, value_name = "MODEL")]
     pub base: Option<PathBuf>,
-    /// Where the model runs: cpu, or cuda[:N] (needs a build with the `cuda` feature).
+    /// Where the model runs: cpu; cuda[:N] (f32, needs a build with the `cuda` feature);
+    /// or cuda-bf16[:N] (weights and matrix products in bf16, accumulated in f32).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// Print one JSON object instead of text.

@@ -40,6 +40,8 @@ pub enum CompressError {
     CholeskyFailed { attempts: usize, damp: f32 },
     #[error("GPTQ needs a Hessian and none was given")]
     MissingHessian,
+    #[error("GPU: {0}")]
+    Device(String),
     #[error("invalid option: {0}")]
     InvalidOption(String),
     #[error("quantization scale {scale} does not fit in f16 (weights too large)")]

@@ -12,6 +12,8 @@ mod compressed;
 mod compressor;
 mod error;
 mod gptq;
+#[cfg(feature = "cuda")]
+mod gptq_cuda;
 mod grid;
 mod hessian;
 mod inverse;
@@ -49,6 +51,8 @@ pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer};
 pub use compressor::{Compressor, Gptq, Rtn};
 pub use error::{CompressError, Result};
 pub use gptq::{gptq, GptqOptions};
+#[cfg(feature = "cuda")]
+pub use gptq_cuda::{CudaGptq, DeviceHessian};
 pub use hessian::Hessian;
 pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use rtn::rtn;

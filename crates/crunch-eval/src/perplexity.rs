@@ -118,15 +118,29 @@ fn score_window<B: Backend>(
     for start in (0..rows).step_by(LOGIT_ROWS) {
         let len = LOGIT_ROWS.min(rows - start);
         let logits = model.logits(&b.rows(&hidden, start, len)?, &mut ())?;
-        let logits = b.to_f32(&logits)?;
         let base_logits = match (base, &base_hidden) {
-            (Some(m), Some(h)) => {
-                let l = m.logits(&m.backend.rows(h, start, len)?, &mut ())?;
-                Some(m.backend.to_f32(&l)?)
-            }
+            (Some(m), Some(h)) => Some(m.logits(&m.backend.rows(h, start, len)?, &mut ())?),
             _ => None,
         };
         let targets = &window[start + 1..start + 1 + len];
+        // A GPU scores on the device and returns four numbers per row instead of the logits.
+        if let Some(rows) = b.score_rows(&logits, base_logits.as_ref(), targets)? {
+            for r in rows {
+                scores.add(&RowScores {
+                    positions: 1,
+                    nll: r[0],
+                    top1_correct: r[1] as usize,
+                    kl: r[2],
+                    top1_agree: r[3] as usize,
+                });
+            }
+            continue;
+        }
+        let logits = b.to_f32(&logits)?;
+        let base_logits = match (base, base_logits) {
+            (Some(m), Some(l)) => Some(m.backend.to_f32(&l)?),
+            _ => None,
+        };
         scores.add(&score_rows(
             &logits,
             base_logits.as_deref(),

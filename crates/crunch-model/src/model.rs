@@ -182,6 +182,17 @@ fn tensor<B: Backend>(
     Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
 }
 
+/// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
+fn weight_tensor<B: Backend>(
+    backend: &B,
+    w: &Weights,
+    cfg: &ModelConfig,
+    name: &str,
+    shape: &[usize],
+) -> Result<B::Tensor> {
+    Ok(backend.upload_weight(w.read(name, shape, cfg)?, shape)?)
+}
+
 /// The rank of stored factor `a` `[out, rank]` of a low-rank layer, if the source has one.
 fn factor_rank(w: &Weights, a: &str) -> Result<Option<usize>> {
     match w.info(a) {
@@ -211,8 +222,8 @@ fn low_rank<B: Backend>(
         return Ok(None);
     };
     Ok(Some(LowRank {
-        a: tensor(backend, w, cfg, &a, &[out, rank])?,
-        b: tensor(backend, w, cfg, &format!("{name}.{kind}_b"), &[rank, inp])?,
+        a: weight_tensor(backend, w, cfg, &a, &[out, rank])?,
+        b: weight_tensor(backend, w, cfg, &format!("{name}.{kind}_b"), &[rank, inp])?,
     }))
 }
 
@@ -230,7 +241,7 @@ fn linear<B: Backend>(
     let (weight, up) = match low_rank(backend, w, cfg, name, "lr", (out, inp))? {
         Some(f) => (f.b, Some(f.a)),
         None => {
-            let weight = tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?;
+            let weight = weight_tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?;
             (weight, None)
         }
     };
@@ -305,7 +316,7 @@ impl<B: Backend> Model<B> {
         let lm_head = if cfg.tie_embeddings || !w.contains("lm_head.weight") {
             embed.clone()
         } else {
-            tensor(&backend, w, cfg, "lm_head.weight", &[cfg.vocab, cfg.hidden])?
+            weight_tensor(&backend, w, cfg, "lm_head.weight", &[cfg.vocab, cfg.hidden])?
         };
         let freq_factors = rope_freq_factors(w, cfg)?;
         let inv_freq = rope::inverse_frequencies(cfg, freq_factors.as_deref());

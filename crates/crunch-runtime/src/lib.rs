@@ -11,7 +11,7 @@ mod cuda;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaTensor};
+pub use cuda::{Cuda, CudaTensor, Precision};
 
 /// Errors from a backend; the message says which operation failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,8 @@ impl AttentionMask {
 }
 
 /// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
-pub trait Backend: Send + Sync {
-    type Tensor: Clone + Send + Sync;
+pub trait Backend: Send + Sync + 'static {
+    type Tensor: Clone + Send + Sync + 'static;
 
     /// Copies host f32 data to a tensor of `shape`.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
@@ -105,11 +105,31 @@ pub trait Backend: Send + Sync {
     /// `silu(gate) * up`, the SwiGLU activation.
     fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// XᵀX of a 2-D `x [rows, n]`, on the host, for backends that compute it faster than the
-    /// host would from a copy of `x` (a GPU). `None` (the default) means: copy `x` back with
-    /// [`Backend::to_f32`] and accumulate there, which keeps CPU results bit-identical to the
-    /// host Hessian code.
-    fn gram(&self, _x: &Self::Tensor) -> Result<Option<Vec<f32>>> {
+    /// Uploads the weight matrix of a linear layer. A backend that multiplies in a narrower
+    /// type (CUDA in bf16 mode) stores it in that type; the default is [`Backend::upload`].
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(data, shape)
+    }
+
+    /// Adds XᵀX of a 2-D `x [rows, n]` into `acc`, an `[n, n]` f32 tensor that stays on the
+    /// backend (created zeroed by the first call), for backends that do this faster than the
+    /// host would from a copy of `x` (a GPU). `Ok(false)` (the default): not done; the caller
+    /// copies `x` back with [`Backend::to_f32`] and accumulates on the host, which keeps CPU
+    /// results bit-identical to the host Hessian code.
+    fn gram_accumulate(&self, _acc: &mut Option<Self::Tensor>, _x: &Self::Tensor) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Scores rows of `logits [rows, vocab]` against `targets` (and `base` logits of the same
+    /// shape): per row `[−log p(target), target is the arg-max (0/1), KL(base ‖ model), same
+    /// arg-max (0/1)]`, so that a GPU need not copy the logits back. `None` (the default): the
+    /// caller scores on the host.
+    fn score_rows(
+        &self,
+        _logits: &Self::Tensor,
+        _base: Option<&Self::Tensor>,
+        _targets: &[u32],
+    ) -> Result<Option<Vec<[f64; 4]>>> {
         Ok(None)
     }
 }

@@ -116,3 +116,133 @@ extern "C" __global__ void masked_softmax(float* s, int t, int tk, float scale, 
     float inv = 1.0f / z;
     for (int j = threadIdx.x; j < tk; j += blockDim.x) r[j] = (j >= lo && j <= hi) ? r[j] * inv : 0.0f;
 }
+
+// ---- bfloat16 (stored as unsigned short bit patterns; no cuda_bf16.h needed) ----
+
+// f32 -> bf16, round to nearest even; NaN stays NaN.
+__device__ unsigned short to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
+extern "C" __global__ void f32_to_bf16(const float* x, unsigned short* y, long long n) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = to_bf16(x[i]);
+}
+
+// masked_softmax, reading f32 scores and writing the probabilities as bf16 to p.
+extern "C" __global__ void masked_softmax_bf16(const float* s, unsigned short* p, int t, int tk,
+                                               float scale, int offset, int window) {
+    __shared__ float red[32];
+    int i = blockIdx.x % t, pos = offset + i;
+    const float* r = s + (size_t)blockIdx.x * tk;
+    unsigned short* o = p + (size_t)blockIdx.x * tk;
+    int hi = min(pos, tk - 1);
+    int lo = window > 0 ? max(0, pos - window + 1) : 0;
+    float m = -INF;
+    for (int j = lo + threadIdx.x; j <= hi; j += blockDim.x) m = fmaxf(m, r[j] * scale);
+    m = block_max(m, red);
+    float z = 0.0f;
+    for (int j = lo + threadIdx.x; j <= hi; j += blockDim.x) z += expf(r[j] * scale - m);
+    z = block_sum(z, red);
+    float inv = 1.0f / z;
+    for (int j = threadIdx.x; j < tk; j += blockDim.x)
+        o[j] = (j >= lo && j <= hi) ? to_bf16(expf(r[j] * scale - m) * inv) : (unsigned short)0;
+}
+
+// ---- scoring logits rows on the device (evaluation) ----
+
+__device__ double block_sum_d(double v, double* red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    int warps = blockDim.x >> 5;
+    if (warp == 0) {
+        v = lane < warps ? red[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    double r = red[0];
+    __syncthreads();
+    return r;
+}
+
+// Maximum of a row and its first index (ties keep the lowest index, like the host code).
+__device__ void block_argmax(float* v, int* idx, float* redv, int* redi) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffff, *v, o);
+        int oi = __shfl_xor_sync(0xffffffff, *idx, o);
+        if (ov > *v || (ov == *v && oi < *idx)) { *v = ov; *idx = oi; }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { redv[warp] = *v; redi[warp] = *idx; }
+    __syncthreads();
+    int warps = blockDim.x >> 5;
+    if (warp == 0) {
+        *v = lane < warps ? redv[lane] : -INF;
+        *idx = lane < warps ? redi[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffff, *v, o);
+            int oi = __shfl_xor_sync(0xffffffff, *idx, o);
+            if (ov > *v || (ov == *v && oi < *idx)) { *v = ov; *idx = oi; }
+        }
+        if (lane == 0) { redv[0] = *v; redi[0] = *idx; }
+    }
+    __syncthreads();
+    *v = redv[0];
+    *idx = redi[0];
+    __syncthreads();
+}
+
+__device__ void row_max_lse(const float* row, int vocab, float* redv, int* redi, double* redd,
+                            double* lse, int* arg) {
+    float m = -INF;
+    int a = 0x7fffffff;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x)
+        if (row[j] > m) { m = row[j]; a = j; }
+    block_argmax(&m, &a, redv, redi);
+    double z = 0.0;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) z += exp((double)(row[j] - m));
+    z = block_sum_d(z, redd);
+    *lse = (double)m + log(z);
+    *arg = a;
+}
+
+// One block per row r of logits [rows, vocab] (and base logits, if base_present):
+// out[r] = {−log p(target), target is arg-max, KL(base ‖ model), same arg-max}.
+extern "C" __global__ void score_rows(const float* logits, const float* base, int base_present,
+                                      const unsigned int* targets, double* out, int vocab) {
+    __shared__ float redv[32];
+    __shared__ int redi[32];
+    __shared__ double redd[32];
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    int t = (int)targets[blockIdx.x];
+    double lse;
+    int arg;
+    row_max_lse(row, vocab, redv, redi, redd, &lse, &arg);
+    double kl = 0.0, agree = 0.0;
+    if (base_present) {
+        const float* brow = base + (size_t)blockIdx.x * vocab;
+        double blse;
+        int barg;
+        row_max_lse(brow, vocab, redv, redi, redd, &blse, &barg);
+        double s = 0.0;
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+            double lb = (double)brow[j] - blse;
+            s += exp(lb) * (lb - ((double)row[j] - lse));
+        }
+        kl = fmax(block_sum_d(s, redd), 0.0);
+        agree = barg == arg ? 1.0 : 0.0;
+    }
+    if (threadIdx.x == 0) {
+        double* o = out + (size_t)blockIdx.x * 4;
+        o[0] = lse - (double)row[t];
+        o[1] = arg == t ? 1.0 : 0.0;
+        o[2] = kl;
+        o[3] = agree;
+    }
+}

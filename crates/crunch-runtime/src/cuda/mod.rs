@@ -10,9 +10,13 @@ use crate::{AttentionMask, Backend, Error, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig,
+    PushKernelArg,
 };
 use std::sync::Arc;
+
+mod bf16;
+use bf16::{bf16_bits, Bf16Gemm};
 
 const KERNELS: &str = include_str!("kernels.cu");
 /// Threads per block for row-wise kernels (a multiple of 32).
@@ -22,27 +26,86 @@ fn err<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
     move |e| Error(format!("cuda {what}: {e:?}"))
 }
 
-/// A device tensor: a window of a shared f32 buffer, so `rows` and `reshape` copy nothing.
+/// What the matrix products of the forward pass run in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32 (cuBLAS's default math, no TF32): matches the CPU to float rounding.
+    #[default]
+    F32,
+    /// Linear weights stored in bf16; activations are rounded to bf16 for every matrix product
+    /// (linear layers, attention, XᵀX) and accumulated in f32; the rest stays f32. This is how
+    /// a bf16 model runs in transformers, with f32 rather than bf16 between the products.
+    Bf16,
+}
+
+#[derive(Clone)]
+enum Store {
+    F32(Arc<CudaSlice<f32>>),
+    /// bf16 bit patterns.
+    Bf16(Arc<CudaSlice<u16>>),
+}
+
+/// A device tensor: a window of a shared buffer, so `rows` and `reshape` copy nothing. f32,
+/// except linear weights uploaded in [`Precision::Bf16`] mode.
 #[derive(Clone)]
 pub struct CudaTensor {
-    buf: Arc<CudaSlice<f32>>,
+    store: Store,
     offset: usize,
     shape: Vec<usize>,
 }
 
 impl CudaTensor {
-    fn len(&self) -> usize {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
-    fn view(&self) -> CudaView<'_, f32> {
-        self.buf.slice(self.offset..self.offset + self.len())
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-    fn owned(buf: CudaSlice<f32>, shape: &[usize]) -> Self {
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.store, Store::Bf16(_))
+    }
+    /// The elements, if stored in f32.
+    pub fn f32_view(&self) -> Option<CudaView<'_, f32>> {
+        match &self.store {
+            Store::F32(b) => Some(b.slice(self.offset..self.offset + self.len())),
+            Store::Bf16(_) => None,
+        }
+    }
+    /// The elements as bf16 bit patterns, if stored in bf16.
+    pub fn bf16_view(&self) -> Option<CudaView<'_, u16>> {
+        match &self.store {
+            Store::Bf16(b) => Some(b.slice(self.offset..self.offset + self.len())),
+            Store::F32(_) => None,
+        }
+    }
+    fn view(&self, what: &str) -> Result<CudaView<'_, f32>> {
+        self.f32_view().ok_or_else(|| {
+            Error(format!(
+                "cuda {what}: a bf16 tensor {:?} where f32 is needed",
+                self.shape
+            ))
+        })
+    }
+    /// Wraps a whole f32 buffer.
+    pub fn from_f32(buf: CudaSlice<f32>, shape: &[usize]) -> Self {
         Self {
-            buf: Arc::new(buf),
+            store: Store::F32(Arc::new(buf)),
             offset: 0,
             shape: shape.to_vec(),
         }
+    }
+    fn from_bf16(buf: CudaSlice<u16>, shape: &[usize]) -> Self {
+        Self {
+            store: Store::Bf16(Arc::new(buf)),
+            offset: 0,
+            shape: shape.to_vec(),
+        }
+    }
+    fn owned(buf: CudaSlice<f32>, shape: &[usize]) -> Self {
+        Self::from_f32(buf, shape)
     }
 }
 
@@ -54,6 +117,9 @@ struct Kernels {
     rms_norm: CudaFunction,
     rope: CudaFunction,
     masked_softmax: CudaFunction,
+    masked_softmax_bf16: CudaFunction,
+    f32_to_bf16: CudaFunction,
+    score_rows: CudaFunction,
 }
 
 /// One GPU, one stream. Cloning shares the stream, cuBLAS handle and kernels.
@@ -63,17 +129,22 @@ pub struct Cuda {
     blas: Arc<CudaBlas>,
     k: Arc<Kernels>,
     name: String,
+    precision: Precision,
 }
 
 impl Cuda {
-    /// Opens GPU `ordinal` and compiles the kernels.
+    /// Opens GPU `ordinal` in f32 and compiles the kernels.
     pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_precision(ordinal, Precision::F32)
+    }
+
+    /// Opens GPU `ordinal`, running matrix products in `precision`.
+    pub fn with_precision(ordinal: usize, precision: Precision) -> Result<Self> {
         let ctx = CudaContext::new(ordinal).map_err(err("opening the GPU"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(err("cuBLAS"))?;
-        let ptx = cudarc::nvrtc::compile_ptx(KERNELS).map_err(err("NVRTC compile"))?;
-        let module = ctx.load_module(ptx).map_err(err("loading kernels"))?;
+        let module = compile(&stream, KERNELS)?;
         let f = |n: &str| module.load_function(n).map_err(err("loading a kernel"));
         let k = Kernels {
             embedding: f("embedding")?,
@@ -83,18 +154,46 @@ impl Cuda {
             rms_norm: f("rms_norm")?,
             rope: f("rope")?,
             masked_softmax: f("masked_softmax")?,
+            masked_softmax_bf16: f("masked_softmax_bf16")?,
+            f32_to_bf16: f("f32_to_bf16")?,
+            score_rows: f("score_rows")?,
         };
         Ok(Self {
             stream,
             blas: Arc::new(blas),
             k: Arc::new(k),
             name,
+            precision,
         })
+    }
+
+    /// Compiles CUDA C `source` (no includes) with NVRTC and loads it on this GPU.
+    pub fn compile(&self, source: &str) -> Result<Arc<CudaModule>> {
+        compile(&self.stream, source)
     }
 
     /// The device's name, for reports.
     pub fn device_name(&self) -> &str {
         &self.name
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The stream every operation of this backend runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The cuBLAS handle (bound to [`Cuda::stream`]).
+    pub fn blas(&self) -> &CudaBlas {
+        &self.blas
+    }
+
+    /// Waits for all queued work (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(err("synchronize"))
     }
 
     /// Bytes of device memory in use and in total.
@@ -119,6 +218,81 @@ impl Cuda {
             shared_mem_bytes: 0,
         }
     }
+
+    /// `x` rounded to bf16 (the input of a bf16 matrix product).
+    fn to_bf16(&self, x: &CudaView<f32>) -> Result<CudaSlice<u16>> {
+        let n = x.len();
+        let mut y = unsafe { self.stream.alloc::<u16>(n) }.map_err(err("allocating"))?;
+        let n64 = n as i64;
+        let mut l = self.stream.launch_builder(&self.k.f32_to_bf16);
+        l.arg(x).arg(&mut y).arg(&n64);
+        unsafe { l.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err("to bf16"))?;
+        Ok(y)
+    }
+
+    /// `t` stored as [`Backend::upload_weight`] would store it: converted to bf16 in
+    /// [`Precision::Bf16`] mode (on the device), unchanged otherwise.
+    pub fn weight_from(&self, t: CudaTensor) -> Result<CudaTensor> {
+        if self.precision == Precision::F32 || t.is_bf16() || t.shape.len() != 2 {
+            return Ok(t);
+        }
+        let b = self.to_bf16(&t.view("weight")?)?;
+        Ok(CudaTensor::from_bf16(b, &t.shape))
+    }
+
+    /// Measured throughput (FLOP/s) of this GPU's bf16 matrix product with f32 accumulation
+    /// and output — the one every linear layer runs in bf16 mode — for `m×k · k×n`, on
+    /// pseudo-random operands, after warm-up: the ceiling benchmarks compare against.
+    pub fn gemm_bf16_flops(&self, m: usize, n: usize, k: usize, reps: usize) -> Result<f64> {
+        let fill = |len: usize, seed: u32| -> Result<CudaSlice<u16>> {
+            let bits: Vec<u16> = (0..len as u32)
+                .map(|i| {
+                    bf16_bits((i.wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+                })
+                .collect();
+            self.stream.clone_htod(&bits).map_err(err("upload"))
+        };
+        let (a, b) = (fill(m * k, 1)?, fill(k * n, 2)?);
+        let mut c = self.alloc(m * n)?;
+        let shape = bf16::Shape {
+            ta: CUBLAS_OP_N,
+            tb: CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            lda: m,
+            ldb: k,
+            ldc: m,
+        };
+        for _ in 0..3 {
+            self.gemm_bf16()
+                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+        }
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        for _ in 0..reps {
+            self.gemm_bf16()
+                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+        }
+        self.synchronize()?;
+        let secs = start.elapsed().as_secs_f64();
+        Ok(2.0 * (m * n * k * reps) as f64 / secs)
+    }
+
+    fn gemm_bf16(&self) -> Bf16Gemm<'_> {
+        Bf16Gemm {
+            blas: &self.blas,
+            stream: &self.stream,
+        }
+    }
+}
+
+fn compile(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
+    let ptx = cudarc::nvrtc::compile_ptx(source).map_err(err("NVRTC compile"))?;
+    stream
+        .context()
+        .load_module(ptx)
+        .map_err(err("loading kernels"))
 }
 
 fn dims2(t: &CudaTensor, what: &str) -> Result<(usize, usize)> {
@@ -153,8 +327,33 @@ impl Backend for Cuda {
         Ok(CudaTensor::owned(buf, shape))
     }
 
+    fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
+        if self.precision == Precision::F32 || shape.len() != 2 {
+            return self.upload(data, shape);
+        }
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error(format!(
+                "cuda upload: {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        use rayon::prelude::*;
+        let bits: Vec<u16> = data.par_iter().map(|&v| bf16_bits(v)).collect();
+        let buf = self.stream.clone_htod(&bits).map_err(err("upload"))?;
+        Ok(CudaTensor::from_bf16(buf, shape))
+    }
+
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
-        self.stream.clone_dtoh(&t.view()).map_err(err("download"))
+        match t.bf16_view() {
+            Some(v) => {
+                let bits = self.stream.clone_dtoh(&v).map_err(err("download"))?;
+                Ok(bits.into_iter().map(bf16::bf16_to_f32).collect())
+            }
+            None => self
+                .stream
+                .clone_dtoh(&t.view("download")?)
+                .map_err(err("download")),
+        }
     }
 
     fn shape(&self, t: &CudaTensor) -> Vec<usize> {
@@ -180,7 +379,7 @@ impl Backend for Cuda {
         let mut shape = t.shape.clone();
         shape[0] = len;
         Ok(CudaTensor {
-            buf: t.buf.clone(),
+            store: t.store.clone(),
             offset: t.offset + start * row,
             shape,
         })
@@ -208,7 +407,7 @@ impl Backend for Cuda {
             let n = p.len();
             let mut dst = out.slice_mut(at..at + n);
             self.stream
-                .memcpy_dtod(&p.view(), &mut dst)
+                .memcpy_dtod(&p.view("concat_rows")?, &mut dst)
                 .map_err(err("concat_rows"))?;
             at += n;
         }
@@ -226,7 +425,7 @@ impl Backend for Cuda {
         }
         let ids_dev = self.stream.clone_htod(ids).map_err(err("upload ids"))?;
         let mut out = self.alloc(ids.len() * dim)?;
-        let table = table.view();
+        let table = table.view("embedding")?;
         let dim_i = dim as i32;
         let mut b = self.stream.launch_builder(&self.k.embedding);
         b.arg(&table).arg(&ids_dev).arg(&mut out).arg(&dim_i);
@@ -248,27 +447,47 @@ impl Backend for Cuda {
                 x.shape, weight.shape
             )));
         }
+        let xv = x.view("linear input")?;
         let mut y = self.alloc(n * out_f)?;
         // Row-major y[n, out] = x[n, in]·Wᵀ is column-major yᵀ[out, n] = W·xᵀ, where the
         // column-major view of row-major W [out, in] is Wᵀ: so op(A) = transpose.
-        let cfg = GemmConfig {
-            transa: CUBLAS_OP_T,
-            transb: CUBLAS_OP_N,
-            m: out_f as i32,
-            n: n as i32,
-            k: inp as i32,
-            alpha: 1.0f32,
-            lda: inp as i32,
-            ldb: inp as i32,
-            beta: 0.0f32,
-            ldc: out_f as i32,
-        };
-        unsafe { self.blas.gemm(cfg, &weight.view(), &x.view(), &mut y) }
-            .map_err(err("linear gemm"))?;
+        match weight.bf16_view() {
+            Some(w) => {
+                let xb = self.to_bf16(&xv)?;
+                let shape = bf16::Shape {
+                    ta: CUBLAS_OP_T,
+                    tb: CUBLAS_OP_N,
+                    m: out_f,
+                    n,
+                    k: inp,
+                    lda: inp,
+                    ldb: inp,
+                    ldc: out_f,
+                };
+                self.gemm_bf16()
+                    .gemm(shape, &w, &xb, 0.0, &mut y, "linear gemm (bf16)")?;
+            }
+            None => {
+                let cfg = GemmConfig {
+                    transa: CUBLAS_OP_T,
+                    transb: CUBLAS_OP_N,
+                    m: out_f as i32,
+                    n: n as i32,
+                    k: inp as i32,
+                    alpha: 1.0f32,
+                    lda: inp as i32,
+                    ldb: inp as i32,
+                    beta: 0.0f32,
+                    ldc: out_f as i32,
+                };
+                unsafe { self.blas.gemm(cfg, &weight.view("linear")?, &xv, &mut y) }
+                    .map_err(err("linear gemm"))?;
+            }
+        }
         if let Some(bias) = bias {
             let total = (n * out_f) as i64;
             let cols = out_f as i32;
-            let bv = bias.view();
+            let bv = bias.view("bias")?;
             let mut b = self.stream.launch_builder(&self.k.add_bias);
             b.arg(&mut y).arg(&bv).arg(&total).arg(&cols);
             unsafe { b.launch(LaunchConfig::for_num_elems((n * out_f) as u32)) }
@@ -285,7 +504,7 @@ impl Backend for Cuda {
         }
         let n = a.len();
         let mut out = self.alloc(n)?;
-        let (av, bv, n64) = (a.view(), b.view(), n as i64);
+        let (av, bv, n64) = (a.view("add")?, b.view("add")?, n as i64);
         let mut l = self.stream.launch_builder(&self.k.add);
         l.arg(&av).arg(&bv).arg(&mut out).arg(&n64);
         unsafe { l.launch(LaunchConfig::for_num_elems((n) as u32)) }.map_err(err("add"))?;
@@ -301,7 +520,7 @@ impl Backend for Cuda {
             )));
         }
         let mut out = self.alloc(x.len())?;
-        let (xv, wv, cols_i) = (x.view(), weight.view(), cols as i32);
+        let (xv, wv, cols_i) = (x.view("rms_norm")?, weight.view("rms_norm")?, cols as i32);
         let mut l = self.stream.launch_builder(&self.k.rms_norm);
         l.arg(&xv).arg(&wv).arg(&mut out).arg(&cols_i).arg(&eps);
         unsafe { l.launch(self.rows_cfg(rows)) }.map_err(err("rms_norm"))?;
@@ -317,7 +536,7 @@ impl Backend for Cuda {
             )));
         }
         let mut out = self.alloc(x.len())?;
-        let (xv, cv, sv) = (x.view(), cos.view(), sin.view());
+        let (xv, cv, sv) = (x.view("rope")?, cos.view("rope")?, sin.view("rope")?);
         let (heads_i, d_i) = (heads as i32, d as i32);
         let mut l = self.stream.launch_builder(&self.k.rope);
         l.arg(&xv)
@@ -351,37 +570,6 @@ impl Backend for Cuda {
                 q.shape, k.shape, v.shape
             )));
         }
-        let group = heads / kv_heads;
-        let (qv, kv, vv) = (q.view(), k.view(), v.view());
-        // Scores [heads, t, tk]. Head h = kv·group + g reads kv head kv; for a fixed g the kv
-        // heads are one strided batch.
-        let mut s = self.alloc(heads * t * tk)?;
-        for g in 0..group {
-            let cfg = StridedBatchedConfig {
-                // Column-major Sᵀ[tk, t] = K_h[tk, d]·Q_hᵀ: K's column-major view is Kᵀ.
-                gemm: GemmConfig {
-                    transa: CUBLAS_OP_T,
-                    transb: CUBLAS_OP_N,
-                    m: tk as i32,
-                    n: t as i32,
-                    k: d as i32,
-                    alpha: 1.0f32,
-                    lda: (kv_heads * d) as i32,
-                    ldb: (heads * d) as i32,
-                    beta: 0.0f32,
-                    ldc: tk as i32,
-                },
-                batch_size: kv_heads as i32,
-                stride_a: d as i64,
-                stride_b: (group * d) as i64,
-                stride_c: (group * t * tk) as i64,
-            };
-            let qg = qv.slice(g * d..);
-            let mut sg = s.slice_mut(g * t * tk..);
-            unsafe { self.blas.gemm_strided_batched(cfg, &kv, &qg, &mut sg) }
-                .map_err(err("attention scores"))?;
-        }
-        let (t_i, tk_i) = (t as i32, tk as i32);
         if mask.query_offset + t > tk {
             return Err(Error(format!(
                 "cuda attention: queries at {}..{} against {tk} keys",
@@ -389,8 +577,70 @@ impl Backend for Cuda {
                 mask.query_offset + t
             )));
         }
+        let dims = AttnDims {
+            t,
+            tk,
+            heads,
+            kv_heads,
+            d,
+        };
+        let (qv, kv, vv) = (
+            q.view("attention")?,
+            k.view("attention")?,
+            v.view("attention")?,
+        );
         let offset = mask.query_offset as i32;
         let window = mask.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
+        let (t_i, tk_i) = (t as i32, tk as i32);
+        let mut s = self.alloc(heads * t * tk)?;
+        let mut out = self.alloc(t * heads * d)?;
+        if self.precision == Precision::Bf16 {
+            let (qb, kb, vb) = (self.to_bf16(&qv)?, self.to_bf16(&kv)?, self.to_bf16(&vv)?);
+            for g in 0..dims.group() {
+                let (shape, batch) = dims.scores();
+                self.gemm_bf16().batched(
+                    shape,
+                    batch,
+                    &kb,
+                    &qb.slice(g * d..),
+                    0.0,
+                    &mut s.slice_mut(g * t * tk..),
+                    "attention scores (bf16)",
+                )?;
+            }
+            let mut p =
+                unsafe { self.stream.alloc::<u16>(heads * t * tk) }.map_err(err("allocating"))?;
+            let mut l = self.stream.launch_builder(&self.k.masked_softmax_bf16);
+            l.arg(&s)
+                .arg(&mut p)
+                .arg(&t_i)
+                .arg(&tk_i)
+                .arg(&scale)
+                .arg(&offset)
+                .arg(&window);
+            unsafe { l.launch(self.rows_cfg(heads * t)) }.map_err(err("softmax"))?;
+            for g in 0..dims.group() {
+                let (shape, batch) = dims.values();
+                self.gemm_bf16().batched(
+                    shape,
+                    batch,
+                    &vb,
+                    &p.slice(g * t * tk..),
+                    0.0,
+                    &mut out.slice_mut(g * d..),
+                    "attention output (bf16)",
+                )?;
+            }
+            return Ok(CudaTensor::owned(out, &[t, heads * d]));
+        }
+        for g in 0..dims.group() {
+            let (sh, b) = dims.scores();
+            let cfg = strided(sh, b);
+            let qg = qv.slice(g * d..);
+            let mut sg = s.slice_mut(g * t * tk..);
+            unsafe { self.blas.gemm_strided_batched(cfg, &kv, &qg, &mut sg) }
+                .map_err(err("attention scores"))?;
+        }
         let mut l = self.stream.launch_builder(&self.k.masked_softmax);
         l.arg(&mut s)
             .arg(&t_i)
@@ -399,27 +649,9 @@ impl Backend for Cuda {
             .arg(&offset)
             .arg(&window);
         unsafe { l.launch(self.rows_cfg(heads * t)) }.map_err(err("softmax"))?;
-        // out[t, heads·d]: column-major O_hᵀ[d, t] = V_hᵀ[d, tk]·P_hᵀ[tk, t].
-        let mut out = self.alloc(t * heads * d)?;
-        for g in 0..group {
-            let cfg = StridedBatchedConfig {
-                gemm: GemmConfig {
-                    transa: CUBLAS_OP_N,
-                    transb: CUBLAS_OP_N,
-                    m: d as i32,
-                    n: t as i32,
-                    k: tk as i32,
-                    alpha: 1.0f32,
-                    lda: (kv_heads * d) as i32,
-                    ldb: tk as i32,
-                    beta: 0.0f32,
-                    ldc: (heads * d) as i32,
-                },
-                batch_size: kv_heads as i32,
-                stride_a: d as i64,
-                stride_b: (group * t * tk) as i64,
-                stride_c: (group * d) as i64,
-            };
+        for g in 0..dims.group() {
+            let (sh, b) = dims.values();
+            let cfg = strided(sh, b);
             let sg = s.slice(g * t * tk..);
             let mut og = out.slice_mut(g * d..);
             unsafe { self.blas.gemm_strided_batched(cfg, &vv, &sg, &mut og) }
@@ -437,31 +669,196 @@ impl Backend for Cuda {
         }
         let n = gate.len();
         let mut out = self.alloc(n)?;
-        let (gv, uv, n64) = (gate.view(), up.view(), n as i64);
+        let (gv, uv, n64) = (gate.view("silu_mul")?, up.view("silu_mul")?, n as i64);
         let mut l = self.stream.launch_builder(&self.k.silu_mul);
         l.arg(&gv).arg(&uv).arg(&mut out).arg(&n64);
         unsafe { l.launch(LaunchConfig::for_num_elems((n) as u32)) }.map_err(err("silu_mul"))?;
         Ok(CudaTensor::owned(out, &gate.shape))
     }
 
-    fn gram(&self, x: &CudaTensor) -> Result<Option<Vec<f32>>> {
+    fn gram_accumulate(&self, acc: &mut Option<CudaTensor>, x: &CudaTensor) -> Result<bool> {
         let (rows, n) = dims2(x, "gram")?;
-        let mut g = self.alloc(n * n)?;
-        // Column-major X is Xᵀ [n, rows]: XᵀX = A·Aᵀ with A that view.
-        let cfg = GemmConfig {
-            transa: CUBLAS_OP_N,
-            transb: CUBLAS_OP_T,
-            m: n as i32,
-            n: n as i32,
-            k: rows as i32,
-            alpha: 1.0f32,
-            lda: n as i32,
-            ldb: n as i32,
-            beta: 0.0f32,
-            ldc: n as i32,
+        let sum = acc.get_or_insert(CudaTensor::from_f32(
+            self.stream
+                .alloc_zeros::<f32>(n * n)
+                .map_err(err("allocating"))?,
+            &[n, n],
+        ));
+        if sum.shape != [n, n] || sum.offset != 0 {
+            return Err(Error(format!(
+                "cuda gram: accumulator {:?} for inputs of width {n}",
+                sum.shape
+            )));
+        }
+        let Store::F32(buf) = &mut sum.store else {
+            return Err(Error("cuda gram: bf16 accumulator".into()));
         };
-        let xv = x.view();
-        unsafe { self.blas.gemm(cfg, &xv, &xv, &mut g) }.map_err(err("gram gemm"))?;
-        Ok(Some(self.stream.clone_dtoh(&g).map_err(err("download"))?))
+        let g = Arc::get_mut(buf).ok_or_else(|| Error("cuda gram: shared accumulator".into()))?;
+        let xv = x.view("gram")?;
+        // Column-major X is Xᵀ [n, rows]: XᵀX = A·Aᵀ with A that view; beta = 1 adds.
+        if self.precision == Precision::Bf16 {
+            let xb = self.to_bf16(&xv)?;
+            let shape = bf16::Shape {
+                ta: CUBLAS_OP_N,
+                tb: CUBLAS_OP_T,
+                m: n,
+                n,
+                k: rows,
+                lda: n,
+                ldb: n,
+                ldc: n,
+            };
+            self.gemm_bf16()
+                .gemm(shape, &xb, &xb, 1.0, g, "gram gemm (bf16)")?;
+        } else {
+            let cfg = GemmConfig {
+                transa: CUBLAS_OP_N,
+                transb: CUBLAS_OP_T,
+                m: n as i32,
+                n: n as i32,
+                k: rows as i32,
+                alpha: 1.0f32,
+                lda: n as i32,
+                ldb: n as i32,
+                beta: 1.0f32,
+                ldc: n as i32,
+            };
+            unsafe { self.blas.gemm(cfg, &xv, &xv, g) }.map_err(err("gram gemm"))?;
+        }
+        Ok(true)
+    }
+
+    fn score_rows(
+        &self,
+        logits: &CudaTensor,
+        base: Option<&CudaTensor>,
+        targets: &[u32],
+    ) -> Result<Option<Vec<[f64; 4]>>> {
+        let (rows, vocab) = dims2(logits, "score_rows")?;
+        if rows != targets.len() || base.is_some_and(|b| b.shape != logits.shape) {
+            return Err(Error(format!(
+                "cuda score_rows: logits {:?}, {} targets",
+                logits.shape,
+                targets.len()
+            )));
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error(format!(
+                "cuda score_rows: target {bad} ≥ vocab {vocab}"
+            )));
+        }
+        let lv = logits.view("score_rows")?;
+        let bv = match base {
+            Some(b) => b.view("score_rows")?,
+            None => logits.view("score_rows")?,
+        };
+        let present = base.is_some() as i32;
+        let tv = self
+            .stream
+            .clone_htod(targets)
+            .map_err(err("upload targets"))?;
+        let mut out = self
+            .stream
+            .alloc_zeros::<f64>(rows * 4)
+            .map_err(err("allocating"))?;
+        let vocab_i = vocab as i32;
+        let mut l = self.stream.launch_builder(&self.k.score_rows);
+        l.arg(&lv)
+            .arg(&bv)
+            .arg(&present)
+            .arg(&tv)
+            .arg(&mut out)
+            .arg(&vocab_i);
+        unsafe { l.launch(self.rows_cfg(rows)) }.map_err(err("score_rows"))?;
+        let flat = self.stream.clone_dtoh(&out).map_err(err("download"))?;
+        Ok(Some(
+            flat.chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect(),
+        ))
+    }
+}
+
+/// Sizes of one attention call. Head h = kv·group + g reads kv head kv; for a fixed g the kv
+/// heads are one strided batch.
+struct AttnDims {
+    t: usize,
+    tk: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+}
+
+impl AttnDims {
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Scores [heads, t, tk] of group member g: column-major Sᵀ[tk, t] = K_h[tk, d]·Q_hᵀ
+    /// (K's column-major view is Kᵀ).
+    fn scores(&self) -> (bf16::Shape, bf16::Batch) {
+        let (t, tk, d, kvh, group) = (self.t, self.tk, self.d, self.kv_heads, self.group());
+        (
+            bf16::Shape {
+                ta: CUBLAS_OP_T,
+                tb: CUBLAS_OP_N,
+                m: tk,
+                n: t,
+                k: d,
+                lda: kvh * d,
+                ldb: self.heads * d,
+                ldc: tk,
+            },
+            bf16::Batch {
+                count: kvh,
+                a: d,
+                b: group * d,
+                c: group * t * tk,
+            },
+        )
+    }
+
+    /// Output [t, heads·d] of group member g: column-major O_hᵀ[d, t] = V_hᵀ[d, tk]·P_hᵀ[tk, t].
+    fn values(&self) -> (bf16::Shape, bf16::Batch) {
+        let (t, tk, d, kvh, group) = (self.t, self.tk, self.d, self.kv_heads, self.group());
+        (
+            bf16::Shape {
+                ta: CUBLAS_OP_N,
+                tb: CUBLAS_OP_N,
+                m: d,
+                n: t,
+                k: tk,
+                lda: kvh * d,
+                ldb: tk,
+                ldc: self.heads * d,
+            },
+            bf16::Batch {
+                count: kvh,
+                a: d,
+                b: group * t * tk,
+                c: group * d,
+            },
+        )
+    }
+}
+
+fn strided(s: bf16::Shape, b: bf16::Batch) -> StridedBatchedConfig<f32> {
+    StridedBatchedConfig {
+        gemm: GemmConfig {
+            transa: s.ta,
+            transb: s.tb,
+            m: s.m as i32,
+            n: s.n as i32,
+            k: s.k as i32,
+            alpha: 1.0f32,
+            lda: s.lda as i32,
+            ldb: s.ldb as i32,
+            beta: 0.0f32,
+            ldc: s.ldc as i32,
+        },
+        batch_size: b.count as i32,
+        stride_a: b.a as i64,
+        stride_b: b.b as i64,
+        stride_c: b.c as i64,
     }
 }

@@ -1,0 +1,428 @@
+//! GPU benchmark at Llama-3 scale (issue 6; `--features cuda`, run on the GPU machine).
+//!
+//!   gpu_llama make --shape 8b|70b [--layers N] --dir DIR
+//!       writes DIR/config.json and DIR/model.safetensors: random bf16 weights with the exact
+//!       shapes of Llama-3-8B or -70B (N decoder blocks if given), every matrix N(0, 0.02²)
+//!       (Llama's initializer_range) and norms 1. Untimed setup.
+//!   gpu_llama gptq --dir DIR --out OUT [--windows 128] [--ctx 2048]
+//!       end to end like `crunch quantize --method gptq --bits 4 --group-size 128
+//!       --device cuda-bf16`: open, calibrate on random token windows (seed 0), GPTQ, save in
+//!       crunch's format. Prints one JSON line: seconds per stage (load = opening and reading
+//!       weights, calibration = forward passes with XᵀX, gptq, propagate = the compressed
+//!       block's forward pass, save), seconds per decoder block, peak GPU memory (sampled at
+//!       every stage boundary; run nvidia-smi beside it for a continuous trace) and peak host
+//!       memory (VmHWM).
+//!   gpu_llama eval --dir DIR [--windows 8] [--ctx 2048]
+//!       crunch's evaluation (crunch_eval::evaluate, as `crunch eval --device cuda-bf16`) on
+//!       random tokens, its FLOP rate, and the measured cuBLAS bf16 GEMM ceiling.
+//!
+//! Random weights measure speed honestly; quality is measured on real weights elsewhere.
+
+use anyhow::{bail, Context, Result};
+use crunch_calib::{quantize_model, Method, Progress, QuantizePlan};
+use crunch_compress::{Compressed, CompressedLayer, GptqOptions, QuantSpec};
+use crunch_eval::{evaluate, EvalOptions};
+use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
+use crunch_model::testing::SplitMix64;
+use crunch_model::Checkpoint;
+use crunch_runtime::{Cuda, Precision};
+use rayon::prelude::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+struct Shape {
+    hidden: usize,
+    intermediate: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    vocab: usize,
+}
+
+const HEAD_DIM: usize = 128;
+
+fn shape(name: &str) -> Result<Shape> {
+    Ok(match name {
+        "8b" => Shape {
+            hidden: 4096,
+            intermediate: 14336,
+            layers: 32,
+            heads: 32,
+            kv_heads: 8,
+            vocab: 128256,
+        },
+        "70b" => Shape {
+            hidden: 8192,
+            intermediate: 28672,
+            layers: 80,
+            heads: 64,
+            kv_heads: 8,
+            vocab: 128256,
+        },
+        _ => bail!("--shape {name}: expected 8b or 70b"),
+    })
+}
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn get(&self, flag: &str) -> Option<&str> {
+        let i = self.0.iter().position(|a| a == flag)?;
+        self.0.get(i + 1).map(String::as_str)
+    }
+    fn path(&self, flag: &str) -> Result<PathBuf> {
+        Ok(self
+            .get(flag)
+            .with_context(|| format!("{flag} is required"))?
+            .into())
+    }
+    fn num(&self, flag: &str, default: usize) -> Result<usize> {
+        self.get(flag).map_or(Ok(default), |v| {
+            v.parse().with_context(|| format!("{flag} {v}"))
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args(std::env::args().collect());
+    match args.0.get(1).map(String::as_str) {
+        Some("make") => make(&args),
+        Some("gptq") => gptq(&args),
+        Some("eval") => eval(&args),
+        _ => bail!("usage: gpu_llama make|gptq|eval ... (see the file's docs)"),
+    }
+}
+
+fn bf16_bits(f: f32) -> u16 {
+    half::bf16::from_f32(f).to_bits()
+}
+
+/// N(0, std²) by Box–Muller from a per-tensor, per-chunk stream, as bf16 little-endian bytes.
+fn normal_bf16(seed: u64, n: usize, std: f32, fill: f32) -> Vec<u8> {
+    const CHUNK: usize = 1 << 20;
+    let mut out = vec![0u8; n * 2];
+    out.par_chunks_mut(CHUNK * 2)
+        .enumerate()
+        .for_each(|(c, bytes)| {
+            let mut rng = SplitMix64(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for pair in bytes.chunks_mut(4) {
+                let (a, b) = if std == 0.0 {
+                    (fill, fill)
+                } else {
+                    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    let r = (-2.0 * u1.ln()).sqrt() * std as f64;
+                    let t = std::f64::consts::TAU * u2;
+                    ((r * t.cos()) as f32, (r * t.sin()) as f32)
+                };
+                pair[..2].copy_from_slice(&bf16_bits(a).to_le_bytes());
+                if pair.len() == 4 {
+                    pair[2..].copy_from_slice(&bf16_bits(b).to_le_bytes());
+                }
+            }
+        });
+    out
+}
+
+fn make(args: &Args) -> Result<()> {
+    let mut s = shape(args.get("--shape").unwrap_or("8b"))?;
+    s.layers = args.num("--layers", s.layers)?;
+    let dir = args.path("--dir")?;
+    std::fs::create_dir_all(&dir)?;
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": s.hidden,
+        "intermediate_size": s.intermediate,
+        "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads,
+        "num_key_value_heads": s.kv_heads,
+        "head_dim": HEAD_DIM,
+        "vocab_size": s.vocab,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": false,
+        "torch_dtype": "bfloat16"
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    let (h, i, q, kv) = (
+        s.hidden,
+        s.intermediate,
+        s.heads * HEAD_DIM,
+        s.kv_heads * HEAD_DIM,
+    );
+    let mut tensors: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![s.vocab, h])];
+    for l in 0..s.layers {
+        let p = format!("model.layers.{l}");
+        for (n, shape) in [
+            ("input_layernorm", vec![h]),
+            ("self_attn.q_proj", vec![q, h]),
+            ("self_attn.k_proj", vec![kv, h]),
+            ("self_attn.v_proj", vec![kv, h]),
+            ("self_attn.o_proj", vec![h, q]),
+            ("post_attention_layernorm", vec![h]),
+            ("mlp.gate_proj", vec![i, h]),
+            ("mlp.up_proj", vec![i, h]),
+            ("mlp.down_proj", vec![h, i]),
+        ] {
+            tensors.push((format!("{p}.{n}.weight"), shape));
+        }
+    }
+    tensors.push(("model.norm.weight".into(), vec![h]));
+    tensors.push(("lm_head.weight".into(), vec![s.vocab, h]));
+
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in &tensors {
+        let end = offset + 2 * shape.iter().product::<usize>();
+        header.insert(
+            name.clone(),
+            json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut head = serde_json::to_vec(&header)?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let path = dir.join("model.safetensors");
+    let mut f = std::io::BufWriter::with_capacity(64 << 20, std::fs::File::create(&path)?);
+    f.write_all(&(head.len() as u64).to_le_bytes())?;
+    f.write_all(&head)?;
+    let start = Instant::now();
+    for (k, (name, shape)) in tensors.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let is_norm = name.ends_with("norm.weight");
+        let bytes = normal_bf16(k as u64 + 1, n, if is_norm { 0.0 } else { 0.02 }, 1.0);
+        f.write_all(&bytes)?;
+    }
+    f.flush()?;
+    eprintln!(
+        "wrote {} ({:.1} GB) in {:.1} s",
+        path.display(),
+        (offset + head.len() + 8) as f64 / 1e9,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn random_windows(vocab: usize, n: usize, ctx: usize) -> Vec<Vec<u32>> {
+    let mut rng = SplitMix64(0);
+    (0..n)
+        .map(|_| {
+            (0..ctx)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Splits wall time into stages at the calibration loop's progress callbacks, synchronising
+/// the GPU at each so that queued work is charged to the stage that queued it.
+struct Timer {
+    cuda: Cuda,
+    label: &'static str,
+    last: Instant,
+    seconds: BTreeMap<&'static str, f64>,
+    block_start: Option<Instant>,
+    per_block: Vec<f64>,
+    peak_gpu: usize,
+}
+
+impl Timer {
+    fn switch(&mut self, next: &'static str) {
+        let _ = self.cuda.synchronize();
+        if let Ok((used, _)) = self.cuda.memory() {
+            self.peak_gpu = self.peak_gpu.max(used);
+        }
+        let now = Instant::now();
+        *self.seconds.entry(self.label).or_default() += (now - self.last).as_secs_f64();
+        self.last = now;
+        self.label = next;
+    }
+}
+
+impl Progress for Timer {
+    fn block(&mut self, _layer: usize, _layers: usize) {
+        self.switch("load");
+        let now = self.last;
+        if let Some(s) = self.block_start.replace(now) {
+            self.per_block.push((now - s).as_secs_f64());
+        }
+    }
+    fn step(&mut self, what: &str) {
+        self.switch(match what {
+            "capturing inputs" => "calibration",
+            "propagating" => "propagate",
+            _ => "gptq",
+        });
+    }
+}
+
+fn peak_host_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn gptq(args: &Args) -> Result<()> {
+    let (dir, out) = (args.path("--dir")?, args.path("--out")?);
+    let (n, ctx) = (args.num("--windows", 128)?, args.num("--ctx", 2048)?);
+    let t0 = Instant::now();
+    let cuda = Cuda::with_precision(0, Precision::Bf16)?;
+    let ckpt = Checkpoint::open(&dir)?;
+    let wins = random_windows(ckpt.config.vocab, n, ctx);
+    let plan = QuantizePlan {
+        method: Method::Gptq(GptqOptions::default()),
+        spec: QuantSpec::new(4, Some(128), false),
+        mse_clip: false,
+        skip: vec![],
+    };
+    let mut timer = Timer {
+        cuda: cuda.clone(),
+        label: "load",
+        last: t0,
+        seconds: BTreeMap::new(),
+        block_start: None,
+        per_block: vec![],
+        peak_gpu: 0,
+    };
+    let layers = quantize_model(&cuda, &ckpt, &plan, Some(&wins), &mut timer)?;
+    timer.switch("save");
+    if let Some(s) = timer.block_start {
+        timer.per_block.push((timer.last - s).as_secs_f64());
+    }
+    let layers: BTreeMap<String, CompressedLayer> = layers
+        .into_iter()
+        .map(|(name, q)| (name, CompressedLayer::new("gptq", Compressed::Quantized(q))))
+        .collect();
+    let recipe = Recipe {
+        format: "crunch".into(),
+        format_version: FORMAT_VERSION,
+        crunch_version: env!("CARGO_PKG_VERSION").into(),
+        source: dir.display().to_string(),
+        stages: vec!["gptq bits=4 group_size=128 asym act_order".into()],
+        calibration: None,
+        layers: layers
+            .iter()
+            .map(|(n, l)| (n.clone(), crunch_export::crunch_dir::layer_recipe(l)))
+            .collect(),
+    };
+    crunch_export::crunch_dir::write(&ckpt, &layers, &recipe, &out, true)?;
+    timer.switch("done");
+    let total = t0.elapsed().as_secs_f64();
+    let blocks = timer.per_block.len().max(1) as f64;
+    let line = json!({
+        "bench": "gpu_llama_gptq",
+        "device": cuda.device_name(),
+        "model": dir.display().to_string(),
+        "layers": ckpt.config.layers,
+        "hidden": ckpt.config.hidden,
+        "intermediate": ckpt.config.intermediate,
+        "windows": n,
+        "ctx": ctx,
+        "method": "gptq 4-bit g128 asym act-order (static groups), bf16 forward",
+        "seconds": timer.seconds,
+        "seconds_total": total,
+        "seconds_per_block": timer.per_block,
+        "mean_seconds_per_block": timer.per_block.iter().sum::<f64>() / blocks,
+        "peak_gpu_bytes_sampled": timer.peak_gpu,
+        "peak_host_bytes": peak_host_bytes(),
+        "output_bytes": dir_bytes(&out),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn eval(args: &Args) -> Result<()> {
+    let dir = args.path("--dir")?;
+    let (n, ctx) = (args.num("--windows", 8)?, args.num("--ctx", 2048)?);
+    let cuda = Cuda::with_precision(0, Precision::Bf16)?;
+    let ckpt = Checkpoint::open(&dir)?;
+    let load = Instant::now();
+    let model = ckpt.load(cuda.clone(), |_| {})?;
+    cuda.synchronize()?;
+    let load_s = load.elapsed().as_secs_f64();
+    let c = &ckpt.config;
+    let opts = EvalOptions {
+        ctx,
+        max_tokens: None,
+    };
+    // One untimed window first (kernel compilation, cuBLAS heuristics, memory pool).
+    let warm: Vec<u32> = random_windows(c.vocab, 1, ctx).concat();
+    evaluate(&model, None, &warm, &opts, |_, _| {})?;
+    let tokens: Vec<u32> = random_windows(c.vocab, n + 1, ctx)[1..].concat();
+    let report = evaluate(&model, None, &tokens, &opts, |_, _| {})?;
+    cuda.synchronize()?;
+
+    // Matrix-product FLOPs of one window as executed: the block linears on every token, the
+    // LM head on the ctx − 1 scored rows, and attention's two products over the full ctx × ctx
+    // score matrix (the causal half is computed, then masked).
+    let (h, q, kv, i) = (
+        c.hidden,
+        c.heads * c.head_dim,
+        c.kv_heads * c.head_dim,
+        c.intermediate,
+    );
+    let per_token_linear = 2 * (h * q + 2 * h * kv + q * h + 3 * h * i) * c.layers;
+    let linear = (per_token_linear * ctx) as f64;
+    let head = (2 * h * c.vocab * (ctx - 1)) as f64;
+    let attention = (c.layers * 2 * 2 * ctx * ctx * c.head_dim * c.heads) as f64;
+    let flops = (linear + head + attention) * n as f64;
+    let achieved = flops / report.seconds;
+    let mut ceiling = vec![];
+    for (m, nn, k) in [
+        (8192, 8192, 8192),
+        (4096, 4096, 4096),
+        (ctx, i, h),
+        (ctx, h, i),
+        (ctx - 1, c.vocab, h),
+    ] {
+        let f = cuda.gemm_bf16_flops(m, nn, k, 20)?;
+        ceiling.push(json!({"m": m, "n": nn, "k": k, "tflops": f / 1e12}));
+    }
+    let best = ceiling
+        .iter()
+        .map(|v| v["tflops"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    let line = json!({
+        "bench": "gpu_llama_eval",
+        "device": cuda.device_name(),
+        "layers": c.layers,
+        "hidden": h,
+        "windows": n,
+        "ctx": ctx,
+        "load_seconds": load_s,
+        "eval_seconds": report.seconds,
+        "tokens_per_second": report.tokens_per_second,
+        "flops_per_window": {"linear": linear, "lm_head": head, "attention": attention},
+        "achieved_tflops": achieved / 1e12,
+        "achieved_tflops_without_attention": (linear + head) * n as f64 / report.seconds / 1e12,
+        "gemm_bf16_ceiling": ceiling,
+        "ceiling_tflops": best,
+        "fraction_of_ceiling": achieved / 1e12 / best,
+        "nll": report.nll,
+    });
+    println!("{line}");
+    Ok(())
+}
