@@ -7,13 +7,22 @@
 //!    windows, per channel, groups with and without act-order: the fraction of identical codes
 //!    (equal "up to ties": Hessians and updates summed in a different order may round a weight
 //!    sitting on a grid midpoint the other way), which must exceed 99%.
-//! 4. bf16 mode against the CPU in f32 (tolerance 5e-2), and scoring logits on the device
+//! 4. SparseGPT (50%, 2:4, 2:4 with 4-bit g32) on CPU and CUDA: identical mask bits (> 99%)
+//!    and the largest relative weight difference.
+//! 5. Plain SVD, whitened SVD and EoRA with the GPU's dense linear algebra against the host's:
+//!    the factors' product (< 1e-5 relative) and the spectrum (< 1e-9 of σ₁).
+//! 6. bf16 mode against the CPU in f32 (tolerance 5e-2), and scoring logits on the device
 //!    against the host's scoring.
 //!
 //! Prints one JSON object; exits non-zero if a check fails. Run from the repository root.
 
-use crunch_calib::{quantize_model, windows, Method, QuantizePlan};
-use crunch_compress::{GptqOptions, QuantSpec};
+use crunch_calib::{
+    compress_model, quantize_model, windows, CompressPlan, Method, QuantizePlan, Stage, StageMethod,
+};
+use crunch_compress::{
+    eora_with, truncated_svd_with, whitened_svd_with, Compressed, CudaDense, EoraOptions,
+    GptqOptions, Hessian, Host, QuantSpec, SparseGptOptions, Sparsity, WhitenOptions,
+};
 use crunch_eval::score_rows;
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
@@ -133,8 +142,50 @@ fn main() -> anyhow::Result<()> {
                 "codes_equal": agree, "codes": total, "codes_off_by_more_than_one": off_by_more,
             }));
         }
+        // SparseGPT on both backends (on the GPU, the GPU implementation): masks and weights.
+        let mut sgpt = Vec::new();
+        for (sparsity, quant) in [
+            (Sparsity::Unstructured(0.5), None),
+            (Sparsity::NM { n: 2, m: 4 }, None),
+            (
+                Sparsity::NM { n: 2, m: 4 },
+                Some(QuantSpec::new(4, Some(32), false)),
+            ),
+        ] {
+            let plan = CompressPlan {
+                stages: vec![Stage {
+                    method: StageMethod::SparseGpt {
+                        sparsity,
+                        quant,
+                        opts: SparseGptOptions::default(),
+                    },
+                    layers: vec![],
+                }],
+                skip: vec![],
+            };
+            let lc = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let lg = compress_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let (mut same, mut total, mut max_err) = (0usize, 0usize, 0f32);
+            for (name, a) in &lc {
+                let (Compressed::Pruned(a), Compressed::Pruned(b)) = (&a.main, &lg[name].main)
+                else {
+                    anyhow::bail!("{name}: SparseGPT did not prune");
+                };
+                let (ma, mb) = (a.mask.to_bools(), b.mask.to_bools());
+                same += ma.iter().zip(&mb).filter(|(x, y)| x == y).count();
+                total += ma.len();
+                max_err = max_err.max(rel_err(&b.weight, &a.weight));
+            }
+            let agree = same as f64 / total as f64;
+            ok &= agree > 0.99;
+            sgpt.push(json!({
+                "sparsity": sparsity.to_string(), "quant_bits": quant.map(|q| q.bits),
+                "mask_equal": agree, "weights": total, "weight_rel_err": max_err,
+            }));
+        }
         models.push(json!({
             "model": spec.name,
+            "sparsegpt_cpu_vs_gpu": sgpt,
             "logits_rel_err_vs_cpu": vs_cpu,
             "logits_rel_err_vs_transformers": vs_hf,
             "bf16_logits_rel_err_vs_cpu_f32": bf16_vs_cpu,
@@ -176,8 +227,67 @@ fn main() -> anyhow::Result<()> {
             "window": window, "rel_err_vs_cpu": e}),
         );
     }
+    // Low-rank decompositions: GPU (cuSOLVER/cuBLAS) against the host (faer), tall and wide.
+    let dense = CudaDense::new(&gpu)?;
+    let mut lowrank = Vec::new();
+    for (rows, cols, rank) in [(96, 64, 16), (48, 160, 20)] {
+        let w = pseudo(rows * cols, 7);
+        let mut h = Hessian::new(cols);
+        h.add_batch(&pseudo(4 * cols * cols, 8)[..]);
+        let approx = w.iter().map(|v| v * 0.9).collect::<Vec<_>>();
+        let pairs = [
+            (
+                "svd",
+                truncated_svd_with(&Host, &w, rows, cols, rank)?,
+                truncated_svd_with(&dense, &w, rows, cols, rank)?,
+            ),
+            (
+                "whitened-svd",
+                whitened_svd_with(&Host, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
+                whitened_svd_with(&dense, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
+            ),
+            (
+                "eora",
+                eora_with(
+                    &Host,
+                    &w,
+                    &approx,
+                    rows,
+                    cols,
+                    &h,
+                    rank,
+                    &EoraOptions::default(),
+                )?,
+                eora_with(
+                    &dense,
+                    &w,
+                    &approx,
+                    rows,
+                    cols,
+                    &h,
+                    rank,
+                    &EoraOptions::default(),
+                )?,
+            ),
+        ];
+        for (name, host, dev) in pairs {
+            let product = rel_err(&dev.factored.dense(), &host.factored.dense());
+            let spectrum = host
+                .spectrum
+                .iter()
+                .zip(&dev.spectrum)
+                .map(|(a, b)| (a - b).abs() / host.spectrum[0])
+                .fold(0f64, f64::max);
+            ok &= product < 1e-5 && spectrum < 1e-9;
+            lowrank.push(
+                json!({"method": name, "rows": rows, "cols": cols, "rank": rank,
+                "product_rel_err": product, "spectrum_rel_err": spectrum}),
+            );
+        }
+    }
     let out = json!({
         "device": gpu.device_name(),
+        "lowrank_gpu_vs_host": lowrank,
         "tolerance": TOLERANCE,
         "bf16_tolerance": BF16_TOLERANCE,
         "models": models,

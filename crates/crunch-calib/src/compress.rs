@@ -8,15 +8,15 @@
 //! spectrum, then the sequential pass factors with those ranks (its Hessians then include the
 //! upstream compression, as for every other method).
 
-use crate::device_gptq::DeviceGptq;
+use crate::device_gptq::{linalg, DeviceGptq};
 use crate::quantize::pattern_matches;
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::{Error, Result};
 use crunch_compress::{
-    allocate_ranks, check_nm, eora, gptq, magnitude, rtn, singular_values, sparsegpt,
-    truncated_svd, wanda, whitened_singular_values, whitened_svd, Compressed, CompressedLayer,
-    EoraOptions, Factored, GptqOptions, Hessian, LayerSpectrum, QuantSpec, RankChoice,
-    SparseGptOptions, Sparsity, WhitenOptions,
+    allocate_ranks, check_nm, eora_with, gptq, magnitude, rtn, singular_values_with, sparsegpt,
+    truncated_svd_with, wanda, whitened_singular_values_with, whitened_svd_with, Compressed,
+    CompressedLayer, DenseLinAlg, EoraOptions, Factored, GptqOptions, Hessian, LayerSpectrum,
+    PrunedWeight, QuantSpec, RankChoice, SparseGptOptions, Sparsity, WhitenOptions,
 };
 use crunch_model::model::BLOCK_LINEARS;
 use crunch_model::{Checkpoint, LinearId};
@@ -178,6 +178,7 @@ fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)
 
 /// Collects whitened spectra during a pass that changes nothing.
 struct SpectrumCollector<'a> {
+    la: &'a dyn DenseLinAlg,
     wanted: &'a BTreeMap<String, usize>,
     spectra: BTreeMap<String, LayerSpectrum>,
 }
@@ -186,7 +187,8 @@ impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.wanted.contains_key(&name) {
-            let s = whitened_singular_values(
+            let s = whitened_singular_values_with(
+                self.la,
                 job.weight()?,
                 job.rows,
                 job.cols,
@@ -210,6 +212,7 @@ impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
 /// Rank per layer for every low-rank stage, from its global budget.
 fn plan_ranks<B: Backend + Clone>(
     backend: &B,
+    la: &dyn DenseLinAlg,
     ckpt: &Checkpoint,
     plan: &CompressPlan,
     mains: &BTreeMap<String, usize>,
@@ -237,7 +240,7 @@ fn plan_ranks<B: Backend + Clone>(
                     .par_iter()
                     .map(|name| {
                         let (w, rows, cols) = read_weight(ckpt, name)?;
-                        let s = singular_values(&w, rows, cols)
+                        let s = singular_values_with(la, &w, rows, cols)
                             .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
                         Ok((
                             (*name).clone(),
@@ -255,6 +258,7 @@ fn plan_ranks<B: Backend + Clone>(
                     Error::Data("whitened SVD needs calibration data (--calib)".into())
                 })?;
                 let mut c = SpectrumCollector {
+                    la,
                     wanted: &layers,
                     spectra: BTreeMap::new(),
                 };
@@ -276,6 +280,7 @@ fn plan_ranks<B: Backend + Clone>(
 struct Driver<'a> {
     plan: &'a CompressPlan,
     device: DeviceGptq,
+    la: &'a dyn DenseLinAlg,
     stages: BTreeMap<String, (Option<usize>, Option<usize>)>,
     ranks: BTreeMap<String, RankChoice>,
     done: BTreeMap<String, CompressedLayer>,
@@ -322,9 +327,10 @@ impl Driver<'_> {
                     return Ok(Some(Compressed::Factored(Factored::zero(rows, cols))));
                 }
                 let lr = if matches!(stage, StageMethod::Svd { .. }) {
-                    truncated_svd(w, rows, cols, rank)
+                    truncated_svd_with(self.la, w, rows, cols, rank)
                 } else {
-                    whitened_svd(w, rows, cols, h, rank, &WhitenOptions::default())
+                    let opts = WhitenOptions::default();
+                    whitened_svd_with(self.la, w, rows, cols, h, rank, &opts)
                 };
                 lr.map(|l| Compressed::Factored(l.factored))
             }
@@ -344,31 +350,47 @@ impl Driver<'_> {
             return Ok(None);
         };
         let stage = &self.plan.stages[mi].method;
-        if let (StageMethod::Gptq { spec, opts }, None) = (stage, corr) {
-            if let Some((q, new)) = self.device.run(job, *spec, opts)? {
-                let layer = CompressedLayer::new(stage.name(), Compressed::Quantized(q));
-                self.done.insert(name, layer);
+        // GPTQ and SparseGPT run on the GPU when the layer is there; without a correction the
+        // new weight stays there too.
+        let on_gpu = match stage {
+            StageMethod::Gptq { spec, opts } => self
+                .device
+                .run(job, *spec, opts)?
+                .map(|(q, new)| (Compressed::Quantized(q), new)),
+            StageMethod::SparseGpt {
+                sparsity,
+                quant,
+                opts,
+            } => self
+                .device
+                .sparsegpt(job, *sparsity, *quant, opts)?
+                .map(|(p, new)| (Compressed::Pruned(p), new)),
+            _ => None,
+        };
+        let c = match on_gpu {
+            Some((c, new)) if corr.is_none() => {
+                if let Compressed::Pruned(p) = &c {
+                    check_pattern(&name, p, job.rows, job.cols)?;
+                }
+                self.done
+                    .insert(name, CompressedLayer::new(stage.name(), c));
                 return Ok(Some(new));
             }
-        }
-        let Some(c) = self.main(stage, &name, job)? else {
-            return Ok(None);
+            Some((c, _)) => c,
+            None => match self.main(stage, &name, job)? {
+                Some(c) => c,
+                None => return Ok(None),
+            },
         };
         if let Compressed::Pruned(p) = &c {
-            if let Sparsity::NM { n, m } = p.sparsity {
-                // Every N:M output is checked structurally, not trusted.
-                if !check_nm(&p.dequantize(), job.rows, job.cols, n, m) {
-                    return Err(Error::Compress(format!(
-                        "{name}: output breaks the {n}:{m} pattern"
-                    )));
-                }
-            }
+            check_pattern(&name, p, job.rows, job.cols)?;
         }
         let mut layer = CompressedLayer::new(stage.name(), c);
         if let Some(ci) = corr {
             if let StageMethod::Eora { rank } = self.plan.stages[ci].method {
                 let rank = rank.min(job.rows.min(job.cols));
-                let lr = eora(
+                let lr = eora_with(
+                    self.la,
                     job.weight()?,
                     &layer.main.dense(),
                     job.rows,
@@ -391,6 +413,18 @@ impl<B: Backend> LayerCompressor<B> for Driver<'_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         Driver::compress(self, job)
     }
+}
+
+/// Every N:M output is checked structurally, not trusted.
+fn check_pattern(name: &str, p: &PrunedWeight, rows: usize, cols: usize) -> Result<()> {
+    if let Sparsity::NM { n, m } = p.sparsity {
+        if !check_nm(&p.dequantize(), rows, cols, n, m) {
+            return Err(Error::Compress(format!(
+                "{name}: output breaks the {n}:{m} pattern"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `plan` over every block linear layer of `ckpt`. Calibration `windows` are needed when
@@ -424,10 +458,12 @@ pub fn compress_model<B: Backend + Clone>(
             "{which} needs calibration data (--calib FILE or --calib self:NxL)"
         )));
     }
-    let ranks = plan_ranks(backend, ckpt, plan, &mains, windows, progress)?;
+    let la = linalg(backend)?;
+    let ranks = plan_ranks(backend, la.as_ref(), ckpt, plan, &mains, windows, progress)?;
     let mut driver = Driver {
         plan,
         device: DeviceGptq::default(),
+        la: la.as_ref(),
         stages,
         ranks,
         done: BTreeMap::new(),

@@ -32,6 +32,17 @@ impl FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda { ordinal, bf16 } => {
+                write!(f, "cuda{}:{ordinal}", if *bf16 { "-bf16" } else { "" })
+            }
+        }
+    }
+}
+
 /// Runs `$body` with `$b` bound to the backend for `$device` (a `Device`). Generic code cannot
 /// take a backend type at run time, so each backend gets its own monomorphised copy of `$body`.
 macro_rules! with_backend {
@@ -74,6 +85,9 @@ mod tests {
         assert_eq!("cuda-bf16".parse(), cuda(0, true));
         assert_eq!("cuda-bf16:1".parse(), cuda(1, true));
         assert!("cuda-f8".parse::<Device>().is_err());
+        for s in ["cpu", "cuda:3", "cuda-bf16:0"] {
+            assert_eq!(s.parse::<Device>().unwrap().to_string(), s);
+        }
         assert!("gpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
     }

@@ -90,7 +90,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         v["model"] = serde_json::json!(args.model);
         v["data"] = serde_json::json!(args.data);
         v["tokens_in_file"] = serde_json::json!(tokens.len());
-        v["device"] = serde_json::json!(format!("{:?}", args.device).to_lowercase());
+        v["device"] = serde_json::json!(args.device.to_string());
         if let Some(b) = &args.base {
             v["base"] = serde_json::json!(b);
         }

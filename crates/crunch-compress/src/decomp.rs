@@ -1,7 +1,10 @@
 //! Dense f64 decompositions shared by the low-rank methods: thin SVD, symmetric
 //! eigendecomposition, and the split of a truncated SVD into two factors.
 //!
-//! Everything runs in f64 and with `Par::Seq`. f64 because the whitening matrices are
+//! The O(n³) steps go through [`DenseLinAlg`]: [`Host`] (faer, below) by default, a GPU
+//! (cuSOLVER/cuBLAS, `dense_cuda.rs`, feature `cuda`) when calibration runs there.
+//!
+//! Everything runs in f64 and, on the host, with `Par::Seq`. f64 because the whitening matrices are
 //! ill-conditioned (activation second moments span many orders of magnitude) and the f32 inputs
 //! convert exactly; sequential because faer's parallel kernels split work by thread count, and
 //! the output must be bit-identical on any number of threads. Callers parallelize over layers.
@@ -18,8 +21,56 @@ pub(crate) fn to_f64(values: &[f32], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| values[i * cols + j] as f64)
 }
 
+/// The dense f64 operations of the low-rank methods (SVD-LLM, EoRA, plain SVD), so that they can
+/// run where the data is. Results agree between implementations to f64 rounding, except that
+/// singular and eigen vectors may differ in sign (the factors' product does not).
+pub trait DenseLinAlg: Sync {
+    fn thin_svd(&self, a: MatRef<'_, f64>) -> Result<ThinSvd>;
+    /// Singular values only, non-increasing.
+    fn singular_values(&self, a: MatRef<'_, f64>) -> Result<Vec<f64>>;
+    /// Eigenvalues (non-decreasing) and eigenvectors (columns) of a symmetric matrix.
+    fn symmetric_eigen(&self, a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)>;
+    /// Lower Cholesky factor, or `None` if not (numerically) positive definite.
+    fn cholesky_lower(&self, a: Mat<f64>) -> Result<Option<Mat<f64>>>;
+    /// a·b.
+    fn matmul(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>>;
+    /// Solves Lᵀ·X = B for X in place of `b`, L lower triangular.
+    fn solve_lower_transposed(&self, l: MatRef<'_, f64>, b: &mut Mat<f64>) -> Result<()>;
+}
+
+/// faer on the host, sequential (bit-identical on any thread count).
+pub struct Host;
+
+impl DenseLinAlg for Host {
+    fn thin_svd(&self, a: MatRef<'_, f64>) -> Result<ThinSvd> {
+        thin_svd(a)
+    }
+    fn singular_values(&self, a: MatRef<'_, f64>) -> Result<Vec<f64>> {
+        singular_values(a)
+    }
+    fn symmetric_eigen(&self, a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+        symmetric_eigen(a)
+    }
+    fn cholesky_lower(&self, a: Mat<f64>) -> Result<Option<Mat<f64>>> {
+        Ok(crate::inverse::cholesky_lower(a))
+    }
+    fn matmul(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        let mut c = Mat::<f64>::zeros(a.nrows(), b.ncols());
+        faer::linalg::matmul::matmul(c.as_mut(), faer::Accum::Replace, a, b, 1.0, Par::Seq);
+        Ok(c)
+    }
+    fn solve_lower_transposed(&self, l: MatRef<'_, f64>, b: &mut Mat<f64>) -> Result<()> {
+        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
+            l.transpose(),
+            b.as_mut(),
+            Par::Seq,
+        );
+        Ok(())
+    }
+}
+
 /// Thin SVD A = U·diag(s)·Vᵀ, s non-increasing; U is [m, k] and V [n, k], k = min(m, n).
-pub(crate) struct ThinSvd {
+pub struct ThinSvd {
     pub s: Vec<f64>,
     pub u: Mat<f64>,
     pub v: Mat<f64>,

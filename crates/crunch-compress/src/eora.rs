@@ -21,14 +21,13 @@
 //! almost nothing in the projection, and Λ^{-1/2} stays bounded by (`eig_floor`·λ_max)^{-1/2}.
 //! An all-zero H (no signal at all) gives the zero correction.
 
-use crate::decomp::{assemble, balanced_split, symmetric_eigen, thin_svd};
+use crate::decomp::{assemble, balanced_split, DenseLinAlg, Host};
 use crate::error::{CompressError, Result};
 use crate::factored::{check_rank, Factored};
 use crate::hessian::Hessian;
 use crate::spec::validate_weight;
 use crate::svd::LowRank;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par};
+use faer::Mat;
 
 /// EoRA settings.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +56,21 @@ pub fn eora(
     rank: usize,
     opts: &EoraOptions,
 ) -> Result<LowRank> {
+    eora_with(&Host, original, compressed, rows, cols, hessian, rank, opts)
+}
+
+/// [`eora`] with the dense linear algebra done by `la`.
+#[allow(clippy::too_many_arguments)]
+pub fn eora_with(
+    la: &dyn DenseLinAlg,
+    original: &[f32],
+    compressed: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &Hessian,
+    rank: usize,
+    opts: &EoraOptions,
+) -> Result<LowRank> {
     validate_weight(original, rows, cols)?;
     validate_weight(compressed, rows, cols)?;
     check_rank(rank, rows, cols)?;
@@ -74,7 +88,7 @@ pub fn eora(
         )));
     }
     let h = Mat::<f64>::from_fn(cols, cols, |i, j| hessian.get(i, j) as f64);
-    let (mut lambda, q) = symmetric_eigen(h.as_ref())?;
+    let (mut lambda, q) = la.symmetric_eigen(h.as_ref())?;
     let largest = lambda.last().copied().unwrap_or(0.0);
     if largest <= 0.0 {
         return Ok(LowRank {
@@ -99,28 +113,12 @@ pub fn eora(
     });
     // ΔW' = ΔW·Q·Λ^{1/2}.
     let q_root = Mat::<f64>::from_fn(cols, cols, |i, k| q[(i, k)] * root[k]);
-    let mut projected = Mat::<f64>::zeros(rows, cols);
-    matmul(
-        projected.as_mut(),
-        Accum::Replace,
-        delta.as_ref(),
-        q_root.as_ref(),
-        1.0,
-        Par::Seq,
-    );
-    let svd = thin_svd(projected.as_ref())?;
+    let projected = la.matmul(delta.as_ref(), q_root.as_ref())?;
+    let svd = la.thin_svd(projected.as_ref())?;
     let (a, bt_projected) = balanced_split(&svd, rank);
     // Bᵀ = Q·Λ^{-1/2}·V_r·Σ_r^{1/2}.
     let q_inv_root = Mat::<f64>::from_fn(cols, cols, |i, k| q[(i, k)] / root[k]);
-    let mut bt = Mat::<f64>::zeros(cols, rank);
-    matmul(
-        bt.as_mut(),
-        Accum::Replace,
-        q_inv_root.as_ref(),
-        bt_projected.as_ref(),
-        1.0,
-        Par::Seq,
-    );
+    let bt = la.matmul(q_inv_root.as_ref(), bt_projected.as_ref())?;
     Ok(LowRank {
         factored: assemble(rows, cols, a, bt.as_ref()),
         spectrum: svd.s,

@@ -141,3 +141,70 @@ extern "C" __global__ void dequantize_f32(const unsigned char* codes, const floa
         out[idx] = __fmul_rn((float)codes[idx] - zero[p], scale[p]);
     }
 }
+
+// Marks in keep[0..len) (1 = kept) the k lowest scores as pruned, ordered by (score, index):
+// a weight is pruned when fewer than k others come before it.
+__device__ void prune_lowest(const float* s, int len, int k, unsigned char* keep) {
+    for (int a = 0; a < len; a++) {
+        int before = 0;
+        for (int b = 0; b < len; b++) before += (s[b] < s[a]) || (s[b] == s[a] && b < a);
+        keep[a] = before >= k;
+    }
+}
+
+// SparseGPT's lazy-update block (sparsegpt.rs) for every row, one thread per row: choose the
+// mask (unstructured: prune_k lowest saliencies w²/U_jj² of the block; N:M when nm_m > 0: m − n
+// per group of m), prune (and quantize: quant 1 per channel, 2 groups fitted when reached),
+// spread each error over the rest of the block, record the errors for the trailing GEMM.
+extern "C" __global__ void sparsegpt_block(float* wt, const float* u, float* err, float* out,
+                                           unsigned char* kept, unsigned char* codes,
+                                           float* scale, float* zero, int rows, int cols,
+                                           int i1, int i2, int prune_k, int nm_n, int nm_m,
+                                           int quant, int group_size, int ngroups, float maxq,
+                                           int symmetric) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float w[MAX_BLOCK], s[MAX_BLOCK];
+    unsigned char keep[MAX_BLOCK];
+    int width = i2 - i1;
+    for (int k = 0; k < width; k++) {
+        w[k] = wt[(size_t)(i1 + k) * rows + r];
+        keep[k] = 1;
+    }
+    if (nm_m == 0 && prune_k > 0) {
+        for (int k = 0; k < width; k++) {
+            float d = w[k] / u[(size_t)(i1 + k) * cols + i1 + k];
+            s[k] = __fmul_rn(d, d);
+        }
+        prune_lowest(s, width, prune_k, keep);
+    }
+    for (int i = i1; i < i2; i++) {
+        int k = i - i1;
+        if (nm_m > 0 && i % nm_m == 0) {
+            for (int t = 0; t < nm_m; t++) {
+                float d = w[k + t] / u[(size_t)(i + t) * cols + i + t];
+                s[t] = __fmul_rn(d, d);
+            }
+            prune_lowest(s, nm_m, nm_m - nm_n, keep + k);
+        }
+        float x = w[k], q;
+        if (quant) {
+            size_t p = (size_t)r * ngroups + (quant == 1 ? 0 : i / group_size);
+            if (quant == 2 && i % group_size == 0)
+                fit_group(w + k, min(i + group_size, cols) - i, maxq, symmetric, scale + p,
+                          zero + p);
+            float sc = scale[p], z = zero[p];
+            float c = keep[k] ? fminf(fmaxf(rintf(x / sc) + z, 0.0f), maxq) : z;
+            codes[(size_t)r * cols + i] = (unsigned char)c;
+            q = __fmul_rn(c - z, sc);
+        } else {
+            q = keep[k] ? x : 0.0f;
+        }
+        const float* ui = u + (size_t)i * cols;
+        float e = (x - q) / ui[i];
+        err[(size_t)k * rows + r] = e;
+        out[(size_t)r * cols + i] = q;
+        kept[(size_t)r * cols + i] = keep[k];
+        for (int j = i + 1; j < i2; j++) w[j - i1] = __fsub_rn(w[j - i1], __fmul_rn(e, ui[j]));
+    }
+}

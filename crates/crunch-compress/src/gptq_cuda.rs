@@ -34,17 +34,17 @@ use rayon::prelude::*;
 const SOURCE: &str = include_str!("gptq_cuda.cu");
 /// Columns per lazy-update block; the kernel holds one block of a row in local memory.
 const BLOCK: usize = 128;
-const MAX_BLOCK: usize = 256;
+pub(crate) const MAX_BLOCK: usize = 256;
 const THREADS: u32 = 256;
 /// Threads per block of the column-loop kernel: small, so that a few thousand rows still
 /// spread over every SM.
-const LOOP_THREADS: u32 = 32;
+pub(crate) const LOOP_THREADS: u32 = 32;
 
-fn dev<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> CompressError {
+pub(crate) fn dev<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> CompressError {
     move |e| CompressError::Device(format!("{what}: {e:?}"))
 }
 
-struct Kernels {
+pub(crate) struct Kernels {
     diag_of: CudaFunction,
     build_reversed: CudaFunction,
     identity: CudaFunction,
@@ -52,27 +52,30 @@ struct Kernels {
     gather_f32: CudaFunction,
     gather_bf16: CudaFunction,
     gptq_block: CudaFunction,
+    pub(crate) sparsegpt_block: CudaFunction,
     dequantize_f32: CudaFunction,
 }
 
 /// GPTQ on one GPU: kernels compiled and a cuSOLVER handle, reused across layers.
 pub struct CudaGptq {
-    cuda: Cuda,
-    k: Kernels,
+    pub(crate) cuda: Cuda,
+    pub(crate) k: Kernels,
     solver: DnHandle,
 }
 
 /// A Hessian prepared for the column loop; layers that read the same input share one.
 pub struct DeviceHessian {
-    n: usize,
-    dead: Vec<bool>,
+    pub(crate) n: usize,
+    pub(crate) dead: Vec<bool>,
+    /// Whether the columns were permuted (act-order).
+    pub(crate) permuted: bool,
     perm_dev: CudaSlice<i32>,
     dead_dev: CudaSlice<u8>,
     /// U, n×n row-major f32, processing order.
-    u: CudaSlice<f32>,
+    pub(crate) u: CudaSlice<f32>,
 }
 
-fn grid_cfg(total: usize) -> LaunchConfig {
+pub(crate) fn grid_cfg(total: usize) -> LaunchConfig {
     let blocks = total.div_ceil(THREADS as usize).clamp(1, 65_535 * 8) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -102,6 +105,7 @@ impl CudaGptq {
             gather_f32: f("gather_f32")?,
             gather_bf16: f("gather_bf16")?,
             gptq_block: f("gptq_block")?,
+            sparsegpt_block: f("sparsegpt_block")?,
             dequantize_f32: f("dequantize_f32")?,
         };
         let solver = DnHandle::new(cuda.stream().clone()).map_err(dev("cuSOLVER"))?;
@@ -160,6 +164,7 @@ impl CudaGptq {
                 return Ok(DeviceHessian {
                     n,
                     dead,
+                    permuted: opts.act_order,
                     perm_dev,
                     dead_dev,
                     u,
@@ -330,28 +335,7 @@ impl CudaGptq {
         // Working copy: column-major W in processing order, dead columns zeroed.
         let total = rows * cols;
         let (rows_i, cols_i) = (rows as i32, cols as i32);
-        let mut wt = unsafe { stream.alloc::<f32>(total) }.map_err(dev("alloc"))?;
-        {
-            let mut l;
-            let (wf, wb) = (weight.f32_view(), weight.bf16_view());
-            match (&wf, &wb) {
-                (Some(w), _) => {
-                    l = stream.launch_builder(&self.k.gather_f32);
-                    l.arg(w);
-                }
-                (None, Some(w)) => {
-                    l = stream.launch_builder(&self.k.gather_bf16);
-                    l.arg(w);
-                }
-                (None, None) => unreachable!("a tensor is f32 or bf16"),
-            }
-            l.arg(&mut wt)
-                .arg(&prep.perm_dev)
-                .arg(&prep.dead_dev)
-                .arg(&rows_i)
-                .arg(&cols_i);
-            unsafe { l.launch(grid_cfg(total)) }.map_err(dev("gather"))?;
-        }
+        let mut wt = self.gather(prep, weight, rows, cols)?;
         let mut codes = stream.alloc_zeros::<u8>(total).map_err(dev("alloc"))?;
         let mut err = unsafe { stream.alloc::<f32>(rows * width) }.map_err(dev("alloc"))?;
         let (mode_i, gs_i, ng_i) = (mode, gs as i32, ng as i32);
@@ -383,28 +367,7 @@ impl CudaGptq {
                 .arg(&maxq)
                 .arg(&sym);
             unsafe { l.launch(loop_cfg) }.map_err(dev("column loop"))?;
-            if i2 < cols {
-                // Column-major W[:, i2:] −= Err · U[i1:i2, i2:], where U's row-major storage is
-                // column-major Uᵀ, so U[i1:i2, i2:] is (Uᵀ[i2:, i1:i2])ᵀ.
-                let rest = cols - i2;
-                let cfg = GemmConfig {
-                    transa: blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    transb: blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    m: rows_i,
-                    n: rest as i32,
-                    k: (i2 - i1) as i32,
-                    alpha: -1.0f32,
-                    lda: rows_i,
-                    ldb: cols_i,
-                    beta: 1.0f32,
-                    ldc: rows_i,
-                };
-                let a = err.slice(..rows * (i2 - i1));
-                let b = prep.u.slice(i1 * cols + i2..);
-                let mut c = wt.slice_mut(i2 * rows..);
-                unsafe { self.cuda.blas().gemm(cfg, &a, &b, &mut c) }
-                    .map_err(dev("trailing update"))?;
-            }
+            self.trailing_update(&err, &prep.u, &mut wt, rows, cols, i1, i2)?;
         }
         drop((wt, err));
 
@@ -436,6 +399,75 @@ impl CudaGptq {
         };
         Ok(Some((q, CudaTensor::from_f32(deq, &[rows, cols]))))
     }
+
+    /// Column-major W in processing order (dead columns zeroed), f32, from `weight` [rows, cols].
+    pub(crate) fn gather(
+        &self,
+        prep: &DeviceHessian,
+        weight: &CudaTensor,
+        rows: usize,
+        cols: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let stream = self.cuda.stream();
+        let total = rows * cols;
+        let (rows_i, cols_i) = (rows as i32, cols as i32);
+        let mut wt = unsafe { stream.alloc::<f32>(total) }.map_err(dev("alloc"))?;
+        let mut l;
+        let (wf, wb) = (weight.f32_view(), weight.bf16_view());
+        match (&wf, &wb) {
+            (Some(w), _) => {
+                l = stream.launch_builder(&self.k.gather_f32);
+                l.arg(w);
+            }
+            (None, Some(w)) => {
+                l = stream.launch_builder(&self.k.gather_bf16);
+                l.arg(w);
+            }
+            (None, None) => unreachable!("a tensor is f32 or bf16"),
+        }
+        l.arg(&mut wt)
+            .arg(&prep.perm_dev)
+            .arg(&prep.dead_dev)
+            .arg(&rows_i)
+            .arg(&cols_i);
+        unsafe { l.launch(grid_cfg(total)) }.map_err(dev("gather"))?;
+        Ok(wt)
+    }
+
+    /// The lazy update after block i1..i2: W[:, i2:] −= Err · U[i1:i2, i2:], with W column-major
+    /// [rows, cols], Err column-major [rows, i2 − i1] and U row-major (= column-major Uᵀ, so
+    /// U[i1:i2, i2:] is (Uᵀ[i2:, i1:i2])ᵀ).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn trailing_update(
+        &self,
+        err: &CudaSlice<f32>,
+        u: &CudaSlice<f32>,
+        wt: &mut CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        i1: usize,
+        i2: usize,
+    ) -> Result<()> {
+        if i2 >= cols {
+            return Ok(());
+        }
+        let cfg = GemmConfig {
+            transa: blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            transb: blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            m: rows as i32,
+            n: (cols - i2) as i32,
+            k: (i2 - i1) as i32,
+            alpha: -1.0f32,
+            lda: rows as i32,
+            ldb: cols as i32,
+            beta: 1.0f32,
+            ldc: rows as i32,
+        };
+        let a = err.slice(..rows * (i2 - i1));
+        let b = u.slice(i1 * cols + i2..);
+        let mut c = wt.slice_mut(i2 * rows..);
+        unsafe { self.cuda.blas().gemm(cfg, &a, &b, &mut c) }.map_err(dev("trailing update"))
+    }
 }
 
 fn solver_ok(s: solver_sys::cusolverStatus_t, what: &str) -> Result<()> {
@@ -446,7 +478,7 @@ fn solver_ok(s: solver_sys::cusolverStatus_t, what: &str) -> Result<()> {
     }
 }
 
-fn host_weight(cuda: &Cuda, w: &CudaTensor) -> Result<Vec<f32>> {
+pub(crate) fn host_weight(cuda: &Cuda, w: &CudaTensor) -> Result<Vec<f32>> {
     use crunch_runtime::Backend;
     cuda.to_f32(w)
         .map_err(|e| CompressError::Device(e.to_string()))
@@ -460,7 +492,7 @@ fn non_finite(w: &[f32], cols: usize) -> Option<(usize, usize)> {
 
 /// Per-channel or static-group grids of the original rows with dead columns zeroed, as the
 /// host GPTQ fits them before its loop.
-fn fit_fixed(
+pub(crate) fn fit_fixed(
     w: &[f32],
     rows: usize,
     cols: usize,

@@ -28,10 +28,14 @@ mod mask;
 mod nm_pack;
 mod pruned;
 mod sparsegpt;
+#[cfg(feature = "cuda")]
+mod sparsegpt_cuda;
 mod sparsity;
 mod wanda;
 // Low rank (decision 052).
 mod decomp;
+#[cfg(feature = "cuda")]
+mod dense_cuda;
 mod eora;
 mod factored;
 mod rank_budget;
@@ -49,6 +53,8 @@ mod testutil;
 
 pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer};
 pub use compressor::{Compressor, Gptq, Rtn};
+#[cfg(feature = "cuda")]
+pub use dense_cuda::CudaDense;
 pub use error::{CompressError, Result};
 pub use gptq::{gptq, GptqOptions};
 #[cfg(feature = "cuda")]
@@ -67,8 +73,12 @@ pub use sparsegpt::{sparsegpt, SparseGptOptions};
 pub use sparsity::{check_nm, select_mask, MaskScope, Sparsity};
 pub use wanda::{input_norms, wanda, wanda_with_norms};
 // Low rank.
-pub use eora::{eora, eora_bits, eora_bits_per_weight, EoraOptions};
+pub use decomp::{DenseLinAlg, Host, ThinSvd};
+pub use eora::{eora, eora_bits, eora_bits_per_weight, eora_with, EoraOptions};
 pub use factored::{max_useful_rank, Factored};
 pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
-pub use svd::{singular_values, truncated_svd, LowRank};
-pub use whitened_svd::{whitened_singular_values, whitened_svd, WhitenOptions};
+pub use svd::{singular_values, singular_values_with, truncated_svd, truncated_svd_with, LowRank};
+pub use whitened_svd::{
+    whitened_singular_values, whitened_singular_values_with, whitened_svd, whitened_svd_with,
+    WhitenOptions,
+};

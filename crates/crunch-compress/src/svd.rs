@@ -8,7 +8,7 @@
 //! which suits storing them in f16 or quantizing them later; putting Σ on one side leaves that
 //! side up to σ_1 times larger than the other, orthonormal, one.
 
-use crate::decomp::{assemble, balanced_split, thin_svd, to_f64};
+use crate::decomp::{assemble, balanced_split, to_f64, DenseLinAlg, Host};
 use crate::error::Result;
 use crate::factored::{check_rank, Factored};
 use crate::spec::validate_weight;
@@ -24,9 +24,20 @@ pub struct LowRank {
 
 /// The rank-`rank` truncated SVD of the row-major [rows, cols] `weight`, with W's spectrum.
 pub fn truncated_svd(weight: &[f32], rows: usize, cols: usize, rank: usize) -> Result<LowRank> {
+    truncated_svd_with(&Host, weight, rows, cols, rank)
+}
+
+/// [`truncated_svd`] with the decomposition done by `la`.
+pub fn truncated_svd_with(
+    la: &dyn DenseLinAlg,
+    weight: &[f32],
+    rows: usize,
+    cols: usize,
+    rank: usize,
+) -> Result<LowRank> {
     validate_weight(weight, rows, cols)?;
     check_rank(rank, rows, cols)?;
-    let svd = thin_svd(to_f64(weight, rows, cols).as_ref())?;
+    let svd = la.thin_svd(to_f64(weight, rows, cols).as_ref())?;
     let (a, bt) = balanced_split(&svd, rank);
     Ok(LowRank {
         factored: assemble(rows, cols, a, bt.as_ref()),
@@ -36,8 +47,18 @@ pub fn truncated_svd(weight: &[f32], rows: usize, cols: usize, rank: usize) -> R
 
 /// W's singular values, non-increasing (no singular vectors: for rank allocation).
 pub fn singular_values(weight: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {
+    singular_values_with(&Host, weight, rows, cols)
+}
+
+/// [`singular_values`] computed by `la`.
+pub fn singular_values_with(
+    la: &dyn DenseLinAlg,
+    weight: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f64>> {
     validate_weight(weight, rows, cols)?;
-    crate::decomp::singular_values(to_f64(weight, rows, cols).as_ref())
+    la.singular_values(to_f64(weight, rows, cols).as_ref())
 }
 
 #[cfg(test)]

@@ -25,16 +25,14 @@
 //!   reweights directions carrying less than about `damp` of the average input energy. The loss
 //!   identity then holds for the dampened matrix: Σ_{i>r} σ_i² = tr(E·H·Eᵀ) + λ‖E‖_F².
 
-use crate::decomp::{assemble, balanced_split, thin_svd, to_f64};
+use crate::decomp::{assemble, balanced_split, to_f64, DenseLinAlg, Host};
 use crate::error::{CompressError, Result};
 use crate::factored::check_rank;
 use crate::hessian::Hessian;
-use crate::inverse::{cholesky_lower, CHOLESKY_ATTEMPTS};
+use crate::inverse::CHOLESKY_ATTEMPTS;
 use crate::spec::validate_weight;
 use crate::svd::LowRank;
-use faer::linalg::matmul::matmul;
-use faer::linalg::triangular_solve::solve_upper_triangular_in_place;
-use faer::{Accum, Mat, Par};
+use faer::Mat;
 
 /// SVD-LLM settings.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -62,12 +60,25 @@ pub fn whitened_svd(
     rank: usize,
     opts: &WhitenOptions,
 ) -> Result<LowRank> {
+    whitened_svd_with(&Host, weight, rows, cols, hessian, rank, opts)
+}
+
+/// [`whitened_svd`] with the dense linear algebra done by `la`.
+pub fn whitened_svd_with(
+    la: &dyn DenseLinAlg,
+    weight: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &Hessian,
+    rank: usize,
+    opts: &WhitenOptions,
+) -> Result<LowRank> {
     check_rank(rank, rows, cols)?;
-    let (ws, s) = whiten(weight, rows, cols, hessian, opts)?;
-    let svd = thin_svd(ws.as_ref())?;
+    let (ws, s) = whiten(la, weight, rows, cols, hessian, opts)?;
+    let svd = la.thin_svd(ws.as_ref())?;
     let (a, mut bt) = balanced_split(&svd, rank);
     // Bᵀ = S⁻ᵀ·V_r·Σ_r^{1/2}: solve Sᵀ·X = V_r·Σ_r^{1/2}, Sᵀ upper triangular.
-    solve_upper_triangular_in_place(s.transpose(), bt.as_mut(), Par::Seq);
+    la.solve_lower_transposed(s.as_ref(), &mut bt)?;
     // A dead column of W·S is exactly zero, so its rows of V_r are zero up to the SVD's
     // rounding; make that exact.
     for j in (0..cols).filter(|&j| hessian.get(j, j) == 0.0) {
@@ -87,12 +98,25 @@ pub fn whitened_singular_values(
     hessian: &Hessian,
     opts: &WhitenOptions,
 ) -> Result<Vec<f64>> {
-    let (ws, _) = whiten(weight, rows, cols, hessian, opts)?;
-    crate::decomp::singular_values(ws.as_ref())
+    whitened_singular_values_with(&Host, weight, rows, cols, hessian, opts)
+}
+
+/// [`whitened_singular_values`] computed by `la`.
+pub fn whitened_singular_values_with(
+    la: &dyn DenseLinAlg,
+    weight: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &Hessian,
+    opts: &WhitenOptions,
+) -> Result<Vec<f64>> {
+    let (ws, _) = whiten(la, weight, rows, cols, hessian, opts)?;
+    la.singular_values(ws.as_ref())
 }
 
 /// (W·S, S) with S the lower Cholesky factor of the prepared, dampened H.
 fn whiten(
+    la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
     cols: usize,
@@ -137,16 +161,8 @@ fn whiten(
         for i in 0..cols {
             damped[(i, i)] += lambda;
         }
-        if let Some(s) = cholesky_lower(damped) {
-            let mut ws = Mat::<f64>::zeros(rows, cols);
-            matmul(
-                ws.as_mut(),
-                Accum::Replace,
-                w.as_ref(),
-                s.as_ref(),
-                1.0,
-                Par::Seq,
-            );
+        if let Some(s) = la.cholesky_lower(damped)? {
+            let ws = la.matmul(w.as_ref(), s.as_ref())?;
             return Ok((ws, s));
         }
     }

@@ -102,7 +102,23 @@ impl DType {
 }
 
 /// Converts little-endian float bytes of `dtype` to f32. `bytes` must hold whole elements.
+/// Large tensors are converted in parallel (an 8B model's weights are 8·10⁹ values); the
+/// result does not depend on the thread count.
 pub fn float_bytes_to_f32(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    /// Bytes per parallel piece: a multiple of every element size.
+    const PIECE: usize = 1 << 22;
+    if bytes.len() > PIECE {
+        let pieces: Vec<Option<Vec<f32>>> = bytes
+            .par_chunks(PIECE)
+            .map(|p| float_bytes_to_f32(dtype, p))
+            .collect();
+        let mut out = Vec::with_capacity(bytes.len() / 2);
+        for p in pieces {
+            out.extend(p?);
+        }
+        return Some(out);
+    }
     let out = match dtype {
         DType::F32 => bytes
             .chunks_exact(4)
