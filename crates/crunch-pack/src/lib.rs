@@ -13,6 +13,7 @@
 //! tensors), `format` (header/index/footer), `pack`/`unpack` (streaming engines), `files`
 //! (file and directory operations), `report` (statistics).
 
+mod alloc;
 pub mod chunk;
 pub mod detect;
 pub mod error;
