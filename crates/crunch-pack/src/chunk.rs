@@ -129,7 +129,11 @@ pub fn decode(layout: &Layout, record: &[u8], out: &mut [u8]) -> CodecResult<()>
                 }
                 continue;
             }
-            buf.resize(len, 0);
+            // Only grows: a plane buffer sized for one layout is reused by chunks of others,
+            // and shrinking it would make every growth back zero it again.
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
             plane::decode(*m, p, &mut buf[..len])?;
         }
         let refs: Vec<&[u8]> = payloads

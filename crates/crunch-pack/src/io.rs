@@ -55,6 +55,9 @@ impl Source for &[u8] {
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some(self)
+    }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let start = usize::try_from(offset).ok();
         let end = start.and_then(|s| s.checked_add(buf.len()));

@@ -10,9 +10,11 @@
 //!
 //! Module map: `freq`/`rans`/`rans_avx512` (entropy coder), `plane` (per-plane method choice),
 //! `split`/`transform` (record layouts), `chunk` (one chunk record), `detect` (finding
-//! tensors), `format` (header/index/footer), `pack`/`unpack` (streaming engines), `files`
-//! (file and directory operations), `report` (statistics).
+//! tensors), `format` (header/index/footer), `pack`/`unpack` (streaming engines), `alloc`
+//! (output buffers of in-memory restores), `files` (file and directory operations), `report`
+//! (statistics).
 
+mod alloc;
 pub mod chunk;
 pub mod detect;
 pub mod error;

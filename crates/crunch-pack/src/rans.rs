@@ -106,10 +106,9 @@ fn encode_groups_scalar(
 }
 
 thread_local! {
-    /// Word buffers reused across calls (a fresh one per chunk costs page faults and zeroing);
-    /// separate for encoding and decoding so neither shrinks the other's.
+    /// The encoder's word buffer, reused across calls (a fresh one per chunk costs page faults
+    /// and zeroing). The decoder reads words in place.
     static ENC_WORDS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
-    static DEC_WORDS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Encodes `data` with the normalised table `freq`, appending the payload to `out`. Every byte
@@ -202,10 +201,13 @@ pub fn decode_scalar(payload: &[u8], table: &DecodeTable, out: &mut [u8]) -> Cod
     decode_with(payload, table, out, decode_groups_scalar)
 }
 
-/// Decodes whole groups of `LANES` symbols: `(states, words, table, out) -> words consumed`,
-/// or `None` if the stream ran out. `words` is padded with `LANES` zeros past its end.
+/// Decodes whole groups of `LANES` symbols from `words` (16-bit little-endian words, read in
+/// place): `(states, words, table, out) -> (symbols decoded, words consumed)`. It stops
+/// before a group that might read past `words` (fewer than `LANES` words left at its start,
+/// a group consuming at most one word per lane), so the caller finishes the stream's last
+/// groups from a padded copy of its last words.
 pub(crate) type GroupDecoder =
-    fn(&mut [u32; LANES], &[u16], &[u32; PROB_SCALE as usize], &mut [u8]) -> Option<usize>;
+    fn(&mut [u32; LANES], &[u8], &[u32; PROB_SCALE as usize], &mut [u8]) -> (usize, usize);
 
 fn decode_with(
     payload: &[u8],
@@ -224,48 +226,42 @@ fn decode_with(
             return Err(corrupt("initial state out of range"));
         }
     }
-    // The words, padded with `LANES` zeros: a group consumes at most `LANES` words, so a
-    // decoder that checks `pos <= nwords` once per group can read a whole group's worth.
-    let nwords = (payload.len() - LANES * 4) / 2;
-    DEC_WORDS.with_borrow_mut(|words| {
-        // Every slot is overwritten: the words, then zeros for the padding.
-        words.resize(nwords + LANES, 0);
-        for (w, b) in words.iter_mut().zip(payload[LANES * 4..].chunks_exact(2)) {
-            *w = u16::from_le_bytes([b[0], b[1]]);
-        }
-        words[nwords..].fill(0);
-        finish_decode(&mut x, words, nwords, table, out, groups)
-    })
-}
-
-fn finish_decode(
-    x: &mut [u32; LANES],
-    words: &[u16],
-    nwords: usize,
-    table: &DecodeTable,
-    out: &mut [u8],
-    groups: GroupDecoder,
-) -> CodecResult<()> {
-    let corrupt = |m: &str| CodecError::new(format!("corrupt rANS stream: {m}"));
     let t = &*table.0;
+    let words = &payload[LANES * 4..];
+    let nwords = words.len() / 2;
     let full = out.len() / LANES * LANES;
     let (head, tail) = out.split_at_mut(full);
-    let mut pos = groups(x, words, t, head).ok_or_else(|| corrupt("stream too short"))?;
-    if pos > nwords {
+    // Most groups decode straight from the payload (no copy of the stream).
+    let (done, pos) = groups(&mut x, words, t, head);
+    // The rest reads a zero-padded copy of the words left: for a valid stream fewer than
+    // `LANES` (more means a stream too long, reported below). With 3 × `LANES` slots, the
+    // remaining groups can read a whole group past any position up to 2 × `LANES`, and the
+    // partial group `LANES - 1` words past it.
+    let mut last = [0u8; 2 * 3 * LANES];
+    let left = (nwords - pos).min(2 * LANES);
+    last[..2 * left].copy_from_slice(&words[2 * pos..2 * (pos + left)]);
+    let (more, mut at) = groups(&mut x, &last, t, &mut head[done..]);
+    if done + more != full || at > 2 * LANES {
         return Err(corrupt("stream too short"));
     }
     for (lane, o) in tail.iter_mut().enumerate() {
-        let (sym, need) = step(&mut x[lane], t, words[pos]);
+        let (sym, need) = step(&mut x[lane], t, word(&last, at));
         *o = sym;
-        pos += need as usize;
+        at += need as usize;
     }
-    if pos != nwords {
+    if pos + at != nwords {
         return Err(corrupt("stream length does not match its symbols"));
     }
     if x.iter().any(|&s| s != STATE_LOW) {
         return Err(corrupt("final state mismatch"));
     }
     Ok(())
+}
+
+/// Word `i` of a little-endian word stream.
+#[inline(always)]
+fn word(words: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([words[2 * i], words[2 * i + 1]])
 }
 
 /// One decoding step of one lane given the next unread word; returns the symbol and whether
@@ -282,28 +278,31 @@ fn step(x: &mut u32, t: &[u32; PROB_SCALE as usize], word: u16) -> (u8, bool) {
 
 fn decode_groups_scalar(
     x: &mut [u32; LANES],
-    words: &[u16],
+    words: &[u8],
     t: &[u32; PROB_SCALE as usize],
     out: &mut [u8],
-) -> Option<usize> {
-    let nwords = words.len() - LANES;
-    let mut pos = 0usize;
+) -> (usize, usize) {
+    let nwords = words.len() / 2;
+    let (mut done, mut pos) = (0, 0);
     for group in out.chunks_exact_mut(LANES) {
-        if pos > nwords {
-            return None;
+        if pos + LANES > nwords {
+            break;
         }
-        let window: &[u16; LANES] = words[pos..pos + LANES].try_into().ok()?;
+        let window: &[u8; 2 * LANES] = words[2 * pos..2 * (pos + LANES)]
+            .try_into()
+            .expect("a group's words");
         let mut k = 0usize;
         for lane in 0..LANES {
             // `k` is at most `lane` here; the mask cannot change it and lets the compiler
             // drop the bounds check.
-            let (sym, need) = step(&mut x[lane], t, window[k & (LANES - 1)]);
+            let (sym, need) = step(&mut x[lane], t, word(window, k & (LANES - 1)));
             group[lane] = sym;
             k += need as usize;
         }
         pos += k;
+        done += LANES;
     }
-    Some(pos)
+    (done, pos)
 }
 
 #[cfg(test)]
@@ -349,6 +348,36 @@ mod tests {
             "rANS {} bytes vs entropy {bound:.0}",
             enc.len()
         );
+    }
+
+    #[test]
+    fn streams_whose_last_groups_read_few_words_round_trip() {
+        // Nearly constant data: most groups read no word at all, so many groups are left for
+        // the padded copy of the last words, at every length around a whole group.
+        for n in [63, 64, 65, 127, 128, 129, 4096 + 17, 100_000] {
+            let data: Vec<u8> = (0..n).map(|i| if i % 997 == 5 { 9 } else { 1 }).collect();
+            round_trip(&data);
+        }
+        // And the opposite: near-uniform bytes read a word every other symbol.
+        let data: Vec<u8> = (0..70_001u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+            .collect();
+        let enc = round_trip(&data);
+        let freq = normalize(&histogram(&data)).unwrap();
+        let table = DecodeTable::new(&freq).unwrap();
+        let mut out = vec![0u8; data.len()];
+        for cut in [2, 4, 64, 128, 130, 256] {
+            assert!(
+                decode(&enc[..enc.len() - cut], &table, &mut out).is_err(),
+                "cut {cut}"
+            );
+            let mut longer = enc.clone();
+            longer.extend(std::iter::repeat_n(0, cut));
+            assert!(
+                decode(&longer, &table, &mut out).is_err(),
+                "longer by {cut}"
+            );
+        }
     }
 
     #[test]

@@ -34,10 +34,10 @@ pub fn available() -> bool {
 /// Same contract as `rans::GroupDecoder`.
 pub(crate) fn decode_groups(
     x: &mut [u32; LANES],
-    words: &[u16],
+    words: &[u8],
     t: &[u32; PROB_SCALE as usize],
     out: &mut [u8],
-) -> Option<usize> {
+) -> (usize, usize) {
     assert!(available(), "AVX-512 decoder called on a CPU without it");
     // SAFETY: the CPU supports the features the function is compiled for (checked above).
     unsafe { decode_groups_avx512(x, words, t, out) }
@@ -46,11 +46,11 @@ pub(crate) fn decode_groups(
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn decode_groups_avx512(
     x: &mut [u32; LANES],
-    words: &[u16],
+    words: &[u8],
     t: &[u32; PROB_SCALE as usize],
     out: &mut [u8],
-) -> Option<usize> {
-    let nwords = words.len() - LANES;
+) -> (usize, usize) {
+    let nwords = words.len() / 2;
     let mask12 = _mm512_set1_epi32((PROB_SCALE - 1) as i32);
     let low = _mm512_set1_epi32(STATE_LOW as i32);
     let mut state = [_mm512_setzero_si512(); VECS];
@@ -58,10 +58,10 @@ unsafe fn decode_groups_avx512(
         // SAFETY: `x` holds LANES = 16 * VECS u32s; unaligned load of 16 of them.
         *s = _mm512_loadu_si512(x.as_ptr().add(16 * v) as *const _);
     }
-    let mut pos = 0usize;
+    let (mut done, mut pos) = (0usize, 0usize);
     for group in out.chunks_exact_mut(LANES) {
-        if pos > nwords {
-            return None;
+        if pos + LANES > nwords {
+            break;
         }
         let mut next = [_mm512_setzero_si512(); VECS];
         let mut need = [0u16; VECS];
@@ -80,20 +80,21 @@ unsafe fn decode_groups_avx512(
             );
         }
         for v in 0..VECS {
-            // SAFETY: pos <= nwords at the group start and grows by at most 16 per vector, so
-            // the 16 words read stay within the LANES words of padding.
-            let raw = _mm256_loadu_si256(words.as_ptr().add(pos) as *const __m256i);
+            // SAFETY: pos + LANES <= nwords at the group start and pos grows by at most 16 per
+            // vector, so the 16 words (32 bytes) read here stay inside `words`.
+            let raw = _mm256_loadu_si256(words.as_ptr().add(2 * pos) as *const __m256i);
             let fresh = _mm512_maskz_expand_epi32(need[v], _mm512_cvtepu16_epi32(raw));
             state[v] =
                 _mm512_mask_or_epi32(next[v], need[v], _mm512_slli_epi32::<16>(next[v]), fresh);
             pos += need[v].count_ones() as usize;
         }
+        done += LANES;
     }
     for (v, s) in state.iter().enumerate() {
         // SAFETY: writes 16 u32s at 16v within the LANES-long array.
         _mm512_storeu_si512(x.as_mut_ptr().add(16 * v) as *mut _, *s);
     }
-    Some(pos)
+    (done, pos)
 }
 
 /// Same contract as `rans::GroupEncoder`.

@@ -106,6 +106,33 @@ pub fn merge32(a: &[u8], b: &[u8], c: &[u8], d: &[u8], out: &mut [u8]) {
     }
 }
 
+/// Interleaves `K` byte planes: byte `j` of record `i` is `planes[j][i]`.
+pub fn merge_bytes<const K: usize>(planes: &[&[u8]], out: &mut [u8]) {
+    let n = out.len() / K;
+    let planes: [&[u8]; K] = std::array::from_fn(|j| &planes[j][..n]);
+    for (i, rec) in out.chunks_exact_mut(K).enumerate() {
+        let rec: &mut [u8; K] = rec.try_into().expect("K bytes");
+        *rec = std::array::from_fn(|j| planes[j][i]);
+    }
+}
+
+/// Records of f16 fields (at 0, 2, ..), each split into exponent and sign-mantissa planes
+/// (`S` = 2 per field), followed by `L` bytes of codes (one plane of `L` bytes per record).
+pub fn merge_scales_codes<const S: usize, const L: usize>(planes: &[&[u8]], out: &mut [u8]) {
+    let r = S + L;
+    let n = out.len() / r;
+    let scales: [&[u8]; S] = std::array::from_fn(|p| &planes[p][..n]);
+    let codes = planes[S][..n * L].chunks_exact(L);
+    for (i, (rec, code)) in out.chunks_exact_mut(r).zip(codes).enumerate() {
+        for h in 0..S / 2 {
+            let x = f16_from_planes(scales[2 * h][i], scales[2 * h + 1][i]);
+            rec[2 * h..2 * h + 2].copy_from_slice(&x.to_le_bytes());
+        }
+        let code: &[u8; L] = code.try_into().expect("L bytes");
+        rec[S..].copy_from_slice(code);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,9 @@ impl Field {
     }
 }
 
+/// Output bytes merged per block in the general [`Layout::merge`] (a fraction of L1).
+const MERGE_BLOCK: usize = 8 << 10;
+
 /// Most planes a layout may have (bounds what a hostile file can make us allocate per chunk).
 pub const MAX_PLANES: usize = 64;
 /// Largest record (a GGUF Q8_K block is 292 bytes).
@@ -235,6 +238,58 @@ impl Layout {
             crate::split::merge32(planes[0], planes[1], planes[2], planes[3], out);
             return;
         }
+        if self.merge_common(planes, out) {
+            return;
+        }
+        // Field by field over blocks of records that fit in L1, rather than over the whole
+        // chunk: each field pass then writes cache lines the previous pass already brought
+        // in, instead of fetching the whole output again per field (measured: merge time of a
+        // Q4_1 GGUF chunk halved).
+        let per_block = (MERGE_BLOCK / r).max(1);
+        let widths = self.plane_widths();
+        let mut block: Vec<&[u8]> = Vec::with_capacity(planes.len());
+        for (b, out) in out.chunks_mut(per_block * r).enumerate() {
+            let n = out.len() / r;
+            block.clear();
+            for (p, w) in planes.iter().zip(&widths) {
+                block.push(&p[b * per_block * w..][..n * w]);
+            }
+            self.merge_fields(&block, out);
+        }
+    }
+
+    /// Record-at-a-time merges with fixed sizes for the layouts of integer tensors and the
+    /// common GGUF blocks (f16 scales, then codes); false for any other layout. The general
+    /// field-by-field merge costs several nanoseconds per record in bounds checks and
+    /// variable-size copies, which was a fifth of a Q4_1 file's decode time.
+    fn merge_common(&self, planes: &[&[u8]], out: &mut [u8]) -> bool {
+        use crate::split::{merge_bytes, merge_scales_codes};
+        let bytewise = |k: u16| *self == Layout::byte_planes(k);
+        match self.fields[..] {
+            _ if bytewise(2) => merge_bytes::<2>(planes, out),
+            _ if bytewise(4) => merge_bytes::<4>(planes, out),
+            _ if bytewise(8) => merge_bytes::<8>(planes, out),
+            // Q4_0, Q8_0; Q4_1, Q8_1.
+            [Field::Float16 { at: 0 }, Field::Bytes { start: 2, len }] => match len {
+                16 => merge_scales_codes::<2, 16>(planes, out),
+                32 => merge_scales_codes::<2, 32>(planes, out),
+                _ => return false,
+            },
+            [Field::Float16 { at: 0 }, Field::Float16 { at: 2 }, Field::Bytes { start: 4, len }] => {
+                match len {
+                    16 => merge_scales_codes::<4, 16>(planes, out),
+                    32 => merge_scales_codes::<4, 32>(planes, out),
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The general merge: one pass per field over `out`.
+    fn merge_fields(&self, planes: &[&[u8]], out: &mut [u8]) {
+        let r = self.record as usize;
         let mut plane = 0;
         for f in &self.fields {
             match *f {
@@ -351,6 +406,46 @@ mod tests {
         }
     }
 
+    /// `h` f16 scales then `len` code bytes (Q4_0, Q8_0, Q8_1 and an unspecialised width).
+    fn gguf(at: u16, h: usize, len: u16) -> Layout {
+        let mut fields: Vec<Field> = (0..h)
+            .map(|k| Field::Float16 { at: 2 * k as u16 })
+            .collect();
+        fields.push(Field::Bytes { start: at, len });
+        Layout {
+            record: at + len,
+            fields,
+        }
+    }
+
+    #[test]
+    fn specialised_merges_match_the_general_one() {
+        let data: Vec<u8> = (0..36 * 500u64)
+            .map(|i| ((i * 2654435761) >> 13) as u8)
+            .collect();
+        for layout in [
+            q4_1(),
+            gguf(2, 1, 32),
+            gguf(2, 1, 16),
+            gguf(4, 2, 32),
+            Layout::byte_planes(4),
+        ] {
+            let r = layout.record as usize;
+            let raw = &data[..data.len() / r * r];
+            let mut planes = vec![Vec::new(); layout.planes()];
+            layout.split(raw, &mut planes);
+            let refs: Vec<&[u8]> = planes.iter().map(|p| &p[..]).collect();
+            let (mut fast, mut general) = (vec![0u8; raw.len()], vec![0u8; raw.len()]);
+            assert!(
+                layout.merge_common(&refs, &mut fast),
+                "{layout:?} not specialised"
+            );
+            layout.merge_fields(&refs, &mut general);
+            assert_eq!(fast, general);
+            assert_eq!(fast, raw);
+        }
+    }
+
     fn mixed() -> Layout {
         Layout {
             record: 11,
@@ -390,9 +485,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn split_merge_round_trip(data in proptest::collection::vec(any::<u8>(), 0..2000), which in 0usize..7) {
+        fn split_merge_round_trip(data in proptest::collection::vec(any::<u8>(), 0..4000), which in 0usize..12) {
             let layout = [Layout::identity(), Layout::float16(), Layout::float32(), Layout::byte_planes(4),
-                          Layout::byte_planes(8), q4_1(), mixed()][which].clone();
+                          Layout::byte_planes(8), q4_1(), mixed(), Layout::byte_planes(2), gguf(2, 1, 32),
+                          gguf(2, 1, 16), gguf(4, 2, 32), gguf(2, 1, 12)][which].clone();
             layout.validate().unwrap();
             let r = layout.record as usize;
             let data = &data[..data.len() / r * r];

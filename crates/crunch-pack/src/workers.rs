@@ -53,4 +53,29 @@ impl Workers {
             Workers::Pool(p) => p.install(|| items.into_par_iter().try_for_each(f)),
         }
     }
+
+    /// Runs `work` on the pool while `here` runs on the calling thread (which may hold
+    /// things that cannot leave it, such as the output sink). Lets restoring hash and write
+    /// one batch while the next is decoded. Without a pool `here` runs first: it reads the
+    /// batch just decoded, which is then still in cache.
+    pub fn overlap<A: Send, B>(
+        &self,
+        work: impl FnOnce() -> A + Send,
+        here: impl FnOnce() -> B,
+    ) -> (A, B) {
+        match self {
+            Workers::Current => {
+                let b = here();
+                (work(), b)
+            }
+            Workers::Pool(p) => {
+                let mut a = None;
+                let b = p.in_place_scope(|s| {
+                    s.spawn(|_| a = Some(work()));
+                    here()
+                });
+                (a.expect("the scope waits for its task"), b)
+            }
+        }
+    }
 }
