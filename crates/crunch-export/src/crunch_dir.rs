@@ -254,10 +254,23 @@ pub fn write_with_recipe_file(
         for (name, shape) in names {
             match name.strip_suffix(".weight").and_then(|p| stored.remove(p)) {
                 Some(t) => tensors.extend(t),
-                None => {
-                    let v = ckpt.weights.read(&name, &shape, cfg)?;
-                    tensors.push(OwnedTensor::f32(name, &shape, &v));
-                }
+                // Kept tensors keep a 16-bit source's bytes (an f32 copy would double them).
+                None => match ckpt.weights.raw_half(&name) {
+                    Some((dtype, bytes))
+                        if ckpt.weights.info(&name).map(|i| i.shape) == Some(shape.clone()) =>
+                    {
+                        tensors.push(OwnedTensor {
+                            name,
+                            dtype,
+                            shape,
+                            data: bytes.to_vec(),
+                        })
+                    }
+                    _ => {
+                        let v = ckpt.weights.read(&name, &shape, cfg)?;
+                        tensors.push(OwnedTensor::f32(name, &shape, &v));
+                    }
+                },
             }
         }
         let meta = BTreeMap::from([("format".to_string(), "crunch".to_string())]);

@@ -456,3 +456,56 @@ fn bitmask_is_row_padded_for_odd_widths() {
     let kept = Bitmask::from_bytes(2, 12, vec![0b1100_1100, 0b1100_1100, 0b1100_1100]).unwrap();
     assert_eq!(p.mask, kept);
 }
+
+#[test]
+fn kept_tensors_of_a_bf16_source_keep_their_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    open_tiny(&src);
+    // The same model stored in BF16, as released checkpoints are.
+    let path = src.join("model.safetensors");
+    let tensors: Vec<OwnedTensor> = {
+        let st = SafetensorsFile::open(&path).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|t| {
+                let v = st.read_f32(&t.name).unwrap();
+                OwnedTensor {
+                    data: v
+                        .iter()
+                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                        .collect(),
+                    name: t.name,
+                    dtype: DType::BF16,
+                    shape: t.shape,
+                }
+            })
+            .collect()
+    };
+    write_file(&path, &tensors, &BTreeMap::new()).unwrap();
+    let ckpt = Checkpoint::open(&src).unwrap();
+    let layers = compress_all(&ckpt, VARIANTS[0]);
+    let out = tmp.path().join("out");
+    write(&ckpt, &layers, &out);
+
+    let written = SafetensorsFile::open(out.join("model.safetensors")).unwrap();
+    let embed = "model.embed_tokens.weight";
+    assert_eq!(written.info(embed).unwrap().dtype, DType::BF16);
+    assert_eq!(
+        written.raw(embed).unwrap(),
+        SafetensorsFile::open(&path).unwrap().raw(embed).unwrap()
+    );
+    // And the model reads back to the same logits as one made from the dense layers.
+    let back = Checkpoint::open(&out).unwrap().load(Cpu, |_| {}).unwrap();
+    let mut want = ckpt.load(Cpu, |_| {}).unwrap();
+    for (name, layer) in &layers {
+        let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
+        let lin = want.blocks[l.parse::<usize>().unwrap()]
+            .linear_mut(rest)
+            .unwrap();
+        let (rows, cols) = layer.shape();
+        lin.weight = Cpu.upload(layer.dense(), &[rows, cols]).unwrap();
+    }
+    let err = relative_error(&logits(&back), &logits(&want));
+    assert!(err < 1e-5, "relative error {err}");
+}

@@ -46,4 +46,10 @@ pub trait TensorSource: Send + Sync {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>>;
     /// Total size of the underlying file(s) in bytes.
     fn bytes_on_disk(&self) -> u64;
+    /// The stored bytes of a 16-bit float tensor (F16 or BF16, little-endian) exactly as
+    /// they are, so writers can keep its precision without a detour through f32. `None` where
+    /// the source stores it otherwise (or converts it on reading).
+    fn raw_half(&self, _name: &str) -> Option<(DType, &[u8])> {
+        None
+    }
 }

@@ -351,6 +351,13 @@ impl TensorSource for SafetensorsModel {
     fn bytes_on_disk(&self) -> u64 {
         self.files.iter().map(|f| f.bytes_on_disk()).sum()
     }
+
+    fn raw_half(&self, name: &str) -> Option<(DType, &[u8])> {
+        let dtype = self.info(name)?.dtype;
+        matches!(dtype, DType::F16 | DType::BF16)
+            .then(|| self.raw(name).ok().map(|b| (dtype, b)))
+            .flatten()
+    }
 }
 
 /// One tensor to write: name, type, row-major shape and little-endian bytes.

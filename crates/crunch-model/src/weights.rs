@@ -46,6 +46,15 @@ impl Weights {
         self.source.info(&self.stored_name(hf))
     }
 
+    /// The stored bytes of `hf` if it is kept as F16/BF16 under its Hugging Face name (see
+    /// [`TensorSource::raw_half`]); `None` for GGUF, whose tensors are renamed and permuted.
+    pub fn raw_half(&self, hf: &str) -> Option<(crunch_formats::DType, &[u8])> {
+        match self.naming {
+            Naming::HuggingFace => self.source.raw_half(hf),
+            Naming::Gguf { .. } => None,
+        }
+    }
+
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let stored = self.stored_name(hf);
