@@ -38,7 +38,7 @@ pub(crate) const MAX_BLOCK: usize = 256;
 const THREADS: u32 = 256;
 /// Threads per block of the column-loop kernel: small, so that a few thousand rows still
 /// spread over every SM.
-pub(crate) const LOOP_THREADS: u32 = 32;
+const LOOP_THREADS: u32 = 32;
 
 pub(crate) fn dev<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> CompressError {
     move |e| CompressError::Device(format!("{what}: {e:?}"))
@@ -73,6 +73,16 @@ pub struct DeviceHessian {
     dead_dev: CudaSlice<u8>,
     /// U, n×n row-major f32, processing order.
     pub(crate) u: CudaSlice<f32>,
+}
+
+/// One thread per weight row, in small blocks so that a few thousand rows still spread over
+/// every SM.
+pub(crate) fn row_loop_cfg(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((rows as u32).div_ceil(LOOP_THREADS), 1, 1),
+        block_dim: (LOOP_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 pub(crate) fn grid_cfg(total: usize) -> LaunchConfig {
@@ -341,11 +351,7 @@ impl CudaGptq {
         let (mode_i, gs_i, ng_i) = (mode, gs as i32, ng as i32);
         let maxq = spec.maxq() as f32;
         let sym = spec.symmetric as i32;
-        let loop_cfg = LaunchConfig {
-            grid_dim: ((rows as u32).div_ceil(LOOP_THREADS), 1, 1),
-            block_dim: (LOOP_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let loop_cfg = row_loop_cfg(rows);
         for i1 in (0..cols).step_by(width) {
             let i2 = (i1 + width).min(cols);
             let (i1_i, i2_i) = (i1 as i32, i2 as i32);
@@ -371,11 +377,7 @@ impl CudaGptq {
         }
         drop((wt, err));
 
-        let scale = stream.clone_dtoh(&scale_dev).map_err(dev("download"))?;
-        if let Some(&s) = scale.iter().find(|s| !s.is_finite()) {
-            return Err(CompressError::ScaleOverflow { scale: s });
-        }
-        let zero = stream.clone_dtoh(&zero_dev).map_err(dev("download"))?;
+        let (scales, zeros) = self.download_grids(&scale_dev, &zero_dev)?;
         let mut deq = unsafe { stream.alloc::<f32>(total) }.map_err(dev("alloc"))?;
         let gs_deq = gs as i32;
         let mut l = stream.launch_builder(&self.k.dequantize_f32);
@@ -393,11 +395,30 @@ impl CudaGptq {
             rows,
             cols,
             codes: stream.clone_dtoh(&codes).map_err(dev("download"))?,
-            scales: scale.iter().map(|&s| f16::from_f32(s)).collect(),
-            zeros: zero.iter().map(|&z| z as u8).collect(),
+            scales,
+            zeros,
             g_idx: None,
         };
         Ok(Some((q, CudaTensor::from_f32(deq, &[rows, cols]))))
+    }
+
+    /// The grids as the kernels left them (f32 values exactly representable as f16 scales and
+    /// integer zero points); a scale the kernel could not fit in f16 is an error.
+    pub(crate) fn download_grids(
+        &self,
+        scale: &CudaSlice<f32>,
+        zero: &CudaSlice<f32>,
+    ) -> Result<(Vec<f16>, Vec<u8>)> {
+        let stream = self.cuda.stream();
+        let scale = stream.clone_dtoh(scale).map_err(dev("download"))?;
+        if let Some(&s) = scale.iter().find(|s| !s.is_finite()) {
+            return Err(CompressError::ScaleOverflow { scale: s });
+        }
+        let zero = stream.clone_dtoh(zero).map_err(dev("download"))?;
+        Ok((
+            scale.iter().map(|&s| f16::from_f32(s)).collect(),
+            zero.iter().map(|&z| z as u8).collect(),
+        ))
     }
 
     /// Column-major W in processing order (dead columns zeroed), f32, from `weight` [rows, cols].

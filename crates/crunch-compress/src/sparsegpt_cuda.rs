@@ -9,8 +9,8 @@
 //! the host implementation.
 
 use crate::error::{CompressError, Result};
-use crate::gptq_cuda::{dev, fit_fixed, host_weight, CudaGptq, DeviceHessian};
-use crate::gptq_cuda::{LOOP_THREADS, MAX_BLOCK};
+use crate::gptq_cuda::MAX_BLOCK;
+use crate::gptq_cuda::{dev, fit_fixed, host_weight, row_loop_cfg, CudaGptq, DeviceHessian};
 use crate::mask::Bitmask;
 use crate::pruned::PrunedWeight;
 use crate::sparsegpt::SparseGptOptions;
@@ -18,8 +18,7 @@ use crate::sparsity::{pruned_count, Sparsity};
 use crate::spec::QuantSpec;
 use crate::weight::QuantizedWeight;
 use crunch_runtime::CudaTensor;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
-use half::f16;
+use cudarc::driver::PushKernelArg;
 
 impl CudaGptq {
     /// SparseGPT of `weight` ([rows, cols] on the GPU) with a Hessian prepared without
@@ -93,11 +92,7 @@ impl CudaGptq {
         let ng_i = ng as i32;
         let maxq = quant.map_or(1.0, |q| q.maxq() as f32);
         let sym = quant.is_some_and(|q| q.symmetric) as i32;
-        let cfg = LaunchConfig {
-            grid_dim: ((rows as u32).div_ceil(LOOP_THREADS), 1, 1),
-            block_dim: (LOOP_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = row_loop_cfg(rows);
         for i1 in (0..cols).step_by(block) {
             let i2 = (i1 + block).min(cols);
             let prune_k = match sparsity {
@@ -139,18 +134,14 @@ impl CudaGptq {
         let quant = match quant {
             None => None,
             Some(spec) => {
-                let scale = stream.clone_dtoh(&scale_dev).map_err(dev("download"))?;
-                if let Some(&s) = scale.iter().find(|s| !s.is_finite()) {
-                    return Err(CompressError::ScaleOverflow { scale: s });
-                }
-                let zero = stream.clone_dtoh(&zero_dev).map_err(dev("download"))?;
+                let (scales, zeros) = self.download_grids(&scale_dev, &zero_dev)?;
                 Some(QuantizedWeight {
                     spec,
                     rows,
                     cols,
                     codes: stream.clone_dtoh(&codes).map_err(dev("download"))?,
-                    scales: scale.iter().map(|&s| f16::from_f32(s)).collect(),
-                    zeros: zero.iter().map(|&z| z as u8).collect(),
+                    scales,
+                    zeros,
                     g_idx: None,
                 })
             }

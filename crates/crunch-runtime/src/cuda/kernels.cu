@@ -5,19 +5,20 @@
 #define INF __int_as_float(0x7f800000)
 
 // Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-__device__ float block_sum(float v, float* red) {
+template <typename T>
+__device__ T block_sum(T v, T* red) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) red[warp] = v;
     __syncthreads();
     int warps = blockDim.x >> 5;
     if (warp == 0) {
-        v = lane < warps ? red[lane] : 0.0f;
+        v = lane < warps ? red[lane] : (T)0;
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
         if (lane == 0) red[0] = v;
     }
     __syncthreads();
-    float r = red[0];
+    T r = red[0];
     __syncthreads();  // red is reused by the next reduction
     return r;
 }
@@ -154,23 +155,6 @@ extern "C" __global__ void masked_softmax_bf16(const float* s, unsigned short* p
 
 // ---- scoring logits rows on the device (evaluation) ----
 
-__device__ double block_sum_d(double v, double* red) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    int warps = blockDim.x >> 5;
-    if (warp == 0) {
-        v = lane < warps ? red[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-        if (lane == 0) red[0] = v;
-    }
-    __syncthreads();
-    double r = red[0];
-    __syncthreads();
-    return r;
-}
-
 // Maximum of a row and its first index (ties keep the lowest index, like the host code).
 __device__ void block_argmax(float* v, int* idx, float* redv, int* redi) {
     for (int o = 16; o > 0; o >>= 1) {
@@ -207,7 +191,7 @@ __device__ void row_max_lse(const float* row, int vocab, float* redv, int* redi,
     block_argmax(&m, &a, redv, redi);
     double z = 0.0;
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) z += exp((double)(row[j] - m));
-    z = block_sum_d(z, redd);
+    z = block_sum(z, redd);
     *lse = (double)m + log(z);
     *arg = a;
 }
@@ -235,7 +219,7 @@ extern "C" __global__ void score_rows(const float* logits, const float* base, in
             double lb = (double)brow[j] - blse;
             s += exp(lb) * (lb - ((double)row[j] - lse));
         }
-        kl = fmax(block_sum_d(s, redd), 0.0);
+        kl = fmax(block_sum(s, redd), 0.0);
         agree = barg == arg ? 1.0 : 0.0;
     }
     if (threadIdx.x == 0) {
