@@ -24,23 +24,13 @@ use crunch_compress::{
     GptqOptions, Hessian, Host, QuantSpec, SparseGptOptions, Sparsity, WhitenOptions,
 };
 use crunch_eval::score_rows;
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
+use crunch_model::testing::{reference_ids, relative_error, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
 use crunch_runtime::{AttentionMask, Backend, Cpu, Cuda, Precision};
 use serde_json::{json, Value};
 
 const TOLERANCE: f32 = 1e-4;
 const BF16_TOLERANCE: f32 = 5e-2;
-
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let d = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    d / want.iter().map(|v| v.abs()).fold(0f32, f32::max)
-}
 
 fn pseudo(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = crunch_model::testing::SplitMix64(seed);
@@ -76,15 +66,15 @@ fn main() -> anyhow::Result<()> {
         let gpu_model = ckpt.load(gpu.clone(), |_| {})?;
         let cpu_logits = Cpu.to_f32(&cpu_model.forward(&ids)?)?;
         let gpu_logits = gpu.to_f32(&gpu_model.forward(&ids)?)?;
-        let vs_cpu = rel_err(&gpu_logits, &cpu_logits);
-        let vs_hf = rel_err(&gpu_logits, &want);
+        let vs_cpu = relative_error(&gpu_logits, &cpu_logits);
+        let vs_hf = relative_error(&gpu_logits, &want);
         ok &= vs_cpu < TOLERANCE && vs_hf < TOLERANCE;
 
         // bf16 mode: weights and matrix-product inputs rounded to bf16 (reported; the
         // tolerance is bf16's, 2^-8 relative per operand, compounded over the layers).
         let bf16_model = ckpt.load(gpu_bf16.clone(), |_| {})?;
         let bf16_logits = gpu_bf16.to_f32(&bf16_model.forward(&ids)?)?;
-        let bf16_vs_cpu = rel_err(&bf16_logits, &cpu_logits);
+        let bf16_vs_cpu = relative_error(&bf16_logits, &cpu_logits);
         ok &= bf16_vs_cpu < BF16_TOLERANCE;
 
         // Scoring on the device against the host's scoring of the same logits.
@@ -174,7 +164,7 @@ fn main() -> anyhow::Result<()> {
                 let (ma, mb) = (a.mask.to_bools(), b.mask.to_bools());
                 same += ma.iter().zip(&mb).filter(|(x, y)| x == y).count();
                 total += ma.len();
-                max_err = max_err.max(rel_err(&b.weight, &a.weight));
+                max_err = max_err.max(relative_error(&b.weight, &a.weight));
             }
             let agree = same as f64 / total as f64;
             ok &= agree > 0.99;
@@ -220,7 +210,7 @@ fn main() -> anyhow::Result<()> {
             mask,
             scale,
         )?)?;
-        let e = rel_err(&g, &cpu);
+        let e = relative_error(&g, &cpu);
         ok &= e < TOLERANCE;
         attention.push(
             json!({"tokens": t, "heads": h, "kv_heads": kvh, "head_dim": d,
@@ -271,7 +261,7 @@ fn main() -> anyhow::Result<()> {
             ),
         ];
         for (name, host, dev) in pairs {
-            let product = rel_err(&dev.factored.dense(), &host.factored.dense());
+            let product = relative_error(&dev.factored.dense(), &host.factored.dense());
             let spectrum = host
                 .spectrum
                 .iter()

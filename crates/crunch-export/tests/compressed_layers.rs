@@ -13,7 +13,7 @@ use crunch_export::sparse24;
 use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
 use crunch_formats::safetensors::{write_file, OwnedTensor, SafetensorsFile};
 use crunch_formats::{DType, TensorSource};
-use crunch_model::testing::{tiny_specs, write_tiny_model};
+use crunch_model::testing::{relative_error, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
 use crunch_runtime::{Backend, Cpu};
 use half::f16;
@@ -162,16 +162,6 @@ fn recipe(layers: &BTreeMap<String, CompressedLayer>) -> Recipe {
 
 fn logits(model: &crunch_model::Model<Cpu>) -> Vec<f32> {
     Cpu.to_f32(&model.forward(&IDS).unwrap()).unwrap()
-}
-
-fn relative_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    diff / want.iter().map(|b| b.abs()).fold(0.0, f32::max)
 }
 
 fn write(ckpt: &Checkpoint, layers: &BTreeMap<String, CompressedLayer>, out: &Path) {

@@ -80,6 +80,17 @@ pub fn tiny_specs() -> Vec<TinySpec> {
 /// SplitMix64: tiny, fast, and identical everywhere.
 pub struct SplitMix64(pub u64);
 
+/// max |got − want| / max |want|: the relative error every logits comparison states.
+pub fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    diff / want.iter().map(|b| b.abs()).fold(0f32, f32::max)
+}
+
 impl SplitMix64 {
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

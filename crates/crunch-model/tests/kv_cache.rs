@@ -5,23 +5,14 @@
 //!
 //! Tolerance: max |cached - full| / max |full| < 1e-5 over all logits.
 
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model, SplitMix64};
+use crunch_model::testing::{
+    reference_ids, relative_error, tiny_specs, write_tiny_model, SplitMix64,
+};
 use crunch_model::{Checkpoint, KvCache, Model};
 use crunch_runtime::{Backend, Cpu};
 
 const TOLERANCE: f32 = 1e-5;
 const TOKENS: usize = 24; // > Mistral's window of 7
-
-fn relative_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let scale = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
-    diff / scale
-}
 
 fn models() -> Vec<(&'static str, tempfile::TempDir, Model<Cpu>)> {
     tiny_specs()

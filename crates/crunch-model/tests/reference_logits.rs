@@ -8,7 +8,9 @@ use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use crunch_model::config::RopeScaling;
 use crunch_model::rope::inverse_frequencies;
-use crunch_model::testing::{tensor_shapes, tensor_values, tiny_specs, write_tiny_model, TinySpec};
+use crunch_model::testing::{
+    relative_error, tensor_shapes, tensor_values, tiny_specs, write_tiny_model, TinySpec,
+};
 use crunch_model::{Checkpoint, ModelConfig};
 use crunch_runtime::{Backend, Cpu};
 use serde_json::Value;
@@ -22,17 +24,6 @@ fn reference(arch: &str) -> Value {
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn relative_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let scale = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
-    diff / scale
 }
 
 fn check(name: &str, model_path: &Path, reference: &Value) {
