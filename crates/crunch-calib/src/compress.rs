@@ -210,7 +210,7 @@ impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
 }
 
 /// Rank per layer for every low-rank stage, from its global budget.
-fn plan_ranks<B: Backend + Clone>(
+fn plan_ranks<B: Backend>(
     backend: &B,
     la: &dyn DenseLinAlg,
     ckpt: &Checkpoint,
@@ -429,7 +429,7 @@ fn check_pattern(name: &str, p: &PrunedWeight, rows: usize, cols: usize) -> Resu
 
 /// Runs `plan` over every block linear layer of `ckpt`. Calibration `windows` are needed when
 /// any stage looks at data; otherwise the weights are read one at a time.
-pub fn compress_model<B: Backend + Clone>(
+pub fn compress_model<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
     plan: &CompressPlan,

@@ -91,7 +91,7 @@ impl<B: Backend> LayerCompressor<B> for Quantizer<'_> {
 
 /// Quantizes every block linear layer of `ckpt` not skipped by the plan. GPTQ needs
 /// calibration `windows`; RTN reads the weights directly and ignores them.
-pub fn quantize_model<B: Backend + Clone>(
+pub fn quantize_model<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
     plan: &QuantizePlan,

@@ -64,7 +64,9 @@ impl<'a, B: Backend> LayerJob<'a, B> {
     pub fn hessian(&self) -> Result<&Hessian> {
         match &self.source {
             Source::Host { hessian, .. } => Ok(hessian),
-            Source::Device { inputs, .. } => inputs.host(),
+            Source::Device {
+                backend, inputs, ..
+            } => inputs.host(*backend),
         }
     }
 
@@ -111,16 +113,14 @@ pub trait LayerCompressor<B: Backend> {
 pub struct InputStats<B: Backend> {
     device: Option<B::Tensor>,
     tokens: usize,
-    backend: Option<B>,
     host: OnceCell<Hessian>,
 }
 
-impl<B: Backend + Clone> InputStats<B> {
+impl<B: Backend> InputStats<B> {
     fn new() -> Self {
         Self {
             device: None,
             tokens: 0,
-            backend: None,
             host: OnceCell::new(),
         }
     }
@@ -130,7 +130,6 @@ impl<B: Backend + Clone> InputStats<B> {
         let (rows, cols) = (shape[0], shape[1]);
         self.tokens += rows;
         if self.host.get().is_none() && backend.gram_accumulate(&mut self.device, x)? {
-            self.backend.get_or_insert_with(|| backend.clone());
             return Ok(());
         }
         if self.host.get().is_none() {
@@ -140,12 +139,10 @@ impl<B: Backend + Clone> InputStats<B> {
         h.add_batch(&backend.to_f32(x)?);
         Ok(())
     }
-}
 
-impl<B: Backend> InputStats<B> {
     /// The host Hessian, converted from the backend's sum on first use.
-    fn host(&self) -> Result<&Hessian> {
-        if let (None, Some(sum), Some(b)) = (self.host.get(), &self.device, &self.backend) {
+    fn host(&self, b: &B) -> Result<&Hessian> {
+        if let (None, Some(sum)) = (self.host.get(), &self.device) {
             let n = b.shape(sum)[0];
             let mut h = Hessian::new(n);
             h.add_gram(&b.to_f32(sum)?, self.tokens)
@@ -181,7 +178,7 @@ struct HessianHook<'a, B: Backend> {
     inputs: BTreeMap<&'static str, InputStats<B>>,
 }
 
-impl<B: Backend + Clone> LinearHook<B> for HessianHook<'_, B> {
+impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
         // q, k and v (and gate and up) see the same tensor: accumulate it once.
         if matches!(
@@ -199,7 +196,7 @@ impl<B: Backend + Clone> LinearHook<B> for HessianHook<'_, B> {
 
 /// Streams `windows` (all of one length) through the checkpoint block by block (see the crate
 /// docs), calling `compressor` on every linear layer of every block.
-pub fn run_sequential<B: Backend + Clone>(
+pub fn run_sequential<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
     windows: &[Vec<u32>],

@@ -13,9 +13,9 @@ use crunch_runtime::Cuda;
 use cudarc::cublas::sys as blas_sys;
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::cusolver::{safe::DnHandle, sys as solver_sys};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use faer::{Mat, MatRef};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// [`DenseLinAlg`] on one GPU.
 pub struct CudaDense {
@@ -39,7 +39,7 @@ fn from_col_major(v: &[f64], m: usize, n: usize) -> Mat<f64> {
 /// Singular values, and (U [m, n], Vᵀ [n, n]) column-major when asked for.
 type Gesvd = (Vec<f64>, Option<(Vec<f64>, Vec<f64>)>);
 
-fn solver_ok(s: solver_sys::cusolverStatus_t, what: &str) -> Result<()> {
+pub(crate) fn solver_ok(s: solver_sys::cusolverStatus_t, what: &str) -> Result<()> {
     if s == solver_sys::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
         Ok(())
     } else {
@@ -53,6 +53,100 @@ fn blas_ok(s: blas_sys::cublasStatus_t, what: &str) -> Result<()> {
     } else {
         Err(CompressError::Device(format!("{what}: {s:?}")))
     }
+}
+
+/// Cholesky factorization in place of the column-major n×n `a` (lower triangle; the upper is
+/// left as it was). `false` if `a` is not positive definite.
+pub(crate) fn potrf_lower(
+    handle: &DnHandle,
+    stream: &Arc<CudaStream>,
+    a: &mut CudaSlice<f64>,
+    n: usize,
+) -> Result<bool> {
+    let ni = n as i32;
+    let lower = solver_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER;
+    let mut lwork = 0i32;
+    {
+        let (pa, _a) = a.device_ptr_mut(stream);
+        solver_ok(
+            unsafe {
+                solver_sys::cusolverDnDpotrf_bufferSize(
+                    handle.cu(),
+                    lower,
+                    ni,
+                    pa as *mut f64,
+                    ni,
+                    &mut lwork,
+                )
+            },
+            "potrf workspace",
+        )?;
+    }
+    let mut work = stream
+        .alloc_zeros::<f64>(lwork.max(1) as usize)
+        .map_err(dev("alloc"))?;
+    let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
+    {
+        let (pa, _a) = a.device_ptr_mut(stream);
+        let (pw, _w) = work.device_ptr_mut(stream);
+        let (pi, _i) = info.device_ptr_mut(stream);
+        solver_ok(
+            unsafe {
+                solver_sys::cusolverDnDpotrf(
+                    handle.cu(),
+                    lower,
+                    ni,
+                    pa as *mut f64,
+                    ni,
+                    pw as *mut f64,
+                    lwork,
+                    pi as *mut i32,
+                )
+            },
+            "potrf",
+        )?;
+    }
+    Ok(stream.clone_dtoh(&info).map_err(dev("download"))?[0] == 0)
+}
+
+/// B ← L⁻¹·B (or L⁻ᵀ·B with `transpose`) for a lower-triangular column-major L [n, n] and a
+/// column-major B [n, r].
+pub(crate) fn trsm_lower(
+    cuda: &Cuda,
+    transpose: bool,
+    l: &CudaSlice<f64>,
+    b: &mut CudaSlice<f64>,
+    n: usize,
+    r: usize,
+) -> Result<()> {
+    let stream = cuda.stream();
+    let one = 1.0f64;
+    let (pl, _l) = l.device_ptr(stream);
+    let (pb, _b) = b.device_ptr_mut(stream);
+    let op = if transpose {
+        blas_sys::cublasOperation_t::CUBLAS_OP_T
+    } else {
+        blas_sys::cublasOperation_t::CUBLAS_OP_N
+    };
+    blas_ok(
+        unsafe {
+            blas_sys::cublasDtrsm_v2(
+                *cuda.blas().handle(),
+                blas_sys::cublasSideMode_t::CUBLAS_SIDE_LEFT,
+                blas_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER,
+                op,
+                blas_sys::cublasDiagType_t::CUBLAS_DIAG_NON_UNIT,
+                n as i32,
+                r as i32,
+                &one,
+                pl as *const f64,
+                n.max(1) as i32,
+                pb as *mut f64,
+                n.max(1) as i32,
+            )
+        },
+        "trsm",
+    )
 }
 
 impl CudaDense {
@@ -250,50 +344,8 @@ impl DenseLinAlg for CudaDense {
     fn cholesky_lower(&self, a: Mat<f64>) -> Result<Option<Mat<f64>>> {
         let n = a.nrows();
         let handle = self.solver.lock().expect("solver lock");
-        let stream = self.cuda.stream();
         let mut da = self.upload(&col_major(a.as_ref()))?;
-        let ni = n as i32;
-        let lower = solver_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER;
-        let mut lwork = 0i32;
-        {
-            let (pa, _a) = da.device_ptr_mut(stream);
-            solver_ok(
-                unsafe {
-                    solver_sys::cusolverDnDpotrf_bufferSize(
-                        handle.cu(),
-                        lower,
-                        ni,
-                        pa as *mut f64,
-                        ni,
-                        &mut lwork,
-                    )
-                },
-                "potrf workspace",
-            )?;
-        }
-        let mut work = self.alloc(lwork as usize)?;
-        let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
-        {
-            let (pa, _a) = da.device_ptr_mut(stream);
-            let (pw, _w) = work.device_ptr_mut(stream);
-            let (pi, _i) = info.device_ptr_mut(stream);
-            solver_ok(
-                unsafe {
-                    solver_sys::cusolverDnDpotrf(
-                        handle.cu(),
-                        lower,
-                        ni,
-                        pa as *mut f64,
-                        ni,
-                        pw as *mut f64,
-                        lwork,
-                        pi as *mut i32,
-                    )
-                },
-                "potrf",
-            )?;
-        }
-        if stream.clone_dtoh(&info).map_err(dev("download"))?[0] != 0 {
+        if !potrf_lower(&handle, self.cuda.stream(), &mut da, n)? {
             return Ok(None);
         }
         let v = self.download(&da)?;
@@ -328,33 +380,9 @@ impl DenseLinAlg for CudaDense {
     fn solve_lower_transposed(&self, l: MatRef<'_, f64>, b: &mut Mat<f64>) -> Result<()> {
         let (n, r) = b.shape();
         let _guard = self.solver.lock().expect("solver lock");
-        let stream = self.cuda.stream();
         let dl = self.upload(&col_major(l))?;
         let mut db = self.upload(&col_major(b.as_ref()))?;
-        let one = 1.0f64;
-        {
-            let (pl, _l) = dl.device_ptr(stream);
-            let (pb, _b) = db.device_ptr_mut(stream);
-            blas_ok(
-                unsafe {
-                    blas_sys::cublasDtrsm_v2(
-                        *self.cuda.blas().handle(),
-                        blas_sys::cublasSideMode_t::CUBLAS_SIDE_LEFT,
-                        blas_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER,
-                        blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                        blas_sys::cublasDiagType_t::CUBLAS_DIAG_NON_UNIT,
-                        n as i32,
-                        r as i32,
-                        &one,
-                        pl as *const f64,
-                        n.max(1) as i32,
-                        pb as *mut f64,
-                        n.max(1) as i32,
-                    )
-                },
-                "trsm",
-            )?;
-        }
+        trsm_lower(&self.cuda, true, &dl, &mut db, n, r)?;
         *b = from_col_major(&self.download(&db)?, n, r);
         Ok(())
     }

@@ -44,27 +44,31 @@ extern "C" __global__ void reverse_to_upper(const double* linv, float* u, int n,
     }
 }
 
-// wt[i][r] = W[r][perm[i]] (0 for dead columns): column-major W in processing order.
-extern "C" __global__ void gather_f32(const float* w, float* wt, const int* perm,
-                                      const unsigned char* dead, int rows, int cols) {
+__device__ float to_f32(float v) { return v; }
+__device__ float to_f32(unsigned short bf16) { return __uint_as_float((unsigned int)bf16 << 16); }
+
+// wt[i][r] = W[r][perm[i]] (0 for dead columns): column-major W in processing order, from an
+// f32 or a bf16 weight.
+template <typename T>
+__device__ void gather(const T* w, float* wt, const int* perm, const unsigned char* dead,
+                       int rows, int cols) {
     long long total = (long long)rows * cols;
     for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {
         int i = (int)(idx / rows), r = (int)(idx % rows);
         int c = perm[i];
-        wt[idx] = dead[c] ? 0.0f : w[(size_t)r * cols + c];
+        wt[idx] = dead[c] ? 0.0f : to_f32(w[(size_t)r * cols + c]);
     }
+}
+
+extern "C" __global__ void gather_f32(const float* w, float* wt, const int* perm,
+                                      const unsigned char* dead, int rows, int cols) {
+    gather(w, wt, perm, dead, rows, cols);
 }
 
 extern "C" __global__ void gather_bf16(const unsigned short* w, float* wt, const int* perm,
                                        const unsigned char* dead, int rows, int cols) {
-    long long total = (long long)rows * cols;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        int i = (int)(idx / rows), r = (int)(idx % rows);
-        int c = perm[i];
-        wt[idx] = dead[c] ? 0.0f : __uint_as_float((unsigned int)w[(size_t)r * cols + c] << 16);
-    }
+    gather(w, wt, perm, dead, rows, cols);
 }
 
 // Smallest f16 value ≥ x (x > 0 finite); +inf if none (the host then reports the overflow).

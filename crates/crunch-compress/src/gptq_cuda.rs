@@ -16,6 +16,7 @@
 //! The codes equal the host's up to float rounding: the trailing updates are summed in a
 //! different order by cuBLAS, which can move a value across a rounding boundary (a tie).
 
+use crate::dense_cuda::{potrf_lower, trsm_lower};
 use crate::error::{CompressError, Result};
 use crate::gptq::GptqOptions;
 use crate::grid::{self, GridParams};
@@ -25,9 +26,7 @@ use crunch_runtime::{Cuda, CudaTensor};
 use cudarc::cublas::sys as blas_sys;
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::cusolver::{safe::DnHandle, sys as solver_sys};
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use half::f16;
 use rayon::prelude::*;
 
@@ -205,77 +204,15 @@ impl CudaGptq {
         unsafe { l.launch(grid_cfg(nn)) }.map_err(dev("build"))?;
 
         // Cholesky, lower (the matrix is symmetric, so row- and column-major agree).
-        let lower = solver_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER;
-        let mut lwork = 0i32;
-        {
-            let (pa, _g) = a.device_ptr_mut(stream);
-            let s = unsafe {
-                solver_sys::cusolverDnDpotrf_bufferSize(
-                    self.solver.cu(),
-                    lower,
-                    n_i,
-                    pa as *mut f64,
-                    n_i,
-                    &mut lwork,
-                )
-            };
-            solver_ok(s, "potrf workspace")?;
-        }
-        let mut work =
-            unsafe { stream.alloc::<f64>(lwork.max(1) as usize) }.map_err(dev("alloc"))?;
-        let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
-        {
-            let (pa, _ga) = a.device_ptr_mut(stream);
-            let (pw, _gw) = work.device_ptr_mut(stream);
-            let (pi, _gi) = info.device_ptr_mut(stream);
-            let s = unsafe {
-                solver_sys::cusolverDnDpotrf(
-                    self.solver.cu(),
-                    lower,
-                    n_i,
-                    pa as *mut f64,
-                    n_i,
-                    pw as *mut f64,
-                    lwork,
-                    pi as *mut i32,
-                )
-            };
-            solver_ok(s, "potrf")?;
-        }
-        drop(work);
-        if stream.clone_dtoh(&info).map_err(dev("download"))?[0] != 0 {
+        if !potrf_lower(&self.solver, stream, &mut a, n)? {
             return Ok(None);
         }
-
         // L⁻¹ by a triangular solve against the identity.
         let mut b = unsafe { stream.alloc::<f64>(nn) }.map_err(dev("alloc"))?;
         let mut l = stream.launch_builder(&self.k.identity);
         l.arg(&mut b).arg(&n_i);
         unsafe { l.launch(grid_cfg(nn)) }.map_err(dev("identity"))?;
-        {
-            let one = 1.0f64;
-            let (pa, _ga) = a.device_ptr(stream);
-            let (pb, _gb) = b.device_ptr_mut(stream);
-            let s = unsafe {
-                blas_sys::cublasDtrsm_v2(
-                    *self.cuda.blas().handle(),
-                    blas_sys::cublasSideMode_t::CUBLAS_SIDE_LEFT,
-                    blas_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    blas_sys::cublasDiagType_t::CUBLAS_DIAG_NON_UNIT,
-                    n_i,
-                    n_i,
-                    &one,
-                    pa as *const f64,
-                    n_i,
-                    pb as *mut f64,
-                    n_i,
-                )
-            };
-            if s != blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-                return Err(CompressError::Device(format!("trsm: {s:?}")));
-            }
-        }
+        trsm_lower(&self.cuda, false, &a, &mut b, n, n)?;
         drop(a);
         let mut u = unsafe { stream.alloc::<f32>(nn) }.map_err(dev("alloc"))?;
         let mut bad = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
@@ -324,23 +261,8 @@ impl CudaGptq {
         let stream = self.cuda.stream();
 
         // Grids fitted before the loop, on the host, from the original weights.
-        let (mut scale, mut zero) = (vec![1.0f32; rows * ng], vec![0.0f32; rows * ng]);
-        if mode != 2 {
-            let host = host_weight(&self.cuda, weight)?;
-            let params = fit_fixed(&host, rows, cols, &prep.dead, spec, opts.mse_clip)?;
-            for (k, p) in params.iter().enumerate() {
-                scale[k] = p.scale.to_f32();
-                zero[k] = p.zero as f32;
-            }
-        } else {
-            let host = host_weight(&self.cuda, weight)?;
-            if let Some((row, col)) = non_finite(&host, cols) {
-                let value = host[row * cols + col];
-                return Err(CompressError::NonFiniteWeight { row, col, value });
-            }
-        }
-        let mut scale_dev = stream.clone_htod(&scale).map_err(dev("upload"))?;
-        let mut zero_dev = stream.clone_htod(&zero).map_err(dev("upload"))?;
+        let fixed = (mode != 2).then_some((spec, opts.mse_clip));
+        let (mut scale_dev, mut zero_dev) = self.initial_grids(prep, weight, ng, fixed)?;
 
         // Working copy: column-major W in processing order, dead columns zeroed.
         let total = rows * cols;
@@ -400,6 +322,37 @@ impl CudaGptq {
             g_idx: None,
         };
         Ok(Some((q, CudaTensor::from_f32(deq, &[rows, cols]))))
+    }
+
+    /// The grid buffers [rows, ng] a block kernel starts from: fitted on the host from the
+    /// original weights (dead columns zeroed) for `fixed` = (spec, MSE clipping), else
+    /// placeholders the kernel overwrites. Also rejects non-finite weights, naming the first.
+    pub(crate) fn initial_grids(
+        &self,
+        prep: &DeviceHessian,
+        weight: &CudaTensor,
+        ng: usize,
+        fixed: Option<(QuantSpec, bool)>,
+    ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+        let (rows, cols) = (weight.shape()[0], weight.shape()[1]);
+        let host = host_weight(&self.cuda, weight)?;
+        if let Some((row, col)) = non_finite(&host, cols) {
+            let value = host[row * cols + col];
+            return Err(CompressError::NonFiniteWeight { row, col, value });
+        }
+        let (mut scale, mut zero) = (vec![1.0f32; rows * ng], vec![0.0f32; rows * ng]);
+        if let Some((spec, mse_clip)) = fixed {
+            let params = fit_fixed(&host, rows, cols, &prep.dead, spec, mse_clip)?;
+            for (k, p) in params.iter().enumerate() {
+                scale[k] = p.scale.to_f32();
+                zero[k] = p.zero as f32;
+            }
+        }
+        let stream = self.cuda.stream();
+        Ok((
+            stream.clone_htod(&scale).map_err(dev("upload"))?,
+            stream.clone_htod(&zero).map_err(dev("upload"))?,
+        ))
     }
 
     /// The grids as the kernels left them (f32 values exactly representable as f16 scales and
@@ -491,15 +444,7 @@ impl CudaGptq {
     }
 }
 
-fn solver_ok(s: solver_sys::cusolverStatus_t, what: &str) -> Result<()> {
-    if s == solver_sys::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
-        Ok(())
-    } else {
-        Err(CompressError::Device(format!("{what}: {s:?}")))
-    }
-}
-
-pub(crate) fn host_weight(cuda: &Cuda, w: &CudaTensor) -> Result<Vec<f32>> {
+fn host_weight(cuda: &Cuda, w: &CudaTensor) -> Result<Vec<f32>> {
     use crunch_runtime::Backend;
     cuda.to_f32(w)
         .map_err(|e| CompressError::Device(e.to_string()))
@@ -513,7 +458,7 @@ fn non_finite(w: &[f32], cols: usize) -> Option<(usize, usize)> {
 
 /// Per-channel or static-group grids of the original rows with dead columns zeroed, as the
 /// host GPTQ fits them before its loop.
-pub(crate) fn fit_fixed(
+fn fit_fixed(
     w: &[f32],
     rows: usize,
     cols: usize,
@@ -521,13 +466,6 @@ pub(crate) fn fit_fixed(
     spec: QuantSpec,
     mse_clip: bool,
 ) -> Result<Vec<GridParams>> {
-    if let Some((row, col)) = non_finite(w, cols) {
-        return Err(CompressError::NonFiniteWeight {
-            row,
-            col,
-            value: w[row * cols + col],
-        });
-    }
     let per_row: Vec<Vec<GridParams>> = (0..rows)
         .into_par_iter()
         .map(|r| {

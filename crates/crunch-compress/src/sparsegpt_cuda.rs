@@ -10,7 +10,7 @@
 
 use crate::error::{CompressError, Result};
 use crate::gptq_cuda::MAX_BLOCK;
-use crate::gptq_cuda::{dev, fit_fixed, host_weight, row_loop_cfg, CudaGptq, DeviceHessian};
+use crate::gptq_cuda::{dev, row_loop_cfg, CudaGptq, DeviceHessian};
 use crate::mask::Bitmask;
 use crate::pruned::PrunedWeight;
 use crate::sparsegpt::SparseGptOptions;
@@ -60,21 +60,8 @@ impl CudaGptq {
         }
         let stream = self.cuda.stream();
         let ng = quant.map_or(1, |q| q.n_groups(cols));
-        let (mut scale, mut zero) = (vec![1.0f32; rows * ng], vec![0.0f32; rows * ng]);
-        let host = host_weight(&self.cuda, weight)?;
-        if let Some(spec) = quant.filter(|q| q.group_size.is_none()) {
-            let params = fit_fixed(&host, rows, cols, &prep.dead, spec, false)?;
-            for (k, p) in params.iter().enumerate() {
-                scale[k] = p.scale.to_f32();
-                zero[k] = p.zero as f32;
-            }
-        } else if let Some(i) = host.iter().position(|v| !v.is_finite()) {
-            let (row, col, value) = (i / cols, i % cols, host[i]);
-            return Err(CompressError::NonFiniteWeight { row, col, value });
-        }
-        drop(host);
-        let mut scale_dev = stream.clone_htod(&scale).map_err(dev("upload"))?;
-        let mut zero_dev = stream.clone_htod(&zero).map_err(dev("upload"))?;
+        let fixed = quant.filter(|q| q.group_size.is_none()).map(|q| (q, false));
+        let (mut scale_dev, mut zero_dev) = self.initial_grids(prep, weight, ng, fixed)?;
         let mut wt = self.gather(prep, weight, rows, cols)?;
         let total = rows * cols;
         let mut out = unsafe { stream.alloc::<f32>(total) }.map_err(dev("alloc"))?;

@@ -3,11 +3,12 @@
 //! when weights are uploaded.
 
 use crate::{Error, Result};
+use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
 use cudarc::cublas::sys::{
     self, cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cublasStatus_t, cudaDataType,
 };
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use std::ffi::c_void;
 
 /// f32 → bf16 bit pattern, round to nearest even (NaN stays NaN): the kernels' `to_bf16`.
@@ -142,6 +143,49 @@ impl Bf16Gemm<'_> {
             )
         };
         check(status, what)
+    }
+}
+
+impl super::Cuda {
+    /// Measured throughput (FLOP/s) of this GPU's bf16 matrix product with f32 accumulation
+    /// and output — the one every linear layer runs in bf16 mode — for `m×k · k×n`, on
+    /// pseudo-random operands, after warm-up: the ceiling benchmarks compare against.
+    pub fn gemm_bf16_flops(&self, m: usize, n: usize, k: usize, reps: usize) -> Result<f64> {
+        let fill = |len: usize, seed: u32| -> Result<CudaSlice<u16>> {
+            let bits: Vec<u16> = (0..len as u32)
+                .map(|i| {
+                    bf16_bits((i.wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+                })
+                .collect();
+            self.stream
+                .clone_htod(&bits)
+                .map_err(|e| Error(format!("cuda upload: {e:?}")))
+        };
+        let (a, b) = (fill(m * k, 1)?, fill(k * n, 2)?);
+        let mut c = self.alloc(m * n)?;
+        let shape = Shape {
+            ta: CUBLAS_OP_N,
+            tb: CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            lda: m,
+            ldb: k,
+            ldc: m,
+        };
+        for _ in 0..3 {
+            self.gemm_bf16()
+                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+        }
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        for _ in 0..reps {
+            self.gemm_bf16()
+                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+        }
+        self.synchronize()?;
+        let secs = start.elapsed().as_secs_f64();
+        Ok(2.0 * (m * n * k * reps) as f64 / secs)
     }
 }
 

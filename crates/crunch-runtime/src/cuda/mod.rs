@@ -8,13 +8,14 @@
 
 use crate::{AttentionMask, Backend, Error, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig,
     PushKernelArg,
 };
 use std::sync::Arc;
 
+mod attention;
 mod bf16;
 use bf16::{bf16_bits, Bf16Gemm};
 
@@ -238,45 +239,6 @@ impl Cuda {
         }
         let b = self.to_bf16(&t.view("weight")?)?;
         Ok(CudaTensor::from_bf16(b, &t.shape))
-    }
-
-    /// Measured throughput (FLOP/s) of this GPU's bf16 matrix product with f32 accumulation
-    /// and output — the one every linear layer runs in bf16 mode — for `m×k · k×n`, on
-    /// pseudo-random operands, after warm-up: the ceiling benchmarks compare against.
-    pub fn gemm_bf16_flops(&self, m: usize, n: usize, k: usize, reps: usize) -> Result<f64> {
-        let fill = |len: usize, seed: u32| -> Result<CudaSlice<u16>> {
-            let bits: Vec<u16> = (0..len as u32)
-                .map(|i| {
-                    bf16_bits((i.wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
-                })
-                .collect();
-            self.stream.clone_htod(&bits).map_err(err("upload"))
-        };
-        let (a, b) = (fill(m * k, 1)?, fill(k * n, 2)?);
-        let mut c = self.alloc(m * n)?;
-        let shape = bf16::Shape {
-            ta: CUBLAS_OP_N,
-            tb: CUBLAS_OP_N,
-            m,
-            n,
-            k,
-            lda: m,
-            ldb: k,
-            ldc: m,
-        };
-        for _ in 0..3 {
-            self.gemm_bf16()
-                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
-        }
-        self.synchronize()?;
-        let start = std::time::Instant::now();
-        for _ in 0..reps {
-            self.gemm_bf16()
-                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
-        }
-        self.synchronize()?;
-        let secs = start.elapsed().as_secs_f64();
-        Ok(2.0 * (m * n * k * reps) as f64 / secs)
     }
 
     fn gemm_bf16(&self) -> Bf16Gemm<'_> {
@@ -562,102 +524,7 @@ impl Backend for Cuda {
         mask: AttentionMask,
         scale: f32,
     ) -> Result<CudaTensor> {
-        let (t, heads, d) = dims3(q, "attention q")?;
-        let (tk, kv_heads, dk) = dims3(k, "attention k")?;
-        if dk != d || v.shape != k.shape || kv_heads == 0 || heads % kv_heads != 0 {
-            return Err(Error(format!(
-                "cuda attention: q {:?}, k {:?}, v {:?}",
-                q.shape, k.shape, v.shape
-            )));
-        }
-        if mask.query_offset + t > tk {
-            return Err(Error(format!(
-                "cuda attention: queries at {}..{} against {tk} keys",
-                mask.query_offset,
-                mask.query_offset + t
-            )));
-        }
-        let dims = AttnDims {
-            t,
-            tk,
-            heads,
-            kv_heads,
-            d,
-        };
-        let (qv, kv, vv) = (
-            q.view("attention")?,
-            k.view("attention")?,
-            v.view("attention")?,
-        );
-        let offset = mask.query_offset as i32;
-        let window = mask.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
-        let (t_i, tk_i) = (t as i32, tk as i32);
-        let mut s = self.alloc(heads * t * tk)?;
-        let mut out = self.alloc(t * heads * d)?;
-        if self.precision == Precision::Bf16 {
-            let (qb, kb, vb) = (self.to_bf16(&qv)?, self.to_bf16(&kv)?, self.to_bf16(&vv)?);
-            for g in 0..dims.group() {
-                let (shape, batch) = dims.scores();
-                self.gemm_bf16().batched(
-                    shape,
-                    batch,
-                    &kb,
-                    &qb.slice(g * d..),
-                    0.0,
-                    &mut s.slice_mut(g * t * tk..),
-                    "attention scores (bf16)",
-                )?;
-            }
-            let mut p =
-                unsafe { self.stream.alloc::<u16>(heads * t * tk) }.map_err(err("allocating"))?;
-            let mut l = self.stream.launch_builder(&self.k.masked_softmax_bf16);
-            l.arg(&s)
-                .arg(&mut p)
-                .arg(&t_i)
-                .arg(&tk_i)
-                .arg(&scale)
-                .arg(&offset)
-                .arg(&window);
-            unsafe { l.launch(self.rows_cfg(heads * t)) }.map_err(err("softmax"))?;
-            for g in 0..dims.group() {
-                let (shape, batch) = dims.values();
-                self.gemm_bf16().batched(
-                    shape,
-                    batch,
-                    &vb,
-                    &p.slice(g * t * tk..),
-                    0.0,
-                    &mut out.slice_mut(g * d..),
-                    "attention output (bf16)",
-                )?;
-            }
-            return Ok(CudaTensor::owned(out, &[t, heads * d]));
-        }
-        for g in 0..dims.group() {
-            let (sh, b) = dims.scores();
-            let cfg = strided(sh, b);
-            let qg = qv.slice(g * d..);
-            let mut sg = s.slice_mut(g * t * tk..);
-            unsafe { self.blas.gemm_strided_batched(cfg, &kv, &qg, &mut sg) }
-                .map_err(err("attention scores"))?;
-        }
-        let mut l = self.stream.launch_builder(&self.k.masked_softmax);
-        l.arg(&mut s)
-            .arg(&t_i)
-            .arg(&tk_i)
-            .arg(&scale)
-            .arg(&offset)
-            .arg(&window);
-        unsafe { l.launch(self.rows_cfg(heads * t)) }.map_err(err("softmax"))?;
-        for g in 0..dims.group() {
-            let (sh, b) = dims.values();
-            let cfg = strided(sh, b);
-            let sg = s.slice(g * t * tk..);
-            let mut og = out.slice_mut(g * d..);
-            unsafe { self.blas.gemm_strided_batched(cfg, &vv, &sg, &mut og) }
-                .map_err(err("attention output"))?;
-        }
-        Ok(CudaTensor::owned(out, &[t, heads * d]))
+        attention::attention(self, q, k, v, mask, scale)
     }
 
     fn silu_mul(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
@@ -776,89 +643,5 @@ impl Backend for Cuda {
                 .map(|c| [c[0], c[1], c[2], c[3]])
                 .collect(),
         ))
-    }
-}
-
-/// Sizes of one attention call. Head h = kv·group + g reads kv head kv; for a fixed g the kv
-/// heads are one strided batch.
-struct AttnDims {
-    t: usize,
-    tk: usize,
-    heads: usize,
-    kv_heads: usize,
-    d: usize,
-}
-
-impl AttnDims {
-    fn group(&self) -> usize {
-        self.heads / self.kv_heads
-    }
-
-    /// Scores [heads, t, tk] of group member g: column-major Sᵀ[tk, t] = K_h[tk, d]·Q_hᵀ
-    /// (K's column-major view is Kᵀ).
-    fn scores(&self) -> (bf16::Shape, bf16::Batch) {
-        let (t, tk, d, kvh, group) = (self.t, self.tk, self.d, self.kv_heads, self.group());
-        (
-            bf16::Shape {
-                ta: CUBLAS_OP_T,
-                tb: CUBLAS_OP_N,
-                m: tk,
-                n: t,
-                k: d,
-                lda: kvh * d,
-                ldb: self.heads * d,
-                ldc: tk,
-            },
-            bf16::Batch {
-                count: kvh,
-                a: d,
-                b: group * d,
-                c: group * t * tk,
-            },
-        )
-    }
-
-    /// Output [t, heads·d] of group member g: column-major O_hᵀ[d, t] = V_hᵀ[d, tk]·P_hᵀ[tk, t].
-    fn values(&self) -> (bf16::Shape, bf16::Batch) {
-        let (t, tk, d, kvh, group) = (self.t, self.tk, self.d, self.kv_heads, self.group());
-        (
-            bf16::Shape {
-                ta: CUBLAS_OP_N,
-                tb: CUBLAS_OP_N,
-                m: d,
-                n: t,
-                k: tk,
-                lda: kvh * d,
-                ldb: tk,
-                ldc: self.heads * d,
-            },
-            bf16::Batch {
-                count: kvh,
-                a: d,
-                b: group * t * tk,
-                c: group * d,
-            },
-        )
-    }
-}
-
-fn strided(s: bf16::Shape, b: bf16::Batch) -> StridedBatchedConfig<f32> {
-    StridedBatchedConfig {
-        gemm: GemmConfig {
-            transa: s.ta,
-            transb: s.tb,
-            m: s.m as i32,
-            n: s.n as i32,
-            k: s.k as i32,
-            alpha: 1.0f32,
-            lda: s.lda as i32,
-            ldb: s.ldb as i32,
-            beta: 0.0f32,
-            ldc: s.ldc as i32,
-        },
-        batch_size: b.count as i32,
-        stride_a: b.a as i64,
-        stride_b: b.b as i64,
-        stride_c: b.c as i64,
     }
 }
