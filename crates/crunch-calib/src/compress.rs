@@ -118,6 +118,11 @@ impl CompressPlan {
         self.stages.iter().any(|s| s.method.needs_calibration())
     }
 
+    /// Whether `name` is left alone by the plan's skip patterns.
+    pub fn skips(&self, name: &str) -> bool {
+        self.skip.iter().any(|p| pattern_matches(p, name))
+    }
+
     /// (main stage, correction stage) for a layer; an error if two of a kind overlap.
     fn stages_for(&self, name: &str) -> Result<(Option<usize>, Option<usize>)> {
         if self.skip.iter().any(|p| pattern_matches(p, name)) {
@@ -439,6 +444,7 @@ pub fn compress_model<B: Backend>(
     if plan.stages.is_empty() {
         return Err(Error::Data("the plan has no stages".into()));
     }
+    plan.check(&ckpt.config)?;
     let names = block_layer_names(ckpt);
     let mut stages = BTreeMap::new();
     for (_, name) in &names {

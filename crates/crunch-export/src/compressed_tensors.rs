@@ -307,7 +307,7 @@ pub(crate) fn write_tensors_dir(
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
-    let tokenizer = ckpt.tokenizer().ok();
+    let tokenizer = ckpt.tokenizer_if_present()?;
     atomic_dir(out, overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {

@@ -244,7 +244,7 @@ pub fn write_with_recipe_file(
         check_recipe(name, layer, recipe)?;
         stored.insert(name.as_str(), layer_tensors(name, layer)?);
     }
-    let tokenizer = ckpt.tokenizer().ok();
+    let tokenizer = ckpt.tokenizer_if_present()?;
     atomic_dir(out, overwrite, |dir| {
         let mut tensors = Vec::new();
         let mut names: Vec<(String, Vec<usize>)> = tensor_shapes(cfg);
