@@ -41,7 +41,9 @@ fn check_spec(
             continue;
         }
         match spec.check_layer(cols, fit) {
-            Ok(note) => notes.extend(note.map(|n| format!("{name} (and every layer of its width): {n}"))),
+            Ok(note) => {
+                notes.extend(note.map(|n| format!("{name} (and every layer of its width): {n}")))
+            }
             Err(e) => return Err(Error::Compress(format!("{name}: {e}"))),
         }
     }
@@ -73,9 +75,8 @@ impl CompressPlan {
                 _ => None,
             };
             if let StageMethod::Gptq { opts, .. } = &stage.method {
-                opts.validate().map_err(|e| {
-                    Error::Compress(format!("stage {} (gptq): {e}", i + 1))
-                })?;
+                opts.validate()
+                    .map_err(|e| Error::Compress(format!("stage {} (gptq): {e}", i + 1)))?;
             }
             let Some(spec) = spec else { continue };
             let applies = |n: &str| stage.matches(n) && !self.skips(n);
@@ -146,28 +147,43 @@ mod tests {
             mse_clip: false,
             skip: vec![],
         };
-        assert!(plan(Some(32)).check(&c, GroupFit::Exact).unwrap().is_empty());
+        assert!(plan(Some(32))
+            .check(&c, GroupFit::Exact)
+            .unwrap()
+            .is_empty());
         for g in [1, 7, 100000] {
-            let e = plan(Some(g)).check(&c, GroupFit::ShortLastGroup).unwrap_err();
+            let e = plan(Some(g))
+                .check(&c, GroupFit::ShortLastGroup)
+                .unwrap_err();
             assert!(e.to_string().contains(&format!("group size {g}")), "{e}");
         }
         // 48 divides neither 64 nor 160: refused for exports, a note for crunch's format.
-        let e = plan(Some(48)).check(&c, GroupFit::Exact).unwrap_err().to_string();
+        let e = plan(Some(48))
+            .check(&c, GroupFit::Exact)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.layers.0.self_attn.q_proj"), "{e}");
         let notes = plan(Some(48)).check(&c, GroupFit::ShortLastGroup).unwrap();
         assert_eq!(notes.len(), 2, "{notes:?}");
         let mut skipping = plan(Some(100));
         skipping.skip = vec!["q_proj".into(), "k_proj".into(), "v_proj".into()];
-        skipping.skip.extend(["o_proj", "gate_proj", "up_proj"].map(String::from));
+        skipping
+            .skip
+            .extend(["o_proj", "gate_proj", "up_proj"].map(String::from));
         // Only down_proj (160 columns) is left: 100 fits it (with a short last group).
-        assert_eq!(skipping.check(&c, GroupFit::ShortLastGroup).unwrap().len(), 1);
+        assert_eq!(
+            skipping.check(&c, GroupFit::ShortLastGroup).unwrap().len(),
+            1
+        );
     }
 
     #[test]
     fn calibration_larger_than_memory_is_refused() {
         let c = cfg();
         assert!(check_calibration_size(&c, 4, 16).is_ok());
-        let e = check_calibration_size(&c, usize::MAX, 512).unwrap_err().to_string();
+        let e = check_calibration_size(&c, usize::MAX, 512)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overflows"), "{e}");
         if available_memory().is_some() {
             let e = check_calibration_size(&c, 1_000_000_000, 512)

@@ -308,7 +308,7 @@ pub(crate) fn write_tensors_dir(
 ) -> Result<()> {
     let cfg = &ckpt.config;
     let tokenizer = ckpt.tokenizer_if_present()?;
-    atomic_dir(out, overwrite, |dir| {
+    atomic_dir(out, &[&ckpt.path], overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {

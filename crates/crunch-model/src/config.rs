@@ -363,7 +363,10 @@ fn check_caps(sizes: &[(&str, usize)]) -> std::result::Result<(), String> {
         if v == 0 {
             return Err(format!("`{name}` must be positive"));
         }
-        let cap = CAPS.iter().find(|(n, _)| *n == name).map_or(usize::MAX, |c| c.1);
+        let cap = CAPS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(usize::MAX, |c| c.1);
         if v > cap {
             return Err(format!(
                 "`{name}` is {v}, more than the {cap} crunch accepts (no real model comes near; \
@@ -376,7 +379,9 @@ fn check_caps(sizes: &[(&str, usize)]) -> std::result::Result<(), String> {
 
 fn positive_finite(name: &str, v: f64) -> std::result::Result<(), String> {
     if !v.is_finite() || v <= 0.0 {
-        return Err(format!("`{name}` is {v}; it must be a finite, positive number"));
+        return Err(format!(
+            "`{name}` is {v}; it must be a finite, positive number"
+        ));
     }
     Ok(())
 }
@@ -457,11 +462,31 @@ mod tests {
     #[test]
     fn huge_or_non_numeric_sizes_are_refused_before_allocating() {
         for (key, value, needle) in [
-            ("num_hidden_layers", serde_json::json!(u64::MAX), "num_hidden_layers"),
-            ("num_hidden_layers", serde_json::json!(5000), "more than the 4096"),
-            ("hidden_size", serde_json::json!(4294967295u64), "hidden_size"),
-            ("vocab_size", serde_json::json!(-3), "not a non-negative integer"),
-            ("num_key_value_heads", serde_json::json!(1.5), "num_key_value_heads"),
+            (
+                "num_hidden_layers",
+                serde_json::json!(u64::MAX),
+                "num_hidden_layers",
+            ),
+            (
+                "num_hidden_layers",
+                serde_json::json!(5000),
+                "more than the 4096",
+            ),
+            (
+                "hidden_size",
+                serde_json::json!(4294967295u64),
+                "hidden_size",
+            ),
+            (
+                "vocab_size",
+                serde_json::json!(-3),
+                "not a non-negative integer",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(1.5),
+                "num_key_value_heads",
+            ),
             ("rms_norm_eps", serde_json::json!("1e-5"), "not a number"),
             ("rms_norm_eps", serde_json::json!(0.0), "finite, positive"),
             ("rope_theta", serde_json::json!(-1.0), "finite, positive"),
@@ -473,7 +498,10 @@ mod tests {
             let e = ModelConfig::from_hf_json(Path::new("x/config.json"), &j)
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains(needle) && e.contains("x/config.json"), "{key}: {e}");
+            assert!(
+                e.contains(needle) && e.contains("x/config.json"),
+                "{key}: {e}"
+            );
         }
     }
 
@@ -498,7 +526,11 @@ mod tests {
             for (k, v) in j.as_object().unwrap() {
                 // Mistral's `sliding_window: null` means "no window" (transformers' own
                 // spelling); every other key is a value.
-                assert!(!v.is_null() || k == "sliding_window", "{}: {k} is null", spec.name);
+                assert!(
+                    !v.is_null() || k == "sliding_window",
+                    "{}: {k} is null",
+                    spec.name
+                );
             }
         }
     }

@@ -116,7 +116,8 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         layer_window: vec![window; layers],
         max_position: opt_uint("context_length")?.unwrap_or(4096),
     };
-    cfg.validate().map_err(|e| bad(gguf_names(&arch_name, &e)))?;
+    cfg.validate()
+        .map_err(|e| bad(gguf_names(&arch_name, &e)))?;
     Ok(cfg)
 }
 

@@ -260,7 +260,8 @@ impl GgufParts {
 /// architecture, Llama 3 rope scaling as `rope_freqs.weight`, the sliding window as
 /// metadata; all tensors F32.
 pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
-    let cfg = ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
+    let cfg =
+        ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
     for (name, shape) in tensor_shapes(&cfg) {
         let mut v = tensor_values(&name, &shape, 0);
@@ -321,4 +322,3 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
         tensors,
     }
 }
-

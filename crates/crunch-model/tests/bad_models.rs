@@ -84,7 +84,11 @@ fn huge_layer_counts_and_widths_in_config_json_are_refused() {
 fn a_layer_count_that_disagrees_with_the_tensors_is_refused() {
     has(
         &hf_config_edit("num_hidden_layers", 1.into()),
-        &["`num_hidden_layers`", "says 1 blocks", "tensors of 2 blocks"],
+        &[
+            "`num_hidden_layers`",
+            "says 1 blocks",
+            "tensors of 2 blocks",
+        ],
     );
     has(
         &hf_config_edit("num_hidden_layers", 3.into()),
@@ -103,7 +107,11 @@ fn a_scalar_linear_weight_is_refused_on_open() {
     let d = write_hf(&llama().config, &t);
     has(
         &open_err(d.path()),
-        &["model.layers.1.mlp.down_proj.weight", "shape []", "[64, 160]"],
+        &[
+            "model.layers.1.mlp.down_proj.weight",
+            "shape []",
+            "[64, 160]",
+        ],
     );
 }
 
@@ -121,7 +129,11 @@ fn nan_weights_and_norms_are_refused_naming_the_tensor() {
         });
         let d = write_hf(&llama().config, &t);
         let ckpt = Checkpoint::open(d.path()).unwrap();
-        let e = ckpt.load(crunch_runtime::Cpu, |_| {}).err().unwrap().to_string();
+        let e = ckpt
+            .load(crunch_runtime::Cpu, |_| {})
+            .err()
+            .unwrap()
+            .to_string();
         has(&e, &[bad, "non-finite", d.path().to_str().unwrap()]);
     }
 }
@@ -133,7 +145,10 @@ fn trailing_bytes_after_the_tensors_are_refused() {
     let mut bytes = std::fs::read(&f).unwrap();
     bytes.extend_from_slice(b"appended");
     std::fs::write(&f, bytes).unwrap();
-    has(&open_err(d.path()), &["model.safetensors", "8 bytes after the last tensor"]);
+    has(
+        &open_err(d.path()),
+        &["model.safetensors", "8 bytes after the last tensor"],
+    );
 }
 
 #[test]
@@ -175,7 +190,11 @@ fn gguf_metadata_that_lies_is_refused() {
     // One block fewer than the file holds (SmolLM2's 29-vs-30 case): llama.cpp refuses it.
     has(
         &gguf_err(|p| p.set("llama.block_count", GgufValue::U32(1))),
-        &["`llama.block_count`", "says 1 blocks", "tensors of 2 blocks"],
+        &[
+            "`llama.block_count`",
+            "says 1 blocks",
+            "tensors of 2 blocks",
+        ],
     );
     has(
         &gguf_err(|p| p.set("llama.block_count", GgufValue::U32(3))),
@@ -218,6 +237,13 @@ fn a_nan_in_a_quantized_gguf_block_is_refused_on_read() {
     let p = d.path().join("nan.gguf");
     std::fs::write(&p, parts.to_bytes()).unwrap();
     let ckpt = Checkpoint::open(&p).unwrap();
-    let e = ckpt.load(crunch_runtime::Cpu, |_| {}).err().unwrap().to_string();
-    has(&e, &["nan.gguf", "blk.0.attn_norm.weight", "NaN", "index 2"]);
+    let e = ckpt
+        .load(crunch_runtime::Cpu, |_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    has(
+        &e,
+        &["nan.gguf", "blk.0.attn_norm.weight", "NaN", "index 2"],
+    );
 }
