@@ -444,7 +444,6 @@ pub fn compress_model<B: Backend>(
     if plan.stages.is_empty() {
         return Err(Error::Data("the plan has no stages".into()));
     }
-    plan.check(&ckpt.config)?;
     let names = block_layer_names(ckpt);
     let mut stages = BTreeMap::new();
     for (_, name) in &names {
@@ -464,6 +463,7 @@ pub fn compress_model<B: Backend>(
             "{which} needs calibration data (--calib FILE or --calib self:NxL)"
         )));
     }
+    plan.check(&ckpt.config)?;
     let la = linalg(backend)?;
     let ranks = plan_ranks(backend, la.as_ref(), ckpt, plan, &mains, windows, progress)?;
     let mut driver = Driver {

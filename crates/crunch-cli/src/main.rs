@@ -72,7 +72,7 @@ fn main() {
     if let Some(n) = cli.threads {
         let n = crunch_runtime::threads::check_threads(n).unwrap_or_else(|e| {
             eprintln!("error: {e}");
-            std::process::exit(2);
+            std::process::exit(1);
         });
         // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());

@@ -3,8 +3,9 @@
 //! Every command that writes calls [`check_output`] before doing any work, and every
 //! directory crunch writes carries a marker file ([`MARKER`]). The rules:
 //!
-//! - an output that is an input, contains an input, or lies inside an input directory is
-//!   refused, `--force` or not;
+//! - an output that is an input or contains an input is refused, `--force` or not (a new
+//!   output inside an input directory is allowed: it replaces nothing of the input; `crunch
+//!   pack`, whose input would then contain its output, refuses that itself);
 //! - an existing output is refused without `--force`;
 //! - with `--force`, crunch replaces only a directory that it wrote itself (it holds the
 //!   marker) or that is empty, or a single regular file where the command writes a file —
@@ -77,15 +78,6 @@ pub fn check_output(out: &Path, inputs: &[&Path], kind: OutputKind, force: bool)
                 out,
                 format!(
                     "contains the input {}; replacing it would delete the input",
-                    input.display()
-                ),
-            ));
-        }
-        if inp.is_dir() && out_abs.starts_with(&inp) {
-            return Err(refuse(
-                out,
-                format!(
-                    "lies inside the input directory {}; write outside it",
                     input.display()
                 ),
             ));
@@ -339,9 +331,8 @@ mod tests {
         std::fs::create_dir(w.join("sub")).unwrap();
         let e = check_output(&dotted, &[&input], OutputKind::Dir, true).unwrap_err();
         assert!(e.to_string().contains("contains the input"), "{e}");
-        // Inside an input directory.
-        let e = check_output(&w.join("q4"), &[&w], OutputKind::Dir, true).unwrap_err();
-        assert!(e.to_string().contains("inside the input directory"), "{e}");
+        // A new directory inside an input directory replaces nothing of it.
+        assert!(check_output(&w.join("q4"), &[&w], OutputKind::Dir, true).is_ok());
         // A sibling is fine.
         assert!(check_output(&w.join("q4"), &[&input], OutputKind::Dir, false).is_ok());
     }

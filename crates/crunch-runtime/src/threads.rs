@@ -5,14 +5,11 @@
 /// thousands of threads and hang.
 pub const MAX_THREADS_PER_CORE: usize = 8;
 
-/// Checks a requested thread count against the machine's cores: at least 1, at most
-/// [`MAX_THREADS_PER_CORE`] per core.
+/// Checks a requested thread count against the machine's cores: at most
+/// [`MAX_THREADS_PER_CORE`] per core (0 keeps its meaning, one per core).
 pub fn check_threads(n: usize) -> Result<usize, String> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let max = cores * MAX_THREADS_PER_CORE;
-    if n == 0 {
-        return Err("--threads must be at least 1 (leave it out to use every core)".into());
-    }
     if n > max {
         return Err(format!(
             "--threads {n} is more than {MAX_THREADS_PER_CORE} per core ({max} on this \
@@ -28,7 +25,7 @@ mod tests {
 
     #[test]
     fn thread_counts_are_capped_by_the_cores() {
-        assert!(check_threads(0).is_err());
+        assert_eq!(check_threads(0), Ok(0));
         assert_eq!(check_threads(1), Ok(1));
         let e = check_threads(100_000).unwrap_err();
         assert!(
