@@ -125,7 +125,15 @@ impl Checkpoint {
     }
 
     fn open_gguf(path: &Path) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        Self::from_gguf(GgufFile::open(path)?)
+    }
+
+    /// A checkpoint from a parsed GGUF file (one opened from disk, or parsed from memory with
+    /// `GgufFile::from_bytes`, as the fuzz targets do): config, structure and tokenizer are
+    /// checked exactly as by [`Checkpoint::open`].
+    pub fn from_gguf(file: GgufFile) -> Result<Self> {
+        let path = file.path().to_path_buf();
+        let path = path.as_path();
         let config = config_from_gguf(&file)?;
         let tokenizer = match crunch_formats::gguf::build_tokenizer(&file) {
             Ok(t) => TokenizerSource::Gguf(Box::new(t)),
