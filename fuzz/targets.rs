@@ -41,8 +41,11 @@ fn reached(i: usize) {
     REACHED[i].1.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/seeds/*`).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("gguf", gguf),
     ("safetensors_header", safetensors_header),
     ("unpack", unpack),

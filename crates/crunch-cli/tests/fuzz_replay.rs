@@ -60,7 +60,11 @@ fn mutate(rng: &mut SplitMix64, mut b: Vec<u8>, corpus: &[(PathBuf, Vec<u8>)]) -
             1 if len > 0 => b[at] = rng.next_u64() as u8,
             2 | 3 => {
                 let v = EXTREMES[rng.next_u64() as usize % EXTREMES.len()];
-                let width = if rng.next_u64() % 2 == 0 { 8 } else { 4 };
+                let width = if rng.next_u64().is_multiple_of(2) {
+                    8
+                } else {
+                    4
+                };
                 let k = (len - at.min(len)).min(width);
                 b[at..at + k].copy_from_slice(&v.to_le_bytes()[..k]);
             }
@@ -97,7 +101,7 @@ fn mutate(rng: &mut SplitMix64, mut b: Vec<u8>, corpus: &[(PathBuf, Vec<u8>)]) -
 }
 
 /// Runs `f` on `input`; on a panic saves the input and fails naming it.
-fn check(target: &str, f: fn(&[u8]), input: &[u8], what: &str) {
+fn check(target: &str, f: targets::Target, input: &[u8], what: &str) {
     let result = std::panic::catch_unwind(|| f(input));
     if result.is_err() {
         let dir = Path::new(ROOT).join("target/fuzz-failures");

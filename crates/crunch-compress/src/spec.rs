@@ -107,7 +107,7 @@ impl QuantSpec {
         if g > cols {
             return refuse("a group wider than the layer is one group per row: use `channel`");
         }
-        if cols.is_multiple_of(g) {
+        if cols % g == 0 {
             return Ok(None);
         }
         match fit {
