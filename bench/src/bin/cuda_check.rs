@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
                     },
                     layers: vec![],
                 }],
-                skip: vec![],
+                ..CompressPlan::default()
             };
             let lc = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
             let lg = compress_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;

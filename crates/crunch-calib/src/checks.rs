@@ -6,23 +6,15 @@ use crate::compress::{CompressPlan, StageMethod};
 use crate::quantize::{Method, QuantizePlan};
 use crate::{Error, Result};
 use crunch_compress::{GroupFit, QuantSpec};
-use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::layout::all_linears;
 use crunch_model::ModelConfig;
 use std::collections::BTreeSet;
 
 /// Every block linear layer's full name and input columns.
 fn linear_columns(cfg: &ModelConfig) -> Vec<(String, usize)> {
-    (0..cfg.layers)
-        .flat_map(|layer| {
-            BLOCK_LINEARS.iter().map(move |&name| {
-                let cols = match name {
-                    "self_attn.o_proj" => cfg.q_dim(),
-                    "mlp.down_proj" => cfg.intermediate,
-                    _ => cfg.hidden,
-                };
-                (format!("model.layers.{layer}.{name}"), cols)
-            })
-        })
+    all_linears(cfg)
+        .into_iter()
+        .map(|s| (s.id.full_name(), s.cols))
         .collect()
 }
 
@@ -92,7 +84,7 @@ impl CompressPlan {
 /// Bytes of calibration activations for `samples` windows of `len` tokens (inputs and
 /// outputs of a block, f32), the part of calibration's memory that the flags set.
 pub fn calibration_bytes(cfg: &ModelConfig, samples: usize, len: usize) -> Option<u64> {
-    let per_token = cfg.hidden.max(cfg.intermediate).checked_mul(4 * 2)? as u64;
+    let per_token = cfg.hidden.max(cfg.max_intermediate()).checked_mul(4 * 2)? as u64;
     (samples as u64)
         .checked_mul(len as u64)?
         .checked_mul(per_token)

@@ -18,7 +18,7 @@ use crunch_compress::{
     CompressedLayer, DenseLinAlg, EoraOptions, Factored, GptqOptions, Hessian, LayerSpectrum,
     PrunedWeight, QuantSpec, RankChoice, SparseGptOptions, Sparsity, WhitenOptions,
 };
-use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::layout::{all_linears, LinearRole};
 use crunch_model::{Checkpoint, LinearId};
 use crunch_runtime::Backend;
 use rayon::prelude::*;
@@ -106,11 +106,27 @@ impl Stage {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CompressPlan {
     pub stages: Vec<Stage>,
     /// Layers no stage touches.
     pub skip: Vec<String>,
+    /// Experts the router sends fewer calibration tokens than this are calibrated on every
+    /// calibration token run through them instead.
+    pub expert_min_tokens: usize,
+    /// Whether the routers of sparse MLPs are compressed (by default they are not).
+    pub routers: bool,
+}
+
+impl Default for CompressPlan {
+    fn default() -> Self {
+        Self {
+            stages: Vec::new(),
+            skip: Vec::new(),
+            expert_min_tokens: crate::sequential::DEFAULT_EXPERT_MIN_TOKENS,
+            routers: false,
+        }
+    }
 }
 
 impl CompressPlan {
@@ -156,14 +172,13 @@ impl CompressPlan {
     }
 }
 
-fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
-    (0..ckpt.config.layers)
-        .flat_map(|layer| {
-            BLOCK_LINEARS.iter().map(move |&name| {
-                let id = LinearId { layer, name };
-                (id, id.full_name())
-            })
-        })
+/// Every block linear layer the plan may compress: all of them but the routers of sparse
+/// MLPs, unless the plan asks for those too.
+fn block_layer_names(ckpt: &Checkpoint, routers: bool) -> Vec<(LinearId, String)> {
+    all_linears(&ckpt.config)
+        .into_iter()
+        .filter(|s| routers || s.role != LinearRole::Router)
+        .map(|s| (s.id, s.id.full_name()))
         .collect()
 }
 
@@ -186,9 +201,17 @@ struct SpectrumCollector<'a> {
     la: &'a dyn DenseLinAlg,
     wanted: &'a BTreeMap<String, usize>,
     spectra: BTreeMap<String, LayerSpectrum>,
+    plan: &'a CompressPlan,
 }
 
 impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
+    fn expert_min_tokens(&self) -> usize {
+        self.plan.expert_min_tokens
+    }
+    fn compresses_routers(&self) -> bool {
+        self.plan.routers
+    }
+
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.wanted.contains_key(&name) {
@@ -266,6 +289,7 @@ fn plan_ranks<B: Backend>(
                     la,
                     wanted: &layers,
                     spectra: BTreeMap::new(),
+                    plan,
                 };
                 run_sequential(backend, ckpt, w, &mut c, progress)?;
                 c.spectra
@@ -377,8 +401,9 @@ impl Driver<'_> {
                 if let Compressed::Pruned(p) = &c {
                     check_pattern(&name, p, job.rows, job.cols)?;
                 }
-                self.done
-                    .insert(name, CompressedLayer::new(stage.name(), c));
+                let mut layer = CompressedLayer::new(stage.name(), c);
+                layer.expert = job.expert;
+                self.done.insert(name, layer);
                 return Ok(Some(new));
             }
             Some((c, _)) => c,
@@ -391,6 +416,7 @@ impl Driver<'_> {
             check_pattern(&name, p, job.rows, job.cols)?;
         }
         let mut layer = CompressedLayer::new(stage.name(), c);
+        layer.expert = job.expert;
         if let Some(ci) = corr {
             if let StageMethod::Eora { rank } = self.plan.stages[ci].method {
                 let rank = rank.min(job.rows.min(job.cols));
@@ -418,6 +444,12 @@ impl<B: Backend> LayerCompressor<B> for Driver<'_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         Driver::compress(self, job)
     }
+    fn expert_min_tokens(&self) -> usize {
+        self.plan.expert_min_tokens
+    }
+    fn compresses_routers(&self) -> bool {
+        self.plan.routers
+    }
 }
 
 /// Every N:M output is checked structurally, not trusted.
@@ -444,7 +476,7 @@ pub fn compress_model<B: Backend>(
     if plan.stages.is_empty() {
         return Err(Error::Data("the plan has no stages".into()));
     }
-    let names = block_layer_names(ckpt);
+    let names = block_layer_names(ckpt, plan.routers);
     let mut stages = BTreeMap::new();
     for (_, name) in &names {
         stages.insert(name.clone(), plan.stages_for(name)?);
@@ -478,9 +510,11 @@ pub fn compress_model<B: Backend>(
         Some(w) => run_sequential(backend, ckpt, w, &mut driver, progress)?,
         None => {
             let empty = Hessian::new(0);
+            let mut last_block = None;
             for (id, name) in &names {
-                if id.name == BLOCK_LINEARS[0] {
+                if last_block != Some(id.layer) {
                     progress.block(id.layer, ckpt.config.layers);
+                    last_block = Some(id.layer);
                 }
                 if !mains.contains_key(name) {
                     continue;

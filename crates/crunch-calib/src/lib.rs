@@ -26,7 +26,7 @@ pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{compress_model, CompressPlan, Stage, StageMethod};
 pub use data::windows;
 pub use quantize::{pattern_matches, quantize_model, Method, QuantizePlan};
-pub use recipe_file::{CalibrationSpec, RecipeFile, StageSpec};
+pub use recipe_file::{CalibrationSpec, MoeSpec, RecipeFile, StageSpec};
 pub use selfgen::{default_batch, sample_windows, SelfSpec};
 pub use sequential::{
     run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,

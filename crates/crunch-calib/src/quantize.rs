@@ -4,7 +4,7 @@ use crate::device_gptq::DeviceGptq;
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::{Error, Result};
 use crunch_compress::{gptq, rtn, GptqOptions, QuantSpec, QuantizedWeight};
-use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::layout::{block_linears, LinearRole};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use std::collections::BTreeMap;
@@ -115,7 +115,9 @@ pub fn quantize_model<B: Backend>(
             let empty = crunch_compress::Hessian::new(0);
             for layer in 0..cfg.layers {
                 progress.block(layer, cfg.layers);
-                for name in BLOCK_LINEARS {
+                let specs = block_linears(cfg, layer);
+                for spec in specs.iter().filter(|s| s.role != LinearRole::Router) {
+                    let name = spec.id.name;
                     progress.step(name);
                     let full = format!("model.layers.{layer}.{name}.weight");
                     let info = ckpt.weights.info(&full).ok_or_else(|| {
@@ -123,7 +125,7 @@ pub fn quantize_model<B: Backend>(
                     })?;
                     let (rows, cols) = (info.shape[0], info.shape[1]);
                     let weight = ckpt.weights.read(&full, &[rows, cols], cfg)?;
-                    let id = crunch_model::LinearId { layer, name };
+                    let id = spec.id;
                     let job = LayerJob::<B>::host(id, &weight, rows, cols, &empty);
                     q.quantize(&job)?;
                 }

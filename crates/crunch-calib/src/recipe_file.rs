@@ -24,6 +24,10 @@
 //! [[stage]]
 //! method = "eora"
 //! rank = 16
+//!
+//! [moe]                                # optional, mixture-of-experts models
+//! expert_min_tokens = 64               # fewer routed calibration tokens: every token instead
+//! routers = false                      # compress the routers too (default: left as they are)
 //! ```
 //!
 //! Methods and their keys: `rtn`/`gptq` (bits, group_size, symmetric, act_order, mse_clip,
@@ -44,6 +48,21 @@ pub struct RecipeFile {
     pub calibration: Option<CalibrationSpec>,
     #[serde(rename = "stage", default)]
     pub stages: Vec<StageSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeSpec>,
+}
+
+/// How mixture-of-experts models are calibrated and which of their layers are compressed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeSpec {
+    /// An expert the router sends fewer calibration tokens than this is calibrated on every
+    /// calibration token run through it (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_min_tokens: Option<usize>,
+    /// Compress the routers too (default false: they stay as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routers: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,9 +124,14 @@ impl RecipeFile {
                     .map_err(|e| format!("stage {} ({}): {e}", i + 1, s.method))
             })
             .collect::<Result<_, _>>()?;
+        let moe = self.moe.clone().unwrap_or_default();
         Ok(CompressPlan {
             stages,
             skip: self.skip.clone(),
+            expert_min_tokens: moe
+                .expert_min_tokens
+                .unwrap_or(crate::sequential::DEFAULT_EXPERT_MIN_TOKENS),
+            routers: moe.routers.unwrap_or(false),
         })
     }
 }
@@ -265,6 +289,8 @@ group_size = 64
 [[stage]]
 method = "eora"
 rank = 16
+[moe]
+expert_min_tokens = 10
 "#;
 
     #[test]
@@ -278,6 +304,7 @@ rank = 16
         );
         assert!(plan.stages[1].matches("model.layers.3.self_attn.q_proj"));
         assert!(!plan.stages[1].matches("model.layers.3.mlp.up_proj"));
+        assert_eq!((plan.expert_min_tokens, plan.routers), (10, false));
         assert_eq!(RecipeFile::parse(&r.to_toml()).unwrap(), r);
     }
 

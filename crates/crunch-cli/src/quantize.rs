@@ -212,6 +212,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                     sparsity: None,
                     rank: None,
                     correction_rank: None,
+                    expert_calibration: None,
                 };
                 (name.clone(), r)
             })

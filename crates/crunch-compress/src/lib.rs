@@ -51,7 +51,7 @@ mod sparsegpt_reference;
 #[cfg(test)]
 mod testutil;
 
-pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer};
+pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer, ExpertCalibration};
 pub use compressor::{Compressor, Gptq, Rtn};
 #[cfg(feature = "cuda")]
 pub use dense_cuda::CudaDense;

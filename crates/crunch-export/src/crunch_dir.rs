@@ -6,7 +6,7 @@ use crunch_compress::{
     pack_codes, Compressed, CompressedLayer, Factored, NmPacked, PrunedWeight, QuantizedWeight,
     Sparsity,
 };
-use crunch_formats::recipe::{LayerRecipe, Recipe, RECIPE_FILE};
+use crunch_formats::recipe::{ExpertRecipe, LayerRecipe, Recipe, RECIPE_FILE};
 use crunch_formats::safetensors::{write_file, OwnedTensor};
 use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
@@ -180,6 +180,11 @@ pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
             _ => None,
         },
         correction_rank: layer.correction.as_ref().map(|c| c.rank),
+        expert_calibration: layer.expert.map(|e| ExpertRecipe {
+            statistics: if e.all_tokens { "all-tokens" } else { "routed" }.into(),
+            routed_tokens: e.routed_tokens,
+            tokens: e.tokens,
+        }),
     }
 }
 

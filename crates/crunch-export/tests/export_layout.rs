@@ -85,6 +85,7 @@ fn recipe(layers: &BTreeMap<String, QuantizedWeight>) -> Recipe {
                     sparsity: None,
                     rank: None,
                     correction_rank: None,
+                    expert_calibration: None,
                 };
                 (n.clone(), r)
             })
