@@ -345,8 +345,69 @@ pub(crate) fn write_tensors_dir(
     })
 }
 
+/// What vLLM's fused-MoE loader (`CompressedTensorsMoEMethod`, which turns a sparse MLP's
+/// per-expert `experts.E.{gate,up,down}_proj.weight_packed` / `weight_scale` /
+/// `weight_shape` into one fused kernel's stacked `w13_*` and `w2_*`) accepts: every
+/// projection of every expert of a sparse MLP quantized with one and the same scheme, or
+/// none of them; pack-quantized 4 or 8 bits, symmetric; the router left as a float
+/// `Linear` (vLLM builds it with no quantization). Anything else would be written, then fail
+/// to load there, so it is refused here with the reason.
+pub fn check_moe_layout(
+    ckpt: &Checkpoint,
+    layers: &BTreeMap<String, QuantizedWeight>,
+) -> Result<()> {
+    use crunch_model::layout::{block_linears, LinearRole};
+    let cfg = &ckpt.config;
+    for layer in (0..cfg.layers).filter(|&l| cfg.layer_moe(l).is_some()) {
+        let specs = block_linears(cfg, layer);
+        let mut experts = Vec::new();
+        for s in &specs {
+            let name = s.id.full_name();
+            match s.role {
+                LinearRole::Router if layers.contains_key(&name) => {
+                    return Err(Error::Other(format!(
+                        "{name}: a quantized MoE router; vLLM's fused-MoE models run the router                          unquantized (leave it out, the default)"
+                    )))
+                }
+                LinearRole::Expert(_) => experts.push((name.clone(), layers.get(&name))),
+                _ => {}
+            }
+        }
+        let quantized: Vec<_> = experts
+            .iter()
+            .filter_map(|(n, q)| Some((n, (*q)?)))
+            .collect();
+        if quantized.is_empty() {
+            continue;
+        }
+        if let Some((n, _)) = experts.iter().find(|(_, q)| q.is_none()) {
+            return Err(Error::Other(format!(
+                "{n}: left unquantized while other experts of layer {layer} are quantized;                  vLLM's fused-MoE loader needs all of a layer's experts in one scheme"
+            )));
+        }
+        let (first, q0) = quantized[0];
+        for (n, q) in &quantized {
+            if q.spec != q0.spec {
+                return Err(Error::Other(format!(
+                    "{n}: quantized as {:?} but {first} as {:?}; vLLM's fused-MoE loader needs                      all of a layer's experts in one scheme",
+                    q.spec, q0.spec
+                )));
+            }
+        }
+        if !matches!(q0.spec.bits, 4 | 8) || !q0.spec.symmetric {
+            return Err(Error::Other(format!(
+                "{first}: {}-bit {} experts; vLLM's compressed-tensors fused-MoE kernels take                  symmetric 4- or 8-bit weights only (quantize with --sym and 4 or 8 bits)",
+                q0.spec.bits,
+                if q0.spec.symmetric { "symmetric" } else { "asymmetric" }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) quantized, to
-/// `out` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`.
+/// `out` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`,
+/// and MoE layouts vLLM's fused-MoE loader would not take ([`check_moe_layout`]).
 pub fn write(
     ckpt: &Checkpoint,
     layers: &BTreeMap<String, QuantizedWeight>,
@@ -354,6 +415,7 @@ pub fn write(
     out: &Path,
     overwrite: bool,
 ) -> Result<()> {
+    check_moe_layout(ckpt, layers)?;
     let layout = Layout {
         tensors: &layer_tensors,
         quant: quantization_config(layers, &linear_modules(ckpt)),
