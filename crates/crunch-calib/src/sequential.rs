@@ -378,8 +378,7 @@ pub fn run_sequential<B: Backend>(
 fn owner_of_down(specs: &[crunch_model::layout::LinearSpec], e: usize) -> LinearId {
     specs
         .iter()
-        .filter(|s| s.role == LinearRole::Expert(e))
-        .last()
+        .rfind(|s| s.role == LinearRole::Expert(e))
         .map(|s| s.id)
         .expect("an expert has a down projection")
 }

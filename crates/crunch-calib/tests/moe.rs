@@ -179,8 +179,7 @@ fn a_starved_expert_is_calibrated_on_every_token_and_compressed_as_well_as_the_o
     // Without the fallback an expert the router never picked has nothing to calibrate on
     // (here expert 7 and any other the few calibration tokens missed): a clear error.
     let e = compress_model(&Cpu, &ckpt, &gptq_plan(0), Some(&calib), &mut ())
-        .err()
-        .expect("no statistics for expert 7")
+        .expect_err("no statistics for expert 7")
         .to_string();
     assert!(
         e.contains("no inputs reached") && e.contains("experts."),

@@ -368,8 +368,9 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
         ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
     let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    // Stacked experts: name -> (shape of one, values of each in order).
-    let mut stacks: Vec<(String, Vec<usize>, Vec<(usize, Vec<f32>)>)> = Vec::new();
+    // Stacked experts: name, shape of one, (expert, values) of each.
+    type Stack = (String, Vec<usize>, Vec<(usize, Vec<f32>)>);
+    let mut stacks: Vec<Stack> = Vec::new();
     for (name, shape) in tensor_shapes(&cfg) {
         let mut v = tensor_values(&name, &shape, 0);
         if arch == "llama" && name.contains("q_proj") {
