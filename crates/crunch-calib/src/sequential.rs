@@ -209,11 +209,12 @@ impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
 }
 
 /// Statistics of the down projections of `experts` run on every token (their gate and up see
-/// the MLP's input, whose statistics the router's already are).
+/// the MLP's input, whose statistics the router's already are): the layers in `downs`.
 struct AllTokensHook<'a, B: Backend> {
     backend: &'a B,
     layer: usize,
     experts: Vec<usize>,
+    downs: Vec<LinearId>,
     inputs: BTreeMap<LinearId, InputStats<B>>,
 }
 
@@ -229,7 +230,7 @@ impl<B: Backend> LinearHook<B> for AllTokensHook<'_, B> {
         }
     }
     fn all_tokens_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
-        if id.input_owner() != id || self.backend.shape(x).first() == Some(&0) {
+        if !self.downs.contains(&id) || self.backend.shape(x).first() == Some(&0) {
             return Ok(());
         }
         self.inputs
@@ -295,6 +296,7 @@ pub fn run_sequential<B: Backend>(
             backend,
             layer,
             experts: starved.clone(),
+            downs: starved.iter().map(|&e| down_of(&specs, e)).collect(),
             inputs: BTreeMap::new(),
         };
         if !starved.is_empty() {
@@ -317,7 +319,7 @@ pub fn run_sequential<B: Backend>(
             let (inputs, expert) = match spec.role {
                 LinearRole::Expert(e) if starved.contains(&e) => {
                     // gate and up read the MLP's input: the router's statistics.
-                    let src = if owner == owner_of_down(&specs, e) {
+                    let src = if owner == down_of(&specs, e) {
                         all_tokens.inputs.get(&owner)
                     } else {
                         router.and_then(|r| hook.inputs.get(&r))
@@ -374,8 +376,8 @@ pub fn run_sequential<B: Backend>(
     Ok(())
 }
 
-/// The down projection of expert `e` (its own input's owner).
-fn owner_of_down(specs: &[crunch_model::layout::LinearSpec], e: usize) -> LinearId {
+/// The down projection of expert `e` (the last of its layers).
+fn down_of(specs: &[crunch_model::layout::LinearSpec], e: usize) -> LinearId {
     specs
         .iter()
         .rfind(|s| s.role == LinearRole::Expert(e))
