@@ -3,9 +3,9 @@
 //! the layer error, and the same inputs give the same result.
 
 use crunch_calib::{compress_model, windows, RecipeFile};
-use crunch_compress::{check_nm, Compressed, CompressedLayer};
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::{check_nm, Compressed, CompressedLayer};
 use crunch_runtime::Cpu;
 use std::collections::BTreeMap;
 
@@ -22,7 +22,7 @@ fn run(
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     let text = reference_ids(ckpt.config.vocab, 2048);
     let wins = windows(&text, 8, 32, 0).unwrap();
-    let plan = RecipeFile::parse(recipe).unwrap().plan().unwrap();
+    let plan = RecipeFile::parse(recipe).unwrap();
     let out = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ()).unwrap();
     (ckpt, out, dir)
 }
@@ -127,8 +127,6 @@ fn overlapping_main_stages_are_refused() {
     let plan = RecipeFile::parse(
         "[[stage]]\nmethod = \"rtn\"\nbits = 4\n[[stage]]\nmethod = \"magnitude\"\nsparsity = \"0.5\"\n",
     )
-    .unwrap()
-    .plan()
     .unwrap();
     let err = compress_model(&Cpu, &ckpt, &plan, None, &mut ()).unwrap_err();
     assert!(
@@ -136,10 +134,7 @@ fn overlapping_main_stages_are_refused() {
             .contains("stage 1 (rtn) and stage 2 (magnitude)"),
         "{err}"
     );
-    let plan = RecipeFile::parse("[[stage]]\nmethod = \"wanda\"\nsparsity = \"0.5\"\n")
-        .unwrap()
-        .plan()
-        .unwrap();
+    let plan = RecipeFile::parse("[[stage]]\nmethod = \"wanda\"\nsparsity = \"0.5\"\n").unwrap();
     let err = compress_model(&Cpu, &ckpt, &plan, None, &mut ()).unwrap_err();
     assert!(
         err.to_string().contains("wanda needs calibration data"),

@@ -6,12 +6,14 @@
 //! makes OUT_DIR/source (the tiny model), OUT_DIR/crunch (crunch's own format) and
 //! OUT_DIR/compressed-tensors (sparse-24-bitmask).
 
-use crunch_compress::{magnitude, Compressed, CompressedLayer, Sparsity};
-use crunch_export::crunch_dir::{self, layer_recipe};
+use crunch_compress::magnitude;
+use crunch_export::crunch_dir;
 use crunch_export::sparse24;
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
 use crunch_model::testing::{tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::format::layer_recipe;
+use crunch_repr::format::{Recipe, FORMAT_VERSION};
+use crunch_repr::{Compressed, CompressedLayer, Sparsity};
 use half::f16;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,13 +61,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(n, l)| (n.clone(), layer_recipe(l)))
             .collect(),
     };
-    crunch_dir::write(&ckpt, &layers, &recipe, &out.join("crunch"), true)?;
+    crunch_dir::write(&ckpt, &layers, &recipe, &out.join("crunch"), true, &[])?;
     sparse24::write(
         &ckpt,
         &layers,
         &recipe,
         &out.join("compressed-tensors"),
         true,
+        &[],
     )?;
     println!("{}", out.display());
     Ok(())

@@ -1,7 +1,8 @@
 //! Writing compressed models.
 //!
-//! - [`crunch_dir`]: crunch's own format (see `crunch_formats::recipe` for the layout), which
-//!   `crunch eval` and `crunch info` load directly.
+//! - [`Format`]: the layouts, as one list with what each can hold and its writer.
+//! - [`crunch_dir`]: crunch's own format (`crunch_repr::format` describes and encodes the
+//!   layers), which `crunch eval` and `crunch info` load directly.
 //! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
 //! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
 //! - [`sparse24`]: compressed-tensors' sparse-24-bitmask layout for 2:4-pruned layers.
@@ -13,10 +14,19 @@
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
+mod format;
 pub mod gptq_layout;
 pub mod sparse24;
 
 pub use atomic::atomic_dir;
+pub use format::Format;
+
+use crunch_repr::{ReprError, Sparsity};
+use std::path::{Path, PathBuf};
+
+/// Files (name, contents) written beside a model, inside the same atomic directory (the
+/// `recipe.toml` that made it).
+pub type ExtraFiles<'a> = &'a [(&'a str, &'a str)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,8 +34,96 @@ pub enum Error {
     Format(#[from] crunch_formats::FormatError),
     #[error(transparent)]
     Model(#[from] crunch_model::Error),
+    /// A compressed layer whose parts do not agree (refused before anything is written).
+    #[error("{layer}: {source}")]
+    Layer {
+        layer: String,
+        #[source]
+        source: ReprError,
+    },
+    /// A layer a layout cannot hold.
+    #[error("{layer}: {format} cannot store it: {why}")]
+    Refused {
+        layer: String,
+        format: &'static str,
+        why: Refusal,
+    },
+    #[error("{layer}: not a linear layer of this model with a {rows}×{cols} weight")]
+    NotALinear {
+        layer: String,
+        rows: usize,
+        cols: usize,
+    },
+    #[error(
+        "this model's rope scaling exists only as GGUF's rope_freqs.weight, which transformers \
+         and vLLM ignore; export from the Hugging Face checkpoint instead"
+    )]
+    RopeFreqsOnly,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A malformed layer `layer`.
+    pub fn layer(layer: &str) -> impl Fn(ReprError) -> Error + '_ {
+        move |source| Error::Layer {
+            layer: layer.into(),
+            source,
+        }
+    }
+}
+
+/// Why a layout cannot hold a layer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("it is {0}; this layout stores quantized layers only")]
+    NotQuantized(&'static str),
+    #[error("it has a low-rank correction, which only crunch's format stores")]
+    Correction,
+    #[error("act-order groups (g_idx) were removed from compressed-tensors; use --format gptq")]
+    ActOrderGroups,
+    #[error("{rows}×{cols} weight; the GPTQ layout needs both dimensions to be multiples of 32")]
+    DimsNot32 { rows: usize, cols: usize },
+    #[error(
+        "a zero point is 0, which GPTQ v1 stores as −1 and loaders read back as 2^bits; use \
+         --format gptq-v2 (GPTQModel) or --sym"
+    )]
+    ZeroPointZero,
+    #[error(
+        "the GPTQ layout has one bit width, group size and symmetry for all layers; this \
+         layer's differ"
+    )]
+    MixedSpecs,
+    #[error("symmetric, but a zero point differs from {mid}, which the exported layouts assume")]
+    SymmetricZeroPoint { mid: u8 },
+    #[error("pruned and quantized; sparse-24-bitmask stores unquantized 2:4 weights only")]
+    PrunedAndQuantized,
+    #[error("{0} sparsity; sparse-24-bitmask stores 2:4 only")]
+    NotTwoFour(Sparsity),
+    #[error("not pruned; sparse-24-bitmask stores 2:4-pruned weights only")]
+    NotPruned,
+    #[error("no quantized layers to export")]
+    NothingQuantized,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

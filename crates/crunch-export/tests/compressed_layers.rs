@@ -4,17 +4,16 @@
 //! compressed-tensors sparse-24-bitmask layout, decoded here from its description in
 //! `sparse24_bitmask_decompress` (compressed-tensors), not from the writer.
 
-use crunch_compress::{
-    magnitude, rtn, Bitmask, Compressed, CompressedLayer, Factored, PrunedWeight, QuantSpec,
-    Sparsity,
-};
-use crunch_export::crunch_dir::{self, layer_recipe};
-use crunch_export::sparse24;
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
+use crunch_compress::{magnitude, rtn};
+use crunch_export::{crunch_dir, sparse24};
 use crunch_formats::safetensors::{write_file, OwnedTensor, SafetensorsFile};
 use crunch_formats::{DType, TensorSource};
 use crunch_model::testing::{relative_error, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::format::{layer_recipe, Recipe, FORMAT_VERSION};
+use crunch_repr::{
+    Bitmask, Compressed, CompressedLayer, Factored, PrunedWeight, QuantSpec, Sparsity,
+};
 use crunch_runtime::{Backend, Cpu};
 use half::f16;
 use std::collections::BTreeMap;
@@ -165,7 +164,7 @@ fn logits(model: &crunch_model::Model<Cpu>) -> Vec<f32> {
 }
 
 fn write(ckpt: &Checkpoint, layers: &BTreeMap<String, CompressedLayer>, out: &Path) {
-    crunch_dir::write(ckpt, layers, &recipe(layers), out, false).unwrap();
+    crunch_dir::write(ckpt, layers, &recipe(layers), out, false, &[]).unwrap();
 }
 
 #[test]
@@ -344,10 +343,10 @@ fn writer_refuses_a_recipe_that_misdescribes_a_layer() {
     let layers = compress_all(&ckpt, Variant::TwoFour);
     let mut r = recipe(&layers);
     r.layers.get_mut(Q).unwrap().sparsity = Some("0.5".into());
-    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false).unwrap_err();
+    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false, &[]).unwrap_err();
     assert!(e.to_string().contains(Q), "{e}");
     r.layers.remove(Q);
-    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false).unwrap_err();
+    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false, &[]).unwrap_err();
     assert!(e.to_string().contains("no entry"), "{e}");
 }
 
@@ -357,7 +356,7 @@ fn sparse24_bitmask_layout_decodes_to_the_pruned_weight() {
     let ckpt = open_tiny(&tmp.path().join("src"));
     let layers = compress_all(&ckpt, Variant::TwoFour);
     let out = tmp.path().join("ct");
-    sparse24::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    sparse24::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap();
 
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -428,6 +427,7 @@ fn sparse24_bitmask_layout_decodes_to_the_pruned_weight() {
             &recipe(&layers),
             &tmp.path().join("x"),
             false,
+            &[],
         )
         .unwrap_err();
         assert!(e.to_string().contains("sparse-24-bitmask"), "{v:?}: {e}");

@@ -6,14 +6,15 @@
 //! explicit 3-bit word layout), not from the writers' code. Every dequantized weight must equal
 //! crunch's `QuantizedWeight::dequantize()` bit for bit.
 
-use crunch_compress::{rtn, QuantSpec, QuantizedWeight};
+use crunch_compress::rtn;
 use crunch_export::gptq_layout::{self, CheckpointFormat};
-use crunch_export::{compressed_tensors, Error};
-use crunch_formats::recipe::{LayerRecipe, Recipe, FORMAT_VERSION};
+use crunch_export::{compressed_tensors, Error, Refusal};
 use crunch_formats::safetensors::SafetensorsFile;
 use crunch_formats::{DType, TensorSource};
 use crunch_model::testing::{tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::format::{LayerRecipe, Recipe, FORMAT_VERSION};
+use crunch_repr::{QuantSpec, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -389,7 +390,7 @@ fn compressed_tensors_layout_dequantizes_to_crunch_weights() {
             let spec = QuantSpec::new(bits, group, sym);
             let layers = quantize(&ckpt, spec);
             let out = tmp.path().join(format!("ct{i}"));
-            compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+            compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap();
             check_compressed_tensors(&ckpt, &out, &layers, spec);
         }
     }
@@ -409,7 +410,7 @@ fn gptq_layout_dequantizes_to_crunch_weights() {
             }
             for format in [CheckpointFormat::V1, CheckpointFormat::V2] {
                 let out = tmp.path().join(format!("gptq{i}-{}", format.name()));
-                gptq_layout::write_with(&ckpt, &layers, &recipe(&layers), &out, false, format)
+                gptq_layout::write_with(&ckpt, &layers, &recipe(&layers), &out, false, format, &[])
                     .unwrap();
                 check_gptq(&ckpt, &out, &layers, spec, format, false);
             }
@@ -436,11 +437,12 @@ fn act_order_groups_go_to_gptq_and_are_refused_by_compressed_tensors() {
         q.validate().unwrap();
     }
     let out = tmp.path().join("gptq");
-    gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap();
     check_gptq(&ckpt, &out, &layers, spec, CheckpointFormat::V1, true);
 
     let out = tmp.path().join("ct");
-    let err = compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap_err();
+    let err =
+        compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap_err();
     assert!(err.to_string().contains("g_idx"), "{err}");
     assert!(!out.exists());
 }
@@ -454,9 +456,15 @@ fn gptq_v1_refuses_a_zero_point_of_zero_and_v2_stores_it() {
     let q = layers.get_mut("model.layers.0.self_attn.k_proj").unwrap();
     q.zeros[5] = 0;
     let out = tmp.path().join("v1");
-    let err = gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap_err();
+    let err = gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap_err();
     assert!(
-        matches!(err, Error::Other(ref m) if m.contains("gptq-v2")),
+        matches!(
+            err,
+            Error::Refused {
+                why: Refusal::ZeroPointZero,
+                ..
+            }
+        ) && err.to_string().contains("gptq-v2"),
         "{err}"
     );
     assert!(!out.exists());
@@ -471,6 +479,7 @@ fn gptq_v1_refuses_a_zero_point_of_zero_and_v2_stores_it() {
         &out,
         false,
         CheckpointFormat::V2,
+        &[],
     )
     .unwrap();
     check_gptq(&ckpt, &out, &layers, spec, CheckpointFormat::V2, false);
@@ -491,7 +500,7 @@ fn mixed_specs_get_one_config_group_each_and_gptq_refuses_them() {
         layers.insert(n.clone(), eight[n].clone());
     }
     let out = tmp.path().join("ct");
-    compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false, &[]).unwrap();
     let qc = &config(&out)["quantization_config"];
     let groups = qc["config_groups"].as_object().unwrap();
     assert_eq!(groups.len(), 2);
@@ -511,6 +520,7 @@ fn mixed_specs_get_one_config_group_each_and_gptq_refuses_them() {
         &recipe(&layers),
         &tmp.path().join("g"),
         false,
+        &[],
     )
     .unwrap_err();
     assert!(err.to_string().contains("one bit width"), "{err}");
@@ -554,6 +564,7 @@ fn unknown_or_misshapen_layers_are_refused() {
         &recipe(&layers),
         &tmp.path().join("a"),
         false,
+        &[],
     )
     .unwrap_err();
     assert!(err.to_string().contains("gate_proj"), "{err}");
@@ -565,6 +576,7 @@ fn unknown_or_misshapen_layers_are_refused() {
         &recipe(&layers),
         &tmp.path().join("b"),
         false,
+        &[],
     )
     .unwrap_err();
     assert!(err.to_string().contains("embed_tokens"), "{err}");
@@ -610,8 +622,9 @@ fn rope_scaling_held_only_in_rope_freqs_is_refused() {
     let layers = quantize(&ckpt, QuantSpec::new(4, Some(32), true));
     let r = recipe(&layers);
     let errs = [
-        compressed_tensors::write(&ckpt, &layers, &r, &tmp.path().join("a"), false).unwrap_err(),
-        gptq_layout::write(&ckpt, &layers, &r, &tmp.path().join("b"), false).unwrap_err(),
+        compressed_tensors::write(&ckpt, &layers, &r, &tmp.path().join("a"), false, &[])
+            .unwrap_err(),
+        gptq_layout::write(&ckpt, &layers, &r, &tmp.path().join("b"), false, &[]).unwrap_err(),
     ];
     for err in errs {
         assert!(err.to_string().contains("rope_freqs"), "{err}");

@@ -10,7 +10,6 @@
 pub mod dtype;
 pub mod error;
 pub mod gguf;
-pub mod recipe;
 pub mod safetensors;
 
 pub use dtype::DType;

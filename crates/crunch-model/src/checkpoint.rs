@@ -2,15 +2,14 @@
 //! or a single GGUF file (config, weights and tokenizer all from the file).
 
 use crate::config::ModelConfig;
-use crate::crunch_format::CrunchSource;
 use crate::gguf_config::config_from_gguf;
 use crate::model::Model;
 use crate::weights::{Naming, Weights};
 use crate::{Error, Result};
 use crunch_formats::gguf::GgufFile;
-use crunch_formats::recipe::{LayerRecipe, Recipe};
 use crunch_formats::safetensors::SafetensorsModel;
 use crunch_formats::{DType, TensorSource};
+use crunch_repr::format::{CrunchSource, LayerRecipe, Recipe};
 use crunch_runtime::Backend;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod crunch_format;
 pub mod decode;
 mod gguf_config;
 pub mod hooks;
