@@ -64,7 +64,7 @@ def main():
                    "group_size": int(group), "symmetric": sym == "sym", "ppl": e["ppl"], "nll": e["nll"],
                    "ppl_increase": e["ppl"] - base["ppl"], "kl": e["kl"], "top1_agreement": e["top1_agreement"],
                    "bits_per_weight": q["bits_per_weight"], "size_on_disk": q["size_on_disk"],
-                   "quantize_seconds": q["quantize_seconds"], "eval_tokens_scored": e["tokens_scored"]}
+                   "quantize_seconds": q.get("compress_seconds", q.get("quantize_seconds")), "eval_tokens_scored": e["tokens_scored"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| method | bits | group | grid | bits/weight | size on disk (MB) | PPL | ΔPPL | KL | top-1 agree | quantize s |")

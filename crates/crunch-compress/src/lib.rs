@@ -33,15 +33,7 @@ pub use column_loop::BLOCK_SIZE;
 pub use cuda::{CudaDense, CudaGptq, DeviceHessian};
 pub use error::{CompressError, Result};
 pub use hessian::Hessian;
-pub use lowrank::{
-    allocate_ranks, eora, eora_bits, eora_bits_per_weight, eora_with, retained_energy,
-    singular_values, singular_values_with, truncated_svd, truncated_svd_with,
-    whitened_singular_values, whitened_singular_values_with, whitened_svd, whitened_svd_with,
-    DenseLinAlg, EoraOptions, Host, LayerSpectrum, LowRank, RankChoice, RankPlan, ThinSvd,
-    WhitenOptions,
-};
-pub use prune::{
-    input_norms, magnitude, select_mask, sparsegpt, wanda, wanda_with_norms, MaskScope,
-    SparseGptOptions,
-};
-pub use quant::{gptq, rtn, GptqOptions};
+// Each family's module lists its methods; a new method is registered there only.
+pub use lowrank::*;
+pub use prune::*;
+pub use quant::*;
