@@ -18,7 +18,7 @@
 
 use crunch_calib::{compress_model, windows, RecipeFile};
 use crunch_compress::{
-    eora_with, truncated_svd_with, whitened_svd_with, CudaDense, EoraOptions, Hessian, Host,
+    eora, truncated_svd, whitened_svd, CudaDense, DenseLinAlg, EoraOptions, Hessian, Host, LowRank,
     WhitenOptions,
 };
 use crunch_eval::score_rows;
@@ -48,18 +48,8 @@ fn main() -> anyhow::Result<()> {
             "tests/fixtures/reference/{}.json",
             spec.name
         ))?)?;
-        let ids: Vec<u32> = fixture["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let want: Vec<f32> = fixture["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let ids: Vec<u32> = serde_json::from_value(fixture["input_ids"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(fixture["logits"].clone()).unwrap();
         let ckpt = Checkpoint::open(dir.path())?;
         let cpu_model = ckpt.load(Cpu, |_| {})?;
         let gpu_model = ckpt.load(gpu.clone(), |_| {})?;
@@ -211,40 +201,20 @@ fn main() -> anyhow::Result<()> {
         let mut h = Hessian::new(cols);
         h.add_batch(&pseudo(4 * cols * cols, 8)[..]);
         let approx = w.iter().map(|v| v * 0.9).collect::<Vec<_>>();
+        let (whiten, eora_opts) = (WhitenOptions::default(), EoraOptions::default());
+        // Each decomposition on the host and on the GPU.
+        let both = |f: &dyn Fn(&dyn DenseLinAlg) -> crunch_compress::Result<LowRank>| {
+            Ok::<_, crunch_compress::CompressError>((f(&Host)?, f(&dense)?))
+        };
+        let (svd_host, svd_dev) = both(&|la| truncated_svd(la, &w, rows, cols, rank))?;
+        let (white_host, white_dev) =
+            both(&|la| whitened_svd(la, &w, rows, cols, &h, rank, &whiten))?;
+        let (eora_host, eora_dev) =
+            both(&|la| eora(la, &w, &approx, rows, cols, &h, rank, &eora_opts))?;
         let pairs = [
-            (
-                "svd",
-                truncated_svd_with(&Host, &w, rows, cols, rank)?,
-                truncated_svd_with(&dense, &w, rows, cols, rank)?,
-            ),
-            (
-                "whitened-svd",
-                whitened_svd_with(&Host, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
-                whitened_svd_with(&dense, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
-            ),
-            (
-                "eora",
-                eora_with(
-                    &Host,
-                    &w,
-                    &approx,
-                    rows,
-                    cols,
-                    &h,
-                    rank,
-                    &EoraOptions::default(),
-                )?,
-                eora_with(
-                    &dense,
-                    &w,
-                    &approx,
-                    rows,
-                    cols,
-                    &h,
-                    rank,
-                    &EoraOptions::default(),
-                )?,
-            ),
+            ("svd", svd_host, svd_dev),
+            ("whitened-svd", white_host, white_dev),
+            ("eora", eora_host, eora_dev),
         ];
         for (name, host, dev) in pairs {
             let product = relative_error(&dev.factored.dense(), &host.factored.dense());

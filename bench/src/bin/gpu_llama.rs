@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 struct Shape {
@@ -300,7 +300,10 @@ fn gptq(args: &Args) -> Result<()> {
     let json = output_recipe(&recipe, dir.display().to_string(), None, &layers)?;
     let toml = recipe.to_toml();
     let extra = [("recipe.toml", toml.as_str())];
-    crunch_export::Format::Crunch.write(&ckpt, &layers, &json, &out, true, &extra)?;
+    let to = crunch_export::Target::new(&out)
+        .overwrite(true)
+        .beside(&extra);
+    crunch_export::Format::Crunch.write(&ckpt, &layers, &json, &to)?;
     timer.switch("done");
     let total = t0.elapsed().as_secs_f64();
     let blocks = timer.per_block.len().max(1) as f64;
@@ -320,21 +323,10 @@ fn gptq(args: &Args) -> Result<()> {
         "mean_seconds_per_block": timer.per_block.iter().sum::<f64>() / blocks,
         "peak_gpu_bytes_sampled": timer.peak_gpu,
         "peak_host_bytes": peak_host_bytes(),
-        "output_bytes": dir_bytes(&out),
+        "output_bytes": crunch_export::size_on_disk(&out),
     });
     println!("{line}");
     Ok(())
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn eval(args: &Args) -> Result<()> {

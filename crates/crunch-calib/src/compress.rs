@@ -18,7 +18,7 @@ use crate::{Error, Result};
 use crunch_compress::{allocate_ranks, DenseLinAlg, LayerSpectrum, RankChoice};
 use crunch_model::model::BLOCK_LINEARS;
 use crunch_model::{Checkpoint, LinearId};
-use crunch_repr::format::{layer_recipe, Calibration, Recipe, FORMAT_VERSION};
+use crunch_repr::format::{layer_recipe, Calibration, Recipe};
 use crunch_repr::{check_nm, Compressed, CompressedLayer, Planned, Produces, Sparsity};
 use crunch_runtime::Backend;
 use rayon::prelude::*;
@@ -454,13 +454,9 @@ pub fn output_recipe(
         }
         entries.insert(name.clone(), entry);
     }
+    let stages = recipe.stages.iter().map(|s| s.describe()).collect();
     Ok(Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: env!("CARGO_PKG_VERSION").into(),
-        source,
-        stages: recipe.stages.iter().map(|s| s.describe()).collect(),
         calibration,
-        layers: entries,
+        ..Recipe::new(source, stages, entries)
     })
 }

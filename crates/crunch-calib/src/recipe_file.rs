@@ -35,16 +35,15 @@ use serde::ser::{Error as _, SerializeMap};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// A recipe: the layers left alone, the calibration data, the output layout and the stages.
-/// Read with [`RecipeFile::parse`], written with [`RecipeFile::to_toml`].
+/// Read with [`RecipeFile::parse`], written with [`RecipeFile::to_toml`] (which leaves absent
+/// options out).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RecipeFile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip: Vec<String>,
     /// The output layout (`crunch`, `compressed-tensors`, ...; `crunch_export::Format`), when
     /// not crunch's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationSpec>,
     #[serde(rename = "stage", default)]
     pub stages: Vec<Stage>,
@@ -55,9 +54,7 @@ pub struct RecipeFile {
 pub struct CalibrationSpec {
     /// A text file, or `self:NxL`.
     pub data: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub len: Option<usize>,
     #[serde(default)]
     pub seed: u64,

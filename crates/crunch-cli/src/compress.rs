@@ -14,11 +14,11 @@ use crunch_calib::{
     compress_model, first_calibrated, output_recipe, planned, CalibrationSpec, Family, Method,
     RecipeError, RecipeFile, Stage,
 };
-use crunch_export::Format;
+use crunch_export::{Format, Target};
 use crunch_model::Checkpoint;
 use crunch_repr::{Compressed, CompressedLayer};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// What every command that writes a model shares.
@@ -323,11 +323,12 @@ fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
     let sp = progress::spinner("writing");
     let recipe_toml = file.to_toml();
     let extra = [("recipe.toml", recipe_toml.as_str())];
-    format.write(&ckpt, &layers, &recipe, &c.out, c.force, &extra)?;
+    let to = Target::new(&c.out).overwrite(c.force).beside(&extra);
+    format.write(&ckpt, &layers, &recipe, &to)?;
     sp.finish_and_clear();
 
     let report = summarize(&layers);
-    let size = dir_size(&c.out);
+    let size = crunch_export::size_on_disk(&c.out);
     let total_seconds = start.elapsed().as_secs_f64();
     if c.json {
         let mut v = serde_json::to_value(&report)?;
@@ -352,18 +353,6 @@ fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| {
-            it.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[derive(serde::Serialize)]

@@ -4,7 +4,7 @@
 //! the block's end, W[:, i2:] −= Err · U[i1:i2, i2:], with U the upper Cholesky factor of the
 //! dampened inverse Hessian ([`crate::inverse`]).
 
-use crate::error::{CompressError, Result};
+use crate::error::{check_option, CompressError, Result};
 use crate::hessian::Hessian;
 use crate::inverse::{self, PreparedHessian};
 use faer::linalg::matmul::matmul;
@@ -25,12 +25,7 @@ pub(crate) fn check_options(who: &str, block_size: usize, damp: f32) -> Result<(
             "{who} block_size must be positive"
         )));
     }
-    if !(damp.is_finite() && damp >= 0.0) {
-        return Err(CompressError::InvalidOption(format!(
-            "{who} damp {damp} must be finite and ≥ 0"
-        )));
-    }
-    Ok(())
+    check_option(&format!("{who} damp"), damp as f64, false)
 }
 
 /// Checks the Hessian against the weight's `cols` and prepares it for the loop.
@@ -40,13 +35,7 @@ pub(crate) fn prepare(
     act_order: bool,
     damp: f32,
 ) -> Result<PreparedHessian> {
-    if hessian.n != cols {
-        return Err(CompressError::HessianSize {
-            hessian_n: hessian.n,
-            cols,
-        });
-    }
-    hessian.validate()?;
+    hessian.validate_for(cols)?;
     inverse::prepare(hessian, act_order, damp)
 }
 

@@ -39,5 +39,17 @@ pub enum CompressError {
     NoConvergence(&'static str),
 }
 
+/// Checks that option `what` is finite and ≥ 0 (> 0 with `positive`).
+pub(crate) fn check_option(what: &str, value: f64, positive: bool) -> Result<()> {
+    let ok = value.is_finite() && if positive { value > 0.0 } else { value >= 0.0 };
+    if ok {
+        return Ok(());
+    }
+    let bound = if positive { "> 0" } else { "≥ 0" };
+    Err(CompressError::InvalidOption(format!(
+        "{what} {value} must be finite and {bound}"
+    )))
+}
+
 /// `Result` with [`CompressError`] as the default error.
 pub type Result<T, E = CompressError> = std::result::Result<T, E>;

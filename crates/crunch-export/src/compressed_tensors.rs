@@ -17,7 +17,7 @@
 //! compressed-tensors dequantizes `(s − zs) · scale = (code − z) · scale`, crunch's formula.
 
 use crate::crunch_dir::{save_tokenizer, write_files};
-use crate::{atomic_dir, Error, ExtraFiles, Refusal, Result};
+use crate::{atomic_dir, Error, QuantizedLayers, Refusal, Result, Target};
 use crunch_formats::safetensors::{write_file, OwnedTensor};
 use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
@@ -26,7 +26,6 @@ use crunch_repr::format::Recipe;
 use crunch_repr::QuantizedWeight;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The compressed-tensors version whose layout and config schema this writes.
 pub const COMPRESSED_TENSORS_VERSION: &str = "0.20.0";
@@ -244,21 +243,13 @@ pub(crate) struct Layout<'a> {
     pub extra: Vec<(&'static str, String)>,
 }
 
-/// Where and how an exported directory is written.
-pub(crate) struct Target<'a> {
-    pub out: &'a Path,
-    pub overwrite: bool,
-    /// Files beside the model (the recipe that made it).
-    pub extra: ExtraFiles<'a>,
-}
-
 /// A Hugging Face directory with `layers` stored as `layout` says. Shared by the
 /// compressed-tensors and GPTQ writers: everything but the quantized tensors is the same.
 pub(crate) fn write_hf_dir(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    target: Target,
+    to: &Target,
     layout: Layout,
 ) -> Result<()> {
     refuse_rope_freqs(ckpt)?;
@@ -270,7 +261,7 @@ pub(crate) fn write_hf_dir(
     for (name, q) in layers {
         packed.insert(name.as_str(), (layout.tensors)(name, q)?);
     }
-    write_tensors_dir(ckpt, packed, recipe, target, layout.quant, layout.extra)
+    write_tensors_dir(ckpt, packed, recipe, to, layout.quant, layout.extra)
 }
 
 /// Refuses a model whose rope scaling only GGUF's `rope_freqs.weight` holds.
@@ -305,13 +296,13 @@ pub(crate) fn write_tensors_dir(
     ckpt: &Checkpoint,
     mut packed: BTreeMap<&str, Vec<OwnedTensor>>,
     recipe: &Recipe,
-    target: Target,
+    to: &Target,
     quant: Value,
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
     let tokenizer = ckpt.tokenizer().ok();
-    atomic_dir(target.out, target.overwrite, |dir| {
+    atomic_dir(to.dir, to.overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {
@@ -331,33 +322,25 @@ pub(crate) fn write_tensors_dir(
         let recipe = recipe.to_json();
         let mut files = vec![("config.json", config.as_str()), (RECIPE_COPY, &recipe)];
         files.extend(extra.iter().map(|(n, t)| (*n, t.as_str())));
-        write_files(dir, files.iter().chain(target.extra))?;
+        write_files(dir, files.iter().chain(to.extra))?;
         save_tokenizer(dir, tokenizer.as_ref())
     })
 }
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) quantized, to
-/// `out` in compressed-tensors' pack-quantized layout, with the `extra` files beside. Refuses
-/// layers with act-order `g_idx`.
+/// `to` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`.
 pub fn write(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-    extra: ExtraFiles,
+    to: &Target,
 ) -> Result<()> {
     let layout = Layout {
         tensors: &layer_tensors,
         quant: quantization_config(layers, &linear_modules(ckpt)),
         extra: Vec::new(),
     };
-    let target = Target {
-        out,
-        overwrite,
-        extra,
-    };
-    write_hf_dir(ckpt, layers, recipe, target, layout)
+    write_hf_dir(ckpt, layers, recipe, to, layout)
 }
 
 #[cfg(test)]

@@ -2,27 +2,18 @@
 //! crunch.json. Each compressed layer's stored tensors and recipe entry come from
 //! `crunch_repr::format`, which also reads them back.
 
-use crate::{atomic_dir, Error, ExtraFiles, Result};
+use crate::{atomic_dir, Error, Layers, Result, Target};
 use crunch_formats::safetensors::{write_file, OwnedTensor};
 use crunch_model::model::tensor_shapes;
 use crunch_model::Checkpoint;
 use crunch_repr::format::{check_layer_recipe, layer_tensors, Recipe, RECIPE_FILE};
-use crunch_repr::CompressedLayer;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) replaced by their
-/// compressed form, to `out` in crunch's format, with the `extra` files beside. `recipe` must
-/// describe every layer (see `crunch_repr::format::layer_recipe`); everything is converted
-/// before the disk is touched.
-pub fn write(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, CompressedLayer>,
-    recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-    extra: ExtraFiles,
-) -> Result<()> {
+/// compressed form, to `to` in crunch's format. `recipe` must describe every layer (see
+/// `crunch_repr::format::layer_recipe`); everything is converted before the disk is touched.
+pub fn write(ckpt: &Checkpoint, layers: &Layers, recipe: &Recipe, to: &Target) -> Result<()> {
     let cfg = &ckpt.config;
     let shapes: BTreeMap<String, Vec<usize>> = tensor_shapes(cfg).into_iter().collect();
     let mut stored = BTreeMap::new();
@@ -40,7 +31,7 @@ pub fn write(
         stored.insert(name.as_str(), tensors);
     }
     let tokenizer = ckpt.tokenizer().ok();
-    atomic_dir(out, overwrite, |dir| {
+    atomic_dir(to.dir, to.overwrite, |dir| {
         let mut tensors = Vec::new();
         let mut names: Vec<(String, Vec<usize>)> = tensor_shapes(cfg);
         if ckpt.weights.contains("rope_freqs.weight") {
@@ -73,7 +64,7 @@ pub fn write(
         let config = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("json") + "\n";
         let recipe = recipe.to_json();
         let files = [("config.json", config.as_str()), (RECIPE_FILE, &recipe)];
-        write_files(dir, files.iter().chain(extra))?;
+        write_files(dir, files.iter().chain(to.extra))?;
         save_tokenizer(dir, tokenizer.as_ref())
     })
 }

@@ -4,13 +4,11 @@
 //! Adding a layout: a variant in [`Format`] (with its name and description in `ALL`), its
 //! capability in [`Format::refuses`], and its writer in [`Format::write`].
 
-use crate::{compressed_tensors, ExtraFiles};
-use crate::{crunch_dir, gptq_layout, sparse24, Error, Refusal, Result};
+use crate::{compressed_tensors, crunch_dir, gptq_layout, sparse24};
+use crate::{Error, Layers, QuantizedLayers, Refusal, Result, Target};
 use crunch_model::Checkpoint;
 use crunch_repr::format::Recipe;
-use crunch_repr::{Compressed, CompressedLayer, Planned, Produces, QuantizedWeight, Sparsity};
-use std::collections::BTreeMap;
-use std::path::Path;
+use crunch_repr::{Compressed, Planned, Produces, Sparsity};
 
 /// A layout crunch writes a compressed model in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,39 +125,32 @@ impl Format {
         }
     }
 
-    /// Writes `ckpt` with `layers` replaced by their compressed form to `out` in this layout,
-    /// with `recipe` (crunch.json, or its copy) and the `extra` files beside.
+    /// Writes `ckpt` with `layers` replaced by their compressed form to `to` in this layout,
+    /// with `recipe` (crunch.json, or its copy) beside.
     pub fn write(
         self,
         ckpt: &Checkpoint,
-        layers: &BTreeMap<String, CompressedLayer>,
+        layers: &Layers,
         recipe: &Recipe,
-        out: &Path,
-        overwrite: bool,
-        extra: ExtraFiles,
+        to: &Target,
     ) -> Result<()> {
         let quantized = || self.quantized(layers);
         match self {
-            Format::Crunch => crunch_dir::write(ckpt, layers, recipe, out, overwrite, extra),
-            Format::CompressedTensors => {
-                compressed_tensors::write(ckpt, &quantized()?, recipe, out, overwrite, extra)
-            }
+            Format::Crunch => crunch_dir::write(ckpt, layers, recipe, to),
+            Format::CompressedTensors => compressed_tensors::write(ckpt, &quantized()?, recipe, to),
             Format::Gptq | Format::GptqV2 => {
                 let v = match self {
                     Format::Gptq => gptq_layout::CheckpointFormat::V1,
                     _ => gptq_layout::CheckpointFormat::V2,
                 };
-                gptq_layout::write_with(ckpt, &quantized()?, recipe, out, overwrite, v, extra)
+                gptq_layout::write(ckpt, &quantized()?, recipe, to, v)
             }
-            Format::Sparse24Bitmask => sparse24::write(ckpt, layers, recipe, out, overwrite, extra),
+            Format::Sparse24Bitmask => sparse24::write(ckpt, layers, recipe, to),
         }
     }
 
     /// The quantized weight of every layer, for the layouts that hold nothing else.
-    fn quantized(
-        self,
-        layers: &BTreeMap<String, CompressedLayer>,
-    ) -> Result<BTreeMap<String, QuantizedWeight>> {
+    fn quantized(self, layers: &Layers) -> Result<QuantizedLayers> {
         layers
             .iter()
             .map(|(name, l)| {

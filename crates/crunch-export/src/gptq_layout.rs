@@ -17,16 +17,15 @@
 
 use crate::compressed_tensors::{
     check_weight, f16_tensor, has_custom_g_idx, i32_tensor, linear_modules, pack_stream, refused,
-    write_hf_dir, Layout, Target,
+    write_hf_dir, Layout,
 };
-use crate::{ExtraFiles, Refusal, Result};
+use crate::{QuantizedLayers, Refusal, Result, Target};
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_model::Checkpoint;
 use crunch_repr::format::Recipe;
 use crunch_repr::QuantizedWeight;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// How zero points are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,16 +149,14 @@ pub fn quantization_config(
     Ok(v)
 }
 
-/// Writes `ckpt` with `layers` quantized, to `out` in the GPTQ layout with zero points stored
-/// as `format` says, with the `extra` files beside.
-pub fn write_with(
+/// Writes `ckpt` with `layers` quantized, to `to` in the GPTQ layout with zero points stored as
+/// `format` says (V1 is the layout every engine loads).
+pub fn write(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     format: CheckpointFormat,
-    extra: ExtraFiles,
 ) -> Result<()> {
     let quant = quantization_config(layers, &linear_modules(ckpt), recipe, format)?;
     let text = serde_json::to_string_pretty(&quant).expect("json") + "\n";
@@ -168,23 +165,5 @@ pub fn write_with(
         quant,
         extra: vec![("quantize_config.json", text)],
     };
-    let target = Target {
-        out,
-        overwrite,
-        extra,
-    };
-    write_hf_dir(ckpt, layers, recipe, target, layout)
-}
-
-/// [`write_with`] GPTQ v1, the layout every engine loads.
-pub fn write(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
-    recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-    extra: ExtraFiles,
-) -> Result<()> {
-    let v1 = CheckpointFormat::V1;
-    write_with(ckpt, layers, recipe, out, overwrite, v1, extra)
+    write_hf_dir(ckpt, layers, recipe, to, layout)
 }

@@ -21,12 +21,54 @@ pub mod sparse24;
 pub use atomic::atomic_dir;
 pub use format::Format;
 
-use crunch_repr::{ReprError, Sparsity};
+use crunch_repr::{CompressedLayer, QuantizedWeight, ReprError, Sparsity};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Files (name, contents) written beside a model, inside the same atomic directory (the
-/// `recipe.toml` that made it).
-pub type ExtraFiles<'a> = &'a [(&'a str, &'a str)];
+/// Bytes an output takes on disk: a file's size, or the sum of a directory's files.
+pub fn size_on_disk(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().map(|e| size(&e.path())).sum(),
+        Err(_) => size(path),
+    }
+}
+
+/// Compressed layers by Hugging Face layer name (without `.weight`).
+pub type Layers = BTreeMap<String, CompressedLayer>;
+/// Quantized layers by Hugging Face layer name, for the layouts that hold nothing else.
+pub type QuantizedLayers = BTreeMap<String, QuantizedWeight>;
+
+/// Where a writer writes: the output directory, whether it may replace an existing one
+/// (`--force`), and files (name, contents) to put beside the model inside the same atomic
+/// directory (the `recipe.toml` that made it).
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub dir: &'a Path,
+    pub overwrite: bool,
+    pub extra: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Target<'a> {
+    /// `dir`, refused if it exists, with nothing beside the model.
+    pub fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            overwrite: false,
+            extra: &[],
+        }
+    }
+
+    /// Replacing `dir` if it exists (`--force`) when `overwrite`.
+    pub fn overwrite(self, overwrite: bool) -> Self {
+        Self { overwrite, ..self }
+    }
+
+    /// With `extra` files beside the model.
+    pub fn beside(self, extra: &'a [(&'a str, &'a str)]) -> Self {
+        Self { extra, ..self }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -19,10 +19,9 @@
 //! name, `ignore: []`).
 
 use crate::compressed_tensors::{
-    check_linear, linear_modules, refuse_rope_freqs, write_tensors_dir, Target,
-    COMPRESSED_TENSORS_VERSION,
+    check_linear, linear_modules, refuse_rope_freqs, write_tensors_dir, COMPRESSED_TENSORS_VERSION,
 };
-use crate::{Error, ExtraFiles, Format, Result};
+use crate::{Error, Format, Layers, Result, Target};
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_formats::DType;
 use crunch_model::Checkpoint;
@@ -31,7 +30,6 @@ use crunch_repr::{CompressedLayer, NmPacked, Produces, PrunedWeight};
 use half::f16;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The 2:4-pruned, unquantized weight of `layer`, or why it cannot be stored in this layout.
 fn two_four<'a>(name: &str, layer: &'a CompressedLayer) -> Result<&'a PrunedWeight> {
@@ -107,17 +105,9 @@ pub fn sparsity_config(names: &[&str], global_sparsity: f64) -> Value {
 }
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`, each 2:4-pruned
-/// and unquantized, without correction) to `out` in compressed-tensors' sparse-24-bitmask
-/// layout, with the `extra` files beside. Every other layer is stored dense; anything else in
-/// `layers` is refused.
-pub fn write(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, CompressedLayer>,
-    recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-    extra: ExtraFiles,
-) -> Result<()> {
+/// and unquantized, without correction) to `to` in compressed-tensors' sparse-24-bitmask
+/// layout. Every other layer is stored dense; anything else in `layers` is refused.
+pub fn write(ckpt: &Checkpoint, layers: &Layers, recipe: &Recipe, to: &Target) -> Result<()> {
     refuse_rope_freqs(ckpt)?;
     let mut packed = BTreeMap::new();
     for (name, layer) in layers {
@@ -137,10 +127,5 @@ pub fn write(
     let pruned: usize = layers.values().map(|l| l.shape().0 * l.shape().1 / 2).sum();
     let names: Vec<&str> = layers.keys().map(String::as_str).collect();
     let quant = sparsity_config(&names, pruned as f64 / total.max(1) as f64);
-    let target = Target {
-        out,
-        overwrite,
-        extra,
-    };
-    write_tensors_dir(ckpt, packed, recipe, target, quant, Vec::new())
+    write_tensors_dir(ckpt, packed, recipe, to, quant, Vec::new())
 }

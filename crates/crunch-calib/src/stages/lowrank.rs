@@ -3,97 +3,54 @@
 
 use super::{LayerInput, StageMethod};
 use crunch_compress::{
-    eora_with, singular_values_with, truncated_svd_with, whitened_singular_values_with,
-    whitened_svd_with, CompressError, EoraOptions, RankChoice, WhitenOptions,
+    eora, singular_values, truncated_svd, whitened_singular_values, whitened_svd, CompressError,
+    EoraOptions, RankChoice, WhitenOptions,
 };
 use crunch_repr::{Compressed, Factored, Produces};
 use serde::{Deserialize, Serialize};
 
-/// Checks a budget's `keep` fraction.
-fn check_keep(keep: f64) -> Result<(), String> {
-    if keep > 0.0 && keep <= 1.0 {
-        Ok(())
-    } else {
-        Err(format!("keep {keep} must be in (0, 1]"))
-    }
+/// `svd` (`Factor<false>`): truncated SVD of the weights, no data. `whitened-svd`
+/// (`Factor<true>`): SVD-LLM, truncation in the whitened space of the calibration inputs. Both
+/// take each layer's rank from one budget shared by the stage's layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Factor<const WHITENED: bool> {
+    /// Fraction of the matched layers' parameters kept, in (0, 1].
+    pub keep: f64,
 }
 
-/// The rank the budget gave `l`: `None` keeps the layer dense, rank 0 makes it zero.
-fn factor(
-    l: &LayerInput,
-    fit: impl FnOnce(usize) -> Result<Factored, CompressError>,
-) -> Result<Option<Compressed>, CompressError> {
-    match l.rank {
-        None | Some(RankChoice::Dense) => Ok(None),
-        Some(RankChoice::Factored(0)) => {
-            Ok(Some(Compressed::Factored(Factored::zero(l.rows, l.cols))))
+impl<const WHITENED: bool> StageMethod for Factor<WHITENED> {
+    fn produces(&self) -> Produces {
+        Produces::Factored
+    }
+    fn validate(&self) -> Result<(), String> {
+        match self.keep > 0.0 && self.keep <= 1.0 {
+            true => Ok(()),
+            false => Err(format!("keep {} must be in (0, 1]", self.keep)),
         }
-        Some(RankChoice::Factored(r)) => Ok(Some(Compressed::Factored(fit(r)?))),
-    }
-}
-
-/// `svd`: truncated SVD of the weights; needs no data.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Svd {
-    /// Fraction of the matched layers' parameters kept, in (0, 1].
-    pub keep: f64,
-}
-
-impl StageMethod for Svd {
-    fn needs_calibration(&self) -> bool {
-        false
-    }
-    fn produces(&self) -> Produces {
-        Produces::Factored
-    }
-    fn validate(&self) -> Result<(), String> {
-        check_keep(self.keep)
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        factor(l, |r| {
-            Ok(truncated_svd_with(l.la, l.weight, l.rows, l.cols, r)?.factored)
-        })
+        let whiten = WhitenOptions::default();
+        let fit = |r| match WHITENED {
+            true => whitened_svd(l.la, l.weight, l.rows, l.cols, l.hessian()?, r, &whiten),
+            false => truncated_svd(l.la, l.weight, l.rows, l.cols, r),
+        };
+        Ok(match l.rank {
+            None | Some(RankChoice::Dense) => None,
+            Some(RankChoice::Factored(0)) => Some(Factored::zero(l.rows, l.cols)),
+            Some(RankChoice::Factored(r)) => Some(fit(r)?.factored),
+        }
+        .map(Compressed::Factored))
     }
     fn budget(&self) -> Option<f64> {
         Some(self.keep)
     }
     fn spectrum(&self, l: &LayerInput) -> Result<Vec<f64>, CompressError> {
-        singular_values_with(l.la, l.weight, l.rows, l.cols)
-    }
-}
-
-/// `whitened-svd`: SVD-LLM, truncation in the whitened space of the calibration inputs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WhitenedSvd {
-    /// Fraction of the matched layers' parameters kept, in (0, 1].
-    pub keep: f64,
-}
-
-impl StageMethod for WhitenedSvd {
-    fn needs_calibration(&self) -> bool {
-        true
-    }
-    fn produces(&self) -> Produces {
-        Produces::Factored
-    }
-    fn validate(&self) -> Result<(), String> {
-        check_keep(self.keep)
-    }
-    fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        let h = l.hessian()?;
-        let opts = WhitenOptions::default();
-        factor(l, |r| {
-            Ok(whitened_svd_with(l.la, l.weight, l.rows, l.cols, h, r, &opts)?.factored)
-        })
-    }
-    fn budget(&self) -> Option<f64> {
-        Some(self.keep)
-    }
-    fn spectrum(&self, l: &LayerInput) -> Result<Vec<f64>, CompressError> {
-        let opts = WhitenOptions::default();
-        whitened_singular_values_with(l.la, l.weight, l.rows, l.cols, l.hessian()?, &opts)
+        let whiten = WhitenOptions::default();
+        match WHITENED {
+            true => whitened_singular_values(l.la, l.weight, l.rows, l.cols, l.hessian()?, &whiten),
+            false => singular_values(l.la, l.weight, l.rows, l.cols),
+        }
     }
 }
 
@@ -107,9 +64,6 @@ pub struct Eora {
 }
 
 impl StageMethod for Eora {
-    fn needs_calibration(&self) -> bool {
-        true
-    }
     fn produces(&self) -> Produces {
         Produces::Correction
     }
@@ -126,7 +80,7 @@ impl StageMethod for Eora {
         let rank = self.rank.min(l.rows.min(l.cols));
         let h = l.hessian()?;
         let opts = EoraOptions::default();
-        let lr = eora_with(l.la, l.weight, base, l.rows, l.cols, h, rank, &opts)?;
+        let lr = eora(l.la, l.weight, base, l.rows, l.cols, h, rank, &opts)?;
         Ok(Some(Compressed::Factored(lr.factored)))
     }
 }

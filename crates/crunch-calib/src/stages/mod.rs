@@ -11,8 +11,8 @@ mod lowrank;
 mod prune;
 mod quant;
 
-pub use lowrank::{Eora, Svd, WhitenedSvd};
-pub use prune::{Magnitude, SparseGpt, Wanda};
+pub use lowrank::{Eora, Factor};
+pub use prune::{ScorePruning, SparseGpt};
 pub use quant::{Gptq, Rtn};
 
 use crunch_compress::{CompressError, DenseLinAlg, GptqOptions, Hessian, RankChoice};
@@ -62,24 +62,34 @@ pub struct LayerInput<'a> {
 }
 
 impl LayerInput<'_> {
-    /// The Hessian; an error for a stage that did not declare [`StageMethod::needs_calibration`].
+    /// The Hessian; an error for a method not listed as needing data.
     pub fn hessian(&self) -> Result<&Hessian, CompressError> {
         self.hessian.ok_or(CompressError::EmptyHessian)
     }
 }
 
-/// What every stage struct implements.
+/// What every stage struct implements (whether it reads calibration data is in the list,
+/// [`methods!`]).
 pub(crate) trait StageMethod {
-    /// Whether the method reads the layer's calibration Hessian.
-    fn needs_calibration(&self) -> bool;
     /// What it stores per layer (what an output format checks before anything runs).
     fn produces(&self) -> Produces;
     /// Values serde cannot check (bit widths, ranges, keys that need each other).
-    fn validate(&self) -> Result<(), String>;
-    /// Checks the stage against one layer's shape before anything runs (group sizes, N:M
-    /// patterns that do not divide the columns).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Checks the stage against one layer's shape before anything runs: the grid and the
+    /// sparsity pattern it [`produces`](StageMethod::produces) must fit the layer's columns.
     fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        let _ = cols;
+        match self.produces() {
+            Produces::Quantized(spec) => spec.validate(cols)?,
+            Produces::Pruned { sparsity, quant } => {
+                sparsity.validate(cols)?;
+                if let Some(spec) = quant {
+                    spec.validate(cols)?;
+                }
+            }
+            Produces::Factored | Produces::Correction => {}
+        }
         Ok(())
     }
     /// Compresses one layer: `None` leaves it as it is (a low-rank budget that keeps it dense).
@@ -104,7 +114,7 @@ pub(crate) trait StageMethod {
 
 /// Declares the method list: the tagged [`Method`] enum, [`METHODS`], and the dispatch.
 macro_rules! methods {
-    ($($name:literal => $variant:ident($ty:ty), $family:ident;)*) => {
+    ($($name:literal => $variant:ident($ty:ty), $family:ident, data: $data:literal;)*) => {
         /// A stage's method and its settings, tagged by `method` in a recipe.
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "method")]
@@ -112,9 +122,9 @@ macro_rules! methods {
             $(#[serde(rename = $name)] $variant($ty),)*
         }
 
-        /// Every method, by name, with its family: the one list the recipe parser, the CLI's
-        /// `--method` values and the error messages read.
-        pub const METHODS: &[(&str, Family)] = &[$(($name, Family::$family),)*];
+        /// Every method, by name, with its family and whether it needs calibration data: the
+        /// one list the recipe parser, the CLI's `--method` values and the error messages read.
+        pub const METHODS: &[(&str, Family, bool)] = &[$(($name, Family::$family, $data),)*];
 
         impl Method {
             pub fn name(&self) -> &'static str {
@@ -129,6 +139,14 @@ macro_rules! methods {
                 }
             }
 
+            /// Whether the method reads the calibration Hessian of each layer (so a recipe
+            /// with it needs calibration data).
+            pub fn needs_calibration(&self) -> bool {
+                match self {
+                    $(Method::$variant(_) => $data,)*
+                }
+            }
+
             pub(crate) fn stage(&self) -> &dyn StageMethod {
                 match self {
                     $(Method::$variant(m) => m,)*
@@ -139,21 +157,24 @@ macro_rules! methods {
 }
 
 methods! {
-    "rtn" => Rtn(Rtn), Quantize;
-    "gptq" => Gptq(Gptq), Quantize;
-    "magnitude" => Magnitude(Magnitude), Prune;
-    "wanda" => Wanda(Wanda), Prune;
-    "sparsegpt" => SparseGpt(SparseGpt), Prune;
-    "svd" => Svd(Svd), LowRank;
-    "whitened-svd" => WhitenedSvd(WhitenedSvd), LowRank;
-    "eora" => Eora(Eora), Correction;
+    "rtn" => Rtn(Rtn), Quantize, data: false;
+    "gptq" => Gptq(Gptq), Quantize, data: true;
+    "magnitude" => Magnitude(Magnitude), Prune, data: false;
+    "wanda" => Wanda(Wanda), Prune, data: true;
+    "sparsegpt" => SparseGpt(SparseGpt), Prune, data: true;
+    "svd" => Svd(Svd), LowRank, data: false;
+    "whitened-svd" => WhitenedSvd(WhitenedSvd), LowRank, data: true;
+    "eora" => Eora(Eora), Correction, data: true;
 }
 
-impl Method {
-    pub fn needs_calibration(&self) -> bool {
-        self.stage().needs_calibration()
-    }
+/// `magnitude` and `wanda` share their keys and their way of pruning (by a score, without
+/// updating the kept weights); `svd` and `whitened-svd` share theirs.
+pub type Magnitude = ScorePruning<false>;
+pub type Wanda = ScorePruning<true>;
+pub type Svd = Factor<false>;
+pub type WhitenedSvd = Factor<true>;
 
+impl Method {
     pub fn produces(&self) -> Produces {
         self.stage().produces()
     }
@@ -162,8 +183,8 @@ impl Method {
     pub fn names(family: Family) -> Vec<&'static str> {
         METHODS
             .iter()
-            .filter(|(_, f)| *f == family)
-            .map(|(n, _)| *n)
+            .filter(|(_, f, _)| *f == family)
+            .map(|(n, _, _)| *n)
             .collect()
     }
 }

@@ -8,64 +8,29 @@ use crunch_repr::format::LayerRecipe;
 use crunch_repr::{Compressed, Produces, QuantSpec, Sparsity};
 use serde::{Deserialize, Serialize};
 
-/// `magnitude`: drop the weights of smallest |W| (one threshold per layer); needs no data.
+/// `magnitude` (`ScorePruning<false>`): drop the weights of smallest |W|, one threshold per
+/// layer, no data. `wanda` (`ScorePruning<true>`): drop the smallest |W|·‖X‖ of each output row,
+/// ‖X‖ from the calibration inputs. Neither updates the weights it keeps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Magnitude {
+pub struct ScorePruning<const WANDA: bool> {
     /// "0.5" (fraction pruned), "50%", or N:M ("2:4").
     #[serde(with = "sparsity_str")]
     pub sparsity: Sparsity,
 }
 
-impl StageMethod for Magnitude {
-    fn needs_calibration(&self) -> bool {
-        false
-    }
+impl<const WANDA: bool> StageMethod for ScorePruning<WANDA> {
     fn produces(&self) -> Produces {
         Produces::Pruned {
             sparsity: self.sparsity,
             quant: None,
         }
     }
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        Ok(self.sparsity.validate(cols)?)
-    }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        let p = magnitude(l.weight, l.rows, l.cols, self.sparsity)?;
-        Ok(Some(Compressed::Pruned(p)))
-    }
-}
-
-/// `wanda`: drop the smallest |W|·‖X‖ of each output row, with no weight update.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wanda {
-    /// "0.5" (fraction pruned), "50%", or N:M ("2:4").
-    #[serde(with = "sparsity_str")]
-    pub sparsity: Sparsity,
-}
-
-impl StageMethod for Wanda {
-    fn needs_calibration(&self) -> bool {
-        true
-    }
-    fn produces(&self) -> Produces {
-        Produces::Pruned {
-            sparsity: self.sparsity,
-            quant: None,
-        }
-    }
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        Ok(self.sparsity.validate(cols)?)
-    }
-    fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        let p = wanda(l.weight, l.rows, l.cols, l.hessian()?, self.sparsity)?;
+        let p = match WANDA {
+            true => wanda(l.weight, l.rows, l.cols, l.hessian()?, self.sparsity)?,
+            false => magnitude(l.weight, l.rows, l.cols, self.sparsity)?,
+        };
         Ok(Some(Compressed::Pruned(p)))
     }
 }
@@ -78,14 +43,12 @@ pub struct SparseGpt {
     /// "0.5" (fraction pruned), "50%", or N:M ("2:4").
     #[serde(with = "sparsity_str")]
     pub sparsity: Sparsity,
-    /// Quantize the kept weights to this many bits (2, 3, 4 or 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Quantize the kept weights to this many bits (2, 3, 4 or 8). (Absent options are left out
+    /// of the TOML a stage is written as.)
     pub bits: Option<u8>,
     /// With `bits`: input columns per scale and zero point, 0 = one per output row (default 128).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_size: Option<usize>,
     /// With `bits`: zero point fixed at the middle of the grid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<bool>,
     /// Dampening, a fraction of the mean Hessian diagonal.
     #[serde(default = "default_damp")]
@@ -109,9 +72,6 @@ impl SparseGpt {
 }
 
 impl StageMethod for SparseGpt {
-    fn needs_calibration(&self) -> bool {
-        true
-    }
     fn produces(&self) -> Produces {
         Produces::Pruned {
             sparsity: self.sparsity,
@@ -123,13 +83,6 @@ impl StageMethod for SparseGpt {
             return Err("`group_size` and `symmetric` need `bits` (joint quantization)".into());
         }
         check_bits_and_damp(self.bits, Some(self.damp))
-    }
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        self.sparsity.validate(cols)?;
-        match self.quant() {
-            Some(spec) => Ok(spec.validate(cols)?),
-            None => Ok(()),
-        }
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
         let h = l.hessian()?;

@@ -32,17 +32,11 @@ impl Rtn {
 }
 
 impl StageMethod for Rtn {
-    fn needs_calibration(&self) -> bool {
-        false
-    }
     fn produces(&self) -> Produces {
         Produces::Quantized(self.spec())
     }
     fn validate(&self) -> Result<(), String> {
         check_bits_and_damp(Some(self.bits), None)
-    }
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        Ok(self.spec().validate(cols)?)
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
         let q = rtn(l.weight, l.rows, l.cols, self.spec(), self.mse_clip)?;
@@ -93,17 +87,11 @@ impl Gptq {
 }
 
 impl StageMethod for Gptq {
-    fn needs_calibration(&self) -> bool {
-        true
-    }
     fn produces(&self) -> Produces {
         Produces::Quantized(self.spec())
     }
     fn validate(&self) -> Result<(), String> {
         check_bits_and_damp(Some(self.bits), Some(self.damp))
-    }
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        Ok(self.spec().validate(cols)?)
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
         let q = gptq(

@@ -6,14 +6,14 @@
 //! `gesvd` needs rows ≥ columns; a wide matrix is decomposed through its transpose
 //! (Aᵀ = U'·Σ·V'ᵀ gives A = V'·Σ·U'ᵀ).
 
-use super::solver::{dev, open_solver, potrf_lower, solver_ok, trsm_lower};
+use super::solver::{dev, open_solver, potrf_lower, trsm_lower, with_workspace};
 use crate::error::{CompressError, Result};
 use crate::lowrank::{DenseLinAlg, ThinSvd};
 use crunch_runtime::Cuda;
 use cudarc::cublas::sys as blas_sys;
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::cusolver::{safe::DnHandle, sys as solver_sys};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtrMut};
 use faer::{Mat, MatRef};
 use std::sync::Mutex;
 
@@ -75,49 +75,43 @@ impl CudaDense {
             (self.alloc(1)?, self.alloc(1)?)
         };
         let (mi, ni) = (m as i32, n as i32);
-        let mut lwork = 0i32;
-        solver_ok(
-            unsafe { solver_sys::cusolverDnDgesvd_bufferSize(handle.cu(), mi, ni, &mut lwork) },
-            "gesvd workspace",
-        )?;
-        let mut work = self.alloc(lwork as usize)?;
         let mut rwork = self.alloc(n)?;
-        let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
         let job = if vectors { b'S' } else { b'N' } as i8;
-        {
-            let (pa, _a) = da.device_ptr_mut(stream);
-            let (ps, _s) = s.device_ptr_mut(stream);
-            let (pu, _u) = u.device_ptr_mut(stream);
-            let (pv, _v) = vt.device_ptr_mut(stream);
-            let (pw, _w) = work.device_ptr_mut(stream);
-            let (pr, _r) = rwork.device_ptr_mut(stream);
-            let (pi, _i) = info.device_ptr_mut(stream);
-            let (ldu, ldvt) = if vectors { (mi, ni) } else { (1, 1) };
-            solver_ok(
-                unsafe {
-                    solver_sys::cusolverDnDgesvd(
-                        handle.cu(),
-                        job,
-                        job,
-                        mi,
-                        ni,
-                        pa as *mut f64,
-                        mi,
-                        ps as *mut f64,
-                        pu as *mut f64,
-                        ldu,
-                        pv as *mut f64,
-                        ldvt,
-                        pw as *mut f64,
-                        lwork,
-                        pr as *mut f64,
-                        pi as *mut i32,
-                    )
-                },
-                "gesvd",
-            )?;
-        }
-        if stream.clone_dtoh(&info).map_err(dev("download"))?[0] != 0 {
+        let (ldu, ldvt) = if vectors { (mi, ni) } else { (1, 1) };
+        let (pa, _a) = da.device_ptr_mut(stream);
+        let (ps, _s) = s.device_ptr_mut(stream);
+        let (pu, _u) = u.device_ptr_mut(stream);
+        let (pv, _v) = vt.device_ptr_mut(stream);
+        let (pr, _r) = rwork.device_ptr_mut(stream);
+        let (pa, ps, pu, pv, pr) = (pa as _, ps as _, pu as _, pv as _, pr as _);
+        // SAFETY: every buffer has the size gesvd reads for (m, n, job), held while it runs.
+        let converged = with_workspace(
+            stream,
+            "gesvd",
+            |lwork| unsafe { solver_sys::cusolverDnDgesvd_bufferSize(handle.cu(), mi, ni, lwork) },
+            |work, lwork, info| unsafe {
+                solver_sys::cusolverDnDgesvd(
+                    handle.cu(),
+                    job,
+                    job,
+                    mi,
+                    ni,
+                    pa,
+                    mi,
+                    ps,
+                    pu,
+                    ldu,
+                    pv,
+                    ldvt,
+                    work,
+                    lwork,
+                    pr,
+                    info,
+                )
+            },
+        )?;
+        drop((_a, _s, _u, _v, _r));
+        if !converged {
             return Err(CompressError::NoConvergence("SVD"));
         }
         let s = self.download(&s)?;
@@ -173,52 +167,19 @@ impl DenseLinAlg for CudaDense {
             solver_sys::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
             solver_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER,
         );
-        let mut lwork = 0i32;
-        {
-            let (pa, _a) = da.device_ptr(stream);
-            let (pw, _w) = w.device_ptr(stream);
-            solver_ok(
-                unsafe {
-                    solver_sys::cusolverDnDsyevd_bufferSize(
-                        handle.cu(),
-                        jobz,
-                        lower,
-                        ni,
-                        pa as *const f64,
-                        ni,
-                        pw as *const f64,
-                        &mut lwork,
-                    )
-                },
-                "syevd workspace",
-            )?;
-        }
-        let mut work = self.alloc(lwork as usize)?;
-        let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
-        {
-            let (pa, _a) = da.device_ptr_mut(stream);
-            let (pw, _w) = w.device_ptr_mut(stream);
-            let (pk, _k) = work.device_ptr_mut(stream);
-            let (pi, _i) = info.device_ptr_mut(stream);
-            solver_ok(
-                unsafe {
-                    solver_sys::cusolverDnDsyevd(
-                        handle.cu(),
-                        jobz,
-                        lower,
-                        ni,
-                        pa as *mut f64,
-                        ni,
-                        pw as *mut f64,
-                        pk as *mut f64,
-                        lwork,
-                        pi as *mut i32,
-                    )
-                },
-                "syevd",
-            )?;
-        }
-        if stream.clone_dtoh(&info).map_err(dev("download"))?[0] != 0 {
+        let (pa, _a) = da.device_ptr_mut(stream);
+        let (pw, _w) = w.device_ptr_mut(stream);
+        let (pa, pw, h) = (pa as *mut f64, pw as *mut f64, handle.cu());
+        use solver_sys::{cusolverDnDsyevd as syevd, cusolverDnDsyevd_bufferSize as size};
+        // SAFETY: `da` is n×n and `w` holds n values, both held while syevd runs.
+        let converged = with_workspace(
+            stream,
+            "syevd",
+            |lwork| unsafe { size(h, jobz, lower, ni, pa, ni, pw, lwork) },
+            |work, lwork, info| unsafe { syevd(h, jobz, lower, ni, pa, ni, pw, work, lwork, info) },
+        )?;
+        drop((_a, _w));
+        if !converged {
             return Err(CompressError::NoConvergence("symmetric eigendecomposition"));
         }
         let q = from_col_major(&self.download(&da)?, n, n);

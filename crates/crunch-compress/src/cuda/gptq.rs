@@ -18,6 +18,7 @@
 
 use super::solver::{dev, grid_cfg, open_solver, potrf_lower, row_loop_cfg, trsm_lower};
 use crate::error::{CompressError, Result};
+use crate::inverse::dampened;
 use crate::quant::grid::{self, GridParams};
 use crate::GptqOptions;
 use crunch_repr::{QuantSpec, QuantizedWeight};
@@ -128,27 +129,17 @@ impl CudaGptq {
         let dead_u8: Vec<u8> = dead.iter().map(|&d| d as u8).collect();
         let dead_dev = stream.clone_htod(&dead_u8).map_err(dev("upload"))?;
 
-        let mut frac = opts.damp;
-        for attempt in 0..crate::inverse::CHOLESKY_ATTEMPTS {
-            if attempt > 0 {
-                frac = if frac > 0.0 { frac * 10.0 } else { 0.01 };
-            }
-            let lambda = frac as f64 * mean_diag;
+        let u = dampened(opts.damp, mean_diag, |lambda| {
             let dd: Vec<f64> = perm.iter().map(|&p| diag[p] + lambda).collect();
-            if let Some(u) = self.inverse_upper_factor(&h, &perm_dev, &dd, n)? {
-                return Ok(DeviceHessian {
-                    n,
-                    dead,
-                    permuted: opts.act_order,
-                    perm_dev,
-                    dead_dev,
-                    u,
-                });
-            }
-        }
-        Err(CompressError::CholeskyFailed {
-            attempts: crate::inverse::CHOLESKY_ATTEMPTS,
-            damp: frac,
+            self.inverse_upper_factor(&h, &perm_dev, &dd, n)
+        })?;
+        Ok(DeviceHessian {
+            n,
+            dead,
+            permuted: opts.act_order,
+            perm_dev,
+            dead_dev,
+            u,
         })
     }
 
@@ -265,7 +256,6 @@ impl CudaGptq {
         }
         drop((wt, err));
 
-        let (scales, zeros) = self.download_grids(&scale_dev, &zero_dev)?;
         let mut deq = unsafe { stream.alloc::<f32>(total) }.map_err(dev("alloc"))?;
         let gs_deq = gs as i32;
         let mut l = stream.launch_builder(&self.k.dequantize_f32);
@@ -278,15 +268,7 @@ impl CudaGptq {
             .arg(&gs_deq)
             .arg(&ng_i);
         unsafe { l.launch(grid_cfg(total)) }.map_err(dev("dequantize"))?;
-        let q = QuantizedWeight {
-            spec,
-            rows,
-            cols,
-            codes: stream.clone_dtoh(&codes).map_err(dev("download"))?,
-            scales,
-            zeros,
-            g_idx: None,
-        };
+        let q = self.download_weight(spec, (rows, cols), &codes, &scale_dev, &zero_dev)?;
         Ok(Some((q, CudaTensor::from_f32(deq, &[rows, cols]))))
     }
 
@@ -323,21 +305,29 @@ impl CudaGptq {
 
     /// The grids as the kernels left them (f32 values exactly representable as f16 scales and
     /// integer zero points); a scale the kernel could not fit in f16 is an error.
-    pub(crate) fn download_grids(
+    pub(crate) fn download_weight(
         &self,
+        spec: QuantSpec,
+        (rows, cols): (usize, usize),
+        codes: &CudaSlice<u8>,
         scale: &CudaSlice<f32>,
         zero: &CudaSlice<f32>,
-    ) -> Result<(Vec<f16>, Vec<u8>)> {
+    ) -> Result<QuantizedWeight> {
         let stream = self.cuda.stream();
         let scale = stream.clone_dtoh(scale).map_err(dev("download"))?;
         if let Some(&s) = scale.iter().find(|s| !s.is_finite()) {
             return Err(CompressError::ScaleOverflow { scale: s });
         }
         let zero = stream.clone_dtoh(zero).map_err(dev("download"))?;
-        Ok((
-            scale.iter().map(|&s| f16::from_f32(s)).collect(),
-            zero.iter().map(|&z| z as u8).collect(),
-        ))
+        Ok(QuantizedWeight {
+            spec,
+            rows,
+            cols,
+            codes: stream.clone_dtoh(codes).map_err(dev("download"))?,
+            scales: scale.iter().map(|&s| f16::from_f32(s)).collect(),
+            zeros: zero.iter().map(|&z| z as u8).collect(),
+            g_idx: None,
+        })
     }
 
     /// Column-major W in processing order (dead columns zeroed), f32, from `weight` [rows, cols].

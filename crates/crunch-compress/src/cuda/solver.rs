@@ -48,6 +48,29 @@ pub(crate) fn blas_ok(s: blas_sys::cublasStatus_t, what: &str) -> Result<()> {
     }
 }
 
+/// Runs a cuSOLVER routine that needs a workspace: `query` sets the workspace size (in f64s),
+/// `call` runs the routine with (workspace, its size, the device `info`). Returns whether `info`
+/// came back 0 (success; what a non-zero value means is the routine's).
+pub(crate) fn with_workspace(
+    stream: &Arc<CudaStream>,
+    what: &'static str,
+    query: impl FnOnce(&mut i32) -> solver_sys::cusolverStatus_t,
+    call: impl FnOnce(*mut f64, i32, *mut i32) -> solver_sys::cusolverStatus_t,
+) -> Result<bool> {
+    let mut lwork = 0i32;
+    solver_ok(query(&mut lwork), what)?;
+    let mut work = stream
+        .alloc_zeros::<f64>(lwork.max(1) as usize)
+        .map_err(dev("alloc"))?;
+    let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
+    {
+        let (pw, _w) = work.device_ptr_mut(stream);
+        let (pi, _i) = info.device_ptr_mut(stream);
+        solver_ok(call(pw as *mut f64, lwork, pi as *mut i32), what)?;
+    }
+    Ok(stream.clone_dtoh(&info).map_err(dev("download"))?[0] == 0)
+}
+
 /// Cholesky factorization in place of the column-major n×n `a` (lower triangle; the upper is
 /// left as it was). `false` if `a` is not positive definite.
 pub(crate) fn potrf_lower(
@@ -58,48 +81,19 @@ pub(crate) fn potrf_lower(
 ) -> Result<bool> {
     let ni = n as i32;
     let lower = solver_sys::cublasFillMode_t::CUBLAS_FILL_MODE_LOWER;
-    let mut lwork = 0i32;
-    {
-        let (pa, _a) = a.device_ptr_mut(stream);
-        solver_ok(
-            unsafe {
-                solver_sys::cusolverDnDpotrf_bufferSize(
-                    handle.cu(),
-                    lower,
-                    ni,
-                    pa as *mut f64,
-                    ni,
-                    &mut lwork,
-                )
-            },
-            "potrf workspace",
-        )?;
-    }
-    let mut work = stream
-        .alloc_zeros::<f64>(lwork.max(1) as usize)
-        .map_err(dev("alloc"))?;
-    let mut info = stream.alloc_zeros::<i32>(1).map_err(dev("alloc"))?;
-    {
-        let (pa, _a) = a.device_ptr_mut(stream);
-        let (pw, _w) = work.device_ptr_mut(stream);
-        let (pi, _i) = info.device_ptr_mut(stream);
-        solver_ok(
-            unsafe {
-                solver_sys::cusolverDnDpotrf(
-                    handle.cu(),
-                    lower,
-                    ni,
-                    pa as *mut f64,
-                    ni,
-                    pw as *mut f64,
-                    lwork,
-                    pi as *mut i32,
-                )
-            },
-            "potrf",
-        )?;
-    }
-    Ok(stream.clone_dtoh(&info).map_err(dev("download"))?[0] == 0)
+    let (pa, _a) = a.device_ptr_mut(stream);
+    let pa = pa as *mut f64;
+    with_workspace(
+        stream,
+        "potrf",
+        // SAFETY: `a` is an n×n device buffer, held by `_a` while the calls run.
+        |lwork| unsafe {
+            solver_sys::cusolverDnDpotrf_bufferSize(handle.cu(), lower, ni, pa, ni, lwork)
+        },
+        |work, lwork, info| unsafe {
+            solver_sys::cusolverDnDpotrf(handle.cu(), lower, ni, pa, ni, work, lwork, info)
+        },
+    )
 }
 
 /// B ← L⁻¹·B (or L⁻ᵀ·B with `transpose`) for a lower-triangular column-major L [n, n] and a

@@ -13,7 +13,7 @@ use super::solver::{dev, row_loop_cfg};
 use crate::error::{CompressError, Result};
 use crate::prune::select::pruned_count;
 use crate::SparseGptOptions;
-use crunch_repr::{Bitmask, PrunedWeight, QuantSpec, QuantizedWeight, Sparsity};
+use crunch_repr::{Bitmask, PrunedWeight, QuantSpec, Sparsity};
 use crunch_runtime::CudaTensor;
 use cudarc::driver::PushKernelArg;
 
@@ -118,16 +118,8 @@ impl CudaGptq {
         let quant = match quant {
             None => None,
             Some(spec) => {
-                let (scales, zeros) = self.download_grids(&scale_dev, &zero_dev)?;
-                Some(QuantizedWeight {
-                    spec,
-                    rows,
-                    cols,
-                    codes: stream.clone_dtoh(&codes).map_err(dev("download"))?,
-                    scales,
-                    zeros,
-                    g_idx: None,
-                })
+                let shape = (rows, cols);
+                Some(self.download_weight(spec, shape, &codes, &scale_dev, &zero_dev)?)
             }
         };
         let pruned = PrunedWeight {

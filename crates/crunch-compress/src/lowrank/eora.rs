@@ -21,9 +21,9 @@
 //! almost nothing in the projection, and Λ^{-1/2} stays bounded by (`eig_floor`·λ_max)^{-1/2}.
 //! An all-zero H (no signal at all) gives the zero correction.
 
-use super::decomp::{assemble, balanced_split, DenseLinAlg, Host};
+use super::decomp::{assemble, balanced_split, DenseLinAlg};
 use super::svd::LowRank;
-use crate::error::{CompressError, Result};
+use crate::error::{check_option, Result};
 use crate::hessian::Hessian;
 use crunch_repr::{check_rank, validate_weight, Factored};
 use faer::Mat;
@@ -46,21 +46,9 @@ impl Default for EoraOptions {
 /// The rank-`rank` EoRA correction: W ≈ `compressed` + A·B, minimizing the output error
 /// tr((W − Ŵ − A·B)·H·(W − Ŵ − A·B)ᵀ) over rank-`rank` A·B (H with its eigenvalues floored). The
 /// spectrum is that of ΔW·Q·Λ^{1/2}: its squares sum to the output error before the correction.
-pub fn eora(
-    original: &[f32],
-    compressed: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &Hessian,
-    rank: usize,
-    opts: &EoraOptions,
-) -> Result<LowRank> {
-    eora_with(&Host, original, compressed, rows, cols, hessian, rank, opts)
-}
-
-/// [`eora`] with the dense linear algebra done by `la`.
+/// The dense linear algebra is done by `la`.
 #[allow(clippy::too_many_arguments)]
-pub fn eora_with(
+pub fn eora(
     la: &dyn DenseLinAlg,
     original: &[f32],
     compressed: &[f32],
@@ -73,19 +61,8 @@ pub fn eora_with(
     validate_weight(original, rows, cols)?;
     validate_weight(compressed, rows, cols)?;
     check_rank(rank, rows, cols)?;
-    hessian.validate()?;
-    if hessian.n != cols {
-        return Err(CompressError::HessianSize {
-            hessian_n: hessian.n,
-            cols,
-        });
-    }
-    if !(opts.eig_floor.is_finite() && opts.eig_floor > 0.0) {
-        return Err(CompressError::InvalidOption(format!(
-            "eig_floor {} must be finite and > 0",
-            opts.eig_floor
-        )));
-    }
+    hessian.validate_for(cols)?;
+    check_option("eig_floor", opts.eig_floor, true)?;
     let h = Mat::<f64>::from_fn(cols, cols, |i, j| hessian.get(i, j) as f64);
     let (mut lambda, q) = la.symmetric_eigen(h.as_ref())?;
     let largest = lambda.last().copied().unwrap_or(0.0);
@@ -139,6 +116,7 @@ pub fn eora_bits_per_weight(rows: usize, cols: usize, rank: usize) -> f64 {
 mod tests {
     use super::*;
     use crate::testutil::{correlated_inputs, Rng};
+    use crate::Host;
 
     fn setup(seed: u64, rows: usize, cols: usize) -> (Vec<f32>, Hessian, Rng) {
         let mut rng = Rng::new(seed);
@@ -161,7 +139,7 @@ mod tests {
         .dense();
         let compressed: Vec<f32> = w.iter().zip(&residual).map(|(a, b)| a - b).collect();
         let opts = EoraOptions::default();
-        let out = eora(&w, &compressed, rows, cols, &h, 2, &opts).unwrap();
+        let out = eora(&Host, &w, &compressed, rows, cols, &h, 2, &opts).unwrap();
         let fixed = out.factored.dense();
         let max = residual.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (got, want) in fixed.iter().zip(&residual) {
@@ -175,10 +153,10 @@ mod tests {
         let (rows, cols) = (6, 8);
         let (w, h, _) = setup(1, rows, cols);
         let opts = EoraOptions::default();
-        let zero = eora(&w, &w, rows, cols, &h, 3, &opts).unwrap();
+        let zero = eora(&Host, &w, &w, rows, cols, &h, 3, &opts).unwrap();
         assert!(zero.factored.dense().iter().all(|v| *v == 0.0));
         assert!(zero.spectrum.iter().all(|s| *s == 0.0));
-        let r0 = eora(&w, &vec![0.0; w.len()], rows, cols, &h, 0, &opts).unwrap();
+        let r0 = eora(&Host, &w, &vec![0.0; w.len()], rows, cols, &h, 0, &opts).unwrap();
         assert_eq!(r0.factored, Factored::zero(rows, cols));
         assert!(r0.spectrum[0] > 0.0);
         let silent = Hessian {
@@ -186,11 +164,21 @@ mod tests {
             samples: 5,
             h: vec![0.0; cols * cols],
         };
-        let none = eora(&w, &vec![0.0; w.len()], rows, cols, &silent, 2, &opts).unwrap();
+        let none = eora(
+            &Host,
+            &w,
+            &vec![0.0; w.len()],
+            rows,
+            cols,
+            &silent,
+            2,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(none.factored.dense(), vec![0.0; rows * cols]);
-        assert!(eora(&w, &w[1..], rows, cols, &h, 1, &opts).is_err());
+        assert!(eora(&Host, &w, &w[1..], rows, cols, &h, 1, &opts).is_err());
         let bad = EoraOptions { eig_floor: 0.0 };
-        assert!(eora(&w, &w, rows, cols, &h, 1, &bad).is_err());
+        assert!(eora(&Host, &w, &w, rows, cols, &h, 1, &bad).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! vacuously).
 
 use crate::testutil::{correlated_inputs, Rng};
-use crate::{eora, rtn, truncated_svd, whitened_svd, EoraOptions, Hessian, WhitenOptions};
+use crate::{eora, rtn, truncated_svd, whitened_svd, EoraOptions, Hessian, Host, WhitenOptions};
 use crunch_repr::QuantSpec;
 
 /// ‖fast − reference‖_F ≤ RECON_TOL·‖reference‖_F. Both compute in f64; the fast factors are
@@ -378,7 +378,7 @@ fn plain_svd_matches_reference() {
                 if !gap_ok(&s, rank) {
                     continue;
                 }
-                let fast = truncated_svd(&c.w, rows, cols, rank).unwrap();
+                let fast = truncated_svd(&Host, &c.w, rows, cols, rank).unwrap();
                 assert!(fast
                     .spectrum
                     .iter()
@@ -413,7 +413,7 @@ fn whitened_svd_matches_reference_and_its_loss_is_the_output_error() {
                     if !gap_ok(&s, rank) {
                         continue;
                     }
-                    let fast = whitened_svd(&c.w, rows, cols, &c.h, rank, &opts).unwrap();
+                    let fast = whitened_svd(&Host, &c.w, rows, cols, &c.h, rank, &opts).unwrap();
                     assert!(fast
                         .spectrum
                         .iter()
@@ -427,7 +427,7 @@ fn whitened_svd_matches_reference_and_its_loss_is_the_output_error() {
                     );
 
                     let e = w.sub(&what);
-                    let plain = truncated_svd(&c.w, rows, cols, rank).unwrap();
+                    let plain = truncated_svd(&Host, &c.w, rows, cols, rank).unwrap();
                     let plain_err = output_error(
                         &w.sub(&M::from_f32(&plain.factored.dense(), rows, cols)),
                         &c.x,
@@ -502,7 +502,7 @@ fn eora_matches_reference_and_is_optimal_in_the_activation_norm() {
                 if !gap_ok(&s, rank) {
                     continue;
                 }
-                let fast = eora(&c.w, &compressed, rows, cols, &c.h, rank, &opts).unwrap();
+                let fast = eora(&Host, &c.w, &compressed, rows, cols, &c.h, rank, &opts).unwrap();
                 assert!(fast
                     .spectrum
                     .iter()
@@ -524,7 +524,7 @@ fn eora_matches_reference_and_is_optimal_in_the_activation_norm() {
                 );
                 // No worse than the plain rank-r SVD of ΔW (Eckart–Young in the H norm).
                 let delta_f32: Vec<f32> = c.w.iter().zip(&compressed).map(|(a, b)| a - b).collect();
-                let plain = truncated_svd(&delta_f32, rows, cols, rank).unwrap();
+                let plain = truncated_svd(&Host, &delta_f32, rows, cols, rank).unwrap();
                 let plain_after = output_error(
                     &delta.sub(&M::from_f32(&plain.factored.dense(), rows, cols)),
                     &c.x,
@@ -532,6 +532,7 @@ fn eora_matches_reference_and_is_optimal_in_the_activation_norm() {
                 assert!(after <= plain_after * (1.0 + 1e-6) + 1e-9 * before);
                 // SVD-LLM of ΔW (Cholesky square root, no dampening) gives the same correction.
                 let chol = whitened_svd(
+                    &Host,
                     &delta_f32,
                     rows,
                     cols,

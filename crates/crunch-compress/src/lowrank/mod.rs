@@ -12,10 +12,7 @@ mod svd;
 mod whitened_svd;
 
 pub use decomp::{DenseLinAlg, Host, ThinSvd};
-pub use eora::{eora, eora_bits, eora_bits_per_weight, eora_with, EoraOptions};
+pub use eora::{eora, eora_bits, eora_bits_per_weight, EoraOptions};
 pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
-pub use svd::{singular_values, singular_values_with, truncated_svd, truncated_svd_with, LowRank};
-pub use whitened_svd::{
-    whitened_singular_values, whitened_singular_values_with, whitened_svd, whitened_svd_with,
-    WhitenOptions,
-};
+pub use svd::{singular_values, truncated_svd, LowRank};
+pub use whitened_svd::{whitened_singular_values, whitened_svd, WhitenOptions};

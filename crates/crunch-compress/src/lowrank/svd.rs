@@ -8,7 +8,7 @@
 //! which suits storing them in f16 or quantizing them later; putting Σ on one side leaves that
 //! side up to σ_1 times larger than the other, orthonormal, one.
 
-use super::decomp::{assemble, balanced_split, to_f64, DenseLinAlg, Host};
+use super::decomp::{assemble, balanced_split, to_f64, DenseLinAlg};
 use crate::error::Result;
 use crunch_repr::{check_rank, validate_weight, Factored};
 
@@ -21,13 +21,9 @@ pub struct LowRank {
     pub spectrum: Vec<f64>,
 }
 
-/// The rank-`rank` truncated SVD of the row-major [rows, cols] `weight`, with W's spectrum.
-pub fn truncated_svd(weight: &[f32], rows: usize, cols: usize, rank: usize) -> Result<LowRank> {
-    truncated_svd_with(&Host, weight, rows, cols, rank)
-}
-
-/// [`truncated_svd`] with the decomposition done by `la`.
-pub fn truncated_svd_with(
+/// The rank-`rank` truncated SVD of the row-major [rows, cols] `weight`, with W's spectrum; the
+/// decomposition done by `la` ([`Host`](super::Host) or a GPU).
+pub fn truncated_svd(
     la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
@@ -44,13 +40,9 @@ pub fn truncated_svd_with(
     })
 }
 
-/// W's singular values, non-increasing (no singular vectors: for rank allocation).
-pub fn singular_values(weight: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {
-    singular_values_with(&Host, weight, rows, cols)
-}
-
-/// [`singular_values`] computed by `la`.
-pub fn singular_values_with(
+/// W's singular values, non-increasing (no singular vectors: for rank allocation), computed by
+/// `la`.
+pub fn singular_values(
     la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
@@ -65,6 +57,7 @@ mod tests {
     use super::*;
     use crate::error::CompressError;
     use crate::testutil::Rng;
+    use crate::Host;
     use crunch_repr::ReprError;
 
     fn frob2(a: &[f32], b: &[f32]) -> f64 {
@@ -87,7 +80,7 @@ mod tests {
         }
         .dense();
         let norm2 = frob2(&w, &vec![0.0; w.len()]);
-        let full = truncated_svd(&w, rows, cols, true_rank).unwrap();
+        let full = truncated_svd(&Host, &w, rows, cols, true_rank).unwrap();
         assert_eq!(full.spectrum.len(), rows);
         // The f32 product is rank 3 up to rounding.
         assert!(full.spectrum[true_rank] < 1e-6 * full.spectrum[0]);
@@ -95,7 +88,7 @@ mod tests {
         // Σσ² = ‖W‖², and the rank-1 error is the tail.
         let energy: f64 = full.spectrum.iter().map(|s| s * s).sum();
         assert!((energy - norm2).abs() < 1e-10 * norm2);
-        let one = truncated_svd(&w, rows, cols, 1).unwrap();
+        let one = truncated_svd(&Host, &w, rows, cols, 1).unwrap();
         let tail: f64 = one.spectrum[1..].iter().map(|s| s * s).sum();
         assert!((frob2(&one.factored.dense(), &w) - tail).abs() < 1e-5 * norm2);
         // Balanced factors.
@@ -104,7 +97,7 @@ mod tests {
             frob2(&one.factored.b, &[0.0; 20]),
         );
         assert!((na - nb).abs() < 1e-5 * na);
-        let sv = singular_values(&w, rows, cols).unwrap();
+        let sv = singular_values(&Host, &w, rows, cols).unwrap();
         assert!(sv
             .iter()
             .zip(&full.spectrum)
@@ -114,12 +107,12 @@ mod tests {
     #[test]
     fn rank_zero_and_bad_ranks() {
         let w = vec![1.0f32; 6];
-        let zero = truncated_svd(&w, 2, 3, 0).unwrap();
+        let zero = truncated_svd(&Host, &w, 2, 3, 0).unwrap();
         assert_eq!(zero.factored, Factored::zero(2, 3));
         assert!(matches!(
-            truncated_svd(&w, 2, 3, 3),
+            truncated_svd(&Host, &w, 2, 3, 3),
             Err(CompressError::Repr(ReprError::BadRank { max: 2, .. }))
         ));
-        assert!(truncated_svd(&w, 2, 2, 1).is_err());
+        assert!(truncated_svd(&Host, &w, 2, 2, 1).is_err());
     }
 }

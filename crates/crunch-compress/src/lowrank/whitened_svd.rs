@@ -25,11 +25,11 @@
 //!   reweights directions carrying less than about `damp` of the average input energy. The loss
 //!   identity then holds for the dampened matrix: Σ_{i>r} σ_i² = tr(E·H·Eᵀ) + λ‖E‖_F².
 
-use super::decomp::{assemble, balanced_split, to_f64, DenseLinAlg, Host};
+use super::decomp::{assemble, balanced_split, to_f64, DenseLinAlg};
 use super::svd::LowRank;
-use crate::error::{CompressError, Result};
+use crate::error::{check_option, Result};
 use crate::hessian::Hessian;
-use crate::inverse::CHOLESKY_ATTEMPTS;
+use crate::inverse::dampened;
 use crunch_repr::{check_rank, validate_weight};
 use faer::Mat;
 
@@ -50,20 +50,9 @@ impl Default for WhitenOptions {
 }
 
 /// SVD-LLM at rank `rank`: Ŵ = A·B minimizing tr((W − Ŵ)·(H + λI)·(W − Ŵ)ᵀ), and the spectrum
-/// of W·S (its squares sum to tr(W·(H + λI)·Wᵀ); the loss is the tail past `rank`).
+/// of W·S (its squares sum to tr(W·(H + λI)·Wᵀ); the loss is the tail past `rank`); the dense
+/// linear algebra done by `la`.
 pub fn whitened_svd(
-    weight: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &Hessian,
-    rank: usize,
-    opts: &WhitenOptions,
-) -> Result<LowRank> {
-    whitened_svd_with(&Host, weight, rows, cols, hessian, rank, opts)
-}
-
-/// [`whitened_svd`] with the dense linear algebra done by `la`.
-pub fn whitened_svd_with(
     la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
@@ -91,17 +80,6 @@ pub fn whitened_svd_with(
 
 /// The singular values of W·S (non-increasing), without factors: for rank allocation.
 pub fn whitened_singular_values(
-    weight: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &Hessian,
-    opts: &WhitenOptions,
-) -> Result<Vec<f64>> {
-    whitened_singular_values_with(&Host, weight, rows, cols, hessian, opts)
-}
-
-/// [`whitened_singular_values`] computed by `la`.
-pub fn whitened_singular_values_with(
     la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
@@ -123,19 +101,8 @@ fn whiten(
     opts: &WhitenOptions,
 ) -> Result<(Mat<f64>, Mat<f64>)> {
     validate_weight(weight, rows, cols)?;
-    hessian.validate()?;
-    if hessian.n != cols {
-        return Err(CompressError::HessianSize {
-            hessian_n: hessian.n,
-            cols,
-        });
-    }
-    if !(opts.damp.is_finite() && opts.damp >= 0.0) {
-        return Err(CompressError::InvalidOption(format!(
-            "damp {} must be finite and ≥ 0",
-            opts.damp
-        )));
-    }
+    hessian.validate_for(cols)?;
+    check_option("damp", opts.damp as f64, false)?;
     let dead: Vec<bool> = (0..cols).map(|i| hessian.get(i, i) == 0.0).collect();
     let h = Mat::<f64>::from_fn(cols, cols, |i, j| {
         if i == j && dead[i] {
@@ -150,31 +117,22 @@ fn whiten(
         w.col_mut(j).fill(0.0);
     }
 
-    let mut frac = opts.damp;
-    for attempt in 0..CHOLESKY_ATTEMPTS {
-        if attempt > 0 {
-            frac = if frac > 0.0 { frac * 10.0 } else { 0.01 };
-        }
-        let lambda = frac as f64 * mean_diag;
+    let s = dampened(opts.damp, mean_diag, |lambda| {
         let mut damped = h.clone();
         for i in 0..cols {
             damped[(i, i)] += lambda;
         }
-        if let Some(s) = la.cholesky_lower(damped)? {
-            let ws = la.matmul(w.as_ref(), s.as_ref())?;
-            return Ok((ws, s));
-        }
-    }
-    Err(CompressError::CholeskyFailed {
-        attempts: CHOLESKY_ATTEMPTS,
-        damp: frac,
-    })
+        la.cholesky_lower(damped)
+    })?;
+    let ws = la.matmul(w.as_ref(), s.as_ref())?;
+    Ok((ws, s))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{correlated_inputs, Rng};
+    use crate::testutil::{correlated_inputs, hessian, Rng};
+    use crate::{CompressError, Host};
 
     /// tr(E·H·Eᵀ) in f64 for the row-major weights `w` and `what`.
     fn weighted_error(w: &[f32], what: &[f32], cols: usize, h: &Hessian) -> f64 {
@@ -211,16 +169,16 @@ mod tests {
         let w = rng.normals(rows * cols);
         for damp in [0.0, 1e-4] {
             let opts = WhitenOptions { damp };
-            let out = whitened_svd(&w, rows, cols, &h, 6, &opts).unwrap();
+            let out = whitened_svd(&Host, &w, rows, cols, &h, 6, &opts).unwrap();
             let what = out.factored.dense();
             assert!(what.iter().all(|v| v.is_finite()));
             assert!((0..rows).all(|r| what[r * cols + 5] == 0.0));
             // Only 12 tokens: at most 12 directions carry output energy, so rank 10 (= rows)
             // reproduces W on the calibration data.
-            let full = whitened_svd(&w, rows, cols, &h, rows, &opts).unwrap();
+            let full = whitened_svd(&Host, &w, rows, cols, &h, rows, &opts).unwrap();
             let err = weighted_error(&w, &full.factored.dense(), cols, &h);
             assert!(err < 1e-8 * weighted_error(&w, &vec![0.0; w.len()], cols, &h));
-            let sv = whitened_singular_values(&w, rows, cols, &h, &opts).unwrap();
+            let sv = whitened_singular_values(&Host, &w, rows, cols, &h, &opts).unwrap();
             assert!(sv
                 .iter()
                 .zip(&out.spectrum)
@@ -230,27 +188,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_inputs() {
-        let h = Hessian {
-            n: 2,
-            samples: 1,
-            h: vec![1.0, 0.0, 0.0, 1.0],
-        };
+        let h = hessian(2, vec![1.0, 0.0, 0.0, 1.0]);
         let w = [1.0f32; 4];
         let opts = WhitenOptions::default();
         assert!(matches!(
-            whitened_svd(&w, 1, 4, &h, 1, &opts),
+            whitened_svd(&Host, &w, 1, 4, &h, 1, &opts),
             Err(CompressError::HessianSize { .. })
         ));
-        assert!(whitened_svd(&w, 2, 2, &h, 3, &opts).is_err());
+        assert!(whitened_svd(&Host, &w, 2, 2, &h, 3, &opts).is_err());
         let bad = WhitenOptions { damp: -1.0 };
-        assert!(whitened_svd(&w, 2, 2, &h, 1, &bad).is_err());
-        let indefinite = Hessian {
-            n: 2,
-            samples: 1,
-            h: vec![1.0, 1e6, 1e6, 1.0],
-        };
+        assert!(whitened_svd(&Host, &w, 2, 2, &h, 1, &bad).is_err());
+        let indefinite = hessian(2, vec![1.0, 1e6, 1e6, 1.0]);
         assert!(matches!(
-            whitened_svd(&w, 2, 2, &indefinite, 1, &opts),
+            whitened_svd(&Host, &w, 2, 2, &indefinite, 1, &opts),
             Err(CompressError::CholeskyFailed { .. })
         ));
     }
@@ -267,7 +217,9 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| whitened_svd(&w, rows, cols, &h, 9, &WhitenOptions::default()).unwrap())
+                .install(|| {
+                    whitened_svd(&Host, &w, rows, cols, &h, 9, &WhitenOptions::default()).unwrap()
+                })
         };
         let first = run(1);
         assert_eq!(first, run(2));

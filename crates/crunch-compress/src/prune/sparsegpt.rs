@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::hessian::Hessian;
 use crate::inverse::PreparedHessian;
 use crate::quant::grid::{self, GridParams};
-use crunch_repr::{validate_weight, Bitmask, PrunedWeight, QuantSpec, QuantizedWeight, Sparsity};
+use crunch_repr::{validate_weight, Bitmask, PrunedWeight, QuantSpec, Sparsity};
 use rayon::prelude::*;
 
 /// SparseGPT settings.
@@ -124,15 +124,7 @@ pub fn sparsegpt(
             prune_rows(&plan, input, out)
         })?;
 
-    let quant = quant.map(|spec| QuantizedWeight {
-        spec,
-        rows,
-        cols,
-        codes,
-        scales: params.iter().map(|p| p.scale).collect(),
-        zeros: params.iter().map(|p| p.zero).collect(),
-        g_idx: None,
-    });
+    let quant = quant.map(|spec| grid::quantized_weight(spec, (rows, cols), codes, &params));
     Ok(PrunedWeight {
         sparsity,
         rows,

@@ -30,13 +30,7 @@ pub fn wanda(
     hessian: &Hessian,
     sparsity: Sparsity,
 ) -> Result<PrunedWeight> {
-    if hessian.n != cols {
-        return Err(CompressError::HessianSize {
-            hessian_n: hessian.n,
-            cols,
-        });
-    }
-    hessian.validate()?;
+    hessian.validate_for(cols)?;
     wanda_with_norms(weight, rows, cols, &input_norms(hessian), sparsity)
 }
 
@@ -73,6 +67,7 @@ pub fn wanda_with_norms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::hessian;
     use crunch_repr::check_nm;
 
     #[test]
@@ -86,18 +81,7 @@ mod tests {
         let p = wanda(&w, 2, 2, &h, Sparsity::Unstructured(0.5)).unwrap();
         // Scores per row: (5, 2) and (30, 1): column 0 is kept in both rows.
         assert_eq!(p.weight, [0.5, 0.0, 3.0, 0.0]);
-        let p = wanda(
-            &w,
-            1,
-            4,
-            &Hessian {
-                n: 4,
-                samples: 1,
-                h: diag4(),
-            },
-            Sparsity::NM { n: 2, m: 4 },
-        )
-        .unwrap();
+        let p = wanda(&w, 1, 4, &hessian(4, diag4()), Sparsity::NM { n: 2, m: 4 }).unwrap();
         assert!(check_nm(&p.weight, 1, 4, 2, 4));
         // Scores 0.5·1, 2·4, 3·0 (dead column: always pruned first), 1·2.
         assert_eq!(p.weight, [0.0, -2.0, 0.0, 1.0]);

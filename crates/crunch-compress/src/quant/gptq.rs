@@ -122,15 +122,7 @@ pub fn gptq(
         .zip(weight.par_chunks(ROW_CHUNK * cols))
         .try_for_each(|((codes, params), weight)| quantize_rows(&plan, weight, codes, params))?;
 
-    Ok(QuantizedWeight {
-        spec,
-        rows,
-        cols,
-        codes,
-        scales: params.iter().map(|p| p.scale).collect(),
-        zeros: params.iter().map(|p| p.zero).collect(),
-        g_idx: None,
-    })
+    Ok(grid::quantized_weight(spec, (rows, cols), codes, &params))
 }
 
 /// Runs GPTQ on a chunk of rows: `weight` and `codes` are [n, cols] in original column order,

@@ -8,7 +8,7 @@
 //! 2^-11 and clip the extreme value by up to maxq·2^-11 steps).
 
 use crate::error::{CompressError, Result};
-use crunch_repr::QuantSpec;
+use crunch_repr::{QuantSpec, QuantizedWeight};
 use half::f16;
 
 /// Shrink factors tried by the MSE search: p = 1 − i/100 for i in 0..=20 (1.00 … 0.80).
@@ -53,6 +53,25 @@ impl GridParams {
     #[inline]
     pub fn round_trip(&self, x: f32) -> f32 {
         self.value(self.code(x))
+    }
+}
+
+/// The quantized weight of `codes` ([rows, cols], original column order) on the grids
+/// `params` ([rows, groups]), with static groups (no `g_idx`).
+pub(crate) fn quantized_weight(
+    spec: QuantSpec,
+    (rows, cols): (usize, usize),
+    codes: Vec<u8>,
+    params: &[GridParams],
+) -> QuantizedWeight {
+    QuantizedWeight {
+        spec,
+        rows,
+        cols,
+        codes,
+        scales: params.iter().map(|p| p.scale).collect(),
+        zeros: params.iter().map(|p| p.zero).collect(),
+        g_idx: None,
     }
 }
 

@@ -19,38 +19,26 @@ pub fn rtn(
     let n_groups = spec.n_groups(cols);
     let group_len = spec.group_len(cols);
     let mut codes = vec![0u8; rows * cols];
-    let mut scales = vec![half::f16::ZERO; rows * n_groups];
-    let mut zeros = vec![0u8; rows * n_groups];
+    let mut params = vec![grid::GridParams::new(half::f16::ZERO, 0, 1); rows * n_groups];
     // Rows are independent, so parallelizing over them cannot change any result.
     codes
         .par_chunks_mut(cols)
-        .zip(scales.par_chunks_mut(n_groups))
-        .zip(zeros.par_chunks_mut(n_groups))
+        .zip(params.par_chunks_mut(n_groups))
         .zip(weight.par_chunks(cols))
-        .try_for_each(|(((codes, scales), zeros), row)| -> Result<()> {
-            for (g, (values, codes)) in row
+        .try_for_each(|((codes, params), row)| -> Result<()> {
+            for ((values, codes), p) in row
                 .chunks(group_len)
                 .zip(codes.chunks_mut(group_len))
-                .enumerate()
+                .zip(params.iter_mut())
             {
-                let params = grid::fit(values, spec, mse_clip)?;
-                scales[g] = params.scale;
-                zeros[g] = params.zero;
+                *p = grid::fit(values, spec, mse_clip)?;
                 for (code, &x) in codes.iter_mut().zip(values) {
-                    *code = params.code(x);
+                    *code = p.code(x);
                 }
             }
             Ok(())
         })?;
-    Ok(QuantizedWeight {
-        spec,
-        rows,
-        cols,
-        codes,
-        scales,
-        zeros,
-        g_idx: None,
-    })
+    Ok(grid::quantized_weight(spec, (rows, cols), codes, &params))
 }
 
 #[cfg(test)]

@@ -43,4 +43,4 @@ mod write;
 
 pub use read::CrunchSource;
 pub use recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION, RECIPE_FILE};
-pub use write::{check_layer_recipe, layer_recipe, layer_tensors};
+pub use write::{check_layer_recipe, layer_recipe, layer_recipes, layer_tensors};

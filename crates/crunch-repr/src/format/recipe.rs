@@ -60,6 +60,24 @@ pub struct LayerRecipe {
 }
 
 impl Recipe {
+    /// crunch's format, this version of crunch, no calibration: for a model made from `source`
+    /// (a file name) by `stages` (one line each), with `layers` as stored.
+    pub fn new(
+        source: impl Into<String>,
+        stages: Vec<String>,
+        layers: BTreeMap<String, LayerRecipe>,
+    ) -> Self {
+        Self {
+            format: "crunch".into(),
+            format_version: FORMAT_VERSION,
+            crunch_version: env!("CARGO_PKG_VERSION").into(),
+            source: source.into(),
+            stages,
+            calibration: None,
+            layers,
+        }
+    }
+
     pub fn read(dir: &Path) -> Result<Option<Recipe>> {
         let path = dir.join(RECIPE_FILE);
         if !path.is_file() {

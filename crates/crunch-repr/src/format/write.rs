@@ -9,6 +9,7 @@ use crate::{
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_formats::DType;
 use half::f16;
+use std::collections::BTreeMap;
 
 /// The stored tensors of one quantized layer `prefix`.
 fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Vec<OwnedTensor> {
@@ -170,6 +171,14 @@ pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
         },
         correction_rank: layer.correction.as_ref().map(|c| c.rank),
     }
+}
+
+/// [`layer_recipe`] of every layer.
+pub fn layer_recipes(layers: &BTreeMap<String, CompressedLayer>) -> BTreeMap<String, LayerRecipe> {
+    layers
+        .iter()
+        .map(|(n, l)| (n.clone(), layer_recipe(l)))
+        .collect()
 }
 
 /// Refuses a layer `name` whose entry in `recipe` would make the reader misread it.
