@@ -29,7 +29,7 @@ use crunch_repr::{check_rank, validate_weight, Factored};
 use faer::Mat;
 
 /// EoRA settings.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EoraOptions {
     /// Eigenvalues of H are clamped to at least `eig_floor` times the largest one.
     pub eig_floor: f64,

@@ -37,7 +37,7 @@ pub struct LayerSpectrum {
 }
 
 /// What to do with one layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RankChoice {
     /// Factor at this rank (0: the layer is replaced by zero, when its spectrum is all zero or
     /// the budget is too small to give it anything).

@@ -34,7 +34,7 @@ use crunch_repr::{check_rank, validate_weight};
 use faer::Mat;
 
 /// SVD-LLM settings.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WhitenOptions {
     /// Dampening λ = damp · mean(diag H) added to the diagonal before the Cholesky
     /// factorization (raised 10× per failed attempt).

@@ -34,7 +34,7 @@ use crunch_repr::{validate_weight, Bitmask, PrunedWeight, QuantSpec, Sparsity};
 use rayon::prelude::*;
 
 /// SparseGPT settings.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SparseGptOptions {
     /// Columns per lazy-update block ([`BLOCK_SIZE`]), which is also the mask-selection block of
     /// unstructured sparsity. Unlike GPTQ's, it changes unstructured results.

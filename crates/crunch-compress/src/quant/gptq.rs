@@ -28,7 +28,7 @@ use crunch_repr::{validate_weight, QuantSpec, QuantizedWeight};
 use rayon::prelude::*;
 
 /// GPTQ settings.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GptqOptions {
     /// Columns per lazy-update block ([`BLOCK_SIZE`]). Affects speed only, not the result
     /// beyond float rounding.
