@@ -26,7 +26,7 @@ pub mod stages;
 pub use compress::{check_recipe, compress_model, first_calibrated, output_recipe, planned};
 pub use data::windows;
 pub use recipe_file::{pattern_matches, CalibrationSpec, RecipeError, RecipeFile, Stage};
-pub use selfgen::{default_batch, sample_windows, SelfSpec};
+pub use selfgen::{default_batch, sample_windows, SampleProblem, SelfSpec, SpecProblem};
 pub use sequential::{
     run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,
 };
@@ -90,6 +90,13 @@ pub enum Error {
     },
     #[error("GPU: {0}")]
     Gpu(#[source] CompressError),
+    #[error(
+        "`{spec}`: {problem} (expected self:N×L or self:NxL, e.g. self:128x512: N sequences of \
+         L tokens)"
+    )]
+    SelfSpec { spec: String, problem: SpecProblem },
+    #[error("self-calibration: {0}")]
+    SelfCalibration(#[source] SampleProblem),
     #[error("{0}")]
     Data(String),
 }
