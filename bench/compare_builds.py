@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Two crunch binaries side by side on the same runs: do they compute the same model? For each run
-(by default the quantization table's GPTQ 4-bit and 3-bit g128 rows and SparseGPT 50%), both
-binaries compress SmolLM2 with the same flags, then every tensor of the two model.safetensors is
-compared byte for byte (by name, so a change of file layout shows as such), and each output is
+(by default RTN 4-bit g128, the quantization table's GPTQ 4-bit and 3-bit g128 rows and SparseGPT
+50%), both binaries compress SmolLM2 with the same flags, then every tensor of the two
+model.safetensors is compared byte for byte (by name, so a change of file layout shows as such), and each output is
 evaluated by its own binary (`crunch eval --json`) and the perplexities compared to 4 decimals.
 Issue 12's check that the one-pipeline refactor changed no numbers.
 
@@ -22,6 +22,7 @@ import sys
 from quantize_table import run_json
 
 RUNS = {
+    "rtn 4-bit g128": ["quantize", "--method", "rtn", "--bits", "4", "--group-size", "128"],
     "gptq 4-bit g128": ["quantize", "--method", "gptq", "--bits", "4", "--group-size", "128"],
     "gptq 3-bit g128": ["quantize", "--method", "gptq", "--bits", "3", "--group-size", "128"],
     "sparsegpt 50%": ["prune", "--method", "sparsegpt", "--sparsity", "0.5"],
