@@ -22,7 +22,7 @@ use crunch_repr::format::{layer_recipe, Calibration, Recipe};
 use crunch_repr::{check_nm, Compressed, CompressedLayer, Planned, Produces, Sparsity};
 use crunch_runtime::Backend;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The stages of one layer: its main compression and its correction, as indices into the
 /// recipe's stages.
@@ -91,32 +91,42 @@ fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)
 
 /// Which stages every block linear layer of `ckpt` gets, after checking the recipe against the
 /// model: at least one stage, no layer matched by two main stages (or two corrections), every
-/// stage's settings valid for the shapes of its layers (group sizes, N:M patterns), and
-/// calibration `windows` present when a stage needs them. Nothing is computed, so a caller can
-/// run this before drawing or sampling calibration data.
-pub fn check_recipe(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<BTreeMap<String, Assigned>> {
+/// stage's settings valid for the shapes of its layers (group sizes, N:M patterns). Also notes
+/// for the user (a group size that leaves a shorter last group, once per stage and width).
+fn assign(
+    ckpt: &Checkpoint,
+    recipe: &RecipeFile,
+) -> Result<(BTreeMap<String, Assigned>, Vec<String>)> {
     if recipe.stages.is_empty() {
         return Err(Error::NoStages);
     }
-    let mut out = BTreeMap::new();
+    let (mut out, mut notes, mut seen) = (BTreeMap::new(), Vec::new(), BTreeSet::new());
     for (_, name) in block_layer_names(ckpt) {
         let assigned = stages_for(recipe, &name)?;
         let (main, corr) = assigned;
         for si in [main, corr].into_iter().flatten() {
             let method = &recipe.stages[si].method;
             let (rows, cols) = weight_shape(ckpt, &name)?;
-            method
-                .stage()
-                .check_shape(rows, cols)
-                .map_err(|source| Error::Layer {
-                    layer: name.clone(),
-                    method: method.name(),
-                    source,
-                })?;
+            let note = method.stage().check_shape(rows, cols);
+            let note = note.map_err(|source| Error::Layer {
+                layer: name.clone(),
+                method: method.name(),
+                source,
+            })?;
+            if let Some(n) = note.filter(|_| seen.insert((si, cols))) {
+                notes.push(format!("{name} (and every layer of its width): {n}"));
+            }
         }
         out.insert(name, assigned);
     }
-    Ok(out)
+    Ok((out, notes))
+}
+
+/// Checks `recipe` against `ckpt` before anything is computed (see `assign`: overlapping
+/// stages, group sizes and N:M patterns against every layer), so a caller can run it before
+/// drawing or sampling calibration data. Returns notes for the user.
+pub fn check_recipe(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<Vec<String>> {
+    Ok(assign(ckpt, recipe)?.1)
 }
 
 /// What `recipe` will store in `ckpt`, layer by layer, before anything runs: what each layer's
@@ -124,7 +134,7 @@ pub fn check_recipe(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<BTreeMap<S
 /// correction. An output format checks this list.
 pub fn planned(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
-    for (layer, (main, corr)) in check_recipe(ckpt, recipe)? {
+    for (layer, (main, corr)) in assign(ckpt, recipe)?.0 {
         let Some(mi) = main else {
             continue;
         };
@@ -389,7 +399,7 @@ pub fn compress_model<B: Backend>(
     windows: Option<&[Vec<u32>]>,
     progress: &mut dyn Progress,
 ) -> Result<BTreeMap<String, CompressedLayer>> {
-    let stages = check_recipe(ckpt, recipe)?;
+    let (stages, _) = assign(ckpt, recipe)?;
     let mains: BTreeMap<String, usize> = stages
         .iter()
         .filter_map(|(n, (m, _))| m.map(|m| (n.clone(), m)))

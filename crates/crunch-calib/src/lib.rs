@@ -15,6 +15,7 @@
 //! = 4.3 GB for an 8B model), plus the block's Hessians (hidden² + q_dim² + hidden² +
 //! intermediate² floats), independent of the number of layers.
 
+mod checks;
 mod compress;
 mod data;
 mod device_gptq;
@@ -23,6 +24,7 @@ mod selfgen;
 mod sequential;
 pub mod stages;
 
+pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{check_recipe, compress_model, first_calibrated, output_recipe, planned};
 pub use data::windows;
 pub use recipe_file::{pattern_matches, CalibrationSpec, RecipeError, RecipeFile, Stage};
@@ -97,8 +99,44 @@ pub enum Error {
     SelfSpec { spec: String, problem: SpecProblem },
     #[error("self-calibration: {0}")]
     SelfCalibration(#[source] SampleProblem),
-    #[error("{0}")]
-    Data(String),
+    #[error(transparent)]
+    Windows(#[from] WindowProblem),
+}
+
+/// Calibration windows the input (or the machine) cannot supply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowProblem {
+    #[error("calibration needs at least one window of at least one token")]
+    Empty,
+    #[error("calibration text has {tokens} tokens, fewer than one window of {len}")]
+    TextTooShort { tokens: usize, len: usize },
+    #[error(
+        "{samples} calibration windows of {len} tokens asked for, but a text of {tokens} tokens \
+         has only {starts} distinct windows of that length; use fewer or shorter windows, or \
+         more text"
+    )]
+    TooManyWindows {
+        samples: usize,
+        len: usize,
+        tokens: usize,
+        starts: u64,
+    },
+    #[error("{samples} calibration windows of {len} tokens: the activations' size overflows")]
+    Overflow { samples: usize, len: usize },
+    #[error(
+        "{samples} calibration windows of {len} tokens need about {:.1} GB of activations \
+         (hidden size {hidden}), but only {:.1} GB of memory is available; use fewer or shorter \
+         windows",
+        *need as f64 / 1e9,
+        *available as f64 / 1e9
+    )]
+    OutOfMemory {
+        samples: usize,
+        len: usize,
+        hidden: usize,
+        need: u64,
+        available: u64,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! N:M outputs keep their pattern, low-rank stages respect their global budget, EoRA lowers
 //! the layer error, and the same inputs give the same result.
 
-use crunch_calib::{compress_model, windows, RecipeFile};
+use crunch_calib::{check_recipe, compress_model, windows, RecipeFile};
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
 use crunch_repr::{check_nm, Compressed, CompressedLayer};
@@ -140,4 +140,33 @@ fn overlapping_main_stages_are_refused() {
         err.to_string().contains("wanda needs calibration data"),
         "{err}"
     );
+}
+
+/// Group sizes are checked against every layer's columns before anything runs: too small, wider
+/// than a layer, or (a note, not an error: crunch's format stores it) not dividing the columns.
+#[test]
+fn group_sizes_are_checked_against_every_layer_before_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap(); // hidden 64, intermediate 160
+    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let recipe = |g: usize, skip: &str| {
+        let text =
+            format!("skip = [{skip}]\n[[stage]]\nmethod = \"rtn\"\nbits = 4\ngroup_size = {g}\n");
+        RecipeFile::parse(&text).unwrap()
+    };
+    assert!(check_recipe(&ckpt, &recipe(32, "")).unwrap().is_empty());
+    for g in [1, 7, 100000] {
+        let e = check_recipe(&ckpt, &recipe(g, "")).unwrap_err().to_string();
+        assert!(e.contains(&format!("group size {g}")), "{e}");
+        // The driver refuses it too, before touching a weight.
+        let e = compress_model(&Cpu, &ckpt, &recipe(g, ""), None, &mut ()).unwrap_err();
+        assert!(e.to_string().contains(&format!("group size {g}")), "{e}");
+    }
+    // 48 divides neither 64 nor 160: one note per width.
+    let notes = check_recipe(&ckpt, &recipe(48, "")).unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    // Only down_proj (160 columns) left: 100 fits it, with a shorter last group.
+    let skip = "\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\"";
+    assert_eq!(check_recipe(&ckpt, &recipe(100, skip)).unwrap().len(), 1);
 }

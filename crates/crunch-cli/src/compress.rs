@@ -11,14 +11,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use crunch_calib::{
-    compress_model, first_calibrated, output_recipe, planned, CalibrationSpec, Family, Method,
-    RecipeError, RecipeFile, Stage,
+    check_recipe, compress_model, first_calibrated, output_recipe, planned, CalibrationSpec,
+    Family, Method, RecipeError, RecipeFile, Stage,
 };
 use crunch_export::{Format, Target};
 use crunch_model::Checkpoint;
 use crunch_repr::{Compressed, CompressedLayer};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// What every command that writes a model shares.
@@ -271,19 +271,20 @@ fn output_format(flag: Option<Format>, recipe: &RecipeFile) -> Result<Format> {
 }
 
 fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
-    if c.out.exists() && !c.force {
-        bail!(
-            "{}: already exists (pass --force to replace it)",
-            c.out.display()
-        );
-    }
+    let kind = crunch_export::OutputKind::Dir;
+    let inputs: [&Path; 1] = [&c.model];
+    crate::output_notes(crunch_export::prepare_output(
+        &c.out, &inputs, kind, c.force,
+    )?);
     file.stages = stages;
     file.skip.extend(c.skip.iter().cloned());
     let format = output_format(c.format, &file)?;
     file.format = (format != Format::Crunch).then(|| format.name().to_string());
     let ckpt = Checkpoint::open(&c.model)?;
     // Everything that can be refused is refused here, before any calibration.
-    format.check(&planned(&ckpt, &file)?)?;
+    let notes = check_recipe(&ckpt, &file)?;
+    format.check(&ckpt, &planned(&ckpt, &file)?)?;
+    crate::output_notes(notes);
     let start = Instant::now();
     let (windows, calibration) = match first_calibrated(&file) {
         Some(method) => {

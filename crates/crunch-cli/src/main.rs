@@ -58,9 +58,22 @@ enum Command {
     Unpack(pack::UnpackArgs),
 }
 
+/// Prints the notes a check returned (stale temporaries removed, short last groups).
+pub(crate) fn output_notes(notes: Vec<String>) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    // Ctrl-C removes the unfinished output; a truncated input is named, not a silent SIGBUS.
+    crunch_export::interrupt::install();
     if let Some(n) = cli.threads {
+        let n = crunch_runtime::threads::check_threads(n).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
         // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         let _ = rayon::ThreadPoolBuilder::new()
@@ -78,7 +91,20 @@ fn main() {
         Command::Unpack(args) => pack::unpack(args),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", message(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each once: crunch's error types name their cause in their own
+/// message (as `FormatError` does), so a cause already in the text is not repeated.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
 }

@@ -114,8 +114,9 @@ fn missing_tensor_is_reported_on_load() {
         p.join("data.txt").to_str().unwrap(),
     ]);
     assert!(!ok && !err.contains("panicked"), "{err}");
-    // No tokenizer.json: reported first, naming the model.
-    assert!(err.contains("no tokenizer"), "{err}");
+    // The structure is checked against the config when the model is opened, before the
+    // tokenizer is looked for.
+    assert!(err.contains("missing tensor `model.norm.weight`"), "{err}");
 }
 
 /// Sets `key` of the model's config.json to `value`.
@@ -131,9 +132,8 @@ fn edit_config(model: &Path, key: &str, value: serde_json::Value) {
 fn shape_that_does_not_match_config_is_reported() {
     let (_d, p) = tiny_llama();
     edit_config(&p, "intermediate_size", 96.into());
-    let ckpt = crunch_model::Checkpoint::open(&p).unwrap();
-    let err = ckpt
-        .load(crunch_runtime::Cpu, |_| {})
+    // Checked against the tensors when the checkpoint is opened, before anything is loaded.
+    let err = crunch_model::Checkpoint::open(&p)
         .err()
         .unwrap()
         .to_string();
@@ -141,6 +141,7 @@ fn shape_that_does_not_match_config_is_reported() {
         err.contains("mlp.gate_proj.weight") && err.contains("config.json implies [96, 64]"),
         "{err}"
     );
+    fails_cleanly(&p, &["mlp.gate_proj.weight", "[96, 64]"]);
 }
 
 #[test]
@@ -497,6 +498,8 @@ fn every_command_is_reproduced_from_its_recipe() {
                 "0.5",
                 "--bits",
                 "4",
+                "--group-size",
+                "32",
                 "--calib",
                 TINY_CALIB,
             ],

@@ -301,8 +301,8 @@ pub(crate) fn write_tensors_dir(
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
-    let tokenizer = ckpt.tokenizer().ok();
-    atomic_dir(to.dir, to.overwrite, |dir| {
+    let tokenizer = ckpt.tokenizer_if_present()?;
+    atomic_dir(to.dir, &[&ckpt.path], to.overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {

@@ -30,8 +30,8 @@ pub fn write(ckpt: &Checkpoint, layers: &Layers, recipe: &Recipe, to: &Target) -
         let tensors = layer_tensors(name, layer).map_err(Error::layer(name))?;
         stored.insert(name.as_str(), tensors);
     }
-    let tokenizer = ckpt.tokenizer().ok();
-    atomic_dir(to.dir, to.overwrite, |dir| {
+    let tokenizer = ckpt.tokenizer_if_present()?;
+    atomic_dir(to.dir, &[&ckpt.path], to.overwrite, |dir| {
         let mut tensors = Vec::new();
         let mut names: Vec<(String, Vec<usize>)> = tensor_shapes(cfg);
         if ckpt.weights.contains("rope_freqs.weight") {

@@ -8,7 +8,7 @@ use crate::{compressed_tensors, crunch_dir, gptq_layout, sparse24};
 use crate::{Error, Layers, QuantizedLayers, Refusal, Result, Target};
 use crunch_model::Checkpoint;
 use crunch_repr::format::Recipe;
-use crunch_repr::{Compressed, Planned, Produces, Sparsity};
+use crunch_repr::{Compressed, GroupFit, Planned, Produces, Sparsity};
 
 /// A layout crunch writes a compressed model in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +71,12 @@ impl Format {
 
     /// Why this layout cannot hold `what` for a `rows`×`cols` layer, if it cannot.
     pub fn refuses(self, what: Produces, (rows, cols): (usize, usize)) -> Option<Refusal> {
+        // compressed-tensors and the GPTQ layout hold whole groups only.
         let quantized_only = |what| match what {
-            Produces::Quantized(_) => None,
+            Produces::Quantized(spec) => spec
+                .check_layer(cols, GroupFit::Exact)
+                .err()
+                .map(Refusal::Grid),
             Produces::Pruned { .. } => Some(Refusal::NotQuantized("pruned")),
             Produces::Factored => Some(Refusal::NotQuantized("factored")),
             Produces::Correction => Some(Refusal::Correction),
@@ -96,8 +100,18 @@ impl Format {
         }
     }
 
-    /// Checks, before anything is computed, that this layout can hold every planned layer.
-    pub fn check(self, planned: &[Planned]) -> Result<()> {
+    /// Checks, before anything is computed, that this layout can hold every planned layer of
+    /// `ckpt`, and the model itself.
+    pub fn check(self, ckpt: &Checkpoint, planned: &[Planned]) -> Result<()> {
+        self.check_layers(planned)?;
+        if self != Format::Crunch {
+            compressed_tensors::refuse_rope_freqs(ckpt)?;
+        }
+        Ok(())
+    }
+
+    /// [`Format::check`] of the planned layers alone.
+    pub fn check_layers(self, planned: &[Planned]) -> Result<()> {
         for p in planned {
             if let Some(why) = self.refuses(p.produces, p.shape) {
                 return Err(self.refused(&p.layer, why));
@@ -221,6 +235,13 @@ mod tests {
             Format::Gptq.refuses(q4, (48, 128)),
             Some(Refusal::DimsNot32 { .. })
         ));
+        // Whole groups only in the Hugging Face layouts; crunch's format keeps a shorter one.
+        let ragged = Produces::Quantized(QuantSpec::new(4, Some(48), false));
+        assert!(matches!(
+            Format::CompressedTensors.refuses(ragged, (64, 64)),
+            Some(Refusal::Grid(_))
+        ));
+        assert!(Format::Crunch.refuses(ragged, (64, 64)).is_none());
         let q3 = Produces::Quantized(QuantSpec::new(3, Some(128), false));
         let plan = |layer: &str, produces| Planned {
             layer: layer.into(),
@@ -228,8 +249,8 @@ mod tests {
             produces,
         };
         let planned = vec![plan("a", q4), plan("b", q3)];
-        assert!(Format::CompressedTensors.check(&planned).is_ok());
-        let e = Format::Gptq.check(&planned).unwrap_err().to_string();
+        assert!(Format::CompressedTensors.check_layers(&planned).is_ok());
+        let e = Format::Gptq.check_layers(&planned).unwrap_err().to_string();
         assert!(
             e.contains("b: gptq cannot store it") && e.contains("one bit width"),
             "{e}"

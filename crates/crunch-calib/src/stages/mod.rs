@@ -17,7 +17,7 @@ pub use quant::{Gptq, Rtn};
 
 use crunch_compress::{CompressError, DenseLinAlg, GptqOptions, Hessian, RankChoice};
 use crunch_repr::format::LayerRecipe;
-use crunch_repr::{Compressed, Produces, QuantSpec, Sparsity};
+use crunch_repr::{Compressed, GroupFit, Produces, QuantSpec, Sparsity};
 use serde::{Deserialize, Serialize};
 
 /// What a method does to a layer, which decides the command that offers it and how it combines
@@ -78,19 +78,23 @@ pub(crate) trait StageMethod {
         Ok(())
     }
     /// Checks the stage against one layer's shape before anything runs: the grid and the
-    /// sparsity pattern it [`produces`](StageMethod::produces) must fit the layer's columns.
-    fn check_shape(&self, _rows: usize, cols: usize) -> Result<(), CompressError> {
-        match self.produces() {
-            Produces::Quantized(spec) => spec.validate(cols)?,
+    /// sparsity pattern it [`produces`](StageMethod::produces) must fit the layer's columns
+    /// (`QuantSpec::check_layer`: a group size that does not divide them is kept, with a
+    /// shorter last group, and described in the returned note; an output layout that cannot
+    /// store that refuses it itself).
+    fn check_shape(&self, _rows: usize, cols: usize) -> Result<Option<String>, CompressError> {
+        let quant = match self.produces() {
+            Produces::Quantized(spec) => Some(spec),
             Produces::Pruned { sparsity, quant } => {
                 sparsity.validate(cols)?;
-                if let Some(spec) = quant {
-                    spec.validate(cols)?;
-                }
+                quant
             }
-            Produces::Factored | Produces::Correction => {}
+            Produces::Factored | Produces::Correction => None,
+        };
+        match quant {
+            Some(spec) => Ok(spec.check_layer(cols, GroupFit::ShortLastGroup)?),
+            None => Ok(None),
         }
-        Ok(())
     }
     /// Compresses one layer: `None` leaves it as it is (a low-rank budget that keeps it dense).
     /// A correction returns its factors as [`Compressed::Factored`].
