@@ -25,7 +25,7 @@ pub mod sparse24;
 
 pub use atomic::{atomic_dir, atomic_file};
 pub use format::Format;
-pub use output::{check_output, prepare_output, OutputKind};
+pub use output::{check_output, prepare_output, OutputKind, OutputProblem};
 
 use crunch_repr::{CompressedLayer, QuantizedWeight, ReprError, Sparsity};
 use std::collections::BTreeMap;
@@ -119,8 +119,12 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{0}")]
-    Other(String),
+    /// A path a command may not write (`output`: inputs, `--force`).
+    #[error("{}: {problem}", path.display())]
+    Output {
+        path: PathBuf,
+        problem: OutputProblem,
+    },
 }
 
 impl Error {

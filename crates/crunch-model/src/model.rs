@@ -149,10 +149,10 @@ impl<B: Backend> RopeTables<B> {
     /// positions).
     pub fn at(&self, backend: &B, positions: &[u32]) -> Result<(B::Tensor, B::Tensor)> {
         if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions) {
-            return Err(crate::Error::Config(format!(
-                "position {p} is past the rotary tables ({} positions)",
-                self.positions
-            )));
+            return Err(crate::Error::PastRope {
+                position: p,
+                positions: self.positions,
+            });
         }
         Ok((
             backend.embedding(&self.cos, positions)?,
@@ -199,11 +199,13 @@ fn factor_rank(w: &Weights, a: &str) -> Result<Option<usize>> {
         None => Ok(None),
         Some(info) => match info.shape[..] {
             [_, rank] => Ok(Some(rank)),
-            _ => Err(crate::Error::Weights(format!(
-                "{}: tensor `{a}` has shape {:?}, expected [out_features, rank]",
-                w.source().path().display(),
-                info.shape
-            ))),
+            _ => Err(crate::Error::tensor(
+                w.source().path(),
+                crate::TensorProblem::NotAFactor {
+                    tensor: a.into(),
+                    found: info.shape,
+                },
+            )),
         },
     }
 }

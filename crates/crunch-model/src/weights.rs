@@ -2,7 +2,7 @@
 //! code sees Hugging Face names and layouts whatever the file format.
 
 use crate::config::ModelConfig;
-use crate::{Error, Result};
+use crate::{Error, Result, TensorProblem};
 use crunch_formats::{TensorInfo, TensorSource};
 
 /// How stored tensor names relate to Hugging Face names.
@@ -67,16 +67,20 @@ impl Weights {
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let stored = self.stored_name(hf);
-        let path = self.source.path().display();
-        let info = self
-            .source
-            .info(&stored)
-            .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let info = self.source.info(&stored).ok_or_else(|| {
+            bad(TensorProblem::Missing {
+                tensor: stored.clone(),
+                implied_by: None,
+            })
+        })?;
         if info.shape != shape {
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
-                info.shape
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: stored,
+                found: info.shape,
+                expected: shape.to_vec(),
+                implied_by: "the config".into(),
+            }));
         }
         let mut data = self.source.read_f32(&stored)?;
         // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
@@ -86,10 +90,11 @@ impl Weights {
                 [_, cols] => format!("row {}, column {}", i / cols, i % cols),
                 _ => format!("index {i}"),
             };
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
-                data[i]
-            )));
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value: data[i],
+                at,
+            }));
         }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
