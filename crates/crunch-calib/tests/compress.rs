@@ -9,6 +9,15 @@ use crunch_repr::{check_nm, Compressed, CompressedLayer};
 use crunch_runtime::Cpu;
 use std::collections::BTreeMap;
 
+/// The first tiny model (Llama), written to a new temporary directory and opened.
+fn tiny() -> (tempfile::TempDir, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap();
+    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    (dir, ckpt)
+}
+
 fn run(
     recipe: &str,
 ) -> (
@@ -16,10 +25,7 @@ fn run(
     BTreeMap<String, CompressedLayer>,
     tempfile::TempDir,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (dir, ckpt) = tiny();
     let text = reference_ids(ckpt.config.vocab, 2048);
     let wins = windows(&text, 8, 32, 0).unwrap();
     let plan = RecipeFile::parse(recipe).unwrap();
@@ -120,10 +126,7 @@ fn eora_reduces_the_weight_error_and_runs_are_deterministic() {
 
 #[test]
 fn overlapping_main_stages_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (_dir, ckpt) = tiny();
     let plan = RecipeFile::parse(
         "[[stage]]\nmethod = \"rtn\"\nbits = 4\n[[stage]]\nmethod = \"magnitude\"\nsparsity = \"0.5\"\n",
     )
@@ -146,10 +149,7 @@ fn overlapping_main_stages_are_refused() {
 /// than a layer, or (a note, not an error: crunch's format stores it) not dividing the columns.
 #[test]
 fn group_sizes_are_checked_against_every_layer_before_calibration() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap(); // hidden 64, intermediate 160
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (_dir, ckpt) = tiny(); // hidden 64, intermediate 160
     let recipe = |g: usize, skip: &str| {
         let text =
             format!("skip = [{skip}]\n[[stage]]\nmethod = \"rtn\"\nbits = 4\ngroup_size = {g}\n");

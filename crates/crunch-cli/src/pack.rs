@@ -1,10 +1,11 @@
 //! `crunch pack` / `crunch unpack` (owned by the packing work, issue 3): flags, progress bar
 //! and the summary; the work is in `crunch-pack`.
 use clap::Args;
+use crunch_export::OutputKind;
 use crunch_pack::{PackOptions, PackReport, PlaneOptions, UnpackOptions, UnpackReport, ZstdTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct PackArgs {
@@ -59,6 +60,23 @@ pub struct UnpackArgs {
     pub force: bool,
 }
 
+/// Checks `out` for a command reading `input` (the `--force` rules), printing any notes.
+fn prepare(out: &Path, input: &Path, kind: OutputKind, force: bool) -> anyhow::Result<()> {
+    crate::output_notes(crunch_export::prepare_output(out, &[input], kind, force)?);
+    Ok(())
+}
+
+/// Runs `work` with a byte-counting progress bar labelled `label`.
+fn with_bar<R>(label: &'static str, work: impl FnOnce(&(dyn Fn(u64, u64) + Sync)) -> R) -> R {
+    let bar = progress_bar(label);
+    let report = work(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    report
+}
+
 fn progress_bar(label: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -95,26 +113,17 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
             ..PlaneOptions::default()
         },
     };
-    let kind = crunch_export::OutputKind::File;
-    crate::output_notes(crunch_export::prepare_output(
-        &args.out,
-        &[&args.path],
-        kind,
-        args.force,
-    )?);
-    let bar = progress_bar("packing");
-    let report = crunch_pack::pack_path(
-        &args.path,
-        &args.out,
-        &opts,
-        args.verify,
-        args.force,
-        &|done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    )?;
-    bar.finish_and_clear();
+    prepare(&args.out, &args.path, OutputKind::File, args.force)?;
+    let report = with_bar("packing", |progress| {
+        crunch_pack::pack_path(
+            &args.path,
+            &args.out,
+            &opts,
+            args.verify,
+            args.force,
+            progress,
+        )
+    })?;
     if args.json {
         println!("{}", pack_json(&args, &report));
     } else {
@@ -183,21 +192,13 @@ pub fn unpack(args: UnpackArgs) -> anyhow::Result<()> {
         tensor: args.tensor.clone(),
     };
     let kind = match args.tensor {
-        Some(_) => crunch_export::OutputKind::File,
-        None => crunch_export::OutputKind::Either,
+        Some(_) => OutputKind::File,
+        None => OutputKind::Either,
     };
-    crate::output_notes(crunch_export::prepare_output(
-        &args.out,
-        &[&args.path],
-        kind,
-        args.force,
-    )?);
-    let bar = progress_bar("unpacking");
-    let report = crunch_pack::unpack_path(&args.path, &args.out, &opts, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
+    prepare(&args.out, &args.path, kind, args.force)?;
+    let report = with_bar("unpacking", |progress| {
+        crunch_pack::unpack_path(&args.path, &args.out, &opts, progress)
     })?;
-    bar.finish_and_clear();
     if args.json {
         println!("{}", unpack_json(&args, &report));
     } else {

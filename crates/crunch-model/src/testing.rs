@@ -185,8 +185,9 @@ pub fn smollm2_gguf() -> std::path::PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
-/// llama.cpp's q/k row order, as its converter writes Llama-architecture files.
-fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+/// llama.cpp's q/k row order, as its converter writes Llama-architecture files: rows viewed
+/// as [heads, 2, d/2] with the last two axes swapped (what `Weights` undoes on reading).
+pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
     let cols = data.len() / (heads * head_dim);
     let half = head_dim / 2;
     let mut out = Vec::with_capacity(data.len());

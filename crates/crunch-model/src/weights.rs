@@ -186,25 +186,9 @@ mod tests {
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }
 
-    /// llama.cpp's permutation as its converter writes it: view rows as
-    /// [heads, 2, d/2] and swap the last two axes.
-    fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-        let cols = data.len() / (heads * head_dim);
-        let half = head_dim / 2;
-        let mut out = Vec::with_capacity(data.len());
-        for h in 0..heads {
-            for i in 0..half {
-                for j in 0..2 {
-                    let src = h * head_dim + j * half + i;
-                    out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn unpermute_inverts_the_converter() {
+        use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
         assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8), data);
     }
