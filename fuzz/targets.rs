@@ -10,9 +10,9 @@
 
 use crunch_calib::{compress_model, RecipeFile};
 use crunch_formats::gguf::{build_tokenizer, GgufFile};
-use crunch_formats::safetensors::{serialize_f32, SafetensorsFile};
+use crunch_formats::safetensors::SafetensorsFile;
 use crunch_formats::TensorSource;
-use crunch_model::testing::{tensor_shapes, tensor_values};
+use crunch_model::testing::tensor_shapes;
 use crunch_model::{Checkpoint, ModelConfig};
 use crunch_pack::{pack_bytes, unpack_bytes, PackOptions};
 use crunch_repr::format::{layer_recipes, Recipe};
@@ -168,24 +168,10 @@ fn write_model(
     dir: &Path,
     config: &Value,
     cfg: &ModelConfig,
-    mut edit: impl FnMut(&str, &mut [f32]),
+    edit: impl FnMut(&str, &mut [f32]),
 ) -> PathBuf {
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(cfg)
-        .into_iter()
-        .map(|(name, shape)| {
-            let mut v = tensor_values(&name, &shape, 1);
-            edit(&name, &mut v);
-            (name, shape, v)
-        })
-        .collect();
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
-        .collect();
     let model = dir.join("model");
-    std::fs::create_dir_all(&model).expect("scratch");
-    std::fs::write(model.join("model.safetensors"), serialize_f32(&refs)).expect("scratch");
-    std::fs::write(model.join("config.json"), config.to_string()).expect("scratch");
+    crunch_model::testing::write_model(&model, config, cfg, 1, edit).expect("scratch");
     model
 }
 

@@ -7,6 +7,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+/// The flags `pack` and `unpack` share.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print one JSON object with the figures on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Args)]
 pub struct PackArgs {
     /// File or model directory to pack.
@@ -17,15 +31,8 @@ pub struct PackArgs {
     /// Decode what was written and compare it with the input before keeping it.
     #[arg(long)]
     pub verify: bool,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Print one JSON object with the figures on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Overwrite the output if it exists.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Always keep the strictly smallest coding of each plane, even where it saves under 1/128
     /// of the plane and costs decode speed.
     #[arg(long)]
@@ -49,15 +56,8 @@ pub struct UnpackArgs {
     /// directory pack has the name in several files).
     #[arg(long)]
     pub tensor: Option<String>,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Print one JSON object with the figures on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Overwrite the output if it exists.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Checks `out` for a command reading `input` (the `--force` rules), printing any notes.
@@ -75,6 +75,31 @@ fn with_bar<R>(label: &'static str, work: impl FnOnce(&(dyn Fn(u64, u64) + Sync)
     });
     bar.finish_and_clear();
     report
+}
+
+/// Prints the report: `json` with --json, else the text `line`.
+fn emit(json: bool, value: impl FnOnce() -> Value, line: impl FnOnce() -> String) {
+    if json {
+        println!("{}", value());
+    } else {
+        println!("{}", line());
+    }
+}
+
+/// `{verb} {from} ({from_bytes} bytes) -> {to} ({to_what}){rest}`.
+fn summary(verb: &str, from: (&Path, u64), to: (&Path, String), rest: String) -> String {
+    format!(
+        "{verb} {} ({} bytes) -> {} ({}){rest}",
+        from.0.display(),
+        from.1,
+        to.0.display(),
+        to.1
+    )
+}
+
+/// `1.234 s (5.678 GB/s, 2 threads)`, as both reports print it.
+fn speed(seconds: f64, gbps: f64, threads: usize) -> String {
+    format!("{seconds:.3} s ({gbps:.3} GB/s, {threads} threads)")
 }
 
 fn progress_bar(label: &'static str) -> ProgressBar {
@@ -101,7 +126,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
         anyhow::bail!("--chunk-size must be between 1 and 64 MiB");
     }
     let opts = PackOptions {
-        threads: args.threads,
+        threads: args.run.threads,
         chunk_size: args.chunk_size,
         plane: PlaneOptions {
             min_gain: if args.smallest {
@@ -113,33 +138,31 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
             ..PlaneOptions::default()
         },
     };
-    prepare(&args.out, &args.path, OutputKind::File, args.force)?;
+    prepare(&args.out, &args.path, OutputKind::File, args.run.force)?;
     let report = with_bar("packing", |progress| {
         crunch_pack::pack_path(
             &args.path,
             &args.out,
             &opts,
             args.verify,
-            args.force,
+            args.run.force,
             progress,
         )
     })?;
-    if args.json {
-        println!("{}", pack_json(&args, &report));
-    } else {
-        println!(
-            "packed {} ({} bytes) -> {} ({} bytes): {:.4}x in {:.3} s ({:.3} GB/s, {} threads){}",
-            args.path.display(),
-            report.input_bytes,
-            args.out.display(),
-            report.output_bytes,
-            report.ratio(),
-            report.seconds,
-            report.gbps(),
-            report.threads,
-            if args.verify { ", verified" } else { "" }
-        );
-    }
+    let line = || {
+        summary(
+            "packed",
+            (&args.path, report.input_bytes),
+            (&args.out, format!("{} bytes", report.output_bytes)),
+            format!(
+                ": {:.4}x in {}{}",
+                report.ratio(),
+                speed(report.seconds, report.gbps(), report.threads),
+                if args.verify { ", verified" } else { "" }
+            ),
+        )
+    };
+    emit(args.run.json, || pack_json(&args, &report), line);
     Ok(())
 }
 
@@ -187,33 +210,33 @@ fn pack_json(args: &PackArgs, r: &PackReport) -> Value {
 
 pub fn unpack(args: UnpackArgs) -> anyhow::Result<()> {
     let opts = UnpackOptions {
-        threads: args.threads,
-        force: args.force,
+        threads: args.run.threads,
+        force: args.run.force,
         tensor: args.tensor.clone(),
     };
     let kind = match args.tensor {
         Some(_) => OutputKind::File,
         None => OutputKind::Either,
     };
-    prepare(&args.out, &args.path, kind, args.force)?;
+    prepare(&args.out, &args.path, kind, args.run.force)?;
     let report = with_bar("unpacking", |progress| {
         crunch_pack::unpack_path(&args.path, &args.out, &opts, progress)
     })?;
-    if args.json {
-        println!("{}", unpack_json(&args, &report));
-    } else {
-        println!(
-            "unpacked {} ({} bytes) -> {} ({} bytes, {} files) in {:.3} s ({:.3} GB/s, {} threads), checksums verified",
-            args.path.display(),
-            report.packed_bytes,
-            args.out.display(),
-            report.output_bytes,
-            report.files,
-            report.seconds,
-            report.gbps(),
-            report.threads
-        );
-    }
+    let line = || {
+        summary(
+            "unpacked",
+            (&args.path, report.packed_bytes),
+            (
+                &args.out,
+                format!("{} bytes, {} files", report.output_bytes, report.files),
+            ),
+            format!(
+                " in {}, checksums verified",
+                speed(report.seconds, report.gbps(), report.threads)
+            ),
+        )
+    };
+    emit(args.run.json, || unpack_json(&args, &report), line);
     Ok(())
 }
 

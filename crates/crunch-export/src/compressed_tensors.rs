@@ -23,7 +23,7 @@ use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
 use crunch_model::Checkpoint;
 use crunch_repr::format::Recipe;
-use crunch_repr::QuantizedWeight;
+use crunch_repr::{pack_codes, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -41,23 +41,17 @@ pub const RECIPE_COPY: &str = "crunch_recipe.json";
 /// value `i` occupies stream bits `i·bits .. (i+1)·bits`, possibly across two words. This is
 /// compressed-tensors' `pack_to_int32` (≥ 0.18) and, for 3 bits, also AutoGPTQ's packing.
 pub(crate) fn pack_stream(values: impl IntoIterator<Item = u8>, bits: u8) -> Vec<u32> {
-    let mut words = Vec::new();
-    let mut acc = 0u64; // pending bits, least significant first
-    let mut n = 0u32;
-    for v in values {
-        debug_assert!(u32::from(v) < 1 << bits);
-        acc |= u64::from(v) << n;
-        n += u32::from(bits);
-        if n >= 32 {
-            words.push(acc as u32);
-            acc >>= 32;
-            n -= 32;
-        }
-    }
-    if n > 0 {
-        words.push(acc as u32);
-    }
-    words
+    // crunch's own packing is the same stream cut into bytes; words are four of them, little
+    // endian, the last padded with zero bits.
+    let codes: Vec<u8> = values.into_iter().collect();
+    pack_codes(&codes, bits)
+        .chunks(4)
+        .map(|b| {
+            let mut word = [0u8; 4];
+            word[..b.len()].copy_from_slice(b);
+            u32::from_le_bytes(word)
+        })
+        .collect()
 }
 
 pub(crate) fn i32_tensor(name: String, shape: Vec<usize>, words: &[u32]) -> OwnedTensor {

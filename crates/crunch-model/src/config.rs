@@ -52,6 +52,46 @@ pub enum RopeScaling {
     },
 }
 
+impl RopeScaling {
+    /// Every setting, by its config.json key under `rope_scaling`.
+    fn settings(&self) -> Vec<(&'static str, f64)> {
+        match *self {
+            Self::Linear { factor } => vec![("factor", factor)],
+            Self::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position: max,
+            } => vec![
+                ("factor", factor),
+                ("low_freq_factor", low),
+                ("high_freq_factor", high),
+                ("original_max_position_embeddings", max),
+            ],
+        }
+    }
+
+    /// Every setting a finite, positive number, and Llama 3's band the right way round.
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (key, v) in self.settings() {
+            positive_finite(&format!("rope_scaling.{key}"), v)?;
+        }
+        if let Self::Llama3 {
+            low_freq_factor: low,
+            high_freq_factor: high,
+            ..
+        } = *self
+        {
+            if high <= low {
+                return Err(format!(
+                    "rope_scaling.high_freq_factor {high} must be above low_freq_factor {low}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -231,29 +271,8 @@ impl ModelConfig {
             ));
         }
         positive_finite("rope_theta", self.rope_theta)?;
-        match self.rope_scaling {
-            None => {}
-            Some(RopeScaling::Linear { factor }) => positive_finite("rope_scaling.factor", factor)?,
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position,
-            }) => {
-                positive_finite("rope_scaling.factor", factor)?;
-                positive_finite("rope_scaling.low_freq_factor", low_freq_factor)?;
-                positive_finite("rope_scaling.high_freq_factor", high_freq_factor)?;
-                positive_finite(
-                    "rope_scaling.original_max_position_embeddings",
-                    original_max_position,
-                )?;
-                if high_freq_factor <= low_freq_factor {
-                    return Err(format!(
-                        "rope_scaling.high_freq_factor {high_freq_factor} must be above \
-                         low_freq_factor {low_freq_factor}"
-                    ));
-                }
-            }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate()?;
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(

@@ -3,8 +3,8 @@
 
 use super::{LayerInput, StageMethod};
 use crunch_compress::{
-    eora, singular_values, truncated_svd, whitened_singular_values, whitened_svd, CompressError,
-    EoraOptions, RankChoice, WhitenOptions,
+    eora, singular_values, truncated_svd, whiten, whitened_svd, CompressError, EoraOptions,
+    RankChoice, WhitenOptions,
 };
 use crunch_repr::{Compressed, Factored, Produces};
 use serde::{Deserialize, Serialize};
@@ -46,9 +46,11 @@ impl<const WHITENED: bool> StageMethod for Factor<WHITENED> {
         Some(self.keep)
     }
     fn spectrum(&self, l: &LayerInput) -> Result<Vec<f64>, CompressError> {
-        let whiten = WhitenOptions::default();
+        let opts = WhitenOptions::default();
         match WHITENED {
-            true => whitened_singular_values(l.la, l.weight, l.rows, l.cols, l.hessian()?, &whiten),
+            true => {
+                whiten(l.la, l.weight, l.rows, l.cols, l.hessian()?, &opts)?.singular_values(l.la)
+            }
             false => singular_values(l.la, l.weight, l.rows, l.cols),
         }
     }

@@ -79,48 +79,43 @@ pub struct ThinSvd {
 pub(crate) fn thin_svd(a: MatRef<'_, f64>) -> Result<ThinSvd> {
     let (m, n) = a.shape();
     let k = m.min(n);
-    let mut s = faer::diag::Diag::<f64>::zeros(k);
     let mut u = Mat::<f64>::zeros(m, k);
     let mut v = Mat::<f64>::zeros(n, k);
-    let mut mem = MemBuffer::new(svd_scratch::<f64>(
-        m,
-        n,
-        ComputeSvdVectors::Thin,
-        ComputeSvdVectors::Thin,
-        Par::Seq,
-        Default::default(),
-    ));
-    svd(
-        a,
-        s.as_mut(),
-        Some(u.as_mut()),
-        Some(v.as_mut()),
-        Par::Seq,
-        MemStack::new(&mut mem),
-        Default::default(),
-    )
-    .map_err(|_| CompressError::NoConvergence("SVD"))?;
-    let s = s.column_vector().iter().copied().collect();
+    let s = faer_svd(a, Some((&mut u, &mut v)))?;
     Ok(ThinSvd { s, u, v })
 }
 
 /// Singular values only (non-increasing), much cheaper than [`thin_svd`].
 pub(crate) fn singular_values(a: MatRef<'_, f64>) -> Result<Vec<f64>> {
+    faer_svd(a, None)
+}
+
+/// faer's SVD of `a`: the singular values, non-increasing, and, when `uv` is given, the thin
+/// U [m, k] and V [n, k] written into it, k = min(m, n).
+fn faer_svd(a: MatRef<'_, f64>, uv: Option<(&mut Mat<f64>, &mut Mat<f64>)>) -> Result<Vec<f64>> {
     let (m, n) = a.shape();
     let mut s = faer::diag::Diag::<f64>::zeros(m.min(n));
+    let compute = match uv {
+        Some(_) => ComputeSvdVectors::Thin,
+        None => ComputeSvdVectors::No,
+    };
     let mut mem = MemBuffer::new(svd_scratch::<f64>(
         m,
         n,
-        ComputeSvdVectors::No,
-        ComputeSvdVectors::No,
+        compute,
+        compute,
         Par::Seq,
         Default::default(),
     ));
+    let (u, v) = match uv {
+        Some((u, v)) => (Some(u.as_mut()), Some(v.as_mut())),
+        None => (None, None),
+    };
     svd(
         a,
         s.as_mut(),
-        None,
-        None,
+        u,
+        v,
         Par::Seq,
         MemStack::new(&mut mem),
         Default::default(),

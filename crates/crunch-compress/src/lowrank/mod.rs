@@ -15,4 +15,4 @@ pub use decomp::{DenseLinAlg, Host, ThinSvd};
 pub use eora::{eora, eora_bits, eora_bits_per_weight, EoraOptions};
 pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
 pub use svd::{singular_values, truncated_svd, LowRank};
-pub use whitened_svd::{whitened_singular_values, whitened_svd, WhitenOptions};
+pub use whitened_svd::{whiten, whitened_svd, WhitenOptions, Whitened};

@@ -62,7 +62,7 @@ pub fn whitened_svd(
     opts: &WhitenOptions,
 ) -> Result<LowRank> {
     check_rank(rank, rows, cols)?;
-    let (ws, s) = whiten(la, weight, rows, cols, hessian, opts)?;
+    let Whitened { ws, s } = whiten(la, weight, rows, cols, hessian, opts)?;
     let svd = la.thin_svd(ws.as_ref())?;
     let (a, mut bt) = balanced_split(&svd, rank);
     // Bᵀ = S⁻ᵀ·V_r·Σ_r^{1/2}: solve Sᵀ·X = V_r·Σ_r^{1/2}, Sᵀ upper triangular.
@@ -78,28 +78,29 @@ pub fn whitened_svd(
     })
 }
 
-/// The singular values of W·S (non-increasing), without factors: for rank allocation.
-pub fn whitened_singular_values(
-    la: &dyn DenseLinAlg,
-    weight: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &Hessian,
-    opts: &WhitenOptions,
-) -> Result<Vec<f64>> {
-    let (ws, _) = whiten(la, weight, rows, cols, hessian, opts)?;
-    la.singular_values(ws.as_ref())
+/// W·S and S, S the lower Cholesky factor of the prepared, dampened H.
+pub struct Whitened {
+    ws: Mat<f64>,
+    s: Mat<f64>,
 }
 
-/// (W·S, S) with S the lower Cholesky factor of the prepared, dampened H.
-fn whiten(
+impl Whitened {
+    /// The singular values of W·S (non-increasing), without factors: for rank allocation.
+    pub fn singular_values(&self, la: &dyn DenseLinAlg) -> Result<Vec<f64>> {
+        la.singular_values(self.ws.as_ref())
+    }
+}
+
+/// Whitens `weight` [rows, cols] by the Cholesky factor of `hessian` (its dead columns and
+/// dampening prepared as the module describes).
+pub fn whiten(
     la: &dyn DenseLinAlg,
     weight: &[f32],
     rows: usize,
     cols: usize,
     hessian: &Hessian,
     opts: &WhitenOptions,
-) -> Result<(Mat<f64>, Mat<f64>)> {
+) -> Result<Whitened> {
     validate_weight(weight, rows, cols)?;
     hessian.validate_for(cols)?;
     check_option("damp", opts.damp as f64, false)?;
@@ -125,7 +126,7 @@ fn whiten(
         la.cholesky_lower(damped)
     })?;
     let ws = la.matmul(w.as_ref(), s.as_ref())?;
-    Ok((ws, s))
+    Ok(Whitened { ws, s })
 }
 
 #[cfg(test)]
@@ -178,7 +179,9 @@ mod tests {
             let full = whitened_svd(&Host, &w, rows, cols, &h, rows, &opts).unwrap();
             let err = weighted_error(&w, &full.factored.dense(), cols, &h);
             assert!(err < 1e-8 * weighted_error(&w, &vec![0.0; w.len()], cols, &h));
-            let sv = whitened_singular_values(&Host, &w, rows, cols, &h, &opts).unwrap();
+            let sv = whiten(&Host, &w, rows, cols, &h, &opts)
+                .and_then(|x| x.singular_values(&Host))
+                .unwrap();
             assert!(sv
                 .iter()
                 .zip(&out.spectrum)
