@@ -63,6 +63,7 @@ mod tests {
 
     #[test]
     fn failure_leaves_nothing_and_existing_output_is_kept() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("model");
         let r = atomic_dir(&out, &[], false, |tmp| {
@@ -93,6 +94,7 @@ mod tests {
 
     #[test]
     fn a_users_directory_is_never_replaced() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("mine");
         std::fs::create_dir(&out).unwrap();
@@ -104,6 +106,7 @@ mod tests {
 
     #[test]
     fn single_files_appear_whole_or_not_at_all() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("m.gguf");
         let r = atomic_file(&out, &[], false, |tmp| {

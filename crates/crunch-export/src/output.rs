@@ -302,8 +302,17 @@ pub(crate) fn replace_with(tmp: &Path, out: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Held for reading by every test that makes temporaries, for writing by the one that
+    /// calls [`remove_own_temps`]: that removes *every* temporary of this process, so it must
+    /// not run while another test's are in flight (the tests share one process).
+    pub(crate) static TEMPS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    pub(crate) fn making_temps() -> std::sync::RwLockReadGuard<'static, ()> {
+        TEMPS.read().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn write(p: &Path, s: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -312,6 +321,7 @@ mod tests {
 
     #[test]
     fn the_input_and_its_parents_are_never_outputs() {
+        let _temps = making_temps();
         let d = tempfile::tempdir().unwrap();
         let w = d.path().join("w");
         let input = w.join("m.gguf");
@@ -342,6 +352,7 @@ mod tests {
 
     #[test]
     fn force_replaces_only_crunch_outputs_empty_dirs_and_single_files() {
+        let _temps = making_temps();
         let d = tempfile::tempdir().unwrap();
         let input = d.path().join("m.gguf");
         write(&input, "model");
@@ -390,6 +401,7 @@ mod tests {
 
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
+        let _all_temps = TEMPS.write().unwrap_or_else(|e| e.into_inner());
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("q4");
         // A process id that cannot be running: above the kernel's pid_max.
