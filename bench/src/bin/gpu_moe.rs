@@ -23,12 +23,11 @@
 //! 8 / 128 tokens: a fair load for timing, not a measure of quality.
 
 use anyhow::{bail, Result};
-use crunch_bench::{dir_bytes, peak_host_bytes, random_windows, write_random_bf16, Args};
-use crunch_calib::{compress_model, CompressPlan, Progress, Stage, StageMethod};
-use crunch_compress::{CompressedLayer, GptqOptions, QuantSpec};
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
+use crunch_bench::{peak_host_bytes, random_windows, write_random_bf16, Args};
+use crunch_calib::{compress_model, output_recipe, Progress, RecipeFile};
 use crunch_model::testing::tensor_shapes;
 use crunch_model::{Checkpoint, ModelConfig};
+use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -206,16 +205,12 @@ fn gptq<D: Device>(args: &Args, device: D) -> Result<()> {
     let ckpt = Checkpoint::open(&dir)?;
     let cfg = ckpt.config.clone();
     let wins = random_windows(cfg.vocab, n, ctx);
-    let plan = CompressPlan {
-        stages: vec![Stage {
-            method: StageMethod::Gptq {
-                spec: QuantSpec::new(4, Some(128), true),
-                opts: GptqOptions::default(),
-            },
-            layers: vec![],
-        }],
-        ..CompressPlan::default()
-    };
+    // Act-order as in gpu_llama's figures in BENCHMARKS.md; symmetric, as vLLM's fused-MoE
+    // kernels take.
+    let recipe = RecipeFile::parse(
+        "[[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 128\nsymmetric = true\n\
+         act_order = true\n",
+    )?;
     let mut timer = Timer {
         device: device.clone(),
         label: "load",
@@ -225,24 +220,18 @@ fn gptq<D: Device>(args: &Args, device: D) -> Result<()> {
         per_block: vec![],
         peak_gpu: 0,
     };
-    let layers = compress_model(&device, &ckpt, &plan, Some(&wins), &mut timer)?;
+    let layers = compress_model(&device, &ckpt, &recipe, Some(&wins), &mut timer)?;
     timer.switch("save");
     if let Some(s) = timer.block_start {
         timer.per_block.push((timer.last - s).as_secs_f64());
     }
-    let recipe = Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: env!("CARGO_PKG_VERSION").into(),
-        source: dir.display().to_string(),
-        stages: vec!["gptq bits=4 group_size=128 sym act_order".into()],
-        calibration: None,
-        layers: layers
-            .iter()
-            .map(|(n, l)| (n.clone(), crunch_export::crunch_dir::layer_recipe(l)))
-            .collect(),
-    };
-    crunch_export::crunch_dir::write(&ckpt, &layers, &recipe, &out, true)?;
+    let json = output_recipe(&recipe, dir.display().to_string(), None, &layers)?;
+    let toml = recipe.to_toml();
+    let extra = [("recipe.toml", toml.as_str())];
+    let to = crunch_export::Target::new(&out)
+        .overwrite(true)
+        .beside(&extra);
+    crunch_export::Format::Crunch.write(&ckpt, &layers, &json, &to)?;
     timer.switch("done");
     let total = t0.elapsed().as_secs_f64();
     println!(
@@ -279,7 +268,7 @@ fn report<D: Device>(
     let save = timer.seconds.get("save").copied().unwrap_or(0.0);
     let outside = total - blocks - save;
     // Saved bytes: the bf16 embedding and LM head, plus the quantized blocks.
-    let output = dir_bytes(out) as f64;
+    let output = crunch_export::size_on_disk(out) as f64;
     let fixed = (cfg.vocab * cfg.hidden * 2 * if cfg.tie_embeddings { 1 } else { 2 }) as f64;
     let per_block_bytes = (output - fixed).max(0.0) / cfg.layers.max(1) as f64;
     let full_bytes = fixed + full as f64 * per_block_bytes;

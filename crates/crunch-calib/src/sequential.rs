@@ -26,7 +26,7 @@ pub struct LayerJob<'a, B: Backend> {
 
 /// How an expert's statistics were gathered: from the tokens the router sent it, or, when
 /// that was fewer than the plan's threshold, from every calibration token run through it.
-pub use crunch_compress::ExpertCalibration;
+pub use crunch_repr::ExpertCalibration;
 
 /// The default of [`LayerCompressor::expert_min_tokens`]: below this many routed tokens an
 /// expert's statistics come from every calibration token instead (a Hessian of a few dozen
@@ -79,7 +79,7 @@ impl<'a, B: Backend> LayerJob<'a, B> {
             Source::Host { hessian, .. } => Ok(hessian),
             Source::Device {
                 backend, inputs, ..
-            } => inputs.host(*backend),
+            } => inputs.host(*backend, self.id),
         }
     }
 
@@ -165,18 +165,21 @@ impl<B: Backend> InputStats<B> {
         Ok(())
     }
 
-    /// The host Hessian, converted from the backend's sum on first use.
-    fn host(&self, b: &B) -> Result<&Hessian> {
+    /// The host Hessian of layer `id`'s inputs, converted from the backend's sum on first use.
+    fn host(&self, b: &B, id: LinearId) -> Result<&Hessian> {
         if let (None, Some(sum)) = (self.host.get(), &self.device) {
             let n = b.shape(sum)[0];
             let mut h = Hessian::new(n);
             h.add_gram(&b.to_f32(sum)?, self.tokens)
-                .map_err(|e| Error::Compress(format!("Hessian: {e}")))?;
+                .map_err(|source| Error::Hessian {
+                    layer: id.full_name(),
+                    source,
+                })?;
             let _ = self.host.set(h);
         }
-        self.host
-            .get()
-            .ok_or_else(|| Error::Data("no calibration inputs reached this layer".into()))
+        self.host.get().ok_or_else(|| Error::NoInputs {
+            layer: id.full_name(),
+        })
     }
 }
 
@@ -253,7 +256,7 @@ pub fn run_sequential<B: Backend>(
     let cfg = &ckpt.config;
     let w = &ckpt.weights;
     if windows.is_empty() {
-        return Err(Error::Data("no calibration windows".into()));
+        return Err(Error::NoWindows);
     }
     // Inputs of block 0: token embeddings. The embedding table is needed only here.
     let model_embed = {
@@ -342,8 +345,9 @@ pub fn run_sequential<B: Backend>(
                 }
                 _ => (hook.inputs.get(&owner), None),
             };
-            let inputs = inputs
-                .ok_or_else(|| Error::Data(format!("layer {layer}: no inputs reached {name}")))?;
+            let inputs = inputs.ok_or_else(|| Error::NoInputs {
+                layer: spec.id.full_name(),
+            })?;
             let linear = block.linear_mut(name).expect("a layer of the block");
             let shape = backend.shape(&linear.weight);
             let job = LayerJob {

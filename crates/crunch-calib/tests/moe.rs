@@ -3,8 +3,7 @@
 //! error is within 2× the median expert's. Plus: every method of crunch runs through the plan
 //! driver on every new architecture.
 
-use crunch_calib::{compress_model, windows, CompressPlan, RecipeFile, Stage, StageMethod};
-use crunch_compress::{CompressedLayer, GptqOptions, QuantSpec};
+use crunch_calib::{compress_model, windows, RecipeFile};
 use crunch_formats::safetensors::serialize_f32;
 use crunch_model::hooks::{LinearHook, LinearId};
 use crunch_model::layout::{all_linears, expert_linear, LinearRole};
@@ -12,6 +11,7 @@ use crunch_model::testing::{
     reference_ids, tensor_shapes, tensor_values, tiny_specs, write_tiny_model,
 };
 use crunch_model::{Checkpoint, ModelConfig};
+use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,18 +51,14 @@ fn starved_model(dir: &Path) -> Checkpoint {
     Checkpoint::open(dir).unwrap()
 }
 
-fn gptq_plan(expert_min_tokens: usize) -> CompressPlan {
-    CompressPlan {
-        stages: vec![Stage {
-            method: StageMethod::Gptq {
-                spec: QuantSpec::new(3, Some(16), false),
-                opts: GptqOptions::default(),
-            },
-            layers: vec![],
-        }],
-        expert_min_tokens,
-        ..CompressPlan::default()
-    }
+/// GPTQ 3-bit g16 with act-order, experts below `expert_min_tokens` routed tokens calibrated
+/// on every token.
+fn gptq_plan(expert_min_tokens: usize) -> RecipeFile {
+    RecipeFile::parse(&format!(
+        "[[stage]]\nmethod = \"gptq\"\nbits = 3\ngroup_size = 16\nact_order = true\n\
+         [moe]\nexpert_min_tokens = {expert_min_tokens}\n"
+    ))
+    .unwrap()
 }
 
 /// Captures the input of block `layer`'s sparse MLP (what its router reads).
@@ -182,7 +178,7 @@ fn a_starved_expert_is_calibrated_on_every_token_and_compressed_as_well_as_the_o
         .expect_err("no statistics for expert 7")
         .to_string();
     assert!(
-        e.contains("no inputs reached") && e.contains("experts."),
+        e.contains("no calibration inputs reached") && e.contains("experts."),
         "{e}"
     );
 }
@@ -214,7 +210,7 @@ fn every_method_runs_on_the_new_architectures() {
             .map(|s| (s.id.full_name(), (s.rows, s.cols)))
             .collect();
         for recipe in recipes {
-            let plan = RecipeFile::parse(recipe).unwrap().plan().unwrap();
+            let plan = RecipeFile::parse(recipe).unwrap();
             let run = || compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ()).unwrap();
             let out = run();
             let what = format!("{arch}: {}", recipe.lines().nth(1).unwrap());

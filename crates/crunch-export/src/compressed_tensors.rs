@@ -16,19 +16,22 @@
 //!
 //! compressed-tensors dequantizes `(s − zs) · scale = (code − z) · scale`, crunch's formula.
 
-use crate::{atomic_dir, Error, Result};
-use crunch_compress::QuantizedWeight;
-use crunch_formats::recipe::Recipe;
+use crate::crunch_dir::{save_tokenizer, write_files};
+use crate::{atomic_dir, Error, QuantizedLayers, Refusal, Result, Target};
 use crunch_formats::safetensors::{write_file, OwnedTensor};
 use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
 use crunch_model::Checkpoint;
+use crunch_repr::format::Recipe;
+use crunch_repr::{pack_codes, QuantSpec, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The compressed-tensors version whose layout and config schema this writes.
 pub const COMPRESSED_TENSORS_VERSION: &str = "0.20.0";
+
+/// The name errors give this layout.
+const FORMAT: &str = "compressed-tensors";
 
 /// Where the recipe goes in exported directories: not `crunch.json`, whose presence would make
 /// crunch read the directory as its own format.
@@ -38,23 +41,17 @@ pub const RECIPE_COPY: &str = "crunch_recipe.json";
 /// value `i` occupies stream bits `i·bits .. (i+1)·bits`, possibly across two words. This is
 /// compressed-tensors' `pack_to_int32` (≥ 0.18) and, for 3 bits, also AutoGPTQ's packing.
 pub(crate) fn pack_stream(values: impl IntoIterator<Item = u8>, bits: u8) -> Vec<u32> {
-    let mut words = Vec::new();
-    let mut acc = 0u64; // pending bits, least significant first
-    let mut n = 0u32;
-    for v in values {
-        debug_assert!(u32::from(v) < 1 << bits);
-        acc |= u64::from(v) << n;
-        n += u32::from(bits);
-        if n >= 32 {
-            words.push(acc as u32);
-            acc >>= 32;
-            n -= 32;
-        }
-    }
-    if n > 0 {
-        words.push(acc as u32);
-    }
-    words
+    // crunch's own packing is the same stream cut into bytes; words are four of them, little
+    // endian, the last padded with zero bits.
+    let codes: Vec<u8> = values.into_iter().collect();
+    pack_codes(&codes, bits)
+        .chunks(4)
+        .map(|b| {
+            let mut word = [0u8; 4];
+            word[..b.len()].copy_from_slice(b);
+            u32::from_le_bytes(word)
+        })
+        .collect()
 }
 
 pub(crate) fn i32_tensor(name: String, shape: Vec<usize>, words: &[u32]) -> OwnedTensor {
@@ -86,26 +83,29 @@ pub(crate) fn has_custom_g_idx(q: &QuantizedWeight) -> bool {
 
 /// Checks what every exported layout relies on: a consistent weight, and zero points at the
 /// middle of the grid for symmetric specs (compressed-tensors stores none, GPTQ implies it).
-pub(crate) fn check_weight(name: &str, q: &QuantizedWeight) -> Result<()> {
-    q.validate()
-        .map_err(|e| Error::Other(format!("{name}: {e}")))?;
+pub(crate) fn check_weight(name: &str, format: &'static str, q: &QuantizedWeight) -> Result<()> {
+    q.validate().map_err(Error::layer(name))?;
     let mid = 1u8 << (q.spec.bits - 1);
     if q.spec.symmetric && q.zeros.iter().any(|&z| z != mid) {
-        return Err(Error::Other(format!(
-            "{name}: symmetric, but a zero point differs from {mid}, which the exported layouts assume"
-        )));
+        return Err(refused(name, format, Refusal::SymmetricZeroPoint { mid }));
     }
     Ok(())
 }
 
+/// `layer` refused by `format`.
+pub(crate) fn refused(layer: &str, format: &'static str, why: Refusal) -> Error {
+    Error::Refused {
+        layer: layer.into(),
+        format,
+        why,
+    }
+}
+
 /// The stored tensors of one quantized layer `prefix`.
 pub fn layer_tensors(prefix: &str, q: &QuantizedWeight) -> Result<Vec<OwnedTensor>> {
-    check_weight(prefix, q)?;
+    check_weight(prefix, FORMAT, q)?;
     if has_custom_g_idx(q) {
-        return Err(Error::Other(format!(
-            "{prefix}: act-order groups (g_idx) cannot be stored in compressed-tensors \
-             {COMPRESSED_TENSORS_VERSION} (removed there); use --format gptq"
-        )));
+        return Err(refused(prefix, FORMAT, Refusal::ActOrderGroups));
     }
     let (rows, cols, bits, groups) = (q.rows, q.cols, q.spec.bits, q.n_groups());
     let row_words = (cols * bits as usize).div_ceil(32);
@@ -241,10 +241,9 @@ pub(crate) struct Layout<'a> {
 /// compressed-tensors and GPTQ writers: everything but the quantized tensors is the same.
 pub(crate) fn write_hf_dir(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     layout: Layout,
 ) -> Result<()> {
     refuse_rope_freqs(ckpt)?;
@@ -256,15 +255,7 @@ pub(crate) fn write_hf_dir(
     for (name, q) in layers {
         packed.insert(name.as_str(), (layout.tensors)(name, q)?);
     }
-    write_tensors_dir(
-        ckpt,
-        packed,
-        recipe,
-        out,
-        overwrite,
-        layout.quant,
-        layout.extra,
-    )
+    write_tensors_dir(ckpt, packed, recipe, to, layout.quant, layout.extra)
 }
 
 /// Refuses a model whose rope scaling only GGUF's `rope_freqs.weight` holds.
@@ -272,11 +263,7 @@ pub(crate) fn refuse_rope_freqs(ckpt: &Checkpoint) -> Result<()> {
     if ckpt.config.rope_scaling.is_none() && ckpt.weights.contains("rope_freqs.weight") {
         // llama.cpp keeps Llama 3 rope scaling only as this tensor; transformers and vLLM read
         // it from config.json and would silently run without it.
-        return Err(Error::Other(
-            "this model's rope scaling exists only as GGUF's rope_freqs.weight, which \
-             transformers and vLLM ignore; export from the Hugging Face checkpoint instead"
-                .into(),
-        ));
+        return Err(Error::RopeFreqsOnly);
     }
     Ok(())
 }
@@ -288,9 +275,11 @@ pub(crate) fn check_linear(ckpt: &Checkpoint, name: &str, rows: usize, cols: usi
         .into_iter()
         .any(|(n, s)| n.strip_suffix(".weight") == Some(name) && s == want);
     if !found || !linear_modules(ckpt).iter().any(|n| n == name) {
-        return Err(Error::Other(format!(
-            "{name}: not a linear layer of this model with a {rows}×{cols} weight"
-        )));
+        return Err(Error::NotALinear {
+            layer: name.into(),
+            rows,
+            cols,
+        });
     }
     Ok(())
 }
@@ -301,14 +290,13 @@ pub(crate) fn write_tensors_dir(
     ckpt: &Checkpoint,
     mut packed: BTreeMap<&str, Vec<OwnedTensor>>,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     quant: Value,
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
     let tokenizer = ckpt.tokenizer_if_present()?;
-    atomic_dir(out, &[&ckpt.path], overwrite, |dir| {
+    atomic_dir(to.dir, &[&ckpt.path], to.overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {
@@ -324,24 +312,12 @@ pub(crate) fn write_tensors_dir(
         write_file(&dir.join("model.safetensors"), &tensors, &meta)?;
         let mut config = cfg.to_hf_json();
         config["quantization_config"] = quant;
-        let mut files = vec![
-            (
-                "config.json",
-                serde_json::to_string_pretty(&config).expect("json") + "\n",
-            ),
-            (RECIPE_COPY, recipe.to_json()),
-        ];
-        files.extend(extra);
-        for (file, text) in files {
-            let p = dir.join(file);
-            std::fs::write(&p, text).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
-        }
-        if let Some(t) = tokenizer {
-            let p = dir.join("tokenizer.json");
-            t.save(&p, false)
-                .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
-        }
-        Ok(())
+        let config = serde_json::to_string_pretty(&config).expect("json") + "\n";
+        let recipe = recipe.to_json();
+        let mut files = vec![("config.json", config.as_str()), (RECIPE_COPY, &recipe)];
+        files.extend(extra.iter().map(|(n, t)| (*n, t.as_str())));
+        write_files(dir, files.iter().chain(to.extra))?;
+        save_tokenizer(dir, tokenizer.as_ref())
     })
 }
 
@@ -351,77 +327,63 @@ pub(crate) fn write_tensors_dir(
 /// projection of every expert of a sparse MLP quantized with one and the same scheme, or
 /// none of them; pack-quantized 4 or 8 bits, symmetric; the router left as a float
 /// `Linear` (vLLM builds it with no quantization). Anything else would be written, then fail
-/// to load there, so it is refused here with the reason.
-pub fn check_moe_layout(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
-) -> Result<()> {
+/// to load there, so it is refused here with the reason. `specs` is the grid of every
+/// quantized layer (Hugging Face names without `.weight`), planned or made.
+pub fn check_moe_layout(ckpt: &Checkpoint, specs: &BTreeMap<String, QuantSpec>) -> Result<()> {
     use crunch_model::layout::{block_linears, LinearRole};
+    let refused = |layer: &str, why| Error::Refused {
+        layer: layer.into(),
+        format: "compressed-tensors",
+        why,
+    };
     let cfg = &ckpt.config;
     for layer in (0..cfg.layers).filter(|&l| cfg.layer_moe(l).is_some()) {
-        let specs = block_linears(cfg, layer);
         let mut experts = Vec::new();
-        for s in &specs {
+        for s in &block_linears(cfg, layer) {
             let name = s.id.full_name();
             match s.role {
-                LinearRole::Router if layers.contains_key(&name) => {
-                    return Err(Error::Other(format!(
-                        "{name}: a quantized MoE router; vLLM's fused-MoE models run the router                          unquantized (leave it out, the default)"
-                    )))
+                LinearRole::Router if specs.contains_key(&name) => {
+                    return Err(refused(&name, Refusal::QuantizedRouter))
                 }
-                LinearRole::Expert(_) => experts.push((name.clone(), layers.get(&name))),
+                LinearRole::Expert(_) => experts.push((name.clone(), specs.get(&name))),
                 _ => {}
             }
         }
-        let quantized: Vec<_> = experts
-            .iter()
-            .filter_map(|(n, q)| Some((n, (*q)?)))
-            .collect();
-        if quantized.is_empty() {
+        let Some((first, q0)) = experts.iter().find_map(|(n, q)| Some((n, (*q)?))) else {
             continue;
+        };
+        if let Some((n, _)) = experts.iter().find(|(_, q)| *q != Some(q0)) {
+            return Err(refused(
+                n,
+                Refusal::MixedExperts {
+                    first: first.clone(),
+                },
+            ));
         }
-        if let Some((n, _)) = experts.iter().find(|(_, q)| q.is_none()) {
-            return Err(Error::Other(format!(
-                "{n}: left unquantized while other experts of layer {layer} are quantized;                  vLLM's fused-MoE loader needs all of a layer's experts in one scheme"
-            )));
-        }
-        let (first, q0) = quantized[0];
-        for (n, q) in &quantized {
-            if q.spec != q0.spec {
-                return Err(Error::Other(format!(
-                    "{n}: quantized as {:?} but {first} as {:?}; vLLM's fused-MoE loader needs                      all of a layer's experts in one scheme",
-                    q.spec, q0.spec
-                )));
-            }
-        }
-        if !matches!(q0.spec.bits, 4 | 8) || !q0.spec.symmetric {
-            return Err(Error::Other(format!(
-                "{first}: {}-bit {} experts; vLLM's compressed-tensors fused-MoE kernels take                  symmetric 4- or 8-bit weights only (quantize with --sym and 4 or 8 bits)",
-                q0.spec.bits,
-                if q0.spec.symmetric { "symmetric" } else { "asymmetric" }
-            )));
+        if !matches!(q0.bits, 4 | 8) || !q0.symmetric {
+            return Err(refused(first, Refusal::MoeGrid(*q0)));
         }
     }
     Ok(())
 }
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) quantized, to
-/// `out` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`,
+/// `to` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`,
 /// and MoE layouts vLLM's fused-MoE loader would not take ([`check_moe_layout`]).
 pub fn write(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
 ) -> Result<()> {
-    check_moe_layout(ckpt, layers)?;
+    let specs = layers.iter().map(|(n, q)| (n.clone(), q.spec)).collect();
+    check_moe_layout(ckpt, &specs)?;
     let layout = Layout {
         tensors: &layer_tensors,
         quant: quantization_config(layers, &linear_modules(ckpt)),
         extra: Vec::new(),
     };
-    write_hf_dir(ckpt, layers, recipe, out, overwrite, layout)
+    write_hf_dir(ckpt, layers, recipe, to, layout)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! GGUF metadata (`gguf_config.rs`), and the checks every config passes before anything is
 //! sized by it.
 
-use crate::{Error, Result};
+use crate::{ConfigProblem, Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
@@ -411,5 +411,5 @@ pub(crate) fn positive_finite(name: &str, v: f64) -> std::result::Result<(), Str
 
 /// A config error naming the file.
 pub(crate) fn config_error(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Config(format!("{}: {msg}", path.display()))
+    Error::config(path)(ConfigProblem::Invalid(msg.to_string()))
 }

@@ -4,19 +4,16 @@
 //! base 10000, and its attention scale is `head_dim^-½` (hidden/heads for the 62-layer 27B);
 //! Qwen3-MoE's top-k weights are renormalised; Phi-3's LongRoPE factors are tensors.
 
-use crate::config::{
-    cap, Activation, Arch, ModelConfig, MoeConfig, MoeNaming, RopeScaling, SUPPORTED,
-};
-use crate::{Error, Result};
+use crate::config::{cap, Activation, Arch, ModelConfig, MoeConfig, MoeNaming, RopeScaling};
+use crate::{ConfigProblem, Error, Result};
 use crunch_formats::gguf::{GgufFile, GgufValue};
 use crunch_formats::TensorSource;
 
 pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
-    let path = file.path().display().to_string();
-    let bad = |msg: String| Error::Config(format!("{path}: {msg}"));
+    let bad = Error::config(file.path());
     let arch_name = file
         .architecture()
-        .ok_or_else(|| bad("missing `general.architecture`".into()))?
+        .ok_or_else(|| bad(ConfigProblem::Missing("general.architecture".into())))?
         .to_string();
     let key = |k: &str| format!("{arch_name}.{k}");
     // A key that is present must hold the right kind of value (an ignored one would load a
@@ -26,18 +23,27 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .map(|v| {
                 v.as_u64()
                     .and_then(|v| usize::try_from(v).ok())
-                    .ok_or_else(|| bad(format!("`{}` is {v:?}, not an unsigned integer", key(k))))
+                    .ok_or_else(|| {
+                        bad(ConfigProblem::NotUnsigned {
+                            key: key(k),
+                            value: format!("{v:?}"),
+                        })
+                    })
             })
             .transpose()
     };
     let uint = |k: &str| -> Result<usize> {
-        opt_uint(k)?.ok_or_else(|| bad(format!("missing `{}`", key(k))))
+        opt_uint(k)?.ok_or_else(|| bad(ConfigProblem::Missing(key(k))))
     };
     let float = |k: &str| -> Result<Option<f64>> {
         file.get(&key(k))
             .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| bad(format!("`{}` is {v:?}, not a number", key(k))))
+                v.as_f64().ok_or_else(|| {
+                    bad(ConfigProblem::NotANumber {
+                        key: key(k),
+                        value: format!("{v:?}"),
+                    })
+                })
             })
             .transpose()
     };
@@ -52,10 +58,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         ("gemma3", _) => Arch::Gemma3,
         ("phi3", _) => Arch::Phi3,
         (other, _) => {
-            return Err(bad(format!(
-                "unsupported architecture `{other}` (supported: {SUPPORTED}; in GGUF: llama, \
-                 qwen2, qwen3, qwen3moe, gemma3, phi3)"
-            )))
+            return Err(bad(ConfigProblem::UnsupportedArchitecture {
+                name: other.into(),
+            }))
         }
     };
     let moe_arch = matches!(arch, Arch::Mixtral | Arch::Qwen3Moe);
@@ -71,7 +76,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
             .map(|a| a.len())
-            .ok_or_else(|| bad("no vocabulary size (`vocab_size` or tokenizer tokens)".into()))?,
+            .ok_or_else(|| bad(ConfigProblem::NoVocabulary))?,
     };
     let expert_width = opt_uint("expert_feed_forward_length")?;
     let intermediate = match (opt_uint("feed_forward_length")?, expert_width) {
@@ -112,13 +117,14 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         }
     }
     for (k, hf, v) in sizes {
-        let v = v.ok_or_else(|| bad(format!("missing `{}`", key(k))))?;
+        let v = v.ok_or_else(|| bad(ConfigProblem::Missing(key(k))))?;
         let cap = cap(hf);
         if v == 0 || v > cap {
-            return Err(bad(format!(
-                "`{}` is {v}; it must be between 1 and {cap} (the file is corrupt)",
-                key(k)
-            )));
+            return Err(bad(ConfigProblem::OutOfRange {
+                key: key(k),
+                value: v,
+                cap,
+            }));
         }
     }
     let has = |name: &str| file.info(name).is_some();
@@ -131,7 +137,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             layers,
             window,
         )
-        .map_err(bad)?
+        .map_err(|e| bad(ConfigProblem::Invalid(e)))?
     } else {
         vec![window; layers]
     };
@@ -141,10 +147,10 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     {
         Some("linear") => Some(RopeScaling::Linear {
             factor: float("rope.scaling.factor")?.ok_or_else(|| {
-                bad(format!(
+                bad(ConfigProblem::Invalid(format!(
                     "linear rope scaling without `{}`",
                     key("rope.scaling.factor")
-                ))
+                )))
             })?,
         }),
         _ if arch == Arch::Phi3 => phi3_longrope(file, head_dim, &float, &opt_uint)?,
@@ -158,10 +164,10 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             intermediate: expert_width.unwrap_or(intermediate),
             normalize_top_k: match file.get(&key("expert_weights_norm")) {
                 Some(v) => v.as_bool().ok_or_else(|| {
-                    bad(format!(
+                    bad(ConfigProblem::Invalid(format!(
                         "`{}` is {v:?}, not true or false",
                         key("expert_weights_norm")
-                    ))
+                    )))
                 })?,
                 // Mixtral always renormalises; llama.cpp's qwen3moe graph does too.
                 None => true,
@@ -224,7 +230,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         moe,
     };
     cfg.validate()
-        .map_err(|e| bad(gguf_names(&arch_name, &e)))?;
+        .map_err(|e| bad(ConfigProblem::Invalid(gguf_names(&arch_name, &e))))?;
     Ok(cfg)
 }
 
@@ -268,8 +274,7 @@ fn phi3_longrope(
     float: &dyn Fn(&str) -> Result<Option<f64>>,
     opt_uint: &dyn Fn(&str) -> Result<Option<usize>>,
 ) -> Result<Option<RopeScaling>> {
-    let path = file.path().display().to_string();
-    let bad = |msg: String| Error::Config(format!("{path}: {msg}"));
+    let bad = |msg: String| Error::config(file.path())(ConfigProblem::Invalid(msg));
     let (short, long) = ("rope_factors_short.weight", "rope_factors_long.weight");
     if file.info(short).is_none() && file.info(long).is_none() {
         return Ok(None);

@@ -7,7 +7,7 @@ use crate::config::{
     check_caps, config_error, Activation, Arch, ModelConfig, MoeConfig, MoeNaming, RopeScaling,
     SUPPORTED,
 };
-use crate::Result;
+use crate::{ConfigProblem, Error, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -29,23 +29,27 @@ impl Keys<'_> {
                 v.as_u64()
                     .and_then(|v| usize::try_from(v).ok())
                     .ok_or_else(|| {
-                        config_error(
-                            self.path,
-                            format!("`{key}` is {v}, not a non-negative integer"),
-                        )
+                        Error::config(self.path)(ConfigProblem::NotAnInteger {
+                            key: key.into(),
+                            value: v.to_string(),
+                        })
                     })
             })
             .transpose()
     }
     fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?
-            .ok_or_else(|| config_error(self.path, format!("missing `{key}`")))
+            .ok_or_else(|| Error::config(self.path)(ConfigProblem::Missing(key.into())))
     }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         self.present(key)
             .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| config_error(self.path, format!("`{key}` is {v}, not a number")))
+                v.as_f64().ok_or_else(|| {
+                    Error::config(self.path)(ConfigProblem::NotANumber {
+                        key: key.into(),
+                        value: v.to_string(),
+                    })
+                })
             })
             .transpose()
     }
@@ -81,7 +85,7 @@ pub(crate) fn from_hf_json(path: &Path, json: &Value) -> Result<ModelConfig> {
     let model_type = json
         .get("model_type")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("missing `model_type`".into()))?;
+        .ok_or_else(|| Error::config(path)(ConfigProblem::Missing("model_type".into())))?;
     let arch = Arch::from_model_type(model_type).ok_or_else(|| {
         let hint = if model_type == "gemma3" {
             " (the multimodal Gemma 3; crunch runs the text model, `gemma3_text`, as in \

@@ -188,10 +188,10 @@ impl<B: Backend> RopeTables<B> {
     /// different positions).
     pub fn at(&self, backend: &B, positions: &[u32]) -> Result<RopeRows<B>> {
         if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions) {
-            return Err(crate::Error::Config(format!(
-                "position {p} is past the rotary tables ({} positions)",
-                self.positions
-            )));
+            return Err(crate::Error::PastRope {
+                position: p,
+                positions: self.positions,
+            });
         }
         let sets = self
             .sets
@@ -224,41 +224,71 @@ pub struct Model<B: Backend> {
     freq_factors: Option<Vec<f32>>,
 }
 
-fn tensor<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Tensor> {
-    Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
+/// What every weight is loaded from: the backend it goes to, the source and the config.
+struct Loader<'a, B: Backend> {
+    backend: &'a B,
+    w: &'a Weights,
+    cfg: &'a ModelConfig,
 }
 
-/// An RMSNorm's weight as the forward pass multiplies by it: Gemma's stored offsets `w`
-/// become `1 + w` (in f32, as transformers computes `1.0 + weight.float()`).
-fn norm_tensor<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    len: usize,
-) -> Result<B::Tensor> {
-    let mut v = w.read(name, &[len], cfg)?;
-    if cfg.norm_offset {
-        v.iter_mut().for_each(|x| *x += 1.0);
+impl<B: Backend> Loader<'_, B> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        Ok(self
+            .backend
+            .upload(self.w.read(name, shape, self.cfg)?, shape)?)
     }
-    Ok(backend.upload(v, &[len])?)
-}
 
-/// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
-fn weight_tensor<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Tensor> {
-    Ok(backend.upload_weight(w.read(name, shape, cfg)?, shape)?)
+    /// An RMSNorm's weight as the forward pass multiplies by it: Gemma's stored offsets `w`
+    /// become `1 + w` (in f32, as transformers computes `1.0 + weight.float()`).
+    fn norm(&self, name: &str, len: usize) -> Result<B::Tensor> {
+        let mut v = self.w.read(name, &[len], self.cfg)?;
+        if self.cfg.norm_offset {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(self.backend.upload(v, &[len])?)
+    }
+
+    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
+    fn weight(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        let data = self.w.read(name, shape, self.cfg)?;
+        Ok(self.backend.upload_weight(data, shape)?)
+    }
+
+    /// Factors `{name}.{kind}_a` `[out, rank]` and `{name}.{kind}_b` `[rank, inp]`, if stored.
+    fn low_rank(
+        &self,
+        name: &str,
+        kind: &str,
+        (out, inp): (usize, usize),
+    ) -> Result<Option<LowRank<B>>> {
+        let a = format!("{name}.{kind}_a");
+        let Some(rank) = factor_rank(self.w, &a)? else {
+            return Ok(None);
+        };
+        Ok(Some(LowRank {
+            a: self.weight(&a, &[out, rank])?,
+            b: self.weight(&format!("{name}.{kind}_b"), &[rank, inp])?,
+        }))
+    }
+
+    /// Loads linear layer `name`: factored when the source stores `name.lr_a`/`name.lr_b`,
+    /// otherwise dense from `name.weight`, plus a correction when it stores `name.eora_a`/`_b`.
+    fn linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
+        let (weight, up) = match self.low_rank(name, "lr", (out, inp))? {
+            Some(f) => (f.b, Some(f.a)),
+            None => (self.weight(&format!("{name}.weight"), &[out, inp])?, None),
+        };
+        Ok(Linear {
+            weight,
+            up,
+            bias: if bias {
+                Some(self.tensor(&format!("{name}.bias"), &[out])?)
+            } else {
+                None
+            },
+            correction: self.low_rank(name, "eora", (out, inp))?,
+        })
+    }
 }
 
 /// The rank of stored factor `a` `[out, rank]` of a low-rank layer, if the source has one.
@@ -267,62 +297,15 @@ fn factor_rank(w: &Weights, a: &str) -> Result<Option<usize>> {
         None => Ok(None),
         Some(info) => match info.shape[..] {
             [_, rank] => Ok(Some(rank)),
-            _ => Err(crate::Error::Weights(format!(
-                "{}: tensor `{a}` has shape {:?}, expected [out_features, rank]",
-                w.source().path().display(),
-                info.shape
-            ))),
+            _ => Err(crate::Error::tensor(
+                w.source().path(),
+                crate::TensorProblem::NotAFactor {
+                    tensor: a.into(),
+                    found: info.shape,
+                },
+            )),
         },
     }
-}
-
-/// Factors `{name}.{kind}_a` `[out, rank]` and `{name}.{kind}_b` `[rank, inp]`, if stored.
-fn low_rank<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    kind: &str,
-    (out, inp): (usize, usize),
-) -> Result<Option<LowRank<B>>> {
-    let a = format!("{name}.{kind}_a");
-    let Some(rank) = factor_rank(w, &a)? else {
-        return Ok(None);
-    };
-    Ok(Some(LowRank {
-        a: weight_tensor(backend, w, cfg, &a, &[out, rank])?,
-        b: weight_tensor(backend, w, cfg, &format!("{name}.{kind}_b"), &[rank, inp])?,
-    }))
-}
-
-/// Loads linear layer `name`: factored when the source stores `name.lr_a`/`name.lr_b`,
-/// otherwise dense from `name.weight`, plus a correction when it stores `name.eora_a`/`_b`.
-fn linear<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear<B>> {
-    let (weight, up) = match low_rank(backend, w, cfg, name, "lr", (out, inp))? {
-        Some(f) => (f.b, Some(f.a)),
-        None => {
-            let weight = weight_tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?;
-            (weight, None)
-        }
-    };
-    Ok(Linear {
-        weight,
-        up,
-        bias: if bias {
-            Some(tensor(backend, w, cfg, &format!("{name}.bias"), &[out])?)
-        } else {
-            None
-        },
-        correction: low_rank(backend, w, cfg, name, "eora", (out, inp))?,
-    })
 }
 
 /// Loads decoder block `layer` alone: calibration streams blocks one at a time.
@@ -332,11 +315,11 @@ pub fn load_block<B: Backend>(
     cfg: &ModelConfig,
     layer: usize,
 ) -> Result<Block<B>> {
+    let load = Loader { backend, w, cfg };
     let p = format!("model.layers.{layer}");
     let (h, hd, i) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
-    let norm = |n: &str, len: usize| norm_tensor(backend, w, cfg, &format!("{p}.{n}.weight"), len);
-    let lin =
-        |n: &str, out, inp, bias| linear(backend, w, cfg, &format!("{p}.{n}"), out, inp, bias);
+    let norm = |n: &str, len: usize| load.norm(&format!("{p}.{n}.weight"), len);
+    let lin = |n: &str, out, inp, bias| load.linear(&format!("{p}.{n}"), out, inp, bias);
     let (q, k, v) = if cfg.fused_qkv {
         let rows = cfg.q_dim() + 2 * cfg.kv_dim();
         (
@@ -419,23 +402,22 @@ impl<B: Backend> Model<B> {
         mut on_block: impl FnMut(usize),
     ) -> Result<Self> {
         let cfg = &config;
-        let embed = tensor(
-            &backend,
+        let load = Loader {
+            backend: &backend,
             w,
             cfg,
-            "model.embed_tokens.weight",
-            &[cfg.vocab, cfg.hidden],
-        )?;
+        };
+        let embed = load.tensor("model.embed_tokens.weight", &[cfg.vocab, cfg.hidden])?;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);
             on_block(layer);
         }
-        let norm = norm_tensor(&backend, w, cfg, "model.norm.weight", cfg.hidden)?;
+        let norm = load.norm("model.norm.weight", cfg.hidden)?;
         let lm_head = if cfg.tie_embeddings || !w.contains("lm_head.weight") {
             embed.clone()
         } else {
-            weight_tensor(&backend, w, cfg, "lm_head.weight", &[cfg.vocab, cfg.hidden])?
+            load.weight("lm_head.weight", &[cfg.vocab, cfg.hidden])?
         };
         let freq_factors = rope_freq_factors(w, cfg)?;
         Ok(Self {

@@ -206,13 +206,27 @@ pub fn tensor_values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
 /// Writes `config.json` and `model.safetensors` of a tiny model into `dir`; returns the
 /// FNV-1a hash of the safetensors bytes (recorded with the reference logits to catch drift).
 pub fn write_tiny_model(spec: &TinySpec, dir: &Path, seed: u64) -> std::io::Result<u64> {
-    std::fs::create_dir_all(dir)?;
     let cfg = ModelConfig::from_hf_json(Path::new(spec.name), &spec.config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(&cfg)
+    write_model(dir, &spec.config, &cfg, seed, |_, _| {})
+}
+
+/// Writes `config` as `config.json` and [`tensor_values`] for every tensor of `cfg` (its
+/// parsed form), each passed through `edit`, as `model.safetensors` into `dir`; returns the
+/// FNV-1a hash of the safetensors bytes.
+pub fn write_model(
+    dir: &Path,
+    config: &Value,
+    cfg: &ModelConfig,
+    seed: u64,
+    mut edit: impl FnMut(&str, &mut [f32]),
+) -> std::io::Result<u64> {
+    std::fs::create_dir_all(dir)?;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(cfg)
         .into_iter()
         .map(|(name, shape)| {
-            let v = tensor_values(&name, &shape, seed);
+            let mut v = tensor_values(&name, &shape, seed);
+            edit(&name, &mut v);
             (name, shape, v)
         })
         .collect();
@@ -224,7 +238,7 @@ pub fn write_tiny_model(spec: &TinySpec, dir: &Path, seed: u64) -> std::io::Resu
     std::fs::write(dir.join("model.safetensors"), &bytes)?;
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string_pretty(&spec.config).unwrap(),
+        serde_json::to_string_pretty(config).unwrap(),
     )?;
     Ok(fnv1a(&bytes))
 }
@@ -256,8 +270,9 @@ pub fn smollm2_gguf() -> std::path::PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
-/// llama.cpp's q/k row order, as its converter writes Llama-architecture files.
-fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+/// llama.cpp's q/k row order, as its converter writes Llama-architecture files: rows viewed
+/// as [heads, 2, d/2] with the last two axes swapped (what `Weights` undoes on reading).
+pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
     let cols = data.len() / (heads * head_dim);
     let half = head_dim / 2;
     let mut out = Vec::with_capacity(data.len());
@@ -270,60 +285,6 @@ fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// llama.cpp tensor names, written out independently of the loader's own table. Gemma's
-/// post-attention norm follows attention; elsewhere `post_attention_layernorm` is the MLP's
-/// input norm.
-fn gguf_name(hf: &str, arch: &str) -> String {
-    let gemma: &[(&str, &str)] = &[
-        ("post_attention_layernorm", "post_attention_norm"),
-        ("pre_feedforward_layernorm", "ffn_norm"),
-        ("post_feedforward_layernorm", "post_ffw_norm"),
-    ];
-    let first = if arch == "gemma3" { gemma } else { &[] };
-    first
-        .iter()
-        .chain(&[
-            ("model.layers.", "blk."),
-            ("model.embed_tokens", "token_embd"),
-            ("model.norm", "output_norm"),
-            ("lm_head", "output"),
-            ("input_layernorm", "attn_norm"),
-            ("post_attention_layernorm", "ffn_norm"),
-            ("self_attn.qkv_proj", "attn_qkv"),
-            ("self_attn.q_proj", "attn_q"),
-            ("self_attn.k_proj", "attn_k"),
-            ("self_attn.v_proj", "attn_v"),
-            ("self_attn.o_proj", "attn_output"),
-            ("self_attn.q_norm", "attn_q_norm"),
-            ("self_attn.k_norm", "attn_k_norm"),
-            ("block_sparse_moe.gate.", "ffn_gate_inp."),
-            ("mlp.gate.", "ffn_gate_inp."),
-            ("mlp.gate_up_proj", "ffn_up"),
-            ("mlp.gate_proj", "ffn_gate"),
-            ("mlp.up_proj", "ffn_up"),
-            ("mlp.down_proj", "ffn_down"),
-        ])
-        .fold(hf.to_string(), |s, (a, b)| s.replace(a, b))
-}
-
-/// For an expert tensor `model.layers.L.{module}.experts.E.{part}.weight`: the stacked
-/// llama.cpp tensor it goes into and E.
-fn gguf_expert(hf: &str) -> Option<(String, usize)> {
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let (_, rest) = rest.split_once(".experts.")?;
-    let parts: Vec<&str> = rest.split('.').collect();
-    let stacked = match parts[1] {
-        "gate_proj" | "w1" => "ffn_gate_exps",
-        "up_proj" | "w3" => "ffn_up_exps",
-        _ => "ffn_down_exps",
-    };
-    Some((
-        format!("blk.{layer}.{stacked}.weight"),
-        parts[0].parse().ok()?,
-    ))
 }
 
 /// A tiny model's GGUF, before serialization (tests corrupt its metadata or tensors first).
@@ -358,7 +319,8 @@ impl GgufParts {
 }
 
 /// The tiny model of `spec` as GGUF the way llama.cpp's converter writes it: llama.cpp names
-/// (written out independently of the loader's table), q/k rows permuted on the Llama
+/// (the loader's table; `scripts/check_tiny_gguf.py` checks these files against
+/// transformers' own GGUF reader), q/k rows permuted on the Llama
 /// architecture, Llama 3 rope scaling as `rope_freqs.weight`, the sliding window as
 /// metadata, Gemma's norms stored as 1 + w, experts stacked into `ffn_*_exps` tensors
 /// `[experts, rows, cols]`, Phi-3's LongRoPE factors as `rope_factors_{short,long}.weight`;
@@ -382,14 +344,15 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
         if arch == "gemma3" && name.ends_with("norm.weight") {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
-        if let Some((stacked, e)) = gguf_expert(&name) {
-            match stacks.iter_mut().find(|s| s.0 == stacked) {
+        let loc = crate::weights::gguf_location(&name, cfg.arch);
+        if let Some(e) = loc.expert {
+            match stacks.iter_mut().find(|s| s.0 == loc.name) {
                 Some(s) => s.2.push((e, v)),
-                None => stacks.push((stacked, shape, vec![(e, v)])),
+                None => stacks.push((loc.name, shape, vec![(e, v)])),
             }
             continue;
         }
-        tensors.push((gguf_name(&name, arch), shape, DType::F32, bytes(&v)));
+        tensors.push((loc.name, shape, DType::F32, bytes(&v)));
     }
     for (name, shape, mut parts) in stacks {
         parts.sort_by_key(|p| p.0);

@@ -7,7 +7,7 @@
 //! per part (`blk.N.ffn_gate_exps.weight`), of which one expert is read at a time.
 
 use crate::config::{Arch, ModelConfig};
-use crate::{Error, Result};
+use crate::{Error, Result, TensorProblem};
 use crunch_formats::{TensorInfo, TensorSource};
 
 /// How stored tensor names relate to Hugging Face names.
@@ -126,15 +126,20 @@ impl Weights {
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let loc = self.locate(hf);
         let stored = self.stored_name(hf);
-        let path = self.source.path().display();
-        let info = self
-            .info(hf)
-            .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let info = self.info(hf).ok_or_else(|| {
+            bad(TensorProblem::Missing {
+                tensor: stored.clone(),
+                implied_by: None,
+            })
+        })?;
         if info.shape != shape {
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
-                info.shape
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: stored,
+                found: info.shape,
+                expected: shape.to_vec(),
+                implied_by: "the config".into(),
+            }));
         }
         let mut data = match loc.expert {
             None => self.source.read_f32(&loc.name)?,
@@ -150,10 +155,11 @@ impl Weights {
                 [_, cols] => format!("row {}, column {}", i / cols, i % cols),
                 _ => format!("index {i}"),
             };
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
-                data[i]
-            )));
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value: data[i],
+                at,
+            }));
         }
         if let Naming::Gguf { unpermute_qk } = self.naming {
             if unpermute_qk {
@@ -181,7 +187,11 @@ pub fn gguf_name(hf: &str) -> String {
     gguf_location(hf, Arch::Llama).name
 }
 
-/// Where llama.cpp stores Hugging Face tensor `hf` of a model of architecture `arch`.
+/// Where llama.cpp stores Hugging Face tensor `hf` of a model of architecture `arch`. The GGUF
+/// fixtures in [`crate::testing`] are named with it too, so what checks the table is the tests
+/// below, `scripts/check_tiny_gguf.py` (the fixtures against transformers' GGUF reader) and
+/// loading real llama.cpp files (SmolLM2's GGUF in crunch-eval's `smollm2` test, Gemma 3
+/// 270M's in bench `real_logits`).
 pub fn gguf_location(hf: &str, arch: Arch) -> GgufLocation {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
@@ -361,25 +371,9 @@ mod tests {
         );
     }
 
-    /// llama.cpp's permutation as its converter writes it: view rows as
-    /// [heads, 2, d/2] and swap the last two axes.
-    fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-        let cols = data.len() / (heads * head_dim);
-        let half = head_dim / 2;
-        let mut out = Vec::with_capacity(data.len());
-        for h in 0..heads {
-            for i in 0..half {
-                for j in 0..2 {
-                    let src = h * head_dim + j * half + i;
-                    out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn unpermute_inverts_the_converter() {
+        use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
         assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8), data);
     }
