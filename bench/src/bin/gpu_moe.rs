@@ -286,7 +286,10 @@ fn report<D: Device>(
         "expert_intermediate": cfg.moe.as_ref().map(|m| m.intermediate),
         "windows": windows,
         "ctx": ctx,
-        "method": "gptq 4-bit g128 sym act-order (static groups), bf16 forward on cuda",
+        "method": format!(
+            "gptq 4-bit g128 sym act-order (static groups), {}",
+            if device.name() == "cpu" { "f32 on the cpu" } else { "bf16 forward on cuda" }
+        ),
         "layers_quantized": layers.len(),
         "seconds": timer.seconds,
         "seconds_total": total,
