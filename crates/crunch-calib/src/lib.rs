@@ -16,6 +16,7 @@
 mod compress;
 mod data;
 mod device_gptq;
+mod importance;
 mod quantize;
 mod recipe_file;
 mod selfgen;
@@ -23,6 +24,7 @@ mod sequential;
 
 pub use compress::{compress_model, CompressPlan, Stage, StageMethod};
 pub use data::windows;
+pub use importance::collect_importance;
 pub use quantize::{pattern_matches, quantize_model, Method, QuantizePlan};
 pub use recipe_file::{CalibrationSpec, RecipeFile, StageSpec};
 pub use selfgen::{default_batch, sample_windows, SelfSpec};

@@ -31,21 +31,24 @@ pub enum FormatArg {
     Gptq,
     /// GPTQ v2 (GPTQModel): zero points stored as they are, so a zero point of 0 is allowed.
     GptqV2,
+    /// One GGUF file for llama.cpp (`--out FILE.gguf`), per-tensor types from `--mix`.
+    Gguf,
 }
 
 #[derive(Args)]
 pub struct QuantizeArgs {
     /// Model directory or GGUF file to quantize.
     pub model: PathBuf,
-    /// Output directory, in the layout `--format` names.
+    /// Output directory, in the layout `--format` names (a file for `--format gguf`).
     #[arg(long)]
     pub out: PathBuf,
     /// Layout of the output directory.
     #[arg(long, value_enum, default_value_t = FormatArg::Crunch)]
     pub format: FormatArg,
-    #[arg(long, value_enum, default_value_t = MethodArg::Gptq)]
-    pub method: MethodArg,
-    /// Bits per weight: 2, 3, 4 or 8.
+    /// Quantization method [default: gptq; rtn for --format gguf].
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// Bits per weight: 2, 3, 4 or 8 (not for --format gguf, where --mix sets the types).
     #[arg(long, default_value_t = 4)]
     pub bits: u8,
     /// Input columns sharing one scale and zero point; `channel` (or 0) for one per output row.
@@ -83,6 +86,27 @@ pub struct QuantizeArgs {
     /// Print one JSON object with bits per weight, size on disk and timings.
     #[arg(long)]
     pub json: bool,
+    /// --format gguf: llama-quantize's preset choosing each tensor's type: Q2_K, Q3_K_S,
+    /// Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// IQ4_NL, IQ4_XS, F16, BF16, F32 [default: Q4_K_M].
+    #[arg(long, value_name = "PRESET")]
+    pub mix: Option<String>,
+    /// --format gguf: give tensors whose llama.cpp name matches PATTERN this type, e.g.
+    /// `ffn_down=Q6_K` or `blk.0.*=Q8_0` (repeatable; the first match wins; `*` wildcards,
+    /// else a substring).
+    #[arg(long, value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// --format gguf: weight rounding errors by llama.cpp's importance matrix from this file
+    /// (`llama-imatrix -o FILE`) instead of collecting E[x²] from --calib.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_importance")]
+    pub imatrix: Option<PathBuf>,
+    /// --format gguf: plain squared-error rounding even when --calib is given.
+    #[arg(long)]
+    pub no_importance: bool,
+    /// --format gguf: print every tensor's planned type and the file's exact size (JSON), and
+    /// write nothing.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +146,21 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    if args.format == FormatArg::Gguf {
+        return crate::gguf_out::run(args);
+    }
+    for (set, flag) in [
+        (args.mix.is_some(), "--mix"),
+        (!args.tensor_type.is_empty(), "--tensor-type"),
+        (args.imatrix.is_some(), "--imatrix"),
+        (args.no_importance, "--no-importance"),
+        (args.plan, "--plan"),
+    ] {
+        if set {
+            bail!("{flag} applies to --format gguf only");
+        }
+    }
+    let method_arg = args.method.unwrap_or(MethodArg::Gptq);
     if ![2, 3, 4, 8].contains(&args.bits) {
         bail!("--bits must be 2, 3, 4 or 8 (got {})", args.bits);
     }
@@ -138,7 +177,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         act_order: args.act_order,
         mse_clip: args.mse,
     };
-    let method = match args.method {
+    let method = match method_arg {
         MethodArg::Rtn => Method::Rtn,
         MethodArg::Gptq => Method::Gptq(gptq_opts),
     };
@@ -151,7 +190,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&args.model)?;
     let start = Instant::now();
 
-    let (calib_windows, calibration) = match args.method {
+    let (calib_windows, calibration) = match method_arg {
         MethodArg::Gptq => {
             let (w, c) = args.calib.load(&ckpt, args.device, "--method gptq")?;
             (Some(w), Some(c))
@@ -170,7 +209,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     bar.finish_and_clear();
     let quantize_seconds = start.elapsed().as_secs_f64();
 
-    let method_name = match args.method {
+    let method_name = match method_arg {
         MethodArg::Rtn => "rtn",
         MethodArg::Gptq => "gptq",
     };
@@ -197,9 +236,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                     bits: q.spec.bits,
                     group_size: q.spec.group_size,
                     symmetric: q.spec.symmetric,
-                    act_order: args.act_order && args.method == MethodArg::Gptq,
+                    act_order: args.act_order && method_arg == MethodArg::Gptq,
                     mse_clip: args.mse,
-                    damp: (args.method == MethodArg::Gptq).then_some(args.damp),
+                    damp: (method_arg == MethodArg::Gptq).then_some(args.damp),
                     rows: q.rows,
                     cols: q.cols,
                     sparsity: None,
@@ -231,6 +270,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                 let v2 = gptq_layout::CheckpointFormat::V2;
                 gptq_layout::write_with(&ckpt, &layers, &recipe, out, force, v2)?
             }
+            FormatArg::Gguf => unreachable!("handled by gguf_out"),
         }
     }
     sp.finish_and_clear();

@@ -5,18 +5,22 @@
 //! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
 //! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
 //! - [`sparse24`]: compressed-tensors' sparse-24-bitmask layout for 2:4-pruned layers.
+//! - [`gguf`]: a whole model as one GGUF file for llama.cpp, with llama-quantize's per-tensor
+//!   type presets and crunch's importance-weighted encoders.
 //!
 //! Every writer builds its output in a temporary directory beside the destination and renames
-//! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
-//! under the final name, and an existing output is never replaced unless asked.
+//! it into place only when complete ([`atomic_dir`]; single files through [`atomic_file`]), so a
+//! failure never leaves a partial model under the final name, and an existing output is never
+//! replaced unless asked.
 
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
+pub mod gguf;
 pub mod gptq_layout;
 pub mod sparse24;
 
-pub use atomic::atomic_dir;
+pub use atomic::{atomic_dir, atomic_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -83,8 +83,8 @@ impl Weights {
     }
 }
 
-/// Maps a Hugging Face tensor name to llama.cpp's.
-fn gguf_name(hf: &str) -> String {
+/// Maps a Hugging Face tensor name to llama.cpp's (names it does not know pass through).
+pub fn gguf_name(hf: &str) -> String {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),

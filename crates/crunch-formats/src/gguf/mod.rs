@@ -15,9 +15,9 @@ mod value;
 mod writer;
 
 pub use quants::dequantize;
-pub use tokenizer::{build_tokenizer, SUPPORTED_PRE};
+pub use tokenizer::{build_tokenizer, tokenizer_metadata, SpecialIds, SUPPORTED_PRE};
 pub use value::GgufValue;
-pub use writer::{serialize, TensorSpec};
+pub use writer::{serialize, Layout, TensorSpec};
 
 use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
 use memmap2::Mmap;
