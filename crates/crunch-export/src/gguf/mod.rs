@@ -406,7 +406,7 @@ pub fn read_imatrix(path: &Path) -> Result<Importance> {
             )));
         }
         let n = counts[0];
-        if !(n > 0.0) {
+        if n.is_nan() || n <= 0.0 {
             return Err(bad(format!("`{counts_name}` is {n}, not a positive count")));
         }
         let sums = f.read_f32(&t.name)?;
