@@ -63,6 +63,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             args.out.display()
         );
     }
+    if args.save_imatrix.is_some() && args.calib.calib.is_none() {
+        bail!("--save-imatrix needs --calib (the text to collect the importance on)");
+    }
     let ckpt = Checkpoint::open(&args.model)?;
 
     // Importance: llama.cpp's imatrix file, or collected from --calib (unless turned off).
@@ -73,7 +76,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             Some(read_imatrix(path)?),
             format!("imatrix {}", file_name(path)),
         )
-    } else if args.calib.calib.is_some() && !args.no_importance && !args.plan {
+    } else if args.calib.calib.is_some()
+        && !args.no_importance
+        && (!args.plan || args.save_imatrix.is_some())
+    {
         let (windows, calibration) = args.calib.load(&ckpt, args.device, "importance")?;
         let bar = progress::bar(ckpt.config.layers, "importance");
         let hf = with_backend!(args.device, b => collect_importance(
@@ -87,7 +93,19 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             "E[x^2] over {} x {} tokens of {} (seed {})",
             calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
         );
-        (Some(importance_by_gguf_name(hf)), desc)
+        let importance = importance_by_gguf_name(hf);
+        if let Some(path) = &args.save_imatrix {
+            let rows = calibration.samples * calibration.tokens_per_sample;
+            gguf::write_imatrix(
+                path,
+                &importance,
+                rows,
+                calibration.tokens_per_sample,
+                &calibration.data,
+                args.force,
+            )?;
+        }
+        (Some(importance), desc)
     } else {
         (None, "none".into())
     };
@@ -148,7 +166,8 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             .collect();
         let mut v = summary;
         v["tensors"] = tensors.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        v["importance_seconds"] = importance_seconds.into();
+        println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
 

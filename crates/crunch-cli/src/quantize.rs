@@ -103,6 +103,11 @@ pub struct QuantizeArgs {
     /// --format gguf: plain squared-error rounding even when --calib is given.
     #[arg(long)]
     pub no_importance: bool,
+    /// --format gguf: also save the importance collected from --calib in llama.cpp's imatrix
+    /// format (readable by --imatrix and by llama-quantize --imatrix); with --plan, collect
+    /// and save it without writing a model.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["imatrix", "no_importance"])]
+    pub save_imatrix: Option<PathBuf>,
     /// --format gguf: print every tensor's planned type and the file's exact size (JSON), and
     /// write nothing.
     #[arg(long)]
@@ -154,6 +159,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         (!args.tensor_type.is_empty(), "--tensor-type"),
         (args.imatrix.is_some(), "--imatrix"),
         (args.no_importance, "--no-importance"),
+        (args.save_imatrix.is_some(), "--save-imatrix"),
         (args.plan, "--plan"),
     ] {
         if set {

@@ -383,6 +383,10 @@ fn llama_cpp_importance_files_are_read() {
     std::fs::write(&path, bytes).unwrap();
     let imp = gguf::read_imatrix(&path).unwrap();
     assert_eq!(imp["blk.0.attn_q.weight"], vec![1.0, 2.0, 3.0, 4.0]);
+    // crunch writes the same format and reads it back.
+    let ours = dir.path().join("ours.gguf");
+    gguf::write_imatrix(&ours, &imp, 8, 4, "calib.txt", false).unwrap();
+    assert_eq!(gguf::read_imatrix(&ours).unwrap(), imp);
     let not = dir.path().join("not.gguf");
     std::fs::write(&not, serialize(&[], &[]).unwrap()).unwrap();
     let e = gguf::read_imatrix(&not).unwrap_err().to_string();

@@ -417,3 +417,51 @@ pub fn read_imatrix(path: &Path) -> Result<Importance> {
     }
     Ok(out)
 }
+
+/// Writes `importance` in llama.cpp's importance-matrix format (what `llama-imatrix -o` writes
+/// and `llama-quantize --imatrix` and [`read_imatrix`] read): per matrix `NAME.in_sum2` (the
+/// sums of squares, E[x²]·rows) and `NAME.counts` (`rows`, the calibration tokens), with
+/// `general.type = imatrix` and the dataset name.
+pub fn write_imatrix(
+    path: &Path,
+    importance: &Importance,
+    rows: usize,
+    chunk_size: usize,
+    dataset: &str,
+    overwrite: bool,
+) -> Result<()> {
+    let meta = [
+        ("general.type", GgufValue::String("imatrix".into())),
+        (
+            "imatrix.datasets",
+            GgufValue::Array(vec![GgufValue::String(dataset.into())]),
+        ),
+        (
+            "imatrix.chunk_count",
+            GgufValue::U32((rows / chunk_size.max(1)) as u32),
+        ),
+        ("imatrix.chunk_size", GgufValue::U32(chunk_size as u32)),
+    ];
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, mean) in importance {
+        let sums: Vec<u8> = mean
+            .iter()
+            .flat_map(|m| (m * rows as f32).to_le_bytes())
+            .collect();
+        data.push((format!("{name}.in_sum2"), vec![1, mean.len()], sums));
+        data.push((
+            format!("{name}.counts"),
+            vec![1, 1],
+            (rows as f32).to_le_bytes().to_vec(),
+        ));
+    }
+    let specs: Vec<(&str, &[usize], DType, &[u8])> = data
+        .iter()
+        .map(|(n, s, b)| (n.as_str(), s.as_slice(), DType::F32, b.as_slice()))
+        .collect();
+    let bytes = crunch_formats::gguf::serialize(&meta, &specs).map_err(Error::Other)?;
+    crate::atomic::atomic_file(path, overwrite, |f| {
+        f.write_all(&bytes)
+            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    })
+}

@@ -54,11 +54,13 @@ impl Levels {
         }
     }
 
-    /// The code whose level is nearest `t` (ties to the lower code; NaN to code 0).
+    /// The code whose level is nearest `t` (a tie may go either way; NaN gives code 0).
+    /// [`Shape::nearest`] settles ties and rounding exactly on the decoded values.
+    #[inline]
     pub fn nearest(self, t: f32) -> usize {
         match self {
             Levels::Int { lo, hi } => {
-                let r = (t - 0.5).ceil();
+                let r = round_fast(t);
                 (r.clamp(lo as f32, hi as f32) as i32 - lo) as usize
             }
             Levels::Table(tab) => tab
@@ -160,16 +162,17 @@ impl Shape {
             return self.levels.zero_code();
         }
         let k = self.levels.nearest((x - o) / s);
-        let mut best = (k, (x - self.value(s, o, k)).abs());
-        for c in [k.wrapping_sub(1), k + 1] {
-            if c < self.levels.len() {
-                let e = (x - self.value(s, o, c)).abs();
-                if e < best.1 || (e == best.1 && c < best.0) {
-                    best = (c, e);
-                }
+        let vk = self.value(s, o, k);
+        // The approximate rounding is off by at most one code, toward x's side of v_k.
+        let up = (x > vk) == (s > 0.0);
+        let c = if up { k + 1 } else { k.wrapping_sub(1) };
+        if c < self.levels.len() {
+            let (ek, ec) = ((x - vk).abs(), (x - self.value(s, o, c)).abs());
+            if ec < ek || (ec == ek && c < k) {
+                return c;
             }
         }
-        best.0
+        k
     }
 
     /// Σ w·(x − x̂)² of one sub-block under `(s, o)` with every value at its nearest code.
@@ -179,16 +182,6 @@ impl Shape {
             .map(|(&x, &w)| {
                 let e = x - self.value(s, o, self.nearest(s, o, x));
                 w as f64 * (e as f64) * (e as f64)
-            })
-            .sum()
-    }
-
-    fn error(&self, x: &[f32], w: &[f32], p: &Params) -> f64 {
-        (0..self.subs())
-            .map(|j| {
-                let r = j * self.sub..(j + 1) * self.sub;
-                let (s, o) = self.sub_params(p, j);
-                self.sub_error(&x[r.clone()], &w[r], s, o)
             })
             .sum()
     }
@@ -204,22 +197,27 @@ impl Shape {
                 ws.fill(1.0);
             }
         }
-        let p = match self.two_level {
+        let (p, err) = match self.two_level {
             None => self.fit_one_level(x, &wl),
             Some((scale_levels, max_min)) => self.fit_two_level(x, &wl, scale_levels, max_min),
         };
-        // Values too small for f16 scales (or a degenerate fit) can do worse than zero: never
-        // store a block that errs more than storing nothing.
-        let mut zero = Params::default();
-        zero.scales[0] = 1;
-        if self.error(x, &wl, &zero) <= self.error(x, &wl, &p) {
+        // Values too small for f16 scales (or a degenerate fit) can do worse than zero (every
+        // value decoded as 0): never store a block that errs more than storing nothing.
+        let zero_err: f64 = x
+            .iter()
+            .zip(&wl)
+            .map(|(&v, &wv)| wv as f64 * (v as f64) * (v as f64))
+            .sum();
+        if zero_err <= err {
+            let mut zero = Params::default();
+            zero.scales[0] = 1;
             zero
         } else {
             p
         }
     }
 
-    fn fit_one_level(&self, x: &[f32], w: &[f32]) -> Params {
+    fn fit_one_level(&self, x: &[f32], w: &[f32]) -> (Params, f64) {
         let f = fit_sub(x, w, self.levels, self.offset);
         let mut p = Params {
             d: to_f16(f.s),
@@ -231,14 +229,25 @@ impl Shape {
             ..Params::default()
         };
         p.scales[0] = 1;
-        let mut err = self.error(x, w, &p);
-        // Refit (d, m) on the codes the stored f16 parameters give, until it stops helping.
-        for _ in 0..3 {
-            let (s, o) = self.sub_params(&p, 0);
+        // Codes and error under the stored (f16) parameters in one pass.
+        let coded = |p: &Params| {
+            let (s, o) = self.sub_params(p, 0);
+            let mut err = 0f64;
             let codes: Vec<f32> = x
                 .iter()
-                .map(|&v| self.levels.at(self.nearest(s, o, v)))
+                .zip(w)
+                .map(|(&v, &wv)| {
+                    let k = self.nearest(s, o, v);
+                    let e = (v - self.value(s, o, k)) as f64;
+                    err += wv as f64 * e * e;
+                    self.levels.at(k)
+                })
                 .collect();
+            (codes, err)
+        };
+        let (mut codes, mut err) = coded(&p);
+        // Refit (d, m) on the codes the stored f16 parameters give, until it stops helping.
+        for _ in 0..3 {
             let Some((s2, o2)) = lsq(x, w, &codes, None, self.offset == Offset::Free, false) else {
                 break;
             };
@@ -247,17 +256,26 @@ impl Shape {
             if self.offset == Offset::Free {
                 q.dmin = to_f16(o2);
             }
-            let e = self.error(x, w, &q);
+            if q == p {
+                break;
+            }
+            let (c, e) = coded(&q);
             if e < err {
-                (p, err) = (q, e);
+                (p, err, codes) = (q, e, c);
             } else {
                 break;
             }
         }
-        p
+        (p, err)
     }
 
-    fn fit_two_level(&self, x: &[f32], w: &[f32], scale_levels: Levels, max_min: i32) -> Params {
+    fn fit_two_level(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        scale_levels: Levels,
+        max_min: i32,
+    ) -> (Params, f64) {
         let m = self.subs();
         let with_mins = self.offset == Offset::NonPositive;
         // 1. Each sub-block on its own.
@@ -362,7 +380,7 @@ impl Shape {
                 break;
             }
         }
-        p
+        (p, err)
     }
 
     fn sub_err_p(&self, x: &[f32], w: &[f32], p: &Params, j: usize) -> f64 {
@@ -446,12 +464,19 @@ fn lsq(
 }
 
 /// The window of the sweeps, around the scale that maps the largest value onto the extreme
-/// level: from a quarter of the range (at least one level) short of it — part of the range
-/// unused, which with many levels can still round the other values luckily — to two levels
-/// past it (the largest values clipped). The alternating refinement afterwards may move
-/// further.
+/// level: from a quarter of the range (at least one level, at most four) short of it — part
+/// of the range unused, which can still round the other values luckily — to two levels past
+/// it (the largest values clipped). The alternating refinement afterwards may move further.
+/// The cap keeps the work per block bounded for many-level types (Q6_K, Q8_0), where four
+/// levels are a small change of scale.
 const SWEEP_SHORT_FRACTION: f32 = 0.25;
+const SWEEP_SHORT_MAX: f32 = 4.0;
 const SWEEP_PAST: f32 = 2.0;
+
+/// Levels short of the extreme `e` (in spacings `sp`) the window starts at.
+fn sweep_short(e: f32, sp: f32) -> f32 {
+    (SWEEP_SHORT_FRACTION * e.abs()).clamp(sp, SWEEP_SHORT_MAX * sp)
+}
 
 /// Real-valued (scale, offset) of one sub-block: the best over every distinct rounding of a
 /// one-parameter family of scales (an exact sweep, see [`sweep_sym`] and [`sweep_affine`]),
@@ -517,16 +542,19 @@ fn fit_sub(x: &[f32], w: &[f32], levels: Levels, offset: Offset) -> Fit {
     best
 }
 
-/// One code change in a sweep: at inverse scale `u`, value `i` moves to code `k`.
-#[derive(Clone, Copy)]
-struct Event {
-    u: f32,
-    i: u16,
-    k: u16,
+/// One code change in a sweep: at inverse scale `u` (> 0) value `i` moves one code further
+/// from zero. Packed as `u`'s bits (monotonic for positive floats) above `i`, so that sorting
+/// the integers orders the events by `u`, then by value.
+fn event(u: f32, i: usize) -> u64 {
+    ((u.to_bits() as u64) << 32) | i as u64
 }
 
-fn sort_events(ev: &mut [Event]) {
-    ev.sort_unstable_by(|a, b| a.u.total_cmp(&b.u).then(a.i.cmp(&b.i)));
+fn event_u(e: u64) -> u32 {
+    (e >> 32) as u32
+}
+
+fn event_i(e: u64) -> usize {
+    (e & 0xFFFF_FFFF) as usize
 }
 
 /// Symmetric grids (`x̂ = s·ℓ`): every rounding `qᵢ = nearest(xᵢ·u)` for inverse scales `u` of
@@ -562,8 +590,7 @@ fn sweep_sym(x: &[f32], w: &[f32], levels: Levels) -> Option<Fit> {
         if e == 0.0 || e.signum() != (xmax * sigma).signum() {
             continue;
         }
-        let short = sp.max(SWEEP_SHORT_FRACTION * e.abs());
-        let ulo = (e.abs() - short).max(0.5 * sp) / amax;
+        let ulo = (e.abs() - sweep_short(e, sp)).max(0.5 * sp) / amax;
         let uhi = (e.abs() + SWEEP_PAST * sp) / amax;
         let (mut sxl, mut sll) = (0f64, 0f64);
         events.clear();
@@ -589,15 +616,11 @@ fn sweep_sym(x: &[f32], w: &[f32], levels: Levels) -> Option<Fit> {
                 if u > uhi {
                     break;
                 }
-                events.push(Event {
-                    u,
-                    i: i as u16,
-                    k: next as u16,
-                });
+                events.push(event(u, i));
                 k = next;
             }
         }
-        sort_events(&mut events);
+        events.sort_unstable();
         let mut consider = |sxl: f64, sll: f64| {
             if sll > 0.0 {
                 let err = (sxx - sxl * sxl / sll).max(0.0);
@@ -611,14 +634,22 @@ fn sweep_sym(x: &[f32], w: &[f32], levels: Levels) -> Option<Fit> {
             }
         };
         consider(sxl, sll);
-        for (idx, ev) in events.iter().enumerate() {
-            let i = ev.i as usize;
-            let (old, new) = (levels.at(codes[i]) as f64, levels.at(ev.k as usize) as f64);
+        for (idx, &ev) in events.iter().enumerate() {
+            let i = event_i(ev);
+            let k = if x[i] * sigma > 0.0 {
+                codes[i] + 1
+            } else {
+                codes[i] - 1
+            };
+            let (old, new) = (levels.at(codes[i]) as f64, levels.at(k) as f64);
             let (v, wv) = (x[i] as f64, w[i] as f64);
             sxl += wv * v * (new - old);
             sll += wv * (new * new - old * old);
-            codes[i] = ev.k as usize;
-            if events.get(idx + 1).is_none_or(|nx| nx.u != ev.u) {
+            codes[i] = k;
+            if events
+                .get(idx + 1)
+                .is_none_or(|&nx| event_u(nx) != event_u(ev))
+            {
                 consider(sxl, sll);
             }
         }
@@ -642,7 +673,7 @@ fn sweep_affine(
     };
     let top = hi as f32;
     let range = max - min;
-    let ulo = (top - 1f32.max(SWEEP_SHORT_FRACTION * top)).max(0.5) / range;
+    let ulo = (top - sweep_short(top, 1.0)).max(0.5) / range;
     let uhi = (top + SWEEP_PAST) / range;
     let mut s = [0f64; 6]; // Σw, Σwq, Σwq², Σwx, Σwxq, Σwx²
     let mut codes = vec![0u16; x.len()];
@@ -668,14 +699,10 @@ fn sweep_affine(
                 break;
             }
             k += 1;
-            events.push(Event {
-                u,
-                i: i as u16,
-                k: k as u16,
-            });
+            events.push(event(u, i));
         }
     }
-    sort_events(&mut events);
+    events.sort_unstable();
     let mut best: Option<Fit> = None;
     let mut consider = |s: &[f64; 6]| {
         if let Some(f) = affine_lsq(s, nonpos) {
@@ -685,15 +712,18 @@ fn sweep_affine(
         }
     };
     consider(&s);
-    for (idx, ev) in events.iter().enumerate() {
-        let i = ev.i as usize;
-        let (old, new) = (codes[i] as f64, ev.k as f64);
+    for (idx, &ev) in events.iter().enumerate() {
+        let i = event_i(ev);
+        let (old, new) = (codes[i] as f64, codes[i] as f64 + 1.0);
         let (v, wv) = (x[i] as f64, w[i] as f64);
         s[1] += wv * (new - old);
         s[2] += wv * (new * new - old * old);
         s[4] += wv * v * (new - old);
-        codes[i] = ev.k;
-        if events.get(idx + 1).is_none_or(|nx| nx.u != ev.u) {
+        codes[i] += 1;
+        if events
+            .get(idx + 1)
+            .is_none_or(|&nx| event_u(nx) != event_u(ev))
+        {
             consider(&s);
         }
     }
