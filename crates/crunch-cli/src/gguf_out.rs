@@ -57,11 +57,22 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         .iter()
         .map(|s| parse_override(s))
         .collect::<Result<Vec<_>>>()?;
-    if args.out.exists() && !args.force && !args.plan {
-        bail!(
-            "{}: already exists (pass --force to replace it)",
-            args.out.display()
-        );
+    // Checked before the (long) importance pass: never the input, never an unforced overwrite.
+    if !args.plan {
+        crate::output_notes(crunch_export::prepare_output(
+            &args.out,
+            &[&args.model],
+            crunch_export::OutputKind::File,
+            args.force,
+        )?);
+    }
+    if let Some(path) = &args.save_imatrix {
+        crunch_export::check_output(
+            path,
+            &[&args.model],
+            crunch_export::OutputKind::File,
+            args.force,
+        )?;
     }
     if args.save_imatrix.is_some() && args.calib.calib.is_none() {
         bail!("--save-imatrix needs --calib (the text to collect the importance on)");

@@ -9,18 +9,23 @@
 //!   type presets and crunch's importance-weighted encoders.
 //!
 //! Every writer builds its output in a temporary directory beside the destination and renames
-//! it into place only when complete ([`atomic_dir`]; single files through [`atomic_file`]), so a
-//! failure never leaves a partial model under the final name, and an existing output is never
-//! replaced unless asked.
+//! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
+//! under the final name, and an existing output is never replaced unless asked — and then
+//! only if crunch wrote it ([`output`]: the `--force` rules, the marker file, stale
+//! temporaries of killed runs). [`interrupt`] removes a run's temporary output on SIGINT and
+//! names the file on SIGBUS. Single files (GGUF) go through [`atomic_file`] the same way.
 
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
 pub mod gguf;
 pub mod gptq_layout;
+pub mod interrupt;
+pub mod output;
 pub mod sparse24;
 
 pub use atomic::{atomic_dir, atomic_file};
+pub use output::{check_output, prepare_output, OutputKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -327,7 +327,7 @@ fn bad_outputs_are_refused() {
         &mut |_, _, _| {},
     )
     .unwrap_err();
-    assert!(e.to_string().contains("is the input model"), "{e}");
+    assert!(e.to_string().contains("is the input"), "{e}");
     // Onto an existing file without overwrite.
     let other = dir.path().join("other.gguf");
     std::fs::write(&other, b"keep").unwrap();

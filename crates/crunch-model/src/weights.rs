@@ -30,6 +30,10 @@ impl Weights {
         self.source.as_ref()
     }
 
+    pub fn naming(&self) -> Naming {
+        self.naming
+    }
+
     /// The stored name of a Hugging Face tensor name.
     pub fn stored_name(&self, hf: &str) -> String {
         match self.naming {
@@ -48,9 +52,14 @@ impl Weights {
 
     /// The stored bytes of `hf` if it is kept as F16/BF16 under its Hugging Face name (see
     /// [`TensorSource::raw_half`]); `None` for GGUF, whose tensors are renamed and permuted.
+    /// Bytes holding a NaN or an infinity give `None` too, so the caller's fallback
+    /// ([`Weights::read`]) reports them.
     pub fn raw_half(&self, hf: &str) -> Option<(crunch_formats::DType, &[u8])> {
         match self.naming {
-            Naming::HuggingFace => self.source.raw_half(hf),
+            Naming::HuggingFace => self
+                .source
+                .raw_half(hf)
+                .filter(|(d, b)| crunch_formats::dtype::first_non_finite(*d, b).is_none()),
             Naming::Gguf { .. } => None,
         }
     }
@@ -65,11 +74,23 @@ impl Weights {
             .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
         if info.shape != shape {
             return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but config.json implies {shape:?}",
+                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
                 info.shape
             )));
         }
         let mut data = self.source.read_f32(&stored)?;
+        // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
+        // after quantization rounds around it): refuse it here, where every read passes.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            let at = match shape {
+                [_, cols] => format!("row {}, column {}", i / cols, i % cols),
+                _ => format!("index {i}"),
+            };
+            return Err(Error::Weights(format!(
+                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
+                data[i]
+            )));
+        }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
                 data = unpermute_rows(&data, cfg.heads, cfg.head_dim);

@@ -8,6 +8,7 @@
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod threads;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]

@@ -209,7 +209,8 @@ pub struct Inputs<'a> {
 }
 
 /// Writes `plan` for `ckpt` to `out` (through a temporary file renamed into place; an existing
-/// `out` is replaced only with `overwrite`, and never when it is the input itself).
+/// `out` is replaced only with `overwrite`, and never when it is the input: see
+/// [`crate::output::check_output`]).
 /// `progress(i, n, name)` is called before each tensor.
 pub fn write(
     ckpt: &Checkpoint,
@@ -219,18 +220,12 @@ pub fn write(
     overwrite: bool,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (out.canonicalize(), ckpt.path.canonicalize()) {
-        if a == b {
-            return Err(Error::Other(format!(
-                "{}: is the input model; write the GGUF somewhere else",
-                out.display()
-            )));
-        }
-    }
     let gguf = open_gguf_source(ckpt)?;
     let n = plan.tensors.len();
-    crate::atomic::atomic_file(out, overwrite, |w| {
-        let mut w = std::io::BufWriter::with_capacity(1 << 22, w);
+    crate::atomic::atomic_file(out, &[&ckpt.path], overwrite, |tmp| {
+        let file = std::fs::File::create(tmp)
+            .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
         plan.layout
             .write(&mut w, |i| {
                 let t = &plan.tensors[i];
@@ -239,7 +234,7 @@ pub fn write(
             })
             .map_err(Error::Other)?;
         w.flush()
-            .map_err(|e| Error::Other(format!("{}: {e}", out.display())))?;
+            .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
         Ok(())
     })
 }
@@ -460,8 +455,7 @@ pub fn write_imatrix(
         .map(|(n, s, b)| (n.as_str(), s.as_slice(), DType::F32, b.as_slice()))
         .collect();
     let bytes = crunch_formats::gguf::serialize(&meta, &specs).map_err(Error::Other)?;
-    crate::atomic::atomic_file(path, overwrite, |f| {
-        f.write_all(&bytes)
-            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    crate::atomic::atomic_file(path, &[], overwrite, |tmp| {
+        std::fs::write(tmp, &bytes).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))
     })
 }
