@@ -109,8 +109,8 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         // Llama 3 scaling, if any, arrives as the `rope_freqs.weight` tensor.
         rope_scaling: match file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
             Some("linear") => Some(crate::config::RopeScaling::Linear {
-                factor: float("rope.scaling.factor")
-                    .filter(|f| *f > 0.0)
+                factor: float("rope.scaling.factor")?
+                    .filter(|f| *f > 0.0 && f.is_finite())
                     .ok_or_else(|| {
                         bad(format!(
                             "linear rope scaling without a positive `{}`",
