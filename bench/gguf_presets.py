@@ -50,9 +50,9 @@ def types_of(path):
     return {t.name: t.tensor_type.name for t in r.tensors}
 
 
-def llama_kld(llamacpp, model, base_kld, threads):
+def llama_kld(llamacpp, model, base_kld, ctx, threads):
     p, secs = run([f"{llamacpp}/llama-perplexity", "-m", model, "--kl-divergence-base", base_kld,
-                   "--kl-divergence", "-t", str(threads)])
+                   "--kl-divergence", "-c", str(ctx), "-t", str(threads)])
     text = p.stdout + p.stderr
     grab = lambda pat: float(re.search(pat, text).group(1))
     return {"kl": grab(r"Mean\s+KLD:\s+([-\d.]+)"), "ppl": grab(r"Mean PPL\(Q\)\s*:\s*([\d.]+)"),
@@ -115,7 +115,7 @@ def main():
             for who, path in (("crunch", out), ("llama", ref)):
                 e = run_json([a.crunch, *th, "eval", path, "--base", a.base, *ev])
                 row[f"{who}_crunch_eval"] = {k: e[k] for k in ("ppl", "kl", "top1_agreement")}
-                row[f"{who}_llama_kld"] = llama_kld(a.llamacpp, path, base_kld, a.threads)
+                row[f"{who}_llama_kld"] = llama_kld(a.llamacpp, path, base_kld, a.ctx, a.threads)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| preset | tensors | type mismatches | llama-quantize bytes | crunch bytes | ratio |")

@@ -468,7 +468,11 @@ fn quantize_to_gguf_with_importance_end_to_end() {
     )
     .unwrap();
     let text = d.path().join("calib.txt");
-    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
     let out = d.path().join("m.gguf");
     let args = |out: &Path, extra: &[&str]| {
         let mut a = vec![
@@ -500,7 +504,10 @@ fn quantize_to_gguf_with_importance_end_to_end() {
         report["size_on_disk"].as_u64(),
         Some(std::fs::metadata(&out).unwrap().len())
     );
-    assert!(report["importance"].as_str().unwrap().contains("E[x^2] over 4 x 32"));
+    assert!(report["importance"]
+        .as_str()
+        .unwrap()
+        .contains("E[x^2] over 4 x 32"));
     assert_eq!(report["types"]["Q4_0"]["tensors"], 2);
 
     // The file loads in crunch and runs.
@@ -549,7 +556,10 @@ fn quantize_to_gguf_with_importance_end_to_end() {
     for (extra, needle) in [
         (vec!["--mix", "Q9_K"], "not a preset"),
         (vec!["--tensor-type", "ffn_down"], "expected PATTERN=TYPE"),
-        (vec!["--tensor-type", "ffn_down=IQ2_XXS"], "not a type crunch writes"),
+        (
+            vec!["--tensor-type", "ffn_down=IQ2_XXS"],
+            "not a type crunch writes",
+        ),
         (vec!["--method", "gptq"], "supports --method rtn"),
     ] {
         let (ok, _, err) = run(args(&d.path().join("x.gguf"), &extra));
@@ -565,5 +575,8 @@ fn quantize_to_gguf_with_importance_end_to_end() {
         "--mix",
         "Q4_K_M",
     ]);
-    assert!(!ok && err.contains("--mix applies to --format gguf only"), "{err}");
+    assert!(
+        !ok && err.contains("--mix applies to --format gguf only"),
+        "{err}"
+    );
 }
