@@ -82,7 +82,7 @@ pub fn collect_importance<B: Backend>(
     let cfg = &ckpt.config;
     let w = &ckpt.weights;
     if windows.is_empty() {
-        return Err(Error::Data("no calibration windows".into()));
+        return Err(Error::NoWindows);
     }
     let mut acts: Vec<B::Tensor> = {
         let table = w.read("model.embed_tokens.weight", &[cfg.vocab, cfg.hidden], cfg)?;
@@ -113,7 +113,9 @@ pub fn collect_importance<B: Backend>(
             let stats = hook
                 .inputs
                 .get(input_group(name))
-                .ok_or_else(|| Error::Data(format!("layer {layer}: no inputs reached {name}")))?;
+                .ok_or_else(|| Error::NoInputs {
+                    layer: format!("model.layers.{layer}.{name}"),
+                })?;
             out.insert(format!("model.layers.{layer}.{name}.weight"), stats.mean());
         }
     }

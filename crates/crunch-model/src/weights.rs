@@ -2,7 +2,7 @@
 //! code sees Hugging Face names and layouts whatever the file format.
 
 use crate::config::ModelConfig;
-use crate::{Error, Result};
+use crate::{Error, Result, TensorProblem};
 use crunch_formats::{TensorInfo, TensorSource};
 
 /// How stored tensor names relate to Hugging Face names.
@@ -67,16 +67,20 @@ impl Weights {
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let stored = self.stored_name(hf);
-        let path = self.source.path().display();
-        let info = self
-            .source
-            .info(&stored)
-            .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let info = self.source.info(&stored).ok_or_else(|| {
+            bad(TensorProblem::Missing {
+                tensor: stored.clone(),
+                implied_by: None,
+            })
+        })?;
         if info.shape != shape {
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
-                info.shape
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: stored,
+                found: info.shape,
+                expected: shape.to_vec(),
+                implied_by: "the config".into(),
+            }));
         }
         let mut data = self.source.read_f32(&stored)?;
         // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
@@ -86,10 +90,11 @@ impl Weights {
                 [_, cols] => format!("row {}, column {}", i / cols, i % cols),
                 _ => format!("index {i}"),
             };
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
-                data[i]
-            )));
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value: data[i],
+                at,
+            }));
         }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
@@ -104,7 +109,9 @@ impl Weights {
     }
 }
 
-/// Maps a Hugging Face tensor name to llama.cpp's (names it does not know pass through).
+/// Maps a Hugging Face tensor name to llama.cpp's. The GGUF fixtures in [`crate::testing`]
+/// are named with it too, so what checks the table is the tests below and loading a real
+/// llama.cpp file (SmolLM2's GGUF, every tensor name, in crunch-eval's `smollm2` test).
 pub fn gguf_name(hf: &str) -> String {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
@@ -181,25 +188,9 @@ mod tests {
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }
 
-    /// llama.cpp's permutation as its converter writes it: view rows as
-    /// [heads, 2, d/2] and swap the last two axes.
-    fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-        let cols = data.len() / (heads * head_dim);
-        let half = head_dim / 2;
-        let mut out = Vec::with_capacity(data.len());
-        for h in 0..heads {
-            for i in 0..half {
-                for j in 0..2 {
-                    let src = h * head_dim + j * half + i;
-                    out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn unpermute_inverts_the_converter() {
+        use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
         assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8), data);
     }

@@ -57,11 +57,16 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::Other(format!("{}: not valid JSON: {e}", path.display())))
+        .map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Metadata for a Hugging Face source: architecture keys from the config, the tokenizer from
@@ -132,15 +137,19 @@ pub fn from_hf(ckpt: &Checkpoint, file_type: u32) -> Result<Vec<(String, GgufVal
                 bos: id("bos_token_id"),
                 eos: id("eos_token_id"),
             };
-            let t = tokenizer_metadata(&tok, tok_config.as_ref(), ids, cfg.vocab)
-                .map_err(|e| Error::Other(format!("{}: {e}", tok_path.display())))?;
+            let t = tokenizer_metadata(&tok, tok_config.as_ref(), ids, cfg.vocab).map_err(|e| {
+                Error::Tokenizer {
+                    path: tok_path.clone(),
+                    source: e.into(),
+                }
+            })?;
             meta.extend(t);
         }
         None => {
-            return Err(Error::Other(format!(
-                "{}: missing; llama.cpp needs the tokenizer inside the GGUF",
-                tok_path.display()
-            )))
+            return Err(Error::Gguf {
+                path: tok_path,
+                problem: super::GgufProblem::NoTokenizer,
+            })
         }
     }
     meta.push((

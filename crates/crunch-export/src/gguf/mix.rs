@@ -2,7 +2,7 @@
 //! own table of rules, plus per-tensor overrides.
 //!
 //! The behaviour is llama.cpp's (`llama_tensor_get_type` in src/llama-quant.cpp, read for
-//! understanding; decision 081 records the reading), restricted to the dense architectures
+//! understanding; decision 083 records the reading), restricted to the dense architectures
 //! crunch runs (no experts, no Falcon, no fused QKV):
 //!
 //! 1. Tensors that are not 2-D `*.weight` matrices (norms, biases, `rope_freqs`) keep their

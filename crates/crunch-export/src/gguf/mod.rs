@@ -34,6 +34,50 @@ use std::path::Path;
 /// `output.weight` also serves a tied `token_embd.weight`).
 pub type Importance = BTreeMap<String, Vec<f32>>;
 
+/// What went wrong writing a GGUF file or reading an importance file (in [`Error::Gguf`],
+/// with the file's path).
+#[derive(Debug, thiserror::Error)]
+pub enum GgufProblem {
+    /// crunch-formats' GGUF writer refused the layout or a write failed (its message).
+    #[error("{0}")]
+    Layout(String),
+    #[error("tensor `{tensor}`: crunch does not encode {dtype} (it reads it)")]
+    NotEncodable { tensor: String, dtype: &'static str },
+    #[error("tensor `{tensor}`: {got} importance weights for rows of {cols}")]
+    ImportanceLength {
+        tensor: String,
+        got: usize,
+        cols: usize,
+    },
+    #[error("tensor `{tensor}`: {got} pre-encoded bytes, {planned} planned as {dtype}")]
+    PreEncoded {
+        tensor: String,
+        got: usize,
+        planned: usize,
+        dtype: &'static str,
+    },
+    /// The codec refused the rows (its message: a row length that is not whole blocks).
+    #[error("tensor `{tensor}`: {message}")]
+    Encode { tensor: String, message: String },
+    #[error("`{tensor}` has no `{counts}`")]
+    ImatrixNoCounts { tensor: String, counts: String },
+    #[error("`{tensor}` has {matrices} matrices (experts); crunch reads dense models only")]
+    ImatrixExperts { tensor: String, matrices: usize },
+    #[error("`{counts}` is {value}, not a positive count")]
+    ImatrixCount { counts: String, value: f32 },
+    #[error("no `*.in_sum2` tensors: not an imatrix file")]
+    NotImatrix,
+    #[error("missing; llama.cpp needs the tokenizer inside the GGUF")]
+    NoTokenizer,
+}
+
+fn gguf_err(path: &Path, problem: GgufProblem) -> Error {
+    Error::Gguf {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
 /// One tensor of the output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedTensor {
@@ -181,7 +225,7 @@ pub fn plan(ckpt: &Checkpoint, mix: &Mix, extra: &[(String, GgufValue)]) -> Resu
         .map(|t| (t.name.as_str(), t.shape.as_slice(), t.dtype))
         .collect();
     let layout = Layout::new(&meta_refs, &descs)
-        .map_err(|e| Error::Other(format!("{}: {e}", ckpt.path.display())))?;
+        .map_err(|e| gguf_err(&ckpt.path, GgufProblem::Layout(e)))?;
     for (t, &size) in tensors.iter_mut().zip(&layout.sizes) {
         t.bytes = size;
     }
@@ -223,18 +267,28 @@ pub fn write(
     let gguf = open_gguf_source(ckpt)?;
     let n = plan.tensors.len();
     crate::atomic::atomic_file(out, &[&ckpt.path], overwrite, |tmp| {
-        let file = std::fs::File::create(tmp)
-            .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+        let io = |source| Error::Io {
+            path: tmp.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::create(tmp).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
-        plan.layout
-            .write(&mut w, |i| {
-                let t = &plan.tensors[i];
-                progress(i, n, &t.name);
-                tensor_bytes(ckpt, gguf.as_ref(), t, inputs).map_err(|e| e.to_string())
+        // The writer takes string errors; a tensor's own error is kept here, typed.
+        let mut failed = None;
+        let written = plan.layout.write(&mut w, |i| {
+            let t = &plan.tensors[i];
+            progress(i, n, &t.name);
+            tensor_bytes(ckpt, gguf.as_ref(), t, inputs).map_err(|e| {
+                let msg = e.to_string();
+                failed = Some(e);
+                msg
             })
-            .map_err(Error::Other)?;
-        w.flush()
-            .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        written.map_err(|e| gguf_err(tmp, GgufProblem::Layout(e)))?;
+        w.flush().map_err(io)?;
         Ok(())
     })
 }
@@ -248,13 +302,15 @@ fn tensor_bytes(
 ) -> Result<Vec<u8>> {
     if let Some(bytes) = inputs.encoded.and_then(|m| m.get(&t.name)) {
         if bytes.len() != t.bytes {
-            return Err(Error::Other(format!(
-                "tensor `{}`: {} pre-encoded bytes, {} planned as {}",
-                t.name,
-                bytes.len(),
-                t.bytes,
-                t.dtype.ggml_name()
-            )));
+            return Err(gguf_err(
+                &ckpt.path,
+                GgufProblem::PreEncoded {
+                    tensor: t.name.clone(),
+                    got: bytes.len(),
+                    planned: t.bytes,
+                    dtype: t.dtype.ggml_name(),
+                },
+            ));
         }
         return Ok(bytes.clone());
     }
@@ -265,7 +321,7 @@ fn tensor_bytes(
     }
     let values = llama_layout_values(ckpt, gguf, t)?;
     let cols = t.shape.last().copied().unwrap_or(1);
-    let bad = |e: String| Error::Other(format!("tensor `{}`: {e}", t.name));
+    let bad = |problem| gguf_err(&ckpt.path, problem);
     Ok(match t.dtype {
         DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         DType::F16 => values
@@ -278,21 +334,27 @@ fn tensor_bytes(
             .collect(),
         d => {
             let codec = Codec::new(d).ok_or_else(|| {
-                bad(format!(
-                    "crunch does not encode {} (it reads it)",
-                    d.ggml_name()
-                ))
+                bad(GgufProblem::NotEncodable {
+                    tensor: t.name.clone(),
+                    dtype: d.ggml_name(),
+                })
             })?;
             let imp = importance_for(inputs.importance, &t.name);
             if let Some(w) = imp {
                 if w.len() != cols {
-                    return Err(bad(format!(
-                        "{} importance weights for rows of {cols}",
-                        w.len()
-                    )));
+                    return Err(bad(GgufProblem::ImportanceLength {
+                        tensor: t.name.clone(),
+                        got: w.len(),
+                        cols,
+                    }));
                 }
             }
-            codec.encode_rows(&values, cols, imp).map_err(bad)?
+            codec.encode_rows(&values, cols, imp).map_err(|message| {
+                bad(GgufProblem::Encode {
+                    tensor: t.name.clone(),
+                    message,
+                })
+            })?
         }
     })
 }
@@ -384,31 +446,37 @@ pub fn importance_by_gguf_name(hf: BTreeMap<String, Vec<f32>>) -> Importance {
 /// E[x²] = in_sum2 / counts. Only dense matrices (one count) are accepted.
 pub fn read_imatrix(path: &Path) -> Result<Importance> {
     let f = GgufFile::open(path)?;
-    let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
+    let bad = |problem| gguf_err(path, problem);
     let mut out = Importance::new();
     for t in f.tensors() {
         let Some(name) = t.name.strip_suffix(".in_sum2") else {
             continue;
         };
         let counts_name = format!("{name}.counts");
-        let counts = f
-            .read_f32(&counts_name)
-            .map_err(|_| bad(format!("`{}` has no `{counts_name}`", t.name)))?;
+        let counts = f.read_f32(&counts_name).map_err(|_| {
+            bad(GgufProblem::ImatrixNoCounts {
+                tensor: t.name.clone(),
+                counts: counts_name.clone(),
+            })
+        })?;
         if counts.len() != 1 {
-            return Err(bad(format!(
-                "`{name}` has {} matrices (experts); crunch reads dense models only",
-                counts.len()
-            )));
+            return Err(bad(GgufProblem::ImatrixExperts {
+                tensor: name.to_string(),
+                matrices: counts.len(),
+            }));
         }
         let n = counts[0];
         if n.is_nan() || n <= 0.0 {
-            return Err(bad(format!("`{counts_name}` is {n}, not a positive count")));
+            return Err(bad(GgufProblem::ImatrixCount {
+                counts: counts_name,
+                value: n,
+            }));
         }
         let sums = f.read_f32(&t.name)?;
         out.insert(name.to_string(), sums.iter().map(|s| s / n).collect());
     }
     if out.is_empty() {
-        return Err(bad("no `*.in_sum2` tensors: not an imatrix file".into()));
+        return Err(bad(GgufProblem::NotImatrix));
     }
     Ok(out)
 }
@@ -454,8 +522,12 @@ pub fn write_imatrix(
         .iter()
         .map(|(n, s, b)| (n.as_str(), s.as_slice(), DType::F32, b.as_slice()))
         .collect();
-    let bytes = crunch_formats::gguf::serialize(&meta, &specs).map_err(Error::Other)?;
+    let bytes = crunch_formats::gguf::serialize(&meta, &specs)
+        .map_err(|e| gguf_err(path, GgufProblem::Layout(e)))?;
     crate::atomic::atomic_file(path, &[], overwrite, |tmp| {
-        std::fs::write(tmp, &bytes).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))
+        std::fs::write(tmp, &bytes).map_err(|source| Error::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
     })
 }
