@@ -5,6 +5,7 @@ mod calib_args;
 mod compress;
 mod device;
 mod eval;
+mod gguf_out;
 mod info;
 mod pack;
 mod progress;

@@ -146,12 +146,14 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         .and_then(GgufValue::as_str)
     {
         Some("linear") => Some(RopeScaling::Linear {
-            factor: float("rope.scaling.factor")?.ok_or_else(|| {
-                bad(ConfigProblem::Invalid(format!(
-                    "linear rope scaling without `{}`",
-                    key("rope.scaling.factor")
-                )))
-            })?,
+            factor: float("rope.scaling.factor")?
+                .filter(|f| *f > 0.0 && f.is_finite())
+                .ok_or_else(|| {
+                    bad(ConfigProblem::Invalid(format!(
+                        "linear rope scaling without a positive `{}`",
+                        key("rope.scaling.factor")
+                    )))
+                })?,
         }),
         _ if arch == Arch::Phi3 => phi3_longrope(file, head_dim, &float, &opt_uint)?,
         _ => None,
