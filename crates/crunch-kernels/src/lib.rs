@@ -25,6 +25,7 @@ mod storage;
 mod tile;
 
 pub use act::{ActBits, Acts};
+pub use crunch_formats::DType;
 pub use formats::supported as block_supported;
 pub use isa::Isa;
 pub use matrix::{Options, PackedMatrix};

@@ -182,7 +182,8 @@ fn tensor<B: Backend>(
     Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
 }
 
-/// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
+/// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
+/// encoding when the backend multiplies packed weights and the source can hand it over.
 fn weight_tensor<B: Backend>(
     backend: &B,
     w: &Weights,
@@ -190,6 +191,11 @@ fn weight_tensor<B: Backend>(
     name: &str,
     shape: &[usize],
 ) -> Result<B::Tensor> {
+    if backend.prefers_packed() {
+        if let Some(p) = w.packed(name, shape, cfg)? {
+            return Ok(backend.upload_packed(p)?);
+        }
+    }
     Ok(backend.upload_weight(w.read(name, shape, cfg)?, shape)?)
 }
 
@@ -300,13 +306,15 @@ impl<B: Backend> Model<B> {
         mut on_block: impl FnMut(usize),
     ) -> Result<Self> {
         let cfg = &config;
-        let embed = tensor(
-            &backend,
-            w,
-            cfg,
-            "model.embed_tokens.weight",
-            &[cfg.vocab, cfg.hidden],
-        )?;
+        let embed_name = "model.embed_tokens.weight";
+        let embed_shape = [cfg.vocab, cfg.hidden];
+        // A backend that keeps weights packed keeps the table packed too (it is also the
+        // output projection when embeddings are tied); rows are dequantized on lookup.
+        let embed = if backend.prefers_packed() {
+            weight_tensor(&backend, w, cfg, embed_name, &embed_shape)?
+        } else {
+            tensor(&backend, w, cfg, embed_name, &embed_shape)?
+        };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);
