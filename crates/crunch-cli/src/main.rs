@@ -5,6 +5,7 @@ mod calib_args;
 mod compress;
 mod device;
 mod eval;
+mod generate;
 mod info;
 mod pack;
 mod progress;
@@ -56,6 +57,8 @@ enum Command {
     Pack(pack::PackArgs),
     /// Restore a packed checkpoint bit for bit.
     Unpack(pack::UnpackArgs),
+    /// Generate text from a prompt with the weights kept in their compressed encoding.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() {
@@ -76,6 +79,7 @@ fn main() {
         Command::Compress(args) => compress::compress(args),
         Command::Pack(args) => pack::pack(args),
         Command::Unpack(args) => pack::unpack(args),
+        Command::Generate(args) => generate::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -51,6 +51,7 @@ pub struct Acts {
     el: Aligned,
     xc: Aligned,
     e16: Aligned,
+    e32: Aligned,
 }
 
 impl Acts {
@@ -66,6 +67,7 @@ impl Acts {
             el: Aligned::default(),
             xc: Aligned::default(),
             e16: Aligned::default(),
+            e32: Aligned::default(),
         }
     }
 
@@ -83,6 +85,7 @@ impl Acts {
         self.el.reset(n * kp);
         self.xc.reset(n * kp / 8); // kp / 32 floats per row
         self.e16.reset(n * kp / 4); // kp / 16 floats per row
+        self.e32.reset(n * kp / 8); // kp / 32 floats per row
         let qmax = self.bits.qmax();
         let mut b_rows: Vec<Option<&mut [i8]>> = if wide {
             self.b.i8s_mut().chunks_mut(kp).map(Some).collect()
@@ -98,9 +101,10 @@ impl Acts {
             .zip(self.el.f32s_mut().chunks_mut(kp / 4))
             .zip(self.xc.f32s_mut().chunks_mut(kp / 32))
             .zip(self.e16.f32s_mut().chunks_mut(kp / 16))
+            .zip(self.e32.f32s_mut().chunks_mut(kp / 32))
             .enumerate()
             .collect();
-        let run = |(i, (((((a, b), xl), el), xc), e16)): (usize, RowBufs)| {
+        let run = |(i, ((((((a, b), xl), el), xc), e16), e32)): (usize, RowBufs)| {
             let out = RowOut {
                 a,
                 b,
@@ -108,6 +112,7 @@ impl Acts {
                 el,
                 xc,
                 e16,
+                e32,
             };
             quantize_row(&x[i * k..(i + 1) * k], out, qmax)
         };
@@ -151,6 +156,11 @@ impl Acts {
         &self.e16.f32s()[i * self.kp / 16..(i + 1) * self.kp / 16]
     }
 
+    /// Row `i`'s `dx · Σq` per 32 values, `kp / 32` long.
+    pub fn e32(&self, i: usize) -> &[f32] {
+        &self.e32.f32s()[i * self.kp / 32..(i + 1) * self.kp / 32]
+    }
+
     /// Row `i` quantized and restored: what the integer kernels effectively multiply by.
     pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
         let (a, b, xl) = (self.a(i), self.b(i), self.xl(i));
@@ -169,7 +179,10 @@ impl Acts {
 type RowBufs<'a> = (
     (
         (
-            ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
+            (
+                ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
+                &'a mut [f32],
+            ),
             &'a mut [f32],
         ),
         &'a mut [f32],
@@ -185,6 +198,7 @@ struct RowOut<'a> {
     el: &'a mut [f32],
     xc: &'a mut [f32],
     e16: &'a mut [f32],
+    e32: &'a mut [f32],
 }
 
 /// Quantizes one row.
@@ -249,6 +263,7 @@ fn quantize_row_generic(x: &[f32], mut out: RowOut, qmax: f32) {
         out.xc[c] = dx;
         out.e16[2 * c] = dx * (lanes[0] + lanes[1] + lanes[2] + lanes[3]) as f32;
         out.e16[2 * c + 1] = dx * (lanes[4] + lanes[5] + lanes[6] + lanes[7]) as f32;
+        out.e32[c] = dx * lanes.iter().sum::<i32>() as f32;
     }
 }
 

@@ -162,6 +162,8 @@ impl Out {
 
 thread_local! {
     static TILE: RefCell<Tile> = RefCell::new(Tile::new());
+    #[cfg(target_arch = "x86_64")]
+    static SCRATCH: RefCell<crate::gemv::Scratch> = RefCell::new(Default::default());
 }
 
 /// Activation rows up to which the fused product (`gemv.rs`) is used.
@@ -236,18 +238,21 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
         let tr = TILE.min(m - r0);
         // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
         let mut put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
-        // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values.
-        unsafe {
-            crate::gemv::rows::<F>(
-                vnni,
-                i16,
-                &w.data[r0 * row_bytes..(r0 + tr) * row_bytes],
-                tr,
-                k,
-                &x,
-                &mut put,
-            )
-        };
+        SCRATCH.with(|s| {
+            // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values.
+            unsafe {
+                crate::gemv::rows::<F>(
+                    vnni,
+                    i16,
+                    &w.data[r0 * row_bytes..(r0 + tr) * row_bytes],
+                    tr,
+                    k,
+                    &x,
+                    &mut s.borrow_mut(),
+                    &mut put,
+                )
+            }
+        });
     };
     let tiles = m.div_ceil(TILE);
     if tiles > 1 && m * k >= 1 << 16 {

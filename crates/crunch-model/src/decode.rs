@@ -76,6 +76,19 @@ impl<B: Backend> Model<B> {
         rope: &RopeTables<B>,
         hook: &mut dyn LinearHook<B>,
     ) -> Result<B::Tensor> {
+        let mut refs: Vec<&mut KvCache<B>> = caches.iter_mut().collect();
+        self.hidden_states_batch(ids, &mut refs, rope, hook)
+    }
+
+    /// [`Model::hidden_states_cached`] over caches held anywhere (a server's sequences each
+    /// own theirs).
+    pub fn hidden_states_batch(
+        &self,
+        ids: &[u32],
+        caches: &mut [&mut KvCache<B>],
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<B::Tensor> {
         let b = &self.backend;
         let n = caches.len();
         if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {

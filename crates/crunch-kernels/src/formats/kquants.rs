@@ -2,7 +2,7 @@
 //! Q5_K) weights with small integer scales (and mins) under one or two f16 super-scales. The
 //! per-16 `d`/`m` of the unpacked form carry the products of the two levels of scales.
 
-use super::{f16_at, Block};
+use super::{Block, Half};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -14,16 +14,15 @@ pub(crate) struct Q6K;
 
 /// The trait constants every 256-weight type shares.
 macro_rules! block256 {
-    ($bytes:expr, $halves:expr) => {
+    ($bytes:expr) => {
         const ELEMS: usize = 256;
         const BYTES: usize = $bytes;
         const WIDE: bool = false;
-        const HALVES: bool = $halves;
     };
 }
 
 impl Block for Q2K {
-    block256!(84, true);
+    block256!(84);
 
     /// scales[16] (low nibble: scale, high nibble: min), qs[64] (2-bit codes), d, dmin.
     /// Sub-block `s` takes bit pair `2·((s % 8) / 2)` of 16 bytes at `32·(s / 8) + 16·(s % 2)`.
@@ -38,8 +37,8 @@ impl Block for Q2K {
         }
     }
 
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        let (dd, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        let (dd, dmin) = (H::at(b, 80), H::at(b, 82));
         for (s, &sc) in b[0..16].iter().enumerate() {
             d[s] = dd * (sc & 0xF) as f32;
             m[s] = -(dmin * (sc >> 4) as f32);
@@ -60,7 +59,7 @@ fn q3k_scales(s: &[u8]) -> [i8; 16] {
 }
 
 impl Block for Q3K {
-    block256!(110, true);
+    block256!(110);
 
     /// hmask[32], qs[64] (2 low bits), scales[12], d. Weight = d·sc·(q - 4) when its hmask
     /// bit is clear, d·sc·q when set: `u = q + 4·bit`, `m = -4·d·sc`.
@@ -77,8 +76,8 @@ impl Block for Q3K {
         }
     }
 
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        let dd = f16_at(b, 108);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        let dd = H::at(b, 108);
         for (s, &sc) in q3k_scales(&b[96..108]).iter().enumerate() {
             let dl = dd * sc as f32;
             d[s] = dl;
@@ -101,8 +100,8 @@ fn k4_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 
 /// The per-16 scales and offsets of a Q4_K/Q5_K block (each 32-weight sub-block twice).
 #[inline(always)]
-fn k4_scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-    let (dd, dmin) = (f16_at(b, 0), f16_at(b, 2));
+fn k4_scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+    let (dd, dmin) = (H::at(b, 0), H::at(b, 2));
     let scales = &b[4..16];
     for j in 0..8 {
         let (sc, mn) = k4_scale_min(j, scales);
@@ -113,7 +112,7 @@ fn k4_scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
 }
 
 impl Block for Q4K {
-    block256!(144, false);
+    block256!(144);
 
     /// d, dmin, scales[12], qs[128]: each 32-byte group holds two sub-blocks (low nibbles,
     /// then high nibbles).
@@ -128,8 +127,8 @@ impl Block for Q4K {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        k4_scales(b, d, m);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        k4_scales::<H>(b, d, m);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -146,7 +145,7 @@ impl Block for Q4K {
 }
 
 impl Block for Q5K {
-    block256!(176, false);
+    block256!(176);
 
     /// d, dmin, scales[12], qh[32] (bits 2g and 2g+1 are the fifth bits of group g's two
     /// sub-blocks), qs[128].
@@ -163,8 +162,8 @@ impl Block for Q5K {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        k4_scales(b, d, m);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        k4_scales::<H>(b, d, m);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -203,7 +202,7 @@ unsafe fn shift_bit_to_0x10(v: __m256i, bit: i32) -> __m256i {
 }
 
 impl Block for Q6K {
-    block256!(210, true);
+    block256!(210);
 
     /// ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (i8), d. Weight =
     /// d·sc·(q - 32): `u = q`, `m = -32·d·sc`.
@@ -221,8 +220,8 @@ impl Block for Q6K {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        q6k_scales(b, d, m);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        q6k_scales::<H>(b, d, m);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -256,8 +255,8 @@ impl Block for Q6K {
 }
 
 #[inline(always)]
-fn q6k_scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-    let dd = f16_at(b, 208);
+fn q6k_scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+    let dd = H::at(b, 208);
     let scales = &b[192..208];
     for s in 0..16 {
         let dl = dd * scales[s] as i8 as f32;

@@ -2,7 +2,7 @@
 //! packed codes. In Q4 and Q5 blocks, byte `j` of the nibble array holds weight `j` (low
 //! nibble) and weight `j + 16` (high nibble); Q5's fifth bits are bit `j` of a 32-bit word.
 
-use super::{f16_at, Block};
+use super::{Block, Half};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -68,24 +68,26 @@ unsafe fn fifth_bits_avx2(qh: *const u8) -> __m256i {
 
 /// The trait items every 32-weight type shares.
 macro_rules! block32 {
-    ($bytes:expr, $wide:expr) => {
+    ($bytes:expr, $wide:expr, $min_stored:expr, $m_per_d:expr) => {
         const ELEMS: usize = 32;
         const BYTES: usize = $bytes;
         const WIDE: bool = $wide;
-        const HALVES: bool = false;
+        const SCALE_AT: Option<usize> = Some(0);
+        const MIN_STORED: bool = $min_stored;
+        const M_PER_D: f32 = $m_per_d;
     };
 }
 
 impl Block for Q4_0 {
-    block32!(18, false);
+    block32!(18, false, false, -8.0);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[2..18], u);
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        let dv = f16_at(b, 0);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        let dv = H::at(b, 0);
         set(d, m, dv, -8.0 * dv);
     }
 
@@ -98,15 +100,15 @@ impl Block for Q4_0 {
 }
 
 impl Block for Q4_1 {
-    block32!(20, false);
+    block32!(20, false, true, 0.0);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[4..20], u);
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        set(d, m, f16_at(b, 0), f16_at(b, 2));
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        set(d, m, H::at(b, 0), H::at(b, 2));
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -118,7 +120,7 @@ impl Block for Q4_1 {
 }
 
 impl Block for Q5_0 {
-    block32!(22, false);
+    block32!(22, false, false, -16.0);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[6..22], u);
@@ -126,8 +128,8 @@ impl Block for Q5_0 {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        let dv = f16_at(b, 0);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        let dv = H::at(b, 0);
         set(d, m, dv, -16.0 * dv);
     }
 
@@ -140,7 +142,7 @@ impl Block for Q5_0 {
 }
 
 impl Block for Q5_1 {
-    block32!(24, false);
+    block32!(24, false, true, 0.0);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[8..24], u);
@@ -148,8 +150,8 @@ impl Block for Q5_1 {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        set(d, m, f16_at(b, 0), f16_at(b, 2));
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        set(d, m, H::at(b, 0), H::at(b, 2));
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -161,7 +163,7 @@ impl Block for Q5_1 {
 }
 
 impl Block for Q8_0 {
-    block32!(34, true);
+    block32!(34, true, false, -128.0);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         for (u, &q) in u.iter_mut().zip(&b[2..34]) {
@@ -170,8 +172,8 @@ impl Block for Q8_0 {
     }
 
     #[inline(always)]
-    fn scales(b: &[u8], d: &mut [f32], m: &mut [f32]) {
-        let dv = f16_at(b, 0);
+    fn scales<H: Half>(b: &[u8], d: &mut [f32], m: &mut [f32]) {
+        let dv = H::at(b, 0);
         set(d, m, dv, -128.0 * dv);
     }
 

@@ -31,21 +31,25 @@ pub(crate) trait Block: Sync + 'static {
     /// unsigned by signed bytes into 16-bit sums, which such codes could overflow; it
     /// re-centres them first (`u - 128`, offset `m + 128·d`).
     const WIDE: bool;
-    /// The two 16-weight halves of a 32-weight chunk may have different scales (Q2_K, Q3_K,
-    /// Q6_K); otherwise `d[2i] == d[2i + 1]` and `m[2i] == m[2i + 1]`.
-    const HALVES: bool;
+    /// For 32-weight blocks whose only scale is an f16 `d` at byte `SCALE_AT` (and a minimum
+    /// at `SCALE_AT + 2` when `MIN_STORED`, else `m = M_PER_D · d`): the products then read
+    /// the scales of 16 blocks at once with a gather. `None` for other layouts.
+    const SCALE_AT: Option<usize> = None;
+    const MIN_STORED: bool = false;
+    const M_PER_D: f32 = 0.0;
 
     /// The codes of `block` (`BYTES` long) into `u` (`ELEMS`).
     fn codes(block: &[u8], u: &mut [u8]);
 
-    /// The per-16 scales and offsets of `block` into `d` and `m` (`ELEMS / 16` each).
-    fn scales(block: &[u8], d: &mut [f32], m: &mut [f32]);
+    /// The per-16 scales and offsets of `block` into `d` and `m` (`ELEMS / 16` each), its
+    /// f16 fields widened by `H`.
+    fn scales<H: Half>(block: &[u8], d: &mut [f32], m: &mut [f32]);
 
     /// [`Block::codes`] and [`Block::scales`].
     #[inline]
     fn unpack(block: &[u8], u: &mut [u8], d: &mut [f32], m: &mut [f32]) {
         Self::codes(block, u);
-        Self::scales(block, d, m);
+        Self::scales::<SoftHalf>(block, d, m);
     }
 
     /// The codes of each 32-weight chunk of the block at `block` in a register (`ELEMS / 32`
@@ -76,13 +80,42 @@ pub(crate) trait Block: Sync + 'static {
         for (i, r) in regs.iter().enumerate().take(Self::ELEMS / 32) {
             _mm256_storeu_si256(u.as_mut_ptr().add(32 * i).cast(), *r);
         }
-        Self::scales(block, d, m);
+        Self::scales::<F16c>(block, d, m);
+    }
+}
+
+/// How a block's f16 fields are widened: in integer operations anywhere ([`SoftHalf`]), or
+/// with the F16C instruction inside AVX2 code ([`F16c`]). The products read one or two per
+/// 32 weights, so a library call each would cost as much as the product itself.
+pub(crate) trait Half {
+    fn at(b: &[u8], at: usize) -> f32;
+}
+
+pub(crate) struct SoftHalf;
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct F16c;
+
+impl Half for SoftHalf {
+    #[inline(always)]
+    fn at(b: &[u8], at: usize) -> f32 {
+        f16_at(b, at)
+    }
+}
+
+/// Only for code compiled with F16C enabled (the AVX2 and AVX-512 paths), where the call
+/// below becomes one `vcvtph2ps`.
+#[cfg(target_arch = "x86_64")]
+impl Half for F16c {
+    #[inline(always)]
+    fn at(b: &[u8], at: usize) -> f32 {
+        let h = u16::from_le_bytes([b[at], b[at + 1]]);
+        // SAFETY: used only from functions that require F16C (see the type's comment).
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32))) }
     }
 }
 
 /// The little-endian f16 at `at`, widened (exactly, subnormals included), in a few integer
-/// operations: the products read one or two per 32 weights, so a library call each would
-/// cost as much as the product itself.
+/// operations.
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     let h = u16::from_le_bytes([b[at], b[at + 1]]) as u32;
@@ -192,6 +225,16 @@ pub(crate) mod tests {
         );
         for (b, want) in bytes.chunks(F::BYTES).zip(want.chunks(F::ELEMS)) {
             F::unpack(b, &mut u, &mut d, &mut m);
+            // The layout constants the products' gathers rely on.
+            if let Some(at) = F::SCALE_AT {
+                let dv = f16_at(b, at);
+                let mv = if F::MIN_STORED {
+                    f16_at(b, at + 2)
+                } else {
+                    F::M_PER_D * dv
+                };
+                assert_eq!((d[0], m[0]), (dv, mv), "{dtype:?}: SCALE_AT / M_PER_D");
+            }
             for j in 0..F::ELEMS {
                 let got = d[j / 16] * u[j] as f32 + m[j / 16];
                 let tol = 1e-6 * (d[j / 16].abs() * 256.0 + m[j / 16].abs());

@@ -106,6 +106,11 @@ impl HostTensor {
         }
     }
 
+    /// Whether both are views of the same storage (tied embeddings).
+    pub fn same_storage(&self, other: &HostTensor) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
     /// Bytes this tensor holds (packed bytes for a packed matrix).
     pub fn nbytes(&self) -> usize {
         match &*self.data {
