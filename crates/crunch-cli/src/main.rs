@@ -2,6 +2,7 @@
 //! into the library crates; no algorithm lives in this crate.
 
 mod calib_args;
+mod chat;
 mod compress;
 mod device;
 mod eval;
@@ -10,6 +11,7 @@ mod info;
 mod pack;
 mod progress;
 mod quantize;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +61,11 @@ enum Command {
     Unpack(pack::UnpackArgs),
     /// Generate text from a prompt with the weights kept in their compressed encoding.
     Generate(generate::GenerateArgs),
+    /// Chat with a model in its chat template (one line per message; /reset, /exit).
+    Chat(chat::ChatArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat and text completions,
+    /// streaming), batching concurrent requests.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -80,6 +87,8 @@ fn main() {
         Command::Pack(args) => pack::pack(args),
         Command::Unpack(args) => pack::unpack(args),
         Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -20,6 +20,7 @@ mod float;
 mod formats;
 mod gemv;
 mod isa;
+mod math;
 mod matrix;
 mod storage;
 mod tile;
@@ -28,6 +29,7 @@ pub use act::{ActBits, Acts};
 pub use crunch_formats::DType;
 pub use formats::supported as block_supported;
 pub use isa::Isa;
+pub use math::exp_nonpositive;
 pub use matrix::{Options, PackedMatrix};
 pub use storage::{ByteOwner, Bytes};
 
