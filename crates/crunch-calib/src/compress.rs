@@ -118,6 +118,11 @@ impl CompressPlan {
         self.stages.iter().any(|s| s.method.needs_calibration())
     }
 
+    /// Whether `name` is left alone by the plan's skip patterns.
+    pub fn skips(&self, name: &str) -> bool {
+        self.skip.iter().any(|p| pattern_matches(p, name))
+    }
+
     /// (main stage, correction stage) for a layer; an error if two of a kind overlap.
     fn stages_for(&self, name: &str) -> Result<(Option<usize>, Option<usize>)> {
         if self.skip.iter().any(|p| pattern_matches(p, name)) {
@@ -458,6 +463,7 @@ pub fn compress_model<B: Backend>(
             "{which} needs calibration data (--calib FILE or --calib self:NxL)"
         )));
     }
+    plan.check(&ckpt.config)?;
     let la = linalg(backend)?;
     let ranks = plan_ranks(backend, la.as_ref(), ckpt, plan, &mains, windows, progress)?;
     let mut driver = Driver {

@@ -17,8 +17,18 @@ pub fn windows(tokens: &[u32], samples: usize, len: usize, seed: u64) -> Result<
             tokens.len()
         )));
     }
-    let mut rng = SplitMix64(seed);
+    // More windows than the text has distinct windows only repeats them (and a billion of
+    // them would fill the memory before calibration starts).
     let starts = (tokens.len() - len + 1) as u64;
+    if samples as u64 > starts {
+        return Err(Error::Data(format!(
+            "{samples} calibration windows of {len} tokens asked for, but a text of {} tokens \
+             has only {starts} distinct windows of that length; use fewer or shorter windows, \
+             or more text",
+            tokens.len()
+        )));
+    }
+    let mut rng = SplitMix64(seed);
     Ok((0..samples)
         .map(|_| {
             let s = (rng.next_u64() % starts) as usize;
@@ -42,5 +52,9 @@ mod tests {
             assert!(w.windows(2).all(|p| p[1] == p[0] + 1));
         }
         assert!(windows(&t[..50], 1, 100, 0).is_err());
+        assert!(windows(&t, 901, 100, 0).is_ok());
+        let e = windows(&t, 902, 100, 0).unwrap_err().to_string();
+        assert!(e.contains("only 901 distinct windows"), "{e}");
+        assert!(windows(&t, 1_000_000_000, 512, 0).is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! = 4.3 GB for an 8B model), plus the block's Hessians (hidden² + q_dim² + hidden² +
 //! intermediate² floats), independent of the number of layers.
 
+mod checks;
 mod compress;
 mod data;
 mod device_gptq;
@@ -21,6 +22,7 @@ mod recipe_file;
 mod selfgen;
 mod sequential;
 
+pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{compress_model, CompressPlan, Stage, StageMethod};
 pub use data::windows;
 pub use quantize::{pattern_matches, quantize_model, Method, QuantizePlan};

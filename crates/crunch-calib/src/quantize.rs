@@ -98,6 +98,8 @@ pub fn quantize_model<B: Backend>(
     windows: Option<&[Vec<u32>]>,
     progress: &mut dyn Progress,
 ) -> Result<BTreeMap<String, QuantizedWeight>> {
+    // Exact groups are checked by the caller when its output format needs them.
+    plan.check(&ckpt.config, crunch_compress::GroupFit::ShortLastGroup)?;
     let mut q = Quantizer {
         plan,
         done: BTreeMap::new(),

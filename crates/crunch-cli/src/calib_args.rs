@@ -72,6 +72,7 @@ fn file_windows(
 ) -> Result<(Vec<Vec<u32>>, Calibration)> {
     let samples = args.calib_samples.unwrap_or(DEFAULT_SAMPLES);
     let len = args.calib_len.unwrap_or(DEFAULT_LEN);
+    crunch_calib::check_calibration_size(&ckpt.config, samples, len)?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     let tokenizer = ckpt.tokenizer()?;
@@ -111,6 +112,7 @@ fn self_windows(
             );
         }
     }
+    crunch_calib::check_calibration_size(&ckpt.config, spec.samples, spec.len)?;
     let w = with_backend!(device, b => {
         let sp = progress::spinner("loading model");
         let model = ckpt.load(b, |_| {})?;

@@ -178,17 +178,18 @@ fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs 
 }
 
 fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<()> {
-    if c.out.exists() && !c.force {
-        bail!(
-            "{}: already exists (pass --force to replace it)",
-            c.out.display()
-        );
-    }
+    crate::output_notes(crunch_export::prepare_output(
+        &c.out,
+        &[&c.model],
+        crunch_export::OutputKind::Dir,
+        c.force,
+    )?);
     let mut file = file.unwrap_or_default();
     file.stages = stages;
     file.skip.extend(c.skip.iter().cloned());
     let plan = file.plan().map_err(|e| anyhow::anyhow!("recipe: {e}"))?;
     let ckpt = Checkpoint::open(&c.model)?;
+    crate::output_notes(plan.check(&ckpt.config)?);
     let start = Instant::now();
     let (windows, calibration) = if plan.needs_calibration() {
         let calib = merged_calib(&c.calib, file.calibration.as_ref());

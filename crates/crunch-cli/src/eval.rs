@@ -61,14 +61,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ctx: args.ctx,
         max_tokens: args.max_tokens,
     };
+    crunch_eval::check_enough_tokens(&tokens, &opts)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
     let n_windows = windows(&tokens, &opts).len();
-    if n_windows == 0 {
-        bail!(
-            "{}: {} tokens, too few to score",
-            args.data.display(),
-            tokens.len()
-        );
-    }
     drop(ckpt);
     let report = with_backend!(args.device, b => {
         let model = load(b.clone(), &args.model, "loading")?;

@@ -68,9 +68,22 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// Prints the notes a check returned (stale temporaries removed, short last groups).
+pub(crate) fn output_notes(notes: Vec<String>) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    // Ctrl-C removes the unfinished output; a truncated input is named, not a silent SIGBUS.
+    crunch_export::interrupt::install();
     if let Some(n) = cli.threads {
+        let n = crunch_runtime::threads::check_threads(n).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
         // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         let _ = rayon::ThreadPoolBuilder::new()

@@ -95,6 +95,13 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
             ..PlaneOptions::default()
         },
     };
+    let kind = crunch_export::OutputKind::File;
+    crate::output_notes(crunch_export::prepare_output(
+        &args.out,
+        &[&args.path],
+        kind,
+        args.force,
+    )?);
     let bar = progress_bar("packing");
     let report = crunch_pack::pack_path(
         &args.path,
@@ -175,6 +182,16 @@ pub fn unpack(args: UnpackArgs) -> anyhow::Result<()> {
         force: args.force,
         tensor: args.tensor.clone(),
     };
+    let kind = match args.tensor {
+        Some(_) => crunch_export::OutputKind::File,
+        None => crunch_export::OutputKind::Either,
+    };
+    crate::output_notes(crunch_export::prepare_output(
+        &args.out,
+        &[&args.path],
+        kind,
+        args.force,
+    )?);
     let bar = progress_bar("unpacking");
     let report = crunch_pack::unpack_path(&args.path, &args.out, &opts, &|done, total| {
         bar.set_length(total);

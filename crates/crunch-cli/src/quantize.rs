@@ -125,12 +125,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     if ![2, 3, 4, 8].contains(&args.bits) {
         bail!("--bits must be 2, 3, 4 or 8 (got {})", args.bits);
     }
-    if args.out.exists() && !args.force {
-        bail!(
-            "{}: already exists (pass --force to replace it)",
-            args.out.display()
-        );
-    }
+    crate::output_notes(crunch_export::prepare_output(
+        &args.out,
+        &[&args.model],
+        crunch_export::OutputKind::Dir,
+        args.force,
+    )?);
     let spec = QuantSpec::new(args.bits, args.group_size.0, args.sym);
     let gptq_opts = GptqOptions {
         block_size: 128,
@@ -149,6 +149,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         skip: args.skip.clone(),
     };
     let ckpt = Checkpoint::open(&args.model)?;
+    // Group sizes against every layer before any calibration: exports whose consumers refuse
+    // a shorter last group get exact groups only.
+    let fit = match args.format {
+        FormatArg::Crunch => crunch_compress::GroupFit::ShortLastGroup,
+        _ => crunch_compress::GroupFit::Exact,
+    };
+    crate::output_notes(plan.check(&ckpt.config, fit)?);
     let start = Instant::now();
 
     let (calib_windows, calibration) = match args.method {

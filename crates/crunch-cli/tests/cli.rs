@@ -114,8 +114,9 @@ fn missing_tensor_is_reported_on_load() {
         p.join("data.txt").to_str().unwrap(),
     ]);
     assert!(!ok && !err.contains("panicked"), "{err}");
-    // No tokenizer.json: reported first, naming the model.
-    assert!(err.contains("no tokenizer"), "{err}");
+    // The structure is checked against the config when the model is opened, before the
+    // tokenizer is looked for.
+    assert!(err.contains("missing tensor `model.norm.weight`"), "{err}");
 }
 
 #[test]
@@ -126,9 +127,8 @@ fn shape_that_does_not_match_config_is_reported() {
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["intermediate_size"] = 96.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let ckpt = crunch_model::Checkpoint::open(&p).unwrap();
-    let err = ckpt
-        .load(crunch_runtime::Cpu, |_| {})
+    // Checked against the tensors when the checkpoint is opened, before anything is loaded.
+    let err = crunch_model::Checkpoint::open(&p)
         .err()
         .unwrap()
         .to_string();
@@ -136,6 +136,7 @@ fn shape_that_does_not_match_config_is_reported() {
         err.contains("mlp.gate_proj.weight") && err.contains("config.json implies [96, 64]"),
         "{err}"
     );
+    fails_cleanly(&p, &["mlp.gate_proj.weight", "[96, 64]"]);
 }
 
 #[test]

@@ -7,6 +7,12 @@ pub enum CompressError {
     UnsupportedBits(u8),
     #[error("group size {group_size} must be positive and divide the {cols} input columns")]
     BadGroupSize { group_size: usize, cols: usize },
+    #[error("group size {group_size} for {cols} input columns: {reason}")]
+    GroupSizeRefused {
+        group_size: usize,
+        cols: usize,
+        reason: &'static str,
+    },
     #[error("weight has {len} values but rows × cols = {rows} × {cols}")]
     WeightShape {
         len: usize,

@@ -62,7 +62,7 @@ pub use gptq_cuda::{CudaGptq, DeviceHessian};
 pub use hessian::Hessian;
 pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use rtn::rtn;
-pub use spec::{QuantSpec, SUPPORTED_BITS};
+pub use spec::{GroupFit, QuantSpec, MIN_GROUP_SIZE, SUPPORTED_BITS};
 pub use weight::QuantizedWeight;
 
 pub use magnitude::magnitude;

@@ -5,6 +5,22 @@ use crate::error::{CompressError, Result};
 /// Bit widths crunch quantizes to.
 pub const SUPPORTED_BITS: [u8; 4] = [2, 3, 4, 8];
 
+/// The smallest group size accepted for a model. Each group stores an f16 scale and a zero
+/// point: at group 1 that is 24+ bits per weight (more than the f16 it replaces), and below
+/// 8 the grid costs over 2.5 bits per weight on top of the codes.
+pub const MIN_GROUP_SIZE: usize = 8;
+
+/// What a group size that does not divide a layer's columns means for an output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupFit {
+    /// Every group must be whole: compressed-tensors and the GPTQ layout refuse a shorter
+    /// last group ("tensor column shape must be divisible by the given group_size").
+    Exact,
+    /// A shorter last group is stored as it is (crunch's own format, and the GPTQ reference
+    /// code's grouping: SmolLM2's 576 columns at g128 are 4 groups of 128 and one of 64).
+    ShortLastGroup,
+}
+
 /// Quantization grid settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct QuantSpec {
@@ -64,6 +80,51 @@ impl QuantSpec {
     }
 }
 
+impl QuantSpec {
+    /// Checks the spec against a layer of `cols` input columns before any calibration: bit
+    /// width, a group size of at least [`MIN_GROUP_SIZE`] and no wider than the layer, and,
+    /// with [`GroupFit::Exact`], one that divides the columns. With
+    /// [`GroupFit::ShortLastGroup`] a group that does not divide is accepted and described in
+    /// the returned note (for the user and the recipe).
+    pub fn check_layer(&self, cols: usize, fit: GroupFit) -> Result<Option<String>> {
+        self.validate(cols)?;
+        let Some(g) = self.group_size else {
+            return Ok(None);
+        };
+        let refuse = |reason| {
+            Err(CompressError::GroupSizeRefused {
+                group_size: g,
+                cols,
+                reason,
+            })
+        };
+        if g < MIN_GROUP_SIZE {
+            return refuse(
+                "groups smaller than 8 store more scale and zero-point bits than the codes \
+                 save (group 1 costs over 24 bits per weight)",
+            );
+        }
+        if g > cols {
+            return refuse("a group wider than the layer is one group per row: use `channel`");
+        }
+        if cols % g == 0 {
+            return Ok(None);
+        }
+        match fit {
+            GroupFit::Exact => refuse(
+                "the columns are not a multiple of the group size, and this output format \
+                 (compressed-tensors, GPTQ) cannot store a shorter last group; pick a group \
+                 size that divides every layer's columns, or `channel`",
+            ),
+            GroupFit::ShortLastGroup => Ok(Some(format!(
+                "{cols} columns are not a multiple of group size {g}: the last group of each \
+                 row holds {} columns",
+                cols % g
+            ))),
+        }
+    }
+}
+
 /// Checks a weight buffer's shape and values; shared by every quantizer.
 pub(crate) fn validate_weight(weight: &[f32], rows: usize, cols: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
@@ -111,6 +172,31 @@ mod tests {
         assert_eq!(QuantSpec::new(3, None, false).n_groups(64), 1);
         assert_eq!(QuantSpec::new(3, None, false).maxq(), 7);
         assert_eq!(QuantSpec::new(8, None, false).maxq(), 255);
+    }
+
+    #[test]
+    fn layer_checks_refuse_tiny_wide_and_ragged_groups() {
+        let q = |g| QuantSpec::new(4, g, false);
+        let refused = |g, cols, fit| {
+            matches!(
+                q(Some(g)).check_layer(cols, fit),
+                Err(CompressError::GroupSizeRefused { .. })
+            )
+        };
+        for fit in [GroupFit::Exact, GroupFit::ShortLastGroup] {
+            assert!(refused(1, 576, fit));
+            assert!(refused(7, 576, fit));
+            assert!(refused(100000, 576, fit));
+            assert_eq!(q(Some(64)).check_layer(576, fit), Ok(None));
+            assert_eq!(q(None).check_layer(576, fit), Ok(None));
+        }
+        assert!(q(Some(0)).check_layer(576, GroupFit::Exact).is_err());
+        assert!(refused(128, 576, GroupFit::Exact));
+        let note = q(Some(128))
+            .check_layer(576, GroupFit::ShortLastGroup)
+            .unwrap()
+            .unwrap();
+        assert!(note.contains("holds 64 columns"), "{note}");
     }
 
     #[test]

@@ -5,5 +5,8 @@
 mod perplexity;
 mod scoring;
 
-pub use perplexity::{evaluate, windows, EvalOptions, EvalReport};
+pub use perplexity::{
+    check_enough_tokens, evaluate, scored_tokens, windows, EvalOptions, EvalReport,
+    MIN_SCORED_TOKENS,
+};
 pub use scoring::{score_rows, RowScores};

@@ -44,6 +44,31 @@ pub struct EvalReport {
     pub top1_agreement: Option<f64>,
 }
 
+/// Fewest scored tokens that make a measurement. Per-token NLL spreads by 2-3 nats on real
+/// text, so below 32 tokens the standard error of the mean exceeds 0.4 nats (a ±50%
+/// perplexity): a 2-token file used to be "scored" as if it meant something.
+pub const MIN_SCORED_TOKENS: usize = 32;
+
+/// How many positions the protocol scores in `tokens` (every window position but the first).
+pub fn scored_tokens(tokens: &[u32], opts: &EvalOptions) -> usize {
+    windows(tokens, opts).iter().map(|w| w.len() - 1).sum()
+}
+
+/// An error message when `tokens` hold too few positions to score (see
+/// [`MIN_SCORED_TOKENS`]).
+pub fn check_enough_tokens(tokens: &[u32], opts: &EvalOptions) -> Result<(), String> {
+    let scored = scored_tokens(tokens, opts);
+    if scored < MIN_SCORED_TOKENS {
+        return Err(format!(
+            "{} tokens give {scored} scored positions, fewer than the {MIN_SCORED_TOKENS} a \
+             perplexity needs to mean anything; give a longer text",
+            opts.max_tokens
+                .map_or(tokens.len(), |m| m.min(tokens.len()))
+        ));
+    }
+    Ok(())
+}
+
 /// The windows of `tokens` that the protocol scores.
 pub fn windows<'a>(tokens: &'a [u32], opts: &EvalOptions) -> Vec<&'a [u32]> {
     let n = opts
@@ -69,6 +94,7 @@ pub fn evaluate<B: Backend>(
     opts: &EvalOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> crunch_model::Result<EvalReport> {
+    check_enough_tokens(tokens, opts).map_err(crunch_model::Error::Config)?;
     let wins = windows(tokens, opts);
     let vocab = model.config.vocab;
     if let Some(b) = base {
@@ -82,7 +108,19 @@ pub fn evaluate<B: Backend>(
     let start = Instant::now();
     let mut total = RowScores::default();
     for (i, w) in wins.iter().enumerate() {
-        total.add(&score_window(model, base, w)?);
+        let at = |what: String| {
+            crunch_model::Error::Config(format!(
+                "window {} (tokens {}..{}): {what}; the model computes non-finite values, so \
+                 no perplexity can be reported",
+                i + 1,
+                i * opts.ctx,
+                i * opts.ctx + w.len()
+            ))
+        };
+        total.add(&score_window(model, base, w).map_err(|e| match e {
+            WindowError::NonFinite(what) => at(what),
+            WindowError::Model(e) => e,
+        })?);
         progress(i + 1, wins.len());
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -104,11 +142,40 @@ pub fn evaluate<B: Backend>(
     })
 }
 
+enum WindowError {
+    /// The first non-finite logit (or score), described.
+    NonFinite(String),
+    Model(crunch_model::Error),
+}
+
+impl From<crunch_model::Error> for WindowError {
+    fn from(e: crunch_model::Error) -> Self {
+        WindowError::Model(e)
+    }
+}
+
+impl From<crunch_runtime::Error> for WindowError {
+    fn from(e: crunch_runtime::Error) -> Self {
+        WindowError::Model(e.into())
+    }
+}
+
+/// The first non-finite value of logits `[rows, vocab]` for positions from `start`, described.
+fn first_non_finite(logits: &[f32], vocab: usize, start: usize, who: &str) -> Option<String> {
+    let i = logits.iter().position(|v| !v.is_finite())?;
+    Some(format!(
+        "{who} logit of token {} at position {} is {}",
+        i % vocab,
+        start + i / vocab,
+        logits[i]
+    ))
+}
+
 fn score_window<B: Backend>(
     model: &Model<B>,
     base: Option<&Model<B>>,
     window: &[u32],
-) -> crunch_model::Result<RowScores> {
+) -> Result<RowScores, WindowError> {
     let b = &model.backend;
     let hidden = model.hidden_states(window, &mut ())?;
     let base_hidden = base.map(|m| m.hidden_states(window, &mut ())).transpose()?;
@@ -125,6 +192,18 @@ fn score_window<B: Backend>(
         let targets = &window[start + 1..start + 1 + len];
         // A GPU scores on the device and returns four numbers per row instead of the logits.
         if let Some(rows) = b.score_rows(&logits, base_logits.as_ref(), targets)? {
+            // Scored on the device: a non-finite logit shows as a non-finite NLL or KL.
+            if let Some(p) = rows
+                .iter()
+                .position(|r| !(r[0].is_finite() && r[2].is_finite()))
+            {
+                return Err(WindowError::NonFinite(format!(
+                    "the score at position {} is not finite (NLL {}, KL {})",
+                    start + p,
+                    rows[p][0],
+                    rows[p][2]
+                )));
+            }
             for r in rows {
                 scores.add(&RowScores {
                     positions: 1,
@@ -141,6 +220,16 @@ fn score_window<B: Backend>(
             (Some(m), Some(l)) => Some(m.backend.to_f32(&l)?),
             _ => None,
         };
+        let vocab = model.config.vocab;
+        if let Some(what) = first_non_finite(&logits, vocab, start, "the model's") {
+            return Err(WindowError::NonFinite(what));
+        }
+        if let Some(what) = base_logits
+            .as_deref()
+            .and_then(|l| first_non_finite(l, vocab, start, "the base model's"))
+        {
+            return Err(WindowError::NonFinite(what));
+        }
         scores.add(&score_rows(
             &logits,
             base_logits.as_deref(),
@@ -166,5 +255,19 @@ mod tests {
         assert_eq!(windows(&t, &o(4, Some(5))), vec![&t[0..4]]);
         assert_eq!(windows(&t, &o(16, None)), vec![&t[..]]);
         assert!(windows(&t[..1], &o(16, None)).is_empty());
+        assert_eq!(scored_tokens(&t, &o(4, None)), 6);
+        let e = check_enough_tokens(&t[..2], &o(2048, None)).unwrap_err();
+        assert!(e.contains("2 tokens give 1 scored positions"), "{e}");
+        let long: Vec<u32> = (0..100).collect();
+        assert!(check_enough_tokens(&long, &o(2048, None)).is_ok());
+        assert!(check_enough_tokens(&long, &o(2048, Some(20))).is_err());
+    }
+
+    #[test]
+    fn non_finite_logits_are_described() {
+        let l = [0.0, 1.0, 2.0, 3.0, f32::NAN, 5.0];
+        let d = first_non_finite(&l, 3, 10, "the model's").unwrap();
+        assert_eq!(d, "the model's logit of token 1 at position 11 is NaN");
+        assert!(first_non_finite(&l[..4], 3, 0, "x").is_none());
     }
 }

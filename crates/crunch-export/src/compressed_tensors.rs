@@ -307,8 +307,8 @@ pub(crate) fn write_tensors_dir(
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
-    let tokenizer = ckpt.tokenizer().ok();
-    atomic_dir(out, overwrite, |dir| {
+    let tokenizer = ckpt.tokenizer_if_present()?;
+    atomic_dir(out, &[&ckpt.path], overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {

@@ -8,15 +8,21 @@
 //!
 //! Every writer builds its output in a temporary directory beside the destination and renames
 //! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
-//! under the final name, and an existing output is never replaced unless asked.
+//! under the final name, and an existing output is never replaced unless asked — and then
+//! only if crunch wrote it ([`output`]: the `--force` rules, the marker file, stale
+//! temporaries of killed runs). [`interrupt`] removes a run's temporary output on SIGINT and
+//! names the file on SIGBUS.
 
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
 pub mod gptq_layout;
+pub mod interrupt;
+pub mod output;
 pub mod sparse24;
 
-pub use atomic::atomic_dir;
+pub use atomic::{atomic_dir, atomic_file};
+pub use output::{check_output, prepare_output, OutputKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -140,3 +140,55 @@ pub fn float_bytes_to_f32(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     };
     Some(out)
 }
+
+/// Index of the first NaN or infinite element of little-endian float bytes of `dtype` (F16,
+/// BF16, F32 or F64; `None` for other types and for all-finite data). A 16-bit value is
+/// non-finite exactly when its exponent bits are all ones, so no conversion is needed.
+pub fn first_non_finite(dtype: DType, bytes: &[u8]) -> Option<usize> {
+    let half = |exp_mask: u16| {
+        bytes
+            .chunks_exact(2)
+            .position(|c| u16::from_le_bytes([c[0], c[1]]) & exp_mask == exp_mask)
+    };
+    match dtype {
+        DType::F16 => half(0x7c00),
+        DType::BF16 => half(0x7f80),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .position(|c| !f64::from_le_bytes(c.try_into().unwrap()).is_finite()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod finite_tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_in_every_float_type() {
+        let f16s = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect()
+        };
+        let bf16s = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                .collect()
+        };
+        let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let v = [1.0, -65504.0, 0.0, bad, 2.0];
+            assert_eq!(first_non_finite(DType::F16, &f16s(&v)), Some(3));
+            assert_eq!(first_non_finite(DType::BF16, &bf16s(&v)), Some(3));
+            assert_eq!(first_non_finite(DType::F32, &f32s(&v)), Some(3));
+        }
+        let ok = [1.0, -65504.0, 6e-8, 0.0];
+        assert_eq!(first_non_finite(DType::F16, &f16s(&ok)), None);
+        assert_eq!(first_non_finite(DType::BF16, &bf16s(&ok)), None);
+        assert_eq!(first_non_finite(DType::U8, &[0xff; 4]), None);
+    }
+}

@@ -10,6 +10,7 @@
 pub mod dtype;
 pub mod error;
 pub mod gguf;
+pub mod mapped;
 pub mod recipe;
 pub mod safetensors;
 

@@ -5,8 +5,8 @@
 //! tensor is handed out.
 
 use crate::dtype::float_bytes_to_f32;
+use crate::mapped::MappedFile;
 use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
-use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ struct Entry {
 /// One memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: MappedFile,
     entries: Vec<Entry>,
     index: BTreeMap<String, usize>,
     metadata: BTreeMap<String, String>,
@@ -36,12 +36,8 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| FormatError::io(&path, e))?;
-        // SAFETY: the map is read-only; crunch never writes to its inputs. A concurrent writer
-        // could change bytes under us, which gives wrong values but not memory unsafety in the
-        // copying reads done here.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(&path, e))?;
-        let (entries, metadata) = parse_header(&path, &mmap)?;
+        let mmap = MappedFile::open(&path)?;
+        let (entries, metadata) = parse_header(&path, mmap.bytes())?;
         let index = entries
             .iter()
             .enumerate()
@@ -64,7 +60,8 @@ impl SafetensorsFile {
     /// The raw little-endian bytes of one tensor.
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
         let e = self.entry(name)?;
-        Ok(&self.mmap[e.start..e.end])
+        self.mmap.check_whole()?;
+        Ok(&self.mmap.bytes()[e.start..e.end])
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
@@ -90,7 +87,8 @@ impl TensorSource for SafetensorsFile {
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let e = self.entry(name)?;
-        float_bytes_to_f32(e.info.dtype, &self.mmap[e.start..e.end]).ok_or_else(|| {
+        self.mmap.check_whole()?;
+        float_bytes_to_f32(e.info.dtype, &self.mmap.bytes()[e.start..e.end]).ok_or_else(|| {
             FormatError::invalid(
                 &self.path,
                 format!(
@@ -102,7 +100,7 @@ impl TensorSource for SafetensorsFile {
     }
 
     fn bytes_on_disk(&self) -> u64 {
-        self.mmap.len() as u64
+        self.mmap.bytes().len() as u64
     }
 }
 
@@ -151,6 +149,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, BTreeMap<Strin
         entries.push(parse_entry(path, name, value, header_end, data_len)?);
     }
     check_no_overlap(path, &mut entries)?;
+    check_covered(path, &entries, header_end, bytes.len())?;
     Ok((entries, metadata))
 }
 
@@ -231,8 +230,45 @@ fn check_no_overlap(path: &Path, entries: &mut [Entry]) -> Result<()> {
             ));
         }
     }
-    // Keep file order for listings.
-    entries.sort_by_key(|e| e.start);
+    // Keep file order for listings (empty tensors before a tensor at the same offset).
+    entries.sort_by_key(|e| (e.start, e.end));
+    Ok(())
+}
+
+/// The data section must be exactly the tensors' bytes, back to back: the reference
+/// implementation (the `safetensors` library) refuses a file with a gap between tensors or
+/// bytes after the last one, so a file crunch accepts is one every other reader accepts, and
+/// appended or misplaced data is noticed. `entries` are sorted by offset.
+fn check_covered(path: &Path, entries: &[Entry], header_end: usize, file_len: usize) -> Result<()> {
+    let mut at = header_end;
+    for e in entries {
+        if e.start != at {
+            let what = if e.start > at {
+                format!("{} unused bytes before", e.start - at)
+            } else {
+                "another tensor's bytes under".to_string()
+            };
+            return Err(FormatError::invalid(
+                path,
+                format!(
+                    "{what} tensor `{}` in the data section (the safetensors format stores \
+                     tensors back to back)",
+                    e.info.name
+                ),
+            ));
+        }
+        at = e.end;
+    }
+    if at != file_len {
+        return Err(FormatError::invalid(
+            path,
+            format!(
+                "{} bytes after the last tensor's data (trailing bytes: the file was appended \
+                 to, or its header is wrong)",
+                file_len - at
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -546,6 +582,29 @@ mod tests {
         let (_d, p) = write(&bytes);
         let err = SafetensorsFile::open(&p).err().unwrap().to_string();
         assert!(err.contains("needs 12 bytes"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_and_gaps_are_errors() {
+        let mut bytes = serialize_f32(&[("a", &[2], &[1., 2.])]);
+        bytes.extend_from_slice(&[0; 3]);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("3 bytes after the last tensor"), "{err}");
+        let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 8]);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("4 unused bytes before tensor `a`"), "{err}");
+        let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 8]);
+        let (_d, p) = write(&bytes);
+        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(err.contains("under tensor `b`"), "{err}");
     }
 
     #[test]

@@ -118,6 +118,23 @@ impl PackedMatrix {
         out
     }
 
+    /// The index of the first weight that dequantizes to a NaN or an infinity, if any
+    /// (checked in slices of rows on the pool).
+    pub fn first_non_finite(&self) -> Option<usize> {
+        const ROWS: usize = 64;
+        (0..self.rows.div_ceil(ROWS))
+            .into_par_iter()
+            .find_map_first(|t| {
+                let r0 = t * ROWS;
+                let n = ROWS.min(self.rows - r0);
+                let mut buf = vec![0f32; n * self.cols];
+                self.dequantize_rows(r0, n, &mut buf);
+                buf.iter()
+                    .position(|v| !v.is_finite())
+                    .map(|i| r0 * self.cols + i)
+            })
+    }
+
     /// `y [n, rows] = x [n, cols] · Wᵀ` with the detected instruction set and 15-bit
     /// activations.
     pub fn matmul(&self, x: &[f32], n: usize, y: &mut [f32]) {

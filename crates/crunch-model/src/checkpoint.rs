@@ -5,6 +5,7 @@ use crate::config::ModelConfig;
 use crate::crunch_format::CrunchSource;
 use crate::gguf_config::config_from_gguf;
 use crate::model::Model;
+use crate::structure::{validate_structure, Origin};
 use crate::weights::{Naming, Weights};
 use crate::{Error, Result};
 use crunch_formats::gguf::GgufFile;
@@ -98,11 +99,21 @@ impl Checkpoint {
             ),
             None => (Format::HuggingFace, Box::new(source)),
         };
+        let weights = Weights::new(source, Naming::HuggingFace);
+        let origin = config_path.display().to_string();
+        validate_structure(
+            &config,
+            &weights,
+            &Origin {
+                config: &origin,
+                layers_key: "num_hidden_layers",
+            },
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             format,
             config,
-            weights: Weights::new(source, Naming::HuggingFace),
+            weights,
             recipe,
             tokenizer: if tok.is_file() {
                 TokenizerSource::File(tok)
@@ -114,7 +125,15 @@ impl Checkpoint {
     }
 
     fn open_gguf(path: &Path) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        Self::from_gguf(GgufFile::open(path)?)
+    }
+
+    /// A checkpoint from a parsed GGUF file (one opened from disk, or parsed from memory with
+    /// `GgufFile::from_bytes`, as the fuzz targets do): config, structure and tokenizer are
+    /// checked exactly as by [`Checkpoint::open`].
+    pub fn from_gguf(file: GgufFile) -> Result<Self> {
+        let path = file.path().to_path_buf();
+        let path = path.as_path();
         let config = config_from_gguf(&file)?;
         let tokenizer = match crunch_formats::gguf::build_tokenizer(&file) {
             Ok(t) => TokenizerSource::Gguf(Box::new(t)),
@@ -122,15 +141,25 @@ impl Checkpoint {
             Err(e) => return Err(e.into()),
         };
         let unpermute_qk = file.architecture() == Some("llama");
+        let layers_key = format!("{}.block_count", file.architecture().unwrap_or("?"));
         let bos_token = file
             .get("tokenizer.ggml.bos_token_id")
             .and_then(|v| v.as_u64())
             .map(|v| v as u32);
+        let weights = Weights::new(Box::new(file), Naming::Gguf { unpermute_qk });
+        validate_structure(
+            &config,
+            &weights,
+            &Origin {
+                config: "the GGUF metadata",
+                layers_key: &layers_key,
+            },
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             format: Format::Gguf,
             config,
-            weights: Weights::new(Box::new(file), Naming::Gguf { unpermute_qk }),
+            weights,
             recipe: None,
             tokenizer,
             bos_token,
@@ -146,6 +175,15 @@ impl Checkpoint {
                 "{}: no tokenizer (tokenizer.json beside config.json, or GGUF tokenizer metadata)",
                 self.path.display()
             ))),
+        }
+    }
+
+    /// The tokenizer to copy into an output: `None` when the checkpoint has none, an error
+    /// when it has one that does not load (an output must not silently lose it).
+    pub fn tokenizer_if_present(&self) -> Result<Option<Tokenizer>> {
+        match self.tokenizer {
+            TokenizerSource::Missing => Ok(None),
+            _ => self.tokenizer().map(Some),
         }
     }
 

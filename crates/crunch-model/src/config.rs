@@ -91,19 +91,49 @@ impl ModelConfig {
                 "unsupported architecture `{model_type}` (supported: {SUPPORTED})"
             ))
         })?;
-        let get_usize = |key: &str| -> Result<usize> {
-            json.get(key)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(format!("missing or non-integer `{key}`")))
+        // A key that is present must have the right type: a silently ignored
+        // `"rms_norm_eps": "1e-5"` would load a different model. `null` counts as absent
+        // (transformers writes `"sliding_window": null`, `"head_dim": null`).
+        let present = |key: &str| json.get(key).filter(|v| !v.is_null());
+        let opt_usize = |key: &str| -> Result<Option<usize>> {
+            present(key)
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|v| usize::try_from(v).ok())
+                        .ok_or_else(|| bad(format!("`{key}` is {v}, not a non-negative integer")))
+                })
+                .transpose()
         };
-        let opt_usize = |key: &str| json.get(key).and_then(Value::as_u64).map(|v| v as usize);
+        let get_usize = |key: &str| -> Result<usize> {
+            opt_usize(key)?.ok_or_else(|| bad(format!("missing `{key}`")))
+        };
+        let opt_f64 = |key: &str| -> Result<Option<f64>> {
+            present(key)
+                .map(|v| {
+                    v.as_f64()
+                        .ok_or_else(|| bad(format!("`{key}` is {v}, not a number")))
+                })
+                .transpose()
+        };
         let opt_bool = |key: &str| json.get(key).and_then(Value::as_bool);
         let hidden = get_usize("hidden_size")?;
         let heads = get_usize("num_attention_heads")?;
         let layers = get_usize("num_hidden_layers")?;
-        let kv_heads = opt_usize("num_key_value_heads").unwrap_or(heads);
-        let head_dim = opt_usize("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let kv_heads = opt_usize("num_key_value_heads")?.unwrap_or(heads);
+        let head_dim = opt_usize("head_dim")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let intermediate = get_usize("intermediate_size")?;
+        let vocab = get_usize("vocab_size")?;
+        // Before anything is sized by them (the per-layer window list below).
+        check_caps(&[
+            ("num_hidden_layers", layers),
+            ("hidden_size", hidden),
+            ("intermediate_size", intermediate),
+            ("num_attention_heads", heads),
+            ("num_key_value_heads", kv_heads),
+            ("head_dim", head_dim),
+            ("vocab_size", vocab),
+        ])
+        .map_err(bad)?;
         let act = json
             .get("hidden_act")
             .and_then(Value::as_str)
@@ -120,14 +150,14 @@ impl ModelConfig {
             Arch::Llama | Arch::Qwen3 => (attention_bias, attention_bias),
         };
         let window = match arch {
-            Arch::Mistral => opt_usize("sliding_window"),
+            Arch::Mistral => opt_usize("sliding_window")?,
             Arch::Qwen2 | Arch::Qwen3 if opt_bool("use_sliding_window").unwrap_or(false) => {
-                opt_usize("sliding_window")
+                opt_usize("sliding_window")?
             }
             _ => None,
         };
         let max_window_layers = match arch {
-            Arch::Qwen2 | Arch::Qwen3 => opt_usize("max_window_layers").unwrap_or(28),
+            Arch::Qwen2 | Arch::Qwen3 => opt_usize("max_window_layers")?.unwrap_or(28),
             _ => 0,
         };
         let layer_window = (0..layers)
@@ -136,20 +166,14 @@ impl ModelConfig {
         let cfg = ModelConfig {
             arch,
             hidden,
-            intermediate: get_usize("intermediate_size")?,
+            intermediate,
             layers,
             heads,
             kv_heads,
             head_dim,
-            vocab: get_usize("vocab_size")?,
-            rms_eps: json
-                .get("rms_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6) as f32,
-            rope_theta: json
-                .get("rope_theta")
-                .and_then(Value::as_f64)
-                .unwrap_or(10000.0),
+            vocab,
+            rms_eps: opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+            rope_theta: opt_f64("rope_theta")?.unwrap_or(10000.0),
             rope_scaling: parse_rope_scaling(json.get("rope_scaling")).map_err(bad)?,
             // transformers defaults this to false for all four architectures.
             tie_embeddings: opt_bool("tie_word_embeddings").unwrap_or(false),
@@ -158,26 +182,69 @@ impl ModelConfig {
             mlp_bias: arch == Arch::Llama && opt_bool("mlp_bias").unwrap_or(false),
             qk_norm: arch == Arch::Qwen3,
             layer_window,
-            max_position: opt_usize("max_position_embeddings").unwrap_or(4096),
+            max_position: opt_usize("max_position_embeddings")?.unwrap_or(4096),
         };
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }
 
-    /// Checks the relations between sizes that the forward pass relies on.
+    /// Checks the relations between sizes that the forward pass relies on, the caps on
+    /// every size, and that every real-valued setting is a finite, positive number (a NaN
+    /// `rms_norm_eps` would otherwise be written to an output's config.json as `null`, which
+    /// loads as a default: a different model). Field names are Hugging Face's.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let positive = [
+        check_caps(&[
+            ("num_hidden_layers", self.layers),
             ("hidden_size", self.hidden),
             ("intermediate_size", self.intermediate),
-            ("num_hidden_layers", self.layers),
             ("num_attention_heads", self.heads),
             ("num_key_value_heads", self.kv_heads),
             ("head_dim", self.head_dim),
             ("vocab_size", self.vocab),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(format!("`{name}` must be positive"));
+        ])?;
+        if self.layer_window.len() != self.layers {
+            return Err(format!(
+                "{} sliding-window entries for {} layers",
+                self.layer_window.len(),
+                self.layers
+            ));
+        }
+        if self.kv_heads > self.heads {
+            return Err(format!(
+                "num_key_value_heads {} is more than num_attention_heads {}",
+                self.kv_heads, self.heads
+            ));
+        }
+        positive_finite("rms_norm_eps", self.rms_eps as f64)?;
+        if self.rms_eps >= 1.0 {
+            return Err(format!(
+                "rms_norm_eps {} is not a small epsilon (it must be below 1)",
+                self.rms_eps
+            ));
+        }
+        positive_finite("rope_theta", self.rope_theta)?;
+        match self.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear { factor }) => positive_finite("rope_scaling.factor", factor)?,
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            }) => {
+                positive_finite("rope_scaling.factor", factor)?;
+                positive_finite("rope_scaling.low_freq_factor", low_freq_factor)?;
+                positive_finite("rope_scaling.high_freq_factor", high_freq_factor)?;
+                positive_finite(
+                    "rope_scaling.original_max_position_embeddings",
+                    original_max_position,
+                )?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "rope_scaling.high_freq_factor {high_freq_factor} must be above \
+                         low_freq_factor {low_freq_factor}"
+                    ));
+                }
             }
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
@@ -275,6 +342,50 @@ impl ModelConfig {
     }
 }
 
+/// Upper bounds on the sizes a config may claim, far above any real model (Llama 3.1 405B:
+/// 126 layers, hidden 16384, intermediate 53248, 128 heads, head_dim 128; the largest
+/// vocabularies are about 260k). They only stop a corrupt or hostile file from sizing an
+/// allocation; the real check is against the tensors the file holds
+/// (`Checkpoint::open` → `validate_structure`).
+pub const CAPS: [(&str, usize); 7] = [
+    ("num_hidden_layers", 4096),
+    ("hidden_size", 1 << 17),
+    ("intermediate_size", 1 << 20),
+    ("num_attention_heads", 4096),
+    ("num_key_value_heads", 4096),
+    ("head_dim", 4096),
+    ("vocab_size", 1 << 24),
+];
+
+/// Every size positive and within [`CAPS`].
+fn check_caps(sizes: &[(&str, usize)]) -> std::result::Result<(), String> {
+    for &(name, v) in sizes {
+        if v == 0 {
+            return Err(format!("`{name}` must be positive"));
+        }
+        let cap = CAPS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(usize::MAX, |c| c.1);
+        if v > cap {
+            return Err(format!(
+                "`{name}` is {v}, more than the {cap} crunch accepts (no real model comes near; \
+                 the file is corrupt or not a model config)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn positive_finite(name: &str, v: f64) -> std::result::Result<(), String> {
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!(
+            "`{name}` is {v}; it must be a finite, positive number"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_rope_scaling(v: Option<&Value>) -> std::result::Result<Option<RopeScaling>, String> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -346,6 +457,82 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("x/config.json"), "{e}");
+    }
+
+    #[test]
+    fn huge_or_non_numeric_sizes_are_refused_before_allocating() {
+        for (key, value, needle) in [
+            (
+                "num_hidden_layers",
+                serde_json::json!(u64::MAX),
+                "num_hidden_layers",
+            ),
+            (
+                "num_hidden_layers",
+                serde_json::json!(5000),
+                "more than the 4096",
+            ),
+            (
+                "hidden_size",
+                serde_json::json!(4294967295u64),
+                "hidden_size",
+            ),
+            (
+                "vocab_size",
+                serde_json::json!(-3),
+                "not a non-negative integer",
+            ),
+            (
+                "num_key_value_heads",
+                serde_json::json!(1.5),
+                "num_key_value_heads",
+            ),
+            ("rms_norm_eps", serde_json::json!("1e-5"), "not a number"),
+            ("rms_norm_eps", serde_json::json!(0.0), "finite, positive"),
+            ("rope_theta", serde_json::json!(-1.0), "finite, positive"),
+            ("rms_norm_eps", serde_json::json!(5.0), "below 1"),
+            ("rms_norm_eps", serde_json::json!(1e300), "finite, positive"),
+        ] {
+            let mut j = smollm2();
+            j[key] = value;
+            let e = ModelConfig::from_hf_json(Path::new("x/config.json"), &j)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.contains("x/config.json"),
+                "{key}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_naming_the_field() {
+        let mut c = ModelConfig::from_hf_json(Path::new("c"), &smollm2()).unwrap();
+        c.rms_eps = f32::NAN;
+        assert!(c.validate().unwrap_err().contains("rms_norm_eps"));
+        c.rms_eps = 1e-5;
+        c.rope_theta = f64::INFINITY;
+        assert!(c.validate().unwrap_err().contains("rope_theta"));
+        c.rope_theta = 1e4;
+        c.rope_scaling = Some(RopeScaling::Linear { factor: f64::NAN });
+        assert!(c.validate().unwrap_err().contains("rope_scaling.factor"));
+    }
+
+    #[test]
+    fn written_configs_never_hold_null_numbers() {
+        for spec in crate::testing::tiny_specs() {
+            let c = ModelConfig::from_hf_json(Path::new("c"), &spec.config).unwrap();
+            let j = c.to_hf_json();
+            for (k, v) in j.as_object().unwrap() {
+                // Mistral's `sliding_window: null` means "no window" (transformers' own
+                // spelling); every other key is a value.
+                assert!(
+                    !v.is_null() || k == "sliding_window",
+                    "{}: {k} is null",
+                    spec.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod gguf_config;
 pub mod hooks;
 pub mod model;
 pub mod rope;
+pub mod structure;
 pub mod testing;
 pub mod weights;
 

@@ -5,8 +5,11 @@
 //! switches. `scripts/reference_logits.py` loads the same files with transformers and records
 //! its logits in `tests/fixtures/reference/`.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RopeScaling};
 pub use crate::model::tensor_shapes;
+use crate::rope::inverse_frequencies;
+use crunch_formats::gguf::{serialize, GgufValue};
+use crunch_formats::DType;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -180,4 +183,142 @@ pub fn smollm2_gguf() -> std::path::PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+/// llama.cpp's q/k row order, as its converter writes Llama-architecture files.
+fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+    let cols = data.len() / (heads * head_dim);
+    let half = head_dim / 2;
+    let mut out = Vec::with_capacity(data.len());
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * head_dim + j * half + i;
+                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// llama.cpp tensor names, written out independently of the loader's own table.
+fn gguf_name(hf: &str) -> String {
+    [
+        ("model.layers.", "blk."),
+        ("model.embed_tokens", "token_embd"),
+        ("model.norm", "output_norm"),
+        ("lm_head", "output"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ]
+    .iter()
+    .fold(hf.to_string(), |s, (a, b)| s.replace(a, b))
+}
+
+/// A tiny model's GGUF, before serialization (tests corrupt its metadata or tensors first).
+pub struct GgufParts {
+    pub metadata: Vec<(String, GgufValue)>,
+    /// llama.cpp name, row-major shape, type, stored bytes.
+    pub tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)>,
+}
+
+impl GgufParts {
+    /// Sets (or adds) one metadata key.
+    pub fn set(&mut self, key: &str, value: GgufValue) {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.metadata.push((key.to_string(), value)),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let meta: Vec<(&str, GgufValue)> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let tensors: Vec<(&str, &[usize], DType, &[u8])> = self
+            .tensors
+            .iter()
+            .map(|(n, s, d, b)| (n.as_str(), s.as_slice(), *d, b.as_slice()))
+            .collect();
+        serialize(&meta, &tensors).expect("tiny GGUF serializes")
+    }
+}
+
+/// The tiny model of `spec` as GGUF the way llama.cpp's converter writes it: llama.cpp names
+/// (written out independently of the loader's table), q/k rows permuted on the Llama
+/// architecture, Llama 3 rope scaling as `rope_freqs.weight`, the sliding window as
+/// metadata; all tensors F32.
+pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
+    let cfg =
+        ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
+    let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
+    for (name, shape) in tensor_shapes(&cfg) {
+        let mut v = tensor_values(&name, &shape, 0);
+        if arch == "llama" && name.contains("q_proj") {
+            v = permute_rows(&v, cfg.heads, cfg.head_dim);
+        }
+        if arch == "llama" && name.contains("k_proj") {
+            v = permute_rows(&v, cfg.kv_heads, cfg.head_dim);
+        }
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((gguf_name(&name), shape, DType::F32, bytes));
+    }
+    if let Some(RopeScaling::Llama3 { .. }) = cfg.rope_scaling {
+        let plain = ModelConfig {
+            rope_scaling: None,
+            ..cfg.clone()
+        };
+        let base = inverse_frequencies(&plain, None);
+        let scaled = inverse_frequencies(&cfg, None);
+        let factors: Vec<f32> = base
+            .iter()
+            .zip(&scaled)
+            .map(|(b, s)| (b / s) as f32)
+            .collect();
+        let bytes = factors.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((
+            "rope_freqs.weight".into(),
+            vec![factors.len()],
+            DType::F32,
+            bytes,
+        ));
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let u = |v: usize| GgufValue::U32(v as u32);
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            GgufValue::String(arch.into()),
+        ),
+        (k("block_count"), u(cfg.layers)),
+        (k("embedding_length"), u(cfg.hidden)),
+        (k("feed_forward_length"), u(cfg.intermediate)),
+        (k("attention.head_count"), u(cfg.heads)),
+        (k("attention.head_count_kv"), u(cfg.kv_heads)),
+        (k("attention.key_length"), u(cfg.head_dim)),
+        (k("vocab_size"), u(cfg.vocab)),
+        (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(cfg.rms_eps),
+        ),
+    ];
+    if let Some(w) = cfg.layer_window[0] {
+        meta.push((k("attention.sliding_window"), u(w)));
+    }
+    GgufParts {
+        metadata: meta,
+        tensors,
+    }
 }

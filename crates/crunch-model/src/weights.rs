@@ -33,6 +33,10 @@ impl Weights {
         self.source.as_ref()
     }
 
+    pub fn naming(&self) -> Naming {
+        self.naming
+    }
+
     /// The stored name of a Hugging Face tensor name.
     pub fn stored_name(&self, hf: &str) -> String {
         match self.naming {
@@ -51,9 +55,14 @@ impl Weights {
 
     /// The stored bytes of `hf` if it is kept as F16/BF16 under its Hugging Face name (see
     /// [`TensorSource::raw_half`]); `None` for GGUF, whose tensors are renamed and permuted.
+    /// Bytes holding a NaN or an infinity give `None` too, so the caller's fallback
+    /// ([`Weights::read`]) reports them.
     pub fn raw_half(&self, hf: &str) -> Option<(crunch_formats::DType, &[u8])> {
         match self.naming {
-            Naming::HuggingFace => self.source.raw_half(hf),
+            Naming::HuggingFace => self
+                .source
+                .raw_half(hf)
+                .filter(|(d, b)| crunch_formats::dtype::first_non_finite(*d, b).is_none()),
             Naming::Gguf { .. } => None,
         }
     }
@@ -68,7 +77,7 @@ impl Weights {
             .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
         if info.shape != shape {
             return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but config.json implies {shape:?}",
+                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
                 info.shape
             )));
         }
@@ -118,15 +127,38 @@ impl Weights {
             }
         };
         let path = self.source.path().display();
-        PackedMatrix::new(info.dtype, rows, cols, bytes)
-            .map(Some)
-            .map_err(|e| Error::Weights(format!("{path}: tensor `{stored}`: {e}")))
+        let m = PackedMatrix::new(info.dtype, rows, cols, bytes)
+            .map_err(|e| Error::Weights(format!("{path}: tensor `{stored}`: {e}")))?;
+        // The same refusal of non-finite weights as `read` (a NaN scale in one block would
+        // make every output NaN).
+        if let Some(i) = m.first_non_finite() {
+            return Err(Error::Weights(format!(
+                "{path}: tensor `{stored}` holds a non-finite value at row {}, column {}; \
+                 crunch refuses non-finite weights",
+                i / cols,
+                i % cols
+            )));
+        }
+        Ok(Some(m))
     }
 
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let (stored, _) = self.checked_info(hf, shape)?;
+        let path = self.source.path().display();
         let mut data = self.source.read_f32(&stored)?;
+        // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
+        // after quantization rounds around it): refuse it here, where every read passes.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            let at = match shape {
+                [_, cols] => format!("row {}, column {}", i / cols, i % cols),
+                _ => format!("index {i}"),
+            };
+            return Err(Error::Weights(format!(
+                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
+                data[i]
+            )));
+        }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
                 data = unpermute_rows(&data, cfg.heads, cfg.head_dim, cfg.heads * cfg.head_dim);

@@ -239,3 +239,29 @@ fn packed_weights_match_the_dequantized_path() {
         assert!(err < 1e-3, "{dtype:?}: {err}");
     }
 }
+
+#[test]
+fn a_non_finite_block_scale_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("packed.gguf");
+    write_packed_gguf(&path, DType::Q4_0);
+    // Overwrite one block's f16 scale with +inf inside the first q_proj row.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let f = crunch_formats::gguf::GgufFile::from_bytes(&path, bytes.clone()).unwrap();
+    let raw = f.raw("blk.0.attn_q.weight").unwrap().to_vec();
+    drop(f);
+    // The tensor's offset in the file: where its bytes occur (the tiny model's tensors are
+    // random, so they occur once).
+    let at = bytes
+        .windows(raw.len())
+        .position(|w| w == raw.as_slice())
+        .unwrap();
+    bytes[at..at + 2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Checkpoint::open(&path)
+        .unwrap()
+        .load(Host, |_| {})
+        .err()
+        .expect("an inf scale must be refused");
+    assert!(err.to_string().contains("non-finite"), "{err}");
+}

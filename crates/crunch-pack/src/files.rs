@@ -2,7 +2,7 @@
 //! directories in, temporary outputs renamed into place only when complete and checked.
 
 use crate::error::{PackError, Result};
-use crate::io::{check_free, parent_dir, AtomicFile, FileSource, Sink, Source};
+use crate::io::{check_free, parent_dir, temp_prefix, AtomicFile, FileSource, Sink, Source};
 use crate::pack::{PackOptions, Packer, Progress};
 use crate::report::{PackReport, UnpackReport};
 use crate::unpack::Packed;
@@ -41,6 +41,13 @@ pub fn collect_inputs(input: &Path) -> Result<Inputs> {
     })
 }
 
+/// The marker file of a directory crunch wrote (the same name as
+/// `crunch_export::output::MARKER`; crunch-pack stands alone). It is crunch's bookkeeping,
+/// not content: packing leaves it out, unpacking a directory writes it.
+pub const OUTPUT_MARKER: &str = ".crunch-output";
+const OUTPUT_MARKER_TEXT: &str = "This directory was written by crunch. `crunch ... --force` may \
+replace it; crunch never replaces a non-empty directory without this file.\n";
+
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| PackError::io(dir, e))? {
         let entry = entry.map_err(|e| PackError::io(dir, e))?;
@@ -49,6 +56,9 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()
             .file_name()
             .into_string()
             .map_err(|_| PackError::invalid(&path, "file name is not UTF-8"))?;
+        if prefix.is_empty() && name == OUTPUT_MARKER {
+            continue;
+        }
         let rel = if prefix.is_empty() {
             name
         } else {
@@ -240,7 +250,7 @@ fn unpack_dir(
         .unwrap_or_default();
     // 0777 less the umask, like any new directory (tempfile's default is 0700).
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&temp_prefix(&name))
         .suffix(".crunch-tmp")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .tempdir_in(&parent)
@@ -254,8 +264,13 @@ fn unpack_dir(
         out.finish(false)?;
         report.output_bytes += f.size;
     }
-    if force && output.exists() {
-        let old = output.with_file_name(format!(".{name}.crunch-old"));
+    // The marker that lets a later `--force` replace this directory (crunch_export::output).
+    let marker = tmp.path().join(OUTPUT_MARKER);
+    if !marker.exists() {
+        std::fs::write(&marker, OUTPUT_MARKER_TEXT).map_err(|e| PackError::io(&marker, e))?;
+    }
+    if force && output.symlink_metadata().is_ok() {
+        let old = output.with_file_name(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(output, &old).map_err(|e| PackError::io(output, e))?;
         std::fs::rename(tmp.path(), output).map_err(|e| PackError::io(output, e))?;
         let removed = if old.is_dir() {

@@ -108,9 +108,11 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Created 0666 less the umask, like any new file (tempfile's default is 0600).
+        // Created 0666 less the umask, like any new file (tempfile's default is 0600). The
+        // name carries the process id (`.NAME.tmp-PID.XXXXXX.crunch-tmp`), so a later run can
+        // tell a dead run's leftover from a live one's (crunch_export::output).
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&temp_prefix(&name))
             .suffix(".crunch-tmp")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
@@ -167,6 +169,11 @@ pub fn check_free(dest: &Path, force: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Prefix of the temporary names for output `name`: `.NAME.tmp-PID.`.
+pub fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-{}.", std::process::id())
 }
 
 pub fn parent_dir(p: &Path) -> PathBuf {

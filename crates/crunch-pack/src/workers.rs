@@ -5,6 +5,9 @@
 use crate::error::{PackError, Result};
 use rayon::prelude::*;
 
+/// Threads per core a caller may ask for.
+pub const MAX_THREADS_PER_CORE: usize = 8;
+
 pub enum Workers {
     Current,
     Pool(rayon::ThreadPool),
@@ -13,10 +16,23 @@ pub enum Workers {
 impl Workers {
     /// `threads` workers; 0 means one per core.
     pub fn new(threads: usize) -> Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores,
             n => n,
         };
+        // The same cap as `crunch_runtime::threads` (crunch-pack stands alone): a typo like
+        // `--threads 100000` must not spawn thousands of threads.
+        if n > cores * MAX_THREADS_PER_CORE {
+            return Err(PackError::invalid(
+                ".",
+                format!(
+                    "--threads {n} is more than {MAX_THREADS_PER_CORE} per core ({} on this \
+                     machine's {cores} cores)",
+                    cores * MAX_THREADS_PER_CORE
+                ),
+            ));
+        }
         if n == 1 {
             return Ok(Workers::Current);
         }

@@ -12,6 +12,7 @@ mod cpu;
 mod cuda;
 mod host;
 mod kv;
+pub mod threads;
 
 pub use cpu::Cpu;
 pub use crunch_kernels::{self as kernels, PackedMatrix};

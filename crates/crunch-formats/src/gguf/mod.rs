@@ -18,10 +18,9 @@ pub use tokenizer::{build_tokenizer, SUPPORTED_PRE};
 pub use value::GgufValue;
 pub use writer::{serialize, TensorSpec};
 
+use crate::mapped::MappedFile;
 use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
-use memmap2::Mmap;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,15 +30,25 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// The file's bytes: mapped from disk, or owned (for parsing from memory, e.g. when fuzzing).
 enum Bytes {
-    Mapped(Mmap),
+    Mapped(MappedFile),
     Owned(Vec<u8>),
+}
+
+impl Bytes {
+    /// An error if a mapped file shrank since it was opened (see [`MappedFile::check_whole`]).
+    fn check_whole(&self) -> Result<()> {
+        match self {
+            Bytes::Mapped(m) => m.check_whole(),
+            Bytes::Owned(_) => Ok(()),
+        }
+    }
 }
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(m) => m.bytes(),
             Bytes::Owned(v) => v,
         }
     }
@@ -70,9 +79,7 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| FormatError::io(&path, e))?;
-        let len = file
-            .metadata()
+        let len = std::fs::metadata(&path)
             .map_err(|e| FormatError::io(&path, e))?
             .len();
         // Mapping an empty file fails on some platforms with an unhelpful message; a file this
@@ -83,10 +90,7 @@ impl GgufFile {
                 format!("file is {len} bytes, too short for a GGUF header"),
             ));
         }
-        // SAFETY: read-only map; crunch never writes to its inputs. A concurrent writer could
-        // change bytes under us, which gives wrong values but not memory unsafety for the
-        // copying reads done here.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(&path, e))?;
+        let mmap = MappedFile::open(&path)?;
         Self::parse(path, Bytes::Mapped(mmap))
     }
 
@@ -146,6 +150,7 @@ impl GgufFile {
     /// The raw stored bytes of one tensor (quantized blocks for quantized types).
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
         let e = self.entry(name)?;
+        self.bytes.check_whole()?;
         Ok(&self.bytes[e.start..e.end])
     }
 
@@ -153,6 +158,7 @@ impl GgufFile {
     /// caller reuse a buffer across tensors.
     pub fn read_f32_into(&self, name: &str, out: &mut [f32]) -> Result<()> {
         let e = self.entry(name)?;
+        self.bytes.check_whole()?;
         dequantize(e.info.dtype, &self.bytes[e.start..e.end], out)
             .map_err(|msg| FormatError::invalid(&self.path, format!("tensor `{name}`: {msg}")))
     }
@@ -196,6 +202,7 @@ impl TensorSource for GgufFile {
 
     fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
         let e = self.entry(name).ok()?;
+        self.bytes.check_whole().ok()?;
         Some(SharedBytes {
             dtype: e.info.dtype,
             buffer: self.bytes.clone(),

@@ -1,0 +1,98 @@
+//! The model structure a config claims, checked against the tensors a file really holds,
+//! before anything is sized by the config: a lying layer count must not silently drop blocks
+//! (llama.cpp refuses such a file too: "wrong number of tensors"), and a lying width must not
+//! make crunch allocate or compute for minutes before failing.
+
+use crate::config::ModelConfig;
+use crate::model::tensor_shapes;
+use crate::weights::{Naming, Weights};
+use crate::{Error, Result};
+use crunch_formats::DType;
+use std::collections::BTreeSet;
+
+/// Where the config came from, to name the field in messages.
+pub struct Origin<'a> {
+    /// The config's file or description: `.../config.json`, or "the GGUF metadata".
+    pub config: &'a str,
+    /// The key holding the layer count: `num_hidden_layers` or `llama.block_count`.
+    pub layers_key: &'a str,
+}
+
+/// Block indices that stored tensor names refer to (`model.layers.N.…` or `blk.N.…`).
+fn block_indices(w: &Weights) -> BTreeSet<usize> {
+    let prefix = match w.naming() {
+        Naming::HuggingFace => "model.layers.",
+        Naming::Gguf { .. } => "blk.",
+    };
+    w.source()
+        .tensors()
+        .iter()
+        .filter_map(|t| {
+            let rest = t.name.strip_prefix(prefix)?;
+            rest.split_once('.')?.0.parse().ok()
+        })
+        .collect()
+}
+
+/// Checks that the file holds exactly `cfg.layers` blocks and every tensor the config
+/// implies, each with the implied shape and a numeric type.
+pub fn validate_structure(cfg: &ModelConfig, w: &Weights, origin: &Origin) -> Result<()> {
+    let path = w.source().path().display().to_string();
+    let bad = |msg: String| Error::Weights(format!("{path}: {msg}"));
+    let blocks = block_indices(w);
+    let held = blocks.last().map_or(0, |&b| b + 1);
+    if held != cfg.layers || blocks.len() != held {
+        let gaps = if blocks.len() != held {
+            format!(" ({} of blocks 0..{held} have tensors)", blocks.len())
+        } else {
+            String::new()
+        };
+        return Err(bad(format!(
+            "`{}` in {} says {} blocks, but the file holds tensors of {held} blocks{gaps}; \
+             refusing to load a model whose layer count disagrees with its weights",
+            origin.layers_key, origin.config, cfg.layers
+        )));
+    }
+    for (name, shape) in tensor_shapes(cfg) {
+        let stored = w.stored_name(&name);
+        let Some(info) = w.info(&name) else {
+            // An untied model without an output projection runs with the embeddings as
+            // before (`Model::load`).
+            if name == "lm_head.weight" {
+                continue;
+            }
+            return Err(bad(format!(
+                "missing tensor `{stored}` (the config in {} implies it)",
+                origin.config
+            )));
+        };
+        if info.shape != shape {
+            return Err(bad(format!(
+                "tensor `{stored}` has shape {:?}, but {} implies {shape:?}",
+                info.shape, origin.config
+            )));
+        }
+        if !readable_as_f32(info.dtype) {
+            return Err(bad(format!(
+                "tensor `{stored}` is stored as {:?}, not as floating-point or quantized weights",
+                info.dtype
+            )));
+        }
+    }
+    if let Some(info) = w.info("rope_freqs.weight") {
+        if info.shape != [cfg.head_dim / 2] {
+            return Err(bad(format!(
+                "tensor `rope_freqs.weight` has shape {:?}, but head_dim {} implies [{}]",
+                info.shape,
+                cfg.head_dim,
+                cfg.head_dim / 2
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn readable_as_f32(d: DType) -> bool {
+    use DType::*;
+    !matches!(d, I64 | I32 | I16 | I8 | U8 | U32 | Bool)
+}
