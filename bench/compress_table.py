@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 
-from quantize_table import run_json
+from quantize_table import markdown, measure, run_json
 
 RUNS = {
     "magnitude 50%": ["prune", "--method", "magnitude", "--sparsity", "0.5"],
@@ -58,21 +58,17 @@ def main():
             cmd = ["compress", a.model, "--recipe", path]
         else:
             cmd = [spec[0], a.model, *spec[1:]]
-        c = run_json([a.crunch, *th, *cmd, "--out", out, "--force", *calib, "--device", a.device, "--json"])
-        e = run_json([a.crunch, *th, "eval", out, "--base", a.model, *ev])
-        row = {"run": name, "ppl": e["ppl"], "ppl_increase": e["ppl"] - base["ppl"], "kl": e["kl"],
-               "top1_agreement": e["top1_agreement"], "bits_per_weight": c["bits_per_weight"],
-               "sparsity": c["sparsity"], "params_kept": c["params_kept"], "size_on_disk": c["size_on_disk"],
-               "compress_seconds": c["compress_seconds"], "eval_tokens_scored": e["tokens_scored"]}
+        m = measure(a.crunch, th, [*cmd, *calib, "--device", a.device], out, a.model, ev, base["ppl"])
+        row = {"run": name, "compress_seconds": m.pop("seconds"), **m}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| run | bits/weight | zeros | params kept | size (MB) | PPL | ΔPPL | KL | top-1 agree | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| base | — | — | — | — | {base['ppl']:.3f} | 0 | 0 | 100% | — |")
-    for r in rows:
-        print(f"| {r['run']} | {r['bits_per_weight']:.3f} | {100 * r['sparsity']:.1f}% | {100 * r['params_kept']:.1f}% | "
-              f"{r['size_on_disk'] / 1e6:.1f} | {r['ppl']:.3f} | {r['ppl_increase']:+.3f} | {r['kl']:.4f} | "
-              f"{100 * r['top1_agreement']:.2f}% | {r['compress_seconds']:.1f} |")
+    base_row = ["base", *["—"] * 4, f"{base['ppl']:.3f}", "0", "0", "100%", "—"]
+    markdown(["run", "bits/weight", "zeros", "params kept", "size (MB)", "PPL", "ΔPPL", "KL", "top-1 agree",
+              "seconds"],
+             [base_row] + [[r["run"], f"{r['bits_per_weight']:.3f}", f"{100 * r['sparsity']:.1f}%",
+                            f"{100 * r['params_kept']:.1f}%", f"{r['size_on_disk'] / 1e6:.1f}", f"{r['ppl']:.3f}",
+                            f"{r['ppl_increase']:+.3f}", f"{r['kl']:.4f}", f"{100 * r['top1_agreement']:.2f}%",
+                            f"{r['compress_seconds']:.1f}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,26 @@ def run_json(cmd):
     return out
 
 
+def markdown(columns, rows):
+    """Prints a Markdown table: the column titles, then one list of cells per row."""
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+
+
+def measure(crunch, threads, command, out, model, eval_flags, base_ppl):
+    """Runs `crunch COMMAND... --out OUT --force --json`, evaluates OUT against MODEL, and returns
+    what the tables report of the pair."""
+    c = run_json([crunch, *threads, *command, "--out", out, "--force", "--json"])
+    e = run_json([crunch, *threads, "eval", out, "--base", model, *eval_flags])
+    return {"ppl": e["ppl"], "nll": e["nll"], "ppl_increase": e["ppl"] - base_ppl, "kl": e["kl"],
+            "top1_agreement": e["top1_agreement"], "bits_per_weight": c["bits_per_weight"],
+            "sparsity": c.get("sparsity"), "params_kept": c.get("params_kept"),
+            "size_on_disk": c["size_on_disk"], "seconds": c.get("compress_seconds", c.get("quantize_seconds")),
+            "eval_tokens_scored": e["tokens_scored"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crunch", required=True)
@@ -56,24 +76,21 @@ def main():
         bits, group, sym = cfg.split(":")
         for method in a.methods.split(","):
             out = os.path.join(a.work, f"{method}-{bits}b-g{group}-{sym}")
-            q = run_json([a.crunch, *th, "quantize", a.model, "--out", out, "--force", "--method", method,
-                          "--bits", bits, "--group-size", group, f"--{sym}", "--calib", a.calib,
-                          "--calib-samples", "128", "--calib-len", "512", "--seed", "0", "--device", a.device, "--json"])
-            e = run_json([a.crunch, *th, "eval", out, "--base", a.model, *ev])
+            cmd = ["quantize", a.model, "--method", method, "--bits", bits, "--group-size", group, f"--{sym}",
+                   "--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0",
+                   "--device", a.device]
+            m = measure(a.crunch, th, cmd, out, a.model, ev, base["ppl"])
             row = {"run": f"{method} {bits}-bit g{group} {sym}", "method": method, "bits": int(bits),
-                   "group_size": int(group), "symmetric": sym == "sym", "ppl": e["ppl"], "nll": e["nll"],
-                   "ppl_increase": e["ppl"] - base["ppl"], "kl": e["kl"], "top1_agreement": e["top1_agreement"],
-                   "bits_per_weight": q["bits_per_weight"], "size_on_disk": q["size_on_disk"],
-                   "quantize_seconds": q["quantize_seconds"], "eval_tokens_scored": e["tokens_scored"]}
+                   "group_size": int(group), "symmetric": sym == "sym", "quantize_seconds": m.pop("seconds"), **m}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| method | bits | group | grid | bits/weight | size on disk (MB) | PPL | ΔPPL | KL | top-1 agree | quantize s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| base (Q4_1 GGUF, dequantized) | — | — | — | — | — | {base['ppl']:.3f} | 0 | 0 | 100% | — |")
-    for r in rows:
-        print(f"| {r['method']} | {r['bits']} | {r['group_size']} | {'sym' if r['symmetric'] else 'asym'} | "
-              f"{r['bits_per_weight']:.3f} | {r['size_on_disk'] / 1e6:.1f} | {r['ppl']:.3f} | {r['ppl_increase']:+.3f} | "
-              f"{r['kl']:.4f} | {100 * r['top1_agreement']:.2f}% | {r['quantize_seconds']:.1f} |")
+    base_row = ["base (Q4_1 GGUF, dequantized)", *["—"] * 5, f"{base['ppl']:.3f}", "0", "0", "100%", "—"]
+    markdown(["method", "bits", "group", "grid", "bits/weight", "size on disk (MB)", "PPL", "ΔPPL", "KL",
+              "top-1 agree", "quantize s"],
+             [base_row] + [[r["method"], str(r["bits"]), str(r["group_size"]), "sym" if r["symmetric"] else "asym",
+                            f"{r['bits_per_weight']:.3f}", f"{r['size_on_disk'] / 1e6:.1f}", f"{r['ppl']:.3f}",
+                            f"{r['ppl_increase']:+.3f}", f"{r['kl']:.4f}", f"{100 * r['top1_agreement']:.2f}%",
+                            f"{r['quantize_seconds']:.1f}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@
 
 use crunch_calib::{compress_model, RecipeFile};
 use crunch_formats::gguf::{build_tokenizer, GgufFile};
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
-use crunch_formats::safetensors::{serialize_f32, SafetensorsFile};
+use crunch_formats::safetensors::SafetensorsFile;
 use crunch_formats::TensorSource;
-use crunch_model::testing::{tensor_shapes, tensor_values};
+use crunch_model::testing::tensor_shapes;
 use crunch_model::{Checkpoint, ModelConfig};
 use crunch_pack::{pack_bytes, unpack_bytes, PackOptions};
+use crunch_repr::format::{layer_recipes, Recipe};
 use crunch_runtime::Cpu;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,8 @@ pub fn unpack(data: &[u8]) {
     assert!(files.len() == 1 && files[0].1 == data, "round trip differs");
 }
 
-/// `crunch compress --recipe` files: a plan or an error; a plan survives its TOML round trip.
+/// `crunch compress --recipe` files: a recipe or an error; a recipe survives its TOML round
+/// trip.
 pub fn recipe(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -125,10 +126,8 @@ pub fn recipe(data: &[u8]) {
     let Ok(file) = RecipeFile::parse(text) else {
         return;
     };
-    if file.plan().is_ok() {
-        let again = RecipeFile::parse(&file.to_toml()).expect("own output parses");
-        assert_eq!(again.plan(), file.plan());
-    }
+    let again = RecipeFile::parse(&file.to_toml()).expect("own output parses");
+    assert_eq!(again, file);
 }
 
 /// A whole GGUF model: metadata → `config_from_gguf` → structure checked against the
@@ -169,24 +168,10 @@ fn write_model(
     dir: &Path,
     config: &Value,
     cfg: &ModelConfig,
-    mut edit: impl FnMut(&str, &mut [f32]),
+    edit: impl FnMut(&str, &mut [f32]),
 ) -> PathBuf {
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(cfg)
-        .into_iter()
-        .map(|(name, shape)| {
-            let mut v = tensor_values(&name, &shape, 1);
-            edit(&name, &mut v);
-            (name, shape, v)
-        })
-        .collect();
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
-        .collect();
     let model = dir.join("model");
-    std::fs::create_dir_all(&model).expect("scratch");
-    std::fs::write(model.join("model.safetensors"), serialize_f32(&refs)).expect("scratch");
-    std::fs::write(model.join("config.json"), config.to_string()).expect("scratch");
+    crunch_model::testing::write_model(&model, config, cfg, 1, edit).expect("scratch");
     model
 }
 
@@ -325,7 +310,7 @@ pub fn quantize_tiny(data: &[u8]) {
         ),
         m => format!("method = \"{m}\"\nbits = {bits}\ngroup_size = {group}\n"),
     };
-    let Ok(plan) = RecipeFile::parse(&format!("[[stage]]\n{stage}")).and_then(|f| f.plan()) else {
+    let Ok(plan) = RecipeFile::parse(&format!("[[stage]]\n{stage}")) else {
         return;
     };
     reached(5);
@@ -337,20 +322,10 @@ pub fn quantize_tiny(data: &[u8]) {
         return;
     };
     reached(6);
-    let recipe = Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: "fuzz".into(),
-        source: "fuzz".into(),
-        stages: vec![stage],
-        calibration: None,
-        layers: layers
-            .iter()
-            .map(|(n, l)| (n.clone(), crunch_export::crunch_dir::layer_recipe(l)))
-            .collect(),
-    };
+    let recipe = Recipe::new("fuzz", vec![stage], layer_recipes(&layers));
     let out = dir.path().join("out");
-    if crunch_export::crunch_dir::write(&ckpt, &layers, &recipe, &out, false).is_err() {
+    let to = crunch_export::Target::new(&out);
+    if crunch_export::crunch_dir::write(&ckpt, &layers, &recipe, &to).is_err() {
         return;
     }
     let again = Checkpoint::open(&out).expect("crunch's own output opens");

@@ -158,13 +158,8 @@ def check(export_dir: str, reference: str, tol: float) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("pairs", nargs="+", metavar="EXPORT_DIR REFERENCE_JSON")
-    ap.add_argument("--tol", type=float, default=1e-3)
-    args = ap.parse_args()
-    if len(args.pairs) % 2:
-        ap.error("give EXPORT_DIR REFERENCE_JSON pairs")
+def print_versions():
+    """One JSON line with the versions of the consumers the checks run."""
     try:
         import compressed_tensors
 
@@ -173,6 +168,16 @@ def main() -> int:
         ct_version = None
     print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
                       "compressed_tensors": ct_version}), flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("pairs", nargs="+", metavar="EXPORT_DIR REFERENCE_JSON")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    args = ap.parse_args()
+    if len(args.pairs) % 2:
+        ap.error("give EXPORT_DIR REFERENCE_JSON pairs")
+    print_versions()
     failed = 0
     for export_dir, reference in zip(args.pairs[::2], args.pairs[1::2]):
         try:

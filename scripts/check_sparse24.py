@@ -34,6 +34,8 @@ import transformers
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from check_export import print_versions
+
 IDS = [1, 5, 9, 17, 33, 65, 2, 127, 64, 3, 8, 100]
 
 
@@ -132,14 +134,7 @@ def main() -> int:
     ap.add_argument("crunch_dir")
     ap.add_argument("--tol", type=float, default=1e-5)
     args = ap.parse_args()
-    try:
-        import compressed_tensors
-
-        ct_version = compressed_tensors.__version__
-    except ImportError:
-        ct_version = None
-    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
-                      "compressed_tensors": ct_version}), flush=True)
+    print_versions()
     try:
         results = check(args.export_dir, args.crunch_dir, args.tol)
     except Exception as e:  # report instead of a traceback

@@ -16,16 +16,15 @@
 //!
 //! Prints one JSON object; exits non-zero if a check fails. Run from the repository root.
 
-use crunch_calib::{
-    compress_model, quantize_model, windows, CompressPlan, Method, QuantizePlan, Stage, StageMethod,
-};
+use crunch_calib::{compress_model, windows, RecipeFile};
 use crunch_compress::{
-    eora_with, truncated_svd_with, whitened_svd_with, Compressed, CudaDense, EoraOptions,
-    GptqOptions, Hessian, Host, QuantSpec, SparseGptOptions, Sparsity, WhitenOptions,
+    eora, truncated_svd, whitened_svd, CudaDense, DenseLinAlg, EoraOptions, Hessian, Host, LowRank,
+    WhitenOptions,
 };
 use crunch_eval::score_rows;
 use crunch_model::testing::{reference_ids, relative_error, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::Compressed;
 use crunch_runtime::{AttentionMask, Backend, Cpu, Cuda, Precision};
 use serde_json::{json, Value};
 
@@ -49,18 +48,8 @@ fn main() -> anyhow::Result<()> {
             "tests/fixtures/reference/{}.json",
             spec.name
         ))?)?;
-        let ids: Vec<u32> = fixture["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let want: Vec<f32> = fixture["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let ids: Vec<u32> = serde_json::from_value(fixture["input_ids"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(fixture["logits"].clone()).unwrap();
         let ckpt = Checkpoint::open(dir.path())?;
         let cpu_model = ckpt.load(Cpu, |_| {})?;
         let gpu_model = ckpt.load(gpu.clone(), |_| {})?;
@@ -105,20 +94,18 @@ fn main() -> anyhow::Result<()> {
         for (bits, group, act_order) in
             [(4, Some(32), true), (4, Some(32), false), (3, None, false)]
         {
-            let plan = QuantizePlan {
-                method: Method::Gptq(GptqOptions {
-                    act_order,
-                    ..GptqOptions::default()
-                }),
-                spec: QuantSpec::new(bits, group, false),
-                mse_clip: false,
-                skip: vec![],
-            };
-            let qc = quantize_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
-            let qg = quantize_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let plan = RecipeFile::parse(&format!(
+                "[[stage]]\nmethod = \"gptq\"\nbits = {bits}\ngroup_size = {}\n\
+                 act_order = {act_order}\n",
+                group.unwrap_or(0)
+            ))?;
+            let qc = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
+            let qg = compress_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
             let (mut same, mut total, mut off_by_more) = (0usize, 0usize, 0usize);
             for (name, a) in &qc {
-                let b = &qg[name];
+                let (Some(a), Some(b)) = (a.main.quantized(), qg[name].main.quantized()) else {
+                    anyhow::bail!("{name}: GPTQ did not quantize");
+                };
                 for (x, y) in a.codes.iter().zip(&b.codes) {
                     same += (x == y) as usize;
                     off_by_more += (x.abs_diff(*y) > 1) as usize;
@@ -135,24 +122,13 @@ fn main() -> anyhow::Result<()> {
         // SparseGPT on both backends (on the GPU, the GPU implementation): masks and weights.
         let mut sgpt = Vec::new();
         for (sparsity, quant) in [
-            (Sparsity::Unstructured(0.5), None),
-            (Sparsity::NM { n: 2, m: 4 }, None),
-            (
-                Sparsity::NM { n: 2, m: 4 },
-                Some(QuantSpec::new(4, Some(32), false)),
-            ),
+            ("0.5", ""),
+            ("2:4", ""),
+            ("2:4", "bits = 4\ngroup_size = 32\n"),
         ] {
-            let plan = CompressPlan {
-                stages: vec![Stage {
-                    method: StageMethod::SparseGpt {
-                        sparsity,
-                        quant,
-                        opts: SparseGptOptions::default(),
-                    },
-                    layers: vec![],
-                }],
-                skip: vec![],
-            };
+            let plan = RecipeFile::parse(&format!(
+                "[[stage]]\nmethod = \"sparsegpt\"\nsparsity = \"{sparsity}\"\n{quant}"
+            ))?;
             let lc = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ())?;
             let lg = compress_model(&gpu, &ckpt, &plan, Some(&wins), &mut ())?;
             let (mut same, mut total, mut max_err) = (0usize, 0usize, 0f32);
@@ -169,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             let agree = same as f64 / total as f64;
             ok &= agree > 0.99;
             sgpt.push(json!({
-                "sparsity": sparsity.to_string(), "quant_bits": quant.map(|q| q.bits),
+                "sparsity": sparsity, "quant_bits": (!quant.is_empty()).then_some(4),
                 "mask_equal": agree, "weights": total, "weight_rel_err": max_err,
             }));
         }
@@ -225,40 +201,20 @@ fn main() -> anyhow::Result<()> {
         let mut h = Hessian::new(cols);
         h.add_batch(&pseudo(4 * cols * cols, 8)[..]);
         let approx = w.iter().map(|v| v * 0.9).collect::<Vec<_>>();
+        let (whiten, eora_opts) = (WhitenOptions::default(), EoraOptions::default());
+        // Each decomposition on the host and on the GPU.
+        let both = |f: &dyn Fn(&dyn DenseLinAlg) -> crunch_compress::Result<LowRank>| {
+            Ok::<_, crunch_compress::CompressError>((f(&Host)?, f(&dense)?))
+        };
+        let (svd_host, svd_dev) = both(&|la| truncated_svd(la, &w, rows, cols, rank))?;
+        let (white_host, white_dev) =
+            both(&|la| whitened_svd(la, &w, rows, cols, &h, rank, &whiten))?;
+        let (eora_host, eora_dev) =
+            both(&|la| eora(la, &w, &approx, rows, cols, &h, rank, &eora_opts))?;
         let pairs = [
-            (
-                "svd",
-                truncated_svd_with(&Host, &w, rows, cols, rank)?,
-                truncated_svd_with(&dense, &w, rows, cols, rank)?,
-            ),
-            (
-                "whitened-svd",
-                whitened_svd_with(&Host, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
-                whitened_svd_with(&dense, &w, rows, cols, &h, rank, &WhitenOptions::default())?,
-            ),
-            (
-                "eora",
-                eora_with(
-                    &Host,
-                    &w,
-                    &approx,
-                    rows,
-                    cols,
-                    &h,
-                    rank,
-                    &EoraOptions::default(),
-                )?,
-                eora_with(
-                    &dense,
-                    &w,
-                    &approx,
-                    rows,
-                    cols,
-                    &h,
-                    rank,
-                    &EoraOptions::default(),
-                )?,
-            ),
+            ("svd", svd_host, svd_dev),
+            ("whitened-svd", white_host, white_dev),
+            ("eora", eora_host, eora_dev),
         ];
         for (name, host, dev) in pairs {
             let product = relative_error(&dev.factored.dense(), &host.factored.dense());

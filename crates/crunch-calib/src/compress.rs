@@ -1,6 +1,8 @@
-//! Compressing a whole checkpoint by a plan: stages, each a method applied to the linear layers
-//! matching its patterns (llm-compressor's "modifiers"). A layer gets at most one main
+//! Compressing a whole checkpoint by a recipe: stages, each a method applied to the linear
+//! layers matching its patterns (llm-compressor's "modifiers"). A layer gets at most one main
 //! compression (quantize, prune or factor) and at most one correction (EoRA) on top of it.
+//! Every command that writes a model runs through here (`crunch quantize` is a one-stage
+//! recipe like `crunch prune` and `crunch lowrank`).
 //!
 //! Low-rank stages choose ranks from one global budget per stage, which needs every matched
 //! layer's spectrum before the first layer is factored: plain SVD reads the weights; whitened
@@ -9,151 +11,51 @@
 //! upstream compression, as for every other method).
 
 use crate::device_gptq::{linalg, DeviceGptq};
-use crate::quantize::pattern_matches;
+use crate::recipe_file::{pattern_matches, RecipeFile};
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
+use crate::stages::{Family, LayerInput, Method};
 use crate::{Error, Result};
-use crunch_compress::{
-    allocate_ranks, check_nm, eora_with, gptq, magnitude, rtn, singular_values_with, sparsegpt,
-    truncated_svd_with, wanda, whitened_singular_values_with, whitened_svd_with, Compressed,
-    CompressedLayer, DenseLinAlg, EoraOptions, Factored, GptqOptions, Hessian, LayerSpectrum,
-    PrunedWeight, QuantSpec, RankChoice, SparseGptOptions, Sparsity, WhitenOptions,
-};
+use crunch_compress::{allocate_ranks, DenseLinAlg, LayerSpectrum, RankChoice};
 use crunch_model::model::BLOCK_LINEARS;
 use crunch_model::{Checkpoint, LinearId};
+use crunch_repr::format::{layer_recipe, Calibration, Recipe};
+use crunch_repr::{check_nm, Compressed, CompressedLayer, Planned, Produces, Sparsity};
 use crunch_runtime::Backend;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum StageMethod {
-    Rtn {
-        spec: QuantSpec,
-        mse_clip: bool,
-    },
-    Gptq {
-        spec: QuantSpec,
-        opts: GptqOptions,
-    },
-    Magnitude {
-        sparsity: Sparsity,
-    },
-    Wanda {
-        sparsity: Sparsity,
-    },
-    /// SparseGPT, optionally quantizing the kept weights in the same pass.
-    SparseGpt {
-        sparsity: Sparsity,
-        quant: Option<QuantSpec>,
-        opts: SparseGptOptions,
-    },
-    /// Truncated SVD keeping `keep` of the matched layers' parameters.
-    Svd {
-        keep: f64,
-    },
-    /// SVD-LLM: truncation in the whitened space of the calibration inputs.
-    WhitenedSvd {
-        keep: f64,
-    },
-    /// EoRA correction of the given rank on top of the layer's main compression.
-    Eora {
-        rank: usize,
-    },
-}
+/// The stages of one layer: its main compression and its correction, as indices into the
+/// recipe's stages.
+type Assigned = (Option<usize>, Option<usize>);
 
-impl StageMethod {
-    pub fn name(&self) -> &'static str {
-        match self {
-            StageMethod::Rtn { .. } => "rtn",
-            StageMethod::Gptq { .. } => "gptq",
-            StageMethod::Magnitude { .. } => "magnitude",
-            StageMethod::Wanda { .. } => "wanda",
-            StageMethod::SparseGpt { .. } => "sparsegpt",
-            StageMethod::Svd { .. } => "svd",
-            StageMethod::WhitenedSvd { .. } => "whitened-svd",
-            StageMethod::Eora { .. } => "eora",
+/// (main stage, correction stage) for a layer; an error if two of a kind overlap.
+fn stages_for(recipe: &RecipeFile, name: &str) -> Result<Assigned> {
+    if recipe.skip.iter().any(|p| pattern_matches(p, name)) {
+        return Ok((None, None));
+    }
+    let (mut main, mut corr) = (None, None);
+    for (i, s) in recipe.stages.iter().enumerate() {
+        if !s.matches(name) {
+            continue;
         }
-    }
-
-    pub fn needs_calibration(&self) -> bool {
-        !matches!(
-            self,
-            StageMethod::Rtn { .. } | StageMethod::Magnitude { .. } | StageMethod::Svd { .. }
-        )
-    }
-
-    fn is_correction(&self) -> bool {
-        matches!(self, StageMethod::Eora { .. })
-    }
-
-    fn keep(&self) -> Option<f64> {
-        match self {
-            StageMethod::Svd { keep } | StageMethod::WhitenedSvd { keep } => Some(*keep),
-            _ => None,
+        let slot = if s.method.family() == Family::Correction {
+            &mut corr
+        } else {
+            &mut main
+        };
+        if let Some(j) = *slot {
+            let j: usize = j;
+            return Err(Error::Overlap {
+                layer: name.into(),
+                first: j + 1,
+                first_method: recipe.stages[j].method.name(),
+                second: i + 1,
+                second_method: s.method.name(),
+            });
         }
+        *slot = Some(i);
     }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stage {
-    pub method: StageMethod,
-    /// Patterns of layer names (`*` wildcards, else substrings); empty = every block linear.
-    pub layers: Vec<String>,
-}
-
-impl Stage {
-    pub fn matches(&self, name: &str) -> bool {
-        self.layers.is_empty() || self.layers.iter().any(|p| pattern_matches(p, name))
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CompressPlan {
-    pub stages: Vec<Stage>,
-    /// Layers no stage touches.
-    pub skip: Vec<String>,
-}
-
-impl CompressPlan {
-    pub fn needs_calibration(&self) -> bool {
-        self.stages.iter().any(|s| s.method.needs_calibration())
-    }
-
-    /// Whether `name` is left alone by the plan's skip patterns.
-    pub fn skips(&self, name: &str) -> bool {
-        self.skip.iter().any(|p| pattern_matches(p, name))
-    }
-
-    /// (main stage, correction stage) for a layer; an error if two of a kind overlap.
-    fn stages_for(&self, name: &str) -> Result<(Option<usize>, Option<usize>)> {
-        if self.skip.iter().any(|p| pattern_matches(p, name)) {
-            return Ok((None, None));
-        }
-        let (mut main, mut corr) = (None, None);
-        for (i, s) in self.stages.iter().enumerate() {
-            if !s.matches(name) {
-                continue;
-            }
-            let slot = if s.method.is_correction() {
-                &mut corr
-            } else {
-                &mut main
-            };
-            if let Some(j) = *slot {
-                let j: usize = j;
-                return Err(Error::Data(format!(
-                    "{name}: matched by stage {} ({}) and stage {} ({}); a layer takes one \
-                     main compression and one correction (chaining, e.g. quantizing factors, \
-                     is not supported yet)",
-                    j + 1,
-                    self.stages[j].method.name(),
-                    i + 1,
-                    s.method.name()
-                )));
-            }
-            *slot = Some(i);
-        }
-        Ok((main, corr))
-    }
+    Ok((main, corr))
 }
 
 fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
@@ -167,22 +69,125 @@ fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
         .collect()
 }
 
-fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+/// The `[rows, cols]` of layer `name`'s weight.
+fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
     let full = format!("{name}.weight");
-    let info = ckpt
-        .weights
-        .info(&full)
-        .ok_or_else(|| Error::Data(format!("{}: missing `{full}`", ckpt.path.display())))?;
-    let (rows, cols) = (info.shape[0], info.shape[1]);
-    Ok((
-        ckpt.weights.read(&full, &[rows, cols], &ckpt.config)?,
-        rows,
-        cols,
-    ))
+    match ckpt.weights.info(&full).map(|i| i.shape) {
+        Some(s) if s.len() == 2 => Ok((s[0], s[1])),
+        _ => Err(Error::MissingTensor {
+            path: ckpt.path.clone(),
+            tensor: full,
+        }),
+    }
 }
 
-/// Collects whitened spectra during a pass that changes nothing.
+fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+    let (rows, cols) = weight_shape(ckpt, name)?;
+    let w = ckpt
+        .weights
+        .read(&format!("{name}.weight"), &[rows, cols], &ckpt.config)?;
+    Ok((w, rows, cols))
+}
+
+/// Which stages every block linear layer of `ckpt` gets, after checking the recipe against the
+/// model: at least one stage, no layer matched by two main stages (or two corrections), every
+/// stage's settings valid for the shapes of its layers (group sizes, N:M patterns). Also notes
+/// for the user (a group size that leaves a shorter last group, once per stage and width).
+fn assign(
+    ckpt: &Checkpoint,
+    recipe: &RecipeFile,
+) -> Result<(BTreeMap<String, Assigned>, Vec<String>)> {
+    if recipe.stages.is_empty() {
+        return Err(Error::NoStages);
+    }
+    let (mut out, mut notes, mut seen) = (BTreeMap::new(), Vec::new(), BTreeSet::new());
+    for (_, name) in block_layer_names(ckpt) {
+        let assigned = stages_for(recipe, &name)?;
+        let (main, corr) = assigned;
+        for si in [main, corr].into_iter().flatten() {
+            let method = &recipe.stages[si].method;
+            let (rows, cols) = weight_shape(ckpt, &name)?;
+            let note = method.stage().check_shape(rows, cols);
+            let note = note.map_err(|source| Error::Layer {
+                layer: name.clone(),
+                method: method.name(),
+                source,
+            })?;
+            if let Some(n) = note.filter(|_| seen.insert((si, cols))) {
+                notes.push(format!("{name} (and every layer of its width): {n}"));
+            }
+        }
+        out.insert(name, assigned);
+    }
+    Ok((out, notes))
+}
+
+/// Checks `recipe` against `ckpt` before anything is computed (see `assign`: overlapping
+/// stages, group sizes and N:M patterns against every layer), so a caller can run it before
+/// drawing or sampling calibration data. Returns notes for the user.
+pub fn check_recipe(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<Vec<String>> {
+    Ok(assign(ckpt, recipe)?.1)
+}
+
+/// What `recipe` will store in `ckpt`, layer by layer, before anything runs: what each layer's
+/// main stage stores, and a [`Produces::Correction`] entry for each layer that also gets a
+/// correction. An output format checks this list.
+pub fn planned(ckpt: &Checkpoint, recipe: &RecipeFile) -> Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for (layer, (main, corr)) in assign(ckpt, recipe)?.0 {
+        let Some(mi) = main else {
+            continue;
+        };
+        let shape = weight_shape(ckpt, &layer)?;
+        let main = recipe.stages[mi].method.produces();
+        for produces in [Some(main), corr.map(|_| Produces::Correction)]
+            .into_iter()
+            .flatten()
+        {
+            out.push(Planned {
+                layer: layer.clone(),
+                shape,
+                produces,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The first stage that needs calibration data, if any.
+pub fn first_calibrated(recipe: &RecipeFile) -> Option<&Method> {
+    recipe
+        .stages
+        .iter()
+        .map(|s| &s.method)
+        .find(|m| m.needs_calibration())
+}
+
+/// The input of one layer for `method`, with its Hessian when the method needs one.
+fn layer_input<'a, B: Backend>(
+    job: &'a LayerJob<B>,
+    name: &'a str,
+    method: &Method,
+    la: &'a dyn DenseLinAlg,
+) -> Result<LayerInput<'a>> {
+    Ok(LayerInput {
+        name,
+        weight: job.weight()?,
+        rows: job.rows,
+        cols: job.cols,
+        hessian: match method.needs_calibration() {
+            true => Some(job.hessian()?),
+            false => None,
+        },
+        la,
+        rank: None,
+        base: None,
+    })
+}
+
+/// Collects low-rank spectra during a pass that changes nothing.
 struct SpectrumCollector<'a> {
+    method: &'a Method,
     la: &'a dyn DenseLinAlg,
     wanted: &'a BTreeMap<String, usize>,
     spectra: BTreeMap<String, LayerSpectrum>,
@@ -192,23 +197,19 @@ impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.wanted.contains_key(&name) {
-            let s = whitened_singular_values_with(
-                self.la,
-                job.weight()?,
-                job.rows,
-                job.cols,
-                job.hessian()?,
-                &WhitenOptions::default(),
-            )
-            .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
-            self.spectra.insert(
-                name,
-                LayerSpectrum {
-                    rows: job.rows,
-                    cols: job.cols,
-                    singular_values: s,
-                },
-            );
+            let input = layer_input(job, &name, self.method, self.la)?;
+            let s = self.method.stage().spectrum(&input);
+            let singular_values = s.map_err(|source| Error::Layer {
+                layer: name.clone(),
+                method: self.method.name(),
+                source,
+            })?;
+            let spectrum = LayerSpectrum {
+                rows: job.rows,
+                cols: job.cols,
+                singular_values,
+            };
+            self.spectra.insert(name, spectrum);
         }
         Ok(None)
     }
@@ -219,14 +220,15 @@ fn plan_ranks<B: Backend>(
     backend: &B,
     la: &dyn DenseLinAlg,
     ckpt: &Checkpoint,
-    plan: &CompressPlan,
+    recipe: &RecipeFile,
     mains: &BTreeMap<String, usize>,
     windows: Option<&[Vec<u32>]>,
     progress: &mut dyn Progress,
 ) -> Result<BTreeMap<String, RankChoice>> {
     let mut ranks = BTreeMap::new();
-    for (si, stage) in plan.stages.iter().enumerate() {
-        let Some(keep) = stage.method.keep() else {
+    for (si, stage) in recipe.stages.iter().enumerate() {
+        let method = &stage.method;
+        let Some(keep) = method.stage().budget() else {
             continue;
         };
         let layers: BTreeMap<String, usize> = mains
@@ -237,44 +239,57 @@ fn plan_ranks<B: Backend>(
         if layers.is_empty() {
             continue;
         }
-        let spectra: BTreeMap<String, LayerSpectrum> = match stage.method {
-            StageMethod::Svd { .. } => {
-                progress.step("singular values");
-                let names: Vec<&String> = layers.keys().collect();
-                names
-                    .par_iter()
-                    .map(|name| {
-                        let (w, rows, cols) = read_weight(ckpt, name)?;
-                        let s = singular_values_with(la, &w, rows, cols)
-                            .map_err(|e| Error::Compress(format!("{name}: {e}")))?;
-                        Ok((
-                            (*name).clone(),
-                            LayerSpectrum {
-                                rows,
-                                cols,
-                                singular_values: s,
-                            },
-                        ))
-                    })
-                    .collect::<Result<_>>()?
-            }
-            _ => {
-                let w = windows.ok_or_else(|| {
-                    Error::Data("whitened SVD needs calibration data (--calib)".into())
-                })?;
-                let mut c = SpectrumCollector {
-                    la,
-                    wanted: &layers,
-                    spectra: BTreeMap::new(),
-                };
-                run_sequential(backend, ckpt, w, &mut c, progress)?;
-                c.spectra
-            }
+        let spectra: BTreeMap<String, LayerSpectrum> = if method.needs_calibration() {
+            let w = windows.ok_or(Error::NeedsCalibration {
+                method: method.name(),
+            })?;
+            let mut c = SpectrumCollector {
+                method,
+                la,
+                wanted: &layers,
+                spectra: BTreeMap::new(),
+            };
+            run_sequential(backend, ckpt, w, &mut c, progress)?;
+            c.spectra
+        } else {
+            progress.step("singular values");
+            let names: Vec<&String> = layers.keys().collect();
+            names
+                .par_iter()
+                .map(|name| {
+                    let (w, rows, cols) = read_weight(ckpt, name)?;
+                    let input = LayerInput {
+                        name,
+                        weight: &w,
+                        rows,
+                        cols,
+                        hessian: None,
+                        la,
+                        rank: None,
+                        base: None,
+                    };
+                    let s = method.stage().spectrum(&input);
+                    let singular_values = s.map_err(|source| Error::Layer {
+                        layer: (*name).clone(),
+                        method: method.name(),
+                        source,
+                    })?;
+                    let spectrum = LayerSpectrum {
+                        rows,
+                        cols,
+                        singular_values,
+                    };
+                    Ok(((*name).clone(), spectrum))
+                })
+                .collect::<Result<_>>()?
         };
         let names: Vec<&String> = spectra.keys().collect();
         let list: Vec<LayerSpectrum> = spectra.values().cloned().collect();
-        let rp = allocate_ranks(&list, keep)
-            .map_err(|e| Error::Compress(format!("stage {}: {e}", si + 1)))?;
+        let rp = allocate_ranks(&list, keep).map_err(|source| Error::Budget {
+            stage: si + 1,
+            method: method.name(),
+            source,
+        })?;
         for (name, choice) in names.into_iter().zip(rp.choices) {
             ranks.insert(name.clone(), choice);
         }
@@ -283,68 +298,15 @@ fn plan_ranks<B: Backend>(
 }
 
 struct Driver<'a> {
-    plan: &'a CompressPlan,
+    recipe: &'a RecipeFile,
     device: DeviceGptq,
     la: &'a dyn DenseLinAlg,
-    stages: BTreeMap<String, (Option<usize>, Option<usize>)>,
+    stages: BTreeMap<String, Assigned>,
     ranks: BTreeMap<String, RankChoice>,
     done: BTreeMap<String, CompressedLayer>,
 }
 
 impl Driver<'_> {
-    fn main<B: Backend>(
-        &self,
-        stage: &StageMethod,
-        name: &str,
-        job: &LayerJob<B>,
-    ) -> Result<Option<Compressed>> {
-        let (w, rows, cols) = (job.weight()?, job.rows, job.cols);
-        let empty = Hessian::new(0);
-        let h = if stage.needs_calibration() {
-            job.hessian()?
-        } else {
-            &empty
-        };
-        let c = match stage {
-            StageMethod::Rtn { spec, mse_clip } => {
-                rtn(w, rows, cols, *spec, *mse_clip).map(Compressed::Quantized)
-            }
-            StageMethod::Gptq { spec, opts } => {
-                gptq(w, rows, cols, h, *spec, opts).map(Compressed::Quantized)
-            }
-            StageMethod::Magnitude { sparsity } => {
-                magnitude(w, rows, cols, *sparsity).map(Compressed::Pruned)
-            }
-            StageMethod::Wanda { sparsity } => {
-                wanda(w, rows, cols, h, *sparsity).map(Compressed::Pruned)
-            }
-            StageMethod::SparseGpt {
-                sparsity,
-                quant,
-                opts,
-            } => sparsegpt(w, rows, cols, h, *sparsity, *quant, opts).map(Compressed::Pruned),
-            StageMethod::Svd { .. } | StageMethod::WhitenedSvd { .. } => {
-                let rank = match self.ranks.get(name) {
-                    None | Some(RankChoice::Dense) => return Ok(None),
-                    Some(RankChoice::Factored(r)) => *r,
-                };
-                if rank == 0 {
-                    return Ok(Some(Compressed::Factored(Factored::zero(rows, cols))));
-                }
-                let lr = if matches!(stage, StageMethod::Svd { .. }) {
-                    truncated_svd_with(self.la, w, rows, cols, rank)
-                } else {
-                    let opts = WhitenOptions::default();
-                    whitened_svd_with(self.la, w, rows, cols, h, rank, &opts)
-                };
-                lr.map(|l| Compressed::Factored(l.factored))
-            }
-            StageMethod::Eora { .. } => unreachable!("corrections are not main stages"),
-        };
-        c.map(Some)
-            .map_err(|e| Error::Compress(format!("{name}: {e}")))
-    }
-
     fn compress<B: Backend>(
         &mut self,
         job: &LayerJob<B>,
@@ -354,58 +316,49 @@ impl Driver<'_> {
         let Some(mi) = main else {
             return Ok(None);
         };
-        let stage = &self.plan.stages[mi].method;
+        let method = &self.recipe.stages[mi].method;
+        let failed = |method: &Method| {
+            let (layer, method) = (name.clone(), method.name());
+            move |source| Error::Layer {
+                layer,
+                method,
+                source,
+            }
+        };
         // GPTQ and SparseGPT run on the GPU when the layer is there; without a correction the
         // new weight stays there too.
-        let on_gpu = match stage {
-            StageMethod::Gptq { spec, opts } => self
-                .device
-                .run(job, *spec, opts)?
-                .map(|(q, new)| (Compressed::Quantized(q), new)),
-            StageMethod::SparseGpt {
-                sparsity,
-                quant,
-                opts,
-            } => self
-                .device
-                .sparsegpt(job, *sparsity, *quant, opts)?
-                .map(|(p, new)| (Compressed::Pruned(p), new)),
-            _ => None,
+        let on_gpu = match method.stage().on_gpu() {
+            Some(work) => self.device.run(job, method.name(), work)?,
+            None => None,
         };
         let c = match on_gpu {
             Some((c, new)) if corr.is_none() => {
-                if let Compressed::Pruned(p) = &c {
-                    check_pattern(&name, p, job.rows, job.cols)?;
-                }
+                check_pattern(&name, &c)?;
                 self.done
-                    .insert(name, CompressedLayer::new(stage.name(), c));
+                    .insert(name, CompressedLayer::new(method.name(), c));
                 return Ok(Some(new));
             }
             Some((c, _)) => c,
-            None => match self.main(stage, &name, job)? {
-                Some(c) => c,
-                None => return Ok(None),
-            },
+            None => {
+                let mut input = layer_input(job, &name, method, self.la)?;
+                input.rank = self.ranks.get(&name).copied();
+                match method.stage().compress(&input).map_err(failed(method))? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                }
+            }
         };
-        if let Compressed::Pruned(p) = &c {
-            check_pattern(&name, p, job.rows, job.cols)?;
-        }
-        let mut layer = CompressedLayer::new(stage.name(), c);
+        check_pattern(&name, &c)?;
+        let mut layer = CompressedLayer::new(method.name(), c);
         if let Some(ci) = corr {
-            if let StageMethod::Eora { rank } = self.plan.stages[ci].method {
-                let rank = rank.min(job.rows.min(job.cols));
-                let lr = eora_with(
-                    self.la,
-                    job.weight()?,
-                    &layer.main.dense(),
-                    job.rows,
-                    job.cols,
-                    job.hessian()?,
-                    rank,
-                    &EoraOptions::default(),
-                )
-                .map_err(|e| Error::Compress(format!("{name}: EoRA: {e}")))?;
-                layer.correction = Some(lr.factored);
+            let method = &self.recipe.stages[ci].method;
+            let base = layer.main.dense();
+            let mut input = layer_input(job, &name, method, self.la)?;
+            input.base = Some(&base);
+            if let Some(Compressed::Factored(f)) =
+                method.stage().compress(&input).map_err(failed(method))?
+            {
+                layer.correction = Some(f);
             }
         }
         let dense = layer.dense();
@@ -421,64 +374,64 @@ impl<B: Backend> LayerCompressor<B> for Driver<'_> {
 }
 
 /// Every N:M output is checked structurally, not trusted.
-fn check_pattern(name: &str, p: &PrunedWeight, rows: usize, cols: usize) -> Result<()> {
-    if let Sparsity::NM { n, m } = p.sparsity {
-        if !check_nm(&p.dequantize(), rows, cols, n, m) {
-            return Err(Error::Compress(format!(
-                "{name}: output breaks the {n}:{m} pattern"
-            )));
+fn check_pattern(name: &str, c: &Compressed) -> Result<()> {
+    if let Compressed::Pruned(p) = c {
+        if let Sparsity::NM { n, m } = p.sparsity {
+            if !check_nm(&p.dequantize(), p.rows, p.cols, n, m) {
+                return Err(Error::BrokenPattern {
+                    layer: name.into(),
+                    n,
+                    m,
+                });
+            }
         }
     }
     Ok(())
 }
 
-/// Runs `plan` over every block linear layer of `ckpt`. Calibration `windows` are needed when
-/// any stage looks at data; otherwise the weights are read one at a time.
+/// Runs `recipe`'s stages over every block linear layer of `ckpt` (its `skip`, `format` and
+/// `calibration` are the caller's: the windows come as `windows`). Calibration `windows` are
+/// needed when any stage looks at data; otherwise the weights are read one at a time.
 pub fn compress_model<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
-    plan: &CompressPlan,
+    recipe: &RecipeFile,
     windows: Option<&[Vec<u32>]>,
     progress: &mut dyn Progress,
 ) -> Result<BTreeMap<String, CompressedLayer>> {
-    if plan.stages.is_empty() {
-        return Err(Error::Data("the plan has no stages".into()));
-    }
-    let names = block_layer_names(ckpt);
-    let mut stages = BTreeMap::new();
-    for (_, name) in &names {
-        stages.insert(name.clone(), plan.stages_for(name)?);
-    }
+    let (stages, _) = assign(ckpt, recipe)?;
     let mains: BTreeMap<String, usize> = stages
         .iter()
         .filter_map(|(n, (m, _))| m.map(|m| (n.clone(), m)))
         .collect();
-    if plan.needs_calibration() && windows.is_none() {
-        let which = plan
-            .stages
-            .iter()
-            .find(|s| s.method.needs_calibration())
-            .map_or("", |s| s.method.name());
-        return Err(Error::Data(format!(
-            "{which} needs calibration data (--calib FILE or --calib self:NxL)"
-        )));
+    if let (Some(method), None) = (first_calibrated(recipe), windows) {
+        return Err(Error::NeedsCalibration {
+            method: method.name(),
+        });
     }
-    plan.check(&ckpt.config)?;
     let la = linalg(backend)?;
-    let ranks = plan_ranks(backend, la.as_ref(), ckpt, plan, &mains, windows, progress)?;
+    let ranks = plan_ranks(
+        backend,
+        la.as_ref(),
+        ckpt,
+        recipe,
+        &mains,
+        windows,
+        progress,
+    )?;
     let mut driver = Driver {
-        plan,
+        recipe,
         device: DeviceGptq::default(),
         la: la.as_ref(),
         stages,
         ranks,
         done: BTreeMap::new(),
     };
-    match windows.filter(|_| plan.needs_calibration()) {
+    match windows.filter(|_| recipe.needs_calibration()) {
         Some(w) => run_sequential(backend, ckpt, w, &mut driver, progress)?,
         None => {
-            let empty = Hessian::new(0);
-            for (id, name) in &names {
+            let empty = crunch_compress::Hessian::new(0);
+            for (id, name) in &block_layer_names(ckpt) {
                 if id.name == BLOCK_LINEARS[0] {
                     progress.block(id.layer, ckpt.config.layers);
                 }
@@ -493,4 +446,27 @@ pub fn compress_model<B: Backend>(
         }
     }
     Ok(driver.done)
+}
+
+/// `crunch.json` for `layers` made by `recipe`: each layer's stored form, with the settings of
+/// the stage that made it; `source` is the model's file name, `calibration` what was used.
+pub fn output_recipe(
+    recipe: &RecipeFile,
+    source: String,
+    calibration: Option<Calibration>,
+    layers: &BTreeMap<String, CompressedLayer>,
+) -> Result<Recipe> {
+    let mut entries = BTreeMap::new();
+    for (name, l) in layers {
+        let mut entry = layer_recipe(l);
+        if let (Some(mi), _) = stages_for(recipe, name)? {
+            recipe.stages[mi].method.stage().annotate(&mut entry);
+        }
+        entries.insert(name.clone(), entry);
+    }
+    let stages = recipe.stages.iter().map(|s| s.describe()).collect();
+    Ok(Recipe {
+        calibration,
+        ..Recipe::new(source, stages, entries)
+    })
 }

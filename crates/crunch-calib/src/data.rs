@@ -1,32 +1,30 @@
 //! Calibration windows drawn from tokenized text.
 
-use crate::{Error, Result};
+use crate::{Result, WindowProblem};
 use crunch_model::testing::SplitMix64;
 
 /// `samples` windows of `len` tokens at random starts in `tokens`, reproducible from `seed`
 /// (the GPTQ reference code draws its C4/WikiText windows the same way).
 pub fn windows(tokens: &[u32], samples: usize, len: usize, seed: u64) -> Result<Vec<Vec<u32>>> {
     if len == 0 || samples == 0 {
-        return Err(Error::Data(
-            "calibration needs at least one window of at least one token".into(),
-        ));
+        return Err(WindowProblem::Empty.into());
     }
     if tokens.len() < len {
-        return Err(Error::Data(format!(
-            "calibration text has {} tokens, fewer than one window of {len}",
-            tokens.len()
-        )));
+        let tokens = tokens.len();
+        return Err(WindowProblem::TextTooShort { tokens, len }.into());
     }
     // More windows than the text has distinct windows only repeats them (and a billion of
     // them would fill the memory before calibration starts).
     let starts = (tokens.len() - len + 1) as u64;
     if samples as u64 > starts {
-        return Err(Error::Data(format!(
-            "{samples} calibration windows of {len} tokens asked for, but a text of {} tokens \
-             has only {starts} distinct windows of that length; use fewer or shorter windows, \
-             or more text",
-            tokens.len()
-        )));
+        let tokens = tokens.len();
+        return Err(WindowProblem::TooManyWindows {
+            samples,
+            len,
+            tokens,
+            starts,
+        }
+        .into());
     }
     let mut rng = SplitMix64(seed);
     Ok((0..samples)

@@ -7,11 +7,10 @@
 //! (`Any`) rather than by a trait every backend would have to implement.
 
 use crate::sequential::{LayerJob, Replacement};
+use crate::stages::OnGpu;
 use crate::Result;
-use crunch_compress::{
-    DenseLinAlg, GptqOptions, Host, PrunedWeight, QuantSpec, QuantizedWeight, SparseGptOptions,
-    Sparsity,
-};
+use crunch_compress::{DenseLinAlg, Host};
+use crunch_repr::Compressed;
 use crunch_runtime::Backend;
 
 /// The dense linear algebra of the low-rank methods (SVD, SVD-LLM, EoRA): on the GPU when
@@ -19,8 +18,7 @@ use crunch_runtime::Backend;
 pub(crate) fn linalg<B: Backend>(backend: &B) -> Result<Box<dyn DenseLinAlg>> {
     #[cfg(feature = "cuda")]
     if let Some(c) = (backend as &dyn std::any::Any).downcast_ref::<crunch_runtime::Cuda>() {
-        let la = crunch_compress::CudaDense::new(c)
-            .map_err(|e| crate::Error::Compress(e.to_string()))?;
+        let la = crunch_compress::CudaDense::new(c).map_err(crate::Error::Gpu)?;
         return Ok(Box::new(la));
     }
     let _ = backend;
@@ -36,39 +34,21 @@ pub(crate) struct DeviceGptq {
 }
 
 impl DeviceGptq {
-    /// GPTQ of `job` on the GPU, or `None` when it has to run on the host.
+    /// `work` (GPTQ or SparseGPT, for stage `method`) on the GPU, or `None` when it has to run
+    /// on the host.
     pub(crate) fn run<B: Backend + 'static>(
         &mut self,
         job: &LayerJob<B>,
-        spec: QuantSpec,
-        opts: &GptqOptions,
-    ) -> Result<Option<(QuantizedWeight, Replacement<B::Tensor>)>> {
+        method: &'static str,
+        work: OnGpu,
+    ) -> Result<Option<(Compressed, Replacement<B::Tensor>)>> {
         #[cfg(feature = "cuda")]
         {
-            cuda::run(&mut self.state, job, spec, opts)
+            cuda::run(&mut self.state, job, method, work)
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (job, spec, opts);
-            Ok(None)
-        }
-    }
-
-    /// SparseGPT of `job` on the GPU, or `None` when it has to run on the host.
-    pub(crate) fn sparsegpt<B: Backend + 'static>(
-        &mut self,
-        job: &LayerJob<B>,
-        sparsity: Sparsity,
-        quant: Option<QuantSpec>,
-        opts: &SparseGptOptions,
-    ) -> Result<Option<(PrunedWeight, Replacement<B::Tensor>)>> {
-        #[cfg(feature = "cuda")]
-        {
-            cuda::sparsegpt(&mut self.state, job, sparsity, quant, opts)
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (job, sparsity, quant, opts);
+            let _ = (job, method, work);
             Ok(None)
         }
     }
@@ -79,7 +59,7 @@ mod cuda {
     use super::*;
     use crate::sequential::{input_group, OnDevice};
     use crate::Error;
-    use crunch_compress::{CudaGptq, DeviceHessian};
+    use crunch_compress::{CompressError, CudaGptq, DeviceHessian, GptqOptions};
     use crunch_runtime::{Cuda, CudaTensor};
     use std::any::Any;
 
@@ -116,11 +96,10 @@ mod cuda {
         cuda: &Cuda,
         sum: &CudaTensor,
         opts: &GptqOptions,
-    ) -> Result<&'s mut State> {
-        let fail = |e| Error::Compress(format!("{}: {e}", job.id.full_name()));
+    ) -> Result<&'s mut State, CompressError> {
         if state.is_none() {
             *state = Some(State {
-                gptq: CudaGptq::new(cuda).map_err(fail)?,
+                gptq: CudaGptq::new(cuda)?,
                 key: None,
                 prepared: None,
             });
@@ -134,7 +113,7 @@ mod cuda {
         );
         if st.key != Some(key) {
             st.prepared = None; // free the previous factor before making the next
-            st.prepared = Some(st.gptq.prepare(sum, opts).map_err(fail)?);
+            st.prepared = Some(st.gptq.prepare(sum, opts)?);
             st.key = Some(key);
         }
         Ok(st)
@@ -149,49 +128,53 @@ mod cuda {
         Ok(Replacement::Device(t))
     }
 
+    /// The compressed layer and its dense form on the GPU, or `None` when the host must do it.
+    fn solve(
+        state: &mut Option<State>,
+        job: &LayerJob<impl Backend>,
+        (cuda, weight, sum): (&Cuda, &CudaTensor, &CudaTensor),
+        work: OnGpu,
+    ) -> Result<Option<(Compressed, CudaTensor)>, CompressError> {
+        Ok(match work {
+            OnGpu::Gptq(spec, opts) => {
+                let st = prepared(state, job, cuda, sum, &opts)?;
+                let prep = st.prepared.as_ref().expect("prepared");
+                st.gptq
+                    .quantize(prep, weight, spec, &opts)?
+                    .map(|(q, deq)| (Compressed::Quantized(q), deq))
+            }
+            OnGpu::SparseGpt(sparsity, quant, opts) => {
+                let hopts = GptqOptions {
+                    act_order: false,
+                    damp: opts.damp,
+                    ..GptqOptions::default()
+                };
+                let st = prepared(state, job, cuda, sum, &hopts)?;
+                let prep = st.prepared.as_ref().expect("prepared");
+                st.gptq
+                    .sparsegpt(prep, weight, sparsity, quant, &opts)?
+                    .map(|(p, dense)| (Compressed::Pruned(p), dense))
+            }
+        })
+    }
+
     pub(super) fn run<B: Backend>(
         state: &mut Option<State>,
         job: &LayerJob<B>,
-        spec: QuantSpec,
-        opts: &GptqOptions,
-    ) -> Result<Option<(QuantizedWeight, Replacement<B::Tensor>)>> {
-        let Some((cuda, weight, sum)) = on_cuda(job) else {
+        method: &'static str,
+        work: OnGpu,
+    ) -> Result<Option<(Compressed, Replacement<B::Tensor>)>> {
+        let Some(on) = on_cuda(job) else {
             return Ok(None);
         };
-        let st = prepared(state, job, cuda, sum, opts)?;
-        let prep = st.prepared.as_ref().expect("prepared");
-        let fail = |e| Error::Compress(format!("{}: {e}", job.id.full_name()));
-        match st.gptq.quantize(prep, weight, spec, opts).map_err(fail)? {
+        let solved = solve(state, job, on, work).map_err(|source| Error::Layer {
+            layer: job.id.full_name(),
+            method,
+            source,
+        })?;
+        match solved {
             None => Ok(None),
-            Some((q, deq)) => Ok(Some((q, replacement::<B>(cuda, deq)?))),
-        }
-    }
-
-    pub(super) fn sparsegpt<B: Backend>(
-        state: &mut Option<State>,
-        job: &LayerJob<B>,
-        sparsity: Sparsity,
-        quant: Option<QuantSpec>,
-        opts: &SparseGptOptions,
-    ) -> Result<Option<(PrunedWeight, Replacement<B::Tensor>)>> {
-        let Some((cuda, weight, sum)) = on_cuda(job) else {
-            return Ok(None);
-        };
-        let hopts = GptqOptions {
-            act_order: false,
-            damp: opts.damp,
-            ..GptqOptions::default()
-        };
-        let st = prepared(state, job, cuda, sum, &hopts)?;
-        let prep = st.prepared.as_ref().expect("prepared");
-        let fail = |e| Error::Compress(format!("{}: {e}", job.id.full_name()));
-        match st
-            .gptq
-            .sparsegpt(prep, weight, sparsity, quant, opts)
-            .map_err(fail)?
-        {
-            None => Ok(None),
-            Some((p, dense)) => Ok(Some((p, replacement::<B>(cuda, dense)?))),
+            Some((c, dense)) => Ok(Some((c, replacement::<B>(on.0, dense)?))),
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! skip = ["model.layers.0.*"]           # optional
+//! format = "crunch"                    # optional: the output layout (`--format` overrides it)
 //!
 //! [calibration]                        # needed when a stage looks at data
 //! data = "wiki.train.txt"              # or "self:128x512"
@@ -26,24 +27,26 @@
 //! rank = 16
 //! ```
 //!
-//! Methods and their keys: `rtn`/`gptq` (bits, group_size, symmetric, act_order, mse_clip,
-//! damp), `magnitude`/`wanda` (sparsity: "0.5" or "2:4"), `sparsegpt` (sparsity, optional bits,
-//! group_size, symmetric for joint quantization, damp), `svd`/`whitened-svd` (keep), `eora`
-//! (rank).
+//! Each stage's keys are its method's struct (`stages/`); keys a method does not read, and keys
+//! outside their table, are refused.
 
-use crate::compress::{CompressPlan, Stage, StageMethod};
-use crunch_compress::{GptqOptions, QuantSpec, SparseGptOptions, Sparsity, SUPPORTED_BITS};
-use serde::{Deserialize, Serialize};
+use crate::stages::Method;
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Deserialize, Serialize, Serializer};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A recipe: the layers left alone, the calibration data, the output layout and the stages.
+/// Read with [`RecipeFile::parse`], written with [`RecipeFile::to_toml`] (which leaves absent
+/// options out).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RecipeFile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The output layout (`crunch`, `compressed-tensors`, ...; `crunch_export::Format`), when
+    /// not crunch's own.
+    pub format: Option<String>,
     pub calibration: Option<CalibrationSpec>,
     #[serde(rename = "stage", default)]
-    pub stages: Vec<StageSpec>,
+    pub stages: Vec<Stage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,202 +54,162 @@ pub struct RecipeFile {
 pub struct CalibrationSpec {
     /// A text file, or `self:NxL`.
     pub data: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub len: Option<usize>,
     #[serde(default)]
     pub seed: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    pub method: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+/// One stage: a method and the layers it applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    pub method: Method,
+    /// Patterns of layer names (`*` wildcards, else substrings); empty = every block linear.
     pub layers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_size: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symmetric: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub act_order: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mse_clip: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub damp: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sparsity: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rank: Option<usize>,
+}
+
+/// Why a recipe cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{0}")]
+    Toml(#[source] Box<toml::de::Error>),
+    #[error("stage {index} ({method}): {source}")]
+    StageKeys {
+        index: usize,
+        method: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("stage {index} ({method}): {why}")]
+    StageValue {
+        index: usize,
+        method: String,
+        why: String,
+    },
+}
+
+/// The raw file: stages stay tables until each is read on its own, so an error names its stage.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    #[serde(default)]
+    skip: Vec<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    calibration: Option<CalibrationSpec>,
+    #[serde(rename = "stage", default)]
+    stages: Vec<toml::Table>,
 }
 
 impl RecipeFile {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    /// Reads a recipe and checks every stage's keys and values.
+    pub fn parse(text: &str) -> Result<Self, RecipeError> {
+        let raw: RawRecipe = toml::from_str(text).map_err(|e| RecipeError::Toml(Box::new(e)))?;
+        let stages = raw
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| Stage::from_table(table, i + 1))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            skip: raw.skip,
+            format: raw.format,
+            calibration: raw.calibration,
+            stages,
+        })
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a recipe serializes")
     }
 
-    /// The plan the stages describe, with every key checked.
-    pub fn plan(&self) -> Result<CompressPlan, String> {
-        let stages = self
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.to_stage()
-                    .map_err(|e| format!("stage {} ({}): {e}", i + 1, s.method))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(CompressPlan {
-            stages,
-            skip: self.skip.clone(),
-        })
+    /// Whether any stage looks at calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        self.stages.iter().any(|s| s.method.needs_calibration())
     }
 }
 
-impl StageSpec {
-    fn quant_spec(&self, required: bool) -> Result<Option<QuantSpec>, String> {
-        let Some(bits) = self.bits else {
-            if required {
-                return Err("needs `bits`".into());
-            }
-            return Ok(None);
+impl Stage {
+    /// A stage from its TOML table (`method`, optional `layers`, the method's keys); `index`
+    /// (from 1) names it in errors.
+    pub fn from_table(mut table: toml::Table, index: usize) -> Result<Self, RecipeError> {
+        let method_name = match table.get("method") {
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => "?".into(),
         };
-        if !SUPPORTED_BITS.contains(&bits) {
-            return Err(format!("bits {bits} is not one of {SUPPORTED_BITS:?}"));
+        let keys = |source| RecipeError::StageKeys {
+            index,
+            method: method_name.clone(),
+            source: Box::new(source),
+        };
+        let layers = match table.remove("layers") {
+            None => Vec::new(),
+            Some(v) => Vec::<String>::deserialize(v).map_err(keys)?,
+        };
+        let method = Method::deserialize(toml::Value::Table(table)).map_err(keys)?;
+        method
+            .stage()
+            .validate()
+            .map_err(|why| RecipeError::StageValue {
+                index,
+                method: method_name.clone(),
+                why,
+            })?;
+        Ok(Stage { method, layers })
+    }
+
+    /// The stage on one line, as `crunch.json` lists it (`method = "gptq", bits = 4, ...`).
+    pub fn describe(&self) -> String {
+        toml::to_string(self)
+            .expect("a stage serializes")
+            .trim()
+            .replace('\n', ", ")
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.layers.is_empty() || self.layers.iter().any(|p| pattern_matches(p, name))
+    }
+}
+
+/// Written as a flat table: `method` first, then `layers`, then the method's keys.
+impl Serialize for Stage {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut keys = toml::Table::try_from(&self.method).map_err(S::Error::custom)?;
+        let method = keys.remove("method");
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("method", &method)?;
+        if !self.layers.is_empty() {
+            map.serialize_entry("layers", &self.layers)?;
         }
-        let group = match self.group_size.unwrap_or(128) {
-            0 => None,
-            g => Some(g),
-        };
-        Ok(Some(QuantSpec::new(
-            bits,
-            group,
-            self.symmetric.unwrap_or(false),
-        )))
-    }
-
-    fn sparsity(&self) -> Result<Sparsity, String> {
-        let s = self.sparsity.as_deref().ok_or("needs `sparsity`")?;
-        s.parse::<Sparsity>().map_err(|e| e.to_string())
-    }
-
-    /// Keys a method does not read are refused, so a typo'd recipe does not silently do less.
-    fn only(&self, allowed: &[&str]) -> Result<(), String> {
-        let given = [
-            ("bits", self.bits.is_some()),
-            ("group_size", self.group_size.is_some()),
-            ("symmetric", self.symmetric.is_some()),
-            ("act_order", self.act_order.is_some()),
-            ("mse_clip", self.mse_clip.is_some()),
-            ("damp", self.damp.is_some()),
-            ("sparsity", self.sparsity.is_some()),
-            ("keep", self.keep.is_some()),
-            ("rank", self.rank.is_some()),
-        ];
-        match given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
-            Some((k, _)) => Err(format!("`{k}` does not apply to this method")),
-            None => Ok(()),
+        for (k, v) in &keys {
+            map.serialize_entry(k, v)?;
         }
+        map.end()
     }
+}
 
-    pub fn to_stage(&self) -> Result<Stage, String> {
-        let quant_keys = [
-            "bits",
-            "group_size",
-            "symmetric",
-            "act_order",
-            "mse_clip",
-            "damp",
-        ];
-        let damp = self.damp.unwrap_or(0.01);
-        let method = match self.method.as_str() {
-            "rtn" => {
-                self.only(&quant_keys)?;
-                StageMethod::Rtn {
-                    spec: self.quant_spec(true)?.expect("required"),
-                    mse_clip: self.mse_clip.unwrap_or(false),
-                }
-            }
-            "gptq" => {
-                self.only(&quant_keys)?;
-                StageMethod::Gptq {
-                    spec: self.quant_spec(true)?.expect("required"),
-                    opts: GptqOptions {
-                        block_size: 128,
-                        damp,
-                        act_order: self.act_order.unwrap_or(false),
-                        mse_clip: self.mse_clip.unwrap_or(false),
-                    },
-                }
-            }
-            "magnitude" | "wanda" => {
-                self.only(&["sparsity"])?;
-                let sparsity = self.sparsity()?;
-                if self.method == "wanda" {
-                    StageMethod::Wanda { sparsity }
-                } else {
-                    StageMethod::Magnitude { sparsity }
-                }
-            }
-            "sparsegpt" => {
-                self.only(&["sparsity", "bits", "group_size", "symmetric", "damp"])?;
-                StageMethod::SparseGpt {
-                    sparsity: self.sparsity()?,
-                    quant: self.quant_spec(false)?,
-                    opts: SparseGptOptions {
-                        block_size: 128,
-                        damp,
-                    },
-                }
-            }
-            "svd" | "whitened-svd" => {
-                self.only(&["keep"])?;
-                let keep = self
-                    .keep
-                    .ok_or("needs `keep` (fraction of parameters kept)")?;
-                if !(keep > 0.0 && keep <= 1.0) {
-                    return Err(format!("keep {keep} must be in (0, 1]"));
-                }
-                if self.method == "svd" {
-                    StageMethod::Svd { keep }
-                } else {
-                    StageMethod::WhitenedSvd { keep }
-                }
-            }
-            "eora" => {
-                self.only(&["rank"])?;
-                let rank = self.rank.ok_or("needs `rank`")?;
-                if rank == 0 {
-                    return Err("rank must be at least 1".into());
-                }
-                StageMethod::Eora { rank }
-            }
-            other => {
-                return Err(format!(
-                    "unknown method `{other}` (rtn, gptq, magnitude, wanda, sparsegpt, svd, \
-                     whitened-svd, eora)"
-                ))
-            }
-        };
-        Ok(Stage {
-            method,
-            layers: self.layers.clone(),
-        })
+/// A layer pattern: with `*` wildcards it must match the whole name, else it is a substring.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if pattern.contains('*') {
+        wildcard_match(pattern.as_bytes(), name.as_bytes())
+    } else {
+        name.contains(pattern)
+    }
+}
+
+fn wildcard_match(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard_match(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && wildcard_match(rest, &s[1..]),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::{Gptq, Rtn, WhitenedSvd};
 
     const EXAMPLE: &str = r#"
 skip = ["model.layers.0.*"]
@@ -271,20 +234,33 @@ rank = 16
     fn parses_and_round_trips() {
         let r = RecipeFile::parse(EXAMPLE).unwrap();
         assert_eq!(r.stages.len(), 3);
-        let plan = r.plan().unwrap();
         assert_eq!(
-            plan.stages[0].method,
-            StageMethod::WhitenedSvd { keep: 0.8 }
+            r.stages[0].method,
+            Method::WhitenedSvd(WhitenedSvd { keep: 0.8 })
         );
-        assert!(plan.stages[1].matches("model.layers.3.self_attn.q_proj"));
-        assert!(!plan.stages[1].matches("model.layers.3.mlp.up_proj"));
-        assert_eq!(RecipeFile::parse(&r.to_toml()).unwrap(), r);
+        assert!(r.stages[1].matches("model.layers.3.self_attn.q_proj"));
+        assert!(!r.stages[1].matches("model.layers.3.mlp.up_proj"));
+        // Defaults are written out, so the file says everything the run used.
+        let Method::Gptq(g) = &r.stages[1].method else {
+            panic!()
+        };
+        assert_eq!((g.act_order, g.damp, g.symmetric), (false, 0.01, false));
+        let text = r.to_toml();
+        assert!(
+            text.contains("act_order = false") && text.contains("damp = 0.01"),
+            "{text}"
+        );
+        assert_eq!(RecipeFile::parse(&text).unwrap(), r);
+        assert_eq!(RecipeFile::parse(&text).unwrap().to_toml(), text);
     }
 
     #[test]
-    fn bad_recipes_say_what_is_wrong() {
+    fn bad_values_say_what_is_wrong() {
         let cases = [
-            ("[[stage]]\nmethod = \"gptq\"\n", "needs `bits`"),
+            (
+                "[[stage]]\nmethod = \"gptq\"\n",
+                "stage 1 (gptq): missing field `bits`",
+            ),
             ("[[stage]]\nmethod = \"gptq\"\nbits = 5\n", "bits 5"),
             (
                 "[[stage]]\nmethod = \"wanda\"\nsparsity = \"3:2\"\n",
@@ -292,15 +268,123 @@ rank = 16
             ),
             ("[[stage]]\nmethod = \"svd\"\nkeep = 1.5\n", "keep 1.5"),
             (
-                "[[stage]]\nmethod = \"eora\"\nrank = 4\nbits = 4\n",
-                "`bits` does not apply",
+                "[[stage]]\nmethod = \"eora\"\nrank = 0\n",
+                "rank must be at least 1",
             ),
-            ("[[stage]]\nmethod = \"prune\"\n", "unknown method `prune`"),
+            (
+                "[[stage]]\nmethod = \"sparsegpt\"\nsparsity = \"0.5\"\ngroup_size = 64\n",
+                "need `bits`",
+            ),
+            (
+                "[[stage]]\nmethod = \"prune\"\n",
+                "unknown variant `prune`, expected one of `rtn`, `gptq`",
+            ),
+            ("[[stage]]\nbits = 4\n", "missing field `method`"),
         ];
         for (text, want) in cases {
-            let err = RecipeFile::parse(text).unwrap().plan().unwrap_err();
+            let err = RecipeFile::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
-        assert!(RecipeFile::parse("[[stage]]\nmethod = \"gptq\"\nbitz = 4\n").is_err());
+    }
+
+    #[test]
+    fn unknown_and_misplaced_keys_are_refused() {
+        let cases = [
+            // A typo.
+            (
+                "[[stage]]\nmethod = \"gptq\"\nbitz = 4\n",
+                "unknown field `bitz`",
+            ),
+            // Keys of another method: rtn has no Hessian, so no act-order and no dampening.
+            (
+                "[[stage]]\nmethod = \"rtn\"\nbits = 4\nact_order = true\n",
+                "stage 1 (rtn): unknown field `act_order`",
+            ),
+            (
+                "[[stage]]\nmethod = \"rtn\"\nbits = 4\ndamp = 0.1\n",
+                "unknown field `damp`",
+            ),
+            (
+                "[[stage]]\nmethod = \"eora\"\nrank = 4\nbits = 4\n",
+                "unknown field `bits`",
+            ),
+            (
+                "[[stage]]\nmethod = \"magnitude\"\nsparsity = \"0.5\"\nkeep = 0.5\n",
+                "unknown field `keep`",
+            ),
+            // Keys outside their table.
+            (
+                "[[stage]]\nmethod = \"rtn\"\nbits = 4\nseed = 1\n",
+                "unknown field `seed`",
+            ),
+            (
+                "bits = 4\n[[stage]]\nmethod = \"rtn\"\nbits = 4\n",
+                "unknown field `bits`",
+            ),
+            (
+                "[calibration]\ndata = \"x\"\nkeep = 0.5\n",
+                "unknown field `keep`",
+            ),
+            (
+                "[[stages]]\nmethod = \"rtn\"\nbits = 4\n",
+                "unknown field `stages`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = RecipeFile::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        // The same keys where they belong are accepted.
+        let ok = "[[stage]]\nmethod = \"gptq\"\nbits = 4\nact_order = true\ndamp = 0.1\n";
+        let r = RecipeFile::parse(ok).unwrap();
+        assert!(matches!(
+            &r.stages[0].method,
+            Method::Gptq(Gptq {
+                act_order: true,
+                ..
+            })
+        ));
+        let rtn = RecipeFile::parse("[[stage]]\nmethod = \"rtn\"\nbits = 3\n").unwrap();
+        assert_eq!(
+            rtn.stages[0].method,
+            Method::Rtn(Rtn {
+                bits: 3,
+                group_size: 128,
+                symmetric: false,
+                mse_clip: false
+            })
+        );
+    }
+
+    #[test]
+    fn damp_reaches_gptq_as_the_f32_the_flag_gave_before() {
+        // `damp` is read as f64 (so that recipes print it as written) and narrowed once.
+        for d in ["0.01", "0.1", "0.05", "0.001", "0.25"] {
+            let r = RecipeFile::parse(&format!(
+                "[[stage]]\nmethod = \"gptq\"\nbits = 4\ndamp = {d}\n"
+            ))
+            .unwrap();
+            let Method::Gptq(g) = &r.stages[0].method else {
+                panic!()
+            };
+            assert_eq!(g.options().damp, d.parse::<f32>().unwrap(), "{d}");
+        }
+    }
+
+    #[test]
+    fn skip_patterns() {
+        assert!(pattern_matches("down_proj", "model.layers.3.mlp.down_proj"));
+        assert!(pattern_matches(
+            "model.layers.1.*q_proj",
+            "model.layers.1.self_attn.q_proj"
+        ));
+        assert!(!pattern_matches(
+            "model.layers.1.*q_proj",
+            "model.layers.11.self_attn.q_proj"
+        ));
+        assert!(!pattern_matches(
+            "model.layers.1.*q_proj",
+            "model.layers.1.self_attn.k_proj"
+        ));
     }
 }

@@ -22,6 +22,34 @@ use crunch_model::testing::SplitMix64;
 use crunch_model::{KvCache, Model, ModelConfig};
 use crunch_runtime::Backend;
 
+/// What is wrong with a `self:N×L` spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecProblem {
+    #[error("no `x` between N and L")]
+    NoSeparator,
+    #[error("{0} `{1}` is not a whole number")]
+    NotANumber(char, String),
+    #[error("{0} `{1}` is too large")]
+    TooLarge(char, String),
+    #[error("N must be at least 1")]
+    NoSequences,
+    #[error("L must be at least 2 (the start token and one sampled token)")]
+    TooShort,
+}
+
+/// Why the model's own text cannot be sampled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SampleProblem {
+    #[error("the model produced non-finite logits")]
+    NonFiniteLogits,
+    #[error("it needs at least one sequence of at least one token")]
+    Empty,
+    #[error("sequences of {len} tokens are longer than the model's context ({context} positions)")]
+    TooLong { len: usize, context: usize },
+    #[error("start token {token} is outside the vocabulary ({vocab})")]
+    StartToken { token: u32, vocab: usize },
+}
+
 /// `N` sequences of `L` tokens, as written in `--calib self:N×L`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SelfSpec {
@@ -37,31 +65,28 @@ impl SelfSpec {
         let Some(rest) = s.strip_prefix("self:") else {
             return Ok(None);
         };
-        let bad = |why: &str| {
-            Error::Data(format!(
-                "`{s}`: {why} (expected self:N×L or self:NxL, e.g. self:128x512: N sequences of L tokens)"
-            ))
+        let bad = |problem| Error::SelfSpec {
+            spec: s.to_string(),
+            problem,
         };
         let (n, l) = rest
             .split_once(['x', 'X', '×'])
-            .ok_or_else(|| bad("no `x` between N and L"))?;
-        let number = |v: &str, what: &str| -> Result<usize> {
+            .ok_or_else(|| bad(SpecProblem::NoSeparator))?;
+        let number = |v: &str, what: char| -> Result<usize> {
             let v = v.trim();
             if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(bad(&format!("{what} `{v}` is not a whole number")));
+                return Err(bad(SpecProblem::NotANumber(what, v.into())));
             }
             v.parse::<usize>()
-                .map_err(|_| bad(&format!("{what} `{v}` is too large")))
+                .map_err(|_| bad(SpecProblem::TooLarge(what, v.into())))
         };
-        let samples = number(n, "N")?;
-        let len = number(l, "L")?;
+        let samples = number(n, 'N')?;
+        let len = number(l, 'L')?;
         if samples == 0 {
-            return Err(bad("N must be at least 1"));
+            return Err(bad(SpecProblem::NoSequences));
         }
         if len < 2 {
-            return Err(bad(
-                "L must be at least 2 (the start token and one sampled token)",
-            ));
+            return Err(bad(SpecProblem::TooShort));
         }
         Ok(Some(SelfSpec { samples, len }))
     }
@@ -86,9 +111,7 @@ pub fn default_batch(cfg: &ModelConfig, len: usize) -> usize {
 fn sample(logits: &[f32], rng: &mut SplitMix64) -> Result<u32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() || logits.iter().any(|l| l.is_nan()) {
-        return Err(Error::Data(
-            "self-calibration: the model produced non-finite logits".into(),
-        ));
+        return Err(Error::SelfCalibration(SampleProblem::NonFiniteLogits));
     }
     let weights: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
     let total: f64 = weights.iter().sum();
@@ -121,22 +144,19 @@ pub fn sample_windows<B: Backend>(
     let cfg = &model.config;
     let SelfSpec { samples, len } = spec;
     if samples == 0 || len == 0 {
-        return Err(Error::Data(
-            "self-calibration needs at least one sequence of at least one token".into(),
-        ));
+        return Err(Error::SelfCalibration(SampleProblem::Empty));
     }
     if len > cfg.max_position {
-        return Err(Error::Data(format!(
-            "self-calibration: sequences of {len} tokens are longer than the model's context \
-             ({} positions)",
-            cfg.max_position
-        )));
+        return Err(Error::SelfCalibration(SampleProblem::TooLong {
+            len,
+            context: cfg.max_position,
+        }));
     }
-    if let Some(t) = start_token.filter(|&t| t as usize >= cfg.vocab) {
-        return Err(Error::Data(format!(
-            "self-calibration: start token {t} is outside the vocabulary ({})",
-            cfg.vocab
-        )));
+    if let Some(token) = start_token.filter(|&t| t as usize >= cfg.vocab) {
+        return Err(Error::SelfCalibration(SampleProblem::StartToken {
+            token,
+            vocab: cfg.vocab,
+        }));
     }
     let batch = batch.clamp(1, samples);
     let total = samples * len;

@@ -66,7 +66,7 @@ impl<'a, B: Backend> LayerJob<'a, B> {
             Source::Host { hessian, .. } => Ok(hessian),
             Source::Device {
                 backend, inputs, ..
-            } => inputs.host(*backend),
+            } => inputs.host(*backend, self.id),
         }
     }
 
@@ -140,18 +140,21 @@ impl<B: Backend> InputStats<B> {
         Ok(())
     }
 
-    /// The host Hessian, converted from the backend's sum on first use.
-    fn host(&self, b: &B) -> Result<&Hessian> {
+    /// The host Hessian of layer `id`'s inputs, converted from the backend's sum on first use.
+    fn host(&self, b: &B, id: LinearId) -> Result<&Hessian> {
         if let (None, Some(sum)) = (self.host.get(), &self.device) {
             let n = b.shape(sum)[0];
             let mut h = Hessian::new(n);
             h.add_gram(&b.to_f32(sum)?, self.tokens)
-                .map_err(|e| Error::Compress(format!("Hessian: {e}")))?;
+                .map_err(|source| Error::Hessian {
+                    layer: id.full_name(),
+                    source,
+                })?;
             let _ = self.host.set(h);
         }
-        self.host
-            .get()
-            .ok_or_else(|| Error::Data("no calibration inputs reached this layer".into()))
+        self.host.get().ok_or_else(|| Error::NoInputs {
+            layer: id.full_name(),
+        })
     }
 }
 
@@ -206,7 +209,7 @@ pub fn run_sequential<B: Backend>(
     let cfg = &ckpt.config;
     let w = &ckpt.weights;
     if windows.is_empty() {
-        return Err(Error::Data("no calibration windows".into()));
+        return Err(Error::NoWindows);
     }
     // Inputs of block 0: token embeddings. The embedding table is needed only here.
     let model_embed = {
@@ -238,7 +241,9 @@ pub fn run_sequential<B: Backend>(
             let inputs = hook
                 .inputs
                 .get(input_group(name))
-                .ok_or_else(|| Error::Data(format!("layer {layer}: no inputs reached {name}")))?;
+                .ok_or_else(|| Error::NoInputs {
+                    layer: LinearId { layer, name }.full_name(),
+                })?;
             let job = LayerJob {
                 id: LinearId { layer, name },
                 rows: shape[0],

@@ -2,12 +2,21 @@
 //! N:M outputs keep their pattern, low-rank stages respect their global budget, EoRA lowers
 //! the layer error, and the same inputs give the same result.
 
-use crunch_calib::{compress_model, windows, RecipeFile};
-use crunch_compress::{check_nm, Compressed, CompressedLayer};
+use crunch_calib::{check_recipe, compress_model, windows, RecipeFile};
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::{check_nm, Compressed, CompressedLayer};
 use crunch_runtime::Cpu;
 use std::collections::BTreeMap;
+
+/// The first tiny model (Llama), written to a new temporary directory and opened.
+fn tiny() -> (tempfile::TempDir, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap();
+    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    (dir, ckpt)
+}
 
 fn run(
     recipe: &str,
@@ -16,13 +25,10 @@ fn run(
     BTreeMap<String, CompressedLayer>,
     tempfile::TempDir,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (dir, ckpt) = tiny();
     let text = reference_ids(ckpt.config.vocab, 2048);
     let wins = windows(&text, 8, 32, 0).unwrap();
-    let plan = RecipeFile::parse(recipe).unwrap().plan().unwrap();
+    let plan = RecipeFile::parse(recipe).unwrap();
     let out = compress_model(&Cpu, &ckpt, &plan, Some(&wins), &mut ()).unwrap();
     (ckpt, out, dir)
 }
@@ -120,15 +126,10 @@ fn eora_reduces_the_weight_error_and_runs_are_deterministic() {
 
 #[test]
 fn overlapping_main_stages_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let (_dir, ckpt) = tiny();
     let plan = RecipeFile::parse(
         "[[stage]]\nmethod = \"rtn\"\nbits = 4\n[[stage]]\nmethod = \"magnitude\"\nsparsity = \"0.5\"\n",
     )
-    .unwrap()
-    .plan()
     .unwrap();
     let err = compress_model(&Cpu, &ckpt, &plan, None, &mut ()).unwrap_err();
     assert!(
@@ -136,13 +137,36 @@ fn overlapping_main_stages_are_refused() {
             .contains("stage 1 (rtn) and stage 2 (magnitude)"),
         "{err}"
     );
-    let plan = RecipeFile::parse("[[stage]]\nmethod = \"wanda\"\nsparsity = \"0.5\"\n")
-        .unwrap()
-        .plan()
-        .unwrap();
+    let plan = RecipeFile::parse("[[stage]]\nmethod = \"wanda\"\nsparsity = \"0.5\"\n").unwrap();
     let err = compress_model(&Cpu, &ckpt, &plan, None, &mut ()).unwrap_err();
     assert!(
         err.to_string().contains("wanda needs calibration data"),
         "{err}"
     );
+}
+
+/// Group sizes are checked against every layer's columns before anything runs: too small, wider
+/// than a layer, or (a note, not an error: crunch's format stores it) not dividing the columns.
+#[test]
+fn group_sizes_are_checked_against_every_layer_before_calibration() {
+    let (_dir, ckpt) = tiny(); // hidden 64, intermediate 160
+    let recipe = |g: usize, skip: &str| {
+        let text =
+            format!("skip = [{skip}]\n[[stage]]\nmethod = \"rtn\"\nbits = 4\ngroup_size = {g}\n");
+        RecipeFile::parse(&text).unwrap()
+    };
+    assert!(check_recipe(&ckpt, &recipe(32, "")).unwrap().is_empty());
+    for g in [1, 7, 100000] {
+        let e = check_recipe(&ckpt, &recipe(g, "")).unwrap_err().to_string();
+        assert!(e.contains(&format!("group size {g}")), "{e}");
+        // The driver refuses it too, before touching a weight.
+        let e = compress_model(&Cpu, &ckpt, &recipe(g, ""), None, &mut ()).unwrap_err();
+        assert!(e.to_string().contains(&format!("group size {g}")), "{e}");
+    }
+    // 48 divides neither 64 nor 160: one note per width.
+    let notes = check_recipe(&ckpt, &recipe(48, "")).unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    // Only down_proj (160 columns) left: 100 fits it, with a shorter last group.
+    let skip = "\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\"";
+    assert_eq!(check_recipe(&ckpt, &recipe(100, skip)).unwrap().len(), 1);
 }

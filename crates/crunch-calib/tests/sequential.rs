@@ -1,10 +1,10 @@
-//! The calibration loop on tiny models: GPTQ through `quantize_model` beats RTN on the model's
-//! own output, the result is deterministic, and crunch's format round-trips through the loader.
+//! The calibration loop on tiny models: GPTQ through the recipe driver beats RTN on the model's
+//! own output, and the result is deterministic.
 
-use crunch_calib::{quantize_model, Method, QuantizePlan};
-use crunch_compress::{GptqOptions, QuantSpec};
+use crunch_calib::{compress_model, RecipeFile};
 use crunch_model::testing::{tiny_specs, write_tiny_model, SplitMix64};
 use crunch_model::Checkpoint;
+use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
 
 fn random_windows(n: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
@@ -18,20 +18,17 @@ fn random_windows(n: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>
         .collect()
 }
 
-fn plan(method: Method) -> QuantizePlan {
-    QuantizePlan {
-        method,
-        spec: QuantSpec::new(3, Some(32), false),
-        mse_clip: false,
-        skip: vec![],
-    }
+/// A one-stage recipe: `method` at 3 bits, groups of 32.
+fn recipe(method: &str) -> RecipeFile {
+    let text = format!("[[stage]]\nmethod = \"{method}\"\nbits = 3\ngroup_size = 32\n");
+    RecipeFile::parse(&text).unwrap()
 }
 
 /// Mean squared difference of logits between the original and a model whose block linears
 /// are replaced by the dequantized `layers`.
 fn output_error(
     ckpt: &Checkpoint,
-    layers: &std::collections::BTreeMap<String, crunch_compress::QuantizedWeight>,
+    layers: &std::collections::BTreeMap<String, CompressedLayer>,
     ids: &[u32],
 ) -> f64 {
     let base = ckpt.load(Cpu, |_| {}).unwrap();
@@ -43,7 +40,8 @@ fn output_error(
             .unwrap();
         let block = &mut model.blocks[layer.parse::<usize>().unwrap()];
         let lin = block.linear_mut(rel).unwrap();
-        lin.weight = Cpu.upload(q.dequantize(), &[q.rows, q.cols]).unwrap();
+        let (rows, cols) = q.shape();
+        lin.weight = Cpu.upload(q.dense(), &[rows, cols]).unwrap();
     }
     let a = Cpu.to_f32(&base.forward(ids).unwrap()).unwrap();
     let b = Cpu.to_f32(&model.forward(ids).unwrap()).unwrap();
@@ -62,16 +60,11 @@ fn gptq_beats_rtn_and_is_deterministic() {
         let ckpt = Checkpoint::open(dir.path()).unwrap();
         let vocab = ckpt.config.vocab;
         let calib = random_windows(16, 32, vocab, 1);
-        let gptq = Method::Gptq(GptqOptions {
-            block_size: 16,
-            damp: 0.01,
-            act_order: false,
-            mse_clip: false,
-        });
-        let g = quantize_model(&Cpu, &ckpt, &plan(gptq.clone()), Some(&calib), &mut ()).unwrap();
-        let again = quantize_model(&Cpu, &ckpt, &plan(gptq), Some(&calib), &mut ()).unwrap();
+        let gptq = recipe("gptq");
+        let g = compress_model(&Cpu, &ckpt, &gptq, Some(&calib), &mut ()).unwrap();
+        let again = compress_model(&Cpu, &ckpt, &gptq, Some(&calib), &mut ()).unwrap();
         assert_eq!(g, again, "{}: GPTQ is not deterministic", spec.name);
-        let r = quantize_model(&Cpu, &ckpt, &plan(Method::Rtn), None, &mut ()).unwrap();
+        let r = compress_model(&Cpu, &ckpt, &recipe("rtn"), None, &mut ()).unwrap();
         assert_eq!(g.len(), 7 * ckpt.config.layers);
         let test_ids = &random_windows(1, 32, vocab, 99)[0];
         let (eg, er) = (

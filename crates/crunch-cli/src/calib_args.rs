@@ -6,8 +6,8 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crunch_calib::{default_batch, sample_windows, windows, SelfSpec};
-use crunch_formats::recipe::Calibration;
 use crunch_model::Checkpoint;
+use crunch_repr::format::Calibration;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Clone, Debug, Default)]
@@ -25,13 +25,18 @@ pub struct CalibArgs {
     /// Tokens per calibration window [default: 512] (`self:N×L` sets L itself).
     #[arg(long, value_name = "L")]
     pub calib_len: Option<usize>,
-    /// Seed for drawing (or, with `self:`, sampling) the windows: the same seed gives
-    /// byte-identical output.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for drawing (or, with `self:`, sampling) the windows [default: 0, or the recipe's
+    /// seed]: the same seed gives byte-identical output.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl CalibArgs {
+    /// `--seed`, 0 when not given.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(0)
+    }
+
     /// The calibration windows, and how they were made (for the recipe). `who` names the
     /// option that needs them, for the error when `--calib` is missing.
     pub fn load(
@@ -81,13 +86,13 @@ fn file_windows(
         .map_err(|e| anyhow::anyhow!("{}: tokenizing failed: {e}", path.display()))?
         .get_ids()
         .to_vec();
-    let w = windows(&ids, samples, len, args.seed)
+    let w = windows(&ids, samples, len, args.seed())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let c = Calibration {
         data: file_name(path),
         samples,
         tokens_per_sample: len,
-        seed: args.seed,
+        seed: args.seed(),
     };
     Ok((w, c))
 }
@@ -123,7 +128,7 @@ fn self_windows(
             &model,
             spec,
             ckpt.bos_token(),
-            args.seed,
+            args.seed(),
             batch,
             &mut |done, _| bar.set_position(done as u64),
         )
@@ -135,7 +140,7 @@ fn self_windows(
         data: label,
         samples: spec.samples,
         tokens_per_sample: spec.len,
-        seed: args.seed,
+        seed: args.seed(),
     };
     Ok((w, c))
 }

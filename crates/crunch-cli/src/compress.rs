@@ -1,33 +1,43 @@
-//! `crunch prune`, `crunch lowrank` and `crunch compress --recipe FILE`. The first two build a
-//! one-stage recipe from their flags; all three then run the same path, and every output
-//! carries the recipe that made it (`recipe.toml`), which `crunch compress --recipe` accepts.
+//! Every command that writes a model: `crunch quantize`, `crunch prune`, `crunch lowrank` and
+//! `crunch compress --recipe FILE`. The first three build a one-stage recipe from their flags;
+//! all four then run the same path (one shared block of output flags, `--format` included),
+//! and every output carries the recipe that made it (`recipe.toml`), which `crunch compress
+//! --recipe` accepts and reproduces byte for byte.
 
 use crate::calib_args::{file_name, CalibArgs};
 use crate::device::{with_backend, Device};
-use crate::progress;
-use crate::quantize::{dir_size, Bars};
-use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use crunch_calib::{compress_model, CalibrationSpec, RecipeFile, StageSpec};
-use crunch_compress::{Compressed, CompressedLayer};
-use crunch_formats::recipe::{Calibration, Recipe, FORMAT_VERSION};
+use crate::progress::{self, Bars};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use crunch_calib::{
+    check_recipe, compress_model, first_calibrated, output_recipe, planned, CalibrationSpec,
+    Family, Method, RecipeError, RecipeFile, Stage,
+};
+use crunch_export::{Format, Target};
 use crunch_model::Checkpoint;
+use crunch_repr::{Compressed, CompressedLayer};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What every compressing command shares.
+/// What every command that writes a model shares.
 #[derive(Args)]
-pub struct Common {
+pub struct OutputArgs {
     /// Model directory or GGUF file to compress.
     pub model: PathBuf,
-    /// Output directory (crunch's format; `crunch eval` and `crunch info` load it).
+    /// Output directory, in the layout `--format` names.
     #[arg(long)]
     pub out: PathBuf,
+    /// Layout of the output [default: crunch, or the recipe's `format`]. A layout that cannot
+    /// hold what the method produces is refused before calibration starts.
+    #[arg(long, value_parser = format_parser())]
+    pub format: Option<Format>,
     #[command(flatten)]
     pub calib: CalibArgs,
     /// Leave layers matching this pattern as they are (repeatable; `*` wildcards, else a
-    /// substring of names like model.layers.3.mlp.down_proj).
+    /// substring of names like model.layers.3.mlp.down_proj). Embeddings and lm_head are
+    /// never compressed.
     #[arg(long, value_name = "PATTERN")]
     pub skip: Vec<String>,
     /// Replace OUT if it exists.
@@ -42,54 +52,143 @@ pub struct Common {
     pub json: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PruneMethod {
-    /// Smallest |W| in the whole layer (no data needed).
-    Magnitude,
-    /// Wanda: smallest |W|·‖X‖ per output row, no weight update.
-    Wanda,
-    /// SparseGPT: OBS-style pruning that updates the remaining weights.
-    Sparsegpt,
+fn format_parser() -> impl TypedValueParser<Value = Format> {
+    let values = Format::ALL.map(|(_, name, about)| PossibleValue::new(name).help(about));
+    PossibleValuesParser::new(values).map(|s| s.parse::<Format>().expect("a listed format"))
+}
+
+/// `--method`, offering the methods of one family from the one list in `crunch_calib`.
+fn method_parser(family: Family) -> PossibleValuesParser {
+    PossibleValuesParser::new(Method::names(family))
+}
+
+/// The flags of a quantization grid and of the methods that fit one. Each maps to the recipe
+/// key of the same meaning; a flag the chosen method does not read is refused.
+#[derive(Args)]
+pub struct GridArgs {
+    /// Bits per weight: 2, 3, 4 or 8 [quantize: default 4; prune: quantize the kept weights
+    /// in the same pass (SparseGPT)].
+    #[arg(long)]
+    pub bits: Option<u8>,
+    /// Input columns sharing one scale and zero point; `channel` (or 0) for one per output
+    /// row [default: 128].
+    #[arg(long, value_parser = parse_group)]
+    pub group_size: Option<usize>,
+    /// Symmetric grid (zero point fixed at the middle).
+    #[arg(long, conflicts_with = "asym")]
+    pub sym: bool,
+    /// Asymmetric grid (the default).
+    #[arg(long)]
+    pub asym: bool,
+    /// GPTQ: quantize columns in order of decreasing Hessian diagonal (groups stay static).
+    #[arg(long)]
+    pub act_order: bool,
+    /// Search the clipping range that minimises the quantization error (RTN and GPTQ grids).
+    #[arg(long)]
+    pub mse: bool,
+    /// GPTQ and SparseGPT dampening, as a fraction of the mean Hessian diagonal [default: 0.01].
+    #[arg(long)]
+    pub damp: Option<f64>,
+}
+
+fn parse_group(s: &str) -> Result<usize, String> {
+    match s {
+        "channel" | "0" | "-1" => Ok(0),
+        _ => s
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not a group size (a number, or `channel`)")),
+    }
+}
+
+impl GridArgs {
+    /// The recipe keys these flags set (only those given).
+    fn keys(&self, t: &mut toml::Table) {
+        put(t, "bits", self.bits.map(i64::from));
+        put(t, "group_size", self.group_size.map(|g| g as i64));
+        put(t, "symmetric", (self.sym || self.asym).then_some(self.sym));
+        put(t, "act_order", self.act_order.then_some(true));
+        put(t, "mse_clip", self.mse.then_some(true));
+        put(t, "damp", self.damp);
+    }
+}
+
+fn put(t: &mut toml::Table, key: &str, value: Option<impl Into<toml::Value>>) {
+    if let Some(v) = value {
+        t.insert(key.into(), v.into());
+    }
+}
+
+/// Recipe keys and the flags that set them, for errors about flags.
+const FLAGS: [(&str, &str); 9] = [
+    ("bits", "--bits"),
+    ("group_size", "--group-size"),
+    ("symmetric", "--sym/--asym"),
+    ("act_order", "--act-order"),
+    ("mse_clip", "--mse"),
+    ("damp", "--damp"),
+    ("sparsity", "--sparsity/--pattern"),
+    ("keep", "--keep"),
+    ("rank", "--eora-rank"),
+];
+
+/// The stage `method` with the recipe keys `keys`, as one stage of a recipe built from flags.
+fn stage(method: &str, mut keys: toml::Table) -> Result<Stage> {
+    keys.insert("method".into(), method.into());
+    Stage::from_table(keys, 1).map_err(|e| {
+        let msg = e.to_string();
+        let flag = match &e {
+            RecipeError::StageKeys { .. } => FLAGS
+                .iter()
+                .find(|(key, _)| msg.contains(&format!("unknown field `{key}`"))),
+            _ => None,
+        };
+        match flag {
+            Some((_, flag)) => anyhow!("{flag} does not apply to --method {method}"),
+            None => anyhow!("--method {method}: {}", msg.trim_start_matches("stage 1 ")),
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    pub common: OutputArgs,
+    /// rtn: round to nearest (no calibration data needed); gptq: error-correcting quantization
+    /// with the calibration Hessian.
+    #[arg(long, default_value = "gptq", value_parser = method_parser(Family::Quantize))]
+    pub method: String,
+    #[command(flatten)]
+    pub grid: GridArgs,
 }
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("amount").required(true).args(["sparsity", "pattern"])))]
 pub struct PruneArgs {
     #[command(flatten)]
-    pub common: Common,
-    #[arg(long, value_enum, default_value_t = PruneMethod::Sparsegpt)]
-    pub method: PruneMethod,
+    pub common: OutputArgs,
+    /// magnitude: smallest |W| in the whole layer (no data needed); wanda: smallest |W|·‖X‖ per
+    /// output row, no weight update; sparsegpt: OBS-style pruning that updates the remaining
+    /// weights (and can quantize them with --bits).
+    #[arg(long, default_value = "sparsegpt", value_parser = method_parser(Family::Prune))]
+    pub method: String,
     /// Fraction of weights removed, unstructured (e.g. 0.5).
     #[arg(long)]
     pub sparsity: Option<f32>,
     /// N:M pattern: at most N non-zeros in every M consecutive inputs (2:4, 4:8).
     #[arg(long, value_name = "N:M")]
     pub pattern: Option<String>,
-    /// SparseGPT only: quantize the kept weights to this many bits in the same pass.
-    #[arg(long)]
-    pub bits: Option<u8>,
-    /// With --bits: input columns per scale (0 = one per output row).
-    #[arg(long, default_value_t = 128)]
-    pub group_size: usize,
-    /// With --bits: symmetric grid.
-    #[arg(long)]
-    pub sym: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LowRankMethod {
-    /// Truncated SVD of the weights (no data needed).
-    Svd,
-    /// SVD-LLM: truncation in the whitened space of the calibration inputs.
-    WhitenedSvd,
+    #[command(flatten)]
+    pub grid: GridArgs,
 }
 
 #[derive(Args)]
 pub struct LowRankArgs {
     #[command(flatten)]
-    pub common: Common,
-    #[arg(long, value_enum, default_value_t = LowRankMethod::WhitenedSvd)]
-    pub method: LowRankMethod,
+    pub common: OutputArgs,
+    /// svd: truncated SVD of the weights (no data needed); whitened-svd: SVD-LLM, truncation
+    /// in the whitened space of the calibration inputs.
+    #[arg(long, default_value = "whitened-svd", value_parser = method_parser(Family::LowRank))]
+    pub method: String,
     /// Fraction of the linear layers' parameters to keep; ranks per layer come from this one
     /// global budget.
     #[arg(long)]
@@ -102,19 +201,19 @@ pub struct LowRankArgs {
 #[derive(Args)]
 pub struct CompressArgs {
     #[command(flatten)]
-    pub common: Common,
+    pub common: OutputArgs,
     /// TOML recipe: stages of methods per layer pattern (see `docs/recipes.md`). Calibration
-    /// flags given here override the recipe's [calibration] table.
+    /// flags given here override the recipe's [calibration] table, `--format` its `format`.
     #[arg(long, value_name = "FILE")]
     pub recipe: PathBuf,
 }
 
-/// The name clap shows for a value, which is also the recipe's method name.
-fn value_name(v: impl ValueEnum) -> String {
-    v.to_possible_value()
-        .expect("every variant is named")
-        .get_name()
-        .to_string()
+pub fn quantize(args: QuantizeArgs) -> Result<()> {
+    let mut keys = toml::Table::new();
+    args.grid.keys(&mut keys);
+    keys.entry("bits").or_insert(4.into());
+    let stages = vec![stage(&args.method, keys)?];
+    run(&args.common, RecipeFile::default(), stages)
 }
 
 pub fn prune(args: PruneArgs) -> Result<()> {
@@ -123,144 +222,119 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         (None, Some(p)) => p.clone(),
         _ => bail!("give exactly one of --sparsity and --pattern"),
     };
-    if args.bits.is_some() && args.method != PruneMethod::Sparsegpt {
-        bail!("--bits (joint quantization) needs --method sparsegpt");
-    }
-    let stage = StageSpec {
-        method: value_name(args.method),
-        sparsity: Some(sparsity),
-        bits: args.bits,
-        group_size: args.bits.map(|_| args.group_size),
-        symmetric: args.bits.map(|_| args.sym),
-        ..Default::default()
-    };
-    run(&args.common, vec![stage], None)
+    let mut keys = toml::Table::new();
+    keys.insert("sparsity".into(), sparsity.into());
+    args.grid.keys(&mut keys);
+    let stages = vec![stage(&args.method, keys)?];
+    run(&args.common, RecipeFile::default(), stages)
 }
 
 pub fn lowrank(args: LowRankArgs) -> Result<()> {
-    let mut stages = vec![StageSpec {
-        method: value_name(args.method),
-        keep: Some(args.keep),
-        ..Default::default()
-    }];
+    let mut keys = toml::Table::new();
+    keys.insert("keep".into(), args.keep.into());
+    let mut stages = vec![stage(&args.method, keys)?];
     if let Some(r) = args.eora_rank {
-        stages.push(StageSpec {
-            method: "eora".into(),
-            rank: Some(r),
-            ..Default::default()
-        });
+        let mut keys = toml::Table::new();
+        put(&mut keys, "rank", Some(r as i64));
+        stages.push(stage("eora", keys)?);
     }
-    run(&args.common, stages, None)
+    run(&args.common, RecipeFile::default(), stages)
 }
 
 pub fn compress(args: CompressArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.recipe)
         .with_context(|| format!("{}: cannot read", args.recipe.display()))?;
-    let file =
-        RecipeFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.recipe.display()))?;
-    run(&args.common, file.stages.clone(), Some(file))
+    let file = RecipeFile::parse(&text).map_err(|e| anyhow!("{}: {e}", args.recipe.display()))?;
+    let stages = file.stages.clone();
+    run(&args.common, file, stages)
 }
 
 /// Calibration flags win over the recipe's table, field by field.
 fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs {
     let mut c = flags.clone();
     if let Some(f) = file {
-        if c.calib.is_none() {
-            c.calib = Some(PathBuf::from(&f.data));
-            c.calib_samples = c.calib_samples.or(f.samples);
-            c.calib_len = c.calib_len.or(f.len);
-            if c.seed == 0 {
-                c.seed = f.seed;
-            }
-        }
+        c.calib = c.calib.or_else(|| Some(PathBuf::from(&f.data)));
+        c.calib_samples = c.calib_samples.or(f.samples);
+        c.calib_len = c.calib_len.or(f.len);
+        c.seed = c.seed.or(Some(f.seed));
     }
     c
 }
 
-fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<()> {
+/// The output layout: `--format`, else the recipe's, else crunch's own.
+fn output_format(flag: Option<Format>, recipe: &RecipeFile) -> Result<Format> {
+    match (flag, &recipe.format) {
+        (Some(f), _) => Ok(f),
+        (None, Some(name)) => name.parse().map_err(|e| anyhow!("recipe: {e}")),
+        (None, None) => Ok(Format::Crunch),
+    }
+}
+
+fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
+    let kind = crunch_export::OutputKind::Dir;
+    let inputs: [&Path; 1] = [&c.model];
     crate::output_notes(crunch_export::prepare_output(
-        &c.out,
-        &[&c.model],
-        crunch_export::OutputKind::Dir,
-        c.force,
+        &c.out, &inputs, kind, c.force,
     )?);
-    let mut file = file.unwrap_or_default();
     file.stages = stages;
     file.skip.extend(c.skip.iter().cloned());
-    let plan = file.plan().map_err(|e| anyhow::anyhow!("recipe: {e}"))?;
+    let format = output_format(c.format, &file)?;
+    file.format = (format != Format::Crunch).then(|| format.name().to_string());
     let ckpt = Checkpoint::open(&c.model)?;
-    crate::output_notes(plan.check(&ckpt.config)?);
+    // Everything that can be refused is refused here, before any calibration.
+    let notes = check_recipe(&ckpt, &file)?;
+    format.check(&ckpt, &planned(&ckpt, &file)?)?;
+    crate::output_notes(notes);
     let start = Instant::now();
-    let (windows, calibration) = if plan.needs_calibration() {
-        let calib = merged_calib(&c.calib, file.calibration.as_ref());
-        let who = plan
-            .stages
-            .iter()
-            .find(|s| s.method.needs_calibration())
-            .map_or("this recipe", |s| s.method.name());
-        let (w, cal) = calib.load(&ckpt, c.device, who)?;
-        // The path as given (not just its file name), so the recipe can be run again.
-        let data = match &calib.calib {
-            Some(p) if !cal.data.starts_with("self:") => p.display().to_string(),
-            _ => cal.data.clone(),
-        };
-        file.calibration = Some(CalibrationSpec {
-            data,
-            samples: Some(cal.samples),
-            len: Some(cal.tokens_per_sample),
-            seed: cal.seed,
-        });
-        (Some(w), Some(cal))
-    } else {
-        file.calibration = None;
-        (None, None::<Calibration>)
+    let (windows, calibration) = match first_calibrated(&file) {
+        Some(method) => {
+            let calib = merged_calib(&c.calib, file.calibration.as_ref());
+            let (w, cal) = calib.load(&ckpt, c.device, method.name())?;
+            // The path as given (not just its file name), so the recipe can be run again.
+            let data = match &calib.calib {
+                Some(p) if !cal.data.starts_with("self:") => p.display().to_string(),
+                _ => cal.data.clone(),
+            };
+            file.calibration = Some(CalibrationSpec {
+                data,
+                samples: Some(cal.samples),
+                len: Some(cal.tokens_per_sample),
+                seed: cal.seed,
+            });
+            (Some(w), Some(cal))
+        }
+        None => {
+            file.calibration = None;
+            (None, None)
+        }
     };
 
     let bar = progress::bar(ckpt.config.layers, "compressing");
     let layers = with_backend!(c.device, b => compress_model(
         &b,
         &ckpt,
-        &plan,
+        &file,
         windows.as_deref(),
         &mut Bars(bar.clone()),
     )?);
     bar.finish_and_clear();
     let compress_seconds = start.elapsed().as_secs_f64();
 
-    let recipe = Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: env!("CARGO_PKG_VERSION").into(),
-        source: file_name(&c.model),
-        stages: file
-            .stages
-            .iter()
-            .map(|s| toml::to_string(s).map(|t| t.trim().replace('\n', ", ")))
-            .collect::<Result<_, _>>()?,
-        calibration,
-        layers: layers
-            .iter()
-            .map(|(n, l)| (n.clone(), crunch_export::crunch_dir::layer_recipe(l)))
-            .collect(),
-    };
+    let recipe = output_recipe(&file, file_name(&c.model), calibration, &layers)?;
     let sp = progress::spinner("writing");
     let recipe_toml = file.to_toml();
-    crunch_export::crunch_dir::write_with_recipe_file(
-        &ckpt,
-        &layers,
-        &recipe,
-        Some(&recipe_toml),
-        &c.out,
-        c.force,
-    )?;
+    let extra = [("recipe.toml", recipe_toml.as_str())];
+    let to = Target::new(&c.out).overwrite(c.force).beside(&extra);
+    format.write(&ckpt, &layers, &recipe, &to)?;
     sp.finish_and_clear();
 
     let report = summarize(&layers);
-    let size = dir_size(&c.out);
+    let size = crunch_export::size_on_disk(&c.out);
     let total_seconds = start.elapsed().as_secs_f64();
     if c.json {
         let mut v = serde_json::to_value(&report)?;
         v["out"] = serde_json::json!(c.out);
+        v["format"] = serde_json::json!(format.name());
         v["stages"] = serde_json::json!(recipe.stages);
         v["size_on_disk"] = serde_json::json!(size);
         v["compress_seconds"] = serde_json::json!(compress_seconds);
@@ -269,7 +343,7 @@ fn run(c: &Common, stages: Vec<StageSpec>, file: Option<RecipeFile>) -> Result<(
     } else {
         println!(
             "{}: {} layers compressed ({}), {:.3} bits per weight, {:.1}% of weights zero, \
-             {:.1}% of linear parameters kept, {:.1} MB on disk, {total_seconds:.1} s",
+             {:.1}% of linear parameters kept, {:.1} MB on disk ({format}), {total_seconds:.1} s",
             c.out.display(),
             report.layers_compressed,
             recipe.stages.join(" → "),

@@ -10,7 +10,6 @@ mod generate;
 mod info;
 mod pack;
 mod progress;
-mod quantize;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -44,8 +43,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Measure perplexity on a text file, and KL divergence / top-1 agreement against a base model.
     Eval(eval::EvalArgs),
-    /// Quantize weights to 2-8 bits (round-to-nearest or GPTQ), written in crunch's format.
-    Quantize(quantize::QuantizeArgs),
+    /// Quantize weights to 2-8 bits (round-to-nearest or GPTQ), in crunch's format or a layout
+    /// transformers and vLLM load.
+    Quantize(compress::QuantizeArgs),
     /// Prune weights: magnitude, Wanda or SparseGPT; unstructured or N:M (2:4), optionally
     /// quantizing the kept weights in the same pass (SparseGPT).
     Prune(compress::PruneArgs),
@@ -93,7 +93,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Quantize(args) => quantize::run(args),
+        Command::Quantize(args) => compress::quantize(args),
         Command::Prune(args) => compress::prune(args),
         Command::Lowrank(args) => compress::lowrank(args),
         Command::Compress(args) => compress::compress(args),
@@ -104,7 +104,20 @@ fn main() {
         Command::Serve(args) => serve::run(args),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", message(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each once: crunch's error types name their cause in their own
+/// message (as `FormatError` does), so a cause already in the text is not repeated.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
 }

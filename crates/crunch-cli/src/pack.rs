@@ -1,10 +1,25 @@
 //! `crunch pack` / `crunch unpack` (owned by the packing work, issue 3): flags, progress bar
 //! and the summary; the work is in `crunch-pack`.
 use clap::Args;
+use crunch_export::OutputKind;
 use crunch_pack::{PackOptions, PackReport, PlaneOptions, UnpackOptions, UnpackReport, ZstdTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The flags `pack` and `unpack` share.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print one JSON object with the figures on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
 
 #[derive(Args)]
 pub struct PackArgs {
@@ -16,15 +31,8 @@ pub struct PackArgs {
     /// Decode what was written and compare it with the input before keeping it.
     #[arg(long)]
     pub verify: bool,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Print one JSON object with the figures on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Overwrite the output if it exists.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Always keep the strictly smallest coding of each plane, even where it saves under 1/128
     /// of the plane and costs decode speed.
     #[arg(long)]
@@ -48,15 +56,50 @@ pub struct UnpackArgs {
     /// directory pack has the name in several files).
     #[arg(long)]
     pub tensor: Option<String>,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Print one JSON object with the figures on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Overwrite the output if it exists.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Checks `out` for a command reading `input` (the `--force` rules), printing any notes.
+fn prepare(out: &Path, input: &Path, kind: OutputKind, force: bool) -> anyhow::Result<()> {
+    crate::output_notes(crunch_export::prepare_output(out, &[input], kind, force)?);
+    Ok(())
+}
+
+/// Runs `work` with a byte-counting progress bar labelled `label`.
+fn with_bar<R>(label: &'static str, work: impl FnOnce(&(dyn Fn(u64, u64) + Sync)) -> R) -> R {
+    let bar = progress_bar(label);
+    let report = work(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    report
+}
+
+/// Prints the report: `json` with --json, else the text `line`.
+fn emit(json: bool, value: impl FnOnce() -> Value, line: impl FnOnce() -> String) {
+    if json {
+        println!("{}", value());
+    } else {
+        println!("{}", line());
+    }
+}
+
+/// `{verb} {from} ({from_bytes} bytes) -> {to} ({to_what}){rest}`.
+fn summary(verb: &str, from: (&Path, u64), to: (&Path, String), rest: String) -> String {
+    format!(
+        "{verb} {} ({} bytes) -> {} ({}){rest}",
+        from.0.display(),
+        from.1,
+        to.0.display(),
+        to.1
+    )
+}
+
+/// `1.234 s (5.678 GB/s, 2 threads)`, as both reports print it.
+fn speed(seconds: f64, gbps: f64, threads: usize) -> String {
+    format!("{seconds:.3} s ({gbps:.3} GB/s, {threads} threads)")
 }
 
 fn progress_bar(label: &'static str) -> ProgressBar {
@@ -83,7 +126,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
         anyhow::bail!("--chunk-size must be between 1 and 64 MiB");
     }
     let opts = PackOptions {
-        threads: args.threads,
+        threads: args.run.threads,
         chunk_size: args.chunk_size,
         plane: PlaneOptions {
             min_gain: if args.smallest {
@@ -95,42 +138,31 @@ pub fn pack(args: PackArgs) -> anyhow::Result<()> {
             ..PlaneOptions::default()
         },
     };
-    let kind = crunch_export::OutputKind::File;
-    crate::output_notes(crunch_export::prepare_output(
-        &args.out,
-        &[&args.path],
-        kind,
-        args.force,
-    )?);
-    let bar = progress_bar("packing");
-    let report = crunch_pack::pack_path(
-        &args.path,
-        &args.out,
-        &opts,
-        args.verify,
-        args.force,
-        &|done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    )?;
-    bar.finish_and_clear();
-    if args.json {
-        println!("{}", pack_json(&args, &report));
-    } else {
-        println!(
-            "packed {} ({} bytes) -> {} ({} bytes): {:.4}x in {:.3} s ({:.3} GB/s, {} threads){}",
-            args.path.display(),
-            report.input_bytes,
-            args.out.display(),
-            report.output_bytes,
-            report.ratio(),
-            report.seconds,
-            report.gbps(),
-            report.threads,
-            if args.verify { ", verified" } else { "" }
-        );
-    }
+    prepare(&args.out, &args.path, OutputKind::File, args.run.force)?;
+    let report = with_bar("packing", |progress| {
+        crunch_pack::pack_path(
+            &args.path,
+            &args.out,
+            &opts,
+            args.verify,
+            args.run.force,
+            progress,
+        )
+    })?;
+    let line = || {
+        summary(
+            "packed",
+            (&args.path, report.input_bytes),
+            (&args.out, format!("{} bytes", report.output_bytes)),
+            format!(
+                ": {:.4}x in {}{}",
+                report.ratio(),
+                speed(report.seconds, report.gbps(), report.threads),
+                if args.verify { ", verified" } else { "" }
+            ),
+        )
+    };
+    emit(args.run.json, || pack_json(&args, &report), line);
     Ok(())
 }
 
@@ -178,41 +210,33 @@ fn pack_json(args: &PackArgs, r: &PackReport) -> Value {
 
 pub fn unpack(args: UnpackArgs) -> anyhow::Result<()> {
     let opts = UnpackOptions {
-        threads: args.threads,
-        force: args.force,
+        threads: args.run.threads,
+        force: args.run.force,
         tensor: args.tensor.clone(),
     };
     let kind = match args.tensor {
-        Some(_) => crunch_export::OutputKind::File,
-        None => crunch_export::OutputKind::Either,
+        Some(_) => OutputKind::File,
+        None => OutputKind::Either,
     };
-    crate::output_notes(crunch_export::prepare_output(
-        &args.out,
-        &[&args.path],
-        kind,
-        args.force,
-    )?);
-    let bar = progress_bar("unpacking");
-    let report = crunch_pack::unpack_path(&args.path, &args.out, &opts, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
+    prepare(&args.out, &args.path, kind, args.run.force)?;
+    let report = with_bar("unpacking", |progress| {
+        crunch_pack::unpack_path(&args.path, &args.out, &opts, progress)
     })?;
-    bar.finish_and_clear();
-    if args.json {
-        println!("{}", unpack_json(&args, &report));
-    } else {
-        println!(
-            "unpacked {} ({} bytes) -> {} ({} bytes, {} files) in {:.3} s ({:.3} GB/s, {} threads), checksums verified",
-            args.path.display(),
-            report.packed_bytes,
-            args.out.display(),
-            report.output_bytes,
-            report.files,
-            report.seconds,
-            report.gbps(),
-            report.threads
-        );
-    }
+    let line = || {
+        summary(
+            "unpacked",
+            (&args.path, report.packed_bytes),
+            (
+                &args.out,
+                format!("{} bytes, {} files", report.output_bytes, report.files),
+            ),
+            format!(
+                " in {}, checksums verified",
+                speed(report.seconds, report.gbps(), report.threads)
+            ),
+        )
+    };
+    emit(args.run.json, || unpack_json(&args, &report), line);
     Ok(())
 }
 

@@ -2,6 +2,18 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A bar that calibration and compression advance block by block.
+pub struct Bars(pub ProgressBar);
+
+impl crunch_calib::Progress for Bars {
+    fn block(&mut self, layer: usize, _layers: usize) {
+        self.0.set_position(layer as u64);
+    }
+    fn step(&mut self, what: &str) {
+        self.0.set_message(what.to_string());
+    }
+}
+
 pub fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
     pb.set_style(

@@ -119,14 +119,19 @@ fn missing_tensor_is_reported_on_load() {
     assert!(err.contains("missing tensor `model.norm.weight`"), "{err}");
 }
 
+/// Sets `key` of the model's config.json to `value`.
+fn edit_config(model: &Path, key: &str, value: serde_json::Value) {
+    let path = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
 #[test]
 fn shape_that_does_not_match_config_is_reported() {
     let (_d, p) = tiny_llama();
-    let cfg_path = p.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["intermediate_size"] = 96.into();
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    edit_config(&p, "intermediate_size", 96.into());
     // Checked against the tensors when the checkpoint is opened, before anything is loaded.
     let err = crunch_model::Checkpoint::open(&p)
         .err()
@@ -142,11 +147,7 @@ fn shape_that_does_not_match_config_is_reported() {
 #[test]
 fn unsupported_architecture_is_reported() {
     let (_d, p) = tiny_llama();
-    let cfg_path = p.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["model_type"] = "bloom".into();
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    edit_config(&p, "model_type", "bloom".into());
     fails_cleanly(&p, &["config.json", "unsupported architecture `bloom`"]);
 }
 
@@ -238,7 +239,7 @@ fn quantize_writes_crunch_format_deterministically_and_safely() {
     let (ok, stdout, err) = run(args(&out));
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["layers_quantized"], 14);
+    assert_eq!(report["layers_compressed"], 14);
     // 3-bit codes + f16 scale + 3-bit zero per 32 weights.
     let bpw = report["bits_per_weight"].as_f64().unwrap();
     assert!((bpw - (3.0 + 19.0 / 32.0)).abs() < 1e-9, "{bpw}");
@@ -291,7 +292,7 @@ fn quantize_calibrates_on_text_sampled_from_the_model() {
     assert!(ok, "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["layers_quantized"], 14);
+    assert_eq!(report["layers_compressed"], 14);
     let recipe: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("crunch.json")).unwrap()).unwrap();
     let c = &recipe["calibration"];
@@ -412,24 +413,7 @@ fn prune_lowrank_and_recipes_write_loadable_deterministic_outputs() {
     ]);
     assert!(r["params_kept"].as_f64().unwrap() <= 0.6 + 1e-9, "{r}");
 
-    // The recipe an output carries reproduces it byte for byte.
-    let recipe = d.path().join("p24").join("recipe.toml");
-    let again = path("again");
-    run(&[
-        "compress",
-        model,
-        "--out",
-        &again,
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(
-        dir_bytes(Path::new(&out)),
-        dir_bytes(Path::new(&again)),
-        "same recipe, same seed, different bytes"
-    );
-
+    // (Every command's output reproduced from its recipe: every_command_is_reproduced_from_its_recipe.)
     // Bad recipes and flags fail cleanly.
     let bad = d.path().join("bad.toml");
     std::fs::write(&bad, "[[stage]]\nmethod = \"gptq\"\nbits = 5\n").unwrap();
@@ -457,4 +441,256 @@ fn prune_lowrank_and_recipes_write_loadable_deterministic_outputs() {
     ]);
     assert!(!ok && err.contains("needs --calib"), "{err}");
     assert!(!Path::new(&path("x")).exists() && !Path::new(&path("y")).exists());
+}
+
+/// `crunch compress --recipe OUT/recipe.toml` reproduces OUT byte for byte, for every command
+/// that writes a model (and every output carries its recipe).
+#[test]
+fn every_command_is_reproduced_from_its_recipe() {
+    let (d, p) = tiny_llama();
+    let model = p.to_str().unwrap();
+    let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "quantize-rtn",
+            &[
+                "quantize",
+                "--method",
+                "rtn",
+                "--bits",
+                "3",
+                "--group-size",
+                "32",
+            ],
+        ),
+        (
+            "quantize-gptq",
+            &[
+                "quantize",
+                "--method",
+                "gptq",
+                "--group-size",
+                "32",
+                "--act-order",
+                "--calib",
+                TINY_CALIB,
+            ],
+        ),
+        (
+            "quantize-gptq-export",
+            &[
+                "quantize",
+                "--group-size",
+                "32",
+                "--calib",
+                TINY_CALIB,
+                "--format",
+                "gptq-v2",
+            ],
+        ),
+        (
+            "prune",
+            &[
+                "prune",
+                "--method",
+                "sparsegpt",
+                "--sparsity",
+                "0.5",
+                "--bits",
+                "4",
+                "--group-size",
+                "32",
+                "--calib",
+                TINY_CALIB,
+            ],
+        ),
+        (
+            "lowrank",
+            &[
+                "lowrank",
+                "--method",
+                "svd",
+                "--keep",
+                "0.7",
+                "--eora-rank",
+                "2",
+                "--calib",
+                TINY_CALIB,
+            ],
+        ),
+        (
+            "prune-24",
+            &[
+                "prune",
+                "--method",
+                "magnitude",
+                "--pattern",
+                "2:4",
+                "--format",
+                "sparse-24-bitmask",
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        let out = path(name);
+        let mut a = vec![args[0], model, "--out", &out];
+        a.extend_from_slice(&args[1..]);
+        let (ok, _, err) = crunch(&a);
+        assert!(ok, "{name}: {err}");
+        let recipe = Path::new(&out).join("recipe.toml");
+        assert!(recipe.is_file(), "{name}: no recipe.toml");
+        let again = path(&format!("{name}-again"));
+        let (ok, _, err) = crunch(&[
+            "compress",
+            model,
+            "--out",
+            &again,
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ]);
+        assert!(ok, "{name} again: {err}");
+        assert_eq!(
+            dir_bytes(Path::new(&out)),
+            dir_bytes(Path::new(&again)),
+            "{name}"
+        );
+    }
+    // The recipe of `crunch compress` is itself reproduced.
+    let text = std::fs::read_to_string(Path::new(&path("lowrank")).join("recipe.toml")).unwrap();
+    assert!(
+        text.contains("method = \"svd\"") && text.contains("method = \"eora\""),
+        "{text}"
+    );
+    // The GPTQ export is a GPTQ directory, its recipe names its layout.
+    let text =
+        std::fs::read_to_string(Path::new(&path("quantize-gptq-export")).join("recipe.toml"));
+    assert!(text.unwrap().contains("format = \"gptq-v2\""));
+    assert!(Path::new(&path("quantize-gptq-export"))
+        .join("quantize_config.json")
+        .is_file());
+}
+
+/// `--seed` overrides a recipe's seed, `--seed 0` included.
+#[test]
+fn seed_flag_overrides_the_recipe_seed() {
+    let (d, p) = tiny_llama();
+    let model = p.to_str().unwrap();
+    let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let recipe = |seed: u64| {
+        let r = d.path().join(format!("seed{seed}.toml"));
+        let text = format!(
+            "[calibration]\ndata = \"{TINY_CALIB}\"\nseed = {seed}\n\
+             [[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 32\n"
+        );
+        std::fs::write(&r, text).unwrap();
+        r.to_str().unwrap().to_string()
+    };
+    let run = |out: &str, recipe: &str, extra: &[&str]| {
+        let mut a = vec!["compress", model, "--out", out, "--recipe", recipe];
+        a.extend_from_slice(extra);
+        let (ok, _, err) = crunch(&a);
+        assert!(ok, "{err}");
+        dir_bytes(Path::new(out))
+    };
+    let (r0, r3) = (recipe(0), recipe(3));
+    let zero = run(&path("zero"), &r0, &[]);
+    let three = run(&path("three"), &r3, &[]);
+    assert_ne!(zero, three, "another seed samples other text");
+    assert_eq!(run(&path("three-as-zero"), &r3, &["--seed", "0"]), zero);
+    assert_eq!(run(&path("zero-as-three"), &r0, &["--seed", "3"]), three);
+}
+
+/// Flags a method does not read, and formats that cannot hold what a method makes, are refused
+/// before anything is read or calibrated.
+#[test]
+fn wrong_flags_and_formats_are_refused_before_calibration() {
+    let (d, p) = tiny_llama();
+    let model = p.to_str().unwrap();
+    let out = d.path().join("x");
+    let out = out.to_str().unwrap();
+    // A calibration file that does not exist: a refusal that mentions it came too late.
+    let missing = "/nonexistent/calib.txt";
+    for (args, needle) in [
+        (
+            &["quantize", "--method", "rtn", "--act-order"][..],
+            "--act-order does not apply to --method rtn",
+        ),
+        (
+            &["quantize", "--method", "rtn", "--damp", "0.1"],
+            "--damp does not apply",
+        ),
+        (&["quantize", "--bits", "5"], "bits 5"),
+        (
+            &[
+                "prune",
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--bits",
+                "4",
+            ],
+            "--bits does not apply",
+        ),
+        (
+            &[
+                "prune",
+                "--sparsity",
+                "0.5",
+                "--format",
+                "sparse-24-bitmask",
+                "--calib",
+                missing,
+            ],
+            "sparse-24-bitmask cannot store it: 0.5 sparsity",
+        ),
+        (
+            &[
+                "prune",
+                "--pattern",
+                "2:4",
+                "--format",
+                "gptq",
+                "--calib",
+                missing,
+            ],
+            "gptq cannot store it: it is pruned",
+        ),
+        (
+            &[
+                "lowrank",
+                "--keep",
+                "0.5",
+                "--format",
+                "compressed-tensors",
+                "--calib",
+                missing,
+            ],
+            "compressed-tensors cannot store it: it is factored",
+        ),
+        (
+            &[
+                "quantize",
+                "--group-size",
+                "32",
+                "--format",
+                "sparse-24-bitmask",
+                "--calib",
+                missing,
+            ],
+            "not pruned",
+        ),
+        (&["quantize", "--format", "gguf"], "invalid value 'gguf'"),
+    ] {
+        let mut a = vec![args[0], model, "--out", out];
+        a.extend_from_slice(&args[1..]);
+        let (ok, _, err) = crunch(&a);
+        assert!(!ok && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !err.contains("nonexistent"),
+            "{args:?}: checked too late: {err}"
+        );
+        assert!(!Path::new(out).exists());
+    }
 }

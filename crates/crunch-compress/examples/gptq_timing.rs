@@ -2,7 +2,8 @@
 //!
 //! cargo run --release -p crunch-compress --example gptq_timing
 
-use crunch_compress::{gptq, rtn, GptqOptions, Hessian, QuantSpec};
+use crunch_compress::{gptq, rtn, GptqOptions, Hessian};
+use crunch_repr::QuantSpec;
 use std::time::Instant;
 
 /// xorshift-based uniform noise in [−1, 1): timing needs no better randomness.

@@ -116,6 +116,17 @@ impl Hessian {
         Ok(())
     }
 
+    /// [`Hessian::validate`], and that it is the Hessian of a weight with `cols` input columns.
+    pub fn validate_for(&self, cols: usize) -> Result<()> {
+        if self.n != cols {
+            return Err(CompressError::HessianSize {
+                hessian_n: self.n,
+                cols,
+            });
+        }
+        self.validate()
+    }
+
     fn check_shape(&self, x: &[f32]) -> Result<()> {
         let ok = if self.n == 0 {
             x.is_empty()

@@ -52,18 +52,30 @@ pub(crate) fn prepare(hessian: &Hessian, act_order: bool, damp: f32) -> Result<P
     });
     let mean_diag = diag.iter().sum::<f64>() / n as f64;
 
-    let mut frac = damp;
-    for attempt in 0..CHOLESKY_ATTEMPTS {
-        if attempt > 0 {
-            frac = if frac > 0.0 { frac * 10.0 } else { 0.01 };
-        }
-        let lambda = frac as f64 * mean_diag;
+    let hinv_u = dampened(damp, mean_diag, |lambda| {
         let mut damped = permuted.clone();
         for i in 0..n {
             damped[(i, i)] += lambda;
         }
-        if let Some(hinv_u) = inverse_upper_factor(damped.as_ref()) {
-            return Ok(PreparedHessian { dead, perm, hinv_u });
+        Ok(inverse_upper_factor(damped.as_ref()))
+    })?;
+    Ok(PreparedHessian { dead, perm, hinv_u })
+}
+
+/// Calls `attempt(λ)` with λ = damp · `mean_diag`, then with 10× the dampening (0.01 if `damp`
+/// is 0), up to [`CHOLESKY_ATTEMPTS`] times, until it returns a factorization.
+pub(crate) fn dampened<T>(
+    damp: f32,
+    mean_diag: f64,
+    mut attempt: impl FnMut(f64) -> Result<Option<T>>,
+) -> Result<T> {
+    let mut frac = damp;
+    for i in 0..CHOLESKY_ATTEMPTS {
+        if i > 0 {
+            frac = if frac > 0.0 { frac * 10.0 } else { 0.01 };
+        }
+        if let Some(t) = attempt(frac as f64 * mean_diag)? {
+            return Ok(t);
         }
     }
     Err(CompressError::CholeskyFailed {
@@ -122,7 +134,7 @@ pub(crate) fn cholesky_lower(mut a: Mat<f64>) -> Option<Mat<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{correlated_inputs, Rng};
+    use crate::testutil::{correlated_inputs, hessian, Rng};
 
     #[test]
     fn factor_inverts_the_dampened_hessian() {
@@ -156,18 +168,10 @@ mod tests {
     #[test]
     fn retries_with_more_dampening_then_fails() {
         // Indefinite (eigenvalues 3 and −1): λ = 0.01 and 0.1 fail, a later attempt succeeds.
-        let h = Hessian {
-            n: 2,
-            samples: 1,
-            h: vec![1.0, 2.0, 2.0, 1.0],
-        };
+        let h = hessian(2, vec![1.0, 2.0, 2.0, 1.0]);
         assert!(prepare(&h, false, 0.01).is_ok());
         // Off-diagonal 1e6 needs λ ≈ 1e6 × mean diagonal, beyond 0.01·10⁴: an error.
-        let h = Hessian {
-            n: 2,
-            samples: 1,
-            h: vec![1.0, 1e6, 1e6, 1.0],
-        };
+        let h = hessian(2, vec![1.0, 1e6, 1e6, 1.0]);
         match prepare(&h, false, 0.01).err() {
             Some(CompressError::CholeskyFailed { attempts, damp }) => {
                 assert_eq!(attempts, CHOLESKY_ATTEMPTS);
@@ -179,11 +183,7 @@ mod tests {
 
     #[test]
     fn dead_columns_are_marked_and_decoupled() {
-        let h = Hessian {
-            n: 3,
-            samples: 1,
-            h: vec![2.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 3.0],
-        };
+        let h = hessian(3, vec![2.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 3.0]);
         let prep = prepare(&h, true, 0.0).unwrap();
         assert_eq!(prep.dead, vec![false, true, false]);
         // diag after the fix: (2, 1, 3) → order 2, 0, 1.

@@ -1,84 +1,39 @@
-//! The numerical core of crunch's weight compression: round-to-nearest and GPTQ quantizers,
-//! the Hessian they need, and dense bit packing of the integer codes.
+//! The algorithms of crunch's weight compression, one file per method, grouped by family:
 //!
-//! Weights are row-major [rows = out_features, cols = in_features] f32 slices, as in a
-//! `Linear` layer; a quantized weight is W ≈ (code − zero) · scale with one f16 scale and integer
-//! zero point per row (per channel) or per group of `group_size` input columns.
+//! - [`quant`]: round-to-nearest ([`rtn`]) and GPTQ ([`gptq`]), on the grids of `grid.rs`;
+//! - [`prune`]: magnitude, Wanda and SparseGPT, unstructured or N:M, masks chosen by
+//!   `select.rs`;
+//! - [`lowrank`]: truncated SVD, SVD-LLM's whitened SVD, one global rank budget, and the EoRA
+//!   correction, over the dense decompositions of `decomp.rs`;
+//! - `cuda` (feature `cuda`): GPTQ and SparseGPT on the GPU, and the low-rank decompositions
+//!   through cuSOLVER/cuBLAS, sharing one solver module.
 //!
-//! Everything here is deterministic: the same inputs give bit-identical outputs on any number of
-//! threads.
+//! Shared by GPTQ and SparseGPT: the calibration [`Hessian`] (`hessian.rs`), its dampened
+//! Cholesky inverse (`inverse.rs`) and the lazy-update column loop (`column_loop.rs`).
+//!
+//! What a method produces (codes, masks, factors: `crunch_repr`) is not defined here, so that a
+//! model loader or a writer never depends on the algorithms. Weights are row-major
+//! [rows = out_features, cols = in_features] f32 slices, as in a `Linear` layer. Everything here
+//! is deterministic: the same inputs give bit-identical outputs on any number of threads.
 
-mod compressed;
-mod compressor;
-mod error;
-mod gptq;
+mod column_loop;
 #[cfg(feature = "cuda")]
-mod gptq_cuda;
-mod grid;
+mod cuda;
+mod error;
 mod hessian;
 mod inverse;
-mod pack;
-mod rtn;
-mod spec;
-mod weight;
-
-// Pruning (issue 5).
-mod magnitude;
-mod mask;
-mod nm_pack;
-mod pruned;
-mod sparsegpt;
-#[cfg(feature = "cuda")]
-mod sparsegpt_cuda;
-mod sparsity;
-mod wanda;
-// Low rank (decision 052).
-mod decomp;
-#[cfg(feature = "cuda")]
-mod dense_cuda;
-mod eora;
-mod factored;
-mod rank_budget;
-mod svd;
-mod whitened_svd;
-
-#[cfg(test)]
-mod gptq_reference;
-#[cfg(test)]
-mod lowrank_reference;
-#[cfg(test)]
-mod sparsegpt_reference;
+pub mod lowrank;
+pub mod prune;
+pub mod quant;
 #[cfg(test)]
 mod testutil;
 
-pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer};
-pub use compressor::{Compressor, Gptq, Rtn};
+pub use column_loop::BLOCK_SIZE;
 #[cfg(feature = "cuda")]
-pub use dense_cuda::CudaDense;
+pub use cuda::{CudaDense, CudaGptq, DeviceHessian};
 pub use error::{CompressError, Result};
-pub use gptq::{gptq, GptqOptions};
-#[cfg(feature = "cuda")]
-pub use gptq_cuda::{CudaGptq, DeviceHessian};
 pub use hessian::Hessian;
-pub use pack::{pack_codes, packed_len, unpack_codes};
-pub use rtn::rtn;
-pub use spec::{GroupFit, QuantSpec, MIN_GROUP_SIZE, SUPPORTED_BITS};
-pub use weight::QuantizedWeight;
-
-pub use magnitude::magnitude;
-pub use mask::Bitmask;
-pub use nm_pack::{nm_index_bits, NmPacked, NM_MAX_M};
-pub use pruned::PrunedWeight;
-pub use sparsegpt::{sparsegpt, SparseGptOptions};
-pub use sparsity::{check_nm, select_mask, MaskScope, Sparsity};
-pub use wanda::{input_norms, wanda, wanda_with_norms};
-// Low rank.
-pub use decomp::{DenseLinAlg, Host, ThinSvd};
-pub use eora::{eora, eora_bits, eora_bits_per_weight, eora_with, EoraOptions};
-pub use factored::{max_useful_rank, Factored};
-pub use rank_budget::{allocate_ranks, retained_energy, LayerSpectrum, RankChoice, RankPlan};
-pub use svd::{singular_values, singular_values_with, truncated_svd, truncated_svd_with, LowRank};
-pub use whitened_svd::{
-    whitened_singular_values, whitened_singular_values_with, whitened_svd, whitened_svd_with,
-    WhitenOptions,
-};
+// Each family's module lists its methods; a new method is registered there only.
+pub use lowrank::*;
+pub use prune::*;
+pub use quant::*;

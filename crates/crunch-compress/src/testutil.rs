@@ -1,18 +1,18 @@
 //! Deterministic random data for tests (no `rand` dependency: splitmix64 + Box–Muller).
 
-pub(crate) struct Rng(u64);
+use crunch_model::testing::SplitMix64;
+
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+        Self(SplitMix64(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03,
+        ))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
@@ -47,6 +47,69 @@ pub(crate) fn correlated_inputs(rng: &mut Rng, tokens: usize, n: usize, shared: 
         }
     }
     x
+}
+
+/// A Hessian with these n×n `values`, counted as one sample.
+pub(crate) fn hessian(n: usize, values: Vec<f32>) -> crate::hessian::Hessian {
+    crate::hessian::Hessian {
+        n,
+        samples: 1,
+        h: values,
+    }
+}
+
+/// The random problem of the `*_reference.rs` tests: a [rows, cols] weight (normal + 0.2) and
+/// [3·cols, cols] correlated inputs, with column `dead` of the inputs zeroed if given.
+pub(crate) fn reference_problem(
+    seed: u64,
+    rows: usize,
+    cols: usize,
+    dead: Option<usize>,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal() + 0.2).collect();
+    let tokens = 3 * cols;
+    let mut x = correlated_inputs(&mut rng, tokens, cols, 1.0);
+    if let Some(d) = dead {
+        for t in 0..tokens {
+            x[t * cols + d] = 0.0;
+        }
+    }
+    (w, x)
+}
+
+/// Runs `compare` on seeds 0, 1, … (at most 40) until it has accepted `wanted` of them;
+/// `compare` returns `false` for a seed it rejects (a case too close to a tie to compare), so a
+/// reference test cannot pass vacuously.
+pub(crate) fn on_seeds(name: &str, wanted: usize, mut compare: impl FnMut(u64) -> bool) {
+    let (mut accepted, mut rejected) = (0, 0);
+    for seed in 0..40u64 {
+        if !compare(seed) {
+            rejected += 1;
+            continue;
+        }
+        accepted += 1;
+        if accepted == wanted {
+            break;
+        }
+    }
+    eprintln!("{name}: {accepted} compared, {rejected} rejected for near-ties");
+    assert_eq!(
+        accepted, wanted,
+        "{name}: only {accepted} cases without near-ties ({rejected} rejected)"
+    );
+}
+
+/// Removes column q from a dense f64 inverse Hessian [n, n] of the columns after it (the
+/// OBS downdate of the GPTQ and SparseGPT papers).
+pub(crate) fn eliminate(hinv: &mut [f64], n: usize, q: usize) {
+    let d = hinv[q * n + q];
+    for i in q + 1..n {
+        let f = hinv[i * n + q] / d;
+        for j in q + 1..n {
+            hinv[i * n + j] -= f * hinv[q * n + j];
+        }
+    }
 }
 
 /// tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer's squared output error over the calibration inputs (up to

@@ -6,7 +6,7 @@ mod perplexity;
 mod scoring;
 
 pub use perplexity::{
-    check_enough_tokens, evaluate, scored_tokens, windows, EvalOptions, EvalReport,
+    check_enough_tokens, evaluate, scored_tokens, windows, EvalError, EvalOptions, EvalReport,
     MIN_SCORED_TOKENS,
 };
 pub use scoring::{score_rows, RowScores};

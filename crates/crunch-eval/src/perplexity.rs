@@ -69,6 +69,28 @@ pub fn check_enough_tokens(tokens: &[u32], opts: &EvalOptions) -> Result<(), Str
     Ok(())
 }
 
+/// Why an evaluation cannot report numbers.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] crunch_model::Error),
+    /// Too short a text ([`check_enough_tokens`]'s reason).
+    #[error("{0}")]
+    TooFewTokens(String),
+    #[error("base model has vocabulary {base} but the model has {model}; KL needs the same one")]
+    Vocabularies { base: usize, model: usize },
+    #[error(
+        "window {window} (tokens {start}..{end}): {what}; the model computes non-finite values, \
+         so no perplexity can be reported"
+    )]
+    NonFinite {
+        window: usize,
+        start: usize,
+        end: usize,
+        what: String,
+    },
+}
+
 /// The windows of `tokens` that the protocol scores.
 pub fn windows<'a>(tokens: &'a [u32], opts: &EvalOptions) -> Vec<&'a [u32]> {
     let n = opts
@@ -93,33 +115,30 @@ pub fn evaluate<B: Backend>(
     tokens: &[u32],
     opts: &EvalOptions,
     mut progress: impl FnMut(usize, usize),
-) -> crunch_model::Result<EvalReport> {
-    check_enough_tokens(tokens, opts).map_err(crunch_model::Error::Config)?;
+) -> Result<EvalReport, EvalError> {
+    check_enough_tokens(tokens, opts).map_err(EvalError::TooFewTokens)?;
     let wins = windows(tokens, opts);
     let vocab = model.config.vocab;
     if let Some(b) = base {
         if b.config.vocab != vocab {
-            return Err(crunch_model::Error::Config(format!(
-                "base model has vocabulary {} but the model has {vocab}; KL needs the same one",
-                b.config.vocab
-            )));
+            return Err(EvalError::Vocabularies {
+                base: b.config.vocab,
+                model: vocab,
+            });
         }
     }
     let start = Instant::now();
     let mut total = RowScores::default();
     for (i, w) in wins.iter().enumerate() {
-        let at = |what: String| {
-            crunch_model::Error::Config(format!(
-                "window {} (tokens {}..{}): {what}; the model computes non-finite values, so \
-                 no perplexity can be reported",
-                i + 1,
-                i * opts.ctx,
-                i * opts.ctx + w.len()
-            ))
+        let at = |what: String| EvalError::NonFinite {
+            window: i + 1,
+            start: i * opts.ctx,
+            end: i * opts.ctx + w.len(),
+            what,
         };
         total.add(&score_window(model, base, w).map_err(|e| match e {
             WindowError::NonFinite(what) => at(what),
-            WindowError::Model(e) => e,
+            WindowError::Model(e) => EvalError::Model(e),
         })?);
         progress(i + 1, wins.len());
     }

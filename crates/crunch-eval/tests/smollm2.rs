@@ -21,11 +21,7 @@ fn fixture() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    serde_json::from_value(v.clone()).unwrap()
 }
 
 #[test]
@@ -40,30 +36,16 @@ fn smollm2_matches_transformers_on_demo_text() {
         .unwrap()
         .get_ids()
         .to_vec();
-    let want_ids: Vec<u32> = reference["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let want_ids: Vec<u32> = serde_json::from_value(reference["input_ids"].clone()).unwrap();
     assert_eq!(ids, want_ids, "GGUF tokenizer disagrees with transformers");
 
     let model = ckpt.load(Cpu, |_| {}).unwrap();
     let logits = Cpu.to_f32(&model.forward(&ids).unwrap()).unwrap();
     let vocab = model.config.vocab;
     let want_nll = floats(&reference["nll"]);
-    let top5: Vec<Vec<f64>> = reference["top5_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(floats)
-        .collect();
-    let top5_logits: Vec<Vec<f64>> = reference["top5_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(floats)
-        .collect();
+    let top5: Vec<Vec<f64>> = serde_json::from_value(reference["top5_ids"].clone()).unwrap();
+    let top5_logits: Vec<Vec<f64>> =
+        serde_json::from_value(reference["top5_logits"].clone()).unwrap();
     let mut total = 0.0;
     for t in 0..ids.len() {
         let row = &logits[t * vocab..(t + 1) * vocab];

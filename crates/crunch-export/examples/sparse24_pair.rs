@@ -6,12 +6,13 @@
 //! makes OUT_DIR/source (the tiny model), OUT_DIR/crunch (crunch's own format) and
 //! OUT_DIR/compressed-tensors (sparse-24-bitmask).
 
-use crunch_compress::{magnitude, Compressed, CompressedLayer, Sparsity};
-use crunch_export::crunch_dir::{self, layer_recipe};
-use crunch_export::sparse24;
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
+use crunch_compress::magnitude;
+use crunch_export::crunch_dir;
+use crunch_export::{sparse24, Target};
 use crunch_model::testing::{tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
+use crunch_repr::format::{layer_recipes, Recipe};
+use crunch_repr::{Compressed, CompressedLayer, Sparsity};
 use half::f16;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,25 +48,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let layer = CompressedLayer::new("magnitude", Compressed::Pruned(p));
         layers.insert(prefix.to_string(), layer);
     }
-    let recipe = Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: env!("CARGO_PKG_VERSION").into(),
-        source: "tiny llama".into(),
-        stages: vec!["magnitude sparsity=2:4".into()],
-        calibration: None,
-        layers: layers
-            .iter()
-            .map(|(n, l)| (n.clone(), layer_recipe(l)))
-            .collect(),
-    };
-    crunch_dir::write(&ckpt, &layers, &recipe, &out.join("crunch"), true)?;
+    let stages = vec!["magnitude sparsity=2:4".into()];
+    let recipe = Recipe::new("tiny llama", stages, layer_recipes(&layers));
+    let (ours, theirs) = (out.join("crunch"), out.join("compressed-tensors"));
+    crunch_dir::write(&ckpt, &layers, &recipe, &Target::new(&ours).overwrite(true))?;
     sparse24::write(
         &ckpt,
         &layers,
         &recipe,
-        &out.join("compressed-tensors"),
-        true,
+        &Target::new(&theirs).overwrite(true),
     )?;
     println!("{}", out.display());
     Ok(())

@@ -16,15 +16,13 @@ pub fn atomic_dir(
 ) -> Result<()> {
     prepare_output(out, inputs, OutputKind::Dir, overwrite)?;
     let parent = parent_of(out);
-    std::fs::create_dir_all(&parent)
-        .map_err(|e| Error::Other(format!("{}: {e}", parent.display())))?;
+    std::fs::create_dir_all(&parent).map_err(Error::io(&parent))?;
     let tmp = temp_path(out)?;
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+    std::fs::create_dir(&tmp).map_err(Error::io(&tmp))?;
     let result = fill(&tmp).and_then(|()| {
         let marker = tmp.join(MARKER);
-        std::fs::write(&marker, MARKER_TEXT)
-            .map_err(|e| Error::Other(format!("{}: {e}", marker.display())))?;
+        std::fs::write(&marker, MARKER_TEXT).map_err(Error::io(&marker))?;
         replace_with(&tmp, out)
     });
     if result.is_err() {
@@ -44,11 +42,10 @@ pub fn atomic_file(
     prepare_output(out, inputs, OutputKind::File, overwrite)?;
     let tmp = temp_path(out)?;
     let result = fill(&tmp).and_then(|()| {
-        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", tmp.display()));
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, out).map_err(|e| Error::Other(format!("{}: {e}", out.display())))
+            .map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, out).map_err(Error::io(out))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -60,18 +57,23 @@ pub fn atomic_file(
 mod tests {
     use super::*;
 
+    fn boom() -> Error {
+        Error::io(Path::new("x"))(std::io::Error::other("boom"))
+    }
+
     #[test]
     fn failure_leaves_nothing_and_existing_output_is_kept() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("model");
         let r = atomic_dir(&out, &[], false, |tmp| {
             std::fs::write(tmp.join("a"), b"x").unwrap();
-            Err(Error::Other("boom".into()))
+            Err(boom())
         });
         assert!(r.is_err() && !out.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         atomic_dir(&out, &[], false, |tmp| {
-            std::fs::write(tmp.join("a"), b"1").map_err(|e| Error::Other(e.to_string()))
+            std::fs::write(tmp.join("a"), b"1").map_err(Error::io(tmp))
         })
         .unwrap();
         assert_eq!(
@@ -83,7 +85,7 @@ mod tests {
         assert_eq!(std::fs::read(out.join("a")).unwrap(), b"1");
         // With overwrite, crunch's own output is replaced, and nothing else is left around.
         atomic_dir(&out, &[], true, |tmp| {
-            std::fs::write(tmp.join("b"), b"2").map_err(|e| Error::Other(e.to_string()))
+            std::fs::write(tmp.join("b"), b"2").map_err(Error::io(tmp))
         })
         .unwrap();
         assert!(!out.join("a").exists() && out.join("b").exists());
@@ -92,6 +94,7 @@ mod tests {
 
     #[test]
     fn a_users_directory_is_never_replaced() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("mine");
         std::fs::create_dir(&out).unwrap();
@@ -103,16 +106,16 @@ mod tests {
 
     #[test]
     fn single_files_appear_whole_or_not_at_all() {
+        let _temps = crate::output::tests::making_temps();
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("m.gguf");
         let r = atomic_file(&out, &[], false, |tmp| {
             std::fs::write(tmp, b"half").unwrap();
-            Err(Error::Other("boom".into()))
+            Err(boom())
         });
         assert!(r.is_err() && !out.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
-        let fill =
-            |tmp: &Path| std::fs::write(tmp, b"all").map_err(|e| Error::Other(e.to_string()));
+        let fill = |tmp: &Path| std::fs::write(tmp, b"all").map_err(Error::io(tmp));
         atomic_file(&out, &[], false, fill).unwrap();
         assert!(atomic_file(&out, &[], false, fill).is_err());
         atomic_file(&out, &[], true, fill).unwrap();

@@ -16,19 +16,22 @@
 //!
 //! compressed-tensors dequantizes `(s − zs) · scale = (code − z) · scale`, crunch's formula.
 
-use crate::{atomic_dir, Error, Result};
-use crunch_compress::QuantizedWeight;
-use crunch_formats::recipe::Recipe;
+use crate::crunch_dir::{save_tokenizer, write_files};
+use crate::{atomic_dir, Error, QuantizedLayers, Refusal, Result, Target};
 use crunch_formats::safetensors::{write_file, OwnedTensor};
 use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
 use crunch_model::Checkpoint;
+use crunch_repr::format::Recipe;
+use crunch_repr::{pack_codes, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The compressed-tensors version whose layout and config schema this writes.
 pub const COMPRESSED_TENSORS_VERSION: &str = "0.20.0";
+
+/// The name errors give this layout.
+const FORMAT: &str = "compressed-tensors";
 
 /// Where the recipe goes in exported directories: not `crunch.json`, whose presence would make
 /// crunch read the directory as its own format.
@@ -38,23 +41,17 @@ pub const RECIPE_COPY: &str = "crunch_recipe.json";
 /// value `i` occupies stream bits `i·bits .. (i+1)·bits`, possibly across two words. This is
 /// compressed-tensors' `pack_to_int32` (≥ 0.18) and, for 3 bits, also AutoGPTQ's packing.
 pub(crate) fn pack_stream(values: impl IntoIterator<Item = u8>, bits: u8) -> Vec<u32> {
-    let mut words = Vec::new();
-    let mut acc = 0u64; // pending bits, least significant first
-    let mut n = 0u32;
-    for v in values {
-        debug_assert!(u32::from(v) < 1 << bits);
-        acc |= u64::from(v) << n;
-        n += u32::from(bits);
-        if n >= 32 {
-            words.push(acc as u32);
-            acc >>= 32;
-            n -= 32;
-        }
-    }
-    if n > 0 {
-        words.push(acc as u32);
-    }
-    words
+    // crunch's own packing is the same stream cut into bytes; words are four of them, little
+    // endian, the last padded with zero bits.
+    let codes: Vec<u8> = values.into_iter().collect();
+    pack_codes(&codes, bits)
+        .chunks(4)
+        .map(|b| {
+            let mut word = [0u8; 4];
+            word[..b.len()].copy_from_slice(b);
+            u32::from_le_bytes(word)
+        })
+        .collect()
 }
 
 pub(crate) fn i32_tensor(name: String, shape: Vec<usize>, words: &[u32]) -> OwnedTensor {
@@ -86,26 +83,29 @@ pub(crate) fn has_custom_g_idx(q: &QuantizedWeight) -> bool {
 
 /// Checks what every exported layout relies on: a consistent weight, and zero points at the
 /// middle of the grid for symmetric specs (compressed-tensors stores none, GPTQ implies it).
-pub(crate) fn check_weight(name: &str, q: &QuantizedWeight) -> Result<()> {
-    q.validate()
-        .map_err(|e| Error::Other(format!("{name}: {e}")))?;
+pub(crate) fn check_weight(name: &str, format: &'static str, q: &QuantizedWeight) -> Result<()> {
+    q.validate().map_err(Error::layer(name))?;
     let mid = 1u8 << (q.spec.bits - 1);
     if q.spec.symmetric && q.zeros.iter().any(|&z| z != mid) {
-        return Err(Error::Other(format!(
-            "{name}: symmetric, but a zero point differs from {mid}, which the exported layouts assume"
-        )));
+        return Err(refused(name, format, Refusal::SymmetricZeroPoint { mid }));
     }
     Ok(())
 }
 
+/// `layer` refused by `format`.
+pub(crate) fn refused(layer: &str, format: &'static str, why: Refusal) -> Error {
+    Error::Refused {
+        layer: layer.into(),
+        format,
+        why,
+    }
+}
+
 /// The stored tensors of one quantized layer `prefix`.
 pub fn layer_tensors(prefix: &str, q: &QuantizedWeight) -> Result<Vec<OwnedTensor>> {
-    check_weight(prefix, q)?;
+    check_weight(prefix, FORMAT, q)?;
     if has_custom_g_idx(q) {
-        return Err(Error::Other(format!(
-            "{prefix}: act-order groups (g_idx) cannot be stored in compressed-tensors \
-             {COMPRESSED_TENSORS_VERSION} (removed there); use --format gptq"
-        )));
+        return Err(refused(prefix, FORMAT, Refusal::ActOrderGroups));
     }
     let (rows, cols, bits, groups) = (q.rows, q.cols, q.spec.bits, q.n_groups());
     let row_words = (cols * bits as usize).div_ceil(32);
@@ -241,10 +241,9 @@ pub(crate) struct Layout<'a> {
 /// compressed-tensors and GPTQ writers: everything but the quantized tensors is the same.
 pub(crate) fn write_hf_dir(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     layout: Layout,
 ) -> Result<()> {
     refuse_rope_freqs(ckpt)?;
@@ -256,15 +255,7 @@ pub(crate) fn write_hf_dir(
     for (name, q) in layers {
         packed.insert(name.as_str(), (layout.tensors)(name, q)?);
     }
-    write_tensors_dir(
-        ckpt,
-        packed,
-        recipe,
-        out,
-        overwrite,
-        layout.quant,
-        layout.extra,
-    )
+    write_tensors_dir(ckpt, packed, recipe, to, layout.quant, layout.extra)
 }
 
 /// Refuses a model whose rope scaling only GGUF's `rope_freqs.weight` holds.
@@ -272,11 +263,7 @@ pub(crate) fn refuse_rope_freqs(ckpt: &Checkpoint) -> Result<()> {
     if ckpt.config.rope_scaling.is_none() && ckpt.weights.contains("rope_freqs.weight") {
         // llama.cpp keeps Llama 3 rope scaling only as this tensor; transformers and vLLM read
         // it from config.json and would silently run without it.
-        return Err(Error::Other(
-            "this model's rope scaling exists only as GGUF's rope_freqs.weight, which \
-             transformers and vLLM ignore; export from the Hugging Face checkpoint instead"
-                .into(),
-        ));
+        return Err(Error::RopeFreqsOnly);
     }
     Ok(())
 }
@@ -288,9 +275,11 @@ pub(crate) fn check_linear(ckpt: &Checkpoint, name: &str, rows: usize, cols: usi
         .into_iter()
         .any(|(n, s)| n.strip_suffix(".weight") == Some(name) && s == want);
     if !found || !linear_modules(ckpt).iter().any(|n| n == name) {
-        return Err(Error::Other(format!(
-            "{name}: not a linear layer of this model with a {rows}×{cols} weight"
-        )));
+        return Err(Error::NotALinear {
+            layer: name.into(),
+            rows,
+            cols,
+        });
     }
     Ok(())
 }
@@ -301,14 +290,13 @@ pub(crate) fn write_tensors_dir(
     ckpt: &Checkpoint,
     mut packed: BTreeMap<&str, Vec<OwnedTensor>>,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     quant: Value,
     extra: Vec<(&'static str, String)>,
 ) -> Result<()> {
     let cfg = &ckpt.config;
     let tokenizer = ckpt.tokenizer_if_present()?;
-    atomic_dir(out, &[&ckpt.path], overwrite, |dir| {
+    atomic_dir(to.dir, &[&ckpt.path], to.overwrite, |dir| {
         let mut tensors = Vec::new();
         for (name, shape) in tensor_shapes(cfg) {
             match name.strip_suffix(".weight").and_then(|p| packed.remove(p)) {
@@ -324,42 +312,29 @@ pub(crate) fn write_tensors_dir(
         write_file(&dir.join("model.safetensors"), &tensors, &meta)?;
         let mut config = cfg.to_hf_json();
         config["quantization_config"] = quant;
-        let mut files = vec![
-            (
-                "config.json",
-                serde_json::to_string_pretty(&config).expect("json") + "\n",
-            ),
-            (RECIPE_COPY, recipe.to_json()),
-        ];
-        files.extend(extra);
-        for (file, text) in files {
-            let p = dir.join(file);
-            std::fs::write(&p, text).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
-        }
-        if let Some(t) = tokenizer {
-            let p = dir.join("tokenizer.json");
-            t.save(&p, false)
-                .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
-        }
-        Ok(())
+        let config = serde_json::to_string_pretty(&config).expect("json") + "\n";
+        let recipe = recipe.to_json();
+        let mut files = vec![("config.json", config.as_str()), (RECIPE_COPY, &recipe)];
+        files.extend(extra.iter().map(|(n, t)| (*n, t.as_str())));
+        write_files(dir, files.iter().chain(to.extra))?;
+        save_tokenizer(dir, tokenizer.as_ref())
     })
 }
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) quantized, to
-/// `out` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`.
+/// `to` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`.
 pub fn write(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
 ) -> Result<()> {
     let layout = Layout {
         tensors: &layer_tensors,
         quant: quantization_config(layers, &linear_modules(ckpt)),
         extra: Vec::new(),
     };
-    write_hf_dir(ckpt, layers, recipe, out, overwrite, layout)
+    write_hf_dir(ckpt, layers, recipe, to, layout)
 }
 
 #[cfg(test)]

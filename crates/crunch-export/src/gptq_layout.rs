@@ -16,17 +16,16 @@
 //! sizes its buffers as `in / 32 · bits` and `out / 32 · bits`.
 
 use crate::compressed_tensors::{
-    check_weight, f16_tensor, has_custom_g_idx, i32_tensor, linear_modules, pack_stream,
+    check_weight, f16_tensor, has_custom_g_idx, i32_tensor, linear_modules, pack_stream, refused,
     write_hf_dir, Layout,
 };
-use crate::{Error, Result};
-use crunch_compress::QuantizedWeight;
-use crunch_formats::recipe::Recipe;
+use crate::{QuantizedLayers, Refusal, Result, Target};
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_model::Checkpoint;
+use crunch_repr::format::Recipe;
+use crunch_repr::QuantizedWeight;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// How zero points are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +44,14 @@ impl CheckpointFormat {
             CheckpointFormat::V2 => "gptq_v2",
         }
     }
+
+    /// The layout's name on the command line.
+    fn format(self) -> &'static str {
+        match self {
+            CheckpointFormat::V1 => "gptq",
+            CheckpointFormat::V2 => "gptq-v2",
+        }
+    }
 }
 
 /// The stored tensors of one quantized layer `prefix`.
@@ -53,21 +60,20 @@ pub fn layer_tensors(
     q: &QuantizedWeight,
     format: CheckpointFormat,
 ) -> Result<Vec<OwnedTensor>> {
-    check_weight(prefix, q)?;
+    check_weight(prefix, format.format(), q)?;
     let (rows, cols, bits, groups) = (q.rows, q.cols, q.spec.bits, q.n_groups());
     if rows % 32 != 0 || cols % 32 != 0 {
-        return Err(Error::Other(format!(
-            "{prefix}: {rows}×{cols} weight; the GPTQ layout needs both dimensions to be multiples of 32"
-        )));
+        return Err(refused(
+            prefix,
+            format.format(),
+            Refusal::DimsNot32 { rows, cols },
+        ));
     }
     let stored_zero = |z: u8| match format {
         CheckpointFormat::V2 => Ok(z),
-        CheckpointFormat::V1 => z.checked_sub(1).ok_or_else(|| {
-            Error::Other(format!(
-                "{prefix}: a zero point is 0, which GPTQ v1 stores as −1 and loaders read back as \
-                 2^bits; use --format gptq-v2 (GPTQModel) or --sym"
-            ))
-        }),
+        CheckpointFormat::V1 => z
+            .checked_sub(1)
+            .ok_or_else(|| refused(prefix, format.format(), Refusal::ZeroPointZero)),
     };
     let (in_words, out_words) = (cols * bits as usize / 32, rows * bits as usize / 32);
     // Pack each output row's codes, then lay the words out transposed: qweight[w][r].
@@ -106,14 +112,12 @@ pub fn quantization_config(
     recipe: &Recipe,
     format: CheckpointFormat,
 ) -> Result<Value> {
-    let mut specs = layers.values().map(|q| q.spec);
-    let spec = specs
+    let mut specs = layers.iter().map(|(n, q)| (n, q.spec));
+    let (_, spec) = specs
         .next()
-        .ok_or_else(|| Error::Other("no quantized layers to export".into()))?;
-    if specs.any(|s| s != spec) {
-        return Err(Error::Other(
-            "the GPTQ layout has one bit width, group size and symmetry for all layers; these differ".into(),
-        ));
+        .ok_or_else(|| refused("model", format.format(), Refusal::NothingQuantized))?;
+    if let Some((name, _)) = specs.find(|(_, s)| *s != spec) {
+        return Err(refused(name, format.format(), Refusal::MixedSpecs));
     }
     let desc_act = layers.values().any(has_custom_g_idx);
     let act_order = recipe.layers.values().any(|l| l.act_order);
@@ -145,14 +149,13 @@ pub fn quantization_config(
     Ok(v)
 }
 
-/// Writes `ckpt` with `layers` quantized, to `out` in the GPTQ layout with zero points stored
-/// as `format` says.
-pub fn write_with(
+/// Writes `ckpt` with `layers` quantized, to `to` in the GPTQ layout with zero points stored as
+/// `format` says (V1 is the layout every engine loads).
+pub fn write(
     ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
+    layers: &QuantizedLayers,
     recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
+    to: &Target,
     format: CheckpointFormat,
 ) -> Result<()> {
     let quant = quantization_config(layers, &linear_modules(ckpt), recipe, format)?;
@@ -162,16 +165,5 @@ pub fn write_with(
         quant,
         extra: vec![("quantize_config.json", text)],
     };
-    write_hf_dir(ckpt, layers, recipe, out, overwrite, layout)
-}
-
-/// [`write_with`] GPTQ v1, the layout every engine loads.
-pub fn write(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, QuantizedWeight>,
-    recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-) -> Result<()> {
-    write_with(ckpt, layers, recipe, out, overwrite, CheckpointFormat::V1)
+    write_hf_dir(ckpt, layers, recipe, to, layout)
 }

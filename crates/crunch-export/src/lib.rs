@@ -1,7 +1,8 @@
 //! Writing compressed models.
 //!
-//! - [`crunch_dir`]: crunch's own format (see `crunch_formats::recipe` for the layout), which
-//!   `crunch eval` and `crunch info` load directly.
+//! - [`Format`]: the layouts, as one list with what each can hold and its writer.
+//! - [`crunch_dir`]: crunch's own format (`crunch_repr::format` describes and encodes the
+//!   layers), which `crunch eval` and `crunch info` load directly.
 //! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
 //! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
 //! - [`sparse24`]: compressed-tensors' sparse-24-bitmask layout for 2:4-pruned layers.
@@ -16,13 +17,64 @@
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
+mod format;
 pub mod gptq_layout;
 pub mod interrupt;
 pub mod output;
 pub mod sparse24;
 
 pub use atomic::{atomic_dir, atomic_file};
-pub use output::{check_output, prepare_output, OutputKind};
+pub use format::Format;
+pub use output::{check_output, prepare_output, OutputKind, OutputProblem};
+
+use crunch_repr::{CompressedLayer, QuantizedWeight, ReprError, Sparsity};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Bytes an output takes on disk: a file's size, or the sum of a directory's files.
+pub fn size_on_disk(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.flatten().map(|e| size(&e.path())).sum(),
+        Err(_) => size(path),
+    }
+}
+
+/// Compressed layers by Hugging Face layer name (without `.weight`).
+pub type Layers = BTreeMap<String, CompressedLayer>;
+/// Quantized layers by Hugging Face layer name, for the layouts that hold nothing else.
+pub type QuantizedLayers = BTreeMap<String, QuantizedWeight>;
+
+/// Where a writer writes: the output directory, whether it may replace an existing one
+/// (`--force`), and files (name, contents) to put beside the model inside the same atomic
+/// directory (the `recipe.toml` that made it).
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub dir: &'a Path,
+    pub overwrite: bool,
+    pub extra: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Target<'a> {
+    /// `dir`, refused if it exists, with nothing beside the model.
+    pub fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            overwrite: false,
+            extra: &[],
+        }
+    }
+
+    /// Replacing `dir` if it exists (`--force`) when `overwrite`.
+    pub fn overwrite(self, overwrite: bool) -> Self {
+        Self { overwrite, ..self }
+    }
+
+    /// With `extra` files beside the model.
+    pub fn beside(self, extra: &'a [(&'a str, &'a str)]) -> Self {
+        Self { extra, ..self }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,8 +82,102 @@ pub enum Error {
     Format(#[from] crunch_formats::FormatError),
     #[error(transparent)]
     Model(#[from] crunch_model::Error),
+    /// A compressed layer whose parts do not agree (refused before anything is written).
+    #[error("{layer}: {source}")]
+    Layer {
+        layer: String,
+        #[source]
+        source: ReprError,
+    },
+    /// A layer a layout cannot hold.
+    #[error("{layer}: {format} cannot store it: {why}")]
+    Refused {
+        layer: String,
+        format: &'static str,
+        why: Refusal,
+    },
+    #[error("{layer}: not a linear layer of this model with a {rows}×{cols} weight")]
+    NotALinear {
+        layer: String,
+        rows: usize,
+        cols: usize,
+    },
+    #[error(
+        "this model's rope scaling exists only as GGUF's rope_freqs.weight, which transformers \
+         and vLLM ignore; export from the Hugging Face checkpoint instead"
+    )]
+    RopeFreqsOnly,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A path a command may not write (`output`: inputs, `--force`).
+    #[error("{}: {problem}", path.display())]
+    Output {
+        path: PathBuf,
+        problem: OutputProblem,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A malformed layer `layer`.
+    pub fn layer(layer: &str) -> impl Fn(ReprError) -> Error + '_ {
+        move |source| Error::Layer {
+            layer: layer.into(),
+            source,
+        }
+    }
+}
+
+/// Why a layout cannot hold a layer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("it is {0}; this layout stores quantized layers only")]
+    NotQuantized(&'static str),
+    #[error("it has a low-rank correction, which only crunch's format stores")]
+    Correction,
+    #[error("act-order groups (g_idx) were removed from compressed-tensors; use --format gptq")]
+    ActOrderGroups,
+    #[error("{rows}×{cols} weight; the GPTQ layout needs both dimensions to be multiples of 32")]
+    DimsNot32 { rows: usize, cols: usize },
+    #[error(
+        "a zero point is 0, which GPTQ v1 stores as −1 and loaders read back as 2^bits; use \
+         --format gptq-v2 (GPTQModel) or --sym"
+    )]
+    ZeroPointZero,
+    #[error(
+        "the GPTQ layout has one bit width, group size and symmetry for all layers; this \
+         layer's differ"
+    )]
+    MixedSpecs,
+    #[error("symmetric, but a zero point differs from {mid}, which the exported layouts assume")]
+    SymmetricZeroPoint { mid: u8 },
+    #[error("pruned and quantized; sparse-24-bitmask stores unquantized 2:4 weights only")]
+    PrunedAndQuantized,
+    #[error("{0} sparsity; sparse-24-bitmask stores 2:4 only")]
+    NotTwoFour(Sparsity),
+    #[error("not pruned; sparse-24-bitmask stores 2:4-pruned weights only")]
+    NotPruned,
+    #[error("no quantized layers to export")]
+    NothingQuantized,
     #[error("{0}")]
-    Other(String),
+    Grid(crunch_repr::ReprError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -37,20 +37,50 @@ pub enum OutputKind {
     Either,
 }
 
-fn refuse(out: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Other(format!("{}: {msg}", out.display()))
+/// Why a path cannot be an output.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OutputProblem {
+    #[error("not a usable output path")]
+    NotUsable,
+    #[error("is the input; crunch never writes over its input")]
+    IsInput,
+    #[error("contains the input {}; replacing it would delete the input", .0.display())]
+    ContainsInput(PathBuf),
+    #[error("already exists (pass --force to replace it)")]
+    Exists,
+    #[error("is a directory; --force replaces a single output file here, never a directory")]
+    IsDirectory,
+    #[error(
+        "is a symbolic link; --force does not replace links (remove it, or pick another --out)"
+    )]
+    IsLink,
+    #[error(
+        "is a file; --force replaces only a directory crunch wrote (remove the file yourself, or \
+         pick another --out)"
+    )]
+    IsFile,
+    #[error(
+        "is a directory crunch did not write (it has files and no {MARKER} marker); --force \
+         replaces only crunch's own outputs, so remove it yourself or pick another --out"
+    )]
+    NotCrunchOutput,
+}
+
+fn refuse(out: &Path, problem: OutputProblem) -> Error {
+    Error::Output {
+        path: out.to_path_buf(),
+        problem,
+    }
 }
 
 /// `p` made absolute with every existing part resolved (links, `..`), the rest appended.
 fn resolve(p: &Path) -> Result<PathBuf> {
     if p.symlink_metadata().is_ok() {
-        return p
-            .canonicalize()
-            .map_err(|e| refuse(p, format!("cannot resolve the path: {e}")));
+        return p.canonicalize().map_err(Error::io(p));
     }
     let name = match p.components().next_back() {
         Some(Component::Normal(n)) => n.to_owned(),
-        _ => return Err(refuse(p, "not a usable output path")),
+        _ => return Err(refuse(p, OutputProblem::NotUsable)),
     };
     let parent = match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -68,60 +98,34 @@ pub fn check_output(out: &Path, inputs: &[&Path], kind: OutputKind, force: bool)
             continue; // a missing input is its reader's error to report
         };
         if out_abs == inp {
-            return Err(refuse(
-                out,
-                "is the input; crunch never writes over its input",
-            ));
+            return Err(refuse(out, OutputProblem::IsInput));
         }
         if inp.starts_with(&out_abs) {
-            return Err(refuse(
-                out,
-                format!(
-                    "contains the input {}; replacing it would delete the input",
-                    input.display()
-                ),
-            ));
+            let input = input.to_path_buf();
+            return Err(refuse(out, OutputProblem::ContainsInput(input)));
         }
     }
     let Ok(meta) = out.symlink_metadata() else {
         return Ok(());
     };
     if !force {
-        return Err(refuse(out, "already exists (pass --force to replace it)"));
+        return Err(refuse(out, OutputProblem::Exists));
     }
     let is_link = meta.file_type().is_symlink();
     match kind {
         OutputKind::File | OutputKind::Either if !meta.is_dir() => Ok(()),
-        OutputKind::File => Err(refuse(
-            out,
-            "is a directory; --force replaces a single output file here, never a directory",
-        )),
+        OutputKind::File => Err(refuse(out, OutputProblem::IsDirectory)),
         OutputKind::Dir | OutputKind::Either => {
             if is_link {
-                return Err(refuse(
-                    out,
-                    "is a symbolic link; --force does not replace links (remove it, or pick \
-                     another --out)",
-                ));
+                return Err(refuse(out, OutputProblem::IsLink));
             }
             if !meta.is_dir() {
-                return Err(refuse(
-                    out,
-                    "is a file; --force replaces only a directory crunch wrote (remove the \
-                     file yourself, or pick another --out)",
-                ));
+                return Err(refuse(out, OutputProblem::IsFile));
             }
             if out.join(MARKER).is_file() || is_empty_dir(out) {
                 return Ok(());
             }
-            Err(refuse(
-                out,
-                format!(
-                    "is a directory crunch did not write (it has files and no {MARKER} \
-                     marker); --force replaces only crunch's own outputs, so remove it \
-                     yourself or pick another --out"
-                ),
-            ))
+            Err(refuse(out, OutputProblem::NotCrunchOutput))
         }
     }
 }
@@ -150,7 +154,7 @@ pub(crate) fn parent_of(out: &Path) -> PathBuf {
 fn file_name(out: &Path) -> Result<String> {
     out.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| refuse(out, "not a usable output path"))
+        .ok_or_else(|| refuse(out, OutputProblem::NotUsable))
 }
 
 /// Temporaries of `out` in its directory: (path, kind, process id). `kind` is "tmp" (an
@@ -287,20 +291,28 @@ pub fn remove_own_temps(blocking: bool) -> Vec<PathBuf> {
 /// Moves `tmp` into place at `out`, replacing an existing output by first moving it aside
 /// (so `out` names a complete output at every moment but one rename).
 pub(crate) fn replace_with(tmp: &Path, out: &Path) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| refuse(p, e);
     if out.symlink_metadata().is_ok() {
         let old = old_path(out)?;
-        std::fs::rename(out, &old).map_err(|e| io(out, e))?;
-        std::fs::rename(tmp, out).map_err(|e| io(out, e))?;
-        remove_any(&old).map_err(|e| io(&old, e))
+        std::fs::rename(out, &old).map_err(Error::io(out))?;
+        std::fs::rename(tmp, out).map_err(Error::io(out))?;
+        remove_any(&old).map_err(Error::io(&old))
     } else {
-        std::fs::rename(tmp, out).map_err(|e| io(out, e))
+        std::fs::rename(tmp, out).map_err(Error::io(out))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Held for reading by every test that makes temporaries, for writing by the one that
+    /// calls [`remove_own_temps`]: that removes *every* temporary of this process, so it must
+    /// not run while another test's are in flight (the tests share one process).
+    pub(crate) static TEMPS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    pub(crate) fn making_temps() -> std::sync::RwLockReadGuard<'static, ()> {
+        TEMPS.read().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn write(p: &Path, s: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -309,6 +321,7 @@ mod tests {
 
     #[test]
     fn the_input_and_its_parents_are_never_outputs() {
+        let _temps = making_temps();
         let d = tempfile::tempdir().unwrap();
         let w = d.path().join("w");
         let input = w.join("m.gguf");
@@ -339,6 +352,7 @@ mod tests {
 
     #[test]
     fn force_replaces_only_crunch_outputs_empty_dirs_and_single_files() {
+        let _temps = making_temps();
         let d = tempfile::tempdir().unwrap();
         let input = d.path().join("m.gguf");
         write(&input, "model");
@@ -387,6 +401,7 @@ mod tests {
 
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
+        let _all_temps = TEMPS.write().unwrap_or_else(|e| e.into_inner());
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("q4");
         // A process id that cannot be running: above the kernel's pid_max.

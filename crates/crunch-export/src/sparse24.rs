@@ -21,42 +21,39 @@
 use crate::compressed_tensors::{
     check_linear, linear_modules, refuse_rope_freqs, write_tensors_dir, COMPRESSED_TENSORS_VERSION,
 };
-use crate::{Error, Result};
-use crunch_compress::{Compressed, CompressedLayer, NmPacked, PrunedWeight, Sparsity};
-use crunch_formats::recipe::Recipe;
+use crate::{Error, Format, Layers, Result, Target};
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_formats::DType;
 use crunch_model::Checkpoint;
+use crunch_repr::format::Recipe;
+use crunch_repr::{CompressedLayer, NmPacked, Produces, PrunedWeight};
 use half::f16;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The 2:4-pruned, unquantized weight of `layer`, or why it cannot be stored in this layout.
 fn two_four<'a>(name: &str, layer: &'a CompressedLayer) -> Result<&'a PrunedWeight> {
-    let refuse = |why: &str| Err(Error::Other(format!("{name}: {why}")));
-    match &layer.main {
-        _ if layer.correction.is_some() => {
-            refuse("has a low-rank correction, which sparse-24-bitmask cannot store")
-        }
-        Compressed::Pruned(p) if p.quant.is_some() => {
-            refuse("pruned and quantized; sparse-24-bitmask stores unquantized 2:4 weights only")
-        }
-        Compressed::Pruned(p) if p.sparsity == (Sparsity::NM { n: 2, m: 4 }) => Ok(p),
-        Compressed::Pruned(p) => refuse(&format!(
-            "{} sparsity; sparse-24-bitmask stores 2:4 only",
-            p.sparsity
-        )),
-        _ => refuse("not pruned; sparse-24-bitmask stores 2:4-pruned weights only"),
+    let format = Format::Sparse24Bitmask;
+    let what = match layer.correction {
+        Some(_) => Produces::Correction,
+        None => layer.main.produces(),
+    };
+    match (format.refuses(what, layer.shape()), &layer.main) {
+        (None, crunch_repr::Compressed::Pruned(p)) => Ok(p),
+        (why, _) => Err(Error::Refused {
+            layer: name.into(),
+            format: format.name(),
+            why: why.unwrap_or(crate::Refusal::NotPruned),
+        }),
     }
 }
 
 /// The stored tensors of one 2:4-pruned layer `prefix`.
 pub fn layer_tensors(prefix: &str, p: &PrunedWeight) -> Result<Vec<OwnedTensor>> {
-    let bad = |e: crunch_compress::CompressError| Error::Other(format!("{prefix}: {e}"));
-    p.validate().map_err(bad)?;
+    let bad = Error::layer(prefix);
+    p.validate().map_err(&bad)?;
     let (rows, cols) = (p.rows, p.cols);
-    let packed = NmPacked::encode(&p.weight, &p.mask, 2, 4).map_err(bad)?;
+    let packed = NmPacked::encode(&p.weight, &p.mask, 2, 4).map_err(&bad)?;
     // The positions NmPacked stores: exactly two per group, padding included.
     let (_, mask) = packed.decode().map_err(bad)?;
     let kept = mask.to_bools();
@@ -108,15 +105,9 @@ pub fn sparsity_config(names: &[&str], global_sparsity: f64) -> Value {
 }
 
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`, each 2:4-pruned
-/// and unquantized, without correction) to `out` in compressed-tensors' sparse-24-bitmask
+/// and unquantized, without correction) to `to` in compressed-tensors' sparse-24-bitmask
 /// layout. Every other layer is stored dense; anything else in `layers` is refused.
-pub fn write(
-    ckpt: &Checkpoint,
-    layers: &BTreeMap<String, CompressedLayer>,
-    recipe: &Recipe,
-    out: &Path,
-    overwrite: bool,
-) -> Result<()> {
+pub fn write(ckpt: &Checkpoint, layers: &Layers, recipe: &Recipe, to: &Target) -> Result<()> {
     refuse_rope_freqs(ckpt)?;
     let mut packed = BTreeMap::new();
     for (name, layer) in layers {
@@ -136,5 +127,5 @@ pub fn write(
     let pruned: usize = layers.values().map(|l| l.shape().0 * l.shape().1 / 2).sum();
     let names: Vec<&str> = layers.keys().map(String::as_str).collect();
     let quant = sparsity_config(&names, pruned as f64 / total.max(1) as f64);
-    write_tensors_dir(ckpt, packed, recipe, out, overwrite, quant, Vec::new())
+    write_tensors_dir(ckpt, packed, recipe, to, quant, Vec::new())
 }

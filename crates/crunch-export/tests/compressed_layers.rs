@@ -4,17 +4,19 @@
 //! compressed-tensors sparse-24-bitmask layout, decoded here from its description in
 //! `sparse24_bitmask_decompress` (compressed-tensors), not from the writer.
 
-use crunch_compress::{
-    magnitude, rtn, Bitmask, Compressed, CompressedLayer, Factored, PrunedWeight, QuantSpec,
-    Sparsity,
-};
-use crunch_export::crunch_dir::{self, layer_recipe};
-use crunch_export::sparse24;
-use crunch_formats::recipe::{Recipe, FORMAT_VERSION};
+mod common;
+
+use common::compress_each;
+use crunch_compress::{magnitude, rtn};
+use crunch_export::{crunch_dir, sparse24, Target};
 use crunch_formats::safetensors::{write_file, OwnedTensor, SafetensorsFile};
 use crunch_formats::{DType, TensorSource};
-use crunch_model::testing::{relative_error, tiny_specs, write_tiny_model};
+use crunch_model::testing::relative_error;
 use crunch_model::Checkpoint;
+use crunch_repr::format::{layer_recipes, Recipe};
+use crunch_repr::{
+    Bitmask, Compressed, CompressedLayer, Factored, PrunedWeight, QuantSpec, Sparsity,
+};
 use crunch_runtime::{Backend, Cpu};
 use half::f16;
 use std::collections::BTreeMap;
@@ -23,12 +25,7 @@ use std::path::Path;
 const IDS: [u32; 12] = [1, 5, 9, 17, 33, 65, 2, 127, 64, 3, 8, 100];
 
 fn open_tiny(dir: &Path) -> Checkpoint {
-    let spec = tiny_specs()
-        .into_iter()
-        .find(|s| s.name == "llama")
-        .unwrap();
-    write_tiny_model(&spec, dir, 7).unwrap();
-    Checkpoint::open(dir).unwrap()
+    common::open_tiny("llama", dir, 7)
 }
 
 fn f16_round(v: &[f32]) -> Vec<f32> {
@@ -121,43 +118,13 @@ fn compress(v: Variant, w: &[f32], rows: usize, cols: usize) -> CompressedLayer 
     layer
 }
 
-fn block_linears(ckpt: &Checkpoint) -> Vec<(String, usize, usize)> {
-    crunch_model::model::tensor_shapes(&ckpt.config)
-        .into_iter()
-        .filter(|(n, s)| n.starts_with("model.layers.") && s.len() == 2)
-        .map(|(n, s)| (n.strip_suffix(".weight").unwrap().to_string(), s[0], s[1]))
-        .collect()
-}
-
 /// Every block linear but one (left dense) compressed as `v`.
 fn compress_all(ckpt: &Checkpoint, v: Variant) -> BTreeMap<String, CompressedLayer> {
-    block_linears(ckpt)
-        .into_iter()
-        .filter(|(n, _, _)| n != "model.layers.1.mlp.down_proj")
-        .map(|(n, rows, cols)| {
-            let w = ckpt
-                .weights
-                .read(&format!("{n}.weight"), &[rows, cols], &ckpt.config)
-                .unwrap();
-            let layer = compress(v, &w, rows, cols);
-            (n, layer)
-        })
-        .collect()
+    compress_each(ckpt, |w, rows, cols| compress(v, w, rows, cols))
 }
 
 fn recipe(layers: &BTreeMap<String, CompressedLayer>) -> Recipe {
-    Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: "test".into(),
-        source: "tiny".into(),
-        stages: vec!["test".into()],
-        calibration: None,
-        layers: layers
-            .iter()
-            .map(|(n, l)| (n.clone(), layer_recipe(l)))
-            .collect(),
-    }
+    Recipe::new("tiny", vec!["test".into()], layer_recipes(layers))
 }
 
 fn logits(model: &crunch_model::Model<Cpu>) -> Vec<f32> {
@@ -165,7 +132,7 @@ fn logits(model: &crunch_model::Model<Cpu>) -> Vec<f32> {
 }
 
 fn write(ckpt: &Checkpoint, layers: &BTreeMap<String, CompressedLayer>, out: &Path) {
-    crunch_dir::write(ckpt, layers, &recipe(layers), out, false).unwrap();
+    crunch_dir::write(ckpt, layers, &recipe(layers), &Target::new(out)).unwrap();
 }
 
 #[test]
@@ -344,10 +311,10 @@ fn writer_refuses_a_recipe_that_misdescribes_a_layer() {
     let layers = compress_all(&ckpt, Variant::TwoFour);
     let mut r = recipe(&layers);
     r.layers.get_mut(Q).unwrap().sparsity = Some("0.5".into());
-    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false).unwrap_err();
+    let e = crunch_dir::write(&ckpt, &layers, &r, &Target::new(&tmp.path().join("o"))).unwrap_err();
     assert!(e.to_string().contains(Q), "{e}");
     r.layers.remove(Q);
-    let e = crunch_dir::write(&ckpt, &layers, &r, &tmp.path().join("o"), false).unwrap_err();
+    let e = crunch_dir::write(&ckpt, &layers, &r, &Target::new(&tmp.path().join("o"))).unwrap_err();
     assert!(e.to_string().contains("no entry"), "{e}");
 }
 
@@ -357,7 +324,7 @@ fn sparse24_bitmask_layout_decodes_to_the_pruned_weight() {
     let ckpt = open_tiny(&tmp.path().join("src"));
     let layers = compress_all(&ckpt, Variant::TwoFour);
     let out = tmp.path().join("ct");
-    sparse24::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    sparse24::write(&ckpt, &layers, &recipe(&layers), &Target::new(&out)).unwrap();
 
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -366,16 +333,8 @@ fn sparse24_bitmask_layout_decodes_to_the_pruned_weight() {
     let sc = &qc["sparsity_config"];
     assert_eq!(sc["format"], "sparse-24-bitmask");
     assert_eq!(sc["sparsity_structure"], "2:4");
-    let targets: Vec<&str> = sc["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(
-        targets,
-        layers.keys().map(String::as_str).collect::<Vec<_>>()
-    );
+    let targets: Vec<String> = serde_json::from_value(sc["targets"].clone()).unwrap();
+    assert_eq!(targets, layers.keys().cloned().collect::<Vec<_>>());
     assert!(!out.join("crunch.json").exists());
 
     let st = SafetensorsFile::open(out.join("model.safetensors")).unwrap();
@@ -426,8 +385,7 @@ fn sparse24_bitmask_layout_decodes_to_the_pruned_weight() {
             &ckpt,
             &layers,
             &recipe(&layers),
-            &tmp.path().join("x"),
-            false,
+            &Target::new(&tmp.path().join("x")),
         )
         .unwrap_err();
         assert!(e.to_string().contains("sparse-24-bitmask"), "{v:?}: {e}");

@@ -6,14 +6,18 @@
 //! explicit 3-bit word layout), not from the writers' code. Every dequantized weight must equal
 //! crunch's `QuantizedWeight::dequantize()` bit for bit.
 
-use crunch_compress::{rtn, QuantSpec, QuantizedWeight};
+mod common;
+
+use common::{compress_each, SKIPPED};
+use crunch_compress::rtn;
 use crunch_export::gptq_layout::{self, CheckpointFormat};
-use crunch_export::{compressed_tensors, Error};
-use crunch_formats::recipe::{LayerRecipe, Recipe, FORMAT_VERSION};
+use crunch_export::{compressed_tensors, Error, Refusal, Target};
 use crunch_formats::safetensors::SafetensorsFile;
 use crunch_formats::{DType, TensorSource};
-use crunch_model::testing::{tiny_specs, write_tiny_model};
+use crunch_model::testing::tiny_specs;
 use crunch_model::Checkpoint;
+use crunch_repr::format::{layer_recipes, Recipe};
+use crunch_repr::{Compressed, CompressedLayer, QuantSpec, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,66 +34,65 @@ const CASES: [(u8, Option<usize>, bool); 8] = [
     (2, Some(32), false),
 ];
 
-/// Left unquantized in every case, so `ignore` / `dynamic` and dense fallbacks are exercised.
-const SKIPPED: &str = "model.layers.1.mlp.down_proj";
-
 fn open_tiny(name: &str, dir: &Path) -> Checkpoint {
-    let spec = tiny_specs().into_iter().find(|s| s.name == name).unwrap();
-    write_tiny_model(&spec, dir, 11).unwrap();
-    Checkpoint::open(dir).unwrap()
-}
-
-fn block_linears(ckpt: &Checkpoint) -> Vec<(String, usize, usize)> {
-    crunch_model::model::tensor_shapes(&ckpt.config)
-        .into_iter()
-        .filter(|(n, s)| n.starts_with("model.layers.") && s.len() == 2)
-        .map(|(n, s)| (n.strip_suffix(".weight").unwrap().to_string(), s[0], s[1]))
-        .collect()
+    common::open_tiny(name, dir, 11)
 }
 
 fn quantize(ckpt: &Checkpoint, spec: QuantSpec) -> BTreeMap<String, QuantizedWeight> {
-    block_linears(ckpt)
-        .into_iter()
-        .filter(|(n, _, _)| n != SKIPPED)
-        .map(|(n, rows, cols)| {
-            let w = ckpt
-                .weights
-                .read(&format!("{n}.weight"), &[rows, cols], &ckpt.config)
-                .unwrap();
-            (n, rtn(&w, rows, cols, spec, false).unwrap())
-        })
-        .collect()
+    compress_each(ckpt, |w, rows, cols| {
+        rtn(w, rows, cols, spec, false).unwrap()
+    })
+}
+
+/// The tiny Llama (in a new temporary directory) and its layers quantized on `spec` by RTN.
+fn llama_quantized(
+    spec: QuantSpec,
+) -> (
+    tempfile::TempDir,
+    Checkpoint,
+    BTreeMap<String, QuantizedWeight>,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = open_tiny("llama", &tmp.path().join("src"));
+    let layers = quantize(&ckpt, spec);
+    (tmp, ckpt, layers)
+}
+
+/// `layers` in the GPTQ layout `format`, at `out`.
+fn write_gptq(
+    ckpt: &Checkpoint,
+    layers: &BTreeMap<String, QuantizedWeight>,
+    out: &Path,
+    format: CheckpointFormat,
+) -> crunch_export::Result<()> {
+    gptq_layout::write(ckpt, layers, &recipe(layers), &Target::new(out), format)
+}
+
+/// The errors of both quantized layouts for `layers` (each would write under `dir`).
+fn both_errors(
+    ckpt: &Checkpoint,
+    layers: &BTreeMap<String, QuantizedWeight>,
+    dir: &Path,
+) -> [String; 2] {
+    let r = recipe(layers);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let v1 = CheckpointFormat::V1;
+    [
+        compressed_tensors::write(ckpt, layers, &r, &Target::new(&a)).unwrap_err(),
+        gptq_layout::write(ckpt, layers, &r, &Target::new(&b), v1).unwrap_err(),
+    ]
+    .map(|e| e.to_string())
 }
 
 fn recipe(layers: &BTreeMap<String, QuantizedWeight>) -> Recipe {
-    Recipe {
-        format: "crunch".into(),
-        format_version: FORMAT_VERSION,
-        crunch_version: "test".into(),
-        source: "tiny".into(),
-        stages: vec!["rtn".into()],
-        calibration: None,
-        layers: layers
-            .iter()
-            .map(|(n, q)| {
-                let r = LayerRecipe {
-                    method: "rtn".into(),
-                    bits: q.spec.bits,
-                    group_size: q.spec.group_size,
-                    symmetric: q.spec.symmetric,
-                    act_order: false,
-                    mse_clip: false,
-                    damp: None,
-                    rows: q.rows,
-                    cols: q.cols,
-                    sparsity: None,
-                    rank: None,
-                    correction_rank: None,
-                };
-                (n.clone(), r)
-            })
-            .collect(),
-    }
+    let layers = layers
+        .iter()
+        .map(|(n, q)| {
+            let l = CompressedLayer::new("rtn", Compressed::Quantized(q.clone()));
+            (n.clone(), l)
+        })
+        .collect();
+    Recipe::new("tiny", vec!["rtn".into()], layer_recipes(&layers))
 }
 
 /// A stored tensor's dtype, shape and little-endian elements as u64 bit patterns.
@@ -109,6 +112,16 @@ fn tensor(st: &SafetensorsFile, name: &str) -> (DType, Vec<usize>, Vec<u64>) {
         .map(|c| c.iter().rev().fold(0u64, |acc, &b| acc << 8 | b as u64))
         .collect();
     (info.dtype, info.shape, vals)
+}
+
+/// `got` equals `want` bit for bit (layer `p`).
+fn assert_bit_equal(got: &[f32], want: &[f32], p: &str) {
+    let same = got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "{p}: dequantized weights differ");
 }
 
 fn f16_val(bits: u64) -> f32 {
@@ -199,12 +212,7 @@ fn check_compressed_tensors(
             "channel"
         }
     );
-    let ignore: Vec<&str> = qc["ignore"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let ignore: Vec<String> = serde_json::from_value(qc["ignore"].clone()).unwrap();
     assert_eq!(ignore, vec![SKIPPED, "lm_head"]);
 
     let st = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
@@ -256,13 +264,7 @@ fn check_compressed_tensors(
                 got.push((x as f32 - zp[g] as f32) * f16_val(scales[g]));
             }
         }
-        let want = q.dequantize();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{p}: dequantized weights differ"
-        );
+        assert_bit_equal(&got, &q.dequantize(), p);
     }
 }
 
@@ -370,13 +372,7 @@ fn check_gptq(
                 got.push((code as f32 - zeros[g][r] as f32) * f16_val(scales[g * rows + r]));
             }
         }
-        let want = q.dequantize();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{p}: dequantized weights differ"
-        );
+        assert_bit_equal(&got, &q.dequantize(), p);
     }
 }
 
@@ -389,7 +385,8 @@ fn compressed_tensors_layout_dequantizes_to_crunch_weights() {
             let spec = QuantSpec::new(bits, group, sym);
             let layers = quantize(&ckpt, spec);
             let out = tmp.path().join(format!("ct{i}"));
-            compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+            compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &Target::new(&out))
+                .unwrap();
             check_compressed_tensors(&ckpt, &out, &layers, spec);
         }
     }
@@ -409,8 +406,7 @@ fn gptq_layout_dequantizes_to_crunch_weights() {
             }
             for format in [CheckpointFormat::V1, CheckpointFormat::V2] {
                 let out = tmp.path().join(format!("gptq{i}-{}", format.name()));
-                gptq_layout::write_with(&ckpt, &layers, &recipe(&layers), &out, false, format)
-                    .unwrap();
+                write_gptq(&ckpt, &layers, &out, format).unwrap();
                 check_gptq(&ckpt, &out, &layers, spec, format, false);
             }
         }
@@ -421,10 +417,8 @@ fn gptq_layout_dequantizes_to_crunch_weights() {
 /// (desc_act); compressed-tensors 0.20 cannot and must refuse rather than drop them.
 #[test]
 fn act_order_groups_go_to_gptq_and_are_refused_by_compressed_tensors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ckpt = open_tiny("llama", &tmp.path().join("src"));
     let spec = QuantSpec::new(4, Some(32), false);
-    let mut layers = quantize(&ckpt, spec);
+    let (tmp, ckpt, mut layers) = llama_quantized(spec);
     for q in layers.values_mut() {
         // 7 is coprime to 64 and 160, so c ↦ 7c mod cols permutes the columns: 32 per group.
         q.g_idx = Some(
@@ -436,27 +430,32 @@ fn act_order_groups_go_to_gptq_and_are_refused_by_compressed_tensors() {
         q.validate().unwrap();
     }
     let out = tmp.path().join("gptq");
-    gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    write_gptq(&ckpt, &layers, &out, CheckpointFormat::V1).unwrap();
     check_gptq(&ckpt, &out, &layers, spec, CheckpointFormat::V1, true);
 
     let out = tmp.path().join("ct");
-    let err = compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap_err();
+    let err = compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &Target::new(&out))
+        .unwrap_err();
     assert!(err.to_string().contains("g_idx"), "{err}");
     assert!(!out.exists());
 }
 
 #[test]
 fn gptq_v1_refuses_a_zero_point_of_zero_and_v2_stores_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ckpt = open_tiny("llama", &tmp.path().join("src"));
     let spec = QuantSpec::new(4, Some(32), false);
-    let mut layers = quantize(&ckpt, spec);
+    let (tmp, ckpt, mut layers) = llama_quantized(spec);
     let q = layers.get_mut("model.layers.0.self_attn.k_proj").unwrap();
     q.zeros[5] = 0;
     let out = tmp.path().join("v1");
-    let err = gptq_layout::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap_err();
+    let err = write_gptq(&ckpt, &layers, &out, CheckpointFormat::V1).unwrap_err();
     assert!(
-        matches!(err, Error::Other(ref m) if m.contains("gptq-v2")),
+        matches!(
+            err,
+            Error::Refused {
+                why: Refusal::ZeroPointZero,
+                ..
+            }
+        ) && err.to_string().contains("gptq-v2"),
         "{err}"
     );
     assert!(!out.exists());
@@ -464,15 +463,7 @@ fn gptq_v1_refuses_a_zero_point_of_zero_and_v2_stores_it() {
         q.zeros.iter_mut().filter(|z| **z == 1).for_each(|z| *z = 0);
     }
     let out = tmp.path().join("v2");
-    gptq_layout::write_with(
-        &ckpt,
-        &layers,
-        &recipe(&layers),
-        &out,
-        false,
-        CheckpointFormat::V2,
-    )
-    .unwrap();
+    write_gptq(&ckpt, &layers, &out, CheckpointFormat::V2).unwrap();
     check_gptq(&ckpt, &out, &layers, spec, CheckpointFormat::V2, false);
 }
 
@@ -491,7 +482,7 @@ fn mixed_specs_get_one_config_group_each_and_gptq_refuses_them() {
         layers.insert(n.clone(), eight[n].clone());
     }
     let out = tmp.path().join("ct");
-    compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &out, false).unwrap();
+    compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &Target::new(&out)).unwrap();
     let qc = &config(&out)["quantization_config"];
     let groups = qc["config_groups"].as_object().unwrap();
     assert_eq!(groups.len(), 2);
@@ -509,8 +500,8 @@ fn mixed_specs_get_one_config_group_each_and_gptq_refuses_them() {
         &ckpt,
         &layers,
         &recipe(&layers),
-        &tmp.path().join("g"),
-        false,
+        &Target::new(&tmp.path().join("g")),
+        CheckpointFormat::V1,
     )
     .unwrap_err();
     assert!(err.to_string().contains("one bit width"), "{err}");
@@ -537,9 +528,7 @@ fn gptq_refuses_dimensions_that_are_not_multiples_of_32() {
 
 #[test]
 fn unknown_or_misshapen_layers_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ckpt = open_tiny("llama", &tmp.path().join("src"));
-    let mut layers = quantize(&ckpt, QuantSpec::new(4, Some(32), true));
+    let (tmp, ckpt, mut layers) = llama_quantized(QuantSpec::new(4, Some(32), true));
     let q = layers["model.layers.0.mlp.up_proj"].clone();
     layers.insert(
         "model.layers.0.mlp.gate_proj".into(),
@@ -548,26 +537,14 @@ fn unknown_or_misshapen_layers_are_refused() {
             ..q.clone()
         },
     );
-    let err = compressed_tensors::write(
-        &ckpt,
-        &layers,
-        &recipe(&layers),
-        &tmp.path().join("a"),
-        false,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("gate_proj"), "{err}");
+    for err in both_errors(&ckpt, &layers, tmp.path()) {
+        assert!(err.contains("gate_proj"), "{err}");
+    }
     layers.remove("model.layers.0.mlp.gate_proj");
     layers.insert("model.embed_tokens".into(), q);
-    let err = gptq_layout::write(
-        &ckpt,
-        &layers,
-        &recipe(&layers),
-        &tmp.path().join("b"),
-        false,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("embed_tokens"), "{err}");
+    for err in both_errors(&ckpt, &layers, tmp.path()) {
+        assert!(err.contains("embed_tokens"), "{err}");
+    }
 }
 
 /// llama.cpp keeps Llama 3 rope scaling only as `rope_freqs.weight`; an export would drop it
@@ -608,12 +585,7 @@ fn rope_scaling_held_only_in_rope_freqs_is_refused() {
     let ckpt = Checkpoint::open(&src).unwrap();
     assert!(ckpt.config.rope_scaling.is_none());
     let layers = quantize(&ckpt, QuantSpec::new(4, Some(32), true));
-    let r = recipe(&layers);
-    let errs = [
-        compressed_tensors::write(&ckpt, &layers, &r, &tmp.path().join("a"), false).unwrap_err(),
-        gptq_layout::write(&ckpt, &layers, &r, &tmp.path().join("b"), false).unwrap_err(),
-    ];
-    for err in errs {
-        assert!(err.to_string().contains("rope_freqs"), "{err}");
+    for err in both_errors(&ckpt, &layers, tmp.path()) {
+        assert!(err.contains("rope_freqs"), "{err}");
     }
 }

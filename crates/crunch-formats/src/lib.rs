@@ -11,7 +11,6 @@ pub mod dtype;
 pub mod error;
 pub mod gguf;
 pub mod mapped;
-pub mod recipe;
 pub mod safetensors;
 
 pub use dtype::DType;

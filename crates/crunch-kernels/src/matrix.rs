@@ -118,9 +118,9 @@ impl PackedMatrix {
         out
     }
 
-    /// The index of the first weight that dequantizes to a NaN or an infinity, if any
-    /// (checked in slices of rows on the pool).
-    pub fn first_non_finite(&self) -> Option<usize> {
+    /// The index and value of the first weight that dequantizes to a NaN or an infinity, if
+    /// any (checked in slices of rows on the pool).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
         const ROWS: usize = 64;
         (0..self.rows.div_ceil(ROWS))
             .into_par_iter()
@@ -131,7 +131,7 @@ impl PackedMatrix {
                 self.dequantize_rows(r0, n, &mut buf);
                 buf.iter()
                     .position(|v| !v.is_finite())
-                    .map(|i| r0 * self.cols + i)
+                    .map(|i| (r0 * self.cols + i, buf[i]))
             })
     }
 

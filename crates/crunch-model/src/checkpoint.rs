@@ -2,16 +2,15 @@
 //! or a single GGUF file (config, weights and tokenizer all from the file).
 
 use crate::config::ModelConfig;
-use crate::crunch_format::CrunchSource;
 use crate::gguf_config::config_from_gguf;
 use crate::model::Model;
 use crate::structure::{validate_structure, Origin};
 use crate::weights::{Naming, Weights};
 use crate::{Error, Result};
 use crunch_formats::gguf::GgufFile;
-use crunch_formats::recipe::{LayerRecipe, Recipe};
 use crunch_formats::safetensors::SafetensorsModel;
 use crunch_formats::{DType, TensorSource};
+use crunch_repr::format::{CrunchSource, LayerRecipe, Recipe};
 use crunch_runtime::Backend;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,10 +46,10 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(Error::Config(format!(
-                "{}: no such file or directory",
-                path.display()
-            )));
+            return Err(Error::NotAModel {
+                path: path.to_path_buf(),
+                problem: "no such file or directory",
+            });
         }
         if path.is_dir() {
             return Self::open_hf(path);
@@ -65,10 +64,10 @@ impl Checkpoint {
         } else if path.extension().is_some_and(|e| e == "safetensors") {
             Self::open_hf(path)
         } else {
-            Err(Error::Config(format!(
-                "{}: not a model directory, GGUF file or safetensors file",
-                path.display()
-            )))
+            Err(Error::NotAModel {
+                path: path.to_path_buf(),
+                problem: "not a model directory, GGUF file or safetensors file",
+            })
         }
     }
 
@@ -79,11 +78,15 @@ impl Checkpoint {
             path.parent().unwrap_or(Path::new("."))
         };
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::Config(format!("{}: not valid JSON: {e}", config_path.display()))
+        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Read {
+            path: config_path.clone(),
+            source,
         })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: config_path.clone(),
+                source,
+            })?;
         let config = ModelConfig::from_hf_json(&config_path, &json)?;
         let bos_token = json
             .get("bos_token_id")
@@ -168,13 +171,16 @@ impl Checkpoint {
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         match &self.tokenizer {
-            TokenizerSource::File(p) => Tokenizer::from_file(p)
-                .map_err(|e| Error::Tokenizer(format!("{}: {e}", p.display()))),
+            TokenizerSource::File(p) => {
+                Tokenizer::from_file(p).map_err(|source| Error::Tokenizer {
+                    path: p.clone(),
+                    source,
+                })
+            }
             TokenizerSource::Gguf(t) => Ok((**t).clone()),
-            TokenizerSource::Missing => Err(Error::Tokenizer(format!(
-                "{}: no tokenizer (tokenizer.json beside config.json, or GGUF tokenizer metadata)",
-                self.path.display()
-            ))),
+            TokenizerSource::Missing => Err(Error::NoTokenizer {
+                path: self.path.clone(),
+            }),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Architecture hyper-parameters, read from a Hugging Face `config.json` or GGUF metadata.
 
-use crate::{Error, Result};
+use crate::{ConfigProblem, Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
@@ -52,6 +52,46 @@ pub enum RopeScaling {
     },
 }
 
+impl RopeScaling {
+    /// Every setting, by its config.json key under `rope_scaling`.
+    fn settings(&self) -> Vec<(&'static str, f64)> {
+        match *self {
+            Self::Linear { factor } => vec![("factor", factor)],
+            Self::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position: max,
+            } => vec![
+                ("factor", factor),
+                ("low_freq_factor", low),
+                ("high_freq_factor", high),
+                ("original_max_position_embeddings", max),
+            ],
+        }
+    }
+
+    /// Every setting a finite, positive number, and Llama 3's band the right way round.
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (key, v) in self.settings() {
+            positive_finite(&format!("rope_scaling.{key}"), v)?;
+        }
+        if let Self::Llama3 {
+            low_freq_factor: low,
+            high_freq_factor: high,
+            ..
+        } = *self
+        {
+            if high <= low {
+                return Err(format!(
+                    "rope_scaling.high_freq_factor {high} must be above low_freq_factor {low}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -81,15 +121,16 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Parses a Hugging Face `config.json`.
     pub fn from_hf_json(path: &Path, json: &Value) -> Result<Self> {
-        let bad = |msg: String| Error::Config(format!("{}: {msg}", path.display()));
+        let bad = Error::config(path);
+        let invalid = |msg: String| bad(ConfigProblem::Invalid(msg));
         let model_type = json
             .get("model_type")
             .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing `model_type`".into()))?;
+            .ok_or_else(|| bad(ConfigProblem::Missing("model_type".into())))?;
         let arch = Arch::from_model_type(model_type).ok_or_else(|| {
-            bad(format!(
-                "unsupported architecture `{model_type}` (supported: {SUPPORTED})"
-            ))
+            bad(ConfigProblem::UnsupportedArchitecture {
+                name: model_type.into(),
+            })
         })?;
         // A key that is present must have the right type: a silently ignored
         // `"rms_norm_eps": "1e-5"` would load a different model. `null` counts as absent
@@ -100,18 +141,27 @@ impl ModelConfig {
                 .map(|v| {
                     v.as_u64()
                         .and_then(|v| usize::try_from(v).ok())
-                        .ok_or_else(|| bad(format!("`{key}` is {v}, not a non-negative integer")))
+                        .ok_or_else(|| {
+                            bad(ConfigProblem::NotAnInteger {
+                                key: key.into(),
+                                value: v.to_string(),
+                            })
+                        })
                 })
                 .transpose()
         };
         let get_usize = |key: &str| -> Result<usize> {
-            opt_usize(key)?.ok_or_else(|| bad(format!("missing `{key}`")))
+            opt_usize(key)?.ok_or_else(|| bad(ConfigProblem::Missing(key.into())))
         };
         let opt_f64 = |key: &str| -> Result<Option<f64>> {
             present(key)
                 .map(|v| {
-                    v.as_f64()
-                        .ok_or_else(|| bad(format!("`{key}` is {v}, not a number")))
+                    v.as_f64().ok_or_else(|| {
+                        bad(ConfigProblem::NotANumber {
+                            key: key.into(),
+                            value: v.to_string(),
+                        })
+                    })
                 })
                 .transpose()
         };
@@ -133,15 +183,13 @@ impl ModelConfig {
             ("head_dim", head_dim),
             ("vocab_size", vocab),
         ])
-        .map_err(bad)?;
+        .map_err(invalid)?;
         let act = json
             .get("hidden_act")
             .and_then(Value::as_str)
             .unwrap_or("silu");
         if act != "silu" {
-            return Err(bad(format!(
-                "hidden_act `{act}` is not supported (only silu)"
-            )));
+            return Err(bad(ConfigProblem::UnsupportedActivation(act.into())));
         }
         let attention_bias = opt_bool("attention_bias").unwrap_or(false);
         let (qkv_bias, o_bias) = match arch {
@@ -174,7 +222,7 @@ impl ModelConfig {
             vocab,
             rms_eps: opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
             rope_theta: opt_f64("rope_theta")?.unwrap_or(10000.0),
-            rope_scaling: parse_rope_scaling(json.get("rope_scaling")).map_err(bad)?,
+            rope_scaling: parse_rope_scaling(json.get("rope_scaling")).map_err(invalid)?,
             // transformers defaults this to false for all four architectures.
             tie_embeddings: opt_bool("tie_word_embeddings").unwrap_or(false),
             qkv_bias,
@@ -184,7 +232,7 @@ impl ModelConfig {
             layer_window,
             max_position: opt_usize("max_position_embeddings")?.unwrap_or(4096),
         };
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(invalid)?;
         Ok(cfg)
     }
 
@@ -223,29 +271,8 @@ impl ModelConfig {
             ));
         }
         positive_finite("rope_theta", self.rope_theta)?;
-        match self.rope_scaling {
-            None => {}
-            Some(RopeScaling::Linear { factor }) => positive_finite("rope_scaling.factor", factor)?,
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position,
-            }) => {
-                positive_finite("rope_scaling.factor", factor)?;
-                positive_finite("rope_scaling.low_freq_factor", low_freq_factor)?;
-                positive_finite("rope_scaling.high_freq_factor", high_freq_factor)?;
-                positive_finite(
-                    "rope_scaling.original_max_position_embeddings",
-                    original_max_position,
-                )?;
-                if high_freq_factor <= low_freq_factor {
-                    return Err(format!(
-                        "rope_scaling.high_freq_factor {high_freq_factor} must be above \
-                         low_freq_factor {low_freq_factor}"
-                    ));
-                }
-            }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate()?;
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(

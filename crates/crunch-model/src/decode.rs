@@ -6,7 +6,7 @@
 //! values plus its own new ones (`AttentionMask::query_offset` = the cache length).
 
 use crate::model::{attention_inputs, attention_scale, block_output, Model, RopeTables};
-use crate::{Error, LinearHook, Result};
+use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{AttentionMask, Backend};
 
 /// Keys and values of one sequence, per decoder block, for incremental decoding.
@@ -92,24 +92,24 @@ impl<B: Backend> Model<B> {
         let b = &self.backend;
         let n = caches.len();
         if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
-            return Err(Error::Config(format!(
-                "cached forward: {} token ids cannot be split evenly over {n} sequences",
-                ids.len()
-            )));
+            return Err(Error::Cache(CacheProblem::Uneven {
+                ids: ids.len(),
+                caches: n,
+            }));
         }
         if let Some(c) = caches.iter().find(|c| c.layers.len() != self.blocks.len()) {
-            return Err(Error::Config(format!(
-                "cached forward: a cache made for {} blocks, the model has {}",
-                c.layers.len(),
-                self.blocks.len()
-            )));
+            return Err(Error::Cache(CacheProblem::Blocks {
+                cache: c.layers.len(),
+                model: self.blocks.len(),
+            }));
         }
         let t = ids.len() / n;
         if let Some(c) = caches.iter().find(|c| c.len + t > c.capacity) {
-            return Err(Error::Config(format!(
-                "cached forward: {t} more tokens do not fit a cache of {} positions holding {}",
-                c.capacity, c.len
-            )));
+            return Err(Error::Cache(CacheProblem::Full {
+                adding: t,
+                capacity: c.capacity,
+                holding: c.len,
+            }));
         }
         let positions: Vec<u32> = caches
             .iter()

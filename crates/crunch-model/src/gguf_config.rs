@@ -1,16 +1,15 @@
 //! Architecture hyper-parameters from GGUF metadata (`{arch}.block_count` and friends).
 
-use crate::config::{Arch, ModelConfig, SUPPORTED};
-use crate::{Error, Result};
+use crate::config::{Arch, ModelConfig};
+use crate::{ConfigProblem, Error, Result};
 use crunch_formats::gguf::GgufFile;
 use crunch_formats::TensorSource;
 
 pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
-    let path = file.path().display().to_string();
-    let bad = |msg: String| Error::Config(format!("{path}: {msg}"));
+    let bad = Error::config(file.path());
     let arch_name = file
         .architecture()
-        .ok_or_else(|| bad("missing `general.architecture`".into()))?
+        .ok_or_else(|| bad(ConfigProblem::Missing("general.architecture".into())))?
         .to_string();
     let arch = match arch_name.as_str() {
         // llama.cpp writes Mistral checkpoints under the llama architecture.
@@ -18,9 +17,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         "qwen2" => Arch::Qwen2,
         "qwen3" => Arch::Qwen3,
         other => {
-            return Err(bad(format!(
-                "unsupported architecture `{other}` (supported: {SUPPORTED})"
-            )))
+            return Err(bad(ConfigProblem::UnsupportedArchitecture {
+                name: other.into(),
+            }))
         }
     };
     let key = |k: &str| format!("{arch_name}.{k}");
@@ -31,18 +30,27 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .map(|v| {
                 v.as_u64()
                     .and_then(|v| usize::try_from(v).ok())
-                    .ok_or_else(|| bad(format!("`{}` is {v:?}, not an unsigned integer", key(k))))
+                    .ok_or_else(|| {
+                        bad(ConfigProblem::NotUnsigned {
+                            key: key(k),
+                            value: format!("{v:?}"),
+                        })
+                    })
             })
             .transpose()
     };
     let uint = |k: &str| -> Result<usize> {
-        opt_uint(k)?.ok_or_else(|| bad(format!("missing `{}`", key(k))))
+        opt_uint(k)?.ok_or_else(|| bad(ConfigProblem::Missing(key(k))))
     };
     let float = |k: &str| -> Result<Option<f64>> {
         file.get(&key(k))
             .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| bad(format!("`{}` is {v:?}, not a number", key(k))))
+                v.as_f64().ok_or_else(|| {
+                    bad(ConfigProblem::NotANumber {
+                        key: key(k),
+                        value: format!("{v:?}"),
+                    })
+                })
             })
             .transpose()
     };
@@ -58,7 +66,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
             .map(|a| a.len())
-            .ok_or_else(|| bad("no vocabulary size (`vocab_size` or tokenizer tokens)".into()))?,
+            .ok_or_else(|| bad(ConfigProblem::NoVocabulary))?,
     };
     let intermediate = uint("feed_forward_length")?;
     let kv_heads = opt_uint("attention.head_count_kv")?.unwrap_or(heads);
@@ -87,10 +95,11 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             .find(|(n, _)| *n == hf)
             .map_or(usize::MAX, |c| c.1);
         if v == 0 || v > cap {
-            return Err(bad(format!(
-                "`{}` is {v}; it must be between 1 and {cap} (the file is corrupt)",
-                key(k)
-            )));
+            return Err(bad(ConfigProblem::OutOfRange {
+                key: key(k),
+                value: v,
+                cap,
+            }));
         }
     }
     let has = |name: &str| file.info(name).is_some();
@@ -117,7 +126,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         max_position: opt_uint("context_length")?.unwrap_or(4096),
     };
     cfg.validate()
-        .map_err(|e| bad(gguf_names(&arch_name, &e)))?;
+        .map_err(|e| bad(ConfigProblem::Invalid(gguf_names(&arch_name, &e))))?;
     Ok(cfg)
 }
 

@@ -149,10 +149,10 @@ impl<B: Backend> RopeTables<B> {
     /// positions).
     pub fn at(&self, backend: &B, positions: &[u32]) -> Result<(B::Tensor, B::Tensor)> {
         if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions) {
-            return Err(crate::Error::Config(format!(
-                "position {p} is past the rotary tables ({} positions)",
-                self.positions
-            )));
+            return Err(crate::Error::PastRope {
+                position: p,
+                positions: self.positions,
+            });
         }
         Ok((
             backend.embedding(&self.cos, positions)?,
@@ -172,31 +172,67 @@ pub struct Model<B: Backend> {
     inv_freq: Vec<f64>,
 }
 
-fn tensor<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Tensor> {
-    Ok(backend.upload(w.read(name, shape, cfg)?, shape)?)
+/// What every weight is loaded from: the backend it goes to, the source and the config.
+struct Loader<'a, B: Backend> {
+    backend: &'a B,
+    w: &'a Weights,
+    cfg: &'a ModelConfig,
 }
 
-/// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
-/// encoding when the backend multiplies packed weights and the source can hand it over.
-fn weight_tensor<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Tensor> {
-    if backend.prefers_packed() {
-        if let Some(p) = w.packed(name, shape, cfg)? {
-            return Ok(backend.upload_packed(p)?);
-        }
+impl<B: Backend> Loader<'_, B> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        Ok(self
+            .backend
+            .upload(self.w.read(name, shape, self.cfg)?, shape)?)
     }
-    Ok(backend.upload_weight(w.read(name, shape, cfg)?, shape)?)
+
+    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
+    /// encoding when the backend multiplies packed weights and the source can hand it over.
+    fn weight(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        if self.backend.prefers_packed() {
+            if let Some(p) = self.w.packed(name, shape, self.cfg)? {
+                return Ok(self.backend.upload_packed(p)?);
+            }
+        }
+        let data = self.w.read(name, shape, self.cfg)?;
+        Ok(self.backend.upload_weight(data, shape)?)
+    }
+
+    /// Factors `{name}.{kind}_a` `[out, rank]` and `{name}.{kind}_b` `[rank, inp]`, if stored.
+    fn low_rank(
+        &self,
+        name: &str,
+        kind: &str,
+        (out, inp): (usize, usize),
+    ) -> Result<Option<LowRank<B>>> {
+        let a = format!("{name}.{kind}_a");
+        let Some(rank) = factor_rank(self.w, &a)? else {
+            return Ok(None);
+        };
+        Ok(Some(LowRank {
+            a: self.weight(&a, &[out, rank])?,
+            b: self.weight(&format!("{name}.{kind}_b"), &[rank, inp])?,
+        }))
+    }
+
+    /// Loads linear layer `name`: factored when the source stores `name.lr_a`/`name.lr_b`,
+    /// otherwise dense from `name.weight`, plus a correction when it stores `name.eora_a`/`_b`.
+    fn linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear<B>> {
+        let (weight, up) = match self.low_rank(name, "lr", (out, inp))? {
+            Some(f) => (f.b, Some(f.a)),
+            None => (self.weight(&format!("{name}.weight"), &[out, inp])?, None),
+        };
+        Ok(Linear {
+            weight,
+            up,
+            bias: if bias {
+                Some(self.tensor(&format!("{name}.bias"), &[out])?)
+            } else {
+                None
+            },
+            correction: self.low_rank(name, "eora", (out, inp))?,
+        })
+    }
 }
 
 /// The rank of stored factor `a` `[out, rank]` of a low-rank layer, if the source has one.
@@ -205,62 +241,15 @@ fn factor_rank(w: &Weights, a: &str) -> Result<Option<usize>> {
         None => Ok(None),
         Some(info) => match info.shape[..] {
             [_, rank] => Ok(Some(rank)),
-            _ => Err(crate::Error::Weights(format!(
-                "{}: tensor `{a}` has shape {:?}, expected [out_features, rank]",
-                w.source().path().display(),
-                info.shape
-            ))),
+            _ => Err(crate::Error::tensor(
+                w.source().path(),
+                crate::TensorProblem::NotAFactor {
+                    tensor: a.into(),
+                    found: info.shape,
+                },
+            )),
         },
     }
-}
-
-/// Factors `{name}.{kind}_a` `[out, rank]` and `{name}.{kind}_b` `[rank, inp]`, if stored.
-fn low_rank<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    kind: &str,
-    (out, inp): (usize, usize),
-) -> Result<Option<LowRank<B>>> {
-    let a = format!("{name}.{kind}_a");
-    let Some(rank) = factor_rank(w, &a)? else {
-        return Ok(None);
-    };
-    Ok(Some(LowRank {
-        a: weight_tensor(backend, w, cfg, &a, &[out, rank])?,
-        b: weight_tensor(backend, w, cfg, &format!("{name}.{kind}_b"), &[rank, inp])?,
-    }))
-}
-
-/// Loads linear layer `name`: factored when the source stores `name.lr_a`/`name.lr_b`,
-/// otherwise dense from `name.weight`, plus a correction when it stores `name.eora_a`/`_b`.
-fn linear<B: Backend>(
-    backend: &B,
-    w: &Weights,
-    cfg: &ModelConfig,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear<B>> {
-    let (weight, up) = match low_rank(backend, w, cfg, name, "lr", (out, inp))? {
-        Some(f) => (f.b, Some(f.a)),
-        None => {
-            let weight = weight_tensor(backend, w, cfg, &format!("{name}.weight"), &[out, inp])?;
-            (weight, None)
-        }
-    };
-    Ok(Linear {
-        weight,
-        up,
-        bias: if bias {
-            Some(tensor(backend, w, cfg, &format!("{name}.bias"), &[out])?)
-        } else {
-            None
-        },
-        correction: low_rank(backend, w, cfg, name, "eora", (out, inp))?,
-    })
 }
 
 /// Loads decoder block `layer` alone: calibration streams blocks one at a time.
@@ -270,11 +259,11 @@ pub fn load_block<B: Backend>(
     cfg: &ModelConfig,
     layer: usize,
 ) -> Result<Block<B>> {
+    let load = Loader { backend, w, cfg };
     let p = format!("model.layers.{layer}");
     let (h, hd) = (cfg.hidden, cfg.head_dim);
-    let norm = |n: &str, len: usize| tensor(backend, w, cfg, &format!("{p}.{n}.weight"), &[len]);
-    let lin =
-        |n: &str, out, inp, bias| linear(backend, w, cfg, &format!("{p}.{n}"), out, inp, bias);
+    let norm = |n: &str, len: usize| load.tensor(&format!("{p}.{n}.weight"), &[len]);
+    let lin = |n: &str, out, inp, bias| load.linear(&format!("{p}.{n}"), out, inp, bias);
     Ok(Block {
         attn_norm: norm("input_layernorm", h)?,
         q: lin("self_attn.q_proj", cfg.q_dim(), h, cfg.qkv_bias)?,
@@ -306,25 +295,30 @@ impl<B: Backend> Model<B> {
         mut on_block: impl FnMut(usize),
     ) -> Result<Self> {
         let cfg = &config;
+        let load = Loader {
+            backend: &backend,
+            w,
+            cfg,
+        };
         let embed_name = "model.embed_tokens.weight";
         let embed_shape = [cfg.vocab, cfg.hidden];
         // A backend that keeps weights packed keeps the table packed too (it is also the
         // output projection when embeddings are tied); rows are dequantized on lookup.
         let embed = if backend.prefers_packed() {
-            weight_tensor(&backend, w, cfg, embed_name, &embed_shape)?
+            load.weight(embed_name, &embed_shape)?
         } else {
-            tensor(&backend, w, cfg, embed_name, &embed_shape)?
+            load.tensor(embed_name, &embed_shape)?
         };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);
             on_block(layer);
         }
-        let norm = tensor(&backend, w, cfg, "model.norm.weight", &[cfg.hidden])?;
+        let norm = load.tensor("model.norm.weight", &[cfg.hidden])?;
         let lm_head = if cfg.tie_embeddings || !w.contains("lm_head.weight") {
             embed.clone()
         } else {
-            weight_tensor(&backend, w, cfg, "lm_head.weight", &[cfg.vocab, cfg.hidden])?
+            load.weight("lm_head.weight", &[cfg.vocab, cfg.hidden])?
         };
         let freq_factors = rope_freq_factors(w, cfg)?;
         let inv_freq = rope::inverse_frequencies(cfg, freq_factors.as_deref());

@@ -6,7 +6,7 @@
 use crate::config::ModelConfig;
 use crate::model::tensor_shapes;
 use crate::weights::{Naming, Weights};
-use crate::{Error, Result};
+use crate::{Error, Result, TensorProblem};
 use crunch_formats::DType;
 use std::collections::BTreeSet;
 
@@ -37,21 +37,19 @@ fn block_indices(w: &Weights) -> BTreeSet<usize> {
 /// Checks that the file holds exactly `cfg.layers` blocks and every tensor the config
 /// implies, each with the implied shape and a numeric type.
 pub fn validate_structure(cfg: &ModelConfig, w: &Weights, origin: &Origin) -> Result<()> {
-    let path = w.source().path().display().to_string();
-    let bad = |msg: String| Error::Weights(format!("{path}: {msg}"));
+    let path = w.source().path();
+    let bad = |problem| Error::tensor(path, problem);
     let blocks = block_indices(w);
     let held = blocks.last().map_or(0, |&b| b + 1);
     if held != cfg.layers || blocks.len() != held {
-        let gaps = if blocks.len() != held {
-            format!(" ({} of blocks 0..{held} have tensors)", blocks.len())
-        } else {
-            String::new()
-        };
-        return Err(bad(format!(
-            "`{}` in {} says {} blocks, but the file holds tensors of {held} blocks{gaps}; \
-             refusing to load a model whose layer count disagrees with its weights",
-            origin.layers_key, origin.config, cfg.layers
-        )));
+        return Err(Error::Blocks {
+            path: path.to_path_buf(),
+            key: origin.layers_key.into(),
+            config: origin.config.into(),
+            layers: cfg.layers,
+            held,
+            present: (blocks.len() != held).then_some(blocks.len()),
+        });
     }
     for (name, shape) in tensor_shapes(cfg) {
         let stored = w.stored_name(&name);
@@ -61,32 +59,34 @@ pub fn validate_structure(cfg: &ModelConfig, w: &Weights, origin: &Origin) -> Re
             if name == "lm_head.weight" {
                 continue;
             }
-            return Err(bad(format!(
-                "missing tensor `{stored}` (the config in {} implies it)",
-                origin.config
-            )));
+            return Err(bad(TensorProblem::Missing {
+                tensor: stored,
+                implied_by: Some(origin.config.into()),
+            }));
         };
         if info.shape != shape {
-            return Err(bad(format!(
-                "tensor `{stored}` has shape {:?}, but {} implies {shape:?}",
-                info.shape, origin.config
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: stored,
+                found: info.shape,
+                expected: shape,
+                implied_by: origin.config.into(),
+            }));
         }
         if !readable_as_f32(info.dtype) {
-            return Err(bad(format!(
-                "tensor `{stored}` is stored as {:?}, not as floating-point or quantized weights",
-                info.dtype
-            )));
+            return Err(bad(TensorProblem::NotNumeric {
+                tensor: stored,
+                dtype: info.dtype,
+            }));
         }
     }
     if let Some(info) = w.info("rope_freqs.weight") {
         if info.shape != [cfg.head_dim / 2] {
-            return Err(bad(format!(
-                "tensor `rope_freqs.weight` has shape {:?}, but head_dim {} implies [{}]",
-                info.shape,
-                cfg.head_dim,
-                cfg.head_dim / 2
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: "rope_freqs.weight".into(),
+                found: info.shape,
+                expected: vec![cfg.head_dim / 2],
+                implied_by: format!("head_dim {}", cfg.head_dim),
+            }));
         }
     }
     Ok(())

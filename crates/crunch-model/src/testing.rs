@@ -135,13 +135,27 @@ pub fn tensor_values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
 /// Writes `config.json` and `model.safetensors` of a tiny model into `dir`; returns the
 /// FNV-1a hash of the safetensors bytes (recorded with the reference logits to catch drift).
 pub fn write_tiny_model(spec: &TinySpec, dir: &Path, seed: u64) -> std::io::Result<u64> {
-    std::fs::create_dir_all(dir)?;
     let cfg = ModelConfig::from_hf_json(Path::new(spec.name), &spec.config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(&cfg)
+    write_model(dir, &spec.config, &cfg, seed, |_, _| {})
+}
+
+/// Writes `config` as `config.json` and [`tensor_values`] for every tensor of `cfg` (its
+/// parsed form), each passed through `edit`, as `model.safetensors` into `dir`; returns the
+/// FNV-1a hash of the safetensors bytes.
+pub fn write_model(
+    dir: &Path,
+    config: &Value,
+    cfg: &ModelConfig,
+    seed: u64,
+    mut edit: impl FnMut(&str, &mut [f32]),
+) -> std::io::Result<u64> {
+    std::fs::create_dir_all(dir)?;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(cfg)
         .into_iter()
         .map(|(name, shape)| {
-            let v = tensor_values(&name, &shape, seed);
+            let mut v = tensor_values(&name, &shape, seed);
+            edit(&name, &mut v);
             (name, shape, v)
         })
         .collect();
@@ -153,7 +167,7 @@ pub fn write_tiny_model(spec: &TinySpec, dir: &Path, seed: u64) -> std::io::Resu
     std::fs::write(dir.join("model.safetensors"), &bytes)?;
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string_pretty(&spec.config).unwrap(),
+        serde_json::to_string_pretty(config).unwrap(),
     )?;
     Ok(fnv1a(&bytes))
 }
@@ -185,8 +199,9 @@ pub fn smollm2_gguf() -> std::path::PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
-/// llama.cpp's q/k row order, as its converter writes Llama-architecture files.
-fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+/// llama.cpp's q/k row order, as its converter writes Llama-architecture files: rows viewed
+/// as [heads, 2, d/2] with the last two axes swapped (what `Weights` undoes on reading).
+pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
     let cols = data.len() / (heads * head_dim);
     let half = head_dim / 2;
     let mut out = Vec::with_capacity(data.len());
@@ -199,29 +214,6 @@ fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// llama.cpp tensor names, written out independently of the loader's own table.
-fn gguf_name(hf: &str) -> String {
-    [
-        ("model.layers.", "blk."),
-        ("model.embed_tokens", "token_embd"),
-        ("model.norm", "output_norm"),
-        ("lm_head", "output"),
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("self_attn.q_norm", "attn_q_norm"),
-        ("self_attn.k_norm", "attn_k_norm"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-    ]
-    .iter()
-    .fold(hf.to_string(), |s, (a, b)| s.replace(a, b))
 }
 
 /// A tiny model's GGUF, before serialization (tests corrupt its metadata or tensors first).
@@ -272,7 +264,7 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
             v = permute_rows(&v, cfg.kv_heads, cfg.head_dim);
         }
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((gguf_name(&name), shape, DType::F32, bytes));
+        tensors.push((crate::weights::gguf_name(&name), shape, DType::F32, bytes));
     }
     if let Some(RopeScaling::Llama3 { .. }) = cfg.rope_scaling {
         let plain = ModelConfig {

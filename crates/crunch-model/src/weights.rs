@@ -2,7 +2,7 @@
 //! code sees Hugging Face names and layouts whatever the file format.
 
 use crate::config::ModelConfig;
-use crate::{Error, Result};
+use crate::{Error, Result, TensorProblem};
 use crunch_formats::{SharedBuffer, TensorInfo, TensorSource};
 use crunch_runtime::kernels::{self, Bytes};
 use crunch_runtime::PackedMatrix;
@@ -70,16 +70,20 @@ impl Weights {
     /// The stored description of `hf`, checked to have shape `shape`.
     fn checked_info(&self, hf: &str, shape: &[usize]) -> Result<(String, TensorInfo)> {
         let stored = self.stored_name(hf);
-        let path = self.source.path().display();
-        let info = self
-            .source
-            .info(&stored)
-            .ok_or_else(|| Error::Weights(format!("{path}: missing tensor `{stored}`")))?;
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let info = self.source.info(&stored).ok_or_else(|| {
+            bad(TensorProblem::Missing {
+                tensor: stored.clone(),
+                implied_by: None,
+            })
+        })?;
         if info.shape != shape {
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` has shape {:?}, but the config implies {shape:?}",
-                info.shape
-            )));
+            return Err(bad(TensorProblem::Shape {
+                tensor: stored,
+                found: info.shape,
+                expected: shape.to_vec(),
+                implied_by: "the config".into(),
+            }));
         }
         Ok((stored, info))
     }
@@ -113,6 +117,13 @@ impl Weights {
             }
             _ => None,
         };
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let unusable = |problem: String| {
+            bad(TensorProblem::Unusable {
+                tensor: stored.clone(),
+                problem,
+            })
+        };
         let bytes = match heads {
             // Rows are whole blocks, so llama.cpp's row order is undone on the stored bytes.
             Some(heads) => {
@@ -121,23 +132,19 @@ impl Weights {
             }
             None => {
                 let len = raw.range.len();
-                Bytes::shared(Arc::new(Shared(raw.buffer)), raw.range.start, len).ok_or_else(
-                    || Error::Weights(format!("`{stored}`: stored range outside its file")),
-                )?
+                Bytes::shared(Arc::new(Shared(raw.buffer)), raw.range.start, len)
+                    .ok_or_else(|| unusable("its stored range lies outside the file".into()))?
             }
         };
-        let path = self.source.path().display();
-        let m = PackedMatrix::new(info.dtype, rows, cols, bytes)
-            .map_err(|e| Error::Weights(format!("{path}: tensor `{stored}`: {e}")))?;
+        let m = PackedMatrix::new(info.dtype, rows, cols, bytes).map_err(unusable)?;
         // The same refusal of non-finite weights as `read` (a NaN scale in one block would
         // make every output NaN).
-        if let Some(i) = m.first_non_finite() {
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` holds a non-finite value at row {}, column {}; \
-                 crunch refuses non-finite weights",
-                i / cols,
-                i % cols
-            )));
+        if let Some((i, value)) = m.first_non_finite() {
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value,
+                at: format!("row {}, column {}", i / cols, i % cols),
+            }));
         }
         Ok(Some(m))
     }
@@ -145,7 +152,7 @@ impl Weights {
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
         let (stored, _) = self.checked_info(hf, shape)?;
-        let path = self.source.path().display();
+        let bad = |problem| Error::tensor(self.source.path(), problem);
         let mut data = self.source.read_f32(&stored)?;
         // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
         // after quantization rounds around it): refuse it here, where every read passes.
@@ -154,10 +161,11 @@ impl Weights {
                 [_, cols] => format!("row {}, column {}", i / cols, i % cols),
                 _ => format!("index {i}"),
             };
-            return Err(Error::Weights(format!(
-                "{path}: tensor `{stored}` holds {} at {at}; crunch refuses non-finite weights",
-                data[i]
-            )));
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value: data[i],
+                at,
+            }));
         }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
@@ -177,8 +185,10 @@ impl Weights {
     }
 }
 
-/// Maps a Hugging Face tensor name to llama.cpp's.
-fn gguf_name(hf: &str) -> String {
+/// Maps a Hugging Face tensor name to llama.cpp's. The GGUF fixtures in [`crate::testing`]
+/// are named with it too, so what checks the table is the tests below and loading a real
+/// llama.cpp file (SmolLM2's GGUF, every tensor name, in crunch-eval's `smollm2` test).
+pub(crate) fn gguf_name(hf: &str) -> String {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
@@ -270,25 +280,9 @@ mod tests {
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }
 
-    /// llama.cpp's permutation as its converter writes it: view rows as
-    /// [heads, 2, d/2] and swap the last two axes.
-    fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-        let cols = data.len() / (heads * head_dim);
-        let half = head_dim / 2;
-        let mut out = Vec::with_capacity(data.len());
-        for h in 0..heads {
-            for i in 0..half {
-                for j in 0..2 {
-                    let src = h * head_dim + j * half + i;
-                    out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn unpermute_inverts_the_converter() {
+        use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
         assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8, 24), data);
     }

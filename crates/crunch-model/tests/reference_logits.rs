@@ -23,18 +23,8 @@ fn reference(arch: &str) -> Value {
 fn check(name: &str, model_path: &Path, reference: &Value) {
     let ckpt = Checkpoint::open(model_path).unwrap();
     let model = ckpt.load(Cpu, |_| {}).unwrap();
-    let ids: Vec<u32> = reference["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let want: Vec<f32> = reference["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let ids: Vec<u32> = serde_json::from_value(reference["input_ids"].clone()).unwrap();
+    let want: Vec<f32> = serde_json::from_value(reference["logits"].clone()).unwrap();
     let got = Cpu.to_f32(&model.forward(&ids).unwrap()).unwrap();
     let err = relative_error(&got, &want);
     println!(

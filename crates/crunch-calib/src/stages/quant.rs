@@ -1,0 +1,115 @@
+//! Quantization stages: `rtn` and `gptq`.
+
+use super::{
+    check_bits_and_damp, default_damp, default_group_size, group, LayerInput, OnGpu, StageMethod,
+};
+use crunch_compress::{gptq, rtn, CompressError, GptqOptions};
+use crunch_repr::format::LayerRecipe;
+use crunch_repr::{Compressed, Produces, QuantSpec};
+use serde::{Deserialize, Serialize};
+
+/// `rtn`: round to nearest on a min–max (or MSE-clipped) grid; needs no data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rtn {
+    /// Bits per code: 2, 3, 4 or 8.
+    pub bits: u8,
+    /// Input columns sharing one scale and zero point; 0 = one per output row.
+    #[serde(default = "default_group_size")]
+    pub group_size: usize,
+    /// Zero point fixed at the middle of the grid.
+    #[serde(default)]
+    pub symmetric: bool,
+    /// Search each grid's clipping range for the smallest error.
+    #[serde(default)]
+    pub mse_clip: bool,
+}
+
+impl Rtn {
+    pub fn spec(&self) -> QuantSpec {
+        QuantSpec::new(self.bits, group(self.group_size), self.symmetric)
+    }
+}
+
+impl StageMethod for Rtn {
+    fn produces(&self) -> Produces {
+        Produces::Quantized(self.spec())
+    }
+    fn validate(&self) -> Result<(), String> {
+        check_bits_and_damp(Some(self.bits), None)
+    }
+    fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
+        let q = rtn(l.weight, l.rows, l.cols, self.spec(), self.mse_clip)?;
+        Ok(Some(Compressed::Quantized(q)))
+    }
+    fn annotate(&self, entry: &mut LayerRecipe) {
+        entry.mse_clip = self.mse_clip;
+    }
+}
+
+/// `gptq`: GPTQ, which spreads each column's rounding error over the columns not yet
+/// quantized through the inverse calibration Hessian.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gptq {
+    /// Bits per code: 2, 3, 4 or 8.
+    pub bits: u8,
+    /// Input columns sharing one scale and zero point; 0 = one per output row.
+    #[serde(default = "default_group_size")]
+    pub group_size: usize,
+    /// Zero point fixed at the middle of the grid.
+    #[serde(default)]
+    pub symmetric: bool,
+    /// Quantize columns in order of decreasing Hessian diagonal (groups stay static).
+    #[serde(default)]
+    pub act_order: bool,
+    /// Search each grid's clipping range for the smallest error.
+    #[serde(default)]
+    pub mse_clip: bool,
+    /// Dampening, a fraction of the mean Hessian diagonal.
+    #[serde(default = "default_damp")]
+    pub damp: f64,
+}
+
+impl Gptq {
+    pub fn spec(&self) -> QuantSpec {
+        QuantSpec::new(self.bits, group(self.group_size), self.symmetric)
+    }
+
+    pub fn options(&self) -> GptqOptions {
+        GptqOptions {
+            damp: self.damp as f32,
+            act_order: self.act_order,
+            mse_clip: self.mse_clip,
+            ..GptqOptions::default()
+        }
+    }
+}
+
+impl StageMethod for Gptq {
+    fn produces(&self) -> Produces {
+        Produces::Quantized(self.spec())
+    }
+    fn validate(&self) -> Result<(), String> {
+        check_bits_and_damp(Some(self.bits), Some(self.damp))
+    }
+    fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
+        let q = gptq(
+            l.weight,
+            l.rows,
+            l.cols,
+            l.hessian()?,
+            self.spec(),
+            &self.options(),
+        )?;
+        Ok(Some(Compressed::Quantized(q)))
+    }
+    fn annotate(&self, entry: &mut LayerRecipe) {
+        entry.act_order = self.act_order;
+        entry.mse_clip = self.mse_clip;
+        entry.damp = Some(self.damp as f32);
+    }
+    fn on_gpu(&self) -> Option<OnGpu> {
+        Some(OnGpu::Gptq(self.spec(), self.options()))
+    }
+}

@@ -1,0 +1,204 @@
+//! Writing one compressed layer in crunch's format: its stored tensors ([`layer_tensors`]) and
+//! its `crunch.json` entry ([`layer_recipe`]). The layout is described in [`super`].
+
+use super::recipe::{LayerRecipe, Recipe};
+use crate::{
+    pack_codes, Compressed, CompressedLayer, Factored, NmPacked, PrunedWeight, QuantizedWeight,
+    ReprError, Result, Sparsity,
+};
+use crunch_formats::safetensors::OwnedTensor;
+use crunch_formats::DType;
+use half::f16;
+use std::collections::BTreeMap;
+
+/// The stored tensors of one quantized layer `prefix`.
+fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Vec<OwnedTensor> {
+    let groups = q.n_groups();
+    let mut out = vec![
+        OwnedTensor {
+            name: format!("{prefix}.qcodes"),
+            dtype: DType::U8,
+            shape: vec![(q.rows * q.cols * q.spec.bits as usize).div_ceil(8)],
+            data: pack_codes(&q.codes, q.spec.bits),
+        },
+        OwnedTensor {
+            name: format!("{prefix}.qscales"),
+            dtype: DType::F16,
+            shape: vec![q.rows, groups],
+            data: q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        },
+        u8_tensor(format!("{prefix}.qzeros"), vec![q.rows, groups], &q.zeros),
+    ];
+    if let Some(g) = &q.g_idx {
+        out.push(OwnedTensor {
+            name: format!("{prefix}.g_idx"),
+            dtype: DType::I32,
+            shape: vec![q.cols],
+            data: g.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
+        });
+    }
+    out
+}
+
+fn u8_tensor(name: String, shape: Vec<usize>, bytes: &[u8]) -> OwnedTensor {
+    OwnedTensor {
+        name,
+        dtype: DType::U8,
+        shape,
+        data: bytes.to_vec(),
+    }
+}
+
+/// Values rounded to f16: every unquantized value of crunch's format is stored so.
+fn f16_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> OwnedTensor {
+    OwnedTensor {
+        name,
+        dtype: DType::F16,
+        shape,
+        data: values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+    }
+}
+
+fn pruned_tensors(prefix: &str, p: &PrunedWeight) -> Result<Vec<OwnedTensor>> {
+    let mask = || {
+        u8_tensor(
+            format!("{prefix}.mask"),
+            vec![p.mask.as_bytes().len()],
+            p.mask.as_bytes(),
+        )
+    };
+    Ok(match (&p.quant, p.sparsity) {
+        // The codes of the whole matrix (pruned entries hold the zero point's code) + the mask.
+        (Some(q), _) => {
+            let mut t = quantized_tensors(prefix, q);
+            t.push(mask());
+            t
+        }
+        (None, Sparsity::NM { n, m }) => {
+            let nm = NmPacked::encode(&p.weight, &p.mask, n, m)?;
+            vec![
+                f16_tensor(
+                    format!("{prefix}.nm_values"),
+                    vec![p.rows, p.cols / m * n],
+                    &nm.values,
+                ),
+                u8_tensor(
+                    format!("{prefix}.nm_indices"),
+                    vec![nm.indices.len()],
+                    &nm.indices,
+                ),
+            ]
+        }
+        (None, Sparsity::Unstructured(_)) => {
+            let kept: Vec<f32> = p
+                .weight
+                .iter()
+                .zip(p.mask.to_bools())
+                .filter_map(|(&w, k)| k.then_some(w))
+                .collect();
+            vec![
+                mask(),
+                f16_tensor(format!("{prefix}.values"), vec![kept.len()], &kept),
+            ]
+        }
+    })
+}
+
+fn factor_tensors(prefix: &str, kind: &str, f: &Factored) -> [OwnedTensor; 2] {
+    [
+        f16_tensor(format!("{prefix}.{kind}_a"), vec![f.rows, f.rank], &f.a),
+        f16_tensor(format!("{prefix}.{kind}_b"), vec![f.rank, f.cols], &f.b),
+    ]
+}
+
+/// The stored tensors of one compressed layer `prefix` (checked for consistency first).
+pub fn layer_tensors(prefix: &str, layer: &CompressedLayer) -> Result<Vec<OwnedTensor>> {
+    let mut out = match &layer.main {
+        Compressed::Quantized(q) => {
+            q.validate()?;
+            quantized_tensors(prefix, q)
+        }
+        Compressed::Pruned(p) => {
+            p.validate()?;
+            pruned_tensors(prefix, p)?
+        }
+        Compressed::Factored(f) => {
+            f.validate()?;
+            factor_tensors(prefix, "lr", f).into()
+        }
+    };
+    if let Some(c) = &layer.correction {
+        c.validate()?;
+        if (c.rows, c.cols) != layer.shape() {
+            return Err(ReprError::Inconsistent(format!(
+                "{}×{} correction of a {:?} layer",
+                c.rows,
+                c.cols,
+                layer.shape()
+            )));
+        }
+        out.extend(factor_tensors(prefix, "eora", c));
+    }
+    Ok(out)
+}
+
+/// The recipe entry that describes `layer` as stored: the fields a reader needs (method, bit
+/// width and grid, shape, sparsity, ranks). Calibration settings (`damp`, `act_order`,
+/// `mse_clip`) are left at their defaults for the method to fill in.
+pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
+    let (rows, cols) = layer.shape();
+    let quant = layer.main.quantized();
+    LayerRecipe {
+        method: layer.method.clone(),
+        bits: quant.map_or(16, |q| q.spec.bits),
+        group_size: quant.and_then(|q| q.spec.group_size),
+        symmetric: quant.is_some_and(|q| q.spec.symmetric),
+        act_order: quant.is_some_and(|q| q.g_idx.is_some()),
+        mse_clip: false,
+        damp: None,
+        rows,
+        cols,
+        sparsity: match &layer.main {
+            Compressed::Pruned(p) => Some(p.sparsity.to_string()),
+            _ => None,
+        },
+        rank: match &layer.main {
+            Compressed::Factored(f) => Some(f.rank),
+            _ => None,
+        },
+        correction_rank: layer.correction.as_ref().map(|c| c.rank),
+    }
+}
+
+/// [`layer_recipe`] of every layer.
+pub fn layer_recipes(layers: &BTreeMap<String, CompressedLayer>) -> BTreeMap<String, LayerRecipe> {
+    layers
+        .iter()
+        .map(|(n, l)| (n.clone(), layer_recipe(l)))
+        .collect()
+}
+
+/// Refuses a layer `name` whose entry in `recipe` would make the reader misread it.
+pub fn check_layer_recipe(name: &str, layer: &CompressedLayer, recipe: &Recipe) -> Result<()> {
+    let r = recipe
+        .layers
+        .get(name)
+        .ok_or_else(|| ReprError::Inconsistent("the recipe has no entry for it".into()))?;
+    let want = layer_recipe(layer);
+    let same_grid = layer.main.quantized().is_none()
+        || (r.bits, r.group_size, r.symmetric) == (want.bits, want.group_size, want.symmetric);
+    if (r.rows, r.cols) != (want.rows, want.cols)
+        || r.sparsity != want.sparsity
+        || r.rank != want.rank
+        || r.correction_rank != want.correction_rank
+        || !same_grid
+    {
+        return Err(ReprError::Inconsistent(format!(
+            "the recipe entry {r:?} does not describe the layer ({want:?})"
+        )));
+    }
+    Ok(())
+}
