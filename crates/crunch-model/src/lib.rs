@@ -164,6 +164,9 @@ pub enum TensorProblem {
         expected: usize,
         implied_by: String,
     },
+    /// Stored bytes the packed-weight kernels cannot use as they are (wrong length, range).
+    #[error("tensor `{tensor}`: {problem}")]
+    Unusable { tensor: String, problem: String },
 }
 
 /// A batch of key/value caches that does not fit the request.
@@ -173,6 +176,12 @@ pub enum CacheProblem {
     Uneven { ids: usize, caches: usize },
     #[error("a cache made for {cache} blocks, the model has {model}")]
     Blocks { cache: usize, model: usize },
+    #[error("{adding} more tokens do not fit a cache of {capacity} positions holding {holding}")]
+    Full {
+        adding: usize,
+        capacity: usize,
+        holding: usize,
+    },
 }
 
 impl Error {

@@ -108,6 +108,41 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
+    /// Every linear layer of the block (attention, then the MLP's: a sparse MLP's router, then
+    /// each expert's gate, up and down).
+    pub fn linears(&self) -> Vec<&Linear<B>> {
+        let mut out = vec![&self.q];
+        out.extend(self.k.iter().chain(self.v.iter()));
+        out.push(&self.o);
+        match &self.mlp {
+            Mlp::Gated { gate, up, down } => out.extend([gate, up, down]),
+            Mlp::FusedGated { gate_up, down } => out.extend([gate_up, down]),
+            Mlp::Moe(m) => {
+                out.push(&m.router);
+                for e in &m.experts {
+                    out.extend([&e.gate, &e.up, &e.down]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every norm weight of the block.
+    pub fn norms(&self) -> Vec<&B::Tensor> {
+        let mut out = vec![&self.attn_norm, &self.mlp_norm];
+        out.extend(
+            [
+                &self.q_norm,
+                &self.k_norm,
+                &self.post_attn_norm,
+                &self.post_mlp_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        out
+    }
+
     /// The block's linear layer by its relative name (see [`crate::layout::block_linears`]).
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
         match name {
@@ -248,8 +283,14 @@ impl<B: Backend> Loader<'_, B> {
         Ok(self.backend.upload(v, &[len])?)
     }
 
-    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
+    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
+    /// encoding when the backend multiplies packed weights and the source can hand it over.
     fn weight(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        if self.backend.prefers_packed() {
+            if let Some(p) = self.w.packed(name, shape, self.cfg)? {
+                return Ok(self.backend.upload_packed(p)?);
+            }
+        }
         let data = self.w.read(name, shape, self.cfg)?;
         Ok(self.backend.upload_weight(data, shape)?)
     }
@@ -407,7 +448,15 @@ impl<B: Backend> Model<B> {
             w,
             cfg,
         };
-        let embed = load.tensor("model.embed_tokens.weight", &[cfg.vocab, cfg.hidden])?;
+        let embed_name = "model.embed_tokens.weight";
+        let embed_shape = [cfg.vocab, cfg.hidden];
+        // A backend that keeps weights packed keeps the table packed too (it is also the
+        // output projection when embeddings are tied); rows are dequantized on lookup.
+        let embed = if backend.prefers_packed() {
+            load.weight(embed_name, &embed_shape)?
+        } else {
+            load.tensor(embed_name, &embed_shape)?
+        };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);
