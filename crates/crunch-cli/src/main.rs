@@ -7,6 +7,7 @@ mod compress;
 mod device;
 mod eval;
 mod generate;
+mod gguf_out;
 mod info;
 mod pack;
 mod progress;

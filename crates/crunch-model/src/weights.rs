@@ -199,7 +199,7 @@ impl Weights {
 /// Maps a Hugging Face tensor name to llama.cpp's. The GGUF fixtures in [`crate::testing`]
 /// are named with it too, so what checks the table is the tests below and loading a real
 /// llama.cpp file (SmolLM2's GGUF, every tensor name, in crunch-eval's `smollm2` test).
-pub(crate) fn gguf_name(hf: &str) -> String {
+pub fn gguf_name(hf: &str) -> String {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
