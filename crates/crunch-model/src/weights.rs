@@ -8,7 +8,7 @@
 
 use crate::config::{Arch, ModelConfig};
 use crate::{Error, Result, TensorProblem};
-use crunch_formats::{SharedBuffer, TensorInfo, TensorSource};
+use crunch_formats::{SharedBuffer, SharedBytes, TensorInfo, TensorSource};
 use crunch_runtime::kernels::{self, Bytes};
 use crunch_runtime::PackedMatrix;
 use std::sync::Arc;
@@ -156,7 +156,7 @@ impl Weights {
         shape: &[usize],
         cfg: &ModelConfig,
     ) -> Result<Option<PackedMatrix>> {
-        let (stored, info) = self.checked_info(hf, shape)?;
+        let (stored, _) = self.checked_info(hf, shape)?;
         let &[rows, cols] = shape else {
             return Ok(None);
         };
@@ -164,12 +164,23 @@ impl Weights {
         if self.locate(hf).expert.is_some() {
             return Ok(None);
         }
-        if !kernels::supported(info.dtype) {
+        // The stored encoding: the source's own bytes (a GGUF's mapped blocks, crunch's codes
+        // rewritten as blocks), else a 16-bit float tensor copied as it is (half the memory of
+        // f32), else nothing (the caller reads f32).
+        let raw = match self.source.raw_shared(&stored) {
+            Some(raw) => raw,
+            None => match self.raw_half(hf) {
+                Some((dtype, b)) => SharedBytes {
+                    dtype,
+                    buffer: Arc::new(b.to_vec()),
+                    range: 0..b.len(),
+                },
+                None => return Ok(None),
+            },
+        };
+        if !kernels::supported(raw.dtype) {
             return Ok(None);
         }
-        let Some(raw) = self.source.raw_shared(&stored) else {
-            return Ok(None);
-        };
         let heads = match self.naming {
             Naming::Gguf { unpermute_qk: true } if hf.ends_with("self_attn.q_proj.weight") => {
                 Some(cfg.heads)
@@ -198,7 +209,7 @@ impl Weights {
                     .ok_or_else(|| unusable("its stored range lies outside the file".into()))?
             }
         };
-        let m = PackedMatrix::new(info.dtype, rows, cols, bytes).map_err(unusable)?;
+        let m = PackedMatrix::new(raw.dtype, rows, cols, bytes).map_err(unusable)?;
         // The same refusal of non-finite weights as `read` (a NaN scale in one block would
         // make every output NaN).
         if let Some((i, value)) = m.first_non_finite() {

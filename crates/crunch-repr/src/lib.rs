@@ -18,6 +18,7 @@ mod compressed;
 mod error;
 mod factored;
 pub mod format;
+mod gguf_blocks;
 mod mask;
 mod nm_pack;
 mod pack;
