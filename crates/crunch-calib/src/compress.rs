@@ -58,7 +58,7 @@ fn stages_for(recipe: &RecipeFile, name: &str) -> Result<Assigned> {
     Ok((main, corr))
 }
 
-fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
+pub(crate) fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
     (0..ckpt.config.layers)
         .flat_map(|layer| {
             BLOCK_LINEARS.iter().map(move |&name| {
@@ -70,7 +70,7 @@ fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
 }
 
 /// The `[rows, cols]` of layer `name`'s weight.
-fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
+pub(crate) fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
     let full = format!("{name}.weight");
     match ckpt.weights.info(&full).map(|i| i.shape) {
         Some(s) if s.len() == 2 => Ok((s[0], s[1])),
@@ -81,7 +81,7 @@ fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+pub(crate) fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
     let (rows, cols) = weight_shape(ckpt, name)?;
     let w = ckpt
         .weights
@@ -164,7 +164,7 @@ pub fn first_calibrated(recipe: &RecipeFile) -> Option<&Method> {
 }
 
 /// The input of one layer for `method`, with its Hessian when the method needs one.
-fn layer_input<'a, B: Backend>(
+pub(crate) fn layer_input<'a, B: Backend>(
     job: &'a LayerJob<B>,
     name: &'a str,
     method: &Method,

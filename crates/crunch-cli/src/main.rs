@@ -8,6 +8,7 @@ mod eval;
 mod info;
 mod pack;
 mod progress;
+mod search;
 
 use clap::{Parser, Subcommand};
 
@@ -50,7 +51,8 @@ enum Command {
     /// parameter budget, optionally with an EoRA correction.
     Lowrank(compress::LowRankArgs),
     /// Apply a TOML recipe: stages of methods per layer pattern (quantize, prune, factor,
-    /// correct), the same recipe every output carries as recipe.toml.
+    /// correct), the same recipe every output carries as recipe.toml; or search each layer's
+    /// level for a target size, bits per weight or KL (--target-size/--target-bpw/--target-kl).
     Compress(compress::CompressArgs),
     /// Pack a checkpoint file or directory losslessly.
     Pack(pack::PackArgs),
