@@ -29,6 +29,21 @@
 //!
 //! Each stage's keys are its method's struct (`stages/`); keys a method does not read, and keys
 //! outside their table, are refused.
+//!
+//! A GGUF export (`format = "gguf"`) has no stages: every tensor's type comes from a
+//! llama-quantize preset, and crunch's importance-weighted encoders quantize it as the file is
+//! written:
+//!
+//! ```toml
+//! format = "gguf"
+//! [calibration]                        # the text the importance E[x²] is collected on
+//! data = "wiki.train.txt"
+//! [gguf]
+//! mix = "Q4_K_M"
+//! tensor_types = ["ffn_down=Q6_K"]     # optional overrides, first match wins
+//! importance = true                    # weight rounding errors by E[x²] (needs calibration)
+//! # imatrix = "imatrix.gguf"           # or llama.cpp's importance file instead
+//! ```
 
 use crate::stages::Method;
 use serde::ser::{Error as _, SerializeMap};
@@ -45,8 +60,25 @@ pub struct RecipeFile {
     /// not crunch's own.
     pub format: Option<String>,
     pub calibration: Option<CalibrationSpec>,
+    /// The GGUF export's type mix and importance (with `format = "gguf"`).
+    pub gguf: Option<GgufSpec>,
     #[serde(rename = "stage", default)]
     pub stages: Vec<Stage>,
+}
+
+/// How a GGUF export chooses and encodes each tensor's type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GgufSpec {
+    /// llama-quantize's preset (`Q4_K_M`, ...).
+    pub mix: String,
+    /// `PATTERN=TYPE` overrides of the preset's choice, by llama.cpp tensor name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensor_types: Vec<String>,
+    /// Weight rounding errors by each input column's E[x²] over the calibration data.
+    pub importance: bool,
+    /// llama.cpp's importance file (`llama-imatrix -o`), used instead of calibration.
+    pub imatrix: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +130,8 @@ struct RawRecipe {
     format: Option<String>,
     #[serde(default)]
     calibration: Option<CalibrationSpec>,
+    #[serde(default)]
+    gguf: Option<GgufSpec>,
     #[serde(rename = "stage", default)]
     stages: Vec<toml::Table>,
 }
@@ -116,6 +150,7 @@ impl RecipeFile {
             skip: raw.skip,
             format: raw.format,
             calibration: raw.calibration,
+            gguf: raw.gguf,
             stages,
         })
     }

@@ -26,7 +26,7 @@ use std::time::Instant;
 pub struct OutputArgs {
     /// Model directory or GGUF file to compress.
     pub model: PathBuf,
-    /// Output directory, in the layout `--format` names.
+    /// Output directory, in the layout `--format` names (a file for `--format gguf`).
     #[arg(long)]
     pub out: PathBuf,
     /// Layout of the output [default: crunch, or the recipe's `format`]. A layout that cannot
@@ -154,11 +154,13 @@ pub struct QuantizeArgs {
     #[command(flatten)]
     pub common: OutputArgs,
     /// rtn: round to nearest (no calibration data needed); gptq: error-correcting quantization
-    /// with the calibration Hessian.
-    #[arg(long, default_value = "gptq", value_parser = method_parser(Family::Quantize))]
-    pub method: String,
+    /// with the calibration Hessian [default: gptq; rtn for --format gguf].
+    #[arg(long, value_parser = method_parser(Family::Quantize))]
+    pub method: Option<String>,
     #[command(flatten)]
     pub grid: GridArgs,
+    #[command(flatten)]
+    pub gguf: crate::gguf_out::GgufArgs,
 }
 
 #[derive(Args)]
@@ -216,8 +218,14 @@ pub struct CompressArgs {
 pub fn quantize(args: QuantizeArgs) -> Result<()> {
     let mut keys = toml::Table::new();
     args.grid.keys(&mut keys);
+    if args.common.format == Some(Format::Gguf) {
+        return crate::gguf_out::quantize(&args.common, args.method.as_deref(), &keys, &args.gguf);
+    }
+    if let Some(flag) = args.gguf.given() {
+        bail!("{flag} applies to --format gguf only");
+    }
     keys.entry("bits").or_insert(4.into());
-    let stages = vec![stage(&args.method, keys)?];
+    let stages = vec![stage(args.method.as_deref().unwrap_or("gptq"), keys)?];
     run(&args.common, RecipeFile::default(), stages, None)
 }
 
@@ -258,7 +266,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
 }
 
 /// Calibration flags win over the recipe's table, field by field.
-fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs {
+pub(crate) fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs {
     let mut c = flags.clone();
     if let Some(f) = file {
         c.calib = c.calib.or_else(|| Some(PathBuf::from(&f.data)));
@@ -270,12 +278,36 @@ fn merged_calib(flags: &CalibArgs, file: Option<&CalibrationSpec>) -> CalibArgs 
 }
 
 /// The output layout: `--format`, else the recipe's, else crunch's own.
-fn output_format(flag: Option<Format>, recipe: &RecipeFile) -> Result<Format> {
+pub(crate) fn output_format(flag: Option<Format>, recipe: &RecipeFile) -> Result<Format> {
     match (flag, &recipe.format) {
         (Some(f), _) => Ok(f),
         (None, Some(name)) => name.parse().map_err(|e| anyhow!("recipe: {e}")),
         (None, None) => Ok(Format::Crunch),
     }
+}
+
+/// Loads the calibration windows (flags over the recipe's table) for `who`, and records in
+/// `file` what was used: the path as given (not just its file name), so the recipe can be run
+/// again.
+pub(crate) fn load_calibration(
+    c: &OutputArgs,
+    file: &mut RecipeFile,
+    ckpt: &Checkpoint,
+    who: &str,
+) -> Result<(Vec<Vec<u32>>, crunch_repr::format::Calibration)> {
+    let calib = merged_calib(&c.calib, file.calibration.as_ref());
+    let (w, cal) = calib.load(ckpt, c.device, who)?;
+    let data = match &calib.calib {
+        Some(p) if !cal.data.starts_with("self:") => p.display().to_string(),
+        _ => cal.data.clone(),
+    };
+    file.calibration = Some(CalibrationSpec {
+        data,
+        samples: Some(cal.samples),
+        len: Some(cal.tokens_per_sample),
+        seed: cal.seed,
+    });
+    Ok((w, cal))
 }
 
 /// Checks, calibrates, compresses and writes; `search` is the budget search's record, added to
@@ -286,12 +318,15 @@ pub(crate) fn run(
     stages: Vec<Stage>,
     search: Option<serde_json::Value>,
 ) -> Result<()> {
+    file.stages = stages;
+    if output_format(c.format, &file)? == Format::Gguf {
+        return crate::gguf_out::run(c, file, &crate::gguf_out::GgufArgs::default());
+    }
     let kind = crunch_export::OutputKind::Dir;
     let inputs: [&Path; 1] = [&c.model];
     crate::output_notes(crunch_export::prepare_output(
         &c.out, &inputs, kind, c.force,
     )?);
-    file.stages = stages;
     file.skip.extend(c.skip.iter().cloned());
     let format = output_format(c.format, &file)?;
     file.format = (format != Format::Crunch).then(|| format.name().to_string());
@@ -301,21 +336,9 @@ pub(crate) fn run(
     format.check(&ckpt, &planned(&ckpt, &file)?)?;
     crate::output_notes(notes);
     let start = Instant::now();
-    let (windows, calibration) = match first_calibrated(&file) {
+    let (windows, calibration) = match first_calibrated(&file).map(|m| m.name()) {
         Some(method) => {
-            let calib = merged_calib(&c.calib, file.calibration.as_ref());
-            let (w, cal) = calib.load(&ckpt, c.device, method.name())?;
-            // The path as given (not just its file name), so the recipe can be run again.
-            let data = match &calib.calib {
-                Some(p) if !cal.data.starts_with("self:") => p.display().to_string(),
-                _ => cal.data.clone(),
-            };
-            file.calibration = Some(CalibrationSpec {
-                data,
-                samples: Some(cal.samples),
-                len: Some(cal.tokens_per_sample),
-                seed: cal.seed,
-            });
+            let (w, cal) = load_calibration(c, &mut file, &ckpt, method)?;
             (Some(w), Some(cal))
         }
         None => {

@@ -174,6 +174,12 @@ struct Found {
 
 pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let c = common;
+    if c.format == Some(crunch_export::Format::Gguf) {
+        bail!(
+            "--format gguf with a target is not supported yet: the search's levels are crunch's \
+             grids; write --format crunch (or compressed-tensors) instead"
+        );
+    }
     if !c.skip.is_empty() {
         bail!("--skip is not supported with a target yet: every block linear layer gets a level");
     }

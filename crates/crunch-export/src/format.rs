@@ -23,11 +23,14 @@ pub enum Format {
     GptqV2,
     /// compressed-tensors sparse-24-bitmask: unquantized 2:4-pruned layers (transformers).
     Sparse24Bitmask,
+    /// One GGUF file for llama.cpp: every tensor's type from a llama-quantize preset, encoded
+    /// as the file is written ([`crate::gguf`]); a recipe with no stages and a `[gguf]` table.
+    Gguf,
 }
 
 impl Format {
     /// Every layout: (format, name on the command line and in recipes, what it is).
-    pub const ALL: [(Format, &'static str, &'static str); 5] = [
+    pub const ALL: [(Format, &'static str, &'static str); 6] = [
         (
             Format::Crunch,
             "crunch",
@@ -53,6 +56,12 @@ impl Format {
             Format::Sparse24Bitmask,
             "sparse-24-bitmask",
             "compressed-tensors sparse-24-bitmask (transformers): unquantized 2:4-pruned layers",
+        ),
+        (
+            Format::Gguf,
+            "gguf",
+            "one GGUF file for llama.cpp (--out FILE.gguf): per-tensor types from --mix, \
+             importance-weighted k-quant encoders (crunch quantize only)",
         ),
     ];
 
@@ -97,6 +106,9 @@ impl Format {
                 Produces::Correction => Some(Refusal::Correction),
                 _ => Some(Refusal::NotPruned),
             },
+            // The GGUF writer quantizes from the source itself; compressed layers are not
+            // its input (yet: GPTQ onto the k-quant grids will hand in encoded tensors).
+            Format::Gguf => Some(Refusal::GgufFromSource),
         }
     }
 
@@ -160,6 +172,7 @@ impl Format {
                 gptq_layout::write(ckpt, &quantized()?, recipe, to, v)
             }
             Format::Sparse24Bitmask => sparse24::write(ckpt, layers, recipe, to),
+            Format::Gguf => Err(self.refused("model", Refusal::GgufFromSource)),
         }
     }
 
@@ -210,7 +223,7 @@ mod tests {
             assert_eq!(name.parse::<Format>(), Ok(f));
             assert_eq!(f.name(), name);
         }
-        assert!("gguf"
+        assert!("ggml"
             .parse::<Format>()
             .unwrap_err()
             .contains("sparse-24-bitmask"));
@@ -221,7 +234,10 @@ mod tests {
         };
         let shape = (64, 128);
         for (f, _, _) in Format::ALL {
-            assert_eq!(f.refuses(q4, shape).is_none(), f != Format::Sparse24Bitmask);
+            assert_eq!(
+                f.refuses(q4, shape).is_none(),
+                !matches!(f, Format::Sparse24Bitmask | Format::Gguf)
+            );
             assert_eq!(
                 f.refuses(two_four, shape).is_none(),
                 matches!(f, Format::Crunch | Format::Sparse24Bitmask)

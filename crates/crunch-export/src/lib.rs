@@ -6,18 +6,21 @@
 //! - [`compressed_tensors`]: compressed-tensors' pack-quantized layout (transformers, vLLM).
 //! - [`gptq_layout`]: the classic GPTQ layout (AutoGPTQ, GPTQModel, vLLM).
 //! - [`sparse24`]: compressed-tensors' sparse-24-bitmask layout for 2:4-pruned layers.
+//! - [`gguf`]: a whole model as one GGUF file for llama.cpp, with llama-quantize's per-tensor
+//!   type presets and crunch's importance-weighted encoders.
 //!
 //! Every writer builds its output in a temporary directory beside the destination and renames
 //! it into place only when complete ([`atomic_dir`]), so a failure never leaves a partial model
 //! under the final name, and an existing output is never replaced unless asked — and then
 //! only if crunch wrote it ([`output`]: the `--force` rules, the marker file, stale
 //! temporaries of killed runs). [`interrupt`] removes a run's temporary output on SIGINT and
-//! names the file on SIGBUS.
+//! names the file on SIGBUS. Single files (GGUF) go through [`atomic_file`] the same way.
 
 mod atomic;
 pub mod compressed_tensors;
 pub mod crunch_dir;
 mod format;
+pub mod gguf;
 pub mod gptq_layout;
 pub mod interrupt;
 pub mod output;
@@ -119,6 +122,18 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("{}: not valid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A GGUF output or an importance file (`gguf`).
+    #[error("{}: {problem}", path.display())]
+    Gguf {
+        path: PathBuf,
+        problem: gguf::GgufProblem,
+    },
     /// A path a command may not write (`output`: inputs, `--force`).
     #[error("{}: {problem}", path.display())]
     Output {
@@ -176,6 +191,11 @@ pub enum Refusal {
     NotPruned,
     #[error("no quantized layers to export")]
     NothingQuantized,
+    #[error(
+        "a GGUF export quantizes every tensor itself from the source (`crunch quantize \
+         --format gguf --mix PRESET`, or a recipe with a [gguf] table and no stages)"
+    )]
+    GgufFromSource,
     #[error("{0}")]
     Grid(crunch_repr::ReprError),
 }

@@ -25,11 +25,20 @@ pub enum DType {
     Q5K,
     Q6K,
     Q8K,
+    IQ1S,
+    IQ1M,
+    IQ2XXS,
+    IQ2XS,
+    IQ2S,
+    IQ3XXS,
+    IQ3S,
+    IQ4NL,
+    IQ4XS,
 }
 
 impl DType {
     /// Elements per block and bytes per block. Plain types are blocks of one element.
-    pub fn block(self) -> (usize, usize) {
+    pub const fn block(self) -> (usize, usize) {
         use DType::*;
         match self {
             F64 | I64 => (1, 8),
@@ -47,6 +56,15 @@ impl DType {
             Q5K => (256, 176),
             Q6K => (256, 210),
             Q8K => (256, 292),
+            IQ1S => (256, 50),
+            IQ1M => (256, 56),
+            IQ2XXS => (256, 66),
+            IQ2XS => (256, 74),
+            IQ2S => (256, 82),
+            IQ3XXS => (256, 98),
+            IQ3S => (256, 110),
+            IQ4NL => (32, 18),
+            IQ4XS => (256, 136),
         }
     }
 
@@ -94,6 +112,61 @@ impl DType {
             "BOOL" => Bool,
             _ => return None,
         })
+    }
+
+    /// ggml's name of this type ("Q4_K", "IQ4_XS", "F16"), as llama.cpp prints it.
+    pub fn ggml_name(self) -> &'static str {
+        use DType::*;
+        match self {
+            F64 => "F64",
+            F32 => "F32",
+            F16 => "F16",
+            BF16 => "BF16",
+            I64 => "I64",
+            I32 => "I32",
+            I16 => "I16",
+            I8 => "I8",
+            U8 => "U8",
+            U32 => "U32",
+            Bool => "BOOL",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q2K => "Q2_K",
+            Q3K => "Q3_K",
+            Q4K => "Q4_K",
+            Q5K => "Q5_K",
+            Q6K => "Q6_K",
+            Q8K => "Q8_K",
+            IQ1S => "IQ1_S",
+            IQ1M => "IQ1_M",
+            IQ2XXS => "IQ2_XXS",
+            IQ2XS => "IQ2_XS",
+            IQ2S => "IQ2_S",
+            IQ3XXS => "IQ3_XXS",
+            IQ3S => "IQ3_S",
+            IQ4NL => "IQ4_NL",
+            IQ4XS => "IQ4_XS",
+        }
+    }
+
+    /// The type ggml calls `name` (case-insensitive; "Q4_K" or "q4_k"), if crunch knows it.
+    pub fn from_ggml_name(name: &str) -> Option<Self> {
+        use DType::*;
+        const ALL: [DType; 31] = [
+            F64, F32, F16, BF16, I64, I32, I16, I8, U8, U32, Bool, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+            Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, IQ1S, IQ1M, IQ2XXS, IQ2XS, IQ2S, IQ3XXS, IQ3S, IQ4NL,
+            IQ4XS,
+        ];
+        ALL.into_iter()
+            .find(|d| d.ggml_name().eq_ignore_ascii_case(name))
+    }
+
+    /// Block-quantized (Q*/IQ*) rather than plain.
+    pub fn is_quantized(self) -> bool {
+        self.block().0 > 1
     }
 
     pub fn is_float(self) -> bool {

@@ -67,7 +67,8 @@ fn every_type_matches_gguf_py_exactly() {
     let names: Vec<&str> = vectors.iter().map(|v| v.name.as_str()).collect();
     for want in [
         "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
-        "Q5_K", "Q6_K",
+        "Q5_K", "Q6_K", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
+        "IQ4_NL", "IQ4_XS",
     ] {
         assert!(names.contains(&want), "fixture lacks {want}");
     }

@@ -102,3 +102,56 @@ fn matches_tokenizer_json_on_wikitext2_test() {
         got.len()
     );
 }
+
+/// tokenizer.json → GGUF metadata (what crunch writes for a safetensors source) gives the
+/// arrays llama.cpp's converter wrote into SmolLM2's GGUF, and a tokenizer that tokenizes the
+/// sample exactly like tokenizer.json.
+#[test]
+fn tokenizer_json_becomes_the_metadata_llama_cpp_writes() {
+    use crunch_formats::gguf::{serialize, tokenizer_metadata, GgufValue, SpecialIds};
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::smollm2_tokenizer_json()).unwrap())
+            .unwrap();
+    let file = GgufFile::open(common::smollm2_gguf()).unwrap();
+    let ids = SpecialIds {
+        bos: Some(1),
+        eos: Some(2),
+    };
+    let meta = tokenizer_metadata(&json, None, ids, 49152).unwrap();
+    for key in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+    ] {
+        let ours = &meta.iter().find(|(k, _)| k == key).unwrap().1;
+        assert!(
+            Some(ours) == file.get(key),
+            "{key} differs from llama.cpp's"
+        );
+    }
+    let refs: Vec<(&str, GgufValue)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let rebuilt = GgufFile::from_bytes("tok.gguf", serialize(&refs, &[]).unwrap()).unwrap();
+    let ours = build_tokenizer(&rebuilt).unwrap();
+    let reference = Tokenizer::from_file(common::smollm2_tokenizer_json()).unwrap();
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tokenizer_sample.txt"),
+    )
+    .unwrap();
+    let (got, want) = both(&ours, &reference, &sample);
+    assert_same(
+        &got,
+        &want,
+        "sample through tokenizer.json -> GGUF metadata",
+    );
+
+    // A pre-tokenizer crunch cannot name is refused with the reason.
+    let mut odd = json.clone();
+    odd["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"});
+    let e = tokenizer_metadata(&odd, None, ids, 49152).unwrap_err();
+    assert!(e.contains("Whitespace") && e.contains("smollm"), "{e}");
+}

@@ -116,7 +116,19 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5) as f32,
         rope_theta: float("rope.freq_base")?.unwrap_or(10000.0),
         // Llama 3 scaling, if any, arrives as the `rope_freqs.weight` tensor.
-        rope_scaling: None,
+        rope_scaling: match file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+            Some("linear") => Some(crate::config::RopeScaling::Linear {
+                factor: float("rope.scaling.factor")?
+                    .filter(|f| *f > 0.0 && f.is_finite())
+                    .ok_or_else(|| {
+                        bad(ConfigProblem::Invalid(format!(
+                            "linear rope scaling without a positive `{}`",
+                            key("rope.scaling.factor")
+                        )))
+                    })?,
+            }),
+            _ => None,
+        },
         tie_embeddings: !has("output.weight"),
         qkv_bias: has("blk.0.attn_q.bias"),
         o_bias: has("blk.0.attn_output.bias"),

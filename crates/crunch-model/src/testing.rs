@@ -199,6 +199,46 @@ pub fn smollm2_gguf() -> std::path::PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
+/// GPT-2's byte-level alphabet: the printable character standing for byte `b`.
+fn byte_char(b: u8) -> char {
+    let printable = |c: u8| (33..=126).contains(&c) || (161..=172).contains(&c) || c >= 174;
+    if printable(b) {
+        b as char
+    } else {
+        let n = (0..b).filter(|&c| !printable(c)).count() as u32;
+        char::from_u32(256 + n).expect("valid char")
+    }
+}
+
+/// A minimal byte-level BPE `tokenizer.json` for a tiny model of `vocab` tokens: id 0 is the
+/// special `<|endoftext|>`, ids 1..=256 the 256 byte symbols, any further ids `tok{i}`; no
+/// merges. Enough for files that carry a tokenizer (GGUF export), not for real text.
+pub fn tiny_tokenizer_json(vocab: usize) -> Value {
+    let mut map = serde_json::Map::new();
+    for id in 1..vocab {
+        let tok = if id <= 256 {
+            byte_char((id - 1) as u8).to_string()
+        } else {
+            format!("tok{id}")
+        };
+        map.insert(tok, json!(id));
+    }
+    json!({
+        "version": "1.0",
+        "added_tokens": [{"id": 0, "content": "<|endoftext|>", "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+            "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+            "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "vocab": map, "merges": []},
+    })
+}
+
 /// llama.cpp's q/k row order, as its converter writes Llama-architecture files: rows viewed
 /// as [heads, 2, d/2] with the last two axes swapped (what `Weights` undoes on reading).
 pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {

@@ -4,25 +4,27 @@
 //!
 //! [`GgufFile::open`] memory-maps the file and validates every count, length, offset and size
 //! against the file's real length before anything is allocated or handed out (see
-//! `reader.rs`); [`dequantize`] turns stored blocks into f32; [`build_tokenizer`] rebuilds the
-//! Hugging Face tokenizer from the `tokenizer.ggml.*` metadata.
+//! `reader.rs`); [`dequantize`] turns stored blocks into f32 and [`quants`] holds every block
+//! type's layout, decoder and encoder; [`build_tokenizer`] rebuilds the Hugging Face tokenizer
+//! from the `tokenizer.ggml.*` metadata.
 
-mod dequant;
+pub mod quants;
 mod reader;
 mod tokenizer;
 mod value;
 mod writer;
 
-pub use dequant::dequantize;
-pub use tokenizer::{build_tokenizer, SUPPORTED_PRE};
+pub use quants::dequantize;
+pub use tokenizer::{build_tokenizer, tokenizer_metadata, SpecialIds, SUPPORTED_PRE};
 pub use value::GgufValue;
-pub use writer::{serialize, TensorSpec};
+pub use writer::{serialize, Layout, TensorSpec};
 
 use crate::mapped::MappedFile;
-use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
+use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Alignment of the data section and of every tensor when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -64,7 +66,9 @@ struct Entry {
 /// One GGUF file, memory-mapped and validated.
 pub struct GgufFile {
     path: PathBuf,
-    bytes: Bytes,
+    /// Shared so that a runtime can keep computing from the mapped blocks
+    /// ([`TensorSource::raw_shared`]) after this value is dropped.
+    bytes: Arc<Bytes>,
     version: u32,
     alignment: u64,
     data_start: usize,
@@ -106,7 +110,7 @@ impl GgufFile {
             .collect();
         Ok(Self {
             path,
-            bytes,
+            bytes: Arc::new(bytes),
             version: parsed.version,
             alignment: parsed.alignment,
             data_start: parsed.data_start,
@@ -196,6 +200,16 @@ impl TensorSource for GgufFile {
     fn bytes_on_disk(&self) -> u64 {
         self.bytes.len() as u64
     }
+
+    fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
+        let e = self.entry(name).ok()?;
+        self.bytes.check_whole().ok()?;
+        Some(SharedBytes {
+            dtype: e.info.dtype,
+            buffer: self.bytes.clone(),
+            range: e.start..e.end,
+        })
+    }
 }
 
 /// The ggml type id of each [`DType`] GGUF can store.
@@ -215,6 +229,15 @@ pub fn ggml_type_id(dtype: DType) -> u32 {
         Q5K => 13,
         Q6K => 14,
         Q8K => 15,
+        IQ2XXS => 16,
+        IQ2XS => 17,
+        IQ3XXS => 18,
+        IQ1S => 19,
+        IQ4NL => 20,
+        IQ3S => 21,
+        IQ2S => 22,
+        IQ4XS => 23,
+        IQ1M => 29,
         I8 => 24,
         I16 => 25,
         I32 => 26,
@@ -244,6 +267,15 @@ pub fn dtype_from_ggml(id: u32) -> std::result::Result<DType, String> {
         13 => Q5K,
         14 => Q6K,
         15 => Q8K,
+        16 => IQ2XXS,
+        17 => IQ2XS,
+        18 => IQ3XXS,
+        19 => IQ1S,
+        20 => IQ4NL,
+        21 => IQ3S,
+        22 => IQ2S,
+        23 => IQ4XS,
+        29 => IQ1M,
         24 => I8,
         25 => I16,
         26 => I32,
@@ -254,15 +286,6 @@ pub fn dtype_from_ggml(id: u32) -> std::result::Result<DType, String> {
             let known = match id {
                 4 | 5 => "Q4_2/Q4_3, removed from ggml in 2023",
                 9 => "Q8_1",
-                16 => "IQ2_XXS",
-                17 => "IQ2_XS",
-                18 => "IQ3_XXS",
-                19 => "IQ1_S",
-                20 => "IQ4_NL",
-                21 => "IQ3_S",
-                22 => "IQ2_S",
-                23 => "IQ4_XS",
-                29 => "IQ1_M",
                 31..=33 => "Q4_0_4_4/Q4_0_4_8/Q4_0_8_8, removed from ggml",
                 34 => "TQ1_0",
                 35 => "TQ2_0",

@@ -335,10 +335,10 @@ fn unknown_and_unsupported_type_ids_name_the_tensor() {
     );
 
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("blk.0.w", &[256], 16, 0);
+    r.tensor("blk.0.w", &[256], 34, 0);
     let e = err(r.data(64));
     assert!(
-        e.contains("tensor `blk.0.w`") && e.contains("16 (IQ2_XXS)"),
+        e.contains("tensor `blk.0.w`") && e.contains("34 (TQ1_0)"),
         "{e}"
     );
 }

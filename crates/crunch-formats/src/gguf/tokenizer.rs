@@ -6,6 +6,10 @@
 //! BPE options of the model family's `tokenizer.json`; the vocabulary, merges and added
 //! tokens come from the file itself. See docs/decisions/ for why this is done by name.
 
+mod from_json;
+
+pub use from_json::{tokenizer_metadata, SpecialIds};
+
 use super::{GgufFile, GgufValue};
 use crate::Result;
 use tokenizers::models::bpe::{Vocab, BPE};

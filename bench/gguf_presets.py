@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""crunch's GGUF presets against llama-quantize's, on one base model.
+
+For each preset: llama-quantize (with an imatrix) writes its file; `crunch quantize --format
+gguf --mix PRESET --plan` lays out crunch's. Every tensor's type must agree, and the file
+sizes are compared (JSON line per preset). With --quality, crunch also writes its file
+(importance-weighted rounding; importance E[x²] collected by crunch from --calib, 128 × 512
+tokens, seed 0, once for all presets) and both files are evaluated
+against the base: `crunch eval --base` (KL, perplexity, top-1 agreement) and llama.cpp's own
+`llama-perplexity --kl-divergence` on the same text; then a Markdown table.
+
+Run it with a Python that has gguf-py (scripts/check-gguf-py installs .cache/gguf-venv):
+
+  .cache/gguf-venv/bin/python bench/gguf_presets.py --crunch target/release/crunch \
+      --llamacpp ~/.cache/llamacpp/build/bin --base base-f32.gguf --imatrix imatrix.gguf \
+      --calib calib.txt --eval eval.txt --work DIR [--quality] [--max-tokens 16384]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from gguf import GGUFReader
+
+PRESETS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+           "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+
+
+def run(cmd, **kw):
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
+    return p, time.time() - t
+
+
+def run_json(cmd):
+    p, secs = run(cmd)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = secs
+    return out
+
+
+def types_of(path):
+    r = GGUFReader(path)
+    return {t.name: t.tensor_type.name for t in r.tensors}
+
+
+def llama_kld(llamacpp, model, base_kld, ctx, threads):
+    p, secs = run([f"{llamacpp}/llama-perplexity", "-m", model, "--kl-divergence-base", base_kld,
+                   "--kl-divergence", "-c", str(ctx), "-t", str(threads)])
+    text = p.stdout + p.stderr
+    grab = lambda pat: float(re.search(pat, text).group(1))
+    return {"kl": grab(r"Mean\s+KLD:\s+([-\d.]+)"), "ppl": grab(r"Mean PPL\(Q\)\s*:\s*([\d.]+)"),
+            "top1_agreement": grab(r"Same top p:\s+([\d.]+)") / 100, "seconds": secs}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--crunch", required=True)
+    ap.add_argument("--llamacpp", required=True)
+    ap.add_argument("--base", required=True, help="the unquantized model (F32 GGUF) both tools start from")
+    ap.add_argument("--imatrix", required=True, help="llama-imatrix output for llama-quantize")
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--eval", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--max-tokens", type=int, default=65536)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    th = ["--threads", str(a.threads)]
+    rows = []
+    base_kld = os.path.join(a.work, "base.kld")
+    if a.quality and not os.path.exists(base_kld):
+        chunks = a.max_tokens // a.ctx
+        run([f"{a.llamacpp}/llama-perplexity", "-m", a.base, "-f", a.eval, "-c", str(a.ctx),
+             "--chunks", str(chunks), "--kl-divergence-base", base_kld, "-t", str(a.threads)])
+    crunch_imatrix = os.path.join(a.work, "crunch-imatrix.gguf")
+    if a.quality and not os.path.exists(crunch_imatrix):
+        # crunch's importance (E[x²] over --calib, 128 windows of 512 tokens, seed 0), collected
+        # once and reused by every preset (as llama.cpp's imatrix is).
+        imp = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--calib", a.calib,
+                        "--calib-samples", "128", "--calib-len", "512", "--seed", "0",
+                        "--save-imatrix", crunch_imatrix, "--plan", "--out", os.path.join(a.work, "unused.gguf")])
+        print(json.dumps({"crunch_importance_seconds": imp["importance_seconds"]}), flush=True)
+    for preset in a.presets.split(","):
+        ref = os.path.join(a.work, f"llama-{preset}.gguf")
+        if not os.path.exists(ref):
+            _, secs = run([f"{a.llamacpp}/llama-quantize", "--imatrix", a.imatrix, a.base, ref, preset,
+                           str(a.threads)])
+        plan = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset,
+                         "--imatrix", a.imatrix, "--out", os.path.join(a.work, "unused.gguf"), "--plan"])
+        theirs = types_of(ref)
+        ours = {t["name"]: t["type"] for t in plan["tensors"]}
+        mismatches = [f"{n}: llama.cpp {theirs.get(n)} crunch {ours.get(n)}"
+                      for n in sorted(set(theirs) | set(ours)) if theirs.get(n) != ours.get(n)]
+        row = {"preset": preset, "tensors": len(theirs), "type_mismatches": mismatches,
+               "llama_bytes": os.path.getsize(ref), "crunch_bytes": plan["size_on_disk"],
+               "size_ratio": plan["size_on_disk"] / os.path.getsize(ref),
+               "linear_bits_per_weight": plan["linear_bits_per_weight"]}
+        if a.quality:
+            out = os.path.join(a.work, f"crunch-{preset}.gguf")
+            q = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset, "--out", out,
+                          "--force", "--imatrix", crunch_imatrix, "--json"])
+            row["crunch_file_bytes"] = os.path.getsize(out)
+            row["crunch_quantize_seconds"] = q["total_seconds"]
+            ev = ["--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
+            for who, path in (("crunch", out), ("llama", ref)):
+                e = run_json([a.crunch, *th, "eval", path, "--base", a.base, *ev])
+                row[f"{who}_crunch_eval"] = {k: e[k] for k in ("ppl", "kl", "top1_agreement")}
+                row[f"{who}_llama_kld"] = llama_kld(a.llamacpp, path, base_kld, a.ctx, a.threads)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| preset | tensors | type mismatches | llama-quantize bytes | crunch bytes | ratio |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['preset']} | {r['tensors']} | {len(r['type_mismatches'])} | {r['llama_bytes']:,} | "
+              f"{r['crunch_bytes']:,} | {r['size_ratio']:.5f} |")
+    if a.quality:
+        print("\n| preset | linear bpw | crunch KL (crunch eval) | llama.cpp KL (crunch eval) | ratio | "
+              "crunch KL (llama-perplexity) | llama.cpp KL (llama-perplexity) | ratio | crunch top-1 | llama.cpp top-1 |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            c, l = r["crunch_crunch_eval"], r["llama_crunch_eval"]
+            ck, lk = r["crunch_llama_kld"], r["llama_llama_kld"]
+            print(f"| {r['preset']} | {r['linear_bits_per_weight']:.3f} | {c['kl']:.4f} | {l['kl']:.4f} | "
+                  f"{c['kl'] / l['kl']:.3f} | {ck['kl']:.4f} | {lk['kl']:.4f} | {ck['kl'] / lk['kl']:.3f} | "
+                  f"{100 * c['top1_agreement']:.2f}% | {100 * l['top1_agreement']:.2f}% |")
+
+
+if __name__ == "__main__":
+    main()
