@@ -59,9 +59,8 @@ fn stages_for(recipe: &RecipeFile, name: &str) -> Result<Assigned> {
 }
 
 /// Every block linear layer the recipe may compress: all of them but the routers of sparse
-/// MLPs, unless its `[moe]` table asks for those too.
-fn block_layer_names(ckpt: &Checkpoint, recipe: &RecipeFile) -> Vec<(LinearId, String)> {
-    let routers = recipe.moe().routers;
+/// MLPs, unless `routers` (a recipe's `[moe] routers`) asks for those too.
+pub(crate) fn block_layer_names(ckpt: &Checkpoint, routers: bool) -> Vec<(LinearId, String)> {
     all_linears(&ckpt.config)
         .into_iter()
         .filter(|s| routers || s.role != LinearRole::Router)
@@ -70,7 +69,7 @@ fn block_layer_names(ckpt: &Checkpoint, recipe: &RecipeFile) -> Vec<(LinearId, S
 }
 
 /// The `[rows, cols]` of layer `name`'s weight.
-fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
+pub(crate) fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
     let full = format!("{name}.weight");
     match ckpt.weights.info(&full).map(|i| i.shape) {
         Some(s) if s.len() == 2 => Ok((s[0], s[1])),
@@ -81,7 +80,7 @@ fn weight_shape(ckpt: &Checkpoint, name: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+pub(crate) fn read_weight(ckpt: &Checkpoint, name: &str) -> Result<(Vec<f32>, usize, usize)> {
     let (rows, cols) = weight_shape(ckpt, name)?;
     let w = ckpt
         .weights
@@ -101,7 +100,7 @@ fn assign(
         return Err(Error::NoStages);
     }
     let (mut out, mut notes, mut seen) = (BTreeMap::new(), Vec::new(), BTreeSet::new());
-    for (_, name) in block_layer_names(ckpt, recipe) {
+    for (_, name) in block_layer_names(ckpt, recipe.moe().routers) {
         let assigned = stages_for(recipe, &name)?;
         let (main, corr) = assigned;
         for si in [main, corr].into_iter().flatten() {
@@ -164,7 +163,7 @@ pub fn first_calibrated(recipe: &RecipeFile) -> Option<&Method> {
 }
 
 /// The input of one layer for `method`, with its Hessian when the method needs one.
-fn layer_input<'a, B: Backend>(
+pub(crate) fn layer_input<'a, B: Backend>(
     job: &'a LayerJob<B>,
     name: &'a str,
     method: &Method,
@@ -449,7 +448,7 @@ pub fn compress_model<B: Backend>(
         None => {
             let empty = crunch_compress::Hessian::new(0);
             let mut last_block = None;
-            for (id, name) in &block_layer_names(ckpt, recipe) {
+            for (id, name) in &block_layer_names(ckpt, recipe.moe().routers) {
                 if last_block != Some(id.layer) {
                     progress.block(id.layer, ckpt.config.layers);
                     last_block = Some(id.layer);

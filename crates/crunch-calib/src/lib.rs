@@ -24,6 +24,7 @@ mod recipe_file;
 mod selfgen;
 mod sequential;
 pub mod stages;
+mod variants;
 
 pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{check_recipe, compress_model, first_calibrated, output_recipe, planned};
@@ -37,6 +38,7 @@ pub use sequential::{
     run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,
 };
 pub use stages::{Family, Method, METHODS};
+pub use variants::{compress_variants, VariantSink};
 
 use crunch_compress::CompressError;
 use std::path::PathBuf;

@@ -201,13 +201,18 @@ pub struct LowRankArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("goal").required(true)
+    .args(["recipe", "target_bpw", "target_size", "target_kl"])))]
 pub struct CompressArgs {
     #[command(flatten)]
     pub common: OutputArgs,
     /// TOML recipe: stages of methods per layer pattern (see `docs/recipes.md`). Calibration
     /// flags given here override the recipe's [calibration] table, `--format` its `format`.
     #[arg(long, value_name = "FILE")]
-    pub recipe: PathBuf,
+    pub recipe: Option<PathBuf>,
+    /// Or a target, and a search picks each layer's level (EvoPress).
+    #[command(flatten)]
+    pub search: crate::search::SearchArgs,
 }
 
 pub fn quantize(args: QuantizeArgs) -> Result<()> {
@@ -221,7 +226,7 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
     }
     keys.entry("bits").or_insert(4.into());
     let stages = vec![stage(args.method.as_deref().unwrap_or("gptq"), keys)?];
-    run(&args.common, RecipeFile::default(), stages)
+    run(&args.common, RecipeFile::default(), stages, None)
 }
 
 pub fn prune(args: PruneArgs) -> Result<()> {
@@ -234,7 +239,7 @@ pub fn prune(args: PruneArgs) -> Result<()> {
     keys.insert("sparsity".into(), sparsity.into());
     args.grid.keys(&mut keys);
     let stages = vec![stage(&args.method, keys)?];
-    run(&args.common, RecipeFile::default(), stages)
+    run(&args.common, RecipeFile::default(), stages, None)
 }
 
 pub fn lowrank(args: LowRankArgs) -> Result<()> {
@@ -246,15 +251,18 @@ pub fn lowrank(args: LowRankArgs) -> Result<()> {
         put(&mut keys, "rank", Some(r as i64));
         stages.push(stage("eora", keys)?);
     }
-    run(&args.common, RecipeFile::default(), stages)
+    run(&args.common, RecipeFile::default(), stages, None)
 }
 
 pub fn compress(args: CompressArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.recipe)
-        .with_context(|| format!("{}: cannot read", args.recipe.display()))?;
-    let file = RecipeFile::parse(&text).map_err(|e| anyhow!("{}: {e}", args.recipe.display()))?;
+    let Some(recipe) = &args.recipe else {
+        return crate::search::run(&args.common, &args.search);
+    };
+    let text = std::fs::read_to_string(recipe)
+        .with_context(|| format!("{}: cannot read", recipe.display()))?;
+    let file = RecipeFile::parse(&text).map_err(|e| anyhow!("{}: {e}", recipe.display()))?;
     let stages = file.stages.clone();
-    run(&args.common, file, stages)
+    run(&args.common, file, stages, None)
 }
 
 /// Calibration flags win over the recipe's table, field by field.
@@ -302,7 +310,14 @@ pub(crate) fn load_calibration(
     Ok((w, cal))
 }
 
-fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
+/// Checks, calibrates, compresses and writes; `search` is the budget search's record, added to
+/// the `--json` object as `search`.
+pub(crate) fn run(
+    c: &OutputArgs,
+    mut file: RecipeFile,
+    stages: Vec<Stage>,
+    search: Option<serde_json::Value>,
+) -> Result<()> {
     file.stages = stages;
     if output_format(c.format, &file)? == Format::Gguf {
         return crate::gguf_out::run(c, file, &crate::gguf_out::GgufArgs::default());
@@ -362,6 +377,9 @@ fn run(c: &OutputArgs, mut file: RecipeFile, stages: Vec<Stage>) -> Result<()> {
         v["size_on_disk"] = serde_json::json!(size);
         v["compress_seconds"] = serde_json::json!(compress_seconds);
         v["total_seconds"] = serde_json::json!(total_seconds);
+        if let Some(s) = search {
+            v["search"] = s;
+        }
         println!("{v}");
     } else {
         println!(

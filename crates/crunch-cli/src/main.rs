@@ -11,6 +11,7 @@ mod gguf_out;
 mod info;
 mod pack;
 mod progress;
+mod search;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -54,7 +55,8 @@ enum Command {
     /// parameter budget, optionally with an EoRA correction.
     Lowrank(compress::LowRankArgs),
     /// Apply a TOML recipe: stages of methods per layer pattern (quantize, prune, factor,
-    /// correct), the same recipe every output carries as recipe.toml.
+    /// correct), the same recipe every output carries as recipe.toml; or search each layer's
+    /// level for a target size, bits per weight or KL (--target-size/--target-bpw/--target-kl).
     Compress(compress::CompressArgs),
     /// Pack a checkpoint file or directory losslessly.
     Pack(pack::PackArgs),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// Logits are materialised this many rows at a time ([rows, vocab] f32), bounding memory.
-const LOGIT_ROWS: usize = 256;
+pub(crate) const LOGIT_ROWS: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
@@ -161,7 +161,7 @@ pub fn evaluate<B: Backend>(
     })
 }
 
-enum WindowError {
+pub(crate) enum WindowError {
     /// The first non-finite logit (or score), described.
     NonFinite(String),
     Model(crunch_model::Error),
@@ -209,53 +209,66 @@ fn score_window<B: Backend>(
             _ => None,
         };
         let targets = &window[start + 1..start + 1 + len];
-        // A GPU scores on the device and returns four numbers per row instead of the logits.
-        if let Some(rows) = b.score_rows(&logits, base_logits.as_ref(), targets)? {
-            // Scored on the device: a non-finite logit shows as a non-finite NLL or KL.
-            if let Some(p) = rows
-                .iter()
-                .position(|r| !(r[0].is_finite() && r[2].is_finite()))
-            {
-                return Err(WindowError::NonFinite(format!(
-                    "the score at position {} is not finite (NLL {}, KL {})",
-                    start + p,
-                    rows[p][0],
-                    rows[p][2]
-                )));
-            }
-            for r in rows {
-                scores.add(&RowScores {
-                    positions: 1,
-                    nll: r[0],
-                    top1_correct: r[1] as usize,
-                    kl: r[2],
-                    top1_agree: r[3] as usize,
-                });
-            }
-            continue;
-        }
-        let logits = b.to_f32(&logits)?;
-        let base_logits = match (base, base_logits) {
-            (Some(m), Some(l)) => Some(m.backend.to_f32(&l)?),
-            _ => None,
-        };
-        let vocab = model.config.vocab;
-        if let Some(what) = first_non_finite(&logits, vocab, start, "the model's") {
-            return Err(WindowError::NonFinite(what));
-        }
-        if let Some(what) = base_logits
-            .as_deref()
-            .and_then(|l| first_non_finite(l, vocab, start, "the base model's"))
-        {
-            return Err(WindowError::NonFinite(what));
-        }
-        scores.add(&score_rows(
+        scores.add(&score_chunk(
+            model,
             &logits,
-            base_logits.as_deref(),
+            base_logits.as_ref(),
             targets,
-            model.config.vocab,
-        ));
+            start,
+        )?);
     }
+    Ok(scores)
+}
+
+/// Scores one chunk of logits rows (positions `start..`) against `targets` and, when given,
+/// the base model's logits of the same rows: on the device when the backend can (a GPU returns
+/// four numbers per row instead of the logits), else on the host.
+pub(crate) fn score_chunk<B: Backend>(
+    model: &Model<B>,
+    logits: &B::Tensor,
+    base_logits: Option<&B::Tensor>,
+    targets: &[u32],
+    start: usize,
+) -> Result<RowScores, WindowError> {
+    let b = &model.backend;
+    let mut scores = RowScores::default();
+    if let Some(rows) = b.score_rows(logits, base_logits, targets)? {
+        // Scored on the device: a non-finite logit shows as a non-finite NLL or KL.
+        if let Some(p) = rows
+            .iter()
+            .position(|r| !(r[0].is_finite() && r[2].is_finite()))
+        {
+            return Err(WindowError::NonFinite(format!(
+                "the score at position {} is not finite (NLL {}, KL {})",
+                start + p,
+                rows[p][0],
+                rows[p][2]
+            )));
+        }
+        for r in rows {
+            scores.add(&RowScores {
+                positions: 1,
+                nll: r[0],
+                top1_correct: r[1] as usize,
+                kl: r[2],
+                top1_agree: r[3] as usize,
+            });
+        }
+        return Ok(scores);
+    }
+    let logits = b.to_f32(logits)?;
+    let base_logits = base_logits.map(|l| b.to_f32(l)).transpose()?;
+    let vocab = model.config.vocab;
+    if let Some(what) = first_non_finite(&logits, vocab, start, "the model's") {
+        return Err(WindowError::NonFinite(what));
+    }
+    if let Some(what) = base_logits
+        .as_deref()
+        .and_then(|l| first_non_finite(l, vocab, start, "the base model's"))
+    {
+        return Err(WindowError::NonFinite(what));
+    }
+    scores.add(&score_rows(&logits, base_logits.as_deref(), targets, vocab));
     Ok(scores)
 }
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Issue 14: the budget search (EvoPress) against uniform GPTQ at the same bits per weight, on
+SmolLM2 by the benchmark protocol. For each uniform configuration (GPTQ 3-bit g128 = 3.16 linear
+bpw, the nearest to 3.0; GPTQ 3-bit g32 = 3.59, the nearest to 3.5), `crunch compress
+--target-bpw` with the uniform's exact bits per weight searches levels 2,3,4,8 (GPTQ g128) per
+layer; both are evaluated with `crunch eval --base` on the evaluation text and the off-domain text.
+Prints one JSON line per run, then a Markdown table with the KL ratio searched / uniform.
+
+Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
+       --eval eval.txt --offdomain offdomain.txt --work DIR [--device cuda] [--threads N]
+       [--generations 50 --offspring 16 --selection 2x4,8x1] [--plot docs/search_rd.svg]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# (name, bits, group) of the uniform configurations compared against.
+UNIFORM = [("gptq 3-bit g128", 3, 128), ("gptq 3-bit g32", 3, 32)]
+
+
+def run_json(cmd):
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = time.time() - t
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--crunch", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--eval", required=True)
+    ap.add_argument("--offdomain", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--max-tokens", type=int, default=65536)
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--generations", default="50")
+    ap.add_argument("--offspring", default="16")
+    ap.add_argument("--selection", default="2x4,8x1")
+    ap.add_argument("--levels", default="2,3,4,8")
+    ap.add_argument("--plot", help="rate-distortion figure of the first search (.svg/.png)")
+    a = ap.parse_args()
+    th = ["--threads", str(a.threads)]
+    calib = ["--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0",
+             "--device", a.device]
+
+    def evaluate(out, text):
+        e = run_json([a.crunch, *th, "eval", out, "--base", a.model, "--device", a.device, "--data", text,
+                      "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"])
+        return {"kl": e["kl"], "ppl": e["ppl"], "top1_agreement": e["top1_agreement"]}
+
+    rows = []
+    for i, (name, bits, group) in enumerate(UNIFORM):
+        out_u = os.path.join(a.work, f"uniform-{bits}b-g{group}")
+        u = run_json([a.crunch, *th, "quantize", a.model, "--method", "gptq", "--bits", str(bits),
+                      "--group-size", str(group), *calib, "--out", out_u, "--force", "--json"])
+        bpw = u["bits_per_weight"]
+        out_s = os.path.join(a.work, f"searched-{bpw:.3f}")
+        cmd = [a.crunch, *th, "compress", a.model, "--target-bpw", f"{bpw:.6f}", "--levels", a.levels,
+               "--generations", a.generations, "--offspring", a.offspring, "--selection", a.selection,
+               *calib, "--out", out_s, "--force", "--json"]
+        if a.plot and i == 0:
+            cmd += ["--plot", a.plot]
+        s = run_json(cmd)
+        for run, out, c in [(name, out_u, u), (f"searched @ {bpw:.3f}", out_s, s)]:
+            row = {"run": run, "bits_per_weight": c["bits_per_weight"], "size_on_disk": c["size_on_disk"],
+                   "seconds": c["wall_seconds"], "eval": evaluate(out, a.eval),
+                   "offdomain": evaluate(out, a.offdomain)}
+            if "search" in c:
+                row["search"] = {k: c["search"][k] for k in
+                                 ["calibration_kl", "levels", "generations", "evaluations", "search_seconds",
+                                  "variants_made", "variants_cached"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| run | bits/weight | size (MB) | KL eval | KL off-domain | PPL eval | s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['bits_per_weight']:.3f} | {r['size_on_disk'] / 1e6:.1f} | "
+              f"{r['eval']['kl']:.4f} | {r['offdomain']['kl']:.4f} | {r['eval']['ppl']:.3f} | {r['seconds']:.0f} |")
+    for i in range(0, len(rows), 2):
+        u, s = rows[i], rows[i + 1]
+        print(f"\n{s['run']} vs {u['run']}: KL eval {s['eval']['kl'] / u['eval']['kl']:.3f}×, "
+              f"off-domain {s['offdomain']['kl'] / u['offdomain']['kl']:.3f}× (target ≤ 0.75×)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+//! The variant database: every block linear layer at every level, made by the recipe driver's
+//! methods (`crunch_calib::compress_variants`, from the uncompressed model's calibration
+//! inputs), and cached on disk so that a second search on the same model and data reuses them.
+//!
+//! Cache layout: `DIR/<model>-<data>/<level>/<layer>.var`, where `<model>` hashes the model's
+//! files, `<data>` the calibration windows (0 for a level that reads no data) and `<level>` the
+//! level's stage as a recipe writes it. A `.var` file holds one quantized layer (see
+//! [`write_variant`]); a file that does not parse or does not match the layer is made again.
+
+use crate::{hash_bytes, Error, Result, HASH_START};
+use crunch_calib::{compress_variants, Progress, Stage};
+use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::{Checkpoint, LinearId};
+use crunch_repr::{
+    pack_codes, unpack_codes, Compressed, CompressedLayer, QuantSpec, QuantizedWeight,
+};
+use crunch_runtime::Backend;
+use half::f16;
+use std::path::{Path, PathBuf};
+
+/// One level a layer can get: a main compression stage (a method and its settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Level {
+    pub stage: Stage,
+}
+
+impl Level {
+    /// A quantization level: `method` (rtn or gptq) at `bits` with `group_size` (0 = per
+    /// channel), asymmetric, every other key at its default.
+    pub fn quant(method: &str, bits: u8, group_size: usize) -> Result<Self> {
+        let mut t = toml::Table::new();
+        t.insert("method".into(), method.into());
+        t.insert("bits".into(), i64::from(bits).into());
+        t.insert("group_size".into(), (group_size as i64).into());
+        let stage = Stage::from_table(t, 1).map_err(|e| Error::Params(e.to_string()))?;
+        Ok(Self { stage })
+    }
+
+    /// The stage as a recipe writes it (`method = "gptq", bits = 3, ...`).
+    pub fn describe(&self) -> String {
+        self.stage.describe()
+    }
+
+    /// A short name: `gptq3` (`gptq3g64` for another group size than 128).
+    pub fn short(&self) -> String {
+        match self.stage.method.produces() {
+            crunch_repr::Produces::Quantized(s) => {
+                let g = match s.group_size {
+                    Some(128) => String::new(),
+                    Some(g) => format!("g{g}"),
+                    None => "c".into(),
+                };
+                format!("{}{}{g}", self.stage.method.name(), s.bits)
+            }
+            _ => self.describe(),
+        }
+    }
+
+    fn needs_data(&self) -> bool {
+        self.stage.method.needs_calibration()
+    }
+}
+
+/// Every block linear layer at every level.
+pub struct Database {
+    /// The layers, in block order.
+    pub units: Vec<LinearId>,
+    pub shapes: Vec<(usize, usize)>,
+    pub levels: Vec<Level>,
+    /// `[unit][level]`.
+    pub variants: Vec<Vec<CompressedLayer>>,
+    /// Variants read from the cache, and made.
+    pub cached: usize,
+    pub made: usize,
+}
+
+impl Database {
+    /// Each unit's cost in bits at each level (storage bits per weight × weights). An error if
+    /// a unit's costs do not grow with the level (levels must be given from small to large).
+    pub fn costs(&self) -> Result<Vec<Vec<f64>>> {
+        let mut out = Vec::with_capacity(self.units.len());
+        for (u, vars) in self.variants.iter().enumerate() {
+            let (r, c) = self.shapes[u];
+            let costs: Vec<f64> = vars
+                .iter()
+                .map(|v| v.bits_per_weight() * (r * c) as f64)
+                .collect();
+            if costs.windows(2).any(|w| w[1] <= w[0]) {
+                return Err(Error::Params(format!(
+                    "{}: the levels' sizes do not grow in the order given ({costs:?} bits)",
+                    self.units[u].full_name()
+                )));
+            }
+            out.push(costs);
+        }
+        Ok(out)
+    }
+
+    /// Weights of all units.
+    pub fn weights(&self) -> usize {
+        self.shapes.iter().map(|(r, c)| r * c).sum()
+    }
+
+    /// Reads what `cache` holds for `ckpt`, `windows` and `levels`, makes the rest (one
+    /// calibration pass for all missing variants) and writes them to the cache.
+    pub fn build<B: Backend>(
+        backend: &B,
+        ckpt: &Checkpoint,
+        levels: &[Level],
+        windows: Option<&[Vec<u32>]>,
+        cache: Option<&Path>,
+        progress: &mut dyn Progress,
+    ) -> Result<Database> {
+        let units: Vec<LinearId> = (0..ckpt.config.layers)
+            .flat_map(|layer| {
+                BLOCK_LINEARS
+                    .iter()
+                    .map(move |&name| LinearId { layer, name })
+            })
+            .collect();
+        let mut shapes = Vec::with_capacity(units.len());
+        for id in &units {
+            let full = format!("{}.weight", id.full_name());
+            match ckpt.weights.info(&full).map(|i| i.shape) {
+                Some(s) if s.len() == 2 => shapes.push((s[0], s[1])),
+                _ => {
+                    return Err(Error::BadFile {
+                        path: ckpt.path.clone(),
+                        problem: format!("missing or not a matrix: `{full}`"),
+                    })
+                }
+            }
+        }
+        let dirs: Option<Vec<PathBuf>> = match cache {
+            Some(root) => {
+                let model = model_hash(&ckpt.path)?;
+                let data = windows.map_or(0, windows_hash);
+                Some(
+                    levels
+                        .iter()
+                        .map(|l| {
+                            let d = if l.needs_data() { data } else { 0 };
+                            let lh = hash_bytes(HASH_START, l.describe().as_bytes());
+                            root.join(format!("{model:016x}-{d:016x}"))
+                                .join(format!("{lh:016x}"))
+                        })
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        let mut table: Vec<Vec<Option<CompressedLayer>>> =
+            vec![vec![None; levels.len()]; units.len()];
+        let mut cached = 0;
+        if let Some(dirs) = &dirs {
+            for (u, id) in units.iter().enumerate() {
+                for (l, dir) in dirs.iter().enumerate() {
+                    let path = dir.join(format!("{}.var", id.full_name()));
+                    if let Some(v) = read_variant(&path, shapes[u]) {
+                        table[u][l] = Some(v);
+                        cached += 1;
+                    }
+                }
+            }
+        }
+        let missing: Vec<Vec<bool>> = table
+            .iter()
+            .map(|row| row.iter().map(|v| v.is_none()).collect())
+            .collect();
+        let made = missing.iter().flatten().filter(|&&m| m).count();
+        if made > 0 {
+            let index: std::collections::BTreeMap<String, usize> = units
+                .iter()
+                .enumerate()
+                .map(|(u, id)| (id.full_name(), u))
+                .collect();
+            let methods: Vec<crunch_calib::Method> =
+                levels.iter().map(|l| l.stage.method.clone()).collect();
+            let wanted = |name: &str, l: usize| index.get(name).is_some_and(|&u| missing[u][l]);
+            let mut failure: Option<Error> = None;
+            let mut sink =
+                |name: &str, vars: Vec<(usize, CompressedLayer)>| -> crunch_calib::Result<()> {
+                    let u = index[name];
+                    for (l, v) in vars {
+                        if let Some(dirs) = &dirs {
+                            let path = dirs[l].join(format!("{name}.var"));
+                            if let Err(e) = write_variant(&path, &v) {
+                                failure.get_or_insert(e);
+                            }
+                        }
+                        table[u][l] = Some(v);
+                    }
+                    Ok(())
+                };
+            compress_variants(
+                backend, ckpt, &methods, windows, &wanted, &mut sink, progress,
+            )?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        let mut variants = Vec::with_capacity(units.len());
+        for (u, row) in table.into_iter().enumerate() {
+            let mut out = Vec::with_capacity(levels.len());
+            for (l, v) in row.into_iter().enumerate() {
+                out.push(v.ok_or_else(|| {
+                    Error::Params(format!(
+                        "{}: level {} made no variant",
+                        units[u].full_name(),
+                        levels[l].describe()
+                    ))
+                })?);
+            }
+            variants.push(out);
+        }
+        Ok(Database {
+            units,
+            shapes,
+            levels: levels.to_vec(),
+            variants,
+            cached,
+            made,
+        })
+    }
+}
+
+/// A hash of the model's files (a file, or a directory's files, by name and content).
+pub fn model_hash(path: &Path) -> Result<u64> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io)? {
+            let p = e.map_err(io)?.path();
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut h = HASH_START;
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        h = hash_bytes(h, name.unwrap_or_default().as_bytes());
+        let bytes = std::fs::read(&f).map_err(|source| Error::Io {
+            path: f.clone(),
+            source,
+        })?;
+        h = hash_bytes(h, &bytes);
+    }
+    Ok(h)
+}
+
+/// A hash of calibration windows (their number, lengths and token ids).
+pub fn windows_hash(windows: &[Vec<u32>]) -> u64 {
+    let mut h = hash_bytes(HASH_START, &(windows.len() as u64).to_le_bytes());
+    for w in windows {
+        h = hash_bytes(h, &(w.len() as u64).to_le_bytes());
+        let bytes: Vec<u8> = w.iter().flat_map(|t| t.to_le_bytes()).collect();
+        h = hash_bytes(h, &bytes);
+    }
+    h
+}
+
+const MAGIC: &[u8; 8] = b"CRVAR\x01\0\0";
+
+/// Writes a quantized variant (other kinds are not cached: `Ok` without writing) to a temporary
+/// name, then renames it into place. Layout, little-endian: magic `CRVAR\1\0\0`; rows, cols
+/// (u64); bits, symmetric (u8); group size (u64, 0 = per channel); method name (u64 length,
+/// bytes); the codes packed at `bits` (`crunch_repr::pack_codes`); f16 scales and u8 zero
+/// points, `rows × groups` each.
+pub fn write_variant(path: &Path, v: &CompressedLayer) -> Result<()> {
+    let Compressed::Quantized(q) = &v.main else {
+        return Ok(());
+    };
+    if q.g_idx.is_some() || v.correction.is_some() {
+        return Ok(());
+    }
+    let mut b = Vec::with_capacity(q.codes.len() + 64);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&(q.rows as u64).to_le_bytes());
+    b.extend_from_slice(&(q.cols as u64).to_le_bytes());
+    b.push(q.spec.bits);
+    b.push(q.spec.symmetric as u8);
+    b.extend_from_slice(&(q.spec.group_size.unwrap_or(0) as u64).to_le_bytes());
+    b.extend_from_slice(&(v.method.len() as u64).to_le_bytes());
+    b.extend_from_slice(v.method.as_bytes());
+    b.extend_from_slice(&pack_codes(&q.codes, q.spec.bits));
+    for s in &q.scales {
+        b.extend_from_slice(&s.to_bits().to_le_bytes());
+    }
+    b.extend_from_slice(&q.zeros);
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!("var.tmp{}", std::process::id()));
+    std::fs::write(&tmp, &b).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads a variant written by [`write_variant`] for a layer of `shape`; `None` when the file
+/// is missing, truncated, inconsistent or of another shape (it is then made again).
+pub fn read_variant(path: &Path, shape: (usize, usize)) -> Option<CompressedLayer> {
+    let b = std::fs::read(path).ok()?;
+    let mut r = Reader { b: &b, at: 0 };
+    if r.take(8)? != MAGIC {
+        return None;
+    }
+    let (rows, cols) = (r.u64()? as usize, r.u64()? as usize);
+    if (rows, cols) != shape {
+        return None;
+    }
+    let (bits, symmetric) = (r.take(1)?[0], r.take(1)?[0] != 0);
+    let group = r.u64()? as usize;
+    let name_len = r.u64()? as usize;
+    let method = String::from_utf8(r.take(name_len)?.to_vec()).ok()?;
+    let spec = QuantSpec::new(bits, (group != 0).then_some(group), symmetric);
+    spec.validate(cols).ok()?;
+    let n = rows.checked_mul(cols)?;
+    let packed = r.take(crunch_repr::packed_len(n, bits))?;
+    let codes = unpack_codes(packed, bits, n).ok()?;
+    let per = rows.checked_mul(spec.n_groups(cols))?;
+    let scales = r
+        .take(per.checked_mul(2)?)?
+        .chunks_exact(2)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    let zeros = r.take(per)?.to_vec();
+    if r.at != b.len() {
+        return None;
+    }
+    let q = QuantizedWeight {
+        spec,
+        rows,
+        cols,
+        codes,
+        scales,
+        zeros,
+        g_idx: None,
+    };
+    q.validate().ok()?;
+    Some(CompressedLayer::new(&method, Compressed::Quantized(q)))
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}

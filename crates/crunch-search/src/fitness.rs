@@ -1,0 +1,122 @@
+//! The search's fitness: KL(base ‖ candidate) on calibration windows, measured by
+//! `crunch_eval::BaseLogits` (the evaluation's scoring, on the device when the backend scores
+//! there). The candidate model is one loaded model whose linear weights are replaced by the
+//! candidate's variants; only layers that differ from the last candidate are swapped, so an
+//! offspring (a few layers away from its parent) costs a few uploads, not a model.
+
+use crate::database::Database;
+use crate::evo::Fitness;
+use crate::{Error, Result, Rng};
+use crunch_eval::BaseLogits;
+use crunch_model::Model;
+use crunch_runtime::Backend;
+
+pub struct ModelFitness<'a, B: Backend> {
+    base: &'a Model<B>,
+    model: Model<B>,
+    db: &'a Database,
+    /// The level each unit of `model` holds now; `None` = the original weight.
+    current: Vec<Option<u8>>,
+    pool: &'a [Vec<u32>],
+    seed: u64,
+    kept: Option<BaseLogits<B>>,
+    /// Fitness evaluations so far.
+    pub evaluations: usize,
+}
+
+impl<'a, B: Backend> ModelFitness<'a, B> {
+    /// `model` starts as a copy of `base` (loaded separately: its weights are replaced);
+    /// `pool` is the calibration windows each generation draws from.
+    pub fn new(
+        base: &'a Model<B>,
+        model: Model<B>,
+        db: &'a Database,
+        pool: &'a [Vec<u32>],
+        seed: u64,
+    ) -> Self {
+        Self {
+            base,
+            model,
+            db,
+            current: vec![None; db.units.len()],
+            pool,
+            seed,
+            kept: None,
+            evaluations: 0,
+        }
+    }
+
+    /// Puts `config`'s variants into the model (only the layers that change).
+    pub fn apply(&mut self, config: &[u8]) -> Result<()> {
+        for (u, &l) in config.iter().enumerate() {
+            if self.current[u] == Some(l) {
+                continue;
+            }
+            let id = self.db.units[u];
+            let (rows, cols) = self.db.shapes[u];
+            let dense = self.db.variants[u][l as usize].dense();
+            let backend = &self.model.backend;
+            let w = backend.upload_weight(dense, &[rows, cols])?;
+            let lin = self.model.blocks[id.layer]
+                .linear_mut(id.name)
+                .expect("a block linear");
+            lin.weight = w;
+            lin.up = None;
+            lin.correction = None;
+            self.current[u] = Some(l);
+        }
+        Ok(())
+    }
+
+    /// Mean KL(base ‖ `config`) over `windows`, scored `batch` windows at a time (the base's
+    /// logits of one batch are kept at once).
+    pub fn kl_on(&mut self, config: &[u8], windows: &[Vec<u32>], batch: usize) -> Result<f64> {
+        self.apply(config)?;
+        let (mut kl, mut positions) = (0.0, 0usize);
+        for chunk in windows.chunks(batch.max(1)) {
+            let kept = BaseLogits::new(self.base, chunk.to_vec())?;
+            let s = kept.score(&self.model, chunk.len())?;
+            kl += s.kl;
+            positions += s.positions;
+        }
+        Ok(kl / positions.max(1) as f64)
+    }
+
+    /// The candidate model as it stands.
+    pub fn model(&self) -> &Model<B> {
+        &self.model
+    }
+}
+
+impl<B: Backend> Fitness for ModelFitness<'_, B> {
+    fn prepare(&mut self, generation: usize, windows: usize) -> Result<()> {
+        if windows > self.pool.len() {
+            return Err(Error::Params(format!(
+                "a selection step scores {windows} windows but calibration has {}; use more \
+                 calibration samples or fewer windows per step",
+                self.pool.len()
+            )));
+        }
+        // A partial Fisher–Yates shuffle: `windows` distinct windows of the pool.
+        let mut rng = Rng::for_generation(self.seed, generation as u64, 3);
+        let mut idx: Vec<usize> = (0..self.pool.len()).collect();
+        for i in 0..windows {
+            let j = i + rng.below(idx.len() - i);
+            idx.swap(i, j);
+        }
+        let chosen = idx[..windows]
+            .iter()
+            .map(|&i| self.pool[i].clone())
+            .collect();
+        self.kept = None; // free the last generation's logits first
+        self.kept = Some(BaseLogits::new(self.base, chosen)?);
+        Ok(())
+    }
+
+    fn score(&mut self, config: &[u8], windows: usize) -> Result<f64> {
+        self.apply(config)?;
+        self.evaluations += 1;
+        let kept = self.kept.as_ref().expect("prepare runs before score");
+        Ok(kept.mean_kl(&self.model, windows)?)
+    }
+}

@@ -1,0 +1,118 @@
+//! "Make it this size, least damage": which compression level each linear layer gets, found by
+//! EvoPress's evolutionary search (Sieberling et al., "EvoPress: Towards Optimal Dynamic Model
+//! Compression via Evolutionary Search", 2024).
+//!
+//! - [`database`]: every layer compressed at every level (crunch's int2–8 grouped grids made by
+//!   the recipe driver's methods, RTN or GPTQ), each from the uncompressed model's calibration
+//!   inputs, cached on disk per model, calibration and method.
+//! - [`evo`]: the (1+λ) search with level-switch mutations that keep the budget, multi-step
+//!   selection, one RNG stream per generation (deterministic for a seed) and a state file
+//!   written after every generation (resumable).
+//! - [`fitness`]: KL(base ‖ candidate) on calibration tokens, through `crunch_eval::BaseLogits`
+//!   (the evaluation's own scoring), with only the layers that differ from the last candidate
+//!   swapped in.
+
+pub mod database;
+pub mod evo;
+pub mod fitness;
+pub mod plot;
+
+#[cfg(test)]
+mod evo_reference;
+
+pub use database::{Database, Level};
+pub use evo::{search, Budget, EvoParams, Fitness, Generation, SearchState};
+pub use fitness::ModelFitness;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // Boxed: these are large, and every `Result` of the crate carries the error's size.
+    #[error(transparent)]
+    Calib(Box<crunch_calib::Error>),
+    #[error(transparent)]
+    Eval(Box<crunch_eval::EvalError>),
+    #[error(transparent)]
+    Model(Box<crunch_model::Error>),
+    #[error("backend: {0}")]
+    Backend(#[from] crunch_runtime::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {problem}", path.display())]
+    BadFile { path: PathBuf, problem: String },
+    #[error(
+        "a budget of {budget:.0} bits is below the smallest configuration ({smallest:.0} bits, \
+         every layer at its lowest level); raise the target or add a lower level"
+    )]
+    BudgetTooSmall { budget: f64, smallest: f64 },
+    #[error("{0}")]
+    Params(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crunch_calib::Error> for Error {
+    fn from(e: crunch_calib::Error) -> Self {
+        Error::Calib(Box::new(e))
+    }
+}
+
+impl From<crunch_eval::EvalError> for Error {
+    fn from(e: crunch_eval::EvalError) -> Self {
+        Error::Eval(Box::new(e))
+    }
+}
+
+impl From<crunch_model::Error> for Error {
+    fn from(e: crunch_model::Error) -> Self {
+        Error::Model(Box::new(e))
+    }
+}
+
+/// SplitMix64 (as `crunch_model::testing`): tiny, fast, identical everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The stream of generation `g` of a search seeded with `seed`.
+    pub fn for_generation(seed: u64, g: u64, salt: u64) -> Self {
+        let mut r = Rng(seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        r.0 ^= r
+            .next_u64()
+            .wrapping_add(g.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (n > 0); the modulo bias is below 2⁻⁴⁰ for any n a model has.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// 64-bit FNV-1a over bytes, 8 at a time (cache keys; not cryptographic).
+pub fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(0x0100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;

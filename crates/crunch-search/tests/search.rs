@@ -1,0 +1,133 @@
+//! The search on a tiny model made in code: variants cached and read back, a budget-respecting
+//! result, the same result for the same seed, and a resumed search equal to an uninterrupted
+//! one.
+
+use crunch_calib::windows;
+use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
+use crunch_model::Checkpoint;
+use crunch_runtime::Cpu;
+use crunch_search::evo::Step;
+use crunch_search::{search, Budget, Database, EvoParams, Level, ModelFitness, SearchState};
+
+fn tiny() -> (tempfile::TempDir, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap();
+    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    (dir, ckpt)
+}
+
+fn levels() -> Vec<Level> {
+    [2, 3, 4]
+        .iter()
+        .map(|&b| Level::quant("gptq", b, 32).unwrap())
+        .collect()
+}
+
+fn params(generations: usize) -> EvoParams {
+    EvoParams {
+        generations,
+        offspring: 6,
+        steps: vec![
+            Step {
+                windows: 2,
+                survivors: 2,
+            },
+            Step {
+                windows: 4,
+                survivors: 1,
+            },
+        ],
+        seed: 5,
+    }
+}
+
+/// Runs `generations` from `resume`, returning the final state and every saved state.
+fn run(
+    ckpt: &Checkpoint,
+    db: &Database,
+    pool: &[Vec<u32>],
+    generations: usize,
+    resume: Option<SearchState>,
+) -> (SearchState, Vec<SearchState>) {
+    let budget = Budget {
+        costs: db.costs().unwrap(),
+        limit: 3.0 * db.weights() as f64,
+    };
+    let base = ckpt.load(Cpu, |_| {}).unwrap();
+    let model = ckpt.load(Cpu, |_| {}).unwrap();
+    let mut fit = ModelFitness::new(&base, model, db, pool, 5);
+    let mut saved = Vec::new();
+    let s = search(
+        &budget,
+        &params(generations),
+        "k",
+        &mut fit,
+        resume,
+        &mut |s| {
+            saved.push(s.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(budget.cost(&s.parent) <= budget.limit);
+    (s, saved)
+}
+
+#[test]
+fn search_on_a_tiny_model() {
+    let (_d, ckpt) = tiny();
+    let text = reference_ids(ckpt.config.vocab, 4096);
+    let pool = windows(&text, 8, 32, 0).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let db = Database::build(
+        &Cpu,
+        &ckpt,
+        &levels(),
+        Some(&pool),
+        Some(cache.path()),
+        &mut (),
+    )
+    .unwrap();
+    assert_eq!((db.cached, db.made), (0, 14 * 3));
+    // A second build reads every variant back, identical.
+    let again = Database::build(
+        &Cpu,
+        &ckpt,
+        &levels(),
+        Some(&pool),
+        Some(cache.path()),
+        &mut (),
+    )
+    .unwrap();
+    assert_eq!((again.cached, again.made), (14 * 3, 0));
+    assert_eq!(again.variants, db.variants);
+    // Other calibration data is another database.
+    let other = windows(&text, 8, 32, 1).unwrap();
+    let third = Database::build(
+        &Cpu,
+        &ckpt,
+        &levels(),
+        Some(&other),
+        Some(cache.path()),
+        &mut (),
+    )
+    .unwrap();
+    assert_eq!(third.made, 14 * 3);
+
+    let (a, saved) = run(&ckpt, &db, &pool, 6, None);
+    assert_eq!(a.history.len(), 6);
+    // The search may only improve on the start as measured on each generation's data; it
+    // must at least have moved levels around (not everything at 3 bits).
+    assert!(a.parent.iter().any(|&l| l != 1), "{:?}", a.parent);
+    let (b, _) = run(&ckpt, &db, &pool, 6, None);
+    assert_eq!(a, b, "same seed, same search");
+    // Killed after generation 3, resumed from its state: the same search.
+    let (c, _) = run(&ckpt, &db, &pool, 6, Some(saved[2].clone()));
+    assert_eq!(a, c, "resumed search differs");
+    // A state of another search is not resumed.
+    let mut foreign = saved[2].clone();
+    foreign.key = "other".into();
+    let (d, _) = run(&ckpt, &db, &pool, 6, Some(foreign));
+    assert_eq!(a, d);
+}
