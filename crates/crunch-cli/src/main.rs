@@ -2,13 +2,16 @@
 //! into the library crates; no algorithm lives in this crate.
 
 mod calib_args;
+mod chat;
 mod compress;
 mod device;
 mod eval;
+mod generate;
 mod gguf_out;
 mod info;
 mod pack;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +60,13 @@ enum Command {
     Pack(pack::PackArgs),
     /// Restore a packed checkpoint bit for bit.
     Unpack(pack::UnpackArgs),
+    /// Generate text from a prompt with the weights kept in their compressed encoding.
+    Generate(generate::GenerateArgs),
+    /// Chat with a model in its chat template (one line per message; /reset, /exit).
+    Chat(chat::ChatArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat and text completions,
+    /// streaming), batching concurrent requests.
+    Serve(serve::ServeArgs),
 }
 
 /// Prints the notes a check returned (stale temporaries removed, short last groups).
@@ -90,6 +100,9 @@ fn main() {
         Command::Compress(args) => compress::compress(args),
         Command::Pack(args) => pack::pack(args),
         Command::Unpack(args) => pack::unpack(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", message(&err));

@@ -16,7 +16,9 @@ pub mod safetensors;
 pub use dtype::DType;
 pub use error::{FormatError, Result};
 
+use std::ops::{Deref, Range};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Name, element type and shape of one stored tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,4 +54,21 @@ pub trait TensorSource: Send + Sync {
     fn raw_half(&self, _name: &str) -> Option<(DType, &[u8])> {
         None
     }
+    /// The stored bytes of a tensor as a range of a buffer the caller may keep (the mapped
+    /// file), so a runtime can compute from the file's own blocks without copying them. `None`
+    /// where the source has no such buffer (or converts the tensor on reading).
+    fn raw_shared(&self, _name: &str) -> Option<SharedBytes> {
+        None
+    }
+}
+
+/// Bytes anyone can hold on to: a mapped file or an owned buffer.
+pub type SharedBuffer = Arc<dyn Deref<Target = [u8]> + Send + Sync>;
+
+/// One tensor's stored bytes, `buffer[range]`, in its stored `dtype`.
+#[derive(Clone)]
+pub struct SharedBytes {
+    pub dtype: DType,
+    pub buffer: SharedBuffer,
+    pub range: Range<usize>,
 }

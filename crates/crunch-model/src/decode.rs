@@ -11,17 +11,20 @@ use crunch_runtime::{AttentionMask, Backend};
 
 /// Keys and values of one sequence, per decoder block, for incremental decoding.
 pub struct KvCache<B: Backend> {
-    /// Per block: keys and values `[len, kv_heads, head_dim]`, keys already normalised (Qwen3)
-    /// and rotated, so they are never recomputed.
-    layers: Vec<Option<(B::Tensor, B::Tensor)>>,
+    /// Per block: the backend's store of keys and values (keys already normalised (Qwen3) and
+    /// rotated, so they are never recomputed), made on first use with room for `capacity`
+    /// positions.
+    layers: Vec<Option<B::KvStore>>,
+    capacity: usize,
     len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache for a model of `layers` decoder blocks.
-    pub fn new(layers: usize) -> Self {
+    /// An empty cache for a model of `layers` decoder blocks and up to `capacity` positions.
+    pub fn new(layers: usize, capacity: usize) -> Self {
         KvCache {
             layers: (0..layers).map(|_| None).collect(),
+            capacity,
             len: 0,
         }
     }
@@ -33,6 +36,19 @@ impl<B: Backend> KvCache<B> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Positions the cache has room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Block `layer`'s store, made now if this is its first use.
+    fn store(&mut self, b: &B, cfg: &crate::ModelConfig, layer: usize) -> Result<&mut B::KvStore> {
+        if self.layers[layer].is_none() {
+            self.layers[layer] = Some(b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim)?);
+        }
+        Ok(self.layers[layer].as_mut().expect("made above"))
     }
 }
 
@@ -60,6 +76,19 @@ impl<B: Backend> Model<B> {
         rope: &RopeTables<B>,
         hook: &mut dyn LinearHook<B>,
     ) -> Result<B::Tensor> {
+        let mut refs: Vec<&mut KvCache<B>> = caches.iter_mut().collect();
+        self.hidden_states_batch(ids, &mut refs, rope, hook)
+    }
+
+    /// [`Model::hidden_states_cached`] over caches held anywhere (a server's sequences each
+    /// own theirs).
+    pub fn hidden_states_batch(
+        &self,
+        ids: &[u32],
+        caches: &mut [&mut KvCache<B>],
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<B::Tensor> {
         let b = &self.backend;
         let n = caches.len();
         if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
@@ -75,6 +104,13 @@ impl<B: Backend> Model<B> {
             }));
         }
         let t = ids.len() / n;
+        if let Some(c) = caches.iter().find(|c| c.len + t > c.capacity) {
+            return Err(Error::Cache(CacheProblem::Full {
+                adding: t,
+                capacity: c.capacity,
+                holding: c.len,
+            }));
+        }
         let positions: Vec<u32> = caches
             .iter()
             .flat_map(|c| (c.len..c.len + t).map(|p| p as u32))
@@ -95,16 +131,13 @@ impl<B: Backend> Model<B> {
                         seq_rows(b, &v, s, t)?,
                     )
                 };
-                let (kc, vc) = match cache.layers[layer].take() {
-                    Some((kc, vc)) => (b.concat_rows(&[&kc, &ks])?, b.concat_rows(&[&vc, &vs])?),
-                    None => (ks, vs),
-                };
                 let mask = AttentionMask {
                     window: blk.window,
                     query_offset: cache.len,
                 };
-                outs.push(b.attention(&qs, &kc, &vc, mask, scale)?);
-                cache.layers[layer] = Some((kc, vc));
+                let store = cache.store(b, &self.config, layer)?;
+                b.kv_append(store, &ks, &vs)?;
+                outs.push(b.kv_attention(&qs, store, mask, scale)?);
             }
             let a = if n == 1 {
                 outs.pop().expect("one sequence")
@@ -131,8 +164,14 @@ impl<B: Backend> Model<B> {
         self.logits(&x, &mut ())
     }
 
-    /// An empty cache for this model.
+    /// An empty cache for this model, for up to its maximum position count (backends that
+    /// allocate up front should be given [`Model::kv_cache_for`] the context they need).
     pub fn kv_cache(&self) -> KvCache<B> {
-        KvCache::new(self.blocks.len())
+        KvCache::new(self.blocks.len(), self.config.max_position)
+    }
+
+    /// An empty cache with room for `capacity` positions.
+    pub fn kv_cache_for(&self, capacity: usize) -> KvCache<B> {
+        KvCache::new(self.blocks.len(), capacity)
     }
 }

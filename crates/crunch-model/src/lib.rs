@@ -153,6 +153,9 @@ pub enum TensorProblem {
     },
     #[error("tensor `{tensor}` has shape {found:?}, expected [out_features, rank]")]
     NotAFactor { tensor: String, found: Vec<usize> },
+    /// Stored bytes the packed-weight kernels cannot use as they are (wrong length, range).
+    #[error("tensor `{tensor}`: {problem}")]
+    Unusable { tensor: String, problem: String },
 }
 
 /// A batch of key/value caches that does not fit the request.
@@ -162,6 +165,12 @@ pub enum CacheProblem {
     Uneven { ids: usize, caches: usize },
     #[error("a cache made for {cache} blocks, the model has {model}")]
     Blocks { cache: usize, model: usize },
+    #[error("{adding} more tokens do not fit a cache of {capacity} positions holding {holding}")]
+    Full {
+        adding: usize,
+        capacity: usize,
+        holding: usize,
+    },
 }
 
 impl Error {

@@ -186,8 +186,14 @@ impl<B: Backend> Loader<'_, B> {
             .upload(self.w.read(name, shape, self.cfg)?, shape)?)
     }
 
-    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]).
+    /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
+    /// encoding when the backend multiplies packed weights and the source can hand it over.
     fn weight(&self, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        if self.backend.prefers_packed() {
+            if let Some(p) = self.w.packed(name, shape, self.cfg)? {
+                return Ok(self.backend.upload_packed(p)?);
+            }
+        }
         let data = self.w.read(name, shape, self.cfg)?;
         Ok(self.backend.upload_weight(data, shape)?)
     }
@@ -294,7 +300,15 @@ impl<B: Backend> Model<B> {
             w,
             cfg,
         };
-        let embed = load.tensor("model.embed_tokens.weight", &[cfg.vocab, cfg.hidden])?;
+        let embed_name = "model.embed_tokens.weight";
+        let embed_shape = [cfg.vocab, cfg.hidden];
+        // A backend that keeps weights packed keeps the table packed too (it is also the
+        // output projection when embeddings are tied); rows are dequantized on lookup.
+        let embed = if backend.prefers_packed() {
+            load.weight(embed_name, &embed_shape)?
+        } else {
+            load.tensor(embed_name, &embed_shape)?
+        };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for layer in 0..cfg.layers {
             blocks.push(load_block(&backend, w, cfg, layer)?);

@@ -3,7 +3,10 @@
 
 use crate::config::ModelConfig;
 use crate::{Error, Result, TensorProblem};
-use crunch_formats::{TensorInfo, TensorSource};
+use crunch_formats::{SharedBuffer, TensorInfo, TensorSource};
+use crunch_runtime::kernels::{self, Bytes};
+use crunch_runtime::PackedMatrix;
+use std::sync::Arc;
 
 /// How stored tensor names relate to Hugging Face names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +67,8 @@ impl Weights {
         }
     }
 
-    /// Reads `hf` as f32, checking that its shape is `shape`.
-    pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
+    /// The stored description of `hf`, checked to have shape `shape`.
+    fn checked_info(&self, hf: &str, shape: &[usize]) -> Result<(String, TensorInfo)> {
         let stored = self.stored_name(hf);
         let bad = |problem| Error::tensor(self.source.path(), problem);
         let info = self.source.info(&stored).ok_or_else(|| {
@@ -82,6 +85,74 @@ impl Weights {
                 implied_by: "the config".into(),
             }));
         }
+        Ok((stored, info))
+    }
+
+    /// The matrix `hf` (`shape = [rows, cols]`) in its stored encoding, for backends that
+    /// multiply packed weights: the file's own bytes, shared with the mapped file where the
+    /// layout allows (GGUF); `None` when the source cannot hand its bytes over or the kernels
+    /// have no product for the encoding (the caller then reads f32).
+    pub fn packed(
+        &self,
+        hf: &str,
+        shape: &[usize],
+        cfg: &ModelConfig,
+    ) -> Result<Option<PackedMatrix>> {
+        let (stored, info) = self.checked_info(hf, shape)?;
+        let &[rows, cols] = shape else {
+            return Ok(None);
+        };
+        if !kernels::supported(info.dtype) {
+            return Ok(None);
+        }
+        let Some(raw) = self.source.raw_shared(&stored) else {
+            return Ok(None);
+        };
+        let heads = match self.naming {
+            Naming::Gguf { unpermute_qk: true } if hf.ends_with("self_attn.q_proj.weight") => {
+                Some(cfg.heads)
+            }
+            Naming::Gguf { unpermute_qk: true } if hf.ends_with("self_attn.k_proj.weight") => {
+                Some(cfg.kv_heads)
+            }
+            _ => None,
+        };
+        let bad = |problem| Error::tensor(self.source.path(), problem);
+        let unusable = |problem: String| {
+            bad(TensorProblem::Unusable {
+                tensor: stored.clone(),
+                problem,
+            })
+        };
+        let bytes = match heads {
+            // Rows are whole blocks, so llama.cpp's row order is undone on the stored bytes.
+            Some(heads) => {
+                let stored = &raw.buffer[raw.range.clone()];
+                Bytes::owned(unpermute_rows(stored, heads, cfg.head_dim, rows))
+            }
+            None => {
+                let len = raw.range.len();
+                Bytes::shared(Arc::new(Shared(raw.buffer)), raw.range.start, len)
+                    .ok_or_else(|| unusable("its stored range lies outside the file".into()))?
+            }
+        };
+        let m = PackedMatrix::new(info.dtype, rows, cols, bytes).map_err(unusable)?;
+        // The same refusal of non-finite weights as `read` (a NaN scale in one block would
+        // make every output NaN).
+        if let Some((i, value)) = m.first_non_finite() {
+            return Err(bad(TensorProblem::NonFinite {
+                tensor: stored,
+                value,
+                at: format!("row {}, column {}", i / cols, i % cols),
+            }));
+        }
+        Ok(Some(m))
+    }
+
+    /// Reads `hf` as f32, checking that its shape is `shape`.
+    pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
+        let (stored, _) = self.checked_info(hf, shape)?;
+        let bad = |problem| Error::tensor(self.source.path(), problem);
         let mut data = self.source.read_f32(&stored)?;
         // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
         // after quantization rounds around it): refuse it here, where every read passes.
@@ -98,11 +169,16 @@ impl Weights {
         }
         if let Naming::Gguf { unpermute_qk: true } = self.naming {
             if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
-                data = unpermute_rows(&data, cfg.heads, cfg.head_dim);
+                data = unpermute_rows(&data, cfg.heads, cfg.head_dim, cfg.heads * cfg.head_dim);
             } else if hf.ends_with("self_attn.k_proj.weight")
                 || hf.ends_with("self_attn.k_proj.bias")
             {
-                data = unpermute_rows(&data, cfg.kv_heads, cfg.head_dim);
+                data = unpermute_rows(
+                    &data,
+                    cfg.kv_heads,
+                    cfg.head_dim,
+                    cfg.kv_heads * cfg.head_dim,
+                );
             }
         }
         Ok(data)
@@ -146,13 +222,29 @@ pub fn gguf_name(hf: &str) -> String {
     hf.to_string()
 }
 
+/// A mapped file's bytes as the kernels' byte owner.
+struct Shared(SharedBuffer);
+
+impl std::ops::Deref for Shared {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Undoes llama.cpp's q/k row permutation. Within each head, llama.cpp stores row `2i + j`
-/// what Hugging Face stores at row `j * d/2 + i` (i < d/2, j ∈ {0, 1}).
-fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-    let rows = heads * head_dim;
+/// what Hugging Face stores at row `j * d/2 + i` (i < d/2, j ∈ {0, 1}). Rows are moved whole,
+/// so `data` may hold any element type (`rows` rows of equal size).
+fn unpermute_rows<T: Copy + Default>(
+    data: &[T],
+    heads: usize,
+    head_dim: usize,
+    rows: usize,
+) -> Vec<T> {
+    debug_assert_eq!(rows, heads * head_dim);
     let cols = data.len() / rows;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
@@ -192,6 +284,6 @@ mod tests {
     fn unpermute_inverts_the_converter() {
         use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
-        assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8), data);
+        assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8, 24), data);
     }
 }

@@ -132,7 +132,7 @@ fn cached_decoding_rejects_bad_input() {
     let err = model.forward_cached(&[1; 5], &mut one, &rope).err();
     assert!(err.unwrap().to_string().contains("rotary"));
     // A cache for another depth.
-    let mut wrong = [KvCache::<Cpu>::new(model.blocks.len() + 1)];
+    let mut wrong = [KvCache::<Cpu>::new(model.blocks.len() + 1, 64)];
     let err = model.forward_cached(&[1], &mut wrong, &rope).err();
     assert!(err.unwrap().to_string().contains("blocks"));
 }

@@ -13,6 +13,29 @@ pub struct Cpu;
 
 impl Backend for Cpu {
     type Tensor = Tensor;
+    type KvStore = crate::ConcatKv<Tensor>;
+
+    fn kv_alloc(&self, capacity: usize, _: usize, _: usize) -> Result<Self::KvStore> {
+        Ok(crate::ConcatKv::new(capacity))
+    }
+
+    fn kv_append(&self, kv: &mut Self::KvStore, k: &Tensor, v: &Tensor) -> Result<()> {
+        kv.append(self, k, v)
+    }
+
+    fn kv_len(&self, kv: &Self::KvStore) -> usize {
+        kv.len()
+    }
+
+    fn kv_attention(
+        &self,
+        q: &Tensor,
+        kv: &Self::KvStore,
+        mask: AttentionMask,
+        scale: f32,
+    ) -> Result<Tensor> {
+        kv.attention(self, q, mask, scale)
+    }
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)

@@ -1,18 +1,25 @@
 //! The tensor operations a decoder-only transformer needs, behind one small trait.
 //!
-//! The model code in `crunch-model` is written once against [`Backend`]; each backend (CPU
-//! through candle here, CUDA later) implements these operations rather than a second copy of
-//! the model. The set is deliberately small: everything the Llama family (Llama, Mistral,
-//! Qwen2, Qwen3) needs, and nothing a compressor needs to see.
+//! The model code in `crunch-model` is written once against [`Backend`]; each backend
+//! implements these operations rather than a second copy of the model: [`Cpu`] (candle, f32,
+//! what evaluation and calibration use), [`Host`] (the generation runtime: weights kept packed
+//! and multiplied by `crunch-kernels`, lean per-operation costs, a pre-allocated key/value
+//! cache) and `Cuda`. The set is deliberately small: everything the Llama family (Llama,
+//! Mistral, Qwen2, Qwen3) needs, and nothing a compressor needs to see.
 
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod host;
+mod kv;
 pub mod threads;
 
 pub use cpu::Cpu;
+pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, CudaTensor, Precision};
+pub use host::{Host, HostKv, HostTensor};
+pub use kv::ConcatKv;
 
 /// Errors from a backend; the message says which operation failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,10 @@ impl AttentionMask {
 /// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
 pub trait Backend: Send + Sync + 'static {
     type Tensor: Clone + Send + Sync + 'static;
+    /// One sequence's keys and values for one decoder block, with room for a fixed number of
+    /// positions ([`Backend::kv_alloc`]). What it stores (f32 rows, a quantized cache) is the
+    /// backend's business; the model only appends to it and attends over it.
+    type KvStore: Send + Sync + 'static;
 
     /// Copies host f32 data to a tensor of `shape`.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
@@ -111,6 +122,38 @@ pub trait Backend: Send + Sync + 'static {
     fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor> {
         self.upload(data, shape)
     }
+
+    /// Whether the loader should hand linear weights (and the embedding table) over in their
+    /// stored encoding through [`Backend::upload_packed`] rather than as f32. `false` (the
+    /// default): the model sees exactly the f32 values it always did.
+    fn prefers_packed(&self) -> bool {
+        false
+    }
+
+    /// Takes a weight matrix `[rows, cols]` in its stored encoding (GGUF blocks, F16...). A
+    /// backend with kernels for it keeps it packed (`linear` and `embedding` then read it);
+    /// the default dequantizes it and calls [`Backend::upload_weight`].
+    fn upload_packed(&self, w: PackedMatrix) -> Result<Self::Tensor> {
+        let shape = [w.rows(), w.cols()];
+        self.upload_weight(w.dequantize(), &shape)
+    }
+
+    /// An empty key/value store for `capacity` positions of `kv_heads` heads of `head_dim`.
+    fn kv_alloc(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self::KvStore>;
+    /// Appends keys and values `[tokens, kv_heads, head_dim]` (keys already rotated); fails
+    /// when they would not fit.
+    fn kv_append(&self, kv: &mut Self::KvStore, k: &Self::Tensor, v: &Self::Tensor) -> Result<()>;
+    /// Positions stored so far.
+    fn kv_len(&self, kv: &Self::KvStore) -> usize;
+    /// [`Backend::attention`] of `q [tokens, heads, head_dim]` against everything stored in
+    /// `kv` (`mask.query_offset + tokens == kv_len`).
+    fn kv_attention(
+        &self,
+        q: &Self::Tensor,
+        kv: &Self::KvStore,
+        mask: AttentionMask,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
 
     /// Adds XᵀX of a 2-D `x [rows, n]` into `acc`, an `[n, n]` f32 tensor that stays on the
     /// backend (created zeroed by the first call), for backends that do this faster than the

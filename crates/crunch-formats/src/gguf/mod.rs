@@ -20,10 +20,11 @@ pub use value::GgufValue;
 pub use writer::{serialize, Layout, TensorSpec};
 
 use crate::mapped::MappedFile;
-use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
+use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Alignment of the data section and of every tensor when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -65,7 +66,9 @@ struct Entry {
 /// One GGUF file, memory-mapped and validated.
 pub struct GgufFile {
     path: PathBuf,
-    bytes: Bytes,
+    /// Shared so that a runtime can keep computing from the mapped blocks
+    /// ([`TensorSource::raw_shared`]) after this value is dropped.
+    bytes: Arc<Bytes>,
     version: u32,
     alignment: u64,
     data_start: usize,
@@ -107,7 +110,7 @@ impl GgufFile {
             .collect();
         Ok(Self {
             path,
-            bytes,
+            bytes: Arc::new(bytes),
             version: parsed.version,
             alignment: parsed.alignment,
             data_start: parsed.data_start,
@@ -196,6 +199,16 @@ impl TensorSource for GgufFile {
 
     fn bytes_on_disk(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
+        let e = self.entry(name).ok()?;
+        self.bytes.check_whole().ok()?;
+        Some(SharedBytes {
+            dtype: e.info.dtype,
+            buffer: self.bytes.clone(),
+            range: e.start..e.end,
+        })
     }
 }
 

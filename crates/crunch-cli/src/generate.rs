@@ -1,0 +1,180 @@
+//! `crunch generate MODEL --prompt TEXT`: one completion on the host runtime (weights kept
+//! packed), streamed to stdout, with prompt and generation speed at the end.
+
+use crate::progress;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use crunch_generate::memory::peak_rss_bytes;
+use crunch_generate::{Engine, Generation, Message, Request, SamplingParams};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Sampling flags shared by `generate`, `chat` (and the server's defaults).
+#[derive(Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// 0 picks the most likely token (greedy); higher values sample more freely.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample among the most likely tokens that together reach probability P.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub min_p: f32,
+    /// Penalise tokens already in the text (1: off; 1.1 is a common choice).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Longest conversation (prompt and reply) in tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<usize>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<SamplingParams> {
+        let p = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        };
+        p.validate().map_err(anyhow::Error::msg)?;
+        Ok(p)
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model directory or GGUF file.
+    pub model: PathBuf,
+    /// The prompt.
+    #[arg(
+        long,
+        required_unless_present = "prompt_file",
+        conflicts_with = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_tokens: usize,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Keep generating past end-of-sequence tokens (for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Print one JSON record at the end (text, token counts, speeds, peak memory) instead of
+    /// streaming the text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn load(model: &Path, ctx: Option<usize>, json: bool) -> Result<Engine> {
+    let bar = (!json).then(|| progress::spinner("loading"));
+    let engine =
+        Engine::load(model, ctx, |_| {}).with_context(|| format!("loading {}", model.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(engine)
+}
+
+pub fn speed(tokens: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        tokens as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The one-line speed summary both `generate` and `chat` print.
+pub fn summary(g: &Generation) -> String {
+    format!(
+        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
+        g.prefill_tokens,
+        speed(g.prefill_tokens, g.prefill_seconds),
+        g.generated_tokens,
+        speed(g.decode_steps, g.decode_seconds),
+    )
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sampling = args.sampling.params()?;
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the prompt from {}", f.display()))?,
+        (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
+    };
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let engine = load(&args.model, args.sampling.ctx, args.json)?;
+    let ids = if args.chat {
+        let text = engine.render_chat(&[Message::new("user", &prompt)])?;
+        engine.encode(&text, false)?
+    } else {
+        engine.encode(&prompt, true)?
+    };
+    // Room for the prompt and the reply only: the cache is allocated up front.
+    let capacity = (ids.len() + args.max_tokens).min(engine.context());
+    let mut seq = engine.sequence(capacity);
+    let req = Request {
+        prompt: ids,
+        max_tokens: args.max_tokens,
+        sampling,
+        stop: args.sampling.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let stdout = std::io::stdout();
+    let g = if args.json {
+        engine.generate(&mut seq, &req, &mut |_| {})?
+    } else {
+        let mut out = stdout.lock();
+        let g = engine.generate(&mut seq, &req, &mut |t| {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+        g
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "model": engine.path,
+            "text": g.text,
+            "finish_reason": g.finish,
+            "prompt_tokens": g.prompt_tokens,
+            "generated_tokens": g.generated_tokens,
+            "prefill_tokens_per_second": speed(g.prefill_tokens, g.prefill_seconds),
+            "decode_tokens_per_second": speed(g.decode_steps, g.decode_seconds),
+            "prefill_seconds": g.prefill_seconds,
+            "decode_seconds": g.decode_seconds,
+            "decode_steps": g.decode_steps,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "weight_bytes": engine.weight_bytes(),
+            "kv_cache_bytes": engine.kv_bytes(capacity),
+            "context": capacity,
+            "threads": rayon::current_num_threads(),
+            "kernels": crunch_runtime::kernels::Isa::detect().name(),
+        });
+        println!("{v}");
+    } else {
+        eprintln!("{}", summary(&g));
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `crunch serve MODEL --host 127.0.0.1 --port 8080`: the OpenAI-compatible server
+//! (crunch-serve) on the host runtime, until Ctrl-C.
+
+use crate::generate::load;
+use anyhow::{Context, Result};
+use clap::Args;
+use crunch_serve::{api::Limits, ServeConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Model directory or GGUF file.
+    pub model: PathBuf,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The model's name in the API [default: the file or directory name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Longest sequence (prompt and reply) in tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<usize>,
+    /// Requests decoded together in each forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Requests allowed to wait for a slot; more get 503.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens_limit: usize,
+    /// max_tokens of requests that give none.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Key/value cache memory for all active requests together, in MB.
+    #[arg(long, default_value_t = 2048)]
+    pub kv_budget_mb: usize,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let engine = Arc::new(load(&args.model, args.ctx, false)?);
+    // The file (or directory) name: what users type, unlike GGUF's free-form general.name.
+    let name = args.name.clone().unwrap_or_else(|| {
+        let p = args.model.as_path();
+        let stem = if p.is_dir() {
+            p.file_name()
+        } else {
+            p.file_stem()
+        };
+        stem.map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| engine.meta.name.clone())
+    });
+    let cfg = ServeConfig {
+        model_name: name.clone(),
+        max_queue: args.max_queue,
+        max_batch: args.max_batch,
+        kv_budget: args.kv_budget_mb << 20,
+        max_body: args.max_body,
+        default_max_tokens: args.default_max_tokens,
+        limits: Limits {
+            max_tokens: args.max_tokens_limit,
+            ..Limits::default()
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        eprintln!(
+            "serving {name} on http://{} ({} MB of weights, context {})",
+            listener.local_addr()?,
+            engine.weight_bytes() / 1_000_000,
+            engine.context()
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("shutting down");
+        };
+        crunch_serve::serve(engine, cfg, listener, shutdown)
+            .await
+            .context("serving")
+    })
+}

@@ -1,0 +1,71 @@
+//! Throughput of the packed products on SmolLM2-135M's layer shapes, one JSON line per case:
+//! `cargo run --release -p crunch-kernels --example kernel_bench [-- ISA]`.
+
+use crunch_formats::DType;
+use crunch_kernels::{ActBits, Bytes, Isa, Options, PackedMatrix};
+use std::time::Instant;
+
+fn main() {
+    let isa = match std::env::args().nth(1).as_deref() {
+        Some("scalar") => Isa::Scalar,
+        Some("avx2") => Isa::Avx2,
+        _ => Isa::detect(),
+    };
+    // SmolLM2-135M: every linear layer of one block, and the output head.
+    let shapes = [
+        (576, 576),
+        (192, 576),
+        (1536, 576),
+        (576, 1536),
+        (49152, 576),
+    ];
+    for dtype in [
+        DType::Q4_0,
+        DType::Q8_0,
+        DType::Q5_0,
+        DType::Q4K,
+        DType::Q6K,
+    ] {
+        for bits in [ActBits::I16, ActBits::I8] {
+            for n in [1usize, 512] {
+                let mut macs = 0f64;
+                let mut secs = 0f64;
+                for &(rows, cols) in &shapes {
+                    let (per, bytes) = dtype.block();
+                    if cols % per != 0 {
+                        continue;
+                    }
+                    if rows == 49152 && n > 1 {
+                        continue;
+                    }
+                    let data: Vec<u8> = (0..rows * cols / per * bytes)
+                        .map(|i| ((i * 2654435761usize) >> 7) as u8 & 0x3f)
+                        .collect();
+                    let w = PackedMatrix::new(dtype, rows, cols, Bytes::owned(data)).unwrap();
+                    let x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+                        .collect();
+                    let mut y = vec![0f32; n * rows];
+                    let opts = Options { isa, bits };
+                    w.matmul_with(&x, n, &mut y, opts);
+                    let reps = ((2e8 / (rows * cols * n) as f64) as usize).clamp(1, 2000);
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        w.matmul_with(&x, n, &mut y, opts);
+                    }
+                    secs += t.elapsed().as_secs_f64() / reps as f64;
+                    macs += (rows * cols * n) as f64;
+                }
+                if macs == 0.0 {
+                    continue;
+                }
+                println!(
+                    "{{\"dtype\":\"{dtype:?}\",\"bits\":\"{bits:?}\",\"isa\":\"{}\",\"n\":{n},\"gmacs\":{:.1},\"ms\":{:.3}}}",
+                    isa.name(),
+                    macs / secs / 1e9,
+                    secs * 1e3
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The inner products: unpacked weight rows (codes `u` and a scale per 4 weights, see
+//! `tile.rs`) against quantized activation rows (`act.rs`), `R` weight rows by `C` activation
+//! rows at a time so that each load serves several products.
+//!
+//! Every path computes, for each weight row and activation row,
+//! `Σ_lanes (dl·xl·Σ_{4 j} u_j·q_j + ml·el)` where a lane is 4 consecutive weights (one
+//! 32-bit lane of a vector product), `dl`/`ml` the weights' scale and offset and `xl` the
+//! activation scale of that lane, `el = xl·Σ_{4 j} q_j`, and `q = 128·a + b` (I16) or `a`
+//! (I8). Integer sums never overflow: a lane adds 4 products of at most 255 × 16256 (2^24).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// One unpacked weight row: `kp` codes (or, in signed form, codes - 128), `kp / 4` lane
+/// scales and offsets.
+#[derive(Clone, Copy)]
+pub(crate) struct WRow {
+    pub u: *const u8,
+    pub dl: *const f32,
+    pub ml: *const f32,
+}
+
+/// One quantized activation row: planes `a` and `b` (`b` unused in I8 mode), `kp / 4` lane
+/// scales and scaled lane sums.
+#[derive(Clone, Copy)]
+pub(crate) struct XRow {
+    pub a: *const i8,
+    pub b: *const i8,
+    pub xl: *const f32,
+    pub el: *const f32,
+}
+
+// SAFETY: both point to read-only buffers that outlive every task of a product.
+unsafe impl Send for WRow {}
+unsafe impl Sync for WRow {}
+unsafe impl Send for XRow {}
+unsafe impl Sync for XRow {}
+
+/// The reference: plain integer arithmetic, lane by lane.
+///
+/// # Safety
+/// Every pointer must be valid for `kp` bytes (`kp / 4` scales); `kp` a multiple of 64.
+pub(crate) unsafe fn dot_scalar(w: WRow, x: XRow, kp: usize, wide_act: bool) -> f32 {
+    let mut acc = 0f32;
+    for lane in 0..kp / 4 {
+        let mut s = 0i32;
+        for t in 0..4 {
+            let j = 4 * lane + t;
+            let q = if wide_act {
+                128 * *x.a.add(j) as i32 + *x.b.add(j) as i32
+            } else {
+                *x.a.add(j) as i32
+            };
+            s += *w.u.add(j) as i32 * q;
+        }
+        acc += s as f32 * (*w.dl.add(lane) * *x.xl.add(lane)) + *w.ml.add(lane) * *x.el.add(lane);
+    }
+    acc
+}
+
+/// AVX-512 VNNI: `vpdpbusd` multiplies 64 unsigned codes by 64 signed activation bytes into
+/// 16 lane sums; I16 activations take two (`128·(u·a) + u·b`).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI; pointers as for [`dot_scalar`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_avx512<const R: usize, const C: usize, const WIDE_ACT: bool>(
+    w: &[WRow; R],
+    x: &[XRow; C],
+    kp: usize,
+    out: &mut [[f32; C]; R],
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut p = 0;
+    while p < kp {
+        let mut uz = [_mm512_setzero_si512(); R];
+        let mut dz = [_mm512_setzero_ps(); R];
+        let mut mz = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            uz[r] = _mm512_loadu_si512(w[r].u.add(p).cast());
+            dz[r] = _mm512_loadu_ps(w[r].dl.add(p / 4));
+            mz[r] = _mm512_loadu_ps(w[r].ml.add(p / 4));
+        }
+        for c in 0..C {
+            let az = _mm512_loadu_si512(x[c].a.add(p).cast());
+            let xz = _mm512_loadu_ps(x[c].xl.add(p / 4));
+            let ez = _mm512_loadu_ps(x[c].el.add(p / 4));
+            let bz = if WIDE_ACT {
+                _mm512_loadu_si512(x[c].b.add(p).cast())
+            } else {
+                _mm512_setzero_si512()
+            };
+            for r in 0..R {
+                let mut i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uz[r], az);
+                if WIDE_ACT {
+                    i = _mm512_dpbusd_epi32(_mm512_slli_epi32(i, 7), uz[r], bz);
+                }
+                let scale = _mm512_mul_ps(dz[r], xz);
+                let t = _mm512_fmadd_ps(mz[r], ez, acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, t);
+            }
+        }
+        p += 64;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
+        }
+    }
+}
+
+/// AVX2: `vpmaddubsw` multiplies unsigned by signed bytes into 16-bit pair sums and
+/// `vpmaddwd` widens them. With `SIGNED` the rows hold `u - 128` (8-bit codes, whose pair
+/// sums could overflow 16 bits unsigned): the sign trick multiplies |w| by x·sign(w).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; pointers as for [`dot_scalar`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_avx2<
+    const R: usize,
+    const C: usize,
+    const WIDE_ACT: bool,
+    const SIGNED: bool,
+>(
+    w: &[WRow; R],
+    x: &[XRow; C],
+    kp: usize,
+    out: &mut [[f32; C]; R],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut p = 0;
+    while p < kp {
+        let mut uy = [_mm256_setzero_si256(); R];
+        let mut absw = [_mm256_setzero_si256(); R];
+        let mut dy = [_mm256_setzero_ps(); R];
+        let mut my = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            uy[r] = _mm256_loadu_si256(w[r].u.add(p).cast());
+            if SIGNED {
+                absw[r] = _mm256_abs_epi8(uy[r]);
+            }
+            dy[r] = _mm256_loadu_ps(w[r].dl.add(p / 4));
+            my[r] = _mm256_loadu_ps(w[r].ml.add(p / 4));
+        }
+        for c in 0..C {
+            let ay = _mm256_loadu_si256(x[c].a.add(p).cast());
+            let xy = _mm256_loadu_ps(x[c].xl.add(p / 4));
+            let ey = _mm256_loadu_ps(x[c].el.add(p / 4));
+            let by = if WIDE_ACT {
+                _mm256_loadu_si256(x[c].b.add(p).cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            for r in 0..R {
+                let (uu, aa, bb) = if SIGNED {
+                    (
+                        absw[r],
+                        _mm256_sign_epi8(ay, uy[r]),
+                        _mm256_sign_epi8(by, uy[r]),
+                    )
+                } else {
+                    (uy[r], ay, by)
+                };
+                let mut i = _mm256_madd_epi16(_mm256_maddubs_epi16(uu, aa), ones);
+                if WIDE_ACT {
+                    let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(uu, bb), ones);
+                    i = _mm256_add_epi32(_mm256_slli_epi32(i, 7), lo);
+                }
+                let scale = _mm256_mul_ps(dy[r], xy);
+                let t = _mm256_fmadd_ps(my[r], ey, acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, t);
+            }
+        }
+        p += 32;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = hsum256(acc[r][c]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}

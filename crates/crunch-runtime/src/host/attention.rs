@@ -1,0 +1,197 @@
+//! Scaled dot-product attention in f32 over keys and values laid out with arbitrary head and
+//! position strides (a `[len, kv_heads, d]` tensor, or the cache's `[kv_heads, capacity, d]`).
+//!
+//! Each (head, block of queries) is a task on the pool; each query computes its scores
+//! against the keys it may see, a softmax with a vectorisable `exp`, and the weighted sum of
+//! values. No score matrix is materialised beyond one row.
+
+use crate::{AttentionMask, Error, Result};
+use crunch_kernels::{exp_nonpositive, Isa};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Keys and values of one sequence.
+pub struct KvView<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    /// Positions `0..len` are valid.
+    pub len: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Offset between heads and between positions, in floats.
+    pub head_stride: usize,
+    pub pos_stride: usize,
+}
+
+impl KvView<'_> {
+    fn at(&self, g: usize, j: usize) -> usize {
+        g * self.head_stride + j * self.pos_stride
+    }
+}
+
+/// Queries per task.
+const QUERY_BLOCK: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint (query, head) rows.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers index inside the output.
+        unsafe { self.0.add(i) }
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `q [t, heads, d]` at positions `mask.query_offset..+t` against `kv`: `[t, heads · d]`.
+pub fn attend(
+    q: &[f32],
+    t: usize,
+    heads: usize,
+    kv: &KvView,
+    mask: AttentionMask,
+    scale: f32,
+) -> Result<Vec<f32>> {
+    let d = kv.head_dim;
+    let offset = mask.query_offset;
+    if offset + t > kv.len {
+        return Err(Error(format!(
+            "attention: queries at positions {offset}..{} need keys up to there, but there \
+             are {}",
+            offset + t,
+            kv.len
+        )));
+    }
+    let group = heads / kv.kv_heads;
+    let mut out = vec![0f32; t * heads * d];
+    let o = Out(out.as_mut_ptr());
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    let task = |job: usize| {
+        let (h, b) = (job / blocks, job % blocks);
+        let (i0, i1) = (b * QUERY_BLOCK, ((b + 1) * QUERY_BLOCK).min(t));
+        SCORES.with(|s| {
+            let mut s = s.borrow_mut();
+            s.resize(offset + i1, 0.0);
+            for i in i0..i1 {
+                let qr = &q[(i * heads + h) * d..(i * heads + h + 1) * d];
+                // SAFETY: row (i, h) of the output belongs to this task.
+                let orow = unsafe { std::slice::from_raw_parts_mut(o.at((i * heads + h) * d), d) };
+                one_query(
+                    qr,
+                    kv,
+                    h / group,
+                    offset + i,
+                    mask.window,
+                    scale,
+                    &mut s,
+                    orow,
+                );
+            }
+        })
+    };
+    let jobs = heads * blocks;
+    // Work per job: about (keys × d) multiply-adds per query.
+    if jobs > 1 && t * kv.len * heads * d >= 1 << 16 {
+        (0..jobs).into_par_iter().for_each(task);
+    } else {
+        (0..jobs).for_each(task);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_query(
+    q: &[f32],
+    kv: &KvView,
+    g: usize,
+    p: usize,
+    window: Option<usize>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() >= Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { one_query_avx2(q, kv, g, p, window, scale, scores, out) };
+    }
+    one_query_generic(q, kv, g, p, window, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_query_avx2(
+    q: &[f32],
+    kv: &KvView,
+    g: usize,
+    p: usize,
+    window: Option<usize>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    one_query_generic(q, kv, g, p, window, scale, scores, out)
+}
+
+/// Query at absolute position `p` of kv head `g`: keys `j` with `p - window < j <= p`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn one_query_generic(
+    q: &[f32],
+    kv: &KvView,
+    g: usize,
+    p: usize,
+    window: Option<usize>,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = kv.head_dim;
+    let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+    let s = &mut scores[lo..=p];
+    let mut max = f32::NEG_INFINITY;
+    for (j, sj) in (lo..=p).zip(s.iter_mut()) {
+        let at = kv.at(g, j);
+        *sj = dot(q, &kv.k[at..at + d]) * scale;
+        max = max.max(*sj);
+    }
+    let mut z = 0f32;
+    for sj in s.iter_mut() {
+        *sj = exp_nonpositive(*sj - max);
+        z += *sj;
+    }
+    out.fill(0.0);
+    let inv = 1.0 / z;
+    for (j, &w) in (lo..=p).zip(s.iter()) {
+        let at = kv.at(g, j);
+        let w = w * inv;
+        for (o, &v) in out.iter_mut().zip(&kv.v[at..at + d]) {
+            *o += w * v;
+        }
+    }
+}
+
+/// `Σ a·b` in 16 partial sums (vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
