@@ -18,17 +18,14 @@
 //!
 //! Random weights measure speed honestly; quality is measured on real weights elsewhere.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use crunch_bench::{peak_host_bytes, random_windows, write_random_bf16, Args};
 use crunch_calib::{compress_model, output_recipe, Progress, RecipeFile};
 use crunch_eval::{evaluate, EvalOptions};
-use crunch_model::testing::SplitMix64;
 use crunch_model::Checkpoint;
 use crunch_runtime::{Cuda, Precision};
-use rayon::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 struct Shape {
@@ -64,26 +61,6 @@ fn shape(name: &str) -> Result<Shape> {
     })
 }
 
-struct Args(Vec<String>);
-
-impl Args {
-    fn get(&self, flag: &str) -> Option<&str> {
-        let i = self.0.iter().position(|a| a == flag)?;
-        self.0.get(i + 1).map(String::as_str)
-    }
-    fn path(&self, flag: &str) -> Result<PathBuf> {
-        Ok(self
-            .get(flag)
-            .with_context(|| format!("{flag} is required"))?
-            .into())
-    }
-    fn num(&self, flag: &str, default: usize) -> Result<usize> {
-        self.get(flag).map_or(Ok(default), |v| {
-            v.parse().with_context(|| format!("{flag} {v}"))
-        })
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args(std::env::args().collect());
     match args.0.get(1).map(String::as_str) {
@@ -92,37 +69,6 @@ fn main() -> Result<()> {
         Some("eval") => eval(&args),
         _ => bail!("usage: gpu_llama make|gptq|eval ... (see the file's docs)"),
     }
-}
-
-fn bf16_bits(f: f32) -> u16 {
-    half::bf16::from_f32(f).to_bits()
-}
-
-/// N(0, std²) by Box–Muller from a per-tensor, per-chunk stream, as bf16 little-endian bytes.
-fn normal_bf16(seed: u64, n: usize, std: f32, fill: f32) -> Vec<u8> {
-    const CHUNK: usize = 1 << 20;
-    let mut out = vec![0u8; n * 2];
-    out.par_chunks_mut(CHUNK * 2)
-        .enumerate()
-        .for_each(|(c, bytes)| {
-            let mut rng = SplitMix64(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for pair in bytes.chunks_mut(4) {
-                let (a, b) = if std == 0.0 {
-                    (fill, fill)
-                } else {
-                    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                    let r = (-2.0 * u1.ln()).sqrt() * std as f64;
-                    let t = std::f64::consts::TAU * u2;
-                    ((r * t.cos()) as f32, (r * t.sin()) as f32)
-                };
-                pair[..2].copy_from_slice(&bf16_bits(a).to_le_bytes());
-                if pair.len() == 4 {
-                    pair[2..].copy_from_slice(&bf16_bits(b).to_le_bytes());
-                }
-            }
-        });
-    out
 }
 
 fn make(args: &Args) -> Result<()> {
@@ -177,50 +123,8 @@ fn make(args: &Args) -> Result<()> {
     tensors.push(("model.norm.weight".into(), vec![h]));
     tensors.push(("lm_head.weight".into(), vec![s.vocab, h]));
 
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape) in &tensors {
-        let end = offset + 2 * shape.iter().product::<usize>();
-        header.insert(
-            name.clone(),
-            json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut head = serde_json::to_vec(&header)?;
-    while head.len() % 8 != 0 {
-        head.push(b' ');
-    }
-    let path = dir.join("model.safetensors");
-    let mut f = std::io::BufWriter::with_capacity(64 << 20, std::fs::File::create(&path)?);
-    f.write_all(&(head.len() as u64).to_le_bytes())?;
-    f.write_all(&head)?;
-    let start = Instant::now();
-    for (k, (name, shape)) in tensors.iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let is_norm = name.ends_with("norm.weight");
-        let bytes = normal_bf16(k as u64 + 1, n, if is_norm { 0.0 } else { 0.02 }, 1.0);
-        f.write_all(&bytes)?;
-    }
-    f.flush()?;
-    eprintln!(
-        "wrote {} ({:.1} GB) in {:.1} s",
-        path.display(),
-        (offset + head.len() + 8) as f64 / 1e9,
-        start.elapsed().as_secs_f64()
-    );
+    write_random_bf16(&dir, &tensors)?;
     Ok(())
-}
-
-fn random_windows(vocab: usize, n: usize, ctx: usize) -> Vec<Vec<u32>> {
-    let mut rng = SplitMix64(0);
-    (0..n)
-        .map(|_| {
-            (0..ctx)
-                .map(|_| (rng.next_u64() % vocab as u64) as u32)
-                .collect()
-        })
-        .collect()
 }
 
 /// Splits wall time into stages at the calibration loop's progress callbacks, synchronising
@@ -263,13 +167,6 @@ impl Progress for Timer {
             _ => "gptq",
         });
     }
-}
-
-fn peak_host_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn gptq(args: &Args) -> Result<()> {

@@ -8,7 +8,7 @@ use crunch_model::ModelConfig;
 /// Bytes of calibration activations for `samples` windows of `len` tokens (inputs and
 /// outputs of a block, f32), the part of calibration's memory that the flags set.
 pub fn calibration_bytes(cfg: &ModelConfig, samples: usize, len: usize) -> Option<u64> {
-    let per_token = cfg.hidden.max(cfg.intermediate).checked_mul(4 * 2)? as u64;
+    let per_token = cfg.hidden.max(cfg.max_intermediate()).checked_mul(4 * 2)? as u64;
     (samples as u64)
         .checked_mul(len as u64)?
         .checked_mul(per_token)

@@ -16,7 +16,7 @@ use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Rep
 use crate::stages::{Family, LayerInput, Method};
 use crate::{Error, Result};
 use crunch_compress::{allocate_ranks, DenseLinAlg, LayerSpectrum, RankChoice};
-use crunch_model::model::BLOCK_LINEARS;
+use crunch_model::layout::{all_linears, LinearRole};
 use crunch_model::{Checkpoint, LinearId};
 use crunch_repr::format::{layer_recipe, Calibration, Recipe};
 use crunch_repr::{check_nm, Compressed, CompressedLayer, Planned, Produces, Sparsity};
@@ -58,14 +58,14 @@ fn stages_for(recipe: &RecipeFile, name: &str) -> Result<Assigned> {
     Ok((main, corr))
 }
 
-fn block_layer_names(ckpt: &Checkpoint) -> Vec<(LinearId, String)> {
-    (0..ckpt.config.layers)
-        .flat_map(|layer| {
-            BLOCK_LINEARS.iter().map(move |&name| {
-                let id = LinearId { layer, name };
-                (id, id.full_name())
-            })
-        })
+/// Every block linear layer the recipe may compress: all of them but the routers of sparse
+/// MLPs, unless its `[moe]` table asks for those too.
+fn block_layer_names(ckpt: &Checkpoint, recipe: &RecipeFile) -> Vec<(LinearId, String)> {
+    let routers = recipe.moe().routers;
+    all_linears(&ckpt.config)
+        .into_iter()
+        .filter(|s| routers || s.role != LinearRole::Router)
+        .map(|s| (s.id, s.id.full_name()))
         .collect()
 }
 
@@ -101,7 +101,7 @@ fn assign(
         return Err(Error::NoStages);
     }
     let (mut out, mut notes, mut seen) = (BTreeMap::new(), Vec::new(), BTreeSet::new());
-    for (_, name) in block_layer_names(ckpt) {
+    for (_, name) in block_layer_names(ckpt, recipe) {
         let assigned = stages_for(recipe, &name)?;
         let (main, corr) = assigned;
         for si in [main, corr].into_iter().flatten() {
@@ -187,6 +187,7 @@ fn layer_input<'a, B: Backend>(
 
 /// Collects low-rank spectra during a pass that changes nothing.
 struct SpectrumCollector<'a> {
+    recipe: &'a RecipeFile,
     method: &'a Method,
     la: &'a dyn DenseLinAlg,
     wanted: &'a BTreeMap<String, usize>,
@@ -194,6 +195,13 @@ struct SpectrumCollector<'a> {
 }
 
 impl<B: Backend> LayerCompressor<B> for SpectrumCollector<'_> {
+    fn expert_min_tokens(&self) -> usize {
+        self.recipe.moe().expert_min_tokens
+    }
+    fn compresses_routers(&self) -> bool {
+        self.recipe.moe().routers
+    }
+
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         if self.wanted.contains_key(&name) {
@@ -244,6 +252,7 @@ fn plan_ranks<B: Backend>(
                 method: method.name(),
             })?;
             let mut c = SpectrumCollector {
+                recipe,
                 method,
                 la,
                 wanted: &layers,
@@ -334,8 +343,9 @@ impl Driver<'_> {
         let c = match on_gpu {
             Some((c, new)) if corr.is_none() => {
                 check_pattern(&name, &c)?;
-                self.done
-                    .insert(name, CompressedLayer::new(method.name(), c));
+                let mut layer = CompressedLayer::new(method.name(), c);
+                layer.expert = job.expert;
+                self.done.insert(name, layer);
                 return Ok(Some(new));
             }
             Some((c, _)) => c,
@@ -350,6 +360,7 @@ impl Driver<'_> {
         };
         check_pattern(&name, &c)?;
         let mut layer = CompressedLayer::new(method.name(), c);
+        layer.expert = job.expert;
         if let Some(ci) = corr {
             let method = &self.recipe.stages[ci].method;
             let base = layer.main.dense();
@@ -370,6 +381,12 @@ impl Driver<'_> {
 impl<B: Backend> LayerCompressor<B> for Driver<'_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         Driver::compress(self, job)
+    }
+    fn expert_min_tokens(&self) -> usize {
+        self.recipe.moe().expert_min_tokens
+    }
+    fn compresses_routers(&self) -> bool {
+        self.recipe.moe().routers
     }
 }
 
@@ -431,9 +448,11 @@ pub fn compress_model<B: Backend>(
         Some(w) => run_sequential(backend, ckpt, w, &mut driver, progress)?,
         None => {
             let empty = crunch_compress::Hessian::new(0);
-            for (id, name) in &block_layer_names(ckpt) {
-                if id.name == BLOCK_LINEARS[0] {
+            let mut last_block = None;
+            for (id, name) in &block_layer_names(ckpt, recipe) {
+                if last_block != Some(id.layer) {
                     progress.block(id.layer, ckpt.config.layers);
+                    last_block = Some(id.layer);
                 }
                 if !mains.contains_key(name) {
                     continue;

@@ -57,7 +57,7 @@ impl DeviceGptq {
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
-    use crate::sequential::{input_group, OnDevice};
+    use crate::sequential::OnDevice;
     use crate::Error;
     use crunch_compress::{CompressError, CudaGptq, DeviceHessian, GptqOptions};
     use crunch_runtime::{Cuda, CudaTensor};
@@ -107,7 +107,8 @@ mod cuda {
         let st = state.as_mut().expect("set above");
         let key = (
             job.id.layer,
-            input_group(job.id.name),
+            // Layers reading one input share its statistics, hence its prepared factor.
+            job.id.input_owner().name,
             opts.act_order,
             opts.damp.to_bits(),
         );

@@ -4,13 +4,14 @@
 //!
 //! One forward pass of the *uncompressed* model, block by block over all windows (each block's
 //! weights loaded once), with a hook that squares and sums each distinct linear input (q/k/v
-//! share one, gate/up share one) on the host. No Hessian (XᵀX) is formed, so this costs
+//! share one, gate/up share one, an expert's gate/up the rows routed to it) on the host. No Hessian (XᵀX) is formed, so this costs
 //! little more than the forward pass itself; no logits are computed.
 
-use crate::sequential::{input_group, Progress};
+use crate::sequential::Progress;
 use crate::{Error, Result};
 use crunch_model::hooks::{LinearHook, LinearId};
-use crunch_model::model::{block_forward, load_block, RopeTables, BLOCK_LINEARS};
+use crunch_model::layout::{block_linears, LinearRole};
+use crunch_model::model::{block_forward, load_block, RopeTables};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use std::collections::BTreeMap;
@@ -49,23 +50,18 @@ impl SumSq {
 
 struct Hook<'a, B: Backend> {
     backend: &'a B,
-    inputs: BTreeMap<&'static str, SumSq>,
+    /// Per owning linear layer ([`LinearId::input_owner`]).
+    inputs: BTreeMap<LinearId, SumSq>,
 }
 
 impl<B: Backend> LinearHook<B> for Hook<'_, B> {
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
-        if matches!(
-            id.name,
-            "self_attn.k_proj" | "self_attn.v_proj" | "mlp.up_proj"
-        ) {
-            return Ok(()); // same input as q_proj / gate_proj
+        if id.input_owner() != id {
+            return Ok(()); // the same input as its owner's (k/v: q's, up: gate's)
         }
         let cols = *self.backend.shape(x).last().expect("2-D input");
         let host = self.backend.to_f32(x)?;
-        self.inputs
-            .entry(input_group(id.name))
-            .or_default()
-            .add(&host, cols);
+        self.inputs.entry(id).or_default().add(&host, cols);
         Ok(())
     }
 }
@@ -109,14 +105,17 @@ pub fn collect_importance<B: Backend>(
         for x in acts.iter_mut() {
             *x = block_forward(backend, cfg, &block, layer, x, &rope, &mut hook)?;
         }
-        for name in BLOCK_LINEARS {
-            let stats = hook
-                .inputs
-                .get(input_group(name))
-                .ok_or_else(|| Error::NoInputs {
-                    layer: format!("model.layers.{layer}.{name}"),
-                })?;
-            out.insert(format!("model.layers.{layer}.{name}.weight"), stats.mean());
+        for spec in block_linears(cfg, layer) {
+            let name = spec.id.full_name();
+            match hook.inputs.get(&spec.id.input_owner()) {
+                Some(stats) => {
+                    out.insert(format!("{name}.weight"), stats.mean());
+                }
+                // An expert the router sent no token has no statistics: it is rounded without
+                // importance weights.
+                None if matches!(spec.role, LinearRole::Expert(_)) => {}
+                None => return Err(Error::NoInputs { layer: name }),
+            }
         }
     }
     progress.step("output");

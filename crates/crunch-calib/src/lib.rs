@@ -29,7 +29,9 @@ pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{check_recipe, compress_model, first_calibrated, output_recipe, planned};
 pub use data::windows;
 pub use importance::collect_importance;
-pub use recipe_file::{pattern_matches, CalibrationSpec, GgufSpec, RecipeError, RecipeFile, Stage};
+pub use recipe_file::{
+    pattern_matches, CalibrationSpec, GgufSpec, MoeSpec, RecipeError, RecipeFile, Stage,
+};
 pub use selfgen::{default_batch, sample_windows, SampleProblem, SelfSpec, SpecProblem};
 pub use sequential::{
     run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,

@@ -25,6 +25,10 @@
 //! [[stage]]
 //! method = "eora"
 //! rank = 16
+//!
+//! [moe]                                # optional, mixture-of-experts models
+//! expert_min_tokens = 64               # fewer routed calibration tokens: every token instead
+//! routers = false                      # compress the routers too (default: left as they are)
 //! ```
 //!
 //! Each stage's keys are its method's struct (`stages/`); keys a method does not read, and keys
@@ -64,6 +68,35 @@ pub struct RecipeFile {
     pub gguf: Option<GgufSpec>,
     #[serde(rename = "stage", default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<Stage>,
+    /// Mixture-of-experts settings (`[moe]`); absent: the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeSpec>,
+}
+
+/// How mixture-of-experts models are calibrated and which of their layers are compressed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeSpec {
+    /// An expert the router sends fewer calibration tokens than this is calibrated on every
+    /// calibration token run through it.
+    #[serde(default = "default_expert_min_tokens")]
+    pub expert_min_tokens: usize,
+    /// Compress the routers too (by default they stay as they are).
+    #[serde(default)]
+    pub routers: bool,
+}
+
+fn default_expert_min_tokens() -> usize {
+    crate::sequential::DEFAULT_EXPERT_MIN_TOKENS
+}
+
+impl Default for MoeSpec {
+    fn default() -> Self {
+        Self {
+            expert_min_tokens: default_expert_min_tokens(),
+            routers: false,
+        }
+    }
 }
 
 /// How a GGUF export chooses and encodes each tensor's type.
@@ -134,6 +167,8 @@ struct RawRecipe {
     gguf: Option<GgufSpec>,
     #[serde(rename = "stage", default)]
     stages: Vec<toml::Table>,
+    #[serde(default)]
+    moe: Option<MoeSpec>,
 }
 
 impl RecipeFile {
@@ -152,6 +187,7 @@ impl RecipeFile {
             calibration: raw.calibration,
             gguf: raw.gguf,
             stages,
+            moe: raw.moe,
         })
     }
 
@@ -162,6 +198,11 @@ impl RecipeFile {
     /// Whether any stage looks at calibration data.
     pub fn needs_calibration(&self) -> bool {
         self.stages.iter().any(|s| s.method.needs_calibration())
+    }
+
+    /// The `[moe]` settings, defaults filled in.
+    pub fn moe(&self) -> MoeSpec {
+        self.moe.clone().unwrap_or_default()
     }
 }
 
@@ -263,6 +304,8 @@ group_size = 64
 [[stage]]
 method = "eora"
 rank = 16
+[moe]
+expert_min_tokens = 10
 "#;
 
     #[test]
@@ -275,6 +318,13 @@ rank = 16
         );
         assert!(r.stages[1].matches("model.layers.3.self_attn.q_proj"));
         assert!(!r.stages[1].matches("model.layers.3.mlp.up_proj"));
+        assert_eq!(
+            r.moe(),
+            MoeSpec {
+                expert_min_tokens: 10,
+                routers: false
+            }
+        );
         // Defaults are written out, so the file says everything the run used.
         let Method::Gptq(g) = &r.stages[1].method else {
             panic!()

@@ -3,7 +3,8 @@
 use crate::{Error, Result};
 use crunch_compress::Hessian;
 use crunch_model::hooks::{LinearHook, LinearId};
-use crunch_model::model::{block_forward, load_block, RopeTables, BLOCK_LINEARS};
+use crunch_model::layout::{block_linears, LinearRole};
+use crunch_model::model::{block_forward, embed_tokens, load_block, RopeTables};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use std::cell::OnceCell;
@@ -17,9 +18,20 @@ pub struct LayerJob<'a, B: Backend> {
     pub rows: usize,
     /// in_features.
     pub cols: usize,
+    /// An expert of a sparse MLP: how its calibration statistics were gathered.
+    pub expert: Option<ExpertCalibration>,
     source: Source<'a, B>,
     host_weight: OnceCell<Vec<f32>>,
 }
+
+/// How an expert's statistics were gathered: from the tokens the router sent it, or, when
+/// that was fewer than the plan's threshold, from every calibration token run through it.
+pub use crunch_repr::ExpertCalibration;
+
+/// The default of [`LayerCompressor::expert_min_tokens`]: below this many routed tokens an
+/// expert's statistics come from every calibration token instead (a Hessian of a few dozen
+/// rows in 2048 columns says little about the inputs the expert will see).
+pub const DEFAULT_EXPERT_MIN_TOKENS: usize = 64;
 
 enum Source<'a, B: Backend> {
     Host {
@@ -40,6 +52,7 @@ impl<'a, B: Backend> LayerJob<'a, B> {
             id,
             rows,
             cols,
+            expert: None,
             source: Source::Host { weight, hessian: h },
             host_weight: OnceCell::new(),
         }
@@ -106,6 +119,18 @@ pub enum Replacement<T> {
 /// (the compressed layer as the model will run it), or `None` to leave the layer as it is.
 pub trait LayerCompressor<B: Backend> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>>;
+
+    /// Experts the router sends fewer calibration tokens than this get statistics from every
+    /// calibration token run through them instead (see [`ExpertCalibration`]).
+    fn expert_min_tokens(&self) -> usize {
+        DEFAULT_EXPERT_MIN_TOKENS
+    }
+
+    /// Whether routers of sparse MLPs are offered to [`LayerCompressor::compress`] (they are
+    /// left unquantized by default: a few KB that decide where every token goes).
+    fn compresses_routers(&self) -> bool {
+        false
+    }
 }
 
 /// The inputs of one group of layers that read the same tensor: ΣXᵀX on the backend (GPU), or
@@ -166,39 +191,61 @@ pub trait Progress {
 
 impl Progress for () {}
 
-/// Linear layers that read the same input share one Hessian.
-pub(crate) fn input_group(name: &str) -> &'static str {
-    match name {
-        "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => "attn_in",
-        "self_attn.o_proj" => "o_in",
-        "mlp.gate_proj" | "mlp.up_proj" => "mlp_in",
-        _ => "down_in",
-    }
-}
-
+/// Input statistics per owning linear layer ([`LinearId::input_owner`]).
 struct HessianHook<'a, B: Backend> {
     backend: &'a B,
-    inputs: BTreeMap<&'static str, InputStats<B>>,
+    inputs: BTreeMap<LinearId, InputStats<B>>,
 }
 
 impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
-        // q, k and v (and gate and up) see the same tensor: accumulate it once.
-        if matches!(
-            id.name,
-            "self_attn.k_proj" | "self_attn.v_proj" | "mlp.up_proj"
-        ) {
+        // q, k and v (and gate and up, and each expert's gate and up) see the same tensor:
+        // accumulate it once.
+        if id.input_owner() != id {
             return Ok(());
         }
         self.inputs
-            .entry(input_group(id.name))
+            .entry(id)
+            .or_insert_with(InputStats::new)
+            .add(self.backend, x)
+    }
+}
+
+/// Statistics of the down projections of `experts` run on every token (their gate and up see
+/// the MLP's input, whose statistics the router's already are): the layers in `downs`.
+struct AllTokensHook<'a, B: Backend> {
+    backend: &'a B,
+    layer: usize,
+    experts: Vec<usize>,
+    downs: Vec<LinearId>,
+    inputs: BTreeMap<LinearId, InputStats<B>>,
+}
+
+impl<B: Backend> LinearHook<B> for AllTokensHook<'_, B> {
+    fn linear_input(&mut self, _: LinearId, _: &B::Tensor) -> crunch_model::Result<()> {
+        Ok(())
+    }
+    fn all_tokens_experts(&mut self, layer: usize) -> Vec<usize> {
+        if layer == self.layer {
+            self.experts.clone()
+        } else {
+            Vec::new()
+        }
+    }
+    fn all_tokens_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
+        if !self.downs.contains(&id) || self.backend.shape(x).first() == Some(&0) {
+            return Ok(());
+        }
+        self.inputs
+            .entry(id)
             .or_insert_with(InputStats::new)
             .add(self.backend, x)
     }
 }
 
 /// Streams `windows` (all of one length) through the checkpoint block by block (see the crate
-/// docs), calling `compressor` on every linear layer of every block.
+/// docs), calling `compressor` on every linear layer of every block (routers of sparse MLPs
+/// only if [`LayerCompressor::compresses_routers`]).
 pub fn run_sequential<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
@@ -218,10 +265,11 @@ pub fn run_sequential<B: Backend>(
     };
     let mut acts: Vec<B::Tensor> = windows
         .iter()
-        .map(|ids| backend.embedding(&model_embed, ids))
+        .map(|ids| embed_tokens(backend, cfg, &model_embed, ids))
         .collect::<std::result::Result<_, _>>()?;
     drop(model_embed);
     let rope = RopeTables::new(backend, w, cfg, windows[0].len())?;
+    let min_tokens = compressor.expert_min_tokens();
 
     for layer in 0..cfg.layers {
         progress.block(layer, cfg.layers);
@@ -234,20 +282,79 @@ pub fn run_sequential<B: Backend>(
         for x in &acts {
             block_forward(backend, cfg, &block, layer, x, &rope, &mut hook)?;
         }
-        for name in BLOCK_LINEARS {
+        let specs = block_linears(cfg, layer);
+        // Experts the router starved: a second pass runs every token through them.
+        let routed = |e: usize| -> usize {
+            specs
+                .iter()
+                .find(|s| s.role == LinearRole::Expert(e))
+                .and_then(|s| hook.inputs.get(&s.id.input_owner()))
+                .map_or(0, |i| i.tokens)
+        };
+        let starved: Vec<usize> = match cfg.layer_moe(layer) {
+            Some(m) => (0..m.experts).filter(|&e| routed(e) < min_tokens).collect(),
+            None => Vec::new(),
+        };
+        let mut all_tokens = AllTokensHook {
+            backend,
+            layer,
+            experts: starved.clone(),
+            downs: starved.iter().map(|&e| down_of(&specs, e)).collect(),
+            inputs: BTreeMap::new(),
+        };
+        if !starved.is_empty() {
+            progress.step("experts on every token");
+            for x in &acts {
+                block_forward(backend, cfg, &block, layer, x, &rope, &mut all_tokens)?;
+            }
+        }
+        let router = specs
+            .iter()
+            .find(|s| s.role == LinearRole::Router)
+            .map(|s| s.id);
+        for spec in &specs {
+            if spec.role == LinearRole::Router && !compressor.compresses_routers() {
+                continue;
+            }
+            let name = spec.id.name;
             progress.step(name);
-            let linear = block.linear_mut(name).expect("known linear");
+            let owner = spec.id.input_owner();
+            let (inputs, expert) = match spec.role {
+                LinearRole::Expert(e) if starved.contains(&e) => {
+                    // gate and up read the MLP's input: the router's statistics.
+                    let src = if owner == down_of(&specs, e) {
+                        all_tokens.inputs.get(&owner)
+                    } else {
+                        router.and_then(|r| hook.inputs.get(&r))
+                    };
+                    let calib = ExpertCalibration {
+                        routed_tokens: routed(e),
+                        all_tokens: true,
+                        tokens: src.map_or(0, |s| s.tokens),
+                    };
+                    (src, Some(calib))
+                }
+                LinearRole::Expert(e) => {
+                    let src = hook.inputs.get(&owner);
+                    let calib = ExpertCalibration {
+                        routed_tokens: routed(e),
+                        all_tokens: false,
+                        tokens: src.map_or(0, |s| s.tokens),
+                    };
+                    (src, Some(calib))
+                }
+                _ => (hook.inputs.get(&owner), None),
+            };
+            let inputs = inputs.ok_or_else(|| Error::NoInputs {
+                layer: spec.id.full_name(),
+            })?;
+            let linear = block.linear_mut(name).expect("a layer of the block");
             let shape = backend.shape(&linear.weight);
-            let inputs = hook
-                .inputs
-                .get(input_group(name))
-                .ok_or_else(|| Error::NoInputs {
-                    layer: LinearId { layer, name }.full_name(),
-                })?;
             let job = LayerJob {
-                id: LinearId { layer, name },
+                id: spec.id,
                 rows: shape[0],
                 cols: shape[1],
+                expert,
                 source: Source::Device {
                     backend,
                     weight: &linear.weight,
@@ -264,10 +371,20 @@ pub fn run_sequential<B: Backend>(
             }
         }
         drop(hook);
+        drop(all_tokens);
         progress.step("propagating");
         for x in acts.iter_mut() {
             *x = block_forward(backend, cfg, &block, layer, x, &rope, &mut ())?;
         }
     }
     Ok(())
+}
+
+/// The down projection of expert `e` (the last of its layers).
+fn down_of(specs: &[crunch_model::layout::LinearSpec], e: usize) -> LinearId {
+    specs
+        .iter()
+        .rfind(|s| s.role == LinearRole::Expert(e))
+        .map(|s| s.id)
+        .expect("an expert has a down projection")
 }

@@ -185,7 +185,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
             "E[x^2] over {} x {} tokens of {} (seed {})",
             calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
         );
-        let importance = importance_by_gguf_name(hf);
+        let importance = importance_by_gguf_name(hf, ckpt.config.arch);
         if let Some(path) = &flags.save_imatrix {
             let rows = calibration.samples * calibration.tokens_per_sample;
             gguf::write_imatrix(

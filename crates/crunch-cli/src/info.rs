@@ -29,7 +29,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
                 )
             })
             .collect();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "path": s.path,
             "format": format!("{:?}", s.format),
             "architecture": s.architecture,
@@ -46,6 +46,14 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "vocab_size": c.vocab,
             "tied_embeddings": c.tie_embeddings,
         });
+        if let Some(m) = &c.moe {
+            v["experts"] = serde_json::json!({
+                "count": m.experts,
+                "per_token": m.top_k,
+                "intermediate_size": m.intermediate,
+                "sparse_layers": m.sparse_layers.iter().filter(|&&s| s).count(),
+            });
+        }
         println!("{v}");
         return Ok(());
     }
@@ -72,6 +80,16 @@ pub fn run(args: InfoArgs) -> Result<()> {
             ""
         }
     );
+    if let Some(m) = &c.moe {
+        println!(
+            "  experts       {} of width {}, {} per token, in {} of {} layers",
+            m.experts,
+            m.intermediate,
+            m.top_k,
+            m.sparse_layers.iter().filter(|&&s| s).count(),
+            c.layers
+        );
+    }
     println!("  tensors       {}", s.tensors);
     for (dtype, (t, p)) in &s.dtypes {
         println!("    {dtype:<6} {t:>5} tensors {p:>12} parameters");

@@ -754,6 +754,73 @@ fn wrong_flags_and_formats_are_refused_before_calibration() {
     }
 }
 
+/// A mixture-of-experts model through the binary: `crunch info` describes its experts; a
+/// recipe's `[moe]` table reaches calibration (every expert below the threshold calibrated on
+/// every token, recorded in crunch.json), is written back into the output's recipe.toml, and
+/// reproduces the output; routers stay float.
+#[test]
+fn moe_recipes_reach_calibration_and_are_recorded() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = tiny_specs()
+        .into_iter()
+        .find(|s| s.name == "qwen3_moe")
+        .unwrap();
+    let p = d.path().join("m");
+    write_tiny_model(&spec, &p, 0).unwrap();
+    let model = p.to_str().unwrap();
+    let (ok, out, err) = crunch(&["info", model, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["experts"]["count"], 8);
+    assert_eq!(v["experts"]["per_token"], 2);
+    assert_eq!(v["experts"]["sparse_layers"], 2);
+
+    let recipe = d.path().join("moe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[calibration]\ndata = \"{TINY_CALIB}\"\n[[stage]]\nmethod = \"gptq\"\nbits = 4\n\
+             group_size = 16\nsymmetric = true\n[moe]\nexpert_min_tokens = 1000\n"
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let args = |out: &Path, recipe: &Path| {
+        let (ok, _, err) = crunch(&[
+            "compress",
+            model,
+            "--out",
+            out.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+    };
+    args(&out, &recipe);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("crunch.json")).unwrap()).unwrap();
+    let layers = json["layers"].as_object().unwrap();
+    assert!(!layers.keys().any(|n| n.ends_with("mlp.gate")), "a router");
+    let experts: Vec<_> = layers
+        .iter()
+        .filter(|(n, _)| n.contains(".experts."))
+        .collect();
+    assert_eq!(experts.len(), 2 * 8 * 3);
+    for (n, l) in experts {
+        let e = &l["expert_calibration"];
+        assert_eq!(e["statistics"], "all-tokens", "{n}");
+        assert_eq!(e["tokens"], 4 * 16, "{n}");
+    }
+    let written = std::fs::read_to_string(out.join("recipe.toml")).unwrap();
+    assert!(
+        written.contains("[moe]") && written.contains("expert_min_tokens = 1000"),
+        "{written}"
+    );
+    let again = d.path().join("again");
+    args(&again, &out.join("recipe.toml"));
+    assert_eq!(dir_bytes(&again), dir_bytes(&out));
+}
+
 #[test]
 fn quantize_to_gguf_with_importance_end_to_end() {
     let (d, p) = tiny_llama();

@@ -23,7 +23,7 @@ use crunch_formats::DType;
 use crunch_model::model::tensor_shapes;
 use crunch_model::Checkpoint;
 use crunch_repr::format::Recipe;
-use crunch_repr::{pack_codes, QuantizedWeight};
+use crunch_repr::{pack_codes, QuantSpec, QuantizedWeight};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -321,14 +321,63 @@ pub(crate) fn write_tensors_dir(
     })
 }
 
+/// What vLLM's fused-MoE loader (`CompressedTensorsMoEMethod`, which turns a sparse MLP's
+/// per-expert `experts.E.{gate,up,down}_proj.weight_packed` / `weight_scale` /
+/// `weight_shape` into one fused kernel's stacked `w13_*` and `w2_*`) accepts: every
+/// projection of every expert of a sparse MLP quantized with one and the same scheme, or
+/// none of them; pack-quantized 4 or 8 bits, symmetric; the router left as a float
+/// `Linear` (vLLM builds it with no quantization). Anything else would be written, then fail
+/// to load there, so it is refused here with the reason. `specs` is the grid of every
+/// quantized layer (Hugging Face names without `.weight`), planned or made.
+pub fn check_moe_layout(ckpt: &Checkpoint, specs: &BTreeMap<String, QuantSpec>) -> Result<()> {
+    use crunch_model::layout::{block_linears, LinearRole};
+    let refused = |layer: &str, why| Error::Refused {
+        layer: layer.into(),
+        format: "compressed-tensors",
+        why,
+    };
+    let cfg = &ckpt.config;
+    for layer in (0..cfg.layers).filter(|&l| cfg.layer_moe(l).is_some()) {
+        let mut experts = Vec::new();
+        for s in &block_linears(cfg, layer) {
+            let name = s.id.full_name();
+            match s.role {
+                LinearRole::Router if specs.contains_key(&name) => {
+                    return Err(refused(&name, Refusal::QuantizedRouter))
+                }
+                LinearRole::Expert(_) => experts.push((name.clone(), specs.get(&name))),
+                _ => {}
+            }
+        }
+        let Some((first, q0)) = experts.iter().find_map(|(n, q)| Some((n, (*q)?))) else {
+            continue;
+        };
+        if let Some((n, _)) = experts.iter().find(|(_, q)| *q != Some(q0)) {
+            return Err(refused(
+                n,
+                Refusal::MixedExperts {
+                    first: first.clone(),
+                },
+            ));
+        }
+        if !matches!(q0.bits, 4 | 8) || !q0.symmetric {
+            return Err(refused(first, Refusal::MoeGrid(*q0)));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `ckpt` with `layers` (Hugging Face layer names without `.weight`) quantized, to
-/// `to` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`.
+/// `to` in compressed-tensors' pack-quantized layout. Refuses layers with act-order `g_idx`,
+/// and MoE layouts vLLM's fused-MoE loader would not take ([`check_moe_layout`]).
 pub fn write(
     ckpt: &Checkpoint,
     layers: &QuantizedLayers,
     recipe: &Recipe,
     to: &Target,
 ) -> Result<()> {
+    let specs = layers.iter().map(|(n, q)| (n.clone(), q.spec)).collect();
+    check_moe_layout(ckpt, &specs)?;
     let layout = Layout {
         tensors: &layer_tensors,
         quant: quantization_config(layers, &linear_modules(ckpt)),

@@ -122,6 +122,16 @@ impl Format {
         if self != Format::Crunch {
             compressed_tensors::refuse_rope_freqs(ckpt)?;
         }
+        if self == Format::CompressedTensors {
+            let specs = planned
+                .iter()
+                .filter_map(|p| match p.produces {
+                    Produces::Quantized(s) => Some((p.layer.clone(), s)),
+                    _ => None,
+                })
+                .collect();
+            compressed_tensors::check_moe_layout(ckpt, &specs)?;
+        }
         Ok(())
     }
 

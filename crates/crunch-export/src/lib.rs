@@ -202,6 +202,23 @@ pub enum Refusal {
     GgufFromSource,
     #[error("{0}")]
     Grid(crunch_repr::ReprError),
+    #[error(
+        "a quantized MoE router; vLLM's fused-MoE models run the router unquantized (leave it \
+         out, the default)"
+    )]
+    QuantizedRouter,
+    #[error(
+        "quantized otherwise than {first} (or not at all); vLLM's fused-MoE loader needs all of \
+         a layer's experts in one scheme"
+    )]
+    MixedExperts { first: String },
+    #[error(
+        "{}-bit {} experts; vLLM's compressed-tensors fused-MoE kernels take symmetric 4- or \
+         8-bit weights only (quantize with --sym and 4 or 8 bits)",
+        .0.bits,
+        if .0.symmetric { "symmetric" } else { "asymmetric" }
+    )]
+    MoeGrid(crunch_repr::QuantSpec),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

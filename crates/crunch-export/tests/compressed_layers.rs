@@ -156,7 +156,9 @@ fn every_variant_round_trips_to_the_dense_model() {
         }
 
         let back = Checkpoint::open(&out).unwrap();
-        let model = back.load(Cpu, |_| {}).unwrap();
+        let mut model = back.load(Cpu, |_| {}).unwrap();
+        let down = model.blocks[1].linear_mut("mlp.down_proj").unwrap();
+        assert!(down.is_dense());
         let q = &model.blocks[0].q;
         match v {
             Variant::Factored => assert!(q.up.is_some() && q.correction.is_none(), "{v:?}"),
@@ -165,7 +167,6 @@ fn every_variant_round_trips_to_the_dense_model() {
             }
             _ => assert!(q.is_dense(), "{v:?}"),
         }
-        assert!(model.blocks[1].down.is_dense());
         let err = relative_error(&logits(&model), &logits(&want));
         assert!(err < 1e-5, "{v:?}: relative error {err}");
 
@@ -456,4 +457,60 @@ fn kept_tensors_of_a_bf16_source_keep_their_bytes() {
     }
     let err = relative_error(&logits(&back), &logits(&want));
     assert!(err < 1e-5, "relative error {err}");
+}
+
+/// Gemma 3, Phi-3 (fused layers) and the MoE models through crunch's format: quantized,
+/// factored and corrected layers load back into the model their dense weights make, and the
+/// recipe carries each expert's calibration record.
+#[test]
+fn new_architectures_round_trip_through_crunch_format() {
+    use crunch_repr::ExpertCalibration;
+    for arch in ["gemma3", "phi3", "mixtral", "qwen3_moe"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = common::open_tiny(arch, &tmp.path().join("src"), 7);
+        for v in [
+            Variant::Quantized,
+            Variant::Factored,
+            Variant::QuantizedCorrected,
+        ] {
+            let mut layers = compress_all(&ckpt, v);
+            for (name, layer) in layers.iter_mut() {
+                if name.contains(".experts.") {
+                    layer.expert = Some(ExpertCalibration {
+                        routed_tokens: 3,
+                        all_tokens: true,
+                        tokens: 40,
+                    });
+                }
+            }
+            let out = tmp.path().join(format!("{v:?}"));
+            write(&ckpt, &layers, &out);
+            let mut want = ckpt.load(Cpu, |_| {}).unwrap();
+            for (name, layer) in &layers {
+                let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
+                let lin = want.blocks[l.parse::<usize>().unwrap()]
+                    .linear_mut(rest)
+                    .unwrap_or_else(|| panic!("{arch}: {name}"));
+                lin.weight = Cpu
+                    .upload(layer.dense(), &[layer.shape().0, layer.shape().1])
+                    .unwrap();
+            }
+            let back = Checkpoint::open(&out).unwrap();
+            let model = back.load(Cpu, |_| {}).unwrap();
+            let err = relative_error(&logits(&model), &logits(&want));
+            assert!(err < 1e-5, "{arch} {v:?}: relative error {err}");
+            let recipe = back.recipe.as_ref().unwrap();
+            let experts: Vec<_> = recipe
+                .layers
+                .iter()
+                .filter_map(|(n, r)| Some((n, r.expert_calibration.as_ref()?)))
+                .collect();
+            let moe = ckpt.config.moe.is_some();
+            assert_eq!(!experts.is_empty(), moe, "{arch}");
+            for (n, e) in experts {
+                assert!(n.contains(".experts."), "{n}");
+                assert_eq!((e.statistics.as_str(), e.routed_tokens), ("all-tokens", 3));
+            }
+        }
+    }
 }

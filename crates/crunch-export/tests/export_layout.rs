@@ -182,6 +182,16 @@ fn check_compressed_tensors(
     layers: &BTreeMap<String, QuantizedWeight>,
     spec: QuantSpec,
 ) {
+    check_compressed_tensors_ignoring(ckpt, dir, layers, spec, &[SKIPPED, "lm_head"]);
+}
+
+fn check_compressed_tensors_ignoring(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    layers: &BTreeMap<String, QuantizedWeight>,
+    spec: QuantSpec,
+    want_ignore: &[&str],
+) {
     for f in ["config.json", "model.safetensors", "crunch_recipe.json"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
@@ -213,7 +223,7 @@ fn check_compressed_tensors(
         }
     );
     let ignore: Vec<String> = serde_json::from_value(qc["ignore"].clone()).unwrap();
-    assert_eq!(ignore, vec![SKIPPED, "lm_head"]);
+    assert_eq!(ignore, want_ignore);
 
     let st = SafetensorsFile::open(dir.join("model.safetensors")).unwrap();
     assert_eq!(st.metadata().get("format").map(String::as_str), Some("pt"));
@@ -378,7 +388,7 @@ fn check_gptq(
 
 #[test]
 fn compressed_tensors_layout_dequantizes_to_crunch_weights() {
-    for arch in ["llama", "mistral", "qwen3"] {
+    for arch in ["llama", "mistral", "qwen3", "gemma3", "phi3"] {
         let tmp = tempfile::tempdir().unwrap();
         let ckpt = open_tiny(arch, &tmp.path().join("src"));
         for (i, &(bits, group, sym)) in CASES.iter().enumerate() {
@@ -392,9 +402,94 @@ fn compressed_tensors_layout_dequantizes_to_crunch_weights() {
     }
 }
 
+/// Mixture-of-experts models: every expert's projections stored per expert under the
+/// checkpoint's names (what vLLM's fused-MoE loader stacks into `w13_*` / `w2_*`), the routers
+/// as float weights listed in `ignore`; layouts vLLM would not load are refused.
+#[test]
+fn moe_experts_export_in_the_layout_vllm_fuses() {
+    use crunch_model::layout::{all_linears, LinearRole};
+    for arch in ["qwen3_moe", "mixtral"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = open_tiny(arch, &tmp.path().join("src"));
+        let specs = all_linears(&ckpt.config);
+        let routers: Vec<String> = specs
+            .iter()
+            .filter(|s| s.role == LinearRole::Router)
+            .map(|s| s.id.full_name())
+            .collect();
+        let quantize_with = |spec: QuantSpec| -> BTreeMap<String, QuantizedWeight> {
+            specs
+                .iter()
+                .filter(|s| s.role != LinearRole::Router)
+                .map(|s| {
+                    let n = s.id.full_name();
+                    let w = ckpt
+                        .weights
+                        .read(&format!("{n}.weight"), &[s.rows, s.cols], &ckpt.config)
+                        .unwrap();
+                    (n, rtn(&w, s.rows, s.cols, spec, false).unwrap())
+                })
+                .collect()
+        };
+        let spec = QuantSpec::new(4, Some(16), true);
+        let layers = quantize_with(spec);
+        let out = tmp.path().join("ct");
+        compressed_tensors::write(&ckpt, &layers, &recipe(&layers), &Target::new(&out)).unwrap();
+        let mut ignore: Vec<&str> = routers.iter().map(String::as_str).collect();
+        ignore.push("lm_head");
+        check_compressed_tensors_ignoring(&ckpt, &out, &layers, spec, &ignore);
+        let st = SafetensorsFile::open(out.join("model.safetensors")).unwrap();
+        let expert = if arch == "mixtral" {
+            "model.layers.0.block_sparse_moe.experts.3.w2"
+        } else {
+            "model.layers.0.mlp.experts.3.down_proj"
+        };
+        assert!(
+            st.info(&format!("{expert}.weight_packed")).is_some(),
+            "{arch}"
+        );
+        assert_eq!(config(&out)["model_type"], ckpt.config.arch.name());
+
+        let refused = |layers: &BTreeMap<String, QuantizedWeight>, needle: &str| {
+            let dir = tmp.path().join(format!("refused-{}", needle.len()));
+            let e = compressed_tensors::write(&ckpt, layers, &recipe(layers), &Target::new(&dir))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.contains("vLLM"), "{arch}: {e}");
+            assert!(!dir.exists());
+        };
+        refused(
+            &quantize_with(QuantSpec::new(4, Some(16), false)),
+            "symmetric",
+        );
+        refused(
+            &quantize_with(QuantSpec::new(3, Some(16), true)),
+            "4- or 8-bit",
+        );
+        let mut one_missing = layers.clone();
+        one_missing.remove(expert);
+        refused(&one_missing, "(or not at all)");
+        let mut with_router = layers.clone();
+        let r = &specs.iter().find(|s| s.role == LinearRole::Router).unwrap();
+        let w = ckpt
+            .weights
+            .read(
+                &format!("{}.weight", r.id.full_name()),
+                &[r.rows, r.cols],
+                &ckpt.config,
+            )
+            .unwrap();
+        with_router.insert(
+            r.id.full_name(),
+            rtn(&w, r.rows, r.cols, spec, false).unwrap(),
+        );
+        refused(&with_router, "router");
+    }
+}
+
 #[test]
 fn gptq_layout_dequantizes_to_crunch_weights() {
-    for arch in ["llama", "qwen3"] {
+    for arch in ["llama", "qwen3", "phi3"] {
         let tmp = tempfile::tempdir().unwrap();
         let ckpt = open_tiny(arch, &tmp.path().join("src"));
         for (i, &(bits, group, sym)) in CASES.iter().enumerate() {

@@ -57,7 +57,8 @@ const F32_TOLERANCE: f32 = 1e-5;
 
 #[test]
 fn safetensors_to_f32_gguf_keeps_the_logits_for_every_architecture() {
-    for spec in tiny_specs() {
+    let dense = ["llama", "mistral", "qwen2", "qwen3"];
+    for spec in tiny_specs().into_iter().filter(|s| dense.contains(&s.name)) {
         let dir = tempfile::tempdir().unwrap();
         let hf = dir.path().join("hf");
         write_hf(&spec, &hf);
@@ -391,4 +392,61 @@ fn llama_cpp_importance_files_are_read() {
     std::fs::write(&not, serialize(&[], &[]).unwrap()).unwrap();
     let e = gguf::read_imatrix(&not).unwrap_err().to_string();
     assert!(e.contains("not an imatrix file"), "{e}");
+}
+
+/// Gemma 3, Phi-3 and the MoE models: from a Hugging Face directory the writer refuses them by
+/// name (their GGUF conventions are not written yet); from a GGUF source (llama.cpp's names,
+/// stacked `ffn_*_exps` experts, Gemma's 1 + w norms, LongRoPE tensors) they are re-encoded
+/// with names and metadata carried over, and load back to the source's logits.
+#[test]
+fn new_architectures_are_re_encoded_from_gguf_and_refused_from_hf() {
+    use crunch_model::testing::{gguf_arch, tiny_gguf};
+    for name in ["gemma3", "phi3", "mixtral", "qwen3_moe"] {
+        let spec = tiny_specs().into_iter().find(|s| s.name == name).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let hf = dir.path().join("hf");
+        write_hf(&spec, &hf);
+        let ckpt = Checkpoint::open(&hf).unwrap();
+        let Err(e) = gguf::plan(&ckpt, &Mix::preset(Preset::F32), &[]) else {
+            panic!("{name}: a GGUF planned from a Hugging Face directory");
+        };
+        let e = e.to_string();
+        assert!(e.contains("only from a GGUF source"), "{name}: {e}");
+
+        let src = dir.path().join("src.gguf");
+        let mut parts = tiny_gguf(&spec, gguf_arch(name));
+        let vocab = spec.config["vocab_size"].as_u64().unwrap() as u32;
+        let tokens = (0..vocab)
+            .map(|i| GgufValue::String(format!("t{i}")))
+            .collect();
+        parts.set("tokenizer.ggml.model", GgufValue::String("gpt2".into()));
+        parts.set("tokenizer.ggml.tokens", GgufValue::Array(tokens));
+        parts.set("tokenizer.ggml.merges", GgufValue::Array(vec![]));
+        std::fs::write(&src, parts.to_bytes()).unwrap();
+        let ids = reference_ids(128, 24);
+        let want = logits(&src, &ids);
+        for (preset, tol) in [(Preset::F32, 1e-6), (Preset::Q8_0, 2e-2)] {
+            let out = dir.path().join(format!("{preset:?}.gguf"));
+            export(&src, &out, &Mix::preset(preset), &Inputs::default());
+            let err = relative_error(&logits(&out, &ids), &want);
+            assert!(err < tol, "{name} {preset:?}: relative error {err}");
+            let (a, b) = (GgufFile::open(&src).unwrap(), GgufFile::open(&out).unwrap());
+            let names = |f: &GgufFile| {
+                let mut v: Vec<_> = f.tensors().into_iter().map(|t| (t.name, t.shape)).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(names(&a), names(&b), "{name} {preset:?}");
+            for t in b.tensors().iter().filter(|t| t.name.contains("_exps")) {
+                assert_eq!(t.shape.len(), 3, "{name}: {}", t.name);
+                // Rows that are not whole Q8_0 blocks fall back to F16, as in llama-quantize.
+                let want = match (preset, t.shape[2] % 32) {
+                    (Preset::F32, _) => DType::F32,
+                    (_, 0) => DType::Q8_0,
+                    _ => DType::F16,
+                };
+                assert_eq!(t.dtype, want, "{name} {preset:?}: {}", t.name);
+            }
+        }
+    }
 }

@@ -46,6 +46,23 @@ pub trait TensorSource: Send + Sync {
     fn info(&self, name: &str) -> Option<TensorInfo>;
     /// The tensor's values converted (or dequantized) to f32, row-major.
     fn read_f32(&self, name: &str) -> Result<Vec<f32>>;
+    /// Elements `start..start + len` of the tensor in row-major order, as f32: one expert of a
+    /// stacked `[experts, rows, cols]` tensor (GGUF's `ffn_*_exps`) without converting the
+    /// others. The default reads the whole tensor; sources that can do better override it.
+    fn read_f32_range(&self, name: &str, start: usize, len: usize) -> Result<Vec<f32>> {
+        let all = self.read_f32(name)?;
+        all.get(start..start.saturating_add(len))
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    self.path(),
+                    format!(
+                        "tensor `{name}`: elements {start}..+{len} are past its {} elements",
+                        all.len()
+                    ),
+                )
+            })
+    }
     /// Total size of the underlying file(s) in bytes.
     fn bytes_on_disk(&self) -> u64;
     /// The stored bytes of a 16-bit float tensor (F16 or BF16, little-endian) exactly as

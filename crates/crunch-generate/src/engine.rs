@@ -144,9 +144,8 @@ impl Engine {
         let m = &self.model;
         let mut all: Vec<&HostTensor> = vec![&m.embed, &m.norm, &m.lm_head];
         for b in &m.blocks {
-            all.extend([&b.attn_norm, &b.mlp_norm]);
-            all.extend(b.q_norm.iter().chain(b.k_norm.iter()));
-            for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+            all.extend(b.norms());
+            for l in b.linears() {
                 all.extend(linear_tensors(l));
             }
         }

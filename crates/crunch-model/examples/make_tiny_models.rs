@@ -1,9 +1,10 @@
-//! Writes the tiny reference models (config.json + model.safetensors per architecture) and
-//! their input ids into a directory, for `scripts/reference_logits.py` to run transformers on.
+//! Writes the tiny reference models (config.json + model.safetensors per architecture, and
+//! the same model as `tiny.gguf`) and their input ids into a directory, for
+//! `scripts/reference_logits.py` to run transformers on.
 //!
 //! cargo run -p crunch-model --example make_tiny_models -- OUT_DIR
 
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
+use crunch_model::testing::{gguf_arch, reference_ids, tiny_gguf, tiny_specs, write_tiny_model};
 
 fn main() -> std::io::Result<()> {
     let out = std::env::args()
@@ -19,6 +20,9 @@ fn main() -> std::io::Result<()> {
             "input_ids": reference_ids(vocab, 40),
         });
         std::fs::write(dir.join("input.json"), meta.to_string())?;
+        // The same model as the GGUF the GGUF tests load (for checking it with other readers).
+        let gguf = tiny_gguf(&spec, gguf_arch(spec.name)).to_bytes();
+        std::fs::write(dir.join("tiny.gguf"), gguf)?;
         println!("{}", dir.display());
     }
     Ok(())

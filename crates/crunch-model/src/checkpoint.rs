@@ -40,6 +40,16 @@ enum TokenizerSource {
     File(PathBuf),
     Gguf(Box<Tokenizer>),
     Missing,
+    /// The file has a tokenizer of a kind crunch does not rebuild (the message says which).
+    Unsupported(String),
+}
+
+/// Whether a GGUF file's tokenizer is a well-formed one of a model family crunch does not
+/// rebuild (as opposed to a broken one, which refuses the file).
+fn is_unsupported_tokenizer(file: &GgufFile) -> bool {
+    file.get("tokenizer.ggml.model")
+        .and_then(|v| v.as_str())
+        .is_some_and(|m| m != "gpt2")
 }
 
 impl Checkpoint {
@@ -102,7 +112,7 @@ impl Checkpoint {
             ),
             None => (Format::HuggingFace, Box::new(source)),
         };
-        let weights = Weights::new(source, Naming::HuggingFace);
+        let weights = Weights::new(source, Naming::HuggingFace).with_arch(config.arch);
         let origin = config_path.display().to_string();
         validate_structure(
             &config,
@@ -141,6 +151,11 @@ impl Checkpoint {
         let tokenizer = match crunch_formats::gguf::build_tokenizer(&file) {
             Ok(t) => TokenizerSource::Gguf(Box::new(t)),
             Err(_) if file.get("tokenizer.ggml.model").is_none() => TokenizerSource::Missing,
+            // A tokenizer crunch cannot rebuild yet (SentencePiece's, as in Gemma's GGUF)
+            // does not stop the weights from loading; it is an error when one is needed.
+            Err(e) if is_unsupported_tokenizer(&file) => {
+                TokenizerSource::Unsupported(e.to_string())
+            }
             Err(e) => return Err(e.into()),
         };
         let unpermute_qk = file.architecture() == Some("llama");
@@ -149,7 +164,8 @@ impl Checkpoint {
             .get("tokenizer.ggml.bos_token_id")
             .and_then(|v| v.as_u64())
             .map(|v| v as u32);
-        let weights = Weights::new(Box::new(file), Naming::Gguf { unpermute_qk });
+        let weights =
+            Weights::new(Box::new(file), Naming::Gguf { unpermute_qk }).with_arch(config.arch);
         validate_structure(
             &config,
             &weights,
@@ -180,6 +196,10 @@ impl Checkpoint {
             TokenizerSource::Gguf(t) => Ok((**t).clone()),
             TokenizerSource::Missing => Err(Error::NoTokenizer {
                 path: self.path.clone(),
+            }),
+            TokenizerSource::Unsupported(e) => Err(Error::Tokenizer {
+                path: self.path.clone(),
+                source: e.clone().into(),
             }),
         }
     }

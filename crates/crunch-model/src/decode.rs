@@ -11,7 +11,8 @@ use crunch_runtime::{AttentionMask, Backend};
 
 /// Keys and values of one sequence, per decoder block, for incremental decoding.
 pub struct KvCache<B: Backend> {
-    /// Per block: the backend's store of keys and values (keys already normalised (Qwen3) and
+    /// Per block: the backend's store of keys and values (keys already normalised (Qwen3,
+    /// Gemma 3) and
     /// rotated, so they are never recomputed), made on first use with room for `capacity`
     /// positions.
     layers: Vec<Option<B::KvStore>>,
@@ -115,11 +116,12 @@ impl<B: Backend> Model<B> {
             .iter()
             .flat_map(|c| (c.len..c.len + t).map(|p| p as u32))
             .collect();
-        let (cos, sin) = rope.at(b, &positions)?;
+        let rope_rows = rope.at(b, &positions)?;
         let scale = attention_scale(&self.config);
         let mut x = self.embed(ids)?;
         for (layer, blk) in self.blocks.iter().enumerate() {
-            let (q, k, v) = attention_inputs(b, &self.config, blk, layer, &x, &cos, &sin, hook)?;
+            let (cos, sin) = rope_rows.set(blk.rope_set);
+            let (q, k, v) = attention_inputs(b, &self.config, blk, layer, &x, cos, sin, hook)?;
             let mut outs = Vec::with_capacity(n);
             for (s, cache) in caches.iter_mut().enumerate() {
                 let (qs, ks, vs) = if n == 1 {

@@ -11,8 +11,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 mod gguf_config;
+mod hf_config;
 pub mod hooks;
+pub mod layout;
 pub mod model;
+pub mod moe;
 pub mod rope;
 pub mod structure;
 pub mod testing;
@@ -21,7 +24,7 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use checkpoint::Checkpoint;
-pub use config::{Arch, ModelConfig};
+pub use config::{Activation, Arch, ModelConfig, MoeConfig};
 pub use decode::KvCache;
 pub use hooks::{LinearHook, LinearId};
 pub use model::Model;
@@ -153,6 +156,14 @@ pub enum TensorProblem {
     },
     #[error("tensor `{tensor}` has shape {found:?}, expected [out_features, rank]")]
     NotAFactor { tensor: String, found: Vec<usize> },
+    /// A stacked expert tensor (GGUF) holding another number of experts than configured.
+    #[error("tensor `{tensor}` stacks {found:?} experts, but {implied_by} says {expected}")]
+    Experts {
+        tensor: String,
+        found: Option<usize>,
+        expected: usize,
+        implied_by: String,
+    },
     /// Stored bytes the packed-weight kernels cannot use as they are (wrong length, range).
     #[error("tensor `{tensor}`: {problem}")]
     Unusable { tensor: String, problem: String },

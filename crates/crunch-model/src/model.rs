@@ -1,23 +1,15 @@
-//! The decoder, written once against [`Backend`]: Llama, Mistral, Qwen2 and Qwen3 differ only
-//! in the switches of [`ModelConfig`] (biases, q/k norms, sliding windows, rope scaling).
+//! The decoder, written once against [`Backend`]: every architecture differs only in the
+//! switches of [`ModelConfig`] (biases, q/k norms, sliding windows, rope settings, fused
+//! projections, sandwich norms, GeGLU, experts).
 
-use crate::config::ModelConfig;
+use crate::config::{Activation, ModelConfig};
 use crate::hooks::{LinearHook, LinearId};
+pub use crate::layout::{tensor_shapes, BLOCK_LINEARS};
+use crate::moe::{load_moe, Moe};
 use crate::rope;
 use crate::weights::Weights;
 use crate::Result;
 use crunch_runtime::{AttentionMask, Backend};
-
-/// The names, relative to a block, of the seven linear layers of every decoder block.
-pub const BLOCK_LINEARS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
 
 /// A linear layer y = x·Wᵀ (+ bias), with W stored in one of three ways: dense; factored
 /// (W = A·B, run as two thin products so the rank saves work, not only storage); or dense plus
@@ -79,60 +71,142 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// A block's MLP.
+pub enum Mlp<B: Backend> {
+    /// `down(act(gate(x)) · up(x))`.
+    Gated {
+        gate: Linear<B>,
+        up: Linear<B>,
+        down: Linear<B>,
+    },
+    /// Phi-3: gate and up as one projection (gate rows first).
+    FusedGated { gate_up: Linear<B>, down: Linear<B> },
+    /// A sparse mixture of experts.
+    Moe(Moe<B>),
+}
+
 pub struct Block<B: Backend> {
     pub attn_norm: B::Tensor,
+    /// `q_proj`, or Phi-3's fused `qkv_proj` (then `k` and `v` are `None`).
     pub q: Linear<B>,
-    pub k: Linear<B>,
-    pub v: Linear<B>,
+    pub k: Option<Linear<B>>,
+    pub v: Option<Linear<B>>,
     pub o: Linear<B>,
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
+    /// Gemma: the norm on the attention output (`post_attention_layernorm`).
+    pub post_attn_norm: Option<B::Tensor>,
+    /// The MLP's input norm (`post_attention_layernorm`; Gemma's `pre_feedforward_layernorm`).
     pub mlp_norm: B::Tensor,
-    pub gate: Linear<B>,
-    pub up: Linear<B>,
-    pub down: Linear<B>,
+    pub mlp: Mlp<B>,
+    /// Gemma: the norm on the MLP output (`post_feedforward_layernorm`).
+    pub post_mlp_norm: Option<B::Tensor>,
     pub window: Option<usize>,
+    /// Which rotary set ([`RopeTables`]) the block rotates with: 1 for Gemma's sliding
+    /// layers, 0 otherwise.
+    pub rope_set: usize,
 }
 
 impl<B: Backend> Block<B> {
-    /// The block's linear layer by its relative name (one of [`BLOCK_LINEARS`]).
+    /// Every linear layer of the block (attention, then the MLP's: a sparse MLP's router, then
+    /// each expert's gate, up and down).
+    pub fn linears(&self) -> Vec<&Linear<B>> {
+        let mut out = vec![&self.q];
+        out.extend(self.k.iter().chain(self.v.iter()));
+        out.push(&self.o);
+        match &self.mlp {
+            Mlp::Gated { gate, up, down } => out.extend([gate, up, down]),
+            Mlp::FusedGated { gate_up, down } => out.extend([gate_up, down]),
+            Mlp::Moe(m) => {
+                out.push(&m.router);
+                for e in &m.experts {
+                    out.extend([&e.gate, &e.up, &e.down]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every norm weight of the block.
+    pub fn norms(&self) -> Vec<&B::Tensor> {
+        let mut out = vec![&self.attn_norm, &self.mlp_norm];
+        out.extend(
+            [
+                &self.q_norm,
+                &self.k_norm,
+                &self.post_attn_norm,
+                &self.post_mlp_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        out
+    }
+
+    /// The block's linear layer by its relative name (see [`crate::layout::block_linears`]).
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
-        Some(match name {
-            "self_attn.q_proj" => &mut self.q,
-            "self_attn.k_proj" => &mut self.k,
-            "self_attn.v_proj" => &mut self.v,
-            "self_attn.o_proj" => &mut self.o,
-            "mlp.gate_proj" => &mut self.gate,
-            "mlp.up_proj" => &mut self.up,
-            "mlp.down_proj" => &mut self.down,
-            _ => return None,
-        })
+        match name {
+            "self_attn.q_proj" if self.k.is_some() => return Some(&mut self.q),
+            "self_attn.qkv_proj" if self.k.is_none() => return Some(&mut self.q),
+            "self_attn.k_proj" => return self.k.as_mut(),
+            "self_attn.v_proj" => return self.v.as_mut(),
+            "self_attn.o_proj" => return Some(&mut self.o),
+            _ => {}
+        }
+        match (&mut self.mlp, name) {
+            (Mlp::Gated { gate, .. }, "mlp.gate_proj") => Some(gate),
+            (Mlp::Gated { up, .. }, "mlp.up_proj") => Some(up),
+            (Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. }, "mlp.down_proj") => Some(down),
+            (Mlp::FusedGated { gate_up, .. }, "mlp.gate_up_proj") => Some(gate_up),
+            (Mlp::Moe(m), n) => m.linear_mut(n),
+            _ => None,
+        }
     }
 }
 
-/// Rotary tables for positions `0..n`, uploaded once per sequence.
+/// Rotary tables for positions `0..n`, uploaded once per sequence length: one set per
+/// rotary variant of the model (Gemma's sliding layers have their own base).
 pub struct RopeTables<B: Backend> {
-    cos: B::Tensor,
-    sin: B::Tensor,
+    sets: Vec<(B::Tensor, B::Tensor)>,
     positions: usize,
+}
+
+/// Rotary rows for arbitrary positions, one `(cos, sin)` per set.
+pub struct RopeRows<B: Backend> {
+    sets: Vec<(B::Tensor, B::Tensor)>,
+}
+
+impl<B: Backend> RopeRows<B> {
+    /// `cos` and `sin` `[rows, head_dim / 2]` of rotary set `set`.
+    pub fn set(&self, set: usize) -> (&B::Tensor, &B::Tensor) {
+        let (c, s) = &self.sets[set.min(self.sets.len() - 1)];
+        (c, s)
+    }
 }
 
 impl<B: Backend> RopeTables<B> {
     /// Tables for a checkpoint without loading the model (calibration streams blocks alone).
     pub fn new(backend: &B, w: &Weights, cfg: &ModelConfig, positions: usize) -> Result<Self> {
         let factors = rope_freq_factors(w, cfg)?;
-        let inv_freq = rope::inverse_frequencies(cfg, factors.as_deref());
-        Self::from_inv_freq(backend, &inv_freq, positions)
+        Self::build(backend, cfg, factors.as_deref(), positions)
     }
 
-    fn from_inv_freq(backend: &B, inv_freq: &[f64], positions: usize) -> Result<Self> {
-        let (cos, sin) = rope::tables(inv_freq, positions);
-        let half = inv_freq.len();
-        Ok(RopeTables {
-            cos: backend.upload(cos, &[positions, half])?,
-            sin: backend.upload(sin, &[positions, half])?,
-            positions,
-        })
+    fn build(
+        backend: &B,
+        cfg: &ModelConfig,
+        factors: Option<&[f32]>,
+        positions: usize,
+    ) -> Result<Self> {
+        let mut sets = Vec::new();
+        for (inv_freq, scale) in rope::rope_sets(cfg, factors, positions) {
+            let (cos, sin) = rope::scaled_tables(&inv_freq, positions, scale);
+            let half = inv_freq.len();
+            sets.push((
+                backend.upload(cos, &[positions, half])?,
+                backend.upload(sin, &[positions, half])?,
+            ));
+        }
+        Ok(RopeTables { sets, positions })
     }
 
     /// How many positions the tables cover (`0..len`).
@@ -144,20 +218,33 @@ impl<B: Backend> RopeTables<B> {
         self.positions == 0
     }
 
-    /// `cos` and `sin` rows `[positions.len(), head_dim / 2]` for arbitrary absolute
-    /// positions, one per token row (a gather, so rows of a batch may sit at different
-    /// positions).
-    pub fn at(&self, backend: &B, positions: &[u32]) -> Result<(B::Tensor, B::Tensor)> {
+    /// `cos` and `sin` rows `[positions.len(), head_dim / 2]` of every set for arbitrary
+    /// absolute positions, one per token row (a gather, so rows of a batch may sit at
+    /// different positions).
+    pub fn at(&self, backend: &B, positions: &[u32]) -> Result<RopeRows<B>> {
         if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions) {
             return Err(crate::Error::PastRope {
                 position: p,
                 positions: self.positions,
             });
         }
-        Ok((
-            backend.embedding(&self.cos, positions)?,
-            backend.embedding(&self.sin, positions)?,
-        ))
+        let sets = self
+            .sets
+            .iter()
+            .map(|(c, s)| {
+                Ok((
+                    backend.embedding(c, positions)?,
+                    backend.embedding(s, positions)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(RopeRows { sets })
+    }
+
+    /// The whole tables of rotary set `set`.
+    fn set(&self, set: usize) -> (&B::Tensor, &B::Tensor) {
+        let (c, s) = &self.sets[set.min(self.sets.len() - 1)];
+        (c, s)
     }
 }
 
@@ -169,7 +256,7 @@ pub struct Model<B: Backend> {
     pub norm: B::Tensor,
     /// Shares storage with `embed` when embeddings are tied.
     pub lm_head: B::Tensor,
-    inv_freq: Vec<f64>,
+    freq_factors: Option<Vec<f32>>,
 }
 
 /// What every weight is loaded from: the backend it goes to, the source and the config.
@@ -184,6 +271,16 @@ impl<B: Backend> Loader<'_, B> {
         Ok(self
             .backend
             .upload(self.w.read(name, shape, self.cfg)?, shape)?)
+    }
+
+    /// An RMSNorm's weight as the forward pass multiplies by it: Gemma's stored offsets `w`
+    /// become `1 + w` (in f32, as transformers computes `1.0 + weight.float()`).
+    fn norm(&self, name: &str, len: usize) -> Result<B::Tensor> {
+        let mut v = self.w.read(name, &[len], self.cfg)?;
+        if self.cfg.norm_offset {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(self.backend.upload(v, &[len])?)
     }
 
     /// A matrix a linear layer multiplies by (see [`Backend::upload_weight`]), in its stored
@@ -261,14 +358,41 @@ pub fn load_block<B: Backend>(
 ) -> Result<Block<B>> {
     let load = Loader { backend, w, cfg };
     let p = format!("model.layers.{layer}");
-    let (h, hd) = (cfg.hidden, cfg.head_dim);
-    let norm = |n: &str, len: usize| load.tensor(&format!("{p}.{n}.weight"), &[len]);
+    let (h, hd, i) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
+    let norm = |n: &str, len: usize| load.norm(&format!("{p}.{n}.weight"), len);
     let lin = |n: &str, out, inp, bias| load.linear(&format!("{p}.{n}"), out, inp, bias);
+    let (q, k, v) = if cfg.fused_qkv {
+        let rows = cfg.q_dim() + 2 * cfg.kv_dim();
+        (
+            lin("self_attn.qkv_proj", rows, h, cfg.qkv_bias)?,
+            None,
+            None,
+        )
+    } else {
+        (
+            lin("self_attn.q_proj", cfg.q_dim(), h, cfg.qkv_bias)?,
+            Some(lin("self_attn.k_proj", cfg.kv_dim(), h, cfg.qkv_bias)?),
+            Some(lin("self_attn.v_proj", cfg.kv_dim(), h, cfg.qkv_bias)?),
+        )
+    };
+    let mlp = match cfg.layer_moe(layer) {
+        Some(m) => Mlp::Moe(load_moe(m, &|n, out, inp| lin(n, out, inp, false), h)?),
+        None if cfg.fused_gate_up => Mlp::FusedGated {
+            gate_up: lin("mlp.gate_up_proj", 2 * i, h, cfg.mlp_bias)?,
+            down: lin("mlp.down_proj", h, i, cfg.mlp_bias)?,
+        },
+        None => Mlp::Gated {
+            gate: lin("mlp.gate_proj", i, h, cfg.mlp_bias)?,
+            up: lin("mlp.up_proj", i, h, cfg.mlp_bias)?,
+            down: lin("mlp.down_proj", h, i, cfg.mlp_bias)?,
+        },
+    };
+    let sandwich = cfg.sandwich_norms;
     Ok(Block {
         attn_norm: norm("input_layernorm", h)?,
-        q: lin("self_attn.q_proj", cfg.q_dim(), h, cfg.qkv_bias)?,
-        k: lin("self_attn.k_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
-        v: lin("self_attn.v_proj", cfg.kv_dim(), h, cfg.qkv_bias)?,
+        q,
+        k,
+        v,
         o: lin("self_attn.o_proj", h, cfg.q_dim(), cfg.o_bias)?,
         q_norm: cfg
             .qk_norm
@@ -278,12 +402,36 @@ pub fn load_block<B: Backend>(
             .qk_norm
             .then(|| norm("self_attn.k_norm", hd))
             .transpose()?,
-        mlp_norm: norm("post_attention_layernorm", h)?,
-        gate: lin("mlp.gate_proj", cfg.intermediate, h, cfg.mlp_bias)?,
-        up: lin("mlp.up_proj", cfg.intermediate, h, cfg.mlp_bias)?,
-        down: lin("mlp.down_proj", h, cfg.intermediate, cfg.mlp_bias)?,
+        post_attn_norm: sandwich
+            .then(|| norm("post_attention_layernorm", h))
+            .transpose()?,
+        mlp_norm: if sandwich {
+            norm("pre_feedforward_layernorm", h)?
+        } else {
+            norm("post_attention_layernorm", h)?
+        },
+        mlp,
+        post_mlp_norm: sandwich
+            .then(|| norm("post_feedforward_layernorm", h))
+            .transpose()?,
         window: cfg.layer_window[layer],
+        rope_set: usize::from(cfg.rope_local_theta.is_some() && cfg.layer_window[layer].is_some()),
     })
+}
+
+/// Token embeddings `[ids.len(), hidden]` from `table`, scaled as the architecture asks
+/// (Gemma: by √hidden).
+pub fn embed_tokens<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    table: &B::Tensor,
+    ids: &[u32],
+) -> Result<B::Tensor> {
+    let x = b.embedding(table, ids)?;
+    match cfg.embed_scale {
+        Some(s) => Ok(b.scale_rows(&x, &vec![s; ids.len()])?),
+        None => Ok(x),
+    }
 }
 
 impl<B: Backend> Model<B> {
@@ -314,14 +462,13 @@ impl<B: Backend> Model<B> {
             blocks.push(load_block(&backend, w, cfg, layer)?);
             on_block(layer);
         }
-        let norm = load.tensor("model.norm.weight", &[cfg.hidden])?;
+        let norm = load.norm("model.norm.weight", cfg.hidden)?;
         let lm_head = if cfg.tie_embeddings || !w.contains("lm_head.weight") {
             embed.clone()
         } else {
             load.weight("lm_head.weight", &[cfg.vocab, cfg.hidden])?
         };
         let freq_factors = rope_freq_factors(w, cfg)?;
-        let inv_freq = rope::inverse_frequencies(cfg, freq_factors.as_deref());
         Ok(Self {
             config,
             backend,
@@ -329,17 +476,23 @@ impl<B: Backend> Model<B> {
             blocks,
             norm,
             lm_head,
-            inv_freq,
+            freq_factors,
         })
     }
 
+    /// Rotary tables for sequences of up to `positions` tokens.
     pub fn rope_tables(&self, positions: usize) -> Result<RopeTables<B>> {
-        RopeTables::from_inv_freq(&self.backend, &self.inv_freq, positions)
+        RopeTables::build(
+            &self.backend,
+            &self.config,
+            self.freq_factors.as_deref(),
+            positions,
+        )
     }
 
     /// Token embeddings `[tokens, hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Result<B::Tensor> {
-        Ok(self.backend.embedding(&self.embed, ids)?)
+        embed_tokens(&self.backend, &self.config, &self.embed, ids)
     }
 
     /// Runs decoder block `layer` on hidden states `x [tokens, hidden]`, telling `hook` the
@@ -398,14 +551,28 @@ pub fn block_forward<B: Backend>(
     rope: &RopeTables<B>,
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
-    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, &rope.cos, &rope.sin, hook)?;
+    let (cos, sin) = rope.set(blk.rope_set);
+    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, cos, sin, hook)?;
     let mask = AttentionMask::causal(blk.window);
     let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
     block_output(b, cfg, blk, layer, x, &a, hook)
 }
 
 pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
-    1.0 / (cfg.head_dim as f32).sqrt()
+    cfg.attention_scale()
+}
+
+/// `act(gate) · up` with the architecture's activation.
+pub(crate) fn gated<B: Backend>(
+    b: &B,
+    act: Activation,
+    gate: &B::Tensor,
+    up: &B::Tensor,
+) -> Result<B::Tensor> {
+    Ok(match act {
+        Activation::Silu => b.silu_mul(gate, up)?,
+        Activation::GeluTanh => b.gelu_mul(gate, up)?,
+    })
 }
 
 /// First half of a block: RMSNorm, q/k/v projections, q/k norms and the rotation of rows
@@ -425,12 +592,28 @@ pub(crate) fn attention_inputs<B: Backend>(
     let tokens = b.shape(x)[0];
     let hd = cfg.head_dim;
     let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
-    for name in &BLOCK_LINEARS[..3] {
-        hook.linear_input(LinearId { layer, name }, &h)?;
-    }
-    let q = b.reshape(&blk.q.forward(b, &h)?, &[tokens, cfg.heads, hd])?;
-    let k = b.reshape(&blk.k.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
-    let v = b.reshape(&blk.v.forward(b, &h)?, &[tokens, cfg.kv_heads, hd])?;
+    let (q, k, v) = match (&blk.k, &blk.v) {
+        (Some(k), Some(v)) => {
+            for &name in &BLOCK_LINEARS[..3] {
+                hook.linear_input(LinearId::new(layer, name), &h)?;
+            }
+            (blk.q.forward(b, &h)?, k.forward(b, &h)?, v.forward(b, &h)?)
+        }
+        _ => {
+            // Phi-3's fused projection: rows of q, then k, then v.
+            hook.linear_input(LinearId::new(layer, "self_attn.qkv_proj"), &h)?;
+            let qkv = blk.q.forward(b, &h)?;
+            let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+            (
+                b.columns(&qkv, 0, qd)?,
+                b.columns(&qkv, qd, kvd)?,
+                b.columns(&qkv, qd + kvd, kvd)?,
+            )
+        }
+    };
+    let q = b.reshape(&q, &[tokens, cfg.heads, hd])?;
+    let k = b.reshape(&k, &[tokens, cfg.kv_heads, hd])?;
+    let v = b.reshape(&v, &[tokens, cfg.kv_heads, hd])?;
     let (q, k) = match (&blk.q_norm, &blk.k_norm) {
         (Some(qn), Some(kn)) => (
             b.rms_norm(&q, qn, cfg.rms_eps)?,
@@ -444,7 +627,7 @@ pub(crate) fn attention_inputs<B: Backend>(
 }
 
 /// Second half of a block: output projection of the attention result `a [tokens, heads *
-/// head_dim]`, residual, RMSNorm, SwiGLU MLP, residual.
+/// head_dim]` (Gemma: normed), residual, RMSNorm, MLP (Gemma: normed), residual.
 pub(crate) fn block_output<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -454,49 +637,48 @@ pub(crate) fn block_output<B: Backend>(
     a: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
-    let id = |name: &'static str| LinearId { layer, name };
-    hook.linear_input(id(BLOCK_LINEARS[3]), a)?;
-    let x = b.add(x, &blk.o.forward(b, a)?)?;
-
+    hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
+    let mut o = blk.o.forward(b, a)?;
+    if let Some(n) = &blk.post_attn_norm {
+        o = b.rms_norm(&o, n, cfg.rms_eps)?;
+    }
+    let x = b.add(x, &o)?;
     let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
-    hook.linear_input(id(BLOCK_LINEARS[4]), &h)?;
-    hook.linear_input(id(BLOCK_LINEARS[5]), &h)?;
-    let m = b.silu_mul(&blk.gate.forward(b, &h)?, &blk.up.forward(b, &h)?)?;
-    hook.linear_input(id(BLOCK_LINEARS[6]), &m)?;
-    Ok(b.add(&x, &blk.down.forward(b, &m)?)?)
+    let mut m = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)?;
+    if let Some(n) = &blk.post_mlp_norm {
+        m = b.rms_norm(&m, n, cfg.rms_eps)?;
+    }
+    Ok(b.add(&x, &m)?)
 }
 
-/// Every tensor a model of `cfg` stores, with its shape, in Hugging Face naming.
-pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, hd) = (cfg.hidden, cfg.intermediate, cfg.head_dim);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab, h])];
-    for l in 0..cfg.layers {
-        let p = format!("model.layers.{l}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        for name in BLOCK_LINEARS {
-            let (o, n, bias) = match name {
-                "self_attn.q_proj" => (cfg.q_dim(), h, cfg.qkv_bias),
-                "self_attn.k_proj" | "self_attn.v_proj" => (cfg.kv_dim(), h, cfg.qkv_bias),
-                "self_attn.o_proj" => (h, cfg.q_dim(), cfg.o_bias),
-                "mlp.down_proj" => (h, i, cfg.mlp_bias),
-                _ => (i, h, cfg.mlp_bias),
-            };
-            out.push((format!("{p}.{name}.weight"), vec![o, n]));
-            if bias {
-                out.push((format!("{p}.{name}.bias"), vec![o]));
-            }
+fn mlp_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    mlp: &Mlp<B>,
+    layer: usize,
+    h: &B::Tensor,
+    hook: &mut dyn LinearHook<B>,
+) -> Result<B::Tensor> {
+    let id = |name: &'static str| LinearId::new(layer, name);
+    let act = cfg.activation;
+    match mlp {
+        Mlp::Gated { gate, up, down } => {
+            hook.linear_input(id("mlp.gate_proj"), h)?;
+            hook.linear_input(id("mlp.up_proj"), h)?;
+            let m = gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?;
+            hook.linear_input(id("mlp.down_proj"), &m)?;
+            down.forward(b, &m)
         }
-        if cfg.qk_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-            out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+        Mlp::FusedGated { gate_up, down } => {
+            hook.linear_input(id("mlp.gate_up_proj"), h)?;
+            let y = gate_up.forward(b, h)?;
+            let i = cfg.intermediate;
+            let m = gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?;
+            hook.linear_input(id("mlp.down_proj"), &m)?;
+            down.forward(b, &m)
         }
+        Mlp::Moe(moe) => moe.forward(b, act, layer, h, hook),
     }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab, h]));
-    }
-    out
 }
 
 /// llama.cpp stores Llama 3's rope rescaling as per-frequency divisors.

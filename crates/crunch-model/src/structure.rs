@@ -79,6 +79,28 @@ pub fn validate_structure(cfg: &ModelConfig, w: &Weights, origin: &Origin) -> Re
             }));
         }
     }
+    // A stacked expert tensor (GGUF) must hold exactly the configured experts: more would be
+    // silently ignored, fewer are caught above as missing slices.
+    if let Some(m) = &cfg.moe {
+        for layer in (0..cfg.layers).filter(|&l| cfg.layer_moe(l).is_some()) {
+            for part in 0..3 {
+                let name = format!(
+                    "model.layers.{layer}.{}.weight",
+                    crate::layout::expert_linear(m.naming, 0, part)
+                );
+                if let Some(info) = w.stacked_info(&name) {
+                    if info.shape.first() != Some(&m.experts) {
+                        return Err(bad(TensorProblem::Experts {
+                            tensor: info.name.clone(),
+                            found: info.shape.first().copied(),
+                            expected: m.experts,
+                            implied_by: origin.config.into(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
     if let Some(info) = w.info("rope_freqs.weight") {
         if info.shape != [cfg.head_dim / 2] {
             return Err(bad(TensorProblem::Shape {

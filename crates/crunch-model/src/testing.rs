@@ -20,7 +20,8 @@ pub struct TinySpec {
 }
 
 /// The reference suite: one model per supported architecture, each switching on the features
-/// that set it apart (rope scaling, biases, sliding windows, q/k norms, GQA/MQA, tying).
+/// that set it apart (rope scaling, biases, sliding windows, q/k norms, GQA/MQA, tying, fused
+/// projections, sandwich norms, experts).
 pub fn tiny_specs() -> Vec<TinySpec> {
     let base = |model_type: &str, arch: &str| {
         json!({
@@ -60,24 +61,94 @@ pub fn tiny_specs() -> Vec<TinySpec> {
     qwen3["head_dim"] = json!(32);
     qwen3["tie_word_embeddings"] = json!(true);
     qwen3["attention_bias"] = json!(false);
-    vec![
-        TinySpec {
-            name: "llama",
-            config: llama,
-        },
-        TinySpec {
-            name: "mistral",
-            config: mistral,
-        },
-        TinySpec {
-            name: "qwen2",
-            config: qwen2,
-        },
-        TinySpec {
-            name: "qwen3",
-            config: qwen3,
-        },
+    // Gemma 3: six layers so the default pattern (five sliding, one global) applies, spelled
+    // out as `layer_types`; a head_dim other than hidden/heads; linear rope scaling on the
+    // global layer only; tied embeddings (its default).
+    let mut gemma3 = base("gemma3_text", "Gemma3ForCausalLM");
+    let o = gemma3.as_object_mut().unwrap();
+    o.remove("hidden_act");
+    o.remove("tie_word_embeddings");
+    gemma3["hidden_activation"] = json!("gelu_pytorch_tanh");
+    gemma3["num_hidden_layers"] = json!(6);
+    gemma3["head_dim"] = json!(32);
+    gemma3["query_pre_attn_scalar"] = json!(32);
+    gemma3["sliding_window"] = json!(5);
+    gemma3["layer_types"] = json!([
+        "sliding_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention"
+    ]);
+    gemma3["rope_theta"] = json!(1000000.0);
+    gemma3["rope_local_base_freq"] = json!(10000.0);
+    gemma3["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
+    gemma3["attention_bias"] = json!(false);
+    gemma3["bos_token_id"] = json!(2);
+    gemma3["eos_token_id"] = json!(1);
+    gemma3["pad_token_id"] = json!(0);
+    // Phi-3: fused projections; LongRoPE whose pretraining context (32) is shorter than the
+    // reference input (40 tokens), so the long factors are the ones used; a sliding window.
+    let mut phi3 = base("phi3", "Phi3ForCausalLM");
+    phi3["original_max_position_embeddings"] = json!(32);
+    phi3["sliding_window"] = json!(12);
+    phi3["rms_norm_eps"] = json!(1e-5);
+    phi3["pad_token_id"] = json!(0);
+    let factors = |seed: u64| -> Vec<f64> {
+        let mut rng = SplitMix64(seed);
+        (0..8)
+            .map(|_| 1.0 + 3.0 * (rng.uniform() as f64 + 1.0))
+            .collect()
+    };
+    phi3["rope_scaling"] = json!({
+        "type": "longrope", "short_factor": factors(11), "long_factor": factors(12)
+    });
+    // Mixtral: four experts, two per token.
+    let mut mixtral = base("mixtral", "MixtralForCausalLM");
+    mixtral["intermediate_size"] = json!(96);
+    mixtral["num_local_experts"] = json!(4);
+    mixtral["num_experts_per_tok"] = json!(2);
+    mixtral["rope_theta"] = json!(1000000.0);
+    mixtral["sliding_window"] = Value::Null;
+    // Qwen3-MoE: eight experts, two per token, renormalised (as Qwen3-30B-A3B); layer 1 a
+    // dense MLP (`mlp_only_layers`).
+    let mut qwen3_moe = base("qwen3_moe", "Qwen3MoeForCausalLM");
+    qwen3_moe["num_hidden_layers"] = json!(3);
+    qwen3_moe["head_dim"] = json!(32);
+    qwen3_moe["num_experts"] = json!(8);
+    qwen3_moe["num_experts_per_tok"] = json!(2);
+    qwen3_moe["moe_intermediate_size"] = json!(48);
+    qwen3_moe["norm_topk_prob"] = json!(true);
+    qwen3_moe["decoder_sparse_step"] = json!(1);
+    qwen3_moe["mlp_only_layers"] = json!([1]);
+    qwen3_moe["attention_bias"] = json!(false);
+    [
+        ("llama", llama),
+        ("mistral", mistral),
+        ("qwen2", qwen2),
+        ("qwen3", qwen3),
+        ("gemma3", gemma3),
+        ("phi3", phi3),
+        ("mixtral", mixtral),
+        ("qwen3_moe", qwen3_moe),
     ]
+    .into_iter()
+    .map(|(name, config)| TinySpec { name, config })
+    .collect()
+}
+
+/// The GGUF architecture name llama.cpp writes for each tiny model.
+pub fn gguf_arch(name: &str) -> &'static str {
+    match name {
+        "llama" | "mistral" | "mixtral" => "llama",
+        "qwen2" => "qwen2",
+        "qwen3" => "qwen3",
+        "gemma3" => "gemma3",
+        "phi3" => "phi3",
+        "qwen3_moe" => "qwen3moe",
+        other => panic!("no tiny model `{other}`"),
+    }
 }
 
 /// SplitMix64: tiny, fast, and identical everywhere.
@@ -288,13 +359,20 @@ impl GgufParts {
 }
 
 /// The tiny model of `spec` as GGUF the way llama.cpp's converter writes it: llama.cpp names
-/// (written out independently of the loader's table), q/k rows permuted on the Llama
+/// (the loader's table; `scripts/check_tiny_gguf.py` checks these files against
+/// transformers' own GGUF reader), q/k rows permuted on the Llama
 /// architecture, Llama 3 rope scaling as `rope_freqs.weight`, the sliding window as
-/// metadata; all tensors F32.
+/// metadata, Gemma's norms stored as 1 + w, experts stacked into `ffn_*_exps` tensors
+/// `[experts, rows, cols]`, Phi-3's LongRoPE factors as `rope_factors_{short,long}.weight`;
+/// all tensors F32.
 pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
     let cfg =
         ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
+    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // Stacked experts: name, shape of one, (expert, values) of each.
+    type Stack = (String, Vec<usize>, Vec<(usize, Vec<f32>)>);
+    let mut stacks: Vec<Stack> = Vec::new();
     for (name, shape) in tensor_shapes(&cfg) {
         let mut v = tensor_values(&name, &shape, 0);
         if arch == "llama" && name.contains("q_proj") {
@@ -303,28 +381,59 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
         if arch == "llama" && name.contains("k_proj") {
             v = permute_rows(&v, cfg.kv_heads, cfg.head_dim);
         }
-        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((crate::weights::gguf_name(&name), shape, DType::F32, bytes));
+        if arch == "gemma3" && name.ends_with("norm.weight") {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        let loc = crate::weights::gguf_location(&name, cfg.arch);
+        if let Some(e) = loc.expert {
+            match stacks.iter_mut().find(|s| s.0 == loc.name) {
+                Some(s) => s.2.push((e, v)),
+                None => stacks.push((loc.name, shape, vec![(e, v)])),
+            }
+            continue;
+        }
+        tensors.push((loc.name, shape, DType::F32, bytes(&v)));
     }
-    if let Some(RopeScaling::Llama3 { .. }) = cfg.rope_scaling {
-        let plain = ModelConfig {
-            rope_scaling: None,
-            ..cfg.clone()
-        };
-        let base = inverse_frequencies(&plain, None);
-        let scaled = inverse_frequencies(&cfg, None);
-        let factors: Vec<f32> = base
-            .iter()
-            .zip(&scaled)
-            .map(|(b, s)| (b / s) as f32)
-            .collect();
-        let bytes = factors.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((
-            "rope_freqs.weight".into(),
-            vec![factors.len()],
-            DType::F32,
-            bytes,
-        ));
+    for (name, shape, mut parts) in stacks {
+        parts.sort_by_key(|p| p.0);
+        let all: Vec<f32> = parts.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let stacked = vec![parts.len(), shape[0], shape[1]];
+        tensors.push((name, stacked, DType::F32, bytes(&all)));
+    }
+    match &cfg.rope_scaling {
+        Some(RopeScaling::Llama3 { .. }) => {
+            let plain = ModelConfig {
+                rope_scaling: None,
+                ..cfg.clone()
+            };
+            let base = inverse_frequencies(&plain, None);
+            let scaled = inverse_frequencies(&cfg, None);
+            let factors: Vec<f32> = base
+                .iter()
+                .zip(&scaled)
+                .map(|(b, s)| (b / s) as f32)
+                .collect();
+            tensors.push((
+                "rope_freqs.weight".into(),
+                vec![factors.len()],
+                DType::F32,
+                bytes(&factors),
+            ));
+        }
+        Some(RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            ..
+        }) => {
+            for (name, f) in [
+                ("rope_factors_short.weight", short_factor),
+                ("rope_factors_long.weight", long_factor),
+            ] {
+                let f: Vec<f32> = f.iter().map(|&x| x as f32).collect();
+                tensors.push((name.into(), vec![f.len()], DType::F32, bytes(&f)));
+            }
+        }
+        _ => {}
     }
     let k = |s: &str| format!("{arch}.{s}");
     let u = |v: usize| GgufValue::U32(v as u32);
@@ -334,6 +443,7 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
             GgufValue::String(arch.into()),
         ),
         (k("block_count"), u(cfg.layers)),
+        (k("context_length"), u(cfg.max_position)),
         (k("embedding_length"), u(cfg.hidden)),
         (k("feed_forward_length"), u(cfg.intermediate)),
         (k("attention.head_count"), u(cfg.heads)),
@@ -346,8 +456,36 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
             GgufValue::F32(cfg.rms_eps),
         ),
     ];
-    if let Some(w) = cfg.layer_window[0] {
-        meta.push((k("attention.sliding_window"), u(w)));
+    if let Some(w) = cfg.layer_window.iter().flatten().next() {
+        meta.push((k("attention.sliding_window"), u(*w)));
+    }
+    match &cfg.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => {
+            meta.push((k("rope.scaling.type"), GgufValue::String("linear".into())));
+            meta.push((k("rope.scaling.factor"), GgufValue::F32(*factor as f32)));
+        }
+        Some(RopeScaling::LongRope {
+            original_max_position,
+            attention_factor,
+            ..
+        }) => {
+            meta.push((
+                k("rope.scaling.original_context_length"),
+                u(*original_max_position),
+            ));
+            meta.push((
+                k("rope.scaling.attn_factor"),
+                GgufValue::F32(*attention_factor as f32),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(m) = &cfg.moe {
+        meta.push((k("expert_count"), u(m.experts)));
+        meta.push((k("expert_used_count"), u(m.top_k)));
+        if arch == "qwen3moe" {
+            meta.push((k("expert_feed_forward_length"), u(m.intermediate)));
+        }
     }
     GgufParts {
         metadata: meta,

@@ -1,9 +1,14 @@
 //! Named weight access with the checkpoint's naming and layout quirks undone, so the model
 //! code sees Hugging Face names and layouts whatever the file format.
+//!
+//! GGUF quirks undone here: llama.cpp's names (per architecture), its q/k row permutation on
+//! Llama-architecture files, Gemma's norms stored as `1 + w` (llama.cpp's converter adds the
+//! one; Hugging Face stores `w`), and experts stacked into one `[experts, rows, cols]` tensor
+//! per part (`blk.N.ffn_gate_exps.weight`), of which one expert is read at a time.
 
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig};
 use crate::{Error, Result, TensorProblem};
-use crunch_formats::{SharedBuffer, TensorInfo, TensorSource};
+use crunch_formats::{SharedBuffer, SharedBytes, TensorInfo, TensorSource};
 use crunch_runtime::kernels::{self, Bytes};
 use crunch_runtime::PackedMatrix;
 use std::sync::Arc;
@@ -19,14 +24,34 @@ pub enum Naming {
     },
 }
 
+/// Where a Hugging Face tensor lives in a GGUF file: a tensor, or one expert of a stacked one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GgufLocation {
+    pub name: String,
+    /// Index into the leading axis of a stacked `[experts, rows, cols]` tensor.
+    pub expert: Option<usize>,
+}
+
 pub struct Weights {
     source: Box<dyn TensorSource>,
     naming: Naming,
+    /// The architecture, for llama.cpp's per-architecture names and layouts.
+    arch: Arch,
 }
 
 impl Weights {
     pub fn new(source: Box<dyn TensorSource>, naming: Naming) -> Self {
-        Self { source, naming }
+        Self {
+            source,
+            naming,
+            arch: Arch::Llama,
+        }
+    }
+
+    /// Sets the architecture whose llama.cpp names and layouts a GGUF source uses.
+    pub fn with_arch(mut self, arch: Arch) -> Self {
+        self.arch = arch;
+        self
     }
 
     pub fn source(&self) -> &dyn TensorSource {
@@ -37,20 +62,53 @@ impl Weights {
         self.naming
     }
 
-    /// The stored name of a Hugging Face tensor name.
-    pub fn stored_name(&self, hf: &str) -> String {
+    fn locate(&self, hf: &str) -> GgufLocation {
         match self.naming {
-            Naming::HuggingFace => hf.to_string(),
-            Naming::Gguf { .. } => gguf_name(hf),
+            Naming::HuggingFace => GgufLocation {
+                name: hf.to_string(),
+                expert: None,
+            },
+            Naming::Gguf { .. } => gguf_location(hf, self.arch),
+        }
+    }
+
+    /// The stored name of a Hugging Face tensor name (for a stacked expert, the stacked
+    /// tensor's name and the expert: `blk.0.ffn_up_exps.weight[3]`).
+    pub fn stored_name(&self, hf: &str) -> String {
+        let loc = self.locate(hf);
+        match loc.expert {
+            Some(e) => format!("{}[{e}]", loc.name),
+            None => loc.name,
         }
     }
 
     pub fn contains(&self, hf: &str) -> bool {
-        self.source.info(&self.stored_name(hf)).is_some()
+        self.info(hf).is_some()
     }
 
+    /// The tensor's description as the model sees it (an expert's slice of a stacked tensor:
+    /// the slice's shape; `None` when the stack has no such expert).
     pub fn info(&self, hf: &str) -> Option<TensorInfo> {
-        self.source.info(&self.stored_name(hf))
+        let loc = self.locate(hf);
+        let info = self.source.info(&loc.name)?;
+        match loc.expert {
+            None => Some(info),
+            Some(e) => match info.shape[..] {
+                [experts, rows, cols] if e < experts => Some(TensorInfo {
+                    shape: vec![rows, cols],
+                    ..info
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    /// The stored description of the stacked tensor holding expert tensor `hf`, if `hf` is
+    /// one (the structural check counts its experts).
+    pub fn stacked_info(&self, hf: &str) -> Option<TensorInfo> {
+        let loc = self.locate(hf);
+        loc.expert?;
+        self.source.info(&loc.name)
     }
 
     /// The stored bytes of `hf` if it is kept as F16/BF16 under its Hugging Face name (see
@@ -71,7 +129,7 @@ impl Weights {
     fn checked_info(&self, hf: &str, shape: &[usize]) -> Result<(String, TensorInfo)> {
         let stored = self.stored_name(hf);
         let bad = |problem| Error::tensor(self.source.path(), problem);
-        let info = self.source.info(&stored).ok_or_else(|| {
+        let info = self.info(hf).ok_or_else(|| {
             bad(TensorProblem::Missing {
                 tensor: stored.clone(),
                 implied_by: None,
@@ -98,16 +156,31 @@ impl Weights {
         shape: &[usize],
         cfg: &ModelConfig,
     ) -> Result<Option<PackedMatrix>> {
-        let (stored, info) = self.checked_info(hf, shape)?;
+        let (stored, _) = self.checked_info(hf, shape)?;
         let &[rows, cols] = shape else {
             return Ok(None);
         };
-        if !kernels::supported(info.dtype) {
+        // An expert is a slice of a stacked tensor (GGUF): read as f32 for now.
+        if self.locate(hf).expert.is_some() {
             return Ok(None);
         }
-        let Some(raw) = self.source.raw_shared(&stored) else {
-            return Ok(None);
+        // The stored encoding: the source's own bytes (a GGUF's mapped blocks, crunch's codes
+        // rewritten as blocks), else a 16-bit float tensor copied as it is (half the memory of
+        // f32), else nothing (the caller reads f32).
+        let raw = match self.source.raw_shared(&stored) {
+            Some(raw) => raw,
+            None => match self.raw_half(hf) {
+                Some((dtype, b)) => SharedBytes {
+                    dtype,
+                    buffer: Arc::new(b.to_vec()),
+                    range: 0..b.len(),
+                },
+                None => return Ok(None),
+            },
         };
+        if !kernels::supported(raw.dtype) {
+            return Ok(None);
+        }
         let heads = match self.naming {
             Naming::Gguf { unpermute_qk: true } if hf.ends_with("self_attn.q_proj.weight") => {
                 Some(cfg.heads)
@@ -136,7 +209,7 @@ impl Weights {
                     .ok_or_else(|| unusable("its stored range lies outside the file".into()))?
             }
         };
-        let m = PackedMatrix::new(info.dtype, rows, cols, bytes).map_err(unusable)?;
+        let m = PackedMatrix::new(raw.dtype, rows, cols, bytes).map_err(unusable)?;
         // The same refusal of non-finite weights as `read` (a NaN scale in one block would
         // make every output NaN).
         if let Some((i, value)) = m.first_non_finite() {
@@ -151,9 +224,16 @@ impl Weights {
 
     /// Reads `hf` as f32, checking that its shape is `shape`.
     pub fn read(&self, hf: &str, shape: &[usize], cfg: &ModelConfig) -> Result<Vec<f32>> {
-        let (stored, _) = self.checked_info(hf, shape)?;
+        let (stored, info) = self.checked_info(hf, shape)?;
         let bad = |problem| Error::tensor(self.source.path(), problem);
-        let mut data = self.source.read_f32(&stored)?;
+        let loc = self.locate(hf);
+        let mut data = match loc.expert {
+            None => self.source.read_f32(&loc.name)?,
+            Some(e) => {
+                let n = info.numel();
+                self.source.read_f32_range(&loc.name, e * n, n)?
+            }
+        };
         // A NaN or infinity in a weight or norm makes every output NaN (or silently wrong,
         // after quantization rounds around it): refuse it here, where every read passes.
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -167,36 +247,50 @@ impl Weights {
                 at,
             }));
         }
-        if let Naming::Gguf { unpermute_qk: true } = self.naming {
-            if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
-                data = unpermute_rows(&data, cfg.heads, cfg.head_dim, cfg.heads * cfg.head_dim);
-            } else if hf.ends_with("self_attn.k_proj.weight")
-                || hf.ends_with("self_attn.k_proj.bias")
-            {
-                data = unpermute_rows(
-                    &data,
-                    cfg.kv_heads,
-                    cfg.head_dim,
-                    cfg.kv_heads * cfg.head_dim,
-                );
+        if let Naming::Gguf { unpermute_qk } = self.naming {
+            if unpermute_qk {
+                if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias")
+                {
+                    data = unpermute_rows(&data, cfg.heads, cfg.head_dim, cfg.heads * cfg.head_dim);
+                } else if hf.ends_with("self_attn.k_proj.weight")
+                    || hf.ends_with("self_attn.k_proj.bias")
+                {
+                    data = unpermute_rows(
+                        &data,
+                        cfg.kv_heads,
+                        cfg.head_dim,
+                        cfg.kv_heads * cfg.head_dim,
+                    );
+                }
+            }
+            if self.arch == Arch::Gemma3 && hf.ends_with("norm.weight") {
+                // llama.cpp stores Gemma's norms as 1 + w; the model sees Hugging Face's w.
+                data.iter_mut().for_each(|v| *v -= 1.0);
             }
         }
         Ok(data)
     }
 }
 
-/// Maps a Hugging Face tensor name to llama.cpp's. The GGUF fixtures in [`crate::testing`]
-/// are named with it too, so what checks the table is the tests below and loading a real
-/// llama.cpp file (SmolLM2's GGUF, every tensor name, in crunch-eval's `smollm2` test).
+/// Maps a Hugging Face tensor name to llama.cpp's for the dense Llama-style architectures
+/// (names it does not know pass through). See [`gguf_location`] for every architecture.
 pub fn gguf_name(hf: &str) -> String {
+    gguf_location(hf, Arch::Llama).name
+}
+
+/// Where llama.cpp stores Hugging Face tensor `hf` of a model of architecture `arch`. The GGUF
+/// fixtures in [`crate::testing`] are named with it too, so what checks the table is the tests
+/// below, `scripts/check_tiny_gguf.py` (the fixtures against transformers' GGUF reader) and
+/// loading real llama.cpp files (SmolLM2's GGUF in crunch-eval's `smollm2` test, Gemma 3
+/// 270M's in bench `real_logits`).
+pub fn gguf_location(hf: &str, arch: Arch) -> GgufLocation {
     const GLOBAL: &[(&str, &str)] = &[
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
         ("lm_head.weight", "output.weight"),
     ];
-    const LAYER: &[(&str, &str)] = &[
+    const COMMON: &[(&str, &str)] = &[
         ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
         ("self_attn.q_proj", "attn_q"),
         ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"),
@@ -207,19 +301,68 @@ pub fn gguf_name(hf: &str) -> String {
         ("mlp.up_proj", "ffn_up"),
         ("mlp.down_proj", "ffn_down"),
     ];
+    // Gemma's post_attention_layernorm follows attention (llama.cpp: post_attention_norm);
+    // elsewhere it is the MLP's input norm (ffn_norm).
+    const GEMMA3: &[(&str, &str)] = &[
+        ("post_attention_layernorm", "post_attention_norm"),
+        ("pre_feedforward_layernorm", "ffn_norm"),
+        ("post_feedforward_layernorm", "post_ffw_norm"),
+    ];
+    const OTHERS: &[(&str, &str)] = &[("post_attention_layernorm", "ffn_norm")];
+    // Phi-3's fused gate_up is llama.cpp's ffn_up (gate rows first, as in Hugging Face).
+    const PHI3: &[(&str, &str)] = &[
+        ("self_attn.qkv_proj", "attn_qkv"),
+        ("mlp.gate_up_proj", "ffn_up"),
+    ];
+    const ROUTERS: &[(&str, &str)] = &[
+        ("block_sparse_moe.gate", "ffn_gate_inp"),
+        ("mlp.gate", "ffn_gate_inp"),
+    ];
+    let plain = |name: String| GgufLocation { name, expert: None };
     if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == hf) {
-        return g.to_string();
+        return plain(g.to_string());
     }
-    if let Some(rest) = hf.strip_prefix("model.layers.") {
-        if let Some((layer, tail)) = rest.split_once('.') {
-            for (h, g) in LAYER {
-                if let Some(suffix) = tail.strip_prefix(h) {
-                    return format!("blk.{layer}.{g}{suffix}");
-                }
+    let Some((layer, tail)) = hf
+        .strip_prefix("model.layers.")
+        .and_then(|r| r.split_once('.'))
+    else {
+        return plain(hf.to_string());
+    };
+    // Experts: `{module}.experts.E.{part}.weight` → one slice of `ffn_{part}_exps.weight`.
+    if let Some((_, rest)) = tail.split_once("experts.") {
+        let mut it = rest.splitn(3, '.');
+        if let (Some(e), Some(part), Some(suffix)) = (it.next(), it.next(), it.next()) {
+            let stacked = match part {
+                "gate_proj" | "w1" => Some("ffn_gate_exps"),
+                "up_proj" | "w3" => Some("ffn_up_exps"),
+                "down_proj" | "w2" => Some("ffn_down_exps"),
+                _ => None,
+            };
+            if let (Ok(e), Some(stacked)) = (e.parse::<usize>(), stacked) {
+                return GgufLocation {
+                    name: format!("blk.{layer}.{stacked}.{suffix}"),
+                    expert: Some(e),
+                };
             }
         }
     }
-    hf.to_string()
+    let arch_table: &[(&str, &str)] = match arch {
+        Arch::Gemma3 => GEMMA3,
+        Arch::Phi3 => PHI3,
+        _ => &[],
+    };
+    let norms = if arch == Arch::Gemma3 {
+        &[][..]
+    } else {
+        OTHERS
+    };
+    for (h, g) in arch_table.iter().chain(norms).chain(ROUTERS).chain(COMMON) {
+        // Whole name segments only: `mlp.gate` must not match `mlp.gate_proj`.
+        if let Some(suffix) = tail.strip_prefix(h).filter(|s| s.starts_with('.')) {
+            return plain(format!("blk.{layer}.{g}{suffix}"));
+        }
+    }
+    plain(hf.to_string())
 }
 
 /// A mapped file's bytes as the kernels' byte owner.
@@ -278,6 +421,61 @@ mod tests {
         );
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+        let at = |hf: &str, arch| {
+            let l = gguf_location(hf, arch);
+            (l.name, l.expert)
+        };
+        assert_eq!(
+            at(
+                "model.layers.1.post_attention_layernorm.weight",
+                Arch::Gemma3
+            ),
+            ("blk.1.post_attention_norm.weight".into(), None)
+        );
+        assert_eq!(
+            at(
+                "model.layers.1.pre_feedforward_layernorm.weight",
+                Arch::Gemma3
+            ),
+            ("blk.1.ffn_norm.weight".into(), None)
+        );
+        assert_eq!(
+            at(
+                "model.layers.1.post_attention_layernorm.weight",
+                Arch::Qwen3
+            ),
+            ("blk.1.ffn_norm.weight".into(), None)
+        );
+        assert_eq!(
+            at("model.layers.0.mlp.gate_up_proj.weight", Arch::Phi3),
+            ("blk.0.ffn_up.weight".into(), None)
+        );
+        assert_eq!(
+            at("model.layers.2.mlp.gate.weight", Arch::Qwen3Moe),
+            ("blk.2.ffn_gate_inp.weight".into(), None)
+        );
+        assert_eq!(
+            at("model.layers.2.mlp.gate_proj.weight", Arch::Qwen3Moe),
+            ("blk.2.ffn_gate.weight".into(), None)
+        );
+        assert_eq!(
+            at(
+                "model.layers.2.mlp.experts.5.down_proj.weight",
+                Arch::Qwen3Moe
+            ),
+            ("blk.2.ffn_down_exps.weight".into(), Some(5))
+        );
+        assert_eq!(
+            at(
+                "model.layers.0.block_sparse_moe.experts.1.w3.weight",
+                Arch::Mixtral
+            ),
+            ("blk.0.ffn_up_exps.weight".into(), Some(1))
+        );
+        assert_eq!(
+            at("model.layers.0.block_sparse_moe.gate.weight", Arch::Mixtral),
+            ("blk.0.ffn_gate_inp.weight".into(), None)
+        );
     }
 
     #[test]

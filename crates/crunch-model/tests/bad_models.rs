@@ -247,3 +247,144 @@ fn a_nan_in_a_quantized_gguf_block_is_refused_on_read() {
         &["nan.gguf", "blk.0.attn_norm.weight", "NaN", "index 2"],
     );
 }
+
+fn spec(name: &str) -> TinySpec {
+    tiny_specs().into_iter().find(|s| s.name == name).unwrap()
+}
+
+fn gguf_err_of(name: &str, edit: impl FnOnce(&mut crunch_model::testing::GgufParts)) -> String {
+    let mut parts = tiny_gguf(&spec(name), crunch_model::testing::gguf_arch(name));
+    edit(&mut parts);
+    let d = tempfile::tempdir().unwrap();
+    let p: PathBuf = d.path().join("bad.gguf");
+    std::fs::write(&p, parts.to_bytes()).unwrap();
+    let e = open_err(&p);
+    has(&e, &["bad.gguf"]);
+    e
+}
+
+/// The new architectures' files get the same structural checks: stacked experts must hold
+/// exactly the configured experts, expert counts and widths are capped, fused and LongRoPE
+/// tensors are checked for shape, and NaNs inside an expert are found on read.
+#[test]
+fn moe_fused_and_longrope_files_that_lie_are_refused() {
+    // More experts stacked than the metadata says: the extra ones would be ignored.
+    has(
+        &gguf_err_of("qwen3_moe", |p| {
+            p.set("qwen3moe.expert_count", GgufValue::U32(4));
+            // Routers cut to four experts too, so only the stacks disagree.
+            for t in p
+                .tensors
+                .iter_mut()
+                .filter(|t| t.0.contains("ffn_gate_inp"))
+            {
+                t.1[0] = 4;
+                t.3.truncate(4 * 64 * 4);
+            }
+        }),
+        &[
+            "blk.0.ffn_gate_exps.weight",
+            "stacks Some(8) experts",
+            "says 4",
+        ],
+    );
+    // Fewer: the missing expert is named as a missing slice.
+    has(
+        &gguf_err_of("mixtral", |p| {
+            p.set("llama.expert_count", GgufValue::U32(5));
+            for t in p
+                .tensors
+                .iter_mut()
+                .filter(|t| t.0.contains("ffn_gate_inp"))
+            {
+                t.1[0] = 5;
+                t.3.extend(std::iter::repeat_n(0u8, 64 * 4));
+            }
+        }),
+        &["ffn_gate_exps.weight[4]"],
+    );
+    has(
+        &gguf_err_of("qwen3_moe", |p| {
+            p.set("qwen3moe.expert_count", GgufValue::U32(u32::MAX))
+        }),
+        &["qwen3moe.expert_count", "4294967295"],
+    );
+    has(
+        &gguf_err_of("qwen3_moe", |p| {
+            p.set("qwen3moe.expert_used_count", GgufValue::U32(9))
+        }),
+        &["qwen3moe.expert_used_count", "more than the 8 experts"],
+    );
+    has(
+        &gguf_err_of("qwen3_moe", |p| {
+            p.set("qwen3moe.expert_feed_forward_length", GgufValue::U32(0))
+        }),
+        &["qwen3moe.expert_feed_forward_length"],
+    );
+    has(
+        &gguf_err_of("phi3", |p| {
+            let t = p
+                .tensors
+                .iter_mut()
+                .find(|t| t.0 == "rope_factors_long.weight")
+                .unwrap();
+            t.1 = vec![4];
+            t.3.truncate(16);
+        }),
+        &["rope_factors_long.weight", "[8]"],
+    );
+    has(
+        &gguf_err_of("phi3", |p| {
+            let t = p
+                .tensors
+                .iter_mut()
+                .find(|t| t.0 == "blk.0.attn_qkv.weight")
+                .unwrap();
+            t.1[0] -= 1;
+            t.3.truncate(t.3.len() - 64 * 4);
+        }),
+        &["blk.0.attn_qkv.weight", "[127, 64]", "[128, 64]"],
+    );
+    // A NaN inside one expert of a stacked tensor: found when that expert is read.
+    let mut parts = tiny_gguf(&spec("qwen3_moe"), "qwen3moe");
+    let t = parts
+        .tensors
+        .iter_mut()
+        .find(|t| t.0 == "blk.2.ffn_down_exps.weight")
+        .unwrap();
+    let per_expert = 64 * 48 * 4;
+    t.3[5 * per_expert + 8..5 * per_expert + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("nan.gguf");
+    std::fs::write(&p, parts.to_bytes()).unwrap();
+    let e = Checkpoint::open(&p)
+        .unwrap()
+        .load(crunch_runtime::Cpu, |_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    has(
+        &e,
+        &[
+            "nan.gguf",
+            "blk.2.ffn_down_exps.weight[5]",
+            "NaN",
+            "row 0, column 2",
+        ],
+    );
+    // Gemma 3's layer types must cover every layer; MoE widths are capped in config.json.
+    let mut j = spec("gemma3").config;
+    j["layer_types"] = serde_json::json!(vec!["full_attention"; 5]);
+    let d = write_hf(&j, &[]);
+    has(
+        &open_err(d.path()),
+        &["config.json", "`layer_types` has 5 entries for 6 layers"],
+    );
+    let mut j = spec("qwen3_moe").config;
+    j["moe_intermediate_size"] = serde_json::json!(u64::MAX);
+    let d = write_hf(&j, &[]);
+    has(
+        &open_err(d.path()),
+        &["config.json", "moe_intermediate_size"],
+    );
+}

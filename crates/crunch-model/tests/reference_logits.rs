@@ -4,7 +4,7 @@
 //!
 //! Tolerance: max |crunch - transformers| / max |transformers| < 1e-4 over all logits.
 
-use crunch_model::testing::{relative_error, tiny_gguf, tiny_specs, write_tiny_model};
+use crunch_model::testing::{gguf_arch, relative_error, tiny_gguf, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
 use crunch_runtime::{Backend, Cpu};
 use serde_json::Value;
@@ -55,18 +55,14 @@ fn safetensors_models_match_transformers() {
 
 #[test]
 fn gguf_models_match_transformers() {
-    // Llama and Mistral (llama.cpp writes both as `llama`) exercise the q/k un-permutation,
-    // rope_freqs and the sliding window; Qwen2 and Qwen3 biases and q/k norms.
-    for (name, gguf_arch) in [
-        ("llama", "llama"),
-        ("mistral", "llama"),
-        ("qwen2", "qwen2"),
-        ("qwen3", "qwen3"),
-    ] {
-        let spec = tiny_specs().into_iter().find(|s| s.name == name).unwrap();
+    // Llama, Mistral and Mixtral (llama.cpp writes all three as `llama`) exercise the q/k
+    // un-permutation, rope_freqs and the sliding window; Qwen2 and Qwen3 biases and q/k norms;
+    // Gemma 3 its norm names and 1 + w norms, Phi-3 its fused tensors and LongRoPE factors,
+    // Mixtral and Qwen3-MoE stacked experts (`ffn_*_exps`).
+    for spec in tiny_specs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny.gguf");
-        std::fs::write(&path, tiny_gguf(&spec, gguf_arch).to_bytes()).unwrap();
-        check(name, &path, &reference(name));
+        std::fs::write(&path, tiny_gguf(&spec, gguf_arch(spec.name)).to_bytes()).unwrap();
+        check(spec.name, &path, &reference(spec.name));
     }
 }

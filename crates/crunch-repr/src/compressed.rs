@@ -54,6 +54,20 @@ pub struct CompressedLayer {
     pub method: String,
     pub main: Compressed,
     pub correction: Option<Factored>,
+    /// An expert of a sparse MLP: where its calibration statistics came from.
+    pub expert: Option<ExpertCalibration>,
+}
+
+/// How an expert's calibration statistics were gathered, recorded in the output's recipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpertCalibration {
+    /// Calibration tokens the router sent to the expert.
+    pub routed_tokens: usize,
+    /// The statistics come from every calibration token run through the expert (the router
+    /// sent it fewer than the plan's threshold), not from the routed ones.
+    pub all_tokens: bool,
+    /// Tokens behind the statistics.
+    pub tokens: usize,
 }
 
 impl Compressed {
@@ -117,6 +131,7 @@ impl CompressedLayer {
             method: method.into(),
             main,
             correction: None,
+            expert: None,
         }
     }
 

@@ -18,6 +18,7 @@ mod compressed;
 mod error;
 mod factored;
 pub mod format;
+mod gguf_blocks;
 mod mask;
 mod nm_pack;
 mod pack;
@@ -26,7 +27,9 @@ mod quantized;
 mod sparsity;
 mod spec;
 
-pub use compressed::{factor_bits_per_weight, Compressed, CompressedLayer, Planned, Produces};
+pub use compressed::{
+    factor_bits_per_weight, Compressed, CompressedLayer, ExpertCalibration, Planned, Produces,
+};
 pub use error::{ReprError, Result};
 pub use factored::{check_rank, max_useful_rank, Factored};
 pub use mask::Bitmask;

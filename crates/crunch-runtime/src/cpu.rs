@@ -152,6 +152,37 @@ impl Backend for Cpu {
     fn silu_mul(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         Ok((candle_nn::ops::silu(gate)? * up)?)
     }
+
+    fn gelu_mul(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        // candle's `gelu` is PyTorch's tanh approximation (`gelu_erf` is the exact one).
+        Ok((gate.gelu()? * up)?)
+    }
+
+    fn scale_rows(&self, x: &Tensor, factors: &[f32]) -> Result<Tensor> {
+        let rows = x.dims().first().copied().unwrap_or(0);
+        if rows != factors.len() {
+            return Err(crate::Error(format!(
+                "scale_rows: {} factors for a tensor of shape {:?}",
+                factors.len(),
+                x.dims()
+            )));
+        }
+        let mut shape = vec![1; x.rank()];
+        shape[0] = rows;
+        let f = Tensor::from_slice(factors, shape, &Device::Cpu)?;
+        Ok(x.broadcast_mul(&f)?)
+    }
+
+    fn columns(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        let (_, cols) = x.dims2()?;
+        if start + len > cols || len == 0 {
+            return Err(crate::Error(format!(
+                "columns: {start}..{} of {cols} columns",
+                start + len
+            )));
+        }
+        Ok(x.narrow(1, start, len)?.contiguous()?)
+    }
 }
 
 /// Additive mask `[len, keys]` for queries at absolute positions `start..start+len` against
@@ -296,6 +327,121 @@ mod tests {
         };
         let err = cpu.attention(&q, &k, &k, mask, 1.0).unwrap_err();
         assert!(err.to_string().contains("attention"), "{err}");
+    }
+
+    /// The CPU's own `gelu_mul`, `scale_rows` and `columns` against the trait's defaults
+    /// (host arithmetic and a row gather), which every other backend starts from.
+    #[test]
+    fn new_ops_match_their_defaults() {
+        struct Plain;
+        impl Backend for Plain {
+            type Tensor = Tensor;
+            type KvStore = crate::ConcatKv<Tensor>;
+            fn kv_alloc(&self, c: usize, _: usize, _: usize) -> Result<Self::KvStore> {
+                Ok(crate::ConcatKv::new(c))
+            }
+            fn kv_append(&self, kv: &mut Self::KvStore, k: &Tensor, v: &Tensor) -> Result<()> {
+                kv.append(self, k, v)
+            }
+            fn kv_len(&self, kv: &Self::KvStore) -> usize {
+                kv.len()
+            }
+            fn kv_attention(
+                &self,
+                q: &Tensor,
+                kv: &Self::KvStore,
+                m: AttentionMask,
+                s: f32,
+            ) -> Result<Tensor> {
+                kv.attention(self, q, m, s)
+            }
+            fn upload(&self, d: Vec<f32>, s: &[usize]) -> Result<Tensor> {
+                Cpu.upload(d, s)
+            }
+            fn to_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
+                Cpu.to_f32(t)
+            }
+            fn shape(&self, t: &Tensor) -> Vec<usize> {
+                Cpu.shape(t)
+            }
+            fn reshape(&self, t: &Tensor, s: &[usize]) -> Result<Tensor> {
+                Cpu.reshape(t, s)
+            }
+            fn rows(&self, t: &Tensor, a: usize, n: usize) -> Result<Tensor> {
+                Cpu.rows(t, a, n)
+            }
+            fn concat_rows(&self, p: &[&Tensor]) -> Result<Tensor> {
+                Cpu.concat_rows(p)
+            }
+            fn embedding(&self, t: &Tensor, ids: &[u32]) -> Result<Tensor> {
+                Cpu.embedding(t, ids)
+            }
+            fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+                Cpu.linear(x, w, b)
+            }
+            fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+                Cpu.add(a, b)
+            }
+            fn rms_norm(&self, x: &Tensor, w: &Tensor, e: f32) -> Result<Tensor> {
+                Cpu.rms_norm(x, w, e)
+            }
+            fn rope(&self, x: &Tensor, c: &Tensor, s: &Tensor) -> Result<Tensor> {
+                Cpu.rope(x, c, s)
+            }
+            fn attention(
+                &self,
+                q: &Tensor,
+                k: &Tensor,
+                v: &Tensor,
+                m: AttentionMask,
+                s: f32,
+            ) -> Result<Tensor> {
+                Cpu.attention(q, k, v, m, s)
+            }
+            fn silu_mul(&self, g: &Tensor, u: &Tensor) -> Result<Tensor> {
+                Cpu.silu_mul(g, u)
+            }
+        }
+        let x = pseudo_random(6 * 12, 4)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect::<Vec<_>>();
+        let y = pseudo_random(6 * 12, 5);
+        let (tx, ty) = (
+            Cpu.upload(x.clone(), &[6, 12]).unwrap(),
+            Cpu.upload(y, &[6, 12]).unwrap(),
+        );
+        let close = |a: Vec<f32>, b: Vec<f32>| {
+            assert_eq!(a.len(), b.len());
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        };
+        let run = |t: Tensor| Cpu.to_f32(&t).unwrap();
+        close(
+            run(Cpu.gelu_mul(&tx, &ty).unwrap()),
+            run(Plain.gelu_mul(&tx, &ty).unwrap()),
+        );
+        let f: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+        close(
+            run(Cpu.scale_rows(&tx, &f).unwrap()),
+            run(Plain.scale_rows(&tx, &f).unwrap()),
+        );
+        for (start, len) in [(0, 12), (0, 4), (4, 4), (8, 4), (3, 6), (11, 1)] {
+            let got = run(Plain.columns(&tx, start, len).unwrap());
+            let want: Vec<f32> = x
+                .chunks(12)
+                .flat_map(|r| r[start..start + len].to_vec())
+                .collect();
+            assert_eq!(got, want, "{start}..+{len}");
+            assert_eq!(run(Cpu.columns(&tx, start, len).unwrap()), want);
+        }
+        assert!(Plain.columns(&tx, 10, 4).is_err());
+        assert!(Cpu.scale_rows(&tx, &[1.0]).is_err());
+        // The tanh approximation, at a few points against values PyTorch prints.
+        for (v, want) in [(1.0f32, 0.841_192), (-2.0, -0.045_402_3), (0.5, 0.345_714)] {
+            assert!((crate::gelu_tanh(v) - want).abs() < 1e-5, "{v}");
+        }
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! implements these operations rather than a second copy of the model: [`Cpu`] (candle, f32,
 //! what evaluation and calibration use), [`Host`] (the generation runtime: weights kept packed
 //! and multiplied by `crunch-kernels`, lean per-operation costs, a pre-allocated key/value
-//! cache) and `Cuda`. The set is deliberately small: everything the Llama family (Llama,
-//! Mistral, Qwen2, Qwen3) needs, and nothing a compressor needs to see.
+//! cache) and `Cuda`. The set is deliberately small: everything the supported decoders (the
+//! Llama family, Gemma 3, Phi-3, Mixtral, Qwen3-MoE) need, and nothing a compressor needs to
+//! see. Operations added for the later architectures ([`Backend::gelu_mul`],
+//! [`Backend::scale_rows`], [`Backend::columns`]) have default implementations through the
+//! host or the older operations, so a new backend runs every model before it overrides them.
 
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -20,6 +23,20 @@ pub use crunch_kernels::{self as kernels, PackedMatrix};
 pub use cuda::{Cuda, CudaTensor, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::ConcatKv;
+
+/// PyTorch's tanh approximation of GELU, in f32 as it computes it.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
 
 /// Errors from a backend; the message says which operation failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +133,65 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Self::Tensor>;
     /// `silu(gate) * up`, the SwiGLU activation.
     fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `gelu_tanh(gate) * up`, the GeGLU activation of Gemma (PyTorch's `gelu(approximate=
+    /// "tanh")`: `0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³)))`). Default: on the host.
+    fn gelu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor> {
+        let shape = self.shape(gate);
+        if shape != self.shape(up) {
+            return Err(Error(format!(
+                "gelu_mul: {shape:?} and {:?}",
+                self.shape(up)
+            )));
+        }
+        let (g, u) = (self.to_f32(gate)?, self.to_f32(up)?);
+        let out = g.iter().zip(&u).map(|(&g, &u)| gelu_tanh(g) * u).collect();
+        self.upload(out, &shape)
+    }
+
+    /// Row `r` of `x [rows, ...]` multiplied by `factors[r]` (Gemma's embedding scale, MoE
+    /// routing weights). Default: on the host.
+    fn scale_rows(&self, x: &Self::Tensor, factors: &[f32]) -> Result<Self::Tensor> {
+        let shape = self.shape(x);
+        if shape.first() != Some(&factors.len()) {
+            return Err(Error(format!(
+                "scale_rows: {} factors for a tensor of shape {shape:?}",
+                factors.len()
+            )));
+        }
+        let mut v = self.to_f32(x)?;
+        let row = v.len() / factors.len().max(1);
+        for (chunk, &f) in v.chunks_mut(row.max(1)).zip(factors) {
+            chunk.iter_mut().for_each(|x| *x *= f);
+        }
+        self.upload(v, &shape)
+    }
+
+    /// Columns `start..start+len` of a 2-D `x [rows, cols]`: `[rows, len]` (the parts of a
+    /// fused projection's output, Phi-3's qkv and gate_up). Default: a row gather
+    /// ([`Backend::embedding`]) over `x` viewed as rows of `gcd(cols, start, len)` values.
+    fn columns(&self, x: &Self::Tensor, start: usize, len: usize) -> Result<Self::Tensor> {
+        let shape = self.shape(x);
+        let &[rows, cols] = &shape[..] else {
+            return Err(Error(format!(
+                "columns: expected 2 dimensions, got {shape:?}"
+            )));
+        };
+        if start + len > cols || len == 0 {
+            return Err(Error(format!(
+                "columns: {start}..{} of {cols} columns",
+                start + len
+            )));
+        }
+        let g = gcd(gcd(cols, start), len);
+        let per_row = cols / g;
+        let flat = self.reshape(x, &[rows * per_row, g])?;
+        let ids: Vec<u32> = (0..rows)
+            .flat_map(|r| (0..len / g).map(move |j| (r * per_row + start / g + j) as u32))
+            .collect();
+        let picked = self.embedding(&flat, &ids)?;
+        self.reshape(&picked, &[rows, len])
+    }
 
     /// Uploads the weight matrix of a linear layer. A backend that multiplies in a narrower
     /// type (CUDA in bf16 mode) stores it in that type; the default is [`Backend::upload`].

@@ -11,14 +11,27 @@ use std::path::Path;
 /// llama.cpp's quantization format version (`GGML_QNT_VERSION`).
 pub const QUANTIZATION_VERSION: u32 = 2;
 
-/// The llama.cpp architecture name crunch writes for `arch` (Mistral is a Llama to
-/// llama.cpp).
+/// The llama.cpp architecture name of `arch` (Mistral and Mixtral are Llamas to llama.cpp).
 pub fn gguf_arch(arch: Arch) -> &'static str {
     match arch {
-        Arch::Llama | Arch::Mistral => "llama",
+        Arch::Llama | Arch::Mistral | Arch::Mixtral => "llama",
         Arch::Qwen2 => "qwen2",
         Arch::Qwen3 => "qwen3",
+        Arch::Qwen3Moe => "qwen3moe",
+        Arch::Gemma3 => "gemma3",
+        Arch::Phi3 => "phi3",
     }
+}
+
+/// Whether crunch builds a GGUF of `arch` from a Hugging Face directory: the dense Llama-style
+/// architectures. The others (stacked experts, fused projections, Gemma's 1 + w norms,
+/// LongRoPE tensors and their metadata) are written only from a GGUF source, whose names and
+/// metadata are carried over.
+pub fn builds_from_hf(arch: Arch) -> bool {
+    matches!(
+        arch,
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3
+    )
 }
 
 /// Keys a quantizer rewrites rather than copies.

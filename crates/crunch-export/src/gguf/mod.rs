@@ -23,7 +23,7 @@ use crunch_formats::{DType, TensorSource};
 use crunch_model::config::RopeScaling;
 use crunch_model::model::tensor_shapes;
 use crunch_model::rope::inverse_frequencies;
-use crunch_model::weights::gguf_name;
+use crunch_model::weights::{gguf_location, gguf_name};
 use crunch_model::{Arch, Checkpoint, ModelConfig};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -69,6 +69,12 @@ pub enum GgufProblem {
     NotImatrix,
     #[error("missing; llama.cpp needs the tokenizer inside the GGUF")]
     NoTokenizer,
+    #[error(
+        "a GGUF of a {arch} model is written only from a GGUF source so far (from a Hugging \
+         Face directory: llama, mistral, qwen2, qwen3); convert it with llama.cpp's \
+         convert_hf_to_gguf.py first, or pick another --format"
+    )]
+    ArchitectureFromHf { arch: &'static str },
 }
 
 fn gguf_err(path: &Path, problem: GgufProblem) -> Error {
@@ -191,6 +197,13 @@ fn unquantized_type(t: &PlannedTensor) -> DType {
 /// what produced the file).
 pub fn plan(ckpt: &Checkpoint, mix: &Mix, extra: &[(String, GgufValue)]) -> Result<GgufPlan> {
     let gguf = open_gguf_source(ckpt)?;
+    if gguf.is_none() && !meta::builds_from_hf(ckpt.config.arch) {
+        let arch = ckpt.config.arch.name();
+        return Err(gguf_err(
+            &ckpt.path,
+            GgufProblem::ArchitectureFromHf { arch },
+        ));
+    }
     let mut tensors = source_tensors(ckpt, gguf.as_ref());
     let cfg = &ckpt.config;
     if gguf.is_none() {
@@ -436,9 +449,16 @@ pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
 }
 
 /// Importance keyed by Hugging Face weight names (as `crunch_calib::collect_importance` gives
-/// it) re-keyed by llama.cpp names (`lm_head.weight` becomes `output.weight`).
-pub fn importance_by_gguf_name(hf: BTreeMap<String, Vec<f32>>) -> Importance {
-    hf.into_iter().map(|(k, v)| (gguf_name(&k), v)).collect()
+/// it) re-keyed by llama.cpp's names for `arch` (`lm_head.weight` becomes `output.weight`).
+/// Experts are left out: llama.cpp stacks them into one `ffn_*_exps` tensor, which crunch's
+/// encoders weight with one vector per tensor, not one per expert, so they are rounded
+/// without importance.
+pub fn importance_by_gguf_name(hf: BTreeMap<String, Vec<f32>>, arch: Arch) -> Importance {
+    hf.into_iter()
+        .map(|(k, v)| (gguf_location(&k, arch), v))
+        .filter(|(loc, _)| loc.expert.is_none())
+        .map(|(loc, v)| (loc.name, v))
+        .collect()
 }
 
 /// Reads llama.cpp's importance file (`llama-imatrix -o FILE`, GGUF): for each matrix

@@ -197,6 +197,32 @@ impl TensorSource for GgufFile {
         Ok(out)
     }
 
+    /// Only the blocks of the range are dequantized; it must start and end on block
+    /// boundaries (a stacked expert is whole rows, and rows are whole blocks).
+    fn read_f32_range(&self, name: &str, start: usize, len: usize) -> Result<Vec<f32>> {
+        let e = self.entry(name)?;
+        self.bytes.check_whole()?;
+        let dtype = e.info.dtype;
+        let bad = |msg: String| FormatError::invalid(&self.path, format!("tensor `{name}`: {msg}"));
+        let end = start
+            .checked_add(len)
+            .filter(|&end| end <= e.info.numel())
+            .ok_or_else(|| {
+                bad(format!(
+                    "elements {start}..+{len} are past its {} elements",
+                    e.info.numel()
+                ))
+            })?;
+        let (Some(from), Some(to)) = (dtype.bytes_for(start), dtype.bytes_for(end)) else {
+            return Err(bad(format!(
+                "elements {start}..{end} do not fall on {dtype:?} block boundaries"
+            )));
+        };
+        let mut out = vec![0f32; len];
+        dequantize(dtype, &self.bytes[e.start + from..e.start + to], &mut out).map_err(bad)?;
+        Ok(out)
+    }
+
     fn bytes_on_disk(&self) -> u64 {
         self.bytes.len() as u64
     }

@@ -42,5 +42,5 @@ mod recipe;
 mod write;
 
 pub use read::CrunchSource;
-pub use recipe::{Calibration, LayerRecipe, Recipe, FORMAT_VERSION, RECIPE_FILE};
+pub use recipe::{Calibration, ExpertRecipe, LayerRecipe, Recipe, FORMAT_VERSION, RECIPE_FILE};
 pub use write::{check_layer_recipe, layer_recipe, layer_recipes, layer_tensors};

@@ -14,9 +14,10 @@ use crate::{
     QuantizedWeight, Sparsity,
 };
 use crunch_formats::safetensors::SafetensorsModel;
-use crunch_formats::{DType, FormatError, Result, TensorInfo, TensorSource};
+use crunch_formats::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
 use half::f16;
 use std::path::Path;
+use std::sync::Arc;
 
 pub struct CrunchSource {
     inner: SafetensorsModel,
@@ -358,5 +359,24 @@ impl TensorSource for CrunchSource {
 
     fn bytes_on_disk(&self) -> u64 {
         self.inner.bytes_on_disk()
+    }
+
+    /// A quantized layer's codes as GGUF blocks (see `QuantizedWeight::to_gguf_blocks`), for
+    /// the CPU runtime's packed kernels; `None` for other layers (read as f32).
+    fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
+        let (prefix, layer) = self.compressed_layer(name)?;
+        if self.kind(prefix, layer).ok()? != (Kind::Quantized { masked: false }) {
+            return None;
+        }
+        let (dtype, blocks) = self
+            .quantized_weight(prefix, layer)
+            .ok()?
+            .to_gguf_blocks()?;
+        let range = 0..blocks.len();
+        Some(SharedBytes {
+            dtype,
+            buffer: Arc::new(blocks),
+            range,
+        })
     }
 }

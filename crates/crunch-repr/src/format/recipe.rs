@@ -57,6 +57,21 @@ pub struct LayerRecipe {
     /// EoRA correction rank, when one was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correction_rank: Option<usize>,
+    /// An expert of a sparse MLP: where its calibration statistics came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_calibration: Option<ExpertRecipe>,
+}
+
+/// How an expert layer was calibrated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpertRecipe {
+    /// `"routed"`: from the tokens the router sent the expert; `"all-tokens"`: from every
+    /// calibration token run through it, because the router sent it too few.
+    pub statistics: String,
+    /// Calibration tokens the router sent to the expert.
+    pub routed_tokens: usize,
+    /// Tokens behind the statistics.
+    pub tokens: usize,
 }
 
 impl Recipe {

@@ -1,7 +1,7 @@
 //! Writing one compressed layer in crunch's format: its stored tensors ([`layer_tensors`]) and
 //! its `crunch.json` entry ([`layer_recipe`]). The layout is described in [`super`].
 
-use super::recipe::{LayerRecipe, Recipe};
+use super::recipe::{ExpertRecipe, LayerRecipe, Recipe};
 use crate::{
     pack_codes, Compressed, CompressedLayer, Factored, NmPacked, PrunedWeight, QuantizedWeight,
     ReprError, Result, Sparsity,
@@ -170,6 +170,11 @@ pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
             _ => None,
         },
         correction_rank: layer.correction.as_ref().map(|c| c.rank),
+        expert_calibration: layer.expert.map(|e| ExpertRecipe {
+            statistics: if e.all_tokens { "all-tokens" } else { "routed" }.into(),
+            routed_tokens: e.routed_tokens,
+            tokens: e.tokens,
+        }),
     }
 }
 

@@ -67,6 +67,31 @@ extern "C" __global__ void silu_mul(const float* gate, const float* up, float* o
     }
 }
 
+// GeGLU: PyTorch's tanh approximation of GELU on the gate, times up.
+extern "C" __global__ void gelu_mul(const float* gate, const float* up, float* out, long long n) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        float t = tanhf(0.7978845608f * (g + 0.044715f * g * g * g));
+        out[i] = 0.5f * g * (1.0f + t) * up[i];
+    }
+}
+
+// out[r, :] = x[r, :] * f[r]; one block per row.
+extern "C" __global__ void scale_rows(const float* x, const float* f, float* out, int cols) {
+    const float* src = x + (size_t)blockIdx.x * cols;
+    float* dst = out + (size_t)blockIdx.x * cols;
+    float s = f[blockIdx.x];
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i] * s;
+}
+
+// out[r, :] = x[r, start .. start + len]; one block per row.
+extern "C" __global__ void columns(const float* x, float* out, int cols, int start, int len) {
+    const float* src = x + (size_t)blockIdx.x * cols + start;
+    float* dst = out + (size_t)blockIdx.x * len;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
+}
+
 // One block per row: out = x / sqrt(mean(x²) + eps) * w.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, int cols,
                                     float eps) {

@@ -115,6 +115,9 @@ struct Kernels {
     add: CudaFunction,
     add_bias: CudaFunction,
     silu_mul: CudaFunction,
+    gelu_mul: CudaFunction,
+    scale_rows: CudaFunction,
+    columns: CudaFunction,
     rms_norm: CudaFunction,
     rope: CudaFunction,
     masked_softmax: CudaFunction,
@@ -152,6 +155,9 @@ impl Cuda {
             add: f("add")?,
             add_bias: f("add_bias")?,
             silu_mul: f("silu_mul")?,
+            gelu_mul: f("gelu_mul")?,
+            scale_rows: f("scale_rows")?,
+            columns: f("columns")?,
             rms_norm: f("rms_norm")?,
             rope: f("rope")?,
             masked_softmax: f("masked_softmax")?,
@@ -566,6 +572,79 @@ impl Backend for Cuda {
         l.arg(&gv).arg(&uv).arg(&mut out).arg(&n64);
         unsafe { l.launch(LaunchConfig::for_num_elems((n) as u32)) }.map_err(err("silu_mul"))?;
         Ok(CudaTensor::owned(out, &gate.shape))
+    }
+
+    fn gelu_mul(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
+        if gate.shape != up.shape {
+            return Err(Error(format!(
+                "cuda gelu_mul: {:?} and {:?}",
+                gate.shape, up.shape
+            )));
+        }
+        let n = gate.len();
+        let mut out = self.alloc(n)?;
+        let (gv, uv, n64) = (gate.view("gelu_mul")?, up.view("gelu_mul")?, n as i64);
+        let mut l = self.stream.launch_builder(&self.k.gelu_mul);
+        l.arg(&gv).arg(&uv).arg(&mut out).arg(&n64);
+        unsafe { l.launch(LaunchConfig::for_num_elems(n as u32)) }.map_err(err("gelu_mul"))?;
+        Ok(CudaTensor::owned(out, &gate.shape))
+    }
+
+    fn scale_rows(&self, x: &CudaTensor, factors: &[f32]) -> Result<CudaTensor> {
+        let rows = x.shape.first().copied().unwrap_or(0);
+        if rows != factors.len() {
+            return Err(Error(format!(
+                "cuda scale_rows: {} factors for {:?}",
+                factors.len(),
+                x.shape
+            )));
+        }
+        if rows == 0 {
+            return Ok(x.clone());
+        }
+        let cols = (x.len() / rows) as i32;
+        let f = self
+            .stream
+            .clone_htod(factors)
+            .map_err(err("upload factors"))?;
+        let mut out = self.alloc(x.len())?;
+        let xv = x.view("scale_rows")?;
+        let mut l = self.stream.launch_builder(&self.k.scale_rows);
+        l.arg(&xv).arg(&f).arg(&mut out).arg(&cols);
+        unsafe { l.launch(self.rows_cfg(rows)) }.map_err(err("scale_rows"))?;
+        Ok(CudaTensor::owned(out, &x.shape))
+    }
+
+    fn columns(&self, x: &CudaTensor, start: usize, len: usize) -> Result<CudaTensor> {
+        let (rows, cols) = match x.shape[..] {
+            [r, c] => (r, c),
+            _ => {
+                return Err(Error(format!(
+                    "cuda columns: expected 2 dimensions, got {:?}",
+                    x.shape
+                )))
+            }
+        };
+        if start + len > cols || len == 0 {
+            return Err(Error(format!(
+                "cuda columns: {start}..{} of {cols} columns",
+                start + len
+            )));
+        }
+        if rows == 0 {
+            return self.upload(Vec::new(), &[0, len]);
+        }
+        let mut out = self.alloc(rows * len)?;
+        let xv = x.view("columns")?;
+        let (cols_i, start_i, len_i) = (cols as i32, start as i32, len as i32);
+        let mut l = self.stream.launch_builder(&self.k.columns);
+        l.arg(&xv)
+            .arg(&mut out)
+            .arg(&cols_i)
+            .arg(&start_i)
+            .arg(&len_i);
+        unsafe { l.launch(self.rows_cfg(rows)) }.map_err(err("columns"))?;
+        Ok(CudaTensor::owned(out, &[rows, len]))
     }
 
     fn gram_accumulate(&self, acc: &mut Option<CudaTensor>, x: &CudaTensor) -> Result<bool> {

@@ -1,0 +1,98 @@
+//! Greedy generation against Hugging Face transformers: on each tiny reference architecture
+//! (the models of crunch-model's `reference_logits.rs`), 32 new tokens chosen greedily by
+//! crunch — the host runtime, a pre-allocated cache, the prompt prefilled in one pass, then
+//! one token per step, the sampler at temperature 0 — must be the very ids transformers picks
+//! (scripts/reference_greedy.py: argmax over a full recomputation at every step; fixtures in
+//! tests/fixtures/reference/<arch>_greedy.json). The same models stored as f32 GGUF files
+//! (llama.cpp's names and q/k row order) must give the same ids.
+
+use crunch_generate::{Sampler, SamplingParams};
+use crunch_model::testing::{tiny_gguf, tiny_specs, write_tiny_model};
+use crunch_model::{Checkpoint, Model};
+use crunch_runtime::{Backend, Host};
+use serde_json::Value;
+use std::path::Path;
+
+fn reference(arch: &str) -> Value {
+    let path = format!(
+        "{}/../../tests/fixtures/reference/{arch}_greedy.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// `new` tokens after `prompt`, greedily, the way `crunch generate` runs them.
+fn greedy(model: &Model<Host>, prompt: &[u32], new: usize) -> Vec<u32> {
+    let rope = model.rope_tables(prompt.len() + new).unwrap();
+    let mut cache = model.kv_cache_for(prompt.len() + new);
+    let mut sampler = Sampler::new(SamplingParams::default());
+    let mut history = prompt.to_vec();
+    let h = model
+        .hidden_states_batch(prompt, &mut [&mut cache], &rope, &mut ())
+        .unwrap();
+    let h = Host.rows(&h, prompt.len() - 1, 1).unwrap();
+    let mut logits = Host.to_f32(&model.logits(&h, &mut ()).unwrap()).unwrap();
+    let mut out = Vec::new();
+    while out.len() < new {
+        let tok = sampler.sample(&logits, &history);
+        out.push(tok);
+        history.push(tok);
+        let h = model
+            .hidden_states_batch(&[tok], &mut [&mut cache], &rope, &mut ())
+            .unwrap();
+        logits = Host.to_f32(&model.logits(&h, &mut ()).unwrap()).unwrap();
+    }
+    out
+}
+
+fn check(name: &str, path: &Path, r: &Value) {
+    let model = Checkpoint::open(path).unwrap().load(Host, |_| {}).unwrap();
+    let prompt = ids(&r["prompt_ids"]);
+    let want = ids(&r["generated_ids"]);
+    let got = greedy(&model, &prompt, want.len());
+    let smallest = r["relative_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "{name} ({}): {} tokens, smallest top-2 gap {smallest:.1e}",
+        path.display(),
+        got.len()
+    );
+    assert_eq!(got, want, "{name}: greedy ids differ from transformers'");
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    for spec in tiny_specs() {
+        let r = reference(spec.name);
+        assert_eq!(r["generated_ids"].as_array().unwrap().len(), 32);
+        let dir = tempfile::tempdir().unwrap();
+        let hash = write_tiny_model(&spec, dir.path(), 0).unwrap();
+        assert_eq!(
+            r["weights_fnv1a"].as_str().unwrap(),
+            format!("{hash:016x}"),
+            "{}: the tiny-model generator changed; regenerate the fixtures",
+            spec.name
+        );
+        check(spec.name, dir.path(), &r);
+        let gguf_arch = if spec.name == "mistral" {
+            "llama"
+        } else {
+            spec.name
+        };
+        let path = dir.path().join("tiny.gguf");
+        std::fs::write(&path, tiny_gguf(&spec, gguf_arch).to_bytes()).unwrap();
+        check(spec.name, &path, &r);
+    }
+}
