@@ -13,7 +13,13 @@ Run it with a Python that has gguf-py (scripts/check-gguf-py installs .cache/ggu
 
   .cache/gguf-venv/bin/python bench/gguf_presets.py --crunch target/release/crunch \
       --llamacpp ~/.cache/llamacpp/build/bin --base base-f32.gguf --imatrix imatrix.gguf \
-      --calib calib.txt --eval eval.txt --work DIR [--quality] [--max-tokens 16384]
+      --calib calib.txt --eval eval.txt --work DIR [--quality] [--max-tokens 16384] \
+      [--offdomain offdomain.txt] [--no-crunch-eval]
+
+--offdomain adds llama-perplexity's KL on a second text (issue 19's off-domain text, made by
+bench/offdomain.py); --no-crunch-eval measures with llama.cpp's harness only (crunch eval of a
+135M model over 65,536 tokens takes minutes on a 2-core machine). Files already in --work
+(llama-PRESET.gguf, crunch-PRESET.gguf, *.kld) are reused, so an interrupted run resumes.
 """
 import argparse
 import json
@@ -50,6 +56,15 @@ def types_of(path):
     return {t.name: t.tensor_type.name for t in r.tensors}
 
 
+def base_logits(a, text, path):
+    """llama-perplexity's saved base logits for `text` (ctx a.ctx, a.max_tokens tokens)."""
+    if not os.path.exists(path):
+        chunks = a.max_tokens // a.ctx
+        run([f"{a.llamacpp}/llama-perplexity", "-m", a.base, "-f", text, "-c", str(a.ctx),
+             "--chunks", str(chunks), "--kl-divergence-base", path, "-t", str(a.threads)])
+    return path
+
+
 def llama_kld(llamacpp, model, base_kld, ctx, threads):
     p, secs = run([f"{llamacpp}/llama-perplexity", "-m", model, "--kl-divergence-base", base_kld,
                    "--kl-divergence", "-c", str(ctx), "-t", str(threads)])
@@ -73,15 +88,16 @@ def main():
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--max-tokens", type=int, default=65536)
+    ap.add_argument("--offdomain", help="a second evaluation text (llama-perplexity KL only)")
+    ap.add_argument("--no-crunch-eval", action="store_true")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     th = ["--threads", str(a.threads)]
     rows = []
     base_kld = os.path.join(a.work, "base.kld")
-    if a.quality and not os.path.exists(base_kld):
-        chunks = a.max_tokens // a.ctx
-        run([f"{a.llamacpp}/llama-perplexity", "-m", a.base, "-f", a.eval, "-c", str(a.ctx),
-             "--chunks", str(chunks), "--kl-divergence-base", base_kld, "-t", str(a.threads)])
+    off_kld = os.path.join(a.work, "base-offdomain.kld")
+    if a.quality:
+        base_logits(a, a.eval, base_kld)
     crunch_imatrix = os.path.join(a.work, "crunch-imatrix.gguf")
     if a.quality and not os.path.exists(crunch_imatrix):
         # crunch's importance (E[x²] over --calib, 128 windows of 512 tokens, seed 0), collected
@@ -107,15 +123,23 @@ def main():
                "linear_bits_per_weight": plan["linear_bits_per_weight"]}
         if a.quality:
             out = os.path.join(a.work, f"crunch-{preset}.gguf")
-            q = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset, "--out", out,
-                          "--force", "--imatrix", crunch_imatrix, "--json"])
+            if not os.path.exists(out):
+                q = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset,
+                              "--out", out, "--imatrix", crunch_imatrix, "--json"])
+                row["crunch_quantize_seconds"] = q["total_seconds"]
             row["crunch_file_bytes"] = os.path.getsize(out)
-            row["crunch_quantize_seconds"] = q["total_seconds"]
             ev = ["--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
             for who, path in (("crunch", out), ("llama", ref)):
-                e = run_json([a.crunch, *th, "eval", path, "--base", a.base, *ev])
-                row[f"{who}_crunch_eval"] = {k: e[k] for k in ("ppl", "kl", "top1_agreement")}
+                if not a.no_crunch_eval:
+                    e = run_json([a.crunch, *th, "eval", path, "--base", a.base, *ev])
+                    row[f"{who}_crunch_eval"] = {k: e[k] for k in ("ppl", "kl", "top1_agreement")}
                 row[f"{who}_llama_kld"] = llama_kld(a.llamacpp, path, base_kld, a.ctx, a.threads)
+                print(json.dumps({"preset": preset, who: row[f"{who}_llama_kld"]}), flush=True)
+            if a.offdomain:
+                base_logits(a, a.offdomain, off_kld)
+                for who, path in (("crunch", out), ("llama", ref)):
+                    row[f"{who}_llama_kld_offdomain"] = llama_kld(a.llamacpp, path, off_kld, a.ctx,
+                                                                  a.threads)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| preset | tensors | type mismatches | llama-quantize bytes | crunch bytes | ratio |")
@@ -124,6 +148,17 @@ def main():
         print(f"| {r['preset']} | {r['tensors']} | {len(r['type_mismatches'])} | {r['llama_bytes']:,} | "
               f"{r['crunch_bytes']:,} | {r['size_ratio']:.5f} |")
     if a.quality:
+        print("\n| preset | linear bpw | crunch KL (llama-perplexity) | llama.cpp KL (llama-perplexity) | ratio | "
+              "crunch top-1 | llama.cpp top-1 | crunch KL off-domain | llama.cpp KL off-domain | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            ck, lk = r["crunch_llama_kld"], r["llama_llama_kld"]
+            co, lo = r.get("crunch_llama_kld_offdomain"), r.get("llama_llama_kld_offdomain")
+            off = (f"{co['kl']:.4f} | {lo['kl']:.4f} | {co['kl'] / lo['kl']:.3f}" if co and lo else "– | – | –")
+            print(f"| {r['preset']} | {r['linear_bits_per_weight']:.3f} | {ck['kl']:.4f} | {lk['kl']:.4f} | "
+                  f"{ck['kl'] / lk['kl']:.3f} | {100 * ck['top1_agreement']:.2f}% | "
+                  f"{100 * lk['top1_agreement']:.2f}% | {off} |")
+    if a.quality and not a.no_crunch_eval:
         print("\n| preset | linear bpw | crunch KL (crunch eval) | llama.cpp KL (crunch eval) | ratio | "
               "crunch KL (llama-perplexity) | llama.cpp KL (llama-perplexity) | ratio | crunch top-1 | llama.cpp top-1 |")
         print("|---|---|---|---|---|---|---|---|---|---|")

@@ -66,7 +66,7 @@ pub struct RecipeFile {
     pub calibration: Option<CalibrationSpec>,
     /// The GGUF export's type mix and importance (with `format = "gguf"`).
     pub gguf: Option<GgufSpec>,
-    #[serde(rename = "stage", default)]
+    #[serde(rename = "stage", default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<Stage>,
     /// Mixture-of-experts settings (`[moe]`); absent: the defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,7 +346,7 @@ expert_min_tokens = 10
                 "[[stage]]\nmethod = \"gptq\"\n",
                 "stage 1 (gptq): missing field `bits`",
             ),
-            ("[[stage]]\nmethod = \"gptq\"\nbits = 5\n", "bits 5"),
+            ("[[stage]]\nmethod = \"gptq\"\nbits = 9\n", "bits 9"),
             (
                 "[[stage]]\nmethod = \"wanda\"\nsparsity = \"3:2\"\n",
                 "stage 1 (wanda)",
@@ -454,6 +454,23 @@ expert_min_tokens = 10
             };
             assert_eq!(g.options().damp, d.parse::<f32>().unwrap(), "{d}");
         }
+    }
+
+    #[test]
+    fn gguf_table_round_trips_and_refuses_unknown_keys() {
+        let text = "format = \"gguf\"\n\n[calibration]\ndata = \"c.txt\"\nsamples = 4\nlen = 32\n\
+                    seed = 0\n\n[gguf]\nmix = \"Q4_K_M\"\ntensor_types = [\"ffn_down=Q6_K\"]\n\
+                    importance = true\n";
+        let r = RecipeFile::parse(text).unwrap();
+        let g = r.gguf.as_ref().unwrap();
+        assert_eq!((g.mix.as_str(), g.importance), ("Q4_K_M", true));
+        assert_eq!(g.tensor_types, ["ffn_down=Q6_K"]);
+        assert!(r.stages.is_empty());
+        assert_eq!(r.to_toml(), text);
+        assert_eq!(RecipeFile::parse(&r.to_toml()).unwrap(), r);
+        let bad = "[gguf]\nmix = \"Q4_K_M\"\nimportance = true\nbits = 4\n";
+        let e = RecipeFile::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("unknown field `bits`"), "{e}");
     }
 
     #[test]

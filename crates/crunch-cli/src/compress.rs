@@ -66,7 +66,7 @@ fn method_parser(family: Family) -> PossibleValuesParser {
 /// key of the same meaning; a flag the chosen method does not read is refused.
 #[derive(Args)]
 pub struct GridArgs {
-    /// Bits per weight: 2, 3, 4 or 8 [quantize: default 4; prune: quantize the kept weights
+    /// Bits per weight: 2 to 8 [quantize: default 4; prune: quantize the kept weights
     /// in the same pass (SparseGPT)].
     #[arg(long)]
     pub bits: Option<u8>,

@@ -265,6 +265,34 @@ fn quantize_writes_crunch_format_deterministically_and_safely() {
     assert_eq!(ckpt.recipe.as_ref().unwrap().layers.len(), 14);
     let model = ckpt.load(crunch_runtime::Cpu, |_| {}).unwrap();
     assert!(model.forward(&[1, 2, 3]).is_ok());
+
+    // Every width from 2 to 8 bits is stored and loads; more bits, less error.
+    let mut last = f64::INFINITY;
+    for bits in 2..=8u8 {
+        let out = d.path().join(format!("b{bits}"));
+        let mut a = args(&out);
+        a[7] = bits.to_string();
+        let (ok, stdout, err) = run(a);
+        assert!(ok, "{bits}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let bpw = report["bits_per_weight"].as_f64().unwrap();
+        let want = bits as f64 + (16.0 + bits as f64) / 32.0;
+        assert!((bpw - want).abs() < 1e-9, "{bits}: {bpw}");
+        let read = |path: &Path| {
+            let ckpt = crunch_model::Checkpoint::open(path).unwrap();
+            let name = "model.layers.0.mlp.down_proj.weight";
+            let shape = ckpt.weights.info(name).unwrap().shape;
+            ckpt.weights.read(name, &shape, &ckpt.config).unwrap()
+        };
+        let (w, w0) = (read(&out), read(&p));
+        let err: f64 = w
+            .iter()
+            .zip(&w0)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        assert!(err < last, "{bits} bits: error {err} not below {last}");
+        last = err;
+    }
 }
 
 #[test]
@@ -416,7 +444,7 @@ fn prune_lowrank_and_recipes_write_loadable_deterministic_outputs() {
     // (Every command's output reproduced from its recipe: every_command_is_reproduced_from_its_recipe.)
     // Bad recipes and flags fail cleanly.
     let bad = d.path().join("bad.toml");
-    std::fs::write(&bad, "[[stage]]\nmethod = \"gptq\"\nbits = 5\n").unwrap();
+    std::fs::write(&bad, "[[stage]]\nmethod = \"gptq\"\nbits = 9\n").unwrap();
     let (ok, _, err) = crunch(&[
         "compress",
         model,
@@ -426,7 +454,7 @@ fn prune_lowrank_and_recipes_write_loadable_deterministic_outputs() {
         bad.to_str().unwrap(),
     ]);
     assert!(
-        !ok && err.contains("bits 5") && !err.contains("panicked"),
+        !ok && err.contains("bits 9") && !err.contains("panicked"),
         "{err}"
     );
     let (ok, _, err) = crunch(&[
@@ -619,7 +647,21 @@ fn wrong_flags_and_formats_are_refused_before_calibration() {
             &["quantize", "--method", "rtn", "--damp", "0.1"],
             "--damp does not apply",
         ),
-        (&["quantize", "--bits", "5"], "bits 5"),
+        (&["quantize", "--bits", "9"], "bits 9"),
+        (
+            &[
+                "quantize",
+                "--bits",
+                "6",
+                "--group-size",
+                "32",
+                "--format",
+                "gptq",
+                "--calib",
+                missing,
+            ],
+            "6-bit; this layout's loaders know 2, 3, 4 and 8 bits",
+        ),
         (
             &[
                 "prune",

@@ -82,6 +82,9 @@ impl Format {
     pub fn refuses(self, what: Produces, (rows, cols): (usize, usize)) -> Option<Refusal> {
         // compressed-tensors and the GPTQ layout hold whole groups only.
         let quantized_only = |what| match what {
+            Produces::Quantized(spec) if !crunch_repr::EXPORT_BITS.contains(&spec.bits) => {
+                Some(Refusal::Bits(spec.bits))
+            }
             Produces::Quantized(spec) => spec
                 .check_layer(cols, GroupFit::Exact)
                 .err()

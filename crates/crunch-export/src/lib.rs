@@ -192,6 +192,10 @@ pub enum Refusal {
     #[error("no quantized layers to export")]
     NothingQuantized,
     #[error(
+        "{0}-bit; this layout's loaders know 2, 3, 4 and 8 bits (crunch's format stores 2 to 8)"
+    )]
+    Bits(u8),
+    #[error(
         "a GGUF export quantizes every tensor itself from the source (`crunch quantize \
          --format gguf --mix PRESET`, or a recipe with a [gguf] table and no stages)"
     )]

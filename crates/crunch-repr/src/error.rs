@@ -4,7 +4,7 @@
 /// What can be wrong with a quantization spec, a weight buffer or a compressed layer's parts.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReprError {
-    #[error("unsupported bit width {0}: crunch quantizes to 2, 3, 4 or 8 bits")]
+    #[error("unsupported bit width {0}: crunch quantizes to 2 to 8 bits")]
     UnsupportedBits(u8),
     #[error("group size {group_size} must be positive and divide the {cols} input columns")]
     BadGroupSize { group_size: usize, cols: usize },

@@ -38,4 +38,4 @@ pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use pruned::PrunedWeight;
 pub use quantized::QuantizedWeight;
 pub use sparsity::{check_nm, Sparsity};
-pub use spec::{validate_weight, GroupFit, QuantSpec, MIN_GROUP_SIZE, SUPPORTED_BITS};
+pub use spec::{validate_weight, GroupFit, QuantSpec, EXPORT_BITS, MIN_GROUP_SIZE, SUPPORTED_BITS};

@@ -2,8 +2,13 @@
 
 use crate::error::{ReprError, Result};
 
-/// Bit widths crunch quantizes to.
-pub const SUPPORTED_BITS: [u8; 4] = [2, 3, 4, 8];
+/// Bit widths crunch quantizes to (its own format stores any of them; the exported layouts
+/// hold [`EXPORT_BITS`] only).
+pub const SUPPORTED_BITS: [u8; 7] = [2, 3, 4, 5, 6, 7, 8];
+
+/// Bit widths the compressed-tensors and GPTQ layouts are loaded with (their kernels and
+/// packers know 2, 3, 4 and 8).
+pub const EXPORT_BITS: [u8; 4] = [2, 3, 4, 8];
 
 /// The smallest group size accepted for a model. Each group stores an f16 scale and a zero
 /// point: at group 1 that is 24+ bits per weight (more than the f16 it replaces), and below
@@ -24,7 +29,7 @@ pub enum GroupFit {
 /// Quantization grid settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct QuantSpec {
-    /// Bits per code: 2, 3, 4 or 8.
+    /// Bits per code: 2 to 8.
     pub bits: u8,
     /// Input columns sharing one scale and zero point; `None` = one per output channel (row).
     /// Any positive size is accepted; when it does not divide the column count the last group
@@ -153,7 +158,7 @@ mod tests {
 
     #[test]
     fn validation_rejects_bad_bits_and_groups() {
-        for bits in [0u8, 1, 5, 6, 7, 9, 16] {
+        for bits in [0u8, 1, 9, 16] {
             assert_eq!(
                 QuantSpec::new(bits, None, false).validate(64),
                 Err(ReprError::UnsupportedBits(bits))

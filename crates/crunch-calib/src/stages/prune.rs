@@ -43,7 +43,7 @@ pub struct SparseGpt {
     /// "0.5" (fraction pruned), "50%", or N:M ("2:4").
     #[serde(with = "sparsity_str")]
     pub sparsity: Sparsity,
-    /// Quantize the kept weights to this many bits (2, 3, 4 or 8). (Absent options are left out
+    /// Quantize the kept weights to this many bits (2 to 8). (Absent options are left out
     /// of the TOML a stage is written as.)
     pub bits: Option<u8>,
     /// With `bits`: input columns per scale and zero point, 0 = one per output row (default 128).

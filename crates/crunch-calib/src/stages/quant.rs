@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rtn {
-    /// Bits per code: 2, 3, 4 or 8.
+    /// Bits per code: 2 to 8.
     pub bits: u8,
     /// Input columns sharing one scale and zero point; 0 = one per output row.
     #[serde(default = "default_group_size")]
@@ -52,7 +52,7 @@ impl StageMethod for Rtn {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gptq {
-    /// Bits per code: 2, 3, 4 or 8.
+    /// Bits per code: 2 to 8.
     pub bits: u8,
     /// Input columns sharing one scale and zero point; 0 = one per output row.
     #[serde(default = "default_group_size")]

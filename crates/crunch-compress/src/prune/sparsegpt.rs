@@ -359,10 +359,10 @@ mod tests {
             ),
             CompressError::InvalidOption(_)
         ));
-        let bad_spec = Some(QuantSpec::new(5, None, false));
+        let bad_spec = Some(QuantSpec::new(9, None, false));
         assert_eq!(
             sparsegpt(&w, 4, 32, &h, sp, bad_spec, &opts).unwrap_err(),
-            CompressError::Repr(ReprError::UnsupportedBits(5))
+            CompressError::Repr(ReprError::UnsupportedBits(9))
         );
     }
 }

@@ -302,8 +302,8 @@ mod tests {
             CompressError::EmptyHessian
         );
         assert_eq!(
-            err(&w, 32, &h, QuantSpec::new(6, None, false), &opts),
-            CompressError::Repr(ReprError::UnsupportedBits(6))
+            err(&w, 32, &h, QuantSpec::new(9, None, false), &opts),
+            CompressError::Repr(ReprError::UnsupportedBits(9))
         );
         assert!(matches!(
             err(&w, 32, &h, QuantSpec::new(4, Some(0), false), &opts),

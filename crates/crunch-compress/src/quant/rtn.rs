@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn rejects_bad_inputs() {
         let w = vec![0.5f32; 64];
-        assert!(rtn(&w, 2, 32, QuantSpec::new(5, None, false), false).is_err());
+        assert!(rtn(&w, 2, 32, QuantSpec::new(9, None, false), false).is_err());
         assert!(rtn(&w, 2, 32, QuantSpec::new(4, Some(0), false), false).is_err());
         // A group size that does not divide the columns leaves a shorter last group.
         let q = rtn(&w, 2, 32, QuantSpec::new(4, Some(24), false), false).unwrap();
