@@ -1,4 +1,4 @@
-//! Greedy generation against Hugging Face transformers: on each tiny reference architecture
+//! Greedy generation against Hugging Face transformers: on each of the eight tiny reference architectures
 //! (the models of crunch-model's `reference_logits.rs`), 32 new tokens chosen greedily by
 //! crunch — the host runtime, a pre-allocated cache, the prompt prefilled in one pass, then
 //! one token per step, the sampler at temperature 0 — must be the very ids transformers picks
@@ -7,7 +7,7 @@
 //! (llama.cpp's names and q/k row order) must give the same ids.
 
 use crunch_generate::{Sampler, SamplingParams};
-use crunch_model::testing::{tiny_gguf, tiny_specs, write_tiny_model};
+use crunch_model::testing::{gguf_arch, tiny_gguf, tiny_specs, write_tiny_model};
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::{Backend, Host};
 use serde_json::Value;
@@ -53,10 +53,25 @@ fn greedy(model: &Model<Host>, prompt: &[u32], new: usize) -> Vec<u32> {
     out
 }
 
+/// How many of the reference's 32 ids a cached runtime can be held to. Phi-3's LongRoPE picks
+/// its short or long factors by the sequence's length: the reference recomputes the whole
+/// sequence at every step, so once prompt + generated passes the tiny model's
+/// `original_max_position_embeddings` (32) it re-rotates every earlier key with the long
+/// factors, which no runtime with a key/value cache does (keys are rotated once, when cached).
+/// Up to that length both read the same short factors.
+fn comparable(name: &str, prompt: usize, want: usize) -> usize {
+    if name == "phi3" {
+        want.min(32 - prompt)
+    } else {
+        want
+    }
+}
+
 fn check(name: &str, path: &Path, r: &Value) {
     let model = Checkpoint::open(path).unwrap().load(Host, |_| {}).unwrap();
     let prompt = ids(&r["prompt_ids"]);
-    let want = ids(&r["generated_ids"]);
+    let mut want = ids(&r["generated_ids"]);
+    want.truncate(comparable(name, prompt.len(), want.len()));
     let got = greedy(&model, &prompt, want.len());
     let smallest = r["relative_gaps"]
         .as_array()
@@ -86,13 +101,8 @@ fn greedy_generation_matches_transformers() {
             spec.name
         );
         check(spec.name, dir.path(), &r);
-        let gguf_arch = if spec.name == "mistral" {
-            "llama"
-        } else {
-            spec.name
-        };
         let path = dir.path().join("tiny.gguf");
-        std::fs::write(&path, tiny_gguf(&spec, gguf_arch).to_bytes()).unwrap();
+        std::fs::write(&path, tiny_gguf(&spec, gguf_arch(spec.name)).to_bytes()).unwrap();
         check(spec.name, &path, &r);
     }
 }
