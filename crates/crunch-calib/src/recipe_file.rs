@@ -100,7 +100,7 @@ impl Default for MoeSpec {
 }
 
 /// How a GGUF export chooses and encodes each tensor's type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GgufSpec {
     /// llama-quantize's preset (`Q4_K_M`, ...).
@@ -112,6 +112,13 @@ pub struct GgufSpec {
     pub importance: bool,
     /// llama.cpp's importance file (`llama-imatrix -o`), used instead of calibration.
     pub imatrix: Option<String>,
+    /// `rtn` (importance-weighted rounding, the default) or `gptq` (error compensation onto
+    /// the same grids, calibrated block by block; needs calibration data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// GPTQ's dampening (fraction of the mean Hessian diagonal) [default: 0.01].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damp: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
