@@ -209,7 +209,7 @@ fn gptq<D: Device>(args: &Args, device: D) -> Result<()> {
     // kernels take.
     let recipe = RecipeFile::parse(
         "[[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 128\nsymmetric = true\n\
-         act_order = true\n",
+         act_order = true\nmse_clip = false\n",
     )?;
     let mut timer = Timer {
         device: device.clone(),
