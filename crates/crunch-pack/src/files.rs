@@ -2,7 +2,7 @@
 //! directories in, temporary outputs renamed into place only when complete and checked.
 
 use crate::error::{PackError, Result};
-use crate::io::{check_free, parent_dir, temp_prefix, AtomicFile, FileSource, Sink, Source};
+use crate::io::{check_free, parent_dir, temp_beside, AtomicFile, FileSource, Sink, Source};
 use crate::pack::{PackOptions, Packer, Progress};
 use crate::report::{PackReport, UnpackReport};
 use crate::unpack::Packed;
@@ -243,16 +243,8 @@ fn unpack_dir(
     report: &mut UnpackReport,
     tick: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let parent = parent_dir(output);
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // 0777 less the umask, like any new directory (tempfile's default is 0700).
-    let tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(&name))
-        .suffix(".crunch-tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
+    let (parent, builder) = temp_beside(output, 0o777);
+    let tmp = builder
         .tempdir_in(&parent)
         .map_err(|e| PackError::io(&parent, e))?;
     for (fi, f) in packed.index.files.iter().enumerate() {

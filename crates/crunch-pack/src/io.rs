@@ -103,18 +103,8 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(dest: &Path, force: bool) -> Result<Self> {
         check_free(dest, force)?;
-        let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Created 0666 less the umask, like any new file (tempfile's default is 0600). The
-        // name carries the process id (`.NAME.tmp-PID.XXXXXX.crunch-tmp`), so a later run can
-        // tell a dead run's leftover from a live one's (crunch_export::output).
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix(&name))
-            .suffix(".crunch-tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        let (dir, builder) = temp_beside(dest, 0o666);
+        let tmp = builder
             .tempfile_in(&dir)
             .map_err(|e| PackError::io(&dir, e))?;
         Ok(AtomicFile {
@@ -172,8 +162,24 @@ pub fn check_free(dest: &Path, force: bool) -> Result<()> {
 }
 
 /// Prefix of the temporary names for output `name`: `.NAME.tmp-PID.`.
-pub fn temp_prefix(name: &str) -> String {
+fn temp_prefix(name: &str) -> String {
     format!(".{name}.tmp-{}.", std::process::id())
+}
+
+/// Where `dest` is written first, and how: beside it, named `.NAME.tmp-PID.XXXXXX.crunch-tmp`
+/// (the process id lets a later run tell a dead run's leftover from a live one's,
+/// crunch_export::output), created with `mode` less the umask like any new file or directory
+/// (tempfile's own default is owner-only).
+pub fn temp_beside(dest: &Path, mode: u32) -> (PathBuf, tempfile::Builder<'static, 'static>) {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut b = tempfile::Builder::new();
+    b.prefix(&temp_prefix(&name))
+        .suffix(".crunch-tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    (parent_dir(dest), b)
 }
 
 pub fn parent_dir(p: &Path) -> PathBuf {
