@@ -170,10 +170,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     let gptq = match spec.method.as_deref() {
         None | Some("rtn") => None,
         Some("gptq") => {
-            let opts = GptqOptions {
-                damp: spec.damp.unwrap_or(0.01) as f32,
-                ..GptqOptions::default()
-            };
+            let opts = GptqOptions::in_order(spec.damp.unwrap_or(0.01) as f32);
             opts.validate().map_err(|e| anyhow!("--damp: {e}"))?;
             if !calib_given {
                 bail!("--method gptq needs --calib FILE (or --calib self:NxL): GPTQ calibrates every layer");

@@ -39,7 +39,7 @@ pub struct GgufQuantized {
 /// GPTQ quantization of a row-major [rows, cols] weight onto ggml type `dtype` with the Hessian
 /// of its inputs. `importance` (one non-negative weight per column) weights the grid fits; with
 /// `None` the Hessian diagonal does. `opts.act_order` and `opts.mse_clip` are refused (the
-/// type's encoder searches its own grid).
+/// type's encoder searches its own grid): see [`GptqOptions::in_order`].
 pub fn gptq_gguf(
     weight: &[f32],
     rows: usize,
@@ -204,7 +204,16 @@ mod tests {
             DType::Q6K,
             DType::IQ4XS,
         ] {
-            let q = gptq_gguf(&w, rows, cols, &h, dtype, None, &GptqOptions::default()).unwrap();
+            let q = gptq_gguf(
+                &w,
+                rows,
+                cols,
+                &h,
+                dtype,
+                None,
+                &GptqOptions::in_order(0.01),
+            )
+            .unwrap();
             let mut decoded = vec![0f32; w.len()];
             crunch_formats::gguf::quants::dequantize(dtype, &q.bytes, &mut decoded).unwrap();
             assert_eq!(decoded, q.dequantized, "{dtype:?}");
@@ -225,24 +234,17 @@ mod tests {
         let (w, h) = problem(4, rows, cols, 1.0);
         let opts = GptqOptions {
             block_size: 96,
-            ..GptqOptions::default()
+            ..GptqOptions::in_order(0.01)
         };
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| gptq_gguf(&w, rows, cols, &h, DType::Q4K, None, &opts).unwrap())
-        };
-        let first = run(1);
-        assert_eq!(first, run(2));
-        assert_eq!(first, run(3));
+        crate::testutil::same_on_any_thread_count(|| {
+            gptq_gguf(&w, rows, cols, &h, DType::Q4K, None, &opts).unwrap()
+        });
     }
 
     #[test]
     fn rejects_what_it_cannot_encode() {
         let (w, h) = problem(5, 4, 64, 1.0);
-        let opts = GptqOptions::default();
+        let opts = GptqOptions::in_order(0.01);
         let err = |dtype, imp: Option<&[f32]>, opts: &GptqOptions| {
             gptq_gguf(&w, 4, 64, &h, dtype, imp, opts).unwrap_err()
         };

@@ -135,7 +135,7 @@ fn check(
 ) {
     let opts = GptqOptions {
         block_size,
-        ..GptqOptions::default()
+        ..GptqOptions::in_order(0.01)
     };
     on_seeds(name, 3, |seed| {
         let (w, x) = reference_problem(seed, rows, cols, dead);
