@@ -1,5 +1,12 @@
 use half::{bf16, f16};
 
+/// The GGUF block types crunch's own files may hold inside safetensors, rows of whole blocks
+/// (decision 093): a tensor left uncompressed keeps its source's blocks (a GGUF's Q8_0 token
+/// embedding stays Q8_0), and token embeddings can be written in them. Other programs reading
+/// such a file refuse the unknown dtype rather than misread it.
+/// They are the types crunch can encode, so anything it writes it can also keep.
+pub const BLOCKS_IN_SAFETENSORS: [DType; 12] = crate::gguf::quants::ENCODABLE;
+
 /// Element types crunch reads. Block-quantized GGUF types are listed by their ggml names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -77,9 +84,14 @@ impl DType {
         (numel / per_block).checked_mul(block_bytes)
     }
 
-    /// The safetensors spelling of this type, if it has one.
+    /// The safetensors spelling of this type, if it has one. The GGUF block types of
+    /// [`BLOCKS_IN_SAFETENSORS`] are spelt by their ggml names: an extension only crunch's own
+    /// files use (decision 093).
     pub fn safetensors_name(self) -> Option<&'static str> {
         use DType::*;
+        if BLOCKS_IN_SAFETENSORS.contains(&self) {
+            return Some(self.ggml_name());
+        }
         Some(match self {
             F64 => "F64",
             F32 => "F32",
@@ -110,7 +122,11 @@ impl DType {
             "U8" => U8,
             "U32" => U32,
             "BOOL" => Bool,
-            _ => return None,
+            _ => {
+                return BLOCKS_IN_SAFETENSORS
+                    .into_iter()
+                    .find(|d| d.ggml_name() == name)
+            }
         })
     }
 
