@@ -112,7 +112,27 @@ pub fn recipe_path(out: &Path) -> PathBuf {
 
 /// Writes the GGUF file a recipe with `format = "gguf"` describes (`flags`: the run-only
 /// flags `--plan` and `--save-imatrix`; the rest is in `file`).
-pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()> {
+pub fn run(c: &OutputArgs, file: RecipeFile, flags: &GgufArgs) -> Result<()> {
+    run_with(c, file, flags, None)
+}
+
+/// What a budget search hands the writer: the importance it collected (by llama.cpp name; the
+/// recipe's calibration table says from what), tensors it already encoded in their planned
+/// types (by llama.cpp name), and its record for `--json` (`search`).
+pub struct Given {
+    pub importance: Importance,
+    pub desc: String,
+    pub encoded: BTreeMap<String, Vec<u8>>,
+    pub search: serde_json::Value,
+}
+
+/// [`run`], with what a search already made (`given`).
+pub fn run_with(
+    c: &OutputArgs,
+    mut file: RecipeFile,
+    flags: &GgufArgs,
+    given: Option<Given>,
+) -> Result<()> {
     let start = Instant::now();
     if !file.stages.is_empty() {
         bail!(
@@ -162,9 +182,20 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     // Importance: llama.cpp's imatrix file, or collected from the calibration data (unless
     // turned off).
     let collect = spec.imatrix.is_none() && spec.importance && calib_given;
-    let (importance, importance_desc): (Option<Importance>, String) = if let Some(path) =
-        &spec.imatrix
+    let (given_importance, given_encoded, search_record) = match given {
+        Some(g) => (
+            Some((g.importance, g.desc)),
+            Some(g.encoded),
+            Some(g.search),
+        ),
+        None => (None, None, None),
+    };
+    let collect = collect || given_importance.is_some();
+    let (importance, importance_desc): (Option<Importance>, String) = if let Some((imp, desc)) =
+        given_importance
     {
+        (Some(imp), desc)
+    } else if let Some(path) = &spec.imatrix {
         file.calibration = None;
         let path = Path::new(path);
         (
@@ -269,7 +300,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     let bar = progress::bar(n, "encoding");
     let inputs = Inputs {
         importance: importance.as_ref(),
-        encoded: None,
+        encoded: given_encoded.as_ref(),
     };
     gguf::write(&ckpt, &plan, &inputs, &c.out, c.force, &mut |i, _, name| {
         bar.set_position(i as u64);
@@ -291,6 +322,9 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     v["importance_seconds"] = importance_seconds.into();
     v["encode_seconds"] = (total_seconds - importance_seconds).into();
     v["total_seconds"] = total_seconds.into();
+    if let Some(r) = search_record {
+        v["search"] = r;
+    }
     if c.json {
         println!("{v}");
     } else {

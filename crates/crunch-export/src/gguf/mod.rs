@@ -400,17 +400,26 @@ fn llama_layout_values(
         return Ok(rope_factors(cfg));
     };
     let v = ckpt.weights.read(hf, &t.shape, cfg)?;
-    Ok(if gguf_arch_permutes(cfg.arch) {
-        if hf.contains("self_attn.q_proj") {
-            permute_rows(&v, cfg.heads, cfg.head_dim)
-        } else if hf.contains("self_attn.k_proj") {
-            permute_rows(&v, cfg.kv_heads, cfg.head_dim)
-        } else {
-            v
-        }
+    Ok(to_llama_rows(cfg, hf, &v, t.shape[0]))
+}
+
+/// Hugging Face tensor `hf`'s `rows` rows (of any element type: values, or a row-wise
+/// encoding's bytes) in llama.cpp's row order: q and k rows permuted on architectures whose
+/// GGUF uses the interleaved rotary layout, every other tensor as it is.
+pub fn to_llama_rows<T: Copy>(cfg: &ModelConfig, hf: &str, data: &[T], rows: usize) -> Vec<T> {
+    let heads = if !gguf_arch_permutes(cfg.arch) {
+        None
+    } else if hf.contains("self_attn.q_proj") {
+        Some(cfg.heads)
+    } else if hf.contains("self_attn.k_proj") {
+        Some(cfg.kv_heads)
     } else {
-        v
-    })
+        None
+    };
+    match heads {
+        Some(h) if h * cfg.head_dim == rows => permute_rows(data, h, cfg.head_dim),
+        _ => data.to_vec(),
+    }
 }
 
 fn gguf_arch_permutes(arch: Arch) -> bool {
@@ -432,7 +441,7 @@ fn rope_factors(cfg: &ModelConfig) -> Vec<f32> {
 
 /// llama.cpp's converter's q/k row order for its interleaved rotary layout: within each head,
 /// Hugging Face row `j·d/2 + i` goes to row `2i + j`. The inverse of what the reader undoes.
-pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+pub fn permute_rows<T: Copy>(data: &[T], heads: usize, head_dim: usize) -> Vec<T> {
     let rows = heads * head_dim;
     let cols = data.len() / rows;
     let half = head_dim / 2;
