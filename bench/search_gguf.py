@@ -35,7 +35,7 @@ SIZES = [("Q2_K", "88.2MB"), ("Q3_K_M", "93.5MB"), ("Q4_K_M", "105.5MB")]
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crunch", required=True)
-    ap.add_argument("--llamacpp", required=True)
+    ap.add_argument("--llamacpp", help="llama.cpp's bin folder (for --harness llama/both)")
     ap.add_argument("--base", required=True)
     ap.add_argument("--presets-dir", required=True)
     ap.add_argument("--calib", required=True)
@@ -52,6 +52,9 @@ def main():
     ap.add_argument("--search", default="", help="extra flags for the search")
     ap.add_argument("--target-kl", type=float)
     ap.add_argument("--plot", help="rate-distortion figure of the last size (.svg/.png)")
+    ap.add_argument("--harness", default="llama", choices=["llama", "crunch", "both"],
+                    help="who measures KL: llama-perplexity --kl-divergence (base logits of "
+                         "--max-tokens tokens), crunch eval --base (--device), or both")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     a.base_kld = os.path.join(a.work, "base.kld")
@@ -63,8 +66,29 @@ def main():
     texts = [("eval", a.eval, a.base_kld)]
     if a.offdomain:
         texts.append(("offdomain", a.offdomain, a.off_kld))
-    for _, text, kld in texts:
-        base_logits(a, text, kld)
+    use_llama = a.harness in ("llama", "both")
+    use_crunch = a.harness in ("crunch", "both")
+    if use_llama:
+        for _, text, kld in texts:
+            base_logits(a, text, kld)
+
+    def measure(row, prefix, path, name, text, kld):
+        if use_llama:
+            # Kept per file and text, so that a rerun (or an earlier run's measurement of the
+            # same file on the same base logits) is not measured again.
+            done = os.path.join(a.work, f"kl-{os.path.basename(path)}-{name}.json")
+            if not os.path.exists(done):
+                with open(done, "w") as f:
+                    json.dump(llama_kld(a.llamacpp, path, kld, a.ctx, a.threads), f)
+            with open(done) as f:
+                row[f"{prefix}_{name}"] = json.load(f)
+        if use_crunch:
+            e = run_json([a.crunch, *th, "eval", path, "--base", a.base, "--device", a.device,
+                          "--data", text, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens),
+                          "--json"])
+            row[f"{prefix}_{name}_crunch_eval"] = {k: e[k] for k in ("kl", "ppl", "top1_agreement")}
+            if not use_llama:
+                row[f"{prefix}_{name}"] = row[f"{prefix}_{name}_crunch_eval"]
     rows = []
     sizes = [s.split("=") for s in a.sizes.split(",")]
     for i, (preset, size) in enumerate(sizes):
@@ -88,9 +112,9 @@ def main():
                     "mix": s.get("mix"), "calibration_kl": s["calibration_kl"],
                     "search_seconds": s["search_seconds"], "variants_made": s["variants_made"],
                     "levels": s["levels"], "compare": s.get("compare")})
-        for name, _, kld in texts:
+        for name, text, kld in texts:
             for who, path in (("crunch", ours), ("llama", ref)):
-                row[f"{who}_{name}"] = llama_kld(a.llamacpp, path, kld, a.ctx, a.threads)
+                measure(row, who, path, name, text, kld)
             row[f"ratio_{name}"] = row[f"crunch_{name}"]["kl"] / row[f"llama_{name}"]["kl"]
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -107,8 +131,8 @@ def main():
                "linear_bpw": rec["linear_bits_per_weight"],
                "calibration_kl": rec["search"]["calibration_kl"],
                "front": rec["search"]["searched"], "uniform": rec["search"]["uniform"]}
-        for name, _, kld in texts:
-            row[f"crunch_{name}"] = llama_kld(a.llamacpp, out, kld, a.ctx, a.threads)
+        for name, text, kld in texts:
+            measure(row, "crunch", out, name, text, kld)
         print(json.dumps(row), flush=True)
     print("\n| size (preset) | crunch bytes | llama bytes | linear bpw | text | crunch KL | llama KL |"
           " crunch / llama | search s |")
