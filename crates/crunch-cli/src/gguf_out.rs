@@ -191,50 +191,38 @@ pub fn run_with(
         None => (None, None, None),
     };
     let collect = collect || given_importance.is_some();
-    let (importance, importance_desc): (Option<Importance>, String) = if let Some((imp, desc)) =
-        given_importance
-    {
-        (Some(imp), desc)
-    } else if let Some(path) = &spec.imatrix {
-        file.calibration = None;
-        let path = Path::new(path);
-        (
-            Some(read_imatrix(path)?),
-            format!("imatrix {}", file_name(path)),
-        )
-    } else if collect && (!flags.plan || flags.save_imatrix.is_some()) {
-        let (windows, calibration) = load_calibration(c, &mut file, &ckpt, "importance")?;
-        let bar = progress::bar(ckpt.config.layers, "importance");
-        let hf = with_backend!(c.device, b => collect_importance(
-            &b,
-            &ckpt,
-            &windows,
-            &mut Bars(bar.clone()),
-        )?);
-        bar.finish_and_clear();
-        let desc = format!(
-            "E[x^2] over {} x {} tokens of {} (seed {})",
-            calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
-        );
-        let importance = importance_by_gguf_name(hf, ckpt.config.arch);
-        if let Some(path) = &flags.save_imatrix {
-            let rows = calibration.samples * calibration.tokens_per_sample;
-            gguf::write_imatrix(
-                path,
-                &importance,
-                rows,
-                calibration.tokens_per_sample,
-                &calibration.data,
-                c.force,
-            )?;
-        }
-        (Some(importance), desc)
-    } else {
-        if !collect {
+    let (importance, importance_desc): (Option<Importance>, String) =
+        if let Some((imp, desc)) = given_importance {
+            (Some(imp), desc)
+        } else if let Some(path) = &spec.imatrix {
             file.calibration = None;
-        }
-        (None, "none".into())
-    };
+            let path = Path::new(path);
+            (
+                Some(read_imatrix(path)?),
+                format!("imatrix {}", file_name(path)),
+            )
+        } else if collect && (!flags.plan || flags.save_imatrix.is_some()) {
+            let got = calibrated_importance(c, &mut file, &ckpt, "importance")?;
+            let (calibration, desc) = (got.calibration, got.desc);
+            let importance = importance_by_gguf_name(got.importance, ckpt.config.arch);
+            if let Some(path) = &flags.save_imatrix {
+                let rows = calibration.samples * calibration.tokens_per_sample;
+                gguf::write_imatrix(
+                    path,
+                    &importance,
+                    rows,
+                    calibration.tokens_per_sample,
+                    &calibration.data,
+                    c.force,
+                )?;
+            }
+            (Some(importance), desc)
+        } else {
+            if !collect {
+                file.calibration = None;
+            }
+            (None, "none".into())
+        };
     let importance_seconds = start.elapsed().as_secs_f64();
 
     // Two of llama.cpp's preset rules depend on whether importance data is used.
@@ -339,6 +327,45 @@ pub fn run_with(
         );
     }
     Ok(())
+}
+
+/// What [`calibrated_importance`] collected.
+pub(crate) struct Collected {
+    pub windows: Vec<Vec<u32>>,
+    pub calibration: crunch_repr::format::Calibration,
+    /// E[x²] per input column, by Hugging Face weight name.
+    pub importance: BTreeMap<String, Vec<f32>>,
+    /// What it was collected on, in words.
+    pub desc: String,
+}
+
+/// Loads the calibration windows (recording them in `file`) and collects E[x²] of every
+/// linear layer's input columns over them.
+pub(crate) fn calibrated_importance(
+    c: &OutputArgs,
+    file: &mut RecipeFile,
+    ckpt: &Checkpoint,
+    who: &str,
+) -> Result<Collected> {
+    let (windows, calibration) = load_calibration(c, file, ckpt, who)?;
+    let bar = progress::bar(ckpt.config.layers, "importance");
+    let importance = with_backend!(c.device, b => collect_importance(
+        &b,
+        ckpt,
+        &windows,
+        &mut Bars(bar.clone()),
+    )?);
+    bar.finish_and_clear();
+    let desc = format!(
+        "E[x^2] over {} x {} tokens of {} (seed {})",
+        calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
+    );
+    Ok(Collected {
+        windows,
+        calibration,
+        importance,
+        desc,
+    })
 }
 
 /// `PATTERN=TYPE` of `--tensor-type`.

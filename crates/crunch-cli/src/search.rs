@@ -249,7 +249,13 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     };
     let start = Instant::now();
     let cache = cache_root(&s.search_cache);
-    let found = with_backend!(c.device, b => searched(&b, &ckpt, &levels, &windows, s, &params, &goal, &cache)?);
+    let how = How {
+        args: s,
+        params: &params,
+        goal: &goal,
+        cache: &cache,
+    };
+    let found = with_backend!(c.device, b => searched(&b, &ckpt, &levels, &windows, &how)?);
     let search_seconds = start.elapsed().as_secs_f64();
     let units = &found.units;
     let names: Vec<String> = found.levels.iter().map(|l| l.short()).collect();
@@ -367,17 +373,14 @@ pub(crate) fn summary(s: &SearchArgs, o: &Outcome, windows: usize, seconds: f64)
     );
 }
 
-#[allow(clippy::too_many_arguments)]
 fn searched<B: Backend + Clone>(
     b: &B,
     ckpt: &Checkpoint,
     levels: &[Level],
     windows: &[Vec<u32>],
-    s: &SearchArgs,
-    params: &EvoParams,
-    goal: &Goal,
-    cache: &Path,
+    how: &How,
 ) -> Result<Found> {
+    let (s, params, cache) = (how.args, how.params, how.cache);
     let bar = progress::bar(ckpt.config.layers, "variants");
     let inputs = match s.level_inputs.as_str() {
         "independent" => LevelInputs::Independent,
@@ -411,7 +414,7 @@ fn searched<B: Backend + Clone>(
         names: &names,
         key: key_base,
     };
-    let outcome = run_search(&mut fit, &space, windows, s, params, goal, cache)?;
+    let outcome = run_search(&mut fit, &space, windows, how)?;
     let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
     let compare = compare_points(b, &base, &s.compare, kl_set)?;
     Ok(Found {
@@ -460,17 +463,23 @@ pub(crate) struct Outcome {
     pub state_files: Vec<PathBuf>,
 }
 
-/// Runs the search (or, for a KL target, the bisection of searches) on `fit` for `goal`,
+/// How a search runs: the flags, the evolution's parameters, the goal and the cache folder.
+pub(crate) struct How<'a> {
+    pub args: &'a SearchArgs,
+    pub params: &'a EvoParams,
+    pub goal: &'a Goal,
+    pub cache: &'a Path,
+}
+
+/// Runs the search (or, for a KL target, the bisection of searches) on `fit` for the goal,
 /// saving and resuming its state under `cache/states`.
 pub(crate) fn run_search<B: Backend>(
     fit: &mut ModelFitness<B>,
     space: &Space,
     windows: &[Vec<u32>],
-    s: &SearchArgs,
-    params: &EvoParams,
-    goal: &Goal,
-    cache: &Path,
+    how: &How,
 ) -> Result<Outcome> {
+    let (s, params, goal, cache) = (how.args, how.params, how.goal, how.cache);
     let costs = space.costs;
     let weights = fit.weights() as f64;
     let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];

@@ -6,15 +6,15 @@
 //! export with the chosen types as per-tensor overrides and the searched bytes as given, and
 //! `OUT.recipe.toml` beside it reproduces it (`crunch compress --recipe`) without searching.
 
-use crate::compress::{load_calibration, OutputArgs};
+use crate::compress::OutputArgs;
 use crate::device::with_backend;
 use crate::gguf_out::{self, GgufArgs, Given};
-use crate::progress::{self, Bars};
+use crate::progress;
 use crate::search::{
-    cache_root, draw, evo_params, record, run_search, summary, Goal, SearchArgs, Space,
+    cache_root, draw, evo_params, record, run_search, summary, Goal, How, SearchArgs, Space,
 };
 use anyhow::{anyhow, bail, Result};
-use crunch_calib::{collect_importance, GgufSpec, RecipeFile};
+use crunch_calib::{GgufSpec, RecipeFile};
 use crunch_export::gguf::{self, importance_by_gguf_name, Mix, Preset};
 use crunch_formats::DType;
 use crunch_model::weights::gguf_location;
@@ -141,19 +141,8 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         format: Some("gguf".into()),
         ..RecipeFile::default()
     };
-    let (windows, calibration) = load_calibration(c, &mut file, &ckpt, "a budget search")?;
-    let bar = progress::bar(ckpt.config.layers, "importance");
-    let importance = with_backend!(c.device, b => collect_importance(
-        &b,
-        &ckpt,
-        &windows,
-        &mut Bars(bar.clone()),
-    )?);
-    bar.finish_and_clear();
-    let importance_desc = format!(
-        "E[x^2] over {} x {} tokens of {} (seed {})",
-        calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
-    );
+    let got = gguf_out::calibrated_importance(c, &mut file, &ckpt, "a budget search")?;
+    let (windows, importance, importance_desc) = (got.windows, got.importance, got.desc);
 
     let cache = cache_root(&s.search_cache);
     let units = crunch_search::database::block_units(&ckpt)?.0;
@@ -202,7 +191,13 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         let (base, mut model) = crate::search::load_twice(&b, &ckpt)?;
         quantize_untouched(&ckpt, &plan, &importance, &mut model)?;
         let mut fit = ModelFitness::new(&base, model, &db, &windows, params.seed);
-        let o = run_search(&mut fit, &space, &windows, s, &params, &goal, &cache)?;
+        let how = How {
+            args: s,
+            params: &params,
+            goal: &goal,
+            cache: &cache,
+        };
+        let o = run_search(&mut fit, &space, &windows, &how)?;
         let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
         let compare = crate::search::compare_points(&b, &base, &s.compare, kl_set)?;
         (o, compare)

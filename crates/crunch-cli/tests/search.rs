@@ -16,6 +16,21 @@ fn crunch(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A short search (4 generations of 4 offspring), its variants and states in `cache`, JSON out.
+fn quick(cache: &str) -> [&str; 9] {
+    [
+        "--generations",
+        "4",
+        "--offspring",
+        "4",
+        "--selection",
+        "2x2,4x1",
+        "--search-cache",
+        cache,
+        "--json",
+    ]
+}
+
 fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -48,16 +63,8 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
             "2,3,4",
             "--level-group-size",
             "32",
-            "--generations",
-            "4",
-            "--offspring",
-            "4",
-            "--selection",
-            "2x2,4x1",
-            "--search-cache",
-            &cache,
-            "--json",
         ]);
+        a.extend_from_slice(&quick(&cache));
         a.extend_from_slice(extra);
         crunch(&a)
     };
@@ -146,19 +153,8 @@ fn a_searched_gguf_has_the_requested_size() {
     let search = |out: &str, target: &[&str]| {
         let mut a = vec!["compress", model, "--out", out, "--format", "gguf"];
         a.extend_from_slice(target);
-        a.extend_from_slice(&[
-            "--calib",
-            "self:8x16",
-            "--generations",
-            "4",
-            "--offspring",
-            "4",
-            "--selection",
-            "2x2,4x1",
-            "--search-cache",
-            &cache,
-            "--json",
-        ]);
+        a.extend_from_slice(&["--calib", "self:8x16"]);
+        a.extend_from_slice(&quick(&cache));
         crunch(&a)
     };
     // The sizes of the Q4_0 and Q8_0 presets bracket the target.
@@ -197,17 +193,8 @@ fn a_searched_gguf_has_the_requested_size() {
         );
     }
     // crunch reads the file back and runs it.
-    let (ok, ev, err) = crunch(&[
-        "eval",
-        &a,
-        "--data",
-        &text,
-        "--ctx",
-        "32",
-        "--max-tokens",
-        "64",
-        "--json",
-    ]);
+    let window = ["--ctx", "32", "--max-tokens", "64"];
+    let (ok, ev, err) = crunch(&[&["eval", &a, "--data", &text, "--json"][..], &window].concat());
     assert!(ok, "{err}");
     let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
     assert!(ev["ppl"].as_f64().unwrap().is_finite(), "{ev}");

@@ -214,21 +214,15 @@ impl Database {
 
 /// What a search's fitness swaps into the candidate model: each unit's weight at each level.
 pub trait Variants {
-    /// The layers, in block order.
-    fn units(&self) -> &[LinearId];
-    /// A unit's (rows, cols).
-    fn shape(&self, unit: usize) -> (usize, usize);
+    /// The layers in block order, and each one's (rows, cols).
+    fn layers(&self) -> (&[LinearId], &[(usize, usize)]);
     /// A unit's weight at `level` as the model runs it, row-major.
     fn dense(&self, unit: usize, level: usize) -> Vec<f32>;
 }
 
 impl Variants for Database {
-    fn units(&self) -> &[LinearId] {
-        &self.units
-    }
-
-    fn shape(&self, unit: usize) -> (usize, usize) {
-        self.shapes[unit]
+    fn layers(&self) -> (&[LinearId], &[(usize, usize)]) {
+        (&self.units, &self.shapes)
     }
 
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {

@@ -38,7 +38,7 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             base,
             model,
             db,
-            current: vec![None; db.units().len()],
+            current: vec![None; db.layers().0.len()],
             pool,
             seed,
             kept: None,
@@ -52,8 +52,8 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             if self.current[u] == Some(l) {
                 continue;
             }
-            let id = self.db.units()[u];
-            let (rows, cols) = self.db.shape(u);
+            let (units, shapes) = self.db.layers();
+            let (id, (rows, cols)) = (units[u], shapes[u]);
             let dense = self.db.dense(u, l as usize);
             let backend = &self.model.backend;
             let w = backend.upload_weight(dense, &[rows, cols])?;
@@ -77,12 +77,7 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
 
     /// Weights of all units.
     pub fn weights(&self) -> usize {
-        (0..self.db.units().len())
-            .map(|u| {
-                let (r, c) = self.db.shape(u);
-                r * c
-            })
-            .sum()
+        self.db.layers().1.iter().map(|(r, c)| r * c).sum()
     }
 
     /// The original model.

@@ -147,12 +147,8 @@ impl GgufDatabase {
 }
 
 impl Variants for GgufDatabase {
-    fn units(&self) -> &[LinearId] {
-        &self.units
-    }
-
-    fn shape(&self, unit: usize) -> (usize, usize) {
-        self.shapes[unit]
+    fn layers(&self) -> (&[LinearId], &[(usize, usize)]) {
+        (&self.units, &self.shapes)
     }
 
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
