@@ -63,6 +63,9 @@ pub struct RecipeFile {
     /// The output layout (`crunch`, `compressed-tensors`, ...; `crunch_export::Format`), when
     /// not crunch's own.
     pub format: Option<String>,
+    /// How crunch's format stores the token embedding and an untied LM head
+    /// (`crunch_export::crunch_dir::Embeddings`: keep, f16, q8_0, q6_k, ...); absent: keep.
+    pub embeddings: Option<String>,
     pub calibration: Option<CalibrationSpec>,
     /// The GGUF export's type mix and importance (with `format = "gguf"`).
     pub gguf: Option<GgufSpec>,
@@ -162,6 +165,8 @@ struct RawRecipe {
     #[serde(default)]
     format: Option<String>,
     #[serde(default)]
+    embeddings: Option<String>,
+    #[serde(default)]
     calibration: Option<CalibrationSpec>,
     #[serde(default)]
     gguf: Option<GgufSpec>,
@@ -184,6 +189,7 @@ impl RecipeFile {
         Ok(Self {
             skip: raw.skip,
             format: raw.format,
+            embeddings: raw.embeddings,
             calibration: raw.calibration,
             gguf: raw.gguf,
             stages,

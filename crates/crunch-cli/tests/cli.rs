@@ -2,22 +2,12 @@
 //! input ends with a clear error naming the file, a non-zero exit, and no panic.
 
 use crunch_model::testing::{smollm2_gguf, tiny_specs, write_tiny_model};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+mod common;
+use common::{crunch, tiny_llama};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn crunch(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_crunch"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Runs `crunch info` on `path` and checks that it fails cleanly with every `needle` in the error.
 fn fails_cleanly(path: &Path, needles: &[&str]) {
@@ -28,14 +18,6 @@ fn fails_cleanly(path: &Path, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "error lacks `{n}`: {err}");
     }
-}
-
-fn tiny_llama() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let p = dir.path().to_path_buf();
-    (dir, p)
 }
 
 fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
