@@ -2,7 +2,7 @@
 """Issue 14: the budget search (EvoPress) against uniform GPTQ at the same bits per weight, on
 SmolLM2 by the benchmark protocol. For each uniform configuration (GPTQ 3-bit g128 = 3.16 linear
 bpw, the nearest to 3.0; GPTQ 3-bit g32 = 3.59, the nearest to 3.5), `crunch compress
---target-bpw` with the uniform's exact bits per weight searches levels 2,3,4,8 (GPTQ g128) per
+--target-bpw` with the uniform's exact bits per weight searches the levels (GPTQ) per
 layer; both are evaluated with `crunch eval --base` on the evaluation text and the off-domain text.
 Prints one JSON line per run, then a Markdown table with the KL ratio searched / uniform.
 
@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--generations", default="50")
     ap.add_argument("--offspring", default="16")
     ap.add_argument("--selection", default="2x4,8x1")
-    ap.add_argument("--levels", default="2,3,4,8")
+    ap.add_argument("--levels", default="2,3,3g64,3g32,4,4g64,4g32,5,6,8")
     ap.add_argument("--plot", help="rate-distortion figure of the first search (.svg/.png)")
     a = ap.parse_args()
     th = ["--threads", str(a.threads)]

@@ -41,7 +41,7 @@ pub use sequential::{
     run_sequential, InputStats, LayerCompressor, LayerJob, Progress, Replacement,
 };
 pub use stages::{Family, Method, METHODS};
-pub use variants::{compress_variants, VariantSink};
+pub use variants::{compress_variants, LevelInputs, VariantSink};
 
 use crunch_compress::CompressError;
 use std::path::PathBuf;

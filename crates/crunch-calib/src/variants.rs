@@ -1,9 +1,15 @@
 //! Every layer compressed several ways, for a search that combines them (EvoPress's database
-//! of per-layer levels). Unlike [`crate::compress_model`], each method sees the inputs of the
-//! *uncompressed* model: the layer's weight stays as it was after its variants are made, so
-//! the Hessians of later blocks do not depend on which level an earlier layer will get (the
-//! choice is made later, by the search). The model a search picks is then rebuilt by the one
-//! driver from a per-layer recipe.
+//! of per-layer levels). Two ways to feed the methods ([`LevelInputs`]):
+//! - `Independent` (EvoPress's database): one calibration pass; each method sees the inputs of
+//!   the *uncompressed* model, the layer's weight staying as it was after its variants are
+//!   made, so the Hessians of later blocks do not depend on which level an earlier layer will
+//!   get.
+//! - `Sequential`: one pass per method, each as [`crate::compress_model`] runs it alone — every
+//!   layer from the inputs of the model compressed by that method so far. The variants of
+//!   level `l` are then exactly the uniform model of level `l` (the one a search is compared
+//!   with), and a layer's error correction accounts for the compressed layers before it.
+//!
+//! The model a search picks is then rebuilt by the one driver from a per-layer recipe.
 
 use crate::compress::{block_layer_names, layer_input, read_weight, weight_shape};
 use crate::device_gptq::{linalg, DeviceGptq};
@@ -19,8 +25,18 @@ use crunch_runtime::Backend;
 /// Receives the variants of one layer: (index into the methods, the compressed layer).
 pub type VariantSink<'s> = dyn FnMut(&str, Vec<(usize, CompressedLayer)>) -> Result<()> + 's;
 
+/// What each method's variants are made from (see the module's documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LevelInputs {
+    Independent,
+    #[default]
+    Sequential,
+}
+
 struct Variants<'a, 's> {
     methods: &'a [Method],
+    /// Sequential pass of this method only: every layer is made and replaced by its variant.
+    only: Option<usize>,
     /// Whether (layer, method index) is still wanted (not cached already).
     wanted: &'a dyn Fn(&str, usize) -> bool,
     sink: &'a mut VariantSink<'s>,
@@ -29,54 +45,68 @@ struct Variants<'a, 's> {
 }
 
 impl Variants<'_, '_> {
-    fn compress<B: Backend>(&mut self, job: &LayerJob<B>) -> Result<()> {
+    fn compress<B: Backend>(
+        &mut self,
+        job: &LayerJob<B>,
+    ) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         let mut out = Vec::new();
+        let mut replacement = None;
         for (i, method) in self.methods.iter().enumerate() {
-            if !(self.wanted)(&name, i) {
-                continue;
+            match self.only {
+                Some(only) if i != only => continue,
+                None if !(self.wanted)(&name, i) => continue,
+                _ => {}
             }
             let failed = |source| Error::Layer {
                 layer: name.clone(),
                 method: method.name(),
                 source,
             };
-            // The GPU's dense result is dropped: the layer keeps its original weight.
             let on_gpu = match method.stage().on_gpu() {
                 Some(work) => self.device.run(job, method.name(), work)?,
                 None => None,
             };
-            let c = match on_gpu {
-                Some((c, _)) => c,
+            let (c, new) = match on_gpu {
+                Some((c, new)) => (c, Some(new)),
                 None => {
                     let input = layer_input(job, &name, method, self.la)?;
                     match method.stage().compress(&input).map_err(failed)? {
-                        Some(c) => c,
+                        Some(c) => (c, None),
                         None => continue,
                     }
                 }
             };
-            out.push((i, CompressedLayer::new(method.name(), c)));
+            let layer = CompressedLayer::new(method.name(), c);
+            // Independent inputs: the layer keeps its original weight (a GPU result is
+            // dropped); a sequential pass goes on with the compressed one.
+            if self.only.is_some() {
+                replacement = Some(new.unwrap_or_else(|| Replacement::Host(layer.dense())));
+            }
+            out.push((i, layer));
         }
-        (self.sink)(&name, out)
+        (self.sink)(&name, out)?;
+        Ok(replacement)
     }
 }
 
 impl<B: Backend> LayerCompressor<B> for Variants<'_, '_> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
-        Variants::compress(self, job)?;
-        Ok(None)
+        Variants::compress(self, job)
     }
 }
 
 /// Compresses every block linear layer of `ckpt` by each of `methods` (main compressions:
-/// quantizers, pruners), each from the uncompressed model's calibration inputs, and hands each
-/// layer's variants to `sink` as soon as they are made. `wanted(layer, i)` = false skips a
-/// variant (one cached already). Every method is checked against every layer's shape first.
+/// quantizers, pruners), from the calibration inputs `inputs` says, and hands each layer's
+/// variants to `sink` as soon as they are made. `wanted(layer, i)` = false skips a variant
+/// (one cached already; a sequential pass runs whole when any of its layers is wanted, and
+/// hands them all over). Every method is checked against every layer's shape first.
+#[allow(clippy::too_many_arguments)]
 pub fn compress_variants<B: Backend>(
     backend: &B,
     ckpt: &Checkpoint,
     methods: &[Method],
+    inputs: LevelInputs,
     windows: Option<&[Vec<u32>]>,
     wanted: &dyn Fn(&str, usize) -> bool,
     sink: &mut VariantSink<'_>,
@@ -103,23 +133,34 @@ pub fn compress_variants<B: Backend>(
     let la = linalg(backend)?;
     let mut v = Variants {
         methods,
+        only: None,
         wanted,
         sink,
         device: DeviceGptq::default(),
         la: la.as_ref(),
     };
-    match windows.filter(|_| needs_data.is_some()) {
-        Some(w) => run_sequential(backend, ckpt, w, &mut v, progress),
-        None => {
-            let empty = crunch_compress::Hessian::new(0);
-            for (id, name) in &names {
-                if id.name == BLOCK_LINEARS[0] {
-                    progress.block(id.layer, ckpt.config.layers);
+    let Some(w) = windows.filter(|_| needs_data.is_some()) else {
+        let empty = crunch_compress::Hessian::new(0);
+        for (id, name) in &names {
+            if id.name == BLOCK_LINEARS[0] {
+                progress.block(id.layer, ckpt.config.layers);
+            }
+            progress.step(id.name);
+            let (weight, rows, cols) = read_weight(ckpt, name)?;
+            let job = LayerJob::<B>::host(*id, &weight, rows, cols, &empty);
+            v.compress(&job)?;
+        }
+        return Ok(());
+    };
+    match inputs {
+        LevelInputs::Independent => run_sequential(backend, ckpt, w, &mut v, progress),
+        LevelInputs::Sequential => {
+            for i in 0..methods.len() {
+                if !names.iter().any(|(_, n)| (v.wanted)(n, i)) {
+                    continue;
                 }
-                progress.step(id.name);
-                let (weight, rows, cols) = read_weight(ckpt, name)?;
-                let job = LayerJob::<B>::host(*id, &weight, rows, cols, &empty);
-                v.compress(&job)?;
+                v.only = Some(i);
+                run_sequential(backend, ckpt, w, &mut v, progress)?;
             }
             Ok(())
         }

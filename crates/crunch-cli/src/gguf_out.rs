@@ -122,7 +122,27 @@ pub fn recipe_path(out: &Path) -> PathBuf {
 
 /// Writes the GGUF file a recipe with `format = "gguf"` describes (`flags`: the run-only
 /// flags `--plan` and `--save-imatrix`; the rest is in `file`).
-pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()> {
+pub fn run(c: &OutputArgs, file: RecipeFile, flags: &GgufArgs) -> Result<()> {
+    run_with(c, file, flags, None)
+}
+
+/// What a budget search hands the writer: the importance it collected (by llama.cpp name; the
+/// recipe's calibration table says from what), tensors it already encoded in their planned
+/// types (by llama.cpp name), and its record for `--json` (`search`).
+pub struct Given {
+    pub importance: Importance,
+    pub desc: String,
+    pub encoded: BTreeMap<String, Vec<u8>>,
+    pub search: serde_json::Value,
+}
+
+/// [`run`], with what a search already made (`given`).
+pub fn run_with(
+    c: &OutputArgs,
+    mut file: RecipeFile,
+    flags: &GgufArgs,
+    given: Option<Given>,
+) -> Result<()> {
     let start = Instant::now();
     if !file.stages.is_empty() {
         bail!(
@@ -187,61 +207,61 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     // Importance: llama.cpp's imatrix file, or collected from the calibration data (unless
     // turned off).
     let collect = spec.imatrix.is_none() && spec.importance && calib_given;
-    let windows = if (collect && (!flags.plan || flags.save_imatrix.is_some()))
-        || (gptq.is_some() && !flags.plan)
-    {
-        let who = if gptq.is_some() {
-            "--method gptq"
+    let (given_importance, given_encoded, search_record) = match given {
+        Some(g) => (
+            Some((g.importance, g.desc)),
+            Some(g.encoded),
+            Some(g.search),
+        ),
+        None => (None, None, None),
+    };
+    let collect = collect || given_importance.is_some();
+    // The calibration windows, when importance is collected or GPTQ runs.
+    let mut windows = None;
+    let (importance, importance_desc): (Option<Importance>, String) =
+        if let Some((imp, desc)) = given_importance {
+            (Some(imp), desc)
+        } else if let Some(path) = &spec.imatrix {
+            if gptq.is_none() {
+                file.calibration = None;
+            }
+            let path = Path::new(path);
+            (
+                Some(read_imatrix(path)?),
+                format!("imatrix {}", file_name(path)),
+            )
+        } else if collect && (!flags.plan || flags.save_imatrix.is_some()) {
+            let who = if gptq.is_some() {
+                "--method gptq"
+            } else {
+                "importance"
+            };
+            let got = calibrated_importance(c, &mut file, &ckpt, who)?;
+            let (calibration, desc) = (got.calibration, got.desc);
+            let importance = importance_by_gguf_name(got.importance, ckpt.config.arch);
+            if let Some(path) = &flags.save_imatrix {
+                let rows = calibration.samples * calibration.tokens_per_sample;
+                gguf::write_imatrix(
+                    path,
+                    &importance,
+                    rows,
+                    calibration.tokens_per_sample,
+                    &calibration.data,
+                    c.force,
+                )?;
+            }
+            windows = Some(got.windows);
+            (Some(importance), desc)
         } else {
-            "importance"
+            if !collect && gptq.is_none() {
+                file.calibration = None;
+            }
+            (None, "none".into())
         };
-        Some(load_calibration(c, &mut file, &ckpt, who)?)
-    } else {
-        None
-    };
-    let (importance, importance_desc): (Option<Importance>, String) = if let Some(path) =
-        &spec.imatrix
-    {
-        if gptq.is_none() {
-            file.calibration = None;
-        }
-        let path = Path::new(path);
-        (
-            Some(read_imatrix(path)?),
-            format!("imatrix {}", file_name(path)),
-        )
-    } else if let (true, Some((windows, calibration))) = (collect, &windows) {
-        let bar = progress::bar(ckpt.config.layers, "importance");
-        let hf = with_backend!(c.device, b => collect_importance(
-            &b,
-            &ckpt,
-            windows,
-            &mut Bars(bar.clone()),
-        )?);
-        bar.finish_and_clear();
-        let desc = format!(
-            "E[x^2] over {} x {} tokens of {} (seed {})",
-            calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
-        );
-        let importance = importance_by_gguf_name(hf, ckpt.config.arch);
-        if let Some(path) = &flags.save_imatrix {
-            let rows = calibration.samples * calibration.tokens_per_sample;
-            gguf::write_imatrix(
-                path,
-                &importance,
-                rows,
-                calibration.tokens_per_sample,
-                &calibration.data,
-                c.force,
-            )?;
-        }
-        (Some(importance), desc)
-    } else {
-        if !collect && gptq.is_none() {
-            file.calibration = None;
-        }
-        (None, "none".into())
-    };
+    // GPTQ with importance from an imatrix file (or none) loads its windows here.
+    if gptq.is_some() && !flags.plan && windows.is_none() {
+        windows = Some(load_calibration(c, &mut file, &ckpt, "--method gptq")?.0);
+    }
     let importance_seconds = start.elapsed().as_secs_f64();
 
     // Two of llama.cpp's preset rules depend on whether importance data is used.
@@ -306,8 +326,8 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     // GPTQ: the block linear layers whose type changes, encoded by the calibration loop.
     let gptq_start = Instant::now();
     let encoded = match (gptq, &windows) {
-        (Some(opts), Some((windows, _))) => Some(gptq_layers(c, &ckpt, &plan, windows, &opts)?),
-        _ => None,
+        (Some(opts), Some(windows)) => Some(gptq_layers(c, &ckpt, &plan, windows, &opts)?),
+        _ => given_encoded,
     };
     let gptq_seconds = gptq_start.elapsed().as_secs_f64();
 
@@ -338,6 +358,9 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     v["gptq_seconds"] = gptq_seconds.into();
     v["encode_seconds"] = (total_seconds - importance_seconds - gptq_seconds).into();
     v["total_seconds"] = total_seconds.into();
+    if let Some(r) = search_record {
+        v["search"] = r;
+    }
     if c.json {
         println!("{v}");
     } else {
@@ -392,9 +415,49 @@ fn gptq_layers(
         .into_iter()
         .map(|(hf, bytes)| {
             let name = gguf_location(&hf, arch).name;
-            (name, to_llama_rows(&ckpt.config, &hf, bytes))
+            let rows = ckpt.weights.info(&hf).map_or(0, |i| i.shape[0]);
+            (name, to_llama_rows(&ckpt.config, &hf, &bytes, rows))
         })
         .collect())
+}
+
+/// What [`calibrated_importance`] collected.
+pub(crate) struct Collected {
+    pub windows: Vec<Vec<u32>>,
+    pub calibration: crunch_repr::format::Calibration,
+    /// E[x²] per input column, by Hugging Face weight name.
+    pub importance: BTreeMap<String, Vec<f32>>,
+    /// What it was collected on, in words.
+    pub desc: String,
+}
+
+/// Loads the calibration windows (recording them in `file`) and collects E[x²] of every
+/// linear layer's input columns over them.
+pub(crate) fn calibrated_importance(
+    c: &OutputArgs,
+    file: &mut RecipeFile,
+    ckpt: &Checkpoint,
+    who: &str,
+) -> Result<Collected> {
+    let (windows, calibration) = load_calibration(c, file, ckpt, who)?;
+    let bar = progress::bar(ckpt.config.layers, "importance");
+    let importance = with_backend!(c.device, b => collect_importance(
+        &b,
+        ckpt,
+        &windows,
+        &mut Bars(bar.clone()),
+    )?);
+    bar.finish_and_clear();
+    let desc = format!(
+        "E[x^2] over {} x {} tokens of {} (seed {})",
+        calibration.samples, calibration.tokens_per_sample, calibration.data, calibration.seed
+    );
+    Ok(Collected {
+        windows,
+        calibration,
+        importance,
+        desc,
+    })
 }
 
 /// `PATTERN=TYPE` of `--tensor-type`.

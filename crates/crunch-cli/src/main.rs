@@ -12,6 +12,7 @@ mod info;
 mod pack;
 mod progress;
 mod search;
+mod search_gguf;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -8,9 +8,11 @@ use crate::device::with_backend;
 use crate::progress::{self, Bars};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use crunch_calib::{RecipeFile, Stage};
+use crunch_calib::{LevelInputs, RecipeFile, Stage};
+use crunch_formats::gguf::GgufFile;
+use crunch_formats::TensorSource;
 use crunch_model::model::{tensor_shapes, BLOCK_LINEARS};
-use crunch_model::Checkpoint;
+use crunch_model::{Checkpoint, Model};
 use crunch_runtime::Backend;
 use crunch_search::database::{model_hash, windows_hash};
 use crunch_search::evo::Step;
@@ -35,15 +37,37 @@ pub struct SearchArgs {
     /// (bisection over the budget between the uniform levels that bracket it).
     #[arg(long, value_name = "KL")]
     pub target_kl: Option<f64>,
-    /// Bit widths a layer may get (ascending; crunch's grids: 2, 3, 4, 8).
-    #[arg(long, value_delimiter = ',', default_value = "2,3,4,8")]
-    pub levels: Vec<u8>,
+    /// --format gguf: the llama-quantize preset whose types the tensors the search does not
+    /// choose get (token embedding, output, norms) [default: the preset whose file size is
+    /// nearest --target-size; Q4_K_M for the other targets]. The block linear layers get GGUF
+    /// types by the search (k-quants Q2_K … Q6_K, IQ4_XS and Q8_0 where rows are whole
+    /// 256-value super-blocks, else IQ4_NL, Q4_1, Q5_0, Q5_1, Q8_0).
+    #[arg(long, value_name = "PRESET")]
+    pub mix: Option<String>,
+    /// Reference files drawn on the --plot figure, at their bits per weight (linear layers)
+    /// and their KL on the same calibration windows (e.g. llama.cpp's GGUFs).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub compare: Vec<PathBuf>,
+    /// Levels a layer may get, from smallest to largest: a bit width (2–8) on the
+    /// --level-group-size grid, or BITSgGROUP for another group size (e.g. 3g64, 4g32).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,3,3g64,3g32,4,4g64,4g32,5,6,8"
+    )]
+    pub levels: Vec<String>,
     /// The method that makes every level's variants: gptq (calibration Hessians) or rtn.
     #[arg(long, default_value = "gptq", value_parser = ["gptq", "rtn"])]
     pub level_method: String,
-    /// Group size of every level's grid (0 = per channel).
+    /// Group size of the levels that name none (0 = per channel).
     #[arg(long, default_value_t = 128)]
     pub level_group_size: usize,
+    /// What each level's variants are made from: sequential (one pass per level, each layer
+    /// from the inputs of the model compressed at that level so far, as `crunch quantize`
+    /// runs it: the uniform configurations are crunch's uniform models) or independent (one
+    /// pass, every level from the uncompressed model's inputs, as in EvoPress).
+    #[arg(long, default_value = "sequential", value_parser = ["sequential", "independent"])]
+    pub level_inputs: String,
     /// Generations of the evolutionary search.
     #[arg(long, default_value_t = 50)]
     pub generations: usize,
@@ -98,7 +122,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((x * mult).round() as u64)
 }
 
-fn parse_selection(s: &str) -> Result<Vec<Step>> {
+/// `3` (at `group`), `3g64`: bits and group size of a level.
+fn parse_level(s: &str, group: usize) -> Result<(u8, usize)> {
+    let t = s.trim();
+    let (b, g) = match t.split_once(['g', 'G']) {
+        Some((b, g)) => (b, g.parse().ok()),
+        None => (t, Some(group)),
+    };
+    match (b.parse(), g) {
+        (Ok(b), Some(g)) => Ok((b, g)),
+        _ => bail!("--levels `{s}`: expected BITS or BITSgGROUP (e.g. 3, 3g64)"),
+    }
+}
+
+pub(crate) fn parse_selection(s: &str) -> Result<Vec<Step>> {
     s.split(',')
         .map(|part| {
             let (w, k) = part
@@ -113,7 +150,7 @@ fn parse_selection(s: &str) -> Result<Vec<Step>> {
         .collect()
 }
 
-fn cache_root(flag: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn cache_root(flag: &Option<PathBuf>) -> PathBuf {
     if let Some(p) = flag {
         return p.clone();
     }
@@ -146,7 +183,7 @@ fn kept_bytes(ckpt: &Checkpoint) -> u64 {
         .sum()
 }
 
-enum Goal {
+pub(crate) enum Goal {
     /// Average bits per weight of the block linear layers.
     Bpw(f64),
     /// Bits for all block linear layers together.
@@ -155,49 +192,36 @@ enum Goal {
     Kl(f64),
 }
 
-/// What a search found.
+/// What a search over crunch's levels found.
 struct Found {
-    config: Vec<u8>,
+    outcome: Outcome,
+    compare: Vec<(String, f64, f64)>,
     units: Vec<String>,
     levels: Vec<Level>,
-    state: SearchState,
-    kl: f64,
-    bits: f64,
-    weights: f64,
-    limit: f64,
-    uniform: Vec<(String, f64, f64)>,
-    searched: Vec<(f64, f64)>,
     cached: usize,
     made: usize,
-    state_files: Vec<PathBuf>,
 }
 
 pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let c = common;
-    if c.format == Some(crunch_export::Format::Gguf) {
-        bail!(
-            "--format gguf with a target is not supported yet: the search's levels are crunch's \
-             grids; write --format crunch (or compressed-tensors) instead"
-        );
-    }
     if !c.skip.is_empty() {
         bail!("--skip is not supported with a target yet: every block linear layer gets a level");
+    }
+    if c.format == Some(crunch_export::Format::Gguf) {
+        return crate::search_gguf::run(c, s);
     }
     let levels: Vec<Level> = s
         .levels
         .iter()
-        .map(|&b| Level::quant(&s.level_method, b, s.level_group_size))
-        .collect::<crunch_search::Result<_>>()?;
+        .map(|l| {
+            let (bits, group) = parse_level(l, s.level_group_size)?;
+            Ok(Level::quant(&s.level_method, bits, group)?)
+        })
+        .collect::<Result<_>>()?;
     if levels.len() < 2 {
         bail!("--levels: a search needs at least two levels");
     }
-    let params = EvoParams {
-        generations: s.generations,
-        offspring: s.offspring,
-        steps: parse_selection(&s.selection)?,
-        seed: c.calib.seed(),
-    };
-    params.validate()?;
+    let params = evo_params(s, c.calib.seed())?;
     crate::output_notes(crunch_export::prepare_output(
         &c.out,
         &[c.model.as_path()],
@@ -225,33 +249,32 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     };
     let start = Instant::now();
     let cache = cache_root(&s.search_cache);
-    let found = with_backend!(c.device, b => searched(&b, &ckpt, &levels, &windows, s, &params, &goal, &cache)?);
+    let how = How {
+        args: s,
+        params: &params,
+        goal: &goal,
+        cache: &cache,
+    };
+    let found = with_backend!(c.device, b => searched(&b, &ckpt, &levels, &windows, &how)?);
     let search_seconds = start.elapsed().as_secs_f64();
+    let units = &found.units;
+    let names: Vec<String> = found.levels.iter().map(|l| l.short()).collect();
     if let Some(p) = &s.plot {
-        let layers: Vec<(String, usize)> = found
-            .units
-            .iter()
-            .zip(&found.config)
-            .map(|(n, &l)| (n.clone(), l as usize))
-            .collect();
-        let names: Vec<String> = found.levels.iter().map(|l| l.short()).collect();
-        crunch_search::plot::draw(
+        draw(
             p,
-            &crunch_search::plot::Figure {
-                uniform: &found.uniform,
-                searched: &found.searched,
-                layers: &layers,
-                level_names: &names,
-            },
+            &found.outcome,
+            units,
+            &|_, l| names[l].clone(),
+            &found.compare,
         )?;
     }
+    let found_outcome = &found.outcome;
     let mut stages = Vec::new();
     let mut counts = serde_json::Map::new();
     for (l, level) in found.levels.iter().enumerate() {
-        let layers: Vec<String> = found
-            .units
+        let layers: Vec<String> = units
             .iter()
-            .zip(&found.config)
+            .zip(&found_outcome.config)
             .filter(|(_, &x)| x as usize == l)
             .map(|(n, _)| n.clone())
             .collect();
@@ -263,85 +286,213 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
             });
         }
     }
-    let extra = json!({
-        "target_bpw": s.target_bpw,
-        "target_size": s.target_size,
-        "target_kl": s.target_kl,
-        "budget_bits": found.limit,
-        "linear_bpw": found.bits / found.weights,
-        "calibration_kl": found.kl,
-        "calibration_kl_windows": s.kl_windows.min(windows.len()),
-        "fitness": found.state.fitness(),
-        "generations": found.state.generation,
-        "evaluations": found.state.history.iter().map(|g| g.evaluations).sum::<usize>(),
-        "levels": counts,
-        "uniform": found.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
-        "variants_cached": found.cached,
-        "variants_made": found.made,
-        "search_seconds": search_seconds,
-        "state": found.state_files,
-    });
+    let mut extra = record(s, found_outcome, windows.len(), search_seconds);
+    extra["levels"] = json!(counts);
+    extra["variants_cached"] = json!(found.cached);
+    extra["variants_made"] = json!(found.made);
     if !c.json {
-        eprintln!(
-            "search: {:.3} bits per weight (budget {:.3}), calibration KL {:.4} on {} windows, {} \
-             generations, {search_seconds:.1} s",
-            found.bits / found.weights,
-            found.limit / found.weights,
-            found.kl,
-            s.kl_windows.min(windows.len()),
-            found.state.generation
-        );
+        summary(s, found_outcome, windows.len(), search_seconds);
     }
     crate::compress::run(c, RecipeFile::default(), stages, Some(extra))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The search's parameters from the flags.
+pub(crate) fn evo_params(s: &SearchArgs, seed: u64) -> Result<EvoParams> {
+    let params = EvoParams {
+        generations: s.generations,
+        offspring: s.offspring,
+        steps: parse_selection(&s.selection)?,
+        seed,
+    };
+    params.validate()?;
+    Ok(params)
+}
+
+/// The `--plot` figure: the rate–distortion points and each unit's chosen level, named by
+/// `level_name(unit, level)`; `compare`: reference files as (name, bits per weight, KL).
+pub(crate) fn draw(
+    path: &Path,
+    o: &Outcome,
+    units: &[String],
+    level_name: &dyn Fn(usize, usize) -> String,
+    compare: &[(String, f64, f64)],
+) -> Result<()> {
+    let layers: Vec<(String, String)> = units
+        .iter()
+        .zip(&o.config)
+        .enumerate()
+        .map(|(u, (n, &l))| (n.clone(), level_name(u, l as usize)))
+        .collect();
+    crunch_search::plot::draw(
+        path,
+        &crunch_search::plot::Figure {
+            uniform: &o.uniform,
+            searched: &o.searched,
+            compare,
+            layers: &layers,
+        },
+    )?;
+    Ok(())
+}
+
+/// The `--json` record of a search (`search` in the output's record).
+pub(crate) fn record(
+    s: &SearchArgs,
+    o: &Outcome,
+    windows: usize,
+    seconds: f64,
+) -> serde_json::Value {
+    json!({
+        "target_bpw": s.target_bpw,
+        "target_size": s.target_size,
+        "target_kl": s.target_kl,
+        "budget_bits": o.limit,
+        "linear_bpw": o.bits / o.weights,
+        "calibration_kl": o.kl,
+        "calibration_kl_windows": s.kl_windows.min(windows),
+        "fitness": o.state.fitness(),
+        "generations": o.state.generation,
+        "evaluations": o.state.history.iter().map(|g| g.evaluations).sum::<usize>(),
+        "uniform": o.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
+        "searched": o.searched.iter().map(|(b, k)| json!({"linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
+        "search_seconds": seconds,
+        "state": o.state_files,
+    })
+}
+
+/// One line on stderr: what the search reached.
+pub(crate) fn summary(s: &SearchArgs, o: &Outcome, windows: usize, seconds: f64) {
+    eprintln!(
+        "search: {:.3} bits per weight (budget {:.3}), calibration KL {:.4} on {} windows, {} \
+         generations, {seconds:.1} s",
+        o.bits / o.weights,
+        o.limit / o.weights,
+        o.kl,
+        s.kl_windows.min(windows),
+        o.state.generation
+    );
+}
+
 fn searched<B: Backend + Clone>(
     b: &B,
     ckpt: &Checkpoint,
     levels: &[Level],
     windows: &[Vec<u32>],
-    s: &SearchArgs,
-    params: &EvoParams,
-    goal: &Goal,
-    cache: &Path,
+    how: &How,
 ) -> Result<Found> {
+    let (s, params, cache) = (how.args, how.params, how.cache);
     let bar = progress::bar(ckpt.config.layers, "variants");
+    let inputs = match s.level_inputs.as_str() {
+        "independent" => LevelInputs::Independent,
+        _ => LevelInputs::Sequential,
+    };
     let db = Database::build(
         b,
         ckpt,
         levels,
+        inputs,
         Some(windows),
         Some(&cache.join("variants")),
         &mut Bars(bar.clone()),
     )?;
     bar.finish_and_clear();
     let costs = db.costs()?;
-    let weights = db.weights() as f64;
-    let sp = progress::spinner("loading the model twice (base and candidate)");
-    let base = ckpt.load(b.clone(), |_| {})?;
-    let model = ckpt.load(b.clone(), |_| {})?;
-    sp.finish_and_clear();
+    let (base, model) = load_twice(b, ckpt)?;
     let mut fit = ModelFitness::new(&base, model, &db, windows, params.seed);
-    let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
     let key_base = {
         let mut h = hash_bytes(HASH_START, &model_hash(&ckpt.path)?.to_le_bytes());
         h = hash_bytes(h, &windows_hash(windows).to_le_bytes());
+        h = hash_bytes(h, s.level_inputs.as_bytes());
         for l in levels {
             h = hash_bytes(h, l.describe().as_bytes());
         }
         hash_bytes(h, serde_json::to_string(params)?.as_bytes())
     };
+    let names: Vec<String> = levels.iter().map(|l| l.short()).collect();
+    let space = Space {
+        costs: &costs,
+        names: &names,
+        key: key_base,
+    };
+    let outcome = run_search(&mut fit, &space, windows, how)?;
+    let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
+    let compare = compare_points(b, &base, &s.compare, kl_set)?;
+    Ok(Found {
+        outcome,
+        compare,
+        units: db.units.iter().map(|u| u.full_name()).collect(),
+        levels: levels.to_vec(),
+        cached: db.cached,
+        made: db.made,
+    })
+}
+
+/// The base model and a second copy to become the candidate.
+pub(crate) fn load_twice<B: Backend + Clone>(
+    b: &B,
+    ckpt: &Checkpoint,
+) -> Result<(crunch_model::Model<B>, crunch_model::Model<B>)> {
+    let sp = progress::spinner("loading the model twice (base and candidate)");
+    let base = ckpt.load(b.clone(), |_| {})?;
+    let model = ckpt.load(b.clone(), |_| {})?;
+    sp.finish_and_clear();
+    Ok((base, model))
+}
+
+/// What a search chooses among: each unit's cost at each level, a name per level (for the
+/// uniform configurations), and a hash naming the search (model, data, levels, parameters).
+pub(crate) struct Space<'a> {
+    pub costs: &'a [Vec<f64>],
+    pub names: &'a [String],
+    pub key: u64,
+}
+
+/// What a search found.
+pub(crate) struct Outcome {
+    pub config: Vec<u8>,
+    pub state: SearchState,
+    /// KL of the chosen configuration on the `--kl-windows` calibration windows.
+    pub kl: f64,
+    pub bits: f64,
+    pub weights: f64,
+    pub limit: f64,
+    /// Uniform configurations: (name, bits per weight, KL).
+    pub uniform: Vec<(String, f64, f64)>,
+    /// Searched configurations: (bits per weight, KL).
+    pub searched: Vec<(f64, f64)>,
+    pub state_files: Vec<PathBuf>,
+}
+
+/// How a search runs: the flags, the evolution's parameters, the goal and the cache folder.
+pub(crate) struct How<'a> {
+    pub args: &'a SearchArgs,
+    pub params: &'a EvoParams,
+    pub goal: &'a Goal,
+    pub cache: &'a Path,
+}
+
+/// Runs the search (or, for a KL target, the bisection of searches) on `fit` for the goal,
+/// saving and resuming its state under `cache/states`.
+pub(crate) fn run_search<B: Backend>(
+    fit: &mut ModelFitness<B>,
+    space: &Space,
+    windows: &[Vec<u32>],
+    how: &How,
+) -> Result<Outcome> {
+    let (s, params, goal, cache) = (how.args, how.params, how.goal, how.cache);
+    let costs = space.costs;
+    let weights = fit.weights() as f64;
+    let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
     let states = cache.join("states");
     let mut state_files = Vec::new();
     let mut run_at = |fit: &mut ModelFitness<B>, limit: f64| -> Result<SearchState> {
         let budget = Budget {
-            costs: costs.clone(),
+            costs: costs.to_vec(),
             limit,
         };
         let key = format!(
             "{:016x}",
-            hash_bytes(key_base, &limit.to_bits().to_le_bytes())
+            hash_bytes(space.key, &limit.to_bits().to_le_bytes())
         );
         let path = states.join(format!("{key}.json"));
         let resume: Option<SearchState> = std::fs::read(&path)
@@ -376,21 +527,22 @@ fn searched<B: Backend + Clone>(
         state_files.push(path);
         Ok(st)
     };
-    let uniform_cost = |l: usize| -> f64 { costs.iter().map(|c| c[l]).sum() };
+    let top_of = |l: usize| -> Vec<u8> { costs.iter().map(|c| l.min(c.len() - 1) as u8).collect() };
+    let uniform_cost = |l: usize| -> f64 { costs.iter().map(|c| c[l.min(c.len() - 1)]).sum() };
     let mut uniform = Vec::new();
     let want_uniform = s.plot.is_some() || matches!(goal, Goal::Kl(_));
     if want_uniform {
         let sp = progress::spinner("measuring the uniform configurations");
-        for (l, level) in levels.iter().enumerate() {
-            let kl = fit.kl_on(&vec![l as u8; costs.len()], kl_set, 4)?;
-            uniform.push((level.short(), uniform_cost(l) / weights, kl));
+        for (l, name) in space.names.iter().enumerate() {
+            let kl = fit.kl_on(&top_of(l), kl_set, 4)?;
+            uniform.push((name.clone(), uniform_cost(l) / weights, kl));
         }
         sp.finish_and_clear();
     }
     let mut searched_points = Vec::new();
     let (state, limit) = match *goal {
-        Goal::Bpw(bpw) => (run_at(&mut fit, bpw * weights)?, bpw * weights),
-        Goal::Bits(bits) => (run_at(&mut fit, bits)?, bits),
+        Goal::Bpw(bpw) => (run_at(fit, bpw * weights)?, bpw * weights),
+        Goal::Bits(bits) => (run_at(fit, bits)?, bits),
         Goal::Kl(k) => {
             let top = uniform.iter().position(|u| u.2 <= k).ok_or_else(|| {
                 anyhow!(
@@ -406,11 +558,11 @@ fn searched<B: Backend + Clone>(
                 let mut lo = uniform_cost(top - 1);
                 for _ in 0..3 {
                     let mid = 0.5 * (lo + hi);
-                    let st = run_at(&mut fit, mid)?;
+                    let st = run_at(fit, mid)?;
                     let kl = fit.kl_on(&st.parent, kl_set, 4)?;
                     searched_points.push((
                         Budget {
-                            costs: costs.clone(),
+                            costs: costs.to_vec(),
                             limit: mid,
                         }
                         .cost(&st.parent)
@@ -431,7 +583,7 @@ fn searched<B: Backend + Clone>(
                     let st = SearchState {
                         key: "uniform".into(),
                         generation: 0,
-                        parent: vec![top as u8; costs.len()],
+                        parent: top_of(top),
                         history: Vec::new(),
                     };
                     (st, hi)
@@ -440,7 +592,7 @@ fn searched<B: Backend + Clone>(
         }
     };
     let budget = Budget {
-        costs: costs.clone(),
+        costs: costs.to_vec(),
         limit,
     };
     let bits = budget.cost(&state.parent);
@@ -448,10 +600,8 @@ fn searched<B: Backend + Clone>(
     if !matches!(goal, Goal::Kl(_)) {
         searched_points.push((bits / weights, kl));
     }
-    Ok(Found {
+    Ok(Outcome {
         config: state.parent.clone(),
-        units: db.units.iter().map(|u| u.full_name()).collect(),
-        levels: levels.to_vec(),
         state,
         kl,
         bits,
@@ -459,10 +609,56 @@ fn searched<B: Backend + Clone>(
         limit,
         uniform,
         searched: searched_points,
-        cached: db.cached,
-        made: db.made,
         state_files,
     })
+}
+
+/// Each `--compare` GGUF file: (file name, bits per weight of its block linear layers, KL to
+/// the base on `windows`).
+pub(crate) fn compare_points<B: Backend + Clone>(
+    b: &B,
+    base: &Model<B>,
+    files: &[PathBuf],
+    windows: &[Vec<u32>],
+) -> Result<Vec<(String, f64, f64)>> {
+    let mut out = Vec::new();
+    for f in files {
+        let bpw = linear_bpw(f)?;
+        let sp = progress::spinner(&format!("scoring {}", f.display()));
+        let model = Checkpoint::open(f)?.load(b.clone(), |_| {})?;
+        let kl = crunch_search::fitness::mean_kl(base, &model, windows, 4)?;
+        sp.finish_and_clear();
+        let name = f
+            .file_stem()
+            .map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into());
+        out.push((name, bpw, kl));
+    }
+    Ok(out)
+}
+
+/// Bits per weight of a GGUF file's block linear layers.
+fn linear_bpw(path: &Path) -> Result<f64> {
+    let f = GgufFile::open(path)?;
+    let (mut bits, mut n) = (0f64, 0f64);
+    for t in f.tensors() {
+        if !crate::search_gguf::is_block_linear(&t.name) {
+            continue;
+        }
+        let numel: usize = t.shape.iter().product();
+        let bytes = t
+            .dtype
+            .bytes_for(numel)
+            .ok_or_else(|| anyhow!("{}: `{}` is not whole blocks", path.display(), t.name))?;
+        bits += 8.0 * bytes as f64;
+        n += numel as f64;
+    }
+    if n == 0.0 {
+        bail!(
+            "{}: no block linear layers (blk.N.attn_q.weight, ...)",
+            path.display()
+        );
+    }
+    Ok(bits / n)
 }
 
 /// Writes the search state after a generation (temporary name, then rename).
@@ -494,6 +690,14 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("0MB").is_err());
+    }
+
+    #[test]
+    fn levels_parse() {
+        assert_eq!(parse_level("3", 128).unwrap(), (3, 128));
+        assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32));
+        assert!(parse_level("x", 128).is_err());
+        assert!(parse_level("3g", 128).is_err());
     }
 
     #[test]

@@ -6,6 +6,21 @@ use std::path::Path;
 mod common;
 use common::crunch;
 
+/// A short search (4 generations of 4 offspring), its variants and states in `cache`, JSON out.
+fn quick(cache: &str) -> [&str; 9] {
+    [
+        "--generations",
+        "4",
+        "--offspring",
+        "4",
+        "--selection",
+        "2x2,4x1",
+        "--search-cache",
+        cache,
+        "--json",
+    ]
+}
+
 fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -38,16 +53,8 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
             "2,3,4",
             "--level-group-size",
             "32",
-            "--generations",
-            "4",
-            "--offspring",
-            "4",
-            "--selection",
-            "2x2,4x1",
-            "--search-cache",
-            &cache,
-            "--json",
         ]);
+        a.extend_from_slice(&quick(&cache));
         a.extend_from_slice(extra);
         crunch(&a)
     };
@@ -106,4 +113,103 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
         "{err}"
     );
     assert!(!Path::new(&path("e")).exists());
+}
+
+/// `--format gguf` with a target: GGUF types per layer (k-quants where rows are whole 256-value
+/// super-blocks, the 32-value types elsewhere), a file of the requested size that crunch reads
+/// back, and a recipe that rebuilds it byte for byte without searching.
+#[test]
+fn a_searched_gguf_has_the_requested_size() {
+    let d = tempfile::tempdir().unwrap();
+    let mut spec = tiny_specs().into_iter().next().unwrap();
+    // ffn_down's rows (the intermediate size) take k-quants; every other row is 64 wide.
+    spec.config["intermediate_size"] = 256.into();
+    let model_dir = d.path().join("model");
+    write_tiny_model(&spec, &model_dir, 0).unwrap();
+    std::fs::write(
+        model_dir.join("tokenizer.json"),
+        crunch_model::testing::tiny_tokenizer_json(128).to_string(),
+    )
+    .unwrap();
+    let model = model_dir.to_str().unwrap();
+    let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let text = path("text.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    let cache = path("cache");
+    let search = |out: &str, target: &[&str]| {
+        let mut a = vec!["compress", model, "--out", out, "--format", "gguf"];
+        a.extend_from_slice(target);
+        a.extend_from_slice(&["--calib", "self:8x16"]);
+        a.extend_from_slice(&quick(&cache));
+        crunch(&a)
+    };
+    // The sizes of the Q4_0 and Q8_0 presets bracket the target.
+    let plan = |mix: &str| {
+        let (ok, out, err) = crunch(&[
+            "quantize", model, "--format", "gguf", "--mix", mix, "--plan", "--out", "x.gguf",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["size_on_disk"].as_u64().unwrap()
+    };
+    let (lo, hi) = (plan("Q4_0"), plan("Q8_0"));
+    let target = (lo + hi) / 2;
+    let a = path("a.gguf");
+    let t = target.to_string();
+    let (ok, out, err) = search(&a, &["--target-size", &t, "--mix", "Q8_0"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let size = std::fs::metadata(&a).unwrap().len();
+    assert_eq!(v["size_on_disk"].as_u64(), Some(size));
+    assert!(size <= target, "{size} > {target}");
+    assert!(size as f64 >= 0.97 * target as f64, "{size} ≪ {target}");
+    let s = &v["search"];
+    assert!(s["calibration_kl"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["variants_made"], 2 * (6 * 5 + 7), "{s}");
+    // ffn_down may take k-quants; the 64-wide rows only the 32-value types.
+    let types = v["types"].as_object().unwrap();
+    for k in types.keys() {
+        assert!(
+            [
+                "F32", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "IQ4_XS", "Q4_K",
+                "Q5_K", "Q6_K"
+            ]
+            .contains(&k.as_str()),
+            "{k}"
+        );
+    }
+    // crunch reads the file back and runs it.
+    let window = ["--ctx", "32", "--max-tokens", "64"];
+    let (ok, ev, err) = crunch(&[&["eval", &a, "--data", &text, "--json"][..], &window].concat());
+    assert!(ok, "{err}");
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    assert!(ev["ppl"].as_f64().unwrap().is_finite(), "{ev}");
+    // The recipe beside it rebuilds the same bytes without searching.
+    let b = path("b.gguf");
+    let (ok, _, err) = crunch(&[
+        "compress",
+        model,
+        "--recipe",
+        &path("a.recipe.toml"),
+        "--out",
+        &b,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // Again: every variant from the cache, the same file.
+    let c = path("c.gguf");
+    let (ok, out, err) = search(&c, &["--target-size", &t, "--mix", "Q8_0"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["search"]["variants_made"], 0);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    // Below the untouched tensors' size: refused, nothing written.
+    let e = path("e.gguf");
+    let (ok, _, err) = search(&e, &["--target-size", "1000"]);
+    assert!(!ok && err.contains("below"), "{err}");
+    assert!(!Path::new(&e).exists());
 }

@@ -1,14 +1,15 @@
 //! The variant database: every block linear layer at every level, made by the recipe driver's
-//! methods (`crunch_calib::compress_variants`, from the uncompressed model's calibration
-//! inputs), and cached on disk so that a second search on the same model and data reuses them.
+//! methods (`crunch_calib::compress_variants`: from the uncompressed model's calibration
+//! inputs, or sequentially per level, see [`LevelInputs`]), and cached on disk so that a
+//! second search on the same model and data reuses them.
 //!
 //! Cache layout: `DIR/<model>-<data>/<level>/<layer>.var`, where `<model>` hashes the model's
-//! files, `<data>` the calibration windows (0 for a level that reads no data) and `<level>` the
-//! level's stage as a recipe writes it. A `.var` file holds one quantized layer (see
+//! files, `<data>` the calibration windows and the inputs' kind (0 for a level that reads no
+//! data) and `<level>` the level's stage as a recipe writes it. A `.var` file holds one quantized layer (see
 //! [`write_variant`]); a file that does not parse or does not match the layer is made again.
 
 use crate::{hash_bytes, Error, Result, HASH_START};
-use crunch_calib::{compress_variants, Progress, Stage};
+use crunch_calib::{compress_variants, LevelInputs, Progress, Stage};
 use crunch_model::model::BLOCK_LINEARS;
 use crunch_model::{Checkpoint, LinearId};
 use crunch_repr::{
@@ -101,40 +102,27 @@ impl Database {
         self.shapes.iter().map(|(r, c)| r * c).sum()
     }
 
-    /// Reads what `cache` holds for `ckpt`, `windows` and `levels`, makes the rest (one
-    /// calibration pass for all missing variants) and writes them to the cache.
+    /// Reads what `cache` holds for `ckpt`, `windows`, `inputs` and `levels`, makes the rest
+    /// (one calibration pass for all missing variants, or one per level for sequential
+    /// inputs) and writes them to the cache.
     pub fn build<B: Backend>(
         backend: &B,
         ckpt: &Checkpoint,
         levels: &[Level],
+        inputs: LevelInputs,
         windows: Option<&[Vec<u32>]>,
         cache: Option<&Path>,
         progress: &mut dyn Progress,
     ) -> Result<Database> {
-        let units: Vec<LinearId> = (0..ckpt.config.layers)
-            .flat_map(|layer| {
-                BLOCK_LINEARS
-                    .iter()
-                    .map(move |&name| LinearId { layer, name })
-            })
-            .collect();
-        let mut shapes = Vec::with_capacity(units.len());
-        for id in &units {
-            let full = format!("{}.weight", id.full_name());
-            match ckpt.weights.info(&full).map(|i| i.shape) {
-                Some(s) if s.len() == 2 => shapes.push((s[0], s[1])),
-                _ => {
-                    return Err(Error::BadFile {
-                        path: ckpt.path.clone(),
-                        problem: format!("missing or not a matrix: `{full}`"),
-                    })
-                }
-            }
-        }
+        let (units, shapes) = block_units(ckpt)?;
         let dirs: Option<Vec<PathBuf>> = match cache {
             Some(root) => {
                 let model = model_hash(&ckpt.path)?;
-                let data = windows.map_or(0, windows_hash);
+                let mut data = windows.map_or(0, windows_hash);
+                if inputs == LevelInputs::Sequential {
+                    // Another database than the independent one of the same data.
+                    data = hash_bytes(data, b"sequential");
+                }
                 Some(
                     levels
                         .iter()
@@ -193,7 +181,7 @@ impl Database {
                     Ok(())
                 };
             compress_variants(
-                backend, ckpt, &methods, windows, &wanted, &mut sink, progress,
+                backend, ckpt, &methods, inputs, windows, &wanted, &mut sink, progress,
             )?;
             if let Some(e) = failure {
                 return Err(e);
@@ -222,6 +210,52 @@ impl Database {
             made,
         })
     }
+}
+
+/// What a search's fitness swaps into the candidate model: each unit's weight at each level.
+pub trait Variants {
+    /// The layers in block order, and each one's (rows, cols).
+    fn layers(&self) -> (&[LinearId], &[(usize, usize)]);
+    /// A unit's weight at `level` as the model runs it, row-major.
+    fn dense(&self, unit: usize, level: usize) -> Vec<f32>;
+}
+
+impl Variants for Database {
+    fn layers(&self) -> (&[LinearId], &[(usize, usize)]) {
+        (&self.units, &self.shapes)
+    }
+
+    fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
+        self.variants[unit][level].dense()
+    }
+}
+
+/// The block linear layers in block order, and each one's (rows, cols).
+pub type Units = (Vec<LinearId>, Vec<(usize, usize)>);
+
+/// Every block linear layer of `ckpt` in block order, with its (rows, cols).
+pub fn block_units(ckpt: &Checkpoint) -> Result<Units> {
+    let units: Vec<LinearId> = (0..ckpt.config.layers)
+        .flat_map(|layer| {
+            BLOCK_LINEARS
+                .iter()
+                .map(move |&name| LinearId { layer, name })
+        })
+        .collect();
+    let mut shapes = Vec::with_capacity(units.len());
+    for id in &units {
+        let full = format!("{}.weight", id.full_name());
+        match ckpt.weights.info(&full).map(|i| i.shape) {
+            Some(s) if s.len() == 2 => shapes.push((s[0], s[1])),
+            _ => {
+                return Err(Error::BadFile {
+                    path: ckpt.path.clone(),
+                    problem: format!("missing or not a matrix: `{full}`"),
+                })
+            }
+        }
+    }
+    Ok((units, shapes))
 }
 
 /// A hash of the model's files (a file, or a directory's files, by name and content).

@@ -74,17 +74,25 @@ impl Budget {
     /// units while one fits.
     pub fn initial(&self, rng: &mut Rng) -> Result<Vec<u8>> {
         let mut c = self.best_uniform()?;
-        let mut cost = self.cost(&c);
+        self.fill(&mut c, usize::MAX, rng);
+        Ok(c)
+    }
+
+    /// Single-level raises of random units other than `except` while one fits: what a
+    /// configuration leaves of the budget goes to some layer rather than unused.
+    fn fill(&self, c: &mut [u8], except: usize, rng: &mut Rng) {
+        let mut cost = self.cost(c);
         loop {
             let fits: Vec<usize> = (0..c.len())
                 .filter(|&u| {
                     let l = c[u] as usize;
-                    l + 1 < self.levels(u)
+                    u != except
+                        && l + 1 < self.levels(u)
                         && cost - self.costs[u][l] + self.costs[u][l + 1] <= self.limit
                 })
                 .collect();
             if fits.is_empty() {
-                return Ok(c);
+                return;
             }
             let u = fits[rng.below(fits.len())];
             let l = c[u] as usize;
@@ -94,8 +102,10 @@ impl Budget {
     }
 
     /// A level-switch mutation of `parent` (which meets the budget): a random unit one level
-    /// up, then random other units one level down until the budget is met again. The parent
-    /// itself when no unit can go up, or when nothing else can go down.
+    /// up, then random other units one level down until the budget is met again, then what
+    /// the steps down freed beyond that to random units (other than the raised one) while a
+    /// raise fits: with layers of unequal sizes a step down can free far more than the step up
+    /// took. The parent itself when no unit can go up, or when nothing else can go down.
     pub fn mutate(&self, parent: &[u8], rng: &mut Rng) -> Vec<u8> {
         let mut c = parent.to_vec();
         let up: Vec<usize> = (0..c.len())
@@ -117,6 +127,7 @@ impl Budget {
             cost += self.costs[j][l - 1] - self.costs[j][l];
             c[j] -= 1;
         }
+        self.fill(&mut c, i, rng);
         c
     }
 }

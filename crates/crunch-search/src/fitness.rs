@@ -4,7 +4,7 @@
 //! candidate's variants; only layers that differ from the last candidate are swapped, so an
 //! offspring (a few layers away from its parent) costs a few uploads, not a model.
 
-use crate::database::Database;
+use crate::database::Variants;
 use crate::evo::Fitness;
 use crate::{Error, Result, Rng};
 use crunch_eval::BaseLogits;
@@ -14,7 +14,7 @@ use crunch_runtime::Backend;
 pub struct ModelFitness<'a, B: Backend> {
     base: &'a Model<B>,
     model: Model<B>,
-    db: &'a Database,
+    db: &'a dyn Variants,
     /// The level each unit of `model` holds now; `None` = the original weight.
     current: Vec<Option<u8>>,
     pool: &'a [Vec<u32>],
@@ -30,7 +30,7 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     pub fn new(
         base: &'a Model<B>,
         model: Model<B>,
-        db: &'a Database,
+        db: &'a dyn Variants,
         pool: &'a [Vec<u32>],
         seed: u64,
     ) -> Self {
@@ -38,7 +38,7 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             base,
             model,
             db,
-            current: vec![None; db.units.len()],
+            current: vec![None; db.layers().0.len()],
             pool,
             seed,
             kept: None,
@@ -52,9 +52,9 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             if self.current[u] == Some(l) {
                 continue;
             }
-            let id = self.db.units[u];
-            let (rows, cols) = self.db.shapes[u];
-            let dense = self.db.variants[u][l as usize].dense();
+            let (units, shapes) = self.db.layers();
+            let (id, (rows, cols)) = (units[u], shapes[u]);
+            let dense = self.db.dense(u, l as usize);
             let backend = &self.model.backend;
             let w = backend.upload_weight(dense, &[rows, cols])?;
             let lin = self.model.blocks[id.layer]
@@ -72,20 +72,46 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     /// logits of one batch are kept at once).
     pub fn kl_on(&mut self, config: &[u8], windows: &[Vec<u32>], batch: usize) -> Result<f64> {
         self.apply(config)?;
-        let (mut kl, mut positions) = (0.0, 0usize);
-        for chunk in windows.chunks(batch.max(1)) {
-            let kept = BaseLogits::new(self.base, chunk.to_vec())?;
-            let s = kept.score(&self.model, chunk.len())?;
-            kl += s.kl;
-            positions += s.positions;
-        }
-        Ok(kl / positions.max(1) as f64)
+        mean_kl(self.base, &self.model, windows, batch)
+    }
+
+    /// Weights of all units.
+    pub fn weights(&self) -> usize {
+        self.db.layers().1.iter().map(|(r, c)| r * c).sum()
+    }
+
+    /// The original model.
+    pub fn base(&self) -> &Model<B> {
+        self.base
     }
 
     /// The candidate model as it stands.
     pub fn model(&self) -> &Model<B> {
         &self.model
     }
+
+    /// The candidate model, to change what the search does not (e.g. its embeddings, typed as
+    /// the written file will hold them).
+    pub fn model_mut(&mut self) -> &mut Model<B> {
+        &mut self.model
+    }
+}
+
+/// Mean KL(`base` ‖ `model`) over `windows` (per scored position), `batch` windows at a time.
+pub fn mean_kl<B: Backend>(
+    base: &Model<B>,
+    model: &Model<B>,
+    windows: &[Vec<u32>],
+    batch: usize,
+) -> Result<f64> {
+    let (mut kl, mut positions) = (0.0, 0usize);
+    for chunk in windows.chunks(batch.max(1)) {
+        let kept = BaseLogits::new(base, chunk.to_vec())?;
+        let s = kept.score(model, chunk.len())?;
+        kl += s.kl;
+        positions += s.positions;
+    }
+    Ok(kl / positions.max(1) as f64)
 }
 
 impl<B: Backend> Fitness for ModelFitness<'_, B> {

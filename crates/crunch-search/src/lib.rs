@@ -15,14 +15,16 @@
 pub mod database;
 pub mod evo;
 pub mod fitness;
+pub mod gguf_levels;
 pub mod plot;
 
 #[cfg(test)]
 mod evo_reference;
 
-pub use database::{Database, Level};
+pub use database::{Database, Level, Variants};
 pub use evo::{search, Budget, EvoParams, Fitness, Generation, SearchState};
 pub use fitness::ModelFitness;
+pub use gguf_levels::GgufDatabase;
 
 use std::path::PathBuf;
 

@@ -13,9 +13,10 @@ pub struct Figure<'a> {
     pub uniform: &'a [(String, f64, f64)],
     /// (bits per weight, KL) of each searched configuration.
     pub searched: &'a [(f64, f64)],
-    /// (layer name, level index) per layer, in model order.
-    pub layers: &'a [(String, usize)],
-    pub level_names: &'a [String],
+    /// (name, bits per weight, KL) of reference files (`--compare`, e.g. llama.cpp's GGUFs).
+    pub compare: &'a [(String, f64, f64)],
+    /// (layer name, name of its chosen level) per layer, in model order.
+    pub layers: &'a [(String, String)],
 }
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -102,6 +103,7 @@ where
         .iter()
         .map(|u| (u.1, u.2))
         .chain(fig.searched.iter().copied())
+        .chain(fig.compare.iter().map(|c| (c.1, c.2)))
         .filter(|p| p.1 > 0.0 && p.1.is_finite())
         .collect();
     let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
@@ -150,6 +152,21 @@ where
         )?
         .label("searched (EvoPress)")
         .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, RED.filled()));
+    if !fig.compare.is_empty() {
+        chart
+            .draw_series(
+                fig.compare
+                    .iter()
+                    .map(|c| Cross::new((c.1, c.2), 6, BLACK.stroke_width(2))),
+            )?
+            .label("reference files")
+            .legend(|(x, y)| Cross::new((x + 8, y), 5, BLACK.stroke_width(2)));
+        chart.draw_series(
+            fig.compare
+                .iter()
+                .map(|c| Text::new(c.0.clone(), (c.1, c.2), ("sans-serif", 11).into_font())),
+        )?;
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -163,14 +180,30 @@ where
     DB::ErrorType: 'static,
 {
     let n = fig.layers.len().max(1);
-    let top = fig.level_names.len().max(1);
+    // The levels in the order they first appear from the smallest uniform one: each distinct
+    // name is a row of the chart (names of different ladders, e.g. Q2_K and IQ4_NL, are
+    // distinct levels).
+    let mut names: Vec<String> = Vec::new();
+    for u in fig.uniform {
+        for part in u.0.split('/') {
+            if !names.iter().any(|n| n == part) {
+                names.push(part.to_string());
+            }
+        }
+    }
+    for (_, l) in fig.layers {
+        if !names.contains(l) {
+            names.push(l.clone());
+        }
+    }
+    let top = names.len().max(1);
     let mut chart = ChartBuilder::on(area)
         .caption("chosen level per layer", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0..n, 0..top)?;
-    let names = fig.level_names.to_vec();
+    let labels = names.clone();
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -178,13 +211,14 @@ where
         .y_desc("level")
         .y_labels(top + 1)
         .y_label_formatter(&move |l: &usize| {
-            names.get(l.wrapping_sub(1)).cloned().unwrap_or_default()
+            labels.get(l.wrapping_sub(1)).cloned().unwrap_or_default()
         })
         .draw()?;
     let colors = [BLUE, GREEN, MAGENTA, CYAN, RED, BLACK];
     chart.draw_series(fig.layers.iter().enumerate().map(|(i, (_, l))| {
         let c = colors[i % 7 % colors.len()];
-        Rectangle::new([(i, 0), (i + 1, l + 1)], c.mix(0.7).filled())
+        let h = names.iter().position(|n| n == l).unwrap_or(0);
+        Rectangle::new([(i, 0), (i + 1, h + 1)], c.mix(0.7).filled())
     }))?;
     Ok(())
 }
@@ -202,13 +236,14 @@ mod tests {
             ("gptq3".to_string(), 3.2, 0.4),
             ("gptq4".to_string(), 4.2, 0.1),
         ];
-        let layers: Vec<(String, usize)> = (0..14).map(|i| (format!("l{i}"), i % 3)).collect();
-        let names: Vec<String> = uniform.iter().map(|u| u.0.clone()).collect();
+        let layers: Vec<(String, String)> = (0..14)
+            .map(|i| (format!("l{i}"), uniform[i % 3].0.clone()))
+            .collect();
         let fig = Figure {
             uniform: &uniform,
             searched: &[(3.0, 0.3)],
+            compare: &[("llama Q3_K_M".to_string(), 3.1, 0.35)],
             layers: &layers,
-            level_names: &names,
         };
         draw(&p, &fig).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();

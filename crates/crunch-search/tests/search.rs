@@ -2,7 +2,7 @@
 //! result, the same result for the same seed, and a resumed search equal to an uninterrupted
 //! one.
 
-use crunch_calib::windows;
+use crunch_calib::{compress_model, windows, LevelInputs, RecipeFile, Stage};
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
 use crunch_model::Checkpoint;
 use crunch_runtime::Cpu;
@@ -80,40 +80,27 @@ fn search_on_a_tiny_model() {
     let text = reference_ids(ckpt.config.vocab, 4096);
     let pool = windows(&text, 8, 32, 0).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let db = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        Some(&pool),
-        Some(cache.path()),
-        &mut (),
-    )
-    .unwrap();
+    let build = |data: &[Vec<u32>]| {
+        Database::build(
+            &Cpu,
+            &ckpt,
+            &levels(),
+            LevelInputs::Independent,
+            Some(data),
+            Some(cache.path()),
+            &mut (),
+        )
+        .unwrap()
+    };
+    let db = build(&pool);
     assert_eq!((db.cached, db.made), (0, 14 * 3));
     // A second build reads every variant back, identical.
-    let again = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        Some(&pool),
-        Some(cache.path()),
-        &mut (),
-    )
-    .unwrap();
+    let again = build(&pool);
     assert_eq!((again.cached, again.made), (14 * 3, 0));
     assert_eq!(again.variants, db.variants);
     // Other calibration data is another database.
     let other = windows(&text, 8, 32, 1).unwrap();
-    let third = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        Some(&other),
-        Some(cache.path()),
-        &mut (),
-    )
-    .unwrap();
-    assert_eq!(third.made, 14 * 3);
+    assert_eq!(build(&other).made, 14 * 3);
 
     let (a, saved) = run(&ckpt, &db, &pool, 6, None);
     assert_eq!(a.history.len(), 6);
@@ -130,4 +117,55 @@ fn search_on_a_tiny_model() {
     foreign.key = "other".into();
     let (d, _) = run(&ckpt, &db, &pool, 6, Some(foreign));
     assert_eq!(a, d);
+}
+
+/// Sequential inputs: the variants of each level are exactly the model the recipe driver makes
+/// with that level on every layer (what a search is compared with).
+#[test]
+fn sequential_levels_are_the_uniform_models() {
+    let (_d, ckpt) = tiny();
+    let text = reference_ids(ckpt.config.vocab, 4096);
+    let pool = windows(&text, 8, 32, 0).unwrap();
+    let db = Database::build(
+        &Cpu,
+        &ckpt,
+        &levels(),
+        LevelInputs::Sequential,
+        Some(&pool),
+        None,
+        &mut (),
+    )
+    .unwrap();
+    let independent = Database::build(
+        &Cpu,
+        &ckpt,
+        &levels(),
+        LevelInputs::Independent,
+        Some(&pool),
+        None,
+        &mut (),
+    )
+    .unwrap();
+    for (l, level) in levels().iter().enumerate() {
+        let recipe = RecipeFile {
+            stages: vec![Stage {
+                method: level.stage.method.clone(),
+                layers: Vec::new(),
+            }],
+            ..RecipeFile::default()
+        };
+        let uniform = compress_model(&Cpu, &ckpt, &recipe, Some(&pool), &mut ()).unwrap();
+        for (u, id) in db.units.iter().enumerate() {
+            assert_eq!(
+                db.variants[u][l],
+                uniform[&id.full_name()],
+                "{} at {}",
+                id.full_name(),
+                level.short()
+            );
+        }
+    }
+    // The first layer sees the same inputs either way; later ones do not.
+    assert_eq!(db.variants[0], independent.variants[0]);
+    assert_ne!(db.variants.last(), independent.variants.last());
 }

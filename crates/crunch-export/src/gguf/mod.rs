@@ -400,22 +400,25 @@ fn llama_layout_values(
         return Ok(rope_factors(cfg));
     };
     let v = ckpt.weights.read(hf, &t.shape, cfg)?;
-    Ok(to_llama_rows(cfg, hf, v))
+    Ok(to_llama_rows(cfg, hf, &v, t.shape[0]))
 }
 
-/// The rows of Hugging Face tensor `hf` in llama.cpp's order: q/k rows permuted on
-/// architectures llama.cpp stores that way ([`permute_rows`]), else as they are. `data` holds
-/// whole rows of any element: f32 values, or the bytes of a row-wise encoded tensor (every row
-/// whole blocks, as GPTQ onto a GGUF type gives them).
-pub fn to_llama_rows<T: Copy>(cfg: &ModelConfig, hf: &str, data: Vec<T>) -> Vec<T> {
-    if !gguf_arch_permutes(cfg.arch) {
-        data
+/// Hugging Face tensor `hf`'s `rows` rows (of any element type: values, or a row-wise
+/// encoding's bytes) in llama.cpp's row order: q and k rows permuted on architectures whose
+/// GGUF uses the interleaved rotary layout, every other tensor as it is.
+pub fn to_llama_rows<T: Copy>(cfg: &ModelConfig, hf: &str, data: &[T], rows: usize) -> Vec<T> {
+    let heads = if !gguf_arch_permutes(cfg.arch) {
+        None
     } else if hf.contains("self_attn.q_proj") {
-        permute_rows(&data, cfg.heads, cfg.head_dim)
+        Some(cfg.heads)
     } else if hf.contains("self_attn.k_proj") {
-        permute_rows(&data, cfg.kv_heads, cfg.head_dim)
+        Some(cfg.kv_heads)
     } else {
-        data
+        None
+    };
+    match heads {
+        Some(h) if h * cfg.head_dim == rows => permute_rows(data, h, cfg.head_dim),
+        _ => data.to_vec(),
     }
 }
 

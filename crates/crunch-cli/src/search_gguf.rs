@@ -1,0 +1,333 @@
+//! `crunch compress MODEL --target-size 93.5MB --format gguf --out OUT.gguf --calib FILE`: the
+//! budget search over GGUF types. Every block linear layer is encoded in each type of its
+//! ladder (`crunch_search::gguf_levels`, weighted by the importance E[x²] collected on the
+//! calibration text); the search picks one type per layer; the other tensors (token embedding,
+//! output, norms) get the types of a llama-quantize preset. The file is written by the GGUF
+//! export with the chosen types as per-tensor overrides and the searched bytes as given, and
+//! `OUT.recipe.toml` beside it reproduces it (`crunch compress --recipe`) without searching.
+
+use crate::compress::OutputArgs;
+use crate::device::with_backend;
+use crate::gguf_out::{self, GgufArgs, Given};
+use crate::progress;
+use crate::search::{
+    cache_root, draw, evo_params, record, run_search, summary, Goal, How, SearchArgs, Space,
+};
+use anyhow::{anyhow, bail, Result};
+use crunch_calib::{GgufSpec, RecipeFile};
+use crunch_export::gguf::{self, importance_by_gguf_name, Mix, Preset};
+use crunch_formats::DType;
+use crunch_model::weights::gguf_location;
+use crunch_model::{Checkpoint, Model};
+use crunch_runtime::Backend;
+use crunch_search::database::model_hash;
+use crunch_search::gguf_levels::{encode, GgufDatabase};
+use crunch_search::{hash_bytes, ModelFitness, HASH_START};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+use std::time::Instant;
+
+/// The presets a `--target-size` is matched against (nearest file size).
+const SIZE_PRESETS: [Preset; 10] = [
+    Preset::Q2_K,
+    Preset::Q3_K_S,
+    Preset::Q3_K_M,
+    Preset::Q3_K_L,
+    Preset::Q4_K_S,
+    Preset::Q4_K_M,
+    Preset::Q5_K_S,
+    Preset::Q5_K_M,
+    Preset::Q6_K,
+    Preset::Q8_0,
+];
+
+fn mix_of(preset: Preset) -> Mix {
+    Mix {
+        preset,
+        overrides: Vec::new(),
+        with_importance: true,
+    }
+}
+
+/// llama.cpp's name of a block linear layer's weight (`blk.3.attn_q.weight`).
+fn gguf_weight_name(ckpt: &Checkpoint, hf_layer: &str) -> String {
+    gguf_location(&format!("{hf_layer}.weight"), ckpt.config.arch).name
+}
+
+pub(crate) fn is_block_linear(name: &str) -> bool {
+    const SUFFIXES: [&str; 7] = [
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_output.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    name.starts_with("blk.") && SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
+    let start = Instant::now();
+    let params = evo_params(s, c.calib.seed())?;
+    let recipe_out = gguf_out::recipe_path(&c.out);
+    for out in [&c.out, &recipe_out] {
+        crunch_export::check_output(
+            out,
+            &[c.model.as_path()],
+            crunch_export::OutputKind::File,
+            c.force,
+        )?;
+    }
+    let ckpt = Checkpoint::open(&c.model)?;
+    let given_mix = match &s.mix {
+        Some(name) => Some(Preset::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Preset::all().map(Preset::name).collect();
+            anyhow!("--mix `{name}`: not a preset (one of {})", names.join(", "))
+        })?),
+        None => None,
+    };
+    // The preset of the untouched tensors, and the file's bytes outside the searched layers.
+    let plan_of = |p: Preset| gguf::plan(&ckpt, &mix_of(p), &[]);
+    let preset = match (given_mix, s.target_size) {
+        (Some(p), _) => p,
+        (None, Some(size)) => {
+            let mut best = (u64::MAX, Preset::Q4_K_M);
+            for p in SIZE_PRESETS {
+                let d = plan_of(p)?.file_bytes().abs_diff(size);
+                if d < best.0 {
+                    best = (d, p);
+                }
+            }
+            best.1
+        }
+        (None, None) => Preset::Q4_K_M,
+    };
+    let plan = plan_of(preset)?;
+    let linear_bytes: u64 = plan
+        .tensors
+        .iter()
+        .filter(|t| is_block_linear(&t.name))
+        .map(|t| t.bytes as u64)
+        .sum();
+    // Metadata, untouched tensors and alignment; each tensor may add up to 31 bytes of padding
+    // whatever its type, counted once more as a margin.
+    let n_linear = plan
+        .tensors
+        .iter()
+        .filter(|t| is_block_linear(&t.name))
+        .count() as u64;
+    let fixed = plan.file_bytes() - linear_bytes + 32 * n_linear;
+    let goal = match (s.target_bpw, s.target_size, s.target_kl) {
+        (Some(b), None, None) => Goal::Bpw(b),
+        (None, Some(size), None) => {
+            if size <= fixed {
+                bail!(
+                    "--target-size {:.2} MB is below the {:.2} MB that {} gives the tensors the \
+                     search does not choose (embeddings, output, norms, metadata)",
+                    size as f64 / 1e6,
+                    fixed as f64 / 1e6,
+                    preset.name()
+                );
+            }
+            Goal::Bits(((size - fixed) * 8) as f64)
+        }
+        (None, None, Some(k)) => Goal::Kl(k),
+        _ => bail!("give one of --target-bpw, --target-size, --target-kl"),
+    };
+
+    let mut file = RecipeFile {
+        format: Some("gguf".into()),
+        ..RecipeFile::default()
+    };
+    let got = gguf_out::calibrated_importance(c, &mut file, &ckpt, "a budget search")?;
+    let (windows, importance, importance_desc) = (got.windows, got.importance, got.desc);
+
+    let cache = cache_root(&s.search_cache);
+    let units = crunch_search::database::block_units(&ckpt)?.0;
+    let bar = progress::bar(units.len(), "encoding the levels");
+    let db = GgufDatabase::build(
+        &ckpt,
+        Some(&importance),
+        Some(&cache.join("gguf-variants")),
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    let costs = db.costs();
+    // Uniform configurations are named by their types, e.g. `Q4_K/IQ4_NL`.
+    let top = costs.iter().map(Vec::len).max().unwrap_or(0);
+    let names: Vec<String> = (0..top)
+        .map(|l| {
+            let mut v: Vec<&str> = Vec::new();
+            for t in &db.types {
+                let n = t[l.min(t.len() - 1)].ggml_name();
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            v.join("/")
+        })
+        .collect();
+    let key = {
+        let mut h = hash_bytes(HASH_START, &model_hash(&ckpt.path)?.to_le_bytes());
+        h = hash_bytes(
+            h,
+            &crunch_search::database::windows_hash(&windows).to_le_bytes(),
+        );
+        h = hash_bytes(h, importance_desc.as_bytes());
+        for n in &names {
+            h = hash_bytes(h, n.as_bytes());
+        }
+        h = hash_bytes(h, preset.name().as_bytes());
+        hash_bytes(h, serde_json::to_string(&params)?.as_bytes())
+    };
+    let space = Space {
+        costs: &costs,
+        names: &names,
+        key,
+    };
+    let (outcome, compare) = with_backend!(c.device, b => {
+        let (base, mut model) = crate::search::load_twice(&b, &ckpt)?;
+        quantize_untouched(&ckpt, &plan, &importance, &mut model)?;
+        let mut fit = ModelFitness::new(&base, model, &db, &windows, params.seed);
+        let how = How {
+            args: s,
+            params: &params,
+            goal: &goal,
+            cache: &cache,
+        };
+        let o = run_search(&mut fit, &space, &windows, &how)?;
+        let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
+        let compare = crate::search::compare_points(&b, &base, &s.compare, kl_set)?;
+        (o, compare)
+    });
+    let search_seconds = start.elapsed().as_secs_f64();
+
+    let unit_names: Vec<String> = db.units.iter().map(|u| u.full_name()).collect();
+    if let Some(p) = &s.plot {
+        draw(
+            p,
+            &outcome,
+            &unit_names,
+            &|u, l| db.types[u][l].ggml_name().to_string(),
+            &compare,
+        )?;
+    }
+    // The chosen types as exact per-tensor overrides, and their bytes in llama.cpp's row order.
+    let mut overrides = Vec::with_capacity(units.len());
+    let mut encoded: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (u, &l) in outcome.config.iter().enumerate() {
+        let l = l as usize;
+        let dtype = db.types[u][l];
+        let name = gguf_weight_name(&ckpt, &unit_names[u]);
+        let rows = db.shapes[u].0;
+        let hf = format!("{}.weight", unit_names[u]);
+        let bytes = gguf::to_llama_rows(&ckpt.config, &hf, &db.encoded[u][l], rows);
+        *counts.entry(dtype.ggml_name()).or_default() += 1;
+        overrides.push(format!("{name}={}", dtype.ggml_name()));
+        encoded.insert(name, bytes);
+    }
+    file.gguf = Some(GgufSpec {
+        mix: preset.name().to_string(),
+        tensor_types: overrides,
+        importance: true,
+        imatrix: None,
+        ..GgufSpec::default()
+    });
+    let mut extra = record(s, &outcome, windows.len(), search_seconds);
+    extra["mix"] = json!(preset.name());
+    extra["levels"] = json!(counts);
+    extra["variants_cached"] = json!(db.cached);
+    extra["variants_made"] = json!(db.made);
+    extra["compare"] = compare
+        .iter()
+        .map(|(n, b, k)| json!({"file": n, "linear_bpw": b, "calibration_kl": k}))
+        .collect();
+    if !c.json {
+        summary(s, &outcome, windows.len(), search_seconds);
+    }
+    let given = Given {
+        importance: importance_by_gguf_name(importance, ckpt.config.arch),
+        desc: importance_desc,
+        encoded,
+        search: extra,
+    };
+    gguf_out::run_with(c, file, &GgufArgs::default(), Some(given))
+}
+
+/// The token embedding and output matrix of the candidate model as the file will hold them
+/// (the preset's types, importance-weighted as the writer encodes them), so that the search's
+/// KL is the file's.
+fn quantize_untouched<B: Backend + Clone>(
+    ckpt: &Checkpoint,
+    plan: &gguf::GgufPlan,
+    importance: &BTreeMap<String, Vec<f32>>,
+    model: &mut Model<B>,
+) -> Result<()> {
+    let cfg = &ckpt.config;
+    let typed = |name: &str| {
+        plan.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.dtype)
+    };
+    let lossy = |d: DType| !matches!(d, DType::F32);
+    let roundtrip = |hf: &str, dtype: DType, imp: Option<&[f32]>| -> Result<Vec<f32>> {
+        let v = ckpt.weights.read(hf, &[cfg.vocab, cfg.hidden], cfg)?;
+        Ok(match dtype {
+            DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+            DType::BF16 => v
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect(),
+            d => {
+                let bytes = encode(&v, cfg.hidden, d, imp).map_err(|e| anyhow!("{hf}: {e}"))?;
+                let mut out = vec![0f32; v.len()];
+                crunch_formats::gguf::quants::dequantize(d, &bytes, &mut out)
+                    .map_err(|e| anyhow!("{hf}: {e}"))?;
+                out
+            }
+        })
+    };
+    let shape = [cfg.vocab, cfg.hidden];
+    let out_imp = importance.get("lm_head.weight").map(Vec::as_slice);
+    let b = model.backend.clone();
+    let tied = typed("output.weight").is_none();
+    if let Some(d) = typed("token_embd.weight").filter(|&d| lossy(d)) {
+        // A tied embedding is the output matrix too: llama.cpp weights it by the output's
+        // importance.
+        let imp = if tied { out_imp } else { None };
+        let v = roundtrip("model.embed_tokens.weight", d, imp)?;
+        let t = if b.prefers_packed() {
+            b.upload_weight(v, &shape)?
+        } else {
+            b.upload(v, &shape)?
+        };
+        if tied {
+            model.lm_head = t.clone();
+        }
+        model.embed = t;
+    }
+    if let Some(d) = typed("output.weight").filter(|&d| lossy(d)) {
+        let v = roundtrip("lm_head.weight", d, out_imp)?;
+        model.lm_head = b.upload_weight(v, &shape)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crunch_model::model::BLOCK_LINEARS;
+
+    #[test]
+    fn block_linears_by_gguf_name() {
+        assert!(is_block_linear("blk.0.attn_q.weight"));
+        assert!(is_block_linear("blk.29.ffn_down.weight"));
+        assert!(!is_block_linear("token_embd.weight"));
+        assert!(!is_block_linear("blk.0.attn_norm.weight"));
+        assert_eq!(BLOCK_LINEARS.len(), 7);
+    }
+}
