@@ -170,6 +170,26 @@ unsafe fn scales_gathered<F: Block, const C: usize, const AVX512: bool>(
     accm
 }
 
+/// `acc + (Σ u·q) · scale` for the two chunks `ch`, `ch + 1` of activation row `x` (codes `u`
+/// of both in one 512-bit vector, one scale per 32-bit lane).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pair_product<const I16: bool>(
+    u: __m512i,
+    x: &ActRow,
+    ch: usize,
+    scale: __m512,
+    acc: __m512,
+) -> __m512 {
+    let xa = _mm512_loadu_si512(x.a.add(32 * ch).cast());
+    let mut it = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xa);
+    if I16 {
+        let xb = _mm512_loadu_si512(x.b.add(32 * ch).cast());
+        it = _mm512_dpbusd_epi32(_mm512_slli_epi32(it, 7), u, xb);
+    }
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(it), scale, acc)
+}
+
 /// One row of a 32-weight block type with its scale at a fixed offset, on AVX-512 VNNI, in
 /// one pass, two chunks (64 weights) per step: the pair's two f16 scales (and minimums) are
 /// read with plain loads and widened together, `d·dx` of both is spread over the two halves
@@ -225,14 +245,8 @@ unsafe fn row_pairs_vnni<F: Block, const C: usize, const I16: bool>(
             let e32 = _mm_castpd_ps(_mm_load_sd(x[c].e32.add(j).cast()));
             accm[c] = _mm_fmadd_ps(m, e32, accm[c]);
             let sv = _mm512_castps128_ps512(_mm_mul_ps(d, xc));
-            let xa = _mm512_loadu_si512(x[c].a.add(32 * j).cast());
-            let mut it = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xa);
-            if I16 {
-                let xb = _mm512_loadu_si512(x[c].b.add(32 * j).cast());
-                it = _mm512_dpbusd_epi32(_mm512_slli_epi32(it, 7), u, xb);
-            }
             let scale = _mm512_permutexvar_ps(pair, sv);
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(it), scale, acc[c]);
+            acc[c] = pair_product::<I16>(u, &x[c], j, scale, acc[c]);
         }
         j += 2;
     }
@@ -280,14 +294,8 @@ unsafe fn row_k_vnni<F: Block, const C: usize, const I16: bool>(
             let sel = _mm512_add_epi32(quad, _mm512_set1_epi32(4 * p as i32));
             let ch = ch0 + 2 * p;
             for c in 0..C {
-                let xa = _mm512_loadu_si512(x[c].a.add(32 * ch).cast());
-                let mut it = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xa);
-                if I16 {
-                    let xb = _mm512_loadu_si512(x[c].b.add(32 * ch).cast());
-                    it = _mm512_dpbusd_epi32(_mm512_slli_epi32(it, 7), u, xb);
-                }
                 let scale = _mm512_permutexvar_ps(sel, sv[c]);
-                acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(it), scale, acc[c]);
+                acc[c] = pair_product::<I16>(u, &x[c], ch, scale, acc[c]);
             }
         }
     }
