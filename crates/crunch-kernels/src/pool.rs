@@ -147,6 +147,10 @@ fn member(s: &Shared, me: usize) {
                 spins = 0;
                 continue;
             }
+            if spins.is_multiple_of(1024) {
+                // On a busy machine, let whoever waits for this core run (often the caller).
+                std::thread::yield_now();
+            }
             std::hint::spin_loop();
         };
         seen = gen;
@@ -216,7 +220,14 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         mine += 1;
     }
     s.done.fetch_add(mine, AcqRel);
+    let mut spins = 0u32;
     while s.done.load(Acquire) < tasks {
+        // A member still running a task it claimed: spin, yielding now and then so that a
+        // descheduled member gets the core back on a busy machine.
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(256) {
+            std::thread::yield_now();
+        }
         std::hint::spin_loop();
     }
     s.job.store(std::ptr::null_mut(), SeqCst);
