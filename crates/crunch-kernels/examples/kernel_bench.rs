@@ -27,7 +27,14 @@ fn main() {
         DType::Q6K,
     ] {
         for bits in [ActBits::I16, ActBits::I8] {
+            // `KERNEL_BENCH_ROWS=1` (or 512) measures only that many activation rows.
+            let only: Option<usize> = std::env::var("KERNEL_BENCH_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok());
             for n in [1usize, 512] {
+                if only.is_some_and(|o| o != n) {
+                    continue;
+                }
                 let mut macs = 0f64;
                 let mut secs = 0f64;
                 for &(rows, cols) in &shapes {

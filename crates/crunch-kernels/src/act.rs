@@ -17,7 +17,6 @@
 //! weights' offset (see `formats`). Rows are padded with zeros to a multiple of 64.
 
 use crate::aligned::Aligned;
-use rayon::prelude::*;
 
 /// Padding unit of every row (one 512-bit vector of bytes).
 pub const PAD: usize = 64;
@@ -117,7 +116,16 @@ impl Acts {
             quantize_row(&x[i * k..(i + 1) * k], out, qmax)
         };
         if n > 1 && n * k >= 1 << 15 {
-            rows.into_par_iter().for_each(run);
+            // Each task takes its row's buffers out of the list (tasks touch disjoint rows).
+            let rows: Vec<std::sync::Mutex<Option<(usize, RowBufs)>>> = rows
+                .into_iter()
+                .map(|r| std::sync::Mutex::new(Some(r)))
+                .collect();
+            crate::pool::run(rows.len(), &|i| {
+                if let Some(r) = rows[i].lock().ok().and_then(|mut r| r.take()) {
+                    run(r)
+                }
+            });
         } else {
             rows.into_iter().for_each(run);
         }

@@ -11,7 +11,6 @@ use crunch_formats::DType;
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use half::f16;
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 pub(crate) fn supported(dtype: DType) -> bool {
@@ -148,7 +147,7 @@ pub(crate) fn matmul(w: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32], isa: 
         };
         let tiles = m.div_ceil(TILE);
         if m * k * n >= 1 << 16 {
-            (0..tiles).into_par_iter().for_each(task);
+            crate::pool::run(tiles, &task);
         } else {
             (0..tiles).for_each(task);
         }
@@ -170,5 +169,5 @@ pub(crate) fn matmul(w: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32], isa: 
             faer_matmul(dst, Accum::Replace, xs, wt, 1.0f32, Par::Seq);
         })
     };
-    (0..m.div_ceil(TILE)).into_par_iter().for_each(task);
+    crate::pool::run(m.div_ceil(TILE), &task);
 }

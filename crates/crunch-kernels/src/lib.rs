@@ -22,6 +22,7 @@ mod gemv;
 mod isa;
 mod math;
 mod matrix;
+pub mod pool;
 mod storage;
 mod tile;
 

@@ -147,9 +147,15 @@ impl PackedMatrix {
         if crate::float::supported(self.dtype) {
             return crate::float::matmul(self, x, n, y, opts.isa);
         }
-        let mut acts = Acts::new(opts.bits);
+        // The quantized activations' buffers are reused from one product to the next on
+        // this thread (decoding runs hundreds of products per token).
+        let mut acts = ACTS
+            .with(|a| a.borrow_mut().take())
+            .filter(|a| a.bits == opts.bits)
+            .unwrap_or_else(|| Acts::new(opts.bits));
         acts.quantize(x, n, self.cols);
-        self.matmul_acts(&acts, y, opts.isa)
+        self.matmul_acts(&acts, y, opts.isa);
+        ACTS.with(|a| *a.borrow_mut() = Some(acts));
     }
 
     /// The product with activations already quantized (several matrices that share an input
@@ -178,6 +184,7 @@ impl Out {
 }
 
 thread_local! {
+    static ACTS: RefCell<Option<Acts>> = const { RefCell::new(None) };
     static TILE: RefCell<Tile> = RefCell::new(Tile::new());
     #[cfg(target_arch = "x86_64")]
     static SCRATCH: RefCell<crate::gemv::Scratch> = RefCell::new(Default::default());
@@ -235,7 +242,7 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
         });
     };
     if tiles > 1 && m * k * n >= 1 << 16 {
-        (0..tiles).into_par_iter().for_each(task);
+        crate::pool::run(tiles, &task);
     } else {
         (0..tiles).for_each(task);
     }
@@ -245,14 +252,16 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
 #[cfg(target_arch = "x86_64")]
 fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     let (m, n, k) = (w.rows, acts.n, w.cols);
-    const TILE: usize = 32;
+    // About 8 tiles per thread (balance when a thread is slow), of at least 32 rows (a few
+    // microseconds of work each, well above the cost of claiming one).
+    let (tile, tiles) = crate::pool::pieces(m, 8, 32);
     let row_bytes = w.row_bytes();
     let x: Vec<crate::gemv::ActRow> = (0..n).map(|i| crate::gemv::ActRow::new(acts, i)).collect();
     let out = Out(y.as_mut_ptr());
     let (vnni, i16) = (isa == Isa::Avx512, acts.bits == ActBits::I16);
     let task = |t: usize| {
-        let r0 = t * TILE;
-        let tr = TILE.min(m - r0);
+        let r0 = t * tile;
+        let tr = tile.min(m - r0);
         // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
         let mut put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
         SCRATCH.with(|s| {
@@ -271,9 +280,8 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
             }
         });
     };
-    let tiles = m.div_ceil(TILE);
     if tiles > 1 && m * k >= 1 << 16 {
-        (0..tiles).into_par_iter().for_each(task);
+        crate::pool::run(tiles, &task);
     } else {
         (0..tiles).for_each(task);
     }

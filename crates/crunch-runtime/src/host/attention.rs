@@ -7,7 +7,6 @@
 
 use crate::{AttentionMask, Error, Result};
 use crunch_kernels::{exp_nonpositive, Isa};
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Keys and values of one sequence.
@@ -98,7 +97,7 @@ pub fn attend(
     let jobs = heads * blocks;
     // Work per job: about (keys × d) multiply-adds per query.
     if jobs > 1 && t * kv.len * heads * d >= 1 << 16 {
-        (0..jobs).into_par_iter().for_each(task);
+        crunch_kernels::pool::run(jobs, &task);
     } else {
         (0..jobs).for_each(task);
     }

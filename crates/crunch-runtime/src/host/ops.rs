@@ -3,8 +3,7 @@
 //! has it. They are cheap next to the products (one pass over a row each), so they run on the
 //! calling thread unless the input is large (prefill).
 
-use crunch_kernels::Isa;
-use rayon::prelude::*;
+use crunch_kernels::{pool, Isa};
 
 /// Rows at or above this many values are split over the pool.
 const PARALLEL_MIN: usize = 1 << 16;
@@ -106,99 +105,88 @@ fn avx2() -> bool {
     }
 }
 
-/// Splits `len` values in pieces of whole rows of `row` for the pool.
+/// Splits `len` values in pieces of whole rows of `row` for the team.
 fn piece(len: usize, row: usize) -> usize {
     let rows = len / row.max(1);
-    rows.div_ceil(4 * rayon::current_num_threads()).max(1) * row.max(1)
+    rows.div_ceil(4 * pool::threads()).max(1) * row.max(1)
+}
+
+/// The output pointer shared by tasks that write disjoint pieces.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint pieces of the output.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// A method, so closures capture the whole `Out` (which is `Sync`), not its field.
+    ///
+    /// # Safety
+    /// `start..start + len` must lie in the output and belong to the caller alone.
+    unsafe fn piece<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// A new `len`-value output, filled by `f(start, piece)` over pieces of whole rows of `row`
+/// values: on the calling thread when small, else on the team.
+fn map_rows(len: usize, row: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    if len < PARALLEL_MIN {
+        f(0, &mut out);
+    } else {
+        let p = piece(len, row);
+        let o = Out(out.as_mut_ptr());
+        pool::run(len.div_ceil(p), &|t| {
+            let start = t * p;
+            // SAFETY: piece t of the output belongs to task t.
+            f(start, unsafe { o.piece(start, p.min(len - start)) })
+        });
+    }
+    out
+}
+
+/// Calls the AVX2 build of a loop where the CPU has it, else the plain one.
+macro_rules! dispatch {
+    ($avx2:ident, $plain:ident ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { $avx2($($arg),*) };
+        }
+        $plain($($arg),*)
+    }};
 }
 
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    let run = |o: &mut [f32], a: &[f32], b: &[f32]| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { add_rows_avx2(a, b, o) };
-        }
-        add_rows(a, b, o)
-    };
-    if a.len() < PARALLEL_MIN {
-        run(&mut out, a, b);
-    } else {
-        let p = piece(a.len(), 1024);
-        out.par_chunks_mut(p)
-            .zip(a.par_chunks(p))
-            .zip(b.par_chunks(p))
-            .for_each(|((o, a), b)| run(o, a, b));
-    }
-    out
+    map_rows(a.len(), 1024, |s, o| {
+        let (a, b) = (&a[s..s + o.len()], &b[s..s + o.len()]);
+        dispatch!(add_rows_avx2, add_rows(a, b, o))
+    })
 }
 
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    let run = |o: &mut [f32], x: &[f32]| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { rms_rows_avx2(x, w, eps, o) };
-        }
-        rms_rows(x, w, eps, o)
-    };
-    if x.len() < PARALLEL_MIN {
-        run(&mut out, x);
-    } else {
-        let p = piece(x.len(), w.len());
-        out.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .for_each(|(o, x)| run(o, x));
-    }
-    out
+    map_rows(x.len(), w.len(), |s, o| {
+        let x = &x[s..s + o.len()];
+        dispatch!(rms_rows_avx2, rms_rows(x, w, eps, o))
+    })
 }
 
 pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], t: usize, h: usize, d: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
     let half = d / 2;
-    let run = |t0: usize, o: &mut [f32], x: &[f32]| {
-        let t1 = t0 + x.len() / (h * d);
-        let (c, s) = (&cos[t0 * half..t1 * half], &sin[t0 * half..t1 * half]);
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { rope_rows_avx2(x, c, s, h, d, o) };
-        }
-        rope_rows(x, c, s, h, d, o)
-    };
-    if x.len() < PARALLEL_MIN || t < 2 {
-        run(0, &mut out, x);
-    } else {
-        let p = piece(x.len(), h * d);
-        let rows = p / (h * d);
-        out.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .enumerate()
-            .for_each(|(i, (o, x))| run(i * rows, o, x));
-    }
-    out
+    // One row per position: a piece starts at a whole position.
+    let row = if t < 2 { x.len().max(1) } else { h * d };
+    map_rows(x.len(), row, |s, o| {
+        let (t0, t1) = (s / (h * d), (s + o.len()) / (h * d));
+        let (c, sn) = (&cos[t0 * half..t1 * half], &sin[t0 * half..t1 * half]);
+        let x = &x[s..s + o.len()];
+        dispatch!(rope_rows_avx2, rope_rows(x, c, sn, h, d, o))
+    })
 }
 
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; g.len()];
-    let run = |o: &mut [f32], g: &[f32], u: &[f32]| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { silu_mul_rows_avx2(g, u, o) };
-        }
-        silu_mul_rows(g, u, o)
-    };
-    if g.len() < PARALLEL_MIN {
-        run(&mut out, g, u);
-    } else {
-        let p = piece(g.len(), 1024);
-        out.par_chunks_mut(p)
-            .zip(g.par_chunks(p))
-            .zip(u.par_chunks(p))
-            .for_each(|((o, g), u)| run(o, g, u));
-    }
-    out
+    map_rows(g.len(), 1024, |s, o| {
+        let (g, u) = (&g[s..s + o.len()], &u[s..s + o.len()]);
+        dispatch!(silu_mul_rows_avx2, silu_mul_rows(g, u, o))
+    })
 }
