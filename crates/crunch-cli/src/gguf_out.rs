@@ -261,7 +261,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
         let mut v = summary;
         v["tensors"] = tensors.into();
         v["importance_seconds"] = importance_seconds.into();
-        println!("{}", serde_json::to_string(&v)?);
+        crate::report::json(v);
         return Ok(());
     }
 
@@ -292,7 +292,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     v["encode_seconds"] = (total_seconds - importance_seconds).into();
     v["total_seconds"] = total_seconds.into();
     if c.json {
-        println!("{v}");
+        crate::report::json(v);
     } else {
         println!(
             "{}: {} ({} importance), {:.3} bits per weight ({:.3} in block linear layers), {:.1} MB, {total_seconds:.1} s",
