@@ -13,23 +13,11 @@ Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf -
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
+
+from quantize_table import run_json
 
 # (name, bits, group) of the uniform configurations compared against.
 UNIFORM = [("gptq 3-bit g128", 3, 128), ("gptq 3-bit g32", 3, 32)]
-
-
-def run_json(cmd):
-    t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr)
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["wall_seconds"] = time.time() - t
-    return out
 
 
 def main():

@@ -1,6 +1,8 @@
 //! Helpers shared by the GPU benchmarks (`gpu_llama`, `gpu_moe`): random bf16 checkpoints,
 //! random token windows, flags, and the numbers every result line reports.
 
+pub mod timing;
+
 use crunch_model::testing::SplitMix64;
 use rayon::prelude::*;
 use std::io::Write;

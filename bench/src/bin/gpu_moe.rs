@@ -23,16 +23,13 @@
 //! 8 / 128 tokens: a fair load for timing, not a measure of quality.
 
 use anyhow::{bail, Result};
+use crunch_bench::timing::{run_recipe, Device, Run};
 use crunch_bench::{peak_host_bytes, random_windows, write_random_bf16, Args};
-use crunch_calib::{compress_model, output_recipe, Progress, RecipeFile};
 use crunch_model::testing::tensor_shapes;
 use crunch_model::{Checkpoint, ModelConfig};
-use crunch_repr::CompressedLayer;
-use crunch_runtime::{Backend, Cpu};
+use crunch_runtime::Cpu;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 /// The config.json of a shape.
 fn config(shape: &str, layers: Option<usize>) -> Result<serde_json::Value> {
@@ -116,77 +113,6 @@ fn make(args: &Args) -> Result<()> {
     write_random_bf16(&dir, &tensor_shapes(&cfg))
 }
 
-/// What the timer needs from a backend beyond [`Backend`].
-trait Device: Backend + Clone {
-    fn sync(&self) {}
-    fn used_memory(&self) -> Option<usize> {
-        None
-    }
-    fn name(&self) -> String;
-}
-
-impl Device for Cpu {
-    fn name(&self) -> String {
-        "cpu".into()
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl Device for crunch_runtime::Cuda {
-    fn sync(&self) {
-        let _ = self.synchronize();
-    }
-    fn used_memory(&self) -> Option<usize> {
-        self.memory().ok().map(|(used, _)| used)
-    }
-    fn name(&self) -> String {
-        self.device_name().to_string()
-    }
-}
-
-/// Splits wall time into stages at the calibration loop's progress callbacks, synchronising
-/// the device at each so that queued work is charged to the stage that queued it.
-struct Timer<D: Device> {
-    device: D,
-    label: &'static str,
-    last: Instant,
-    seconds: BTreeMap<&'static str, f64>,
-    block_start: Option<Instant>,
-    per_block: Vec<f64>,
-    peak_gpu: usize,
-}
-
-impl<D: Device> Timer<D> {
-    fn switch(&mut self, next: &'static str) {
-        self.device.sync();
-        if let Some(used) = self.device.used_memory() {
-            self.peak_gpu = self.peak_gpu.max(used);
-        }
-        let now = Instant::now();
-        *self.seconds.entry(self.label).or_default() += (now - self.last).as_secs_f64();
-        self.last = now;
-        self.label = next;
-    }
-}
-
-impl<D: Device> Progress for Timer<D> {
-    fn block(&mut self, _layer: usize, _layers: usize) {
-        self.switch("load");
-        let now = self.last;
-        if let Some(s) = self.block_start.replace(now) {
-            self.per_block.push((now - s).as_secs_f64());
-        }
-    }
-    fn step(&mut self, what: &str) {
-        self.switch(match what {
-            "capturing inputs" => "calibration",
-            "experts on every token" => "calibration_all_tokens",
-            "propagating" => "propagate",
-            _ => "gptq",
-        });
-    }
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -201,60 +127,29 @@ fn gptq<D: Device>(args: &Args, device: D) -> Result<()> {
     let (dir, out) = (args.path("--dir")?, args.path("--out")?);
     let (n, ctx) = (args.num("--windows", 128)?, args.num("--ctx", 2048)?);
     let full = args.num("--full-layers", 48)?;
-    let t0 = Instant::now();
-    let ckpt = Checkpoint::open(&dir)?;
-    let cfg = ckpt.config.clone();
+    let cfg = Checkpoint::open(&dir)?.config;
     let wins = random_windows(cfg.vocab, n, ctx);
     // Act-order as in gpu_llama's figures in BENCHMARKS.md; symmetric, as vLLM's fused-MoE
     // kernels take.
-    let recipe = RecipeFile::parse(
-        "[[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 128\nsymmetric = true\n\
-         act_order = true\n",
-    )?;
-    let mut timer = Timer {
-        device: device.clone(),
-        label: "load",
-        last: t0,
-        seconds: BTreeMap::new(),
-        block_start: None,
-        per_block: vec![],
-        peak_gpu: 0,
-    };
-    let layers = compress_model(&device, &ckpt, &recipe, Some(&wins), &mut timer)?;
-    timer.switch("save");
-    if let Some(s) = timer.block_start {
-        timer.per_block.push((timer.last - s).as_secs_f64());
-    }
-    let json = output_recipe(&recipe, dir.display().to_string(), None, &layers)?;
-    let toml = recipe.to_toml();
-    let extra = [("recipe.toml", toml.as_str())];
-    let to = crunch_export::Target::new(&out)
-        .overwrite(true)
-        .beside(&extra);
-    crunch_export::Format::Crunch.write(&ckpt, &layers, &json, &to)?;
-    timer.switch("done");
-    let total = t0.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        report(&cfg, &device, &dir, &out, &layers, &timer, total, full, n, ctx)
-    );
+    let recipe = "[[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 128\nsymmetric = true\n\
+                  act_order = true\nmse_clip = false\n";
+    let run = run_recipe(device, &dir, recipe, &wins, &out)?;
+    println!("{}", report(&cfg, &dir, &out, &run, full, n, ctx));
     Ok(())
 }
 
 /// The result line, with the projection to `full` blocks.
-#[allow(clippy::too_many_arguments)]
 fn report<D: Device>(
     cfg: &ModelConfig,
-    device: &D,
     dir: &Path,
     out: &Path,
-    layers: &BTreeMap<String, CompressedLayer>,
-    timer: &Timer<D>,
-    total: f64,
+    run: &Run<D>,
     full: usize,
     windows: usize,
     ctx: usize,
 ) -> serde_json::Value {
+    let (layers, timer, total) = (&run.layers, &run.timer, run.total);
+    let device = &timer.device;
     // Routed tokens of each expert (one record per expert: its down projection's).
     let experts: Vec<_> = layers
         .iter()

@@ -329,10 +329,15 @@ expert_min_tokens = 10
         let Method::Gptq(g) = &r.stages[1].method else {
             panic!()
         };
-        assert_eq!((g.act_order, g.damp, g.symmetric), (false, 0.01, false));
+        assert_eq!(
+            (g.act_order, g.mse_clip, g.damp, g.symmetric),
+            (true, true, 0.01, false)
+        );
         let text = r.to_toml();
         assert!(
-            text.contains("act_order = false") && text.contains("damp = 0.01"),
+            text.contains("act_order = true")
+                && text.contains("mse_clip = true")
+                && text.contains("damp = 0.01"),
             "{text}"
         );
         assert_eq!(RecipeFile::parse(&text).unwrap(), r);

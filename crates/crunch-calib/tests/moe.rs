@@ -4,12 +4,9 @@
 //! driver on every new architecture.
 
 use crunch_calib::{compress_model, windows, RecipeFile};
-use crunch_formats::safetensors::serialize_f32;
 use crunch_model::hooks::{LinearHook, LinearId};
 use crunch_model::layout::{all_linears, expert_linear, LinearRole};
-use crunch_model::testing::{
-    reference_ids, tensor_shapes, tensor_values, tiny_specs, write_tiny_model,
-};
+use crunch_model::testing::{reference_ids, tiny_specs, write_model, write_tiny_model};
 use crunch_model::{Checkpoint, ModelConfig};
 use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
@@ -27,27 +24,19 @@ fn starved_model(dir: &Path) -> Checkpoint {
         .find(|s| s.name == "qwen3_moe")
         .unwrap();
     let cfg = ModelConfig::from_hf_json(Path::new("c"), &spec.config).unwrap();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes(&cfg)
-        .into_iter()
-        .map(|(name, shape)| {
-            let mut v = tensor_values(&name, &shape, 0);
-            if name == "model.embed_tokens.weight" {
-                v.chunks_mut(shape[1]).for_each(|row| row[0] = 10.0);
+    // Both tensors edited are [_, hidden].
+    let cols = cfg.hidden;
+    write_model(dir, &spec.config, &cfg, 0, |name, v| {
+        if name == "model.embed_tokens.weight" {
+            v.chunks_mut(cols).for_each(|row| row[0] = 10.0);
+        }
+        if name.ends_with("mlp.gate.weight") {
+            for (e, row) in v.chunks_mut(cols).enumerate() {
+                row[0] = if e == STARVED { -3.0 } else { 1.0 };
             }
-            if name.ends_with("mlp.gate.weight") {
-                for (e, row) in v.chunks_mut(shape[1]).enumerate() {
-                    row[0] = if e == STARVED { -3.0 } else { 1.0 };
-                }
-            }
-            (name, shape, v)
-        })
-        .collect();
-    let refs: Vec<(&str, &[usize], &[f32])> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()))
-        .collect();
-    std::fs::write(dir.join("model.safetensors"), serialize_f32(&refs)).unwrap();
-    std::fs::write(dir.join("config.json"), spec.config.to_string()).unwrap();
+        }
+    })
+    .unwrap();
     Checkpoint::open(dir).unwrap()
 }
 

@@ -80,12 +80,20 @@ pub struct GridArgs {
     /// Asymmetric grid (the default).
     #[arg(long)]
     pub asym: bool,
-    /// GPTQ: quantize columns in order of decreasing Hessian diagonal (groups stay static).
-    #[arg(long)]
+    /// GPTQ: quantize columns in order of decreasing Hessian diagonal (groups stay static)
+    /// [GPTQ's default; decision 092].
+    #[arg(long, overrides_with = "no_act_order")]
     pub act_order: bool,
-    /// Search the clipping range that minimises the quantization error (RTN and GPTQ grids).
-    #[arg(long)]
+    /// GPTQ: quantize columns in their stored order.
+    #[arg(long, overrides_with = "act_order")]
+    pub no_act_order: bool,
+    /// Search the clipping range that minimises the quantization error [GPTQ's default; RTN:
+    /// off unless given].
+    #[arg(long, overrides_with = "no_mse")]
     pub mse: bool,
+    /// Min–max grids, no clipping search.
+    #[arg(long, overrides_with = "mse")]
+    pub no_mse: bool,
     /// GPTQ and SparseGPT dampening, as a fraction of the mean Hessian diagonal [default: 0.01].
     #[arg(long)]
     pub damp: Option<f64>,
@@ -106,9 +114,18 @@ impl GridArgs {
         put(t, "bits", self.bits.map(i64::from));
         put(t, "group_size", self.group_size.map(|g| g as i64));
         put(t, "symmetric", (self.sym || self.asym).then_some(self.sym));
-        put(t, "act_order", self.act_order.then_some(true));
-        put(t, "mse_clip", self.mse.then_some(true));
+        put(t, "act_order", on_off(self.act_order, self.no_act_order));
+        put(t, "mse_clip", on_off(self.mse, self.no_mse));
         put(t, "damp", self.damp);
+    }
+}
+
+/// A `--x`/`--no-x` pair as a recipe value: only what was given (the last one wins).
+fn on_off(on: bool, off: bool) -> Option<bool> {
+    match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
     }
 }
 
@@ -123,8 +140,8 @@ const FLAGS: [(&str, &str); 9] = [
     ("bits", "--bits"),
     ("group_size", "--group-size"),
     ("symmetric", "--sym/--asym"),
-    ("act_order", "--act-order"),
-    ("mse_clip", "--mse"),
+    ("act_order", "--act-order/--no-act-order"),
+    ("mse_clip", "--mse/--no-mse"),
     ("damp", "--damp"),
     ("sparsity", "--sparsity/--pattern"),
     ("keep", "--keep"),

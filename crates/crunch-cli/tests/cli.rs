@@ -641,7 +641,7 @@ fn wrong_flags_and_formats_are_refused_before_calibration() {
     for (args, needle) in [
         (
             &["quantize", "--method", "rtn", "--act-order"][..],
-            "--act-order does not apply to --method rtn",
+            "--act-order/--no-act-order does not apply to --method rtn",
         ),
         (
             &["quantize", "--method", "rtn", "--damp", "0.1"],

@@ -162,15 +162,9 @@ fn a_corrupt_tokenizer_is_an_error_not_silently_dropped() {
     has(&e, &["tokenizer.json"]);
 }
 
+/// The error of opening the tiny Llama GGUF after `edit`.
 fn gguf_err(edit: impl FnOnce(&mut crunch_model::testing::GgufParts)) -> String {
-    let mut parts = tiny_gguf(&llama(), "llama");
-    edit(&mut parts);
-    let d = tempfile::tempdir().unwrap();
-    let p: PathBuf = d.path().join("bad.gguf");
-    std::fs::write(&p, parts.to_bytes()).unwrap();
-    let e = open_err(&p);
-    has(&e, &["bad.gguf"]);
-    e
+    gguf_err_of(llama().name, edit)
 }
 
 #[test]

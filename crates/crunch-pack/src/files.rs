@@ -2,7 +2,9 @@
 //! directories in, temporary outputs renamed into place only when complete and checked.
 
 use crate::error::{PackError, Result};
-use crate::io::{check_free, parent_dir, temp_prefix, AtomicFile, FileSource, Sink, Source};
+use crate::io::{
+    check_free, out_name, parent_dir, temp_beside, AtomicFile, FileSource, Sink, Source,
+};
 use crate::pack::{PackOptions, Packer, Progress};
 use crate::report::{PackReport, UnpackReport};
 use crate::unpack::Packed;
@@ -243,18 +245,7 @@ fn unpack_dir(
     report: &mut UnpackReport,
     tick: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let parent = parent_dir(output);
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // 0777 less the umask, like any new directory (tempfile's default is 0700).
-    let tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(&name))
-        .suffix(".crunch-tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .tempdir_in(&parent)
-        .map_err(|e| PackError::io(&parent, e))?;
+    let tmp = temp_beside(output, 0o777, |b, dir| b.tempdir_in(dir))?;
     for (fi, f) in packed.index.files.iter().enumerate() {
         let dest = tmp.path().join(&f.path);
         let dir = parent_dir(&dest);
@@ -270,7 +261,8 @@ fn unpack_dir(
         std::fs::write(&marker, OUTPUT_MARKER_TEXT).map_err(|e| PackError::io(&marker, e))?;
     }
     if force && output.symlink_metadata().is_ok() {
-        let old = output.with_file_name(format!(".{name}.old-{}", std::process::id()));
+        let old =
+            output.with_file_name(format!(".{}.old-{}", out_name(output), std::process::id()));
         std::fs::rename(output, &old).map_err(|e| PackError::io(output, e))?;
         std::fs::rename(tmp.path(), output).map_err(|e| PackError::io(output, e))?;
         let removed = if old.is_dir() {

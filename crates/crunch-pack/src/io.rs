@@ -103,20 +103,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(dest: &Path, force: bool) -> Result<Self> {
         check_free(dest, force)?;
-        let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Created 0666 less the umask, like any new file (tempfile's default is 0600). The
-        // name carries the process id (`.NAME.tmp-PID.XXXXXX.crunch-tmp`), so a later run can
-        // tell a dead run's leftover from a live one's (crunch_export::output).
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix(&name))
-            .suffix(".crunch-tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(&dir)
-            .map_err(|e| PackError::io(&dir, e))?;
+        let tmp = temp_beside(dest, 0o666, |b, dir| b.tempfile_in(dir))?;
         Ok(AtomicFile {
             tmp: io::BufWriter::with_capacity(1 << 20, tmp),
             dest: dest.to_path_buf(),
@@ -172,8 +159,33 @@ pub fn check_free(dest: &Path, force: bool) -> Result<()> {
 }
 
 /// Prefix of the temporary names for output `name`: `.NAME.tmp-PID.`.
-pub fn temp_prefix(name: &str) -> String {
+fn temp_prefix(name: &str) -> String {
     format!(".{name}.tmp-{}.", std::process::id())
+}
+
+/// `dest`'s file name, as its temporaries and leftovers are named after it.
+pub fn out_name(dest: &Path) -> String {
+    dest.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Makes (by `make`: a file or a directory) the temporary that `dest` is written to first:
+/// beside it, named `.NAME.tmp-PID.XXXXXX.crunch-tmp` (the process id lets a later run tell a
+/// dead run's leftover from a live one's, crunch_export::output), created with `mode` less the
+/// umask like any new file or directory (tempfile's own default is owner-only).
+pub fn temp_beside<T>(
+    dest: &Path,
+    mode: u32,
+    make: impl FnOnce(&tempfile::Builder, &Path) -> io::Result<T>,
+) -> Result<T> {
+    let dir = parent_dir(dest);
+    let prefix = temp_prefix(&out_name(dest));
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix)
+        .suffix(".crunch-tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    make(&b, &dir).map_err(|e| PackError::io(&dir, e))
 }
 
 pub fn parent_dir(p: &Path) -> PathBuf {

@@ -68,6 +68,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// `param` has a value of the wrong JSON type; `want` says which type it needs.
+    fn wrong_type(param: &str, want: &str, got: &Value) -> Self {
+        Self::bad(
+            param,
+            format!("`{param}` must be {want}, got {}", type_name(got)),
+        )
+    }
+
+    fn required(param: &str) -> Self {
+        Self::bad(param, format!("`{param}` is required"))
+    }
+
     pub fn bad(param: &str, message: impl Into<String>) -> Self {
         ApiError {
             status: 400,
@@ -106,10 +118,7 @@ fn number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> 
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(ApiError::bad(
-            key,
-            format!("`{key}` must be a number, got {}", type_name(other)),
-        )),
+        Some(other) => Err(ApiError::wrong_type(key, "a number", other)),
     }
 }
 
@@ -122,10 +131,7 @@ fn integer(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError>
                 format!("`{key}` must be a non-negative integer, got {n}"),
             )
         }),
-        Some(other) => Err(ApiError::bad(
-            key,
-            format!("`{key}` must be an integer, got {}", type_name(other)),
-        )),
+        Some(other) => Err(ApiError::wrong_type(key, "an integer", other)),
     }
 }
 
@@ -133,10 +139,7 @@ fn boolean(obj: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ApiError::bad(
-            key,
-            format!("`{key}` must be true or false, got {}", type_name(other)),
-        )),
+        Some(other) => Err(ApiError::wrong_type(key, "true or false", other)),
     }
 }
 
@@ -174,25 +177,15 @@ fn content(v: &Value, at: usize) -> Result<String, ApiError> {
             }
             Ok(out)
         }
-        other => Err(ApiError::bad(
-            &param,
-            format!("`{param}` must be a string, got {}", type_name(other)),
-        )),
+        other => Err(ApiError::wrong_type(&param, "a string", other)),
     }
 }
 
 fn messages(obj: &Map<String, Value>, limits: &Limits) -> Result<Vec<Message>, ApiError> {
     let list = match obj.get("messages") {
         Some(Value::Array(a)) => a,
-        None | Some(Value::Null) => {
-            return Err(ApiError::bad("messages", "`messages` is required"))
-        }
-        Some(other) => {
-            return Err(ApiError::bad(
-                "messages",
-                format!("`messages` must be an array, got {}", type_name(other)),
-            ))
-        }
+        None | Some(Value::Null) => return Err(ApiError::required("messages")),
+        Some(other) => return Err(ApiError::wrong_type("messages", "an array", other)),
     };
     if list.is_empty() {
         return Err(ApiError::bad("messages", "`messages` must not be empty"));
@@ -260,12 +253,10 @@ fn stop(obj: &Map<String, Value>, limits: &Limits) -> Result<Vec<String>, ApiErr
             })
             .collect::<Result<_, _>>()?,
         Some(other) => {
-            return Err(ApiError::bad(
+            return Err(ApiError::wrong_type(
                 "stop",
-                format!(
-                    "`stop` must be a string or an array of strings, got {}",
-                    type_name(other)
-                ),
+                "a string or an array of strings",
+                other,
             ))
         }
     };
@@ -316,15 +307,8 @@ pub fn parse(kind: Kind, body: &[u8], limits: &Limits) -> Result<GenRequest, Api
                     "one prompt per request: a string (or an array of one string)",
                 ))
             }
-            None | Some(Value::Null) => {
-                return Err(ApiError::bad("prompt", "`prompt` is required"))
-            }
-            Some(other) => {
-                return Err(ApiError::bad(
-                    "prompt",
-                    format!("`prompt` must be a string, got {}", type_name(other)),
-                ))
-            }
+            None | Some(Value::Null) => return Err(ApiError::required("prompt")),
+            Some(other) => return Err(ApiError::wrong_type("prompt", "a string", other)),
         },
     };
     if let Prompt::Text(t) = &prompt {
@@ -335,12 +319,7 @@ pub fn parse(kind: Kind, body: &[u8], limits: &Limits) -> Result<GenRequest, Api
     let model = match obj.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(ApiError::bad(
-                "model",
-                format!("`model` must be a string, got {}", type_name(other)),
-            ))
-        }
+        Some(other) => return Err(ApiError::wrong_type("model", "a string", other)),
     };
     let max_tokens = match integer(obj, "max_completion_tokens")?.or(integer(obj, "max_tokens")?) {
         None => None,
@@ -402,12 +381,7 @@ pub fn parse(kind: Kind, body: &[u8], limits: &Limits) -> Result<GenRequest, Api
                 .as_u64()
                 .or(n.as_i64().map(|i| i as u64))
                 .ok_or_else(|| ApiError::bad("seed", "`seed` must be an integer"))?,
-            Some(other) => {
-                return Err(ApiError::bad(
-                    "seed",
-                    format!("`seed` must be an integer, got {}", type_name(other)),
-                ))
-            }
+            Some(other) => return Err(ApiError::wrong_type("seed", "an integer", other)),
         },
     };
     sampling.validate().map_err(|e| {
@@ -484,102 +458,35 @@ mod tests {
 
     #[test]
     fn bad_requests_name_the_field() {
+        use Kind::{Chat, Completion};
+        // (kind, body, the field the error names; None: the body is not JSON)
+        #[rustfmt::skip]
         let cases = [
-            (Kind::Completion, "not json", "invalid_json", None),
-            (Kind::Completion, "[1, 2]", "invalid_json", None),
-            (Kind::Completion, "{}", "invalid_value", Some("prompt")),
-            (
-                Kind::Completion,
-                r#"{"prompt": 3}"#,
-                "invalid_value",
-                Some("prompt"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": ""}"#,
-                "invalid_value",
-                Some("prompt"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "max_tokens": "5"}"#,
-                "invalid_value",
-                Some("max_tokens"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "max_tokens": 0}"#,
-                "invalid_value",
-                Some("max_tokens"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "max_tokens": 100000000}"#,
-                "invalid_value",
-                Some("max_tokens"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "max_tokens": -1}"#,
-                "invalid_value",
-                Some("max_tokens"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "temperature": 9}"#,
-                "invalid_value",
-                Some("temperature"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "top_p": 0}"#,
-                "invalid_value",
-                Some("top_p"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "stream": "yes"}"#,
-                "invalid_value",
-                Some("stream"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "stop": [1]}"#,
-                "invalid_value",
-                Some("stop"),
-            ),
-            (
-                Kind::Completion,
-                r#"{"prompt": "a", "n": 2}"#,
-                "invalid_value",
-                Some("n"),
-            ),
-            (
-                Kind::Chat,
-                r#"{"messages": []}"#,
-                "invalid_value",
-                Some("messages"),
-            ),
-            (
-                Kind::Chat,
-                r#"{"messages": "hi"}"#,
-                "invalid_value",
-                Some("messages"),
-            ),
-            (
-                Kind::Chat,
-                r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
-                "invalid_value",
-                Some("messages[0].role"),
-            ),
-            (
-                Kind::Chat,
-                r#"{"messages": [{"role": "user", "content": 5}]}"#,
-                "invalid_value",
-                Some("messages[0].content"),
-            ),
+            (Completion, "not json", None),
+            (Completion, "[1, 2]", None),
+            (Completion, "{}", Some("prompt")),
+            (Completion, r#"{"prompt": 3}"#, Some("prompt")),
+            (Completion, r#"{"prompt": ""}"#, Some("prompt")),
+            (Completion, r#"{"prompt": "a", "max_tokens": "5"}"#, Some("max_tokens")),
+            (Completion, r#"{"prompt": "a", "max_tokens": 0}"#, Some("max_tokens")),
+            (Completion, r#"{"prompt": "a", "max_tokens": 100000000}"#, Some("max_tokens")),
+            (Completion, r#"{"prompt": "a", "max_tokens": -1}"#, Some("max_tokens")),
+            (Completion, r#"{"prompt": "a", "temperature": 9}"#, Some("temperature")),
+            (Completion, r#"{"prompt": "a", "top_p": 0}"#, Some("top_p")),
+            (Completion, r#"{"prompt": "a", "stream": "yes"}"#, Some("stream")),
+            (Completion, r#"{"prompt": "a", "stop": [1]}"#, Some("stop")),
+            (Completion, r#"{"prompt": "a", "n": 2}"#, Some("n")),
+            (Chat, r#"{"messages": []}"#, Some("messages")),
+            (Chat, r#"{"messages": "hi"}"#, Some("messages")),
+            (Chat, r#"{"messages": [{"role": "wizard", "content": "x"}]}"#, Some("messages[0].role")),
+            (Chat, r#"{"messages": [{"role": "user", "content": 5}]}"#, Some("messages[0].content")),
         ];
-        for (kind, body, code, param) in cases {
+        for (kind, body, param) in cases {
+            let code = if param.is_some() {
+                "invalid_value"
+            } else {
+                "invalid_json"
+            };
             let e = p(kind, body).unwrap_err();
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.code, code, "{body}: {}", e.message);

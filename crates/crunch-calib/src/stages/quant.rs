@@ -60,15 +60,27 @@ pub struct Gptq {
     /// Zero point fixed at the middle of the grid.
     #[serde(default)]
     pub symmetric: bool,
-    /// Quantize columns in order of decreasing Hessian diagonal (groups stay static).
-    #[serde(default)]
+    /// Quantize columns in order of decreasing Hessian diagonal (groups stay static). On by
+    /// default: it wins on both evaluation texts (decision 092).
+    #[serde(default = "default_act_order")]
     pub act_order: bool,
-    /// Search each grid's clipping range for the smallest error.
-    #[serde(default)]
+    /// Search each grid's clipping range for the smallest error. On by default (decision 092).
+    #[serde(default = "default_mse_clip")]
     pub mse_clip: bool,
     /// Dampening, a fraction of the mean Hessian diagonal.
     #[serde(default = "default_damp")]
     pub damp: f64,
+}
+
+// A recipe's GPTQ defaults are `GptqOptions::default()`'s, so the library and recipes cannot
+// disagree: act-order and MSE grids on, since without them GPTQ over-fits its calibration text
+// (decision 092, BENCHMARKS.md "Calibration options on both texts").
+fn default_act_order() -> bool {
+    GptqOptions::default().act_order
+}
+
+fn default_mse_clip() -> bool {
+    GptqOptions::default().mse_clip
 }
 
 impl Gptq {

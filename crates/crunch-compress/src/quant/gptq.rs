@@ -42,14 +42,14 @@ pub struct GptqOptions {
 }
 
 impl Default for GptqOptions {
-    /// Block [`BLOCK_SIZE`], damp 0.01, columns in order (no act-order), no MSE clipping: the
-    /// defaults of `crunch quantize` and of recipes alike.
+    /// Block [`BLOCK_SIZE`], damp 0.01, act-order, MSE-searched grids: the defaults of `crunch
+    /// quantize` and of recipes alike, chosen by the off-domain evaluation (decision 092).
     fn default() -> Self {
         Self {
             block_size: BLOCK_SIZE,
             damp: 0.01,
-            act_order: false,
-            mse_clip: false,
+            act_order: true,
+            mse_clip: true,
         }
     }
 }
