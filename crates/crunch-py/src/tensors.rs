@@ -127,8 +127,8 @@ fn _gptq<'py>(
     bits: i64,
     group_size: i64,
     sym: bool,
-    act_order: bool,
-    mse: bool,
+    act_order: Option<bool>,
+    mse: Option<bool>,
     damp: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (w, rows, cols) = matrix(&weight, "weight")?;
@@ -143,10 +143,16 @@ fn _gptq<'py>(
     keys.insert("bits".into(), bits.into());
     keys.insert("group_size".into(), group_size.into());
     keys.insert("symmetric".into(), sym.into());
-    keys.insert("act_order".into(), act_order.into());
-    keys.insert("mse_clip".into(), mse.into());
-    if let Some(d) = damp {
-        keys.insert("damp".into(), d.into());
+    // Settings not given take the stage's defaults, as flags not given do.
+    let optional = [
+        ("act_order", act_order.map(toml::Value::from)),
+        ("mse_clip", mse.map(toml::Value::from)),
+        ("damp", damp.map(toml::Value::from)),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            keys.insert(key.into(), v);
+        }
     }
     let stage = Stage::from_table(keys, 1)
         .map_err(|e| InputError::new_err(e.to_string().replace("stage 1 ", "")))?;

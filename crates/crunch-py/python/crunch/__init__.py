@@ -70,14 +70,22 @@ def _arg(value: Any) -> str:
     return str(value)
 
 
+# Options whose CLI flag has a `--no-` form (on by default): False turns them off.
+_NEGATABLE = ("act_order", "mse")
+
+
 def _flags(options: dict) -> list[str]:
     """Keyword arguments as the CLI's flags: ``group_size=128`` -> ``--group-size=128``;
-    ``True`` -> the bare flag; ``None``/``False`` -> left out; a list -> the flag repeated."""
+    ``True`` -> the bare flag; ``None``/``False`` -> left out (``False`` -> ``--no-act-order``
+    for the options on by default); a list -> the flag repeated."""
     out = []
     for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is False and key in _NEGATABLE:
+            out.append("--no-" + flag[2:])
+            continue
         if value is None or value is False:
             continue
-        flag = "--" + key.replace("_", "-")
         if value is True:
             out.append(flag)
         elif isinstance(value, (list, tuple)):
@@ -321,14 +329,15 @@ def gptq(
     bits: int = 4,
     group_size: Union[int, str, None] = 128,
     sym: bool = False,
-    act_order: bool = False,
-    mse: bool = False,
+    act_order: Optional[bool] = None,
+    mse: Optional[bool] = None,
     damp: Optional[float] = None,
 ) -> dict[str, Any]:
     """GPTQ of a weight [rows, cols] with the Hessian of its inputs [cols, cols], exactly as
     ``crunch quantize --method gptq`` quantizes a layer with those settings (same codes, bit
-    for bit). ``group_size`` None, 0 or "channel": one grid per row. Returns the dict of
-    ``quantized_layer``."""
+    for bit). ``group_size`` None, 0 or "channel": one grid per row; ``act_order``, ``mse``
+    (MSE-searched clipping) and ``damp`` left as None take the CLI's defaults. Returns the
+    dict of ``quantized_layer``."""
     if group_size in (None, "channel", -1):
         group_size = 0
     w = _f32_matrix(weight, "weight")

@@ -27,8 +27,8 @@ def _gptq(
     bits: int,
     group_size: int,
     sym: bool,
-    act_order: bool,
-    mse: bool,
+    act_order: Optional[bool],
+    mse: Optional[bool],
     damp: Optional[float],
 ) -> dict[str, Any]: ...
 def _hessians(

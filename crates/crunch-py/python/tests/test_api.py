@@ -87,7 +87,7 @@ def test_tensors_and_weights(tiny, text, tmp_path):
 @pytest.mark.parametrize("opts", [
     dict(bits=4, group_size=32),
     dict(bits=3, group_size=0, sym=True),
-    dict(bits=4, group_size=32, act_order=True, damp=0.05),
+    dict(bits=4, group_size=32, act_order=False, mse=False, damp=0.05),
 ])
 def test_gptq_matches_cli_bit_for_bit(tiny, text, tmp_path, opts):
     """crunch.gptq on the layer's weight and calibration Hessian gives the codes, scales and
