@@ -108,6 +108,12 @@ def test_gptq_matches_cli_bit_for_bit(tiny, text, tmp_path, opts):
         assert np.array_equal(got[k], stored[k]), k
 
 
+def test_weight_as_torch(tiny):
+    torch = pytest.importorskip("torch")
+    t = crunch.weight(tiny, Q + ".weight", torch=True)
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and tuple(t.shape) == (64, 64)
+
+
 def test_generate_tiny(tiny):
     m = crunch.load(tiny)
     g = m.generate("The quick", max_tokens=8)
