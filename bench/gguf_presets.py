@@ -16,6 +16,10 @@ Run it with a Python that has gguf-py (scripts/check-gguf-py installs .cache/ggu
       --calib calib.txt --eval eval.txt --work DIR [--quality] [--max-tokens 16384] \
       [--offdomain offdomain.txt] [--no-crunch-eval]
 
+--methods rtn,gptq also writes crunch's GPTQ file of each preset (`--method gptq`, calibrated
+on --calib with --gptq-samples windows of 512 tokens, seed 0; the embeddings and output rounded
+with the same saved importance as RTN) as crunch-gptq-PRESET.gguf and measures it the same way.
+
 --offdomain adds llama-perplexity's KL on a second text (issue 19's off-domain text, made by
 bench/offdomain.py); --no-crunch-eval measures with llama.cpp's harness only (crunch eval of a
 135M model over 65,536 tokens takes minutes on a 2-core machine). Files already in --work
@@ -90,6 +94,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=65536)
     ap.add_argument("--offdomain", help="a second evaluation text (llama-perplexity KL only)")
     ap.add_argument("--no-crunch-eval", action="store_true")
+    ap.add_argument("--methods", default="rtn", help="crunch's methods: rtn, gptq or rtn,gptq")
+    ap.add_argument("--gptq-samples", type=int, default=128)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     th = ["--threads", str(a.threads)]
@@ -122,14 +128,22 @@ def main():
                "size_ratio": plan["size_on_disk"] / os.path.getsize(ref),
                "linear_bits_per_weight": plan["linear_bits_per_weight"]}
         if a.quality:
-            out = os.path.join(a.work, f"crunch-{preset}.gguf")
-            if not os.path.exists(out):
-                q = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset,
-                              "--out", out, "--imatrix", crunch_imatrix, "--json"])
-                row["crunch_quantize_seconds"] = q["total_seconds"]
-            row["crunch_file_bytes"] = os.path.getsize(out)
+            files = [("llama", ref)]
+            for method in a.methods.split(","):
+                who = "crunch" if method == "rtn" else f"crunch_{method}"
+                out = os.path.join(a.work, f"crunch-{preset}.gguf" if method == "rtn"
+                                   else f"crunch-{method}-{preset}.gguf")
+                if not os.path.exists(out):
+                    extra = [] if method == "rtn" else [
+                        "--method", method, "--calib", a.calib, "--calib-samples", str(a.gptq_samples),
+                        "--calib-len", "512", "--seed", "0"]
+                    q = run_json([a.crunch, *th, "quantize", a.base, "--format", "gguf", "--mix", preset,
+                                  "--out", out, "--imatrix", crunch_imatrix, *extra, "--json"])
+                    row[f"{who}_quantize_seconds"] = q["total_seconds"]
+                row[f"{who}_file_bytes"] = os.path.getsize(out)
+                files.insert(len(files) - 1, (who, out))
             ev = ["--data", a.eval, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"]
-            for who, path in (("crunch", out), ("llama", ref)):
+            for who, path in files:
                 if not a.no_crunch_eval:
                     e = run_json([a.crunch, *th, "eval", path, "--base", a.base, *ev])
                     row[f"{who}_crunch_eval"] = {k: e[k] for k in ("ppl", "kl", "top1_agreement")}
@@ -137,7 +151,7 @@ def main():
                 print(json.dumps({"preset": preset, who: row[f"{who}_llama_kld"]}), flush=True)
             if a.offdomain:
                 base_logits(a, a.offdomain, off_kld)
-                for who, path in (("crunch", out), ("llama", ref)):
+                for who, path in files:
                     row[f"{who}_llama_kld_offdomain"] = llama_kld(a.llamacpp, path, off_kld, a.ctx,
                                                                   a.threads)
         rows.append(row)
@@ -147,7 +161,16 @@ def main():
     for r in rows:
         print(f"| {r['preset']} | {r['tensors']} | {len(r['type_mismatches'])} | {r['llama_bytes']:,} | "
               f"{r['crunch_bytes']:,} | {r['size_ratio']:.5f} |")
-    if a.quality:
+    if a.quality and "gptq" in a.methods.split(","):
+        print("\n| preset | text | crunch RTN KL | crunch GPTQ KL | llama.cpp KL | RTN / llama | GPTQ / llama |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            for text, suffix in (("evaluation", ""), ("off-domain", "_offdomain")):
+                k = [r.get(f"{w}_llama_kld{suffix}") for w in ("crunch", "crunch_gptq", "llama")]
+                if all(k):
+                    c, g, l = (v["kl"] for v in k)
+                    print(f"| {r['preset']} | {text} | {c:.4f} | {g:.4f} | {l:.4f} | {c / l:.3f} | {g / l:.3f} |")
+    if a.quality and "rtn" in a.methods.split(","):
         print("\n| preset | linear bpw | crunch KL (llama-perplexity) | llama.cpp KL (llama-perplexity) | ratio | "
               "crunch top-1 | llama.cpp top-1 | crunch KL off-domain | llama.cpp KL off-domain | ratio |")
         print("|---|---|---|---|---|---|---|---|---|---|")
@@ -158,7 +181,7 @@ def main():
             print(f"| {r['preset']} | {r['linear_bits_per_weight']:.3f} | {ck['kl']:.4f} | {lk['kl']:.4f} | "
                   f"{ck['kl'] / lk['kl']:.3f} | {100 * ck['top1_agreement']:.2f}% | "
                   f"{100 * lk['top1_agreement']:.2f}% | {off} |")
-    if a.quality and not a.no_crunch_eval:
+    if a.quality and not a.no_crunch_eval and "rtn" in a.methods.split(","):
         print("\n| preset | linear bpw | crunch KL (crunch eval) | llama.cpp KL (crunch eval) | ratio | "
               "crunch KL (llama-perplexity) | llama.cpp KL (llama-perplexity) | ratio | crunch top-1 | llama.cpp top-1 |")
         print("|---|---|---|---|---|---|---|---|---|---|")

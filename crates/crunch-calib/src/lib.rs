@@ -19,6 +19,7 @@ mod checks;
 mod compress;
 mod data;
 mod device_gptq;
+mod gguf_gptq;
 mod importance;
 mod recipe_file;
 mod selfgen;
@@ -28,7 +29,9 @@ mod variants;
 
 pub use checks::{available_memory, calibration_bytes, check_calibration_size};
 pub use compress::{check_recipe, compress_model, first_calibrated, output_recipe, planned};
+pub use crunch_compress::GptqOptions;
 pub use data::windows;
+pub use gguf_gptq::gptq_gguf_model;
 pub use importance::collect_importance;
 pub use recipe_file::{
     pattern_matches, CalibrationSpec, GgufSpec, MoeSpec, RecipeError, RecipeFile, Stage,

@@ -63,6 +63,9 @@ pub struct RecipeFile {
     /// The output layout (`crunch`, `compressed-tensors`, ...; `crunch_export::Format`), when
     /// not crunch's own.
     pub format: Option<String>,
+    /// How crunch's format stores the token embedding and an untied LM head
+    /// (`crunch_export::crunch_dir::Embeddings`: keep, f16, q8_0, q6_k, ...); absent: keep.
+    pub embeddings: Option<String>,
     pub calibration: Option<CalibrationSpec>,
     /// The GGUF export's type mix and importance (with `format = "gguf"`).
     pub gguf: Option<GgufSpec>,
@@ -100,7 +103,7 @@ impl Default for MoeSpec {
 }
 
 /// How a GGUF export chooses and encodes each tensor's type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GgufSpec {
     /// llama-quantize's preset (`Q4_K_M`, ...).
@@ -112,6 +115,13 @@ pub struct GgufSpec {
     pub importance: bool,
     /// llama.cpp's importance file (`llama-imatrix -o`), used instead of calibration.
     pub imatrix: Option<String>,
+    /// `rtn` (importance-weighted rounding, the default) or `gptq` (error compensation onto
+    /// the same grids, calibrated block by block; needs calibration data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// GPTQ's dampening (fraction of the mean Hessian diagonal) [default: 0.01].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damp: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,6 +172,8 @@ struct RawRecipe {
     #[serde(default)]
     format: Option<String>,
     #[serde(default)]
+    embeddings: Option<String>,
+    #[serde(default)]
     calibration: Option<CalibrationSpec>,
     #[serde(default)]
     gguf: Option<GgufSpec>,
@@ -184,6 +196,7 @@ impl RecipeFile {
         Ok(Self {
             skip: raw.skip,
             format: raw.format,
+            embeddings: raw.embeddings,
             calibration: raw.calibration,
             gguf: raw.gguf,
             stages,

@@ -14,6 +14,7 @@ use crunch_calib::{
     check_recipe, compress_model, first_calibrated, output_recipe, planned, CalibrationSpec,
     Family, Method, RecipeError, RecipeFile, Stage,
 };
+use crunch_export::crunch_dir::Embeddings;
 use crunch_export::{Format, Target};
 use crunch_model::Checkpoint;
 use crunch_repr::{Compressed, CompressedLayer};
@@ -40,6 +41,11 @@ pub struct OutputArgs {
     /// never compressed.
     #[arg(long, value_name = "PATTERN")]
     pub skip: Vec<String>,
+    /// How crunch's format stores the token embedding and an untied LM head: keep (the
+    /// source's encoding: a GGUF's blocks, 16-bit floats, never wider), f16, or a GGUF block
+    /// type (q8_0, q6_k, q5_k, q4_k, q5_0) [default: keep, or the recipe's `embeddings`].
+    #[arg(long, value_name = "ENCODING")]
+    pub embeddings: Option<String>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -305,6 +311,33 @@ pub(crate) fn output_format(flag: Option<Format>, recipe: &RecipeFile) -> Result
     }
 }
 
+/// The embeddings' encoding: `--embeddings`, else the recipe's, else keep; recorded in the
+/// recipe, and refused (before anything runs) for layouts other than crunch's own.
+fn output_embeddings(c: &OutputArgs, file: &mut RecipeFile) -> Result<Embeddings> {
+    if let Some(e) = &c.embeddings {
+        file.embeddings = Some(e.clone());
+    }
+    let Some(name) = &file.embeddings else {
+        return Ok(Embeddings::Keep);
+    };
+    let e: Embeddings = name.parse().map_err(|e| anyhow!("--embeddings: {e}"))?;
+    let format = output_format(c.format, file)?;
+    if e != Embeddings::Keep && format != Format::Crunch {
+        bail!(
+            "--embeddings {name} applies to crunch's format, not {}{}",
+            format.name(),
+            if format == Format::Gguf {
+                " (there: --tensor-type token_embd.weight=TYPE)"
+            } else {
+                ""
+            }
+        );
+    }
+    // Written out as parsed, so the recipe names it one way.
+    file.embeddings = (e != Embeddings::Keep).then(|| e.name());
+    Ok(e)
+}
+
 /// Loads the calibration windows (flags over the recipe's table) for `who`, and records in
 /// `file` what was used: the path as given (not just its file name), so the recipe can be run
 /// again.
@@ -338,6 +371,7 @@ pub(crate) fn run(
     search: Option<serde_json::Value>,
 ) -> Result<()> {
     file.stages = stages;
+    let embeddings = output_embeddings(c, &mut file)?;
     if output_format(c.format, &file)? == Format::Gguf {
         return crate::gguf_out::run(c, file, &crate::gguf_out::GgufArgs::default());
     }
@@ -381,7 +415,10 @@ pub(crate) fn run(
     let sp = progress::spinner("writing");
     let recipe_toml = file.to_toml();
     let extra = [("recipe.toml", recipe_toml.as_str())];
-    let to = Target::new(&c.out).overwrite(c.force).beside(&extra);
+    let to = Target::new(&c.out)
+        .overwrite(c.force)
+        .beside(&extra)
+        .embeddings(embeddings);
     format.write(&ckpt, &layers, &recipe, &to)?;
     sp.finish_and_clear();
 

@@ -1,7 +1,10 @@
-//! `crunch quantize MODEL --format gguf --mix Q4_K_M --out OUT.gguf [--calib FILE]`: one GGUF
-//! file llama.cpp loads, every tensor's type chosen by a llama-quantize preset (plus
-//! `--tensor-type` overrides), encoded by crunch's encoders weighted by each input column's
-//! importance (E[x²] over the calibration text, on by default when `--calib` is given).
+//! `crunch quantize MODEL --format gguf --mix Q4_K_M --out OUT.gguf [--calib FILE]
+//! [--method rtn|gptq]`: one GGUF file llama.cpp loads, every tensor's type chosen by a
+//! llama-quantize preset (plus `--tensor-type` overrides), encoded by crunch's encoders weighted
+//! by each input column's importance (E[x²] over the calibration text, on by default when
+//! `--calib` is given). With `--method gptq` the block linear layers are quantized by GPTQ onto
+//! their types instead (calibrated block by block on the quantized model's own activations);
+//! the other tensors (embeddings, output) are rounded as with `rtn`.
 //!
 //! It runs as a recipe like every other command: the flags become a recipe with
 //! `format = "gguf"`, a `[gguf]` table and no stages, written beside the output as
@@ -13,14 +16,15 @@ use crate::device::with_backend;
 use crate::progress::{self, Bars};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use crunch_calib::{collect_importance, GgufSpec, RecipeFile};
+use crunch_calib::{collect_importance, gptq_gguf_model, GgufSpec, GptqOptions, RecipeFile};
 use crunch_export::gguf::{
-    self, importance_by_gguf_name, read_imatrix, Importance, Inputs, Mix, Preset,
+    self, importance_by_gguf_name, read_imatrix, to_llama_rows, Importance, Inputs, Mix, Preset,
 };
 use crunch_export::OutputKind;
-use crunch_formats::gguf::quants::ENCODABLE;
+use crunch_formats::gguf::quants::{Codec, ENCODABLE};
 use crunch_formats::gguf::GgufValue;
 use crunch_formats::DType;
+use crunch_model::weights::gguf_location;
 use crunch_model::Checkpoint;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,14 +84,18 @@ pub fn quantize(
     grid_keys: &toml::Table,
     flags: &GgufArgs,
 ) -> Result<()> {
-    if method.unwrap_or("rtn") != "rtn" {
-        bail!(
-            "--format gguf supports --method rtn (importance-weighted rounding onto the GGUF \
-             grids); GPTQ onto those grids is not implemented yet"
-        );
-    }
-    if let Some(key) = grid_keys.keys().next() {
-        bail!("`{key}` (a grid flag) does not apply to --format gguf: --mix and --tensor-type choose the types");
+    let gptq = match method.unwrap_or("rtn") {
+        "rtn" => false,
+        "gptq" => true,
+        m => bail!("--format gguf supports --method rtn or gptq, not {m}"),
+    };
+    let mut damp = None;
+    for (key, value) in grid_keys {
+        match key.as_str() {
+            "damp" if gptq => damp = value.as_float(),
+            "damp" => bail!("--damp applies to --method gptq only"),
+            _ => bail!("`{key}` (a grid flag) does not apply to --format gguf: --mix and --tensor-type choose the types"),
+        }
     }
     let file = RecipeFile {
         format: Some("gguf".into()),
@@ -96,6 +104,8 @@ pub fn quantize(
             tensor_types: flags.tensor_type.clone(),
             importance: !flags.no_importance,
             imatrix: flags.imatrix.as_ref().map(|p| p.display().to_string()),
+            method: gptq.then(|| "gptq".to_string()),
+            damp,
         }),
         ..RecipeFile::default()
     };
@@ -157,27 +167,55 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     if flags.save_imatrix.is_some() && !calib_given {
         bail!("--save-imatrix needs --calib (the text to collect the importance on)");
     }
+    let gptq = match spec.method.as_deref() {
+        None | Some("rtn") => None,
+        Some("gptq") => {
+            let opts = GptqOptions::in_order(spec.damp.unwrap_or(0.01) as f32);
+            opts.validate().map_err(|e| anyhow!("--damp: {e}"))?;
+            if !calib_given {
+                bail!("--method gptq needs --calib FILE (or --calib self:NxL): GPTQ calibrates every layer");
+            }
+            Some(opts)
+        }
+        Some(m) => bail!("[gguf] method `{m}`: expected rtn or gptq"),
+    };
+    if gptq.is_none() && spec.damp.is_some() {
+        bail!("--damp / damp applies to --method gptq only");
+    }
     let ckpt = Checkpoint::open(&c.model)?;
 
     // Importance: llama.cpp's imatrix file, or collected from the calibration data (unless
     // turned off).
     let collect = spec.imatrix.is_none() && spec.importance && calib_given;
+    let windows = if (collect && (!flags.plan || flags.save_imatrix.is_some()))
+        || (gptq.is_some() && !flags.plan)
+    {
+        let who = if gptq.is_some() {
+            "--method gptq"
+        } else {
+            "importance"
+        };
+        Some(load_calibration(c, &mut file, &ckpt, who)?)
+    } else {
+        None
+    };
     let (importance, importance_desc): (Option<Importance>, String) = if let Some(path) =
         &spec.imatrix
     {
-        file.calibration = None;
+        if gptq.is_none() {
+            file.calibration = None;
+        }
         let path = Path::new(path);
         (
             Some(read_imatrix(path)?),
             format!("imatrix {}", file_name(path)),
         )
-    } else if collect && (!flags.plan || flags.save_imatrix.is_some()) {
-        let (windows, calibration) = load_calibration(c, &mut file, &ckpt, "importance")?;
+    } else if let (true, Some((windows, calibration))) = (collect, &windows) {
         let bar = progress::bar(ckpt.config.layers, "importance");
         let hf = with_backend!(c.device, b => collect_importance(
             &b,
             &ckpt,
-            &windows,
+            windows,
             &mut Bars(bar.clone()),
         )?);
         bar.finish_and_clear();
@@ -199,7 +237,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
         }
         (Some(importance), desc)
     } else {
-        if !collect {
+        if !collect && gptq.is_none() {
             file.calibration = None;
         }
         (None, "none".into())
@@ -239,7 +277,7 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
         "out": c.out,
         "format": "gguf",
         "mix": mix_description(&mix),
-        "method": "rtn",
+        "method": if gptq.is_some() { "gptq" } else { "rtn" },
         "importance": importance_desc,
         "tensors": plan.tensors.len(),
         "types": types.iter().map(|(k, (n, b))| (k.to_string(), serde_json::json!({"tensors": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
@@ -265,11 +303,19 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
         return Ok(());
     }
 
+    // GPTQ: the block linear layers whose type changes, encoded by the calibration loop.
+    let gptq_start = Instant::now();
+    let encoded = match (gptq, &windows) {
+        (Some(opts), Some((windows, _))) => Some(gptq_layers(c, &ckpt, &plan, windows, &opts)?),
+        _ => None,
+    };
+    let gptq_seconds = gptq_start.elapsed().as_secs_f64();
+
     let n = plan.tensors.len();
     let bar = progress::bar(n, "encoding");
     let inputs = Inputs {
         importance: importance.as_ref(),
-        encoded: None,
+        encoded: encoded.as_ref(),
     };
     gguf::write(&ckpt, &plan, &inputs, &c.out, c.force, &mut |i, _, name| {
         bar.set_position(i as u64);
@@ -289,7 +335,8 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
     let mut v = summary;
     v["recipe"] = serde_json::json!(recipe_out);
     v["importance_seconds"] = importance_seconds.into();
-    v["encode_seconds"] = (total_seconds - importance_seconds).into();
+    v["gptq_seconds"] = gptq_seconds.into();
+    v["encode_seconds"] = (total_seconds - importance_seconds - gptq_seconds).into();
     v["total_seconds"] = total_seconds.into();
     if c.json {
         crate::report::json(v);
@@ -305,6 +352,49 @@ pub fn run(c: &OutputArgs, mut file: RecipeFile, flags: &GgufArgs) -> Result<()>
         );
     }
     Ok(())
+}
+
+/// GPTQ onto the planned types of the block linear layers whose type changes from the source
+/// (a tensor kept in its source type is copied as it is), keyed by llama.cpp name, rows in
+/// llama.cpp's order.
+fn gptq_layers(
+    c: &OutputArgs,
+    ckpt: &Checkpoint,
+    plan: &gguf::GgufPlan,
+    windows: &[Vec<u32>],
+    opts: &GptqOptions,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let planned: BTreeMap<&str, DType> = plan
+        .tensors
+        .iter()
+        .filter(|t| t.dtype != t.source && Codec::new(t.dtype).is_some())
+        .map(|t| (t.name.as_str(), t.dtype))
+        .collect();
+    let arch = ckpt.config.arch;
+    let types = |hf: &str| {
+        let loc = gguf_location(hf, arch);
+        match loc.expert {
+            Some(_) => None,
+            None => planned.get(loc.name.as_str()).copied(),
+        }
+    };
+    let bar = progress::bar(ckpt.config.layers, "GPTQ");
+    let by_hf = with_backend!(c.device, b => gptq_gguf_model(
+        &b,
+        ckpt,
+        windows,
+        &types,
+        opts,
+        &mut Bars(bar.clone()),
+    )?);
+    bar.finish_and_clear();
+    Ok(by_hf
+        .into_iter()
+        .map(|(hf, bytes)| {
+            let name = gguf_location(&hf, arch).name;
+            (name, to_llama_rows(&ckpt.config, &hf, bytes))
+        })
+        .collect())
 }
 
 /// `PATTERN=TYPE` of `--tensor-type`.

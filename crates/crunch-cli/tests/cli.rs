@@ -2,22 +2,12 @@
 //! input ends with a clear error naming the file, a non-zero exit, and no panic.
 
 use crunch_model::testing::{smollm2_gguf, tiny_specs, write_tiny_model};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+mod common;
+use common::{crunch, tiny_llama};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn crunch(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_crunch"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Runs `crunch info` on `path` and checks that it fails cleanly with every `needle` in the error.
 fn fails_cleanly(path: &Path, needles: &[&str]) {
@@ -28,14 +18,6 @@ fn fails_cleanly(path: &Path, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "error lacks `{n}`: {err}");
     }
-}
-
-fn tiny_llama() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let p = dir.path().to_path_buf();
-    (dir, p)
 }
 
 fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
@@ -945,11 +927,89 @@ fn quantize_to_gguf_with_importance_end_to_end() {
             vec!["--tensor-type", "ffn_down=IQ2_XXS"],
             "not a type crunch writes",
         ),
-        (vec!["--method", "gptq"], "supports --method rtn"),
+        (
+            vec!["--damp", "0.1"],
+            "--damp applies to --method gptq only",
+        ),
+        (
+            vec!["--method", "gptq", "--act-order"],
+            "does not apply to --format gguf",
+        ),
     ] {
         let (ok, _, err) = run(args(&d.path().join("x.gguf"), &extra));
         assert!(!ok && err.contains(needle), "{extra:?}: {err}");
     }
+
+    // GPTQ onto the same types: same layout and size, the rows in llama.cpp's order (q/k
+    // permuted after GPTQ: each decoded attn_q stays close to RTN's), a recipe that reproduces
+    // it, and a clear error without calibration data.
+    let gptq_out = d.path().join("g.gguf");
+    let mut gptq_args = mix.to_vec();
+    gptq_args.extend([
+        "--tensor-type",
+        "attn_q=Q8_0",
+        "--method",
+        "gptq",
+        "--damp",
+        "0.02",
+    ]);
+    let (ok, stdout, err) = run(args(&gptq_out, &gptq_args));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["method"], "gptq");
+    assert_eq!(
+        report["size_on_disk"].as_u64(),
+        Some(std::fs::metadata(&gptq_out).unwrap().len())
+    );
+    let rtn_out = d.path().join("r.gguf");
+    let mut rtn_args = mix.to_vec();
+    rtn_args.extend(["--tensor-type", "attn_q=Q8_0"]);
+    assert!(run(args(&rtn_out, &rtn_args)).0);
+    let (g, r) = (
+        crunch_formats::gguf::GgufFile::open(&gptq_out).unwrap(),
+        crunch_formats::gguf::GgufFile::open(&rtn_out).unwrap(),
+    );
+    let down = "blk.1.ffn_down.weight";
+    assert_ne!(g.read_f32(down).unwrap(), r.read_f32(down).unwrap());
+    // Q8_0 rows: GPTQ moves values by a few steps; rows in the wrong order by ~|w| itself.
+    let (gv, rv) = (
+        g.read_f32("blk.0.attn_q.weight").unwrap(),
+        r.read_f32("blk.0.attn_q.weight").unwrap(),
+    );
+    assert_ne!(gv, rv, "GPTQ changed nothing");
+    let diff: f32 = gv.iter().zip(&rv).map(|(a, b)| (a - b).abs()).sum();
+    let size: f32 = rv.iter().map(|v| v.abs()).sum();
+    assert!(
+        diff < 0.3 * size,
+        "attn_q: GPTQ {diff} away from RTN ({size})"
+    );
+    let recipe = std::fs::read_to_string(d.path().join("g.recipe.toml")).unwrap();
+    assert!(recipe.contains("method = \"gptq\""), "{recipe}");
+    let again = d.path().join("g2.gguf");
+    let (ok, _, err) = crunch(&[
+        "compress",
+        p.to_str().unwrap(),
+        "--recipe",
+        d.path().join("g.recipe.toml").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&gptq_out).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    let (ok, _, err) = crunch(&[
+        "quantize",
+        p.to_str().unwrap(),
+        "--format",
+        "gguf",
+        "--method",
+        "gptq",
+        "--out",
+        d.path().join("z.gguf").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--method gptq needs --calib"), "{err}");
     let (ok, _, err) = crunch(&[
         "quantize",
         p.to_str().unwrap(),

@@ -140,3 +140,22 @@ pub(crate) fn problem(
     h.add_batch(&correlated_inputs(&mut rng, 4 * cols, cols, shared));
     (w, h)
 }
+
+/// Runs `f` on rayon pools of 1, 2 and 3 threads, checks that every run gives the same result
+/// (the row chunks are fixed, so the thread count must not matter), and returns it.
+pub(crate) fn same_on_any_thread_count<T: PartialEq + std::fmt::Debug + Send>(
+    f: impl Fn() -> T + Send + Sync,
+) -> T {
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(&f)
+    };
+    let first = run(1);
+    assert_eq!(first, run(1));
+    assert_eq!(first, run(2));
+    assert_eq!(first, run(3));
+    first
+}

@@ -56,6 +56,8 @@ pub struct Target<'a> {
     pub dir: &'a Path,
     pub overwrite: bool,
     pub extra: &'a [(&'a str, &'a str)],
+    /// How crunch's format stores the token embedding and an untied LM head.
+    pub embeddings: crunch_dir::Embeddings,
 }
 
 impl<'a> Target<'a> {
@@ -65,7 +67,13 @@ impl<'a> Target<'a> {
             dir,
             overwrite: false,
             extra: &[],
+            embeddings: crunch_dir::Embeddings::Keep,
         }
+    }
+
+    /// Storing the embeddings as `embeddings` says (crunch's format).
+    pub fn embeddings(self, embeddings: crunch_dir::Embeddings) -> Self {
+        Self { embeddings, ..self }
     }
 
     /// Replacing `dir` if it exists (`--force`) when `overwrite`.

@@ -131,6 +131,23 @@ fn logits(model: &crunch_model::Model<Cpu>) -> Vec<f32> {
     Cpu.to_f32(&model.forward(&IDS).unwrap()).unwrap()
 }
 
+/// `ckpt` loaded with `layers` replaced by their dense values.
+fn dense_model(
+    ckpt: &Checkpoint,
+    layers: &BTreeMap<String, CompressedLayer>,
+) -> crunch_model::Model<Cpu> {
+    let mut want = ckpt.load(Cpu, |_| {}).unwrap();
+    for (name, layer) in layers {
+        let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
+        let lin = want.blocks[l.parse::<usize>().unwrap()]
+            .linear_mut(rest)
+            .unwrap_or_else(|| panic!("{name}"));
+        let (rows, cols) = layer.shape();
+        lin.weight = Cpu.upload(layer.dense(), &[rows, cols]).unwrap();
+    }
+    want
+}
+
 fn write(ckpt: &Checkpoint, layers: &BTreeMap<String, CompressedLayer>, out: &Path) {
     crunch_dir::write(ckpt, layers, &recipe(layers), &Target::new(out)).unwrap();
 }
@@ -145,15 +162,7 @@ fn every_variant_round_trips_to_the_dense_model() {
         write(&ckpt, &layers, &out);
 
         // The expectation: the original model with each layer's dense() weight.
-        let mut want = ckpt.load(Cpu, |_| {}).unwrap();
-        for (name, layer) in &layers {
-            let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
-            let block = &mut want.blocks[l.parse::<usize>().unwrap()];
-            let lin = block.linear_mut(rest).unwrap();
-            lin.weight = Cpu
-                .upload(layer.dense(), &[layer.shape().0, layer.shape().1])
-                .unwrap();
-        }
+        let want = dense_model(&ckpt, &layers);
 
         let back = Checkpoint::open(&out).unwrap();
         let mut model = back.load(Cpu, |_| {}).unwrap();
@@ -446,15 +455,59 @@ fn kept_tensors_of_a_bf16_source_keep_their_bytes() {
     );
     // And the model reads back to the same logits as one made from the dense layers.
     let back = Checkpoint::open(&out).unwrap().load(Cpu, |_| {}).unwrap();
-    let mut want = ckpt.load(Cpu, |_| {}).unwrap();
-    for (name, layer) in &layers {
-        let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
-        let lin = want.blocks[l.parse::<usize>().unwrap()]
-            .linear_mut(rest)
-            .unwrap();
-        let (rows, cols) = layer.shape();
-        lin.weight = Cpu.upload(layer.dense(), &[rows, cols]).unwrap();
-    }
+    let want = dense_model(&ckpt, &layers);
+    let err = relative_error(&logits(&back), &logits(&want));
+    assert!(err < 1e-5, "relative error {err}");
+}
+
+/// A GGUF source's block-quantized tensors that are not compressed keep their blocks in
+/// crunch's format (decision 093): the Q8_0 token embedding stays Q8_0 bytes, never f32, and
+/// the output computes the same logits as the GGUF it came from, its blocks also handed to
+/// packed-weight backends without a copy to f32.
+#[test]
+fn kept_tensors_of_a_gguf_source_keep_their_blocks() {
+    use crunch_formats::gguf::quants::Codec;
+    use crunch_model::testing::{tiny_gguf, tiny_specs};
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_specs().into_iter().next().unwrap();
+    let mut parts = tiny_gguf(&spec, "llama");
+    let t = parts
+        .tensors
+        .iter_mut()
+        .find(|t| t.0 == "token_embd.weight")
+        .unwrap();
+    let cols = t.1[1];
+    let values: Vec<f32> =
+        t.3.chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+    let blocks = Codec::new(DType::Q8_0)
+        .unwrap()
+        .encode_rows(&values, cols, None)
+        .unwrap();
+    (t.2, t.3) = (DType::Q8_0, blocks.clone());
+    let src = tmp.path().join("tiny.gguf");
+    std::fs::write(&src, parts.to_bytes()).unwrap();
+    let ckpt = Checkpoint::open(&src).unwrap();
+    let layers = compress_all(&ckpt, VARIANTS[0]);
+    let out = tmp.path().join("out");
+    write(&ckpt, &layers, &out);
+
+    let embed = "model.embed_tokens.weight";
+    let written = SafetensorsFile::open(out.join("model.safetensors")).unwrap();
+    assert_eq!(written.info(embed).unwrap().dtype, DType::Q8_0);
+    assert_eq!(written.raw(embed).unwrap(), &blocks[..]);
+    let back = Checkpoint::open(&out).unwrap();
+    let raw = back
+        .weights
+        .raw_blocks(embed, &[back.config.vocab, cols])
+        .unwrap();
+    assert_eq!(
+        (raw.dtype, &raw.buffer[raw.range]),
+        (DType::Q8_0, &blocks[..])
+    );
+    let back = back.load(Cpu, |_| {}).unwrap();
+    let want = dense_model(&ckpt, &layers);
     let err = relative_error(&logits(&back), &logits(&want));
     assert!(err < 1e-5, "relative error {err}");
 }
@@ -485,16 +538,7 @@ fn new_architectures_round_trip_through_crunch_format() {
             }
             let out = tmp.path().join(format!("{v:?}"));
             write(&ckpt, &layers, &out);
-            let mut want = ckpt.load(Cpu, |_| {}).unwrap();
-            for (name, layer) in &layers {
-                let (l, rest) = name["model.layers.".len()..].split_once('.').unwrap();
-                let lin = want.blocks[l.parse::<usize>().unwrap()]
-                    .linear_mut(rest)
-                    .unwrap_or_else(|| panic!("{arch}: {name}"));
-                lin.weight = Cpu
-                    .upload(layer.dense(), &[layer.shape().0, layer.shape().1])
-                    .unwrap();
-            }
+            let want = dense_model(&ckpt, &layers);
             let back = Checkpoint::open(&out).unwrap();
             let model = back.load(Cpu, |_| {}).unwrap();
             let err = relative_error(&logits(&model), &logits(&want));

@@ -1,5 +1,12 @@
 use half::{bf16, f16};
 
+/// The GGUF block types crunch's own files may hold inside safetensors, rows of whole blocks
+/// (decision 093): a tensor left uncompressed keeps its source's blocks (a GGUF's Q8_0 token
+/// embedding stays Q8_0), and token embeddings can be written in them. Other programs reading
+/// such a file refuse the unknown dtype rather than misread it.
+/// They are the types crunch can encode, so anything it writes it can also keep.
+pub const BLOCKS_IN_SAFETENSORS: [DType; 12] = crate::gguf::quants::ENCODABLE;
+
 /// Element types crunch reads. Block-quantized GGUF types are listed by their ggml names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -77,41 +84,24 @@ impl DType {
         (numel / per_block).checked_mul(block_bytes)
     }
 
-    /// The safetensors spelling of this type, if it has one.
+    /// The safetensors spelling of this type, if it has one: its ggml name, which is the
+    /// safetensors name for every type safetensors has. The GGUF block types of
+    /// [`BLOCKS_IN_SAFETENSORS`] are an extension only crunch's own files use (decision 093).
     pub fn safetensors_name(self) -> Option<&'static str> {
-        use DType::*;
-        Some(match self {
-            F64 => "F64",
-            F32 => "F32",
-            F16 => "F16",
-            BF16 => "BF16",
-            I64 => "I64",
-            I32 => "I32",
-            I16 => "I16",
-            I8 => "I8",
-            U8 => "U8",
-            U32 => "U32",
-            Bool => "BOOL",
-            _ => return None,
-        })
+        Self::in_safetensors()
+            .any(|d| d == self)
+            .then(|| self.ggml_name())
     }
 
     pub fn from_safetensors_name(name: &str) -> Option<Self> {
+        Self::in_safetensors().find(|d| d.ggml_name() == name)
+    }
+
+    fn in_safetensors() -> impl Iterator<Item = DType> {
         use DType::*;
-        Some(match name {
-            "F64" => F64,
-            "F32" => F32,
-            "F16" => F16,
-            "BF16" => BF16,
-            "I64" => I64,
-            "I32" => I32,
-            "I16" => I16,
-            "I8" => I8,
-            "U8" => U8,
-            "U32" => U32,
-            "BOOL" => Bool,
-            _ => return None,
-        })
+        [F64, F32, F16, BF16, I64, I32, I16, I8, U8, U32, Bool]
+            .into_iter()
+            .chain(BLOCKS_IN_SAFETENSORS)
     }
 
     /// ggml's name of this type ("Q4_K", "IQ4_XS", "F16"), as llama.cpp prints it.

@@ -87,6 +87,13 @@ impl MappedFile {
     }
 }
 
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.mmap
+    }
+}
+
 impl Drop for MappedFile {
     fn drop(&mut self) {
         let start = self.mmap.as_ptr() as usize;

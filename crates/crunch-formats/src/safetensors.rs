@@ -4,12 +4,13 @@
 //! in range, every byte count equal to what dtype and shape imply, no overlaps) before any
 //! tensor is handed out.
 
-use crate::dtype::float_bytes_to_f32;
+use crate::dtype::{float_bytes_to_f32, BLOCKS_IN_SAFETENSORS};
 use crate::mapped::MappedFile;
-use crate::{DType, FormatError, Result, TensorInfo, TensorSource};
+use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Headers larger than this are refused: real ones are kilobytes, and a lying length
 /// must not make us allocate gigabytes.
@@ -27,7 +28,8 @@ struct Entry {
 /// One memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    mmap: MappedFile,
+    /// Shared, so a runtime can compute from a tensor's stored blocks ([`TensorSource::raw_shared`]).
+    mmap: Arc<MappedFile>,
     entries: Vec<Entry>,
     index: BTreeMap<String, usize>,
     metadata: BTreeMap<String, String>,
@@ -36,7 +38,7 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mmap = MappedFile::open(&path)?;
+        let mmap = Arc::new(MappedFile::open(&path)?);
         let (entries, metadata) = parse_header(&path, mmap.bytes())?;
         let index = entries
             .iter()
@@ -88,7 +90,14 @@ impl TensorSource for SafetensorsFile {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let e = self.entry(name)?;
         self.mmap.check_whole()?;
-        float_bytes_to_f32(e.info.dtype, &self.mmap.bytes()[e.start..e.end]).ok_or_else(|| {
+        let bytes = &self.mmap.bytes()[e.start..e.end];
+        if BLOCKS_IN_SAFETENSORS.contains(&e.info.dtype) {
+            let mut out = vec![0f32; e.info.numel()];
+            crate::gguf::quants::dequantize(e.info.dtype, bytes, &mut out)
+                .map_err(|m| FormatError::invalid(&self.path, format!("tensor `{name}`: {m}")))?;
+            return Ok(out);
+        }
+        float_bytes_to_f32(e.info.dtype, bytes).ok_or_else(|| {
             FormatError::invalid(
                 &self.path,
                 format!(
@@ -101,6 +110,21 @@ impl TensorSource for SafetensorsFile {
 
     fn bytes_on_disk(&self) -> u64 {
         self.mmap.bytes().len() as u64
+    }
+
+    /// A tensor stored as GGUF blocks (crunch's own files), shared with the mapped file; `None`
+    /// for float and integer tensors (read and converted as usual).
+    fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
+        let e = self.entry(name).ok()?;
+        if !BLOCKS_IN_SAFETENSORS.contains(&e.info.dtype) {
+            return None;
+        }
+        self.mmap.check_whole().ok()?;
+        Some(SharedBytes {
+            dtype: e.info.dtype,
+            buffer: self.mmap.clone(),
+            range: e.start..e.end,
+        })
     }
 }
 
@@ -195,6 +219,12 @@ fn parse_entry(
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let per_block = dtype.block().0;
+    if per_block > 1 && !shape.last().is_some_and(|c| c.is_multiple_of(per_block)) {
+        return Err(bad(format!(
+            "shape {shape:?} of {dtype_name}: rows must be whole blocks of {per_block} values"
+        )));
+    }
     let expected = dtype
         .bytes_for(numel)
         .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
@@ -394,6 +424,10 @@ impl TensorSource for SafetensorsModel {
             .then(|| self.raw(name).ok().map(|b| (dtype, b)))
             .flatten()
     }
+
+    fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
+        self.file_of(name).ok()?.raw_shared(name)
+    }
 }
 
 /// One tensor to write: name, type, row-major shape and little-endian bytes.
@@ -508,6 +542,47 @@ mod tests {
         let p = dir.path().join("model.safetensors");
         std::fs::write(&p, bytes).unwrap();
         (dir, p)
+    }
+
+    /// GGUF blocks inside crunch's safetensors files (decision 093): written and read back by
+    /// name, decoded by the GGUF decoder, shared with the mapped file, and refused when a row is
+    /// not whole blocks.
+    #[test]
+    fn gguf_blocks_round_trip_and_rows_must_be_whole_blocks() {
+        use crate::gguf::quants::{dequantize, Codec};
+        let (rows, cols) = (3, 64);
+        let x: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let blocks = Codec::new(DType::Q8_0)
+            .unwrap()
+            .encode_rows(&x, cols, None)
+            .unwrap();
+        let mut want = vec![0f32; x.len()];
+        dequantize(DType::Q8_0, &blocks, &mut want).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let t = OwnedTensor {
+            name: "e".into(),
+            dtype: DType::Q8_0,
+            shape: vec![rows, cols],
+            data: blocks.clone(),
+        };
+        write_file(&p, &[t], &BTreeMap::new()).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert_eq!(f.info("e").unwrap().dtype, DType::Q8_0);
+        assert_eq!(f.read_f32("e").unwrap(), want);
+        let raw = f.raw_shared("e").unwrap();
+        assert_eq!(&raw.buffer[raw.range], &blocks[..]);
+        // The same bytes declared as rows of 48 values: 48 is not whole 32-value blocks.
+        let text = std::fs::read(&p).unwrap();
+        let header_len = u64::from_le_bytes(text[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8(text[8..8 + header_len].to_vec()).unwrap();
+        let bad_header = header.replace("[3,64]", "[4,48]");
+        assert_ne!(header, bad_header);
+        let mut bad = text.clone();
+        bad[8..8 + header_len].copy_from_slice(bad_header.as_bytes());
+        let (_d, bp) = write(&bad);
+        let e = SafetensorsFile::open(&bp).err().unwrap().to_string();
+        assert!(e.contains("whole blocks of 32"), "{e}");
     }
 
     #[test]

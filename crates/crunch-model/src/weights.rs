@@ -125,6 +125,24 @@ impl Weights {
         }
     }
 
+    /// The stored GGUF blocks of `hf`, when crunch's format can keep them as they are: a type
+    /// of [`crunch_formats::dtype::BLOCKS_IN_SAFETENSORS`], rows of whole blocks in crunch's
+    /// row order (not a q/k projection llama.cpp permuted, not one expert of a stacked tensor),
+    /// and shape `shape`. Non-finite values are left to the reader of the output, which
+    /// refuses them on load as it does for any GGUF.
+    pub fn raw_blocks(&self, hf: &str, shape: &[usize]) -> Option<SharedBytes> {
+        let permuted = matches!(self.naming, Naming::Gguf { unpermute_qk: true })
+            && (hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.k_proj.weight"));
+        if permuted || self.locate(hf).expert.is_some() {
+            return None;
+        }
+        let (stored, _) = self.checked_info(hf, shape).ok()?;
+        let raw = self.source.raw_shared(&stored)?;
+        crunch_formats::dtype::BLOCKS_IN_SAFETENSORS
+            .contains(&raw.dtype)
+            .then_some(raw)
+    }
+
     /// The stored description of `hf`, checked to have shape `shape`.
     fn checked_info(&self, hf: &str, shape: &[usize]) -> Result<(String, TensorInfo)> {
         let stored = self.stored_name(hf);

@@ -1,11 +1,16 @@
-//! Quantizers: each maps a weight to integer codes on a grid (`crunch_repr::QuantizedWeight`).
-//! `grid.rs` fits the grids (min–max or MSE clipping) that every quantizer shares.
+//! Quantizers: each maps a weight to integer codes on a grid (`crunch_repr::QuantizedWeight`),
+//! or, for [`gptq_gguf`], onto one of ggml's block types. `grid.rs` fits the grids (min–max or
+//! MSE clipping) that RTN and GPTQ share; the GGUF types' grids are their encoders' own.
 
 mod gptq;
+mod gptq_gguf;
+#[cfg(test)]
+mod gptq_gguf_reference;
 #[cfg(test)]
 pub(crate) mod gptq_reference;
 pub(crate) mod grid;
 mod rtn;
 
 pub use gptq::{gptq, GptqOptions};
+pub use gptq_gguf::{gptq_gguf, GgufQuantized};
 pub use rtn::rtn;

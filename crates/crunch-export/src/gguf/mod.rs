@@ -400,17 +400,23 @@ fn llama_layout_values(
         return Ok(rope_factors(cfg));
     };
     let v = ckpt.weights.read(hf, &t.shape, cfg)?;
-    Ok(if gguf_arch_permutes(cfg.arch) {
-        if hf.contains("self_attn.q_proj") {
-            permute_rows(&v, cfg.heads, cfg.head_dim)
-        } else if hf.contains("self_attn.k_proj") {
-            permute_rows(&v, cfg.kv_heads, cfg.head_dim)
-        } else {
-            v
-        }
+    Ok(to_llama_rows(cfg, hf, v))
+}
+
+/// The rows of Hugging Face tensor `hf` in llama.cpp's order: q/k rows permuted on
+/// architectures llama.cpp stores that way ([`permute_rows`]), else as they are. `data` holds
+/// whole rows of any element: f32 values, or the bytes of a row-wise encoded tensor (every row
+/// whole blocks, as GPTQ onto a GGUF type gives them).
+pub fn to_llama_rows<T: Copy>(cfg: &ModelConfig, hf: &str, data: Vec<T>) -> Vec<T> {
+    if !gguf_arch_permutes(cfg.arch) {
+        data
+    } else if hf.contains("self_attn.q_proj") {
+        permute_rows(&data, cfg.heads, cfg.head_dim)
+    } else if hf.contains("self_attn.k_proj") {
+        permute_rows(&data, cfg.kv_heads, cfg.head_dim)
     } else {
-        v
-    })
+        data
+    }
 }
 
 fn gguf_arch_permutes(arch: Arch) -> bool {
@@ -432,7 +438,7 @@ fn rope_factors(cfg: &ModelConfig) -> Vec<f32> {
 
 /// llama.cpp's converter's q/k row order for its interleaved rotary layout: within each head,
 /// Hugging Face row `j·d/2 + i` goes to row `2i + j`. The inverse of what the reader undoes.
-pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
+pub fn permute_rows<T: Copy>(data: &[T], heads: usize, head_dim: usize) -> Vec<T> {
     let rows = heads * head_dim;
     let cols = data.len() / rows;
     let half = head_dim / 2;

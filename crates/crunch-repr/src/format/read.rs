@@ -362,9 +362,13 @@ impl TensorSource for CrunchSource {
     }
 
     /// A quantized layer's codes as GGUF blocks (see `QuantizedWeight::to_gguf_blocks`), for
-    /// the CPU runtime's packed kernels; `None` for other layers (read as f32).
+    /// the CPU runtime's packed kernels; a kept tensor's own blocks; `None` for other layers
+    /// (read as f32).
     fn raw_shared(&self, name: &str) -> Option<SharedBytes> {
-        let (prefix, layer) = self.compressed_layer(name)?;
+        let Some((prefix, layer)) = self.compressed_layer(name) else {
+            // A kept tensor stored as GGUF blocks (a token embedding), shared with the file.
+            return self.inner.raw_shared(name);
+        };
         if self.kind(prefix, layer).ok()? != (Kind::Quantized { masked: false }) {
             return None;
         }
