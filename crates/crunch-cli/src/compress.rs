@@ -283,7 +283,9 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     };
     let text = std::fs::read_to_string(recipe)
         .with_context(|| format!("{}: cannot read", recipe.display()))?;
-    let file = RecipeFile::parse(&text).map_err(|e| anyhow!("{}: {e}", recipe.display()))?;
+    // A context, not a new message: the typed RecipeError stays in the chain (the Python
+    // package raises RecipeError from it).
+    let file = RecipeFile::parse(&text).with_context(|| recipe.display().to_string())?;
     let stages = file.stages.clone();
     run(&args.common, file, stages, None)
 }
@@ -434,7 +436,7 @@ pub(crate) fn run(
         if let Some(s) = search {
             v["search"] = s;
         }
-        println!("{v}");
+        crate::report::json(v);
     } else {
         println!(
             "{}: {} layers compressed ({}), {:.3} bits per weight, {:.1}% of weights zero, \

@@ -89,7 +89,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         if let Some(b) = &args.base {
             v["base"] = serde_json::json!(b);
         }
-        println!("{v}");
+        crate::report::json(v);
     } else {
         println!(
             "{}: perplexity {:.4} (mean NLL {:.4}) over {} tokens in {} windows of {}",

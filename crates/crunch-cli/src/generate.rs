@@ -113,8 +113,103 @@ pub fn summary(g: &Generation) -> String {
     )
 }
 
+/// `crunch generate`'s flags on their own, for [`parse_args`].
+#[derive(clap::Parser)]
+#[command(name = "generate")]
+struct GenerateOnly {
+    #[command(flatten)]
+    args: GenerateArgs,
+}
+
+/// Parses `crunch generate`'s arguments (without the program name): how the Python package's
+/// `Model.generate` reads its keyword arguments, so that they are the CLI's, defaults included.
+pub fn parse_args(args: Vec<String>) -> Result<GenerateArgs, clap::Error> {
+    use clap::Parser;
+    let argv = std::iter::once("generate".to_string()).chain(args);
+    GenerateOnly::try_parse_from(argv).map(|g| g.args)
+}
+
+impl GenerateArgs {
+    /// The completion these flags ask for, of `prompt`.
+    pub fn completion<'a>(&'a self, prompt: &'a str) -> Completion<'a> {
+        Completion {
+            prompt,
+            max_tokens: self.max_tokens,
+            chat: self.chat,
+            ignore_eos: self.ignore_eos,
+            sampling: &self.sampling,
+        }
+    }
+}
+
+/// One completion: what `crunch generate` (and the Python package's `Model.generate`) asks.
+pub struct Completion<'a> {
+    pub prompt: &'a str,
+    pub max_tokens: usize,
+    /// Wrap the prompt as a user message in the model's chat template.
+    pub chat: bool,
+    pub ignore_eos: bool,
+    pub sampling: &'a SamplingArgs,
+}
+
+/// Runs `job` on `engine`, passing each piece of text to `on_text` as it is decoded. Returns
+/// the generation and the context it was given (prompt and reply only: the cache is
+/// allocated up front).
+pub fn complete(
+    engine: &Engine,
+    job: &Completion,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(Generation, usize)> {
+    let sampling = job.sampling.params()?;
+    if job.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let ids = if job.chat {
+        let text = engine.render_chat(&[Message::new("user", job.prompt)])?;
+        engine.encode(&text, false)?
+    } else {
+        engine.encode(job.prompt, true)?
+    };
+    let capacity = (ids.len() + job.max_tokens).min(engine.context());
+    let mut seq = engine.sequence(capacity);
+    let req = Request {
+        prompt: ids,
+        max_tokens: job.max_tokens,
+        sampling,
+        stop: job.sampling.stop.clone(),
+        ignore_eos: job.ignore_eos,
+    };
+    let g = engine.generate(&mut seq, &req, &mut |t| {
+        crate::progress::check_interrupt();
+        on_text(t)
+    })?;
+    Ok((g, capacity))
+}
+
+/// The `--json` record of a generation.
+pub fn record(engine: &Engine, g: &Generation, capacity: usize) -> serde_json::Value {
+    serde_json::json!({
+        "model": engine.path,
+        "text": g.text,
+        "finish_reason": g.finish,
+        "prompt_tokens": g.prompt_tokens,
+        "generated_tokens": g.generated_tokens,
+        "prefill_tokens_per_second": speed(g.prefill_tokens, g.prefill_seconds),
+        "decode_tokens_per_second": speed(g.decode_steps, g.decode_seconds),
+        "prefill_seconds": g.prefill_seconds,
+        "decode_seconds": g.decode_seconds,
+        "decode_steps": g.decode_steps,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "weight_bytes": engine.weight_bytes(),
+        "kv_cache_bytes": engine.kv_bytes(capacity),
+        "context": capacity,
+        "threads": rayon::current_num_threads(),
+        "kernels": crunch_runtime::kernels::Isa::detect().name(),
+    })
+}
+
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let sampling = args.sampling.params()?;
+    args.sampling.params()?;
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -125,55 +220,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let engine = load(&args.model, args.sampling.ctx, args.json)?;
-    let ids = if args.chat {
-        let text = engine.render_chat(&[Message::new("user", &prompt)])?;
-        engine.encode(&text, false)?
+    let job = args.completion(&prompt);
+    if args.json {
+        let (g, capacity) = complete(&engine, &job, &mut |_| {})?;
+        crate::report::json(record(&engine, &g, capacity));
     } else {
-        engine.encode(&prompt, true)?
-    };
-    // Room for the prompt and the reply only: the cache is allocated up front.
-    let capacity = (ids.len() + args.max_tokens).min(engine.context());
-    let mut seq = engine.sequence(capacity);
-    let req = Request {
-        prompt: ids,
-        max_tokens: args.max_tokens,
-        sampling,
-        stop: args.sampling.stop.clone(),
-        ignore_eos: args.ignore_eos,
-    };
-    let stdout = std::io::stdout();
-    let g = if args.json {
-        engine.generate(&mut seq, &req, &mut |_| {})?
-    } else {
+        let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        let g = engine.generate(&mut seq, &req, &mut |t| {
+        let (g, _) = complete(&engine, &job, &mut |t| {
             let _ = out.write_all(t.as_bytes());
             let _ = out.flush();
         })?;
         let _ = writeln!(out);
-        g
-    };
-    if args.json {
-        let v = serde_json::json!({
-            "model": engine.path,
-            "text": g.text,
-            "finish_reason": g.finish,
-            "prompt_tokens": g.prompt_tokens,
-            "generated_tokens": g.generated_tokens,
-            "prefill_tokens_per_second": speed(g.prefill_tokens, g.prefill_seconds),
-            "decode_tokens_per_second": speed(g.decode_steps, g.decode_seconds),
-            "prefill_seconds": g.prefill_seconds,
-            "decode_seconds": g.decode_seconds,
-            "decode_steps": g.decode_steps,
-            "peak_rss_bytes": peak_rss_bytes(),
-            "weight_bytes": engine.weight_bytes(),
-            "kv_cache_bytes": engine.kv_bytes(capacity),
-            "context": capacity,
-            "threads": rayon::current_num_threads(),
-            "kernels": crunch_runtime::kernels::Isa::detect().name(),
-        });
-        println!("{v}");
-    } else {
         eprintln!("{}", summary(&g));
     }
     Ok(())

@@ -319,7 +319,7 @@ pub fn run_with(
         let mut v = summary;
         v["tensors"] = tensors.into();
         v["importance_seconds"] = importance_seconds.into();
-        println!("{}", serde_json::to_string(&v)?);
+        crate::report::json(v);
         return Ok(());
     }
 
@@ -362,7 +362,7 @@ pub fn run_with(
         v["search"] = r;
     }
     if c.json {
-        println!("{v}");
+        crate::report::json(v);
     } else {
         println!(
             "{}: {} ({} importance), {:.3} bits per weight ({:.3} in block linear layers), {:.1} MB, {total_seconds:.1} s",

@@ -54,7 +54,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
                 "sparse_layers": m.sparse_layers.iter().filter(|&&s| s).count(),
             });
         }
-        println!("{v}");
+        crate::report::json(v);
         return Ok(());
     }
     println!("{}", s.path.display());

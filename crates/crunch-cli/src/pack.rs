@@ -80,7 +80,7 @@ fn with_bar<R>(label: &'static str, work: impl FnOnce(&(dyn Fn(u64, u64) + Sync)
 /// Prints the report: `json` with --json, else the text `line`.
 fn emit(json: bool, value: impl FnOnce() -> Value, line: impl FnOnce() -> String) {
     if json {
-        println!("{}", value());
+        crate::report::json(value());
     } else {
         println!("{}", line());
     }
@@ -102,7 +102,7 @@ fn speed(seconds: f64, gbps: f64, threads: usize) -> String {
     format!("{seconds:.3} s ({gbps:.3} GB/s, {threads} threads)")
 }
 
-fn progress_bar(label: &'static str) -> ProgressBar {
+fn progress_bar(label: &'static str) -> crate::progress::Bar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -112,7 +112,7 @@ fn progress_bar(label: &'static str) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar.set_message(label);
-    bar
+    crate::progress::Bar(bar)
 }
 
 pub fn pack(args: PackArgs) -> anyhow::Result<()> {
