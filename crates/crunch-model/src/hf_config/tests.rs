@@ -1,11 +1,15 @@
 use super::*;
 
-/// `j`'s error from a file named `x/config.json`: it must name the file and hold `needle`.
-fn refused(j: &Value, needle: &str) -> String {
+/// `j`'s error from a file named `x/config.json`: it must name the file and hold `needle`
+/// (`case` says which edit of the config failed, if one does).
+fn refused(j: &Value, needle: &str, case: &str) -> String {
     let e = ModelConfig::from_hf_json(Path::new("x/config.json"), j)
         .unwrap_err()
         .to_string();
-    assert!(e.contains(needle) && e.contains("x/config.json"), "{e}");
+    assert!(
+        e.contains(needle) && e.contains("x/config.json"),
+        "{case}: {e}"
+    );
     e
 }
 
@@ -70,9 +74,9 @@ fn rope_parameters_spelling_reads_the_same() {
 fn unsupported_architecture_is_named() {
     let mut j = smollm2();
     j["model_type"] = "gpt_neox".into();
-    refused(&j, "unsupported architecture `gpt_neox`");
+    refused(&j, "unsupported architecture `gpt_neox`", "gpt_neox");
     j["model_type"] = "gemma3".into();
-    refused(&j, "gemma3_text");
+    refused(&j, "gemma3_text", "gemma3");
 }
 
 #[test]
@@ -92,7 +96,7 @@ fn huge_or_non_numeric_sizes_are_refused_before_allocating() {
     ] {
         let mut j = smollm2();
         j[key] = value;
-        refused(&j, needle);
+        refused(&j, needle, key);
     }
 }
 
@@ -174,8 +178,7 @@ fn new_architecture_settings_are_checked() {
     ] {
         let mut j = spec(arch);
         j[key] = value;
-        eprintln!("{arch} {key}");
-        refused(&j, needle);
+        refused(&j, needle, &format!("{arch} {key}"));
     }
     let mut j = spec("phi3");
     j["rope_scaling"]["short_factor"] = json!([1.0, 2.0]);
