@@ -11,11 +11,18 @@
 //! and filled in place.
 
 mod attention;
+mod attention_tile;
 mod ops;
 
 use crate::{AttentionMask, Backend, Error, Result};
 use crunch_kernels::{Bytes, DType, PackedMatrix};
 use std::sync::Arc;
+
+thread_local! {
+    /// The last block-encoded product's input and its quantized activations.
+    static LAST_ACTS: std::cell::RefCell<Option<(Arc<Data>, crunch_kernels::Acts)>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// The host backend (no state: threads come from rayon's global pool).
 #[derive(Clone, Copy, Debug, Default)]
@@ -247,7 +254,33 @@ impl Backend for Host {
             )));
         }
         let mut y = vec![0f32; n * w.rows()];
-        w.matmul(x.f32s("linear")?, n, &mut y);
+        let xs = x.f32s("linear")?;
+        if crunch_kernels::block_supported(w.dtype()) {
+            // The activations quantized once for every product that reads the same input
+            // (q, k and v; gate and up): the last input's quantization is kept with a
+            // reference to the input itself, so its storage cannot be freed and reused
+            // while it is cached (a pointer match is the same tensor).
+            LAST_ACTS.with(|last| {
+                let mut last = last.borrow_mut();
+                let opts = crunch_kernels::Options::default();
+                let hit = last.as_ref().is_some_and(|(d, a)| {
+                    Arc::ptr_eq(d, &x.data) && a.n == n && a.k == k && a.bits == opts.bits
+                });
+                if !hit {
+                    let mut acts = last
+                        .take()
+                        .map(|(_, a)| a)
+                        .filter(|a| a.bits == opts.bits)
+                        .unwrap_or_else(|| crunch_kernels::Acts::new(opts.bits));
+                    acts.quantize(xs, n, k);
+                    *last = Some((x.data.clone(), acts));
+                }
+                let (_, acts) = last.as_ref().expect("just set");
+                w.matmul_acts(acts, &mut y, opts.isa);
+            });
+        } else {
+            w.matmul(xs, n, &mut y);
+        }
         if let Some(b) = bias {
             let b = b.f32s("linear bias")?;
             if b.len() != w.rows() {
