@@ -6,7 +6,8 @@
 # and on the off-domain text, on the GPU. One JSON line per (preset, mode, text) in
 # OUT/importance-smoothing.jsonl. llama-quantize's KL on the same texts is in
 # bench/gpu/results/2026-11-29-gguf-presets-full.jsonl (same base, same protocol).
-# Usage: bench/gpu/importance_smoothing.sh CRUNCH IN OUT   (IN: base-f32.gguf, crunch-imatrix.gguf,
+# Usage: bench/gpu/importance_smoothing.sh CRUNCH IN OUT   (IN: base-f32.gguf or the Q4_1 GGUF and
+#   llama/ tools to make it, crunch-imatrix.gguf,
 #   eval.txt, offdomain.txt, gguf-*.whl); env PRESETS, MODES.
 set -uo pipefail
 crunch=$1 in=$2 out=$3
@@ -14,6 +15,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 presets=${PRESETS:-Q5_K_M Q6_K Q4_K_M Q3_K_M}
 modes=${MODES:-pow:0.5 mix:1}
 work=/tmp/imp-smooth; mkdir -p "$work" "$out"
+[ -f "$in/base-f32.gguf" ] || LD_LIBRARY_PATH=$in/llama "$in/llama/llama-quantize" --allow-requantize \
+  "$in/SmolLM2-135M-Instruct.Q4_1.gguf" "$in/base-f32.gguf" F32 > /dev/null 2>&1
 [ -d "$work/py" ] || python3 -m pip install -q --no-deps --target "$work/py" "$in"/gguf-*.whl
 for m in $modes; do
   tag=${m/:/}
