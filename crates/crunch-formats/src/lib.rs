@@ -12,6 +12,7 @@ pub mod error;
 pub mod gguf;
 pub mod mapped;
 pub mod safetensors;
+mod table;
 
 pub use dtype::DType;
 pub use error::{FormatError, Result};

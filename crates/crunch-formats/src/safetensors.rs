@@ -6,6 +6,7 @@
 
 use crate::dtype::{float_bytes_to_f32, BLOCKS_IN_SAFETENSORS};
 use crate::mapped::MappedFile;
+use crate::table::{Entry, TensorTable};
 use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,22 +17,12 @@ use std::sync::Arc;
 /// must not make us allocate gigabytes.
 const MAX_HEADER_BYTES: u64 = 100 << 20;
 
-/// Parsed and validated header entry.
-#[derive(Clone, Debug)]
-struct Entry {
-    info: TensorInfo,
-    /// Absolute byte range within the file.
-    start: usize,
-    end: usize,
-}
-
 /// One memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
     /// Shared, so a runtime can compute from a tensor's stored blocks ([`TensorSource::raw_shared`]).
     mmap: Arc<MappedFile>,
-    entries: Vec<Entry>,
-    index: BTreeMap<String, usize>,
+    table: TensorTable,
     metadata: BTreeMap<String, String>,
 }
 
@@ -40,16 +31,10 @@ impl SafetensorsFile {
         let path = path.as_ref().to_path_buf();
         let mmap = Arc::new(MappedFile::open(&path)?);
         let (entries, metadata) = parse_header(&path, mmap.bytes())?;
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.info.name.clone(), i))
-            .collect();
         Ok(Self {
             path,
             mmap,
-            entries,
-            index,
+            table: TensorTable::new(entries),
             metadata,
         })
     }
@@ -67,10 +52,7 @@ impl SafetensorsFile {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
-        self.index
-            .get(name)
-            .map(|&i| &self.entries[i])
-            .ok_or_else(|| FormatError::invalid(&self.path, format!("no tensor named `{name}`")))
+        self.table.entry(&self.path, name)
     }
 }
 
@@ -80,11 +62,11 @@ impl TensorSource for SafetensorsFile {
     }
 
     fn tensors(&self) -> Vec<TensorInfo> {
-        self.entries.iter().map(|e| e.info.clone()).collect()
+        self.table.infos()
     }
 
     fn info(&self, name: &str) -> Option<TensorInfo> {
-        self.index.get(name).map(|&i| self.entries[i].info.clone())
+        self.table.info(name)
     }
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
@@ -374,7 +356,7 @@ impl SafetensorsModel {
     fn from_files(dir: PathBuf, files: Vec<SafetensorsFile>) -> Self {
         let mut owner = BTreeMap::new();
         for (i, f) in files.iter().enumerate() {
-            for e in &f.entries {
+            for e in f.table.entries() {
                 owner.entry(e.info.name.clone()).or_insert(i);
             }
         }
@@ -544,6 +526,20 @@ mod tests {
         (dir, p)
     }
 
+    /// The error opening a file of `bytes` gives.
+    fn open_err(bytes: &[u8]) -> String {
+        let (_d, p) = write(bytes);
+        SafetensorsFile::open(&p).err().unwrap().to_string()
+    }
+
+    /// A file of `header` (its length first) and `data`.
+    fn with_header(header: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
     /// GGUF blocks inside crunch's safetensors files (decision 093): written and read back by
     /// name, decoded by the GGUF decoder, shared with the mapped file, and refused when a row is
     /// not whole blocks.
@@ -580,8 +576,7 @@ mod tests {
         assert_ne!(header, bad_header);
         let mut bad = text.clone();
         bad[8..8 + header_len].copy_from_slice(bad_header.as_bytes());
-        let (_d, bp) = write(&bad);
-        let e = SafetensorsFile::open(&bp).err().unwrap().to_string();
+        let e = open_err(&bad);
         assert!(e.contains("whole blocks of 32"), "{e}");
     }
 
@@ -622,8 +617,7 @@ mod tests {
     #[test]
     fn truncated_file_is_an_error_naming_the_file() {
         let bytes = serialize_f32(&[("a", &[2, 3], &[1., 2., 3., 4., 5., 6.])]);
-        let (_d, p) = write(&bytes[..bytes.len() - 4]);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&bytes[..bytes.len() - 4]);
         assert!(err.contains("model.safetensors"), "{err}");
         assert!(err.contains("outside"), "{err}");
     }
@@ -632,30 +626,21 @@ mod tests {
     fn lying_header_length_is_an_error() {
         let mut bytes = serialize_f32(&[("a", &[1], &[1.])]);
         bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&bytes);
         assert!(err.contains("header claims"), "{err}");
     }
 
     #[test]
     fn unknown_dtype_is_an_error() {
         let header = br#"{"a":{"dtype":"F8_E9","shape":[1],"data_offsets":[0,1]}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        bytes.push(0);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&with_header(header, &[0]));
         assert!(err.contains("unknown dtype `F8_E9`"), "{err}");
     }
 
     #[test]
     fn shape_size_mismatch_is_an_error() {
         let header = br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        bytes.extend_from_slice(&[0; 8]);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&with_header(header, &[0; 8]));
         assert!(err.contains("needs 12 bytes"), "{err}");
     }
 
@@ -663,33 +648,20 @@ mod tests {
     fn trailing_bytes_and_gaps_are_errors() {
         let mut bytes = serialize_f32(&[("a", &[2], &[1., 2.])]);
         bytes.extend_from_slice(&[0; 3]);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&bytes);
         assert!(err.contains("3 bytes after the last tensor"), "{err}");
         let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        bytes.extend_from_slice(&[0; 8]);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&with_header(header, &[0; 8]));
         assert!(err.contains("4 unused bytes before tensor `a`"), "{err}");
         let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        bytes.extend_from_slice(&[0; 8]);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&with_header(header, &[0; 8]));
         assert!(err.contains("under tensor `b`"), "{err}");
     }
 
     #[test]
     fn overlapping_tensors_are_an_error() {
         let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        bytes.extend_from_slice(&[0; 12]);
-        let (_d, p) = write(&bytes);
-        let err = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let err = open_err(&with_header(header, &[0; 12]));
         assert!(err.contains("overlap"), "{err}");
     }
 }

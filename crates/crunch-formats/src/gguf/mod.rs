@@ -20,8 +20,9 @@ pub use value::GgufValue;
 pub use writer::{serialize, Layout, TensorSpec};
 
 use crate::mapped::MappedFile;
+use crate::table::{Entry, TensorTable};
 use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,14 +56,6 @@ impl Deref for Bytes {
     }
 }
 
-/// A validated tensor description with its absolute byte range in the file.
-#[derive(Clone, Debug)]
-struct Entry {
-    info: TensorInfo,
-    start: usize,
-    end: usize,
-}
-
 /// One GGUF file, memory-mapped and validated.
 pub struct GgufFile {
     path: PathBuf,
@@ -73,8 +66,7 @@ pub struct GgufFile {
     alignment: u64,
     data_start: usize,
     metadata: BTreeMap<String, GgufValue>,
-    entries: Vec<Entry>,
-    index: HashMap<String, usize>,
+    table: TensorTable,
 }
 
 impl GgufFile {
@@ -102,12 +94,6 @@ impl GgufFile {
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<Self> {
         let parsed = reader::parse(&path, &bytes)?;
-        let index = parsed
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.info.name.clone(), i))
-            .collect();
         Ok(Self {
             path,
             bytes: Arc::new(bytes),
@@ -115,8 +101,7 @@ impl GgufFile {
             alignment: parsed.alignment,
             data_start: parsed.data_start,
             metadata: parsed.metadata,
-            entries: parsed.entries,
-            index,
+            table: TensorTable::new(parsed.entries),
         })
     }
 
@@ -165,10 +150,7 @@ impl GgufFile {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
-        self.index
-            .get(name)
-            .map(|&i| &self.entries[i])
-            .ok_or_else(|| FormatError::invalid(&self.path, format!("no tensor named `{name}`")))
+        self.table.entry(&self.path, name)
     }
 
     /// Error helper for the tokenizer and other metadata consumers.
@@ -183,11 +165,11 @@ impl TensorSource for GgufFile {
     }
 
     fn tensors(&self) -> Vec<TensorInfo> {
-        self.entries.iter().map(|e| e.info.clone()).collect()
+        self.table.infos()
     }
 
     fn info(&self, name: &str) -> Option<TensorInfo> {
-        self.index.get(name).map(|&i| self.entries[i].info.clone())
+        self.table.info(name)
     }
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {

@@ -46,6 +46,14 @@ fn parse(bytes: Vec<u8>) -> Result<GgufFile> {
     GgufFile::from_bytes("test.gguf", bytes)
 }
 
+/// The error parsing a v3 file with one tensor, `name` (dims `ne`, ggml type `ty`, at offset
+/// 0), and `data` bytes of tensor data gives.
+fn one_tensor_err(name: &str, ne: &[u64], ty: u32, data: usize) -> String {
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor(name, ne, ty, 0);
+    err(r.data(data))
+}
+
 fn err(bytes: Vec<u8>) -> String {
     match parse(bytes) {
         Ok(_) => panic!("expected an error"),
@@ -290,31 +298,21 @@ fn lying_offsets_and_sizes() {
 
 #[test]
 fn bad_dimensions() {
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("w", &[1, 1, 1, 1, 1], 0, 0);
-    assert!(err(r.data(4)).contains("5 dimensions"));
+    assert!(one_tensor_err("w", &[1, 1, 1, 1, 1], 0, 4).contains("5 dimensions"));
 
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("w", &[1 << 32, 1 << 32], 0, 0);
-    assert!(err(r.data(4)).contains("overflow"));
+    assert!(one_tensor_err("w", &[1 << 32, 1 << 32], 0, 4).contains("overflow"));
 
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("w", &[u64::MAX, 0], 0, 0);
-    assert!(err(r.data(4)).contains("overflow"));
+    assert!(one_tensor_err("w", &[u64::MAX, 0], 0, 4).contains("overflow"));
 
     // 48 Q4_0 elements: one and a half blocks.
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("w", &[48], 2, 0);
-    let e = err(r.data(64));
+    let e = one_tensor_err("w", &[48], 2, 64);
     assert!(
         e.contains("not a multiple of the Q4_0 block size 32"),
         "{e}"
     );
 
     // Rows of 16 Q8_0 elements: 64 elements in all, but blocks would straddle rows.
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("w", &[16, 4], 8, 0);
-    assert!(err(r.data(68)).contains("row length 16"));
+    assert!(one_tensor_err("w", &[16, 4], 8, 68).contains("row length 16"));
 
     // Shape is reversed from ne; a zero-sized tensor is fine.
     let mut r = Raw::header(3, 2, 0);
@@ -326,17 +324,13 @@ fn bad_dimensions() {
 
 #[test]
 fn unknown_and_unsupported_type_ids_name_the_tensor() {
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("blk.0.w", &[32], 99, 0);
-    let e = err(r.data(64));
+    let e = one_tensor_err("blk.0.w", &[32], 99, 64);
     assert!(
         e.contains("tensor `blk.0.w`: unknown ggml type id 99"),
         "{e}"
     );
 
-    let mut r = Raw::header(3, 1, 0);
-    r.tensor("blk.0.w", &[256], 34, 0);
-    let e = err(r.data(64));
+    let e = one_tensor_err("blk.0.w", &[256], 34, 64);
     assert!(
         e.contains("tensor `blk.0.w`") && e.contains("34 (TQ1_0)"),
         "{e}"

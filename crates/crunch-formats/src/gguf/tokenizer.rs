@@ -231,13 +231,22 @@ fn string_array<'a>(file: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
         .get(key)
         .and_then(GgufValue::as_array)
         .ok_or_else(|| file.invalid(format!("no array `{key}`")))?;
+    each(file, key, items, "a string", GgufValue::as_str)
+}
+
+/// Every item of the array `key` as `get` reads it, or an error naming the first that is not
+/// `what`.
+fn each<'a, T>(
+    file: &GgufFile,
+    key: &str,
+    items: &'a [GgufValue],
+    what: &str,
+    get: impl Fn(&'a GgufValue) -> Option<T>,
+) -> Result<Vec<T>> {
     items
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.as_str()
-                .ok_or_else(|| file.invalid(format!("`{key}`[{i}] is not a string")))
-        })
+        .map(|(i, v)| get(v).ok_or_else(|| file.invalid(format!("`{key}`[{i}] is not {what}"))))
         .collect()
 }
 
@@ -256,14 +265,7 @@ fn token_types(file: &GgufFile, n_tokens: usize) -> Result<Vec<i64>> {
             items.len()
         )));
     }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_i64()
-                .ok_or_else(|| file.invalid(format!("`{key}`[{i}] is not an integer")))
-        })
-        .collect()
+    each(file, key, items, "an integer", GgufValue::as_i64)
 }
 
 #[cfg(test)]

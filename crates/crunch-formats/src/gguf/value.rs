@@ -22,29 +22,27 @@ impl GgufValue {
     /// Any integer that is non-negative, whatever its stored width: writers disagree on
     /// whether counts are u32, i32 or u64.
     pub fn as_u64(&self) -> Option<u64> {
+        self.as_integer().and_then(|v| v.try_into().ok())
+    }
+
+    /// Any integer that fits an i64.
+    pub fn as_i64(&self) -> Option<i64> {
+        self.as_integer().and_then(|v| v.try_into().ok())
+    }
+
+    /// Any integer, whatever its stored width and sign.
+    fn as_integer(&self) -> Option<i128> {
         use GgufValue::*;
         match *self {
             U8(v) => Some(v.into()),
             U16(v) => Some(v.into()),
             U32(v) => Some(v.into()),
-            U64(v) => Some(v),
-            I8(v) => u64::try_from(v).ok(),
-            I16(v) => u64::try_from(v).ok(),
-            I32(v) => u64::try_from(v).ok(),
-            I64(v) => u64::try_from(v).ok(),
-            _ => None,
-        }
-    }
-
-    /// Any integer that fits an i64.
-    pub fn as_i64(&self) -> Option<i64> {
-        use GgufValue::*;
-        match *self {
+            U64(v) => Some(v.into()),
             I8(v) => Some(v.into()),
             I16(v) => Some(v.into()),
             I32(v) => Some(v.into()),
-            I64(v) => Some(v),
-            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+            I64(v) => Some(v.into()),
+            _ => None,
         }
     }
 

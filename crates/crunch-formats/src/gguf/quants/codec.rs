@@ -187,6 +187,14 @@ impl Codec {
         self.shape.nearest(s, o, x) as u8
     }
 
+    /// Step 2 for a whole block: the codes of `x` (one block) under `grid`.
+    pub fn quantize_block(&self, grid: &Grid, x: &[f32]) -> Vec<u8> {
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| self.quantize(grid, i, v))
+            .collect()
+    }
+
     /// The value code `code` stands for at position `i` under `grid`: bit-identical to what
     /// the decoder gives for the packed block.
     pub fn dequantize(&self, grid: &Grid, i: usize, code: u8) -> f32 {
@@ -221,12 +229,7 @@ impl Codec {
     /// Steps 1–3 for one block.
     pub fn encode_block(&self, x: &[f32], importance: Option<&[f32]>, out: &mut [u8]) {
         let grid = self.fit(x, importance);
-        let codes: Vec<u8> = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| self.quantize(&grid, i, v))
-            .collect();
-        self.pack(&grid, &codes, out);
+        self.pack(&grid, &self.quantize_block(&grid, x), out);
     }
 
     /// Encodes a row-major `[rows, cols]` tensor (blocks run along rows, as ggml stores

@@ -10,7 +10,6 @@
 use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
 use super::{GgmlBlock, Grid};
 use crate::DType;
-use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 /// The 16 levels of IQ4_NL and IQ4_XS, ascending (ggml's `kvalues_iq4nl`).
@@ -18,27 +17,24 @@ pub const IQ4_LEVELS: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
-/// IQ4_NL: `y = d · IQ4_LEVELS[q]`, 32 values. 4.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ4NL {
-    pub d: f16,
-    /// Value j in the low nibble of byte j, value j+16 in the high nibble.
-    pub qs: [u8; 16],
-}
-
-/// IQ4_XS: 8 sub-blocks of 32 with signed 6-bit scales: `y = (d·(ls − 32))·IQ4_LEVELS[q]`.
-/// 4.25 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ4XS {
-    pub d: f16,
-    /// Bits 2j..2j+2: the high two bits of sub-block j's biased scale `ls`.
-    pub scales_h: u16,
-    /// Nibble j % 2 of byte j / 2: the low four bits of sub-block j's `ls`.
-    pub scales_l: [u8; 4],
-    /// Sub-block j: 16 bytes, value j·32 + i in the low nibble of byte i, + 16 in the high.
-    pub qs: [u8; 128],
+ggml_blocks! {
+    /// IQ4_NL: `y = d · IQ4_LEVELS[q]`, 32 values. 4.5 bits per value.
+    BlockIQ4NL: IQ4NL {
+        d: f16,
+        /// Value j in the low nibble of byte j, value j+16 in the high nibble.
+        qs: [u8; 16],
+    }
+    /// IQ4_XS: 8 sub-blocks of 32 with signed 6-bit scales: `y = (d·(ls − 32))·IQ4_LEVELS[q]`.
+    /// 4.25 bits per value.
+    BlockIQ4XS: IQ4XS {
+        d: f16,
+        /// Bits 2j..2j+2: the high two bits of sub-block j's biased scale `ls`.
+        scales_h: u16,
+        /// Nibble j % 2 of byte j / 2: the low four bits of sub-block j's `ls`.
+        scales_l: [u8; 4],
+        /// Sub-block j: 16 bytes, value j·32 + i in the low nibble of byte i, + 16 in the high.
+        qs: [u8; 128],
+    }
 }
 
 impl GgmlBlock for BlockIQ4NL {
@@ -121,13 +117,21 @@ fn put_signed(y: &mut [f32], db: f32, grid: [u8; 8], signs: u8) {
     }
 }
 
-/// IQ2_XXS: per 32 values two u32s: four 8-bit grid indices, then four 7-bit sign indices and
-/// a 4-bit scale. 2.0625 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ2XXS {
-    pub d: f16,
-    pub qs: [u16; 32],
+/// The scales of the two 16-value halves of group `ib` in IQ2_XS/IQ2_S, from the byte holding
+/// their 4-bit scales (low nibble first): ggml's `d · (0.5 + s) · 0.25`.
+fn iq2_scales(d: f32, sc: u8) -> [f32; 2] {
+    [sc & 0xF, sc >> 4].map(|s| d * (0.5 + s as f32) * 0.25)
+}
+
+/// The 8 magnitudes of an IQ3 group from its two 4-magnitude grid rows.
+fn iq3_pair(g1: u32, g2: u32) -> [u8; 8] {
+    (u64::from(g2) << 32 | u64::from(g1)).to_le_bytes()
+}
+
+ggml_blocks! {
+    /// IQ2_XXS: per 32 values two u32s: four 8-bit grid indices, then four 7-bit sign indices and
+    /// a 4-bit scale. 2.0625 bits per value.
+    BlockIQ2XXS: IQ2XXS { d: f16, qs: [u16; 32] }
 }
 
 impl GgmlBlock for BlockIQ2XXS {
@@ -147,14 +151,10 @@ impl GgmlBlock for BlockIQ2XXS {
     }
 }
 
-/// IQ2_XS: per 8 values a u16 (9-bit grid index, 7-bit sign index); a 4-bit scale per 16
-/// values. 2.3125 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ2XS {
-    pub d: f16,
-    pub qs: [u16; 32],
-    pub scales: [u8; 8],
+ggml_blocks! {
+    /// IQ2_XS: per 8 values a u16 (9-bit grid index, 7-bit sign index); a 4-bit scale per 16
+    /// values. 2.3125 bits per value.
+    BlockIQ2XS: IQ2XS { d: f16, qs: [u16; 32], scales: [u8; 8] }
 }
 
 impl GgmlBlock for BlockIQ2XS {
@@ -162,11 +162,7 @@ impl GgmlBlock for BlockIQ2XS {
     fn decode(&self, y: &mut [f32]) {
         let d = self.d.to_f32();
         for ib in 0..8 {
-            let sc = self.scales[ib];
-            let db = [
-                d * (0.5 + (sc & 0xF) as f32) * 0.25,
-                d * (0.5 + (sc >> 4) as f32) * 0.25,
-            ];
+            let db = iq2_scales(d, self.scales[ib]);
             for l in 0..4 {
                 let q = u16::from_le(self.qs[4 * ib + l]) as u32;
                 let grid = IQ2XS_GRID[(q & 511) as usize].to_le_bytes();
@@ -176,15 +172,10 @@ impl GgmlBlock for BlockIQ2XS {
     }
 }
 
-/// IQ2_S: per 8 values a 10-bit grid index (8 bits in `qs[0..32]`, 2 in `qh`) and 8 explicit
-/// sign bits (`qs[32..64]`); a 4-bit scale per 16 values. 2.5625 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ2S {
-    pub d: f16,
-    pub qs: [u8; 64],
-    pub qh: [u8; 8],
-    pub scales: [u8; 8],
+ggml_blocks! {
+    /// IQ2_S: per 8 values a 10-bit grid index (8 bits in `qs[0..32]`, 2 in `qh`) and 8 explicit
+    /// sign bits (`qs[32..64]`); a 4-bit scale per 16 values. 2.5625 bits per value.
+    BlockIQ2S: IQ2S { d: f16, qs: [u8; 64], qh: [u8; 8], scales: [u8; 8] }
 }
 
 impl GgmlBlock for BlockIQ2S {
@@ -193,11 +184,7 @@ impl GgmlBlock for BlockIQ2S {
         let d = self.d.to_f32();
         let (qs, signs) = self.qs.split_at(32);
         for ib in 0..8 {
-            let sc = self.scales[ib];
-            let db = [
-                d * (0.5 + (sc & 0xF) as f32) * 0.25,
-                d * (0.5 + (sc >> 4) as f32) * 0.25,
-            ];
+            let db = iq2_scales(d, self.scales[ib]);
             for l in 0..4 {
                 let idx = qs[4 * ib + l] as usize | ((self.qh[ib] as usize >> (2 * l)) & 3) << 8;
                 let grid = IQ2S_GRID[idx].to_le_bytes();
@@ -212,14 +199,11 @@ impl GgmlBlock for BlockIQ2S {
     }
 }
 
-/// IQ3_XXS: per 4 values an 8-bit index into a grid of 4 magnitudes (`qs[0..64]`); per 32
-/// values a u32 of four 7-bit sign indices and a 4-bit scale (`qs[64..96]`). 3.0625 bits per
-/// value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ3XXS {
-    pub d: f16,
-    pub qs: [u8; 96],
+ggml_blocks! {
+    /// IQ3_XXS: per 4 values an 8-bit index into a grid of 4 magnitudes (`qs[0..64]`); per 32
+    /// values a u32 of four 7-bit sign indices and a 4-bit scale (`qs[64..96]`). 3.0625 bits per
+    /// value.
+    BlockIQ3XXS: IQ3XXS { d: f16, qs: [u8; 96] }
 }
 
 impl GgmlBlock for BlockIQ3XXS {
@@ -231,9 +215,8 @@ impl GgmlBlock for BlockIQ3XXS {
             let aux = u32::from_le_bytes(scales_and_signs[4 * ib..4 * ib + 4].try_into().unwrap());
             let db = d * (0.5 + (aux >> 28) as f32) * 0.5;
             for l in 0..4 {
-                let g1 = IQ3XXS_GRID[qs[8 * ib + 2 * l] as usize].to_le_bytes();
-                let g2 = IQ3XXS_GRID[qs[8 * ib + 2 * l + 1] as usize].to_le_bytes();
-                let grid = [g1[0], g1[1], g1[2], g1[3], g2[0], g2[1], g2[2], g2[3]];
+                let row = |k: usize| IQ3XXS_GRID[qs[8 * ib + 2 * l + k] as usize];
+                let grid = iq3_pair(row(0), row(1));
                 let signs = ksigns((aux >> (7 * l)) & 127);
                 put_signed(&mut y[32 * ib + 8 * l..], db, grid, signs);
             }
@@ -241,17 +224,11 @@ impl GgmlBlock for BlockIQ3XXS {
     }
 }
 
-/// IQ3_S: per 4 values a 9-bit index (8 bits in `qs`, 1 in `qh`) into a grid of 4 odd
-/// magnitudes; explicit sign bits; a 4-bit scale per 32 values: `d · (1 + 2·s)`. 3.4375 bits per
-/// value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ3S {
-    pub d: f16,
-    pub qs: [u8; 64],
-    pub qh: [u8; 8],
-    pub signs: [u8; 32],
-    pub scales: [u8; 4],
+ggml_blocks! {
+    /// IQ3_S: per 4 values a 9-bit index (8 bits in `qs`, 1 in `qh`) into a grid of 4 odd
+    /// magnitudes; explicit sign bits; a 4-bit scale per 32 values: `d · (1 + 2·s)`. 3.4375 bits per
+    /// value.
+    BlockIQ3S: IQ3S { d: f16, qs: [u8; 64], qh: [u8; 8], signs: [u8; 32], scales: [u8; 4] }
 }
 
 impl GgmlBlock for BlockIQ3S {
@@ -265,8 +242,7 @@ impl GgmlBlock for BlockIQ3S {
             for l in 0..4 {
                 let i1 = self.qs[8 * ib + 2 * l] as usize | ((qh >> (2 * l)) & 1) << 8;
                 let i2 = self.qs[8 * ib + 2 * l + 1] as usize | ((qh >> (2 * l + 1)) & 1) << 8;
-                let (g1, g2) = (IQ3S_GRID[i1].to_le_bytes(), IQ3S_GRID[i2].to_le_bytes());
-                let grid = [g1[0], g1[1], g1[2], g1[3], g2[0], g2[1], g2[2], g2[3]];
+                let grid = iq3_pair(IQ3S_GRID[i1], IQ3S_GRID[i2]);
                 put_signed(&mut y[32 * ib + 8 * l..], db, grid, self.signs[4 * ib + l]);
             }
         }
@@ -284,15 +260,11 @@ fn put_iq1(y: &mut [f32], dl: f32, idx: usize, delta: f32) {
     }
 }
 
-/// IQ1_S: per 8 values an 11-bit index into a grid of {-1, 0, 1} patterns; per 32 values a
-/// u16 holding the three high index bits of its four groups, a 3-bit scale and the sign of a
-/// ±1/8 offset. 1.5625 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ1S {
-    pub d: f16,
-    pub qs: [u8; 32],
-    pub qh: [u16; 8],
+ggml_blocks! {
+    /// IQ1_S: per 8 values an 11-bit index into a grid of {-1, 0, 1} patterns; per 32 values a
+    /// u16 holding the three high index bits of its four groups, a 3-bit scale and the sign of a
+    /// ±1/8 offset. 1.5625 bits per value.
+    BlockIQ1S: IQ1S { d: f16, qs: [u8; 32], qh: [u16; 8] }
 }
 
 impl GgmlBlock for BlockIQ1S {
@@ -315,15 +287,11 @@ impl GgmlBlock for BlockIQ1S {
     }
 }
 
-/// IQ1_M: IQ1_S's grid with a 3-bit scale per 16 values and an offset sign per 8; the f16
-/// super-block scale is spread over the top nibbles of the four u16 scale words. 1.75 bits
-/// per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockIQ1M {
-    pub qs: [u8; 32],
-    pub qh: [u8; 16],
-    pub scales: [u8; 8],
+ggml_blocks! {
+    /// IQ1_M: IQ1_S's grid with a 3-bit scale per 16 values and an offset sign per 8; the f16
+    /// super-block scale is spread over the top nibbles of the four u16 scale words. 1.75 bits
+    /// per value.
+    BlockIQ1M: IQ1M { qs: [u8; 32], qh: [u8; 16], scales: [u8; 8] }
 }
 
 impl BlockIQ1M {

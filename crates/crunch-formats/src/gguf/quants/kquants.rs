@@ -13,76 +13,45 @@
 
 use super::{GgmlBlock, Grid};
 use crate::DType;
-use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-/// Q2_K: 16 sub-blocks of 16, 4-bit scale and min each: `y = (d·sc)·q − dmin·m`, q ∈ 0..4.
-/// 2.625 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ2K {
-    /// Low nibble: scale, high nibble: min, per sub-block.
-    pub scales: [u8; 16],
-    pub qs: [u8; 64],
-    pub d: f16,
-    pub dmin: f16,
-}
-
-/// Q3_K: 16 sub-blocks of 16, signed 6-bit scales: `y = (d·sc)·(q − 4)`, q ∈ 0..8 (low two
-/// bits in `qs`, the third in `hmask`). 3.4375 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ3K {
-    pub hmask: [u8; 32],
-    pub qs: [u8; 64],
-    /// Sixteen 6-bit scales biased by 32 (see [`q3_k_scales`]).
-    pub scales: [u8; 12],
-    pub d: f16,
-}
-
-/// Q4_K: 8 sub-blocks of 32, 6-bit scale and min each: `y = (d·sc)·q − dmin·m`, q ∈ 0..16.
-/// 4.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ4K {
-    pub d: f16,
-    pub dmin: f16,
-    /// Eight 6-bit (scale, min) pairs (see [`k4_scale_min`]).
-    pub scales: [u8; 12],
-    /// 32-byte groups hold two sub-blocks: values `64g + l` (low nibble), `64g + 32 + l` (high).
-    pub qs: [u8; 128],
-}
-
-/// Q5_K: Q4_K plus a fifth bit per value (bit `2g` / `2g+1` of `qh[l]` for values `64g + l` /
-/// `64g + 32 + l`), q ∈ 0..32. 5.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ5K {
-    pub d: f16,
-    pub dmin: f16,
-    pub scales: [u8; 12],
-    pub qh: [u8; 32],
-    pub qs: [u8; 128],
-}
-
-/// Q6_K: 16 sub-blocks of 16, i8 scales: `y = (d·sc)·(q − 32)`, q ∈ 0..64 (low four bits in
-/// `ql`, high two in `qh`). 6.5625 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ6K {
-    pub ql: [u8; 128],
-    pub qh: [u8; 64],
-    pub scales: [i8; 16],
-    pub d: f16,
-}
-
-/// Q8_K: `y = d · q` with an f32 `d` (ggml's activation format; `bsums` serve its dot products).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ8K {
-    pub d: f32,
-    pub qs: [i8; 256],
-    pub bsums: [i16; 16],
+ggml_blocks! {
+    /// Q2_K: 16 sub-blocks of 16, 4-bit scale and min each: `y = (d·sc)·q − dmin·m`, q ∈ 0..4.
+    /// 2.625 bits per value.
+    BlockQ2K: Q2K {
+        /// Low nibble: scale, high nibble: min, per sub-block.
+        scales: [u8; 16],
+        qs: [u8; 64],
+        d: f16,
+        dmin: f16,
+    }
+    /// Q3_K: 16 sub-blocks of 16, signed 6-bit scales: `y = (d·sc)·(q − 4)`, q ∈ 0..8 (low two
+    /// bits in `qs`, the third in `hmask`). 3.4375 bits per value.
+    BlockQ3K: Q3K {
+        hmask: [u8; 32],
+        qs: [u8; 64],
+        /// Sixteen 6-bit scales biased by 32 (see [`q3_k_scales`]).
+        scales: [u8; 12],
+        d: f16,
+    }
+    /// Q4_K: 8 sub-blocks of 32, 6-bit scale and min each: `y = (d·sc)·q − dmin·m`, q ∈ 0..16.
+    /// 4.5 bits per value.
+    BlockQ4K: Q4K {
+        d: f16,
+        dmin: f16,
+        /// Eight 6-bit (scale, min) pairs (see [`k4_scale_min`]).
+        scales: [u8; 12],
+        /// 32-byte groups hold two sub-blocks: values `64g + l` (low nibble), `64g + 32 + l` (high).
+        qs: [u8; 128],
+    }
+    /// Q5_K: Q4_K plus a fifth bit per value (bit `2g` / `2g+1` of `qh[l]` for values `64g + l` /
+    /// `64g + 32 + l`), q ∈ 0..32. 5.5 bits per value.
+    BlockQ5K: Q5K { d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] }
+    /// Q6_K: 16 sub-blocks of 16, i8 scales: `y = (d·sc)·(q − 32)`, q ∈ 0..64 (low four bits in
+    /// `ql`, high two in `qh`). 6.5625 bits per value.
+    BlockQ6K: Q6K { ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16 }
+    /// Q8_K: `y = d · q` with an f32 `d` (ggml's activation format; `bsums` serve its dot products).
+    BlockQ8K: Q8K { d: f32, qs: [i8; 256], bsums: [i16; 16] }
 }
 
 /// Where value `e` (of 256) sits in the 2-bit planes of Q2_K/Q3_K: (byte of `qs`, shift).
@@ -215,17 +184,31 @@ fn pack_k4_scales(grid: &Grid) -> [u8; 12] {
 impl GgmlBlock for BlockQ4K {
     const DTYPE: DType = DType::Q4K;
     fn decode(&self, y: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        for g in 0..4 {
-            let (sc0, m0) = k4_scale_min(2 * g, &self.scales);
-            let (sc1, m1) = k4_scale_min(2 * g + 1, &self.scales);
-            let (d0, min0) = (d * sc0 as f32, dmin * m0 as f32);
-            let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-            let q = &self.qs[32 * g..32 * g + 32];
-            for l in 0..32 {
-                y[64 * g + l] = d0 * (q[l] & 0xF) as f32 - min0;
-                y[64 * g + 32 + l] = d1 * (q[l] >> 4) as f32 - min1;
-            }
+        decode_k4(y, self.d, self.dmin, &self.scales, &self.qs, |_, _| (0, 0));
+    }
+}
+
+/// Decodes a Q4_K/Q5_K block; `fifth(g, l)` gives the fifth bits (0 or 16) of values `64g + l`
+/// and `64g + 32 + l` (none for Q4_K).
+fn decode_k4(
+    y: &mut [f32],
+    d: f16,
+    dmin: f16,
+    scales: &[u8; 12],
+    qs: &[u8; 128],
+    fifth: impl Fn(usize, usize) -> (u8, u8),
+) {
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    for g in 0..4 {
+        let (sc0, m0) = k4_scale_min(2 * g, scales);
+        let (sc1, m1) = k4_scale_min(2 * g + 1, scales);
+        let (d0, min0) = (d * sc0 as f32, dmin * m0 as f32);
+        let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
+        let q = &qs[32 * g..32 * g + 32];
+        for l in 0..32 {
+            let (h0, h1) = fifth(g, l);
+            y[64 * g + l] = d0 * ((q[l] & 0xF) | h0) as f32 - min0;
+            y[64 * g + 32 + l] = d1 * ((q[l] >> 4) | h1) as f32 - min1;
         }
     }
 }
@@ -253,20 +236,10 @@ impl BlockQ4K {
 impl GgmlBlock for BlockQ5K {
     const DTYPE: DType = DType::Q5K;
     fn decode(&self, y: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        for g in 0..4 {
-            let (sc0, m0) = k4_scale_min(2 * g, &self.scales);
-            let (sc1, m1) = k4_scale_min(2 * g + 1, &self.scales);
-            let (d0, min0) = (d * sc0 as f32, dmin * m0 as f32);
-            let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-            let q = &self.qs[32 * g..32 * g + 32];
-            for l in 0..32 {
-                let h0 = ((self.qh[l] >> (2 * g)) & 1) << 4;
-                let h1 = ((self.qh[l] >> (2 * g + 1)) & 1) << 4;
-                y[64 * g + l] = d0 * ((q[l] & 0xF) | h0) as f32 - min0;
-                y[64 * g + 32 + l] = d1 * ((q[l] >> 4) | h1) as f32 - min1;
-            }
-        }
+        let bit = |g: usize, l: usize, k: usize| ((self.qh[l] >> (2 * g + k)) & 1) << 4;
+        decode_k4(y, self.d, self.dmin, &self.scales, &self.qs, |g, l| {
+            (bit(g, l, 0), bit(g, l, 1))
+        });
     }
 }
 

@@ -8,51 +8,19 @@
 
 use super::{GgmlBlock, Grid};
 use crate::DType;
-use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-/// Q4_0: `y = (q - 8) · d`, q ∈ 0..16. 4.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ4_0 {
-    pub d: f16,
-    pub qs: [u8; 16],
-}
-
-/// Q4_1: `y = d · q + m`, q ∈ 0..16. 5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ4_1 {
-    pub d: f16,
-    pub m: f16,
-    pub qs: [u8; 16],
-}
-
-/// Q5_0: `y = (q - 16) · d`, q ∈ 0..32. 5.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ5_0 {
-    pub d: f16,
-    pub qh: [u8; 4],
-    pub qs: [u8; 16],
-}
-
-/// Q5_1: `y = d · q + m`, q ∈ 0..32. 6 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ5_1 {
-    pub d: f16,
-    pub m: f16,
-    pub qh: [u8; 4],
-    pub qs: [u8; 16],
-}
-
-/// Q8_0: `y = q · d`, q an i8. 8.5 bits per value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BlockQ8_0 {
-    pub d: f16,
-    pub qs: [i8; 32],
+ggml_blocks! {
+    /// Q4_0: `y = (q - 8) · d`, q ∈ 0..16. 4.5 bits per value.
+    BlockQ4_0: Q4_0 { d: f16, qs: [u8; 16] }
+    /// Q4_1: `y = d · q + m`, q ∈ 0..16. 5 bits per value.
+    BlockQ4_1: Q4_1 { d: f16, m: f16, qs: [u8; 16] }
+    /// Q5_0: `y = (q - 16) · d`, q ∈ 0..32. 5.5 bits per value.
+    BlockQ5_0: Q5_0 { d: f16, qh: [u8; 4], qs: [u8; 16] }
+    /// Q5_1: `y = d · q + m`, q ∈ 0..32. 6 bits per value.
+    BlockQ5_1: Q5_1 { d: f16, m: f16, qh: [u8; 4], qs: [u8; 16] }
+    /// Q8_0: `y = q · d`, q an i8. 8.5 bits per value.
+    BlockQ8_0: Q8_0 { d: f16, qs: [i8; 32] }
 }
 
 /// The 4-bit codes of 32 values: value j in the low nibble of byte j, value j+16 in the high.

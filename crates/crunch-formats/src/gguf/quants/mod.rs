@@ -18,6 +18,23 @@
 //! for (bit-identical to the decoder), and [`Codec::pack`] writes grid + codes as the block's
 //! bytes. [`Codec::encode_rows`] does all of it for a whole row-major tensor.
 
+/// Declares block structs with ggml's byte layout: `#[repr(C)]`, plain old data (no padding,
+/// every bit pattern valid), public fields, and a compile-time check that the struct's size is
+/// the block size [`DType::block`] gives its type. `Name: DTYPE { field: type, … }` per block.
+macro_rules! ggml_blocks {
+    ($($(#[$doc:meta])* $name:ident: $dtype:ident {
+        $($(#[$fdoc:meta])* $field:ident: $ty:ty),+ $(,)?
+    })+) => {$(
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty),+
+        }
+        const _: () = assert!(std::mem::size_of::<$name>() == $crate::DType::$dtype.block().1);
+    )+};
+}
+
 mod codec;
 mod fit;
 pub mod iq;

@@ -102,11 +102,7 @@ fn encode_and_check(codec: &Codec, x: &[f32], w: Option<&[f32]>) -> Vec<f32> {
     {
         let wb = w.map(|w| &w[b * n..(b + 1) * n]);
         let grid = codec.fit(xb, wb);
-        let codes: Vec<u8> = xb
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| codec.quantize(&grid, i, v))
-            .collect();
+        let codes = codec.quantize_block(&grid, xb);
         expect.extend(
             codes
                 .iter()
@@ -385,12 +381,17 @@ fn f16_bytes(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_le_bytes()
 }
 
-#[test]
-fn q4_0_by_hand() {
-    // d = 0.5; byte j = (hi << 4) | lo with lo = j, hi = 15 - j.
+/// Decodes a 32-value block of a 4-bit type with d = 0.5 whose byte j is `(15 - j) << 4 | j`:
+/// value j has code j, value j + 16 code 15 - j.
+fn decode_nibble_ramp(dtype: DType) -> Vec<f32> {
     let mut b = f16_bytes(0.5).to_vec();
     b.extend((0..16u8).map(|j| ((15 - j) << 4) | j));
-    let y = decode(DType::Q4_0, &b);
+    decode(dtype, &b)
+}
+
+#[test]
+fn q4_0_by_hand() {
+    let y = decode_nibble_ramp(DType::Q4_0);
     for j in 0..16 {
         assert_eq!(y[j], (j as f32 - 8.0) * 0.5);
         assert_eq!(y[j + 16], (7.0 - j as f32) * 0.5);
@@ -419,9 +420,7 @@ fn q8_k_by_hand() {
 
 #[test]
 fn iq4_nl_by_hand() {
-    let mut b = f16_bytes(0.5).to_vec();
-    b.extend((0..16u8).map(|j| ((15 - j) << 4) | j));
-    let y = decode(DType::IQ4NL, &b);
+    let y = decode_nibble_ramp(DType::IQ4NL);
     for j in 0..16 {
         assert_eq!(y[j], IQ4_LEVELS[j] as f32 * 0.5);
         assert_eq!(y[j + 16], IQ4_LEVELS[15 - j] as f32 * 0.5);

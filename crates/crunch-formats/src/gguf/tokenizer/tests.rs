@@ -109,11 +109,16 @@ fn bos_is_added_only_when_the_file_asks() {
     assert_eq!(t.encode("he", false).unwrap().get_ids(), &[258]);
 }
 
+/// The error building a tokenizer from `file_with(pre, extra)` gives.
+fn refusal(pre: &str, extra: Vec<(&str, GgufValue)>) -> String {
+    build_tokenizer(&file_with(pre, extra))
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn unsupported_inputs_are_clear_errors() {
-    let e = build_tokenizer(&file_with("falcon", vec![]))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("falcon", vec![]);
     assert!(e.contains("unsupported tokenizer.ggml.pre `falcon`"), "{e}");
     assert!(
         e.contains("smollm") && e.contains("llama-bpe") && e.contains("qwen2"),
@@ -121,45 +126,35 @@ fn unsupported_inputs_are_clear_errors() {
     );
 
     let llama = vec![("tokenizer.ggml.model", GgufValue::String("llama".into()))];
-    let e = build_tokenizer(&file_with("default", llama))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("default", llama);
     assert!(e.contains("only `gpt2`"), "{e}");
 
     let bad_merge = vec![(
         "tokenizer.ggml.merges",
         GgufValue::Array(vec![GgufValue::String("abc".into())]),
     )];
-    let e = build_tokenizer(&file_with("gpt2", bad_merge))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("gpt2", bad_merge);
     assert!(e.contains("merges[0]"), "{e}");
 
     let unknown_merge = vec![(
         "tokenizer.ggml.merges",
         GgufValue::Array(vec![GgufValue::String("Ġthe zz".into())]),
     )];
-    let e = build_tokenizer(&file_with("gpt2", unknown_merge))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("gpt2", unknown_merge);
     assert!(e.contains("BPE model"), "{e}");
 
     let short_types = vec![(
         "tokenizer.ggml.token_type",
         GgufValue::Array(vec![GgufValue::I32(1)]),
     )];
-    let e = build_tokenizer(&file_with("gpt2", short_types))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("gpt2", short_types);
     assert!(e.contains("1 entries for"), "{e}");
 
     let bos = vec![
         ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
         ("tokenizer.ggml.bos_token_id", GgufValue::U32(1 << 20)),
     ];
-    let e = build_tokenizer(&file_with("gpt2", bos))
-        .unwrap_err()
-        .to_string();
+    let e = refusal("gpt2", bos);
     assert!(e.contains("bos_token_id"), "{e}");
 
     let none = GgufFile::from_bytes("x.gguf", serialize(&[], &[]).unwrap()).unwrap();
