@@ -7,7 +7,9 @@
 # Prints one JSON line per tool (wall and CPU seconds, tokens per wall second) and the ratio.
 #
 # Usage: bench/importance_speed.sh BASE.gguf CALIB.txt WORKDIR
-#   env: CRUNCH (binary), LLAMACPP (llama.cpp's bin folder), THREADS (2), SAMPLES (128 windows)
+#   env: CRUNCH (binary), LLAMACPP (llama.cpp's bin folder), THREADS (2), SAMPLES (128 windows),
+#   GPTQ_PRESET (e.g. Q4_K_M: also time a full `--method gptq` onto that preset over the same windows,
+#   issue 13's "at most 3× llama-imatrix")
 # Compare CPU seconds too: on a shared machine wall time depends on the other load.
 set -euo pipefail
 base=$1 calib=$2 work=$3
@@ -36,10 +38,16 @@ measure crunch "$crunch" --threads "$threads" quantize "$base" --format gguf --c
   --plan --out "$work/unused.gguf"
 measure llama-imatrix "$bin/llama-imatrix" -m "$base" -f "$calib" --chunks "$samples" -c 512 -b 512 \
   -t "$threads" -o "$work/llama-imatrix.gguf"
+if [ -n "${GPTQ_PRESET:-}" ]; then
+  measure "crunch-gptq-$GPTQ_PRESET" "$crunch" --threads "$threads" quantize "$base" --format gguf \
+    --mix "$GPTQ_PRESET" --method gptq --calib "$calib" --calib-samples "$samples" --calib-len 512 --seed 0 \
+    --force --out "$work/gptq-$GPTQ_PRESET.gguf"
+fi
 python3 - "$work/speed.jsonl" <<'EOF'
 import json, sys
 rows = {r["tool"]: r for r in map(json.loads, open(sys.argv[1]))}
-c, l = rows["crunch"], rows["llama-imatrix"]
-print(json.dumps({"tokens": c["tokens"], "crunch_over_llama_wall": round(c["wall_seconds"] / l["wall_seconds"], 3),
-                  "crunch_over_llama_cpu": round(c["cpu_seconds"] / l["cpu_seconds"], 3)}))
+l = rows.pop("llama-imatrix")
+for name, c in rows.items():
+    print(json.dumps({"tool": name, "tokens": c["tokens"], "over_llama_imatrix_wall": round(c["wall_seconds"] / l["wall_seconds"], 3),
+                      "over_llama_imatrix_cpu": round(c["cpu_seconds"] / l["cpu_seconds"], 3)}))
 EOF

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """The GGUF budget search (issue 14) against llama-quantize + imatrix at the same file sizes.
 
-For each size (default: the sizes of llama.cpp's Q2_K, Q3_K_M and Q4_K_M files of SmolLM2,
-88.2, 93.5 and 105.5 MB): `crunch compress BASE --target-size S --format gguf` searches a GGUF
+For each size (default: the exact byte sizes of llama.cpp's Q2_K, Q3_K_M and Q4_K_M files of
+SmolLM2, 88.2, 93.5 and 105.5 MB): `crunch compress BASE --target-size S --format gguf` searches a GGUF
 type per block linear layer (importance-weighted encodings, the other tensors typed as the
 preset of that size) and writes the file; llama.cpp's `llama-perplexity --kl-divergence` then
-measures it and llama.cpp's preset file of that size against the base's logits, on the
+measures it, llama.cpp's preset file of that size and crunch's own file with the preset's types
+(`crunch quantize --mix PRESET`, RTN + importance from the same calibration: the search's seed)
+against the base's logits, on the
 evaluation text and (with --offdomain) the off-domain text. With --target-kl, one more search
 for the smallest file whose calibration KL meets it. JSON lines, then a Markdown table.
 
@@ -29,7 +31,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gguf_presets import base_logits, llama_kld, run_json  # noqa: E402
 
-SIZES = [("Q2_K", "88.2MB"), ("Q3_K_M", "93.5MB"), ("Q4_K_M", "105.5MB")]
+# The target of each size: llama.cpp's file's own byte size ("llama"), so the searched file is
+# never larger and the preset's own types (a seed of the search) fit.
+SIZES = [("Q2_K", "llama"), ("Q3_K_M", "llama"), ("Q4_K_M", "llama")]
 
 
 def main():
@@ -50,7 +54,12 @@ def main():
     ap.add_argument("--calib-len", type=int, default=512)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--search", default="", help="extra flags for the search")
+    ap.add_argument("--imatrix", help="importance file for the searched and the preset-typed "
+                                      "files (else E[x^2] collected on --calib)")
     ap.add_argument("--target-kl", type=float)
+    ap.add_argument("--target-kl-search", default="",
+                    help="flags for the --target-kl search in place of --search's (e.g. fewer "
+                         "generations: it runs one search per bisection step)")
     ap.add_argument("--plot", help="rate-distortion figure of the last size (.svg/.png)")
     ap.add_argument("--harness", default="llama", choices=["llama", "crunch", "both"],
                     help="who measures KL: llama-perplexity --kl-divergence (base logits of "
@@ -62,7 +71,13 @@ def main():
     th = ["--threads", str(a.threads)]
     common = ["--format", "gguf", "--calib", a.calib, "--calib-samples", str(a.calib_samples),
               "--calib-len", str(a.calib_len), "--seed", "0", "--device", a.device,
-              "--search-cache", os.path.join(a.work, "cache"), "--json", *shlex.split(a.search)]
+              "--search-cache", os.path.join(a.work, "cache"), "--json"]
+    if a.imatrix:
+        common += ["--imatrix", a.imatrix]
+    common_q = ["--format", "gguf", "--calib", a.calib, "--calib-samples", str(a.calib_samples),
+                "--calib-len", str(a.calib_len), "--seed", "0", "--device", a.device, "--json"]
+    if a.imatrix:
+        common_q += ["--imatrix", a.imatrix]
     texts = [("eval", a.eval, a.base_kld)]
     if a.offdomain:
         texts.append(("offdomain", a.offdomain, a.off_kld))
@@ -83,10 +98,15 @@ def main():
             with open(done) as f:
                 row[f"{prefix}_{name}"] = json.load(f)
         if use_crunch:
-            e = run_json([a.crunch, *th, "eval", path, "--base", a.base, "--device", a.device,
-                          "--data", text, "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens),
-                          "--json"])
-            row[f"{prefix}_{name}_crunch_eval"] = {k: e[k] for k in ("kl", "ppl", "top1_agreement")}
+            done = os.path.join(a.work, f"ce-{os.path.basename(path)}-{name}-{a.max_tokens}.json")
+            if not os.path.exists(done):
+                e = run_json([a.crunch, *th, "eval", path, "--base", a.base, "--device", a.device,
+                              "--data", text, "--ctx", str(a.ctx), "--max-tokens",
+                              str(a.max_tokens), "--json"])
+                with open(done, "w") as f:
+                    json.dump({k: e[k] for k in ("kl", "ppl", "top1_agreement")}, f)
+            with open(done) as f:
+                row[f"{prefix}_{name}_crunch_eval"] = json.load(f)
             if not use_llama:
                 row[f"{prefix}_{name}"] = row[f"{prefix}_{name}_crunch_eval"]
     rows = []
@@ -94,7 +114,15 @@ def main():
     for i, (preset, size) in enumerate(sizes):
         ours = os.path.join(a.work, f"search-{preset}.gguf")
         ref = os.path.join(a.presets_dir, f"llama-{preset}.gguf")
+        if size == "llama":
+            size = str(os.path.getsize(ref))
         row = {"preset": preset, "target": size, "llama_bytes": os.path.getsize(ref)}
+        # crunch's own file with the preset's types (RTN + importance from the same
+        # calibration): the search's seed, which it must beat.
+        rtn = os.path.join(a.work, f"rtn-{preset}.gguf")
+        if not os.path.exists(rtn):
+            run_json([a.crunch, *th, "quantize", a.base, "--out", rtn, "--mix", preset, *common_q])
+        row["rtn_bytes"] = os.path.getsize(rtn)
         rec_path = ours + ".json"
         if not os.path.exists(ours):
             extra = []
@@ -102,7 +130,7 @@ def main():
                 extra = ["--plot", a.plot, "--compare",
                          *[os.path.join(a.presets_dir, f"llama-{p}.gguf") for p, _ in sizes]]
             rec = run_json([a.crunch, *th, "compress", a.base, "--out", ours, "--target-size", size,
-                            *common, *extra])
+                            *common, *shlex.split(a.search), *extra])
             with open(rec_path, "w") as f:
                 json.dump(rec, f)
         with open(rec_path) as f:
@@ -112,17 +140,20 @@ def main():
                     "mix": s.get("mix"), "calibration_kl": s["calibration_kl"],
                     "search_seconds": s["search_seconds"], "variants_made": s["variants_made"],
                     "levels": s["levels"], "compare": s.get("compare")})
+        row["seeds"] = s.get("seeds")
         for name, text, kld in texts:
-            for who, path in (("crunch", ours), ("llama", ref)):
+            for who, path in (("crunch", ours), ("llama", ref), ("rtn", rtn)):
                 measure(row, who, path, name, text, kld)
             row[f"ratio_{name}"] = row[f"crunch_{name}"]["kl"] / row[f"llama_{name}"]["kl"]
+            row[f"ratio_rtn_{name}"] = row[f"crunch_{name}"]["kl"] / row[f"rtn_{name}"]["kl"]
         print(json.dumps(row), flush=True)
         rows.append(row)
     if a.target_kl is not None:
         out = os.path.join(a.work, f"search-kl{a.target_kl}.gguf")
         if not os.path.exists(out):
             rec = run_json([a.crunch, *th, "compress", a.base, "--out", out, "--target-kl",
-                            str(a.target_kl), *common])
+                            str(a.target_kl), *common,
+                            *shlex.split(a.target_kl_search or a.search)])
             with open(out + ".json", "w") as f:
                 json.dump(rec, f)
         with open(out + ".json") as f:
@@ -134,14 +165,15 @@ def main():
         for name, text, kld in texts:
             measure(row, "crunch", out, name, text, kld)
         print(json.dumps(row), flush=True)
-    print("\n| size (preset) | crunch bytes | llama bytes | linear bpw | text | crunch KL | llama KL |"
-          " crunch / llama | search s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| size (preset) | searched bytes | llama bytes | linear bpw | text | searched KL |"
+          " preset-typed RTN KL | llama KL | searched / llama | searched / RTN | search s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for name, _, _ in texts:
-            print(f"| {r['target']} ({r['preset']}) | {r['bytes']:,} | {r['llama_bytes']:,} | "
+            print(f"| {r['preset']} | {r['bytes']:,} | {r['llama_bytes']:,} | "
                   f"{r['linear_bpw']:.3f} | {name} | {r[f'crunch_{name}']['kl']:.5f} | "
-                  f"{r[f'llama_{name}']['kl']:.5f} | {r[f'ratio_{name}']:.3f} | "
+                  f"{r[f'rtn_{name}']['kl']:.5f} | {r[f'llama_{name}']['kl']:.5f} | "
+                  f"{r[f'ratio_{name}']:.3f} | {r[f'ratio_rtn_{name}']:.3f} | "
                   f"{r['search_seconds']:.0f} |")
 
 

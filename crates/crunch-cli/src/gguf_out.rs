@@ -271,20 +271,7 @@ pub fn run_with(
         overrides,
         with_importance,
     };
-    let extra = vec![
-        (
-            "crunch.version".to_string(),
-            GgufValue::String(env!("CARGO_PKG_VERSION").into()),
-        ),
-        (
-            "crunch.mix".to_string(),
-            GgufValue::String(mix_description(&mix)),
-        ),
-        (
-            "crunch.importance".to_string(),
-            GgufValue::String(importance_desc.clone()),
-        ),
-    ];
+    let extra = crunch_metadata(&mix, &importance_desc);
     let plan = gguf::plan(&ckpt, &mix, &extra)?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in &plan.tensors {
@@ -480,8 +467,33 @@ fn parse_override(s: &str) -> Result<(String, DType)> {
     Ok((p.to_string(), dtype))
 }
 
+/// The metadata crunch adds to the GGUF files it writes.
+pub(crate) fn crunch_metadata(mix: &Mix, importance_desc: &str) -> Vec<(String, GgufValue)> {
+    vec![
+        (
+            "crunch.version".to_string(),
+            GgufValue::String(env!("CARGO_PKG_VERSION").into()),
+        ),
+        (
+            "crunch.mix".to_string(),
+            GgufValue::String(mix_description(mix)),
+        ),
+        (
+            "crunch.importance".to_string(),
+            GgufValue::String(importance_desc.into()),
+        ),
+    ]
+}
+
+/// The preset and its overrides; past 8 overrides (a budget search names every layer's type)
+/// only their count: the tensors hold their types, and the metadata's size then does not
+/// depend on which types a search picks.
 fn mix_description(mix: &Mix) -> String {
     let mut s = mix.preset.name().to_string();
+    if mix.overrides.len() > 8 {
+        s.push_str(&format!(" with {} per-tensor types", mix.overrides.len()));
+        return s;
+    }
     for (p, t) in &mix.overrides {
         s.push_str(&format!(" {p}={}", t.ggml_name()));
     }

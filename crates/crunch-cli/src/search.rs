@@ -44,6 +44,11 @@ pub struct SearchArgs {
     /// 256-value super-blocks, else IQ4_NL, Q4_1, Q5_0, Q5_1, Q8_0).
     #[arg(long, value_name = "PRESET")]
     pub mix: Option<String>,
+    /// --format gguf: weight the encodings' rounding errors by this importance file
+    /// (`llama-imatrix -o FILE`, or crunch's `--save-imatrix`) instead of collecting E[x²] on
+    /// --calib; --calib still gives the search's windows. The recipe names the file.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Reference files drawn on the --plot figure, at their bits per weight (linear layers)
     /// and their KL on the same calibration windows (e.g. llama.cpp's GGUFs).
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -210,6 +215,9 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     if c.format == Some(crunch_export::Format::Gguf) {
         return crate::search_gguf::run(c, s);
     }
+    if s.imatrix.is_some() {
+        bail!("--imatrix applies to --format gguf only");
+    }
     let levels: Vec<Level> = s
         .levels
         .iter()
@@ -356,6 +364,7 @@ pub(crate) fn record(
         "uniform": o.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "searched": o.searched.iter().map(|(b, k)| json!({"linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "search_seconds": seconds,
+        "seeds": o.seeds.iter().map(|(n, k)| json!({"seed": n, "calibration_kl": k})).collect::<Vec<_>>(),
         "state": o.state_files,
     })
 }
@@ -398,7 +407,8 @@ fn searched<B: Backend + Clone>(
     bar.finish_and_clear();
     let costs = db.costs()?;
     let (base, model) = load_twice(b, ckpt)?;
-    let mut fit = ModelFitness::new(&base, model, &db, windows, params.seed);
+    let mut fit =
+        ModelFitness::new(&base, model, &db, windows, params.seed).with_held(s.kl_windows);
     let key_base = {
         let mut h = hash_bytes(HASH_START, &model_hash(&ckpt.path)?.to_le_bytes());
         h = hash_bytes(h, &windows_hash(windows).to_le_bytes());
@@ -413,8 +423,9 @@ fn searched<B: Backend + Clone>(
         costs: &costs,
         names: &names,
         key: key_base,
+        seeds: Vec::new(),
     };
-    let outcome = run_search(&mut fit, &space, windows, how)?;
+    let outcome = run_search(&mut fit, &space, how)?;
     let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
     let compare = compare_points(b, &base, &s.compare, kl_set)?;
     Ok(Found {
@@ -440,11 +451,14 @@ pub(crate) fn load_twice<B: Backend + Clone>(
 }
 
 /// What a search chooses among: each unit's cost at each level, a name per level (for the
-/// uniform configurations), and a hash naming the search (model, data, levels, parameters).
+/// uniform configurations), a hash naming the search (model, data, levels, parameters), and
+/// seeds beyond the uniform configurations (e.g. a llama.cpp preset's own types; the key must
+/// cover them).
 pub(crate) struct Space<'a> {
     pub costs: &'a [Vec<f64>],
     pub names: &'a [String],
     pub key: u64,
+    pub seeds: Vec<(String, Vec<u8>)>,
 }
 
 /// What a search found.
@@ -461,6 +475,8 @@ pub(crate) struct Outcome {
     /// Searched configurations: (bits per weight, KL).
     pub searched: Vec<(f64, f64)>,
     pub state_files: Vec<PathBuf>,
+    /// The seeds of the (last) search: (name, KL on the held windows; `None` if none fits).
+    pub seeds: Vec<(String, Option<f64>)>,
 }
 
 /// How a search runs: the flags, the evolution's parameters, the goal and the cache folder.
@@ -476,13 +492,11 @@ pub(crate) struct How<'a> {
 pub(crate) fn run_search<B: Backend>(
     fit: &mut ModelFitness<B>,
     space: &Space,
-    windows: &[Vec<u32>],
     how: &How,
 ) -> Result<Outcome> {
     let (s, params, goal, cache) = (how.args, how.params, how.goal, how.cache);
     let costs = space.costs;
     let weights = fit.weights() as f64;
-    let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
     let states = cache.join("states");
     let mut state_files = Vec::new();
     let mut run_at = |fit: &mut ModelFitness<B>, limit: f64| -> Result<SearchState> {
@@ -490,6 +504,7 @@ pub(crate) fn run_search<B: Backend>(
             costs: costs.to_vec(),
             limit,
         };
+        let seeds = seeds_of(&budget, space).1;
         let key = format!(
             "{:016x}",
             hash_bytes(space.key, &limit.to_bits().to_le_bytes())
@@ -513,12 +528,13 @@ pub(crate) fn run_search<B: Backend>(
             .expect("valid template")
             .progress_chars("=> "),
         );
-        let st = search(&budget, params, &key, fit, resume, &mut |st| {
+        let st = search(&budget, params, &key, fit, &seeds, resume, &mut |st| {
             bar.set_position(st.generation as u64);
             let g = st.history.last().expect("a generation ran");
             bar.set_message(format!(
-                "best KL {:.4}, budget used {:.2}%",
+                "KL {:.4} (best on held windows {:.4}), budget used {:.2}%",
                 g.fitness,
+                g.elite.unwrap_or(f64::NAN),
                 100.0 * g.bits / limit
             ));
             save_state(&path, st)
@@ -534,7 +550,7 @@ pub(crate) fn run_search<B: Backend>(
     if want_uniform {
         let sp = progress::spinner("measuring the uniform configurations");
         for (l, name) in space.names.iter().enumerate() {
-            let kl = fit.kl_on(&top_of(l), kl_set, 4)?;
+            let kl = fit.held_kl(&top_of(l))?;
             uniform.push((name.clone(), uniform_cost(l) / weights, kl));
         }
         sp.finish_and_clear();
@@ -559,13 +575,13 @@ pub(crate) fn run_search<B: Backend>(
                 for _ in 0..3 {
                     let mid = 0.5 * (lo + hi);
                     let st = run_at(fit, mid)?;
-                    let kl = fit.kl_on(&st.parent, kl_set, 4)?;
+                    let kl = fit.held_kl(st.chosen())?;
                     searched_points.push((
                         Budget {
                             costs: costs.to_vec(),
                             limit: mid,
                         }
-                        .cost(&st.parent)
+                        .cost(st.chosen())
                             / weights,
                         kl,
                     ));
@@ -585,6 +601,8 @@ pub(crate) fn run_search<B: Backend>(
                         generation: 0,
                         parent: top_of(top),
                         history: Vec::new(),
+                        elite: None,
+                        seeds: Vec::new(),
                     };
                     (st, hi)
                 }
@@ -595,13 +613,18 @@ pub(crate) fn run_search<B: Backend>(
         costs: costs.to_vec(),
         limit,
     };
-    let bits = budget.cost(&state.parent);
-    let kl = fit.kl_on(&state.parent, kl_set, 4)?;
+    let bits = budget.cost(state.chosen());
+    let kl = fit.held_kl(state.chosen())?;
     if !matches!(goal, Goal::Kl(_)) {
         searched_points.push((bits / weights, kl));
     }
+    let seeds = seeds_of(&budget, space)
+        .0
+        .into_iter()
+        .zip(state.seeds.clone())
+        .collect();
     Ok(Outcome {
-        config: state.parent.clone(),
+        config: state.chosen().to_vec(),
         state,
         kl,
         bits,
@@ -610,7 +633,26 @@ pub(crate) fn run_search<B: Backend>(
         uniform,
         searched: searched_points,
         state_files,
+        seeds,
     })
+}
+
+/// A search's seeds under `budget`: every uniform configuration that fits, then the space's
+/// own (made to fit by the search); with their names, and the search's own start named last.
+fn seeds_of(budget: &Budget, space: &Space) -> (Vec<String>, Vec<Vec<u8>>) {
+    let mut names = Vec::new();
+    let mut seeds = Vec::new();
+    for c in budget.uniform_fits() {
+        let l = c.iter().copied().max().unwrap_or(0) as usize;
+        names.push(format!("uniform {}", space.names[l]));
+        seeds.push(c);
+    }
+    for (n, c) in &space.seeds {
+        names.push(n.clone());
+        seeds.push(c.clone());
+    }
+    names.push("start (best uniform, then random raises)".into());
+    (names, seeds)
 }
 
 /// Each `--compare` GGUF file: (file name, bits per weight of its block linear layers, KL to

@@ -17,11 +17,12 @@ use anyhow::{anyhow, bail, Result};
 use crunch_calib::{GgufSpec, RecipeFile};
 use crunch_export::gguf::{self, importance_by_gguf_name, Mix, Preset};
 use crunch_formats::DType;
+use crunch_model::model::tensor_shapes;
 use crunch_model::weights::gguf_location;
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::Backend;
 use crunch_search::database::model_hash;
-use crunch_search::gguf_levels::{encode, GgufDatabase};
+use crunch_search::gguf_levels::{encode, padded, GgufDatabase};
 use crunch_search::{hash_bytes, ModelFitness, HASH_START};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -104,21 +105,53 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         }
         (None, None) => Preset::Q4_K_M,
     };
-    let plan = plan_of(preset)?;
-    let linear_bytes: u64 = plan
-        .tensors
-        .iter()
-        .filter(|t| is_block_linear(&t.name))
-        .map(|t| t.bytes as u64)
-        .sum();
-    // Metadata, untouched tensors and alignment; each tensor may add up to 31 bytes of padding
-    // whatever its type, counted once more as a margin.
-    let n_linear = plan
-        .tensors
-        .iter()
-        .filter(|t| is_block_linear(&t.name))
-        .count() as u64;
-    let fixed = plan.file_bytes() - linear_bytes + 32 * n_linear;
+    // A first check before the (long) importance pass, without crunch's metadata.
+    if let Some(size) = s.target_size {
+        let fixed = outside_search(&plan_of(preset)?);
+        if size <= fixed {
+            bail!(
+                "--target-size {:.2} MB is below the {:.2} MB that {} gives the tensors the \
+                 search does not choose (embeddings, output, norms, metadata)",
+                size as f64 / 1e6,
+                fixed as f64 / 1e6,
+                preset.name()
+            );
+        }
+    }
+    let mut file = RecipeFile {
+        format: Some("gguf".into()),
+        ..RecipeFile::default()
+    };
+    let (windows, importance, importance_desc) = match &s.imatrix {
+        Some(path) => {
+            let who = "a budget search";
+            let (windows, _) = crate::compress::load_calibration(c, &mut file, &ckpt, who)?;
+            let importance = importance_by_hf_name(&ckpt, gguf::read_imatrix(path)?);
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            (windows, importance, format!("imatrix {name}"))
+        }
+        None => {
+            let got = gguf_out::calibrated_importance(c, &mut file, &ckpt, "a budget search")?;
+            (got.windows, got.importance, got.desc)
+        }
+    };
+
+    // The file's bytes outside the searched layers, with the metadata the file will carry
+    // (its size depends on the number of per-tensor types only, not on which).
+    let units = crunch_search::database::block_units(&ckpt)?.0;
+    let final_mix = Mix {
+        overrides: vec![(String::new(), DType::F32); units.len()],
+        ..mix_of(preset)
+    };
+    let plan = gguf::plan(
+        &ckpt,
+        &mix_of(preset),
+        &gguf_out::crunch_metadata(&final_mix, &importance_desc),
+    )?;
+    let fixed = outside_search(&plan);
     let goal = match (s.target_bpw, s.target_size, s.target_kl) {
         (Some(b), None, None) => Goal::Bpw(b),
         (None, Some(size), None) => {
@@ -137,15 +170,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         _ => bail!("give one of --target-bpw, --target-size, --target-kl"),
     };
 
-    let mut file = RecipeFile {
-        format: Some("gguf".into()),
-        ..RecipeFile::default()
-    };
-    let got = gguf_out::calibrated_importance(c, &mut file, &ckpt, "a budget search")?;
-    let (windows, importance, importance_desc) = (got.windows, got.importance, got.desc);
-
     let cache = cache_root(&s.search_cache);
-    let units = crunch_search::database::block_units(&ckpt)?.0;
     let bar = progress::bar(units.len(), "encoding the levels");
     let db = GgufDatabase::build(
         &ckpt,
@@ -176,28 +201,45 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
             &crunch_search::database::windows_hash(&windows).to_le_bytes(),
         );
         h = hash_bytes(h, importance_desc.as_bytes());
+        for (name, v) in &importance {
+            h = hash_bytes(h, name.as_bytes());
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            h = hash_bytes(h, &bytes);
+        }
         for n in &names {
             h = hash_bytes(h, n.as_bytes());
         }
         h = hash_bytes(h, preset.name().as_bytes());
         hash_bytes(h, serde_json::to_string(&params)?.as_bytes())
     };
+    // The preset's own type of every searched layer: a seed, so the search starts no worse
+    // than the file `crunch quantize --mix PRESET` writes (made to fit the budget if it does
+    // not).
+    let preset_levels = db.levels_of(|u| {
+        let name = gguf_weight_name(&ckpt, &db.units[u].full_name());
+        plan.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.dtype)
+    });
     let space = Space {
         costs: &costs,
         names: &names,
         key,
+        seeds: vec![(format!("{} types", preset.name()), preset_levels)],
     };
     let (outcome, compare) = with_backend!(c.device, b => {
         let (base, mut model) = crate::search::load_twice(&b, &ckpt)?;
         quantize_untouched(&ckpt, &plan, &importance, &mut model)?;
-        let mut fit = ModelFitness::new(&base, model, &db, &windows, params.seed);
+        let mut fit =
+            ModelFitness::new(&base, model, &db, &windows, params.seed).with_held(s.kl_windows);
         let how = How {
             args: s,
             params: &params,
             goal: &goal,
             cache: &cache,
         };
-        let o = run_search(&mut fit, &space, &windows, &how)?;
+        let o = run_search(&mut fit, &space, &how)?;
         let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
         let compare = crate::search::compare_points(&b, &base, &s.compare, kl_set)?;
         (o, compare)
@@ -233,7 +275,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         mix: preset.name().to_string(),
         tensor_types: overrides,
         importance: true,
-        imatrix: None,
+        imatrix: s.imatrix.as_ref().map(|p| p.display().to_string()),
         ..GgufSpec::default()
     });
     let mut extra = record(s, &outcome, windows.len(), search_seconds);
@@ -255,6 +297,47 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         search: extra,
     };
     gguf_out::run_with(c, file, &GgufArgs::default(), Some(given))
+}
+
+/// The file's bytes outside the searched layers of `plan`: metadata, untouched tensors and
+/// their padding. A searched layer costs its bytes padded
+/// to the alignment (`GgufDatabase::costs`); the file's last tensor is not padded, so when it is
+/// a searched one the estimate is at most 31 bytes above the file, never below.
+fn outside_search(plan: &gguf::GgufPlan) -> u64 {
+    let linear: u64 = plan
+        .tensors
+        .iter()
+        .filter(|t| is_block_linear(&t.name))
+        .map(|t| padded(t.bytes) as u64)
+        .sum();
+    let last_pad = plan
+        .tensors
+        .last()
+        .filter(|t| is_block_linear(&t.name))
+        .map_or(0, |t| (padded(t.bytes) - t.bytes) as u64);
+    plan.file_bytes() + last_pad - linear
+}
+
+/// An importance file's vectors (keyed by llama.cpp names) under the checkpoint's Hugging Face
+/// weight names, as the collected importance is; the output matrix's as `lm_head.weight` also
+/// when the embedding is tied.
+fn importance_by_hf_name(
+    ckpt: &Checkpoint,
+    by_gguf: BTreeMap<String, Vec<f32>>,
+) -> BTreeMap<String, Vec<f32>> {
+    let mut names: Vec<String> = tensor_shapes(&ckpt.config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.push("lm_head.weight".into());
+    names
+        .into_iter()
+        .filter_map(|hf| {
+            let loc = gguf_location(&hf, ckpt.config.arch);
+            let v = by_gguf.get(&loc.name).filter(|_| loc.expert.is_none())?;
+            Some((hf, v.clone()))
+        })
+        .collect()
 }
 
 /// The token embedding and output matrix of the candidate model as the file will hold them

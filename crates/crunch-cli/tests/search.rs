@@ -70,6 +70,23 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
     assert_eq!(s["generations"], 4);
     assert!(v["size_on_disk"].as_u64().unwrap() > 0);
     assert!(std::fs::read_to_string(&rd).unwrap().starts_with("<svg"));
+    // Never worse than a seed: every uniform configuration that fits was scored on the same
+    // held windows as the reported KL.
+    let kl = s["calibration_kl"].as_f64().unwrap();
+    let seeds = s["seeds"].as_array().unwrap();
+    assert!(seeds.len() >= 2, "{s}");
+    for seed in seeds {
+        assert!(kl <= seed["calibration_kl"].as_f64().unwrap(), "{s}");
+    }
+    let uniform: Vec<(f64, f64)> = s["uniform"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let x = |k: &str| u[k].as_f64().unwrap();
+            (x("linear_bpw"), x("calibration_kl"))
+        })
+        .collect();
     // Every layer is named in the recipe, once.
     let recipe = std::fs::read_to_string(d.path().join("a/recipe.toml")).unwrap();
     for layer in 0..2 {
@@ -106,6 +123,25 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["search"]["levels"]["gptq2g32"], 14, "{v}");
+    // A KL target between the 3- and 4-bit uniform models' KL: the smallest searched file that
+    // meets it, within one level step, so at most the 4-bit model's size.
+    let (bpw3, kl3) = uniform[1];
+    let (bpw4, kl4) = uniform[2];
+    assert!(kl4 < kl3, "{uniform:?}");
+    let target = (kl3 * kl4).sqrt().to_string();
+    let (ok, out, err) = search(&path("t"), &["--target-kl", &target], &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["search"];
+    assert!(
+        s["calibration_kl"].as_f64().unwrap() <= (kl3 * kl4).sqrt(),
+        "{s}"
+    );
+    let bpw = s["linear_bpw"].as_f64().unwrap();
+    assert!(
+        bpw <= bpw4 && bpw > bpw3 - (bpw4 - bpw3),
+        "{bpw} vs {uniform:?}"
+    );
     // A budget below every layer's lowest level is refused, naming why.
     let (ok, _, err) = search(&path("e"), &["--target-bpw", "1.0"], &[]);
     assert!(
@@ -170,6 +206,16 @@ fn a_searched_gguf_has_the_requested_size() {
     let s = &v["search"];
     assert!(s["calibration_kl"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(s["variants_made"], 2 * (6 * 5 + 7), "{s}");
+    // Seeded with the preset's own types (and every uniform configuration that fits), and no
+    // worse than any of them on the held windows.
+    let kl = s["calibration_kl"].as_f64().unwrap();
+    let seeds = s["seeds"].as_array().unwrap();
+    assert!(seeds.iter().any(|x| x["seed"] == "Q8_0 types"), "{s}");
+    for seed in seeds {
+        if let Some(k) = seed["calibration_kl"].as_f64() {
+            assert!(kl <= k, "{s}");
+        }
+    }
     // ffn_down may take k-quants; the 64-wide rows only the 32-value types.
     let types = v["types"].as_object().unwrap();
     for k in types.keys() {
@@ -207,6 +253,25 @@ fn a_searched_gguf_has_the_requested_size() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["search"]["variants_made"], 0);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    // At exactly a preset's file size, the preset's own types fit: the searched file is no
+    // larger, and no worse than that seed on the held windows.
+    let q4 = plan("Q4_K_M");
+    let f = path("f.gguf");
+    let t4 = q4.to_string();
+    let (ok, out, err) = search(&f, &["--target-size", &t4, "--mix", "Q4_K_M"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let size = std::fs::metadata(&f).unwrap().len();
+    assert!(size <= q4, "{size} > {q4}");
+    let s = &v["search"];
+    let preset_seed = s["seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["seed"] == "Q4_K_M types")
+        .unwrap();
+    let seed_kl = preset_seed["calibration_kl"].as_f64().unwrap();
+    assert!(s["calibration_kl"].as_f64().unwrap() <= seed_kl, "{s}");
     // Below the untouched tensors' size: refused, nothing written.
     let e = path("e.gguf");
     let (ok, _, err) = search(&e, &["--target-size", "1000"]);

@@ -1,5 +1,10 @@
 //! Throughput of the packed products on SmolLM2-135M's layer shapes, one JSON line per case:
 //! `cargo run --release -p crunch-kernels --example kernel_bench [-- ISA]`.
+//!
+//! Besides wall-clock throughput (`gmacs`) each line gives `cpu_gmacs`: the same work over
+//! the CPU time of the calling thread (`/proc/thread-self/schedstat`; so run it with
+//! `RAYON_NUM_THREADS=1`), which on a shared, busy machine still compares two kernels fairly
+//! where the wall clock does not.
 
 use crunch_formats::DType;
 use crunch_kernels::{ActBits, Bytes, Isa, Options, PackedMatrix};
@@ -37,6 +42,7 @@ fn main() {
                 }
                 let mut macs = 0f64;
                 let mut secs = 0f64;
+                let mut cpu = 0f64;
                 for &(rows, cols) in &shapes {
                     let (per, bytes) = dtype.block();
                     if cols % per != 0 {
@@ -55,24 +61,35 @@ fn main() {
                     let mut y = vec![0f32; n * rows];
                     let opts = Options { isa, bits };
                     w.matmul_with(&x, n, &mut y, opts);
-                    let reps = ((2e8 / (rows * cols * n) as f64) as usize).clamp(1, 2000);
+                    let reps = ((2e8 / (rows * cols * n) as f64) as usize).clamp(3, 2000);
                     let t = Instant::now();
+                    let c = cpu_seconds();
                     for _ in 0..reps {
                         w.matmul_with(&x, n, &mut y, opts);
                     }
                     secs += t.elapsed().as_secs_f64() / reps as f64;
+                    cpu += (cpu_seconds() - c) / reps as f64;
                     macs += (rows * cols * n) as f64;
                 }
                 if macs == 0.0 {
                     continue;
                 }
                 println!(
-                    "{{\"dtype\":\"{dtype:?}\",\"bits\":\"{bits:?}\",\"isa\":\"{}\",\"n\":{n},\"gmacs\":{:.1},\"ms\":{:.3}}}",
+                    "{{\"dtype\":\"{dtype:?}\",\"bits\":\"{bits:?}\",\"isa\":\"{}\",\"n\":{n},\"gmacs\":{:.1},\"ms\":{:.3},\"cpu_gmacs\":{:.1}}}",
                     isa.name(),
                     macs / secs / 1e9,
-                    secs * 1e3
+                    secs * 1e3,
+                    macs / cpu / 1e9
                 );
             }
         }
     }
+}
+
+/// CPU time of the calling thread so far, in seconds (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns * 1e-9)
 }

@@ -13,8 +13,8 @@
 //!   4e-3 of the chunk maximum per value, so products differ from f32 by a few 1e-3.
 //!
 //! Beside the planes the row keeps, per group of four values (one 32-bit lane of a vector
-//! product), the chunk's scale `xl` and `el = dx · Σq` of the four, which multiplies the
-//! weights' offset (see `formats`). Rows are padded with zeros to a multiple of 64.
+//! product), the chunk's scale `xl`, and `dx · Σq` per 16 and per 32 values, which multiply
+//! the weights' offsets (see `formats`). Rows are padded with zeros to a multiple of 64.
 
 use crate::aligned::Aligned;
 
@@ -47,7 +47,6 @@ pub struct Acts {
     a: Aligned,
     b: Aligned,
     xl: Aligned,
-    el: Aligned,
     xc: Aligned,
     e16: Aligned,
     e32: Aligned,
@@ -63,7 +62,6 @@ impl Acts {
             a: Aligned::default(),
             b: Aligned::default(),
             xl: Aligned::default(),
-            el: Aligned::default(),
             xc: Aligned::default(),
             e16: Aligned::default(),
             e32: Aligned::default(),
@@ -81,7 +79,6 @@ impl Acts {
         let wide = self.bits == ActBits::I16;
         self.b.reset(if wide { n * kp } else { 0 });
         self.xl.reset(n * kp); // kp / 4 floats per row
-        self.el.reset(n * kp);
         self.xc.reset(n * kp / 8); // kp / 32 floats per row
         self.e16.reset(n * kp / 4); // kp / 16 floats per row
         self.e32.reset(n * kp / 8); // kp / 32 floats per row
@@ -97,18 +94,16 @@ impl Acts {
             .chunks_mut(kp)
             .zip(b_rows.drain(..))
             .zip(self.xl.f32s_mut().chunks_mut(kp / 4))
-            .zip(self.el.f32s_mut().chunks_mut(kp / 4))
             .zip(self.xc.f32s_mut().chunks_mut(kp / 32))
             .zip(self.e16.f32s_mut().chunks_mut(kp / 16))
             .zip(self.e32.f32s_mut().chunks_mut(kp / 32))
             .enumerate()
             .collect();
-        let run = |(i, ((((((a, b), xl), el), xc), e16), e32)): (usize, RowBufs)| {
+        let run = |(i, (((((a, b), xl), xc), e16), e32)): (usize, RowBufs)| {
             let out = RowOut {
                 a,
                 b,
                 xl,
-                el,
                 xc,
                 e16,
                 e32,
@@ -149,11 +144,6 @@ impl Acts {
         &self.xl.f32s()[i * self.kp / 4..(i + 1) * self.kp / 4]
     }
 
-    /// Row `i`'s `dx · Σq` per 4 values, `kp / 4` long.
-    pub fn el(&self, i: usize) -> &[f32] {
-        &self.el.f32s()[i * self.kp / 4..(i + 1) * self.kp / 4]
-    }
-
     /// Row `i`'s chunk scale per 32 values, `kp / 32` long.
     pub fn xc(&self, i: usize) -> &[f32] {
         &self.xc.f32s()[i * self.kp / 32..(i + 1) * self.kp / 32]
@@ -187,10 +177,7 @@ impl Acts {
 type RowBufs<'a> = (
     (
         (
-            (
-                ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
-                &'a mut [f32],
-            ),
+            ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
             &'a mut [f32],
         ),
         &'a mut [f32],
@@ -203,7 +190,6 @@ struct RowOut<'a> {
     a: &'a mut [i8],
     b: Option<&'a mut [i8]>,
     xl: &'a mut [f32],
-    el: &'a mut [f32],
     xc: &'a mut [f32],
     e16: &'a mut [f32],
     e32: &'a mut [f32],
@@ -266,7 +252,6 @@ fn quantize_row_generic(x: &[f32], mut out: RowOut, qmax: f32) {
         let mut lanes = [0i32; 8];
         for (l, q) in q.chunks_exact(4).enumerate() {
             lanes[l] = q[0] + q[1] + q[2] + q[3];
-            out.el[8 * c + l] = dx * lanes[l] as f32;
         }
         out.xc[c] = dx;
         out.e16[2 * c] = dx * (lanes[0] + lanes[1] + lanes[2] + lanes[3]) as f32;
@@ -297,9 +282,9 @@ mod tests {
                     for (x, y) in xs.iter().zip(ys) {
                         assert!((x - y).abs() <= 0.5 * step * 1.0001, "{bits:?} chunk {c}");
                     }
-                    // el is dx times the sum of each lane's integers.
-                    let l0: f32 = ys.iter().take(4).sum();
-                    assert!((acts.el(r)[8 * c] - l0).abs() <= 1e-5 * amax * 4.0);
+                    // e16 is dx times the sum of each 16 values' integers.
+                    let l0: f32 = ys.iter().take(16).sum();
+                    assert!((acts.e16(r)[2 * c] - l0).abs() <= 1e-5 * amax * 16.0);
                 }
                 // Padding stays zero.
                 assert!(acts.a(r)[75..].iter().all(|&v| v == 0));

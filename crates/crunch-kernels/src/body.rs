@@ -1,33 +1,41 @@
-//! The inner products: unpacked weight rows (codes `u` and a scale per 4 weights, see
-//! `tile.rs`) against quantized activation rows (`act.rs`), `R` weight rows by `C` activation
-//! rows at a time so that each load serves several products.
+//! The inner products of the blocked (prefill) path: unpacked weight rows (codes `u`, a scale
+//! per 4 weights and an offset per 16, see `tile.rs`) against quantized activation rows
+//! (`act.rs`), `R` weight rows by `C` activation rows at a time so that each load serves
+//! several products.
 //!
 //! Every path computes, for each weight row and activation row,
-//! `Σ_lanes (dl·xl·Σ_{4 j} u_j·q_j + ml·el)` where a lane is 4 consecutive weights (one
-//! 32-bit lane of a vector product), `dl`/`ml` the weights' scale and offset and `xl` the
-//! activation scale of that lane, `el = xl·Σ_{4 j} q_j`, and `q = 128·a + b` (I16) or `a`
-//! (I8). Integer sums never overflow: a lane adds 4 products of at most 255 × 16256 (2^24).
+//! `Σ_lanes dl·xl·(Σ_{4 j} u_j·q_j) + Σ_{16 j} m16·e16` where a lane is 4 consecutive weights
+//! (one 32-bit lane of a vector product), `dl` the weights' scale and `xl` the activation
+//! scale of that lane, `m16` the weights' offset per 16 weights and `e16 = dx·Σ_{16} q` the
+//! activations' scaled sum over the same 16, and `q = 128·a + b` (I16) or `a` (I8). Integer
+//! sums never overflow: a lane adds 4 products of at most 255 × 16256 (2^24).
+//!
+//! Per 64 weights and (weight row, activation row) pair the AVX-512 loop issues one
+//! `vpdpbusd` (two for I16), a conversion, a multiply of the two scales and one FMA; the
+//! offsets cost one FMA per 256 weights. (Reducing a block's accumulators together with one
+//! transposing reduction instead of a horizontal sum each was tried and measured slower: the
+//! accumulators went through memory.)
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// One unpacked weight row: `kp` codes (or, in signed form, codes - 128), `kp / 4` lane
-/// scales and offsets.
+/// scales and `kp / 16` offsets.
 #[derive(Clone, Copy)]
 pub(crate) struct WRow {
     pub u: *const u8,
     pub dl: *const f32,
-    pub ml: *const f32,
+    pub m16: *const f32,
 }
 
 /// One quantized activation row: planes `a` and `b` (`b` unused in I8 mode), `kp / 4` lane
-/// scales and scaled lane sums.
+/// scales and `kp / 16` scaled sums.
 #[derive(Clone, Copy)]
 pub(crate) struct XRow {
     pub a: *const i8,
     pub b: *const i8,
     pub xl: *const f32,
-    pub el: *const f32,
+    pub e16: *const f32,
 }
 
 // SAFETY: both point to read-only buffers that outlive every task of a product.
@@ -39,7 +47,8 @@ unsafe impl Sync for XRow {}
 /// The reference: plain integer arithmetic, lane by lane.
 ///
 /// # Safety
-/// Every pointer must be valid for `kp` bytes (`kp / 4` scales); `kp` a multiple of 64.
+/// Every pointer must be valid for `kp` bytes (`kp / 4` scales, `kp / 16` offsets); `kp` a
+/// multiple of 64.
 pub(crate) unsafe fn dot_scalar(w: WRow, x: XRow, kp: usize, wide_act: bool) -> f32 {
     let mut acc = 0f32;
     for lane in 0..kp / 4 {
@@ -53,7 +62,10 @@ pub(crate) unsafe fn dot_scalar(w: WRow, x: XRow, kp: usize, wide_act: bool) -> 
             };
             s += *w.u.add(j) as i32 * q;
         }
-        acc += s as f32 * (*w.dl.add(lane) * *x.xl.add(lane)) + *w.ml.add(lane) * *x.el.add(lane);
+        acc += s as f32 * (*w.dl.add(lane) * *x.xl.add(lane));
+    }
+    for g in 0..kp / 16 {
+        acc += *w.m16.add(g) * *x.e16.add(g);
     }
     acc
 }
@@ -76,16 +88,13 @@ pub(crate) unsafe fn dot_avx512<const R: usize, const C: usize, const WIDE_ACT: 
     while p < kp {
         let mut uz = [_mm512_setzero_si512(); R];
         let mut dz = [_mm512_setzero_ps(); R];
-        let mut mz = [_mm512_setzero_ps(); R];
         for r in 0..R {
             uz[r] = _mm512_loadu_si512(w[r].u.add(p).cast());
             dz[r] = _mm512_loadu_ps(w[r].dl.add(p / 4));
-            mz[r] = _mm512_loadu_ps(w[r].ml.add(p / 4));
         }
         for c in 0..C {
             let az = _mm512_loadu_si512(x[c].a.add(p).cast());
             let xz = _mm512_loadu_ps(x[c].xl.add(p / 4));
-            let ez = _mm512_loadu_ps(x[c].el.add(p / 4));
             let bz = if WIDE_ACT {
                 _mm512_loadu_si512(x[c].b.add(p).cast())
             } else {
@@ -97,11 +106,31 @@ pub(crate) unsafe fn dot_avx512<const R: usize, const C: usize, const WIDE_ACT: 
                     i = _mm512_dpbusd_epi32(_mm512_slli_epi32(i, 7), uz[r], bz);
                 }
                 let scale = _mm512_mul_ps(dz[r], xz);
-                let t = _mm512_fmadd_ps(mz[r], ez, acc[r][c]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, t);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[r][c]);
             }
         }
         p += 64;
+    }
+    // The offsets: 16 groups of 16 weights per vector, the last one masked.
+    let groups = kp / 16;
+    let mut g = 0;
+    while g < groups {
+        let mask: __mmask16 = if groups - g >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << (groups - g)) - 1
+        };
+        let mut mz = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            mz[r] = _mm512_maskz_loadu_ps(mask, w[r].m16.add(g));
+        }
+        for c in 0..C {
+            let ez = _mm512_maskz_loadu_ps(mask, x[c].e16.add(g));
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(mz[r], ez, acc[r][c]);
+            }
+        }
+        g += 16;
     }
     for r in 0..R {
         for c in 0..C {
@@ -136,19 +165,16 @@ pub(crate) unsafe fn dot_avx2<
         let mut uy = [_mm256_setzero_si256(); R];
         let mut absw = [_mm256_setzero_si256(); R];
         let mut dy = [_mm256_setzero_ps(); R];
-        let mut my = [_mm256_setzero_ps(); R];
         for r in 0..R {
             uy[r] = _mm256_loadu_si256(w[r].u.add(p).cast());
             if SIGNED {
                 absw[r] = _mm256_abs_epi8(uy[r]);
             }
             dy[r] = _mm256_loadu_ps(w[r].dl.add(p / 4));
-            my[r] = _mm256_loadu_ps(w[r].ml.add(p / 4));
         }
         for c in 0..C {
             let ay = _mm256_loadu_si256(x[c].a.add(p).cast());
             let xy = _mm256_loadu_ps(x[c].xl.add(p / 4));
-            let ey = _mm256_loadu_ps(x[c].el.add(p / 4));
             let by = if WIDE_ACT {
                 _mm256_loadu_si256(x[c].b.add(p).cast())
             } else {
@@ -170,11 +196,32 @@ pub(crate) unsafe fn dot_avx2<
                     i = _mm256_add_epi32(_mm256_slli_epi32(i, 7), lo);
                 }
                 let scale = _mm256_mul_ps(dy[r], xy);
-                let t = _mm256_fmadd_ps(my[r], ey, acc[r][c]);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, t);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[r][c]);
             }
         }
         p += 32;
+    }
+    // The offsets, 8 groups of 16 weights per vector (`kp / 16` is a multiple of 4: the
+    // last step may take half a vector, the other half masked off).
+    let groups = kp / 16;
+    let mut g = 0;
+    while g < groups {
+        let mask = if groups - g >= 8 {
+            _mm256_set1_epi32(-1)
+        } else {
+            _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)
+        };
+        let mut my = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            my[r] = _mm256_maskload_ps(w[r].m16.add(g), mask);
+        }
+        for c in 0..C {
+            let ey = _mm256_maskload_ps(x[c].e16.add(g), mask);
+            for r in 0..R {
+                acc[r][c] = _mm256_fmadd_ps(my[r], ey, acc[r][c]);
+            }
+        }
+        g += 8;
     }
     for r in 0..R {
         for c in 0..C {

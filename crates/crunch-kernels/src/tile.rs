@@ -1,5 +1,5 @@
-//! A tile of weight rows unpacked for the inner products: per row `kp` code bytes, and per
-//! lane of 4 weights a scale and an offset (zero past the row's real length). Unpacking costs
+//! A tile of weight rows unpacked for the inner products: per row `kp` code bytes, a scale
+//! per lane of 4 weights and an offset per 16 weights (zero past the row's real length). Unpacking costs
 //! about as much as one product with one activation row, so a tile is unpacked once and
 //! multiplied by every activation row of the call.
 
@@ -23,9 +23,9 @@ impl Tile {
         }
     }
 
-    /// Bytes per row: codes, lane scales and lane offsets (kp / 4 floats each).
+    /// Bytes per row: codes, lane scales (kp / 4 floats) and offsets (kp / 16 floats).
     fn stride(kp: usize) -> usize {
-        3 * kp
+        2 * kp + kp / 4
     }
 
     /// Unpacks `rows` consecutive stored rows of `row_bytes` each from `packed` (row length
@@ -75,12 +75,12 @@ impl Tile {
             let row = &mut buf[r * stride..(r + 1) * stride];
             let (u, rest) = row.split_at_mut(kp);
             let (dl, ml) = rest.split_at_mut(kp);
-            // SAFETY: the tile's rows start at multiples of 64 bytes (`kp` is), so the lane
-            // scales and offsets are 4-byte aligned.
+            // SAFETY: the tile's rows start at multiples of 16 bytes (the stride is, `kp`
+            // being a multiple of 64), so the lane scales and offsets are 4-byte aligned.
             let dl: &mut [f32] =
                 unsafe { std::slice::from_raw_parts_mut(dl.as_mut_ptr().cast(), kp / 4) };
             let ml: &mut [f32] =
-                unsafe { std::slice::from_raw_parts_mut(ml.as_mut_ptr().cast(), kp / 4) };
+                unsafe { std::slice::from_raw_parts_mut(ml.as_mut_ptr().cast(), kp / 16) };
             for blk in 0..blocks {
                 let b = &src[blk * F::BYTES..(blk + 1) * F::BYTES];
                 let uo = &mut u[blk * F::ELEMS..(blk + 1) * F::ELEMS];
@@ -96,16 +96,15 @@ impl Tile {
                 let lanes = 4 * per16;
                 let (dl, ml) = (
                     &mut dl[blk * lanes..(blk + 1) * lanes],
-                    &mut ml[blk * lanes..(blk + 1) * lanes],
+                    &mut ml[blk * per16..(blk + 1) * per16],
                 );
                 for h in 0..per16 {
-                    let m = if signed {
+                    ml[h] = if signed {
                         m16[h] + 128.0 * d16[h]
                     } else {
                         m16[h]
                     };
                     dl[4 * h..4 * h + 4].copy_from_slice(&[d16[h]; 4]);
-                    ml[4 * h..4 * h + 4].copy_from_slice(&[m; 4]);
                 }
             }
             if signed {
@@ -116,7 +115,7 @@ impl Tile {
             // Padding: zero codes, scales and offsets contribute nothing.
             u[k..].fill(0);
             dl[k / 4..].fill(0.0);
-            ml[k / 4..].fill(0.0);
+            ml[k / 16..].fill(0.0);
         }
     }
 
@@ -128,7 +127,7 @@ impl Tile {
             WRow {
                 u: base,
                 dl: base.add(self.kp).cast(),
-                ml: base.add(2 * self.kp).cast(),
+                m16: base.add(2 * self.kp).cast(),
             }
         }
     }

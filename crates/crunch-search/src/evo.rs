@@ -16,6 +16,15 @@
 //!   (`Fitness::prepare`), so the parent is scored again with the offspring rather than kept
 //!   with an old, lucky score.
 //!
+//! Never worse than its seeds (beyond the paper): the search may be given *seeds*, whole
+//! configurations to start from (every uniform configuration that fits, a llama.cpp preset's own
+//! type assignment...). Every seed, and the paper's start, is scored on a fixed set of held
+//! windows (`Fitness::score_held`, the same for every generation); the best becomes the first
+//! parent and the *elite*. After every generation a new parent is scored on the held windows and
+//! replaces the elite only when lower, and the elite competes with each generation's offspring.
+//! The search returns the elite ([`SearchState::chosen`]): its held fitness is at most every
+//! seed's, whatever the noise of the per-generation windows did to the parent.
+//!
 //! Determinism: generation `g` draws from its own RNG stream (seed, g), so a search resumed from
 //! the state after generation g continues exactly as the uninterrupted one.
 
@@ -76,6 +85,51 @@ impl Budget {
         let mut c = self.best_uniform()?;
         self.fill(&mut c, usize::MAX, rng);
         Ok(c)
+    }
+
+    /// Every uniform configuration that fits (each unit at level `l`, capped at its own top),
+    /// from the lowest level up.
+    pub fn uniform_fits(&self) -> Vec<Vec<u8>> {
+        let top = self.costs.iter().map(|c| c.len()).max().unwrap_or(0);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for l in 0..top {
+            let c: Vec<u8> = (0..self.costs.len())
+                .map(|u| l.min(self.levels(u) - 1) as u8)
+                .collect();
+            if self.cost(&c) <= self.limit && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// `seed` made to fit: levels beyond a unit's top are capped, then, while over the budget,
+    /// the unit whose step down frees the most bits per level goes down one level (the largest
+    /// layers first: the fewest changes to the seed). `None` when it has the wrong length or
+    /// cannot fit.
+    pub fn repair(&self, seed: &[u8]) -> Option<Vec<u8>> {
+        if seed.len() != self.costs.len() {
+            return None;
+        }
+        let mut c: Vec<u8> = seed
+            .iter()
+            .enumerate()
+            .map(|(u, &l)| l.min((self.levels(u) - 1) as u8))
+            .collect();
+        let mut cost = self.cost(&c);
+        while cost > self.limit {
+            let j = (0..c.len()).filter(|&u| c[u] > 0).max_by(|&a, &b| {
+                let step = |u: usize| {
+                    let l = c[u] as usize;
+                    self.costs[u][l] - self.costs[u][l - 1]
+                };
+                step(a).total_cmp(&step(b)).then(b.cmp(&a))
+            })?;
+            let l = c[j] as usize;
+            cost += self.costs[j][l - 1] - self.costs[j][l];
+            c[j] -= 1;
+        }
+        Some(c)
     }
 
     /// Single-level raises of random units other than `except` while one fits: what a
@@ -198,6 +252,9 @@ pub trait Fitness {
     fn prepare(&mut self, generation: usize, windows: usize) -> Result<()>;
     /// The fitness of `config` on the first `windows` windows of this generation's data.
     fn score(&mut self, config: &[u8], windows: usize) -> Result<f64>;
+    /// The fitness of `config` on the held windows: the same data in every generation, so that
+    /// scores of different generations compare (the seeds and the elite are judged on it).
+    fn score_held(&mut self, config: &[u8]) -> Result<f64>;
 }
 
 /// One finished generation.
@@ -208,8 +265,18 @@ pub struct Generation {
     pub fitness: f64,
     /// The winner's cost in bits.
     pub bits: f64,
-    /// Fitness evaluations this generation (all steps).
+    /// Fitness evaluations this generation (all steps, and the held windows' if any).
     pub evaluations: usize,
+    /// The elite's fitness on the held windows after this generation.
+    #[serde(default)]
+    pub elite: Option<f64>,
+}
+
+/// The best configuration found so far, by its fitness on the held windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Elite {
+    pub config: Vec<u8>,
+    pub fitness: f64,
 }
 
 /// Where a search stands after a generation: enough to resume it.
@@ -222,6 +289,14 @@ pub struct SearchState {
     pub generation: usize,
     pub parent: Vec<u8>,
     pub history: Vec<Generation>,
+    /// The best configuration so far on the held windows (absent in states of older searches
+    /// until their next generation).
+    #[serde(default)]
+    pub elite: Option<Elite>,
+    /// Each seed's fitness on the held windows (the seeds as given, then the search's own
+    /// start), after being made to fit; `None` for a seed that cannot fit.
+    #[serde(default)]
+    pub seeds: Vec<Option<f64>>,
 }
 
 impl SearchState {
@@ -229,16 +304,64 @@ impl SearchState {
     pub fn fitness(&self) -> Option<f64> {
         self.history.last().map(|g| g.fitness)
     }
+
+    /// The search's answer: the elite (the best on the held windows), else the parent.
+    pub fn chosen(&self) -> &[u8] {
+        self.elite.as_ref().map_or(&self.parent, |e| &e.config)
+    }
 }
 
-/// Runs the search from `resume` (a state of the same `key`) or from the start, calling
-/// `on_generation` after every generation (to save the state and show progress). Returns the
-/// final state; its parent is the chosen configuration.
+/// Scores the seeds (made to fit) and the search's own start on the held windows: the first
+/// state, whose parent and elite are the best of them (the first on ties).
+fn start(
+    budget: &Budget,
+    params: &EvoParams,
+    key: &str,
+    fitness: &mut dyn Fitness,
+    seeds: &[Vec<u8>],
+) -> Result<SearchState> {
+    let own = budget.initial(&mut Rng::for_generation(params.seed, 0, 2))?;
+    let mut scored: Vec<(Vec<u8>, f64)> = Vec::new();
+    let mut per_seed = Vec::with_capacity(seeds.len() + 1);
+    for s in seeds.iter().map(|s| budget.repair(s)).chain([Some(own)]) {
+        let Some(c) = s else {
+            per_seed.push(None);
+            continue;
+        };
+        let f = match scored.iter().find(|(x, _)| *x == c) {
+            Some(&(_, f)) => f,
+            None => {
+                let f = fitness.score_held(&c)?;
+                scored.push((c, f));
+                f
+            }
+        };
+        per_seed.push(Some(f));
+    }
+    // Lowest fitness, the first on ties (NaNs last).
+    let (config, f) = scored
+        .into_iter()
+        .reduce(|a, b| if b.1.total_cmp(&a.1).is_lt() { b } else { a })
+        .expect("the search's own start is always scored");
+    Ok(SearchState {
+        key: key.into(),
+        generation: 0,
+        parent: config.clone(),
+        history: Vec::new(),
+        elite: Some(Elite { config, fitness: f }),
+        seeds: per_seed,
+    })
+}
+
+/// Runs the search from `resume` (a state of the same `key`) or from the best of `seeds` and
+/// the search's own start, calling `on_generation` after every generation (to save the state
+/// and show progress). Returns the final state; [`SearchState::chosen`] is the answer.
 pub fn search(
     budget: &Budget,
     params: &EvoParams,
     key: &str,
     fitness: &mut dyn Fitness,
+    seeds: &[Vec<u8>],
     resume: Option<SearchState>,
     on_generation: &mut dyn FnMut(&SearchState) -> Result<()>,
 ) -> Result<SearchState> {
@@ -252,18 +375,17 @@ pub fn search(
             }
             s
         }
-        None => SearchState {
-            key: key.into(),
-            generation: 0,
-            parent: budget.initial(&mut Rng::for_generation(params.seed, 0, 2))?,
-            history: Vec::new(),
-        },
+        None => start(budget, params, key, fitness, seeds)?,
     };
     while state.generation < params.generations {
         let g = state.generation;
         let mut rng = Rng::for_generation(params.seed, g as u64, 1);
         fitness.prepare(g, params.max_windows())?;
         let mut cands: Vec<Vec<u8>> = vec![state.parent.clone()];
+        // The elite competes too, when the parent has left it.
+        if let Some(e) = state.elite.as_ref().filter(|e| e.config != state.parent) {
+            cands.push(e.config.clone());
+        }
         for _ in 0..params.offspring {
             let c = budget.mutate(&state.parent, &mut rng);
             // A duplicate would only cost evaluations (the first copy wins ties).
@@ -286,12 +408,23 @@ pub fn search(
             best = scored[0].0;
         }
         state.parent = cands[alive[0]].clone();
+        if state.elite.as_ref().map(|e| &e.config) != Some(&state.parent) {
+            let f = fitness.score_held(&state.parent)?;
+            evaluations += 1;
+            if state.elite.as_ref().is_none_or(|e| f < e.fitness) {
+                state.elite = Some(Elite {
+                    config: state.parent.clone(),
+                    fitness: f,
+                });
+            }
+        }
         state.generation = g + 1;
         state.history.push(Generation {
             generation: g + 1,
             fitness: best,
             bits: budget.cost(&state.parent),
             evaluations,
+            elite: state.elite.as_ref().map(|e| e.fitness),
         });
         on_generation(&state)?;
     }

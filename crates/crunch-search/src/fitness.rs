@@ -20,9 +20,16 @@ pub struct ModelFitness<'a, B: Backend> {
     pool: &'a [Vec<u32>],
     seed: u64,
     kept: Option<BaseLogits<B>>,
+    /// How many of the pool's first windows are the held windows, and their base logits once
+    /// needed.
+    held_windows: usize,
+    held: Option<BaseLogits<B>>,
     /// Fitness evaluations so far.
     pub evaluations: usize,
 }
+
+/// Held windows by default: the pool's first 8 (the CLI's `--kl-windows` default).
+const HELD_WINDOWS: usize = 8;
 
 impl<'a, B: Backend> ModelFitness<'a, B> {
     /// `model` starts as a copy of `base` (loaded separately: its weights are replaced);
@@ -42,8 +49,29 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             pool,
             seed,
             kept: None,
+            held_windows: HELD_WINDOWS.min(pool.len()),
+            held: None,
             evaluations: 0,
         }
+    }
+
+    /// The held windows: the pool's first `n` (at least one), the same in every generation.
+    /// The seeds, the elite and the reported KL are measured on them.
+    pub fn with_held(mut self, n: usize) -> Self {
+        self.held_windows = n.clamp(1, self.pool.len().max(1));
+        self.held = None;
+        self
+    }
+
+    /// Mean KL(base ‖ `config`) on the held windows (the base's logits computed once).
+    pub fn held_kl(&mut self, config: &[u8]) -> Result<f64> {
+        if self.held.is_none() {
+            let w = self.pool[..self.held_windows].to_vec();
+            self.held = Some(BaseLogits::new(self.base, w)?);
+        }
+        self.apply(config)?;
+        let held = self.held.as_ref().expect("made above");
+        Ok(held.mean_kl(&self.model, self.held_windows)?)
     }
 
     /// Puts `config`'s variants into the model (only the layers that change).
@@ -144,5 +172,10 @@ impl<B: Backend> Fitness for ModelFitness<'_, B> {
         self.evaluations += 1;
         let kept = self.kept.as_ref().expect("prepare runs before score");
         Ok(kept.mean_kl(&self.model, windows)?)
+    }
+
+    fn score_held(&mut self, config: &[u8]) -> Result<f64> {
+        self.evaluations += 1;
+        self.held_kl(config)
     }
 }

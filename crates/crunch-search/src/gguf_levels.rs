@@ -137,13 +137,45 @@ impl GgufDatabase {
         })
     }
 
-    /// Each unit's cost in bits at each of its levels.
+    /// Each unit's cost in bits at each of its levels: its bytes with the padding to the
+    /// file's 32-byte tensor alignment, so that costs add up to the file's tensor data.
     pub fn costs(&self) -> Vec<Vec<f64>> {
         self.encoded
             .iter()
-            .map(|row| row.iter().map(|b| 8.0 * b.len() as f64).collect())
+            .map(|row| row.iter().map(|b| 8.0 * padded(b.len()) as f64).collect())
             .collect()
     }
+
+    /// The level of each unit that holds `dtype_of(unit)` (e.g. a llama.cpp preset's type for
+    /// the layer): that type where the ladder has it, else the largest type of the ladder that
+    /// takes no more bytes (Q4_0 → IQ4_NL, the same size), else the lowest level.
+    pub fn levels_of(&self, dtype_of: impl Fn(usize) -> Option<DType>) -> Vec<u8> {
+        (0..self.units.len())
+            .map(|u| {
+                let Some(d) = dtype_of(u) else { return 0 };
+                let types = &self.types[u];
+                if let Some(i) = types.iter().position(|&t| t == d) {
+                    return i as u8;
+                }
+                let (rows, cols) = self.shapes[u];
+                let Some(want) = d.bytes_for(rows * cols) else {
+                    return 0;
+                };
+                types
+                    .iter()
+                    .rposition(|t| t.bytes_for(rows * cols).is_some_and(|b| b <= want))
+                    .unwrap_or(0) as u8
+            })
+            .collect()
+    }
+}
+
+/// GGUF aligns every tensor's data to 32 bytes.
+pub const ALIGNMENT: usize = 32;
+
+/// `bytes` rounded up to the tensor alignment.
+pub fn padded(bytes: usize) -> usize {
+    bytes.div_ceil(ALIGNMENT) * ALIGNMENT
 }
 
 impl Variants for GgufDatabase {

@@ -10,7 +10,7 @@
 //!   written after every generation (resumable).
 //! - [`fitness`]: KL(base ‖ candidate) on calibration tokens, through `crunch_eval::BaseLogits`
 //!   (the evaluation's own scoring), with only the layers that differ from the last candidate
-//!   swapped in.
+//!   swapped in; the seeds and the elite are judged on fixed held windows.
 
 pub mod database;
 pub mod evo;
@@ -22,7 +22,7 @@ pub mod plot;
 mod evo_reference;
 
 pub use database::{Database, Level, Variants};
-pub use evo::{search, Budget, EvoParams, Fitness, Generation, SearchState};
+pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState};
 pub use fitness::ModelFitness;
 pub use gguf_levels::GgufDatabase;
 

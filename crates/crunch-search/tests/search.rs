@@ -1,6 +1,6 @@
 //! The search on a tiny model made in code: variants cached and read back, a budget-respecting
-//! result, the same result for the same seed, and a resumed search equal to an uninterrupted
-//! one.
+//! result never worse than its seeds (the uniform configurations that fit) on the held windows,
+//! the same result for the same seed, and a resumed search equal to an uninterrupted one.
 
 use crunch_calib::{compress_model, windows, LevelInputs, RecipeFile, Stage};
 use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
@@ -58,11 +58,13 @@ fn run(
     let model = ckpt.load(Cpu, |_| {}).unwrap();
     let mut fit = ModelFitness::new(&base, model, db, pool, 5);
     let mut saved = Vec::new();
+    let seeds = budget.uniform_fits();
     let s = search(
         &budget,
         &params(generations),
         "k",
         &mut fit,
+        &seeds,
         resume,
         &mut |s| {
             saved.push(s.clone());
@@ -71,6 +73,15 @@ fn run(
     )
     .unwrap();
     assert!(budget.cost(&s.parent) <= budget.limit);
+    assert!(budget.cost(s.chosen()) <= budget.limit);
+    // Never worse than a seed: the answer's KL on the held windows is at most every uniform
+    // configuration's that fits (each scored again here, independently of the search).
+    let got = fit.held_kl(s.chosen()).unwrap();
+    assert_eq!(Some(got), s.elite.as_ref().map(|e| e.fitness));
+    for seed in &seeds {
+        let f = fit.held_kl(seed).unwrap();
+        assert!(got <= f, "result {got} worse than seed {seed:?} at {f}");
+    }
     (s, saved)
 }
 
