@@ -34,6 +34,7 @@ import sys
 import time
 
 from gguf import GGUFReader
+from quantize_table import markdown
 
 PRESETS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
            "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
@@ -156,11 +157,9 @@ def main():
                                                                   a.threads)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| preset | tensors | type mismatches | llama-quantize bytes | crunch bytes | ratio |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['preset']} | {r['tensors']} | {len(r['type_mismatches'])} | {r['llama_bytes']:,} | "
-              f"{r['crunch_bytes']:,} | {r['size_ratio']:.5f} |")
+    markdown(["preset", "tensors", "type mismatches", "llama-quantize bytes", "crunch bytes", "ratio"],
+             [[r["preset"], str(r["tensors"]), str(len(r["type_mismatches"])), f"{r['llama_bytes']:,}",
+               f"{r['crunch_bytes']:,}", f"{r['size_ratio']:.5f}"] for r in rows])
     if a.quality and "gptq" in a.methods.split(","):
         print("\n| preset | text | crunch RTN KL | crunch GPTQ KL | llama.cpp KL | RTN / llama | GPTQ / llama |")
         print("|---|---|---|---|---|---|---|")

@@ -37,6 +37,21 @@ def markdown(columns, rows):
         print("| " + " | ".join(cells) + " |")
 
 
+def protocol_args(ap):
+    """The flags of the tables run by the benchmark protocol: the crunch binary, the model, the
+    calibration and evaluation texts (bench/protocol.py), a work folder, where it runs, and the
+    evaluation windows."""
+    ap.add_argument("--crunch", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--eval", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a crunch built with --features cuda)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--max-tokens", type=int, default=65536)
+    ap.add_argument("--ctx", type=int, default=2048)
+
+
 def measure(crunch, threads, command, out, model, eval_flags, base_ppl):
     """Runs `crunch COMMAND... --out OUT --force --json`, evaluates OUT against MODEL, and returns
     what the tables report of the pair."""
@@ -51,16 +66,8 @@ def measure(crunch, threads, command, out, model, eval_flags, base_ppl):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--crunch", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--eval", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--max-tokens", type=int, default=65536)
-    ap.add_argument("--ctx", type=int, default=2048)
+    protocol_args(ap)
     ap.add_argument("--methods", default="rtn,gptq")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a crunch built with --features cuda)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--base-ppl", type=float, help="skip the base evaluation and use this perplexity "
                     "(from an earlier run of the same protocol)")

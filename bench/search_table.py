@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from quantize_table import run_json
+from quantize_table import markdown, protocol_args, run_json
 
 # (name, bits, group) of the uniform configurations compared against.
 UNIFORM = [("gptq 3-bit g128", 3, 128), ("gptq 3-bit g32", 3, 32)]
@@ -22,16 +22,8 @@ UNIFORM = [("gptq 3-bit g128", 3, 128), ("gptq 3-bit g32", 3, 32)]
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--crunch", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--eval", required=True)
+    protocol_args(ap)
     ap.add_argument("--offdomain", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--max-tokens", type=int, default=65536)
-    ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--generations", default="50")
     ap.add_argument("--offspring", default="16")
     ap.add_argument("--selection", default="2x4,8x1")
@@ -70,11 +62,9 @@ def main():
                                   "variants_made", "variants_cached"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| run | bits/weight | size (MB) | KL eval | KL off-domain | PPL eval | s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['run']} | {r['bits_per_weight']:.3f} | {r['size_on_disk'] / 1e6:.1f} | "
-              f"{r['eval']['kl']:.4f} | {r['offdomain']['kl']:.4f} | {r['eval']['ppl']:.3f} | {r['seconds']:.0f} |")
+    markdown(["run", "bits/weight", "size (MB)", "KL eval", "KL off-domain", "PPL eval", "s"],
+             [[r["run"], f"{r['bits_per_weight']:.3f}", f"{r['size_on_disk'] / 1e6:.1f}", f"{r['eval']['kl']:.4f}",
+               f"{r['offdomain']['kl']:.4f}", f"{r['eval']['ppl']:.3f}", f"{r['seconds']:.0f}"] for r in rows])
     for i in range(0, len(rows), 2):
         u, s = rows[i], rows[i + 1]
         print(f"\n{s['run']} vs {u['run']}: KL eval {s['eval']['kl'] / u['eval']['kl']:.3f}×, "

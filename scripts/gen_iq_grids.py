@@ -23,20 +23,15 @@ from gguf import quants as q
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                    "crates", "crunch-formats", "src", "gguf", "quants", "iq_grids")
 
-# (file name, gguf-py class); the Rust statics and their documentation are in iq_grids.rs.
-GRIDS = [
-    ("iq2xxs", q.IQ2_XXS),
-    ("iq2xs", q.IQ2_XS),
-    ("iq2s", q.IQ2_S),
-    ("iq3xxs", q.IQ3_XXS),
-    ("iq3s", q.IQ3_S),
-    ("iq1s", q.IQ1_S),
-]
+# The gguf-py classes, each written to iq_grids/<its name, lower case, no underscore>.in; the
+# Rust statics and their documentation are in iq_grids.rs.
+GRIDS = [q.IQ2_XXS, q.IQ2_XS, q.IQ2_S, q.IQ3_XXS, q.IQ3_S, q.IQ1_S]
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, cls in GRIDS:
+    for cls in GRIDS:
+        name = cls.__name__.lower().replace("_", "")
         cls.init_grid()
         grid = cls.grid.reshape(cls.grid_shape)
         rows, width = grid.shape

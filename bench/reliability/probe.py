@@ -589,31 +589,28 @@ def main():
     with open(big, "wb") as f:
         f.write(os.urandom(96 << 20))
 
-    def wait_temp(p, d, prefix):
-        t0 = time.time()
-        while time.time() - t0 < 30 and p.poll() is None:
-            if any(x.startswith("." + prefix) for x in os.listdir(d)):
-                return True
-            time.sleep(0.005)
-        return False
+    def signal_mid_write(o, sig, outcome):
+        """A `during` hook: sends `sig` once the run's temporary output for `o` appears in the
+        work folder (within 30 s), and reports `outcome`."""
+        prefix = "." + os.path.basename(o) + ".tmp-"
+
+        def during(p):
+            t0 = time.time()
+            while time.time() - t0 < 30 and p.poll() is None:
+                if any(x.startswith(prefix) for x in os.listdir(work)):
+                    p.send_signal(sig)
+                    return outcome
+                time.sleep(0.005)
+        return during
 
     for i in range(5):
         o = W(f"sig-{i}.cpk")
-
-        def interrupt(p, o=o):
-            if wait_temp(p, work, os.path.basename(o) + ".tmp-"):
-                p.send_signal(signal.SIGINT)
-                return "interrupted"
-        P.run(cls, ["pack", big, "--out", o, "--threads", "1"], "any", [big], work, during=interrupt)
+        P.run(cls, ["pack", big, "--out", o, "--threads", "1"], "any", [big], work,
+              during=signal_mid_write(o, signal.SIGINT, "interrupted"))
     for i in range(3):
         o = W(f"kill-{i}.cpk")
-
-        def kill(p, o=o):
-            if wait_temp(p, work, os.path.basename(o) + ".tmp-"):
-                p.send_signal(signal.SIGKILL)
-                return "killed"
         r = P.run(cls + " (killed, temp expected)", ["pack", big, "--out", o, "--threads", "1"],
-                  "any", [big], None, during=kill)
+                  "any", [big], None, during=signal_mid_write(o, signal.SIGKILL, "killed"))
         # SIGKILL cannot be handled; the next run to the same output removes what it left.
         left = [x for x in os.listdir(work) if x.startswith("." + os.path.basename(o) + ".tmp-")]
         r["outcome"] = "clean error" if left else r["outcome"]

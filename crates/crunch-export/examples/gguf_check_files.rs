@@ -10,13 +10,16 @@
 //!
 //! Usage: `cargo run -p crunch-export --example gguf_check_files -- OUT_DIR`
 
-use crunch_export::gguf::{self, Importance, Inputs, Mix, Preset};
+use crunch_export::gguf::{self, Importance, Inputs};
 use crunch_formats::gguf::{serialize, GgufFile, GgufValue};
 use crunch_formats::{DType, TensorSource};
-use crunch_model::testing::{tiny_specs, tiny_tokenizer_json, write_tiny_model, SplitMix64};
+use crunch_model::testing::{tiny_tokenizer_json, write_tiny_model, SplitMix64};
 use crunch_model::Checkpoint;
-use serde_json::json;
 use std::path::Path;
+
+#[path = "../tests/common/every_type.rs"]
+mod every_type;
+use every_type::{every_type_mix, wide_llama};
 
 fn main() {
     let out = std::env::args()
@@ -26,16 +29,7 @@ fn main() {
     std::fs::create_dir_all(out).unwrap();
 
     // The model: a tiny Llama with 256-wide rows so every type fits.
-    let mut spec = tiny_specs()
-        .into_iter()
-        .find(|s| s.name == "llama")
-        .unwrap();
-    let c = &mut spec.config;
-    c["hidden_size"] = json!(256);
-    c["intermediate_size"] = json!(512);
-    c["vocab_size"] = json!(256);
-    c["tie_word_embeddings"] = json!(false);
-    c.as_object_mut().unwrap().remove("rope_scaling");
+    let spec = wide_llama();
     let hf = out.join("hf");
     write_tiny_model(&spec, &hf, 1).unwrap();
     std::fs::write(
@@ -43,26 +37,7 @@ fn main() {
         tiny_tokenizer_json(256).to_string(),
     )
     .unwrap();
-    let o = |p: &str, t: DType| (p.to_string(), t);
-    let mix = Mix {
-        overrides: vec![
-            o("blk.0.attn_q.weight", DType::Q2K),
-            o("blk.0.attn_k.weight", DType::Q3K),
-            o("blk.0.attn_v.weight", DType::Q4K),
-            o("blk.0.attn_output.weight", DType::Q5K),
-            o("blk.0.ffn_gate.weight", DType::Q6K),
-            o("blk.0.ffn_up.weight", DType::IQ4XS),
-            o("blk.0.ffn_down.weight", DType::IQ4NL),
-            o("blk.1.attn_q.weight", DType::Q4_0),
-            o("blk.1.attn_k.weight", DType::Q4_1),
-            o("blk.1.attn_v.weight", DType::Q5_0),
-            o("blk.1.attn_output.weight", DType::Q5_1),
-            o("blk.1.ffn_gate.weight", DType::Q8_0),
-            o("blk.1.ffn_up.weight", DType::F16),
-            o("blk.1.ffn_down.weight", DType::BF16),
-        ],
-        ..Mix::preset(Preset::Q4_K_M)
-    };
+    let mix = every_type_mix();
     let ckpt = Checkpoint::open(&hf).unwrap();
     let plan = gguf::plan(&ckpt, &mix, &[]).unwrap();
     let importance: Importance = plan

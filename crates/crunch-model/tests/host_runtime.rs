@@ -11,29 +11,13 @@
 use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use crunch_model::testing::{
-    reference_ids, relative_error, tensor_shapes, tensor_values, tiny_specs, write_tiny_model,
-    SplitMix64,
+    fixture_ids, reference_fixture, reference_ids, relative_error, tensor_shapes, tensor_values,
+    tiny_specs, write_tiny_model, SplitMix64,
 };
 use crunch_model::{Checkpoint, Model, ModelConfig};
 use crunch_runtime::{Backend, Cpu, Host};
 use serde_json::{json, Value};
 use std::path::Path;
-
-fn reference(arch: &str) -> Value {
-    let path = format!(
-        "{}/../../tests/fixtures/reference/{arch}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
 
 #[test]
 fn host_matches_transformers_and_its_own_cache() {
@@ -44,14 +28,14 @@ fn host_matches_transformers_and_its_own_cache() {
             .unwrap()
             .load(Host, |_| {})
             .unwrap();
-        let r = reference(spec.name);
+        let r = reference_fixture(spec.name);
         let want: Vec<f32> = r["logits"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        let ids = ids_of(&r["input_ids"]);
+        let ids = fixture_ids(&r["input_ids"]);
         let full = Host.to_f32(&model.forward(&ids).unwrap()).unwrap();
         let err = relative_error(&full, &want);
         println!("{}: host vs transformers {err:.2e}", spec.name);

@@ -336,6 +336,23 @@ impl Layout {
     }
 }
 
+/// `$fixed::<L>(args)` when the field width `$l` is one of the common widths that get a copy of
+/// constant size, else `$other`.
+macro_rules! by_field_width {
+    ($l:expr, $fixed:ident($($arg:expr),*), $other:block) => {
+        match $l {
+            2 => $fixed::<2>($($arg),*),
+            4 => $fixed::<4>($($arg),*),
+            12 => $fixed::<12>($($arg),*),
+            16 => $fixed::<16>($($arg),*),
+            32 => $fixed::<32>($($arg),*),
+            64 => $fixed::<64>($($arg),*),
+            128 => $fixed::<128>($($arg),*),
+            _ => $other,
+        }
+    };
+}
+
 /// Copies bytes `[s, s + l)` of every `r`-byte record into `dst`. Common field widths get a
 /// copy of constant size (a register move) instead of a `memcpy` call per record.
 fn gather_field(chunk: &[u8], r: usize, s: usize, l: usize, dst: &mut [u8]) {
@@ -345,20 +362,11 @@ fn gather_field(chunk: &[u8], r: usize, s: usize, l: usize, dst: &mut [u8]) {
             d.copy_from_slice(src);
         }
     }
-    match l {
-        2 => fixed::<2>(chunk, r, s, dst),
-        4 => fixed::<4>(chunk, r, s, dst),
-        12 => fixed::<12>(chunk, r, s, dst),
-        16 => fixed::<16>(chunk, r, s, dst),
-        32 => fixed::<32>(chunk, r, s, dst),
-        64 => fixed::<64>(chunk, r, s, dst),
-        128 => fixed::<128>(chunk, r, s, dst),
-        _ => {
-            for (d, rec) in dst.chunks_exact_mut(l).zip(chunk.chunks_exact(r)) {
-                d.copy_from_slice(&rec[s..s + l]);
-            }
+    by_field_width!(l, fixed(chunk, r, s, dst), {
+        for (d, rec) in dst.chunks_exact_mut(l).zip(chunk.chunks_exact(r)) {
+            d.copy_from_slice(&rec[s..s + l]);
         }
-    }
+    })
 }
 
 /// Inverse of [`gather_field`].
@@ -369,20 +377,11 @@ fn scatter_field(src: &[u8], r: usize, s: usize, l: usize, out: &mut [u8]) {
             rec[s..s + L].copy_from_slice(b);
         }
     }
-    match l {
-        2 => fixed::<2>(src, r, s, out),
-        4 => fixed::<4>(src, r, s, out),
-        12 => fixed::<12>(src, r, s, out),
-        16 => fixed::<16>(src, r, s, out),
-        32 => fixed::<32>(src, r, s, out),
-        64 => fixed::<64>(src, r, s, out),
-        128 => fixed::<128>(src, r, s, out),
-        _ => {
-            for (rec, b) in out.chunks_exact_mut(r).zip(src.chunks_exact(l)) {
-                rec[s..s + l].copy_from_slice(b);
-            }
+    by_field_width!(l, fixed(src, r, s, out), {
+        for (rec, b) in out.chunks_exact_mut(r).zip(src.chunks_exact(l)) {
+            rec[s..s + l].copy_from_slice(b);
         }
-    }
+    })
 }
 
 fn two(planes: &mut [Vec<u8>]) -> (&mut Vec<u8>, &mut Vec<u8>) {

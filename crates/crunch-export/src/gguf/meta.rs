@@ -5,7 +5,7 @@
 use crate::{Error, Result};
 use crunch_formats::gguf::{tokenizer_metadata, GgufFile, GgufValue, SpecialIds};
 use crunch_model::config::RopeScaling;
-use crunch_model::{Arch, Checkpoint};
+use crunch_model::{gguf_shape_metadata, Arch, Checkpoint};
 use std::path::Path;
 
 /// llama.cpp's quantization format version (`GGML_QNT_VERSION`).
@@ -109,21 +109,13 @@ pub fn from_hf(ckpt: &Checkpoint, file_type: u32) -> Result<Vec<(String, GgufVal
             GgufValue::String("model".into()),
         ),
         ("general.name".to_string(), GgufValue::String(name)),
-        (k("block_count"), u(cfg.layers)),
-        (k("context_length"), u(cfg.max_position)),
-        (k("embedding_length"), u(cfg.hidden)),
-        (k("feed_forward_length"), u(cfg.intermediate)),
-        (k("attention.head_count"), u(cfg.heads)),
-        (k("attention.head_count_kv"), u(cfg.kv_heads)),
-        (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
-        (
-            k("attention.layer_norm_rms_epsilon"),
-            GgufValue::F32(cfg.rms_eps),
-        ),
+    ];
+    meta.extend(gguf_shape_metadata(cfg, arch));
+    meta.extend([
         ("general.file_type".to_string(), GgufValue::U32(file_type)),
         (k("vocab_size"), u(cfg.vocab)),
         (k("rope.dimension_count"), u(cfg.head_dim)),
-    ];
+    ]);
     if cfg.heads * cfg.head_dim != cfg.hidden {
         meta.push((k("attention.key_length"), u(cfg.head_dim)));
         meta.push((k("attention.value_length"), u(cfg.head_dim)));

@@ -403,6 +403,13 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// SmolLM2-135M: 9 query heads on 3 key/value heads, tied embeddings.
+    const SMOLLM2_FACTS: ModelFacts = ModelFacts {
+        gqa: 3,
+        tied: true,
+        is_70b: false,
+    };
+
     /// SmolLM2-135M's tensors (30 layers, hidden 576, 9/3 heads, tied) in llama.cpp order.
     fn smollm2() -> Vec<(String, Vec<usize>, DType)> {
         let mut t = vec![
@@ -433,11 +440,7 @@ mod tests {
 
     fn types_of(preset: Preset) -> Vec<(String, DType)> {
         let t = smollm2();
-        let facts = ModelFacts {
-            gqa: 3,
-            tied: true,
-            is_70b: false,
-        };
+        let facts = SMOLLM2_FACTS;
         let mix = Mix {
             with_importance: true,
             ..Mix::preset(preset)
@@ -486,11 +489,7 @@ mod tests {
     #[test]
     fn overrides_win_and_still_fall_back() {
         let t = smollm2();
-        let facts = ModelFacts {
-            gqa: 3,
-            tied: true,
-            is_70b: false,
-        };
+        let facts = SMOLLM2_FACTS;
         let mix = Mix {
             overrides: vec![
                 ("ffn_down".into(), DType::Q2K),

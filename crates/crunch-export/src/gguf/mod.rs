@@ -23,7 +23,7 @@ use crunch_formats::{DType, TensorSource};
 use crunch_model::config::RopeScaling;
 use crunch_model::model::tensor_shapes;
 use crunch_model::rope::inverse_frequencies;
-use crunch_model::weights::{gguf_location, gguf_name};
+use crunch_model::weights::{gguf_location, gguf_name, permute_rows};
 use crunch_model::{Arch, Checkpoint, ModelConfig};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -437,24 +437,6 @@ fn rope_factors(cfg: &ModelConfig) -> Vec<f32> {
         .zip(&scaled)
         .map(|(b, s)| (b / s) as f32)
         .collect()
-}
-
-/// llama.cpp's converter's q/k row order for its interleaved rotary layout: within each head,
-/// Hugging Face row `j·d/2 + i` goes to row `2i + j`. The inverse of what the reader undoes.
-pub fn permute_rows<T: Copy>(data: &[T], heads: usize, head_dim: usize) -> Vec<T> {
-    let rows = heads * head_dim;
-    let cols = data.len() / rows;
-    let half = head_dim / 2;
-    let mut out = Vec::with_capacity(data.len());
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = h * head_dim + j * half + i;
-                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
 }
 
 /// Importance keyed by Hugging Face weight names (as `crunch_calib::collect_importance` gives
