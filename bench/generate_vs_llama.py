@@ -1,26 +1,31 @@
 #!/usr/bin/env python3
-"""`crunch generate` against llama.cpp's `llama-bench`, side by side in one run.
+"""crunch's CPU runtime against llama.cpp's `llama-bench`, side by side in one script run.
 
-For each encoding of SmolLM2-135M-Instruct (Q4_0, Q8_0 and Q4_K_M, made from the cached Q4_1
-GGUF with `llama-quantize --allow-requantize`; Q4_1 itself; and crunch's own formats given with
---crunch-model), both programs measure, with the same thread count:
+For each model (by default the three `llama-quantize` presets of SmolLM2-135M-Instruct,
+`<presets>/llama-{Q4_0,Q8_0,Q4_K_M}.gguf`), each thread count and each test, both programs
+measure in turn:
 
-- prefill (pp512): 512 prompt tokens in one go — llama-bench `-p 512`; crunch generate with a
-  512-token prompt and one generated token (`prefill_tokens_per_second`);
-- decode (tg128): 128 tokens one at a time from an empty context — llama-bench `-n 128`;
-  crunch generate with a 1-token prompt, 129 new tokens, `--ignore-eos`
-  (`decode_tokens_per_second` over the 128 decode steps).
+- pp512: 512 prompt tokens in one prefill — llama-bench `-p 512 -n 0`; crunch: a 512-token
+  prompt and one new token (`prefill_tokens_per_second`);
+- tg128: 128 tokens one at a time after a one-token prompt — llama-bench `-p 0 -n 128`;
+  crunch: 129 new tokens with `--ignore-eos` (`decode_tokens_per_second`, 128 steps).
 
-llama-bench repeats each test --reps times and reports the mean; crunch is run --reps times and
-the mean is reported the same way. The two programs alternate per model, so that load from other
-processes on a shared machine falls on both. Peak RSS of the decode run is compared with the
-budget of issue 15: packed weight bytes × 1.15 + KV cache + 150 MB.
+crunch runs either as the command line (`--crunch target/release/crunch`, `crunch generate
+--json`, which also reports peak RSS) or as the engine's bench loop without the CLI
+(`--crunch target/release/examples/decode_bench`, the same prefill/decode calls). Models in
+crunch's own format (`--crunch-model NAME=PATH`, e.g. the int4 g128 directory written by
+`crunch quantize ... --method rtn --bits 4 --sym`, which runs as Q4_0 blocks) are measured by
+crunch only and compared with llama.cpp's Q4_0 of the same round.
 
-Prints one JSON line per measurement, then a Markdown table with ratios (crunch / llama.cpp).
+The whole sweep is repeated `--rounds` times, the two programs alternating (which goes first
+flips every round), so that load from other processes falls on both and the rounds show the
+spread. Every measurement is one JSON line with the load average before and after it; the
+end is a Markdown table: per model, threads and test, the mean over rounds with the range,
+and crunch / llama.cpp as the ratio of the means and the range of the per-round ratios.
 
-Usage: bench/generate_vs_llama.py [--crunch target/release/crunch] [--threads 2] [--reps 3]
-       [--llama-bin ~/.cache/llamacpp/build/bin] [--work .cache/bench-generate]
-       [--types Q4_0,Q8_0,Q4_K_M,Q4_1] [--crunch-model NAME=PATH ...]
+Usage: bench/generate_vs_llama.py [--crunch PATH] [--llama-bin DIR] [--threads 1,2]
+       [--rounds 3] [--reps 2] [--tests pp512,tg128] [--presets DIR] [--types Q4_0,Q8_0,Q4_K_M]
+       [--model NAME=PATH ...] [--crunch-model NAME=PATH ...]
 """
 import argparse
 import json
@@ -31,144 +36,151 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = {"pp512": (512, 0), "tg128": (0, 128)}
 
 
-def run(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+def run(cmd, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.stderr.write(p.stdout[-4000:] + p.stderr[-4000:])
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}")
     return p.stdout
 
 
-def smollm2():
-    return run([os.path.join(REPO, "scripts", "fetch-smollm2")]).strip()
+def load():
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
 
 
-def requantize(bin_dir, src, work, qtype):
-    """The SmolLM2 GGUF in `qtype`, made once with llama-quantize."""
-    out = os.path.join(work, f"SmolLM2-135M-Instruct.{qtype}.gguf")
-    if qtype == "Q4_1":
-        return src
-    if not os.path.exists(out):
-        tmp = out + ".tmp"
-        run([os.path.join(bin_dir, "llama-quantize"), "--allow-requantize", src, tmp, qtype])
-        os.replace(tmp, out)
-    return out
-
-
-def llama_bench(bin_dir, model, threads, reps):
+def llama(bin_dir, model, threads, test, reps):
+    p, n = TESTS[test]
     out = run([os.path.join(bin_dir, "llama-bench"), "-m", model, "-t", str(threads),
-               "-p", "512", "-n", "128", "-r", str(reps), "-o", "jsonl"])
-    res = {}
+               "-p", str(p), "-n", str(n), "-r", str(reps), "-o", "jsonl"])
     for line in out.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        r = json.loads(line)
-        test = "pp512" if r["n_prompt"] == 512 and r["n_gen"] == 0 else "tg128"
-        res[test] = {"mean": r["avg_ts"], "stdev": r["stddev_ts"],
-                     "build": r.get("build_commit"), "backend": r.get("backends")}
-    return res
+        if line.strip().startswith("{"):
+            r = json.loads(line)
+            return {"tokens_per_second": r["avg_ts"], "stdev": r["stddev_ts"],
+                    "samples": r.get("samples_ts"), "build": r.get("build_commit")}
+    raise SystemExit(f"no result from llama-bench for {model}")
 
 
-def crunch_generate(crunch, model, threads, prompt, max_tokens):
-    cmd = [crunch, "generate", model, "--prompt", prompt, "--max-tokens", str(max_tokens),
-           "--temperature", "0", "--ignore-eos", "--threads", str(threads), "--json"]
-    return json.loads(run(cmd).strip().splitlines()[-1])
+class Crunch:
+    def __init__(self, path):
+        self.path = path
+        self.bench = os.path.basename(path).startswith("decode_bench")
+        self.prompt = None
 
+    def generate(self, model, threads, prompt, max_tokens):
+        cmd = [self.path, "generate", model, "--prompt", prompt, "--max-tokens",
+               str(max_tokens), "--temperature", "0", "--ignore-eos", "--threads",
+               str(threads), "--json"]
+        return json.loads(run(cmd).strip().splitlines()[-1])
 
-def prompt_of(crunch, model, threads, tokens):
-    """A prompt of exactly `tokens` tokens (" the" is one token in SmolLM2's vocabulary;
-    the count is checked against crunch's own tokenizer and adjusted)."""
-    words = tokens
-    for _ in range(4):
-        text = "The" + " the" * (words - 1)
-        got = crunch_generate(crunch, model, threads, text, 1)["prompt_tokens"]
-        if got == tokens:
-            return text
-        words += tokens - got
-    raise SystemExit(f"could not make a {tokens}-token prompt")
+    def long_prompt(self, model, threads):
+        """A prompt of exactly 512 tokens (" the" is one token in SmolLM2's vocabulary; the
+        count is checked against crunch's tokenizer and adjusted)."""
+        if self.prompt is None:
+            words = 512
+            for _ in range(4):
+                text = "The" + " the" * (words - 1)
+                got = self.generate(model, threads, text, 1)["prompt_tokens"]
+                if got == 512:
+                    self.prompt = text
+                    break
+                words += 512 - got
+            else:
+                raise SystemExit("could not make a 512-token prompt")
+        return self.prompt
 
-
-def crunch_bench(crunch, model, threads, reps, long_prompt):
-    pp, tg, rss = [], [], []
-    rec = None
-    for _ in range(reps):
-        r = crunch_generate(crunch, model, threads, long_prompt, 1)
-        assert r["prompt_tokens"] == 512, r["prompt_tokens"]
-        pp.append(r["prefill_tokens_per_second"])
-        rec = crunch_generate(crunch, model, threads, "The", 129)
-        assert rec["decode_steps"] == 128, rec["decode_steps"]
-        tg.append(rec["decode_tokens_per_second"])
-        rss.append(rec["peak_rss_bytes"])
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-    return {
-        "pp512": {"mean": statistics.mean(pp), "stdev": sd(pp)},
-        "tg128": {"mean": statistics.mean(tg), "stdev": sd(tg)},
-        "peak_rss_bytes": max(rss),
-        "weight_bytes": rec["weight_bytes"],
-        "kv_cache_bytes": rec["kv_cache_bytes"],
-        "kernels": rec["kernels"],
-        "threads": rec["threads"],
-    }
+    def measure(self, model, threads, test, reps):
+        if self.bench:
+            env = dict(os.environ, ONLY=test[:2])
+            out = run([self.path, model, str(threads), str(reps)], env=env)
+            ts = [json.loads(l)["tokens_per_second"] for l in out.splitlines()
+                  if l.startswith("{") and json.loads(l)["test"] == test]
+            return {"tokens_per_second": statistics.mean(ts), "samples": ts}
+        ts, rec = [], None
+        for _ in range(reps):
+            if test == "pp512":
+                rec = self.generate(model, threads, self.long_prompt(model, threads), 1)
+                assert rec["prompt_tokens"] == 512, rec["prompt_tokens"]
+                ts.append(rec["prefill_tokens_per_second"])
+            else:
+                rec = self.generate(model, threads, "The", 129)
+                assert rec["decode_steps"] == 128, rec["decode_steps"]
+                ts.append(rec["decode_tokens_per_second"])
+        keep = ["peak_rss_bytes", "weight_bytes", "kv_cache_bytes", "kernels", "threads"]
+        return {"tokens_per_second": statistics.mean(ts), "samples": ts,
+                **{k: rec[k] for k in keep if k in rec}}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crunch", default=os.path.join(REPO, "target", "release", "crunch"))
     ap.add_argument("--llama-bin", default=os.path.expanduser("~/.cache/llamacpp/build/bin"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--work", default=os.path.join(REPO, ".cache", "bench-generate"))
-    ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K_M,Q4_1")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2, help="repetitions per program and round")
+    ap.add_argument("--tests", default="pp512,tg128")
+    ap.add_argument("--presets", default="/work/main/.cache/kq/presets")
+    ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K_M")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="a GGUF both programs run (replaces the presets)")
     ap.add_argument("--crunch-model", action="append", default=[], metavar="NAME=PATH",
-                    help="also measure a crunch-format model (crunch only; compared with Q4_0)")
+                    help="a crunch-format model (crunch only; compared with llama.cpp's Q4_0)")
     a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    src = smollm2()
+    models = [m.split("=", 1) for m in a.model] or [
+        (t, os.path.join(a.presets, f"llama-{t}.gguf")) for t in a.types.split(",") if t]
+    own = [m.split("=", 1) for m in a.crunch_model]
+    threads = [int(t) for t in a.threads.split(",")]
+    tests = [t for t in a.tests.split(",") if t]
+    crunch = Crunch(a.crunch)
     t0 = time.time()
-    rows = []
-    long_prompt = None
-    results = {}
-    for qtype in [t for t in a.types.split(",") if t]:
-        model = requantize(a.llama_bin, src, a.work, qtype)
-        if long_prompt is None:
-            long_prompt = prompt_of(a.crunch, model, a.threads, 512)
-        ll = llama_bench(a.llama_bin, model, a.threads, a.reps)
-        cr = crunch_bench(a.crunch, model, a.threads, a.reps, long_prompt)
-        results[qtype] = (cr, ll)
-        rec = {"model": qtype, "file": model, "file_bytes": os.path.getsize(model),
-               "threads": a.threads, "reps": a.reps, "crunch": cr, "llama_cpp": ll}
-        print(json.dumps(rec), flush=True)
-        rows.append((qtype, cr, ll))
-    for spec in a.crunch_model:
-        name, path = spec.split("=", 1)
-        cr = crunch_bench(a.crunch, path, a.threads, a.reps, long_prompt)
-        ll = results.get("Q4_0", (None, None))[1]
-        print(json.dumps({"model": name, "file": path, "threads": a.threads, "reps": a.reps,
-                          "crunch": cr, "llama_cpp_q4_0": ll}), flush=True)
-        rows.append((name + " (vs llama.cpp Q4_0)", cr, ll))
+    print(json.dumps({"start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                      "load": load(), "crunch": a.crunch, "cpus": os.cpu_count()}), flush=True)
+    # (model, threads, test) -> {"crunch": [per round], "llama": [per round]}
+    res = {}
+    for rnd in range(a.rounds):
+        for name, path in models + own:
+            for t in threads:
+                for test in tests:
+                    mine = name in dict(own)
+                    order = ["crunch"] if mine else (
+                        ["llama", "crunch"] if rnd % 2 == 0 else ["crunch", "llama"])
+                    for prog in order:
+                        before = load()
+                        if prog == "llama":
+                            r = llama(a.llama_bin, path, t, test, a.reps)
+                        else:
+                            r = crunch.measure(path, t, test, a.reps)
+                        rec = {"round": rnd, "model": name, "program": prog, "threads": t,
+                               "test": test, **r, "load_before": before, "load_after": load()}
+                        print(json.dumps(rec), flush=True)
+                        res.setdefault((name, t, test), {"crunch": [], "llama": []})[
+                            prog].append(r["tokens_per_second"])
+    for name, _ in own:
+        for key, v in res.items():
+            if key[0] == name:
+                v["llama"] = res.get(("Q4_0", key[1], key[2]), {}).get("llama", [])
 
-    mb = 1e6
-    print("\n| model | crunch pp512 t/s | llama.cpp pp512 t/s | ratio | crunch tg128 t/s "
-          "| llama.cpp tg128 t/s | ratio | peak RSS MB | weights MB | KV MB | budget MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, cr, ll in rows:
-        budget = cr["weight_bytes"] * 1.15 + cr["kv_cache_bytes"] + 150e6
-        cells = [name]
-        for test in ["pp512", "tg128"]:
-            c = cr[test]
-            cells.append(f"{c['mean']:.1f} ± {c['stdev']:.1f}")
-            if ll and test in ll:
-                l = ll[test]
-                cells.append(f"{l['mean']:.1f} ± {l['stdev']:.1f}")
-                cells.append(f"{c['mean'] / l['mean']:.2f}×")
-            else:
-                cells += ["–", "–"]
-        cells += [f"{cr['peak_rss_bytes'] / mb:.0f}", f"{cr['weight_bytes'] / mb:.1f}",
-                  f"{cr['kv_cache_bytes'] / mb:.1f}", f"{budget / mb:.0f}"]
-        print("| " + " | ".join(cells) + " |")
+    def span(v):
+        return f"{statistics.mean(v):.1f} ({min(v):.1f}–{max(v):.1f})"
+
+    print(f"\n{a.rounds} rounds × {a.reps} repetitions; mean over rounds (range); "
+          f"load average at the end {load()}")
+    print("\n| model | threads | test | crunch t/s | llama.cpp t/s | crunch / llama.cpp "
+          "| per-round ratios |")
+    print("|---|---:|---|---|---|---:|---|")
+    for (name, t, test), v in res.items():
+        c, l = v["crunch"], v["llama"]
+        label = name + (" (vs llama.cpp Q4_0)" if name in dict(own) else "")
+        if not l:
+            print(f"| {label} | {t} | {test} | {span(c)} | – | – | – |")
+            continue
+        per = [x / y for x, y in zip(c, l)]
+        print(f"| {label} | {t} | {test} | {span(c)} | {span(l)} | "
+              f"{statistics.mean(c) / statistics.mean(l):.2f}× | "
+              f"{min(per):.2f}–{max(per):.2f}× |")
     print(f"\n{time.time() - t0:.0f} s in all", file=sys.stderr)
 
 

@@ -21,5 +21,6 @@ ls -l "$in"/*.gguf
 case $what in
   presets) PRESETS="${*:-Q2_K Q3_K_S Q3_K_M Q4_K_S Q4_K_M Q5_K_M Q6_K}" \
              bash "$here/gguf_presets_full.sh" "$crunch" "$in" "$out" ;;
-  search) bash "$here/search_gguf.sh" "$crunch" "$in/SmolLM2-135M-Instruct.Q4_1.gguf" "$in" "$in" "$out" ;;
+  search) bash "$here/search_gguf.sh" "$crunch" "$in/base-f32.gguf" "$in" "$in" "$out" \
+            "$in/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
 esac

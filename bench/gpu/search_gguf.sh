@@ -24,8 +24,8 @@ python3 "$here/../search_gguf.py" --crunch "$crunch" --base "$base" \
   --presets-dir "$presets" --calib "$texts/calib.txt" --eval "$texts/eval.txt" \
   --offdomain "$texts/offdomain.txt" --work /tmp/search-gguf --threads 16 --device cuda \
   --harness crunch --calib-samples 128 --calib-len 512 \
-  --search "--generations 40 --offspring 16 --selection 2x4,8x1" --target-kl 0.05 \
-  --target-kl-search "--generations 15 --offspring 16 --selection 2x4,8x1" \
+  --search "--generations 30 --offspring 16 --selection 2x4,8x1" --target-kl 0.05 \
+  --target-kl-search "--generations 10 --offspring 16 --selection 2x4,8x1" \
   --plot "$out/search_gguf_rd.svg" | tee "$out/search-gguf.txt"
 echo "{\"part\": \"gguf\", \"seconds\": $SECONDS}"
 if [ -n "$model" ]; then

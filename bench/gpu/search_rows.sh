@@ -10,5 +10,5 @@ mkdir -p "$out"
 python3 "$(dirname "$0")/../search_table.py" --crunch "$crunch" --model "$model" \
   --calib "$texts/calib.txt" --eval "$texts/eval.txt" --offdomain "$texts/offdomain.txt" \
   --work /tmp/search-table --threads 16 --device cuda \
-  --generations 50 --offspring 16 --selection 2x4,8x1 --plot "$out/search_rd.svg" \
+  --generations 30 --offspring 16 --selection 2x4,8x1 --plot "$out/search_rows_rd.svg" \
   | tee "$out/search-table.txt"

@@ -175,6 +175,7 @@ fn eval(args: &Args) -> Result<()> {
     let opts = EvalOptions {
         ctx,
         max_tokens: None,
+        kv_cache: crunch_runtime::KvMode::F32,
     };
     // One untimed window first (kernel compilation, cuBLAS heuristics, memory pool).
     let warm: Vec<u32> = random_windows(c.vocab, 1, ctx).concat();

@@ -27,7 +27,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let engine = load(&args.model.path, args.model.ctx, false)?;
+    let mut engine = load(&args.model.path, args.model.ctx, false)?;
+    engine.set_kv_cache(args.sampling.kv_cache);
     if !engine.has_chat_template() {
         bail!(
             "{}: the model has no chat template; use `crunch generate` for plain prompts",

@@ -44,6 +44,9 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+    #[arg(long, default_value = "f32", value_name = "MODE", value_parser = crate::kv::parse,
+          help = crate::kv::HELP)]
+    pub kv_cache: crunch_runtime::KvMode,
 }
 
 impl SamplingArgs {
@@ -179,7 +182,7 @@ pub fn complete(
         engine.encode(job.prompt, true)?
     };
     let capacity = (ids.len() + job.max_tokens).min(engine.context());
-    let mut seq = engine.sequence(capacity);
+    let mut seq = engine.sequence_with(capacity, job.sampling.kv_cache);
     let req = Request {
         prompt: ids,
         max_tokens: job.max_tokens,
@@ -195,7 +198,13 @@ pub fn complete(
 }
 
 /// The `--json` record of a generation.
-pub fn record(engine: &Engine, g: &Generation, capacity: usize) -> serde_json::Value {
+pub fn record(
+    engine: &Engine,
+    g: &Generation,
+    capacity: usize,
+    kv: crunch_runtime::KvMode,
+) -> serde_json::Value {
+    let cfg = &engine.model.config;
     serde_json::json!({
         "model": engine.path,
         "text": g.text,
@@ -209,7 +218,8 @@ pub fn record(engine: &Engine, g: &Generation, capacity: usize) -> serde_json::V
         "decode_steps": g.decode_steps,
         "peak_rss_bytes": peak_rss_bytes(),
         "weight_bytes": engine.weight_bytes(),
-        "kv_cache_bytes": engine.kv_bytes(capacity),
+        "kv_cache_bytes": engine.kv_bytes_in(kv, capacity),
+        "kv_cache": crate::kv::record(cfg, kv, capacity, 1 << 30),
         "context": capacity,
         "threads": rayon::current_num_threads(),
         "kernels": crunch_runtime::kernels::Isa::detect().name(),
@@ -231,7 +241,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let job = args.completion(&prompt);
     if args.json {
         let (g, capacity) = complete(&engine, &job, &mut |_| {})?;
-        crate::report::json(record(&engine, &g, capacity));
+        crate::report::json(record(&engine, &g, capacity, args.sampling.kv_cache));
     } else {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();

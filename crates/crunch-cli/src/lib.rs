@@ -13,6 +13,7 @@ mod eval;
 pub mod generate;
 mod gguf_out;
 mod info;
+pub mod kv;
 mod pack;
 pub mod progress;
 pub mod report;

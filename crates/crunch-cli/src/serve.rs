@@ -37,10 +37,15 @@ pub struct ServeArgs {
     /// Key/value cache memory for all active requests together, in MB.
     #[arg(long, default_value_t = 2048)]
     pub kv_budget_mb: usize,
+    #[arg(long, default_value = "f32", value_name = "MODE", value_parser = crate::kv::parse,
+          help = crate::kv::HELP)]
+    pub kv_cache: crunch_runtime::KvMode,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let engine = Arc::new(load(&args.model.path, args.model.ctx, false)?);
+    let mut engine = load(&args.model.path, args.model.ctx, false)?;
+    engine.set_kv_cache(args.kv_cache);
+    let engine = Arc::new(engine);
     // The file (or directory) name: what users type, unlike GGUF's free-form general.name.
     let name = args.name.clone().unwrap_or_else(|| {
         let p = args.model.path.as_path();

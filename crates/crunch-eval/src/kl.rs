@@ -129,6 +129,7 @@ mod tests {
         let opts = EvalOptions {
             ctx: 40,
             max_tokens: None,
+            kv_cache: crunch_runtime::KvMode::F32,
         };
         let report = evaluate(&model, Some(&base), &tokens, &opts, |_, _| {}).unwrap();
         let wins: Vec<Vec<u32>> = windows(&tokens, &opts).iter().map(|w| w.to_vec()).collect();

@@ -5,10 +5,12 @@
 //! search's fitness).
 
 mod kl;
+mod kv_modes;
 mod perplexity;
 mod scoring;
 
 pub use kl::BaseLogits;
+pub use kv_modes::evaluate_kv_modes;
 pub use perplexity::{
     check_enough_tokens, evaluate, scored_tokens, windows, EvalError, EvalOptions, EvalReport,
     MIN_SCORED_TOKENS,

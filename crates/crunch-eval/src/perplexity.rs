@@ -6,7 +6,7 @@
 
 use crate::scoring::{score_rows, RowScores};
 use crunch_model::Model;
-use crunch_runtime::Backend;
+use crunch_runtime::{Backend, KvMode};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -18,6 +18,12 @@ pub struct EvalOptions {
     pub ctx: usize,
     /// Evaluate only the first this many tokens of the text.
     pub max_tokens: Option<usize>,
+    /// The key/value cache the model (not the base) attends through. Other than
+    /// [`KvMode::F32`], each window goes through the cache path (`hidden_states_cached`, the
+    /// window as one chunk): its keys and values are stored as a generating model stores
+    /// them, and each position attends to what the cache held when that position was
+    /// decoded (for KIVI, its own unfilled group in f32).
+    pub kv_cache: KvMode,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -130,23 +136,28 @@ pub fn evaluate<B: Backend>(
     let start = Instant::now();
     let mut total = RowScores::default();
     for (i, w) in wins.iter().enumerate() {
-        let at = |what: String| EvalError::NonFinite {
-            window: i + 1,
-            start: i * opts.ctx,
-            end: i * opts.ctx + w.len(),
-            what,
-        };
-        total.add(&score_window(model, base, w).map_err(|e| match e {
-            WindowError::NonFinite(what) => at(what),
-            WindowError::Model(e) => EvalError::Model(e),
-        })?);
+        total.add(
+            &score_window(model, base, w, opts.kv_cache)
+                .map_err(|e| window_error(e, i, opts.ctx, w.len()))?,
+        );
         progress(i + 1, wins.len());
     }
+    Ok(report(&total, &wins, opts, start, base.is_some()))
+}
+
+/// The report of `total` over `wins`, timed from `start`; KL and agreement when `with_base`.
+pub(crate) fn report(
+    total: &RowScores,
+    wins: &[&[u32]],
+    opts: &EvalOptions,
+    start: Instant,
+    with_base: bool,
+) -> EvalReport {
     let seconds = start.elapsed().as_secs_f64();
     let evaluated: usize = wins.iter().map(|w| w.len()).sum();
     let scored = total.positions.max(1) as f64;
     let nll = total.nll / scored;
-    Ok(EvalReport {
+    EvalReport {
         nll,
         ppl: nll.exp(),
         tokens_scored: total.positions,
@@ -156,9 +167,22 @@ pub fn evaluate<B: Backend>(
         top1_accuracy: total.top1_correct as f64 / scored,
         seconds,
         tokens_per_second: evaluated as f64 / seconds.max(1e-9),
-        kl: base.map(|_| total.kl / scored),
-        top1_agreement: base.map(|_| total.top1_agree as f64 / scored),
-    })
+        kl: with_base.then(|| total.kl / scored),
+        top1_agreement: with_base.then(|| total.top1_agree as f64 / scored),
+    }
+}
+
+/// The error of window `i` (of `len` tokens, windows of `ctx`).
+pub(crate) fn window_error(e: WindowError, i: usize, ctx: usize, len: usize) -> EvalError {
+    match e {
+        WindowError::NonFinite(what) => EvalError::NonFinite {
+            window: i + 1,
+            start: i * ctx,
+            end: i * ctx + len,
+            what,
+        },
+        WindowError::Model(e) => EvalError::Model(e),
+    }
 }
 
 pub(crate) enum WindowError {
@@ -194,9 +218,10 @@ fn score_window<B: Backend>(
     model: &Model<B>,
     base: Option<&Model<B>>,
     window: &[u32],
+    kv: KvMode,
 ) -> Result<RowScores, WindowError> {
     let b = &model.backend;
-    let hidden = model.hidden_states(window, &mut ())?;
+    let hidden = window_hidden(model, window, kv)?;
     let base_hidden = base.map(|m| m.hidden_states(window, &mut ())).transpose()?;
     // Row t predicts token t + 1; the last row predicts nothing inside the window.
     let rows = window.len() - 1;
@@ -218,6 +243,22 @@ fn score_window<B: Backend>(
         )?);
     }
     Ok(scores)
+}
+
+/// Hidden states of `window` after the last block, attending through a cache in `kv` mode
+/// (the window as one chunk: each position sees the cache as it stood when it was decoded),
+/// or, for the f32 cache, by the full-sequence pass.
+pub(crate) fn window_hidden<B: Backend>(
+    model: &Model<B>,
+    window: &[u32],
+    kv: KvMode,
+) -> Result<B::Tensor, WindowError> {
+    if kv.is_full() {
+        return Ok(model.hidden_states(window, &mut ())?);
+    }
+    let rope = model.rope_tables(window.len())?;
+    let mut cache = [model.kv_cache_with(window.len(), kv)];
+    Ok(model.hidden_states_cached(window, &mut cache, &rope, &mut ())?)
 }
 
 /// Scores one chunk of logits rows (positions `start..`) against `targets` and, when given,
@@ -282,6 +323,7 @@ mod tests {
         let o = |ctx, max| EvalOptions {
             ctx,
             max_tokens: max,
+            kv_cache: KvMode::F32,
         };
         assert_eq!(windows(&t, &o(4, None)), vec![&t[0..4], &t[4..8]]);
         assert_eq!(windows(&t, &o(4, Some(5))), vec![&t[0..4]]);

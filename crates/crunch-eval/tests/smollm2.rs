@@ -82,6 +82,7 @@ fn smollm2_matches_transformers_on_demo_text() {
     let opts = EvalOptions {
         ctx: 512,
         max_tokens: None,
+        kv_cache: crunch_runtime::KvMode::F32,
     };
     let report = evaluate(&model, Some(&model), &ids, &opts, |_, _| {}).unwrap();
     assert_eq!(report.tokens_scored, ids.len() - 1);

@@ -10,7 +10,7 @@ use crate::template::{ChatTemplate, Message};
 use crate::{Error, Result};
 use crunch_model::model::{Linear, RopeTables};
 use crunch_model::{Checkpoint, KvCache, Model};
-use crunch_runtime::{Backend, Host, HostTensor};
+use crunch_runtime::{Backend, Host, HostTensor, KvMode};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +31,8 @@ pub struct Engine {
     template: Option<ChatTemplate>,
     rope: RopeTables<Host>,
     context: usize,
+    /// How new sequences store keys and values (`--kv-cache`).
+    kv_mode: KvMode,
 }
 
 /// One sequence's cache and the tokens in it.
@@ -47,6 +49,16 @@ impl Sequence {
 
     pub fn capacity(&self) -> usize {
         self.cache.capacity()
+    }
+
+    /// How this sequence's cache stores keys and values.
+    pub fn kv_mode(&self) -> KvMode {
+        self.cache.mode()
+    }
+
+    /// Bytes its cache holds now (stores are allocated for the capacity at first use).
+    pub fn kv_bytes(&self) -> usize {
+        self.cache.stores().map(|s| s.bytes()).sum()
     }
 }
 
@@ -130,7 +142,17 @@ impl Engine {
             template,
             rope,
             context,
+            kv_mode: KvMode::F32,
         })
+    }
+
+    /// Makes new sequences store keys and values as `mode` says.
+    pub fn set_kv_cache(&mut self, mode: KvMode) {
+        self.kv_mode = mode;
+    }
+
+    pub fn kv_mode(&self) -> KvMode {
+        self.kv_mode
     }
 
     /// The longest sequence (prompt and generated tokens) this engine runs.
@@ -158,10 +180,15 @@ impl Engine {
         total
     }
 
-    /// Bytes of a key/value cache of `capacity` positions.
+    /// Bytes of a key/value cache of `capacity` positions in this engine's mode.
     pub fn kv_bytes(&self, capacity: usize) -> usize {
-        let c = &self.model.config;
-        2 * 4 * capacity * c.layers * c.kv_heads * c.head_dim
+        self.kv_bytes_in(self.kv_mode, capacity)
+    }
+
+    /// Bytes of a key/value cache of `capacity` positions stored as `mode` says.
+    pub fn kv_bytes_in(&self, mode: KvMode, capacity: usize) -> usize {
+        let (grows, fixed) = self.model.kv_cache_bytes(mode, capacity);
+        grows.ceil() as usize + fixed
     }
 
     /// Token ids of `text`; `special`: add the tokenizer's special tokens (a BOS) as a plain
@@ -190,10 +217,16 @@ impl Engine {
         self.template.is_some()
     }
 
-    /// An empty sequence with room for `capacity` tokens (at most the context).
+    /// An empty sequence with room for `capacity` tokens (at most the context), its cache in
+    /// the engine's mode.
     pub fn sequence(&self, capacity: usize) -> Sequence {
+        self.sequence_with(capacity, self.kv_mode)
+    }
+
+    /// [`Engine::sequence`] with its cache stored as `mode` says.
+    pub fn sequence_with(&self, capacity: usize, mode: KvMode) -> Sequence {
         Sequence {
-            cache: self.model.kv_cache_for(capacity.min(self.context)),
+            cache: self.model.kv_cache_with(capacity.min(self.context), mode),
             tokens: Vec::new(),
         }
     }
@@ -267,7 +300,7 @@ impl Engine {
         }
         let reuse = seq.tokens.len() < n && req.prompt.starts_with(&seq.tokens);
         if !reuse {
-            *seq = self.sequence(cap);
+            *seq = self.sequence_with(cap, seq.kv_mode());
         }
         let rest = &req.prompt[seq.tokens.len()..];
         let t0 = Instant::now();

@@ -7,7 +7,7 @@
 
 use crate::model::{attention_inputs, attention_scale, block_output, Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
-use crunch_runtime::{AttentionMask, Backend};
+use crunch_runtime::{AttentionMask, Backend, KvMode};
 
 /// Keys and values of one sequence, per decoder block, for incremental decoding.
 pub struct KvCache<B: Backend> {
@@ -18,16 +18,33 @@ pub struct KvCache<B: Backend> {
     layers: Vec<Option<B::KvStore>>,
     capacity: usize,
     len: usize,
+    /// How the stores hold keys and values (`--kv-cache`).
+    mode: KvMode,
 }
 
 impl<B: Backend> KvCache<B> {
     /// An empty cache for a model of `layers` decoder blocks and up to `capacity` positions.
     pub fn new(layers: usize, capacity: usize) -> Self {
+        Self::with_mode(layers, capacity, KvMode::F32)
+    }
+
+    /// [`KvCache::new`] with keys and values stored as `mode` says.
+    pub fn with_mode(layers: usize, capacity: usize, mode: KvMode) -> Self {
         KvCache {
             layers: (0..layers).map(|_| None).collect(),
             capacity,
             len: 0,
+            mode,
         }
+    }
+
+    pub fn mode(&self) -> KvMode {
+        self.mode
+    }
+
+    /// Each block's store made so far (for their sizes).
+    pub fn stores(&self) -> impl Iterator<Item = &B::KvStore> + '_ {
+        self.layers.iter().flatten()
     }
 
     /// Tokens cached so far: the absolute position of the next token.
@@ -47,7 +64,8 @@ impl<B: Backend> KvCache<B> {
     /// Block `layer`'s store, made now if this is its first use.
     fn store(&mut self, b: &B, cfg: &crate::ModelConfig, layer: usize) -> Result<&mut B::KvStore> {
         if self.layers[layer].is_none() {
-            self.layers[layer] = Some(b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim)?);
+            self.layers[layer] =
+                Some(b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim, self.mode)?);
         }
         Ok(self.layers[layer].as_mut().expect("made above"))
     }
@@ -175,5 +193,22 @@ impl<B: Backend> Model<B> {
     /// An empty cache with room for `capacity` positions.
     pub fn kv_cache_for(&self, capacity: usize) -> KvCache<B> {
         KvCache::new(self.blocks.len(), capacity)
+    }
+
+    /// An empty cache with room for `capacity` positions, stored as `mode` says.
+    pub fn kv_cache_with(&self, capacity: usize, mode: KvMode) -> KvCache<B> {
+        KvCache::with_mode(self.blocks.len(), capacity, mode)
+    }
+
+    /// Bytes a cache in `mode` holds for `positions` positions of this model (every block's
+    /// keys and values), and the part that does not grow with the context (KIVI's
+    /// full-precision rows awaiting a group).
+    pub fn kv_cache_bytes(&self, mode: KvMode, positions: usize) -> (f64, usize) {
+        let c = &self.config;
+        let n = self.blocks.len();
+        (
+            n as f64 * mode.bytes_per_position(c.kv_heads, c.head_dim) * positions as f64,
+            n * mode.fixed_bytes(c.kv_heads, c.head_dim),
+        )
     }
 }

@@ -44,7 +44,7 @@ impl Model {
         let engine = Arc::clone(&self.engine);
         blocking(py, move || {
             let (g, capacity) = complete(&engine, &args.completion(&prompt), &mut |_| {})?;
-            Ok(record(&engine, &g, capacity).to_string())
+            Ok(record(&engine, &g, capacity, args.sampling.kv_cache).to_string())
         })
     }
 

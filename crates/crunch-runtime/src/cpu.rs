@@ -13,29 +13,7 @@ pub struct Cpu;
 
 impl Backend for Cpu {
     type Tensor = Tensor;
-    type KvStore = crate::ConcatKv<Tensor>;
-
-    fn kv_alloc(&self, capacity: usize, _: usize, _: usize) -> Result<Self::KvStore> {
-        Ok(crate::ConcatKv::new(capacity))
-    }
-
-    fn kv_append(&self, kv: &mut Self::KvStore, k: &Tensor, v: &Tensor) -> Result<()> {
-        kv.append(self, k, v)
-    }
-
-    fn kv_len(&self, kv: &Self::KvStore) -> usize {
-        kv.len()
-    }
-
-    fn kv_attention(
-        &self,
-        q: &Tensor,
-        kv: &Self::KvStore,
-        mask: AttentionMask,
-        scale: f32,
-    ) -> Result<Tensor> {
-        kv.attention(self, q, mask, scale)
-    }
+    crate::kv::backend_kv_methods!(Tensor);
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
@@ -336,25 +314,7 @@ mod tests {
         struct Plain;
         impl Backend for Plain {
             type Tensor = Tensor;
-            type KvStore = crate::ConcatKv<Tensor>;
-            fn kv_alloc(&self, c: usize, _: usize, _: usize) -> Result<Self::KvStore> {
-                Ok(crate::ConcatKv::new(c))
-            }
-            fn kv_append(&self, kv: &mut Self::KvStore, k: &Tensor, v: &Tensor) -> Result<()> {
-                kv.append(self, k, v)
-            }
-            fn kv_len(&self, kv: &Self::KvStore) -> usize {
-                kv.len()
-            }
-            fn kv_attention(
-                &self,
-                q: &Tensor,
-                kv: &Self::KvStore,
-                m: AttentionMask,
-                s: f32,
-            ) -> Result<Tensor> {
-                kv.attention(self, q, m, s)
-            }
+            crate::kv::backend_kv_methods!(Tensor);
             fn upload(&self, d: Vec<f32>, s: &[usize]) -> Result<Tensor> {
                 Cpu.upload(d, s)
             }

@@ -15,6 +15,7 @@ mod cpu;
 mod cuda;
 mod host;
 mod kv;
+pub mod kvq;
 pub mod threads;
 
 pub use cpu::Cpu;
@@ -22,7 +23,8 @@ pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, CudaTensor, Precision};
 pub use host::{Host, HostKv, HostTensor};
-pub use kv::ConcatKv;
+pub use kv::BackendKv;
+pub use kvq::KvMode;
 
 /// PyTorch's tanh approximation of GELU, in f32 as it computes it.
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -214,8 +216,15 @@ pub trait Backend: Send + Sync + 'static {
         self.upload_weight(w.dequantize(), &shape)
     }
 
-    /// An empty key/value store for `capacity` positions of `kv_heads` heads of `head_dim`.
-    fn kv_alloc(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self::KvStore>;
+    /// An empty key/value store for `capacity` positions of `kv_heads` heads of `head_dim`,
+    /// holding them as `mode` says ([`KvMode::F32`]: as computed).
+    fn kv_alloc(
+        &self,
+        capacity: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        mode: KvMode,
+    ) -> Result<Self::KvStore>;
     /// Appends keys and values `[tokens, kv_heads, head_dim]` (keys already rotated); fails
     /// when they would not fit.
     fn kv_append(&self, kv: &mut Self::KvStore, k: &Self::Tensor, v: &Self::Tensor) -> Result<()>;

@@ -283,31 +283,9 @@ fn dims3(t: &CudaTensor, what: &str) -> Result<(usize, usize, usize)> {
 
 impl Backend for Cuda {
     type Tensor = CudaTensor;
-    // Grown by concatenation on the device; the GPU runtime (issue 17) replaces it with a
-    // paged, optionally quantized cache.
-    type KvStore = crate::ConcatKv<CudaTensor>;
-
-    fn kv_alloc(&self, capacity: usize, _: usize, _: usize) -> Result<Self::KvStore> {
-        Ok(crate::ConcatKv::new(capacity))
-    }
-
-    fn kv_append(&self, kv: &mut Self::KvStore, k: &CudaTensor, v: &CudaTensor) -> Result<()> {
-        kv.append(self, k, v)
-    }
-
-    fn kv_len(&self, kv: &Self::KvStore) -> usize {
-        kv.len()
-    }
-
-    fn kv_attention(
-        &self,
-        q: &CudaTensor,
-        kv: &Self::KvStore,
-        mask: AttentionMask,
-        scale: f32,
-    ) -> Result<CudaTensor> {
-        kv.attention(self, q, mask, scale)
-    }
+    // f32: grown by concatenation on the device. Compressed modes: a host-memory store with
+    // attention on the host (`BackendKv`); no GPU kernels for them yet.
+    crate::kv::backend_kv_methods!(CudaTensor);
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
         if data.len() != shape.iter().product::<usize>() {

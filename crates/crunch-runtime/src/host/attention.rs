@@ -23,13 +23,13 @@ pub struct KvView<'a> {
 }
 
 impl KvView<'_> {
-    fn at(&self, g: usize, j: usize) -> usize {
+    pub(super) fn at(&self, g: usize, j: usize) -> usize {
         g * self.head_stride + j * self.pos_stride
     }
 }
 
-/// Queries per task.
-const QUERY_BLOCK: usize = 16;
+/// Queries per task (a whole tile of `attention_tile`).
+const QUERY_BLOCK: usize = super::attention_tile::QB;
 
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
@@ -46,6 +46,7 @@ impl Out {
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static TILE: RefCell<super::attention_tile::Scratch> = RefCell::new(Default::default());
 }
 
 /// `q [t, heads, d]` at positions `mask.query_offset..+t` against `kv`: `[t, heads · d]`.
@@ -74,6 +75,25 @@ pub fn attend(
     let task = |job: usize| {
         let (h, b) = (job / blocks, job % blocks);
         let (i0, i1) = (b * QUERY_BLOCK, ((b + 1) * QUERY_BLOCK).min(t));
+        if i1 - i0 >= 4 {
+            // Prefill: the block's queries together (`attention_tile`).
+            let tile = super::attention_tile::Tile {
+                q: &q[(i0 * heads + h) * d..],
+                stride: heads * d,
+                n: i1 - i0,
+                g: h / group,
+                p0: offset + i0,
+                window: mask.window,
+                scale,
+            };
+            // SAFETY: rows (i0..i1, h) of the output belong to this task.
+            let mut put = |i: usize, row: &[f32]| unsafe {
+                std::ptr::copy_nonoverlapping(row.as_ptr(), o.at(((i0 + i) * heads + h) * d), d)
+            };
+            return TILE.with(|s| {
+                super::attention_tile::attend_tile(&tile, kv, &mut s.borrow_mut(), &mut put)
+            });
+        }
         SCORES.with(|s| {
             let mut s = s.borrow_mut();
             s.resize(offset + i1, 0.0);
@@ -179,7 +199,7 @@ fn one_query_generic(
 
 /// `Σ a·b` in 16 partial sums (vectorises).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());

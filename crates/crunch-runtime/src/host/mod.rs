@@ -11,11 +11,21 @@
 //! and filled in place.
 
 mod attention;
+mod attention_tile;
 mod ops;
 
+pub(crate) use attention::dot;
+
+use crate::kvq::{KvMode, QuantKv};
 use crate::{AttentionMask, Backend, Error, Result};
 use crunch_kernels::{Bytes, DType, PackedMatrix};
 use std::sync::Arc;
+
+thread_local! {
+    /// The last block-encoded product's input and its quantized activations.
+    static LAST_ACTS: std::cell::RefCell<Option<(Arc<Data>, crunch_kernels::Acts)>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// The host backend (no state: threads come from rayon's global pool).
 #[derive(Clone, Copy, Debug, Default)]
@@ -247,7 +257,33 @@ impl Backend for Host {
             )));
         }
         let mut y = vec![0f32; n * w.rows()];
-        w.matmul(x.f32s("linear")?, n, &mut y);
+        let xs = x.f32s("linear")?;
+        if crunch_kernels::block_supported(w.dtype()) {
+            // The activations quantized once for every product that reads the same input
+            // (q, k and v; gate and up): the last input's quantization is kept with a
+            // reference to the input itself, so its storage cannot be freed and reused
+            // while it is cached (a pointer match is the same tensor).
+            LAST_ACTS.with(|last| {
+                let mut last = last.borrow_mut();
+                let opts = crunch_kernels::Options::default();
+                let hit = last.as_ref().is_some_and(|(d, a)| {
+                    Arc::ptr_eq(d, &x.data) && a.n == n && a.k == k && a.bits == opts.bits
+                });
+                if !hit {
+                    let mut acts = last
+                        .take()
+                        .map(|(_, a)| a)
+                        .filter(|a| a.bits == opts.bits)
+                        .unwrap_or_else(|| crunch_kernels::Acts::new(opts.bits));
+                    acts.quantize(xs, n, k);
+                    *last = Some((x.data.clone(), acts));
+                }
+                let (_, acts) = last.as_ref().expect("just set");
+                w.matmul_acts(acts, &mut y, opts.isa);
+            });
+        } else {
+            w.matmul(xs, n, &mut y);
+        }
         if let Some(b) = bias {
             let b = b.f32s("linear bias")?;
             if b.len() != w.rows() {
@@ -369,16 +405,29 @@ impl Backend for Host {
         })
     }
 
-    fn kv_alloc(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<HostKv> {
-        HostKv::new(capacity, kv_heads, head_dim)
+    fn kv_alloc(&self, cap: usize, heads: usize, dim: usize, mode: KvMode) -> Result<HostKv> {
+        Ok(HostKv(if mode.is_full() {
+            Store::F32(F32Kv::new(cap, heads, dim)?)
+        } else {
+            Store::Quant(Box::new(QuantKv::new(mode, cap, heads, dim)?))
+        }))
     }
 
     fn kv_append(&self, kv: &mut HostKv, k: &HostTensor, v: &HostTensor) -> Result<()> {
-        kv.append(k, v)
+        match &mut kv.0 {
+            Store::F32(s) => s.append(k, v),
+            Store::Quant(s) => {
+                let (t, _, _) = dims3("kv_append", k)?;
+                s.append(k.f32s("kv_append")?, v.f32s("kv_append")?, t)
+            }
+        }
     }
 
     fn kv_len(&self, kv: &HostKv) -> usize {
-        kv.len
+        match &kv.0 {
+            Store::F32(s) => s.len,
+            Store::Quant(s) => s.len(),
+        }
     }
 
     fn kv_attention(
@@ -389,13 +438,20 @@ impl Backend for Host {
         scale: f32,
     ) -> Result<HostTensor> {
         let (t, heads, d) = dims3("attention q", q)?;
-        if d != kv.head_dim || heads % kv.kv_heads != 0 {
-            return Err(Error(format!(
-                "attention: q {:?} against a cache of {} heads of {}",
-                q.shape, kv.kv_heads, kv.head_dim
-            )));
-        }
-        let out = attention::attend(q.f32s("attention")?, t, heads, &kv.view(), mask, scale)?;
+        let out = match &kv.0 {
+            Store::F32(kv) => {
+                if d != kv.head_dim || heads % kv.kv_heads != 0 {
+                    return Err(Error(format!(
+                        "attention: q {:?} against a cache of {} heads of {}",
+                        q.shape, kv.kv_heads, kv.head_dim
+                    )));
+                }
+                attention::attend(q.f32s("attention")?, t, heads, &kv.view(), mask, scale)?
+            }
+            Store::Quant(kv) => {
+                crate::kvq::attend(q.f32s("attention")?, t, heads, kv, mask, scale)?
+            }
+        };
         Ok(HostTensor::from_vec(out, Shape::new(&[t, heads * d])?))
     }
 }
@@ -407,9 +463,28 @@ fn dims3(what: &str, t: &HostTensor) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// One sequence's keys and values for one block: f32, `[kv_heads, capacity, head_dim]` (each
-/// head's positions contiguous, as attention reads them), allocated once.
-pub struct HostKv {
+/// One sequence's keys and values for one block, allocated once: f32 (the default) or
+/// compressed ([`QuantKv`], `--kv-cache`).
+pub struct HostKv(Store);
+
+enum Store {
+    F32(F32Kv),
+    Quant(Box<QuantKv>),
+}
+
+impl HostKv {
+    /// Bytes this store holds.
+    pub fn bytes(&self) -> usize {
+        match &self.0 {
+            Store::F32(s) => 8 * s.k.len(),
+            Store::Quant(s) => s.bytes(),
+        }
+    }
+}
+
+/// f32 keys and values, `[kv_heads, capacity, head_dim]` (each head's positions contiguous,
+/// as attention reads them).
+struct F32Kv {
     k: Vec<f32>,
     v: Vec<f32>,
     len: usize,
@@ -418,13 +493,13 @@ pub struct HostKv {
     head_dim: usize,
 }
 
-impl HostKv {
-    fn new(capacity: usize, kv_heads: usize, head_dim: usize) -> Result<HostKv> {
+impl F32Kv {
+    fn new(capacity: usize, kv_heads: usize, head_dim: usize) -> Result<F32Kv> {
         let n = capacity
             .checked_mul(kv_heads)
             .and_then(|x| x.checked_mul(head_dim))
             .ok_or_else(|| Error(format!("key/value cache of {capacity} positions overflows")))?;
-        Ok(HostKv {
+        Ok(F32Kv {
             k: vec![0f32; n],
             v: vec![0f32; n],
             len: 0,
@@ -432,11 +507,6 @@ impl HostKv {
             kv_heads,
             head_dim,
         })
-    }
-
-    /// Bytes of keys and values this store holds room for.
-    pub fn bytes(&self) -> usize {
-        8 * self.k.len()
     }
 
     fn append(&mut self, k: &HostTensor, v: &HostTensor) -> Result<()> {

@@ -98,7 +98,13 @@ fn linear_and_embedding_match_candle() {
 
 #[test]
 fn attention_and_cache_match_candle() {
-    let (h, kvh, d) = (4, 2, 16);
+    // Head sizes: a multiple of 16 (the tiled prefill's vector path) and one that is not.
+    for (h, kvh, d) in [(4, 2, 16), (3, 1, 24)] {
+        attention_and_cache_match_candle_for(h, kvh, d);
+    }
+}
+
+fn attention_and_cache_match_candle_for(h: usize, kvh: usize, d: usize) {
     for window in [None, Some(5)] {
         for &(t, len, offset) in &[(40, 40, 0), (1, 40, 39), (7, 40, 33), (300, 620, 320)] {
             let q = values(t * h * d, 1);
@@ -120,10 +126,10 @@ fn attention_and_cache_match_candle() {
                 .unwrap();
             assert!(
                 max_diff(&got, &want) < 1e-5,
-                "t {t} len {len} window {window:?}"
+                "d {d} t {t} len {len} window {window:?}"
             );
             // The same keys appended to a cache in two pieces.
-            let mut kv = Host.kv_alloc(len + 3, kvh, d).unwrap();
+            let mut kv = Host.kv_alloc(len + 3, kvh, d, crate::KvMode::F32).unwrap();
             let cut = len / 3;
             let (k1, v1) = (&k[..cut * kvh * d], &v[..cut * kvh * d]);
             let (k2, v2) = (&k[cut * kvh * d..], &v[cut * kvh * d..]);
@@ -146,7 +152,7 @@ fn attention_and_cache_match_candle() {
                 .unwrap();
             assert!(
                 max_diff(&got, &want) < 1e-5,
-                "cached t {t} len {len} window {window:?}"
+                "cached d {d} t {t} len {len} window {window:?}"
             );
         }
     }
@@ -154,7 +160,7 @@ fn attention_and_cache_match_candle() {
 
 #[test]
 fn cache_overflow_and_bad_offsets_are_errors() {
-    let mut kv = Host.kv_alloc(4, 1, 8).unwrap();
+    let mut kv = Host.kv_alloc(4, 1, 8, crate::KvMode::F32).unwrap();
     let k = Host.upload(vec![0.0; 5 * 8], &[5, 1, 8]).unwrap();
     let err = Host.kv_append(&mut kv, &k, &k).unwrap_err();
     assert!(err.to_string().contains("cache full"), "{err}");

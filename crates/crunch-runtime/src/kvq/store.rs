@@ -1,0 +1,456 @@
+//! [`QuantKv`]: one sequence's keys and values for one decoder block, stored compressed in
+//! host memory, allocated once for the context asked for.
+//!
+//! Codes are kept per position row (`[kv_heads, capacity, row_bytes]`), whatever the axis
+//! the group runs along, so that a block of positions decodes row by row: per-token codecs
+//! keep a scale (and minimum) per row per channel group; KIVI's keys keep one per channel per
+//! group of G positions.
+//!
+//! KIVI keeps the rows of positions `full_start..len` in f32: those after the last full group
+//! (not yet quantized) and those quantized by the last append. The latter let a chunk of
+//! several new positions (a prefill chunk, or an evaluation window) be attended exactly as if
+//! they had been decoded one at a time: the query at position `p` sees a group quantized only
+//! if the group was full once `p` was appended ([`QuantKv::visible_quantized`]).
+
+use super::codec::{code_at, pack, packed_len, Codec};
+use super::{channel_group, KvMode};
+use crate::{Error, Result};
+use half::f16;
+
+/// Keys or values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    K,
+    V,
+}
+
+/// Which positions share a scale.
+#[derive(Clone, Copy, Debug)]
+enum Axis {
+    /// Per position, in groups of `channels` along the head dimension.
+    Token { channels: usize },
+    /// Per channel, in groups of `tokens` consecutive positions (KIVI's keys).
+    Channel { tokens: usize },
+}
+
+/// Quantized rows of one side.
+struct Coded {
+    codec: Codec,
+    axis: Axis,
+    row_bytes: usize,
+    codes: Vec<u8>,
+    scales: Vec<f16>,
+    /// Per-group minima (min–max codecs only).
+    offsets: Vec<f16>,
+}
+
+enum Rows {
+    F16(Vec<f16>),
+    Coded(Coded),
+}
+
+pub struct QuantKv {
+    mode: KvMode,
+    capacity: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    len: usize,
+    k: Rows,
+    v: Rows,
+    /// Positions `0..qlen` are stored in `k`/`v` (all of them but KIVI's tail).
+    qlen: usize,
+    /// KIVI: f32 rows of positions `full_start..len`, per kv head.
+    full_k: Vec<Vec<f32>>,
+    full_v: Vec<Vec<f32>>,
+    full_start: usize,
+}
+
+impl Coded {
+    fn new(codec: Codec, axis: Axis, capacity: usize, kv_heads: usize, d: usize) -> Result<Coded> {
+        let groups = match axis {
+            Axis::Token { channels } => capacity * (d / channels),
+            Axis::Channel { tokens } => capacity.div_ceil(tokens) * d,
+        } * kv_heads;
+        let row_bytes = packed_len(d, codec.bits());
+        let n = capacity
+            .checked_mul(kv_heads)
+            .and_then(|x| x.checked_mul(row_bytes))
+            .ok_or_else(|| Error(format!("key/value cache of {capacity} positions overflows")))?;
+        Ok(Coded {
+            codec,
+            axis,
+            row_bytes,
+            codes: vec![0; n],
+            scales: vec![f16::ZERO; groups],
+            offsets: match codec {
+                Codec::MinMax { .. } => vec![f16::ZERO; groups],
+                Codec::AbsMax8 => Vec::new(),
+            },
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.codes.len() + 2 * (self.scales.len() + self.offsets.len())
+    }
+
+    fn set_group(&mut self, at: usize, (s, z): (f16, f16)) {
+        self.scales[at] = s;
+        if !self.offsets.is_empty() {
+            self.offsets[at] = z;
+        }
+    }
+
+    fn affine(&self, at: usize) -> (f32, f32) {
+        let z = self.offsets.get(at).copied().unwrap_or(f16::ZERO);
+        self.codec.affine(self.scales[at], z)
+    }
+
+    /// Encodes position `j` of head `g` from `x [d]` (token axis).
+    fn encode_row(&mut self, cap: usize, g: usize, j: usize, x: &[f32], tmp: &mut [u8]) {
+        let Axis::Token { channels } = self.axis else {
+            unreachable!("rows are encoded one by one only along the token axis")
+        };
+        let d = x.len();
+        let per_row = d / channels;
+        for (cg, (xc, tc)) in x.chunks(channels).zip(tmp.chunks_mut(channels)).enumerate() {
+            let sz = self.codec.encode(xc, tc);
+            self.set_group((g * cap + j) * per_row + cg, sz);
+        }
+        let at = (g * cap + j) * self.row_bytes;
+        pack(
+            tmp,
+            self.codec.bits(),
+            &mut self.codes[at..at + self.row_bytes],
+        );
+    }
+
+    /// Encodes positions `j0..j0 + tokens` of head `g` from `rows [tokens, d]` (channel axis,
+    /// one group).
+    fn encode_group(&mut self, cap: usize, g: usize, j0: usize, rows: &[f32], d: usize) {
+        let Axis::Channel { tokens } = self.axis else {
+            unreachable!("groups of positions are encoded only along the channel axis")
+        };
+        let mut column = vec![0f32; tokens];
+        let mut codes = vec![0u8; tokens];
+        let mut all = vec![0u8; tokens * d];
+        let blocks = cap.div_ceil(tokens);
+        for c in 0..d {
+            for (t, x) in column.iter_mut().enumerate() {
+                *x = rows[t * d + c];
+            }
+            let sz = self.codec.encode(&column, &mut codes);
+            self.set_group((g * blocks + j0 / tokens) * d + c, sz);
+            for (t, &q) in codes.iter().enumerate() {
+                all[t * d + c] = q;
+            }
+        }
+        for t in 0..tokens {
+            let at = (g * cap + j0 + t) * self.row_bytes;
+            pack(
+                &all[t * d..(t + 1) * d],
+                self.codec.bits(),
+                &mut self.codes[at..at + self.row_bytes],
+            );
+        }
+    }
+
+    /// Decodes positions `j0..j1` of head `g` into `out [(j1 - j0) * d]`.
+    fn decode(&self, cap: usize, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
+        let bits = self.codec.bits();
+        for (j, o) in (j0..j1).zip(out.chunks_mut(d)) {
+            let at = (g * cap + j) * self.row_bytes;
+            let row = &self.codes[at..at + self.row_bytes];
+            match self.axis {
+                Axis::Token { channels } => {
+                    let per_row = d / channels;
+                    for (cg, oc) in o.chunks_mut(channels).enumerate() {
+                        let (s, z) = self.affine((g * cap + j) * per_row + cg);
+                        for (i, x) in oc.iter_mut().enumerate() {
+                            *x = z + s * code_at(row, bits, cg * channels + i) as f32;
+                        }
+                    }
+                }
+                Axis::Channel { tokens } => {
+                    let base = (g * cap.div_ceil(tokens) + j / tokens) * d;
+                    for (c, x) in o.iter_mut().enumerate() {
+                        let (s, z) = self.affine(base + c);
+                        *x = z + s * code_at(row, bits, c) as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Rows {
+    fn bytes(&self) -> usize {
+        match self {
+            Rows::F16(v) => 2 * v.len(),
+            Rows::Coded(c) => c.bytes(),
+        }
+    }
+}
+
+impl QuantKv {
+    /// An empty store for `capacity` positions; `mode` must not be [`KvMode::F32`] (the
+    /// backends' own stores hold those).
+    pub fn new(mode: KvMode, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self> {
+        let d = head_dim;
+        let n = capacity
+            .checked_mul(kv_heads)
+            .and_then(|x| x.checked_mul(d))
+            .ok_or_else(|| Error(format!("key/value cache of {capacity} positions overflows")))?;
+        let token = |codec| {
+            Coded::new(
+                codec,
+                Axis::Token {
+                    channels: channel_group(d),
+                },
+                capacity,
+                kv_heads,
+                d,
+            )
+            .map(Rows::Coded)
+        };
+        let (k, v) = match mode {
+            KvMode::F32 => {
+                return Err(Error(
+                    "an f32 key/value cache is the backend's own store, not a compressed one"
+                        .into(),
+                ))
+            }
+            KvMode::F16 => (Rows::F16(vec![f16::ZERO; n]), Rows::F16(vec![f16::ZERO; n])),
+            KvMode::Q8 => (token(Codec::AbsMax8)?, token(Codec::AbsMax8)?),
+            KvMode::Q4 => (
+                token(Codec::MinMax { bits: 4 })?,
+                token(Codec::MinMax { bits: 4 })?,
+            ),
+            KvMode::Kivi { bits, group } => {
+                let codec = Codec::MinMax { bits };
+                let keys = Coded::new(
+                    codec,
+                    Axis::Channel { tokens: group },
+                    capacity,
+                    kv_heads,
+                    d,
+                )?;
+                (Rows::Coded(keys), token(codec)?)
+            }
+        };
+        Ok(QuantKv {
+            mode,
+            capacity,
+            kv_heads,
+            head_dim,
+            len: 0,
+            k,
+            v,
+            qlen: 0,
+            full_k: vec![Vec::new(); kv_heads],
+            full_v: vec![Vec::new(); kv_heads],
+            full_start: 0,
+        })
+    }
+
+    pub fn mode(&self) -> KvMode {
+        self.mode
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Bytes held now: the compressed store (allocated for the whole capacity) and the f32
+    /// rows KIVI keeps.
+    pub fn bytes(&self) -> usize {
+        let full: usize = self
+            .full_k
+            .iter()
+            .chain(&self.full_v)
+            .map(|r| 4 * r.len())
+            .sum();
+        self.k.bytes() + self.v.bytes() + full
+    }
+
+    /// KIVI's token group; 0 for per-token modes.
+    fn kivi_group(&self) -> usize {
+        match self.mode {
+            KvMode::Kivi { group, .. } => group,
+            _ => 0,
+        }
+    }
+
+    /// Positions attention decodes at once: KIVI's group, else 32.
+    pub(crate) fn block(&self) -> usize {
+        match self.kivi_group() {
+            0 => 32,
+            g => g,
+        }
+    }
+
+    /// Whether block `b` (positions `b·block()..`) is stored compressed.
+    pub(crate) fn block_quantized(&self, b: usize) -> bool {
+        match self.kivi_group() {
+            0 => true,
+            g => (b + 1) * g <= self.qlen,
+        }
+    }
+
+    /// Whether the query at position `p` sees block `b` compressed: per-token modes always
+    /// (each position is stored compressed as it is appended); KIVI once the block was full
+    /// when `p` was appended.
+    pub(crate) fn visible_quantized(&self, b: usize, p: usize) -> bool {
+        match self.kivi_group() {
+            0 => true,
+            g => (b + 1) * g <= (p + 1).min(self.qlen),
+        }
+    }
+
+    /// The lowest query position [`QuantKv::visible_quantized`] answers for (earlier queries
+    /// would need f32 rows no longer kept).
+    pub(crate) fn first_query(&self) -> usize {
+        match self.kivi_group() {
+            0 => 0,
+            _ => self.full_start,
+        }
+    }
+
+    /// Decodes positions `j0..j1` of kv head `g` into `out [(j1 - j0) * head_dim]`.
+    pub(crate) fn decode(&self, side: Side, g: usize, j0: usize, j1: usize, out: &mut [f32]) {
+        let (d, cap) = (self.head_dim, self.capacity);
+        match self.rows(side) {
+            Rows::F16(v) => {
+                let src = &v[(g * cap + j0) * d..(g * cap + j1) * d];
+                for (o, &h) in out.iter_mut().zip(src) {
+                    *o = h.to_f32();
+                }
+            }
+            Rows::Coded(c) => c.decode(cap, g, j0, j1, d, out),
+        }
+    }
+
+    /// The f32 row of position `j` of kv head `g` (KIVI, `j >= first_query()`).
+    pub(crate) fn full_row(&self, side: Side, g: usize, j: usize) -> &[f32] {
+        let d = self.head_dim;
+        let rows = match side {
+            Side::K => &self.full_k[g],
+            Side::V => &self.full_v[g],
+        };
+        let at = (j - self.full_start) * d;
+        &rows[at..at + d]
+    }
+
+    fn rows(&self, side: Side) -> &Rows {
+        match side {
+            Side::K => &self.k,
+            Side::V => &self.v,
+        }
+    }
+
+    /// Appends `t` positions of keys and values laid out `[t, kv_heads, head_dim]` (keys
+    /// already rotated).
+    pub fn append(&mut self, k: &[f32], v: &[f32], t: usize) -> Result<()> {
+        let (kvh, d, cap) = (self.kv_heads, self.head_dim, self.capacity);
+        if k.len() != t * kvh * d || v.len() != k.len() {
+            return Err(Error(format!(
+                "kv_append: {} keys / {} values for {t} positions of {kvh} heads of {d}",
+                k.len(),
+                v.len()
+            )));
+        }
+        if self.len + t > cap {
+            return Err(Error(format!(
+                "key/value cache full: {} positions stored, {t} more do not fit in {cap}",
+                self.len
+            )));
+        }
+        let row = |i: usize, g: usize| (i * kvh + g) * d..(i * kvh + g + 1) * d;
+        let group = self.kivi_group();
+        if group == 0 {
+            let mut tmp = vec![0u8; d];
+            for g in 0..kvh {
+                for i in 0..t {
+                    let j = self.len + i;
+                    for (rows, x) in [(&mut self.k, k), (&mut self.v, v)] {
+                        let src = &x[row(i, g)];
+                        match rows {
+                            Rows::F16(dst) => {
+                                for (o, &s) in dst[(g * cap + j) * d..].iter_mut().zip(src) {
+                                    *o = f16::from_f32(s);
+                                }
+                            }
+                            Rows::Coded(c) => c.encode_row(cap, g, j, src, &mut tmp),
+                        }
+                    }
+                }
+            }
+            self.len += t;
+            self.qlen = self.len;
+            return Ok(());
+        }
+        // KIVI: keep f32 rows from the current quantized length on, add the new ones, then
+        // quantize every group that is now full.
+        let stale = (self.qlen - self.full_start) * d;
+        for g in 0..kvh {
+            self.full_k[g].drain(..stale);
+            self.full_v[g].drain(..stale);
+            for i in 0..t {
+                self.full_k[g].extend_from_slice(&k[row(i, g)]);
+                self.full_v[g].extend_from_slice(&v[row(i, g)]);
+            }
+        }
+        self.full_start = self.qlen;
+        self.len += t;
+        let new_q = self.len / group * group;
+        let mut tmp = vec![0u8; d];
+        for j0 in (self.qlen..new_q).step_by(group) {
+            let at = (j0 - self.full_start) * d;
+            for g in 0..kvh {
+                let keys = &self.full_k[g][at..at + group * d];
+                if let Rows::Coded(c) = &mut self.k {
+                    c.encode_group(cap, g, j0, keys, d);
+                }
+                if let Rows::Coded(c) = &mut self.v {
+                    for (i, x) in self.full_v[g][at..at + group * d].chunks(d).enumerate() {
+                        c.encode_row(cap, g, j0 + i, x, &mut tmp);
+                    }
+                }
+            }
+        }
+        self.qlen = new_q;
+        Ok(())
+    }
+
+    /// What attention sees for the query at position `p`: keys and values of positions
+    /// `0..=p` of kv head `g`, decoded (tests and references).
+    pub fn visible(&self, side: Side, g: usize, p: usize) -> Vec<f32> {
+        let (d, blk) = (self.head_dim, self.block());
+        let mut out = vec![0f32; (p + 1) * d];
+        for j0 in (0..=p).step_by(blk) {
+            let j1 = (j0 + blk).min(p + 1);
+            let b = j0 / blk;
+            if self.block_quantized(b) && self.visible_quantized(b, p) {
+                let mut tmp = vec![0f32; blk.min(self.len - j0) * d];
+                self.decode(side, g, j0, j0 + tmp.len() / d, &mut tmp);
+                out[j0 * d..j1 * d].copy_from_slice(&tmp[..(j1 - j0) * d]);
+            } else {
+                for j in j0..j1 {
+                    out[j * d..(j + 1) * d].copy_from_slice(self.full_row(side, g, j));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,307 @@
+//! The compressed caches against a direct reading of KIVI's Algorithm 1, and attention over
+//! them against plain attention over what they decode to.
+
+use super::store::Side;
+use super::*;
+use crate::AttentionMask;
+use half::f16;
+
+/// Pseudo-random values in ±2, every 16th channel ±16 (real keys have a few large
+/// channels); a multiplicative hash of the index and seed, mixed once more, high bits kept.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let h = |i: u64| {
+        let z = (i ^ (seed << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((z ^ (z >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 11) as f64
+    };
+    let big = |i: usize| if i % 16 == 3 { 8.0 } else { 1.0 };
+    (0..n)
+        .map(|i| ((h(i as u64 + 1) / (1u64 << 53) as f64 - 0.5) * 4.0 * big(i)) as f32)
+        .collect()
+}
+
+/// KIVI's quantizer as the paper writes it (§3.1, Algorithm 1's GroupQuant), in f64:
+/// `z = min X`, `s = (max X − min X) / (2^B − 1)`, `Q = ⌊(X − z)/s⌉`, `X' = Q·s + z`; `s`
+/// and `z` rounded to f16 as the cache stores them (the paper's own fp16). Returns the
+/// dequantized group and whether any value sat within 1e-5 of a rounding tie (f32 computes `(x − z)/s` to about 2e-6 here).
+fn reference_group(x: &[f64], bits: u32) -> (Vec<f64>, bool) {
+    let lo = x.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let levels = ((1u32 << bits) - 1) as f64;
+    let z = f16::from_f64(lo).to_f64();
+    let s = f16::from_f64((hi - lo) / levels).to_f64();
+    let mut tie = false;
+    let out = x
+        .iter()
+        .map(|&v| {
+            if s == 0.0 {
+                return z;
+            }
+            let r = (v - z) / s;
+            tie |= ((r - r.floor()) - 0.5).abs() < 1e-5;
+            r.round().clamp(0.0, levels) * s + z
+        })
+        .collect();
+    (out, tie)
+}
+
+/// Keys and values `[p + 1, d]` of one head as the cache holds them after token `p`.
+type Seen = (Vec<f64>, Vec<f64>);
+
+/// Algorithm 1 of KIVI with residual length R = G for keys and values alike (crunch's
+/// variant: values are flushed with the keys' group): tokens arrive one at a time; the
+/// residual `X_Kr` grows until it holds G tokens, then `KeyQuant` quantizes it per channel
+/// (groups along the token axis) and the values of those tokens per token (groups of
+/// `channel_group` channels). Returns, after each token `p`, the keys and values the cache
+/// holds for one head, dequantized, `[p + 1, d]`, and the number of ties met.
+fn reference_kivi(
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    d: usize,
+    bits: u32,
+    g: usize,
+) -> (Vec<Seen>, usize) {
+    let cg = channel_group(d);
+    let mut qk: Vec<f64> = Vec::new();
+    let mut qv: Vec<f64> = Vec::new();
+    let mut rk: Vec<f64> = Vec::new();
+    let mut rv: Vec<f64> = Vec::new();
+    let mut ties = 0;
+    let mut seen = Vec::new();
+    for p in 0..len {
+        rk.extend(k[p * d..(p + 1) * d].iter().map(|&x| x as f64));
+        rv.extend(v[p * d..(p + 1) * d].iter().map(|&x| x as f64));
+        if rk.len() == g * d {
+            // KeyQuant: per channel c, the G tokens of the residual are one group.
+            let mut block = vec![0f64; g * d];
+            for c in 0..d {
+                let col: Vec<f64> = (0..g).map(|t| rk[t * d + c]).collect();
+                let (deq, tie) = reference_group(&col, bits);
+                ties += tie as usize;
+                for t in 0..g {
+                    block[t * d + c] = deq[t];
+                }
+            }
+            qk.extend(block);
+            // Values: per token, groups of `cg` channels.
+            for row in rv.chunks(d) {
+                for grp in row.chunks(cg) {
+                    let (deq, tie) = reference_group(grp, bits);
+                    ties += tie as usize;
+                    qv.extend(deq);
+                }
+            }
+            rk.clear();
+            rv.clear();
+        }
+        let kk: Vec<f64> = qk.iter().chain(&rk).cloned().collect();
+        let vv: Vec<f64> = qv.iter().chain(&rv).cloned().collect();
+        seen.push((kk, vv));
+    }
+    (seen, ties)
+}
+
+/// `[t, kv_heads, d]` rows of head `g`.
+fn head_rows(x: &[f32], t: usize, kvh: usize, d: usize, g: usize) -> Vec<f32> {
+    (0..t)
+        .flat_map(|i| x[(i * kvh + g) * d..(i * kvh + g + 1) * d].iter().cloned())
+        .collect()
+}
+
+#[test]
+fn kivi_matches_the_papers_algorithm() {
+    let (kvh, d, len) = (2, 64, 100);
+    for (bits, group) in [(2u8, 32usize), (4, 32), (2, 16), (4, 64)] {
+        let mode = KvMode::Kivi { bits, group };
+        let k = values(len * kvh * d, 1);
+        let v = values(len * kvh * d, 2);
+        let refs: Vec<_> = (0..kvh)
+            .map(|g| {
+                reference_kivi(
+                    &head_rows(&k, len, kvh, d, g),
+                    &head_rows(&v, len, kvh, d, g),
+                    len,
+                    d,
+                    bits as u32,
+                    group,
+                )
+            })
+            .collect();
+        // Ties round either way in f32 and f64; they are rare with random data.
+        let ties: usize = refs.iter().map(|r| r.1).sum();
+        assert!(ties <= 3, "{mode}: {ties} ties");
+        // One token at a time, as decoding appends them; after each, what the newest query
+        // sees is the reference's cache at that step.
+        let mut one = QuantKv::new(mode, len, kvh, d).unwrap();
+        for p in 0..len {
+            let at = |x: &[f32]| x[p * kvh * d..(p + 1) * kvh * d].to_vec();
+            one.append(&at(&k), &at(&v), 1).unwrap();
+            for (g, (r, _)) in refs.iter().enumerate() {
+                let (rk, rv) = &r[p];
+                let what = format!("{mode} at {p}, head {g}");
+                check_close(&one.visible(Side::K, g, p), rk, ties, &what);
+                check_close(&one.visible(Side::V, g, p), rv, ties, &what);
+            }
+        }
+    }
+}
+
+/// Equal to f32 rounding of the dequantized value (1e-6 of its magnitude plus 1e-6), except
+/// at most `ties` values, which may differ by one quantization step.
+fn check_close(ours: &[f32], reference: &[f64], ties: usize, what: &str) {
+    assert_eq!(ours.len(), reference.len(), "{what}");
+    let off = ours
+        .iter()
+        .zip(reference)
+        .filter(|(&a, &b)| (a as f64 - b).abs() > 1e-6 * b.abs() + 1e-6)
+        .count();
+    assert!(off <= ties, "{what}: {off} values differ (ties {ties})");
+}
+
+/// Attention of one query in f64 over `k`/`v` `[p + 1, d]` (keys from `lo` on), and the
+/// largest |score|.
+fn naive(q: &[f32], k: &[f32], v: &[f32], lo: usize, scale: f32) -> (Vec<f64>, f64) {
+    let d = q.len();
+    let n = k.len() / d;
+    let s: Vec<f64> = (lo..n)
+        .map(|j| {
+            (0..d)
+                .map(|c| q[c] as f64 * k[j * d + c] as f64)
+                .sum::<f64>()
+                * scale as f64
+        })
+        .collect();
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    let out = (0..d)
+        .map(|c| {
+            (lo..n)
+                .zip(&e)
+                .map(|(j, w)| w / z * v[j * d + c] as f64)
+                .sum()
+        })
+        .collect();
+    (out, s.iter().fold(0f64, |a, x| a.max(x.abs())))
+}
+
+const MODES: [KvMode; 6] = [
+    KvMode::F16,
+    KvMode::Q8,
+    KvMode::Q4,
+    KvMode::Kivi { bits: 4, group: 32 },
+    KvMode::Kivi { bits: 2, group: 32 },
+    KvMode::Kivi { bits: 2, group: 8 },
+];
+
+/// Attention over each compressed store, appended in uneven chunks, equals plain f64
+/// attention over the rows the store decodes for each query (`visible`), within f32
+/// rounding: a score `s` is off by about |s|·2⁻²³·√d, which moves the weights by as much
+/// relatively, times values up to 16: 1e-6·(1 + max |s|)·16.
+#[test]
+fn attention_over_a_compressed_cache_equals_attention_over_its_decoded_rows() {
+    let (kvh, heads, d) = (2, 6, 64);
+    let scale = 1.0 / (d as f32).sqrt();
+    for mode in MODES {
+        for window in [None, Some(40)] {
+            let mut kv = QuantKv::new(mode, 150, kvh, d).unwrap();
+            let mut pos = 0;
+            for (c, &t) in [5usize, 37, 1, 1, 60, 3, 1].iter().enumerate() {
+                let k = values(t * kvh * d, 10 + c as u64);
+                let v = values(t * kvh * d, 20 + c as u64);
+                let q = values(t * heads * d, 30 + c as u64);
+                kv.append(&k, &v, t).unwrap();
+                let mask = AttentionMask {
+                    window,
+                    query_offset: pos,
+                };
+                let out = attend(&q, t, heads, &kv, mask, scale).unwrap();
+                for i in 0..t {
+                    let p = pos + i;
+                    let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                    for h in 0..heads {
+                        let g = h / (heads / kvh);
+                        let qr = &q[(i * heads + h) * d..(i * heads + h + 1) * d];
+                        let (want, smax) = naive(
+                            qr,
+                            &kv.visible(Side::K, g, p),
+                            &kv.visible(Side::V, g, p),
+                            lo,
+                            scale,
+                        );
+                        let got = &out[(i * heads + h) * d..(i * heads + h + 1) * d];
+                        let tol = 1e-6 * (1.0 + smax) * 16.0;
+                        for (a, b) in got.iter().zip(&want) {
+                            assert!(
+                                (*a as f64 - b).abs() < tol,
+                                "{mode} {window:?}: position {p} head {h}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+                pos += t;
+            }
+        }
+    }
+}
+
+/// A whole window appended at once is attended exactly as if decoded one token at a time
+/// (what evaluation relies on): same outputs for every query, within f32 summation order.
+#[test]
+fn one_chunk_is_attended_as_token_by_token_decoding() {
+    let (kvh, heads, d, len) = (1, 3, 32, 70);
+    let scale = 0.2;
+    let k = values(len * kvh * d, 5);
+    let v = values(len * kvh * d, 6);
+    let q = values(len * heads * d, 7);
+    for mode in MODES {
+        let mut whole = QuantKv::new(mode, len, kvh, d).unwrap();
+        whole.append(&k, &v, len).unwrap();
+        let all = attend(&q, len, heads, &whole, AttentionMask::default(), scale).unwrap();
+        let mut step = QuantKv::new(mode, len, kvh, d).unwrap();
+        for p in 0..len {
+            let row = |x: &[f32], w: usize| x[p * w * d..(p + 1) * w * d].to_vec();
+            step.append(&row(&k, kvh), &row(&v, kvh), 1).unwrap();
+            let mask = AttentionMask {
+                window: None,
+                query_offset: p,
+            };
+            let one = attend(&row(&q, heads), 1, heads, &step, mask, scale).unwrap();
+            let want = &all[p * heads * d..(p + 1) * heads * d];
+            for (a, b) in one.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5, "{mode} at {p}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn modes_parse_print_and_count_bytes() {
+    for (name, _) in KV_MODES {
+        assert_eq!(KvMode::parse(name).unwrap().to_string(), name);
+    }
+    assert_eq!(
+        KvMode::parse("kivi2:64").unwrap(),
+        KvMode::Kivi { bits: 2, group: 64 }
+    );
+    assert!(KvMode::parse("kivi2:48")
+        .unwrap_err()
+        .contains("power of two"));
+    assert!(KvMode::parse("q8:32")
+        .unwrap_err()
+        .contains("only the KIVI"));
+    assert!(KvMode::parse("int3").unwrap_err().contains("f32, f16, q8"));
+    // SmolLM2's blocks: 3 kv heads of 64.
+    let b = |m: &str| KvMode::parse(m).unwrap().bytes_per_position(3, 64);
+    assert_eq!(b("f32"), 1536.0);
+    assert_eq!(b("f16"), 768.0);
+    assert_eq!(b("q8"), 2.0 * 3.0 * (64.0 + 4.0));
+    assert_eq!(b("q4"), 2.0 * 3.0 * (32.0 + 8.0));
+    assert_eq!(b("kivi2") / b("f16"), 0.1875);
+    // What the store allocates matches the count.
+    for mode in MODES {
+        let kv = QuantKv::new(mode, 4096, 3, 64).unwrap();
+        let per = mode.bytes_per_position(3, 64);
+        assert_eq!(kv.bytes() as f64, per * 4096.0, "{mode}");
+    }
+}
