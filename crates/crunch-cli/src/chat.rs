@@ -2,17 +2,16 @@
 //! on stdin is a user message; `/reset` starts over, `/exit` (or end of input) quits. The
 //! key/value cache of the conversation so far is kept, so a turn only runs its new tokens.
 
-use crate::generate::{load, speed, summary, SamplingArgs};
+use crate::generate::{load, speed, summary, ModelArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use crunch_generate::{Message, Request};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ChatArgs {
-    /// Model directory or GGUF file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// A system message at the start of the conversation.
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -28,12 +27,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let mut engine = load(&args.model, args.sampling.ctx, false)?;
+    let mut engine = load(&args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.sampling.kv_cache);
     if !engine.has_chat_template() {
         bail!(
             "{}: the model has no chat template; use `crunch generate` for plain prompts",
-            args.model.display()
+            args.model.path.display()
         );
     }
     let interactive = std::io::stdin().is_terminal();

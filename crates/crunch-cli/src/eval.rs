@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 pub struct EvalArgs {
     /// Model directory or GGUF file to evaluate.
     pub model: PathBuf,
+    /// Uncompressed model to compare against: adds mean KL(base‖model) and top-1 agreement.
+    #[arg(long, value_name = "MODEL")]
+    pub base: Option<PathBuf>,
     /// Plain-text file to score (for example wikitext-2-raw's wiki.test.raw).
     #[arg(long)]
     pub data: PathBuf,
@@ -23,9 +26,6 @@ pub struct EvalArgs {
     /// Evaluate only the first N tokens of the text.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
-    /// Uncompressed model to compare against: adds mean KL(base‖model) and top-1 agreement.
-    #[arg(long, value_name = "MODEL")]
-    pub base: Option<PathBuf>,
     /// Where the model runs: cpu; cuda[:N] (f32, needs a build with the `cuda` feature);
     /// or cuda-bf16[:N] (weights and matrix products in bf16, accumulated in f32).
     #[arg(long, default_value = "cpu")]

@@ -9,6 +9,17 @@ use crunch_generate::{Engine, Generation, Message, Request, SamplingParams};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The model and the longest sequence it runs, shared by `generate`, `chat` and `serve`.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model directory or GGUF file.
+    #[arg(value_name = "MODEL")]
+    pub path: PathBuf,
+    /// Longest sequence (prompt and reply) in tokens [default: the model's, at most 4096].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<usize>,
+}
+
 /// Sampling flags shared by `generate`, `chat` (and the server's defaults).
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
@@ -33,9 +44,6 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
-    /// Longest conversation (prompt and reply) in tokens [default: the model's, at most 4096].
-    #[arg(long, value_name = "TOKENS")]
-    pub ctx: Option<usize>,
     #[arg(long, default_value = "f32", value_name = "MODE", value_parser = crate::kv::parse,
           help = crate::kv::HELP)]
     pub kv_cache: crunch_runtime::KvMode,
@@ -58,8 +66,8 @@ impl SamplingArgs {
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Model directory or GGUF file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The prompt.
     #[arg(
         long,
@@ -229,7 +237,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let engine = load(&args.model, args.sampling.ctx, args.json)?;
+    let engine = load(&args.model.path, args.model.ctx, args.json)?;
     let job = args.completion(&prompt);
     if args.json {
         let (g, capacity) = complete(&engine, &job, &mut |_| {})?;

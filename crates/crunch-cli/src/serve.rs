@@ -1,17 +1,16 @@
 //! `crunch serve MODEL --host 127.0.0.1 --port 8080`: the OpenAI-compatible server
 //! (crunch-serve) on the host runtime, until Ctrl-C.
 
-use crate::generate::load;
+use crate::generate::{load, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use crunch_serve::{api::Limits, ServeConfig};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Model directory or GGUF file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Address to listen on (127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -20,9 +19,6 @@ pub struct ServeArgs {
     /// The model's name in the API [default: the file or directory name].
     #[arg(long)]
     pub name: Option<String>,
-    /// Longest sequence (prompt and reply) in tokens [default: the model's, at most 4096].
-    #[arg(long, value_name = "TOKENS")]
-    pub ctx: Option<usize>,
     /// Requests decoded together in each forward pass.
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
@@ -47,12 +43,12 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let mut engine = load(&args.model, args.ctx, false)?;
+    let mut engine = load(&args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.kv_cache);
     let engine = Arc::new(engine);
     // The file (or directory) name: what users type, unlike GGUF's free-form general.name.
     let name = args.name.clone().unwrap_or_else(|| {
-        let p = args.model.as_path();
+        let p = args.model.path.as_path();
         let stem = if p.is_dir() {
             p.file_name()
         } else {

@@ -164,6 +164,11 @@ impl DType {
     }
 }
 
+/// The bytes of an F32 tensor holding `values` (little-endian).
+pub fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Converts little-endian float bytes of `dtype` to f32. `bytes` must hold whole elements.
 /// Large tensors are converted in parallel (an 8B model's weights are 8·10⁹ values); the
 /// result does not depend on the thread count.

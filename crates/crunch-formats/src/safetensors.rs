@@ -4,7 +4,7 @@
 //! in range, every byte count equal to what dtype and shape imply, no overlaps) before any
 //! tensor is handed out.
 
-use crate::dtype::{float_bytes_to_f32, BLOCKS_IN_SAFETENSORS};
+use crate::dtype::{f32_le_bytes, float_bytes_to_f32, BLOCKS_IN_SAFETENSORS};
 use crate::mapped::MappedFile;
 use crate::table::{Entry, TensorTable};
 use crate::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
@@ -426,7 +426,7 @@ impl OwnedTensor {
             name: name.into(),
             dtype: DType::F32,
             shape: shape.to_vec(),
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data: f32_le_bytes(values),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! give errors, never panics, from opening the file, reading every tensor and (for GGUF)
 //! building the tokenizer. The cargo-fuzz targets in /fuzz do the same, open-ended.
 
+use crunch_formats::dtype::f32_le_bytes;
 use crunch_formats::gguf::{build_tokenizer, serialize, GgufFile, GgufValue as V};
 use crunch_formats::safetensors::{serialize_f32, SafetensorsFile};
 use crunch_formats::{DType, TensorSource};
@@ -79,10 +80,7 @@ fn base_gguf() -> Vec<u8> {
     let q4_k: Vec<u8> = (0..144).map(|i| (i * 11) as u8).collect();
     let q6_k: Vec<u8> = (0..210).map(|i| (i * 13) as u8).collect();
     let f16: Vec<u8> = (0..8).map(|i| i as u8).collect();
-    let f32s: Vec<u8> = [0.5f32, -1.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let f32s = f32_le_bytes(&[0.5, -1.0]);
     serialize(
         &[
             ("general.architecture", V::String("llama".into())),

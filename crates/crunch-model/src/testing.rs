@@ -10,6 +10,7 @@ use crate::gguf_config::gguf_shape_metadata;
 pub use crate::model::tensor_shapes;
 use crate::rope::inverse_frequencies;
 use crate::weights::permute_rows;
+use crunch_formats::dtype::f32_le_bytes;
 use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use serde_json::{json, Value};
@@ -355,6 +356,14 @@ impl GgufParts {
         }
     }
 
+    /// The tensor `name` (panics if there is none).
+    pub fn tensor_mut(&mut self, name: &str) -> &mut (String, Vec<usize>, DType, Vec<u8>) {
+        self.tensors
+            .iter_mut()
+            .find(|t| t.0 == name)
+            .unwrap_or_else(|| panic!("no tensor `{name}`"))
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let meta: Vec<(&str, GgufValue)> = self
             .metadata
@@ -381,7 +390,6 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
     let cfg =
         ModelConfig::from_hf_json(Path::new("config.json"), &spec.config).expect("tiny config");
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
-    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     // Stacked experts: name, shape of one, (expert, values) of each.
     type Stack = (String, Vec<usize>, Vec<(usize, Vec<f32>)>);
     let mut stacks: Vec<Stack> = Vec::new();
@@ -404,13 +412,13 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
             }
             continue;
         }
-        tensors.push((loc.name, shape, DType::F32, bytes(&v)));
+        tensors.push((loc.name, shape, DType::F32, f32_le_bytes(&v)));
     }
     for (name, shape, mut parts) in stacks {
         parts.sort_by_key(|p| p.0);
         let all: Vec<f32> = parts.iter().flat_map(|p| p.1.iter().copied()).collect();
         let stacked = vec![parts.len(), shape[0], shape[1]];
-        tensors.push((name, stacked, DType::F32, bytes(&all)));
+        tensors.push((name, stacked, DType::F32, f32_le_bytes(&all)));
     }
     match &cfg.rope_scaling {
         Some(RopeScaling::Llama3 { .. }) => {
@@ -429,7 +437,7 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
                 "rope_freqs.weight".into(),
                 vec![factors.len()],
                 DType::F32,
-                bytes(&factors),
+                f32_le_bytes(&factors),
             ));
         }
         Some(RopeScaling::LongRope {
@@ -442,7 +450,7 @@ pub fn tiny_gguf(spec: &TinySpec, arch: &str) -> GgufParts {
                 ("rope_factors_long.weight", long_factor),
             ] {
                 let f: Vec<f32> = f.iter().map(|&x| x as f32).collect();
-                tensors.push((name.into(), vec![f.len()], DType::F32, bytes(&f)));
+                tensors.push((name.into(), vec![f.len()], DType::F32, f32_le_bytes(&f)));
             }
         }
         _ => {}

@@ -4,7 +4,9 @@
 
 use crunch_formats::gguf::GgufValue;
 use crunch_formats::safetensors::serialize_f32;
-use crunch_model::testing::{tensor_shapes, tensor_values, tiny_gguf, tiny_specs, TinySpec};
+use crunch_model::testing::{
+    tensor_shapes, tensor_values, tiny_gguf, tiny_specs, GgufParts, TinySpec,
+};
 use crunch_model::{Checkpoint, ModelConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -221,11 +223,7 @@ fn gguf_metadata_that_lies_is_refused() {
 #[test]
 fn a_nan_in_a_quantized_gguf_block_is_refused_on_read() {
     let mut parts = tiny_gguf(&llama(), "llama");
-    let t = parts
-        .tensors
-        .iter_mut()
-        .find(|t| t.0 == "blk.0.attn_norm.weight")
-        .unwrap();
+    let t = parts.tensor_mut("blk.0.attn_norm.weight");
     t.3[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("nan.gguf");
@@ -257,6 +255,20 @@ fn gguf_err_of(name: &str, edit: impl FnOnce(&mut crunch_model::testing::GgufPar
     e
 }
 
+/// Sets `{arch}.expert_count` to `n` and cuts or pads (with zero rows) the routers of the tiny
+/// MoE models (hidden 64) to `n` experts too, so that only the stacked experts disagree.
+fn set_experts(p: &mut GgufParts, arch: &str, n: usize) {
+    p.set(&format!("{arch}.expert_count"), GgufValue::U32(n as u32));
+    for t in p
+        .tensors
+        .iter_mut()
+        .filter(|t| t.0.contains("ffn_gate_inp"))
+    {
+        t.1[0] = n;
+        t.3.resize(n * 64 * 4, 0);
+    }
+}
+
 /// The new architectures' files get the same structural checks: stacked experts must hold
 /// exactly the configured experts, expert counts and widths are capped, fused and LongRoPE
 /// tensors are checked for shape, and NaNs inside an expert are found on read.
@@ -264,18 +276,7 @@ fn gguf_err_of(name: &str, edit: impl FnOnce(&mut crunch_model::testing::GgufPar
 fn moe_fused_and_longrope_files_that_lie_are_refused() {
     // More experts stacked than the metadata says: the extra ones would be ignored.
     has(
-        &gguf_err_of("qwen3_moe", |p| {
-            p.set("qwen3moe.expert_count", GgufValue::U32(4));
-            // Routers cut to four experts too, so only the stacks disagree.
-            for t in p
-                .tensors
-                .iter_mut()
-                .filter(|t| t.0.contains("ffn_gate_inp"))
-            {
-                t.1[0] = 4;
-                t.3.truncate(4 * 64 * 4);
-            }
-        }),
+        &gguf_err_of("qwen3_moe", |p| set_experts(p, "qwen3moe", 4)),
         &[
             "blk.0.ffn_gate_exps.weight",
             "stacks Some(8) experts",
@@ -284,17 +285,7 @@ fn moe_fused_and_longrope_files_that_lie_are_refused() {
     );
     // Fewer: the missing expert is named as a missing slice.
     has(
-        &gguf_err_of("mixtral", |p| {
-            p.set("llama.expert_count", GgufValue::U32(5));
-            for t in p
-                .tensors
-                .iter_mut()
-                .filter(|t| t.0.contains("ffn_gate_inp"))
-            {
-                t.1[0] = 5;
-                t.3.extend(std::iter::repeat_n(0u8, 64 * 4));
-            }
-        }),
+        &gguf_err_of("mixtral", |p| set_experts(p, "llama", 5)),
         &["ffn_gate_exps.weight[4]"],
     );
     has(
@@ -317,11 +308,7 @@ fn moe_fused_and_longrope_files_that_lie_are_refused() {
     );
     has(
         &gguf_err_of("phi3", |p| {
-            let t = p
-                .tensors
-                .iter_mut()
-                .find(|t| t.0 == "rope_factors_long.weight")
-                .unwrap();
+            let t = p.tensor_mut("rope_factors_long.weight");
             t.1 = vec![4];
             t.3.truncate(16);
         }),
@@ -329,11 +316,7 @@ fn moe_fused_and_longrope_files_that_lie_are_refused() {
     );
     has(
         &gguf_err_of("phi3", |p| {
-            let t = p
-                .tensors
-                .iter_mut()
-                .find(|t| t.0 == "blk.0.attn_qkv.weight")
-                .unwrap();
+            let t = p.tensor_mut("blk.0.attn_qkv.weight");
             t.1[0] -= 1;
             t.3.truncate(t.3.len() - 64 * 4);
         }),
@@ -341,11 +324,7 @@ fn moe_fused_and_longrope_files_that_lie_are_refused() {
     );
     // A NaN inside one expert of a stacked tensor: found when that expert is read.
     let mut parts = tiny_gguf(&spec("qwen3_moe"), "qwen3moe");
-    let t = parts
-        .tensors
-        .iter_mut()
-        .find(|t| t.0 == "blk.2.ffn_down_exps.weight")
-        .unwrap();
+    let t = parts.tensor_mut("blk.2.ffn_down_exps.weight");
     let per_expert = 64 * 48 * 4;
     t.3[5 * per_expert + 8..5 * per_expert + 12].copy_from_slice(&f32::NAN.to_le_bytes());
     let d = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 //!   kernels multiply (and F16/BF16): logits with the weights kept packed against the
 //!   candle path that dequantizes them to f32 on load, within 1e-3 (max |diff| / max |logit|).
 
+use crunch_formats::gguf::quants::ENCODABLE;
 use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use crunch_model::testing::{
@@ -192,20 +193,12 @@ fn write_packed_gguf(path: &Path, dtype: DType) {
 #[test]
 fn packed_weights_match_the_dequantized_path() {
     let ids = reference_ids(256, 20);
-    for dtype in [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-        DType::F16,
-        DType::BF16,
-    ] {
+    // Every block type the kernels multiply (all that crunch encodes but the IQ4 grids), and
+    // the 16-bit floats.
+    let blocks = ENCODABLE
+        .into_iter()
+        .filter(|d| !matches!(d, DType::IQ4NL | DType::IQ4XS));
+    for dtype in blocks.chain([DType::F16, DType::BF16]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("packed.gguf");
         write_packed_gguf(&path, dtype);

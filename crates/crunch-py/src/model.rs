@@ -36,7 +36,7 @@ impl Model {
         let mut argv = flags;
         argv.extend(["--prompt=".to_string() + &prompt, "--".into(), model]);
         let args = crunch_cli::generate::parse_args(argv).map_err(|e| usage(&e))?;
-        if args.sampling.ctx.is_some() {
+        if args.model.ctx.is_some() {
             return Err(InputError::new_err(
                 "ctx is the context of the loaded model: give it to crunch.load",
             ));

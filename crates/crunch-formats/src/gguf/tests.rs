@@ -62,14 +62,12 @@ fn err(bytes: Vec<u8>) -> String {
 }
 
 fn sample() -> Vec<u8> {
+    use crate::dtype::f32_le_bytes;
     use GgufValue as V;
     let q8: Vec<u8> = (0..2 * 34)
         .map(|i| if i % 34 == 1 { 0x3c } else { i as u8 })
         .collect();
-    let f32s: Vec<u8> = [1.5f32, -2.0, 0.25]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let f32s = f32_le_bytes(&[1.5, -2.0, 0.25]);
     serialize(
         &[
             ("general.architecture", V::String("llama".into())),
