@@ -3,6 +3,9 @@
 # the same vendored sources as ../shared/tools/build-llamacpp (llama-cpp-python 0.3.36's sdist),
 # carried as a tarball: the harness's KL runs then take seconds instead of minutes on CPU.
 # Usage: bench/gpu/build_llama_cuda.sh SRC.tgz NINJA DIR   (prints DIR/build/bin; resumable)
+# SRC.tgz, made here (10.7 MB): tar czf llama-src.tgz --anchored --exclude=./docs --exclude=./models
+#   --exclude=./media -C ~/.cache/llamacpp/src .   (the folder ../shared/tools/build-llamacpp unpacks);
+# NINJA: ~/.cache/llamacpp/venv/bin/ninja (a static binary from the ninja wheel).
 set -euo pipefail
 src=$1 ninja=$2 dir=$3
 mkdir -p "$dir/src" "$dir/tools"
