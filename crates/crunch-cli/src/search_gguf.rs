@@ -107,16 +107,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
     };
     // A first check before the (long) importance pass, without crunch's metadata.
     if let Some(size) = s.target_size {
-        let fixed = outside_search(&plan_of(preset)?);
-        if size <= fixed {
-            bail!(
-                "--target-size {:.2} MB is below the {:.2} MB that {} gives the tensors the \
-                 search does not choose (embeddings, output, norms, metadata)",
-                size as f64 / 1e6,
-                fixed as f64 / 1e6,
-                preset.name()
-            );
-        }
+        room_for_the_search(size, outside_search(&plan_of(preset)?), preset)?;
     }
     let mut file = RecipeFile {
         format: Some("gguf".into()),
@@ -155,15 +146,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let goal = match (s.target_bpw, s.target_size, s.target_kl) {
         (Some(b), None, None) => Goal::Bpw(b),
         (None, Some(size), None) => {
-            if size <= fixed {
-                bail!(
-                    "--target-size {:.2} MB is below the {:.2} MB that {} gives the tensors the \
-                     search does not choose (embeddings, output, norms, metadata)",
-                    size as f64 / 1e6,
-                    fixed as f64 / 1e6,
-                    preset.name()
-                );
-            }
+            room_for_the_search(size, fixed, preset)?;
             Goal::Bits(((size - fixed) * 8) as f64)
         }
         (None, None, Some(k)) => Goal::Kl(k),
@@ -297,6 +280,20 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         search: extra,
     };
     gguf_out::run_with(c, file, &GgufArgs::default(), Some(given))
+}
+
+/// Refuses a `--target-size` that the tensors the search does not choose already fill.
+fn room_for_the_search(size: u64, fixed: u64, preset: Preset) -> Result<()> {
+    if size <= fixed {
+        bail!(
+            "--target-size {:.2} MB is below the {:.2} MB that {} gives the tensors the search \
+             does not choose (embeddings, output, norms, metadata)",
+            size as f64 / 1e6,
+            fixed as f64 / 1e6,
+            preset.name()
+        );
+    }
+    Ok(())
 }
 
 /// The file's bytes outside the searched layers of `plan`: metadata, untouched tensors and

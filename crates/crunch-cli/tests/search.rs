@@ -194,6 +194,15 @@ fn a_searched_gguf_has_the_requested_size() {
     };
     let (lo, hi) = (plan("Q4_0"), plan("Q8_0"));
     let target = (lo + hi) / 2;
+    // A size the unsearched tensors already fill is refused before any calibration.
+    let (ok, _, err) = search(
+        &path("none.gguf"),
+        &["--target-size", "1000", "--mix", "Q8_0"],
+    );
+    assert!(
+        !ok && err.contains("does not choose") && !d.path().join("none.gguf").exists(),
+        "{err}"
+    );
     let a = path("a.gguf");
     let t = target.to_string();
     let (ok, out, err) = search(&a, &["--target-size", &t, "--mix", "Q8_0"]);
