@@ -61,11 +61,21 @@ impl<B: Backend> KvCache<B> {
         self.capacity
     }
 
-    /// Block `layer`'s store, made now if this is its first use.
-    fn store(&mut self, b: &B, cfg: &crate::ModelConfig, layer: usize) -> Result<&mut B::KvStore> {
+    /// Block `layer`'s store, made now if this is its first use (given the inverse
+    /// frequencies of its keys' rotation, `inv_freq()`, when the mode quantizes keys before it).
+    fn store(
+        &mut self,
+        b: &B,
+        cfg: &crate::ModelConfig,
+        layer: usize,
+        inv_freq: impl FnOnce() -> Vec<f64>,
+    ) -> Result<&mut B::KvStore> {
         if self.layers[layer].is_none() {
-            self.layers[layer] =
-                Some(b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim, self.mode)?);
+            let mut s = b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim, self.mode)?;
+            if self.mode.needs_rope() {
+                b.kv_set_rope(&mut s, &inv_freq())?;
+            }
+            self.layers[layer] = Some(s);
         }
         Ok(self.layers[layer].as_mut().expect("made above"))
     }
@@ -155,7 +165,10 @@ impl<B: Backend> Model<B> {
                     window: blk.window,
                     query_offset: cache.len,
                 };
-                let store = cache.store(b, &self.config, layer)?;
+                let capacity = cache.capacity;
+                let store = cache.store(b, &self.config, layer, || {
+                    self.rope_inverse_frequencies(capacity, blk.rope_set)
+                })?;
                 b.kv_append(store, &ks, &vs)?;
                 outs.push(b.kv_attention(&qs, store, mask, scale)?);
             }

@@ -490,6 +490,13 @@ impl<B: Backend> Model<B> {
         )
     }
 
+    /// The inverse frequencies of rotary set `set` for sequences of `positions` tokens (what
+    /// [`Model::rope_tables`] forms its angles from).
+    pub fn rope_inverse_frequencies(&self, positions: usize, set: usize) -> Vec<f64> {
+        let mut sets = rope::rope_sets(&self.config, self.freq_factors.as_deref(), positions);
+        sets.swap_remove(set.min(sets.len() - 1)).0
+    }
+
     /// Token embeddings `[tokens, hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Result<B::Tensor> {
         embed_tokens(&self.backend, &self.config, &self.embed, ids)

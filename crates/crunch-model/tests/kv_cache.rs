@@ -84,7 +84,15 @@ fn compressed_caches_see_the_same_in_chunks_and_token_by_token() {
         let ids = reference_ids(model.config.vocab, TOKENS);
         let want = full_logits(&model, &ids);
         let mut errs = Vec::new();
-        for m in ["f16", "q8", "q4", "kivi4:8", "kivi2:8", "kivi2"] {
+        for m in [
+            "f16",
+            "q8",
+            "q4",
+            "kivi4:8",
+            "kivi2:8",
+            "kivi2",
+            "kivi2:8:s2:pre",
+        ] {
             let mode = KvMode::parse(m).unwrap();
             let one = chunked_logits_in(&model, &ids, &[1; TOKENS], mode);
             let chunks = chunked_logits_in(&model, &ids, &[5, 1, 9, 2, 7], mode);

@@ -44,6 +44,14 @@ impl<T: Clone> BackendKv<T> {
         self.len() == 0
     }
 
+    /// See [`crate::Backend::kv_set_rope`].
+    pub fn set_rope(&mut self, inv_freq: &[f64]) -> Result<()> {
+        match self {
+            BackendKv::Concat { .. } => Ok(()),
+            BackendKv::Quant(c) => c.set_rope(inv_freq),
+        }
+    }
+
     pub fn append<B: Backend<Tensor = T>>(&mut self, b: &B, k: &T, v: &T) -> Result<()> {
         let t = b.shape(k)[0];
         match self {
@@ -91,7 +99,7 @@ impl<T: Clone> BackendKv<T> {
     }
 }
 
-/// The four key/value methods of a `Backend` whose store is [`BackendKv`] of its tensors.
+/// The key/value methods of a `Backend` whose store is [`BackendKv`] of its tensors.
 macro_rules! backend_kv_methods {
     ($tensor:ty) => {
         type KvStore = $crate::BackendKv<$tensor>;
@@ -104,6 +112,10 @@ macro_rules! backend_kv_methods {
             mode: $crate::KvMode,
         ) -> $crate::Result<Self::KvStore> {
             $crate::BackendKv::new(mode, cap, heads, dim)
+        }
+
+        fn kv_set_rope(&self, kv: &mut Self::KvStore, inv_freq: &[f64]) -> $crate::Result<()> {
+            kv.set_rope(inv_freq)
         }
 
         fn kv_append(

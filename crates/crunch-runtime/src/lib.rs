@@ -225,6 +225,10 @@ pub trait Backend: Send + Sync + 'static {
         head_dim: usize,
         mode: KvMode,
     ) -> Result<Self::KvStore>;
+    /// Gives a store the inverse frequencies (one per channel pair, "half" layout) of the
+    /// rotary embedding its keys will carry, for the modes that quantize keys before it
+    /// ([`KvMode::needs_rope`]); other stores ignore it.
+    fn kv_set_rope(&self, kv: &mut Self::KvStore, inv_freq: &[f64]) -> Result<()>;
     /// Appends keys and values `[tokens, kv_heads, head_dim]` (keys already rotated); fails
     /// when they would not fit.
     fn kv_append(&self, kv: &mut Self::KvStore, k: &Self::Tensor, v: &Self::Tensor) -> Result<()>;

@@ -413,6 +413,13 @@ impl Backend for Host {
         }))
     }
 
+    fn kv_set_rope(&self, kv: &mut HostKv, inv_freq: &[f64]) -> Result<()> {
+        match &mut kv.0 {
+            Store::F32(_) => Ok(()),
+            Store::Quant(s) => s.set_rope(inv_freq),
+        }
+    }
+
     fn kv_append(&self, kv: &mut HostKv, k: &HostTensor, v: &HostTensor) -> Result<()> {
         match &mut kv.0 {
             Store::F32(s) => s.append(k, v),

@@ -20,12 +20,14 @@ const QUERY_BLOCK: usize = 16;
 
 struct Scratch {
     scores: Vec<f32>,
+    /// One block decoded, and its rows the store keeps in f16 (KIVI's tail).
     block: Vec<f32>,
+    tail: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { scores: Vec::new(), block: Vec::new() })
+        RefCell::new(Scratch { scores: Vec::new(), block: Vec::new(), tail: Vec::new() })
     };
 }
 
@@ -127,17 +129,34 @@ impl Task<'_> {
 
     /// Calls `f(row, query position, key position, key row)` for every key each query row
     /// sees, a block of positions decoded at a time.
-    fn each_key(&self, side: Side, block: &mut Vec<f32>, mut f: impl FnMut(usize, usize, &[f32])) {
+    fn each_key(
+        &self,
+        side: Side,
+        (block, tail): (&mut Vec<f32>, &mut Vec<f32>),
+        mut f: impl FnMut(usize, usize, &[f32]),
+    ) {
         let (kv, d) = (self.kv, self.kv.head_dim());
         let blk = kv.block();
         let last = self.first + self.n - 1;
         let base = self.lo(self.first);
         block.resize(blk * d, 0.0);
+        tail.resize(blk * d, 0.0);
         for b in base / blk..=last / blk {
             let (j0, j1) = (b * blk, ((b + 1) * blk).min(kv.len()));
             let stored = kv.block_quantized(b);
             if stored {
                 kv.decode(side, self.g, j0, j1, &mut block[..(j1 - j0) * d]);
+            }
+            // Rows some query may see unquantized: those still kept in f16.
+            let t0 = j0.max(kv.full_start());
+            if kv.kivi() && t0 < j1 {
+                kv.full_rows(
+                    side,
+                    self.g,
+                    t0,
+                    j1,
+                    &mut tail[(t0 - j0) * d..(j1 - j0) * d],
+                );
             }
             for i in 0..self.n {
                 let p = self.first + i;
@@ -146,13 +165,9 @@ impl Task<'_> {
                     continue;
                 }
                 let quant = stored && kv.visible_quantized(b, p);
+                let rows: &[f32] = if quant { block } else { tail };
                 for j in a..=z {
-                    let row = if quant {
-                        &block[(j - j0) * d..(j - j0 + 1) * d]
-                    } else {
-                        kv.full_row(side, self.g, j)
-                    };
-                    f(i, j - base, row);
+                    f(i, j - base, &rows[(j - j0) * d..(j - j0 + 1) * d]);
                 }
             }
         }
@@ -164,14 +179,18 @@ impl Task<'_> {
         let base = self.lo(self.first);
         let span = self.first + self.n - base;
         let rows = self.n * group;
-        let Scratch { scores, block } = s;
+        let Scratch {
+            scores,
+            block,
+            tail,
+        } = s;
         scores.clear();
         scores.resize(rows * span, f32::NEG_INFINITY);
         let qrow = |i: usize, hh: usize| {
             let at = ((self.qrow0 + i) * self.heads + self.g * group + hh) * d;
             &self.q[at..at + d]
         };
-        self.each_key(Side::K, block, |i, j, k| {
+        self.each_key(Side::K, (block, tail), |i, j, k| {
             for hh in 0..group {
                 scores[(i * group + hh) * span + j] = dot(qrow(i, hh), k) * self.scale;
             }
@@ -192,7 +211,7 @@ impl Task<'_> {
             }
         }
         out.fill(0.0);
-        self.each_key(Side::V, block, |i, j, v| {
+        self.each_key(Side::V, (block, tail), |i, j, v| {
             for hh in 0..group {
                 let r = i * group + hh;
                 let w = scores[r * span + j];

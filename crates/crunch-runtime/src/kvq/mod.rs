@@ -15,9 +15,11 @@
 
 mod attend;
 pub mod codec;
+mod rope;
 mod store;
 
 pub use attend::attend;
+pub use rope::Rotation;
 pub use store::{QuantKv, Side};
 
 use std::fmt;
@@ -38,11 +40,49 @@ pub enum KvMode {
     Q8,
     /// Per token, min–max 4-bit, groups of 32 channels.
     Q4,
-    /// KIVI at `bits` (2 or 4) with token groups of `group`.
-    Kivi {
-        bits: u8,
-        group: usize,
-    },
+    /// KIVI and its variants.
+    Kivi(Kivi),
+}
+
+/// A KIVI cache: keys per channel over groups of `group` positions, values per token in
+/// groups of `value_channels` channels, min–max with f16 scale and minimum; the positions
+/// after the last full group kept in f16 until it fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kivi {
+    pub key_bits: u8,
+    pub value_bits: u8,
+    /// Positions per key group (and the f16 tail's length bound).
+    pub group: usize,
+    /// Channels per value group; 0: [`CHANNEL_GROUP`] (or the whole row, see [`channel_group`]).
+    pub value_channels: usize,
+    /// The first `sink` positions are kept in f16 and left out of group 0's ranges.
+    pub sink: usize,
+    /// Keys are quantized before their rotary embedding (the store undoes it, then redoes it
+    /// on decoding) rather than as the model rotated them.
+    pub pre_rope: bool,
+}
+
+impl Kivi {
+    /// The paper's scheme at `bits` for keys and values, groups of [`KIVI_GROUP`].
+    pub const fn plain(bits: u8) -> Kivi {
+        Kivi {
+            key_bits: bits,
+            value_bits: bits,
+            group: KIVI_GROUP,
+            value_channels: 0,
+            sink: 0,
+            pre_rope: false,
+        }
+    }
+
+    /// Channels per value group for rows of `head_dim`.
+    pub fn value_group(self, head_dim: usize) -> usize {
+        match self.value_channels {
+            0 => channel_group(head_dim),
+            c if head_dim.is_multiple_of(c) => c,
+            _ => head_dim,
+        }
+    }
 }
 
 /// The names `--kv-cache` takes, with a line each.
@@ -53,16 +93,19 @@ pub const KV_MODES: [(&str, &str); 6] = [
     ("q4", "4-bit per token, min-max per 32 channels"),
     (
         "kivi4",
-        "KIVI 4-bit: keys per channel over 32 tokens, values per token; the last < 32 tokens in f32",
+        "KIVI 4-bit: keys per channel over 32 tokens, values per token; the last < 32 tokens in f16",
     ),
     (
         "kivi2",
-        "KIVI 2-bit: keys per channel over 32 tokens, values per token; the last < 32 tokens in f32",
+        "KIVI 2-bit: keys per channel over 32 tokens, values per token; the last < 32 tokens in f16",
     ),
 ];
 
 impl KvMode {
-    /// Parses a `--kv-cache` value: one of [`KV_MODES`], or `kivi2:G` / `kivi4:G`.
+    /// Parses a `--kv-cache` value: one of [`KV_MODES`], or a KIVI mode followed by options
+    /// separated by `:` — a number (the token group G, a power of two from 8 to 256), `kB` /
+    /// `vB` (key / value bits, 2, 4 or 8), `vgN` (channels per value group), `sN` (the first
+    /// N ≤ G positions kept in f16), `pre` (keys quantized before the rotary embedding).
     pub fn parse(s: &str) -> Result<KvMode, String> {
         let known = || {
             KV_MODES
@@ -71,19 +114,16 @@ impl KvMode {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (name, group) = match s.split_once(':') {
-            Some((n, g)) => (n, Some(g)),
-            None => (s, None),
-        };
+        let mut parts = s.split(':');
+        let name = parts.next().unwrap_or("");
         let mode = match name {
             "f32" => KvMode::F32,
             "f16" => KvMode::F16,
             "q8" => KvMode::Q8,
             "q4" => KvMode::Q4,
-            "kivi4" | "kivi2" => KvMode::Kivi {
-                bits: if name == "kivi4" { 4 } else { 2 },
-                group: KIVI_GROUP,
-            },
+            "kivi4" => KvMode::Kivi(Kivi::plain(4)),
+            "kivi2" => KvMode::Kivi(Kivi::plain(2)),
+            "kivi8" => KvMode::Kivi(Kivi::plain(8)),
             _ => {
                 return Err(format!(
                     "unknown key/value cache '{s}'; choose one of {}",
@@ -91,28 +131,63 @@ impl KvMode {
                 ))
             }
         };
-        match (mode, group) {
-            (_, None) => Ok(mode),
-            (KvMode::Kivi { bits, .. }, Some(g)) => {
-                let group: usize = g
-                    .parse()
-                    .map_err(|_| format!("'{s}': the token group '{g}' is not a number"))?;
+        let KvMode::Kivi(mut kivi) = mode else {
+            return match parts.next() {
+                None => Ok(mode),
+                Some(_) => Err(format!(
+                    "'{s}': only the KIVI modes take options (kivi2:64)"
+                )),
+            };
+        };
+        let number = |x: &str, what: &str| {
+            x.parse::<usize>()
+                .map_err(|_| format!("'{s}': {what} '{x}' is not a number"))
+        };
+        let bits = |x: &str| match number(x, "the bit width")? {
+            b @ (2 | 4 | 8) => Ok(b as u8),
+            _ => Err(format!("'{s}': bit widths are 2, 4 or 8")),
+        };
+        for opt in parts {
+            if opt == "pre" {
+                kivi.pre_rope = true;
+            } else if let Some(x) = opt.strip_prefix("vg") {
+                kivi.value_channels = number(x, "the value group")?;
+                if kivi.value_channels == 0 || !kivi.value_channels.is_power_of_two() {
+                    return Err(format!("'{s}': the value group must be a power of two"));
+                }
+            } else if let Some(x) = opt.strip_prefix('k') {
+                kivi.key_bits = bits(x)?;
+            } else if let Some(x) = opt.strip_prefix('v') {
+                kivi.value_bits = bits(x)?;
+            } else if let Some(x) = opt.strip_prefix('s') {
+                kivi.sink = number(x, "the sink")?;
+            } else {
+                let group = number(opt, "the token group")?;
                 if !(8..=256).contains(&group) || !group.is_power_of_two() {
                     return Err(format!(
                         "'{s}': the token group must be a power of two from 8 to 256"
                     ));
                 }
-                Ok(KvMode::Kivi { bits, group })
+                kivi.group = group;
             }
-            _ => Err(format!(
-                "'{s}': only the KIVI modes take a token group (kivi2:64)"
-            )),
         }
+        if kivi.sink > kivi.group {
+            return Err(format!(
+                "'{s}': at most one token group ({}) of sink positions",
+                kivi.group
+            ));
+        }
+        Ok(KvMode::Kivi(kivi))
     }
 
     /// Whether the store is the backend's plain f32 one.
     pub fn is_full(self) -> bool {
         self == KvMode::F32
+    }
+
+    /// Whether the store needs the rotary frequencies its keys were rotated with.
+    pub fn needs_rope(self) -> bool {
+        matches!(self, KvMode::Kivi(k) if k.pre_rope)
     }
 
     /// Bytes per cached position of one decoder block (keys and values of every kv head),
@@ -124,22 +199,21 @@ impl KvMode {
             KvMode::F16 => 4.0 * d,
             KvMode::Q8 => 2.0 * (d + 2.0 * d / channel_group(head_dim) as f64),
             KvMode::Q4 => 2.0 * (d / 2.0 + 4.0 * d / channel_group(head_dim) as f64),
-            KvMode::Kivi { bits, group } => {
-                let codes = d * bits as f64 / 8.0;
+            KvMode::Kivi(k) => {
                 // Keys: a scale and minimum per channel per `group` tokens; values: per
                 // token per channel group.
-                (codes + 4.0 * d / group as f64)
-                    + (codes + 4.0 * d / channel_group(head_dim) as f64)
+                (d * k.key_bits as f64 / 8.0 + 4.0 * d / k.group as f64)
+                    + (d * k.value_bits as f64 / 8.0 + 4.0 * d / k.value_group(head_dim) as f64)
             }
         };
         per_head * kv_heads as f64
     }
 
-    /// Bytes of one block's store that do not grow with the context: KIVI's full-precision
-    /// positions awaiting a full group (room for `group` positions of f32 keys and values).
+    /// Bytes of one block's store that do not grow with the context: KIVI's f16 positions
+    /// (the sink, and room for the G − 1 positions awaiting a full group between appends).
     pub fn fixed_bytes(self, kv_heads: usize, head_dim: usize) -> usize {
         match self {
-            KvMode::Kivi { group, .. } => 8 * group * kv_heads * head_dim,
+            KvMode::Kivi(k) => 4 * (k.group - 1 + k.sink) * kv_heads * head_dim,
             _ => 0,
         }
     }
@@ -152,8 +226,26 @@ impl fmt::Display for KvMode {
             KvMode::F16 => write!(f, "f16"),
             KvMode::Q8 => write!(f, "q8"),
             KvMode::Q4 => write!(f, "q4"),
-            KvMode::Kivi { bits, group } if group == KIVI_GROUP => write!(f, "kivi{bits}"),
-            KvMode::Kivi { bits, group } => write!(f, "kivi{bits}:{group}"),
+            KvMode::Kivi(k) => {
+                // Named by the key bits; the other options only when they differ.
+                write!(f, "kivi{}", k.key_bits)?;
+                if k.group != KIVI_GROUP {
+                    write!(f, ":{}", k.group)?;
+                }
+                if k.value_bits != k.key_bits {
+                    write!(f, ":v{}", k.value_bits)?;
+                }
+                if k.value_channels != 0 {
+                    write!(f, ":vg{}", k.value_channels)?;
+                }
+                if k.sink != 0 {
+                    write!(f, ":s{}", k.sink)?;
+                }
+                if k.pre_rope {
+                    write!(f, ":pre")?;
+                }
+                Ok(())
+            }
         }
     }
 }

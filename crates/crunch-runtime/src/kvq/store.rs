@@ -6,13 +6,18 @@
 //! keep a scale (and minimum) per row per channel group; KIVI's keys keep one per channel per
 //! group of G positions.
 //!
-//! KIVI keeps the rows of positions `full_start..len` in f32: those after the last full group
-//! (not yet quantized) and those quantized by the last append. The latter let a chunk of
+//! KIVI keeps the rows of positions `full_start..len` in f16: those after the last full group
+//! (not yet quantized) and those of groups the last append quantized that one of its own
+//! earlier positions saw unquantized. The latter let a chunk of
 //! several new positions (a prefill chunk, or an evaluation window) be attended exactly as if
 //! they had been decoded one at a time: the query at position `p` sees a group quantized only
-//! if the group was full once `p` was appended ([`QuantKv::visible_quantized`]).
+//! if the group was full once `p` was appended ([`QuantKv::visible_quantized`]). With a sink,
+//! the first positions stay in f16 for good and group 0's ranges are taken over the others;
+//! with `pre_rope`, keys are rotated back before they are quantized and forward again when
+//! decoded ([`super::rope`]).
 
 use super::codec::{code_at, pack, packed_len, Codec};
+use super::rope::Rotation;
 use super::{channel_group, KvMode};
 use crate::{Error, Result};
 use half::f16;
@@ -59,10 +64,18 @@ pub struct QuantKv {
     v: Rows,
     /// Positions `0..qlen` are stored in `k`/`v` (all of them but KIVI's tail).
     qlen: usize,
-    /// KIVI: f32 rows of positions `full_start..len`, per kv head.
-    full_k: Vec<Vec<f32>>,
-    full_v: Vec<Vec<f32>>,
+    /// KIVI: f16 rows of positions `full_start..len`, per kv head.
+    full_k: Vec<Vec<f16>>,
+    full_v: Vec<Vec<f16>>,
     full_start: usize,
+    /// KIVI: the first position of the last append, the lowest a query may sit at.
+    first_query: usize,
+    /// KIVI: f16 rows of positions `0..min(len, sink)`, per kv head, kept for good.
+    sink: usize,
+    sink_k: Vec<Vec<f16>>,
+    sink_v: Vec<Vec<f16>>,
+    /// KIVI with `pre_rope`: the rotation the keys were given (set by [`QuantKv::set_rope`]).
+    rope: Option<Rotation>,
 }
 
 impl Coded {
@@ -125,23 +138,31 @@ impl Coded {
     }
 
     /// Encodes positions `j0..j0 + tokens` of head `g` from `rows [tokens, d]` (channel axis,
-    /// one group).
-    fn encode_group(&mut self, cap: usize, g: usize, j0: usize, rows: &[f32], d: usize) {
+    /// one group); the first `skip` rows (a sink) are left out of the ranges and coded 0.
+    fn encode_group(
+        &mut self,
+        cap: usize,
+        g: usize,
+        j0: usize,
+        rows: &[f32],
+        d: usize,
+        skip: usize,
+    ) {
         let Axis::Channel { tokens } = self.axis else {
             unreachable!("groups of positions are encoded only along the channel axis")
         };
-        let mut column = vec![0f32; tokens];
-        let mut codes = vec![0u8; tokens];
+        let mut column = vec![0f32; tokens - skip];
+        let mut codes = vec![0u8; tokens - skip];
         let mut all = vec![0u8; tokens * d];
         let blocks = cap.div_ceil(tokens);
         for c in 0..d {
             for (t, x) in column.iter_mut().enumerate() {
-                *x = rows[t * d + c];
+                *x = rows[(skip + t) * d + c];
             }
             let sz = self.codec.encode(&column, &mut codes);
             self.set_group((g * blocks + j0 / tokens) * d + c, sz);
             for (t, &q) in codes.iter().enumerate() {
-                all[t * d + c] = q;
+                all[(skip + t) * d + c] = q;
             }
         }
         for t in 0..tokens {
@@ -225,17 +246,33 @@ impl QuantKv {
                 token(Codec::MinMax { bits: 4 })?,
                 token(Codec::MinMax { bits: 4 })?,
             ),
-            KvMode::Kivi { bits, group } => {
-                let codec = Codec::MinMax { bits };
+            KvMode::Kivi(kivi) => {
                 let keys = Coded::new(
-                    codec,
-                    Axis::Channel { tokens: group },
+                    Codec::MinMax {
+                        bits: kivi.key_bits,
+                    },
+                    Axis::Channel { tokens: kivi.group },
                     capacity,
                     kv_heads,
                     d,
                 )?;
-                (Rows::Coded(keys), token(codec)?)
+                let values = Coded::new(
+                    Codec::MinMax {
+                        bits: kivi.value_bits,
+                    },
+                    Axis::Token {
+                        channels: kivi.value_group(d),
+                    },
+                    capacity,
+                    kv_heads,
+                    d,
+                )?;
+                (Rows::Coded(keys), Rows::Coded(values))
             }
+        };
+        let sink = match mode {
+            KvMode::Kivi(k) => k.sink.min(capacity),
+            _ => 0,
         };
         Ok(QuantKv {
             mode,
@@ -249,7 +286,29 @@ impl QuantKv {
             full_k: vec![Vec::new(); kv_heads],
             full_v: vec![Vec::new(); kv_heads],
             full_start: 0,
+            first_query: 0,
+            sink,
+            sink_k: vec![Vec::new(); kv_heads],
+            sink_v: vec![Vec::new(); kv_heads],
+            rope: None,
         })
+    }
+
+    /// Gives a `pre_rope` store the inverse frequencies of the rotary embedding its keys
+    /// carry (per pair of the "half" layout, `head_dim / 2` of them); other stores ignore it.
+    pub fn set_rope(&mut self, inv_freq: &[f64]) -> Result<()> {
+        if !self.mode.needs_rope() {
+            return Ok(());
+        }
+        if inv_freq.len() * 2 != self.head_dim {
+            return Err(Error(format!(
+                "{} rotary frequencies for heads of {}",
+                inv_freq.len(),
+                self.head_dim
+            )));
+        }
+        self.rope = Some(Rotation::new(inv_freq));
+        Ok(())
     }
 
     pub fn mode(&self) -> KvMode {
@@ -279,15 +338,22 @@ impl QuantKv {
             .full_k
             .iter()
             .chain(&self.full_v)
-            .map(|r| 4 * r.len())
+            .chain(&self.sink_k)
+            .chain(&self.sink_v)
+            .map(|r| 2 * r.len())
             .sum();
         self.k.bytes() + self.v.bytes() + full
+    }
+
+    /// Whether this is a KIVI store (with f16 rows awaiting their group).
+    pub(crate) fn kivi(&self) -> bool {
+        self.kivi_group() != 0
     }
 
     /// KIVI's token group; 0 for per-token modes.
     fn kivi_group(&self) -> usize {
         match self.mode {
-            KvMode::Kivi { group, .. } => group,
+            KvMode::Kivi(k) => k.group,
             _ => 0,
         }
     }
@@ -323,7 +389,7 @@ impl QuantKv {
     pub(crate) fn first_query(&self) -> usize {
         match self.kivi_group() {
             0 => 0,
-            _ => self.full_start,
+            _ => self.first_query,
         }
     }
 
@@ -339,17 +405,41 @@ impl QuantKv {
             }
             Rows::Coded(c) => c.decode(cap, g, j0, j1, d, out),
         }
+        // Sink rows are kept apart; keys quantized before rotation are rotated again.
+        let s = self.sink.clamp(j0, j1);
+        if side == Side::K {
+            if let Some(rot) = &self.rope {
+                rot.rotate(s, &mut out[(s - j0) * d..(j1 - j0) * d], d, false);
+            }
+        }
+        if s > j0 {
+            let src = match side {
+                Side::K => &self.sink_k[g],
+                Side::V => &self.sink_v[g],
+            };
+            for (o, h) in out[..(s - j0) * d].iter_mut().zip(&src[j0 * d..s * d]) {
+                *o = h.to_f32();
+            }
+        }
     }
 
-    /// The f32 row of position `j` of kv head `g` (KIVI, `j >= first_query()`).
-    pub(crate) fn full_row(&self, side: Side, g: usize, j: usize) -> &[f32] {
+    /// The f16 rows KIVI keeps of positions `j0..j1` of kv head `g` (`j0 >= full_start()`),
+    /// into `out [(j1 - j0) * head_dim]`.
+    pub(crate) fn full_rows(&self, side: Side, g: usize, j0: usize, j1: usize, out: &mut [f32]) {
         let d = self.head_dim;
         let rows = match side {
             Side::K => &self.full_k[g],
             Side::V => &self.full_v[g],
         };
-        let at = (j - self.full_start) * d;
-        &rows[at..at + d]
+        let src = &rows[(j0 - self.full_start) * d..(j1 - self.full_start) * d];
+        for (o, h) in out.iter_mut().zip(src) {
+            *o = h.to_f32();
+        }
+    }
+
+    /// First position of the f16 rows [`QuantKv::full_rows`] reads.
+    pub(crate) fn full_start(&self) -> usize {
+        self.full_start
     }
 
     fn rows(&self, side: Side) -> &Rows {
@@ -400,35 +490,66 @@ impl QuantKv {
             self.qlen = self.len;
             return Ok(());
         }
-        // KIVI: keep f32 rows from the current quantized length on, add the new ones, then
+        // KIVI: keep f16 rows from the current quantized length on, add the new ones, then
         // quantize every group that is now full.
+        if self.mode.needs_rope() && self.rope.is_none() {
+            return Err(Error(
+                "a key/value cache quantizing keys before rotation was given no rotary \
+                 frequencies"
+                    .into(),
+            ));
+        }
+        let half = |x: &[f32]| x.iter().map(|&y| f16::from_f32(y)).collect::<Vec<_>>();
         let stale = (self.qlen - self.full_start) * d;
         for g in 0..kvh {
             self.full_k[g].drain(..stale);
             self.full_v[g].drain(..stale);
             for i in 0..t {
-                self.full_k[g].extend_from_slice(&k[row(i, g)]);
-                self.full_v[g].extend_from_slice(&v[row(i, g)]);
+                self.full_k[g].extend(half(&k[row(i, g)]));
+                self.full_v[g].extend(half(&v[row(i, g)]));
+                if self.len + i < self.sink {
+                    self.sink_k[g].extend(half(&k[row(i, g)]));
+                    self.sink_v[g].extend(half(&v[row(i, g)]));
+                }
             }
         }
         self.full_start = self.qlen;
         self.len += t;
         let new_q = self.len / group * group;
         let mut tmp = vec![0u8; d];
+        let mut rows = vec![0f32; group * d];
         for j0 in (self.qlen..new_q).step_by(group) {
             let at = (j0 - self.full_start) * d;
+            let skip = self.sink.saturating_sub(j0).min(group);
             for g in 0..kvh {
-                let keys = &self.full_k[g][at..at + group * d];
+                for (o, h) in rows.iter_mut().zip(&self.full_k[g][at..at + group * d]) {
+                    *o = h.to_f32();
+                }
+                if let Some(rot) = &self.rope {
+                    rot.rotate(j0, &mut rows, d, true);
+                }
                 if let Rows::Coded(c) = &mut self.k {
-                    c.encode_group(cap, g, j0, keys, d);
+                    c.encode_group(cap, g, j0, &rows, d, skip);
+                }
+                for (o, h) in rows.iter_mut().zip(&self.full_v[g][at..at + group * d]) {
+                    *o = h.to_f32();
                 }
                 if let Rows::Coded(c) = &mut self.v {
-                    for (i, x) in self.full_v[g][at..at + group * d].chunks(d).enumerate() {
+                    for (i, x) in rows.chunks(d).enumerate() {
                         c.encode_row(cap, g, j0 + i, x, &mut tmp);
                     }
                 }
             }
         }
+        // Rows of groups quantized now that no query of this chunk sees unquantized (those
+        // that were full once its first position was appended) are dropped at once: decoding
+        // a token at a time, the tail never holds more than G − 1 positions between appends.
+        let keep = ((self.len - t + 1) / group * group).clamp(self.qlen, new_q);
+        for rows in self.full_k.iter_mut().chain(self.full_v.iter_mut()) {
+            rows.drain(..(keep - self.full_start) * d);
+        }
+        self.full_start = keep;
+        self.first_query = self.len - t;
         self.qlen = new_q;
         Ok(())
     }
@@ -446,9 +567,7 @@ impl QuantKv {
                 self.decode(side, g, j0, j0 + tmp.len() / d, &mut tmp);
                 out[j0 * d..j1 * d].copy_from_slice(&tmp[..(j1 - j0) * d]);
             } else {
-                for j in j0..j1 {
-                    out[j * d..(j + 1) * d].copy_from_slice(self.full_row(side, g, j));
-                }
+                self.full_rows(side, g, j0, j1, &mut out[j0 * d..j1 * d]);
             }
         }
         out
