@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17, KV-cache compression: `crunch eval --kv-cache f32,f16,q8,q4,kivi4,kivi2,kivi2:64`
+# Issue 17, KV-cache compression: `crunch eval --kv-cache f32,f16,q8,q4,kivi4,kivi2,...`
 # on the protocol's evaluation (SmolLM2-135M-Instruct Q4_1, --ctx 2048, --max-tokens 65536) of
 # eval.txt and offdomain.txt. Several modes in one run: each is scored against the model with
 # its own f32 cache (computed once per window), so each record has PPL, KL(f32 cache ‖ mode),
@@ -10,10 +10,14 @@
 # Usage: bench/gpu/kv_cache.sh CRUNCH IN OUT [MODES]
 #   CRUNCH: target/release/crunch built by scripts/build-cuda
 #   IN: a folder with SmolLM2-135M-Instruct.Q4_1.gguf, eval.txt, offdomain.txt
-#   MODES: comma-separated (default f32,f16,q8,q4,kivi4,kivi2,kivi2:64)
+#   MODES: comma-separated (default f32,f16,q8,q4,kivi4,kivi2,kivi2:s1:pre,kivi2:vg64:s1:pre,
+#   the last two the variants of decision 121)
+# The compressed stores live in host memory on every device (keys and values are copied to
+# the host as they are appended, attention over them runs there: decision 120), so CPU and
+# CUDA differ only in the model's own arithmetic.
 set -uo pipefail
 crunch=$1 in=$2 out=$3
-modes=${4:-f32,f16,q8,q4,kivi4,kivi2,kivi2:64}
+modes=${4:-f32,f16,q8,q4,kivi4,kivi2,kivi2:s1:pre,kivi2:vg64:s1:pre}
 devices=${DEVICES:-cuda}
 max_tokens=${MAX_TOKENS:-65536}
 threads=${THREADS:-$(nproc)}

@@ -14,8 +14,9 @@ pub fn parse(s: &str) -> Result<KvMode, String> {
 pub const HELP: &str = "How the key/value cache stores keys and values: f32 (the default: as \
     computed), f16, q8 (8-bit per token, absmax per 32 channels), q4 (4-bit per token, min-max \
     per 32 channels), kivi4 / kivi2 (KIVI: keys per channel over groups of 32 tokens, values \
-    per token, the last < 32 tokens in f32 until their group fills; kivi2:64 picks another \
-    group)";
+    per token, the last < 32 tokens in f16 until their group fills; options after ':' — a \
+    token group (kivi2:64), kB / vB key / value bits, vgN channels per value group, sN the first \
+    N positions kept in f16, pre keys quantized before the rotary embedding: kivi2:s1:pre)";
 
 /// Bytes of `mode`'s cache for `config`: `(per token, all blocks; fixed)`.
 pub fn bytes(config: &ModelConfig, mode: KvMode) -> (f64, usize) {
