@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 
-from gguf import GGUFReader
 from quantize_table import markdown
 
 PRESETS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
@@ -58,6 +57,8 @@ def run_json(cmd):
 
 
 def types_of(path):
+    from gguf import GGUFReader  # only here: the harness helpers need no gguf package
+
     r = GGUFReader(path)
     return {t.name: t.tensor_type.name for t in r.tensors}
 
