@@ -8,6 +8,8 @@
 use crate::act::{ActBits, Acts};
 use crate::body::{self, WRow, XRow};
 use crate::formats::{self, with_block, Block};
+#[cfg(target_arch = "x86_64")]
+use crate::panel::{PRow, Panels, LANES};
 use crate::storage::Bytes;
 use crate::tile::Tile;
 use crate::Isa;
@@ -187,6 +189,8 @@ thread_local! {
     static ACTS: RefCell<Option<Acts>> = const { RefCell::new(None) };
     static TILE: RefCell<Tile> = RefCell::new(Tile::new());
     #[cfg(target_arch = "x86_64")]
+    static PANELS: RefCell<Panels> = RefCell::new(Panels::default());
+    #[cfg(target_arch = "x86_64")]
     static SCRATCH: RefCell<crate::gemv::Scratch> = RefCell::new(Default::default());
 }
 
@@ -224,6 +228,24 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
         })
         .collect();
     let wide_act = acts.bits == ActBits::I16;
+    // AVX-512 VNNI: the tile regrouped into panels of 16 rows (`panel.rs`).
+    #[cfg(target_arch = "x86_64")]
+    let prows: Vec<PRow> = if isa == Isa::Avx512 {
+        (0..n)
+            .map(|i| PRow {
+                a: acts.a(i).as_ptr(),
+                b: if wide_act {
+                    acts.b(i).as_ptr()
+                } else {
+                    std::ptr::null()
+                },
+                xc: acts.xc(i).as_ptr(),
+                e16: acts.e16(i).as_ptr(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let task = |t: usize| {
         let r0 = t * tile_rows;
         let tr = tile_rows.min(m - r0);
@@ -237,6 +259,28 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
                 isa,
                 signed,
             );
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 {
+                PANELS.with(|panels| {
+                    let mut panels = panels.borrow_mut();
+                    panels.fill(&tile, tr, kp);
+                    for p in 0..panels.count() {
+                        let first = r0 + p * LANES;
+                        // SAFETY: the CPU has AVX-512 VNNI (`isa`); rows first..first + 16
+                        // (those below m) of every output row belong to this task alone.
+                        unsafe {
+                            panels.products(
+                                p,
+                                wide_act,
+                                &prows,
+                                LANES.min(r0 + tr - first),
+                                &mut |c| out.at(c * m + first),
+                            )
+                        }
+                    }
+                });
+                return;
+            }
             let wrows: Vec<WRow> = (0..tr).map(|r| tile.row(r)).collect();
             // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
             let put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
