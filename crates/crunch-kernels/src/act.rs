@@ -12,9 +12,10 @@
 //! - [`ActBits::I8`] (`Q = 127`): one plane, what llama.cpp does (Q8_0 activations); about
 //!   4e-3 of the chunk maximum per value, so products differ from f32 by a few 1e-3.
 //!
-//! Beside the planes the row keeps, per group of four values (one 32-bit lane of a vector
-//! product), the chunk's scale `xl`, and `dx · Σq` per 16 and per 32 values, which multiply
-//! the weights' offsets (see `formats`). Rows are padded with zeros to a multiple of 64.
+//! Beside the planes the row keeps the chunk's scale `xc`, and `dx · Σq` per 16 and per 32
+//! values, which multiply the weights' offsets (see `formats`). Rows are padded with zeros to
+//! a multiple of 64. (A copy of the scale per 4 values, which the first blocked products
+//! loaded as a vector, is not kept: it was four times the bytes of the 8-bit plane to write.)
 
 use crate::aligned::Aligned;
 
@@ -46,7 +47,6 @@ pub struct Acts {
     pub kp: usize,
     a: Aligned,
     b: Aligned,
-    xl: Aligned,
     xc: Aligned,
     e16: Aligned,
     e32: Aligned,
@@ -61,7 +61,6 @@ impl Acts {
             kp: 0,
             a: Aligned::default(),
             b: Aligned::default(),
-            xl: Aligned::default(),
             xc: Aligned::default(),
             e16: Aligned::default(),
             e32: Aligned::default(),
@@ -78,7 +77,6 @@ impl Acts {
         self.a.reset(n * kp);
         let wide = self.bits == ActBits::I16;
         self.b.reset(if wide { n * kp } else { 0 });
-        self.xl.reset(n * kp); // kp / 4 floats per row
         self.xc.reset(n * kp / 8); // kp / 32 floats per row
         self.e16.reset(n * kp / 4); // kp / 16 floats per row
         self.e32.reset(n * kp / 8); // kp / 32 floats per row
@@ -93,21 +91,13 @@ impl Acts {
             .i8s_mut()
             .chunks_mut(kp)
             .zip(b_rows.drain(..))
-            .zip(self.xl.f32s_mut().chunks_mut(kp / 4))
             .zip(self.xc.f32s_mut().chunks_mut(kp / 32))
             .zip(self.e16.f32s_mut().chunks_mut(kp / 16))
             .zip(self.e32.f32s_mut().chunks_mut(kp / 32))
             .enumerate()
             .collect();
-        let run = |(i, (((((a, b), xl), xc), e16), e32)): (usize, RowBufs)| {
-            let out = RowOut {
-                a,
-                b,
-                xl,
-                xc,
-                e16,
-                e32,
-            };
+        let run = |(i, ((((a, b), xc), e16), e32)): (usize, RowBufs)| {
+            let out = RowOut { a, b, xc, e16, e32 };
             quantize_row(&x[i * k..(i + 1) * k], out, qmax)
         };
         if n > 1 && n * k >= 1 << 15 {
@@ -139,11 +129,6 @@ impl Acts {
         }
     }
 
-    /// Row `i`'s chunk scale per 4 values, `kp / 4` long.
-    pub fn xl(&self, i: usize) -> &[f32] {
-        &self.xl.f32s()[i * self.kp / 4..(i + 1) * self.kp / 4]
-    }
-
     /// Row `i`'s chunk scale per 32 values, `kp / 32` long.
     pub fn xc(&self, i: usize) -> &[f32] {
         &self.xc.f32s()[i * self.kp / 32..(i + 1) * self.kp / 32]
@@ -161,14 +146,14 @@ impl Acts {
 
     /// Row `i` quantized and restored: what the integer kernels effectively multiply by.
     pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
-        let (a, b, xl) = (self.a(i), self.b(i), self.xl(i));
+        let (a, b, xc) = (self.a(i), self.b(i), self.xc(i));
         (0..self.k)
             .map(|j| {
                 let q = match self.bits {
                     ActBits::I16 => 128 * a[j] as i32 + b[j] as i32,
                     ActBits::I8 => a[j] as i32,
                 };
-                q as f32 * xl[j / 4]
+                q as f32 * xc[j / 32]
             })
             .collect()
     }
@@ -176,10 +161,7 @@ impl Acts {
 
 type RowBufs<'a> = (
     (
-        (
-            ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
-            &'a mut [f32],
-        ),
+        ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
         &'a mut [f32],
     ),
     &'a mut [f32],
@@ -189,7 +171,6 @@ type RowBufs<'a> = (
 struct RowOut<'a> {
     a: &'a mut [i8],
     b: Option<&'a mut [i8]>,
-    xl: &'a mut [f32],
     xc: &'a mut [f32],
     e16: &'a mut [f32],
     e32: &'a mut [f32],
@@ -248,7 +229,6 @@ fn quantize_row_generic(x: &[f32], mut out: RowOut, qmax: f32) {
                 }
             }
         }
-        out.xl[8 * c..8 * c + 8].fill(dx);
         let mut lanes = [0i32; 8];
         for (l, q) in q.chunks_exact(4).enumerate() {
             lanes[l] = q[0] + q[1] + q[2] + q[3];
@@ -288,8 +268,8 @@ mod tests {
                 }
                 // Padding stays zero.
                 assert!(acts.a(r)[75..].iter().all(|&v| v == 0));
-                // Lanes past the last (partial) chunk stay zero.
-                assert!(acts.xl(r)[24..].iter().all(|&v| v == 0.0));
+                // Chunks past the last (partial) one stay zero.
+                assert!(acts.xc(r)[3..].iter().all(|&v| v == 0.0));
             }
         }
     }

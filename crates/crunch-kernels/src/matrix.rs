@@ -223,7 +223,7 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
             } else {
                 std::ptr::null()
             },
-            xl: acts.xl(i).as_ptr(),
+            xc: acts.xc(i).as_ptr(),
             e16: acts.e16(i).as_ptr(),
         })
         .collect();
@@ -333,10 +333,9 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     }
 }
 
-/// Every product of `w` rows by `x` rows, passed to `put(x row, w row, value)`, in blocks
-/// of 3 weight rows × 4 activation rows on AVX-512 (12 accumulators of its 32 vector
-/// registers; 4 × 4 spilled and measured a quarter slower), 4 × 2 elsewhere, and smaller
-/// blocks for the remainders.
+/// Every product of `w` rows by `x` rows (AVX2 or scalar), passed to `put(x row, w row,
+/// value)`, in blocks of 4 weight rows × 2 activation rows, and smaller blocks for the
+/// remainders.
 fn products(
     isa: Isa,
     wide_act: bool,
@@ -346,10 +345,7 @@ fn products(
     kp: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    match isa {
-        Isa::Avx512 => products_rc::<3, 4>(isa, wide_act, signed, w, x, kp, &mut put),
-        _ => products_rc::<4, 2>(isa, wide_act, signed, w, x, kp, &mut put),
-    }
+    products_rc::<4, 2>(isa, wide_act, signed, w, x, kp, &mut put)
 }
 
 fn products_rc<const R: usize, const C: usize>(
@@ -424,12 +420,8 @@ fn block<const R: usize, const C: usize>(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match wide_act {
-                true => body::dot_avx512::<R, C, true>(w, x, kp, &mut out),
-                false => body::dot_avx512::<R, C, false>(w, x, kp, &mut out),
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => match (wide_act, signed) {
+            // (AVX-512 takes the panels; this arm only keeps the match whole.)
+            Isa::Avx2 | Isa::Avx512 => match (wide_act, signed) {
                 (true, true) => body::dot_avx2::<R, C, true, true>(w, x, kp, &mut out),
                 (true, false) => body::dot_avx2::<R, C, true, false>(w, x, kp, &mut out),
                 (false, true) => body::dot_avx2::<R, C, false, true>(w, x, kp, &mut out),
