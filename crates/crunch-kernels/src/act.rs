@@ -18,6 +18,8 @@
 //! loaded as a vector, is not kept: it was four times the bytes of the 8-bit plane to write.)
 
 use crate::aligned::Aligned;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
 
 /// Padding unit of every row (one 512-bit vector of bytes).
 pub const PAD: usize = 64;
@@ -179,6 +181,12 @@ struct RowOut<'a> {
 /// Quantizes one row.
 fn quantize_row(x: &[f32], out: RowOut, qmax: f32) {
     #[cfg(target_arch = "x86_64")]
+    if crate::Isa::detect() >= crate::Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512 F/BW (checked by `detect`).
+        unsafe { quantize_row_avx512(x, out, qmax) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::Isa::detect() >= crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA (checked by `detect`).
         unsafe { quantize_row_avx2(x, out, qmax) };
@@ -192,6 +200,72 @@ fn quantize_row(x: &[f32], out: RowOut, qmax: f32) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_row_avx2(x: &[f32], out: RowOut, qmax: f32) {
     quantize_row_generic(x, out, qmax)
+}
+
+/// The same arithmetic as [`quantize_row_generic`] written with AVX-512 (the compiler does not
+/// vectorise the maximum of a chunk, a float reduction): a chunk is two vectors, the last one
+/// loaded with a mask; `vcvtps2dq` rounds to nearest even like `round_ties_even`; the planes
+/// are narrowed with `vpmovdb`. Identical output (the sums are exact integers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn quantize_row_avx512(x: &[f32], mut out: RowOut, qmax: f32) {
+    let k = x.len();
+    let lim = _mm512_set1_epi32(qmax as i32);
+    let nlim = _mm512_set1_epi32(-(qmax as i32));
+    let low7 = _mm512_set1_epi32(127);
+    for c in 0..k.div_ceil(32) {
+        let at = 32 * c;
+        let left = k - at;
+        let m0: __mmask16 = if left >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << left) - 1
+        };
+        let m1: __mmask16 = if left >= 32 {
+            0xFFFF
+        } else if left > 16 {
+            (1u16 << (left - 16)) - 1
+        } else {
+            0
+        };
+        // Masked-off elements are not read (no fault past the row's end); NaNs become 0, as
+        // the generic code's `as i32` makes them (a chunk with an infinity is skipped).
+        let v0 = _mm512_maskz_loadu_ps(m0, x.as_ptr().add(at));
+        let v1 = _mm512_maskz_loadu_ps(m1, x.as_ptr().wrapping_add(at + 16));
+        let v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v0, v0), v0);
+        let v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v1, v1), v1);
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        if amax == 0.0 || !amax.is_finite() {
+            continue;
+        }
+        let dx = amax / qmax;
+        let inv = _mm512_set1_ps(qmax / amax);
+        let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv));
+        let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+        let q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+        let q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+        let a = out.a.as_mut_ptr().add(at);
+        match out.b.as_deref_mut() {
+            Some(b) => {
+                let b = b.as_mut_ptr().add(at);
+                for (h, q) in [q0, q1].into_iter().enumerate() {
+                    let hi = _mm512_cvtepi32_epi8(_mm512_srai_epi32(q, 7));
+                    let lo = _mm512_cvtepi32_epi8(_mm512_and_si512(q, low7));
+                    _mm_storeu_si128(a.add(16 * h).cast(), hi);
+                    _mm_storeu_si128(b.add(16 * h).cast(), lo);
+                }
+            }
+            None => {
+                _mm_storeu_si128(a.cast(), _mm512_cvtepi32_epi8(q0));
+                _mm_storeu_si128(a.add(16).cast(), _mm512_cvtepi32_epi8(q1));
+            }
+        }
+        let (s0, s1) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
+        out.xc[c] = dx;
+        out.e16[2 * c] = dx * s0 as f32;
+        out.e16[2 * c + 1] = dx * s1 as f32;
+        out.e32[c] = dx * (s0 + s1) as f32;
+    }
 }
 
 #[inline(always)]
@@ -270,6 +344,51 @@ mod tests {
                 assert!(acts.a(r)[75..].iter().all(|&v| v == 0));
                 // Chunks past the last (partial) one stay zero.
                 assert!(acts.xc(r)[3..].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+
+    /// Whatever path `quantize` takes on this CPU (AVX-512 here) writes exactly what the
+    /// generic code does: row lengths with partial chunks and halves, a NaN (becomes 0) and
+    /// an infinity (its chunk is zeroed).
+    #[test]
+    fn dispatched_quantization_equals_the_generic_code() {
+        for bits in [ActBits::I8, ActBits::I16] {
+            for k in [1usize, 16, 31, 33, 75, 150, 576] {
+                let mut x: Vec<f32> = (0..k)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / (1.0 + (i % 7) as f32))
+                    .collect();
+                if k > 40 {
+                    x[35] = f32::NAN;
+                }
+                if k > 100 {
+                    x[70] = f32::INFINITY;
+                }
+                let mut acts = Acts::new(bits);
+                acts.quantize(&x, 1, k);
+                let kp = acts.kp;
+                let wide = bits == ActBits::I16;
+                let (mut a, mut b) = (vec![0i8; kp], vec![0i8; kp]);
+                let (mut xc, mut e16, mut e32) = (
+                    vec![0f32; kp / 32],
+                    vec![0f32; kp / 16],
+                    vec![0f32; kp / 32],
+                );
+                let out = RowOut {
+                    a: &mut a,
+                    b: if wide { Some(&mut b) } else { None },
+                    xc: &mut xc,
+                    e16: &mut e16,
+                    e32: &mut e32,
+                };
+                quantize_row_generic(&x, out, bits.qmax());
+                assert_eq!(acts.a(0), &a[..], "{bits:?} k={k}");
+                if wide {
+                    assert_eq!(acts.b(0), &b[..], "{bits:?} k={k}");
+                }
+                assert_eq!(acts.xc(0), &xc[..], "{bits:?} k={k}");
+                assert_eq!(acts.e16(0), &e16[..], "{bits:?} k={k}");
+                assert_eq!(acts.e32(0), &e32[..], "{bits:?} k={k}");
             }
         }
     }
