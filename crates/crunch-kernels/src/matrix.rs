@@ -9,7 +9,7 @@ use crate::act::{ActBits, Acts};
 use crate::body::{self, WRow, XRow};
 use crate::formats::{self, with_block, Block};
 #[cfg(target_arch = "x86_64")]
-use crate::panel::{PRow, Panels, LANES};
+use crate::panel::{Panels, LANES};
 use crate::storage::Bytes;
 use crate::tile::Tile;
 use crate::Isa;
@@ -228,24 +228,6 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
         })
         .collect();
     let wide_act = acts.bits == ActBits::I16;
-    // AVX-512 VNNI: the tile regrouped into panels of 16 rows (`panel.rs`).
-    #[cfg(target_arch = "x86_64")]
-    let prows: Vec<PRow> = if isa == Isa::Avx512 {
-        (0..n)
-            .map(|i| PRow {
-                a: acts.a(i).as_ptr(),
-                b: if wide_act {
-                    acts.b(i).as_ptr()
-                } else {
-                    std::ptr::null()
-                },
-                xc: acts.xc(i).as_ptr(),
-                e16: acts.e16(i).as_ptr(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     let task = |t: usize| {
         let r0 = t * tile_rows;
         let tr = tile_rows.min(m - r0);
@@ -272,7 +254,7 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
                             panels.products(
                                 p,
                                 wide_act,
-                                &prows,
+                                &xrows,
                                 LANES.min(r0 + tr - first),
                                 &mut |c| out.at(c * m + first),
                             )

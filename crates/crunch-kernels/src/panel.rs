@@ -24,24 +24,11 @@
 use std::arch::x86_64::*;
 
 use crate::aligned::Aligned;
+use crate::body::XRow;
 use crate::tile::Tile;
 
 /// Weight rows per panel (the lanes of a 512-bit vector of 32-bit sums).
 pub(crate) const LANES: usize = 16;
-
-/// One quantized activation row as a panel reads it: planes `a` and `b` (`b` unused in I8
-/// mode), the chunk scale per 32 values and `dx·Σq` per 16.
-#[derive(Clone, Copy)]
-pub(crate) struct PRow {
-    pub a: *const i8,
-    pub b: *const i8,
-    pub xc: *const f32,
-    pub e16: *const f32,
-}
-
-// SAFETY: read-only buffers that outlive every task of a product.
-unsafe impl Send for PRow {}
-unsafe impl Sync for PRow {}
 
 /// The panels of one tile.
 #[derive(Default)]
@@ -137,7 +124,7 @@ impl Panels {
         &self,
         p: usize,
         wide: bool,
-        x: &[PRow],
+        x: &[XRow],
         valid: usize,
         out: &mut dyn FnMut(usize) -> *mut f32,
     ) {
@@ -161,7 +148,7 @@ unsafe fn rows_avx512<const WIDE: bool, const G32: bool>(
     d: *const f32,
     m: *const f32,
     kp: usize,
-    x: &[PRow],
+    x: &[XRow],
     valid: usize,
     out: &mut dyn FnMut(usize) -> *mut f32,
 ) {
@@ -207,10 +194,10 @@ unsafe fn block<const C: usize, const WIDE: bool, const G32: bool>(
     d: *const f32,
     m: *const f32,
     kp: usize,
-    x: &[PRow],
+    x: &[XRow],
     res: &mut [__m512; 8],
 ) {
-    let xs: [PRow; C] = std::array::from_fn(|i| x[i]);
+    let xs: [XRow; C] = std::array::from_fn(|i| x[i]);
     let group = if G32 { 32 } else { 16 };
     let mut acc = [_mm512_setzero_ps(); C];
     let mut q = 0;
