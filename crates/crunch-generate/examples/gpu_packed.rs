@@ -395,7 +395,7 @@ fn bench(args: &Args) -> Result<()> {
             let mut best = f64::INFINITY;
             let mut host = 0f64;
             for _ in 0..repeats.max(1) {
-                let (t, h) = gpu.device_seconds(&pass)?;
+                let (t, h) = gpu.device_seconds(pass)?;
                 if t < best {
                     (best, host) = (t, h);
                 }

@@ -105,7 +105,7 @@ impl Repacked {
         let h = |b: u16| half::f16::from_bits(b).to_f32();
         let g = r * (self.cols / self.group) + j / self.group;
         let d = h(self.d[g]);
-        let v = if self.bits == 4 {
+        if self.bits == 4 {
             let b = self.codes[(r * self.cols / 32 + j / 32) * 16 + j % 16];
             let u = if j % 32 < 16 { b & 15 } else { b >> 4 } as f32;
             match &self.m {
@@ -114,8 +114,7 @@ impl Repacked {
             }
         } else {
             d * self.codes[r * self.cols + j] as i8 as f32
-        };
-        v
+        }
     }
 }
 
@@ -239,7 +238,7 @@ impl Cuda {
         let k = self.packed_kernels("quantize")?;
         let xv = x.view("packed linear input")?;
         let len = xv.len();
-        if cols % 32 != 0 || len % cols != 0 {
+        if cols == 0 || !cols.is_multiple_of(32) || !len.is_multiple_of(cols) {
             return Err(Error(format!(
                 "cuda packed linear: input {:?} for rows of {cols}",
                 x.shape
