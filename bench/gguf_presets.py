@@ -29,11 +29,11 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 
-from gguf import GGUFReader
 from quantize_table import markdown
 
 PRESETS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
@@ -57,8 +57,15 @@ def run_json(cmd):
 
 
 def types_of(path):
+    from gguf import GGUFReader  # only here: the harness helpers need no gguf package
+
     r = GGUFReader(path)
     return {t.name: t.tensor_type.name for t in r.tensors}
+
+
+def ppl_extra():
+    """Extra llama-perplexity arguments from $LLAMA_PPL_ARGS (e.g. "-ngl 99" for a CUDA build)."""
+    return shlex.split(os.environ.get("LLAMA_PPL_ARGS", ""))
 
 
 def base_logits(a, text, path):
@@ -66,13 +73,14 @@ def base_logits(a, text, path):
     if not os.path.exists(path):
         chunks = a.max_tokens // a.ctx
         run([f"{a.llamacpp}/llama-perplexity", "-m", a.base, "-f", text, "-c", str(a.ctx),
-             "--chunks", str(chunks), "--kl-divergence-base", path, "-t", str(a.threads)])
+             "--chunks", str(chunks), "--kl-divergence-base", path, "-t", str(a.threads),
+             *ppl_extra()])
     return path
 
 
 def llama_kld(llamacpp, model, base_kld, ctx, threads):
     p, secs = run([f"{llamacpp}/llama-perplexity", "-m", model, "--kl-divergence-base", base_kld,
-                   "--kl-divergence", "-c", str(ctx), "-t", str(threads)])
+                   "--kl-divergence", "-c", str(ctx), "-t", str(threads), *ppl_extra()])
     text = p.stdout + p.stderr
     grab = lambda pat: float(re.search(pat, text).group(1))
     return {"kl": grab(r"Mean\s+KLD:\s+([-\d.]+)"), "ppl": grab(r"Mean PPL\(Q\)\s*:\s*([\d.]+)"),

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,9 @@ def main():
     ap.add_argument("--harness", default="llama", choices=["llama", "crunch", "both"],
                     help="who measures KL: llama-perplexity --kl-divergence (base logits of "
                          "--max-tokens tokens), crunch eval --base (--device), or both")
+    ap.add_argument("--llama-files", default="crunch,llama,rtn",
+                    help="which files llama-perplexity measures with --harness both (crunch = the "
+                         "searched file, llama = llama-quantize's, rtn = the preset-typed seed)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     a.base_kld = os.path.join(a.work, "base.kld")
@@ -88,7 +92,7 @@ def main():
             base_logits(a, text, kld)
 
     def measure(row, prefix, path, name, text, kld):
-        if use_llama:
+        if use_llama and (a.harness == "llama" or prefix in a.llama_files.split(",")):
             # Kept per file and text, so that a rerun (or an earlier run's measurement of the
             # same file on the same base logits) is not measured again.
             done = os.path.join(a.work, f"kl-{os.path.basename(path)}-{name}.json")
@@ -107,9 +111,10 @@ def main():
                     json.dump({k: e[k] for k in ("kl", "ppl", "top1_agreement")}, f)
             with open(done) as f:
                 row[f"{prefix}_{name}_crunch_eval"] = json.load(f)
-            if not use_llama:
+            if f"{prefix}_{name}" not in row:
                 row[f"{prefix}_{name}"] = row[f"{prefix}_{name}_crunch_eval"]
     rows = []
+    searched = {}
     sizes = [s.split("=") for s in a.sizes.split(",")]
     for i, (preset, size) in enumerate(sizes):
         ours = os.path.join(a.work, f"search-{preset}.gguf")
@@ -124,6 +129,11 @@ def main():
             run_json([a.crunch, *th, "quantize", a.base, "--out", rtn, "--mix", preset, *common_q])
         row["rtn_bytes"] = os.path.getsize(rtn)
         rec_path = ours + ".json"
+        if not os.path.exists(ours) and size in searched:
+            # Two presets of one file size (SmolLM2's Q2_K and Q3_K_S): one search, the same file.
+            shutil.copyfile(searched[size], ours)
+            shutil.copyfile(searched[size] + ".json", rec_path)
+        searched.setdefault(size, ours)
         if not os.path.exists(ours):
             extra = []
             if a.plot and i == len(sizes) - 1:
@@ -145,7 +155,13 @@ def main():
             for who, path in (("crunch", ours), ("llama", ref), ("rtn", rtn)):
                 measure(row, who, path, name, text, kld)
             row[f"ratio_{name}"] = row[f"crunch_{name}"]["kl"] / row[f"llama_{name}"]["kl"]
-            row[f"ratio_rtn_{name}"] = row[f"crunch_{name}"]["kl"] / row[f"rtn_{name}"]["kl"]
+            # Against the seed in one harness: crunch eval's when both were run.
+            ce = "_crunch_eval" if use_crunch else ""
+            row[f"ratio_rtn_{name}"] = (row[f"crunch_{name}{ce}"]["kl"]
+                                        / row[f"rtn_{name}{ce}"]["kl"])
+            if use_crunch and use_llama:
+                row[f"ratio_{name}_crunch_eval"] = (row[f"crunch_{name}_crunch_eval"]["kl"]
+                                                    / row[f"llama_{name}_crunch_eval"]["kl"])
         print(json.dumps(row), flush=True)
         rows.append(row)
     if a.target_kl is not None:
