@@ -25,7 +25,7 @@ else
 fi
 echo "check exit $?"
 grep -v '"pass":true' "$out/packed-check.jsonl" | head -40
-"$bin" bench --layers 4 --repeats 20 > "$out/packed-bench.jsonl" 2> "$out/packed-bench.err"
+"$bin" bench --layers 4 --repeats "${REPEATS:-20}" > "$out/packed-bench.jsonl" 2> "$out/packed-bench.err"
 echo "bench exit $?"
 cat "$out/packed-bench.jsonl"
 tail -5 "$out/packed-check.err" "$out/packed-bench.err"
