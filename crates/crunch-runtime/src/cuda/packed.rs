@@ -590,4 +590,71 @@ mod tests {
             }
         }
     }
+
+    /// On a GPU (skipped without one): the kernels against the CPU packed kernel, within 1e-3
+    /// of the output's largest value, f32 and bf16 activations, 1–17 rows, odd shapes; and
+    /// embedding rows bit for bit. `examples/gpu_packed.rs` in crunch-generate runs more.
+    #[test]
+    fn gpu_products_match_the_cpu_kernel() {
+        use crate::{Backend, Precision};
+        // cudarc panics (rather than failing) when it finds no driver library.
+        let gpus = [Precision::F32, Precision::Bf16].map(|p| {
+            std::panic::catch_unwind(|| {
+                Cuda::with_precision(0, p).and_then(|c| c.with_packed_weights())
+            })
+            .map_err(|_| Error("no CUDA driver".into()))
+            .and_then(|r| r)
+        });
+        let [Ok(f32_gpu), Ok(bf16_gpu)] = gpus else {
+            eprintln!("no usable GPU: skipped");
+            return;
+        };
+        for (dtype, share) in [
+            (DType::Q4_0, 4),
+            (DType::Q4_0, 1),
+            (DType::Q4_1, 2),
+            (DType::Q8_0, 1),
+        ] {
+            for (rows, cols) in [(1, 32), (37, 4224), (130, 160)] {
+                let w = matrix(dtype, rows, cols, share, (rows * cols) as u64);
+                for (gpu, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
+                    let wt = gpu.upload_packed(w.clone()).unwrap();
+                    assert!(wt.is_packed());
+                    for n in [1, 3, 9, 17] {
+                        let x: Vec<f32> = (0..n * cols)
+                            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 1001.0)
+                            .map(|v| {
+                                if bf16 {
+                                    half::bf16::from_f32(v).to_f32()
+                                } else {
+                                    v
+                                }
+                            })
+                            .collect();
+                        let mut want = vec![0f32; n * rows];
+                        w.matmul(&x, n, &mut want);
+                        let xt = gpu.upload(x, &[n, cols]).unwrap();
+                        let got = gpu.to_f32(&gpu.linear(&xt, &wt, None).unwrap()).unwrap();
+                        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        for (g, c) in got.iter().zip(&want) {
+                            assert!(
+                                (g - c).abs() <= 1e-3 * scale,
+                                "{dtype:?} {rows}x{cols} n={n} bf16={bf16}: {g} vs {c}"
+                            );
+                        }
+                    }
+                }
+                let wt = f32_gpu.upload_packed(w.clone()).unwrap();
+                let ids: Vec<u32> = (0..rows as u32).rev().collect();
+                let got = f32_gpu
+                    .to_f32(&f32_gpu.embedding(&wt, &ids).unwrap())
+                    .unwrap();
+                let all = w.dequantize();
+                for (b, &i) in ids.iter().enumerate() {
+                    let i = i as usize;
+                    assert_eq!(got[b * cols..(b + 1) * cols], all[i * cols..(i + 1) * cols]);
+                }
+            }
+        }
+    }
 }
