@@ -15,7 +15,7 @@ use crate::recipe_file::{pattern_matches, RecipeFile};
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::stages::{Family, LayerInput, Method};
 use crate::{Error, Result};
-use crunch_compress::{allocate_ranks, DenseLinAlg, LayerSpectrum, RankChoice};
+use crunch_compress::{allocate_ranks, CompressError, DenseLinAlg, LayerSpectrum, RankChoice};
 use crunch_model::layout::{all_linears, LinearRole};
 use crunch_model::{Checkpoint, LinearId};
 use crunch_repr::format::{layer_recipe, Calibration, Recipe};
@@ -184,6 +184,44 @@ pub(crate) fn layer_input<'a, B: Backend>(
     })
 }
 
+/// A stage's failure on layer `name`, as the error that names both.
+fn layer_error(name: &str, method: &Method) -> impl FnOnce(CompressError) -> Error {
+    let (layer, method) = (name.to_string(), method.name());
+    move |source| Error::Layer {
+        layer,
+        method,
+        source,
+    }
+}
+
+/// What a main stage made of a layer, and the new weight when it stays on the device.
+pub(crate) type Ran<T> = (Compressed, Option<Replacement<T>>);
+
+/// One main stage on one layer: on the GPU when the method has a GPU solver (GPTQ,
+/// SparseGPT) and the layer is there, with the new weight still on the device; else on the
+/// host. `None`: the method leaves the layer as it is.
+pub(crate) fn run_main<B: Backend>(
+    job: &LayerJob<B>,
+    name: &str,
+    method: &Method,
+    device: &mut DeviceGptq,
+    la: &dyn DenseLinAlg,
+    rank: Option<RankChoice>,
+) -> Result<Option<Ran<B::Tensor>>> {
+    if let Some(work) = method.stage().on_gpu() {
+        if let Some((c, new)) = device.run(job, method.name(), work)? {
+            return Ok(Some((c, Some(new))));
+        }
+    }
+    let mut input = layer_input(job, name, method, la)?;
+    input.rank = rank;
+    let c = method
+        .stage()
+        .compress(&input)
+        .map_err(layer_error(name, method))?;
+    Ok(c.map(|c| (c, None)))
+}
+
 /// Collects low-rank spectra during a pass that changes nothing.
 struct SpectrumCollector<'a> {
     recipe: &'a RecipeFile,
@@ -325,51 +363,30 @@ impl Driver<'_> {
             return Ok(None);
         };
         let method = &self.recipe.stages[mi].method;
-        let failed = |method: &Method| {
-            let (layer, method) = (name.clone(), method.name());
-            move |source| Error::Layer {
-                layer,
-                method,
-                source,
-            }
-        };
-        // GPTQ and SparseGPT run on the GPU when the layer is there; without a correction the
-        // new weight stays there too.
-        let on_gpu = match method.stage().on_gpu() {
-            Some(work) => self.device.run(job, method.name(), work)?,
-            None => None,
-        };
-        let c = match on_gpu {
-            Some((c, new)) if corr.is_none() => {
-                check_pattern(&name, &c)?;
-                let mut layer = CompressedLayer::new(method.name(), c);
-                layer.expert = job.expert;
-                self.done.insert(name, layer);
-                return Ok(Some(new));
-            }
-            Some((c, _)) => c,
-            None => {
-                let mut input = layer_input(job, &name, method, self.la)?;
-                input.rank = self.ranks.get(&name).copied();
-                match method.stage().compress(&input).map_err(failed(method))? {
-                    Some(c) => c,
-                    None => return Ok(None),
-                }
-            }
+        let rank = self.ranks.get(&name).copied();
+        let Some((c, on_device)) = run_main(job, &name, method, &mut self.device, self.la, rank)?
+        else {
+            return Ok(None);
         };
         check_pattern(&name, &c)?;
         let mut layer = CompressedLayer::new(method.name(), c);
         layer.expert = job.expert;
-        if let Some(ci) = corr {
-            let method = &self.recipe.stages[ci].method;
-            let base = layer.main.dense();
-            let mut input = layer_input(job, &name, method, self.la)?;
-            input.base = Some(&base);
-            if let Some(Compressed::Factored(f)) =
-                method.stage().compress(&input).map_err(failed(method))?
-            {
-                layer.correction = Some(f);
-            }
+        let Some(ci) = corr else {
+            // Without a correction, a GPU result's new weight stays on the device.
+            let new = on_device.unwrap_or_else(|| Replacement::Host(layer.dense()));
+            self.done.insert(name, layer);
+            return Ok(Some(new));
+        };
+        let method = &self.recipe.stages[ci].method;
+        let base = layer.main.dense();
+        let mut input = layer_input(job, &name, method, self.la)?;
+        input.base = Some(&base);
+        if let Some(Compressed::Factored(f)) = method
+            .stage()
+            .compress(&input)
+            .map_err(layer_error(&name, method))?
+        {
+            layer.correction = Some(f);
         }
         let dense = layer.dense();
         self.done.insert(name, layer);

@@ -11,7 +11,7 @@
 //!
 //! The model a search picks is then rebuilt by the one driver from a per-layer recipe.
 
-use crate::compress::{block_layer_names, layer_input, read_weight, weight_shape};
+use crate::compress::{block_layer_names, read_weight, run_main, weight_shape};
 use crate::device_gptq::{linalg, DeviceGptq};
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::stages::Method;
@@ -58,24 +58,9 @@ impl Variants<'_, '_> {
                 None if !(self.wanted)(&name, i) => continue,
                 _ => {}
             }
-            let failed = |source| Error::Layer {
-                layer: name.clone(),
-                method: method.name(),
-                source,
-            };
-            let on_gpu = match method.stage().on_gpu() {
-                Some(work) => self.device.run(job, method.name(), work)?,
-                None => None,
-            };
-            let (c, new) = match on_gpu {
-                Some((c, new)) => (c, Some(new)),
-                None => {
-                    let input = layer_input(job, &name, method, self.la)?;
-                    match method.stage().compress(&input).map_err(failed)? {
-                        Some(c) => (c, None),
-                        None => continue,
-                    }
-                }
+            let Some((c, new)) = run_main(job, &name, method, &mut self.device, self.la, None)?
+            else {
+                continue;
             };
             let layer = CompressedLayer::new(method.name(), c);
             // Independent inputs: the layer keeps its original weight (a GPU result is

@@ -3,20 +3,11 @@
 //! the layer error, and the same inputs give the same result.
 
 use crunch_calib::{check_recipe, compress_model, windows, RecipeFile};
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
+use crunch_model::testing::{reference_ids, tiny_checkpoint};
 use crunch_model::Checkpoint;
 use crunch_repr::{check_nm, Compressed, CompressedLayer};
 use crunch_runtime::Cpu;
 use std::collections::BTreeMap;
-
-/// The first tiny model (Llama), written to a new temporary directory and opened.
-fn tiny() -> (tempfile::TempDir, Checkpoint) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
-    (dir, ckpt)
-}
 
 fn run(
     recipe: &str,
@@ -25,7 +16,7 @@ fn run(
     BTreeMap<String, CompressedLayer>,
     tempfile::TempDir,
 ) {
-    let (dir, ckpt) = tiny();
+    let (dir, ckpt) = tiny_checkpoint();
     let text = reference_ids(ckpt.config.vocab, 2048);
     let wins = windows(&text, 8, 32, 0).unwrap();
     let plan = RecipeFile::parse(recipe).unwrap();
@@ -126,7 +117,7 @@ fn eora_reduces_the_weight_error_and_runs_are_deterministic() {
 
 #[test]
 fn overlapping_main_stages_are_refused() {
-    let (_dir, ckpt) = tiny();
+    let (_dir, ckpt) = tiny_checkpoint();
     let plan = RecipeFile::parse(
         "[[stage]]\nmethod = \"rtn\"\nbits = 4\n[[stage]]\nmethod = \"magnitude\"\nsparsity = \"0.5\"\n",
     )
@@ -149,7 +140,7 @@ fn overlapping_main_stages_are_refused() {
 /// than a layer, or (a note, not an error: crunch's format stores it) not dividing the columns.
 #[test]
 fn group_sizes_are_checked_against_every_layer_before_calibration() {
-    let (_dir, ckpt) = tiny(); // hidden 64, intermediate 160
+    let (_dir, ckpt) = tiny_checkpoint(); // hidden 64, intermediate 160
     let recipe = |g: usize, skip: &str| {
         let text =
             format!("skip = [{skip}]\n[[stage]]\nmethod = \"rtn\"\nbits = 4\ngroup_size = {g}\n");

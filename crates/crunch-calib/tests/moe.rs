@@ -6,7 +6,7 @@
 use crunch_calib::{compress_model, windows, RecipeFile};
 use crunch_model::hooks::{LinearHook, LinearId};
 use crunch_model::layout::{all_linears, expert_linear, LinearRole};
-use crunch_model::testing::{reference_ids, tiny_specs, write_model, write_tiny_model};
+use crunch_model::testing::{reference_ids, tiny_dir, tiny_specs, write_model};
 use crunch_model::{Checkpoint, ModelConfig};
 use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
@@ -188,8 +188,7 @@ fn every_method_runs_on_the_new_architectures() {
     ];
     for arch in ["gemma3", "phi3", "mixtral", "qwen3_moe"] {
         let spec = tiny_specs().into_iter().find(|s| s.name == arch).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(&spec, dir.path(), 0).unwrap();
+        let dir = tiny_dir(&spec);
         let ckpt = Checkpoint::open(dir.path()).unwrap();
         let text = reference_ids(ckpt.config.vocab, 2048);
         let wins = windows(&text, 4, 32, 0).unwrap();

@@ -2,14 +2,13 @@
 //! change with it, start at the BOS token (or a uniform one) and stay in the vocabulary.
 
 use crunch_calib::{default_batch, sample_windows, SelfSpec};
-use crunch_model::testing::{tiny_specs, write_tiny_model};
+use crunch_model::testing::{tiny_dir, tiny_specs};
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::Cpu;
 
 fn tiny(name: &str) -> (tempfile::TempDir, Checkpoint, Model<Cpu>) {
     let spec = tiny_specs().into_iter().find(|s| s.name == name).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let dir = tiny_dir(&spec);
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     let model = ckpt.load(Cpu, |_| {}).unwrap();
     (dir, ckpt, model)

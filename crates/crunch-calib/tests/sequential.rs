@@ -2,7 +2,7 @@
 //! own output, and the result is deterministic.
 
 use crunch_calib::{compress_model, RecipeFile};
-use crunch_model::testing::{tiny_specs, write_tiny_model, SplitMix64};
+use crunch_model::testing::{tiny_dir, tiny_specs, SplitMix64};
 use crunch_model::Checkpoint;
 use crunch_repr::CompressedLayer;
 use crunch_runtime::{Backend, Cpu};
@@ -55,8 +55,7 @@ fn output_error(
 #[test]
 fn gptq_beats_rtn_and_is_deterministic() {
     for spec in tiny_specs() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(&spec, dir.path(), 0).unwrap();
+        let dir = tiny_dir(&spec);
         let ckpt = Checkpoint::open(dir.path()).unwrap();
         let vocab = ckpt.config.vocab;
         let calib = random_windows(16, 32, vocab, 1);

@@ -30,25 +30,39 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The GGUF flags that `crunch quantize --format gguf` and the budget search
+/// (`crunch compress --target-… --format gguf`) both take.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MixArgs {
+    /// --format gguf: llama-quantize's preset choosing each tensor's type: Q2_K, Q3_K_S,
+    /// Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// IQ4_NL, IQ4_XS, F16, BF16, F32 [default: Q4_K_M]. With a search target, the preset gives
+    /// the types of the tensors the search does not choose (token embedding, output, norms)
+    /// [default: the preset whose file size is nearest --target-size; Q4_K_M for the other
+    /// targets]; the block linear layers get GGUF types by the search (k-quants Q2_K … Q6_K,
+    /// IQ4_XS and Q8_0 where rows are whole 256-value super-blocks, else IQ4_NL, Q4_1, Q5_0,
+    /// Q5_1, Q8_0).
+    #[arg(long, value_name = "PRESET", value_parser = preset_flag)]
+    pub mix: Option<String>,
+    /// --format gguf: weight rounding errors by llama.cpp's importance matrix from this file
+    /// (`llama-imatrix -o FILE`, or crunch's `--save-imatrix`) instead of collecting E[x²] from
+    /// --calib (a search still draws its windows from --calib). The recipe names the file.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+}
+
 /// The flags of `crunch quantize --format gguf`.
 #[derive(Args, Default)]
 pub struct GgufArgs {
-    /// --format gguf: llama-quantize's preset choosing each tensor's type: Q2_K, Q3_K_S,
-    /// Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-    /// IQ4_NL, IQ4_XS, F16, BF16, F32 [default: Q4_K_M].
-    #[arg(long, value_name = "PRESET")]
-    pub mix: Option<String>,
+    #[command(flatten)]
+    pub types: MixArgs,
     /// --format gguf: give tensors whose llama.cpp name matches PATTERN this type, e.g.
     /// `ffn_down=Q6_K` or `blk.0.*=Q8_0` (repeatable; the first match wins; `*` wildcards,
     /// else a substring).
     #[arg(long, value_name = "PATTERN=TYPE")]
     pub tensor_type: Vec<String>,
-    /// --format gguf: weight rounding errors by llama.cpp's importance matrix from this file
-    /// (`llama-imatrix -o FILE`) instead of collecting E[x²] from --calib.
-    #[arg(long, value_name = "FILE", conflicts_with = "no_importance")]
-    pub imatrix: Option<PathBuf>,
     /// --format gguf: plain squared-error rounding even when --calib is given.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "imatrix")]
     pub no_importance: bool,
     /// --format gguf: also save the importance collected from --calib in llama.cpp's imatrix
     /// format (readable by --imatrix and by llama-quantize --imatrix); with --plan, collect
@@ -65,15 +79,34 @@ impl GgufArgs {
     /// The first GGUF-only flag given, if any.
     pub fn given(&self) -> Option<&'static str> {
         [
-            (self.mix.is_some(), "--mix"),
+            (self.types.mix.is_some(), "--mix"),
             (!self.tensor_type.is_empty(), "--tensor-type"),
-            (self.imatrix.is_some(), "--imatrix"),
+            (self.types.imatrix.is_some(), "--imatrix"),
             (self.no_importance, "--no-importance"),
             (self.save_imatrix.is_some(), "--save-imatrix"),
             (self.plan, "--plan"),
         ]
         .into_iter()
         .find_map(|(set, flag)| set.then_some(flag))
+    }
+}
+
+/// The llama-quantize preset called `name` (a flag's or a recipe's `mix`).
+pub fn preset(name: &str) -> Result<Preset> {
+    Preset::parse(name).ok_or_else(|| anyhow!("--mix `{name}`: {}", not_a_preset()))
+}
+
+fn not_a_preset() -> String {
+    let names: Vec<&str> = Preset::all().map(Preset::name).collect();
+    format!("not a preset (one of {})", names.join(", "))
+}
+
+/// `--mix`: a name that is no preset is refused before anything is read; a preset is kept as
+/// spelled (the recipe records it so).
+fn preset_flag(name: &str) -> Result<String, String> {
+    match Preset::parse(name) {
+        Some(_) => Ok(name.to_string()),
+        None => Err(not_a_preset()),
     }
 }
 
@@ -100,10 +133,14 @@ pub fn quantize(
     let file = RecipeFile {
         format: Some("gguf".into()),
         gguf: Some(GgufSpec {
-            mix: flags.mix.clone().unwrap_or_else(|| "Q4_K_M".into()),
+            mix: flags.types.mix.clone().unwrap_or_else(|| "Q4_K_M".into()),
             tensor_types: flags.tensor_type.clone(),
             importance: !flags.no_importance,
-            imatrix: flags.imatrix.as_ref().map(|p| p.display().to_string()),
+            imatrix: flags
+                .types
+                .imatrix
+                .as_ref()
+                .map(|p| p.display().to_string()),
             method: gptq.then(|| "gptq".to_string()),
             damp,
         }),
@@ -156,11 +193,7 @@ pub fn run_with(
     if !file.skip.is_empty() || !c.skip.is_empty() {
         bail!("--skip / skip does not apply to a GGUF export: use --tensor-type PATTERN=F16");
     }
-    let name = spec.mix.as_str();
-    let preset = Preset::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Preset::all().map(Preset::name).collect();
-        anyhow!("--mix `{name}`: not a preset (one of {})", names.join(", "))
-    })?;
+    let preset = preset(&spec.mix)?;
     let overrides = spec
         .tensor_types
         .iter()

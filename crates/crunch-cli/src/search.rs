@@ -37,18 +37,8 @@ pub struct SearchArgs {
     /// (bisection over the budget between the uniform levels that bracket it).
     #[arg(long, value_name = "KL")]
     pub target_kl: Option<f64>,
-    /// --format gguf: the llama-quantize preset whose types the tensors the search does not
-    /// choose get (token embedding, output, norms) [default: the preset whose file size is
-    /// nearest --target-size; Q4_K_M for the other targets]. The block linear layers get GGUF
-    /// types by the search (k-quants Q2_K … Q6_K, IQ4_XS and Q8_0 where rows are whole
-    /// 256-value super-blocks, else IQ4_NL, Q4_1, Q5_0, Q5_1, Q8_0).
-    #[arg(long, value_name = "PRESET")]
-    pub mix: Option<String>,
-    /// --format gguf: weight the encodings' rounding errors by this importance file
-    /// (`llama-imatrix -o FILE`, or crunch's `--save-imatrix`) instead of collecting E[x²] on
-    /// --calib; --calib still gives the search's windows. The recipe names the file.
-    #[arg(long, value_name = "FILE")]
-    pub imatrix: Option<PathBuf>,
+    #[command(flatten)]
+    pub gguf: crate::gguf_out::MixArgs,
     /// Reference files drawn on the --plot figure, at their bits per weight (linear layers)
     /// and their KL on the same calibration windows (e.g. llama.cpp's GGUFs).
     #[arg(long, value_name = "FILE", num_args = 1..)]
@@ -215,7 +205,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     if c.format == Some(crunch_export::Format::Gguf) {
         return crate::search_gguf::run(c, s);
     }
-    if s.imatrix.is_some() {
+    if s.gguf.imatrix.is_some() {
         bail!("--imatrix applies to --format gguf only");
     }
     let levels: Vec<Level> = s

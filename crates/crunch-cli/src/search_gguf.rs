@@ -82,13 +82,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         )?;
     }
     let ckpt = Checkpoint::open(&c.model)?;
-    let given_mix = match &s.mix {
-        Some(name) => Some(Preset::parse(name).ok_or_else(|| {
-            let names: Vec<&str> = Preset::all().map(Preset::name).collect();
-            anyhow!("--mix `{name}`: not a preset (one of {})", names.join(", "))
-        })?),
-        None => None,
-    };
+    let given_mix = s.gguf.mix.as_deref().map(gguf_out::preset).transpose()?;
     // The preset of the untouched tensors, and the file's bytes outside the searched layers.
     let plan_of = |p: Preset| gguf::plan(&ckpt, &mix_of(p), &[]);
     let preset = match (given_mix, s.target_size) {
@@ -113,7 +107,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         format: Some("gguf".into()),
         ..RecipeFile::default()
     };
-    let (windows, importance, importance_desc) = match &s.imatrix {
+    let (windows, importance, importance_desc) = match &s.gguf.imatrix {
         Some(path) => {
             let who = "a budget search";
             let (windows, _) = crate::compress::load_calibration(c, &mut file, &ckpt, who)?;
@@ -258,7 +252,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         mix: preset.name().to_string(),
         tensor_types: overrides,
         importance: true,
-        imatrix: s.imatrix.as_ref().map(|p| p.display().to_string()),
+        imatrix: s.gguf.imatrix.as_ref().map(|p| p.display().to_string()),
         ..GgufSpec::default()
     });
     let mut extra = record(s, &outcome, windows.len(), search_seconds);

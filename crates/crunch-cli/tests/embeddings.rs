@@ -6,7 +6,7 @@ use crunch_formats::safetensors::SafetensorsFile;
 use crunch_formats::{DType, TensorSource};
 
 mod common;
-use common::{crunch, tiny_llama};
+use common::{crunch, rebuild, tiny_llama};
 
 #[test]
 fn embeddings_are_stored_as_asked_and_recorded_in_the_recipe() {
@@ -46,9 +46,7 @@ fn embeddings_are_stored_as_asked_and_recorded_in_the_recipe() {
         // The recipe alone makes the same bytes.
         let again = tmp.path().join(format!("{flag}-again"));
         let r = out.join("recipe.toml");
-        let args = ["compress", m, "--recipe", r.to_str().unwrap(), "--out"];
-        let (ok, _, err) = crunch(&[&args[..], &[again.to_str().unwrap()]].concat());
-        assert!(ok, "{flag}: {err}");
+        rebuild(m, &r, &again);
         for f in ["model.safetensors", "recipe.toml", "crunch.json"] {
             assert!(
                 std::fs::read(out.join(f)).unwrap() == std::fs::read(again.join(f)).unwrap(),

@@ -2,7 +2,7 @@
 //! size and types, and its recipe.
 
 mod common;
-use common::{crunch, tiny_llama};
+use common::{crunch, eval_ppl, rebuild, tiny_llama};
 use std::path::Path;
 
 #[test]
@@ -57,21 +57,7 @@ fn quantize_to_gguf_with_importance_end_to_end() {
     assert_eq!(report["types"]["Q4_0"]["tensors"], 2);
 
     // The file loads in crunch and runs.
-    let (ok, ev, err) = crunch(&[
-        "eval",
-        out.to_str().unwrap(),
-        "--data",
-        text.to_str().unwrap(),
-        "--ctx",
-        "32",
-        "--max-tokens",
-        "64",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let ppl = serde_json::from_str::<serde_json::Value>(&ev).unwrap()["ppl"]
-        .as_f64()
-        .unwrap();
+    let ppl = eval_ppl(&out, &text);
     assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
 
     // Same inputs, same bytes; an existing output is refused.
@@ -87,15 +73,7 @@ fn quantize_to_gguf_with_importance_end_to_end() {
         "{text}"
     );
     let out3 = d.path().join("m3.gguf");
-    let (ok, _, err) = crunch(&[
-        "compress",
-        p.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--out",
-        out3.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    rebuild(&p, &recipe, &out3);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out3).unwrap());
     assert_eq!(
         text,
@@ -188,15 +166,7 @@ fn quantize_to_gguf_with_importance_end_to_end() {
     let recipe = std::fs::read_to_string(d.path().join("g.recipe.toml")).unwrap();
     assert!(recipe.contains("method = \"gptq\""), "{recipe}");
     let again = d.path().join("g2.gguf");
-    let (ok, _, err) = crunch(&[
-        "compress",
-        p.to_str().unwrap(),
-        "--recipe",
-        d.path().join("g.recipe.toml").to_str().unwrap(),
-        "--out",
-        again.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    rebuild(&p, d.path().join("g.recipe.toml"), &again);
     assert_eq!(
         std::fs::read(&gptq_out).unwrap(),
         std::fs::read(&again).unwrap()

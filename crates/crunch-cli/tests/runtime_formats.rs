@@ -5,16 +5,14 @@
 //! rewrite covers.
 
 use crunch_formats::DType;
-use crunch_model::testing::{reference_ids, relative_error, tiny_specs, write_tiny_model};
+use crunch_model::testing::{reference_ids, relative_error, tiny_dir, tiny_specs};
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::{Backend, Cpu, Host};
 use std::process::Command;
 
 #[test]
 fn crunch_format_runs_packed_and_matches_the_dequantized_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let dir = tiny_dir(&tiny_specs()[0]);
     for (bits, sym, want) in [
         ("4", true, DType::Q4_0),
         ("4", false, DType::Q4_1),

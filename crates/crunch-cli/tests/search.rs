@@ -4,7 +4,7 @@ use crunch_model::testing::{tiny_specs, write_tiny_model};
 use std::path::Path;
 
 mod common;
-use common::crunch;
+use common::{crunch, eval_ppl, rebuild};
 
 /// A short search (4 generations of 4 offspring), its variants and states in `cache`, JSON out.
 fn quick(cache: &str) -> [&str; 9] {
@@ -90,15 +90,7 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
     // Every layer is named in the recipe, once.
     let recipe = std::fs::read_to_string(d.path().join("a/recipe.toml")).unwrap();
     for layer in 0..2 {
-        for name in [
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ] {
+        for name in crunch_model::model::BLOCK_LINEARS {
             let full = format!("\"model.layers.{layer}.{name}\"");
             assert_eq!(recipe.matches(&full).count(), 1, "{full} in {recipe}");
         }
@@ -106,8 +98,7 @@ fn a_searched_model_is_rebuilt_from_its_recipe() {
     // The recipe rebuilds it byte for byte, without searching.
     let b = path("b");
     let recipe_path = path("a/recipe.toml");
-    let (ok, _, err) = crunch(&["compress", model, "--recipe", &recipe_path, "--out", &b]);
-    assert!(ok, "{err}");
+    rebuild(model, &recipe_path, &b);
     assert_eq!(dir_bytes(Path::new(&a)), dir_bytes(Path::new(&b)));
     // Again with the same flags: every variant from the cache, the finished search's state
     // resumed, the same output.
@@ -183,6 +174,13 @@ fn a_searched_gguf_has_the_requested_size() {
         a.extend_from_slice(&quick(&cache));
         crunch(&a)
     };
+    // A search for `size` bytes with `mix` that must succeed: its JSON, and the file's size.
+    let sized = |out: &str, size: u64, mix: &str| {
+        let (ok, json, err) = search(out, &["--target-size", &size.to_string(), "--mix", mix]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (v, std::fs::metadata(out).unwrap().len())
+    };
     // The sizes of the Q4_0 and Q8_0 presets bracket the target.
     let plan = |mix: &str| {
         let (ok, out, err) = crunch(&[
@@ -204,11 +202,7 @@ fn a_searched_gguf_has_the_requested_size() {
         "{err}"
     );
     let a = path("a.gguf");
-    let t = target.to_string();
-    let (ok, out, err) = search(&a, &["--target-size", &t, "--mix", "Q8_0"]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let size = std::fs::metadata(&a).unwrap().len();
+    let (v, size) = sized(&a, target, "Q8_0");
     assert_eq!(v["size_on_disk"].as_u64(), Some(size));
     assert!(size <= target, "{size} > {target}");
     assert!(size as f64 >= 0.97 * target as f64, "{size} ≪ {target}");
@@ -238,39 +232,21 @@ fn a_searched_gguf_has_the_requested_size() {
         );
     }
     // crunch reads the file back and runs it.
-    let window = ["--ctx", "32", "--max-tokens", "64"];
-    let (ok, ev, err) = crunch(&[&["eval", &a, "--data", &text, "--json"][..], &window].concat());
-    assert!(ok, "{err}");
-    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
-    assert!(ev["ppl"].as_f64().unwrap().is_finite(), "{ev}");
+    assert!(eval_ppl(&a, &text).is_finite());
     // The recipe beside it rebuilds the same bytes without searching.
     let b = path("b.gguf");
-    let (ok, _, err) = crunch(&[
-        "compress",
-        model,
-        "--recipe",
-        &path("a.recipe.toml"),
-        "--out",
-        &b,
-    ]);
-    assert!(ok, "{err}");
+    rebuild(model, path("a.recipe.toml"), &b);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     // Again: every variant from the cache, the same file.
     let c = path("c.gguf");
-    let (ok, out, err) = search(&c, &["--target-size", &t, "--mix", "Q8_0"]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (v, _) = sized(&c, target, "Q8_0");
     assert_eq!(v["search"]["variants_made"], 0);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
     // At exactly a preset's file size, the preset's own types fit: the searched file is no
     // larger, and no worse than that seed on the held windows.
     let q4 = plan("Q4_K_M");
     let f = path("f.gguf");
-    let t4 = q4.to_string();
-    let (ok, out, err) = search(&f, &["--target-size", &t4, "--mix", "Q4_K_M"]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let size = std::fs::metadata(&f).unwrap().len();
+    let (v, size) = sized(&f, q4, "Q4_K_M");
     assert!(size <= q4, "{size} > {q4}");
     let s = &v["search"];
     let preset_seed = s["seeds"]

@@ -7,15 +7,14 @@
 //! keeps the f32 one, so KL measures what the cache costs.
 
 use crunch_eval::{evaluate, EvalOptions};
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model, TinySpec};
+use crunch_model::testing::{reference_ids, tiny_dir, tiny_specs, TinySpec};
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::{Backend, Cpu, KvMode};
 
 /// Each tiny architecture written, opened and loaded, with 200 tokens of its vocabulary.
 fn each_architecture(mut f: impl FnMut(&TinySpec, &Checkpoint, Model<Cpu>, Vec<u32>)) {
     for spec in tiny_specs() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(&spec, dir.path(), 0).unwrap();
+        let dir = tiny_dir(&spec);
         let ckpt = Checkpoint::open(dir.path()).unwrap();
         let model = ckpt.load(Cpu, |_| {}).unwrap();
         let tokens = reference_ids(ckpt.config.vocab, 200);

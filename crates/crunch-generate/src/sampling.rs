@@ -5,6 +5,7 @@
 //! Arithmetic is f64 and ties are broken by token id, so results do not depend on the
 //! platform's sort or summation order.
 
+use crunch_rng::SplitMix64 as Rng;
 use crunch_runtime::kernels::exp_nonpositive;
 use serde::{Deserialize, Serialize};
 
@@ -70,25 +71,6 @@ impl SamplingParams {
             ));
         }
         Ok(())
-    }
-}
-
-/// SplitMix64: small, fast, identical everywhere.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -262,43 +244,32 @@ mod tests {
 
     #[test]
     fn filters_restrict_the_draws() {
-        let draw = |params: SamplingParams| -> Vec<u32> {
-            let mut s = Sampler::new(params);
-            (0..400).map(|_| s.sample(&logits(), &[])).collect()
-        };
         let base = SamplingParams {
             temperature: 1.0,
             seed: 9,
             ..Default::default()
         };
-        let all = draw(base.clone());
+        // 400 draws with `base` changed by `edit`.
+        let draw = |edit: fn(&mut SamplingParams)| -> Vec<u32> {
+            let mut params = base.clone();
+            edit(&mut params);
+            let mut s = Sampler::new(params);
+            (0..400).map(|_| s.sample(&logits(), &[])).collect()
+        };
+        let all = draw(|_| {});
         assert!(
             all.contains(&5) && all.contains(&0),
             "plain sampling reaches every token"
         );
-        let k2 = draw(SamplingParams {
-            top_k: 2,
-            ..base.clone()
-        });
-        assert!(k2.iter().all(|&t| t == 1 || t == 3));
+        let maxima = |d: &[u32]| d.iter().all(|&t| t == 1 || t == 3);
+        assert!(maxima(&draw(|p| p.top_k = 2)));
         // p(1) = p(3) ≈ 0.39 each: top-p 0.5 needs both.
-        let p = draw(SamplingParams {
-            top_p: 0.5,
-            ..base.clone()
-        });
-        assert!(p.iter().all(|&t| t == 1 || t == 3) && p.contains(&1) && p.contains(&3));
+        let p = draw(|p| p.top_p = 0.5);
+        assert!(maxima(&p) && p.contains(&1) && p.contains(&3));
         // min-p 0.5: e^(2-3) ≈ 0.37 < 0.5 drops token 2.
-        let m = draw(SamplingParams {
-            min_p: 0.5,
-            ..base.clone()
-        });
-        assert!(m.iter().all(|&t| t == 1 || t == 3));
+        assert!(maxima(&draw(|p| p.min_p = 0.5)));
         // Low temperature concentrates on the maxima.
-        let cold = draw(SamplingParams {
-            temperature: 0.05,
-            ..base.clone()
-        });
-        assert!(cold.iter().all(|&t| t == 1 || t == 3));
+        assert!(maxima(&draw(|p| p.temperature = 0.05)));
     }
 
     #[test]
@@ -319,31 +290,16 @@ mod tests {
 
     #[test]
     fn out_of_range_parameters_are_named() {
-        let bad = |p: SamplingParams| p.validate().unwrap_err();
-        assert!(bad(SamplingParams {
-            temperature: -1.0,
-            ..Default::default()
-        })
-        .contains("temperature"));
-        assert!(bad(SamplingParams {
-            top_p: 0.0,
-            ..Default::default()
-        })
-        .contains("top_p"));
-        assert!(bad(SamplingParams {
-            min_p: 2.0,
-            ..Default::default()
-        })
-        .contains("min_p"));
-        assert!(bad(SamplingParams {
-            repetition_penalty: 0.0,
-            ..Default::default()
-        })
-        .contains("repetition"));
-        assert!(bad(SamplingParams {
-            temperature: f32::NAN,
-            ..Default::default()
-        })
-        .contains("finite"));
+        // The error for the default parameters changed by `edit`.
+        let bad = |edit: fn(&mut SamplingParams)| {
+            let mut p = SamplingParams::default();
+            edit(&mut p);
+            p.validate().unwrap_err()
+        };
+        assert!(bad(|p| p.temperature = -1.0).contains("temperature"));
+        assert!(bad(|p| p.top_p = 0.0).contains("top_p"));
+        assert!(bad(|p| p.min_p = 2.0).contains("min_p"));
+        assert!(bad(|p| p.repetition_penalty = 0.0).contains("repetition"));
+        assert!(bad(|p| p.temperature = f32::NAN).contains("finite"));
     }
 }

@@ -154,8 +154,8 @@ pub fn gguf_arch(name: &str) -> &'static str {
     }
 }
 
-/// SplitMix64: tiny, fast, and identical everywhere.
-pub struct SplitMix64(pub u64);
+/// The one seeded stream (kept here too, where the tests and the calibration took it from).
+pub use crunch_rng::SplitMix64;
 
 /// max |got − want| / max |want|: the relative error every logits comparison states.
 pub fn relative_error(got: &[f32], want: &[f32]) -> f32 {
@@ -166,21 +166,6 @@ pub fn relative_error(got: &[f32], want: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     diff / want.iter().map(|b| b.abs()).fold(0f32, f32::max)
-}
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1), exactly representable (24 random bits).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -204,6 +189,20 @@ pub fn tensor_values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
         (0.0, 1.7 / (shape[1] as f32).sqrt())
     };
     (0..n).map(|_| offset + scale * rng.uniform()).collect()
+}
+
+/// A tiny model of `spec` (seed 0), written to a new temporary directory.
+pub fn tiny_dir(spec: &TinySpec) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    write_tiny_model(spec, dir.path(), 0).expect("writing a tiny model");
+    dir
+}
+
+/// The first tiny model (Llama), written to a new temporary directory and opened.
+pub fn tiny_checkpoint() -> (tempfile::TempDir, crate::Checkpoint) {
+    let dir = tiny_dir(&tiny_specs()[0]);
+    let ckpt = crate::Checkpoint::open(dir.path()).expect("opening the tiny model");
+    (dir, ckpt)
 }
 
 /// Writes `config.json` and `model.safetensors` of a tiny model into `dir`; returns the

@@ -53,6 +53,25 @@ fn open_err(path: &Path) -> String {
     e
 }
 
+/// Opens `path` (which must succeed) and loads it on the CPU, which must fail: the error.
+fn load_err(path: &Path) -> String {
+    match Checkpoint::open(path)
+        .unwrap()
+        .load(crunch_runtime::Cpu, |_| {})
+    {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `parts` written as `nan.gguf`, opened and loaded on the CPU, which must fail: the error.
+fn gguf_load_err(parts: &GgufParts) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("nan.gguf");
+    std::fs::write(&p, parts.to_bytes()).unwrap();
+    load_err(&p)
+}
+
 fn has(e: &str, needles: &[&str]) {
     for n in needles {
         assert!(e.contains(n), "error lacks `{n}`: {e}");
@@ -130,12 +149,7 @@ fn nan_weights_and_norms_are_refused_naming_the_tensor() {
             }
         });
         let d = write_hf(&llama().config, &t);
-        let ckpt = Checkpoint::open(d.path()).unwrap();
-        let e = ckpt
-            .load(crunch_runtime::Cpu, |_| {})
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load_err(d.path());
         has(&e, &[bad, "non-finite", d.path().to_str().unwrap()]);
     }
 }
@@ -225,15 +239,7 @@ fn a_nan_in_a_quantized_gguf_block_is_refused_on_read() {
     let mut parts = tiny_gguf(&llama(), "llama");
     let t = parts.tensor_mut("blk.0.attn_norm.weight");
     t.3[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("nan.gguf");
-    std::fs::write(&p, parts.to_bytes()).unwrap();
-    let ckpt = Checkpoint::open(&p).unwrap();
-    let e = ckpt
-        .load(crunch_runtime::Cpu, |_| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = gguf_load_err(&parts);
     has(
         &e,
         &["nan.gguf", "blk.0.attn_norm.weight", "NaN", "index 2"],
@@ -327,15 +333,7 @@ fn moe_fused_and_longrope_files_that_lie_are_refused() {
     let t = parts.tensor_mut("blk.2.ffn_down_exps.weight");
     let per_expert = 64 * 48 * 4;
     t.3[5 * per_expert + 8..5 * per_expert + 12].copy_from_slice(&f32::NAN.to_le_bytes());
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("nan.gguf");
-    std::fs::write(&p, parts.to_bytes()).unwrap();
-    let e = Checkpoint::open(&p)
-        .unwrap()
-        .load(crunch_runtime::Cpu, |_| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = gguf_load_err(&parts);
     has(
         &e,
         &[

@@ -13,7 +13,7 @@ use crunch_formats::gguf::{serialize, GgufValue};
 use crunch_formats::DType;
 use crunch_model::testing::{
     fixture_ids, reference_fixture, reference_ids, relative_error, tensor_shapes, tensor_values,
-    tiny_specs, write_tiny_model, SplitMix64,
+    tiny_dir, tiny_specs, SplitMix64,
 };
 use crunch_model::{Checkpoint, Model, ModelConfig};
 use crunch_runtime::{Backend, Cpu, Host};
@@ -23,8 +23,7 @@ use std::path::Path;
 #[test]
 fn host_matches_transformers_and_its_own_cache() {
     for spec in tiny_specs() {
-        let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(&spec, dir.path(), 0).unwrap();
+        let dir = tiny_dir(&spec);
         let model = Checkpoint::open(dir.path())
             .unwrap()
             .load(Host, |_| {})

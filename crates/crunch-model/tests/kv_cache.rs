@@ -5,9 +5,7 @@
 //!
 //! Tolerance: max |cached - full| / max |full| < 1e-5 over all logits.
 
-use crunch_model::testing::{
-    reference_ids, relative_error, tiny_specs, write_tiny_model, SplitMix64,
-};
+use crunch_model::testing::{reference_ids, relative_error, tiny_dir, tiny_specs, SplitMix64};
 use crunch_model::{Checkpoint, KvCache, Model};
 use crunch_runtime::{Backend, Cpu, KvMode};
 
@@ -18,8 +16,7 @@ fn models() -> Vec<(&'static str, tempfile::TempDir, Model<Cpu>)> {
     tiny_specs()
         .into_iter()
         .map(|spec| {
-            let dir = tempfile::tempdir().unwrap();
-            write_tiny_model(&spec, dir.path(), 0).unwrap();
+            let dir = tiny_dir(&spec);
             let model = Checkpoint::open(dir.path())
                 .unwrap()
                 .load(Cpu, |_| {})

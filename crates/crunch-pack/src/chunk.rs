@@ -156,13 +156,10 @@ mod tests {
     #[test]
     fn bf16_chunk_round_trips_and_shrinks() {
         // Gaussian-ish BF16 weights from a deterministic generator.
-        let mut s = 42u64;
+        let mut rng = crunch_rng::SplitMix64(42);
         let raw: Vec<u8> = (0..100_000)
             .flat_map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = ((s >> 11) as f64 / (1u64 << 53) as f64).max(1e-12);
+                let u = rng.unit().max(1e-12);
                 let v = (-2.0 * u.ln()).sqrt() as f32 * 0.02;
                 ((v.to_bits() >> 16) as u16).to_le_bytes()
             })

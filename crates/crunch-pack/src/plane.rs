@@ -262,18 +262,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// SplitMix64: well-mixed pseudo-random bytes (no structure for zstd to find).
+    /// Well-mixed pseudo-random bytes (no structure for zstd to find).
     fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_add(0x9E3779B97F4A7C15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-                (z ^ (z >> 31)) as u8
-            })
-            .collect()
+        let mut r = crunch_rng::SplitMix64(seed);
+        (0..n).map(|_| r.next_u64() as u8).collect()
     }
 
     fn round_trip(data: &[u8], opts: &PlaneOptions) -> PlaneStats {

@@ -331,14 +331,9 @@ mod tests {
     #[test]
     fn skewed_data_compresses_near_entropy() {
         // Deterministic pseudo-random geometric symbols.
-        let mut state = 0x1234_5678u64;
+        let mut rng = crunch_rng::SplitMix64(0x1234_5678);
         let data: Vec<u8> = (0..200_000)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as u32).trailing_zeros().min(30) as u8 + 100
-            })
+            .map(|_| ((rng.next_u64() >> 32) as u32).trailing_zeros().min(30) as u8 + 100)
             .collect();
         let enc = round_trip(&data);
         let bound = crate::freq::entropy_bits(&histogram(&data)) / 8.0;

@@ -21,7 +21,7 @@ fn many_small_tensors(seed: u64) -> Vec<u8> {
                 0 => 0,
                 1 => 1,
                 2 => 3000,
-                _ => (rng.next() % 700) as usize,
+                _ => (rng.next_u64() % 700) as usize,
             };
             (
                 format!("t{i}"),

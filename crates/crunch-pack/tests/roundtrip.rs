@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{gguf, q4_1_blocks, q8_0_blocks, safetensors, tensor_bytes, Rng, DTYPES};
+use common::{
+    gguf, q4_1_blocks, q8_0_blocks, safetensors, tensor, tensor_bytes, Rng, Values, DTYPES,
+};
 use crunch_pack::{pack_bytes, pack_path, unpack_bytes, unpack_path, PackOptions, UnpackOptions};
 use proptest::prelude::*;
 use std::path::Path;
@@ -136,30 +138,10 @@ fn gguf_block_tensors_are_split_and_round_trip() {
 fn synthetic_quantised_safetensors_use_integer_and_scale_paths() {
     let mut rng = Rng(3);
     let t = vec![
-        (
-            "q.qweight".to_string(),
-            "I32",
-            vec![64, 16],
-            tensor_bytes(&mut rng, "I32", 1024),
-        ),
-        (
-            "q.scales".to_string(),
-            "F16",
-            vec![64, 1],
-            tensor_bytes(&mut rng, "F16", 64),
-        ),
-        (
-            "e.qweight".to_string(),
-            "U8",
-            vec![32, 64],
-            tensor_bytes(&mut rng, "U8", 2048),
-        ),
-        (
-            "e.scales".to_string(),
-            "BF16",
-            vec![32, 1],
-            tensor_bytes(&mut rng, "BF16", 32),
-        ),
+        tensor(&mut rng, "q.qweight", "I32", &[64, 16]),
+        tensor(&mut rng, "q.scales", "F16", &[64, 1]),
+        tensor(&mut rng, "e.qweight", "U8", &[32, 64]),
+        tensor(&mut rng, "e.scales", "BF16", &[32, 1]),
     ];
     let data = safetensors(&t, b"");
     let (packed, report) = pack_bytes("q.safetensors", &data, &PackOptions::default()).unwrap();
@@ -179,18 +161,8 @@ fn files_directories_and_single_tensors() {
     let model = dir.path().join("model");
     let mut rng = Rng(5);
     let weights = vec![
-        (
-            "a".to_string(),
-            "BF16",
-            vec![3000],
-            tensor_bytes(&mut rng, "BF16", 3000),
-        ),
-        (
-            "b".to_string(),
-            "F32",
-            vec![777],
-            tensor_bytes(&mut rng, "F32", 777),
-        ),
+        tensor(&mut rng, "a", "BF16", &[3000]),
+        tensor(&mut rng, "b", "F32", &[777]),
     ];
     let st = safetensors(&weights, b"");
     write(&model.join("model.safetensors"), &st);

@@ -76,7 +76,9 @@ fn _quantized<'py>(py: Python<'py>, model: PathBuf, layer: String) -> PyResult<B
         let Some(entry) = recipe.layers.get(&prefix).cloned() else {
             bail!("{}: `{prefix}` is not a compressed layer", model.display());
         };
-        if !matches!(entry.method.as_str(), "gptq" | "rtn") {
+        // By what the layer stores, not by which method made it: a new quantization method
+        // needs no edit here.
+        if entry.sparsity.is_some() || entry.rank.is_some() {
             bail!(
                 "{}: `{prefix}` was made by {}, not quantized",
                 model.display(),

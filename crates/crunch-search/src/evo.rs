@@ -320,7 +320,7 @@ fn start(
     fitness: &mut dyn Fitness,
     seeds: &[Vec<u8>],
 ) -> Result<SearchState> {
-    let own = budget.initial(&mut Rng::for_generation(params.seed, 0, 2))?;
+    let own = budget.initial(&mut crate::generation_rng(params.seed, 0, 2))?;
     let mut scored: Vec<(Vec<u8>, f64)> = Vec::new();
     let mut per_seed = Vec::with_capacity(seeds.len() + 1);
     for s in seeds.iter().map(|s| budget.repair(s)).chain([Some(own)]) {
@@ -379,7 +379,7 @@ pub fn search(
     };
     while state.generation < params.generations {
         let g = state.generation;
-        let mut rng = Rng::for_generation(params.seed, g as u64, 1);
+        let mut rng = crate::generation_rng(params.seed, g as u64, 1);
         fitness.prepare(g, params.max_windows())?;
         let mut cands: Vec<Vec<u8>> = vec![state.parent.clone()];
         // The elite competes too, when the parent has left it.

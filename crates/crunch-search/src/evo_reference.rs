@@ -154,7 +154,7 @@ struct Noisy {
 
 impl Fitness for Noisy {
     fn prepare(&mut self, g: usize, _w: usize) -> Result<()> {
-        self.rng = crate::Rng::for_generation(11, g as u64, 7);
+        self.rng = crate::generation_rng(11, g as u64, 7);
         Ok(())
     }
     fn score(&mut self, config: &[u8], _w: usize) -> Result<f64> {

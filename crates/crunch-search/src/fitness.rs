@@ -6,7 +6,7 @@
 
 use crate::database::Variants;
 use crate::evo::Fitness;
-use crate::{Error, Result, Rng};
+use crate::{Error, Result};
 use crunch_eval::BaseLogits;
 use crunch_model::Model;
 use crunch_runtime::Backend;
@@ -152,7 +152,7 @@ impl<B: Backend> Fitness for ModelFitness<'_, B> {
             )));
         }
         // A partial Fisher–Yates shuffle: `windows` distinct windows of the pool.
-        let mut rng = Rng::for_generation(self.seed, generation as u64, 3);
+        let mut rng = crate::generation_rng(self.seed, generation as u64, 3);
         let mut idx: Vec<usize> = (0..self.pool.len()).collect();
         for i in 0..windows {
             let j = i + rng.below(idx.len() - i);

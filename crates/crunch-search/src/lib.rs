@@ -76,32 +76,16 @@ impl From<crunch_model::Error> for Error {
     }
 }
 
-/// SplitMix64 (as `crunch_model::testing`): tiny, fast, identical everywhere.
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
+/// The search's random stream: crunch's one SplitMix64.
+pub use crunch_rng::SplitMix64 as Rng;
 
-impl Rng {
-    /// The stream of generation `g` of a search seeded with `seed`.
-    pub fn for_generation(seed: u64, g: u64, salt: u64) -> Self {
-        let mut r = Rng(seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        r.0 ^= r
-            .next_u64()
-            .wrapping_add(g.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        r
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0); the modulo bias is below 2⁻⁴⁰ for any n a model has.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
+/// The stream of generation `g` of a search seeded with `seed`.
+pub fn generation_rng(seed: u64, g: u64, salt: u64) -> Rng {
+    let mut r = Rng(seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    r.0 ^= r
+        .next_u64()
+        .wrapping_add(g.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    r
 }
 
 /// 64-bit FNV-1a over bytes, 8 at a time (cache keys; not cryptographic).

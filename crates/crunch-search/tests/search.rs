@@ -3,19 +3,11 @@
 //! the same result for the same seed, and a resumed search equal to an uninterrupted one.
 
 use crunch_calib::{compress_model, windows, LevelInputs, RecipeFile, Stage};
-use crunch_model::testing::{reference_ids, tiny_specs, write_tiny_model};
+use crunch_model::testing::{reference_ids, tiny_checkpoint};
 use crunch_model::Checkpoint;
 use crunch_runtime::Cpu;
 use crunch_search::evo::Step;
 use crunch_search::{search, Budget, Database, EvoParams, Level, ModelFitness, SearchState};
-
-fn tiny() -> (tempfile::TempDir, Checkpoint) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
-    let ckpt = Checkpoint::open(dir.path()).unwrap();
-    (dir, ckpt)
-}
 
 fn levels() -> Vec<Level> {
     [2, 3, 4]
@@ -87,7 +79,7 @@ fn run(
 
 #[test]
 fn search_on_a_tiny_model() {
-    let (_d, ckpt) = tiny();
+    let (_d, ckpt) = tiny_checkpoint();
     let text = reference_ids(ckpt.config.vocab, 4096);
     let pool = windows(&text, 8, 32, 0).unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -134,7 +126,7 @@ fn search_on_a_tiny_model() {
 /// with that level on every layer (what a search is compared with).
 #[test]
 fn sequential_levels_are_the_uniform_models() {
-    let (_d, ckpt) = tiny();
+    let (_d, ckpt) = tiny_checkpoint();
     let text = reference_ids(ckpt.config.vocab, 4096);
     let pool = windows(&text, 8, 32, 0).unwrap();
     let db = Database::build(

@@ -3,7 +3,7 @@
 //! answered with JSON 4xx errors while the server keeps serving.
 
 use crunch_generate::{Engine, Request, SamplingParams};
-use crunch_model::testing::{tiny_specs, write_tiny_model};
+use crunch_model::testing::{tiny_dir, tiny_specs};
 use crunch_serve::{serve, ServeConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -17,8 +17,7 @@ fn model_dir() -> tempfile::TempDir {
         .into_iter()
         .find(|s| s.name == "llama")
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(&spec, dir.path(), 0).unwrap();
+    let dir = tiny_dir(&spec);
     let mut vocab: Vec<(String, u32)> =
         vec![("<unk>".into(), 0), ("<s>".into(), 1), ("</s>".into(), 2)];
     vocab.extend((3..128).map(|i| (format!("w{i}"), i)));

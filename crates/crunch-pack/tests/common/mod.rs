@@ -2,26 +2,25 @@
 //! weight-like values so that the float paths are exercised the way real files exercise them.
 #![allow(dead_code)]
 
-/// Deterministic pseudo-random generator (SplitMix64).
-pub struct Rng(pub u64);
+/// Test data from crunch's one seeded stream (SplitMix64).
+pub use crunch_rng::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
+/// Weight-like and raw test values.
+pub trait Values {
     /// Roughly normal with standard deviation `sd` (sum of uniforms).
-    pub fn normal(&mut self, sd: f32) -> f32 {
+    fn normal(&mut self, sd: f32) -> f32;
+    fn bytes(&mut self, n: usize) -> Vec<u8>;
+}
+
+impl Values for Rng {
+    fn normal(&mut self, sd: f32) -> f32 {
         let s: f32 = (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .map(|_| (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
             .sum();
         (s - 2.0) * sd * 1.7
     }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -39,6 +38,17 @@ pub const DTYPES: [(&str, usize); 10] = [
 ];
 
 /// `n` elements of `dtype` with realistic statistics for floats and quantised codes.
+/// Tensor `name` of `dtype` and `shape` holding [`tensor_bytes`], as [`safetensors`] takes it.
+pub fn tensor<'a>(
+    rng: &mut Rng,
+    name: &str,
+    dtype: &'a str,
+    shape: &[usize],
+) -> (String, &'a str, Vec<usize>, Vec<u8>) {
+    let bytes = tensor_bytes(rng, dtype, shape.iter().product());
+    (name.to_string(), dtype, shape.to_vec(), bytes)
+}
+
 pub fn tensor_bytes(rng: &mut Rng, dtype: &str, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..n {
@@ -48,11 +58,11 @@ pub fn tensor_bytes(rng: &mut Rng, dtype: &str, n: usize) -> Vec<u8> {
             "BF16" => out.extend_from_slice(&((w.to_bits() >> 16) as u16).to_le_bytes()),
             "F16" => out.extend_from_slice(&f32_to_f16(w).to_le_bytes()),
             "F64" => out.extend_from_slice(&(w as f64).to_le_bytes()),
-            "I32" => out.extend_from_slice(&(rng.next() as u32 & 0x7777_7777).to_le_bytes()),
-            "I64" => out.extend_from_slice(&((rng.next() % 50_000) as i64).to_le_bytes()),
-            "I16" => out.extend_from_slice(&((rng.next() % 300) as i16 - 150).to_le_bytes()),
-            "BOOL" => out.push((rng.next() & 1) as u8),
-            _ => out.push((rng.next() % 16) as u8),
+            "I32" => out.extend_from_slice(&(rng.next_u64() as u32 & 0x7777_7777).to_le_bytes()),
+            "I64" => out.extend_from_slice(&((rng.next_u64() % 50_000) as i64).to_le_bytes()),
+            "I16" => out.extend_from_slice(&((rng.next_u64() % 300) as i16 - 150).to_le_bytes()),
+            "BOOL" => out.push((rng.next_u64() & 1) as u8),
+            _ => out.push((rng.next_u64() % 16) as u8),
         }
     }
     out

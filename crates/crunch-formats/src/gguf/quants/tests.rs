@@ -4,24 +4,25 @@
 use super::*;
 use proptest::prelude::*;
 
-/// A deterministic pseudo-random stream (SplitMix64) for test data.
-struct Rng(u64);
+/// Test data from crunch's one seeded stream.
+use crunch_rng::SplitMix64 as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
+/// Weight-like test values.
+trait Weights {
+    /// Uniform in [0, 1) (24 random bits).
+    fn uniform01(&mut self) -> f32;
     /// Roughly normal (sum of uniforms), with occasional outliers like real weights.
+    fn weight(&mut self) -> f32;
+    fn weights(&mut self, n: usize, scale: f32) -> Vec<f32>;
+}
+
+impl Weights for Rng {
+    fn uniform01(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
     fn weight(&mut self) -> f32 {
-        let g: f32 = (0..4).map(|_| self.uniform()).sum::<f32>() - 2.0;
-        if self.next().is_multiple_of(50) {
+        let g: f32 = (0..4).map(|_| self.uniform01()).sum::<f32>() - 2.0;
+        if self.next_u64().is_multiple_of(50) {
             g * 6.0
         } else {
             g
@@ -179,7 +180,7 @@ fn zero_and_constant_blocks_are_exact() {
 fn encoding_is_deterministic() {
     let mut rng = Rng(11);
     let x = rng.weights(256 * 64, 0.05);
-    let w: Vec<f32> = (0..256).map(|_| rng.uniform() + 0.01).collect();
+    let w: Vec<f32> = (0..256).map(|_| rng.uniform01() + 0.01).collect();
     for dtype in ENCODABLE {
         let codec = Codec::new(dtype).unwrap();
         let a = codec.encode_rows(&x, 256, Some(&w)).unwrap();
@@ -200,7 +201,7 @@ fn importance_lowers_the_weighted_error() {
             if c % 7 == 0 {
                 50.0
             } else {
-                0.2 + rng.uniform()
+                0.2 + rng.uniform01()
             }
         })
         .collect();
@@ -239,7 +240,7 @@ fn one_level_fit_is_near_the_exhaustive_optimum() {
         let (mut ours, mut best_total) = (0f64, 0f64);
         for _ in 0..40 {
             let x = rng.weights(32, 0.02);
-            let w: Vec<f32> = (0..32).map(|_| 0.1 + rng.uniform()).collect();
+            let w: Vec<f32> = (0..32).map(|_| 0.1 + rng.uniform01()).collect();
             let g = codec.fit(&x, Some(&w));
             let y: Vec<f32> = (0..32)
                 .map(|i| codec.dequantize(&g, i, codec.quantize(&g, i, x[i])))
