@@ -362,7 +362,7 @@ impl Backend for Cuda {
 
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
         if let Store::Packed(p) = &t.store {
-            let ids: Vec<u32> = (0..p.rows as u32).collect();
+            let ids: Vec<u32> = (0..p.layout.rows as u32).collect();
             let rows = self.packed_rows(p, &ids)?;
             return self.stream.clone_dtoh(&rows).map_err(err("download"));
         }

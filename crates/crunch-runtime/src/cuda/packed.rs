@@ -25,15 +25,22 @@ const SOURCE: &str = include_str!("packed.cu");
 const THREADS: u32 = 128;
 const ROWS_PER_BLOCK: usize = 4;
 
-/// A weight matrix in the GPU layout, on the host (see `packed.cu` for the byte order).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Repacked {
+/// The shape of a packed matrix and how its codes are read: what the host copy and the device
+/// copy have in common.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
     pub rows: usize,
     pub cols: usize,
     /// 4 (unsigned codes, weight `d·u + m` or `d·(u − 8)`) or 8 (signed codes, `d·c`).
     pub bits: u32,
     /// Weights per scale: 32, 64 or 128.
     pub group: usize,
+}
+
+/// A weight matrix in the GPU layout, on the host (see `packed.cu` for the byte order).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Repacked {
+    pub layout: Layout,
     pub codes: Vec<u8>,
     /// f16 bit patterns, `[rows][cols / group]`.
     pub d: Vec<u16>,
@@ -84,10 +91,12 @@ impl Repacked {
             .unwrap_or(1);
         let pick = |v: Vec<u16>| -> Vec<u16> { v.into_iter().step_by(group).collect() };
         Some(Repacked {
-            rows,
-            cols,
-            bits,
-            group: 32 * group,
+            layout: Layout {
+                rows,
+                cols,
+                bits,
+                group: 32 * group,
+            },
             codes,
             d: pick(d32),
             m: has_m.then(|| pick(m32)),
@@ -103,17 +112,17 @@ impl Repacked {
     #[cfg(test)]
     fn weight(&self, r: usize, j: usize) -> f32 {
         let h = |b: u16| half::f16::from_bits(b).to_f32();
-        let g = r * (self.cols / self.group) + j / self.group;
+        let g = r * (self.layout.cols / self.layout.group) + j / self.layout.group;
         let d = h(self.d[g]);
-        if self.bits == 4 {
-            let b = self.codes[(r * self.cols / 32 + j / 32) * 16 + j % 16];
+        if self.layout.bits == 4 {
+            let b = self.codes[(r * self.layout.cols / 32 + j / 32) * 16 + j % 16];
             let u = if j % 32 < 16 { b & 15 } else { b >> 4 } as f32;
             match &self.m {
                 Some(m) => d * u + h(m[g]),
                 None => d * (u - 8.0),
             }
         } else {
-            d * self.codes[r * self.cols + j] as i8 as f32
+            d * self.codes[r * self.layout.cols + j] as i8 as f32
         }
     }
 }
@@ -165,10 +174,7 @@ impl Kernels {
 
 /// A packed weight matrix in device memory.
 pub(crate) struct GpuPacked {
-    pub rows: usize,
-    pub cols: usize,
-    pub bits: u32,
-    pub group: usize,
+    pub layout: Layout,
     codes: CudaSlice<u8>,
     d: CudaSlice<u16>,
     m: Option<CudaSlice<u16>>,
@@ -205,10 +211,7 @@ impl Cuda {
         let s = &self.stream;
         let up = |what| err(what);
         let p = GpuPacked {
-            rows: r.rows,
-            cols: r.cols,
-            bits: r.bits,
-            group: r.group,
+            layout: r.layout,
             bytes: r.device_bytes(),
             codes: s.clone_htod(&r.codes).map_err(up("upload codes"))?,
             d: s.clone_htod(&r.d).map_err(up("upload scales"))?,
@@ -220,7 +223,7 @@ impl Cuda {
         Ok(Some(CudaTensor {
             store: Store::Packed(Arc::new(p)),
             offset: 0,
-            shape: vec![r.rows, r.cols],
+            shape: vec![r.layout.rows, r.layout.cols],
         }))
     }
 
@@ -306,15 +309,15 @@ impl Cuda {
 
     /// `y [n, rows] = x [n, cols] · Wᵀ` with `W` packed.
     pub(crate) fn packed_matmul(&self, x: &CudaTensor, w: &GpuPacked) -> Result<CudaSlice<f32>> {
-        let guard = self.quantize_acts(x, w.cols)?;
+        let guard = self.quantize_acts(x, w.layout.cols)?;
         let acts = guard.as_ref().expect("quantize_acts fills the scratch");
-        let n = x.len() / w.cols;
-        let mut y = self.alloc(n * w.rows)?;
-        if n == 0 || w.rows == 0 {
+        let n = x.len() / w.layout.cols;
+        let mut y = self.alloc(n * w.layout.rows)?;
+        if n == 0 || w.layout.rows == 0 {
             return Ok(y);
         }
         let k = self.packed_kernels("linear")?;
-        let kind = match (w.bits, w.m.is_some()) {
+        let kind = match (w.layout.bits, w.m.is_some()) {
             (4, false) => 0,
             (4, true) => 1,
             _ => 2,
@@ -326,7 +329,12 @@ impl Cuda {
         };
         let f = &k.mm[kind][per_pass];
         let m = w.m.as_ref().unwrap_or(&w.d); // not read without offsets
-        let (rows, cols, group, n_i) = (w.rows as i32, w.cols as i32, w.group as i32, n as i32);
+        let (rows, cols, group, n_i) = (
+            w.layout.rows as i32,
+            w.layout.cols as i32,
+            w.layout.group as i32,
+            n as i32,
+        );
         let mut l = self.stream.launch_builder(f);
         l.arg(&w.codes)
             .arg(&w.d)
@@ -341,7 +349,7 @@ impl Cuda {
             .arg(&group)
             .arg(&n_i);
         let cfg = LaunchConfig {
-            grid_dim: (w.rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+            grid_dim: (w.layout.rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -351,13 +359,13 @@ impl Cuda {
 
     /// Rows `ids` of a packed matrix, dequantized: `[ids.len(), cols]`.
     pub(crate) fn packed_rows(&self, w: &GpuPacked, ids: &[u32]) -> Result<CudaSlice<f32>> {
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= w.rows) {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= w.layout.rows) {
             return Err(Error(format!(
                 "cuda embedding: token id {bad} ≥ vocab {}",
-                w.rows
+                w.layout.rows
             )));
         }
-        let mut out = self.alloc(ids.len() * w.cols)?;
+        let mut out = self.alloc(ids.len() * w.layout.cols)?;
         if ids.is_empty() {
             return Ok(out);
         }
@@ -365,9 +373,9 @@ impl Cuda {
         let ids_dev = self.stream.clone_htod(ids).map_err(err("upload ids"))?;
         let m = w.m.as_ref().unwrap_or(&w.d);
         let (cols, group, bits, has_m) = (
-            w.cols as i32,
-            w.group as i32,
-            w.bits as i32,
+            w.layout.cols as i32,
+            w.layout.group as i32,
+            w.layout.bits as i32,
             w.m.is_some() as i32,
         );
         let mut l = self.stream.launch_builder(&k.rows);
@@ -500,7 +508,10 @@ mod tests {
             let rows = 7;
             let w = matrix(dtype, rows, cols, share, cols as u64);
             let r = Repacked::new(&w).unwrap();
-            assert_eq!(r.group, want_group, "{dtype:?} share {share} cols {cols}");
+            assert_eq!(
+                r.layout.group, want_group,
+                "{dtype:?} share {share} cols {cols}"
+            );
             let cpu = w.dequantize();
             for i in 0..rows {
                 for j in 0..cols {
@@ -508,7 +519,7 @@ mod tests {
                     assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} ({i}, {j}): {a} vs {b}");
                 }
             }
-            assert_eq!(r.codes.len() * 8, rows * cols * r.bits as usize);
+            assert_eq!(r.codes.len() * 8, rows * cols * r.layout.bits as usize);
         }
         assert!(Repacked::new(&matrix(DType::Q4_0, 1, 32, 1, 1)).is_some());
         let f32m = PackedMatrix::new(DType::F32, 1, 1, Bytes::owned(vec![0; 4])).unwrap();
@@ -540,7 +551,7 @@ mod tests {
             let dp4a = |w: u32, a: &[i8]| -> i32 {
                 (0..4)
                     .map(|t| {
-                        let c = if r.bits == 4 {
+                        let c = if r.layout.bits == 4 {
                             ((w >> (8 * t)) & 0xff) as i32
                         } else {
                             (w >> (8 * t)) as u8 as i8 as i32
@@ -549,23 +560,23 @@ mod tests {
                     })
                     .sum()
             };
-            let (chunks, gpr, wpc) = (cols / 32, cols / r.group, r.bits as usize);
+            let (chunks, gpr, wpc) = (cols / 32, cols / r.layout.group, r.layout.bits as usize);
             for row in 0..n {
                 let (pa, pb) = (acts.a(row), acts.b(row));
                 for i in 0..rows {
                     let mut acc = 0f32;
                     for c in 0..chunks {
                         let wd = &words[(i * chunks + c) * wpc..][..wpc];
-                        let g = i * gpr + c * 32 / r.group;
+                        let g = i * gpr + c * 32 / r.layout.group;
                         let d = h(r.d[g]);
                         let m = match &r.m {
                             Some(m) => h(m[g]),
-                            None if r.bits == 4 => -8.0 * d,
+                            None if r.layout.bits == 4 => -8.0 * d,
                             None => 0.0,
                         };
                         let dot = |p: &[i8]| -> i32 {
                             let a = &p[32 * c..32 * c + 32];
-                            if r.bits == 4 {
+                            if r.layout.bits == 4 {
                                 (0..4)
                                     .map(|t| {
                                         dp4a(wd[t] & 0x0f0f_0f0f, &a[4 * t..])
