@@ -12,11 +12,14 @@
 //! - [`ActBits::I8`] (`Q = 127`): one plane, what llama.cpp does (Q8_0 activations); about
 //!   4e-3 of the chunk maximum per value, so products differ from f32 by a few 1e-3.
 //!
-//! Beside the planes the row keeps, per group of four values (one 32-bit lane of a vector
-//! product), the chunk's scale `xl`, and `dx · Σq` per 16 and per 32 values, which multiply
-//! the weights' offsets (see `formats`). Rows are padded with zeros to a multiple of 64.
+//! Beside the planes the row keeps the chunk's scale `xc`, and `dx · Σq` per 16 and per 32
+//! values, which multiply the weights' offsets (see `formats`). Rows are padded with zeros to
+//! a multiple of 64. (A copy of the scale per 4 values, which the first blocked products
+//! loaded as a vector, is not kept: it was four times the bytes of the 8-bit plane to write.)
 
 use crate::aligned::Aligned;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
 
 /// Padding unit of every row (one 512-bit vector of bytes).
 pub const PAD: usize = 64;
@@ -46,7 +49,6 @@ pub struct Acts {
     pub kp: usize,
     a: Aligned,
     b: Aligned,
-    xl: Aligned,
     xc: Aligned,
     e16: Aligned,
     e32: Aligned,
@@ -61,7 +63,6 @@ impl Acts {
             kp: 0,
             a: Aligned::default(),
             b: Aligned::default(),
-            xl: Aligned::default(),
             xc: Aligned::default(),
             e16: Aligned::default(),
             e32: Aligned::default(),
@@ -78,7 +79,6 @@ impl Acts {
         self.a.reset(n * kp);
         let wide = self.bits == ActBits::I16;
         self.b.reset(if wide { n * kp } else { 0 });
-        self.xl.reset(n * kp); // kp / 4 floats per row
         self.xc.reset(n * kp / 8); // kp / 32 floats per row
         self.e16.reset(n * kp / 4); // kp / 16 floats per row
         self.e32.reset(n * kp / 8); // kp / 32 floats per row
@@ -93,21 +93,13 @@ impl Acts {
             .i8s_mut()
             .chunks_mut(kp)
             .zip(b_rows.drain(..))
-            .zip(self.xl.f32s_mut().chunks_mut(kp / 4))
             .zip(self.xc.f32s_mut().chunks_mut(kp / 32))
             .zip(self.e16.f32s_mut().chunks_mut(kp / 16))
             .zip(self.e32.f32s_mut().chunks_mut(kp / 32))
             .enumerate()
             .collect();
-        let run = |(i, (((((a, b), xl), xc), e16), e32)): (usize, RowBufs)| {
-            let out = RowOut {
-                a,
-                b,
-                xl,
-                xc,
-                e16,
-                e32,
-            };
+        let run = |(i, ((((a, b), xc), e16), e32)): (usize, RowBufs)| {
+            let out = RowOut { a, b, xc, e16, e32 };
             quantize_row(&x[i * k..(i + 1) * k], out, qmax)
         };
         if n > 1 && n * k >= 1 << 15 {
@@ -139,11 +131,6 @@ impl Acts {
         }
     }
 
-    /// Row `i`'s chunk scale per 4 values, `kp / 4` long.
-    pub fn xl(&self, i: usize) -> &[f32] {
-        &self.xl.f32s()[i * self.kp / 4..(i + 1) * self.kp / 4]
-    }
-
     /// Row `i`'s chunk scale per 32 values, `kp / 32` long.
     pub fn xc(&self, i: usize) -> &[f32] {
         &self.xc.f32s()[i * self.kp / 32..(i + 1) * self.kp / 32]
@@ -161,14 +148,14 @@ impl Acts {
 
     /// Row `i` quantized and restored: what the integer kernels effectively multiply by.
     pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
-        let (a, b, xl) = (self.a(i), self.b(i), self.xl(i));
+        let (a, b, xc) = (self.a(i), self.b(i), self.xc(i));
         (0..self.k)
             .map(|j| {
                 let q = match self.bits {
                     ActBits::I16 => 128 * a[j] as i32 + b[j] as i32,
                     ActBits::I8 => a[j] as i32,
                 };
-                q as f32 * xl[j / 4]
+                q as f32 * xc[j / 32]
             })
             .collect()
     }
@@ -176,10 +163,7 @@ impl Acts {
 
 type RowBufs<'a> = (
     (
-        (
-            ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
-            &'a mut [f32],
-        ),
+        ((&'a mut [i8], Option<&'a mut [i8]>), &'a mut [f32]),
         &'a mut [f32],
     ),
     &'a mut [f32],
@@ -189,7 +173,6 @@ type RowBufs<'a> = (
 struct RowOut<'a> {
     a: &'a mut [i8],
     b: Option<&'a mut [i8]>,
-    xl: &'a mut [f32],
     xc: &'a mut [f32],
     e16: &'a mut [f32],
     e32: &'a mut [f32],
@@ -197,6 +180,12 @@ struct RowOut<'a> {
 
 /// Quantizes one row.
 fn quantize_row(x: &[f32], out: RowOut, qmax: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::detect() >= crate::Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512 F/BW (checked by `detect`).
+        unsafe { quantize_row_avx512(x, out, qmax) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::Isa::detect() >= crate::Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA (checked by `detect`).
@@ -211,6 +200,72 @@ fn quantize_row(x: &[f32], out: RowOut, qmax: f32) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_row_avx2(x: &[f32], out: RowOut, qmax: f32) {
     quantize_row_generic(x, out, qmax)
+}
+
+/// The same arithmetic as [`quantize_row_generic`] written with AVX-512 (the compiler does not
+/// vectorise the maximum of a chunk, a float reduction): a chunk is two vectors, the last one
+/// loaded with a mask; `vcvtps2dq` rounds to nearest even like `round_ties_even`; the planes
+/// are narrowed with `vpmovdb`. Identical output (the sums are exact integers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn quantize_row_avx512(x: &[f32], mut out: RowOut, qmax: f32) {
+    let k = x.len();
+    let lim = _mm512_set1_epi32(qmax as i32);
+    let nlim = _mm512_set1_epi32(-(qmax as i32));
+    let low7 = _mm512_set1_epi32(127);
+    for c in 0..k.div_ceil(32) {
+        let at = 32 * c;
+        let left = k - at;
+        let m0: __mmask16 = if left >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << left) - 1
+        };
+        let m1: __mmask16 = if left >= 32 {
+            0xFFFF
+        } else if left > 16 {
+            (1u16 << (left - 16)) - 1
+        } else {
+            0
+        };
+        // Masked-off elements are not read (no fault past the row's end); NaNs become 0, as
+        // the generic code's `as i32` makes them (a chunk with an infinity is skipped).
+        let v0 = _mm512_maskz_loadu_ps(m0, x.as_ptr().add(at));
+        let v1 = _mm512_maskz_loadu_ps(m1, x.as_ptr().wrapping_add(at + 16));
+        let v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v0, v0), v0);
+        let v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v1, v1), v1);
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        if amax == 0.0 || !amax.is_finite() {
+            continue;
+        }
+        let dx = amax / qmax;
+        let inv = _mm512_set1_ps(qmax / amax);
+        let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv));
+        let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+        let q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+        let q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+        let a = out.a.as_mut_ptr().add(at);
+        match out.b.as_deref_mut() {
+            Some(b) => {
+                let b = b.as_mut_ptr().add(at);
+                for (h, q) in [q0, q1].into_iter().enumerate() {
+                    let hi = _mm512_cvtepi32_epi8(_mm512_srai_epi32(q, 7));
+                    let lo = _mm512_cvtepi32_epi8(_mm512_and_si512(q, low7));
+                    _mm_storeu_si128(a.add(16 * h).cast(), hi);
+                    _mm_storeu_si128(b.add(16 * h).cast(), lo);
+                }
+            }
+            None => {
+                _mm_storeu_si128(a.cast(), _mm512_cvtepi32_epi8(q0));
+                _mm_storeu_si128(a.add(16).cast(), _mm512_cvtepi32_epi8(q1));
+            }
+        }
+        let (s0, s1) = (_mm512_reduce_add_epi32(q0), _mm512_reduce_add_epi32(q1));
+        out.xc[c] = dx;
+        out.e16[2 * c] = dx * s0 as f32;
+        out.e16[2 * c + 1] = dx * s1 as f32;
+        out.e32[c] = dx * (s0 + s1) as f32;
+    }
 }
 
 #[inline(always)]
@@ -248,7 +303,6 @@ fn quantize_row_generic(x: &[f32], mut out: RowOut, qmax: f32) {
                 }
             }
         }
-        out.xl[8 * c..8 * c + 8].fill(dx);
         let mut lanes = [0i32; 8];
         for (l, q) in q.chunks_exact(4).enumerate() {
             lanes[l] = q[0] + q[1] + q[2] + q[3];
@@ -288,8 +342,53 @@ mod tests {
                 }
                 // Padding stays zero.
                 assert!(acts.a(r)[75..].iter().all(|&v| v == 0));
-                // Lanes past the last (partial) chunk stay zero.
-                assert!(acts.xl(r)[24..].iter().all(|&v| v == 0.0));
+                // Chunks past the last (partial) one stay zero.
+                assert!(acts.xc(r)[3..].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+
+    /// Whatever path `quantize` takes on this CPU (AVX-512 here) writes exactly what the
+    /// generic code does: row lengths with partial chunks and halves, a NaN (becomes 0) and
+    /// an infinity (its chunk is zeroed).
+    #[test]
+    fn dispatched_quantization_equals_the_generic_code() {
+        for bits in [ActBits::I8, ActBits::I16] {
+            for k in [1usize, 16, 31, 33, 75, 150, 576] {
+                let mut x: Vec<f32> = (0..k)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / (1.0 + (i % 7) as f32))
+                    .collect();
+                if k > 40 {
+                    x[35] = f32::NAN;
+                }
+                if k > 100 {
+                    x[70] = f32::INFINITY;
+                }
+                let mut acts = Acts::new(bits);
+                acts.quantize(&x, 1, k);
+                let kp = acts.kp;
+                let wide = bits == ActBits::I16;
+                let (mut a, mut b) = (vec![0i8; kp], vec![0i8; kp]);
+                let (mut xc, mut e16, mut e32) = (
+                    vec![0f32; kp / 32],
+                    vec![0f32; kp / 16],
+                    vec![0f32; kp / 32],
+                );
+                let out = RowOut {
+                    a: &mut a,
+                    b: if wide { Some(&mut b) } else { None },
+                    xc: &mut xc,
+                    e16: &mut e16,
+                    e32: &mut e32,
+                };
+                quantize_row_generic(&x, out, bits.qmax());
+                assert_eq!(acts.a(0), &a[..], "{bits:?} k={k}");
+                if wide {
+                    assert_eq!(acts.b(0), &b[..], "{bits:?} k={k}");
+                }
+                assert_eq!(acts.xc(0), &xc[..], "{bits:?} k={k}");
+                assert_eq!(acts.e16(0), &e16[..], "{bits:?} k={k}");
+                assert_eq!(acts.e32(0), &e32[..], "{bits:?} k={k}");
             }
         }
     }

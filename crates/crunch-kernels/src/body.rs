@@ -1,20 +1,20 @@
-//! The inner products of the blocked (prefill) path: unpacked weight rows (codes `u`, a scale
+//! The inner products of the blocked (prefill) path on AVX2 and scalar code (AVX-512 VNNI
+//! takes `panel.rs`): unpacked weight rows (codes `u`, a scale
 //! per 4 weights and an offset per 16, see `tile.rs`) against quantized activation rows
 //! (`act.rs`), `R` weight rows by `C` activation rows at a time so that each load serves
 //! several products.
 //!
 //! Every path computes, for each weight row and activation row,
-//! `Σ_lanes dl·xl·(Σ_{4 j} u_j·q_j) + Σ_{16 j} m16·e16` where a lane is 4 consecutive weights
-//! (one 32-bit lane of a vector product), `dl` the weights' scale and `xl` the activation
-//! scale of that lane, `m16` the weights' offset per 16 weights and `e16 = dx·Σ_{16} q` the
+//! `Σ_lanes dl·dx·(Σ_{4 j} u_j·q_j) + Σ_{16 j} m16·e16` where a lane is 4 consecutive weights
+//! (one 32-bit lane of a vector product), `dl` the weights' scale of that lane and `dx` the
+//! activation scale of its 32-value chunk, `m16` the weights' offset per 16 weights and `e16 = dx·Σ_{16} q` the
 //! activations' scaled sum over the same 16, and `q = 128·a + b` (I16) or `a` (I8). Integer
 //! sums never overflow: a lane adds 4 products of at most 255 × 16256 (2^24).
 //!
-//! Per 64 weights and (weight row, activation row) pair the AVX-512 loop issues one
-//! `vpdpbusd` (two for I16), a conversion, a multiply of the two scales and one FMA; the
-//! offsets cost one FMA per 256 weights. (Reducing a block's accumulators together with one
-//! transposing reduction instead of a horizontal sum each was tried and measured slower: the
-//! accumulators went through memory.)
+//! Per 32 weights and (weight row, activation row) pair the AVX2 loop issues a
+//! `vpmaddubsw`/`vpmaddwd` pair (two for I16), a conversion, a multiply of the two scales
+//! and one FMA; the offsets cost one FMA per 128 weights. (An AVX-512 version of this loop,
+//! 64 weights per step, ran at half the speed of the panels and was removed.)
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -28,13 +28,13 @@ pub(crate) struct WRow {
     pub m16: *const f32,
 }
 
-/// One quantized activation row: planes `a` and `b` (`b` unused in I8 mode), `kp / 4` lane
-/// scales and `kp / 16` scaled sums.
+/// One quantized activation row: planes `a` and `b` (`b` unused in I8 mode), `kp / 32`
+/// chunk scales and `kp / 16` scaled sums.
 #[derive(Clone, Copy)]
 pub(crate) struct XRow {
     pub a: *const i8,
     pub b: *const i8,
-    pub xl: *const f32,
+    pub xc: *const f32,
     pub e16: *const f32,
 }
 
@@ -47,8 +47,8 @@ unsafe impl Sync for XRow {}
 /// The reference: plain integer arithmetic, lane by lane.
 ///
 /// # Safety
-/// Every pointer must be valid for `kp` bytes (`kp / 4` scales, `kp / 16` offsets); `kp` a
-/// multiple of 64.
+/// Every pointer must be valid for `kp` bytes (`kp / 4` weight scales, `kp / 32` chunk
+/// scales, `kp / 16` offsets); `kp` a multiple of 64.
 pub(crate) unsafe fn dot_scalar(w: WRow, x: XRow, kp: usize, wide_act: bool) -> f32 {
     let mut acc = 0f32;
     for lane in 0..kp / 4 {
@@ -62,81 +62,12 @@ pub(crate) unsafe fn dot_scalar(w: WRow, x: XRow, kp: usize, wide_act: bool) -> 
             };
             s += *w.u.add(j) as i32 * q;
         }
-        acc += s as f32 * (*w.dl.add(lane) * *x.xl.add(lane));
+        acc += s as f32 * (*w.dl.add(lane) * *x.xc.add(lane / 8));
     }
     for g in 0..kp / 16 {
         acc += *w.m16.add(g) * *x.e16.add(g);
     }
     acc
-}
-
-/// AVX-512 VNNI: `vpdpbusd` multiplies 64 unsigned codes by 64 signed activation bytes into
-/// 16 lane sums; I16 activations take two (`128·(u·a) + u·b`).
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VL/VNNI; pointers as for [`dot_scalar`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn dot_avx512<const R: usize, const C: usize, const WIDE_ACT: bool>(
-    w: &[WRow; R],
-    x: &[XRow; C],
-    kp: usize,
-    out: &mut [[f32; C]; R],
-) {
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let mut p = 0;
-    while p < kp {
-        let mut uz = [_mm512_setzero_si512(); R];
-        let mut dz = [_mm512_setzero_ps(); R];
-        for r in 0..R {
-            uz[r] = _mm512_loadu_si512(w[r].u.add(p).cast());
-            dz[r] = _mm512_loadu_ps(w[r].dl.add(p / 4));
-        }
-        for c in 0..C {
-            let az = _mm512_loadu_si512(x[c].a.add(p).cast());
-            let xz = _mm512_loadu_ps(x[c].xl.add(p / 4));
-            let bz = if WIDE_ACT {
-                _mm512_loadu_si512(x[c].b.add(p).cast())
-            } else {
-                _mm512_setzero_si512()
-            };
-            for r in 0..R {
-                let mut i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uz[r], az);
-                if WIDE_ACT {
-                    i = _mm512_dpbusd_epi32(_mm512_slli_epi32(i, 7), uz[r], bz);
-                }
-                let scale = _mm512_mul_ps(dz[r], xz);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, acc[r][c]);
-            }
-        }
-        p += 64;
-    }
-    // The offsets: 16 groups of 16 weights per vector, the last one masked.
-    let groups = kp / 16;
-    let mut g = 0;
-    while g < groups {
-        let mask: __mmask16 = if groups - g >= 16 {
-            0xFFFF
-        } else {
-            (1u16 << (groups - g)) - 1
-        };
-        let mut mz = [_mm512_setzero_ps(); R];
-        for r in 0..R {
-            mz[r] = _mm512_maskz_loadu_ps(mask, w[r].m16.add(g));
-        }
-        for c in 0..C {
-            let ez = _mm512_maskz_loadu_ps(mask, x[c].e16.add(g));
-            for r in 0..R {
-                acc[r][c] = _mm512_fmadd_ps(mz[r], ez, acc[r][c]);
-            }
-        }
-        g += 16;
-    }
-    for r in 0..R {
-        for c in 0..C {
-            out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
-        }
-    }
 }
 
 /// AVX2: `vpmaddubsw` multiplies unsigned by signed bytes into 16-bit pair sums and
@@ -174,7 +105,8 @@ pub(crate) unsafe fn dot_avx2<
         }
         for c in 0..C {
             let ay = _mm256_loadu_si256(x[c].a.add(p).cast());
-            let xy = _mm256_loadu_ps(x[c].xl.add(p / 4));
+            // One 32-value chunk per step: its scale in every lane.
+            let xy = _mm256_set1_ps(*x[c].xc.add(p / 32));
             let by = if WIDE_ACT {
                 _mm256_loadu_si256(x[c].b.add(p).cast())
             } else {

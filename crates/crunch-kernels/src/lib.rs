@@ -22,6 +22,8 @@ mod gemv;
 mod isa;
 mod math;
 mod matrix;
+#[cfg(target_arch = "x86_64")]
+mod panel;
 pub mod pool;
 mod storage;
 mod tile;

@@ -8,6 +8,8 @@
 use crate::act::{ActBits, Acts};
 use crate::body::{self, WRow, XRow};
 use crate::formats::{self, with_block, Block};
+#[cfg(target_arch = "x86_64")]
+use crate::panel::{Panels, LANES};
 use crate::storage::Bytes;
 use crate::tile::Tile;
 use crate::Isa;
@@ -187,6 +189,8 @@ thread_local! {
     static ACTS: RefCell<Option<Acts>> = const { RefCell::new(None) };
     static TILE: RefCell<Tile> = RefCell::new(Tile::new());
     #[cfg(target_arch = "x86_64")]
+    static PANELS: RefCell<Panels> = RefCell::new(Panels::default());
+    #[cfg(target_arch = "x86_64")]
     static SCRATCH: RefCell<crate::gemv::Scratch> = RefCell::new(Default::default());
 }
 
@@ -219,7 +223,7 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
             } else {
                 std::ptr::null()
             },
-            xl: acts.xl(i).as_ptr(),
+            xc: acts.xc(i).as_ptr(),
             e16: acts.e16(i).as_ptr(),
         })
         .collect();
@@ -237,6 +241,28 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
                 isa,
                 signed,
             );
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 {
+                PANELS.with(|panels| {
+                    let mut panels = panels.borrow_mut();
+                    panels.fill(&tile, tr, kp);
+                    for p in 0..panels.count() {
+                        let first = r0 + p * LANES;
+                        // SAFETY: the CPU has AVX-512 VNNI (`isa`); rows first..first + 16
+                        // (those below m) of every output row belong to this task alone.
+                        unsafe {
+                            panels.products(
+                                p,
+                                wide_act,
+                                &xrows,
+                                LANES.min(r0 + tr - first),
+                                &mut |c| out.at(c * m + first),
+                            )
+                        }
+                    }
+                });
+                return;
+            }
             let wrows: Vec<WRow> = (0..tr).map(|r| tile.row(r)).collect();
             // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
             let put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
@@ -289,10 +315,9 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     }
 }
 
-/// Every product of `w` rows by `x` rows, passed to `put(x row, w row, value)`, in blocks
-/// of 3 weight rows × 4 activation rows on AVX-512 (12 accumulators of its 32 vector
-/// registers; 4 × 4 spilled and measured a quarter slower), 4 × 2 elsewhere, and smaller
-/// blocks for the remainders.
+/// Every product of `w` rows by `x` rows (AVX2 or scalar), passed to `put(x row, w row,
+/// value)`, in blocks of 4 weight rows × 2 activation rows, and smaller blocks for the
+/// remainders.
 fn products(
     isa: Isa,
     wide_act: bool,
@@ -302,10 +327,7 @@ fn products(
     kp: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    match isa {
-        Isa::Avx512 => products_rc::<3, 4>(isa, wide_act, signed, w, x, kp, &mut put),
-        _ => products_rc::<4, 2>(isa, wide_act, signed, w, x, kp, &mut put),
-    }
+    products_rc::<4, 2>(isa, wide_act, signed, w, x, kp, &mut put)
 }
 
 fn products_rc<const R: usize, const C: usize>(
@@ -380,12 +402,8 @@ fn block<const R: usize, const C: usize>(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match wide_act {
-                true => body::dot_avx512::<R, C, true>(w, x, kp, &mut out),
-                false => body::dot_avx512::<R, C, false>(w, x, kp, &mut out),
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => match (wide_act, signed) {
+            // (AVX-512 takes the panels; this arm only keeps the match whole.)
+            Isa::Avx2 | Isa::Avx512 => match (wide_act, signed) {
                 (true, true) => body::dot_avx2::<R, C, true, true>(w, x, kp, &mut out),
                 (true, false) => body::dot_avx2::<R, C, true, false>(w, x, kp, &mut out),
                 (false, true) => body::dot_avx2::<R, C, false, true>(w, x, kp, &mut out),

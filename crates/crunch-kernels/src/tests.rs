@@ -1,7 +1,8 @@
 //! Every encoding's product, on every instruction set this CPU has, against the reference:
 //! the weights dequantized (crunch-formats) times the activations as quantized, summed in
-//! f64. Shapes cover single rows, odd row counts (remainders of the 4 × 2 blocks), rows
-//! that are not a multiple of 64 (padding) and both activation precisions.
+//! f64. Shapes cover single rows, odd row counts (remainders of the 4 × 2 blocks and of the
+//! 16-row panels), rows that are not a multiple of 64 (padding) and both activation
+//! precisions.
 
 use crate::formats::tests::random_blocks;
 use crate::{ActBits, Acts, Bytes, Isa, Options, PackedMatrix};
@@ -131,7 +132,9 @@ fn block_products_match_the_reference() {
             vec![256, 768]
         };
         for (i, &cols) in lens.iter().enumerate() {
-            for &(rows, n) in &[(1, 1), (7, 1), (13, 3), (33, 5), (70, 9)] {
+            // n > 4 is the blocked path: on AVX-512, panels of 16 rows (21 and 70 leave
+            // partial panels) by 8 (I8) or 6 (I16) activation rows, then 4, 2, 1 (9, 17).
+            for &(rows, n) in &[(1, 1), (7, 1), (13, 3), (33, 5), (21, 6), (70, 9), (40, 17)] {
                 let seed = 1000 * i as u64 + rows as u64 * 7 + n as u64;
                 let w = matrix(dtype, rows, cols, seed);
                 let wf = w.dequantize();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 mod attention;
 mod bf16;
+mod packed;
 use bf16::{bf16_bits, Bf16Gemm};
 
 const KERNELS: &str = include_str!("kernels.cu");
@@ -44,6 +45,8 @@ enum Store {
     F32(Arc<CudaSlice<f32>>),
     /// bf16 bit patterns.
     Bf16(Arc<CudaSlice<u16>>),
+    /// A linear layer's weights at their compressed size (`packed.rs`).
+    Packed(Arc<packed::GpuPacked>),
 }
 
 /// A device tensor: a window of a shared buffer, so `rows` and `reshape` copy nothing. f32,
@@ -72,20 +75,32 @@ impl CudaTensor {
     pub fn f32_view(&self) -> Option<CudaView<'_, f32>> {
         match &self.store {
             Store::F32(b) => Some(b.slice(self.offset..self.offset + self.len())),
-            Store::Bf16(_) => None,
+            Store::Bf16(_) | Store::Packed(_) => None,
         }
     }
     /// The elements as bf16 bit patterns, if stored in bf16.
     pub fn bf16_view(&self) -> Option<CudaView<'_, u16>> {
         match &self.store {
             Store::Bf16(b) => Some(b.slice(self.offset..self.offset + self.len())),
-            Store::F32(_) => None,
+            Store::F32(_) | Store::Packed(_) => None,
+        }
+    }
+    /// Whether this is a weight matrix kept at its compressed size.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.store, Store::Packed(_))
+    }
+    /// Device bytes of a packed weight matrix.
+    pub fn packed_bytes(&self) -> Option<usize> {
+        match &self.store {
+            Store::Packed(p) => Some(p.bytes),
+            _ => None,
         }
     }
     fn view(&self, what: &str) -> Result<CudaView<'_, f32>> {
         self.f32_view().ok_or_else(|| {
+            let kind = if self.is_packed() { "packed" } else { "bf16" };
             Error(format!(
-                "cuda {what}: a bf16 tensor {:?} where f32 is needed",
+                "cuda {what}: a {kind} tensor {:?} where f32 is needed",
                 self.shape
             ))
         })
@@ -134,6 +149,11 @@ pub struct Cuda {
     k: Arc<Kernels>,
     name: String,
     precision: Precision,
+    /// Packed-weight kernels, when linear layers are kept at their compressed size
+    /// ([`Cuda::with_packed_weights`]).
+    packed: Option<Arc<packed::Kernels>>,
+    /// Quantized activations of the last packed product's input (`packed.rs`).
+    acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
 }
 
 impl Cuda {
@@ -171,7 +191,19 @@ impl Cuda {
             k: Arc::new(k),
             name,
             precision,
+            packed: None,
+            acts: Default::default(),
         })
+    }
+
+    /// Keeps linear layers in GGUF Q4_0/Q4_1/Q8_0 blocks (crunch's own int4/int8 codes load as
+    /// those) at their compressed size and multiplies them with the packed kernels
+    /// (`packed.cu`, decision 117); other encodings are dequantized as before. Off by default:
+    /// calibration and evaluation keep the f32 (or bf16) weights that match the CPU to float
+    /// rounding.
+    pub fn with_packed_weights(mut self) -> Result<Self> {
+        self.packed = Some(Arc::new(packed::Kernels::new(&self)?));
+        Ok(self)
     }
 
     /// Compiles CUDA C `source` (no includes) with NVRTC and loads it on this GPU.
@@ -240,7 +272,7 @@ impl Cuda {
     /// `t` stored as [`Backend::upload_weight`] would store it: converted to bf16 in
     /// [`Precision::Bf16`] mode (on the device), unchanged otherwise.
     pub fn weight_from(&self, t: CudaTensor) -> Result<CudaTensor> {
-        if self.precision == Precision::F32 || t.is_bf16() || t.shape.len() != 2 {
+        if self.precision == Precision::F32 || t.is_bf16() || t.is_packed() || t.shape.len() != 2 {
             return Ok(t);
         }
         let b = self.to_bf16(&t.view("weight")?)?;
@@ -298,6 +330,20 @@ impl Backend for Cuda {
         Ok(CudaTensor::owned(buf, shape))
     }
 
+    fn prefers_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    fn upload_packed(&self, w: crate::PackedMatrix) -> Result<CudaTensor> {
+        if self.packed.is_some() {
+            if let Some(t) = self.upload_repacked(&w)? {
+                return Ok(t);
+            }
+        }
+        let shape = [w.rows(), w.cols()];
+        self.upload_weight(w.dequantize(), &shape)
+    }
+
     fn upload_weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
         if self.precision == Precision::F32 || shape.len() != 2 {
             return self.upload(data, shape);
@@ -315,6 +361,11 @@ impl Backend for Cuda {
     }
 
     fn to_f32(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        if let Store::Packed(p) = &t.store {
+            let ids: Vec<u32> = (0..p.layout.rows as u32).collect();
+            let rows = self.packed_rows(p, &ids)?;
+            return self.stream.clone_dtoh(&rows).map_err(err("download"));
+        }
         match t.bf16_view() {
             Some(v) => {
                 let bits = self.stream.clone_dtoh(&v).map_err(err("download"))?;
@@ -389,6 +440,12 @@ impl Backend for Cuda {
 
     fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
         let (vocab, dim) = dims2(table, "embedding")?;
+        if let Store::Packed(p) = &table.store {
+            return Ok(CudaTensor::owned(
+                self.packed_rows(p, ids)?,
+                &[ids.len(), dim],
+            ));
+        }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error(format!(
                 "cuda embedding: token id {bad} ≥ vocab {vocab}"
@@ -418,11 +475,15 @@ impl Backend for Cuda {
                 x.shape, weight.shape
             )));
         }
+        let mut y = match &weight.store {
+            Store::Packed(p) => self.packed_matmul(x, p)?,
+            _ => self.alloc(n * out_f)?,
+        };
         let xv = x.view("linear input")?;
-        let mut y = self.alloc(n * out_f)?;
         // Row-major y[n, out] = x[n, in]·Wᵀ is column-major yᵀ[out, n] = W·xᵀ, where the
         // column-major view of row-major W [out, in] is Wᵀ: so op(A) = transpose.
         match weight.bf16_view() {
+            _ if weight.is_packed() => {}
             Some(w) => {
                 let xb = self.to_bf16(&xv)?;
                 let shape = bf16::Shape {

@@ -63,10 +63,14 @@ fn rope_rows(x: &[f32], cos: &[f32], sin: &[f32], h: usize, d: usize, out: &mut 
     }
 }
 
+/// `silu(g)·u` with `e = exp(-|g|)` (never overflows, and vectorises, where libm's `exp` is
+/// a call per value): `silu(g) = g / (1 + e)` for `g ≥ 0`, `g·e / (1 + e)` below.
 #[inline(always)]
 fn silu_mul_rows(g: &[f32], u: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-        *o = g / (1.0 + (-g).exp()) * u;
+        let e = crunch_kernels::exp_nonpositive(-g.abs());
+        let num = if g >= 0.0 { g } else { g * e };
+        *o = num / (1.0 + e) * u;
     }
 }
 

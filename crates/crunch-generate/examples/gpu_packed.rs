@@ -1,0 +1,470 @@
+//! Packed-weight CUDA kernels (issue 17, decision 117; run on the GPU machine through
+//! bench/gpu/packed_kernels.sh). JSON lines on stdout. Built with
+//! `cargo build --release -p crunch-generate --features cuda --example gpu_packed`
+//! (an example of this crate rather than a bench binary: it needs only the model and runtime).
+//!
+//!   gpu_packed check [--model GGUF] [--tokens 32]
+//!       every kernel against the CPU packed kernel (`PackedMatrix::matmul`): random Q4_0
+//!       (int4 g128 and g32), Q4_1 and Q8_0 weights of odd shapes, 1–32 activation rows, f32
+//!       and bf16 activations; max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
+//!       (SmolLM2): every linear layer of the file the same way, then greedy generation of
+//!       --tokens tokens on the CPU (`Host`) and on the GPU with packed weights (f32 mode),
+//!       which must be identical. Exits non-zero when a check fails.
+//!   gpu_packed bench [--layers 4] [--repeats 20]
+//!       Llama-3-8B's linear shapes (q, o 4096×4096; k, v 1024×4096; gate, up 14336×4096;
+//!       down 4096×14336), random int4 g128 weights, --layers distinct copies (so the
+//!       weights do not sit in L2): device time per decoder layer at 1, 2, 4, 8, 16 and 32
+//!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
+//!       the device's streaming-read bandwidth measured in the same run, and cuBLAS bf16 on
+//!       the same shapes. Times are device time behind a busy kernel (launch costs hidden, as
+//!       a CUDA graph would); the host's enqueue time is printed beside them.
+//!   gpu_packed truncate --in GGUF --out GGUF --layers N
+//!       the first N decoder blocks of a GGUF model (real weights, every other tensor kept),
+//!       to carry a smaller SmolLM2 to the GPU machine. Runs anywhere.
+
+use anyhow::{anyhow, bail, Context, Result};
+use crunch_formats::DType;
+use crunch_model::{Checkpoint, Model};
+use crunch_runtime::kernels::Bytes;
+use crunch_runtime::{Backend, Cuda, Host, KvMode, PackedMatrix, Precision};
+use half::f16;
+use rayon::prelude::*;
+use serde_json::json;
+
+/// `--flag value` arguments.
+struct Args(Vec<String>);
+
+impl Args {
+    fn get(&self, flag: &str) -> Option<&str> {
+        let i = self.0.iter().position(|a| a == flag)?;
+        self.0.get(i + 1).map(String::as_str)
+    }
+    fn path(&self, flag: &str) -> Result<std::path::PathBuf> {
+        Ok(self
+            .get(flag)
+            .ok_or_else(|| anyhow!("{flag} is required"))?
+            .into())
+    }
+    fn num(&self, flag: &str, default: usize) -> Result<usize> {
+        self.get(flag).map_or(Ok(default), |v| {
+            v.parse().map_err(|e| anyhow!("{flag} {v}: {e}"))
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args(std::env::args().skip(1).collect());
+    match args.0.first().map(String::as_str) {
+        Some("check") => check(&args),
+        Some("bench") => bench(&args),
+        Some("truncate") => truncate(&args),
+        _ => bail!(
+            "usage: gpu_packed check [--model GGUF] [--tokens 32] | bench [--layers 4] | \
+             truncate --in GGUF --out GGUF --layers N"
+        ),
+    }
+}
+
+/// xorshift64*, enough for test data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Random blocks of `dtype` (Q4_0, Q4_1 or Q8_0) with codes uniform and scales around 0.01;
+/// `share` consecutive blocks of a row repeat one scale (4: crunch's int4 g128 as Q4_0).
+fn random_blocks(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64) -> PackedMatrix {
+    let (_, bb) = dtype.block();
+    let head = if dtype == DType::Q4_1 { 4 } else { 2 };
+    let blocks = rows * cols / 32;
+    // Rows in parallel: the 8B shapes hold 58M weights each.
+    let per_row = cols / 32;
+    let mut bytes = vec![0u8; blocks * bb];
+    bytes
+        .par_chunks_mut(per_row * bb)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let mut rng = Rng((seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+            let mut scale = [0u8; 4];
+            for (b, block) in row.chunks_exact_mut(bb).enumerate() {
+                if b % share == 0 {
+                    let d = f16::from_f32(0.005 + 0.01 * rng.unit().abs());
+                    let m = f16::from_f32(-0.08 * rng.unit().abs());
+                    scale[..2].copy_from_slice(&d.to_le_bytes());
+                    scale[2..].copy_from_slice(&m.to_le_bytes());
+                }
+                block[..head].copy_from_slice(&scale[..head]);
+                for chunk in block[head..].chunks_mut(8) {
+                    let v = rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+            }
+        });
+    PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).expect("sizes")
+}
+
+fn bf16_round(x: f32) -> f32 {
+    half::bf16::from_f32(x).to_f32()
+}
+
+/// max |a − b| / max |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    (diff / scale) as f64
+}
+
+const TOL: f64 = 1e-3;
+
+fn check(args: &Args) -> Result<()> {
+    let f32_gpu = Cuda::new(0)?.with_packed_weights()?;
+    let bf16_gpu = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
+    println!(
+        "{}",
+        json!({"check": "device", "name": f32_gpu.device_name()})
+    );
+    let mut failed = 0;
+    let mut report = |rec: serde_json::Value, rel: f64| {
+        let ok = rel <= TOL;
+        if !ok {
+            failed += 1;
+        }
+        let mut rec = rec;
+        rec["rel_diff"] = json!(rel);
+        rec["pass"] = json!(ok);
+        println!("{rec}");
+    };
+    // Random weights, odd shapes.
+    let cases = [
+        (DType::Q4_0, 4, "int4 g128 (Q4_0, shared scales)"),
+        (DType::Q4_0, 1, "Q4_0"),
+        (DType::Q4_1, 4, "int4 g128 asymmetric (Q4_1, shared)"),
+        (DType::Q4_1, 1, "Q4_1"),
+        (DType::Q8_0, 4, "int8 g128 (Q8_0, shared)"),
+        (DType::Q8_0, 1, "Q8_0"),
+    ];
+    let shapes = [(1, 32), (3, 160), (37, 4224), (301, 1056), (130, 128)];
+    let mut seed = 1;
+    for (dtype, share, label) in cases {
+        for (rows, cols) in shapes {
+            seed += 1;
+            let w = random_blocks(dtype, rows, cols, share, seed);
+            for (gpu, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
+                let wt = gpu.upload_packed(w.clone())?;
+                if !wt.is_packed() {
+                    bail!("{label}: not kept packed on the GPU");
+                }
+                for n in [1usize, 2, 3, 4, 5, 8, 9, 17, 32] {
+                    let mut rng = Rng(seed * 1000 + n as u64);
+                    let mut x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+                    if bf16 {
+                        x.iter_mut().for_each(|v| *v = bf16_round(*v));
+                    }
+                    let mut want = vec![0f32; n * rows];
+                    w.matmul(&x, n, &mut want);
+                    let xt = gpu.upload(x, &[n, cols])?;
+                    let got = gpu.to_f32(&gpu.linear(&xt, &wt, None)?)?;
+                    let rec = json!({"check": "random", "weights": label, "rows": rows,
+                        "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"}});
+                    report(rec, rel_diff(&got, &want));
+                }
+            }
+            // Embedding lookups read the same layout.
+            let wt = f32_gpu.upload_packed(w.clone())?;
+            let ids: Vec<u32> = (0..rows as u32).rev().collect();
+            let got = f32_gpu.to_f32(&f32_gpu.embedding(&wt, &ids)?)?;
+            let all = w.dequantize();
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| all[i as usize * cols..(i as usize + 1) * cols].to_vec())
+                .collect();
+            let exact = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            report(
+                json!({"check": "rows", "weights": label, "rows": rows, "cols": cols, "exact": exact}),
+                if exact { 0.0 } else { rel_diff(&got, &want) },
+            );
+        }
+    }
+    let mut extra = 0;
+    if let Some(path) = args.get("--model") {
+        extra = check_model(path, args.num("--tokens", 32)?, &f32_gpu, &mut report)?;
+    }
+    let failed = failed + extra;
+    println!("{}", json!({"check": "summary", "failed": failed}));
+    if failed > 0 {
+        bail!("{failed} checks failed");
+    }
+    Ok(())
+}
+
+/// Every linear layer of `path` on both backends, then greedy generation. Returns the number
+/// of failed checks besides those `report` counts.
+fn check_model(
+    path: &str,
+    tokens: usize,
+    gpu: &Cuda,
+    report: &mut impl FnMut(serde_json::Value, f64),
+) -> Result<usize> {
+    let ckpt = Checkpoint::open(path).with_context(|| format!("opening {path}"))?;
+    let host = ckpt.load(Host, |_| {})?;
+    let dev = ckpt.load(gpu.clone(), |_| {})?;
+    let (mut packed, mut total) = (0, 0);
+    let mut rng = Rng(7);
+    for (b, (hb, db)) in host.blocks.iter().zip(&dev.blocks).enumerate() {
+        for (i, (hl, dl)) in hb.linears().into_iter().zip(db.linears()).enumerate() {
+            total += 1;
+            packed += dl.weight.is_packed() as usize;
+            let [_, cols] = Host.shape(&hl.weight)[..] else {
+                bail!("weight is not 2-D");
+            };
+            for n in [1usize, 7] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+                let want = Host.to_f32(&Host.linear(
+                    &Host.upload(x.clone(), &[n, cols])?,
+                    &hl.weight,
+                    hl.bias.as_ref(),
+                )?)?;
+                let got = gpu.to_f32(&gpu.linear(
+                    &gpu.upload(x, &[n, cols])?,
+                    &dl.weight,
+                    dl.bias.as_ref(),
+                )?)?;
+                report(
+                    json!({"check": "model_linear", "block": b, "linear": i, "n": n,
+                           "packed": dl.weight.is_packed()}),
+                    rel_diff(&got, &want),
+                );
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({"check": "model_packed_layers", "packed": packed, "linear_layers": total,
+               "lm_head_packed": dev.lm_head.is_packed()})
+    );
+    let tok = ckpt.tokenizer()?;
+    let prompt = "The three most important inventions of the twentieth century are";
+    let mut ids: Vec<u32> = ckpt.bos_token().into_iter().collect();
+    ids.extend(
+        tok.encode(prompt, false)
+            .map_err(|e| anyhow!("{e}"))?
+            .get_ids(),
+    );
+    let (a, la) = greedy(&host, &Host, &ids, tokens)?;
+    let (b, lb) = greedy(&dev, gpu, &ids, tokens)?;
+    let same = a == b;
+    let first_difference = a.iter().zip(&b).position(|(x, y)| x != y);
+    let logit_rel = la
+        .iter()
+        .zip(&lb)
+        .take(first_difference.map_or(tokens, |i| i + 1))
+        .map(|(x, y)| rel_diff(y, x))
+        .fold(0f64, f64::max);
+    println!(
+        "{}",
+        json!({"check": "greedy", "tokens": tokens, "identical": same,
+               "first_difference": first_difference,
+               "cpu_text": tok.decode(&a, false).unwrap_or_default(),
+               "gpu_text": tok.decode(&b, false).unwrap_or_default(),
+               "max_logit_rel_diff_while_identical": logit_rel})
+    );
+    Ok(usize::from(!same))
+}
+
+/// Greedy continuation of `ids` by `n` tokens through the KV cache (prefill, then one token
+/// per step); the tokens and each step's logits.
+fn greedy<B: Backend>(
+    model: &Model<B>,
+    b: &B,
+    ids: &[u32],
+    n: usize,
+) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
+    let rope = model.rope_tables(ids.len() + n + 1)?;
+    let mut cache = model.kv_cache_with(ids.len() + n + 1, KvMode::F32);
+    let mut out = Vec::new();
+    let mut logits = Vec::new();
+    let mut feed = ids.to_vec();
+    for _ in 0..n {
+        let h = model.hidden_states_batch(&feed, &mut [&mut cache], &rope, &mut ())?;
+        let last = b.rows(&h, feed.len() - 1, 1)?;
+        let l = b.to_f32(&model.logits(&last, &mut ())?)?;
+        let next = l
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |m, (i, &v)| if v > m.1 { (i, v) } else { m },
+            )
+            .0 as u32;
+        out.push(next);
+        logits.push(l);
+        feed = vec![next];
+    }
+    Ok((out, logits))
+}
+
+/// Llama-3-8B's linear layers: (name, rows, cols, which input they read).
+const SHAPES: [(&str, usize, usize, usize); 7] = [
+    ("q", 4096, 4096, 0),
+    ("k", 1024, 4096, 0),
+    ("v", 1024, 4096, 0),
+    ("o", 4096, 4096, 1),
+    ("gate", 14336, 4096, 2),
+    ("up", 14336, 4096, 2),
+    ("down", 4096, 14336, 3),
+];
+const MODEL_LAYERS: usize = 32;
+
+fn bench(args: &Args) -> Result<()> {
+    let layers = args.num("--layers", 4)?;
+    let repeats = args.num("--repeats", 20)?;
+    let int4 = Cuda::new(0)?.with_packed_weights()?;
+    let bf16 = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
+    let name = int4.device_name().to_string();
+    let hbm = int4.read_bandwidth(4 << 30, 10)?;
+    println!(
+        "{}",
+        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9})
+    );
+    // One host matrix per shape, uploaded `layers` times (distinct device buffers).
+    let mut w_int4 = Vec::new();
+    let mut w_bf16 = Vec::new();
+    let mut bytes_int4 = 0usize;
+    for (i, &(_, rows, cols, _)) in SHAPES.iter().enumerate() {
+        let w = random_blocks(DType::Q4_0, rows, cols, 4, 100 + i as u64);
+        let dense: Vec<f32> = w.dequantize();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..layers {
+            let t = int4.upload_packed(w.clone())?;
+            bytes_int4 += t.packed_bytes().ok_or_else(|| anyhow!("not packed"))?;
+            a.push(t);
+            b.push(bf16.upload_weight(dense.clone(), &[rows, cols])?);
+        }
+        w_int4.push(a);
+        w_bf16.push(b);
+    }
+    let per_layer_int4 = bytes_int4 / layers;
+    let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
+    let mut base = [0f64; 2];
+    for n in [1usize, 2, 4, 8, 16, 32] {
+        for (kind, gpu, weights, per_layer) in [
+            ("int4_g128", &int4, &w_int4, per_layer_int4),
+            ("bf16_cublas", &bf16, &w_bf16, per_layer_bf16),
+        ] {
+            // Four inputs per layer, as a decoder block has (q/k/v, o, gate/up, down), new ones
+            // for every layer: products sharing an input quantize it once.
+            let mut rng = Rng(n as u64);
+            let inputs: Vec<Vec<_>> = (0..layers)
+                .map(|_| {
+                    [4096, 4096, 4096, 14336]
+                        .iter()
+                        .map(|&c| {
+                            let x: Vec<f32> = (0..n * c).map(|_| rng.unit()).collect();
+                            gpu.upload(x, &[n, c])
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<_, _>>()?;
+            let pass = || -> crunch_runtime::Result<()> {
+                for l in 0..layers {
+                    for (s, &(_, _, _, input)) in SHAPES.iter().enumerate() {
+                        gpu.linear(&inputs[l][input], &weights[s][l], None)?;
+                    }
+                }
+                Ok(())
+            };
+            pass()?; // warm-up (and the first NVRTC/cuBLAS calls)
+            let mut best = f64::INFINITY;
+            let mut host = 0f64;
+            for _ in 0..repeats.max(1) {
+                let (t, h) = gpu.device_seconds(pass)?;
+                if t < best {
+                    (best, host) = (t, h);
+                }
+            }
+            let layer_s = best / layers as f64;
+            let token_s = layer_s * MODEL_LAYERS as f64;
+            let tok_per_s = n as f64 / token_s;
+            let k = (kind == "bf16_cublas") as usize;
+            if n == 1 {
+                base[k] = tok_per_s;
+            }
+            let bw = per_layer as f64 / layer_s;
+            println!(
+                "{}",
+                json!({"bench": "packed_8b_linears", "device": name, "weights": kind, "n": n,
+                       "layer_ms": layer_s * 1e3, "token_ms": token_s * 1e3,
+                       "tokens_per_s": tok_per_s, "vs_batch1": tok_per_s / base[k],
+                       "weight_bytes_per_layer": per_layer,
+                       "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
+                       "host_enqueue_ms_per_pass": host * 1e3,
+                       "layers_timed": layers, "repeats": repeats})
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first `--layers` decoder blocks of a GGUF file, written to `--out`.
+fn truncate(args: &Args) -> Result<()> {
+    use crunch_formats::gguf::{self, GgufFile, GgufValue};
+    use crunch_formats::TensorSource;
+    let (src, dst) = (args.path("--in")?, args.path("--out")?);
+    let keep = args.num("--layers", 8)?;
+    let f = GgufFile::open(&src)?;
+    let arch = f
+        .architecture()
+        .ok_or_else(|| anyhow!("{}: no general.architecture", src.display()))?
+        .to_string();
+    let count_key = format!("{arch}.block_count");
+    let meta: Vec<(&str, GgufValue)> = f
+        .metadata()
+        .iter()
+        .map(|(k, v)| match k == &count_key {
+            true => (k.as_str(), GgufValue::U32(keep as u32)),
+            false => (k.as_str(), v.clone()),
+        })
+        .collect();
+    let infos: Vec<_> = f
+        .tensors()
+        .into_iter()
+        .filter(|t| {
+            t.name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_none_or(|i| i < keep)
+        })
+        .collect();
+    let mut specs = Vec::new();
+    for t in &infos {
+        specs.push((t.name.as_str(), &t.shape[..], t.dtype, f.raw(&t.name)?));
+    }
+    let bytes = gguf::serialize(&meta, &specs).map_err(|e| anyhow!("{e}"))?;
+    let tmp = dst.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &dst)?;
+    println!(
+        "{}",
+        json!({"truncate": src, "out": dst, "layers": keep, "tensors": infos.len()})
+    );
+    Ok(())
+}
