@@ -151,6 +151,9 @@ def main():
                     "search_seconds": s["search_seconds"], "variants_made": s["variants_made"],
                     "levels": s["levels"], "compare": s.get("compare")})
         row["seeds"] = s.get("seeds")
+        # The fill pass's rounds (decision 122) and the self-sampled fitness windows, if any.
+        row["fill"] = s.get("fill")
+        row["fitness_self"] = s.get("fitness_self")
         for name, text, kld in texts:
             for who, path in (("crunch", ours), ("llama", ref), ("rtn", rtn)):
                 measure(row, who, path, name, text, kld)

@@ -9,13 +9,18 @@
 # (stage `llama`; the crunch-eval figures are cached in WORK and reused).
 # Usage: bench/gpu/search_presets_harness.sh CRUNCH IN WORK OUT crunch|llama [LLAMA_CUDA_BIN]
 # IN: base-f32.gguf, calib.txt, eval.txt, offdomain.txt, llama-P.gguf for every preset.
+# Environment: SIZES (default every preset above, e.g. SIZES=Q4_K_S=llama,Q4_K_M=llama to split
+# the work over calls of the device's time limit), SEARCH_EXTRA (more search flags, e.g.
+# "--fill-rounds 0" or "--fitness-self 64"; use another WORK for other flags: files in WORK are
+# reused), TAG (suffix of the output file's name).
 set -euo pipefail
 crunch=$1 in=$2 work=$3 out=$4 stage=$5 llbin=${6:-}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out" "$work"
-sizes=Q2_K=llama,Q3_K_S=llama,Q3_K_M=llama,Q4_K_S=llama,Q4_K_M=llama,Q5_K_M=llama,Q6_K=llama
+sizes=${SIZES:-Q2_K=llama,Q3_K_S=llama,Q3_K_M=llama,Q4_K_S=llama,Q4_K_M=llama,Q5_K_M=llama,Q6_K=llama}
+tag=${TAG:-}
 harness=(--harness crunch)
 if [ "$stage" = llama ]; then
   export LLAMA_PPL_ARGS="-ngl 99"
@@ -26,5 +31,6 @@ python3 "$here/../search_gguf.py" --crunch "$crunch" --base "$in/base-f32.gguf" 
   --presets-dir "$in" --calib "$in/calib.txt" --eval "$in/eval.txt" \
   --offdomain "$in/offdomain.txt" --work "$work" --threads 16 --device cuda \
   --calib-samples 128 --calib-len 512 --sizes "$sizes" "${harness[@]}" \
-  --search "--generations 30 --offspring 16 --selection 2x4,8x1" | tee "$out/search-presets-$stage.txt"
-echo "{\"stage\": \"$stage\", \"seconds\": $SECONDS}" | tee -a "$out/search-presets-$stage.txt"
+  --search "--generations 30 --offspring 16 --selection 2x4,8x1 ${SEARCH_EXTRA:-}" \
+  | tee "$out/search-presets-$stage$tag.txt"
+echo "{\"stage\": \"$stage\", \"seconds\": $SECONDS}" | tee -a "$out/search-presets-$stage$tag.txt"

@@ -56,10 +56,34 @@ impl CalibArgs {
             None => None,
         };
         match spec {
-            Some(spec) => self_windows(self, device, ckpt, spec),
+            Some(spec) => self_windows(self, device, ckpt, spec, self.seed()),
             None => file_windows(self, ckpt, path),
         }
     }
+}
+
+/// The budget search's fitness windows: `windows` interleaved with `--fitness-self N` sequences
+/// sampled from the model (`self:N×L`, L the calibration windows' length, seeded by `--seed`),
+/// so that every prefix (the held windows) holds both; `windows` alone when N is 0.
+pub fn with_self_samples(
+    args: &CalibArgs,
+    device: Device,
+    ckpt: &Checkpoint,
+    windows: &[Vec<u32>],
+    s: &crate::search::SearchArgs,
+) -> Result<Vec<Vec<u32>>> {
+    let n = s.fitness_self;
+    let Some(len) = windows.first().map(Vec::len).filter(|_| n > 0) else {
+        return Ok(windows.to_vec());
+    };
+    let spec = SelfSpec { samples: n, len };
+    let sampled = self_windows(&CalibArgs::default(), device, ckpt, spec, args.seed())?.0;
+    let mut out = Vec::with_capacity(windows.len() + sampled.len());
+    for i in 0..windows.len().max(sampled.len()) {
+        out.extend(windows.get(i).cloned());
+        out.extend(sampled.get(i).cloned());
+    }
+    Ok(out)
 }
 
 pub fn file_name(p: &Path) -> String {
@@ -103,6 +127,7 @@ fn self_windows(
     device: Device,
     ckpt: &Checkpoint,
     spec: SelfSpec,
+    seed: u64,
 ) -> Result<(Vec<Vec<u32>>, Calibration)> {
     let label = spec.label();
     let given = [
@@ -128,7 +153,7 @@ fn self_windows(
             &model,
             spec,
             ckpt.bos_token(),
-            args.seed(),
+            seed,
             batch,
             &mut |done, _| bar.set_position(done as u64),
         )
@@ -140,7 +165,7 @@ fn self_windows(
         data: label,
         samples: spec.samples,
         tokens_per_sample: spec.len,
-        seed: args.seed(),
+        seed,
     };
     Ok((w, c))
 }

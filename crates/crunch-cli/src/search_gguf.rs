@@ -147,6 +147,9 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         _ => bail!("give one of --target-bpw, --target-size, --target-kl"),
     };
 
+    // The fitness windows: the calibration windows, and the model's own samples with
+    // --fitness-self (the importance above comes from the calibration windows alone).
+    let windows = crate::calib_args::with_self_samples(&c.calib, c.device, &ckpt, &windows, s)?;
     let cache = cache_root(&s.search_cache);
     let bar = progress::bar(units.len(), "encoding the levels");
     let db = GgufDatabase::build(

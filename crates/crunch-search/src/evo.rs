@@ -25,9 +25,14 @@
 //! The search returns the elite ([`SearchState::chosen`]): its held fitness is at most every
 //! seed's, whatever the noise of the per-generation windows did to the parent.
 //!
+//! Then the fill pass (`crate::fill`, `EvoParams::fill_rounds`): the budget the elite leaves
+//! unused goes, one measured raise at a time, to the layers whose raise lowers the held fitness
+//! most per bit; a raise is kept only when it does, so the elite's held fitness never rises.
+//!
 //! Determinism: generation `g` draws from its own RNG stream (seed, g), so a search resumed from
 //! the state after generation g continues exactly as the uninterrupted one.
 
+use crate::fill::{fill_round, FillRound};
 use crate::{Error, Result, Rng};
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +207,10 @@ pub struct EvoParams {
     /// Selection steps, from few windows and many candidates to the most windows and one.
     pub steps: Vec<Step>,
     pub seed: u64,
+    /// Rounds of the fill pass after the generations (`crate::fill`: the unused budget goes to
+    /// the raises that lower the held fitness most per bit, each kept only if it does); 0: none.
+    #[serde(default)]
+    pub fill_rounds: usize,
 }
 
 impl EvoParams {
@@ -297,6 +306,9 @@ pub struct SearchState {
     /// start), after being made to fit; `None` for a seed that cannot fit.
     #[serde(default)]
     pub seeds: Vec<Option<f64>>,
+    /// The fill pass's rounds done so far (after the generations).
+    #[serde(default)]
+    pub fill: Vec<FillRound>,
 }
 
 impl SearchState {
@@ -350,6 +362,7 @@ fn start(
         history: Vec::new(),
         elite: Some(Elite { config, fitness: f }),
         seeds: per_seed,
+        fill: Vec::new(),
     })
 }
 
@@ -426,6 +439,17 @@ pub fn search(
             evaluations,
             elite: state.elite.as_ref().map(|e| e.fitness),
         });
+        on_generation(&state)?;
+    }
+    // The fill pass, from the elite; a round that keeps nothing ends it (a resumed search
+    // stops there too).
+    while state.fill.len() < params.fill_rounds && state.fill.last().is_none_or(|r| r.kept > 0) {
+        let Some(elite) = state.elite.clone() else {
+            break;
+        };
+        let (elite, round) = fill_round(budget, fitness, &elite)?;
+        state.elite = Some(elite);
+        state.fill.push(round);
         on_generation(&state)?;
     }
     Ok(state)

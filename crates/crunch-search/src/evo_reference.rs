@@ -72,6 +72,7 @@ fn run(err: Vec<Vec<f64>>, budget: Budget, generations: usize) -> (f64, Additive
             survivors: 1,
         }],
         seed: 3,
+        fill_rounds: 0,
     };
     let mut fit = Additive {
         err,
@@ -204,6 +205,7 @@ fn never_worse_than_a_seed_under_noise() {
             survivors: 1,
         }],
         seed: 9,
+        fill_rounds: 0,
     };
     let mut fit = Noisy {
         inner: Additive {

@@ -11,9 +11,11 @@
 //! - [`fitness`]: KL(base ‖ candidate) on calibration tokens, through `crunch_eval::BaseLogits`
 //!   (the evaluation's own scoring), with only the layers that differ from the last candidate
 //!   swapped in; the seeds and the elite are judged on fixed held windows.
+//! - [`fill`]: after the generations, the unused budget goes to the measured best raises.
 
 pub mod database;
 pub mod evo;
+pub mod fill;
 pub mod fitness;
 pub mod gguf_levels;
 pub mod plot;
@@ -23,6 +25,7 @@ mod evo_reference;
 
 pub use database::{Database, Level, Variants};
 pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState};
+pub use fill::{fill_round, FillRound};
 pub use fitness::ModelFitness;
 pub use gguf_levels::GgufDatabase;
 
