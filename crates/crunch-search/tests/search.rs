@@ -177,8 +177,8 @@ fn sequential_levels_are_the_uniform_models() {
     assert_ne!(db.variants.last(), independent.variants.last());
 }
 
-/// The fill pass on a tiny model: from uniform 3 bits under a 3.5-bit budget it raises layers
-/// into the unused half bit, each kept raise lowering the held KL, within the budget, the same
+/// The fill pass on a tiny model: from uniform 3 bits under a budget half-way to uniform 4 bits
+/// it raises layers into the unused budget, each kept raise lowering the held KL, within the budget, the same
 /// on a second run; a search with the fill is never worse on the held windows than the same
 /// search without it, whose elite it starts from.
 #[test]
@@ -196,14 +196,21 @@ fn fill_uses_the_slack_on_a_tiny_model() {
         &mut (),
     )
     .unwrap();
+    let costs = db.costs().unwrap();
+    let three = vec![1u8; costs.len()];
+    let four = vec![2u8; costs.len()];
+    // Half-way between uniform 3 and 4 bits: room for about half of the layers' raises.
+    let probe = Budget {
+        costs: costs.clone(),
+        limit: 0.0,
+    };
     let budget = Budget {
-        costs: db.costs().unwrap(),
-        limit: 3.5 * db.weights() as f64,
+        limit: 0.5 * (probe.cost(&three) + probe.cost(&four)),
+        costs,
     };
     let base = ckpt.load(Cpu, |_| {}).unwrap();
     let model = ckpt.load(Cpu, |_| {}).unwrap();
     let mut fit = ModelFitness::new(&base, model, &db, &pool, 5);
-    let three = vec![1u8; budget.costs.len()];
     let elite = Elite {
         fitness: fit.held_kl(&three).unwrap(),
         config: three.clone(),
