@@ -245,16 +245,16 @@ fn a_searched_gguf_has_the_requested_size() {
     // The fill pass's rounds are in the record; `--fitness-self` adds the model's own samples
     // to the fitness windows (another search, still within the size).
     assert!(v["search"]["fill"].is_array(), "{v}");
-    let e = path("e.gguf");
+    let mixed = path("mixed.gguf");
     let t = target.to_string();
     let (ok, json, err) = search(
-        &e,
+        &mixed,
         &["--target-size", &t, "--mix", "Q8_0", "--fitness-self", "4"],
     );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["search"]["fitness_self"], 4, "{v}");
-    assert!(std::fs::metadata(&e).unwrap().len() <= target);
+    assert!(std::fs::metadata(&mixed).unwrap().len() <= target);
     // At exactly a preset's file size, the preset's own types fit: the searched file is no
     // larger, and no worse than that seed on the held windows.
     let q4 = plan("Q4_K_M");
