@@ -137,7 +137,16 @@ impl Lines {
     /// The lines of `text` worth writing now, updating `last`.
     fn due(st: &mut LinesState, text: &str, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // A spinner's glyph (braille patterns) changes on every tick: not part of the message.
+        let plain = |l: &str| -> String {
+            l.chars()
+                .filter(|c| !('\u{2800}'..='\u{28ff}').contains(c))
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        for line in text.lines().map(plain).filter(|l| !l.is_empty()) {
+            let line = line.as_str();
             let key = line.split('[').next().unwrap_or(line).trim().to_string();
             let write = match &st.last {
                 Some((t, k)) => *k != key || now.duration_since(*t) >= Self::EVERY,
@@ -213,5 +222,11 @@ mod tests {
             vec![other.to_string()]
         );
         assert!(Lines::due(&mut st, "  \n", t0 + Duration::from_secs(30)).is_empty());
+        let t1 = t0 + Duration::from_secs(40);
+        assert_eq!(
+            Lines::due(&mut st, "\u{2801} loading model", t1),
+            vec!["loading model"]
+        );
+        assert!(Lines::due(&mut st, "\u{2809} loading model", t1).is_empty());
     }
 }
