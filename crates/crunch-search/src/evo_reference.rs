@@ -9,12 +9,12 @@
 use crate::evo::{search, Budget, EvoParams, Fitness, Step};
 use crate::Result;
 
-/// Σ err[u][level].
-struct Additive {
-    err: Vec<Vec<f64>>,
-    budget: Budget,
+/// Σ err[u][level] (also the fill pass's test fitness).
+pub(crate) struct Additive {
+    pub(crate) err: Vec<Vec<f64>>,
+    pub(crate) budget: Budget,
     /// Every candidate scored met the budget.
-    all_within: bool,
+    pub(crate) all_within: bool,
 }
 
 impl Fitness for Additive {

@@ -38,6 +38,19 @@ fn params(generations: usize) -> EvoParams {
     }
 }
 
+/// The tiny model (its folder lives as long as the guard) and 8 windows of 32 tokens.
+fn tiny_with_pool() -> (tempfile::TempDir, Checkpoint, Vec<Vec<u32>>) {
+    let (d, ckpt) = tiny_checkpoint();
+    let text = reference_ids(ckpt.config.vocab, 4096);
+    let pool = windows(&text, 8, 32, 0).unwrap();
+    (d, ckpt, pool)
+}
+
+/// Every level's variants of `ckpt` on `pool`, not cached.
+fn uncached(ckpt: &Checkpoint, pool: &[Vec<u32>], inputs: LevelInputs) -> Database {
+    Database::build(&Cpu, ckpt, &levels(), inputs, Some(pool), None, &mut ()).unwrap()
+}
+
 /// Runs `generations` from `resume`, returning the final state and every saved state.
 fn run(
     ckpt: &Checkpoint,
@@ -130,29 +143,9 @@ fn search_on_a_tiny_model() {
 /// with that level on every layer (what a search is compared with).
 #[test]
 fn sequential_levels_are_the_uniform_models() {
-    let (_d, ckpt) = tiny_checkpoint();
-    let text = reference_ids(ckpt.config.vocab, 4096);
-    let pool = windows(&text, 8, 32, 0).unwrap();
-    let db = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        LevelInputs::Sequential,
-        Some(&pool),
-        None,
-        &mut (),
-    )
-    .unwrap();
-    let independent = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        LevelInputs::Independent,
-        Some(&pool),
-        None,
-        &mut (),
-    )
-    .unwrap();
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let db = uncached(&ckpt, &pool, LevelInputs::Sequential);
+    let independent = uncached(&ckpt, &pool, LevelInputs::Independent);
     for (l, level) in levels().iter().enumerate() {
         let recipe = RecipeFile {
             stages: vec![Stage {
@@ -178,24 +171,13 @@ fn sequential_levels_are_the_uniform_models() {
 }
 
 /// The fill pass on a tiny model: from uniform 3 bits under a budget half-way to uniform 4 bits
-/// it raises layers into the unused budget, each kept raise lowering the held KL, within the budget, the same
-/// on a second run; a search with the fill is never worse on the held windows than the same
-/// search without it, whose elite it starts from.
+/// it raises layers into the unused budget, each kept raise lowering the held KL, within the
+/// budget, the same on a second run; a search with the fill is never worse on the held windows
+/// than the same search without it, whose elite it starts from.
 #[test]
 fn fill_uses_the_slack_on_a_tiny_model() {
-    let (_d, ckpt) = tiny_checkpoint();
-    let text = reference_ids(ckpt.config.vocab, 4096);
-    let pool = windows(&text, 8, 32, 0).unwrap();
-    let db = Database::build(
-        &Cpu,
-        &ckpt,
-        &levels(),
-        LevelInputs::Independent,
-        Some(&pool),
-        None,
-        &mut (),
-    )
-    .unwrap();
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let db = uncached(&ckpt, &pool, LevelInputs::Independent);
     let costs = db.costs().unwrap();
     let three = vec![1u8; costs.len()];
     let four = vec![2u8; costs.len()];
