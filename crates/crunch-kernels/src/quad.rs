@@ -1,5 +1,5 @@
 //! Decoding rows of the 4-bit 32-weight types (Q4_0, Q4_1) on AVX-512 VNNI, four blocks per
-//! step.
+//! step (decision 108).
 //!
 //! `gemv.rs` takes two blocks (64 weights) per step and spends most of the step outside the
 //! integer products: it unpacks each block's nibbles in its own 128-bit register and joins two,
