@@ -124,6 +124,14 @@ struct Consts {
     low: __m512i,
 }
 
+/// A row group's accumulators: the products per (weight row, activation row), and the offset
+/// terms per block lane.
+#[cfg(target_arch = "x86_64")]
+struct Sums<const R: usize, const C: usize> {
+    acc: [[__m512; C]; R],
+    accm: [[__m128; C]; R],
+}
+
 /// One step (blocks `j..j + 4`, fewer in a partial step) of `R` weight rows (`row_bytes`
 /// apart from `p`) times `C` activation rows, into the accumulators.
 #[cfg(target_arch = "x86_64")]
@@ -136,9 +144,9 @@ unsafe fn step<F: Block, const R: usize, const C: usize, const I16: bool, const 
     j: usize,
     x: &[ActRow; C],
     masks: (__mmask64, __mmask64, __mmask8),
-    acc: &mut [[__m512; C]; R],
-    accm: &mut [[__m128; C]; R],
+    sums: &mut Sums<R, C>,
 ) {
+    let Sums { acc, accm } = sums;
     // The activations of this step, shared by the R weight rows: group j / 4 of the
     // nibble-order planes (128 values from 32·j) and the four chunks' scales (masked past
     // the row's chunks: the planes are padded, the scales are not).
@@ -208,22 +216,15 @@ unsafe fn group<F: Block, const R: usize, const C: usize, const I16: bool>(
     x: &[ActRow; C],
 ) -> [[f32; R]; C] {
     let row_bytes = nblk * F::BYTES;
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let mut accm = [[_mm_setzero_ps(); C]; R];
+    let mut s = Sums {
+        acc: [[_mm512_setzero_ps(); C]; R],
+        accm: [[_mm_setzero_ps(); C]; R],
+    };
     let full = nblk / 4 * 4;
     let mut j = 0;
     while j < full {
-        let masks = (0, 0, 0xF);
-        step::<F, R, C, I16, true>(
-            k,
-            p.add(j * F::BYTES),
-            row_bytes,
-            j,
-            x,
-            masks,
-            &mut acc,
-            &mut accm,
-        );
+        let at = p.add(j * F::BYTES);
+        step::<F, R, C, I16, true>(k, at, row_bytes, j, x, (0, 0, 0xF), &mut s);
         j += 4;
     }
     if j < nblk {
@@ -236,17 +237,10 @@ unsafe fn group<F: Block, const R: usize, const C: usize, const I16: bool>(
             0
         };
         let masks = (m0, m1, (1u8 << blocks) - 1);
-        step::<F, R, C, I16, false>(
-            k,
-            p.add(j * F::BYTES),
-            row_bytes,
-            j,
-            x,
-            masks,
-            &mut acc,
-            &mut accm,
-        );
+        let at = p.add(j * F::BYTES);
+        step::<F, R, C, I16, false>(k, at, row_bytes, j, x, masks, &mut s);
     }
+    let (acc, accm) = (s.acc, s.accm);
     // Each accumulator's four 128-bit lanes added, the offsets folded in (Q4_0's `m = −8d`
     // once here), then the four lanes of each summed.
     let per_d = _mm_set1_ps(if F::MIN_STORED { 1.0 } else { F::M_PER_D });
