@@ -6,7 +6,7 @@
 //! values. No score matrix is materialised beyond one row.
 
 use crate::{AttentionMask, Error, Result};
-use crunch_kernels::{exp_nonpositive, Isa};
+use crunch_kernels::{exp_nonpositive, Isa, SharedOut};
 use std::cell::RefCell;
 
 /// Keys and values of one sequence.
@@ -30,19 +30,6 @@ impl KvView<'_> {
 
 /// Queries per task (a whole tile of `attention_tile`).
 const QUERY_BLOCK: usize = super::attention_tile::QB;
-
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint (query, head) rows.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers index inside the output.
-        unsafe { self.0.add(i) }
-    }
-}
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -70,7 +57,7 @@ pub fn attend(
     }
     let group = heads / kv.kv_heads;
     let mut out = vec![0f32; t * heads * d];
-    let o = Out(out.as_mut_ptr());
+    let o = SharedOut::new(&mut out);
     let blocks = t.div_ceil(QUERY_BLOCK);
     let task = |job: usize| {
         let (h, b) = (job / blocks, job % blocks);
@@ -197,20 +184,5 @@ fn one_query_generic(
     }
 }
 
-/// `Σ a·b` in 16 partial sums (vectorises).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// `Σ a·b` in 16 partial sums, in the packed kernels' order.
+pub(crate) use crunch_kernels::dot16 as dot;
