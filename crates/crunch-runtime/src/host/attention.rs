@@ -88,16 +88,14 @@ pub fn attend(
                 let qr = &q[(i * heads + h) * d..(i * heads + h + 1) * d];
                 // SAFETY: row (i, h) of the output belongs to this task.
                 let orow = unsafe { std::slice::from_raw_parts_mut(o.at((i * heads + h) * d), d) };
-                one_query(
-                    qr,
-                    kv,
-                    h / group,
-                    offset + i,
-                    mask.window,
+                let query = Query {
+                    q: qr,
+                    g: h / group,
+                    p: offset + i,
+                    window: mask.window,
                     scale,
-                    &mut s,
-                    orow,
-                );
+                };
+                one_query(&query, kv, &mut s, orow);
             }
         })
     };
@@ -111,54 +109,41 @@ pub fn attend(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn one_query(
-    q: &[f32],
-    kv: &KvView,
+/// One query row of attention: the query, its kv head `g`, its absolute position `p`, the
+/// sliding window (if any) and the score scale.
+struct Query<'q> {
+    q: &'q [f32],
     g: usize,
     p: usize,
     window: Option<usize>,
     scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+}
+
+fn one_query(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if Isa::detect() >= Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { one_query_avx2(q, kv, g, p, window, scale, scores, out) };
+        return unsafe { one_query_avx2(query, kv, scores, out) };
     }
-    one_query_generic(q, kv, g, p, window, scale, scores, out)
+    one_query_generic(query, kv, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn one_query_avx2(
-    q: &[f32],
-    kv: &KvView,
-    g: usize,
-    p: usize,
-    window: Option<usize>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    one_query_generic(q, kv, g, p, window, scale, scores, out)
+unsafe fn one_query_avx2(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
+    one_query_generic(query, kv, scores, out)
 }
 
-/// Query at absolute position `p` of kv head `g`: keys `j` with `p - window < j <= p`.
+/// The query at absolute position `p` of kv head `g`: keys `j` with `p - window < j <= p`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn one_query_generic(
-    q: &[f32],
-    kv: &KvView,
-    g: usize,
-    p: usize,
-    window: Option<usize>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn one_query_generic(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
+    let Query {
+        q,
+        g,
+        p,
+        window,
+        scale,
+    } = *query;
     let d = kv.head_dim;
     let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
     let s = &mut scores[lo..=p];
