@@ -5,6 +5,7 @@
 //! dotted with every activation row. Many rows (prefill): tiles of 64 weight rows are widened
 //! once and multiplied with faer's matrix product.
 
+use crate::math::{dot16 as dot, SharedOut};
 use crate::matrix::PackedMatrix;
 use crate::Isa;
 use crunch_formats::DType;
@@ -38,24 +39,6 @@ fn widen(dtype: DType, bytes: &[u8], out: &mut [f32]) {
         }
         _ => unreachable!("not a float dtype"),
     }
-}
-
-/// `Σ a·b` in 16 partial sums (the compiler vectorises it).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// One weight row widened into `buf`, dotted with the activation rows `x` (`out.len()` rows
@@ -99,20 +82,6 @@ fn widen_and_dot(
     widen_and_dot_generic(dtype, bytes, buf, x, out)
 }
 
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint columns of y.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// A method, so closures capture the whole `Out` (which is `Sync`), not its field.
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers index inside the output they were given.
-        unsafe { self.0.add(i) }
-    }
-}
-
 thread_local! {
     static BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -121,7 +90,7 @@ pub(crate) fn matmul(w: &PackedMatrix, x: &[f32], n: usize, y: &mut [f32], isa: 
     let (m, k, dtype) = (w.rows(), w.cols(), w.dtype());
     let rb = w.row_bytes();
     let bytes = w.bytes();
-    let out = Out(y.as_mut_ptr());
+    let out = SharedOut::new(y);
     if n <= 4 {
         const TILE: usize = 16;
         let task = |t: usize| {

@@ -25,6 +25,8 @@ mod matrix;
 #[cfg(target_arch = "x86_64")]
 mod panel;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod quad;
 mod storage;
 mod tile;
 
@@ -32,7 +34,7 @@ pub use act::{ActBits, Acts};
 pub use crunch_formats::DType;
 pub use formats::supported as block_supported;
 pub use isa::Isa;
-pub use math::exp_nonpositive;
+pub use math::{dot16, exp_nonpositive, SharedOut};
 pub use matrix::{Options, PackedMatrix};
 pub use storage::{ByteOwner, Bytes};
 

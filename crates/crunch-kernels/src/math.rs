@@ -23,6 +23,56 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p * scale
 }
 
+/// `Σ a·b` in 16 partial sums, added in one fixed order (the compiler vectorises it in the
+/// callers' target features; the same order everywhere, so every caller's sums agree).
+#[inline(always)]
+pub fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// An output buffer shared by parallel tasks that each write their own disjoint elements
+/// (rows, columns or pieces): a raw pointer, so the tasks need no lock.
+#[derive(Clone, Copy)]
+pub struct SharedOut(*mut f32);
+// SAFETY: the tasks that share one write disjoint elements (each user states how).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub fn new(out: &mut [f32]) -> Self {
+        SharedOut(out.as_mut_ptr())
+    }
+
+    /// The pointer to element `i` (a method, so closures capture the whole `SharedOut`, which
+    /// is `Sync`, not its field). Writing through it is the caller's `unsafe`: `i` must lie in
+    /// the output and belong to the caller's task alone.
+    #[inline(always)]
+    pub fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+
+    /// Elements `start..start + len` as a slice.
+    ///
+    /// # Safety
+    /// `start..start + len` must lie in the output and belong to the caller alone.
+    #[inline(always)]
+    pub unsafe fn piece<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::exp_nonpositive;

@@ -8,6 +8,7 @@
 use crate::act::{ActBits, Acts};
 use crate::body::{self, WRow, XRow};
 use crate::formats::{self, with_block, Block};
+use crate::math::SharedOut;
 #[cfg(target_arch = "x86_64")]
 use crate::panel::{Panels, LANES};
 use crate::storage::Bytes;
@@ -170,21 +171,6 @@ impl PackedMatrix {
     }
 }
 
-/// The output pointer shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint elements (their own weight rows' columns of y).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// A method, so closures capture the whole `Out` (which is `Sync`), not its field.
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers index inside the output they were given.
-        unsafe { self.0.add(i) }
-    }
-}
-
 thread_local! {
     static ACTS: RefCell<Option<Acts>> = const { RefCell::new(None) };
     static TILE: RefCell<Tile> = RefCell::new(Tile::new());
@@ -212,7 +198,7 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
     // 576 rows make 18 tasks, an even split over 2 or 3 threads).
     let tile_rows = if n <= 4 { 16 } else { 32 };
     let tiles = m.div_ceil(tile_rows);
-    let out = Out(y.as_mut_ptr());
+    let out = SharedOut::new(y);
     let signed = F::WIDE && isa == Isa::Avx2;
     let row_bytes = w.row_bytes();
     let xrows: Vec<XRow> = (0..n)
@@ -285,15 +271,14 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     let (tile, tiles) = crate::pool::pieces(m, 8, 32);
     let row_bytes = w.row_bytes();
     let x: Vec<crate::gemv::ActRow> = (0..n).map(|i| crate::gemv::ActRow::new(acts, i)).collect();
-    let out = Out(y.as_mut_ptr());
+    let out = SharedOut::new(y);
     let (vnni, i16) = (isa == Isa::Avx512, acts.bits == ActBits::I16);
     let task = |t: usize| {
         let r0 = t * tile;
         let tr = tile.min(m - r0);
-        // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
-        let mut put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
         SCRATCH.with(|s| {
-            // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values.
+            // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values;
+            // rows r0..r0+tr of every output row (stride m) belong to this task alone.
             unsafe {
                 crate::gemv::rows::<F>(
                     vnni,
@@ -303,7 +288,8 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
                     k,
                     &x,
                     &mut s.borrow_mut(),
-                    &mut put,
+                    out.at(r0),
+                    m,
                 )
             }
         });

@@ -6,7 +6,7 @@
 //! values. No score matrix is materialised beyond one row.
 
 use crate::{AttentionMask, Error, Result};
-use crunch_kernels::{exp_nonpositive, Isa};
+use crunch_kernels::{exp_nonpositive, Isa, SharedOut};
 use std::cell::RefCell;
 
 /// Keys and values of one sequence.
@@ -30,19 +30,6 @@ impl KvView<'_> {
 
 /// Queries per task (a whole tile of `attention_tile`).
 const QUERY_BLOCK: usize = super::attention_tile::QB;
-
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint (query, head) rows.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers index inside the output.
-        unsafe { self.0.add(i) }
-    }
-}
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -70,7 +57,7 @@ pub fn attend(
     }
     let group = heads / kv.kv_heads;
     let mut out = vec![0f32; t * heads * d];
-    let o = Out(out.as_mut_ptr());
+    let o = SharedOut::new(&mut out);
     let blocks = t.div_ceil(QUERY_BLOCK);
     let task = |job: usize| {
         let (h, b) = (job / blocks, job % blocks);
@@ -101,16 +88,14 @@ pub fn attend(
                 let qr = &q[(i * heads + h) * d..(i * heads + h + 1) * d];
                 // SAFETY: row (i, h) of the output belongs to this task.
                 let orow = unsafe { std::slice::from_raw_parts_mut(o.at((i * heads + h) * d), d) };
-                one_query(
-                    qr,
-                    kv,
-                    h / group,
-                    offset + i,
-                    mask.window,
+                let query = Query {
+                    q: qr,
+                    g: h / group,
+                    p: offset + i,
+                    window: mask.window,
                     scale,
-                    &mut s,
-                    orow,
-                );
+                };
+                one_query(&query, kv, &mut s, orow);
             }
         })
     };
@@ -124,54 +109,41 @@ pub fn attend(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn one_query(
-    q: &[f32],
-    kv: &KvView,
+/// One query row of attention: the query, its kv head `g`, its absolute position `p`, the
+/// sliding window (if any) and the score scale.
+struct Query<'q> {
+    q: &'q [f32],
     g: usize,
     p: usize,
     window: Option<usize>,
     scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+}
+
+fn one_query(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if Isa::detect() >= Isa::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { one_query_avx2(q, kv, g, p, window, scale, scores, out) };
+        return unsafe { one_query_avx2(query, kv, scores, out) };
     }
-    one_query_generic(q, kv, g, p, window, scale, scores, out)
+    one_query_generic(query, kv, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn one_query_avx2(
-    q: &[f32],
-    kv: &KvView,
-    g: usize,
-    p: usize,
-    window: Option<usize>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    one_query_generic(q, kv, g, p, window, scale, scores, out)
+unsafe fn one_query_avx2(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
+    one_query_generic(query, kv, scores, out)
 }
 
-/// Query at absolute position `p` of kv head `g`: keys `j` with `p - window < j <= p`.
+/// The query at absolute position `p` of kv head `g`: keys `j` with `p - window < j <= p`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn one_query_generic(
-    q: &[f32],
-    kv: &KvView,
-    g: usize,
-    p: usize,
-    window: Option<usize>,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn one_query_generic(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [f32]) {
+    let Query {
+        q,
+        g,
+        p,
+        window,
+        scale,
+    } = *query;
     let d = kv.head_dim;
     let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
     let s = &mut scores[lo..=p];
@@ -197,20 +169,5 @@ fn one_query_generic(
     }
 }
 
-/// `Σ a·b` in 16 partial sums (vectorises).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// `Σ a·b` in 16 partial sums, in the packed kernels' order.
+pub(crate) use crunch_kernels::dot16 as dot;

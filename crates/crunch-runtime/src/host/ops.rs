@@ -3,7 +3,7 @@
 //! has it. They are cheap next to the products (one pass over a row each), so they run on the
 //! calling thread unless the input is large (prefill).
 
-use crunch_kernels::{pool, Isa};
+use crunch_kernels::{pool, Isa, SharedOut};
 
 /// Rows at or above this many values are split over the pool.
 const PARALLEL_MIN: usize = 1 << 16;
@@ -115,23 +115,6 @@ fn piece(len: usize, row: usize) -> usize {
     rows.div_ceil(4 * pool::threads()).max(1) * row.max(1)
 }
 
-/// The output pointer shared by tasks that write disjoint pieces.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint pieces of the output.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// A method, so closures capture the whole `Out` (which is `Sync`), not its field.
-    ///
-    /// # Safety
-    /// `start..start + len` must lie in the output and belong to the caller alone.
-    unsafe fn piece<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
-    }
-}
-
 /// A new `len`-value output, filled by `f(start, piece)` over pieces of whole rows of `row`
 /// values: on the calling thread when small, else on the team.
 fn map_rows(len: usize, row: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
@@ -140,7 +123,7 @@ fn map_rows(len: usize, row: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec
         f(0, &mut out);
     } else {
         let p = piece(len, row);
-        let o = Out(out.as_mut_ptr());
+        let o = SharedOut::new(&mut out);
         pool::run(len.div_ceil(p), &|t| {
             let start = t * p;
             // SAFETY: piece t of the output belongs to task t.
