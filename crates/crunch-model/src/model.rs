@@ -565,6 +565,27 @@ pub fn block_forward<B: Backend>(
     block_output(b, cfg, blk, layer, x, &a, hook)
 }
 
+/// [`block_forward`] only as far as the input of the block's last linear layer (the down
+/// projection of a dense MLP): every linear input reaches `hook`, and the last product and
+/// residual, whose output nobody reads, are skipped. What a calibration pass that only gathers
+/// inputs runs. (A sparse MLP runs whole: its experts' inputs come between their products.)
+pub fn block_inputs<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    blk: &Block<B>,
+    layer: usize,
+    x: &B::Tensor,
+    rope: &RopeTables<B>,
+    hook: &mut dyn LinearHook<B>,
+) -> Result<()> {
+    let (cos, sin) = rope.set(blk.rope_set);
+    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, cos, sin, hook)?;
+    let mask = AttentionMask::causal(blk.window);
+    let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
+    block_tail(b, cfg, blk, layer, x, &a, hook, false)?;
+    Ok(())
+}
+
 pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
     cfg.attention_scale()
 }
@@ -644,6 +665,22 @@ pub(crate) fn block_output<B: Backend>(
     a: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
+    let out = block_tail(b, cfg, blk, layer, x, a, hook, true)?;
+    Ok(out.expect("the whole block runs when its output is asked for"))
+}
+
+/// [`block_output`], or with `output` false only as far as the last linear input (`None`).
+#[allow(clippy::too_many_arguments)]
+fn block_tail<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    blk: &Block<B>,
+    layer: usize,
+    x: &B::Tensor,
+    a: &B::Tensor,
+    hook: &mut dyn LinearHook<B>,
+    output: bool,
+) -> Result<Option<B::Tensor>> {
     hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
     let mut o = blk.o.forward(b, a)?;
     if let Some(n) = &blk.post_attn_norm {
@@ -651,13 +688,17 @@ pub(crate) fn block_output<B: Backend>(
     }
     let x = b.add(x, &o)?;
     let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
-    let mut m = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)?;
+    let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook, output)? else {
+        return Ok(None);
+    };
     if let Some(n) = &blk.post_mlp_norm {
         m = b.rms_norm(&m, n, cfg.rms_eps)?;
     }
-    Ok(b.add(&x, &m)?)
+    Ok(Some(b.add(&x, &m)?))
 }
 
+/// The MLP's output, or `None` when `output` is false and a dense MLP stops after its down
+/// projection's input reached the hook.
 fn mlp_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -665,27 +706,32 @@ fn mlp_forward<B: Backend>(
     layer: usize,
     h: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
-) -> Result<B::Tensor> {
+    output: bool,
+) -> Result<Option<B::Tensor>> {
     let id = |name: &'static str| LinearId::new(layer, name);
     let act = cfg.activation;
-    match mlp {
-        Mlp::Gated { gate, up, down } => {
+    let m = match mlp {
+        Mlp::Gated { gate, up, .. } => {
             hook.linear_input(id("mlp.gate_proj"), h)?;
             hook.linear_input(id("mlp.up_proj"), h)?;
-            let m = gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?;
-            hook.linear_input(id("mlp.down_proj"), &m)?;
-            down.forward(b, &m)
+            gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?
         }
-        Mlp::FusedGated { gate_up, down } => {
+        Mlp::FusedGated { gate_up, .. } => {
             hook.linear_input(id("mlp.gate_up_proj"), h)?;
             let y = gate_up.forward(b, h)?;
             let i = cfg.intermediate;
-            let m = gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?;
-            hook.linear_input(id("mlp.down_proj"), &m)?;
-            down.forward(b, &m)
+            gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?
         }
-        Mlp::Moe(moe) => moe.forward(b, act, layer, h, hook),
+        Mlp::Moe(moe) => return moe.forward(b, act, layer, h, hook).map(Some),
+    };
+    hook.linear_input(id("mlp.down_proj"), &m)?;
+    if !output {
+        return Ok(None);
     }
+    let (Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. }) = mlp else {
+        unreachable!("a dense MLP")
+    };
+    down.forward(b, &m).map(Some)
 }
 
 /// llama.cpp stores Llama 3's rope rescaling as per-frequency divisors.
