@@ -12,6 +12,7 @@ Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf -
 """
 import argparse
 import json
+import math
 import os
 
 from quantize_table import markdown, protocol_args, run_json
@@ -46,7 +47,10 @@ def main():
                       "--group-size", str(group), *calib, "--out", out_u, "--force", "--json"])
         bpw = u["bits_per_weight"]
         out_s = os.path.join(a.work, f"searched-{bpw:.3f}")
-        cmd = [a.crunch, *th, "compress", a.model, "--target-bpw", f"{bpw:.6f}", "--levels", a.levels,
+        # Rounded *up* to the printed precision: rounded to nearest, 3.1608073 became 3.160807,
+        # a budget 0.0000003 bpw below the uniform model's own, which then was no seed.
+        target = f"{math.ceil(bpw * 1e6) / 1e6:.6f}"
+        cmd = [a.crunch, *th, "compress", a.model, "--target-bpw", target, "--levels", a.levels,
                "--generations", a.generations, "--offspring", a.offspring, "--selection", a.selection,
                *calib, "--out", out_s, "--force", "--json"]
         if a.plot and i == 0:

@@ -9,12 +9,14 @@
 # Calibration: 128 windows of 512 tokens sampled from the model itself (`--calib self:128x512`,
 # no tokenizer needed); default levels (10 GPTQ levels, each one sequential pass); search 50
 # generations, 16 offspring, selection 2x4,8x1 (the SmolLM2 runs' settings).
-# Prints one JSON line per model, then the projection.
+# Prints one JSON line per model, then the projection. BLOCKS="2" (then BLOCKS="4") runs one
+# size per call where a call has a time limit: the lines collect in OUT/search8b.jsonl and the
+# projection is printed once it holds both sizes.
 set -euo pipefail
 crunch=$1 gpu_llama=$2 out=$3
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 mkdir -p "$out"
-for n in 2 4; do
+for n in ${BLOCKS:-2 4}; do
   m=/tmp/search8b-m$n
   [ -f "$m/model.safetensors" ] || "$gpu_llama" make --shape 8b --layers "$n" --dir "$m" >/dev/null
   rm -rf "/tmp/search8b-o$n"
@@ -32,11 +34,13 @@ print(json.dumps({"blocks": n, "wall_seconds": end - start, "search_seconds": s[
                   "variants_made": s["variants_made"], "generations": s["generations"],
                   "evaluations": s["evaluations"]}))
 PY
-done | tee "$out/search8b.jsonl"
+done | tee -a "$out/search8b.jsonl"
 python3 - "$out/search8b.jsonl" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-(a, b) = rows
+rows = {r["blocks"]: r for r in map(json.loads, open(sys.argv[1]))}
+if len(rows) < 2:
+    sys.exit(0)
+(a, b) = (rows[k] for k in sorted(rows)[:2])
 for key in ("wall_seconds", "search_seconds"):
     per_block = (b[key] - a[key]) / (b["blocks"] - a["blocks"])
     fixed = a[key] - per_block * a["blocks"]

@@ -352,11 +352,8 @@ struct Driver<'a> {
     done: BTreeMap<String, CompressedLayer>,
 }
 
-impl Driver<'_> {
-    fn compress<B: Backend>(
-        &mut self,
-        job: &LayerJob<B>,
-    ) -> Result<Option<Replacement<B::Tensor>>> {
+impl<B: Backend> LayerCompressor<B> for Driver<'_> {
+    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
         let name = job.id.full_name();
         let (main, corr) = self.stages.get(&name).copied().unwrap_or((None, None));
         let Some(mi) = main else {
@@ -392,12 +389,7 @@ impl Driver<'_> {
         self.done.insert(name, layer);
         Ok(Some(Replacement::Host(dense)))
     }
-}
 
-impl<B: Backend> LayerCompressor<B> for Driver<'_> {
-    fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>> {
-        Driver::compress(self, job)
-    }
     fn expert_min_tokens(&self) -> usize {
         self.recipe.moe().expert_min_tokens
     }

@@ -130,12 +130,6 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{}: not valid JSON: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
     /// A GGUF output or an importance file (`gguf`).
     #[error("{}: {problem}", path.display())]
     Gguf {

@@ -110,19 +110,13 @@ mod tests {
 
     #[test]
     fn shrinking_is_noticed_and_maps_are_registered() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.bin");
-        std::fs::write(&p, vec![7u8; 4096]).unwrap();
-        let m = MappedFile::open(&p).unwrap();
+        let f = tempfile::Builder::new().suffix("x.bin").tempfile().unwrap();
+        f.as_file().set_len(4096).unwrap();
+        let m = MappedFile::open(f.path()).unwrap();
         assert!(m.check_whole().is_ok());
         let addr = m.bytes().as_ptr() as usize + 100;
-        assert_eq!(file_at(addr).as_deref(), Some(p.as_path()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_len(10)
-            .unwrap();
+        assert_eq!(file_at(addr).as_deref(), Some(f.path()));
+        f.as_file().set_len(10).unwrap();
         let e = m.check_whole().unwrap_err().to_string();
         assert!(e.contains("x.bin") && e.contains("shrank"), "{e}");
         drop(m);

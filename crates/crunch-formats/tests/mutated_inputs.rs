@@ -119,16 +119,25 @@ fn base_safetensors() -> Vec<u8> {
     ])
 }
 
-fn exercise_gguf(bytes: Vec<u8>) {
-    let Ok(f) = GgufFile::from_bytes("mutated.gguf", bytes) else {
-        return;
-    };
+/// Reads every tensor a file lists, as stored (`raw`) and as f32: each read gives an error or
+/// the values the listing promises.
+fn read_every_tensor<'f, S: TensorSource>(
+    f: &'f S,
+    raw: impl Fn(&'f S, &str) -> crunch_formats::Result<&'f [u8]>,
+) {
     for t in f.tensors() {
-        let _ = f.raw(&t.name);
+        let _ = raw(f, &t.name);
         if let Ok(v) = f.read_f32(&t.name) {
             assert_eq!(v.len(), t.numel());
         }
     }
+}
+
+fn exercise_gguf(bytes: Vec<u8>) {
+    let Ok(f) = GgufFile::from_bytes("mutated.gguf", bytes) else {
+        return;
+    };
+    read_every_tensor(&f, GgufFile::raw);
     if let Ok(tok) = build_tokenizer(&f) {
         let _ = tok.encode("ab <s>ba", true);
     }
@@ -140,12 +149,7 @@ fn exercise_safetensors(bytes: &[u8]) {
     let Ok(f) = SafetensorsFile::open(file.path()) else {
         return;
     };
-    for t in f.tensors() {
-        let _ = f.raw(&t.name);
-        if let Ok(v) = f.read_f32(&t.name) {
-            assert_eq!(v.len(), t.numel());
-        }
-    }
+    read_every_tensor(&f, SafetensorsFile::raw);
 }
 
 #[test]

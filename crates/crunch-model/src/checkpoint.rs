@@ -88,15 +88,7 @@ impl Checkpoint {
             path.parent().unwrap_or(Path::new("."))
         };
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Read {
-            path: config_path.clone(),
-            source,
-        })?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: config_path.clone(),
-                source,
-            })?;
+        let json = read_json(&config_path)?;
         let config = ModelConfig::from_hf_json(&config_path, &json)?;
         let bos_token = json
             .get("bos_token_id")
@@ -303,4 +295,17 @@ pub struct Summary {
     /// dtype -> (tensor count, parameter count)
     pub dtypes: BTreeMap<String, (usize, u64)>,
     pub bytes_on_disk: u64,
+}
+
+/// A JSON file (a Hugging Face `config.json`, `tokenizer_config.json`...), its errors naming
+/// the file: [`Error::Read`] when it cannot be read, [`Error::Json`] when it is not JSON.
+pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -7,7 +7,7 @@
 
 use crate::model::{attention_inputs, attention_scale, block_output, Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
-use crunch_runtime::{AttentionMask, Backend, KvMode};
+use crunch_runtime::{AttentionMask, Backend, KvMode, KvSpec};
 
 /// Keys and values of one sequence, per decoder block, for incremental decoding.
 pub struct KvCache<B: Backend> {
@@ -71,11 +71,14 @@ impl<B: Backend> KvCache<B> {
         inv_freq: impl FnOnce() -> Vec<f64>,
     ) -> Result<&mut B::KvStore> {
         if self.layers[layer].is_none() {
-            let mut s = b.kv_alloc(self.capacity, cfg.kv_heads, cfg.head_dim, self.mode)?;
-            if self.mode.needs_rope() {
-                b.kv_set_rope(&mut s, &inv_freq())?;
-            }
-            self.layers[layer] = Some(s);
+            let freqs = self.mode.needs_rope().then(inv_freq);
+            self.layers[layer] = Some(b.kv_alloc(KvSpec {
+                capacity: self.capacity,
+                kv_heads: cfg.kv_heads,
+                head_dim: cfg.head_dim,
+                mode: self.mode,
+                inv_freq: freqs.as_deref(),
+            })?);
         }
         Ok(self.layers[layer].as_mut().expect("made above"))
     }

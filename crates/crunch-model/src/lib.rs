@@ -23,7 +23,7 @@ pub mod weights;
 
 use std::path::PathBuf;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{read_json, Checkpoint};
 pub use config::{Activation, Arch, ModelConfig, MoeConfig};
 pub use decode::KvCache;
 pub use gguf_config::gguf_shape_metadata;

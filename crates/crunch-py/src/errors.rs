@@ -131,9 +131,7 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     }
     if let Some(x) = e.downcast_ref::<X>() {
         return Some(match x {
-            X::Format(_) | X::Model(_) | X::Gguf { .. } | X::Json { .. } | X::Tokenizer { .. } => {
-                Kind::Format
-            }
+            X::Format(_) | X::Model(_) | X::Gguf { .. } | X::Tokenizer { .. } => Kind::Format,
             X::Refused { .. } | X::NotALinear { .. } => Kind::Input,
             X::Output { .. } | X::Io { .. } => Kind::Output,
             _ => Kind::Other,

@@ -234,15 +234,10 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let x = (i as u32)
-                    .wrapping_mul(2654435761)
-                    .wrapping_add(seed.wrapping_mul(40503));
-                ((x >> 8) as f32 / (1u32 << 24) as f32) - 0.5
-            })
-            .collect()
+    /// `n` values uniform in [-0.5, 0.5), the same for the same seed.
+    fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crunch_rng::SplitMix64(seed);
+        (0..n).map(|_| 0.5 * rng.uniform()).collect()
     }
 
     /// Blocked attention against the direct formula for queries `t` rows starting at `offset`.

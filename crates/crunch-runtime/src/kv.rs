@@ -2,7 +2,7 @@
 //! `Backend::attention` takes whole key/value tensors: f32 keys and values as the backend's own
 //! tensors, grown by concatenation, or a compressed [`QuantKv`] in host memory.
 
-use crate::kvq::{KvMode, QuantKv};
+use crate::kvq::{KvSpec, QuantKv};
 use crate::{AttentionMask, Backend, Error, Result};
 
 /// One sequence's keys and values for one block on the candle or CUDA backend.
@@ -21,15 +21,16 @@ pub enum BackendKv<T> {
 }
 
 impl<T: Clone> BackendKv<T> {
-    pub fn new(mode: KvMode, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self> {
-        Ok(if mode.is_full() {
+    /// See [`crate::Backend::kv_alloc`].
+    pub fn new(spec: KvSpec) -> Result<Self> {
+        Ok(if spec.mode.is_full() {
             BackendKv::Concat {
                 kv: None,
                 len: 0,
-                capacity,
+                capacity: spec.capacity,
             }
         } else {
-            BackendKv::Quant(Box::new(QuantKv::new(mode, capacity, kv_heads, head_dim)?))
+            BackendKv::Quant(Box::new(QuantKv::from_spec(spec)?))
         })
     }
 
@@ -42,14 +43,6 @@ impl<T: Clone> BackendKv<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// See [`crate::Backend::kv_set_rope`].
-    pub fn set_rope(&mut self, inv_freq: &[f64]) -> Result<()> {
-        match self {
-            BackendKv::Concat { .. } => Ok(()),
-            BackendKv::Quant(c) => c.set_rope(inv_freq),
-        }
     }
 
     pub fn append<B: Backend<Tensor = T>>(&mut self, b: &B, k: &T, v: &T) -> Result<()> {
@@ -104,18 +97,8 @@ macro_rules! backend_kv_methods {
     ($tensor:ty) => {
         type KvStore = $crate::BackendKv<$tensor>;
 
-        fn kv_alloc(
-            &self,
-            cap: usize,
-            heads: usize,
-            dim: usize,
-            mode: $crate::KvMode,
-        ) -> $crate::Result<Self::KvStore> {
-            $crate::BackendKv::new(mode, cap, heads, dim)
-        }
-
-        fn kv_set_rope(&self, kv: &mut Self::KvStore, inv_freq: &[f64]) -> $crate::Result<()> {
-            kv.set_rope(inv_freq)
+        fn kv_alloc(&self, spec: $crate::KvSpec) -> $crate::Result<Self::KvStore> {
+            $crate::BackendKv::new(spec)
         }
 
         fn kv_append(

@@ -24,7 +24,7 @@ pub use crunch_kernels::{self as kernels, PackedMatrix};
 pub use cuda::{Cuda, CudaTensor, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
-pub use kvq::KvMode;
+pub use kvq::{KvMode, KvSpec};
 
 /// PyTorch's tanh approximation of GELU, in f32 as it computes it.
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -216,19 +216,9 @@ pub trait Backend: Send + Sync + 'static {
         self.upload_weight(w.dequantize(), &shape)
     }
 
-    /// An empty key/value store for `capacity` positions of `kv_heads` heads of `head_dim`,
-    /// holding them as `mode` says ([`KvMode::F32`]: as computed).
-    fn kv_alloc(
-        &self,
-        capacity: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        mode: KvMode,
-    ) -> Result<Self::KvStore>;
-    /// Gives a store the inverse frequencies (one per channel pair, "half" layout) of the
-    /// rotary embedding its keys will carry, for the modes that quantize keys before it
-    /// ([`KvMode::needs_rope`]); other stores ignore it.
-    fn kv_set_rope(&self, kv: &mut Self::KvStore, inv_freq: &[f64]) -> Result<()>;
+    /// An empty key/value store as `spec` says ([`KvMode::F32`]: keys and values as
+    /// computed).
+    fn kv_alloc(&self, spec: KvSpec) -> Result<Self::KvStore>;
     /// Appends keys and values `[tokens, kv_heads, head_dim]` (keys already rotated); fails
     /// when they would not fit.
     fn kv_append(&self, kv: &mut Self::KvStore, k: &Self::Tensor, v: &Self::Tensor) -> Result<()>;

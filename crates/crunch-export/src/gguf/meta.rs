@@ -70,16 +70,7 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+    Ok(Some(crunch_model::read_json(path)?))
 }
 
 /// Metadata for a Hugging Face source: architecture keys from the config, the tokenizer from

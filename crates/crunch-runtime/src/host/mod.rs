@@ -16,7 +16,7 @@ mod ops;
 
 pub(crate) use attention::dot;
 
-use crate::kvq::{KvMode, QuantKv};
+use crate::kvq::{KvSpec, QuantKv};
 use crate::{AttentionMask, Backend, Error, Result};
 use crunch_kernels::{Bytes, DType, PackedMatrix};
 use std::sync::Arc;
@@ -405,19 +405,12 @@ impl Backend for Host {
         })
     }
 
-    fn kv_alloc(&self, cap: usize, heads: usize, dim: usize, mode: KvMode) -> Result<HostKv> {
-        Ok(HostKv(if mode.is_full() {
-            Store::F32(F32Kv::new(cap, heads, dim)?)
+    fn kv_alloc(&self, spec: KvSpec) -> Result<HostKv> {
+        Ok(HostKv(if spec.mode.is_full() {
+            Store::F32(F32Kv::new(spec.capacity, spec.kv_heads, spec.head_dim)?)
         } else {
-            Store::Quant(Box::new(QuantKv::new(mode, cap, heads, dim)?))
+            Store::Quant(Box::new(QuantKv::from_spec(spec)?))
         }))
-    }
-
-    fn kv_set_rope(&self, kv: &mut HostKv, inv_freq: &[f64]) -> Result<()> {
-        match &mut kv.0 {
-            Store::F32(_) => Ok(()),
-            Store::Quant(s) => s.set_rope(inv_freq),
-        }
     }
 
     fn kv_append(&self, kv: &mut HostKv, k: &HostTensor, v: &HostTensor) -> Result<()> {

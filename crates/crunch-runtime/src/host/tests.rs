@@ -129,7 +129,9 @@ fn attention_and_cache_match_candle_for(h: usize, kvh: usize, d: usize) {
                 "d {d} t {t} len {len} window {window:?}"
             );
             // The same keys appended to a cache in two pieces.
-            let mut kv = Host.kv_alloc(len + 3, kvh, d, crate::KvMode::F32).unwrap();
+            let mut kv = Host
+                .kv_alloc(crate::KvSpec::new(len + 3, kvh, d, crate::KvMode::F32))
+                .unwrap();
             let cut = len / 3;
             let (k1, v1) = (&k[..cut * kvh * d], &v[..cut * kvh * d]);
             let (k2, v2) = (&k[cut * kvh * d..], &v[cut * kvh * d..]);
@@ -160,7 +162,9 @@ fn attention_and_cache_match_candle_for(h: usize, kvh: usize, d: usize) {
 
 #[test]
 fn cache_overflow_and_bad_offsets_are_errors() {
-    let mut kv = Host.kv_alloc(4, 1, 8, crate::KvMode::F32).unwrap();
+    let mut kv = Host
+        .kv_alloc(crate::KvSpec::new(4, 1, 8, crate::KvMode::F32))
+        .unwrap();
     let k = Host.upload(vec![0.0; 5 * 8], &[5, 1, 8]).unwrap();
     let err = Host.kv_append(&mut kv, &k, &k).unwrap_err();
     assert!(err.to_string().contains("cache full"), "{err}");

@@ -29,6 +29,33 @@ pub const KIVI_GROUP: usize = 32;
 /// Channels per group of the per-token codecs (and of KIVI's values).
 pub const CHANNEL_GROUP: usize = 32;
 
+/// What a key/value store is made for ([`crate::Backend::kv_alloc`]): `capacity` positions
+/// of `kv_heads` heads of `head_dim` channels, held as `mode` says, and the inverse
+/// frequencies (one per channel pair, "half" layout) of the rotary embedding the keys carry,
+/// which a mode quantizing keys before it needs ([`KvMode::needs_rope`]: an error without
+/// them) and the others ignore.
+#[derive(Clone, Copy, Debug)]
+pub struct KvSpec<'a> {
+    pub capacity: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub mode: KvMode,
+    pub inv_freq: Option<&'a [f64]>,
+}
+
+impl KvSpec<'_> {
+    /// A store without rotary frequencies (enough for every mode but a `pre_rope` one).
+    pub fn new(capacity: usize, kv_heads: usize, head_dim: usize, mode: KvMode) -> Self {
+        KvSpec {
+            capacity,
+            kv_heads,
+            head_dim,
+            mode,
+            inv_freq: None,
+        }
+    }
+}
+
 /// What a key/value cache stores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvMode {

@@ -18,7 +18,7 @@
 
 use super::codec::{code_at, pack, packed_len, Codec};
 use super::rope::Rotation;
-use super::{channel_group, KvMode};
+use super::{channel_group, KvMode, KvSpec};
 use crate::{Error, Result};
 use half::f16;
 
@@ -74,7 +74,7 @@ pub struct QuantKv {
     sink: usize,
     sink_k: Vec<Vec<f16>>,
     sink_v: Vec<Vec<f16>>,
-    /// KIVI with `pre_rope`: the rotation the keys were given (set by [`QuantKv::set_rope`]).
+    /// KIVI with `pre_rope`: the rotation the keys were given ([`QuantKv::with_rope`]).
     rope: Option<Rotation>,
 }
 
@@ -214,7 +214,8 @@ impl Rows {
 
 impl QuantKv {
     /// An empty store for `capacity` positions; `mode` must not be [`KvMode::F32`] (the
-    /// backends' own stores hold those).
+    /// backends' own stores hold those). A `pre_rope` store is usable once given its
+    /// frequencies ([`QuantKv::with_rope`]).
     pub fn new(mode: KvMode, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self> {
         let d = head_dim;
         let n = capacity
@@ -294,21 +295,34 @@ impl QuantKv {
         })
     }
 
-    /// Gives a `pre_rope` store the inverse frequencies of the rotary embedding its keys
-    /// carry (per pair of the "half" layout, `head_dim / 2` of them); other stores ignore it.
-    pub fn set_rope(&mut self, inv_freq: &[f64]) -> Result<()> {
+    /// The store `spec` describes ([`crate::Backend::kv_alloc`]; not [`KvMode::F32`]).
+    pub fn from_spec(spec: KvSpec) -> Result<Self> {
+        Self::new(spec.mode, spec.capacity, spec.kv_heads, spec.head_dim)?.with_rope(spec.inv_freq)
+    }
+
+    /// The store given the inverse frequencies of the rotary embedding its keys carry (per
+    /// pair of the "half" layout, `head_dim / 2` of them), which a `pre_rope` store needs (an
+    /// error without them) and every other store ignores.
+    pub fn with_rope(mut self, inv_freq: Option<&[f64]>) -> Result<Self> {
         if !self.mode.needs_rope() {
-            return Ok(());
+            return Ok(self);
         }
-        if inv_freq.len() * 2 != self.head_dim {
+        let Some(f) = inv_freq else {
+            return Err(Error(
+                "a key/value cache quantizing keys before rotation was given no rotary \
+                 frequencies"
+                    .into(),
+            ));
+        };
+        if f.len() * 2 != self.head_dim {
             return Err(Error(format!(
                 "{} rotary frequencies for heads of {}",
-                inv_freq.len(),
+                f.len(),
                 self.head_dim
             )));
         }
-        self.rope = Some(Rotation::new(inv_freq));
-        Ok(())
+        self.rope = Some(Rotation::new(f));
+        Ok(self)
     }
 
     pub fn mode(&self) -> KvMode {
@@ -492,13 +506,6 @@ impl QuantKv {
         }
         // KIVI: keep f16 rows from the current quantized length on, add the new ones, then
         // quantize every group that is now full.
-        if self.mode.needs_rope() && self.rope.is_none() {
-            return Err(Error(
-                "a key/value cache quantizing keys before rotation was given no rotary \
-                 frequencies"
-                    .into(),
-            ));
-        }
         let half = |x: &[f32]| x.iter().map(|&y| f16::from_f32(y)).collect::<Vec<_>>();
         let stale = (self.qlen - self.full_start) * d;
         for g in 0..kvh {

@@ -202,8 +202,10 @@ fn kivi_matches_the_papers_algorithm() {
         assert!(ties <= 10, "{mode}: {ties} ties");
         // One token at a time, as decoding appends them; after each, what the newest query
         // sees is the reference's cache at that step.
-        let mut one = QuantKv::new(mode, len, kvh, d).unwrap();
-        one.set_rope(&freqs).unwrap();
+        let mut one = QuantKv::new(mode, len, kvh, d)
+            .unwrap()
+            .with_rope(Some(&freqs))
+            .unwrap();
         for p in 0..len {
             let at = |x: &[f32]| x[p * kvh * d..(p + 1) * kvh * d].to_vec();
             one.append(&at(&k), &at(&v), 1).unwrap();
@@ -286,8 +288,10 @@ fn attention_over_a_compressed_cache_equals_attention_over_its_decoded_rows() {
     let scale = 1.0 / (d as f32).sqrt();
     for mode in MODES {
         for window in [None, Some(40)] {
-            let mut kv = QuantKv::new(mode, 150, kvh, d).unwrap();
-            kv.set_rope(&inv_freq(d)).unwrap();
+            let mut kv = QuantKv::new(mode, 150, kvh, d)
+                .unwrap()
+                .with_rope(Some(&inv_freq(d)))
+                .unwrap();
             let mut pos = 0;
             for (c, &t) in [5usize, 37, 1, 1, 60, 3, 1].iter().enumerate() {
                 let k = values(t * kvh * d, 10 + c as u64);
@@ -338,12 +342,16 @@ fn one_chunk_is_attended_as_token_by_token_decoding() {
     let v = values(len * kvh * d, 6);
     let q = values(len * heads * d, 7);
     for mode in MODES {
-        let mut whole = QuantKv::new(mode, len, kvh, d).unwrap();
-        whole.set_rope(&inv_freq(d)).unwrap();
+        let mut whole = QuantKv::new(mode, len, kvh, d)
+            .unwrap()
+            .with_rope(Some(&inv_freq(d)))
+            .unwrap();
         whole.append(&k, &v, len).unwrap();
         let all = attend(&q, len, heads, &whole, AttentionMask::default(), scale).unwrap();
-        let mut step = QuantKv::new(mode, len, kvh, d).unwrap();
-        step.set_rope(&inv_freq(d)).unwrap();
+        let mut step = QuantKv::new(mode, len, kvh, d)
+            .unwrap()
+            .with_rope(Some(&inv_freq(d)))
+            .unwrap();
         for p in 0..len {
             let row = |x: &[f32], w: usize| x[p * w * d..(p + 1) * w * d].to_vec();
             step.append(&row(&k, kvh), &row(&v, kvh), 1).unwrap();
@@ -419,8 +427,10 @@ fn modes_parse_print_and_count_bytes() {
     // bytes (KIVI: the sink and at most G − 1 positions in f16 between appends).
     for mode in MODES {
         let (kvh, d, cap) = (3, 64, 320);
-        let mut kv = QuantKv::new(mode, cap, kvh, d).unwrap();
-        kv.set_rope(&inv_freq(d)).unwrap();
+        let mut kv = QuantKv::new(mode, cap, kvh, d)
+            .unwrap()
+            .with_rope(Some(&inv_freq(d)))
+            .unwrap();
         let limit = mode.bytes_per_position(kvh, d) * cap as f64 + mode.fixed_bytes(kvh, d) as f64;
         for p in 0..cap {
             let x = values(kvh * d, p as u64);
@@ -428,4 +438,33 @@ fn modes_parse_print_and_count_bytes() {
             assert!(kv.bytes() as f64 <= limit, "{mode} at {p}: {}", kv.bytes());
         }
     }
+}
+
+/// A store quantizing keys before rotation gets its frequencies when it is made: without them,
+/// or with a count that does not fit the heads, it is refused there; the other modes ignore
+/// them. The same on both kinds of store (the host's, and the other backends' `BackendKv`).
+#[test]
+fn a_pre_rope_store_is_made_with_its_frequencies() {
+    fn check<B: crate::Backend>(b: &B) {
+        let pre = KvMode::Kivi(Kivi {
+            pre_rope: true,
+            ..Kivi::plain(2)
+        });
+        let alloc = |mode, f: Option<Vec<f64>>| {
+            b.kv_alloc(KvSpec {
+                inv_freq: f.as_deref(),
+                ..KvSpec::new(64, 1, 64, mode)
+            })
+        };
+        let e = alloc(pre, None).err().unwrap().0;
+        assert!(e.contains("no rotary frequencies"), "{e}");
+        let e = alloc(pre, Some(inv_freq(32))).err().unwrap().0;
+        assert!(e.contains("16 rotary frequencies for heads of 64"), "{e}");
+        assert!(alloc(pre, Some(inv_freq(64))).is_ok());
+        assert!(alloc(KvMode::Kivi(Kivi::plain(2)), None).is_ok());
+        assert!(alloc(KvMode::Q8, Some(inv_freq(32))).is_ok());
+        assert!(alloc(KvMode::F32, None).is_ok());
+    }
+    check(&crate::Host);
+    check(&crate::Cpu);
 }
