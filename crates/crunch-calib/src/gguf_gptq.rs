@@ -5,7 +5,7 @@
 
 use crate::sequential::{run_sequential, LayerCompressor, LayerJob, Progress, Replacement};
 use crate::{Error, Result};
-use crunch_compress::{gptq_gguf_prepared, GgufHessian, GgufQuantized, GptqOptions, Hessian};
+use crunch_compress::{GgufHessian, GgufQuantized, GptqOptions, Hessian};
 use crunch_formats::DType;
 use crunch_model::hooks::LinearId;
 use crunch_model::Checkpoint;
@@ -36,10 +36,6 @@ impl<B: Backend> LayerCompressor<B> for Compressor<'_> {
             .compress_block(std::slice::from_ref(job))?
             .pop()
             .flatten())
-    }
-
-    fn compresses_blocks(&self) -> bool {
-        true
     }
 
     /// The block's layers in parallel, each group reading one input (q, k, v; gate, up)
@@ -87,10 +83,9 @@ impl<B: Backend> LayerCompressor<B> for Compressor<'_> {
                 layers
                     .par_iter()
                     .map(|l| {
-                        let q = gptq_gguf_prepared(
-                            l.weight, l.rows, l.cols, &prepared, l.dtype, None, opts,
-                        )
-                        .map_err(|e| error(l, e));
+                        let q = prepared
+                            .quantize(l.weight, l.rows, l.cols, l.dtype, None, opts)
+                            .map_err(|e| error(l, e));
                         (l.job, q)
                     })
                     .collect()
@@ -112,6 +107,10 @@ impl<B: Backend> LayerCompressor<B> for Compressor<'_> {
             });
         }
         Ok(out)
+    }
+
+    fn compresses_blocks(&self) -> bool {
+        true
     }
 }
 

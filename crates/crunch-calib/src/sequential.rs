@@ -4,9 +4,7 @@ use crate::{Error, Result};
 use crunch_compress::Hessian;
 use crunch_model::hooks::{LinearHook, LinearId};
 use crunch_model::layout::{block_linears, LinearRole, LinearSpec};
-use crunch_model::model::{
-    block_forward, block_inputs, embed_tokens, load_block, Block, Linear, RopeTables,
-};
+use crunch_model::model::{block_forward, embed_tokens, load_block, Block, Linear, RopeTables};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use std::cell::OnceCell;
@@ -241,6 +239,9 @@ struct HessianHook<'a, B: Backend> {
 }
 
 impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
+    fn inputs_only(&self) -> bool {
+        true
+    }
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
         // q, k and v (and gate and up, and each expert's gate and up) see the same tensor:
         // accumulate it once.
@@ -324,7 +325,7 @@ pub fn run_sequential<B: Backend>(
         };
         // Only the inputs are gathered: the pass stops at the block's last linear input.
         for x in &acts {
-            block_inputs(backend, cfg, &block, layer, x, &rope, &mut hook)?;
+            block_forward(backend, cfg, &block, layer, x, &rope, &mut hook)?;
         }
         let specs = block_linears(cfg, layer);
         // Experts the router starved: a second pass runs every token through them.

@@ -549,6 +549,8 @@ impl<B: Backend> Model<B> {
 }
 
 /// One decoder block, free-standing so that calibration can run blocks it loads one by one.
+/// With a hook that asks for its inputs only ([`LinearHook::inputs_only`]) the pass stops at
+/// the block's last linear input and returns `x` unchanged.
 pub fn block_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -563,27 +565,6 @@ pub fn block_forward<B: Backend>(
     let mask = AttentionMask::causal(blk.window);
     let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
     block_output(b, cfg, blk, layer, x, &a, hook)
-}
-
-/// [`block_forward`] only as far as the input of the block's last linear layer (the down
-/// projection of a dense MLP): every linear input reaches `hook`, and the last product and
-/// residual, whose output nobody reads, are skipped. What a calibration pass that only gathers
-/// inputs runs. (A sparse MLP runs whole: its experts' inputs come between their products.)
-pub fn block_inputs<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    blk: &Block<B>,
-    layer: usize,
-    x: &B::Tensor,
-    rope: &RopeTables<B>,
-    hook: &mut dyn LinearHook<B>,
-) -> Result<()> {
-    let (cos, sin) = rope.set(blk.rope_set);
-    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, cos, sin, hook)?;
-    let mask = AttentionMask::causal(blk.window);
-    let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
-    block_tail(b, cfg, blk, layer, x, &a, hook, false)?;
-    Ok(())
 }
 
 pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
@@ -665,40 +646,24 @@ pub(crate) fn block_output<B: Backend>(
     a: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
-    let out = block_tail(b, cfg, blk, layer, x, a, hook, true)?;
-    Ok(out.expect("the whole block runs when its output is asked for"))
-}
-
-/// [`block_output`], or with `output` false only as far as the last linear input (`None`).
-#[allow(clippy::too_many_arguments)]
-fn block_tail<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    blk: &Block<B>,
-    layer: usize,
-    x: &B::Tensor,
-    a: &B::Tensor,
-    hook: &mut dyn LinearHook<B>,
-    output: bool,
-) -> Result<Option<B::Tensor>> {
     hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
     let mut o = blk.o.forward(b, a)?;
     if let Some(n) = &blk.post_attn_norm {
         o = b.rms_norm(&o, n, cfg.rms_eps)?;
     }
-    let x = b.add(x, &o)?;
-    let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
-    let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook, output)? else {
-        return Ok(None);
+    let x_attn = b.add(x, &o)?;
+    let h = b.rms_norm(&x_attn, &blk.mlp_norm, cfg.rms_eps)?;
+    let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)? else {
+        return Ok(x.clone());
     };
     if let Some(n) = &blk.post_mlp_norm {
         m = b.rms_norm(&m, n, cfg.rms_eps)?;
     }
-    Ok(Some(b.add(&x, &m)?))
+    Ok(b.add(&x_attn, &m)?)
 }
 
-/// The MLP's output, or `None` when `output` is false and a dense MLP stops after its down
-/// projection's input reached the hook.
+/// The MLP's output, or `None` when a dense MLP stops after its down projection's input
+/// reached a hook that asks for inputs only.
 fn mlp_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -706,7 +671,6 @@ fn mlp_forward<B: Backend>(
     layer: usize,
     h: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
-    output: bool,
 ) -> Result<Option<B::Tensor>> {
     let id = |name: &'static str| LinearId::new(layer, name);
     let act = cfg.activation;
@@ -725,7 +689,7 @@ fn mlp_forward<B: Backend>(
         Mlp::Moe(moe) => return moe.forward(b, act, layer, h, hook).map(Some),
     };
     hook.linear_input(id("mlp.down_proj"), &m)?;
-    if !output {
+    if hook.inputs_only() {
         return Ok(None);
     }
     let (Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. }) = mlp else {

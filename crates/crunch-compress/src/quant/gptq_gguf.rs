@@ -57,7 +57,7 @@ pub fn gptq_gguf(
 }
 
 /// A Hessian checked, dampened and factored once for every layer that reads the same input
-/// (q, k and v; gate and up): [`gptq_gguf_prepared`] with it gives exactly what
+/// (q, k and v; gate and up): [`GgufHessian::quantize`] gives exactly what
 /// [`gptq_gguf`] gives with the Hessian, without repeating the O(n³) factorization.
 pub struct GgufHessian {
     prep: PreparedHessian,
@@ -73,6 +73,28 @@ impl GgufHessian {
             prep: column_loop::prepare(hessian, n, false, opts.damp)?,
             diag: (0..n).map(|i| hessian.get(i, i).max(0.0)).collect(),
         })
+    }
+
+    /// [`gptq_gguf`] of one layer reading this Hessian's input (prepared with the same
+    /// `opts.damp`).
+    pub fn quantize(
+        &self,
+        weight: &[f32],
+        rows: usize,
+        cols: usize,
+        dtype: DType,
+        importance: Option<&[f32]>,
+        opts: &GptqOptions,
+    ) -> Result<GgufQuantized> {
+        let codec = check_layer(weight, rows, cols, dtype, opts)?;
+        if self.cols() != cols {
+            return Err(CompressError::HessianSize {
+                hessian_n: self.cols(),
+                cols,
+            });
+        }
+        let importance = checked_importance(importance, cols)?;
+        Ok(self.run(weight, cols, codec, importance, opts))
     }
 
     /// Input columns.
@@ -111,27 +133,6 @@ impl GgufHessian {
             dequantized,
         }
     }
-}
-
-/// [`gptq_gguf`] with a Hessian prepared by [`GgufHessian::new`] (with the same `opts.damp`).
-pub fn gptq_gguf_prepared(
-    weight: &[f32],
-    rows: usize,
-    cols: usize,
-    hessian: &GgufHessian,
-    dtype: DType,
-    importance: Option<&[f32]>,
-    opts: &GptqOptions,
-) -> Result<GgufQuantized> {
-    let codec = check_layer(weight, rows, cols, dtype, opts)?;
-    if hessian.cols() != cols {
-        return Err(CompressError::HessianSize {
-            hessian_n: hessian.cols(),
-            cols,
-        });
-    }
-    let importance = checked_importance(importance, cols)?;
-    Ok(hessian.run(weight, cols, codec, importance, opts))
 }
 
 /// The type's encoder, once the weight, its shape and the options are checked.
@@ -327,13 +328,15 @@ mod tests {
             let imp: Vec<f32> = (0..cols).map(|i| 1.0 + (i % 7) as f32).collect();
             for importance in [None, Some(imp.as_slice())] {
                 assert_eq!(
-                    gptq_gguf_prepared(w, rows, cols, &shared, dtype, importance, &opts).unwrap(),
+                    shared
+                        .quantize(w, rows, cols, dtype, importance, &opts)
+                        .unwrap(),
                     gptq_gguf(w, rows, cols, &h, dtype, importance, &opts).unwrap(),
                     "{dtype:?}"
                 );
             }
         }
-        let err = gptq_gguf_prepared(&w[..64], 1, 64, &shared, DType::Q4_0, None, &opts);
+        let err = shared.quantize(&w[..64], 1, 64, DType::Q4_0, None, &opts);
         assert!(matches!(err, Err(CompressError::HessianSize { .. })));
     }
 
