@@ -16,6 +16,12 @@
 //! values, which multiply the weights' offsets (see `formats`). Rows are padded with zeros to
 //! a multiple of 64. (A copy of the scale per 4 values, which the first blocked products
 //! loaded as a vector, is not kept: it was four times the bytes of the 8-bit plane to write.)
+//!
+//! For a few rows (decoding) the planes are also kept in *nibble order* (`an`, `bn`): per 128
+//! values (four 32-value chunks `c0..c3`), first the low halves `c0[0..16] c1[0..16] c2[0..16]
+//! c3[0..16]`, then the high halves. That is how four Q4_0/Q4_1 blocks' codes come out of their
+//! nibbles (`quad.rs`): byte `j` of a block holds weights `j` and `j + 16`, so the low nibbles of
+//! four blocks side by side meet the first 64 bytes here, the high nibbles the next 64.
 
 use crate::aligned::Aligned;
 #[cfg(target_arch = "x86_64")]
@@ -23,6 +29,13 @@ use std::arch::x86_64::*;
 
 /// Padding unit of every row (one 512-bit vector of bytes).
 pub const PAD: usize = 64;
+
+/// Values per group of the nibble-order planes (four 32-value chunks).
+pub(crate) const QUAD: usize = 128;
+
+/// Rows up to which `quantize` also writes the nibble-order planes (the fused decode product's
+/// limit, `matrix::FUSED_MAX_ROWS`).
+pub(crate) const NIBBLE_ROWS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActBits {
@@ -47,8 +60,13 @@ pub struct Acts {
     pub k: usize,
     /// `k` rounded up to a multiple of [`PAD`]: the stride of `a` and `b`.
     pub kp: usize,
+    /// `k` rounded up to a multiple of [`QUAD`]: the stride of `an` and `bn` (empty when
+    /// `n > NIBBLE_ROWS`).
+    pub(crate) kq: usize,
     a: Aligned,
     b: Aligned,
+    an: Aligned,
+    bn: Aligned,
     xc: Aligned,
     e16: Aligned,
     e32: Aligned,
@@ -61,8 +79,11 @@ impl Acts {
             n: 0,
             k: 0,
             kp: 0,
+            kq: 0,
             a: Aligned::default(),
             b: Aligned::default(),
+            an: Aligned::default(),
+            bn: Aligned::default(),
             xc: Aligned::default(),
             e16: Aligned::default(),
             e32: Aligned::default(),
@@ -116,6 +137,38 @@ impl Acts {
         } else {
             rows.into_iter().for_each(run);
         }
+        self.nibble_order();
+    }
+
+    /// Writes `an` and `bn` from `a` and `b` for up to [`NIBBLE_ROWS`] rows (see the module
+    /// comment): 16-byte pieces moved, a few hundred per product.
+    fn nibble_order(&mut self) {
+        let (n, kp) = (self.n, self.kp);
+        let kq = if n <= NIBBLE_ROWS {
+            kp.div_ceil(QUAD) * QUAD
+        } else {
+            0
+        };
+        self.kq = kq;
+        let wide = self.bits == ActBits::I16;
+        self.an.reset(n * kq);
+        self.bn.reset(if wide { n * kq } else { 0 });
+        if kq == 0 {
+            return;
+        }
+        let planes = [(&self.a, &mut self.an), (&self.b, &mut self.bn)];
+        for (src, dst) in planes.into_iter().take(if wide { 2 } else { 1 }) {
+            let (src, dst) = (src.bytes(), dst.bytes_mut());
+            for r in 0..n {
+                let (s, d) = (&src[r * kp..(r + 1) * kp], &mut dst[r * kq..(r + 1) * kq]);
+                // 16-value piece p of the row (chunk p / 2, half p % 2) goes to group
+                // p / 8, half p % 2, slot (p / 2) % 4. The padding past kp stays zero.
+                for (p, piece) in s.chunks_exact(16).enumerate() {
+                    let at = (p / 8) * QUAD + (p % 2) * 64 + ((p / 2) % 4) * 16;
+                    d[at..at + 16].copy_from_slice(piece);
+                }
+            }
+        }
     }
 
     /// Row `i`'s high plane (the whole value in I8 mode), `kp` long.
@@ -127,6 +180,20 @@ impl Acts {
     pub fn b(&self, i: usize) -> &[i8] {
         match self.bits {
             ActBits::I16 => &self.b.i8s()[i * self.kp..(i + 1) * self.kp],
+            ActBits::I8 => &[],
+        }
+    }
+
+    /// Row `i`'s high plane in nibble order, `kq` long (empty for more than
+    /// [`NIBBLE_ROWS`] rows).
+    pub(crate) fn an(&self, i: usize) -> &[i8] {
+        &self.an.i8s()[i * self.kq..(i + 1) * self.kq]
+    }
+
+    /// Row `i`'s low plane in nibble order (I16 mode), `kq` long.
+    pub(crate) fn bn(&self, i: usize) -> &[i8] {
+        match self.bits {
+            ActBits::I16 => &self.bn.i8s()[i * self.kq..(i + 1) * self.kq],
             ActBits::I8 => &[],
         }
     }
@@ -390,6 +457,42 @@ mod tests {
                 assert_eq!(acts.e16(0), &e16[..], "{bits:?} k={k}");
                 assert_eq!(acts.e32(0), &e32[..], "{bits:?} k={k}");
             }
+        }
+    }
+
+    /// The nibble-order planes hold the same bytes as `a` and `b`, moved by 16-byte halves of
+    /// chunks (module comment), zero past the row; absent for more than `NIBBLE_ROWS` rows.
+    #[test]
+    fn nibble_order_moves_halves_of_chunks() {
+        for bits in [ActBits::I8, ActBits::I16] {
+            for (n, k) in [(1usize, 32usize), (2, 75), (3, 576), (4, 1536), (1, 200)] {
+                let x: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 29 % 83) as f32 - 41.0) / 5.0)
+                    .collect();
+                let mut acts = Acts::new(bits);
+                acts.quantize(&x, n, k);
+                assert_eq!(acts.kq, k.div_ceil(QUAD) * QUAD);
+                for r in 0..n {
+                    let planes = [(acts.a(r), acts.an(r)), (acts.b(r), acts.bn(r))];
+                    for (src, dst) in planes {
+                        if bits == ActBits::I8 && src.is_empty() {
+                            assert!(dst.is_empty());
+                            continue;
+                        }
+                        for (j, &got) in dst.iter().enumerate() {
+                            let (g, half, slot, t) = (j / 128, j % 128 / 64, j % 64 / 16, j % 16);
+                            let from = g * 128 + slot * 32 + half * 16 + t;
+                            let want = if from < acts.kp { src[from] } else { 0 };
+                            assert_eq!(got, want, "{bits:?} n={n} k={k} row {r} at {j}");
+                        }
+                        assert_eq!(dst.len(), acts.kq);
+                    }
+                }
+            }
+            let mut acts = Acts::new(bits);
+            acts.quantize(&vec![1.0; 5 * 64], 5, 64);
+            assert_eq!(acts.kq, 0);
+            assert!(acts.an(0).is_empty());
         }
     }
 

@@ -17,11 +17,16 @@ use std::arch::x86_64::*;
 /// One activation row's pointers.
 #[derive(Clone, Copy)]
 pub(crate) struct ActRow {
-    a: *const i8,
-    b: *const i8,
-    xc: *const f32,
-    e16: *const f32,
-    e32: *const f32,
+    pub a: *const i8,
+    pub b: *const i8,
+    pub xc: *const f32,
+    pub e16: *const f32,
+    pub e32: *const f32,
+    /// The planes in nibble order (`Acts::an`, `bn`; null when the activations have none).
+    pub an: *const i8,
+    pub bn: *const i8,
+    /// Chunk scales in the row (`kp / 32`).
+    pub chunks: usize,
 }
 
 // SAFETY: read-only buffers that outlive every task of a product.
@@ -39,6 +44,16 @@ impl ActRow {
             xc: acts.xc(i).as_ptr(),
             e16: acts.e16(i).as_ptr(),
             e32: acts.e32(i).as_ptr(),
+            an: if acts.kq > 0 {
+                acts.an(i).as_ptr()
+            } else {
+                std::ptr::null()
+            },
+            bn: match (acts.kq > 0, acts.bits) {
+                (true, ActBits::I16) => acts.bn(i).as_ptr(),
+                _ => std::ptr::null(),
+            },
+            chunks: acts.kp / 32,
         }
     }
 }
@@ -72,7 +87,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Sum of the 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn hsum512(v: __m512) -> f32 {
+pub(crate) unsafe fn hsum512(v: __m512) -> f32 {
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
     crate::body::hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), hi))
 }
@@ -384,7 +399,8 @@ unsafe fn chunk_dot<const I16: bool, const VNNI: bool>(
 }
 
 /// Rows `0..rows` of `packed` (stored rows of `k` weights, back to back) times `C`
-/// activation rows: `put(c, r, value)`.
+/// activation rows: the value of weight row `r` and activation row `c` goes to
+/// `y[c·stride + r]`.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C (and AVX-512 F/BW/VL/VNNI when `VNNI`); the
@@ -397,9 +413,14 @@ unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bo
     k: usize,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    put: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
+    stride: usize,
 ) {
     let blocks = k / F::ELEMS;
+    if VNNI && crate::quad::handles::<F>() && !x[0].an.is_null() {
+        return crate::quad::rows::<F, C, I16>(packed.as_ptr(), rows, blocks, x, y, stride);
+    }
+    let put = |c: usize, r: usize, v: f32| *y.add(c * stride + r) = v;
     let per_block = F::ELEMS / 32;
     let nch = k / 32;
     let row_bytes = blocks * F::BYTES;
@@ -527,9 +548,10 @@ unsafe fn rows_avx2<F: Block, const C: usize, const I16: bool>(
     k: usize,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    put: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
+    stride: usize,
 ) {
-    rows_generic::<F, C, I16, false>(packed, rows, k, x, scratch, put)
+    rows_generic::<F, C, I16, false>(packed, rows, k, x, scratch, y, stride)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -540,16 +562,17 @@ unsafe fn rows_avx512<F: Block, const C: usize, const I16: bool>(
     k: usize,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    put: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
+    stride: usize,
 ) {
-    rows_generic::<F, C, I16, true>(packed, rows, k, x, scratch, put)
+    rows_generic::<F, C, I16, true>(packed, rows, k, x, scratch, y, stride)
 }
 
 /// Rows `0..rows` of `packed` times the activation rows `x` (1 to 4 of them), on AVX2 or
 /// AVX-512 (`vnni`).
 ///
 /// # Safety
-/// As for [`rows_generic`]; `x.len()` in 1..=4.
+/// As for [`rows_generic`]; `x.len()` in 1..=4; `y` valid for the writes.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn rows<F: Block>(
@@ -560,16 +583,21 @@ pub(crate) unsafe fn rows<F: Block>(
     k: usize,
     x: &[ActRow],
     scratch: &mut Scratch,
-    put: &mut dyn FnMut(usize, usize, f32),
+    y: *mut f32,
+    stride: usize,
 ) {
     macro_rules! go {
         ($c:literal) => {{
             let xs: &[ActRow; $c] = x.try_into().expect("row count");
             match (vnni, i16) {
-                (true, true) => rows_avx512::<F, $c, true>(packed, rows, k, xs, scratch, put),
-                (true, false) => rows_avx512::<F, $c, false>(packed, rows, k, xs, scratch, put),
-                (false, true) => rows_avx2::<F, $c, true>(packed, rows, k, xs, scratch, put),
-                (false, false) => rows_avx2::<F, $c, false>(packed, rows, k, xs, scratch, put),
+                (true, true) => rows_avx512::<F, $c, true>(packed, rows, k, xs, scratch, y, stride),
+                (true, false) => {
+                    rows_avx512::<F, $c, false>(packed, rows, k, xs, scratch, y, stride)
+                }
+                (false, true) => rows_avx2::<F, $c, true>(packed, rows, k, xs, scratch, y, stride),
+                (false, false) => {
+                    rows_avx2::<F, $c, false>(packed, rows, k, xs, scratch, y, stride)
+                }
             }
         }};
     }

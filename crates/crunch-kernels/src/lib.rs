@@ -25,6 +25,8 @@ mod matrix;
 #[cfg(target_arch = "x86_64")]
 mod panel;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod quad;
 mod storage;
 mod tile;
 

@@ -290,10 +290,9 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     let task = |t: usize| {
         let r0 = t * tile;
         let tr = tile.min(m - r0);
-        // SAFETY: rows r0..r0+tr of every output row belong to this task alone.
-        let mut put = |c: usize, r: usize, v: f32| unsafe { *out.at(c * m + r0 + r) = v };
         SCRATCH.with(|s| {
-            // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values.
+            // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values;
+            // rows r0..r0+tr of every output row (stride m) belong to this task alone.
             unsafe {
                 crate::gemv::rows::<F>(
                     vnni,
@@ -303,7 +302,8 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
                     k,
                     &x,
                     &mut s.borrow_mut(),
-                    &mut put,
+                    out.at(r0),
+                    m,
                 )
             }
         });

@@ -212,3 +212,45 @@ fn sizes_are_checked() {
     let err = PackedMatrix::new(DType::I32, 1, 1, Bytes::owned(vec![0; 4])).unwrap_err();
     assert!(err.contains("no packed kernel"), "{err}");
 }
+
+/// The decode rows (1 to 4 activation rows): every block count from 1 to 9 (each remainder
+/// of the four-block steps of `quad.rs`, the pairs of `gemv.rs`), SmolLM2's widths, odd row
+/// counts, against the f64 reference on the quantized activations (tolerance 1e-6 of the
+/// terms' size, as above) and against the scalar path's own result (1e-6 relative).
+#[test]
+fn decode_rows_match_the_reference() {
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q5_0] {
+        let mut widths: Vec<usize> = (1..=9).map(|b| 32 * b).collect();
+        widths.extend([576, 1536]);
+        for (i, &cols) in widths.iter().enumerate() {
+            for &(rows, n) in &[(1, 1), (3, 2), (37, 1), (5, 3), (2, 4)] {
+                let seed = 77 + 100 * i as u64 + 3 * rows as u64 + n as u64;
+                let w = matrix(dtype, rows, cols, seed);
+                let wf = w.dequantize();
+                let x = activations(seed + 5, n * cols);
+                for bits in [ActBits::I16, ActBits::I8] {
+                    let mut acts = Acts::new(bits);
+                    acts.quantize(&x, n, cols);
+                    let xq: Vec<f32> = (0..n).flat_map(|c| acts.dequantize_row(c)).collect();
+                    let want = reference(&wf, &xq, n, rows, cols);
+                    let mut scalar = vec![f32::NAN; n * rows];
+                    let opts = Options {
+                        isa: Isa::Scalar,
+                        bits,
+                    };
+                    w.matmul_with(&x, n, &mut scalar, opts);
+                    for isa in Isa::available() {
+                        let mut y = vec![f32::NAN; n * rows];
+                        w.matmul_with(&x, n, &mut y, Options { isa, bits });
+                        let err = error_vs_terms(&y, &want, &wf, &xq, n, rows, cols);
+                        let what = format!("{dtype:?} {rows}x{cols} n={n} {bits:?} {isa:?}");
+                        assert!(err < 1e-6, "{what}: {err:e} vs quantized reference");
+                        let scalar64: Vec<f64> = scalar.iter().map(|&v| v as f64).collect();
+                        let err = error_vs_terms(&y, &scalar64, &wf, &xq, n, rows, cols);
+                        assert!(err < 1e-6, "{what}: {err:e} vs the scalar path");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -213,6 +213,13 @@ fn packed_weights_match_the_dequantized_path() {
         let err = relative_error(&got, &want);
         println!("{dtype:?}: packed vs dequantized logits {err:.2e}");
         assert!(err < 1e-3, "{dtype:?}: {err}");
+        // Up to 4 positions take the decoding product (`gemv.rs`, `quad.rs`), not the panels.
+        let few = &ids[..3];
+        let want = Cpu.to_f32(&dense.forward(few).unwrap()).unwrap();
+        let got = Host.to_f32(&packed.forward(few).unwrap()).unwrap();
+        let err = relative_error(&got, &want);
+        println!("{dtype:?}: 3 positions, packed vs dequantized logits {err:.2e}");
+        assert!(err < 1e-3, "{dtype:?} (3 positions): {err}");
     }
 }
 

@@ -80,6 +80,7 @@ macro_rules! block32 {
 
 impl Block for Q4_0 {
     block32!(18, false, false, -8.0);
+    const NIBBLES_AT: Option<usize> = Some(2);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[2..18], u);
@@ -101,6 +102,7 @@ impl Block for Q4_0 {
 
 impl Block for Q4_1 {
     block32!(20, false, true, 0.0);
+    const NIBBLES_AT: Option<usize> = Some(4);
 
     fn codes(b: &[u8], u: &mut [u8]) {
         nibbles(&b[4..20], u);

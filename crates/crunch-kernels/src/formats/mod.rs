@@ -37,6 +37,9 @@ pub(crate) trait Block: Sync + 'static {
     const SCALE_AT: Option<usize> = None;
     const MIN_STORED: bool = false;
     const M_PER_D: f32 = 0.0;
+    /// For 32-weight 4-bit types: where the 16 bytes of nibbles start (byte `j` holds weight
+    /// `j` low and `j + 16` high), for the four-block decode rows (`quad.rs`).
+    const NIBBLES_AT: Option<usize> = None;
 
     /// The codes of `block` (`BYTES` long) into `u` (`ELEMS`).
     fn codes(block: &[u8], u: &mut [u8]);
