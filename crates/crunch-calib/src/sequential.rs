@@ -3,8 +3,8 @@
 use crate::{Error, Result};
 use crunch_compress::Hessian;
 use crunch_model::hooks::{LinearHook, LinearId};
-use crunch_model::layout::{block_linears, LinearRole};
-use crunch_model::model::{block_forward, embed_tokens, load_block, RopeTables};
+use crunch_model::layout::{block_linears, LinearRole, LinearSpec};
+use crunch_model::model::{block_forward, embed_tokens, load_block, Block, Linear, RopeTables};
 use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use std::cell::OnceCell;
@@ -54,6 +54,30 @@ impl<'a, B: Backend> LayerJob<'a, B> {
             cols,
             expert: None,
             source: Source::Host { weight, hessian: h },
+            host_weight: OnceCell::new(),
+        }
+    }
+
+    /// A job of the calibration loop: the weight as the backend holds it, and the statistics
+    /// of its inputs.
+    fn calibrated(
+        backend: &'a B,
+        id: LinearId,
+        weight: &'a B::Tensor,
+        inputs: &'a InputStats<B>,
+        expert: Option<ExpertCalibration>,
+    ) -> Self {
+        let shape = backend.shape(weight);
+        Self {
+            id,
+            rows: shape[0],
+            cols: shape[1],
+            expert,
+            source: Source::Device {
+                backend,
+                weight,
+                inputs,
+            },
             host_weight: OnceCell::new(),
         }
     }
@@ -119,6 +143,23 @@ pub enum Replacement<T> {
 /// (the compressed layer as the model will run it), or `None` to leave the layer as it is.
 pub trait LayerCompressor<B: Backend> {
     fn compress(&mut self, job: &LayerJob<B>) -> Result<Option<Replacement<B::Tensor>>>;
+
+    /// Whether the loop hands each block's layers to [`LayerCompressor::compress_block`] all at
+    /// once (after the one pass that gathers every layer's statistics, the layers of a block
+    /// are independent, so a compressor may solve them in parallel) instead of to
+    /// [`LayerCompressor::compress`] one by one.
+    fn compresses_blocks(&self) -> bool {
+        false
+    }
+
+    /// Every layer of one block, in block order; one result per job. Called only when
+    /// [`LayerCompressor::compresses_blocks`]; the default compresses them in turn.
+    fn compress_block(
+        &mut self,
+        jobs: &[LayerJob<B>],
+    ) -> Result<Vec<Option<Replacement<B::Tensor>>>> {
+        jobs.iter().map(|job| self.compress(job)).collect()
+    }
 
     /// Experts the router sends fewer calibration tokens than this get statistics from every
     /// calibration token run through them instead (see [`ExpertCalibration`]).
@@ -198,6 +239,9 @@ struct HessianHook<'a, B: Backend> {
 }
 
 impl<B: Backend> LinearHook<B> for HessianHook<'_, B> {
+    fn inputs_only(&self) -> bool {
+        true
+    }
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> crunch_model::Result<()> {
         // q, k and v (and gate and up, and each expert's gate and up) see the same tensor:
         // accumulate it once.
@@ -279,6 +323,7 @@ pub fn run_sequential<B: Backend>(
             backend,
             inputs: BTreeMap::new(),
         };
+        // Only the inputs are gathered: the pass stops at the block's last linear input.
         for x in &acts {
             block_forward(backend, cfg, &block, layer, x, &rope, &mut hook)?;
         }
@@ -312,12 +357,8 @@ pub fn run_sequential<B: Backend>(
             .iter()
             .find(|s| s.role == LinearRole::Router)
             .map(|s| s.id);
-        for spec in &specs {
-            if spec.role == LinearRole::Router && !compressor.compresses_routers() {
-                continue;
-            }
-            let name = spec.id.name;
-            progress.step(name);
+        // Each layer's input statistics, and how an expert's were gathered.
+        let resolve = |spec: &LinearSpec| -> Result<(&InputStats<B>, Option<ExpertCalibration>)> {
             let owner = spec.id.input_owner();
             let (inputs, expert) = match spec.role {
                 LinearRole::Expert(e) if starved.contains(&e) => {
@@ -348,26 +389,57 @@ pub fn run_sequential<B: Backend>(
             let inputs = inputs.ok_or_else(|| Error::NoInputs {
                 layer: spec.id.full_name(),
             })?;
-            let linear = block.linear_mut(name).expect("a layer of the block");
-            let shape = backend.shape(&linear.weight);
-            let job = LayerJob {
-                id: spec.id,
-                rows: shape[0],
-                cols: shape[1],
-                expert,
-                source: Source::Device {
-                    backend,
-                    weight: &linear.weight,
-                    inputs,
-                },
-                host_weight: OnceCell::new(),
+            Ok((inputs, expert))
+        };
+        let offered: Vec<&LinearSpec> = specs
+            .iter()
+            .filter(|s| s.role != LinearRole::Router || compressor.compresses_routers())
+            .collect();
+        let replace =
+            |block: &mut Block<B>, name: &str, new: Option<Replacement<B::Tensor>>| -> Result<()> {
+                let linear = linear_of(block, name);
+                match new {
+                    None => {}
+                    Some(Replacement::Host(w)) => {
+                        let shape = backend.shape(&linear.weight);
+                        linear.weight = backend.upload_weight(w, &shape)?
+                    }
+                    Some(Replacement::Device(t)) => linear.weight = t,
+                }
+                Ok(())
             };
-            let new = compressor.compress(&job)?;
-            drop(job);
-            match new {
-                None => {}
-                Some(Replacement::Host(w)) => linear.weight = backend.upload_weight(w, &shape)?,
-                Some(Replacement::Device(t)) => linear.weight = t,
+        if compressor.compresses_blocks() {
+            progress.step("solving");
+            // Handles (cheap clones) of the weights, so every job can borrow one at once.
+            let weights: Vec<B::Tensor> = offered
+                .iter()
+                .map(|s| linear_of(&mut block, s.id.name).weight.clone())
+                .collect();
+            let jobs = offered
+                .iter()
+                .zip(&weights)
+                .map(|(spec, w)| {
+                    let (inputs, expert) = resolve(spec)?;
+                    Ok(LayerJob::calibrated(backend, spec.id, w, inputs, expert))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let news = compressor.compress_block(&jobs)?;
+            drop(jobs);
+            drop(weights);
+            for (spec, new) in offered.iter().zip(news) {
+                replace(&mut block, spec.id.name, new)?;
+            }
+        } else {
+            for spec in &offered {
+                let name = spec.id.name;
+                progress.step(name);
+                let weight = linear_of(&mut block, name).weight.clone();
+                let (inputs, expert) = resolve(spec)?;
+                let job = LayerJob::calibrated(backend, spec.id, &weight, inputs, expert);
+                let new = compressor.compress(&job)?;
+                drop(job);
+                drop(weight);
+                replace(&mut block, name, new)?;
             }
         }
         drop(hook);
@@ -378,6 +450,11 @@ pub fn run_sequential<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// Layer `name` of `block` (a name from the block's own layout).
+fn linear_of<'b, B: Backend>(block: &'b mut Block<B>, name: &str) -> &'b mut Linear<B> {
+    block.linear_mut(name).expect("a layer of the block")
 }
 
 /// The down projection of expert `e` (the last of its layers).

@@ -152,18 +152,35 @@ impl Hessian {
         let blocks = xtx_lower_blocks(MatRef::from_row_major_slice(x, tokens, n));
         let old = self.samples as f64;
         let new = (self.samples + tokens) as f64;
-        for (b, block) in blocks.iter().enumerate() {
-            let j0 = b * GEMM_COLUMN_BLOCK;
-            for jj in 0..block.ncols() {
-                let j = j0 + jj;
-                for i in j..n {
-                    let g = block[(i - j0, jj)] as f64;
-                    let v = ((self.h[i * n + j] as f64 * old + 2.0 * g) / new) as f32;
-                    self.h[i * n + j] = v;
-                    self.h[j * n + i] = v;
+        let update = |h: f32, g: f32| ((h as f64 * old + 2.0 * g as f64) / new) as f32;
+        // Each element (i, j) becomes update(H[i, j], G[max, min]) with G read from its lower
+        // triangle, so both halves stay equal (H is symmetric) and every value is what an
+        // element-by-element pass over the lower triangle gives. Rows are updated in
+        // parallel, a GEMM block's rows at a time: the combine costs as many f64 operations as
+        // the GEMM has multiply-adds per token, too many to leave on one core.
+        self.h
+            .par_chunks_mut(GEMM_COLUMN_BLOCK * n)
+            .enumerate()
+            .for_each(|(c, rows)| {
+                let i0 = c * GEMM_COLUMN_BLOCK;
+                let own = &blocks[c];
+                for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+                    let i = i0 + r;
+                    // j ≤ i: the lower triangle, G[i, j] from the block of column j.
+                    for (b, block) in blocks[..=c].iter().enumerate() {
+                        let j0 = b * GEMM_COLUMN_BLOCK;
+                        let width = block.ncols().min(i + 1 - j0);
+                        for (jj, h) in row[j0..j0 + width].iter_mut().enumerate() {
+                            *h = update(*h, block[(i - j0, jj)]);
+                        }
+                    }
+                    // j > i: G[j, i], column r of this row's own block (contiguous).
+                    let g = &own.col_as_slice(r)[r + 1..];
+                    for (h, &g) in row[i + 1..].iter_mut().zip(g) {
+                        *h = update(*h, g);
+                    }
                 }
-            }
-        }
+            });
         self.samples += tokens;
     }
 }
@@ -210,6 +227,46 @@ mod tests {
             }
         }
         h.iter().map(|v| v / tokens as f64).collect()
+    }
+
+    /// The running average as first written: one pass over the lower triangle, element by
+    /// element on one thread, each value written to both halves.
+    fn serial_accumulate(h: &mut Hessian, x: &[f32]) {
+        let n = h.n;
+        let tokens = x.len() / n;
+        let blocks = xtx_lower_blocks(MatRef::from_row_major_slice(x, tokens, n));
+        let (old, new) = (h.samples as f64, (h.samples + tokens) as f64);
+        for (b, block) in blocks.iter().enumerate() {
+            let j0 = b * GEMM_COLUMN_BLOCK;
+            for jj in 0..block.ncols() {
+                let j = j0 + jj;
+                for i in j..n {
+                    let g = block[(i - j0, jj)] as f64;
+                    let v = ((h.h[i * n + j] as f64 * old + 2.0 * g) / new) as f32;
+                    h.h[i * n + j] = v;
+                    h.h[j * n + i] = v;
+                }
+            }
+        }
+        h.samples += tokens;
+    }
+
+    #[test]
+    fn parallel_combine_is_bit_identical_to_the_serial_one() {
+        let mut rng = Rng::new(11);
+        // Widths below, at and past one GEMM block, the last block partial or whole.
+        for n in [1, 5, 64, 65, 150, 192] {
+            let x = correlated_inputs(&mut rng, 90, n, 1.5);
+            let (mut fast, mut slow) = (Hessian::new(n), Hessian::new(n));
+            let mut start = 0;
+            for tokens in [7, 50, 33] {
+                let batch = &x[start * n..(start + tokens) * n];
+                fast.add_batch(batch);
+                serial_accumulate(&mut slow, batch);
+                start += tokens;
+            }
+            assert_eq!(fast, slow, "n = {n}");
+        }
     }
 
     #[test]

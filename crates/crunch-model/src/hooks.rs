@@ -86,6 +86,13 @@ pub trait LinearHook<B: Backend> {
     /// at all when none is.
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> Result<()>;
 
+    /// Whether this hook wants the linear inputs only: a block run with it may stop once its
+    /// last linear input reached the hook (the down projection's product and the residual
+    /// after it are skipped; see [`crate::model::block_forward`]).
+    fn inputs_only(&self) -> bool {
+        false
+    }
+
     /// Experts of the sparse MLP of block `layer` that should also run on *every* token, for
     /// this hook's eyes only ([`LinearHook::all_tokens_input`]); the block's output is
     /// unchanged. Calibration asks for this for experts the router sends too few tokens to.

@@ -549,6 +549,8 @@ impl<B: Backend> Model<B> {
 }
 
 /// One decoder block, free-standing so that calibration can run blocks it loads one by one.
+/// With a hook that asks for its inputs only ([`LinearHook::inputs_only`]) the pass stops at
+/// the block's last linear input and returns `x` unchanged.
 pub fn block_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -649,15 +651,19 @@ pub(crate) fn block_output<B: Backend>(
     if let Some(n) = &blk.post_attn_norm {
         o = b.rms_norm(&o, n, cfg.rms_eps)?;
     }
-    let x = b.add(x, &o)?;
-    let h = b.rms_norm(&x, &blk.mlp_norm, cfg.rms_eps)?;
-    let mut m = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)?;
+    let x_attn = b.add(x, &o)?;
+    let h = b.rms_norm(&x_attn, &blk.mlp_norm, cfg.rms_eps)?;
+    let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)? else {
+        return Ok(x.clone());
+    };
     if let Some(n) = &blk.post_mlp_norm {
         m = b.rms_norm(&m, n, cfg.rms_eps)?;
     }
-    Ok(b.add(&x, &m)?)
+    Ok(b.add(&x_attn, &m)?)
 }
 
+/// The MLP's output, or `None` when a dense MLP stops after its down projection's input
+/// reached a hook that asks for inputs only.
 fn mlp_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -665,27 +671,31 @@ fn mlp_forward<B: Backend>(
     layer: usize,
     h: &B::Tensor,
     hook: &mut dyn LinearHook<B>,
-) -> Result<B::Tensor> {
+) -> Result<Option<B::Tensor>> {
     let id = |name: &'static str| LinearId::new(layer, name);
     let act = cfg.activation;
-    match mlp {
-        Mlp::Gated { gate, up, down } => {
+    let m = match mlp {
+        Mlp::Gated { gate, up, .. } => {
             hook.linear_input(id("mlp.gate_proj"), h)?;
             hook.linear_input(id("mlp.up_proj"), h)?;
-            let m = gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?;
-            hook.linear_input(id("mlp.down_proj"), &m)?;
-            down.forward(b, &m)
+            gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?
         }
-        Mlp::FusedGated { gate_up, down } => {
+        Mlp::FusedGated { gate_up, .. } => {
             hook.linear_input(id("mlp.gate_up_proj"), h)?;
             let y = gate_up.forward(b, h)?;
             let i = cfg.intermediate;
-            let m = gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?;
-            hook.linear_input(id("mlp.down_proj"), &m)?;
-            down.forward(b, &m)
+            gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?
         }
-        Mlp::Moe(moe) => moe.forward(b, act, layer, h, hook),
+        Mlp::Moe(moe) => return moe.forward(b, act, layer, h, hook).map(Some),
+    };
+    hook.linear_input(id("mlp.down_proj"), &m)?;
+    if hook.inputs_only() {
+        return Ok(None);
     }
+    let (Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. }) = mlp else {
+        unreachable!("a dense MLP")
+    };
+    down.forward(b, &m).map(Some)
 }
 
 /// llama.cpp stores Llama 3's rope rescaling as per-frequency divisors.

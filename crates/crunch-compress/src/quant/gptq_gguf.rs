@@ -49,6 +49,100 @@ pub fn gptq_gguf(
     importance: Option<&[f32]>,
     opts: &GptqOptions,
 ) -> Result<GgufQuantized> {
+    let codec = check_layer(weight, rows, cols, dtype, opts)?;
+    hessian.validate_for(cols)?;
+    let importance = checked_importance(importance, cols)?;
+    let prepared = GgufHessian::new(hessian, opts)?;
+    Ok(prepared.run(weight, cols, codec, importance, opts))
+}
+
+/// A Hessian checked, dampened and factored once for every layer that reads the same input
+/// (q, k and v; gate and up): [`GgufHessian::quantize`] gives exactly what
+/// [`gptq_gguf`] gives with the Hessian, without repeating the O(n³) factorization.
+pub struct GgufHessian {
+    prep: PreparedHessian,
+    /// The Hessian diagonal (clamped at 0): the grid fits' default importance.
+    diag: Vec<f32>,
+}
+
+impl GgufHessian {
+    /// Prepares `hessian` with `opts.damp` (the only option the preparation reads).
+    pub fn new(hessian: &Hessian, opts: &GptqOptions) -> Result<Self> {
+        let n = hessian.n;
+        Ok(Self {
+            prep: column_loop::prepare(hessian, n, false, opts.damp)?,
+            diag: (0..n).map(|i| hessian.get(i, i).max(0.0)).collect(),
+        })
+    }
+
+    /// [`gptq_gguf`] of one layer reading this Hessian's input (prepared with the same
+    /// `opts.damp`).
+    pub fn quantize(
+        &self,
+        weight: &[f32],
+        rows: usize,
+        cols: usize,
+        dtype: DType,
+        importance: Option<&[f32]>,
+        opts: &GptqOptions,
+    ) -> Result<GgufQuantized> {
+        let codec = check_layer(weight, rows, cols, dtype, opts)?;
+        if self.cols() != cols {
+            return Err(CompressError::HessianSize {
+                hessian_n: self.cols(),
+                cols,
+            });
+        }
+        let importance = checked_importance(importance, cols)?;
+        Ok(self.run(weight, cols, codec, importance, opts))
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        self.diag.len()
+    }
+
+    fn run(
+        &self,
+        weight: &[f32],
+        cols: usize,
+        codec: Codec,
+        importance: Option<Vec<f32>>,
+        opts: &GptqOptions,
+    ) -> GgufQuantized {
+        let importance = importance.as_deref().unwrap_or(&self.diag);
+        let rows = weight.len() / cols;
+        let row_bytes = cols / codec.block_values() * codec.block_bytes();
+        let mut bytes = vec![0u8; rows * row_bytes];
+        let mut dequantized = vec![0f32; rows * cols];
+        let job = Job {
+            codec,
+            cols,
+            block_size: opts.block_size,
+            importance,
+            prep: &self.prep,
+        };
+        bytes
+            .par_chunks_mut(ROW_CHUNK * row_bytes)
+            .zip(dequantized.par_chunks_mut(ROW_CHUNK * cols))
+            .zip(weight.par_chunks(ROW_CHUNK * cols))
+            .for_each(|((bytes, deq), weight)| job.rows(weight, bytes, deq));
+        GgufQuantized {
+            dtype: codec.dtype(),
+            bytes,
+            dequantized,
+        }
+    }
+}
+
+/// The type's encoder, once the weight, its shape and the options are checked.
+fn check_layer(
+    weight: &[f32],
+    rows: usize,
+    cols: usize,
+    dtype: DType,
+    opts: &GptqOptions,
+) -> Result<Codec> {
     let name = dtype.ggml_name();
     let codec = Codec::new(dtype).ok_or_else(|| {
         CompressError::InvalidOption(format!(
@@ -69,46 +163,27 @@ pub fn gptq_gguf(
     }
     validate_weight(weight, rows, cols)?;
     opts.validate()?;
-    hessian.validate_for(cols)?;
-    let importance: Vec<f32> = match importance {
-        Some(w) => {
-            if w.len() != cols {
-                return Err(CompressError::InvalidOption(format!(
-                    "{} importance weights for {cols} columns",
-                    w.len()
-                )));
-            }
-            if let Some(i) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
-                return Err(CompressError::InvalidOption(format!(
-                    "importance weight {i} is {} (must be finite and non-negative)",
-                    w[i]
-                )));
-            }
-            w.to_vec()
-        }
-        None => (0..cols).map(|i| hessian.get(i, i).max(0.0)).collect(),
+    Ok(codec)
+}
+
+/// The caller's importance weights, checked (`None`: the Hessian diagonal's, filled in later).
+fn checked_importance(importance: Option<&[f32]>, cols: usize) -> Result<Option<Vec<f32>>> {
+    let Some(w) = importance else {
+        return Ok(None);
     };
-    let prep = column_loop::prepare(hessian, cols, false, opts.damp)?;
-    let row_bytes = cols / n * codec.block_bytes();
-    let mut bytes = vec![0u8; rows * row_bytes];
-    let mut dequantized = vec![0f32; rows * cols];
-    let job = Job {
-        codec,
-        cols,
-        block_size: opts.block_size,
-        importance: &importance,
-        prep: &prep,
-    };
-    bytes
-        .par_chunks_mut(ROW_CHUNK * row_bytes)
-        .zip(dequantized.par_chunks_mut(ROW_CHUNK * cols))
-        .zip(weight.par_chunks(ROW_CHUNK * cols))
-        .for_each(|((bytes, deq), weight)| job.rows(weight, bytes, deq));
-    Ok(GgufQuantized {
-        dtype,
-        bytes,
-        dequantized,
-    })
+    if w.len() != cols {
+        return Err(CompressError::InvalidOption(format!(
+            "{} importance weights for {cols} columns",
+            w.len()
+        )));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
+        return Err(CompressError::InvalidOption(format!(
+            "importance weight {i} is {} (must be finite and non-negative)",
+            w[i]
+        )));
+    }
+    Ok(Some(w.to_vec()))
 }
 
 /// What every row chunk shares.
@@ -239,6 +314,30 @@ mod tests {
         crate::testutil::same_on_any_thread_count(|| {
             gptq_gguf(&w, rows, cols, &h, DType::Q4K, None, &opts).unwrap()
         });
+    }
+
+    #[test]
+    fn a_shared_prepared_hessian_gives_the_same_bytes() {
+        let cols = 256;
+        let (w, h) = problem(6, 48, cols, 2.0);
+        let opts = GptqOptions::in_order(0.01);
+        let shared = GgufHessian::new(&h, &opts).unwrap();
+        // Layers of different heights and types reading one input, as q/k/v do.
+        for (rows, dtype) in [(48, DType::Q4K), (16, DType::Q6K), (32, DType::Q5_0)] {
+            let w = &w[..rows * cols];
+            let imp: Vec<f32> = (0..cols).map(|i| 1.0 + (i % 7) as f32).collect();
+            for importance in [None, Some(imp.as_slice())] {
+                assert_eq!(
+                    shared
+                        .quantize(w, rows, cols, dtype, importance, &opts)
+                        .unwrap(),
+                    gptq_gguf(w, rows, cols, &h, dtype, importance, &opts).unwrap(),
+                    "{dtype:?}"
+                );
+            }
+        }
+        let err = shared.quantize(&w[..64], 1, 64, DType::Q4_0, None, &opts);
+        assert!(matches!(err, Err(CompressError::HessianSize { .. })));
     }
 
     #[test]

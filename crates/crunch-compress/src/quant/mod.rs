@@ -12,5 +12,5 @@ pub(crate) mod grid;
 mod rtn;
 
 pub use gptq::{gptq, GptqOptions};
-pub use gptq_gguf::{gptq_gguf, GgufQuantized};
+pub use gptq_gguf::{gptq_gguf, GgufHessian, GgufQuantized};
 pub use rtn::rtn;
