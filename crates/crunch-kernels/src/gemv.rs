@@ -398,6 +398,19 @@ unsafe fn chunk_dot<const I16: bool, const VNNI: bool>(
     }
 }
 
+/// What a fused decode product reads and writes: `rows` packed weight rows of `k` weights
+/// (`packed`), and the output, value (activation row `c`, weight row `r`) at
+/// `y[c * stride + r]`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct RowsJob<'a> {
+    pub packed: &'a [u8],
+    pub rows: usize,
+    pub k: usize,
+    pub y: *mut f32,
+    pub stride: usize,
+}
+
 /// Rows `0..rows` of `packed` (stored rows of `k` weights, back to back) times `C`
 /// activation rows: the value of weight row `r` and activation row `c` goes to
 /// `y[c·stride + r]`.
@@ -408,14 +421,17 @@ unsafe fn chunk_dot<const I16: bool, const VNNI: bool>(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bool>(
-    packed: &[u8],
-    rows: usize,
-    k: usize,
+    job: RowsJob,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    y: *mut f32,
-    stride: usize,
 ) {
+    let RowsJob {
+        packed,
+        rows,
+        k,
+        y,
+        stride,
+    } = job;
     let blocks = k / F::ELEMS;
     if VNNI && crate::quad::handles::<F>() && !x[0].an.is_null() {
         return crate::quad::rows::<F, C, I16>(packed.as_ptr(), rows, blocks, x, y, stride);
@@ -543,29 +559,21 @@ unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bo
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<F: Block, const C: usize, const I16: bool>(
-    packed: &[u8],
-    rows: usize,
-    k: usize,
+    job: RowsJob,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    y: *mut f32,
-    stride: usize,
 ) {
-    rows_generic::<F, C, I16, false>(packed, rows, k, x, scratch, y, stride)
+    rows_generic::<F, C, I16, false>(job, x, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn rows_avx512<F: Block, const C: usize, const I16: bool>(
-    packed: &[u8],
-    rows: usize,
-    k: usize,
+    job: RowsJob,
     x: &[ActRow; C],
     scratch: &mut Scratch,
-    y: *mut f32,
-    stride: usize,
 ) {
-    rows_generic::<F, C, I16, true>(packed, rows, k, x, scratch, y, stride)
+    rows_generic::<F, C, I16, true>(job, x, scratch)
 }
 
 /// Rows `0..rows` of `packed` times the activation rows `x` (1 to 4 of them), on AVX2 or
@@ -574,30 +582,21 @@ unsafe fn rows_avx512<F: Block, const C: usize, const I16: bool>(
 /// # Safety
 /// As for [`rows_generic`]; `x.len()` in 1..=4; `y` valid for the writes.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn rows<F: Block>(
     vnni: bool,
     i16: bool,
-    packed: &[u8],
-    rows: usize,
-    k: usize,
+    job: RowsJob,
     x: &[ActRow],
     scratch: &mut Scratch,
-    y: *mut f32,
-    stride: usize,
 ) {
     macro_rules! go {
         ($c:literal) => {{
             let xs: &[ActRow; $c] = x.try_into().expect("row count");
             match (vnni, i16) {
-                (true, true) => rows_avx512::<F, $c, true>(packed, rows, k, xs, scratch, y, stride),
-                (true, false) => {
-                    rows_avx512::<F, $c, false>(packed, rows, k, xs, scratch, y, stride)
-                }
-                (false, true) => rows_avx2::<F, $c, true>(packed, rows, k, xs, scratch, y, stride),
-                (false, false) => {
-                    rows_avx2::<F, $c, false>(packed, rows, k, xs, scratch, y, stride)
-                }
+                (true, true) => rows_avx512::<F, $c, true>(job, xs, scratch),
+                (true, false) => rows_avx512::<F, $c, false>(job, xs, scratch),
+                (false, true) => rows_avx2::<F, $c, true>(job, xs, scratch),
+                (false, false) => rows_avx2::<F, $c, false>(job, xs, scratch),
             }
         }};
     }

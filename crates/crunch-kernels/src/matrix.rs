@@ -280,17 +280,14 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
             // SAFETY: `isa` was detected on this CPU; `acts` holds `n` rows of `k` values;
             // rows r0..r0+tr of every output row (stride m) belong to this task alone.
             unsafe {
-                crate::gemv::rows::<F>(
-                    vnni,
-                    i16,
-                    &w.data[r0 * row_bytes..(r0 + tr) * row_bytes],
-                    tr,
+                let job = crate::gemv::RowsJob {
+                    packed: &w.data[r0 * row_bytes..(r0 + tr) * row_bytes],
+                    rows: tr,
                     k,
-                    &x,
-                    &mut s.borrow_mut(),
-                    out.at(r0),
-                    m,
-                )
+                    y: out.at(r0),
+                    stride: m,
+                };
+                crate::gemv::rows::<F>(vnni, i16, job, &x, &mut s.borrow_mut())
             }
         });
     };
