@@ -101,6 +101,14 @@ pub fn main() {
             .num_threads(n)
             .build_global();
     }
+    if matches!(
+        cli.command,
+        Command::Quantize(_) | Command::Prune(_) | Command::Lowrank(_) | Command::Compress(_)
+    ) {
+        // Calibration forwards alternate rayon's products with candle's element-wise ops:
+        // one pool, not two competing for the cores (decision 119).
+        crunch_runtime::threads::serial_elementwise_ops();
+    }
     if let Err(err) = run(cli.command) {
         eprintln!("error: {}", message(&err));
         std::process::exit(1);

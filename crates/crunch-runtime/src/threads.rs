@@ -1,4 +1,4 @@
-//! The worker-thread count a user may ask for.
+//! The worker-thread count a user may ask for, and how candle's own pool is sized.
 
 /// `--threads` may ask for at most this many threads per core. More only adds scheduling
 /// overhead to compute-bound work, and a typo like `--threads 100000` used to spawn
@@ -17,6 +17,27 @@ pub fn check_threads(n: usize) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// The environment variable that sizes candle's element-wise pool (its "barrier pool").
+pub const CANDLE_THREADS_ENV: &str = "CANDLE_NUM_THREADS";
+
+/// Runs candle's element-wise CPU ops (adds, multiplies, activations over ≥ 64 K values) on
+/// the calling thread instead of on candle's barrier pool, unless the user sized that pool
+/// with `CANDLE_NUM_THREADS`. Call it before the first candle op (the pool is made once).
+///
+/// Why: the CPU backend's matrix products run on rayon's pool (`RAYON_NUM_THREADS` threads)
+/// while the element-wise ops run on candle's barrier pool of `CANDLE_NUM_THREADS − 1` more
+/// threads, which spin (25,000 rounds) after every op before they sleep. In a calibration
+/// pass — a forward per window, products and element-wise ops alternating, and rayon's
+/// Hessian sums and solves — those spinning threads take cores from rayon's work, and the
+/// caller spins waiting for a parked one (`BarrierGuard::drop`, ~8% of the samples of a
+/// `quantize --method gptq` on 2 cores). The split of an element-wise op never changes its
+/// values, so the outputs are the same bits (decision 119).
+pub fn serial_elementwise_ops() {
+    if std::env::var_os(CANDLE_THREADS_ENV).is_none() {
+        std::env::set_var(CANDLE_THREADS_ENV, "1");
+    }
 }
 
 #[cfg(test)]
