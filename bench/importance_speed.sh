@@ -9,7 +9,7 @@
 # Usage: bench/importance_speed.sh BASE.gguf CALIB.txt WORKDIR
 #   env: CRUNCH (binary), LLAMACPP (llama.cpp's bin folder), THREADS (2), SAMPLES (128 windows),
 #   GPTQ_PRESET (e.g. Q4_K_M: also time a full `--method gptq` onto that preset over the same windows,
-#   issue 13's "at most 3× llama-imatrix")
+#   issue 13's "at most 3× llama-imatrix"), IMPORTANCE (1; 0 skips crunch's importance-only run)
 # Compare CPU seconds too: on a shared machine wall time depends on the other load.
 set -euo pipefail
 base=$1 calib=$2 work=$3
@@ -33,7 +33,7 @@ measure() { # name, command...
     "$name" "$(echo "$t1 - $t0" | bc)" "$user" "$sys" "$tokens" | tee -a "$work/speed.jsonl"
 }
 : >"$work/speed.jsonl"
-measure crunch "$crunch" --threads "$threads" quantize "$base" --format gguf --calib "$calib" \
+[ "${IMPORTANCE:-1}" = 0 ] || measure crunch "$crunch" --threads "$threads" quantize "$base" --format gguf --calib "$calib" \
   --calib-samples "$samples" --calib-len 512 --seed 0 --save-imatrix "$work/crunch-imatrix.gguf" --force \
   --plan --out "$work/unused.gguf"
 measure llama-imatrix "$bin/llama-imatrix" -m "$base" -f "$calib" --chunks "$samples" -c 512 -b 512 \
