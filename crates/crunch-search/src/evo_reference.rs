@@ -73,6 +73,7 @@ fn run(err: Vec<Vec<f64>>, budget: Budget, generations: usize) -> (f64, Additive
         }],
         seed: 3,
         fill_rounds: 0,
+        patience: 0,
     };
     let mut fit = Additive {
         err,
@@ -206,6 +207,7 @@ fn never_worse_than_a_seed_under_noise() {
         }],
         seed: 9,
         fill_rounds: 0,
+        patience: 0,
     };
     let mut fit = Noisy {
         inner: Additive {
@@ -231,4 +233,66 @@ fn never_worse_than_a_seed_under_noise() {
     let repaired = s.seeds[3].expect("the over-budget seed was made to fit");
     assert!(repaired >= want);
     assert!(budget.cost(s.chosen()) <= budget.limit);
+}
+
+#[test]
+fn patience_stops_early_deterministically_and_keeps_old_keys() {
+    let bits = [2.0, 3.0, 4.0, 5.0];
+    let units = 7;
+    let costs = vec![bits.iter().map(|b| b * 100.0).collect::<Vec<_>>(); units];
+    let budget = Budget {
+        costs,
+        limit: 3.5 * 100.0 * units as f64,
+    };
+    let err = errors(units, &bits);
+    let mut params = EvoParams {
+        generations: 300,
+        offspring: 8,
+        steps: vec![Step {
+            windows: 1,
+            survivors: 1,
+        }],
+        seed: 3,
+        fill_rounds: 0,
+        patience: 0,
+    };
+    // Off (0): the parameters serialize as before the option, so saved searches keep their key.
+    assert!(!serde_json::to_string(&params).unwrap().contains("patience"));
+    params.patience = 5;
+    let fit = || Additive {
+        err: err.clone(),
+        budget: budget.clone(),
+        all_within: true,
+    };
+    let mut states = Vec::new();
+    let full = search(&budget, &params, "p", &mut fit(), &[], None, &mut |st| {
+        states.push(st.clone());
+        Ok(())
+    })
+    .unwrap();
+    // Stopped early, exactly when the elite had not gone down for 5 generations.
+    assert!(full.generation < 300, "never stopped");
+    assert!(params.stalled(&full));
+    let h = &full.history;
+    assert_eq!(h[h.len() - 1].elite, h[h.len() - 6].elite);
+    assert!(!states[..states.len() - 1].iter().any(|s| params.stalled(s)));
+    // Never worse than without the stop at the same generation count, and a search resumed
+    // from any earlier state stops at the same generation with the same answer.
+    let mut same = params.clone();
+    same.patience = 0;
+    same.generations = full.generation;
+    let plain = search(&budget, &same, "q", &mut fit(), &[], None, &mut |_| Ok(())).unwrap();
+    assert_eq!(plain.chosen(), full.chosen());
+    let mid = states[states.len() / 2].clone();
+    let resumed = search(
+        &budget,
+        &params,
+        "p",
+        &mut fit(),
+        &[],
+        Some(mid),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(resumed, full);
 }
