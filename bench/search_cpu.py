@@ -11,14 +11,15 @@ variants" asks. Prints one JSON line per run, then a Markdown table.
 Usage: bench/search_cpu.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
        --eval eval.txt --offdomain offdomain.txt --work DIR [--threads 2] [--device cpu]
        [--target-bpw 3.594] [--level-method gptq] [--settings cpu,default]
-       [--calib-samples 128 --calib-len 512] [--ctx 2048 --max-tokens 65536]
+       [--ctx 2048 --max-tokens 65536]
+Calibration: the protocol's 128 windows of 512 tokens, seed 0.
 """
 import argparse
 import json
 import os
 import resource
-import subprocess
-import time
+
+from quantize_table import markdown, protocol_args, run_json
 
 # The CPU setting (decision 124): at most 20 generations of 8 offspring, one window for all and
 # 4 for the best 2, fitness on each window's first 256 tokens, 4 held windows, an early stop after
@@ -30,73 +31,55 @@ SETTINGS = {
 }
 
 
-def run_timed(cmd):
-    """(parsed --json output, wall seconds, CPU seconds of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.time()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    wall = time.time() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(p.stdout), wall, cpu
+def timed(cmd):
+    """`run_json`, with the child's CPU seconds (user + system) added as `cpu_seconds`."""
+    usage = lambda: resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = usage()
+    out = run_json(cmd)
+    after = usage()
+    out["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--crunch", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--eval", required=True)
-    ap.add_argument("--offdomain", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--threads", default="2")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--target-bpw", default="3.594")
-    ap.add_argument("--level-method", default="gptq")
-    ap.add_argument("--settings", default="cpu,default")
-    ap.add_argument("--calib-samples", default="128")
-    ap.add_argument("--calib-len", default="512")
-    ap.add_argument("--ctx", default="2048")
-    ap.add_argument("--max-tokens", default="65536")
+    protocol_args(ap)
+    for flag, default in [("--offdomain", None), ("--target-bpw", "3.594"), ("--level-method", "gptq"),
+                          ("--settings", "cpu,default")]:
+        ap.add_argument(flag, default=default, required=default is None)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    cache = os.path.join(a.work, "cache")
-    base = [a.crunch, "--threads", a.threads, "compress", a.model, "--target-bpw", a.target_bpw,
-            "--level-method", a.level_method, "--calib", a.calib, "--calib-samples", a.calib_samples,
-            "--calib-len", a.calib_len, "--seed", "0", "--device", a.device, "--search-cache", cache,
+    th = ["--threads", str(a.threads)]
+    base = [a.crunch, *th, "compress", a.model, "--target-bpw", a.target_bpw, "--level-method",
+            a.level_method, "--calib", a.calib, "--calib-samples", "128", "--calib-len", "512",
+            "--seed", "0", "--device", a.device, "--search-cache", os.path.join(a.work, "cache"),
             "--force", "--json"]
-    made, wall, cpu = run_timed(base + ["--out", os.path.join(a.work, "variants"),
-                                        "--generations", "0", "--fill-rounds", "0", "--kl-windows", "1"])
-    print(json.dumps({"run": "variants", "wall_s": wall, "cpu_s": cpu,
+    made = timed(base + ["--out", os.path.join(a.work, "variants"), "--generations", "0",
+                         "--fill-rounds", "0", "--kl-windows", "1"])
+    print(json.dumps({"run": "variants", "wall_s": made["wall_seconds"], "cpu_s": made["cpu_seconds"],
                       "variants_made": made["search"]["variants_made"]}), flush=True)
 
     def evaluate(out, text):
-        e, _, _ = run_timed([a.crunch, "--threads", a.threads, "eval", out, "--base", a.model,
-                             "--device", a.device, "--data", text, "--ctx", a.ctx,
-                             "--max-tokens", a.max_tokens, "--json"])
+        e = run_json([a.crunch, *th, "eval", out, "--base", a.model, "--device", a.device, "--data", text,
+                      "--ctx", str(a.ctx), "--max-tokens", str(a.max_tokens), "--json"])
         return {"kl": e["kl"], "ppl": e["ppl"], "top1_agreement": e["top1_agreement"]}
 
     rows = []
     for name in a.settings.split(","):
         out = os.path.join(a.work, f"searched-{name}")
-        s, wall, cpu = run_timed(base + ["--out", out] + SETTINGS[name])
+        s = timed(base + ["--out", out] + SETTINGS[name])
         r = s["search"]
-        row = {"setting": name, "flags": " ".join(SETTINGS[name]), "wall_s": wall, "cpu_s": cpu,
-               "search_seconds": r["search_seconds"], "variants_cached": r["variants_cached"],
-               "variants_made": r["variants_made"], "generations": r["generations"],
-               "evaluations": r["evaluations"], "calibration_kl": r["calibration_kl"],
-               "calibration_kl_windows": r["calibration_kl_windows"],
-               "linear_bpw": r["linear_bpw"], "timing": r["timing"],
+        row = {"setting": name, "flags": " ".join(SETTINGS[name]), "wall_s": s["wall_seconds"],
+               "cpu_s": s["cpu_seconds"], **{k: r[k] for k in
+               ["search_seconds", "variants_cached", "variants_made", "generations", "evaluations",
+                "calibration_kl", "calibration_kl_windows", "linear_bpw", "timing"]},
                "eval": evaluate(out, a.eval), "offdomain": evaluate(out, a.offdomain)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| setting | linear bpw | generations | evaluations | search wall s | CPU s | KL eval | KL off-domain |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['setting']} | {r['linear_bpw']:.3f} | {r['generations']} | {r['evaluations']} | "
-              f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['eval']['kl']:.4f} | {r['offdomain']['kl']:.4f} |")
+    markdown(["setting", "linear bpw", "generations", "evaluations", "wall s", "CPU s", "KL eval",
+              "KL off-domain"],
+             [[r["setting"], f"{r['linear_bpw']:.3f}", str(r["generations"]), str(r["evaluations"]), f"{r['wall_s']:.0f}",
+               f"{r['cpu_s']:.0f}", f"{r['eval']['kl']:.4f}", f"{r['offdomain']['kl']:.4f}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -34,13 +34,19 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The first tiny model, written under `dir/model`; its path.
+fn tiny_model(dir: &Path) -> String {
+    let spec = tiny_specs().into_iter().next().unwrap();
+    let model_dir = dir.join("model");
+    write_tiny_model(&spec, &model_dir, 0).unwrap();
+    model_dir.to_str().unwrap().to_string()
+}
+
 #[test]
 fn a_searched_model_is_rebuilt_from_its_recipe() {
     let d = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    let model_dir = d.path().join("model");
-    write_tiny_model(&spec, &model_dir, 0).unwrap();
-    let model = model_dir.to_str().unwrap();
+    let model = tiny_model(d.path());
+    let model = model.as_str();
     let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
     let cache = path("cache");
     let search = |out: &str, target: &[&str], extra: &[&str]| {
@@ -283,13 +289,16 @@ fn a_searched_gguf_has_the_requested_size() {
 #[test]
 fn the_search_time_options_run_and_rebuild() {
     let d = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    let model_dir = d.path().join("model");
-    write_tiny_model(&spec, &model_dir, 0).unwrap();
-    let model = model_dir.to_str().unwrap();
-    let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
-    let (a, cache) = (path("a"), path("cache"));
-    let mut args = vec!["compress", model, "--out", &a, "--target-bpw", "3.2"];
+    let [a, b, cache] = ["a", "b", "cache"].map(|n| d.path().join(n).display().to_string());
+    let model = tiny_model(d.path());
+    let mut args = vec![
+        "compress",
+        model.as_str(),
+        "--out",
+        a.as_str(),
+        "--target-bpw",
+        "3.2",
+    ];
     args.extend_from_slice(&["--calib", "self:8x16", "--levels", "2,3,4"]);
     args.extend_from_slice(&["--level-group-size", "32", "--level-inputs", "independent"]);
     args.extend_from_slice(&["--level-no-mse", "--fitness-len", "8", "--patience", "1"]);
@@ -309,10 +318,9 @@ fn the_search_time_options_run_and_rebuild() {
         s["generations"].as_u64().unwrap(),
         "{t}"
     );
-    let recipe_path = path("a/recipe.toml");
+    let recipe_path = format!("{a}/recipe.toml");
     let recipe = std::fs::read_to_string(&recipe_path).unwrap();
     assert!(recipe.contains("mse_clip = false"), "{recipe}");
-    let b = path("b");
-    rebuild(model, &recipe_path, &b);
+    rebuild(&model, &recipe_path, &b);
     assert_eq!(dir_bytes(Path::new(&a)), dir_bytes(Path::new(&b)));
 }

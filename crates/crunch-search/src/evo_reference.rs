@@ -64,17 +64,7 @@ fn errors(units: usize, bits: &[f64]) -> Vec<Vec<f64>> {
 }
 
 fn run(err: Vec<Vec<f64>>, budget: Budget, generations: usize) -> (f64, Additive) {
-    let params = EvoParams {
-        generations,
-        offspring: 8,
-        steps: vec![Step {
-            windows: 1,
-            survivors: 1,
-        }],
-        seed: 3,
-        fill_rounds: 0,
-        patience: 0,
-    };
+    let params = one_step(generations, 3);
     let mut fit = Additive {
         err,
         budget: budget.clone(),
@@ -168,10 +158,8 @@ impl Fitness for Noisy {
     }
 }
 
-#[test]
-fn never_worse_than_a_seed_under_noise() {
-    // The seeds: every uniform configuration that fits, and the optimum itself (as a good
-    // hand-made assignment would be). Under heavy noise the parent wanders; the answer may not.
+/// Seven units of 100 weights at 2–5 bits under a 3.5-bit budget, and their errors.
+fn seven_units() -> (Budget, Vec<Vec<f64>>) {
     let bits = [2.0, 3.0, 4.0, 5.0];
     let units = 7;
     let costs = vec![bits.iter().map(|b| b * 100.0).collect::<Vec<_>>(); units];
@@ -179,14 +167,37 @@ fn never_worse_than_a_seed_under_noise() {
         costs,
         limit: 3.5 * 100.0 * units as f64,
     };
-    let err = errors(units, &bits);
+    (budget, errors(units, &bits))
+}
+
+/// `generations` of 8 offspring, one selection step of one window.
+fn one_step(generations: usize, seed: u64) -> EvoParams {
+    EvoParams {
+        generations,
+        offspring: 8,
+        steps: vec![Step {
+            windows: 1,
+            survivors: 1,
+        }],
+        seed,
+        fill_rounds: 0,
+        patience: 0,
+    }
+}
+
+#[test]
+fn never_worse_than_a_seed_under_noise() {
+    // The seeds: every uniform configuration that fits, and the optimum itself (as a good
+    // hand-made assignment would be). Under heavy noise the parent wanders; the answer may not.
+    let (budget, err) = seven_units();
+    let (units, levels) = (budget.costs.len(), budget.costs[0].len());
     let want = brute_force(&err, &budget);
     let mut optimum = None;
     let mut c = vec![0u8; units];
-    for mut k in 0..bits.len().pow(units as u32) {
+    for mut k in 0..levels.pow(units as u32) {
         for x in c.iter_mut() {
-            *x = (k % bits.len()) as u8;
-            k /= bits.len();
+            *x = (k % levels) as u8;
+            k /= levels;
         }
         let f: f64 = c.iter().enumerate().map(|(u, &l)| err[u][l as usize]).sum();
         if budget.cost(&c) <= budget.limit && f == want {
@@ -198,17 +209,7 @@ fn never_worse_than_a_seed_under_noise() {
     seeds.push(optimum.unwrap());
     // A seed over the budget is lowered until it fits, not dropped.
     seeds.push(vec![3; units]);
-    let params = EvoParams {
-        generations: 40,
-        offspring: 8,
-        steps: vec![Step {
-            windows: 1,
-            survivors: 1,
-        }],
-        seed: 9,
-        fill_rounds: 0,
-        patience: 0,
-    };
+    let params = one_step(40, 9);
     let mut fit = Noisy {
         inner: Additive {
             err: err.clone(),
@@ -237,25 +238,8 @@ fn never_worse_than_a_seed_under_noise() {
 
 #[test]
 fn patience_stops_early_deterministically_and_keeps_old_keys() {
-    let bits = [2.0, 3.0, 4.0, 5.0];
-    let units = 7;
-    let costs = vec![bits.iter().map(|b| b * 100.0).collect::<Vec<_>>(); units];
-    let budget = Budget {
-        costs,
-        limit: 3.5 * 100.0 * units as f64,
-    };
-    let err = errors(units, &bits);
-    let mut params = EvoParams {
-        generations: 300,
-        offspring: 8,
-        steps: vec![Step {
-            windows: 1,
-            survivors: 1,
-        }],
-        seed: 3,
-        fill_rounds: 0,
-        patience: 0,
-    };
+    let (budget, err) = seven_units();
+    let mut params = one_step(300, 3);
     // Off (0): the parameters serialize as before the option, so saved searches keep their key.
     assert!(!serde_json::to_string(&params).unwrap().contains("patience"));
     params.patience = 5;
