@@ -41,7 +41,7 @@ for n in ${BLOCKS:-2 4}; do
   # The stages as timestamped lines in the log too, should a call's time limit stop the run.
   CRUNCH_PROGRESS=lines "$crunch" compress "$m" --out "/tmp/search8b-o$n" --target-bpw 3.5 \
     --device cuda --calib self:128x512 --seed 0 --generations "$gens" --offspring 16 \
-    --selection 2x4,8x1 "${flags[@]}" --search-cache "/tmp/search8b-cache$n-$setting" --json \
+    --selection 2x4,8x1 ${flags[@]+"${flags[@]}"} --search-cache "/tmp/search8b-cache$n-$setting" --json \
     > "$out/search8b-$setting-$n.json" 2> "$out/search8b-$setting-$n.log"
   end=$(date +%s.%N)
   python3 - "$n" "$start" "$end" "$out/search8b-$setting-$n.json" "$setting" <<'PY'
