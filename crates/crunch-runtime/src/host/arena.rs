@@ -16,7 +16,7 @@
 
 use crunch_kernels::{Bytes, PackedMatrix};
 use memmap2::MmapMut;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Bytes per chunk (a matrix larger than this gets a chunk of its own size).
 const CHUNK: usize = 32 << 20;
@@ -50,8 +50,9 @@ impl std::ops::Deref for Slice {
     }
 }
 
-/// The chunk being filled and the first free byte in it.
-static NEXT: Mutex<Option<(Arc<Chunk>, usize)>> = Mutex::new(None);
+/// The chunk being filled and the first free byte in it. Held weakly: a chunk lives as long
+/// as a matrix in it (a dropped model frees its chunks; the next load starts a new one).
+static NEXT: Mutex<Option<(Weak<Chunk>, usize)>> = Mutex::new(None);
 
 /// Whether weights are copied (on unless `CRUNCH_HUGE_PAGES=0`, where the kernel has the
 /// advice; on other systems the map is used as it is).
@@ -112,27 +113,23 @@ pub(super) fn place(m: PackedMatrix) -> PackedMatrix {
     }
     // Ranges start on a cache line (the kernels' 64-byte loads stay within one).
     let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
-    let fits = next
+    let current = next
         .as_ref()
-        .is_some_and(|(c, at)| at.div_ceil(64) * 64 + len <= c.len);
-    if !fits {
-        let Some(c) = new_chunk(CHUNK.max(len)) else {
-            return m;
-        };
-        *next = Some((c, 0));
-    }
-    let (chunk, at) = next.as_mut().expect("a chunk");
-    let start = at.div_ceil(64) * 64;
+        .and_then(|(c, at)| Some((c.upgrade()?, at.div_ceil(64) * 64)))
+        .filter(|(c, start)| start + len <= c.len);
+    let (chunk, start) = match current {
+        Some(c) => c,
+        None => match new_chunk(CHUNK.max(len)) {
+            Some(c) => (c, 0),
+            None => return m,
+        },
+    };
     // SAFETY: `start..start + len` is inside the chunk and not yet handed out.
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), chunk.ptr.add(start), len) };
-    *at = start + len;
-    release(src);
-    let slice = Slice {
-        chunk: chunk.clone(),
-        start,
-        len,
-    };
+    *next = Some((Arc::downgrade(&chunk), start + len));
     drop(next);
+    release(src);
+    let slice = Slice { chunk, start, len };
     let bytes = Bytes::shared(Arc::new(slice), 0, len).expect("the whole slice");
     PackedMatrix::new(m.dtype(), m.rows(), m.cols(), bytes).expect("same sizes as before")
 }
