@@ -157,6 +157,30 @@ mod tests {
             assert_eq!(placed.bytes().as_ptr() as usize % 64, 0);
             made.push((m, placed));
         }
+        // A matrix read from a mapped file: its pages are released from the map after the
+        // copy, and both the copy and the map still read the file's bytes.
+        let path = std::env::temp_dir().join(format!("crunch-arena-{}.bin", std::process::id()));
+        let bytes: Vec<u8> = (0..3 * 8192usize)
+            .map(|j| if j % 34 == 1 { 0x2c } else { (j % 251) as u8 })
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = crunch_formats::mapped::MappedFile::open(&path).unwrap();
+        let file: Arc<dyn crunch_kernels::ByteOwner> = Arc::new(file);
+        let (start, rows) = (100, 300);
+        let len = rows * 2 * 34;
+        let m = PackedMatrix::new(
+            DType::Q8_0,
+            rows,
+            64,
+            Bytes::shared(file.clone(), start, len).unwrap(),
+        )
+        .unwrap();
+        let placed = place(m.clone());
+        assert_eq!(placed.bytes(), &bytes[start..start + len]);
+        assert_eq!(m.bytes(), &bytes[start..start + len]);
+        drop((m, placed, file));
+        std::fs::remove_file(&path).unwrap();
+
         let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
         for (m, placed) in &made {
             let (mut a, mut b) = (vec![0f32; m.rows()], vec![0f32; m.rows()]);
