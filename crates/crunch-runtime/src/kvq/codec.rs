@@ -194,7 +194,9 @@ mod tests {
             });
         let amax = lo.abs().max(hi.abs());
         let step = match codec {
-            Codec::MinMax { bits } => (hi - lo) / ((1u32 << bits) - 1) as f32,
+            Codec::MinMax { bits } | Codec::MinMaxMse { bits } => {
+                (hi - lo) / ((1u32 << bits) - 1) as f32
+            }
             Codec::AbsMax8 => amax / 127.0,
         };
         let levels = ((1u32 << codec.bits()) - 1) as f32;
