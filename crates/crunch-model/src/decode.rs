@@ -5,7 +5,7 @@
 //! attention runs per sequence, its new queries against that sequence's cached keys and
 //! values plus its own new ones (`AttentionMask::query_offset` = the cache length).
 
-use crate::model::{attention_inputs, attention_scale, block_output, Model, RopeTables};
+use crate::model::{attention_scale, BlockPass, Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{AttentionMask, Backend, KvMode, KvSpec};
 
@@ -152,7 +152,13 @@ impl<B: Backend> Model<B> {
         let mut x = self.embed(ids)?;
         for (layer, blk) in self.blocks.iter().enumerate() {
             let (cos, sin) = rope_rows.set(blk.rope_set);
-            let (q, k, v) = attention_inputs(b, &self.config, blk, layer, &x, cos, sin, hook)?;
+            let pass = BlockPass {
+                b,
+                cfg: &self.config,
+                blk,
+                layer,
+            };
+            let (q, k, v) = pass.attention_inputs(&x, cos, sin, hook)?;
             let mut outs = Vec::with_capacity(n);
             for (s, cache) in caches.iter_mut().enumerate() {
                 let (qs, ks, vs) = if n == 1 {
@@ -180,7 +186,7 @@ impl<B: Backend> Model<B> {
             } else {
                 b.concat_rows(&outs.iter().collect::<Vec<_>>())?
             };
-            x = block_output(b, &self.config, blk, layer, &x, &a, hook)?;
+            x = pass.output(&x, &a, hook)?;
         }
         for c in caches.iter_mut() {
             c.len += t;

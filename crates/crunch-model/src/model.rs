@@ -561,10 +561,11 @@ pub fn block_forward<B: Backend>(
     hook: &mut dyn LinearHook<B>,
 ) -> Result<B::Tensor> {
     let (cos, sin) = rope.set(blk.rope_set);
-    let (q, k, v) = attention_inputs(b, cfg, blk, layer, x, cos, sin, hook)?;
+    let pass = BlockPass { b, cfg, blk, layer };
+    let (q, k, v) = pass.attention_inputs(x, cos, sin, hook)?;
     let mask = AttentionMask::causal(blk.window);
     let a = b.attention(&q, &k, &v, mask, attention_scale(cfg))?;
-    block_output(b, cfg, blk, layer, x, &a, hook)
+    pass.output(x, &a, hook)
 }
 
 pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
@@ -584,82 +585,87 @@ pub(crate) fn gated<B: Backend>(
     })
 }
 
-/// First half of a block: RMSNorm, q/k/v projections, q/k norms and the rotation of rows
-/// `x [tokens, hidden]` with `cos`/`sin [tokens, head_dim / 2]` (each row its own position).
-/// Returns `q [tokens, heads, head_dim]`, `k`/`v [tokens, kv_heads, head_dim]`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_inputs<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    blk: &Block<B>,
-    layer: usize,
-    x: &B::Tensor,
-    cos: &B::Tensor,
-    sin: &B::Tensor,
-    hook: &mut dyn LinearHook<B>,
-) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
-    let tokens = b.shape(x)[0];
-    let hd = cfg.head_dim;
-    let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
-    let (q, k, v) = match (&blk.k, &blk.v) {
-        (Some(k), Some(v)) => {
-            for &name in &BLOCK_LINEARS[..3] {
-                hook.linear_input(LinearId::new(layer, name), &h)?;
-            }
-            (blk.q.forward(b, &h)?, k.forward(b, &h)?, v.forward(b, &h)?)
-        }
-        _ => {
-            // Phi-3's fused projection: rows of q, then k, then v.
-            hook.linear_input(LinearId::new(layer, "self_attn.qkv_proj"), &h)?;
-            let qkv = blk.q.forward(b, &h)?;
-            let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-            (
-                b.columns(&qkv, 0, qd)?,
-                b.columns(&qkv, qd, kvd)?,
-                b.columns(&qkv, qd + kvd, kvd)?,
-            )
-        }
-    };
-    let q = b.reshape(&q, &[tokens, cfg.heads, hd])?;
-    let k = b.reshape(&k, &[tokens, cfg.kv_heads, hd])?;
-    let v = b.reshape(&v, &[tokens, cfg.kv_heads, hd])?;
-    let (q, k) = match (&blk.q_norm, &blk.k_norm) {
-        (Some(qn), Some(kn)) => (
-            b.rms_norm(&q, qn, cfg.rms_eps)?,
-            b.rms_norm(&k, kn, cfg.rms_eps)?,
-        ),
-        _ => (q, k),
-    };
-    let q = b.rope(&q, cos, sin)?;
-    let k = b.rope(&k, cos, sin)?;
-    Ok((q, k, v))
+/// One block at one layer of a pass: what both halves of the block read.
+pub(crate) struct BlockPass<'a, B: Backend> {
+    pub b: &'a B,
+    pub cfg: &'a ModelConfig,
+    pub blk: &'a Block<B>,
+    pub layer: usize,
 }
 
-/// Second half of a block: output projection of the attention result `a [tokens, heads *
-/// head_dim]` (Gemma: normed), residual, RMSNorm, MLP (Gemma: normed), residual.
-pub(crate) fn block_output<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    blk: &Block<B>,
-    layer: usize,
-    x: &B::Tensor,
-    a: &B::Tensor,
-    hook: &mut dyn LinearHook<B>,
-) -> Result<B::Tensor> {
-    hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
-    let mut o = blk.o.forward(b, a)?;
-    if let Some(n) = &blk.post_attn_norm {
-        o = b.rms_norm(&o, n, cfg.rms_eps)?;
+impl<B: Backend> BlockPass<'_, B> {
+    /// First half of a block: RMSNorm, q/k/v projections, q/k norms and the rotation of rows
+    /// `x [tokens, hidden]` with `cos`/`sin [tokens, head_dim / 2]` (each row its own position).
+    /// Returns `q [tokens, heads, head_dim]`, `k`/`v [tokens, kv_heads, head_dim]`.
+    pub fn attention_inputs(
+        &self,
+        x: &B::Tensor,
+        cos: &B::Tensor,
+        sin: &B::Tensor,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
+        let (b, cfg, blk, layer) = (self.b, self.cfg, self.blk, self.layer);
+        let tokens = b.shape(x)[0];
+        let hd = cfg.head_dim;
+        let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
+        let (q, k, v) = match (&blk.k, &blk.v) {
+            (Some(k), Some(v)) => {
+                for &name in &BLOCK_LINEARS[..3] {
+                    hook.linear_input(LinearId::new(layer, name), &h)?;
+                }
+                (blk.q.forward(b, &h)?, k.forward(b, &h)?, v.forward(b, &h)?)
+            }
+            _ => {
+                // Phi-3's fused projection: rows of q, then k, then v.
+                hook.linear_input(LinearId::new(layer, "self_attn.qkv_proj"), &h)?;
+                let qkv = blk.q.forward(b, &h)?;
+                let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+                (
+                    b.columns(&qkv, 0, qd)?,
+                    b.columns(&qkv, qd, kvd)?,
+                    b.columns(&qkv, qd + kvd, kvd)?,
+                )
+            }
+        };
+        let q = b.reshape(&q, &[tokens, cfg.heads, hd])?;
+        let k = b.reshape(&k, &[tokens, cfg.kv_heads, hd])?;
+        let v = b.reshape(&v, &[tokens, cfg.kv_heads, hd])?;
+        let (q, k) = match (&blk.q_norm, &blk.k_norm) {
+            (Some(qn), Some(kn)) => (
+                b.rms_norm(&q, qn, cfg.rms_eps)?,
+                b.rms_norm(&k, kn, cfg.rms_eps)?,
+            ),
+            _ => (q, k),
+        };
+        let q = b.rope(&q, cos, sin)?;
+        let k = b.rope(&k, cos, sin)?;
+        Ok((q, k, v))
     }
-    let x_attn = b.add(x, &o)?;
-    let h = b.rms_norm(&x_attn, &blk.mlp_norm, cfg.rms_eps)?;
-    let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)? else {
-        return Ok(x.clone());
-    };
-    if let Some(n) = &blk.post_mlp_norm {
-        m = b.rms_norm(&m, n, cfg.rms_eps)?;
+
+    /// Second half of a block: output projection of the attention result `a [tokens, heads *
+    /// head_dim]` (Gemma: normed), residual, RMSNorm, MLP (Gemma: normed), residual.
+    pub fn output(
+        &self,
+        x: &B::Tensor,
+        a: &B::Tensor,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<B::Tensor> {
+        let (b, cfg, blk, layer) = (self.b, self.cfg, self.blk, self.layer);
+        hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
+        let mut o = blk.o.forward(b, a)?;
+        if let Some(n) = &blk.post_attn_norm {
+            o = b.rms_norm(&o, n, cfg.rms_eps)?;
+        }
+        let x_attn = b.add(x, &o)?;
+        let h = b.rms_norm(&x_attn, &blk.mlp_norm, cfg.rms_eps)?;
+        let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)? else {
+            return Ok(x.clone());
+        };
+        if let Some(n) = &blk.post_mlp_norm {
+            m = b.rms_norm(&m, n, cfg.rms_eps)?;
+        }
+        Ok(b.add(&x_attn, &m)?)
     }
-    Ok(b.add(&x_attn, &m)?)
 }
 
 /// The MLP's output, or `None` when a dense MLP stops after its down projection's input

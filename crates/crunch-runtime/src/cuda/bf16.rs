@@ -46,6 +46,16 @@ pub(crate) struct Batch {
     pub c: usize,
 }
 
+impl Batch {
+    /// A single product (no batch strides).
+    pub const ONE: Batch = Batch {
+        count: 1,
+        a: 0,
+        b: 0,
+        c: 0,
+    };
+}
+
 pub(crate) struct Bf16Gemm<'a> {
     pub blas: &'a CudaBlas,
     pub stream: &'a CudaStream,
@@ -60,38 +70,8 @@ fn check(status: cublasStatus_t, what: &str) -> Result<()> {
 }
 
 impl Bf16Gemm<'_> {
-    /// C = op(A)·op(B) + beta·C, A and B bf16 (bit patterns), C f32.
-    pub fn gemm<A, B, C>(
-        &self,
-        s: Shape,
-        a: &A,
-        b: &B,
-        beta: f32,
-        c: &mut C,
-        what: &str,
-    ) -> Result<()>
-    where
-        A: DevicePtr<u16>,
-        B: DevicePtr<u16>,
-        C: DevicePtrMut<f32>,
-    {
-        self.batched(
-            s,
-            Batch {
-                count: 1,
-                a: 0,
-                b: 0,
-                c: 0,
-            },
-            a,
-            b,
-            beta,
-            c,
-            what,
-        )
-    }
-
-    /// [`Bf16Gemm::gemm`] over a strided batch.
+    /// C = op(A)·op(B) + beta·C over a strided batch ([`Batch::ONE`] for one product), A and B
+    /// bf16 (bit patterns), C f32.
     #[allow(clippy::too_many_arguments)]
     pub fn batched<A, B, C>(
         &self,
@@ -175,13 +155,13 @@ impl super::Cuda {
         };
         for _ in 0..3 {
             self.gemm_bf16()
-                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+                .batched(shape, Batch::ONE, &a, &b, 0.0, &mut c, "gemm benchmark")?;
         }
         self.synchronize()?;
         let start = std::time::Instant::now();
         for _ in 0..reps {
             self.gemm_bf16()
-                .gemm(shape, &a, &b, 0.0, &mut c, "gemm benchmark")?;
+                .batched(shape, Batch::ONE, &a, &b, 0.0, &mut c, "gemm benchmark")?;
         }
         self.synchronize()?;
         let secs = start.elapsed().as_secs_f64();

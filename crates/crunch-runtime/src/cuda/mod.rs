@@ -18,7 +18,7 @@ use std::sync::Arc;
 mod attention;
 mod bf16;
 mod packed;
-use bf16::{bf16_bits, Bf16Gemm};
+use bf16::{bf16_bits, Batch, Bf16Gemm};
 
 const KERNELS: &str = include_str!("kernels.cu");
 /// Threads per block for row-wise kernels (a multiple of 32).
@@ -496,8 +496,15 @@ impl Backend for Cuda {
                     ldb: inp,
                     ldc: out_f,
                 };
-                self.gemm_bf16()
-                    .gemm(shape, &w, &xb, 0.0, &mut y, "linear gemm (bf16)")?;
+                self.gemm_bf16().batched(
+                    shape,
+                    Batch::ONE,
+                    &w,
+                    &xb,
+                    0.0,
+                    &mut y,
+                    "linear gemm (bf16)",
+                )?;
             }
             None => {
                 let cfg = GemmConfig {
@@ -719,7 +726,7 @@ impl Backend for Cuda {
                 ldc: n,
             };
             self.gemm_bf16()
-                .gemm(shape, &xb, &xb, 1.0, g, "gram gemm (bf16)")?;
+                .batched(shape, Batch::ONE, &xb, &xb, 1.0, g, "gram gemm (bf16)")?;
         } else {
             let cfg = GemmConfig {
                 transa: CUBLAS_OP_N,

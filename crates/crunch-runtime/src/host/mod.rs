@@ -10,6 +10,7 @@
 //! it. The key/value cache ([`HostKv`]) is allocated once for the context the caller asks for
 //! and filled in place.
 
+mod arena;
 mod attention;
 mod attention_tile;
 mod ops;
@@ -398,6 +399,7 @@ impl Backend for Host {
     }
 
     fn upload_packed(&self, w: PackedMatrix) -> Result<HostTensor> {
+        let w = if arena::enabled() { arena::place(w) } else { w };
         let shape = Shape::new(&[w.rows(), w.cols()])?;
         Ok(HostTensor {
             data: Arc::new(Data::Packed(w)),
