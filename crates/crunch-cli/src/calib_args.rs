@@ -74,7 +74,7 @@ pub fn with_self_samples(
 ) -> Result<Vec<Vec<u32>>> {
     let n = s.fitness_self;
     let Some(len) = windows.first().map(Vec::len).filter(|_| n > 0) else {
-        return Ok(windows.to_vec());
+        return Ok(fitness_prefixes(windows.to_vec(), s.fitness_len));
     };
     let spec = SelfSpec { samples: n, len };
     let sampled = self_windows(&CalibArgs::default(), device, ckpt, spec, args.seed())?.0;
@@ -83,7 +83,18 @@ pub fn with_self_samples(
         out.extend(windows.get(i).cloned());
         out.extend(sampled.get(i).cloned());
     }
-    Ok(out)
+    Ok(fitness_prefixes(out, s.fitness_len))
+}
+
+/// `--fitness-len L`: each window's first L tokens (0, or L at least the window's length:
+/// the window as it is).
+fn fitness_prefixes(mut windows: Vec<Vec<u32>>, len: usize) -> Vec<Vec<u32>> {
+    if len > 0 {
+        for w in &mut windows {
+            w.truncate(len);
+        }
+    }
+    windows
 }
 
 pub fn file_name(p: &Path) -> String {

@@ -54,6 +54,11 @@ pub struct SearchArgs {
     /// The method that makes every level's variants: gptq (calibration Hessians) or rtn.
     #[arg(long, default_value = "gptq", value_parser = ["gptq", "rtn"])]
     pub level_method: String,
+    /// Fit the levels' grids by min–max instead of GPTQ's default search of each group's
+    /// clipping range: variants several times faster on a large model (that search runs on the
+    /// host, 21 trial grids per group), at a KL cost measured in BENCHMARKS (decision 124).
+    #[arg(long)]
+    pub level_no_mse: bool,
     /// Group size of the levels that name none (0 = per channel).
     #[arg(long, default_value_t = 128)]
     pub level_group_size: usize,
@@ -77,6 +82,15 @@ pub struct SearchArgs {
     /// Calibration windows the reported KL (and the plot's points) are measured on.
     #[arg(long, default_value_t = 8)]
     pub kl_windows: usize,
+    /// Stop the generations early once the best configuration on the --kl-windows windows has
+    /// not improved for N generations (0: run all --generations).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub patience: usize,
+    /// Measure the search's fitness on the first L tokens of each window (0: whole windows).
+    /// The variants still come from the whole --calib windows; only what the search decides
+    /// by gets cheaper (e.g. on a CPU: decision 124).
+    #[arg(long, value_name = "L", default_value_t = 0)]
+    pub fitness_len: usize,
     /// Rounds of the fill pass after the generations: the budget the result leaves unused goes
     /// to the layer raises that lower the KL on the --kl-windows windows most per byte, each
     /// measured and kept only if it does (0: no fill).
@@ -206,6 +220,7 @@ struct Found {
     levels: Vec<Level>,
     cached: usize,
     made: usize,
+    variants_seconds: f64,
 }
 
 pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
@@ -224,7 +239,12 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         .iter()
         .map(|l| {
             let (bits, group) = parse_level(l, s.level_group_size)?;
-            Ok(Level::quant(&s.level_method, bits, group)?)
+            let extra: &[(&str, toml::Value)] = if s.level_no_mse {
+                &[("mse_clip", false.into())]
+            } else {
+                &[]
+            };
+            Ok(Level::quant_with(&s.level_method, bits, group, extra)?)
         })
         .collect::<Result<_>>()?;
     if levels.len() < 2 {
@@ -237,6 +257,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         crunch_export::OutputKind::Dir,
         c.force,
     )?);
+    let started = Instant::now();
     let ckpt = Checkpoint::open(&c.model)?;
     let (windows, _) = c.calib.load(&ckpt, c.device, "a budget search")?;
     let goal = match (s.target_bpw, s.target_size, s.target_kl) {
@@ -265,6 +286,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         cache: &cache,
     };
     let pool = crate::calib_args::with_self_samples(&c.calib, c.device, &ckpt, &windows, s)?;
+    let calibration_seconds = started.elapsed().as_secs_f64();
     let found = with_backend!(c.device, b => searched(&b, &ckpt, &levels, &windows, &pool, &how)?);
     let search_seconds = start.elapsed().as_secs_f64();
     let units = &found.units;
@@ -300,6 +322,9 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(found.cached);
     extra["variants_made"] = json!(found.made);
+    extra["timing"]["calibration_s"] = json!(calibration_seconds);
+    extra["timing"]["variants_s"] = json!(found.variants_seconds);
+    extra["timing"]["total_cpu_s"] = json!(cpu_seconds());
     if !c.json {
         summary(s, found_outcome, windows.len(), search_seconds);
     }
@@ -314,6 +339,7 @@ pub(crate) fn evo_params(s: &SearchArgs, seed: u64) -> Result<EvoParams> {
         steps: parse_selection(&s.selection)?,
         seed,
         fill_rounds: s.fill_rounds,
+        patience: s.patience,
     };
     params.validate()?;
     Ok(params)
@@ -372,6 +398,7 @@ pub(crate) fn record(
         "search_seconds": seconds,
         "seeds": o.seeds.iter().map(|(n, k)| json!({"seed": n, "calibration_kl": k})).collect::<Vec<_>>(),
         "state": o.state_files,
+        "timing": o.timing,
     })
 }
 
@@ -399,6 +426,7 @@ fn searched<B: Backend + Clone>(
     how: &How,
 ) -> Result<Found> {
     let (s, params, cache) = (how.args, how.params, how.cache);
+    let variants_started = Instant::now();
     let bar = progress::bar(ckpt.config.layers, "variants");
     let inputs = match s.level_inputs.as_str() {
         "independent" => LevelInputs::Independent,
@@ -414,6 +442,7 @@ fn searched<B: Backend + Clone>(
         &mut Bars(bar.clone()),
     )?;
     bar.finish_and_clear();
+    let variants_seconds = variants_started.elapsed().as_secs_f64();
     let costs = db.costs()?;
     let (base, model) = load_twice(b, ckpt)?;
     let mut fit = ModelFitness::new(&base, model, &db, pool, params.seed).with_held(s.kl_windows);
@@ -444,6 +473,7 @@ fn searched<B: Backend + Clone>(
         levels: levels.to_vec(),
         cached: db.cached,
         made: db.made,
+        variants_seconds,
     })
 }
 
@@ -486,6 +516,10 @@ pub(crate) struct Outcome {
     pub state_files: Vec<PathBuf>,
     /// The seeds of the (last) search: (name, KL on the held windows; `None` if none fits).
     pub seeds: Vec<(String, Option<f64>)>,
+    /// Where the time went (seconds): the model loaded twice, the uniform configurations
+    /// measured, and in the (last) search each generation's and fill round's end, counted from
+    /// the search's start (the seeds are scored before the first generation).
+    pub timing: serde_json::Value,
 }
 
 /// How a search runs: the flags, the evolution's parameters, the goal and the cache folder.
@@ -508,6 +542,7 @@ pub(crate) fn run_search<B: Backend>(
     let weights = fit.weights() as f64;
     let states = cache.join("states");
     let mut state_files = Vec::new();
+    let mut ends = json!({});
     let mut run_at = |fit: &mut ModelFitness<B>, limit: f64| -> Result<SearchState> {
         let budget = Budget {
             costs: costs.to_vec(),
@@ -537,7 +572,16 @@ pub(crate) fn run_search<B: Backend>(
             .expect("valid template")
             .progress_chars("=> "),
         );
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
+        let (mut gen_ends, mut fill_ends, mut gen_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let st = search(&budget, params, &key, fit, &seeds, resume, &mut |st| {
+            let t = t0.elapsed().as_secs_f64();
+            if st.fill.is_empty() {
+                gen_ends.push(t);
+                gen_cpu.push(cpu_seconds().zip(cpu0).map(|(a, b)| a - b));
+            } else {
+                fill_ends.push(t);
+            }
             bar.set_position(st.generation as u64);
             if let Some(r) = st.fill.last() {
                 bar.set_message(format!(
@@ -558,12 +602,20 @@ pub(crate) fn run_search<B: Backend>(
             save_state(&path, st)
         })?;
         bar.finish_and_clear();
+        ends = json!({
+            "generation_end_s": gen_ends,
+            "generation_end_cpu_s": gen_cpu,
+            "fill_end_s": fill_ends,
+            "end_s": t0.elapsed().as_secs_f64(),
+            "end_cpu_s": cpu_seconds().zip(cpu0).map(|(a, b)| a - b),
+        });
         state_files.push(path);
         Ok(st)
     };
     let top_of = |l: usize| -> Vec<u8> { costs.iter().map(|c| l.min(c.len() - 1) as u8).collect() };
     let uniform_cost = |l: usize| -> f64 { costs.iter().map(|c| c[l.min(c.len() - 1)]).sum() };
     let mut uniform = Vec::new();
+    let uniform_started = Instant::now();
     let want_uniform = s.plot.is_some() || matches!(goal, Goal::Kl(_));
     if want_uniform {
         let sp = progress::spinner("measuring the uniform configurations");
@@ -573,6 +625,7 @@ pub(crate) fn run_search<B: Backend>(
         }
         sp.finish_and_clear();
     }
+    let uniform_seconds = uniform_started.elapsed().as_secs_f64();
     let mut searched_points = Vec::new();
     let (state, limit) = match *goal {
         Goal::Bpw(bpw) => (run_at(fit, bpw * weights)?, bpw * weights),
@@ -642,7 +695,10 @@ pub(crate) fn run_search<B: Backend>(
         .into_iter()
         .zip(state.seeds.clone())
         .collect();
+    let mut timing = ends;
+    timing["uniform_s"] = json!(uniform_seconds);
     Ok(Outcome {
+        timing,
         config: state.chosen().to_vec(),
         state,
         kl,
@@ -720,6 +776,18 @@ fn linear_bpw(path: &Path) -> Result<f64> {
         );
     }
     Ok(bits / n)
+}
+
+/// CPU seconds (user + system) of this process so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere): on a shared machine the search's cost is its CPU time more than its wall time.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, hence the last ')'): state is the
+    // 3rd field, utime and stime the 14th and 15th, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Writes the search state after a generation (temporary name, then rename).

@@ -34,13 +34,19 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The first tiny model, written under `dir/model`; its path.
+fn tiny_model(dir: &Path) -> String {
+    let spec = tiny_specs().into_iter().next().unwrap();
+    let model_dir = dir.join("model");
+    write_tiny_model(&spec, &model_dir, 0).unwrap();
+    model_dir.to_str().unwrap().to_string()
+}
+
 #[test]
 fn a_searched_model_is_rebuilt_from_its_recipe() {
     let d = tempfile::tempdir().unwrap();
-    let spec = tiny_specs().into_iter().next().unwrap();
-    let model_dir = d.path().join("model");
-    write_tiny_model(&spec, &model_dir, 0).unwrap();
-    let model = model_dir.to_str().unwrap();
+    let model = tiny_model(d.path());
+    let model = model.as_str();
     let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
     let cache = path("cache");
     let search = |out: &str, target: &[&str], extra: &[&str]| {
@@ -275,4 +281,46 @@ fn a_searched_gguf_has_the_requested_size() {
     let (ok, _, err) = search(&e, &["--target-size", "1000"]);
     assert!(!ok && err.contains("below"), "{err}");
     assert!(!Path::new(&e).exists());
+}
+
+/// Decision 124's options: the large-model variants (`--level-inputs independent
+/// --level-no-mse`) and the CPU setting's cheaper fitness (`--fitness-len`, `--patience`); the
+/// record's stage timing; the recipe rebuilds the result byte for byte.
+#[test]
+fn the_search_time_options_run_and_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    let [a, b, cache] = ["a", "b", "cache"].map(|n| d.path().join(n).display().to_string());
+    let model = tiny_model(d.path());
+    let mut args = vec![
+        "compress",
+        model.as_str(),
+        "--out",
+        a.as_str(),
+        "--target-bpw",
+        "3.2",
+    ];
+    args.extend_from_slice(&["--calib", "self:8x16", "--levels", "2,3,4"]);
+    args.extend_from_slice(&["--level-group-size", "32", "--level-inputs", "independent"]);
+    args.extend_from_slice(&["--level-no-mse", "--fitness-len", "8", "--patience", "1"]);
+    args.extend_from_slice(&quick(&cache));
+    let (ok, out, err) = crunch(&args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["search"];
+    assert!(s["linear_bpw"].as_f64().unwrap() <= 3.2, "{s}");
+    assert!(s["generations"].as_u64().unwrap() <= 4, "{s}");
+    let t = &s["timing"];
+    for k in ["calibration_s", "variants_s", "uniform_s", "end_s"] {
+        assert!(t[k].as_f64().unwrap() >= 0.0, "{k}: {t}");
+    }
+    assert_eq!(
+        t["generation_end_s"].as_array().unwrap().len() as u64,
+        s["generations"].as_u64().unwrap(),
+        "{t}"
+    );
+    let recipe_path = format!("{a}/recipe.toml");
+    let recipe = std::fs::read_to_string(&recipe_path).unwrap();
+    assert!(recipe.contains("mse_clip = false"), "{recipe}");
+    rebuild(&model, &recipe_path, &b);
+    assert_eq!(dir_bytes(Path::new(&a)), dir_bytes(Path::new(&b)));
 }

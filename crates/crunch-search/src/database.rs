@@ -29,10 +29,23 @@ impl Level {
     /// A quantization level: `method` (rtn or gptq) at `bits` with `group_size` (0 = per
     /// channel), asymmetric, every other key at its default.
     pub fn quant(method: &str, bits: u8, group_size: usize) -> Result<Self> {
+        Self::quant_with(method, bits, group_size, &[])
+    }
+
+    /// [`Level::quant`] with other keys of the stage set too (e.g. `mse_clip = false`).
+    pub fn quant_with(
+        method: &str,
+        bits: u8,
+        group_size: usize,
+        extra: &[(&str, toml::Value)],
+    ) -> Result<Self> {
         let mut t = toml::Table::new();
         t.insert("method".into(), method.into());
         t.insert("bits".into(), i64::from(bits).into());
         t.insert("group_size".into(), (group_size as i64).into());
+        for (k, v) in extra {
+            t.insert((*k).into(), v.clone());
+        }
         let stage = Stage::from_table(t, 1).map_err(|e| Error::Params(e.to_string()))?;
         Ok(Self { stage })
     }

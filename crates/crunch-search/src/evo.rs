@@ -211,6 +211,15 @@ pub struct EvoParams {
     /// the raises that lower the held fitness most per bit, each kept only if it does); 0: none.
     #[serde(default)]
     pub fill_rounds: usize,
+    /// Early stop: the generations end once the elite's held fitness has not gone down for
+    /// this many generations (0: never; run all `generations`). Not serialized when 0, so a
+    /// search without it keeps the key (and the saved state) it had before the option.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub patience: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl EvoParams {
@@ -246,6 +255,21 @@ impl EvoParams {
             }
         }
         Ok(())
+    }
+
+    /// Whether `state`'s generations stop early: `patience` > 0 and the elite's held fitness
+    /// after the last generation is not below its value `patience` generations earlier. A
+    /// function of the saved history only, so a resumed search stops where the uninterrupted
+    /// one does.
+    pub fn stalled(&self, state: &SearchState) -> bool {
+        let (p, h) = (self.patience, &state.history);
+        if p == 0 || h.len() <= p {
+            return false;
+        }
+        match (h[h.len() - 1].elite, h[h.len() - 1 - p].elite) {
+            (Some(now), Some(then)) => now >= then,
+            _ => false,
+        }
     }
 
     /// The most windows any step scores on.
@@ -390,7 +414,7 @@ pub fn search(
         }
         None => start(budget, params, key, fitness, seeds)?,
     };
-    while state.generation < params.generations {
+    while state.generation < params.generations && !params.stalled(&state) {
         let g = state.generation;
         let mut rng = crate::generation_rng(params.seed, g as u64, 1);
         fitness.prepare(g, params.max_windows())?;

@@ -64,16 +64,7 @@ fn errors(units: usize, bits: &[f64]) -> Vec<Vec<f64>> {
 }
 
 fn run(err: Vec<Vec<f64>>, budget: Budget, generations: usize) -> (f64, Additive) {
-    let params = EvoParams {
-        generations,
-        offspring: 8,
-        steps: vec![Step {
-            windows: 1,
-            survivors: 1,
-        }],
-        seed: 3,
-        fill_rounds: 0,
-    };
+    let params = one_step(generations, 3);
     let mut fit = Additive {
         err,
         budget: budget.clone(),
@@ -167,10 +158,8 @@ impl Fitness for Noisy {
     }
 }
 
-#[test]
-fn never_worse_than_a_seed_under_noise() {
-    // The seeds: every uniform configuration that fits, and the optimum itself (as a good
-    // hand-made assignment would be). Under heavy noise the parent wanders; the answer may not.
+/// Seven units of 100 weights at 2–5 bits under a 3.5-bit budget, and their errors.
+fn seven_units() -> (Budget, Vec<Vec<f64>>) {
     let bits = [2.0, 3.0, 4.0, 5.0];
     let units = 7;
     let costs = vec![bits.iter().map(|b| b * 100.0).collect::<Vec<_>>(); units];
@@ -178,14 +167,37 @@ fn never_worse_than_a_seed_under_noise() {
         costs,
         limit: 3.5 * 100.0 * units as f64,
     };
-    let err = errors(units, &bits);
+    (budget, errors(units, &bits))
+}
+
+/// `generations` of 8 offspring, one selection step of one window.
+fn one_step(generations: usize, seed: u64) -> EvoParams {
+    EvoParams {
+        generations,
+        offspring: 8,
+        steps: vec![Step {
+            windows: 1,
+            survivors: 1,
+        }],
+        seed,
+        fill_rounds: 0,
+        patience: 0,
+    }
+}
+
+#[test]
+fn never_worse_than_a_seed_under_noise() {
+    // The seeds: every uniform configuration that fits, and the optimum itself (as a good
+    // hand-made assignment would be). Under heavy noise the parent wanders; the answer may not.
+    let (budget, err) = seven_units();
+    let (units, levels) = (budget.costs.len(), budget.costs[0].len());
     let want = brute_force(&err, &budget);
     let mut optimum = None;
     let mut c = vec![0u8; units];
-    for mut k in 0..bits.len().pow(units as u32) {
+    for mut k in 0..levels.pow(units as u32) {
         for x in c.iter_mut() {
-            *x = (k % bits.len()) as u8;
-            k /= bits.len();
+            *x = (k % levels) as u8;
+            k /= levels;
         }
         let f: f64 = c.iter().enumerate().map(|(u, &l)| err[u][l as usize]).sum();
         if budget.cost(&c) <= budget.limit && f == want {
@@ -197,16 +209,7 @@ fn never_worse_than_a_seed_under_noise() {
     seeds.push(optimum.unwrap());
     // A seed over the budget is lowered until it fits, not dropped.
     seeds.push(vec![3; units]);
-    let params = EvoParams {
-        generations: 40,
-        offspring: 8,
-        steps: vec![Step {
-            windows: 1,
-            survivors: 1,
-        }],
-        seed: 9,
-        fill_rounds: 0,
-    };
+    let params = one_step(40, 9);
     let mut fit = Noisy {
         inner: Additive {
             err: err.clone(),
@@ -231,4 +234,49 @@ fn never_worse_than_a_seed_under_noise() {
     let repaired = s.seeds[3].expect("the over-budget seed was made to fit");
     assert!(repaired >= want);
     assert!(budget.cost(s.chosen()) <= budget.limit);
+}
+
+#[test]
+fn patience_stops_early_deterministically_and_keeps_old_keys() {
+    let (budget, err) = seven_units();
+    let mut params = one_step(300, 3);
+    // Off (0): the parameters serialize as before the option, so saved searches keep their key.
+    assert!(!serde_json::to_string(&params).unwrap().contains("patience"));
+    params.patience = 5;
+    let fit = || Additive {
+        err: err.clone(),
+        budget: budget.clone(),
+        all_within: true,
+    };
+    let mut states = Vec::new();
+    let full = search(&budget, &params, "p", &mut fit(), &[], None, &mut |st| {
+        states.push(st.clone());
+        Ok(())
+    })
+    .unwrap();
+    // Stopped early, exactly when the elite had not gone down for 5 generations.
+    assert!(full.generation < 300, "never stopped");
+    assert!(params.stalled(&full));
+    let h = &full.history;
+    assert_eq!(h[h.len() - 1].elite, h[h.len() - 6].elite);
+    assert!(!states[..states.len() - 1].iter().any(|s| params.stalled(s)));
+    // Never worse than without the stop at the same generation count, and a search resumed
+    // from any earlier state stops at the same generation with the same answer.
+    let mut same = params.clone();
+    same.patience = 0;
+    same.generations = full.generation;
+    let plain = search(&budget, &same, "q", &mut fit(), &[], None, &mut |_| Ok(())).unwrap();
+    assert_eq!(plain.chosen(), full.chosen());
+    let mid = states[states.len() / 2].clone();
+    let resumed = search(
+        &budget,
+        &params,
+        "p",
+        &mut fit(),
+        &[],
+        Some(mid),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(resumed, full);
 }

@@ -35,6 +35,7 @@ fn params(generations: usize) -> EvoParams {
         ],
         seed: 5,
         fill_rounds: 0,
+        patience: 0,
     }
 }
 
