@@ -198,61 +198,28 @@ fn inv_freq(d: usize) -> Vec<f64> {
 #[test]
 fn kivi_matches_the_papers_algorithm() {
     let (kvh, d, len) = (2, 64, 100);
+    // Written as `--kv-cache` options (their parse is tested beside `KvMode::parse`):
+    // plain, token groups, then the variants (sinks, keys before rotation, other value groups
+    // and widths) and decision 131's residual windows, Hadamard rotations and keys per token.
     let specs = [
-        Kivi::plain(2),
-        Kivi::plain(4),
-        Kivi {
-            group: 16,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            group: 64,
-            ..Kivi::plain(4)
-        },
-        // The variants: sinks, keys before rotation, other value groups and widths.
-        Kivi {
-            sink: 3,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            pre_rope: true,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            key_bits: 4,
-            value_channels: 16,
-            sink: 1,
-            pre_rope: true,
-            ..Kivi::plain(2)
-        },
-        // Decision 131: residual windows, Hadamard rotations, keys per token.
-        Kivi {
-            residual: 20,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            hadamard_k: true,
-            hadamard_v: true,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            key_channels: 32,
-            hadamard_k: true,
-            residual: 8,
-            group: 16,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            hadamard_v: true,
-            sink: 2,
-            pre_rope: true,
-            residual: 32,
-            ..Kivi::plain(2)
-        },
+        "kivi2",
+        "kivi4",
+        "kivi2:16",
+        "kivi4:64",
+        "kivi2:s3",
+        "kivi2:pre",
+        "kivi2:k4:vg16:s1:pre",
+        "kivi2:r20",
+        "kivi2:h",
+        "kivi2:kg32:hk:r8:16",
+        "kivi2:hv:s2:pre:r32",
     ];
     let freqs = inv_freq(d);
-    for spec in specs {
-        let mode = KvMode::Kivi(spec);
+    for text in specs {
+        let mode = KvMode::parse(text).unwrap();
+        let KvMode::Kivi(spec) = mode else {
+            panic!("{text} is not a KIVI mode")
+        };
         let k = values(len * kvh * d, 1);
         let v = values(len * kvh * d, 2);
         let refs: Vec<_> = (0..kvh)
