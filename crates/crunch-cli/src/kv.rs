@@ -16,7 +16,10 @@ pub const HELP: &str = "How the key/value cache stores keys and values: f32 (the
     per 32 channels), kivi4 / kivi2 (KIVI: keys per channel over groups of 32 tokens, values \
     per token, the last < 32 tokens in f16 until their group fills; options after ':' — a \
     token group (kivi2:64), kB / vB key / value bits, vgN channels per value group, sN the first \
-    N positions kept in f16, pre keys quantized before the rotary embedding: kivi2:s1:pre)";
+    N positions kept in f16, pre keys quantized before the rotary embedding, rN at least the N \
+    most recent positions in f16, h / hk / hv Hadamard-rotated keys and values / keys / values, \
+    kgN keys per token in groups of N channels, mse ranges clipped to the least squared error: \
+    kivi2:vg64:s1:pre:h)";
 
 /// Bytes of `mode`'s cache for `config`: `(per token, all blocks; fixed)`.
 pub fn bytes(config: &ModelConfig, mode: KvMode) -> (f64, usize) {

@@ -4,6 +4,11 @@
 //!   `s = (max x − min x) / (2^bits − 1)` (both f16) and codes `c = round((x − z) / s)`
 //!   clamped to `0..2^bits`; it decodes to `z + s·c`. KIVI's quantizer (arXiv 2402.02750, §3.1,
 //!   `Q(X) = ⌊(X − z)/s⌉`), used for q4 and both KIVI modes.
+//! - **min–max, clipped** (decision 131): the same grid over a range `[lo', hi']` inside the
+//!   group's `[min, max]`, chosen among `lo' = min + i·r/24`, `hi' = max − j·r/24`
+//!   (`r = max − min`, `i, j ∈ 0..=6`) as the one whose decoded group (f16 `s`, `z` and
+//!   clamped codes, exactly what decoding gives) has the least squared error; min–max itself
+//!   is a candidate, so the error is never larger than min–max's.
 //! - **absmax** (symmetric, 8 bits): `s = max |x| / 127` (f16) and codes `round(x / s)` in
 //!   `−127..=127`, stored offset by 128; it decodes to `s·(c − 128)`. Used for q8.
 //!
@@ -19,6 +24,8 @@ use half::f16;
 pub enum Codec {
     /// Asymmetric: scale and minimum, `bits` ∈ {2, 4, 8}.
     MinMax { bits: u8 },
+    /// Asymmetric over the clipped range of least squared error.
+    MinMaxMse { bits: u8 },
     /// Symmetric 8-bit: one scale.
     AbsMax8,
 }
@@ -26,7 +33,7 @@ pub enum Codec {
 impl Codec {
     pub fn bits(self) -> usize {
         match self {
-            Codec::MinMax { bits } => bits as usize,
+            Codec::MinMax { bits } | Codec::MinMaxMse { bits } => bits as usize,
             Codec::AbsMax8 => 8,
         }
     }
@@ -34,7 +41,7 @@ impl Codec {
     /// Metadata bytes of one group (f16 scale, and f16 minimum for min–max).
     pub fn meta_bytes(self) -> usize {
         match self {
-            Codec::MinMax { .. } => 4,
+            Codec::MinMax { .. } | Codec::MinMaxMse { .. } => 4,
             Codec::AbsMax8 => 2,
         }
     }
@@ -45,20 +52,30 @@ impl Codec {
         debug_assert_eq!(x.len(), codes.len());
         match self {
             Codec::MinMax { bits } => {
-                let levels = ((1u32 << bits) - 1) as f32;
-                let (lo, hi) = x
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                        (lo.min(v), hi.max(v))
-                    });
-                let z = saturate(lo);
-                let s = saturate((hi - lo) / levels);
-                let (zf, sf) = (z.to_f32(), s.to_f32());
-                let inv = if sf > 0.0 { 1.0 / sf } else { 0.0 };
-                for (c, &v) in codes.iter_mut().zip(x) {
-                    *c = ((v - zf) * inv).round().clamp(0.0, levels) as u8;
+                let (lo, hi) = range(x);
+                min_max(x, lo, hi, bits, codes)
+            }
+            Codec::MinMaxMse { bits } => {
+                let (lo, hi) = range(x);
+                let r = hi - lo;
+                let mut best = (f32::INFINITY, lo, hi);
+                for i in 0..=CLIP_STEPS {
+                    for j in 0..=CLIP_STEPS {
+                        let (a, b) = (lo + r * i as f32 / 24.0, hi - r * j as f32 / 24.0);
+                        let (s, z) = min_max(x, a, b, bits, codes);
+                        let (sf, zf) = (s.to_f32(), z.to_f32());
+                        let err: f32 = x
+                            .iter()
+                            .zip(codes.iter())
+                            .map(|(&v, &c)| (v - (zf + sf * c as f32)).powi(2))
+                            .sum();
+                        // Strictly smaller: ties keep the wider range (min–max first).
+                        if err < best.0 {
+                            best = (err, a, b);
+                        }
+                    }
                 }
-                (s, z)
+                min_max(x, best.1, best.2, bits, codes)
             }
             Codec::AbsMax8 => {
                 let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
@@ -76,7 +93,7 @@ impl Codec {
     /// `(scale, offset)` as f32 for decoding `offset + scale·code`.
     pub fn affine(self, scale: f16, offset: f16) -> (f32, f32) {
         match self {
-            Codec::MinMax { .. } => (scale.to_f32(), offset.to_f32()),
+            Codec::MinMax { .. } | Codec::MinMaxMse { .. } => (scale.to_f32(), offset.to_f32()),
             // −128·s in f32, not through the stored f16 (which only the encoder's return
             // value carries).
             Codec::AbsMax8 => {
@@ -85,6 +102,52 @@ impl Codec {
             }
         }
     }
+}
+
+/// Clipping candidates per side for [`Codec::MinMaxMse`] (steps of 1/24 of the range).
+const CLIP_STEPS: usize = 6;
+
+fn range(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// Codes of `x` on the grid from `lo` to `hi` (values outside clamp to the ends).
+fn min_max(x: &[f32], lo: f32, hi: f32, bits: u8, codes: &mut [u8]) -> (f16, f16) {
+    let levels = ((1u32 << bits) - 1) as f32;
+    let z = saturate(lo);
+    let s = saturate((hi - lo) / levels);
+    let (zf, sf) = (z.to_f32(), s.to_f32());
+    let inv = if sf > 0.0 { 1.0 / sf } else { 0.0 };
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = ((v - zf) * inv).round().clamp(0.0, levels) as u8;
+    }
+    (s, z)
+}
+
+/// The orthonormal Walsh–Hadamard transform of `x` in place (`x.len()` a power of two):
+/// `H/√n` with `H` Sylvester's ±1 matrix, which is symmetric, so applying it twice returns
+/// `x` (decision 131: a key or value row is rotated before it is quantized and after it is
+/// decoded). Spreads an outlier channel's magnitude over all channels, so a group's range
+/// follows the row's norm rather than its largest entry.
+pub fn hadamard(x: &mut [f32]) {
+    let n = x.len();
+    debug_assert!(n.is_power_of_two());
+    let mut h = 1;
+    while h < n {
+        for i in (0..n).step_by(2 * h) {
+            for j in i..i + h {
+                let (a, b) = (x[j], x[j + h]);
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+        }
+        h *= 2;
+    }
+    let norm = 1.0 / (n as f32).sqrt();
+    x.iter_mut().for_each(|v| *v *= norm);
 }
 
 /// f16 of `v`, saturated at f16's largest finite value.
@@ -131,7 +194,9 @@ mod tests {
             });
         let amax = lo.abs().max(hi.abs());
         let step = match codec {
-            Codec::MinMax { bits } => (hi - lo) / ((1u32 << bits) - 1) as f32,
+            Codec::MinMax { bits } | Codec::MinMaxMse { bits } => {
+                (hi - lo) / ((1u32 << bits) - 1) as f32
+            }
             Codec::AbsMax8 => amax / 127.0,
         };
         let levels = ((1u32 << codec.bits()) - 1) as f32;
@@ -194,5 +259,107 @@ mod tests {
             (y[0] + 1.0).abs() < 1e-3 && (y[31] - 2.0).abs() < 2e-3,
             "{y:?}"
         );
+    }
+
+    fn squared_error(codec: Codec, x: &[f32]) -> f64 {
+        round_trip(codec, x)
+            .iter()
+            .zip(x)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum()
+    }
+
+    proptest! {
+        #[test]
+        fn clipped_ranges_never_cost_more_than_min_max(
+            x in prop::collection::vec(-30f32..30.0, 2..65),
+            outlier in -200f32..200.0,
+            bits in prop::sample::select(vec![2u8, 4, 8]),
+        ) {
+            let mut x = x;
+            x[0] = outlier;
+            let plain = squared_error(Codec::MinMax { bits }, &x);
+            let clipped = squared_error(Codec::MinMaxMse { bits }, &x);
+            prop_assert!(clipped <= plain * (1.0 + 1e-5) + 1e-9, "{clipped} > {plain}");
+        }
+    }
+
+    /// A direct reading of the clipped quantizer: every candidate range in f64, decoded
+    /// through f16 scale and minimum; the codec's choice must reach the least error within f32
+    /// rounding.
+    #[test]
+    fn clipped_ranges_reach_the_grid_searchs_least_error() {
+        for seed in 0..50u32 {
+            let x: Vec<f32> = (0..32)
+                .map(|i| {
+                    let h = (i * 2654435761u32).wrapping_add(seed * 40503) % 1000;
+                    let v = h as f32 / 100.0 - 5.0;
+                    if i == seed % 32 {
+                        v * 6.0
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            for bits in [2u8, 4] {
+                let levels = ((1u32 << bits) - 1) as f64;
+                let lo = x.iter().cloned().fold(f32::INFINITY, f32::min) as f64;
+                let hi = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let mut best = f64::INFINITY;
+                for i in 0..=6 {
+                    for j in 0..=6 {
+                        let (a, b) = (
+                            lo + (hi - lo) * i as f64 / 24.0,
+                            hi - (hi - lo) * j as f64 / 24.0,
+                        );
+                        let z = f16::from_f64(a).to_f64();
+                        let s = f16::from_f64((b - a) / levels).to_f64();
+                        let e: f64 = x
+                            .iter()
+                            .map(|&v| {
+                                let c = if s > 0.0 {
+                                    ((v as f64 - z) / s).round().clamp(0.0, levels)
+                                } else {
+                                    0.0
+                                };
+                                (v as f64 - (z + s * c)).powi(2)
+                            })
+                            .sum();
+                        best = best.min(e);
+                    }
+                }
+                let ours = squared_error(Codec::MinMaxMse { bits }, &x);
+                assert!(
+                    ours <= best * (1.0 + 1e-3) + 1e-6,
+                    "seed {seed}, {bits} bits: {ours} vs {best}"
+                );
+                assert!(ours < squared_error(Codec::MinMax { bits }, &x) + 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn hadamard_is_orthonormal_and_its_own_inverse() {
+        for n in [1usize, 2, 8, 64, 128] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| (i as f32 * 0.37).sin() * 3.0 + 1.0)
+                .collect();
+            let mut y = x.clone();
+            hadamard(&mut y);
+            let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
+            assert!((norm(&x) - norm(&y)).abs() <= 1e-5 * norm(&x));
+            // Row 0 of H/√n is the mean times √n.
+            let mean = x.iter().map(|&a| a as f64).sum::<f64>() / n as f64;
+            assert!((y[0] as f64 - mean * (n as f64).sqrt()).abs() < 1e-4);
+            hadamard(&mut y);
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() < 1e-5, "{n}: {a} vs {b}");
+            }
+        }
+        // One outlier channel spreads evenly: every output has magnitude 10/√64.
+        let mut e = vec![0f32; 64];
+        e[5] = 10.0;
+        hadamard(&mut e);
+        assert!(e.iter().all(|v| (v.abs() - 1.25).abs() < 1e-6));
     }
 }

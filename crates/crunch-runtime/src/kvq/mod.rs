@@ -87,6 +87,18 @@ pub struct Kivi {
     /// Keys are quantized before their rotary embedding (the store undoes it, then redoes it
     /// on decoding) rather than as the model rotated them.
     pub pre_rope: bool,
+    /// Decision 131. At least this many of the most recent positions stay in f16 (KIVI's
+    /// residual window; the tail then holds `residual` to `residual + group − 1` positions).
+    pub residual: usize,
+    /// Keys per token in groups of this many channels (0: KIVI's per-channel keys).
+    pub key_channels: usize,
+    /// An orthonormal Hadamard rotation of each key / value row (per head) before it is
+    /// quantized, undone on decoding.
+    pub hadamard_k: bool,
+    pub hadamard_v: bool,
+    /// Min–max ranges clipped to the quantization error's minimum (a grid search per group)
+    /// instead of the group's extremes.
+    pub mse: bool,
 }
 
 impl Kivi {
@@ -99,6 +111,19 @@ impl Kivi {
             value_channels: 0,
             sink: 0,
             pre_rope: false,
+            residual: 0,
+            key_channels: 0,
+            hadamard_k: false,
+            hadamard_v: false,
+            mse: false,
+        }
+    }
+
+    /// Channels per key group for rows of `head_dim` when keys are quantized per token.
+    pub fn key_group(self, head_dim: usize) -> usize {
+        match self.key_channels {
+            c if c > 0 && head_dim.is_multiple_of(c) => c,
+            _ => head_dim,
         }
     }
 
@@ -132,7 +157,10 @@ impl KvMode {
     /// Parses a `--kv-cache` value: one of [`KV_MODES`], or a KIVI mode followed by options
     /// separated by `:` — a number (the token group G, a power of two from 8 to 256), `kB` /
     /// `vB` (key / value bits, 2, 4 or 8), `vgN` (channels per value group), `sN` (the first
-    /// N ≤ G positions kept in f16), `pre` (keys quantized before the rotary embedding).
+    /// N ≤ G positions kept in f16), `pre` (keys quantized before the rotary embedding);
+    /// decision 131: `rN` (at least the N most recent positions kept in f16), `kgN` (keys
+    /// per token in groups of N channels), `h` / `hk` / `hv` (Hadamard rotation of keys and
+    /// values / keys / values), `mse` (ranges clipped to the least squared error).
     pub fn parse(s: &str) -> Result<KvMode, String> {
         let known = || {
             KV_MODES
@@ -177,6 +205,26 @@ impl KvMode {
         for opt in parts {
             if opt == "pre" {
                 kivi.pre_rope = true;
+            } else if opt == "mse" {
+                kivi.mse = true;
+            } else if opt == "h" {
+                (kivi.hadamard_k, kivi.hadamard_v) = (true, true);
+            } else if opt == "hk" {
+                kivi.hadamard_k = true;
+            } else if opt == "hv" {
+                kivi.hadamard_v = true;
+            } else if let Some(x) = opt.strip_prefix("kg") {
+                kivi.key_channels = number(x, "the key group")?;
+                if kivi.key_channels == 0 || !kivi.key_channels.is_power_of_two() {
+                    return Err(format!("'{s}': the key group must be a power of two"));
+                }
+            } else if let Some(x) = opt.strip_prefix('r') {
+                kivi.residual = number(x, "the residual window")?;
+                if kivi.residual > 4096 {
+                    return Err(format!(
+                        "'{s}': a residual window of at most 4096 positions"
+                    ));
+                }
             } else if let Some(x) = opt.strip_prefix("vg") {
                 kivi.value_channels = number(x, "the value group")?;
                 if kivi.value_channels == 0 || !kivi.value_channels.is_power_of_two() {
@@ -227,9 +275,13 @@ impl KvMode {
             KvMode::Q8 => 2.0 * (d + 2.0 * d / channel_group(head_dim) as f64),
             KvMode::Q4 => 2.0 * (d / 2.0 + 4.0 * d / channel_group(head_dim) as f64),
             KvMode::Kivi(k) => {
-                // Keys: a scale and minimum per channel per `group` tokens; values: per
-                // token per channel group.
-                (d * k.key_bits as f64 / 8.0 + 4.0 * d / k.group as f64)
+                // Keys: a scale and minimum per channel per `group` tokens (or per token per
+                // channel group); values: per token per channel group.
+                let key_meta = match k.key_channels {
+                    0 => 4.0 * d / k.group as f64,
+                    _ => 4.0 * d / k.key_group(head_dim) as f64,
+                };
+                (d * k.key_bits as f64 / 8.0 + key_meta)
                     + (d * k.value_bits as f64 / 8.0 + 4.0 * d / k.value_group(head_dim) as f64)
             }
         };
@@ -237,10 +289,11 @@ impl KvMode {
     }
 
     /// Bytes of one block's store that do not grow with the context: KIVI's f16 positions
-    /// (the sink, and room for the G − 1 positions awaiting a full group between appends).
+    /// (the sink, the residual window, and room for the G − 1 positions awaiting a full group
+    /// between appends).
     pub fn fixed_bytes(self, kv_heads: usize, head_dim: usize) -> usize {
         match self {
-            KvMode::Kivi(k) => 4 * (k.group - 1 + k.sink) * kv_heads * head_dim,
+            KvMode::Kivi(k) => 4 * (k.group - 1 + k.residual + k.sink) * kv_heads * head_dim,
             _ => 0,
         }
     }
@@ -270,6 +323,21 @@ impl fmt::Display for KvMode {
                 }
                 if k.pre_rope {
                     write!(f, ":pre")?;
+                }
+                if k.residual != 0 {
+                    write!(f, ":r{}", k.residual)?;
+                }
+                if k.key_channels != 0 {
+                    write!(f, ":kg{}", k.key_channels)?;
+                }
+                match (k.hadamard_k, k.hadamard_v) {
+                    (true, true) => write!(f, ":h")?,
+                    (true, false) => write!(f, ":hk")?,
+                    (false, true) => write!(f, ":hv")?,
+                    _ => {}
+                }
+                if k.mse {
+                    write!(f, ":mse")?;
                 }
                 Ok(())
             }

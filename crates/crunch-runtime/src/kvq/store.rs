@@ -16,7 +16,7 @@
 //! with `pre_rope`, keys are rotated back before they are quantized and forward again when
 //! decoded ([`super::rope`]).
 
-use super::codec::{code_at, pack, packed_len, Codec};
+use super::codec::{code_at, hadamard, pack, packed_len, Codec};
 use super::rope::Rotation;
 use super::{channel_group, KvMode, KvSpec};
 use crate::{Error, Result};
@@ -42,6 +42,8 @@ enum Axis {
 struct Coded {
     codec: Codec,
     axis: Axis,
+    /// Rows are Hadamard-rotated before they are quantized and after they are decoded.
+    rotate: bool,
     row_bytes: usize,
     codes: Vec<u8>,
     scales: Vec<f16>,
@@ -79,7 +81,19 @@ pub struct QuantKv {
 }
 
 impl Coded {
-    fn new(codec: Codec, axis: Axis, capacity: usize, kv_heads: usize, d: usize) -> Result<Coded> {
+    fn new(
+        codec: Codec,
+        axis: Axis,
+        rotate: bool,
+        capacity: usize,
+        kv_heads: usize,
+        d: usize,
+    ) -> Result<Coded> {
+        if rotate && !d.is_power_of_two() {
+            return Err(Error(format!(
+                "a Hadamard rotation needs heads of a power of two channels, not {d}"
+            )));
+        }
         let groups = match axis {
             Axis::Token { channels } => capacity * (d / channels),
             Axis::Channel { tokens } => capacity.div_ceil(tokens) * d,
@@ -92,11 +106,12 @@ impl Coded {
         Ok(Coded {
             codec,
             axis,
+            rotate,
             row_bytes,
             codes: vec![0; n],
             scales: vec![f16::ZERO; groups],
             offsets: match codec {
-                Codec::MinMax { .. } => vec![f16::ZERO; groups],
+                Codec::MinMax { .. } | Codec::MinMaxMse { .. } => vec![f16::ZERO; groups],
                 Codec::AbsMax8 => Vec::new(),
             },
         })
@@ -122,6 +137,13 @@ impl Coded {
     fn encode_row(&mut self, cap: usize, g: usize, j: usize, x: &[f32], tmp: &mut [u8]) {
         let Axis::Token { channels } = self.axis else {
             unreachable!("rows are encoded one by one only along the token axis")
+        };
+        let rotated;
+        let x = if self.rotate {
+            rotated = rotate(x);
+            &rotated[..]
+        } else {
+            x
         };
         let d = x.len();
         let per_row = d / channels;
@@ -150,6 +172,13 @@ impl Coded {
     ) {
         let Axis::Channel { tokens } = self.axis else {
             unreachable!("groups of positions are encoded only along the channel axis")
+        };
+        let rotated;
+        let rows = if self.rotate {
+            rotated = rows.chunks(d).flat_map(rotate).collect::<Vec<_>>();
+            &rotated[..]
+        } else {
+            rows
         };
         let mut column = vec![0f32; tokens - skip];
         let mut codes = vec![0u8; tokens - skip];
@@ -199,8 +228,18 @@ impl Coded {
                     }
                 }
             }
+            if self.rotate {
+                hadamard(o);
+            }
         }
     }
+}
+
+/// `x` Hadamard-rotated (a copy).
+fn rotate(x: &[f32]) -> Vec<f32> {
+    let mut r = x.to_vec();
+    hadamard(&mut r);
+    r
 }
 
 impl Rows {
@@ -228,6 +267,7 @@ impl QuantKv {
                 Axis::Token {
                     channels: channel_group(d),
                 },
+                false,
                 capacity,
                 kv_heads,
                 d,
@@ -248,22 +288,29 @@ impl QuantKv {
                 token(Codec::MinMax { bits: 4 })?,
             ),
             KvMode::Kivi(kivi) => {
+                let codec = |bits| match kivi.mse {
+                    false => Codec::MinMax { bits },
+                    true => Codec::MinMaxMse { bits },
+                };
                 let keys = Coded::new(
-                    Codec::MinMax {
-                        bits: kivi.key_bits,
+                    codec(kivi.key_bits),
+                    match kivi.key_channels {
+                        0 => Axis::Channel { tokens: kivi.group },
+                        _ => Axis::Token {
+                            channels: kivi.key_group(d),
+                        },
                     },
-                    Axis::Channel { tokens: kivi.group },
+                    kivi.hadamard_k,
                     capacity,
                     kv_heads,
                     d,
                 )?;
                 let values = Coded::new(
-                    Codec::MinMax {
-                        bits: kivi.value_bits,
-                    },
+                    codec(kivi.value_bits),
                     Axis::Token {
                         channels: kivi.value_group(d),
                     },
+                    kivi.hadamard_v,
                     capacity,
                     kv_heads,
                     d,
@@ -372,6 +419,14 @@ impl QuantKv {
         }
     }
 
+    /// KIVI's residual window (positions kept in f16 besides the unfilled group).
+    fn residual(&self) -> usize {
+        match self.mode {
+            KvMode::Kivi(k) => k.residual,
+            _ => 0,
+        }
+    }
+
     /// Positions attention decodes at once: KIVI's group, else 32.
     pub(crate) fn block(&self) -> usize {
         match self.kivi_group() {
@@ -389,12 +444,12 @@ impl QuantKv {
     }
 
     /// Whether the query at position `p` sees block `b` compressed: per-token modes always
-    /// (each position is stored compressed as it is appended); KIVI once the block was full
-    /// when `p` was appended.
+    /// (each position is stored compressed as it is appended); KIVI once the block was full,
+    /// and out of the residual window, when `p` was appended.
     pub(crate) fn visible_quantized(&self, b: usize, p: usize) -> bool {
         match self.kivi_group() {
             0 => true,
-            g => (b + 1) * g <= (p + 1).min(self.qlen),
+            g => (b + 1) * g + self.residual() <= p + 1 && (b + 1) * g <= self.qlen,
         }
     }
 
@@ -522,7 +577,8 @@ impl QuantKv {
         }
         self.full_start = self.qlen;
         self.len += t;
-        let new_q = self.len / group * group;
+        let residual = self.residual();
+        let new_q = self.len.saturating_sub(residual) / group * group;
         let mut tmp = vec![0u8; d];
         let mut rows = vec![0f32; group * d];
         for j0 in (self.qlen..new_q).step_by(group) {
@@ -536,7 +592,14 @@ impl QuantKv {
                     rot.rotate(j0, &mut rows, d, true);
                 }
                 if let Rows::Coded(c) = &mut self.k {
-                    c.encode_group(cap, g, j0, &rows, d, skip);
+                    match c.axis {
+                        Axis::Channel { .. } => c.encode_group(cap, g, j0, &rows, d, skip),
+                        Axis::Token { .. } => {
+                            for (i, x) in rows.chunks(d).enumerate() {
+                                c.encode_row(cap, g, j0 + i, x, &mut tmp);
+                            }
+                        }
+                    }
                 }
                 for (o, h) in rows.iter_mut().zip(&self.full_v[g][at..at + group * d]) {
                     *o = h.to_f32();
@@ -551,7 +614,8 @@ impl QuantKv {
         // Rows of groups quantized now that no query of this chunk sees unquantized (those
         // that were full once its first position was appended) are dropped at once: decoding
         // a token at a time, the tail never holds more than G − 1 positions between appends.
-        let keep = ((self.len - t + 1) / group * group).clamp(self.qlen, new_q);
+        let keep =
+            ((self.len - t + 1).saturating_sub(residual) / group * group).clamp(self.qlen, new_q);
         for rows in self.full_k.iter_mut().chain(self.full_v.iter_mut()) {
             rows.drain(..(keep - self.full_start) * d);
         }

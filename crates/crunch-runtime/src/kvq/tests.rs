@@ -60,6 +60,26 @@ fn rotate_direct(rows: &mut [f64], p0: usize, d: usize, inv_freq: &[f64], sign: 
     }
 }
 
+/// `rows [n, d]` times the orthonormal Hadamard matrix `H[i][j] = (−1)^popcount(i & j) / √d`
+/// (Sylvester's, symmetric), directly in f64.
+fn hadamard_direct(rows: &mut [f64], d: usize) {
+    for row in rows.chunks_mut(d) {
+        let x = row.to_vec();
+        for (i, o) in row.iter_mut().enumerate() {
+            *o = (0..d)
+                .map(|j| {
+                    if (i & j).count_ones() % 2 == 0 {
+                        x[j]
+                    } else {
+                        -x[j]
+                    }
+                })
+                .sum::<f64>()
+                / (d as f64).sqrt();
+        }
+    }
+}
+
 /// Algorithm 1 of KIVI with residual length R = G for keys and values alike (crunch's
 /// variant: values are flushed with the keys' group; the residual in f16, the cache's
 /// full precision): tokens arrive one at a time; the residual `X_Kr` grows until it holds G
@@ -67,7 +87,10 @@ fn rotate_direct(rows: &mut [f64], p0: usize, d: usize, inv_freq: &[f64], sign: 
 /// values of those tokens per token (groups of the spec's value channels). With a sink, the
 /// first `sink` positions stay as they arrived and group 0's ranges are over the others; with
 /// `pre_rope`, each key group is rotated back by its positions' angles (`inv_freq`) before it
-/// is quantized and forward after. Returns, after each token `p`, the keys and values the
+/// is quantized and forward after. Decision 131: with a residual window R the residual holds
+/// G + R tokens before its oldest G are quantized; keys per token in groups of `kg` channels
+/// instead of per channel; rows multiplied by the Hadamard matrix before quantizing and
+/// after decoding. Returns, after each token `p`, the keys and values the
 /// cache holds for one head, dequantized, `[p + 1, d]`, and the number of ties met.
 fn reference_kivi(
     k: &[f32],
@@ -89,23 +112,38 @@ fn reference_kivi(
         let half = |x: &f32| f16::from_f32(*x).to_f64();
         rk.extend(k[p * d..(p + 1) * d].iter().map(half));
         rv.extend(v[p * d..(p + 1) * d].iter().map(half));
-        if rk.len() == g * d {
-            let p0 = p + 1 - g;
+        if rk.len() == (g + spec.residual) * d {
+            let p0 = p + 1 - g - spec.residual;
             let skip = spec.sink.saturating_sub(p0);
-            let mut keys = rk.clone();
+            let mut keys = rk[..g * d].to_vec();
             if spec.pre_rope {
                 rotate_direct(&mut keys, p0, d, inv_freq, -1.0);
             }
-            // KeyQuant: per channel c, the G tokens of the residual (less a sink) are one
-            // group.
+            if spec.hadamard_k {
+                hadamard_direct(&mut keys, d);
+            }
             let mut block = keys.clone();
-            for c in 0..d {
-                let col: Vec<f64> = (skip..g).map(|t| keys[t * d + c]).collect();
-                let (deq, tie) = reference_group(&col, spec.key_bits as u32);
-                ties += tie as usize;
-                for t in skip..g {
-                    block[t * d + c] = deq[t - skip];
+            if spec.key_channels == 0 {
+                // KeyQuant: per channel c, the G tokens of the residual (less a sink) are
+                // one group.
+                for c in 0..d {
+                    let col: Vec<f64> = (skip..g).map(|t| keys[t * d + c]).collect();
+                    let (deq, tie) = reference_group(&col, spec.key_bits as u32);
+                    ties += tie as usize;
+                    for t in skip..g {
+                        block[t * d + c] = deq[t - skip];
+                    }
                 }
+            } else {
+                block.clear();
+                for grp in keys.chunks(spec.key_group(d)) {
+                    let (deq, tie) = reference_group(grp, spec.key_bits as u32);
+                    ties += tie as usize;
+                    block.extend(deq);
+                }
+            }
+            if spec.hadamard_k {
+                hadamard_direct(&mut block, d);
             }
             if spec.pre_rope {
                 rotate_direct(&mut block[skip * d..], p0 + skip, d, inv_freq, 1.0);
@@ -113,19 +151,28 @@ fn reference_kivi(
             block[..skip * d].copy_from_slice(&rk[..skip * d]);
             qk.extend(block);
             // Values: per token, groups of `cg` channels; sink rows as they are.
-            for (t, row) in rv.chunks(d).enumerate() {
+            for (t, row) in rv[..g * d].chunks(d).enumerate() {
                 if t < skip {
                     qv.extend(row);
                     continue;
                 }
+                let mut row = row.to_vec();
+                if spec.hadamard_v {
+                    hadamard_direct(&mut row, d);
+                }
+                let mut deq_row = Vec::new();
                 for grp in row.chunks(cg) {
                     let (deq, tie) = reference_group(grp, spec.value_bits as u32);
                     ties += tie as usize;
-                    qv.extend(deq);
+                    deq_row.extend(deq);
                 }
+                if spec.hadamard_v {
+                    hadamard_direct(&mut deq_row, d);
+                }
+                qv.extend(deq_row);
             }
-            rk.clear();
-            rv.clear();
+            rk.drain(..g * d);
+            rv.drain(..g * d);
         }
         let kk: Vec<f64> = qk.iter().chain(&rk).cloned().collect();
         let vv: Vec<f64> = qv.iter().chain(&rv).cloned().collect();
@@ -151,37 +198,28 @@ fn inv_freq(d: usize) -> Vec<f64> {
 #[test]
 fn kivi_matches_the_papers_algorithm() {
     let (kvh, d, len) = (2, 64, 100);
+    // Written as `--kv-cache` options (their parse is tested beside `KvMode::parse`):
+    // plain, token groups, then the variants (sinks, keys before rotation, other value groups
+    // and widths) and decision 131's residual windows, Hadamard rotations and keys per token.
     let specs = [
-        Kivi::plain(2),
-        Kivi::plain(4),
-        Kivi {
-            group: 16,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            group: 64,
-            ..Kivi::plain(4)
-        },
-        // The variants: sinks, keys before rotation, other value groups and widths.
-        Kivi {
-            sink: 3,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            pre_rope: true,
-            ..Kivi::plain(2)
-        },
-        Kivi {
-            key_bits: 4,
-            value_channels: 16,
-            sink: 1,
-            pre_rope: true,
-            ..Kivi::plain(2)
-        },
+        "kivi2",
+        "kivi4",
+        "kivi2:16",
+        "kivi4:64",
+        "kivi2:s3",
+        "kivi2:pre",
+        "kivi2:k4:vg16:s1:pre",
+        "kivi2:r20",
+        "kivi2:h",
+        "kivi2:kg32:hk:r8:16",
+        "kivi2:hv:s2:pre:r32",
     ];
     let freqs = inv_freq(d);
-    for spec in specs {
-        let mode = KvMode::Kivi(spec);
+    for text in specs {
+        let mode = KvMode::parse(text).unwrap();
+        let KvMode::Kivi(spec) = mode else {
+            panic!("{text} is not a KIVI mode")
+        };
         let k = values(len * kvh * d, 1);
         let v = values(len * kvh * d, 2);
         let refs: Vec<_> = (0..kvh)
@@ -259,7 +297,7 @@ fn naive(q: &[f32], k: &[f32], v: &[f32], lo: usize, scale: f32) -> (Vec<f64>, f
     (out, s.iter().fold(0f64, |a, x| a.max(x.abs())))
 }
 
-const MODES: [KvMode; 7] = [
+const MODES: [KvMode; 8] = [
     KvMode::F16,
     KvMode::Q8,
     KvMode::Q4,
@@ -274,6 +312,15 @@ const MODES: [KvMode; 7] = [
         sink: 4,
         pre_rope: true,
         value_channels: 16,
+        ..Kivi::plain(2)
+    }),
+    KvMode::Kivi(Kivi {
+        group: 8,
+        residual: 12,
+        hadamard_k: true,
+        hadamard_v: true,
+        key_channels: 64,
+        mse: true,
         ..Kivi::plain(2)
     }),
 ];
@@ -392,6 +439,9 @@ fn modes_parse_print_and_count_bytes() {
         "kivi4:k2",
         "kivi2:s1",
         "kivi8:v2:128",
+        "kivi2:s1:pre:r64:kg32:h:mse",
+        "kivi2:hk:r8",
+        "kivi2:hv",
     ] {
         let m = KvMode::parse(name).unwrap();
         assert_eq!(KvMode::parse(&m.to_string()).unwrap(), m, "{name} -> {m}");
@@ -406,7 +456,27 @@ fn modes_parse_print_and_count_bytes() {
             ..Kivi::plain(4)
         })
     );
-    for bad in ["kivi2:k3", "kivi2:s64", "kivi2:vg0", "kivi2:x"] {
+    assert_eq!(
+        KvMode::parse("kivi2:r96:kg64:hv:mse").unwrap(),
+        KvMode::Kivi(Kivi {
+            residual: 96,
+            key_channels: 64,
+            hadamard_v: true,
+            mse: true,
+            ..Kivi::plain(2)
+        })
+    );
+    for bad in [
+        "kivi2:k3",
+        "kivi2:s64",
+        "kivi2:vg0",
+        "kivi2:x",
+        "kivi2:kg0",
+        "kivi2:kg48",
+        "kivi2:r",
+        "kivi2:r5000",
+        "kivi2:hx",
+    ] {
         assert!(KvMode::parse(bad).is_err(), "{bad}");
     }
     assert!(KvMode::parse("int3").unwrap_err().contains("f32, f16, q8"));
@@ -417,6 +487,14 @@ fn modes_parse_print_and_count_bytes() {
     assert_eq!(b("q8"), 2.0 * 3.0 * (64.0 + 4.0));
     assert_eq!(b("q4"), 2.0 * 3.0 * (32.0 + 8.0));
     assert_eq!(b("kivi2") / b("f16"), 0.1875);
+    // Keys per token in groups of 64: one scale and minimum per head per position (4 bytes
+    // for 64 channels, as KIVI's per-channel keys over G = 64 positions); rotations and
+    // clipping cost nothing; the residual window is fixed bytes, f16 (4 bytes per channel of
+    // a position's key and value).
+    assert_eq!(b("kivi2:kg64"), b("kivi2:64"));
+    assert_eq!(b("kivi2:h:mse"), b("kivi2"));
+    let fixed = |m: &str| KvMode::parse(m).unwrap().fixed_bytes(3, 64);
+    assert_eq!(fixed("kivi2:r64:s1") - fixed("kivi2"), 4 * 65 * 3 * 64);
     // What the store allocates matches the count.
     for mode in MODES {
         let kv = QuantKv::new(mode, 4096, 3, 64).unwrap();
