@@ -290,9 +290,9 @@ mod tests {
     #[test]
     fn clipped_ranges_reach_the_grid_searchs_least_error() {
         for seed in 0..50u32 {
-            let x: Vec<f32> = (0..32)
+            let x: Vec<f32> = (0..32u32)
                 .map(|i| {
-                    let h = (i * 2654435761u32).wrapping_add(seed * 40503) % 1000;
+                    let h = (i.wrapping_mul(2654435761u32)).wrapping_add(seed * 40503) % 1000;
                     let v = h as f32 / 100.0 - 5.0;
                     if i == seed % 32 {
                         v * 6.0
