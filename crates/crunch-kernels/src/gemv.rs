@@ -409,6 +409,10 @@ pub(crate) struct RowsJob<'a> {
     pub k: usize,
     pub y: *mut f32,
     pub stride: usize,
+    /// Bytes of the matrix after `packed`, which may be prefetched: the same thread's next
+    /// task usually starts there (`pool::run_ranges`), so its first rows are requested
+    /// before it begins.
+    pub after: usize,
 }
 
 /// Rows `0..rows` of `packed` (stored rows of `k` weights, back to back) times `C`
@@ -431,10 +435,12 @@ unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bo
         k,
         y,
         stride,
+        after,
     } = job;
     let blocks = k / F::ELEMS;
     if VNNI && crate::quad::handles::<F>() && !x[0].an.is_null() {
-        return crate::quad::rows::<F, C, I16>(packed.as_ptr(), rows, blocks, x, y, stride);
+        let out = crate::quad::Out { y, stride, after };
+        return crate::quad::rows::<F, C, I16>(packed.as_ptr(), rows, blocks, x, out);
     }
     let put = |c: usize, r: usize, v: f32| *y.add(c * stride + r) = v;
     let per_block = F::ELEMS / 32;
@@ -446,7 +452,8 @@ unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bo
     scratch.lane.resize(C * nch * 8, 0.0);
     let mut regs = [_mm256_setzero_si256(); 8];
     let mut next = [_mm256_setzero_si256(); 8];
-    let total_bytes = rows * row_bytes;
+    // Prefetches may run past this task's rows into the rest of the matrix.
+    let total_bytes = rows * row_bytes + after;
     // The first rows now, then one row's worth each step.
     for line in (0..PREFETCH_BYTES.min(total_bytes)).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(packed.as_ptr().add(line).cast());

@@ -266,9 +266,12 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
 #[cfg(target_arch = "x86_64")]
 fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     let (m, n, k) = (w.rows, acts.n, w.cols);
-    // About 8 tiles per thread (balance when a thread is slow), of at least 32 rows (a few
-    // microseconds of work each, well above the cost of claiming one).
-    let (tile, tiles) = crate::pool::pieces(m, 8, 32);
+    // About 4 tiles per thread, of at least 32 rows (a few microseconds of work each, well
+    // above the cost of claiming one), dealt out as one contiguous range per thread: each
+    // thread streams its part of the matrix in address order, prefetching across the ends
+    // of its tiles, and a thread that finishes early takes the last tiles of another's range
+    // (balance when a thread is slow; decision 128).
+    let (tile, tiles) = crate::pool::pieces(m, 4, 32);
     let row_bytes = w.row_bytes();
     let x: Vec<crate::gemv::ActRow> = (0..n).map(|i| crate::gemv::ActRow::new(acts, i)).collect();
     let out = SharedOut::new(y);
@@ -286,13 +289,14 @@ fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
                     k,
                     y: out.at(r0),
                     stride: m,
+                    after: (m - r0 - tr) * row_bytes,
                 };
                 crate::gemv::rows::<F>(vnni, i16, job, &x, &mut s.borrow_mut())
             }
         });
     };
     if tiles > 1 && m * k >= 1 << 16 {
-        crate::pool::run(tiles, &task);
+        crate::pool::run_ranges(tiles, &task);
     } else {
         (0..tiles).for_each(task);
     }

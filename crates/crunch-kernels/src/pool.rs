@@ -46,6 +46,10 @@ struct Shared {
     panicked: AtomicBool,
     /// Members parked (or about to), with their handles for `unpark`.
     sleeping: Vec<AtomicBool>,
+    /// A [`run_ranges`] job's tasks per participant (0 the caller, `i + 1` member `i`):
+    /// `generation << 40 | end << 20 | next`. The owner claims from the front, the others
+    /// steal from the back, both with a compare-and-swap on the same word.
+    ranges: Vec<AtomicU64>,
     threads: OnceLock<Vec<Thread>>,
 }
 
@@ -82,6 +86,7 @@ impl Team {
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             sleeping: (0..members).map(|_| AtomicBool::new(false)).collect(),
+            ranges: (0..=members).map(|_| AtomicU64::new(0)).collect(),
             threads: OnceLock::new(),
         });
         let mut handles = Vec::with_capacity(members);
@@ -125,6 +130,35 @@ fn claim(s: &Shared, gen: u64) -> Option<usize> {
     }
 }
 
+/// Claims the next task of a [`run_ranges`] job of generation `gen` for participant `me`:
+/// the front of its own range, else the back of another's.
+#[inline]
+fn claim_range(s: &Shared, gen: u64, me: usize) -> Option<usize> {
+    let n = s.ranges.len();
+    for i in 0..n {
+        let who = (me + i) % n;
+        let word = &s.ranges[who];
+        let mut t = word.load(Acquire);
+        loop {
+            let (end, next) = ((t >> 20) & FIELD, t & FIELD);
+            if t >> 40 != gen || next >= end {
+                break;
+            }
+            // The owner advances the front; a thief lowers the end and takes that task.
+            let (new, task) = if i == 0 {
+                (t + 1, next)
+            } else {
+                (gen << 40 | (end - 1) << 20 | next, end - 1)
+            };
+            match word.compare_exchange_weak(t, new, AcqRel, Acquire) {
+                Ok(_) => return Some(task as usize),
+                Err(now) => t = now,
+            }
+        }
+    }
+    None
+}
+
 fn member(s: &Shared, me: usize) {
     INSIDE.with(|c| c.set(true));
     let mut seen = s.ticket.load(Acquire) >> 40;
@@ -155,7 +189,7 @@ fn member(s: &Shared, me: usize) {
         };
         seen = gen;
         let mut mine = 0;
-        while let Some(t) = claim(s, gen) {
+        while let Some(t) = claim(s, gen).or_else(|| claim_range(s, gen, me + 1)) {
             // The job is read only after a claim succeeds: a claimed task of generation
             // `gen` is not done, so the caller is still waiting and `job` is still its job
             // (stored before the ticket that published the generation).
@@ -175,6 +209,19 @@ fn member(s: &Shared, me: usize) {
 /// Runs `f(0)`, …, `f(tasks - 1)` on the team (the calling thread included) and returns
 /// when all are done. Tasks must be independent; their order is unspecified.
 pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    run_with(tasks, f, false)
+}
+
+/// As [`run`], but the tasks are dealt out in contiguous ranges, one per thread, each taken
+/// in order by its thread (a thread that finishes its range takes the others' last tasks).
+/// For products whose tasks are consecutive slices of one matrix: each thread then reads
+/// one stream of memory in address order, and a task's prefetch past its end serves the
+/// same thread's next task (decision 128).
+pub fn run_ranges(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    run_with(tasks, f, true)
+}
+
+fn run_with(tasks: usize, f: &(dyn Fn(usize) + Sync), split: bool) {
     if tasks == 0 {
         return;
     }
@@ -202,8 +249,20 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     s.done.store(0, SeqCst);
     s.job.store(&job as *const Job as *mut (), SeqCst);
     let gen = ((s.ticket.load(SeqCst) >> 40) + 1) & 0xFF_FFFF;
+    let shared_next = if split {
+        let n = s.ranges.len();
+        for (i, word) in s.ranges.iter().enumerate() {
+            let (a, b) = ((tasks * i / n) as u64, (tasks * (i + 1) / n) as u64);
+            word.store(gen << 40 | b << 20 | a, SeqCst);
+        }
+        // Nothing left in the shared ticket: every task is in a range.
+        tasks as u64
+    } else {
+        0
+    };
     // The ticket published last: members that see the new generation see the job.
-    s.ticket.store(gen << 40 | (tasks as u64) << 20, SeqCst);
+    s.ticket
+        .store(gen << 40 | (tasks as u64) << 20 | shared_next, SeqCst);
     if let Some(threads) = s.threads.get() {
         for (sleeping, t) in s.sleeping.iter().zip(threads) {
             if sleeping.load(SeqCst) {
@@ -213,7 +272,7 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     }
     let mut mine = 0;
     let mut panic = None;
-    while let Some(t) = claim(s, gen) {
+    while let Some(t) = claim(s, gen).or_else(|| claim_range(s, gen, 0)) {
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(t))) {
             panic = Some(p);
         }
@@ -262,6 +321,51 @@ mod tests {
             });
             assert!(hits.iter().all(|h| h.load(Relaxed) == 1), "{tasks}");
         }
+    }
+
+    #[test]
+    fn every_ranged_task_runs_once() {
+        // Ranged and shared jobs alternate on the same team (a ranged job's words must not
+        // leak into the next shared one, nor the other way).
+        for round in 0..50 {
+            for tasks in [1, 2, 3, 5, 8, 17, 64] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                let f = |t: usize| {
+                    hits[t].fetch_add(1, Relaxed);
+                };
+                if (round + tasks) % 2 == 0 {
+                    run_ranges(tasks, &f);
+                } else {
+                    run(tasks, &f);
+                }
+                assert!(hits.iter().all(|h| h.load(Relaxed) == 1), "{tasks}");
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_are_taken_from_the_front_and_stolen_from_the_back() {
+        let s = Shared {
+            ticket: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            sleeping: Vec::new(),
+            ranges: vec![AtomicU64::new(0), AtomicU64::new(0)],
+            threads: OnceLock::new(),
+        };
+        let gen = 5u64;
+        // Tasks 0..4 for participant 0, 4..8 for participant 1.
+        s.ranges[0].store(gen << 40 | 4 << 20, SeqCst);
+        s.ranges[1].store(gen << 40 | 8 << 20 | 4, SeqCst);
+        assert_eq!(claim_range(&s, gen, 1), Some(4));
+        let mine: Vec<_> = std::iter::from_fn(|| claim_range(&s, gen, 0)).collect();
+        // Its own range in order, then the other's from the back.
+        assert_eq!(mine, [0, 1, 2, 3, 7, 6, 5]);
+        assert_eq!(claim_range(&s, gen, 1), None);
+        // Another generation's words give nothing.
+        s.ranges[0].store(gen << 40 | 4 << 20, SeqCst);
+        assert_eq!(claim_range(&s, gen + 1, 0), None);
     }
 
     #[test]
