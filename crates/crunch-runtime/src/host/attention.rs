@@ -150,6 +150,11 @@ fn one_query_generic(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [
     let mut max = f32::NEG_INFINITY;
     for (j, sj) in (lo..=p).zip(s.iter_mut()) {
         let at = kv.at(g, j);
+        // The cache rows come from memory (a decode step's weights have pushed them out
+        // of every cache): the keys a few rows ahead, and this row's values for the loop
+        // below.
+        prefetch_row(kv.k, kv.at(g, (j + KEYS_AHEAD).min(p)), d);
+        prefetch_row(kv.v, at, d);
         *sj = dot(q, &kv.k[at..at + d]) * scale;
         max = max.max(*sj);
     }
@@ -167,6 +172,30 @@ fn one_query_generic(query: &Query, kv: &KvView, scores: &mut [f32], out: &mut [
             *o += w * v;
         }
     }
+}
+
+/// How many key rows ahead of the one being read are requested from memory.
+const KEYS_AHEAD: usize = 8;
+
+/// Requests `xs[at..at + d]` from memory (a hint: no effect on results).
+#[inline(always)]
+fn prefetch_row(xs: &[f32], at: usize, d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (at + d).min(xs.len());
+        let mut i = at;
+        while i < end {
+            // SAFETY: a prefetch of an address inside `xs`; it never faults or writes.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    xs.as_ptr().add(i).cast(),
+                )
+            };
+            i += 16;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (xs, at, d);
 }
 
 /// `Σ a·b` in 16 partial sums, in the packed kernels' order.
