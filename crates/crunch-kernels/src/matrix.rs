@@ -266,12 +266,13 @@ fn run_blocks<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) 
 #[cfg(target_arch = "x86_64")]
 fn run_fused<F: Block>(w: &PackedMatrix, acts: &Acts, y: &mut [f32], isa: Isa) {
     let (m, n, k) = (w.rows, acts.n, w.cols);
-    // About 4 tiles per thread, of at least 32 rows (a few microseconds of work each, well
+    // About 2 tiles per thread, of at least 32 rows (a few microseconds of work each, well
     // above the cost of claiming one), dealt out as one contiguous range per thread: each
     // thread streams its part of the matrix in address order, prefetching across the ends
-    // of its tiles, and a thread that finishes early takes the last tiles of another's range
-    // (balance when a thread is slow; decision 128).
-    let (tile, tiles) = crate::pool::pieces(m, 4, 32);
+    // of its tiles, and a thread that finishes early takes the next tiles of another's
+    // range (balance when a thread is slow or descheduled; decision 128). Under load, 2 per
+    // thread measured best (1: equal, 4: −3%, 8: −5%).
+    let (tile, tiles) = crate::pool::pieces(m, 2, 32);
     let row_bytes = w.row_bytes();
     let x: Vec<crate::gemv::ActRow> = (0..n).map(|i| crate::gemv::ActRow::new(acts, i)).collect();
     let out = SharedOut::new(y);
