@@ -17,6 +17,7 @@ use crunch_calib::{
 use crunch_export::crunch_dir::Embeddings;
 use crunch_export::{Format, Target};
 use crunch_model::Checkpoint;
+use crunch_repr::format::Calibration;
 use crunch_repr::{Compressed, CompressedLayer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -346,9 +347,16 @@ pub(crate) fn load_calibration(
     file: &mut RecipeFile,
     ckpt: &Checkpoint,
     who: &str,
-) -> Result<(Vec<Vec<u32>>, crunch_repr::format::Calibration)> {
+) -> Result<(Vec<Vec<u32>>, Calibration)> {
     let calib = merged_calib(&c.calib, file.calibration.as_ref());
     let (w, cal) = calib.load(ckpt, c.device, who)?;
+    note_calibration(&calib, file, &cal);
+    Ok((w, cal))
+}
+
+/// Records in `file` the calibration `cal` that `calib` (the flags over the recipe's table)
+/// made: the path as given, so the recipe can be run again.
+fn note_calibration(calib: &CalibArgs, file: &mut RecipeFile, cal: &Calibration) {
     let data = match &calib.calib {
         Some(p) if !cal.data.starts_with("self:") => p.display().to_string(),
         _ => cal.data.clone(),
@@ -359,16 +367,25 @@ pub(crate) fn load_calibration(
         len: Some(cal.tokens_per_sample),
         seed: cal.seed,
     });
-    Ok((w, cal))
 }
 
-/// Checks, calibrates, compresses and writes; `search` is the budget search's record, added to
-/// the `--json` object as `search`.
+/// What a budget search hands the writer: the calibration windows it loaded from the flags
+/// (so that a `--calib self:N×L` is sampled once, not again for the write: at 8B shapes on
+/// the H200 that is 88 s) and its record for `--json` (`search`).
+pub(crate) struct Searched {
+    pub windows: Vec<Vec<u32>>,
+    pub calibration: Calibration,
+    pub record: serde_json::Value,
+}
+
+/// Checks, calibrates, compresses and writes; `search`: what a budget search already loaded
+/// (its windows, used instead of loading them again from the flags, which `file` must not
+/// override) and its record, added to the `--json` object as `search`.
 pub(crate) fn run(
     c: &OutputArgs,
     mut file: RecipeFile,
     stages: Vec<Stage>,
-    search: Option<serde_json::Value>,
+    search: Option<Searched>,
 ) -> Result<()> {
     file.stages = stages;
     let embeddings = output_embeddings(c, &mut file)?;
@@ -389,9 +406,19 @@ pub(crate) fn run(
     format.check(&ckpt, &planned(&ckpt, &file)?)?;
     crate::output_notes(notes);
     let start = Instant::now();
+    let (given, search) = match search {
+        Some(s) => (Some((s.windows, s.calibration)), Some(s.record)),
+        None => (None, None),
+    };
     let (windows, calibration) = match first_calibrated(&file).map(|m| m.name()) {
         Some(method) => {
-            let (w, cal) = load_calibration(c, &mut file, &ckpt, method)?;
+            let (w, cal) = match given {
+                Some((w, cal)) if file.calibration.is_none() => {
+                    note_calibration(&c.calib, &mut file, &cal);
+                    (w, cal)
+                }
+                _ => load_calibration(c, &mut file, &ckpt, method)?,
+            };
             (Some(w), Some(cal))
         }
         None => {

@@ -19,6 +19,8 @@ pub mod progress;
 pub mod report;
 mod search;
 mod search_gguf;
+mod search_report;
+mod search_timing;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -88,18 +90,22 @@ pub(crate) fn output_notes(notes: Vec<String>) {
 /// The `crunch` binary: parse, run, print the error and exit non-zero on failure.
 pub fn main() {
     let cli = Cli::parse();
-    // Ctrl-C removes the unfinished output; a truncated input is named, not a silent SIGBUS.
-    crunch_export::interrupt::install();
-    if let Some(n) = cli.threads {
-        let n = crunch_runtime::threads::check_threads(n).unwrap_or_else(|e| {
+    let threads = cli.threads.map(|n| {
+        crunch_runtime::threads::check_threads(n).unwrap_or_else(|e| {
             eprintln!("error: {e}");
             std::process::exit(1);
-        });
-        // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match.
+        })
+    });
+    // The environment is set first, while this is the process's only thread: `set_var` races
+    // with any other thread reading the environment (glibc's getenv is not synchronized with
+    // setenv; Rust 2024 makes `set_var` unsafe for that reason), and the threads start below
+    // (the Ctrl-C handler's, rayon's pool) or at the first candle op (its barrier pool, which
+    // reads CANDLE_NUM_THREADS once). candle 0.11 has no API to size that pool (`BarrierPool`'s
+    // constructor is private; `barrier_pool()` builds it from the variable on first use), so
+    // the variable it is.
+    if let Some(n) = threads {
+        // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is set to match below.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
     }
     if matches!(
         cli.command,
@@ -108,6 +114,13 @@ pub fn main() {
         // Calibration forwards alternate rayon's products with candle's element-wise ops:
         // one pool, not two competing for the cores (decision 119).
         crunch_runtime::threads::serial_elementwise_ops();
+    }
+    // Ctrl-C removes the unfinished output; a truncated input is named, not a silent SIGBUS.
+    crunch_export::interrupt::install();
+    if let Some(n) = threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     if let Err(err) = run(cli.command) {
         eprintln!("error: {}", message(&err));

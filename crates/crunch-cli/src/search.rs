@@ -3,16 +3,16 @@
 //! result is then written by the one driver from a recipe that names every layer's level
 //! (`recipe.toml`), so `crunch compress --recipe OUT/recipe.toml` rebuilds it without searching.
 
-use crate::compress::OutputArgs;
+use crate::compress::{OutputArgs, Searched};
 use crate::device::with_backend;
 use crate::progress::{self, Bars};
+use crate::search_report::{compare_points, draw, record, summary};
+use crate::search_timing::{add_stages, SearchClock};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use crunch_calib::{LevelInputs, RecipeFile, Stage};
-use crunch_formats::gguf::GgufFile;
-use crunch_formats::TensorSource;
 use crunch_model::model::{tensor_shapes, BLOCK_LINEARS};
-use crunch_model::{Checkpoint, Model};
+use crunch_model::Checkpoint;
 use crunch_runtime::Backend;
 use crunch_search::database::{model_hash, windows_hash};
 use crunch_search::evo::Step;
@@ -259,7 +259,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     )?);
     let started = Instant::now();
     let ckpt = Checkpoint::open(&c.model)?;
-    let (windows, _) = c.calib.load(&ckpt, c.device, "a budget search")?;
+    let (windows, calibration) = c.calib.load(&ckpt, c.device, "a budget search")?;
     let goal = match (s.target_bpw, s.target_size, s.target_kl) {
         (Some(b), None, None) => Goal::Bpw(b),
         (None, Some(size), None) => {
@@ -322,13 +322,22 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(found.cached);
     extra["variants_made"] = json!(found.made);
-    extra["timing"]["calibration_s"] = json!(calibration_seconds);
-    extra["timing"]["variants_s"] = json!(found.variants_seconds);
-    extra["timing"]["total_cpu_s"] = json!(cpu_seconds());
+    add_stages(
+        &mut extra["timing"],
+        calibration_seconds,
+        found.variants_seconds,
+    );
     if !c.json {
         summary(s, found_outcome, windows.len(), search_seconds);
     }
-    crate::compress::run(c, RecipeFile::default(), stages, Some(extra))
+    // The write calibrates with the windows the search's variants were made from: loaded
+    // once (a `self:` calibration is sampled once).
+    let given = Searched {
+        windows,
+        calibration,
+        record: extra,
+    };
+    crate::compress::run(c, RecipeFile::default(), stages, Some(given))
 }
 
 /// The search's parameters from the flags.
@@ -343,78 +352,6 @@ pub(crate) fn evo_params(s: &SearchArgs, seed: u64) -> Result<EvoParams> {
     };
     params.validate()?;
     Ok(params)
-}
-
-/// The `--plot` figure: the rate–distortion points and each unit's chosen level, named by
-/// `level_name(unit, level)`; `compare`: reference files as (name, bits per weight, KL).
-pub(crate) fn draw(
-    path: &Path,
-    o: &Outcome,
-    units: &[String],
-    level_name: &dyn Fn(usize, usize) -> String,
-    compare: &[(String, f64, f64)],
-) -> Result<()> {
-    let layers: Vec<(String, String)> = units
-        .iter()
-        .zip(&o.config)
-        .enumerate()
-        .map(|(u, (n, &l))| (n.clone(), level_name(u, l as usize)))
-        .collect();
-    crunch_search::plot::draw(
-        path,
-        &crunch_search::plot::Figure {
-            uniform: &o.uniform,
-            searched: &o.searched,
-            compare,
-            layers: &layers,
-        },
-    )?;
-    Ok(())
-}
-
-/// The `--json` record of a search (`search` in the output's record).
-pub(crate) fn record(
-    s: &SearchArgs,
-    o: &Outcome,
-    windows: usize,
-    seconds: f64,
-) -> serde_json::Value {
-    json!({
-        "target_bpw": s.target_bpw,
-        "target_size": s.target_size,
-        "target_kl": s.target_kl,
-        "budget_bits": o.limit,
-        "linear_bpw": o.bits / o.weights,
-        "calibration_kl": o.kl,
-        "calibration_kl_windows": s.kl_windows.min(windows),
-        "fitness": o.state.fitness(),
-        "generations": o.state.generation,
-        "evaluations": o.state.history.iter().map(|g| g.evaluations).sum::<usize>()
-            + o.state.fill.iter().map(|r| r.evaluations).sum::<usize>(),
-        "fill": o.state.fill,
-        "fitness_self": s.fitness_self,
-        "uniform": o.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
-        "searched": o.searched.iter().map(|(b, k)| json!({"linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
-        "search_seconds": seconds,
-        "seeds": o.seeds.iter().map(|(n, k)| json!({"seed": n, "calibration_kl": k})).collect::<Vec<_>>(),
-        "state": o.state_files,
-        "timing": o.timing,
-    })
-}
-
-/// One line on stderr: what the search reached.
-pub(crate) fn summary(s: &SearchArgs, o: &Outcome, windows: usize, seconds: f64) {
-    eprintln!(
-        "search: {:.3} bits per weight (budget {:.3}), calibration KL {:.4} on {} windows, {} \
-         generations, {} fill rounds ({} raises kept), {seconds:.1} s",
-        o.bits / o.weights,
-        o.limit / o.weights,
-        o.kl,
-        s.kl_windows.min(windows),
-        o.state.generation,
-        o.state.fill.len(),
-        o.state.fill.iter().map(|r| r.kept).sum::<usize>()
-    );
 }
 
 fn searched<B: Backend + Clone>(
@@ -572,16 +509,9 @@ pub(crate) fn run_search<B: Backend>(
             .expect("valid template")
             .progress_chars("=> "),
         );
-        let (t0, cpu0) = (Instant::now(), cpu_seconds());
-        let (mut gen_ends, mut fill_ends, mut gen_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let mut clock = SearchClock::start();
         let st = search(&budget, params, &key, fit, &seeds, resume, &mut |st| {
-            let t = t0.elapsed().as_secs_f64();
-            if st.fill.is_empty() {
-                gen_ends.push(t);
-                gen_cpu.push(cpu_seconds().zip(cpu0).map(|(a, b)| a - b));
-            } else {
-                fill_ends.push(t);
-            }
+            clock.lap(!st.fill.is_empty());
             bar.set_position(st.generation as u64);
             if let Some(r) = st.fill.last() {
                 bar.set_message(format!(
@@ -602,13 +532,7 @@ pub(crate) fn run_search<B: Backend>(
             save_state(&path, st)
         })?;
         bar.finish_and_clear();
-        ends = json!({
-            "generation_end_s": gen_ends,
-            "generation_end_cpu_s": gen_cpu,
-            "fill_end_s": fill_ends,
-            "end_s": t0.elapsed().as_secs_f64(),
-            "end_cpu_s": cpu_seconds().zip(cpu0).map(|(a, b)| a - b),
-        });
+        ends = clock.record();
         state_files.push(path);
         Ok(st)
     };
@@ -730,66 +654,6 @@ fn seeds_of(budget: &Budget, space: &Space) -> (Vec<String>, Vec<Vec<u8>>) {
     (names, seeds)
 }
 
-/// Each `--compare` GGUF file: (file name, bits per weight of its block linear layers, KL to
-/// the base on `windows`).
-pub(crate) fn compare_points<B: Backend + Clone>(
-    b: &B,
-    base: &Model<B>,
-    files: &[PathBuf],
-    windows: &[Vec<u32>],
-) -> Result<Vec<(String, f64, f64)>> {
-    let mut out = Vec::new();
-    for f in files {
-        let bpw = linear_bpw(f)?;
-        let sp = progress::spinner(&format!("scoring {}", f.display()));
-        let model = Checkpoint::open(f)?.load(b.clone(), |_| {})?;
-        let kl = crunch_search::fitness::mean_kl(base, &model, windows, 4)?;
-        sp.finish_and_clear();
-        let name = f
-            .file_stem()
-            .map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into());
-        out.push((name, bpw, kl));
-    }
-    Ok(out)
-}
-
-/// Bits per weight of a GGUF file's block linear layers.
-fn linear_bpw(path: &Path) -> Result<f64> {
-    let f = GgufFile::open(path)?;
-    let (mut bits, mut n) = (0f64, 0f64);
-    for t in f.tensors() {
-        if !crate::search_gguf::is_block_linear(&t.name) {
-            continue;
-        }
-        let numel: usize = t.shape.iter().product();
-        let bytes = t
-            .dtype
-            .bytes_for(numel)
-            .ok_or_else(|| anyhow!("{}: `{}` is not whole blocks", path.display(), t.name))?;
-        bits += 8.0 * bytes as f64;
-        n += numel as f64;
-    }
-    if n == 0.0 {
-        bail!(
-            "{}: no block linear layers (blk.N.attn_q.weight, ...)",
-            path.display()
-        );
-    }
-    Ok(bits / n)
-}
-
-/// CPU seconds (user + system) of this process so far, from `/proc/self/stat` (Linux; `None`
-/// elsewhere): on a shared machine the search's cost is its CPU time more than its wall time.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces, hence the last ')'): state is the
-    // 3rd field, utime and stime the 14th and 15th, in clock ticks (USER_HZ, 100 on Linux).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 /// Writes the search state after a generation (temporary name, then rename).
 fn save_state(path: &Path, st: &SearchState) -> crunch_search::Result<()> {
     let io = |source| crunch_search::Error::Io {
@@ -827,6 +691,41 @@ mod tests {
         assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32));
         assert!(parse_level("x", 128).is_err());
         assert!(parse_level("3g", 128).is_err());
+    }
+
+    /// The write after a search calibrates with the windows the search drew: a `--calib
+    /// self:N×L` is sampled once (and `--fitness-self` once more), never again for the write.
+    #[test]
+    fn a_search_samples_its_self_calibration_once() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = crunch_model::testing::tiny_specs()
+            .into_iter()
+            .next()
+            .unwrap();
+        let model = d.path().join("model");
+        crunch_model::testing::write_tiny_model(&spec, &model, 0).unwrap();
+        let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+        let (model, cache) = (path("model"), path("cache"));
+        let search = |out: &str, extra: &[&str]| -> (usize, serde_json::Value) {
+            let mut a = vec!["crunch", "compress", &model, "--out", out, "--target-bpw"];
+            a.extend_from_slice(&["3.2", "--calib", "self:8x16", "--levels", "2,3,4"]);
+            a.extend_from_slice(&["--level-group-size", "32", "--generations", "2"]);
+            a.extend_from_slice(&["--offspring", "2", "--selection", "2x1"]);
+            a.extend_from_slice(&["--search-cache", &cache, "--json"]);
+            a.extend_from_slice(extra);
+            let before = crate::calib_args::samplings();
+            let records = crate::run_captured(a).unwrap();
+            (crate::calib_args::samplings() - before, records[0].clone())
+        };
+        let (n, v) = search(&path("a"), &[]);
+        assert_eq!(n, 1, "{v}");
+        // GPTQ levels: the write calibrated (with the search's windows).
+        assert_eq!(v["methods"]["gptq"], 14, "{v}");
+        let recipe = std::fs::read_to_string(d.path().join("a/recipe.toml")).unwrap();
+        assert!(recipe.contains("data = \"self:8x16\""), "{recipe}");
+        let (n, v) = search(&path("b"), &["--fitness-self", "2"]);
+        assert_eq!(n, 2, "{v}");
+        assert_eq!(v["search"]["fitness_self"], 2, "{v}");
     }
 
     #[test]

@@ -10,9 +10,8 @@ use crate::compress::OutputArgs;
 use crate::device::with_backend;
 use crate::gguf_out::{self, GgufArgs, Given};
 use crate::progress;
-use crate::search::{
-    cache_root, draw, evo_params, record, run_search, summary, Goal, How, SearchArgs, Space,
-};
+use crate::search::{cache_root, evo_params, run_search, Goal, How, SearchArgs, Space};
+use crate::search_report::{compare_points, draw, record, summary};
 use anyhow::{anyhow, bail, Result};
 use crunch_calib::{GgufSpec, RecipeFile};
 use crunch_export::gguf::{self, importance_by_gguf_name, Mix, Preset};
@@ -221,7 +220,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         };
         let o = run_search(&mut fit, &space, &how)?;
         let kl_set = &windows[..s.kl_windows.clamp(1, windows.len())];
-        let compare = crate::search::compare_points(&b, &base, &s.compare, kl_set)?;
+        let compare = compare_points(&b, &base, &s.compare, kl_set)?;
         (o, compare)
     });
     let search_seconds = start.elapsed().as_secs_f64();

@@ -24,7 +24,8 @@ pub const CANDLE_THREADS_ENV: &str = "CANDLE_NUM_THREADS";
 
 /// Runs candle's element-wise CPU ops (adds, multiplies, activations over ≥ 64 K values) on
 /// the calling thread instead of on candle's barrier pool, unless the user sized that pool
-/// with `CANDLE_NUM_THREADS`. Call it before the first candle op (the pool is made once).
+/// with `CANDLE_NUM_THREADS`. Call it before any other thread exists (it sets an environment
+/// variable) and so before the first candle op (the pool is made once, from the variable).
 ///
 /// Why: the CPU backend's matrix products run on rayon's pool (`RAYON_NUM_THREADS` threads)
 /// while the element-wise ops run on candle's barrier pool of `CANDLE_NUM_THREADS − 1` more
