@@ -17,6 +17,8 @@
 #                    a GPTQ level at these shapes, BENCHMARKS s25)
 #   default:         the defaults (sequential inputs, MSE grids): ~11.8 s per block and level
 # LEVELS overrides --levels (default: crunch's 10 default levels).
+# DEVICE: the search's device (default cuda, f32 arithmetic; cuda-bf16 runs the model in bf16, as
+#   `gpu_llama eval` and `crunch eval --device cuda-bf16` do).
 # Prints one JSON line per model (every stage's seconds), then one projection line per stage
 # and the total against the 45-minute target. BLOCKS="2" (then BLOCKS="4") runs one size per call
 # where a call has a time limit: the lines collect in OUT/search8b-SETTING.jsonl and the
@@ -40,7 +42,7 @@ for n in ${BLOCKS:-2 4}; do
   start=$(date +%s.%N)
   # The stages as timestamped lines in the log too, should a call's time limit stop the run.
   CRUNCH_PROGRESS=lines "$crunch" compress "$m" --out "/tmp/search8b-o$n" --target-bpw 3.5 \
-    --device cuda --calib self:128x512 --seed 0 --generations "$gens" --offspring 16 \
+    --device "${DEVICE:-cuda}" --calib self:128x512 --seed 0 --generations "$gens" --offspring 16 \
     --selection 2x4,8x1 ${flags[@]+"${flags[@]}"} --search-cache "/tmp/search8b-cache$n-$setting" --json \
     > "$out/search8b-$setting-$n.json" 2> "$out/search8b-$setting-$n.log"
   end=$(date +%s.%N)
