@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,34 +73,36 @@ def main():
                 os.symlink(path, link)
     log = open(os.path.join(a.out, "harness.jsonl"), "a")
 
-    import threading
     emit_lock = threading.Lock()
 
     def emit(rec):
-        with emit_lock:
-            _emit(rec)
-
-    def _emit(rec):
         rec["t"] = round(time.time() - t0, 1)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        print(json.dumps(rec), flush=True)
+        with emit_lock:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(json.dumps(rec), flush=True)
+
+    def search_gguf(g, w, harness):
+        """bench/search_gguf.py over the sizes `g` in work folder `w`, KL by `harness`."""
+        return [sys.executable, os.path.join(os.path.dirname(HERE), "search_gguf.py"),
+                "--crunch", a.crunch, "--llamacpp", a.llamacpp,
+                "--base", os.path.join(a.inp, "base-f32.gguf"), "--presets-dir", a.inp,
+                "--calib", os.path.join(a.inp, "calib.txt"), "--eval", texts["eval"],
+                "--offdomain", texts["offdomain"], "--work", w,
+                "--threads", str(a.search_threads), "--device", "cuda", "--calib-samples", "128",
+                "--calib-len", "512", "--sizes", ",".join(f"{p}=llama" for p in g),
+                "--search", SEARCH, *harness]
 
     # The searches, one process per GPU (each also scores its files with crunch eval).
     searches = []
     for i, (g, w) in enumerate(zip(groups, works)):
-        cmd = [sys.executable, os.path.join(os.path.dirname(HERE), "search_gguf.py"),
-               "--crunch", a.crunch, "--base", os.path.join(a.inp, "base-f32.gguf"),
-               "--presets-dir", a.inp, "--calib", os.path.join(a.inp, "calib.txt"),
-               "--eval", texts["eval"], "--offdomain", texts["offdomain"], "--work", w,
-               "--threads", str(a.search_threads), "--device", "cuda", "--calib-samples", "128",
-               "--calib-len", "512", "--sizes", ",".join(f"{p}=llama" for p in g),
-               "--harness", "crunch", "--search", SEARCH]
+        cmd = search_gguf(g, w, ["--harness", "crunch"])
         e = dict(env, CUDA_VISIBLE_DEVICES=str(i))
         out = open(os.path.join(a.out, f"search-g{i}.txt"), "a")
         searches.append(subprocess.Popen(cmd, env=e, stdout=out, stderr=subprocess.STDOUT))
 
-    # The llama-perplexity queue. A job: (ready-files, model, text, result json).
+    # The llama-perplexity queue. A job: (files it waits for, model — None for a copy of the
+    # first file's result —, text, result json).
     jobs = []
     size_first = {}
     for g, w in zip(groups, works):
@@ -116,7 +119,8 @@ def main():
             for t in texts:
                 res = os.path.join(w, f"kl-search-{p}.gguf-{t}.json")
                 if twin != p:
-                    jobs.append(("copy", os.path.join(w, f"kl-search-{twin}.gguf-{t}.json"), t, res))
+                    twin_res = os.path.join(w, f"kl-search-{twin}.gguf-{t}.json")
+                    jobs.append(([twin_res], None, t, res))
                 else:
                     jobs.append(([ours, ours + ".json"], ours, t, res))
 
@@ -156,53 +160,53 @@ def main():
 
     lock = threading.Lock()
     pending = [j for j in jobs if not os.path.exists(j[3])]
+    busy = [0]  # jobs being run: a copy waits on one
+
+    def ready(job):
+        return all(os.path.exists(f) for f in job[0])
 
     def worker():
         while True:
             with lock:
-                pick = None
-                for j in pending:
-                    if j[0] == "copy":
-                        if os.path.exists(j[1]):
-                            pick = j
-                            break
-                    elif all(os.path.exists(f) for f in j[0]):
-                        pick = j
-                        break
+                pick = next((j for j in pending if ready(j)), None)
                 if pick is not None:
                     pending.remove(pick)
+                    busy[0] += 1
                 elif not pending:
                     return
-            if pick is None:
-                if not searching() and not any(j[0] == "copy" for j in pending) and all(
-                        not all(os.path.exists(f) for f in j[0]) for j in pending
-                        if j[0] != "copy"):
+                elif not searching() and busy[0] == 0:
                     # Nothing can become ready: a search failed.
-                    with lock:
-                        left = list(pending)
-                        pending.clear()
+                    left = list(pending)
+                    pending.clear()
                     for j in left:
                         emit({"missing": j[3]})
                     return
+            if pick is None:
                 time.sleep(5)
                 continue
-            ready, model, t, res = pick
-            if ready == "copy":
-                shutil.copyfile(model, res)
-                with open(res) as f:
-                    emit({"model": os.path.basename(res), "text": t, "copied_from": model,
-                          **json.load(f)})
-                continue
             try:
-                r = llama_kld(a.llamacpp, model, kld[t], a.ctx, a.ppl_threads)
-            except BaseException as e:  # noqa: BLE001 - recorded, the other jobs go on
-                emit({"model": os.path.basename(model), "text": t, "error": str(e)})
-                continue
-            with open(res + ".tmp", "w") as f:
-                json.dump(r, f)
-            os.replace(res + ".tmp", res)
-            emit({"model": os.path.basename(model), "bytes": os.path.getsize(model), "text": t,
-                  **r})
+                run_job(*pick)
+            finally:
+                with lock:
+                    busy[0] -= 1
+
+    def run_job(ready_files, model, t, res):
+        if model is None:  # a copy of the twin size's measurement
+            shutil.copyfile(ready_files[0], res)
+            with open(res) as f:
+                emit({"model": os.path.basename(res), "text": t,
+                      "copied_from": ready_files[0], **json.load(f)})
+            return
+        try:
+            r = llama_kld(a.llamacpp, model, kld[t], a.ctx, a.ppl_threads)
+        except BaseException as e:  # noqa: BLE001 - recorded, the other jobs go on
+            emit({"model": os.path.basename(model), "text": t, "error": str(e)})
+            return
+        with open(res + ".tmp", "w") as f:
+            json.dump(r, f)
+        os.replace(res + ".tmp", res)
+        emit({"model": os.path.basename(model), "bytes": os.path.getsize(model), "text": t,
+              **r})
 
     threads = [threading.Thread(target=worker) for _ in range(a.workers)]
     for th in threads:
@@ -214,14 +218,7 @@ def main():
     emit({"searches_rc": [s.returncode for s in searches]})
     # The joint table from the caches (nothing is run again).
     for i, (g, w) in enumerate(zip(groups, works)):
-        cmd = [sys.executable, os.path.join(os.path.dirname(HERE), "search_gguf.py"),
-               "--crunch", a.crunch, "--llamacpp", a.llamacpp,
-               "--base", os.path.join(a.inp, "base-f32.gguf"), "--presets-dir", a.inp,
-               "--calib", os.path.join(a.inp, "calib.txt"), "--eval", texts["eval"],
-               "--offdomain", texts["offdomain"], "--work", w, "--threads",
-               str(a.search_threads), "--device", "cuda", "--calib-samples", "128",
-               "--calib-len", "512", "--sizes", ",".join(f"{p}=llama" for p in g),
-               "--harness", "both", "--llama-files", "crunch,llama", "--search", SEARCH]
+        cmd = search_gguf(g, w, ["--harness", "both", "--llama-files", "crunch,llama"])
         with open(os.path.join(a.out, f"table-g{i}.txt"), "w") as f:
             subprocess.run(cmd, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=f,
                            stderr=subprocess.STDOUT)
