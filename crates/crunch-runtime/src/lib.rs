@@ -243,6 +243,13 @@ pub trait Backend: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Waits until the work queued so far has finished: a GPU launches asynchronously, so a
+    /// timer that attributes time to stages synchronizes at their boundaries. Default: nothing
+    /// to wait for (the host backends finish each operation before returning).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Scores rows of `logits [rows, vocab]` against `targets` (and `base` logits of the same
     /// shape): per row `[−log p(target), target is the arg-max (0/1), KL(base ‖ model), same
     /// arg-max (0/1)]`, so that a GPU need not copy the logits back. `None` (the default): the

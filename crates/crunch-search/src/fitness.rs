@@ -7,9 +7,60 @@
 use crate::database::Variants;
 use crate::evo::Fitness;
 use crate::{Error, Result};
-use crunch_eval::BaseLogits;
+use crunch_eval::{BaseLogits, ScoreTiming};
 use crunch_model::Model;
 use crunch_runtime::Backend;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Where the fitness's wall time goes, summed since the fitness was made (the `--json`
+/// record's `search.timing.fitness`). Always counted (a clock read per stage); the stages'
+/// boundaries synchronize the device only when `CRUNCH_FITNESS_TIMING=1` (`synchronized`):
+/// without it, work a GPU queued in one stage may be paid for in the next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct FitnessTiming {
+    /// Whether the stages' boundaries synchronized the device.
+    pub synchronized: bool,
+    /// `apply`: the changed layers' variants made dense (f32, on the host).
+    pub dequantize_s: f64,
+    /// `apply`: the dense weights uploaded (`Backend::upload_weight`) and put in the model.
+    pub upload_s: f64,
+    /// Layers swapped into the candidate, and the f32 bytes handed to the upload.
+    pub layers_swapped: usize,
+    pub upload_f32_bytes: u64,
+    /// Candidates scored (`score` and the held windows).
+    pub scores: usize,
+    /// The candidates' scoring: forward, LM head, KL (`crunch_eval::ScoreTiming`).
+    pub score: ScoreTiming,
+    /// The base's logits of each generation's windows (`prepare`).
+    pub prepare_s: f64,
+    /// The base's logits of the held windows (once).
+    pub held_base_s: f64,
+}
+
+impl FitnessTiming {
+    /// `self − earlier`, field by field (what happened between two readings).
+    pub fn since(&self, earlier: &FitnessTiming) -> FitnessTiming {
+        let s = (&self.score, &earlier.score);
+        FitnessTiming {
+            synchronized: self.synchronized,
+            dequantize_s: self.dequantize_s - earlier.dequantize_s,
+            upload_s: self.upload_s - earlier.upload_s,
+            layers_swapped: self.layers_swapped - earlier.layers_swapped,
+            upload_f32_bytes: self.upload_f32_bytes - earlier.upload_f32_bytes,
+            scores: self.scores - earlier.scores,
+            score: ScoreTiming {
+                forward_s: s.0.forward_s - s.1.forward_s,
+                head_s: s.0.head_s - s.1.head_s,
+                kl_s: s.0.kl_s - s.1.kl_s,
+                windows: s.0.windows - s.1.windows,
+                positions: s.0.positions - s.1.positions,
+            },
+            prepare_s: self.prepare_s - earlier.prepare_s,
+            held_base_s: self.held_base_s - earlier.held_base_s,
+        }
+    }
+}
 
 pub struct ModelFitness<'a, B: Backend> {
     base: &'a Model<B>,
@@ -26,6 +77,9 @@ pub struct ModelFitness<'a, B: Backend> {
     held: Option<BaseLogits<B>>,
     /// Fitness evaluations so far.
     pub evaluations: usize,
+    /// Where the time went; shared so that a caller can read it while the search holds the
+    /// fitness (per generation).
+    timing: Arc<Mutex<FitnessTiming>>,
 }
 
 /// Held windows by default: the pool's first 8 (the CLI's `--kl-windows` default).
@@ -52,7 +106,40 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             held_windows: HELD_WINDOWS.min(pool.len()),
             held: None,
             evaluations: 0,
+            timing: Arc::new(Mutex::new(FitnessTiming {
+                synchronized: std::env::var("CRUNCH_FITNESS_TIMING").is_ok_and(|v| v == "1"),
+                ..Default::default()
+            })),
         }
+    }
+
+    /// The time counters (a handle: read it while a search holds the fitness).
+    pub fn timing_handle(&self) -> Arc<Mutex<FitnessTiming>> {
+        self.timing.clone()
+    }
+
+    /// The time counters so far.
+    pub fn timing(&self) -> FitnessTiming {
+        *self.timing.lock().expect("timing lock")
+    }
+
+    /// Seconds since `t0`, after the device has finished when timing synchronizes.
+    fn lap(&self, t0: Instant) -> Result<f64> {
+        if self.timing().synchronized {
+            self.model.backend.synchronize()?;
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// Scores the candidate on the first `n` windows of `kept`, counting the time.
+    fn scored(&self, kept: &BaseLogits<B>, n: usize) -> Result<f64> {
+        let sync = self.timing().synchronized;
+        let mut t = ScoreTiming::default();
+        let s = kept.score_timed(&self.model, n, &mut t, sync)?;
+        let mut timing = self.timing.lock().expect("timing lock");
+        timing.score.add(&t);
+        timing.scores += 1;
+        Ok(s.kl / s.positions.max(1) as f64)
     }
 
     /// The held windows: the pool's first `n` (at least one), the same in every generation.
@@ -66,12 +153,15 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     /// Mean KL(base ‖ `config`) on the held windows (the base's logits computed once).
     pub fn held_kl(&mut self, config: &[u8]) -> Result<f64> {
         if self.held.is_none() {
+            let t0 = Instant::now();
             let w = self.pool[..self.held_windows].to_vec();
             self.held = Some(BaseLogits::new(self.base, w)?);
+            let s = self.lap(t0)?;
+            self.timing.lock().expect("timing lock").held_base_s += s;
         }
         self.apply(config)?;
         let held = self.held.as_ref().expect("made above");
-        Ok(held.mean_kl(&self.model, self.held_windows)?)
+        self.scored(held, self.held_windows)
     }
 
     /// Puts `config`'s variants into the model (only the layers that change).
@@ -82,7 +172,11 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             }
             let (units, shapes) = self.db.layers();
             let (id, (rows, cols)) = (units[u], shapes[u]);
+            let t0 = Instant::now();
             let dense = self.db.dense(u, l as usize);
+            let dequantized = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let bytes = 4 * dense.len() as u64;
             let backend = &self.model.backend;
             let w = backend.upload_weight(dense, &[rows, cols])?;
             let lin = self.model.blocks[id.layer]
@@ -92,6 +186,12 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             lin.up = None;
             lin.correction = None;
             self.current[u] = Some(l);
+            let uploaded = self.lap(t0)?;
+            let mut timing = self.timing.lock().expect("timing lock");
+            timing.dequantize_s += dequantized;
+            timing.upload_s += uploaded;
+            timing.layers_swapped += 1;
+            timing.upload_f32_bytes += bytes;
         }
         Ok(())
     }
@@ -163,7 +263,10 @@ impl<B: Backend> Fitness for ModelFitness<'_, B> {
             .map(|&i| self.pool[i].clone())
             .collect();
         self.kept = None; // free the last generation's logits first
+        let t0 = Instant::now();
         self.kept = Some(BaseLogits::new(self.base, chosen)?);
+        let s = self.lap(t0)?;
+        self.timing.lock().expect("timing lock").prepare_s += s;
         Ok(())
     }
 
@@ -171,7 +274,7 @@ impl<B: Backend> Fitness for ModelFitness<'_, B> {
         self.apply(config)?;
         self.evaluations += 1;
         let kept = self.kept.as_ref().expect("prepare runs before score");
-        Ok(kept.mean_kl(&self.model, windows)?)
+        self.scored(kept, windows)
     }
 
     fn score_held(&mut self, config: &[u8]) -> Result<f64> {

@@ -26,7 +26,7 @@ mod evo_reference;
 pub use database::{Database, Level, Variants};
 pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState};
 pub use fill::{fill_round, FillRound};
-pub use fitness::ModelFitness;
+pub use fitness::{FitnessTiming, ModelFitness};
 pub use gguf_levels::GgufDatabase;
 
 use std::path::PathBuf;

@@ -745,6 +745,10 @@ impl Backend for Cuda {
         Ok(true)
     }
 
+    fn synchronize(&self) -> Result<()> {
+        Cuda::synchronize(self)
+    }
+
     fn score_rows(
         &self,
         logits: &CudaTensor,
