@@ -19,6 +19,9 @@
 # LEVELS overrides --levels (default: crunch's 10 default levels).
 # DEVICE: the search's device (default cuda, f32 arithmetic; cuda-bf16 runs the model in bf16, as
 #   `gpu_llama eval` and `crunch eval --device cuda-bf16` do).
+# CRUNCH_FITNESS_TIMING=1: the fitness's counters (swap, forward, LM head, KL) are measured with
+#   the device synchronized at their boundaries (otherwise queued GPU work lands in the next
+#   stage); each JSON line carries them ("fitness", "generation_fitness").
 # Prints one JSON line per model (every stage's seconds), then one projection line per stage
 # and the total against the 45-minute target. BLOCKS="2" (then BLOCKS="4") runs one size per call
 # where a call has a time limit: the lines collect in OUT/search8b-SETTING.jsonl and the
@@ -64,7 +67,10 @@ row = {"setting": setting, "blocks": n, "wall_s": wall, "calibration_s": t["cali
        # Loading, the model loaded twice for the fitness, and writing (the chosen levels
        # re-made by the driver): what the stages above leave of the wall time.
        "load_and_write_s": wall - t["calibration_s"] - t["variants_s"] - t["uniform_s"] - t["end_s"],
-       "variants_made": s["variants_made"], "evaluations": s["evaluations"]}
+       "variants_made": s["variants_made"], "evaluations": s["evaluations"],
+       # The fitness's time counters (decision 129; synchronized with CRUNCH_FITNESS_TIMING=1):
+       # over the whole command, and per generation (the first also holds the seeds).
+       "fitness": t.get("fitness"), "generation_fitness": t.get("generation_fitness")}
 print(json.dumps(row))
 PY
 done | tee -a "$out/search8b-$setting.jsonl"
