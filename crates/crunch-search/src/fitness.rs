@@ -6,6 +6,7 @@
 
 use crate::database::Variants;
 use crate::evo::Fitness;
+use crate::swap::SwapCache;
 use crate::{Error, Result};
 use crunch_eval::{BaseLogits, ScoreTiming};
 use crunch_model::Model;
@@ -28,6 +29,10 @@ pub struct FitnessTiming {
     /// Layers swapped into the candidate, and the f32 bytes handed to the upload.
     pub layers_swapped: usize,
     pub upload_f32_bytes: u64,
+    /// Swaps whose weight came back from the swap cache (no dequantization, no upload), and
+    /// uploads written into a reused buffer (`Backend::write_weight`).
+    pub cache_hits: usize,
+    pub written_in_place: usize,
     /// Candidates scored (`score` and the held windows).
     pub scores: usize,
     /// The candidates' scoring: forward, LM head, KL (`crunch_eval::ScoreTiming`).
@@ -48,6 +53,8 @@ impl FitnessTiming {
             upload_s: self.upload_s - earlier.upload_s,
             layers_swapped: self.layers_swapped - earlier.layers_swapped,
             upload_f32_bytes: self.upload_f32_bytes - earlier.upload_f32_bytes,
+            cache_hits: self.cache_hits - earlier.cache_hits,
+            written_in_place: self.written_in_place - earlier.written_in_place,
             scores: self.scores - earlier.scores,
             score: ScoreTiming {
                 forward_s: s.0.forward_s - s.1.forward_s,
@@ -80,7 +87,21 @@ pub struct ModelFitness<'a, B: Backend> {
     /// Where the time went; shared so that a caller can read it while the search holds the
     /// fitness (per generation).
     timing: Arc<Mutex<FitnessTiming>>,
+    /// The dense buffer variants are made in (kept between swaps where the backend copies
+    /// from it).
+    scratch: Vec<f32>,
+    /// Weights swapped out, by (unit, level), to swap back without an upload.
+    cache: SwapCache<B::Tensor>,
+    /// Device buffers no longer in use (evicted from the cache, or the original weights), by
+    /// shape: the next upload of that shape is written into one.
+    spares: Vec<((usize, usize), B::Tensor)>,
 }
+
+/// The swap cache's default budget: this share of the units' f32 bytes (an 8B model in f32:
+/// ≈ 7 GB beside the two copies' 64 GB). `CRUNCH_SWAP_CACHE_MB` sets it (0: none).
+const SWAP_CACHE_SHARE: f64 = 0.25;
+/// Spare buffers kept per shape (a Llama block has four shapes).
+const SPARES_PER_SHAPE: usize = 2;
 
 /// Held windows by default: the pool's first 8 (the CLI's `--kl-windows` default).
 const HELD_WINDOWS: usize = 8;
@@ -110,7 +131,17 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
                 synchronized: std::env::var("CRUNCH_FITNESS_TIMING").is_ok_and(|v| v == "1"),
                 ..Default::default()
             })),
+            scratch: Vec::new(),
+            cache: SwapCache::new(swap_cache_budget(db)),
+            spares: Vec::new(),
         }
+    }
+
+    /// Keeps up to `bytes` (counted as f32) of swapped-out weights for swapping back
+    /// (0: none). The results are the same whatever the budget; only the time changes.
+    pub fn with_swap_cache(mut self, bytes: u64) -> Self {
+        self.cache = SwapCache::new(bytes);
+        self
     }
 
     /// The time counters (a handle: read it while a search holds the fitness).
@@ -164,34 +195,73 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
         self.scored(held, self.held_windows)
     }
 
-    /// Puts `config`'s variants into the model (only the layers that change).
+    /// Puts `config`'s variants into the model (only the layers that change): from the swap
+    /// cache when it holds them, else made dense and uploaded (into a spare buffer of the same
+    /// shape where the backend can write one).
     pub fn apply(&mut self, config: &[u8]) -> Result<()> {
         for (u, &l) in config.iter().enumerate() {
             if self.current[u] == Some(l) {
                 continue;
             }
             let (units, shapes) = self.db.layers();
-            let (id, (rows, cols)) = (units[u], shapes[u]);
+            let (id, shape) = (units[u], shapes[u]);
+            let (mut dequantized, mut bytes, mut in_place) = (0.0, 0, false);
             let t0 = Instant::now();
-            let dense = self.db.dense(u, l as usize);
-            let dequantized = t0.elapsed().as_secs_f64();
-            let t0 = Instant::now();
-            let bytes = 4 * dense.len() as u64;
-            let backend = &self.model.backend;
-            let w = backend.upload_weight(dense, &[rows, cols])?;
+            let cached = self.cache.take(u, l);
+            let hit = cached.is_some();
+            let weight = match cached {
+                Some(w) => w,
+                None => {
+                    self.db.dense_into(u, l as usize, &mut self.scratch);
+                    dequantized = t0.elapsed().as_secs_f64();
+                    bytes = 4 * self.scratch.len() as u64;
+                    let spare = self
+                        .spares
+                        .iter()
+                        .position(|(s, _)| *s == shape)
+                        .map(|i| self.spares.swap_remove(i).1);
+                    let backend = &self.model.backend;
+                    let mut written = None;
+                    if let Some(mut w) = spare {
+                        if backend.write_weight(&mut w, &self.scratch)? {
+                            written = Some(w);
+                        }
+                    }
+                    in_place = written.is_some();
+                    match written {
+                        Some(w) => w,
+                        None => backend.upload_weight(
+                            std::mem::take(&mut self.scratch),
+                            &[shape.0, shape.1],
+                        )?,
+                    }
+                }
+            };
             let lin = self.model.blocks[id.layer]
                 .linear_mut(id.name)
                 .expect("a block linear");
-            lin.weight = w;
+            let old = std::mem::replace(&mut lin.weight, weight);
             lin.up = None;
             lin.correction = None;
+            let freed = match self.current[u] {
+                Some(prev) => self.cache.put(u, prev, shape, old),
+                // The original weight is never swapped back: its buffer is a spare.
+                None => vec![(shape, old)],
+            };
+            for (s, w) in freed {
+                if self.spares.iter().filter(|(o, _)| *o == s).count() < SPARES_PER_SHAPE {
+                    self.spares.push((s, w));
+                }
+            }
             self.current[u] = Some(l);
-            let uploaded = self.lap(t0)?;
+            let uploaded = self.lap(t0)? - dequantized;
             let mut timing = self.timing.lock().expect("timing lock");
             timing.dequantize_s += dequantized;
             timing.upload_s += uploaded;
             timing.layers_swapped += 1;
             timing.upload_f32_bytes += bytes;
+            timing.cache_hits += hit as usize;
+            timing.written_in_place += in_place as usize;
         }
         Ok(())
     }
@@ -223,6 +293,19 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     pub fn model_mut(&mut self) -> &mut Model<B> {
         &mut self.model
     }
+}
+
+/// The swap cache's budget for `db`: `CRUNCH_SWAP_CACHE_MB` if set, else
+/// [`SWAP_CACHE_SHARE`] of its units' f32 bytes.
+fn swap_cache_budget(db: &dyn Variants) -> u64 {
+    if let Some(mb) = std::env::var("CRUNCH_SWAP_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return mb << 20;
+    }
+    let weights: usize = db.layers().1.iter().map(|(r, c)| r * c).sum();
+    (4.0 * weights as f64 * SWAP_CACHE_SHARE) as u64
 }
 
 /// Mean KL(`base` ‖ `model`) over `windows` (per scored position), `batch` windows at a time.
