@@ -25,16 +25,6 @@ pub struct ScoreTiming {
     pub positions: usize,
 }
 
-impl ScoreTiming {
-    pub fn add(&mut self, o: &ScoreTiming) {
-        self.forward_s += o.forward_s;
-        self.head_s += o.head_s;
-        self.kl_s += o.kl_s;
-        self.windows += o.windows;
-        self.positions += o.positions;
-    }
-}
-
 /// The base model's logits for a set of windows, in chunks of `LOGIT_ROWS` rows.
 pub struct BaseLogits<B: Backend> {
     windows: Vec<Vec<u32>>,

@@ -164,11 +164,9 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
 
     /// Scores the candidate on the first `n` windows of `kept`, counting the time.
     fn scored(&self, kept: &BaseLogits<B>, n: usize) -> Result<f64> {
-        let sync = self.timing().synchronized;
-        let mut t = ScoreTiming::default();
-        let s = kept.score_timed(&self.model, n, &mut t, sync)?;
         let mut timing = self.timing.lock().expect("timing lock");
-        timing.score.add(&t);
+        let sync = timing.synchronized;
+        let s = kept.score_timed(&self.model, n, &mut timing.score, sync)?;
         timing.scores += 1;
         Ok(s.kl / s.positions.max(1) as f64)
     }
