@@ -213,11 +213,14 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
                     self.db.dense_into(u, l as usize, &mut self.scratch);
                     dequantized = t0.elapsed().as_secs_f64();
                     bytes = 4 * self.scratch.len() as u64;
+                    // A spare buffer of this shape, else (when the cache is full) its oldest
+                    // weight of this shape, whose place the swapped-out weight takes.
                     let spare = self
                         .spares
                         .iter()
                         .position(|(s, _)| *s == shape)
-                        .map(|i| self.spares.swap_remove(i).1);
+                        .map(|i| self.spares.swap_remove(i).1)
+                        .or_else(|| self.cache.evict_for(shape));
                     let backend = &self.model.backend;
                     let mut written = None;
                     if let Some(mut w) = spare {

@@ -11,8 +11,9 @@
 //!   comes back without a dequantization or an upload when a later candidate wants it: most
 //!   swaps of a generation go back to the parent's level, since every offspring is a few level
 //!   steps from the same parent;
-//! - a weight evicted from the cache is written over in place (`Backend::write_weight`, where
-//!   the backend can) rather than a new device buffer allocated for the next swap, and the
+//! - a weight evicted from the cache (or, once the cache is full, its oldest weight of the
+//!   needed shape) is written over in place (`Backend::write_weight`, where the backend can)
+//!   rather than a new device buffer allocated for the next swap, and the
 //!   dense buffer stays with the fitness (a fresh 235 MB buffer costs its page faults: most of
 //!   the host's time at these shapes: BENCHMARKS, "The search's layer swap on the host").
 
@@ -110,6 +111,25 @@ impl<T> SwapCache<T> {
         let e = self.entries.remove(&(unit, level))?;
         self.used -= e.bytes;
         self.hits += 1;
+        Some(e.tensor)
+    }
+
+    /// When a weight of `shape` would not fit without evictions: the least recently stored
+    /// weight of that shape, taken out (its buffer can take the new weight's values, and its
+    /// place the weight that makes way). `None` while there is room, or no weight of the shape.
+    pub fn evict_for(&mut self, shape: (usize, usize)) -> Option<T> {
+        let bytes = 4 * (shape.0 * shape.1) as u64;
+        if self.used + bytes <= self.budget {
+            return None;
+        }
+        let key = *self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.shape == shape)
+            .min_by_key(|(_, e)| e.stored)?
+            .0;
+        let e = self.entries.remove(&key).expect("just found");
+        self.used -= e.bytes;
         Some(e.tensor)
     }
 
@@ -238,6 +258,10 @@ mod tests {
         assert_eq!((c.hits, c.lookups), (1, 4));
         // Larger than the budget: not kept.
         assert_eq!(c.put(6, 0, (4, 4), "g"), vec![((4, 4), "g")]);
+        // Full (d, e, f; the 4×4 was refused): room is made from the oldest of the same shape.
+        assert_eq!(c.evict_for((1, 4)), None);
+        assert_eq!(c.evict_for((2, 2)), Some("d"));
+        assert_eq!(c.evict_for((2, 2)), None);
         let mut none = SwapCache::new(0);
         assert_eq!(none.put(0, 0, (1, 1), 1), vec![((1, 1), 1)]);
     }
