@@ -6,7 +6,9 @@
 //!   gpu_packed check [--model GGUF] [--tokens 32]
 //!       every kernel against the CPU packed kernel (`PackedMatrix::matmul`): random Q4_0
 //!       (int4 g128 and g32), Q4_1 and Q8_0 weights of odd shapes, 1–32 activation rows, f32
-//!       and bf16 activations; max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
+//!       and bf16 activations, with the default kernels (tensor cores for one row of int4
+//!       g128, decision 132) and with decision 117's dp4a kernels alone;
+//!       max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
 //!       (SmolLM2): every linear layer of the file the same way, then greedy generation of
 //!       --tokens tokens on the CPU (`Host`) and on the GPU with packed weights (f32 mode),
 //!       which must be identical. Exits non-zero when a check fails.
@@ -15,8 +17,9 @@
 //!       down 4096×14336), random int4 g128 weights, --layers distinct copies (so the
 //!       weights do not sit in L2): device time per decoder layer at 1, 2, 4, 8, 16 and 32
 //!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
-//!       the device's streaming-read bandwidth measured in the same run, and cuBLAS bf16 on
-//!       the same shapes. Times are device time behind a busy kernel (launch costs hidden, as
+//!       the device's streaming-read bandwidth measured in the same run, for the default
+//!       kernels (`int4_g128`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
+//!       cuBLAS bf16 on the same shapes; a markdown table of the same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
 //!       a CUDA graph would); the host's enqueue time is printed beside them.
 //!   gpu_packed truncate --in GGUF --out GGUF --layers N
 //!       the first N decoder blocks of a GGUF model (real weights, every other tensor kept),
@@ -133,6 +136,8 @@ const TOL: f64 = 1e-3;
 fn check(args: &Args) -> Result<()> {
     let f32_gpu = Cuda::new(0)?.with_packed_weights()?;
     let bf16_gpu = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
+    let f32_dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
+    let bf16_dp4a = Cuda::with_precision(0, Precision::Bf16)?.with_dp4a_packed_weights()?;
     println!(
         "{}",
         json!({"check": "device", "name": f32_gpu.device_name()})
@@ -157,13 +162,28 @@ fn check(args: &Args) -> Result<()> {
         (DType::Q8_0, 4, "int8 g128 (Q8_0, shared)"),
         (DType::Q8_0, 1, "Q8_0"),
     ];
-    let shapes = [(1, 32), (3, 160), (37, 4224), (301, 1056), (130, 128)];
+    // 4224 = 33 groups of 128 (uneven warp ranges), 14336 (57 KiB of staged activations),
+    // 9001 rows (two tiles per block), 128 (one group).
+    let shapes = [
+        (1, 32),
+        (3, 160),
+        (37, 4224),
+        (301, 1056),
+        (130, 128),
+        (515, 14336),
+        (9001, 384),
+    ];
     let mut seed = 1;
     for (dtype, share, label) in cases {
         for (rows, cols) in shapes {
             seed += 1;
             let w = random_blocks(dtype, rows, cols, share, seed);
-            for (gpu, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
+            for (gpu, bf16, kernels) in [
+                (&f32_gpu, false, "default"),
+                (&bf16_gpu, true, "default"),
+                (&f32_dp4a, false, "dp4a"),
+                (&bf16_dp4a, true, "dp4a"),
+            ] {
                 let wt = gpu.upload_packed(w.clone())?;
                 if !wt.is_packed() {
                     bail!("{label}: not kept packed on the GPU");
@@ -179,7 +199,8 @@ fn check(args: &Args) -> Result<()> {
                     let xt = gpu.upload(x, &[n, cols])?;
                     let got = gpu.to_f32(&gpu.linear(&xt, &wt, None)?)?;
                     let rec = json!({"check": "random", "weights": label, "rows": rows,
-                        "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"}});
+                        "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"},
+                        "kernels": kernels});
                     report(rec, rel_diff(&got, &want));
                 }
             }
@@ -336,6 +357,7 @@ fn bench(args: &Args) -> Result<()> {
     let layers = args.num("--layers", 4)?;
     let repeats = args.num("--repeats", 20)?;
     let int4 = Cuda::new(0)?.with_packed_weights()?;
+    let dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
     let bf16 = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
     let name = int4.device_name().to_string();
     let hbm = int4.read_bandwidth(4 << 30, 10)?;
@@ -345,30 +367,46 @@ fn bench(args: &Args) -> Result<()> {
     );
     // One host matrix per shape, uploaded `layers` times (distinct device buffers).
     let mut w_int4 = Vec::new();
+    let mut w_dp4a = Vec::new();
     let mut w_bf16 = Vec::new();
     let mut bytes_int4 = 0usize;
     for (i, &(_, rows, cols, _)) in SHAPES.iter().enumerate() {
         let w = random_blocks(DType::Q4_0, rows, cols, 4, 100 + i as u64);
         let dense: Vec<f32> = w.dequantize();
         let mut a = Vec::new();
+        let mut d = Vec::new();
         let mut b = Vec::new();
         for _ in 0..layers {
             let t = int4.upload_packed(w.clone())?;
             bytes_int4 += t.packed_bytes().ok_or_else(|| anyhow!("not packed"))?;
             a.push(t);
+            d.push(dp4a.upload_packed(w.clone())?);
             b.push(bf16.upload_weight(dense.clone(), &[rows, cols])?);
         }
         w_int4.push(a);
+        w_dp4a.push(d);
         w_bf16.push(b);
     }
     let per_layer_int4 = bytes_int4 / layers;
     let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
-    let mut base = [0f64; 2];
+    let mut base = [0f64; 3];
+    let mut table = vec![
+        format!("streaming-read bandwidth {:.0} GB/s ({name})", hbm / 1e9),
+        String::new(),
+        "| batch | kernels | ms / step | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
+        "|---:|---|---:|---:|---:|---:|---:|---:|".into(),
+    ];
     for n in [1usize, 2, 4, 8, 16, 32] {
-        for (kind, gpu, weights, per_layer) in [
+        let mut row_tok = [0f64; 3];
+        let mut rows_md = Vec::new();
+        for (k, (kind, gpu, weights, per_layer)) in [
             ("int4_g128", &int4, &w_int4, per_layer_int4),
+            ("int4_g128_dp4a", &dp4a, &w_dp4a, per_layer_int4),
             ("bf16_cublas", &bf16, &w_bf16, per_layer_bf16),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             // Four inputs per layer, as a decoder block has (q/k/v, o, gate/up, down), new ones
             // for every layer: products sharing an input quantize it once.
             let mut rng = Rng(n as u64);
@@ -403,11 +441,12 @@ fn bench(args: &Args) -> Result<()> {
             let layer_s = best / layers as f64;
             let token_s = layer_s * MODEL_LAYERS as f64;
             let tok_per_s = n as f64 / token_s;
-            let k = (kind == "bf16_cublas") as usize;
             if n == 1 {
                 base[k] = tok_per_s;
             }
+            row_tok[k] = tok_per_s;
             let bw = per_layer as f64 / layer_s;
+            rows_md.push((kind, token_s, tok_per_s, bw, tok_per_s / base[k]));
             println!(
                 "{}",
                 json!({"bench": "packed_8b_linears", "device": name, "weights": kind, "n": n,
@@ -419,7 +458,17 @@ fn bench(args: &Args) -> Result<()> {
                        "layers_timed": layers, "repeats": repeats})
             );
         }
+        for (kind, token_s, tok, bw, vs1) in rows_md {
+            table.push(format!(
+                "| {n} | {kind} | {:.3} | {tok:.0} | {:.0} | {:.0}% | {vs1:.2}× | {:.2}× |",
+                token_s * 1e3,
+                bw / 1e9,
+                100.0 * bw / hbm,
+                tok / row_tok[2]
+            ));
+        }
     }
+    eprintln!("{}", table.join("\n"));
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use crunch_kernels::DType;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
+mod mma;
+
 const SOURCE: &str = include_str!("packed.cu");
 /// Threads per block of the product kernels (`THREADS` in packed.cu) and weight rows per
 /// block (`ROWS_PER_BLOCK`).
@@ -133,6 +135,9 @@ pub(crate) struct Kernels {
     quantize: CudaFunction,
     /// `[u4, u4 with offsets, s8]` × `[1, 4, 8]` activation rows per pass.
     mm: [[CudaFunction; 3]; 3],
+    /// Tensor-core kernels for one activation row of int4 g128 (`packed/mma.cu`), where the
+    /// device has them and they are not turned off.
+    mma: Option<mma::MmaKernels>,
     rows: CudaFunction,
     stream_read: CudaFunction,
     spin: CudaFunction,
@@ -148,7 +153,8 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+        let source = format!("{SOURCE}{}", mma::SOURCE);
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
         let module = ctx
             .load_module(ptx)
@@ -164,6 +170,7 @@ impl Kernels {
         Ok(Kernels {
             quantize: f("quantize_acts")?,
             mm: [set("packed_u4")?, set("packed_u4m")?, set("packed_s8")?],
+            mma: mma::MmaKernels::new(cuda, &module)?,
             rows: f("packed_rows")?,
             stream_read: f("stream_read")?,
             spin: f("spin")?,
@@ -197,6 +204,16 @@ pub(crate) struct ActsScratch {
 }
 
 impl Cuda {
+    /// [`Cuda::with_packed_weights`] with decision 117's kernels only (integer `dp4a` products
+    /// on quantized activations at every batch size): the baseline the tensor-core kernels are
+    /// measured against.
+    pub fn with_dp4a_packed_weights(mut self) -> Result<Self> {
+        let mut k = Kernels::new(&self)?;
+        k.mma = None;
+        self.packed = Some(Arc::new(k));
+        Ok(self)
+    }
+
     fn packed_kernels(&self, what: &str) -> Result<&Kernels> {
         self.packed
             .as_deref()
@@ -309,6 +326,11 @@ impl Cuda {
 
     /// `y [n, rows] = x [n, cols] · Wᵀ` with `W` packed.
     pub(crate) fn packed_matmul(&self, x: &CudaTensor, w: &GpuPacked) -> Result<CudaSlice<f32>> {
+        if let Some(mk) = &self.packed_kernels("linear")?.mma {
+            if let Some(y) = self.mma_matmul(mk, x, w)? {
+                return Ok(y);
+            }
+        }
         let guard = self.quantize_acts(x, w.layout.cols)?;
         let acts = guard.as_ref().expect("quantize_acts fills the scratch");
         let n = x.len() / w.layout.cols;
@@ -464,7 +486,13 @@ mod tests {
     use crunch_kernels::Bytes;
 
     /// Random blocks of `dtype`; `share` consecutive blocks of a row get the same scale.
-    fn matrix(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64) -> PackedMatrix {
+    pub(super) fn matrix(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        share: usize,
+        seed: u64,
+    ) -> PackedMatrix {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = move || {
             s ^= s << 13;

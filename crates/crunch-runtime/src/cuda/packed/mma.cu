@@ -1,0 +1,238 @@
+
+// ---- Tensor-core products for 4-bit codes in groups of 128 (decision 132) ----------------------
+// Appended to packed.cu by packed/mma.rs (one NVRTC program; the typedefs and load_codes above
+// are shared). Needs sm_80+ (bf16 `mma.sync`); on older devices the kernels compile to nothing
+// and the host keeps the dp4a kernels.
+//
+// y[r] = Σ_k W[r, k]·x[k] for one activation row, with the codes expanded to bf16 in registers
+// and multiplied on the tensor cores (mma.m16n8k16, f32 accumulate):
+// - x is split per element into hi = bf16(x) and lo = bf16(x − hi), so hi + lo carries 16 bits
+//   of x's significand (relative error ≤ 2^-17; in bf16 mode x is rounded first and lo = 0).
+//   hi and lo are two columns of the mma's B operand, so one mma serves both.
+// - a code u (0..15) becomes the bf16 128 + u with one `lop3` (0x4300 | u) and u − 8 (symmetric)
+//   or u (with offsets) with one bf16x2 fma: exact small integers. The group's f16 scale d (and
+//   offset m) is applied in f32 after the group's 8 mma steps: y += d·Σ(u − 8)x, or
+//   y += d·Σu·x + m·Σx with Σx (of hi + lo) summed once per block while staging.
+// - the order of k inside a group is free (both operands follow it): thread t of a quad reads
+//   the whole 16-byte chunk t of the group's four chunks (one coalesced load per row), and in
+//   step s = 4h + q supplies word q's nibbles h (bytes 0 and 2, then 1 and 3) as its A
+//   registers, and the matching activations x[32(c0+t) + 4s ..+3] as its B registers.
+//
+// A block is 8 warps over tiles of 16·MT weight rows, taken in turn (grid-stride; the host
+// launches one wave). The warps split the row's groups into 8 contiguous ranges (split-K
+// inside the block) and sum their partial outputs through shared memory in a fixed order, so
+// the result does not depend on timing. Each block first stages the activation row once,
+// already as bf16 hi/lo pairs in the order the B registers want ([s][chunk], rows padded by
+// 16 bytes so neither the staging stores nor the reads conflict); the first code loads are
+// issued before that, and each tile's successor's first loads before the warps' sum, so
+// staging and sums overlap the loads' latency.
+
+#define MMA_WARPS 8
+#define MMA_THREADS (MMA_WARPS * 32)
+
+// Two f32 → bf16 (round to nearest even), `lo` in bits 0–15.
+__device__ __forceinline__ u32 bf16_pair(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float bf16_low(u32 p) { return __uint_as_float(p << 16); }
+__device__ __forceinline__ float bf16_high(u32 p) { return __uint_as_float(p & 0xffff0000u); }
+
+// Nibbles at bits 0–3 and 16–19 of v as the bf16 pair (u0 − off, u1 − off), exactly:
+// 0x4300 | u is 128 + u, and fma(·, 1, −(128 + off)) subtracts in bf16 without rounding.
+// `mask` is 0x000f000f held in a register (see mma_group).
+template <int OFF>
+__device__ __forceinline__ u32 nibbles_bf16(u32 v, u32 mask) {
+    u32 r, b = (v & mask) | 0x43004300u;
+    const u32 one = 0x3f803f80u;
+    const u32 neg = OFF == 8 ? 0xc308c308u : 0xc300c300u;  // −136, −128
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(b), "r"(one), "r"(neg));
+    return r;
+}
+
+__device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
+                                         u32 b1) {
+#if __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+__device__ __forceinline__ u32 word(const uint4& v, int q) {
+    return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
+}
+
+extern __shared__ uint4 mma_smem[];
+
+// Shared memory bytes of mma_gemv for rows of k weights (also computed by packed/mma.rs).
+#define MMA_PLANE(k) (((k) >> 5) + 1)
+
+// Codes (chunk 4·gg + t of each row), scales and offsets of groups gs..gs+U−1 (clamped to
+// the last group: the extra loads are not used).
+template <bool HAS_M, int MT, int U>
+__device__ __forceinline__ void mma_load(uint4 (&w)[U][MT][2], float (&d)[U][MT][2],
+                                         float (&m)[U][MT][2], const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc,
+                                         const u16* __restrict__ msc, const int (&row)[MT][2],
+                                         int gs, int G, int C, int t) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int gg = min(gs + u, G - 1);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                size_t r = row[mt][e];
+                w[u][mt][e] = load_codes(codes + r * C + 4 * gg + t);
+                d[u][mt][e] = f16_to_f32(__ldg(dsc + r * G + gg));
+                m[u][mt][e] = HAS_M ? f16_to_f32(__ldg(msc + r * G + gg)) : 0.0f;
+            }
+    }
+}
+
+// One group of 128 weights (8 mma steps) for the MT tiles, added to yv with its scale terms.
+template <bool HAS_M, int MT>
+__device__ __forceinline__ void mma_group(float (&yv)[MT][2], const uint4 (&w)[MT][2],
+                                          const float (&d)[MT][2], const float (&m)[MT][2],
+                                          const uint2* act2, const float* gsum, int P, int grp,
+                                          int g, int t) {
+    const int c0 = 4 * grp;
+    // Opaque to the compiler, so that each lop3 takes the mask from a register and the magic
+    // as its immediate (otherwise ptxas rebuilds the constant before every lop3).
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    float acc[MT][2][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[mt][0][j] = acc[mt][1][j] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s & 3, sh = 4 * (s >> 2);
+        uint2 b = act2[2 * (s * P + c0 + t) + (g & 1)];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            u32 w0 = word(w[mt][0], q), w1 = word(w[mt][1], q);
+            const int OFF = HAS_M ? 0 : 8;
+            // Two accumulators (even and odd steps) halve the chain of dependent mma.
+            mma_bf16(acc[mt][s & 1], nibbles_bf16<OFF>(w0 >> sh, mask),
+                     nibbles_bf16<OFF>(w1 >> sh, mask), nibbles_bf16<OFF>(w0 >> (8 + sh), mask),
+                     nibbles_bf16<OFF>(w1 >> (8 + sh), mask), b.x, b.y);
+        }
+    }
+    const float sx = HAS_M ? gsum[grp] : 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = (acc[mt][0][2 * e] + acc[mt][0][2 * e + 1]) +
+                      (acc[mt][1][2 * e] + acc[mt][1][2 * e + 1]);
+            yv[mt][e] += d[mt][e] * v;
+            if (HAS_M) yv[mt][e] += m[mt][e] * sx;
+        }
+}
+
+// U groups per load phase (U·MT·2 16-byte loads in flight per thread).
+template <bool HAS_M, int MT, int U>
+__device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc, const u16* __restrict__ msc,
+                                         const float* __restrict__ x, float* __restrict__ y,
+                                         int rows, int k, int bf16) {
+    const int C = k >> 5, G = k >> 7, P = MMA_PLANE(k);
+    uint4* act = mma_smem;                    // [8][P]: (hi b0, hi b1, lo b0, lo b1)
+    float* gsum = (float*)(mma_smem + 8 * P); // [G]: Σ (hi + lo) per group
+    float* red = gsum + G;                    // [MMA_WARPS][MT·16]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    // Blocks take tiles of 16·MT weight rows in turn (a grid of at most one wave: the
+    // activations are staged once per block, and the next tile's first codes are requested
+    // before the warps' outputs are summed).
+    const int tiles = (rows + 16 * MT - 1) / (16 * MT);
+    int tile = blockIdx.x;
+    // Weight rows of this thread (g and g + 8 of each tile), clamped so that loads stay inside
+    // the matrix; rows past the end are computed and not stored.
+    int row[MT][2];
+    uint4 w[U][MT][2];
+    float d[U][MT][2], m[U][MT][2];
+    auto first_loads = [&](int tl) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) row[mt][e] = min(rows - 1, tl * 16 * MT + 16 * mt + g + 8 * e);
+        if (gb < ge) mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gb, G, C, t);
+    };
+    if (tile < tiles) first_loads(tile);
+
+    // Stage x: float4 i holds weights 4s..4s+3 (s = i % 8) of chunk i / 8; one warp per group
+    // of 128 (k is a multiple of 128, so whole warps iterate together).
+    const float4* x4 = (const float4*)x;
+    for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
+        float4 f = x4[i];
+        if (bf16) {
+            f.x = round_bf16(f.x);
+            f.y = round_bf16(f.y);
+            f.z = round_bf16(f.z);
+            f.w = round_bf16(f.w);
+        }
+        // B registers: b0 = (x0, x2), b1 = (x1, x3) (see the k order above).
+        u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
+        u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
+        u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
+        act[(i & 7) * P + (i >> 3)] = make_uint4(h0, h1, l0, l1);
+        float s = ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
+                  ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) gsum[i >> 5] = s;
+    }
+    __syncthreads();
+
+    const uint2* act2 = (const uint2*)act;
+    for (; tile < tiles; tile += gridDim.x) {
+        // yv[mt][e]: the output of row g + 8e of tile mt (valid in lanes t = 0: columns 0 and
+        // 1 of the mma are x's hi and lo; the other columns repeat them and are not read).
+        float yv[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) yv[mt][0] = yv[mt][1] = 0.0f;
+        for (int gs = gb; gs < ge; gs += U) {
+            if (gs != gb) mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gs, G, C, t);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                if (gs + u < ge) mma_group<HAS_M, MT>(yv, w[u], d[u], m[u], act2, gsum, P, gs + u, g, t);
+            }
+        }
+        if (tile + (int)gridDim.x < tiles) first_loads(tile + gridDim.x);
+        if (t == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) red[warp * 16 * MT + 16 * mt + g + 8 * e] = yv[mt][e];
+        }
+        __syncthreads();
+        if (threadIdx.x < 16 * MT) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp * 16 * MT + threadIdx.x];
+            int r = tile * 16 * MT + threadIdx.x;
+            if (r < rows) y[r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_KERNEL(name, HAS_M, MT, U)                                                          \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
+        name(const uint4* codes, const u16* dsc, const u16* msc, const float* x, float* y,      \
+             int rows, int k, int bf16) {                                                       \
+        mma_gemv<HAS_M, MT, U>(codes, dsc, msc, x, y, rows, k, bf16);                          \
+    }
+
+// One tile of 16 rows per block pass: with a grid of one wave, more tiles per block would only
+// lower occupancy (registers) without saving staging.
+MMA_KERNEL(mma_u4, false, 1, 4)
+MMA_KERNEL(mma_u4m, true, 1, 4)
