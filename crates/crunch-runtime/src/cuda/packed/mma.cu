@@ -236,3 +236,160 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
 // lower occupancy (registers) without saving staging.
 MMA_KERNEL(mma_u4, false, 1, 4)
 MMA_KERNEL(mma_u4m, true, 1, 4)
+
+// ---- 2–32 activation rows ---------------------------------------------------------------------
+// The same tiles, k order and scale terms, with the hi/lo B registers of every row prepared
+// once per product by mma_split_acts into a global buffer in register order (a warp's 32
+// 8-byte reads are 256 contiguous bytes), read through L1. The mma's 8 columns hold 4 rows'
+// hi and lo (column 2j + part), so NT n-tiles cover 4·NT rows per pass; each thread's
+// dequantized A registers serve all NT n-tiles of a step, and MT tiles of 16 weight rows share
+// each B read. More rows than 4·NT run in passes that re-read the tile's codes (from L2).
+
+// x [n][k] → frag (uint2) [⌈n/4⌉][8][k/32][8] and gsum [n][k/128] (Σ(hi + lo) per group). One
+// thread per float4 of x; whole warps share a row's group (k/4 is a multiple of 32).
+extern "C" __global__ void mma_split_acts(const float4* __restrict__ x, uint2* __restrict__ frag,
+                                          float* __restrict__ gsum, int n, int k, int bf16) {
+    const int C = k >> 5, G = k >> 7, K4 = k >> 2;
+    long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * K4) return;  // whole warps
+    const int j = (int)(idx / K4), i = (int)(idx % K4);
+    float4 f = x[idx];
+    if (bf16) {
+        f.x = round_bf16(f.x);
+        f.y = round_bf16(f.y);
+        f.z = round_bf16(f.z);
+        f.w = round_bf16(f.w);
+    }
+    u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
+    u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
+    u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
+    uint2* at = frag + ((size_t)((j >> 2) * 8 + (i & 7)) * C + (i >> 3)) * 8 + 2 * (j & 3);
+    at[0] = make_uint2(h0, h1);
+    at[1] = make_uint2(l0, l1);
+    float s = ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
+              ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) gsum[(size_t)j * G + (i >> 5)] = s;
+}
+
+template <bool HAS_M, int MT, int NT, int U>
+__device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc, const u16* __restrict__ msc,
+                                         const uint2* __restrict__ frag,
+                                         const float* __restrict__ gsum, float* __restrict__ y,
+                                         int rows, int k, int n) {
+    __shared__ float red[MMA_WARPS][16 * MT * 4 * NT];
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = (rows + 16 * MT - 1) / (16 * MT);
+    const int ntiles = (n + 3) >> 2, passes = (ntiles + NT - 1) / NT;
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    const int OFF = HAS_M ? 0 : 8;
+    for (int item = blockIdx.x; item < tiles * passes; item += gridDim.x) {
+        const int tile = item / passes, p = item % passes;
+        int row[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                row[mt][e] = min(rows - 1, tile * 16 * MT + 16 * mt + g + 8 * e);
+        // yv[mt][nt][e]: row g + 8e of tile mt, activation row 4·(p·NT + nt) + t.
+        float yv[MT][NT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
+        uint4 w[U][MT][2];
+        float d[U][MT][2], m[U][MT][2];
+        for (int gs = gb; gs < ge; gs += U) {
+            mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gs, G, C, t);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int grp = gs + u;
+                if (grp >= ge) break;
+                const int c0 = 4 * grp;
+                float acc[MT][NT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+#pragma unroll
+                for (int s = 0; s < 8; s++) {
+                    const int q = s & 3, sh = 4 * (s >> 2);
+                    u32 a[MT][4];
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        u32 w0 = word(w[u][mt][0], q), w1 = word(w[u][mt][1], q);
+                        a[mt][0] = nibbles_bf16<OFF>(w0 >> sh, mask);
+                        a[mt][1] = nibbles_bf16<OFF>(w1 >> sh, mask);
+                        a[mt][2] = nibbles_bf16<OFF>(w0 >> (8 + sh), mask);
+                        a[mt][3] = nibbles_bf16<OFF>(w1 >> (8 + sh), mask);
+                    }
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        const int ntile = p * NT + nt;
+                        if (ntile < ntiles) {  // the same in every lane
+                            uint2 b = __ldg(frag + ((size_t)(ntile * 8 + s) * C + c0 + t) * 8 + g);
+#pragma unroll
+                            for (int mt = 0; mt < MT; mt++)
+                                mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b.x,
+                                         b.y);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    const int j = min(n - 1, 4 * (p * NT + nt) + t);
+                    const float sx = HAS_M ? __ldg(gsum + (size_t)j * G + grp) : 0.0f;
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            yv[mt][nt][e] += d[u][mt][e] * (acc[mt][nt][2 * e] + acc[mt][nt][2 * e + 1]);
+                            if (HAS_M) yv[mt][nt][e] += m[u][mt][e] * sx;
+                        }
+                }
+            }
+        }
+        // red[warp][jl · 16·MT + row in tile]
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    red[warp][(4 * nt + t) * 16 * MT + 16 * mt + g + 8 * e] = yv[mt][nt][e];
+        __syncthreads();
+        for (int o = threadIdx.x; o < 16 * MT * 4 * NT; o += MMA_THREADS) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][o];
+            const int r = tile * 16 * MT + o % (16 * MT), j = 4 * p * NT + o / (16 * MT);
+            if (r < rows && j < n) y[(size_t)j * rows + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT, U)                                                 \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
+        name(const uint4* codes, const u16* dsc, const u16* msc, const uint2* frag,             \
+             const float* gsum, float* y, int rows, int k, int n) {                             \
+        mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
+    }
+
+// Up to 4, 8 and 16 rows per pass; the widest also takes two tiles of weight rows per block,
+// so that each B read feeds 4 mma.
+MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 4)
+MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 4)
+MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 4)
+MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 4)
+MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
