@@ -1,11 +1,12 @@
 
 // ---- Tensor-core products for 4-bit codes in groups of 128 (decision 132) ----------------------
 // Appended to packed.cu by packed/mma.rs (one NVRTC program; the typedefs and load_codes above
-// are shared). Needs sm_80+ (bf16 `mma.sync`); on older devices the kernels compile to nothing
-// and the host keeps the dp4a kernels.
+// are shared). Needs sm_80+ (bf16 `mma.sync`, `cvt`/`fma` on bf16x2): on older devices none of
+// this is compiled and the host keeps the dp4a kernels.
 //
-// y[r] = Σ_k W[r, k]·x[k] for one activation row, with the codes expanded to bf16 in registers
-// and multiplied on the tensor cores (mma.m16n8k16, f32 accumulate):
+// y[r] = Σ_k W[r, k]·x[k] for one activation row (mma_gemv; more rows: mma_gemm below), with
+// the codes expanded to bf16 in registers and multiplied on the tensor cores (mma.m16n8k16,
+// f32 accumulate):
 // - x is split per element into hi = bf16(x) and lo = bf16(x − hi), so hi + lo carries 16 bits
 //   of x's significand (relative error ≤ 2^-17; in bf16 mode x is rounded first and lo = 0).
 //   hi and lo are two columns of the mma's B operand, so one mma serves both.
@@ -26,6 +27,8 @@
 // 16 bytes so neither the staging stores nor the reads conflict); the first code loads are
 // issued before that, and each tile's successor's first loads before the warps' sum, so
 // staging and sums overlap the loads' latency.
+
+#if __CUDA_ARCH__ >= 800
 
 #define MMA_WARPS 8
 #define MMA_THREADS (MMA_WARPS * 32)
@@ -53,12 +56,10 @@ __device__ __forceinline__ u32 nibbles_bf16(u32 v, u32 mask) {
 
 __device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
                                          u32 b1) {
-#if __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
 }
 
 __device__ __forceinline__ u32 word(const uint4& v, int q) {
@@ -393,3 +394,5 @@ MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
 MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 4)
 MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 4)
 MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
+
+#endif  // __CUDA_ARCH__ >= 800

@@ -147,8 +147,8 @@ impl Cuda {
         let ntiles = n.div_ceil(4);
         // SAFETY: mma_split_acts writes every pair of the n rows and every group sum; the
         // padding rows' pairs are multiplied into mma columns that are never read.
-        let mut frag = unsafe { self.stream.alloc::<u32>(ntiles * 4 * cols * 2) }
-            .map_err(err("allocating"))?;
+        let mut frag =
+            unsafe { self.stream.alloc::<u32>(ntiles * 4 * cols) }.map_err(err("allocating"))?;
         let mut gsum = self.alloc(n * (cols / 128))?;
         let mut l = self.stream.launch_builder(&mk.split);
         l.arg(&xv)
