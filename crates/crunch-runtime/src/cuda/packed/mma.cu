@@ -274,7 +274,64 @@ extern "C" __global__ void mma_split_acts(const float4* __restrict__ x, uint2* _
     if ((threadIdx.x & 31) == 0) gsum[(size_t)j * G + (i >> 5)] = s;
 }
 
-template <bool HAS_M, int MT, int NT, int U>
+// One group of 128 weights (8 mma steps) for MT tiles × NT n-tiles, added to yv with its
+// scale terms. The A registers of a step are dequantized once for all NT n-tiles.
+template <bool HAS_M, int MT, int NT>
+__device__ __forceinline__ void gemm_group(float (&yv)[MT][NT][2], const uint4 (&w)[MT][2],
+                                           const float (&d)[MT][2], const float (&m)[MT][2],
+                                           const uint2* __restrict__ frag,
+                                           const float* __restrict__ gsum, u32 mask, int p,
+                                           int ntiles, int n, int C, int G, int grp, int g,
+                                           int t) {
+    const int OFF = HAS_M ? 0 : 8;
+    const int c0 = 4 * grp;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s & 3, sh = 4 * (s >> 2);
+        u32 a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            u32 w0 = word(w[mt][0], q), w1 = word(w[mt][1], q);
+            a[mt][0] = nibbles_bf16<OFF>(w0 >> sh, mask);
+            a[mt][1] = nibbles_bf16<OFF>(w1 >> sh, mask);
+            a[mt][2] = nibbles_bf16<OFF>(w0 >> (8 + sh), mask);
+            a[mt][3] = nibbles_bf16<OFF>(w1 >> (8 + sh), mask);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int ntile = p * NT + nt;
+            if (ntile < ntiles) {  // the same in every lane
+                uint2 b = __ldg(frag + ((size_t)(ntile * 8 + s) * C + c0 + t) * 8 + g);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b.x, b.y);
+            }
+        }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int j = min(n - 1, 4 * (p * NT + nt) + t);
+        const float sx = HAS_M ? __ldg(gsum + (size_t)j * G + grp) : 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                yv[mt][nt][e] += d[mt][e] * (acc[mt][nt][2 * e] + acc[mt][nt][2 * e + 1]);
+                if (HAS_M) yv[mt][nt][e] += m[mt][e] * sx;
+            }
+    }
+}
+
+// Each warp's groups one at a time, the next group's codes requested before the current one
+// is multiplied (two register buffers).
+template <bool HAS_M, int MT, int NT>
 __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
                                          const u16* __restrict__ dsc, const u16* __restrict__ msc,
                                          const uint2* __restrict__ frag,
@@ -290,7 +347,6 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
     const int ntiles = (n + 3) >> 2, passes = (ntiles + NT - 1) / NT;
     u32 mask = 0x000f000fu;
     asm volatile("" : "+r"(mask));
-    const int OFF = HAS_M ? 0 : 8;
     for (int item = blockIdx.x; item < tiles * passes; item += gridDim.x) {
         const int tile = item / passes, p = item % passes;
         int row[MT][2];
@@ -305,58 +361,18 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
-        uint4 w[U][MT][2];
-        float d[U][MT][2], m[U][MT][2];
-        for (int gs = gb; gs < ge; gs += U) {
-            mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gs, G, C, t);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int grp = gs + u;
-                if (grp >= ge) break;
-                const int c0 = 4 * grp;
-                float acc[MT][NT][4];
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                        for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
-#pragma unroll
-                for (int s = 0; s < 8; s++) {
-                    const int q = s & 3, sh = 4 * (s >> 2);
-                    u32 a[MT][4];
-#pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        u32 w0 = word(w[u][mt][0], q), w1 = word(w[u][mt][1], q);
-                        a[mt][0] = nibbles_bf16<OFF>(w0 >> sh, mask);
-                        a[mt][1] = nibbles_bf16<OFF>(w1 >> sh, mask);
-                        a[mt][2] = nibbles_bf16<OFF>(w0 >> (8 + sh), mask);
-                        a[mt][3] = nibbles_bf16<OFF>(w1 >> (8 + sh), mask);
-                    }
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        const int ntile = p * NT + nt;
-                        if (ntile < ntiles) {  // the same in every lane
-                            uint2 b = __ldg(frag + ((size_t)(ntile * 8 + s) * C + c0 + t) * 8 + g);
-#pragma unroll
-                            for (int mt = 0; mt < MT; mt++)
-                                mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b.x,
-                                         b.y);
-                        }
-                    }
-                }
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    const int j = min(n - 1, 4 * (p * NT + nt) + t);
-                    const float sx = HAS_M ? __ldg(gsum + (size_t)j * G + grp) : 0.0f;
-#pragma unroll
-                    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            yv[mt][nt][e] += d[u][mt][e] * (acc[mt][nt][2 * e] + acc[mt][nt][2 * e + 1]);
-                            if (HAS_M) yv[mt][nt][e] += m[u][mt][e] * sx;
-                        }
-                }
+        uint4 wa[1][MT][2], wb[1][MT][2];
+        float da[1][MT][2], ma[1][MT][2], db[1][MT][2], mb[1][MT][2];
+        if (gb < ge) mma_load<HAS_M, MT, 1>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
+        for (int gs = gb; gs < ge; gs += 2) {
+            if (gs + 1 < ge) mma_load<HAS_M, MT, 1>(wb, db, mb, codes, dsc, msc, row, gs + 1, G, C, t);
+            gemm_group<HAS_M, MT, NT>(yv, wa[0], da[0], ma[0], frag, gsum, mask, p, ntiles, n, C,
+                                      G, gs, g, t);
+            if (gs + 1 < ge) {
+                if (gs + 2 < ge)
+                    mma_load<HAS_M, MT, 1>(wa, da, ma, codes, dsc, msc, row, gs + 2, G, C, t);
+                gemm_group<HAS_M, MT, NT>(yv, wb[0], db[0], mb[0], frag, gsum, mask, p, ntiles,
+                                          n, C, G, gs + 1, g, t);
             }
         }
         // red[warp][jl · 16·MT + row in tile]
@@ -379,20 +395,20 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
     }
 }
 
-#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT, U)                                                 \
+#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT)                                                    \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
         name(const uint4* codes, const u16* dsc, const u16* msc, const uint2* frag,             \
              const float* gsum, float* y, int rows, int k, int n) {                             \
-        mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
+        mma_gemm<HAS_M, MT, NT>(codes, dsc, msc, frag, gsum, y, rows, k, n);                   \
     }
 
 // Up to 4, 8 and 16 rows per pass; the widest also takes two tiles of weight rows per block,
 // so that each B read feeds 4 mma.
-MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 4)
-MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 4)
-MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
-MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 4)
-MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 4)
-MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1)
+MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2)
+MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4)
+MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1)
+MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2)
+MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4)
 
 #endif  // __CUDA_ARCH__ >= 800
