@@ -16,7 +16,9 @@
 use super::{err, Cuda, CudaTensor, Store};
 use crate::{Error, PackedMatrix, Result};
 use crunch_kernels::DType;
-use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
 
 mod mma;
@@ -188,6 +190,19 @@ pub(crate) struct GpuPacked {
     pub bytes: usize,
 }
 
+impl GpuPacked {
+    /// A launch of `f` whose first three arguments are this matrix's codes, scales and offsets
+    /// (the scales again when there are no offsets: the kernels do not read them then), as
+    /// every packed kernel takes them.
+    fn launch<'a>(&'a self, stream: &'a CudaStream, f: &'a CudaFunction) -> LaunchArgs<'a> {
+        let mut l = stream.launch_builder(f);
+        l.arg(&self.codes)
+            .arg(&self.d)
+            .arg(self.m.as_ref().unwrap_or(&self.d));
+        l
+    }
+}
+
 /// The backend's buffers for quantized activations (`packed.cu`'s `quantize_acts`), grown as
 /// needed, with the input they hold.
 pub(crate) struct ActsScratch {
@@ -350,18 +365,14 @@ impl Cuda {
             _ => 2,
         };
         let f = &k.mm[kind][per_pass];
-        let m = w.m.as_ref().unwrap_or(&w.d); // not read without offsets
         let (rows, cols, group, n_i) = (
             w.layout.rows as i32,
             w.layout.cols as i32,
             w.layout.group as i32,
             n as i32,
         );
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&w.codes)
-            .arg(&w.d)
-            .arg(m)
-            .arg(&acts.qa)
+        let mut l = w.launch(&self.stream, f);
+        l.arg(&acts.qa)
             .arg(&acts.qb)
             .arg(&acts.dx)
             .arg(&acts.e32)
@@ -393,18 +404,14 @@ impl Cuda {
         }
         let k = self.packed_kernels("embedding")?;
         let ids_dev = self.stream.clone_htod(ids).map_err(err("upload ids"))?;
-        let m = w.m.as_ref().unwrap_or(&w.d);
         let (cols, group, bits, has_m) = (
             w.layout.cols as i32,
             w.layout.group as i32,
             w.layout.bits as i32,
             w.m.is_some() as i32,
         );
-        let mut l = self.stream.launch_builder(&k.rows);
-        l.arg(&w.codes)
-            .arg(&w.d)
-            .arg(m)
-            .arg(&ids_dev)
+        let mut l = w.launch(&self.stream, &k.rows);
+        l.arg(&ids_dev)
             .arg(&mut out)
             .arg(&cols)
             .arg(&group)

@@ -66,6 +66,24 @@ __device__ __forceinline__ u32 word(const uint4& v, int q) {
     return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
 }
 
+// x's 4 elements (weights 4s..4s+3 of a chunk) as the B registers (hi b0, hi b1, lo b0,
+// lo b1), with b0 = (x0, x2) and b1 = (x1, x3) (see the k order above); returns Σ(hi + lo).
+// In bf16 mode x is rounded first, so lo = 0.
+__device__ __forceinline__ float split_hi_lo(float4 f, int bf16, uint4& regs) {
+    if (bf16) {
+        f.x = round_bf16(f.x);
+        f.y = round_bf16(f.y);
+        f.z = round_bf16(f.z);
+        f.w = round_bf16(f.w);
+    }
+    u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
+    u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
+    u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
+    regs = make_uint4(h0, h1, l0, l1);
+    return ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
+           ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+}
+
 extern __shared__ uint4 mma_smem[];
 
 // Shared memory bytes of mma_gemv for rows of k weights (also computed by packed/mma.rs).
@@ -173,20 +191,7 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     // of 128 (k is a multiple of 128, so whole warps iterate together).
     const float4* x4 = (const float4*)x;
     for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
-        float4 f = x4[i];
-        if (bf16) {
-            f.x = round_bf16(f.x);
-            f.y = round_bf16(f.y);
-            f.z = round_bf16(f.z);
-            f.w = round_bf16(f.w);
-        }
-        // B registers: b0 = (x0, x2), b1 = (x1, x3) (see the k order above).
-        u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
-        u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
-        u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
-        act[(i & 7) * P + (i >> 3)] = make_uint4(h0, h1, l0, l1);
-        float s = ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
-                  ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+        float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
         if (lane == 0) gsum[i >> 5] = s;
@@ -254,21 +259,11 @@ extern "C" __global__ void mma_split_acts(const float4* __restrict__ x, uint2* _
     long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (idx >= (long long)n * K4) return;  // whole warps
     const int j = (int)(idx / K4), i = (int)(idx % K4);
-    float4 f = x[idx];
-    if (bf16) {
-        f.x = round_bf16(f.x);
-        f.y = round_bf16(f.y);
-        f.z = round_bf16(f.z);
-        f.w = round_bf16(f.w);
-    }
-    u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
-    u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
-    u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
+    uint4 regs;
+    float s = split_hi_lo(x[idx], bf16, regs);
     uint2* at = frag + ((size_t)((j >> 2) * 8 + (i & 7)) * C + (i >> 3)) * 8 + 2 * (j & 3);
-    at[0] = make_uint2(h0, h1);
-    at[1] = make_uint2(l0, l1);
-    float s = ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
-              ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+    at[0] = make_uint2(regs.x, regs.y);
+    at[1] = make_uint2(regs.z, regs.w);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     if ((threadIdx.x & 31) == 0) gsum[(size_t)j * G + (i >> 5)] = s;

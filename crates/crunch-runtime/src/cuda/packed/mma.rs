@@ -112,7 +112,6 @@ impl Cuda {
         let n = xv.len() / cols;
         let mut y = self.alloc(n * rows)?;
         let has_m = w.m.is_some() as usize;
-        let m = w.m.as_ref().unwrap_or(&w.d); // not read without offsets
         let bf16 = (self.precision == crate::Precision::Bf16) as i32;
         let (rows_i, cols_i, n_i) = (rows as i32, cols as i32, n as i32);
         // One wave of blocks, each taking tiles of weight rows in turn.
@@ -131,15 +130,8 @@ impl Cuda {
                 block_dim: (THREADS, 1, 1),
                 shared_mem_bytes: smem as u32,
             };
-            let mut l = self.stream.launch_builder(f);
-            l.arg(&w.codes)
-                .arg(&w.d)
-                .arg(m)
-                .arg(&xv)
-                .arg(&mut y)
-                .arg(&rows_i)
-                .arg(&cols_i)
-                .arg(&bf16);
+            let mut l = w.launch(&self.stream, f);
+            l.arg(&xv).arg(&mut y).arg(&rows_i).arg(&cols_i).arg(&bf16);
             unsafe { l.launch(cfg) }.map_err(err("packed product (mma)"))?;
             return Ok(Some(y));
         }
@@ -176,11 +168,8 @@ impl Cuda {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&w.codes)
-            .arg(&w.d)
-            .arg(m)
-            .arg(&frag)
+        let mut l = w.launch(&self.stream, f);
+        l.arg(&frag)
             .arg(&gsum)
             .arg(&mut y)
             .arg(&rows_i)
