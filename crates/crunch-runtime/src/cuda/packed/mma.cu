@@ -192,9 +192,11 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     const float4* x4 = (const float4*)x;
     for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
         float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
+        if (HAS_M) {  // Σx is only read with offsets
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) gsum[i >> 5] = s;
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (lane == 0) gsum[i >> 5] = s;
+        }
     }
     __syncthreads();
 
