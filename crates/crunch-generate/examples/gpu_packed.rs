@@ -19,7 +19,9 @@
 //!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
 //!       the device's streaming-read bandwidth measured in the same run, for the default
 //!       kernels (`int4_g128`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
-//!       cuBLAS bf16 on the same shapes; a markdown table of the same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
+//!       cuBLAS bf16 on the same shapes; at 1 and 16 rows also each product alone (its
+//!       --layers copies back to back: µs and GB/s per product); markdown tables of the
+//!       same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
 //!       a CUDA graph would); the host's enqueue time is printed beside them.
 //!   gpu_packed truncate --in GGUF --out GGUF --layers N
 //!       the first N decoder blocks of a GGUF model (real weights, every other tensor kept),
@@ -396,6 +398,15 @@ fn bench(args: &Args) -> Result<()> {
         "| batch | kernels | ms / step | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
         "|---:|---|---:|---:|---:|---:|---:|---:|".into(),
     ];
+    let mut shape_md = vec![
+        String::new(),
+        format!(
+            "Each product alone, {layers} copies back to back (k and v, 2 MB each, may sit in L2):"
+        ),
+        String::new(),
+        "| batch | kernels | product | µs | GB/s | % of measured |".into(),
+        "|---:|---|---|---:|---:|---:|".into(),
+    ];
     for n in [1usize, 2, 4, 8, 16, 32] {
         let mut row_tok = [0f64; 3];
         let mut rows_md = Vec::new();
@@ -429,13 +440,33 @@ fn bench(args: &Args) -> Result<()> {
                 }
                 Ok(())
             };
-            pass()?; // warm-up (and the first NVRTC/cuBLAS calls)
-            let mut best = f64::INFINITY;
-            let mut host = 0f64;
-            for _ in 0..repeats.max(1) {
-                let (t, h) = gpu.device_seconds(pass)?;
-                if t < best {
-                    (best, host) = (t, h);
+            let (best, host) = best_time(gpu, repeats, pass)?;
+            // Each shape alone (its `layers` copies back to back): which products fall short.
+            if n == 1 || n == 16 {
+                for (s, &(shape, rows, cols, input)) in SHAPES.iter().enumerate() {
+                    let one = || -> crunch_runtime::Result<()> {
+                        for l in 0..layers {
+                            gpu.linear(&inputs[l][input], &weights[s][l], None)?;
+                        }
+                        Ok(())
+                    };
+                    let t = best_time(gpu, repeats, one)?.0 / layers as f64;
+                    let bytes = weights[s][0].packed_bytes().unwrap_or(2 * rows * cols);
+                    let bw = bytes as f64 / t;
+                    shape_md.push(format!(
+                        "| {n} | {kind} | {shape} {rows}×{cols} | {:.2} | {:.0} | {:.0}% |",
+                        t * 1e6,
+                        bw / 1e9,
+                        100.0 * bw / hbm
+                    ));
+                    println!(
+                        "{}",
+                        json!({"bench": "packed_8b_shape", "device": name, "weights": kind,
+                               "n": n, "shape": shape, "rows": rows, "cols": cols,
+                               "us_per_product": t * 1e6, "weight_bytes": bytes,
+                               "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
+                               "copies": layers, "repeats": repeats})
+                    );
                 }
             }
             let layer_s = best / layers as f64;
@@ -468,8 +499,27 @@ fn bench(args: &Args) -> Result<()> {
             ));
         }
     }
+    table.extend(shape_md);
     eprintln!("{}", table.join("\n"));
     Ok(())
+}
+
+/// The best of `repeats` device times of `enqueue` after one warm-up (and the first
+/// NVRTC/cuBLAS calls), with the host's enqueue time of that run.
+fn best_time(
+    gpu: &Cuda,
+    repeats: usize,
+    enqueue: impl Fn() -> crunch_runtime::Result<()>,
+) -> Result<(f64, f64)> {
+    enqueue()?;
+    let mut best = (f64::INFINITY, 0f64);
+    for _ in 0..repeats.max(1) {
+        let (t, h) = gpu.device_seconds(&enqueue)?;
+        if t < best.0 {
+            best = (t, h);
+        }
+    }
+    Ok(best)
 }
 
 /// The first `--layers` decoder blocks of a GGUF file, written to `--out`.
