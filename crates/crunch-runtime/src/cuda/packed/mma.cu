@@ -44,10 +44,13 @@ __device__ __forceinline__ float bf16_high(u32 p) { return __uint_as_float(p & 0
 
 // Nibbles at bits 0–3 and 16–19 of v as the bf16 pair (u0 − off, u1 − off), exactly:
 // 0x4300 | u is 128 + u, and fma(·, 1, −(128 + off)) subtracts in bf16 without rounding.
-// `mask` is 0x000f000f held in a register (see mma_group).
+// `mask` is 0x000f000f held in a register (see mma_group); the lop3 ((v & mask) | magic) is
+// written out so that ptxas keeps the magic as its immediate instead of rebuilding the mask
+// before each one (~3 instructions fewer per mma step in the SASS).
 template <int OFF>
 __device__ __forceinline__ u32 nibbles_bf16(u32 v, u32 mask) {
-    u32 r, b = (v & mask) | 0x43004300u;
+    u32 r, b;
+    asm("lop3.b32 %0, %1, %2, 0x43004300, 0xEA;" : "=r"(b) : "r"(v), "r"(mask));
     const u32 one = 0x3f803f80u;
     const u32 neg = OFF == 8 ? 0xc308c308u : 0xc300c300u;  // −136, −128
     asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(b), "r"(one), "r"(neg));
