@@ -23,7 +23,7 @@ pub(super) struct MmaKernels {
     /// 2–32 rows: `[symmetric, with offsets]` × `[≤ 4, ≤ 8, more]` rows per pass.
     gemm: [[CudaFunction; 3]; 2],
     split: CudaFunction,
-    /// Shared memory a block may use (the device's opt-in maximum).
+    /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
 }
@@ -48,15 +48,22 @@ impl MmaKernels {
         let smem_max =
             attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let f = |n: &str| -> Result<CudaFunction> {
-            let f = module.load_function(n).map_err(err("loading a kernel"))?;
-            // Rows of 14336 weights stage 57 KiB of activations: above the default 48 KiB.
+        let f = |n: &str| module.load_function(n).map_err(err("loading a kernel"));
+        // The one-row kernels stage x in dynamic shared memory: rows of 14336 weights take
+        // 57 KiB, above the default 48 KiB, so they may use what the device allows beyond
+        // their static shared memory (none).
+        let staging = |n: &str| -> Result<(CudaFunction, usize)> {
+            let f = f(n)?;
+            let fixed = f
+                .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                .map_err(err("shared memory size"))?;
+            let dynamic = smem_max - fixed;
             f.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem_max,
+                dynamic,
             )
             .map_err(err("shared memory limit"))?;
-            Ok(f)
+            Ok((f, dynamic as usize))
         };
         let set = |p: &str| -> Result<[CudaFunction; 3]> {
             Ok([
@@ -65,11 +72,13 @@ impl MmaKernels {
                 f(&format!("{p}_n4"))?,
             ])
         };
+        let (sym, sym_smem) = staging("mma_u4")?;
+        let (asym, asym_smem) = staging("mma_u4m")?;
         Ok(Some(MmaKernels {
-            f: [f("mma_u4")?, f("mma_u4m")?],
+            f: [sym, asym],
             gemm: [set("mma_u4")?, set("mma_u4m")?],
             split: f("mma_split_acts")?,
-            smem_max: smem_max as usize,
+            smem_max: sym_smem.min(asym_smem),
             sms: sms as usize,
         }))
     }
