@@ -142,7 +142,8 @@ fn check(args: &Args) -> Result<()> {
     let bf16_dp4a = Cuda::with_precision(0, Precision::Bf16)?.with_dp4a_packed_weights()?;
     println!(
         "{}",
-        json!({"check": "device", "name": f32_gpu.device_name()})
+        json!({"check": "device", "name": f32_gpu.device_name(),
+               "tensor_core_kernels": tensor_cores(&f32_gpu)})
     );
     let mut failed = 0;
     let mut report = |rec: serde_json::Value, rel: f64| {
@@ -365,7 +366,8 @@ fn bench(args: &Args) -> Result<()> {
     let hbm = int4.read_bandwidth(4 << 30, 10)?;
     println!(
         "{}",
-        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9})
+        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9,
+               "tensor_core_kernels": tensor_cores(&int4)})
     );
     // One host matrix per shape, uploaded `layers` times (distinct device buffers).
     let mut w_int4 = Vec::new();
@@ -393,7 +395,11 @@ fn bench(args: &Args) -> Result<()> {
     let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
     let mut base = [0f64; 3];
     let mut table = vec![
-        format!("streaming-read bandwidth {:.0} GB/s ({name})", hbm / 1e9),
+        format!(
+            "streaming-read bandwidth {:.0} GB/s ({name}); int4_g128 tensor-core kernels: {}",
+            hbm / 1e9,
+            tensor_cores(&int4)
+        ),
         String::new(),
         "| batch | kernels | ms / step | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
         "|---:|---|---:|---:|---:|---:|---:|---:|".into(),
@@ -502,6 +508,17 @@ fn bench(args: &Args) -> Result<()> {
     table.extend(shape_md);
     eprintln!("{}", table.join("\n"));
     Ok(())
+}
+
+/// "in use", or why the default kernels fell back to dp4a (printed, so a fallback is seen).
+fn tensor_cores(gpu: &Cuda) -> String {
+    match gpu.packed_mma_unavailable() {
+        None => "in use".into(),
+        Some(why) => {
+            eprintln!("warning: tensor-core kernels not used: {why}");
+            format!("not used: {why}")
+        }
+    }
 }
 
 /// The best of `repeats` device times of `enqueue` after one warm-up (and the first

@@ -137,9 +137,10 @@ pub(crate) struct Kernels {
     quantize: CudaFunction,
     /// `[u4, u4 with offsets, s8]` × `[1, 4, 8]` activation rows per pass.
     mm: [[CudaFunction; 3]; 3],
-    /// Tensor-core kernels for one activation row of int4 g128 (`packed/mma.cu`), where the
-    /// device has them and they are not turned off.
-    mma: Option<mma::MmaKernels>,
+    /// Tensor-core kernels for 1–32 activation rows of int4 g128 (`packed/mma.cu`), or why
+    /// they are not used (turned off, a device before sm_80, or they failed to load: then the
+    /// dp4a kernels do everything, as before).
+    mma: std::result::Result<mma::MmaKernels, String>,
     rows: CudaFunction,
     stream_read: CudaFunction,
     spin: CudaFunction,
@@ -172,7 +173,11 @@ impl Kernels {
         Ok(Kernels {
             quantize: f("quantize_acts")?,
             mm: [set("packed_u4")?, set("packed_u4m")?, set("packed_s8")?],
-            mma: mma::MmaKernels::new(cuda, &module)?,
+            mma: match mma::MmaKernels::new(cuda, &module) {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => Err("compute capability below 8.0".into()),
+                Err(e) => Err(format!("not loaded: {e}")),
+            },
             rows: f("packed_rows")?,
             stream_read: f("stream_read")?,
             spin: f("spin")?,
@@ -224,9 +229,15 @@ impl Cuda {
     /// measured against.
     pub fn with_dp4a_packed_weights(mut self) -> Result<Self> {
         let mut k = Kernels::new(&self)?;
-        k.mma = None;
+        k.mma = Err("turned off (with_dp4a_packed_weights)".into());
         self.packed = Some(Arc::new(k));
         Ok(self)
+    }
+
+    /// Why the packed products do not use the tensor-core kernels (decision 132), or `None`
+    /// when they do (for int4 g128 and 1–32 rows); also `None` without packed weights.
+    pub fn packed_mma_unavailable(&self) -> Option<String> {
+        self.packed.as_ref()?.mma.as_ref().err().cloned()
     }
 
     fn packed_kernels(&self, what: &str) -> Result<&Kernels> {
@@ -341,7 +352,7 @@ impl Cuda {
 
     /// `y [n, rows] = x [n, cols] · Wᵀ` with `W` packed.
     pub(crate) fn packed_matmul(&self, x: &CudaTensor, w: &GpuPacked) -> Result<CudaSlice<f32>> {
-        if let Some(mk) = &self.packed_kernels("linear")?.mma {
+        if let Ok(mk) = &self.packed_kernels("linear")?.mma {
             if let Some(y) = self.mma_matmul(mk, x, w)? {
                 return Ok(y);
             }
