@@ -157,7 +157,7 @@ __device__ __forceinline__ void mma_group(float (&yv)[MT][2], const uint4 (&w)[M
         }
 }
 
-// U groups per load phase (U·MT·2 16-byte loads in flight per thread).
+// U groups per load (U·MT·2 16-byte loads per thread), double-buffered.
 template <bool HAS_M, int MT, int U>
 __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
                                          const u16* __restrict__ dsc, const u16* __restrict__ msc,
@@ -179,14 +179,16 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     // Weight rows of this thread (g and g + 8 of each tile), clamped so that loads stay inside
     // the matrix; rows past the end are computed and not stored.
     int row[MT][2];
-    uint4 w[U][MT][2];
-    float d[U][MT][2], m[U][MT][2];
+    // Two register buffers of U groups: the next U groups' codes are requested before the
+    // current ones are multiplied.
+    uint4 wa[U][MT][2], wb[U][MT][2];
+    float da[U][MT][2], ma[U][MT][2], db[U][MT][2], mb[U][MT][2];
     auto first_loads = [&](int tl) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) row[mt][e] = min(rows - 1, tl * 16 * MT + 16 * mt + g + 8 * e);
-        if (gb < ge) mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gb, G, C, t);
+        if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
     };
     if (tile < tiles) first_loads(tile);
 
@@ -210,11 +212,21 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
         float yv[MT][2];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) yv[mt][0] = yv[mt][1] = 0.0f;
-        for (int gs = gb; gs < ge; gs += U) {
-            if (gs != gb) mma_load<HAS_M, MT, U>(w, d, m, codes, dsc, msc, row, gs, G, C, t);
+        // wa holds groups gs.. (loaded before), wb is loaded with gs + U.. meanwhile.
+        for (int gs = gb; gs < ge; gs += 2 * U) {
+            if (gs + U < ge) mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                if (gs + u < ge) mma_group<HAS_M, MT>(yv, w[u], d[u], m[u], act2, gsum, P, gs + u, g, t);
+                if (gs + u < ge) mma_group<HAS_M, MT>(yv, wa[u], da[u], ma[u], act2, gsum, P, gs + u, g, t);
+            }
+            if (gs + U < ge) {
+                if (gs + 2 * U < ge)
+                    mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int grp = gs + U + u;
+                    if (grp < ge) mma_group<HAS_M, MT>(yv, wb[u], db[u], mb[u], act2, gsum, P, grp, g, t);
+                }
             }
         }
         if (tile + (int)gridDim.x < tiles) first_loads(tile + gridDim.x);
@@ -244,9 +256,10 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     }
 
 // One tile of 16 rows per block pass: with a grid of one wave, more tiles per block would only
-// lower occupancy (registers) without saving staging.
-MMA_KERNEL(mma_u4, false, 1, 4)
-MMA_KERNEL(mma_u4m, true, 1, 4)
+// lower occupancy (registers) without saving staging. Two buffers of 2 groups: 2–4 groups of
+// codes in flight per thread.
+MMA_KERNEL(mma_u4, false, 1, 2)
+MMA_KERNEL(mma_u4m, true, 1, 2)
 
 // ---- 2–32 activation rows ---------------------------------------------------------------------
 // The same tiles, k order and scale terms, with the hi/lo B registers of every row prepared
