@@ -342,9 +342,9 @@ __device__ __forceinline__ void gemm_group(float (&yv)[MT][NT][2], const uint4 (
     }
 }
 
-// Each warp's groups one at a time, the next group's codes requested before the current one
-// is multiplied (two register buffers).
-template <bool HAS_M, int MT, int NT>
+// Each warp's groups U at a time, the next U groups' codes requested before the current ones
+// are multiplied (two register buffers).
+template <bool HAS_M, int MT, int NT, int U>
 __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
                                          const u16* __restrict__ dsc, const u16* __restrict__ msc,
                                          const uint2* __restrict__ frag,
@@ -374,18 +374,27 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
-        uint4 wa[1][MT][2], wb[1][MT][2];
-        float da[1][MT][2], ma[1][MT][2], db[1][MT][2], mb[1][MT][2];
-        if (gb < ge) mma_load<HAS_M, MT, 1>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
-        for (int gs = gb; gs < ge; gs += 2) {
-            if (gs + 1 < ge) mma_load<HAS_M, MT, 1>(wb, db, mb, codes, dsc, msc, row, gs + 1, G, C, t);
-            gemm_group<HAS_M, MT, NT>(yv, wa[0], da[0], ma[0], frag, gsum, mask, p, ntiles, n, C,
-                                      G, gs, g, t);
-            if (gs + 1 < ge) {
-                if (gs + 2 < ge)
-                    mma_load<HAS_M, MT, 1>(wa, da, ma, codes, dsc, msc, row, gs + 2, G, C, t);
-                gemm_group<HAS_M, MT, NT>(yv, wb[0], db[0], mb[0], frag, gsum, mask, p, ntiles,
-                                          n, C, G, gs + 1, g, t);
+        uint4 wa[U][MT][2], wb[U][MT][2];
+        float da[U][MT][2], ma[U][MT][2], db[U][MT][2], mb[U][MT][2];
+        if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
+        for (int gs = gb; gs < ge; gs += 2 * U) {
+            if (gs + U < ge) mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                if (gs + u < ge)
+                    gemm_group<HAS_M, MT, NT>(yv, wa[u], da[u], ma[u], frag, gsum, mask, p, ntiles,
+                                              n, C, G, gs + u, g, t);
+            }
+            if (gs + U < ge) {
+                if (gs + 2 * U < ge)
+                    mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int grp = gs + U + u;
+                    if (grp < ge)
+                        gemm_group<HAS_M, MT, NT>(yv, wb[u], db[u], mb[u], frag, gsum, mask, p,
+                                                  ntiles, n, C, G, grp, g, t);
+                }
             }
         }
         // red[warp][jl · 16·MT + row in tile]
@@ -408,20 +417,24 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
     }
 }
 
-#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT)                                                    \
+#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT, U)                                                 \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
         name(const uint4* codes, const u16* dsc, const u16* msc, const uint2* frag,             \
              const float* gsum, float* y, int rows, int k, int n) {                             \
-        mma_gemm<HAS_M, MT, NT>(codes, dsc, msc, frag, gsum, y, rows, k, n);                   \
+        mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
     }
 
-// Up to 4, 8 and 16 rows per pass; the widest also takes two tiles of weight rows per block,
-// so that each B read feeds 4 mma.
-MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1)
-MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2)
-MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4)
-MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1)
-MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2)
-MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4)
+// Up to 4, 8 and 16 rows per pass. For 9–32 rows, `_n4` takes two tiles of weight rows per
+// block, so that each B read feeds 2 mma (1 group of codes per buffer, for registers), when
+// that still gives every SM two blocks; otherwise `_n4w`: one tile, 2 groups per buffer (the
+// same codes in flight per warp, twice the blocks, twice the B reads per weight).
+MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 1)
+MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 1)
+MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4_n4w, false, 1, 4, 2)
+MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 1)
+MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 1)
+MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 
 #endif  // __CUDA_ARCH__ >= 800

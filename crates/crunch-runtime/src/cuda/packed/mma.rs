@@ -20,8 +20,9 @@ const WARPS: usize = 8;
 pub(super) struct MmaKernels {
     /// One row: `[symmetric, with offsets]`.
     f: [CudaFunction; 2],
-    /// 2–32 rows: `[symmetric, with offsets]` × `[≤ 4, ≤ 8, more]` rows per pass.
-    gemm: [[CudaFunction; 3]; 2],
+    /// 2–32 rows: `[symmetric, with offsets]` × `[≤ 4, ≤ 8, more, more with one tile]` rows
+    /// per pass.
+    gemm: [[CudaFunction; 4]; 2],
     split: CudaFunction,
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
@@ -65,11 +66,12 @@ impl MmaKernels {
             .map_err(err("shared memory limit"))?;
             Ok((f, dynamic as usize))
         };
-        let set = |p: &str| -> Result<[CudaFunction; 3]> {
+        let set = |p: &str| -> Result<[CudaFunction; 4]> {
             Ok([
                 f(&format!("{p}_n1"))?,
                 f(&format!("{p}_n2"))?,
                 f(&format!("{p}_n4"))?,
+                f(&format!("{p}_n4w"))?,
             ])
         };
         let (sym, sym_smem) = staging("mma_u4")?;
@@ -165,10 +167,13 @@ impl Cuda {
         };
         unsafe { l.launch(cfg) }.map_err(err("split activations"))?;
         // (kernel, n-tiles per pass, tiles of 16 rows per block)
+        // Two tiles per block when that still gives every SM two blocks (fewer B reads per
+        // weight), else one (more codes in flight).
         let (which, nt, mt) = match n {
             ..=4 => (0, 1, 1),
             5..=8 => (1, 2, 1),
-            _ => (2, 4, 2),
+            _ if rows.div_ceil(32) >= 2 * mk.sms => (2, 4, 2),
+            _ => (3, 4, 1),
         };
         let f = &mk.gemm[has_m][which];
         let items = rows.div_ceil(16 * mt) * ntiles.div_ceil(nt);
