@@ -424,16 +424,16 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
     }
 
-// Up to 4, 8 and 16 rows per pass. For 9–32 rows, `_n4` takes two tiles of weight rows per
+// Up to 4, 8 and 16 rows per pass (2 groups per buffer up to 8 rows). For 9–32 rows, `_n4` takes two tiles of weight rows per
 // block, so that each B read feeds 2 mma (1 group of codes per buffer, for registers), when
 // that still gives every SM two blocks; otherwise `_n4w`: one tile, 2 groups per buffer (the
 // same codes in flight per warp, twice the blocks, twice the B reads per weight).
-MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 1)
-MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 1)
+MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 2)
+MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 2)
 MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
 MMA_GEMM_KERNEL(mma_u4_n4w, false, 1, 4, 2)
-MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 1)
-MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 1)
+MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 2)
+MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 2)
 MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
 MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 
