@@ -9,9 +9,10 @@
 //!       and bf16 activations, with the default kernels (tensor cores for one row of int4
 //!       g128, decision 132) and with decision 117's dp4a kernels alone;
 //!       max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
-//!       (SmolLM2): every linear layer of the file the same way, then greedy generation of
-//!       --tokens tokens on the CPU (`Host`) and on the GPU with packed weights (f32 mode),
-//!       which must be identical. Exits non-zero when a check fails.
+//!       (SmolLM2): every linear layer of the file the same way (and those whose rows are a
+//!       multiple of 128 again as int4 g128, for the tensor-core kernels), then greedy
+//!       generation of --tokens tokens on the CPU (`Host`) and on the GPU with packed weights
+//!       (f32 mode), which must be identical. Exits non-zero when a check fails.
 //!   gpu_packed bench [--layers 4] [--repeats 20]
 //!       Llama-3-8B's linear shapes (q, o 4096×4096; k, v 1024×4096; gate, up 14336×4096;
 //!       down 4096×14336), random int4 g128 weights, --layers distinct copies (so the
@@ -114,6 +115,27 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64
             }
         });
     PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).expect("sizes")
+}
+
+/// `w` (rows × cols, cols a multiple of 128) as crunch's int4 g128 symmetric codes in Q4_0
+/// blocks: one f16 scale per 128 weights, repeated over its 4 blocks, codes
+/// round(x / d) + 8 clamped to 0..15 with d = max |x| / 7.
+fn int4_g128(w: &[f32], rows: usize, cols: usize) -> PackedMatrix {
+    let mut bytes = Vec::with_capacity(rows * cols / 32 * 18);
+    for g in w.chunks_exact(128) {
+        let d = f16::from_f32(g.iter().fold(0f32, |m, v| m.max(v.abs())) / 7.0);
+        let inv = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        let q = |x: f32| ((x * inv).round() + 8.0).clamp(0.0, 15.0) as u8;
+        for b in g.chunks_exact(32) {
+            bytes.extend_from_slice(&d.to_le_bytes());
+            bytes.extend((0..16).map(|j| q(b[j]) | q(b[j + 16]) << 4));
+        }
+    }
+    PackedMatrix::new(DType::Q4_0, rows, cols, Bytes::owned(bytes)).expect("sizes")
 }
 
 fn bf16_round(x: f32) -> f32 {
@@ -273,6 +295,28 @@ fn check_model(
                 report(
                     json!({"check": "model_linear", "block": b, "linear": i, "n": n,
                            "packed": dl.weight.is_packed()}),
+                    rel_diff(&got, &want),
+                );
+            }
+            // The same real weights as int4 g128 (the file's groups of 32 do not reach the
+            // tensor-core kernels): rows of a multiple of 128 only (SmolLM2's down projection).
+            let Some(pm) = hl.weight.packed() else {
+                continue;
+            };
+            if !cols.is_multiple_of(128) {
+                continue;
+            }
+            let rows = pm.rows();
+            let w = int4_g128(&pm.dequantize(), rows, cols);
+            let wt = gpu.upload_packed(w.clone())?;
+            for n in [1usize, 7, 16] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+                let mut want = vec![0f32; n * rows];
+                w.matmul(&x, n, &mut want);
+                let got = gpu.to_f32(&gpu.linear(&gpu.upload(x, &[n, cols])?, &wt, None)?)?;
+                report(
+                    json!({"check": "model_linear_int4_g128", "block": b, "linear": i, "n": n,
+                           "rows": rows, "cols": cols}),
                     rel_diff(&got, &want),
                 );
             }

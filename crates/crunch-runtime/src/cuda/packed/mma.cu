@@ -187,7 +187,8 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) row[mt][e] = min(rows - 1, tl * 16 * MT + 16 * mt + g + 8 * e);
+            for (int e = 0; e < 2; e++)
+                row[mt][e] = min(rows - 1, tl * 16 * MT + 16 * mt + g + 8 * e);
         if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
     };
     if (tile < tiles) first_loads(tile);
@@ -214,10 +215,12 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
         for (int mt = 0; mt < MT; mt++) yv[mt][0] = yv[mt][1] = 0.0f;
         // wa holds groups gs.. (loaded before), wb is loaded with gs + U.. meanwhile.
         for (int gs = gb; gs < ge; gs += 2 * U) {
-            if (gs + U < ge) mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
+            if (gs + U < ge)
+                mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                if (gs + u < ge) mma_group<HAS_M, MT>(yv, wa[u], da[u], ma[u], act2, gsum, P, gs + u, g, t);
+                if (gs + u < ge)
+                    mma_group<HAS_M, MT>(yv, wa[u], da[u], ma[u], act2, gsum, P, gs + u, g, t);
             }
             if (gs + U < ge) {
                 if (gs + 2 * U < ge)
@@ -225,7 +228,8 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
 #pragma unroll
                 for (int u = 0; u < U; u++) {
                     const int grp = gs + U + u;
-                    if (grp < ge) mma_group<HAS_M, MT>(yv, wb[u], db[u], mb[u], act2, gsum, P, grp, g, t);
+                    if (grp < ge)
+                        mma_group<HAS_M, MT>(yv, wb[u], db[u], mb[u], act2, gsum, P, grp, g, t);
                 }
             }
         }
@@ -378,7 +382,8 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         float da[U][MT][2], ma[U][MT][2], db[U][MT][2], mb[U][MT][2];
         if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
         for (int gs = gb; gs < ge; gs += 2 * U) {
-            if (gs + U < ge) mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
+            if (gs + U < ge)
+                mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 if (gs + u < ge)
@@ -424,10 +429,11 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
     }
 
-// Up to 4, 8 and 16 rows per pass (2 groups per buffer up to 8 rows). For 9–32 rows, `_n4` takes two tiles of weight rows per
-// block, so that each B read feeds 2 mma (1 group of codes per buffer, for registers), when
-// that still gives every SM two blocks; otherwise `_n4w`: one tile, 2 groups per buffer (the
-// same codes in flight per warp, twice the blocks, twice the B reads per weight).
+// Up to 4, 8 and 16 rows per pass (2 groups per buffer up to 8 rows). For 9–32 rows, `_n4`
+// takes two tiles of weight rows per block, so that each B read feeds 2 mma (1 group of codes
+// per buffer, for registers), when that still gives every SM two blocks; otherwise `_n4w`: one
+// tile, 2 groups per buffer (the same codes in flight per warp, twice the blocks, twice the B
+// reads per weight).
 MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 2)
 MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 2)
 MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
