@@ -115,6 +115,35 @@ __device__ __forceinline__ void mma_load(uint4 (&w)[U][MT][2], float (&d)[U][MT]
     }
 }
 
+// Calls group(w, d, m, grp) for each group gb..ge−1 of this warp with two register buffers
+// of U groups: the next U groups' codes are requested before the current ones are multiplied.
+// `wa` holds groups gb.. on entry (requested earlier by the caller).
+template <bool HAS_M, int MT, int U, class F>
+__device__ __forceinline__ void double_buffered(uint4 (&wa)[U][MT][2], float (&da)[U][MT][2],
+                                                float (&ma)[U][MT][2],
+                                                const uint4* __restrict__ codes,
+                                                const u16* __restrict__ dsc,
+                                                const u16* __restrict__ msc,
+                                                const int (&row)[MT][2], int gb, int ge, int G,
+                                                int C, int t, F group) {
+    uint4 wb[U][MT][2];
+    float db[U][MT][2], mb[U][MT][2];
+    for (int gs = gb; gs < ge; gs += 2 * U) {
+        if (gs + U < ge)
+            mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (gs + u < ge) group(wa[u], da[u], ma[u], gs + u);
+        if (gs + U < ge) {
+            if (gs + 2 * U < ge)
+                mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (gs + U + u < ge) group(wb[u], db[u], mb[u], gs + U + u);
+        }
+    }
+}
+
 // One group of 128 weights (8 mma steps) for the MT tiles, added to yv with its scale terms.
 template <bool HAS_M, int MT>
 __device__ __forceinline__ void mma_group(float (&yv)[MT][2], const uint4 (&w)[MT][2],
@@ -179,10 +208,9 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     // Weight rows of this thread (g and g + 8 of each tile), clamped so that loads stay inside
     // the matrix; rows past the end are computed and not stored.
     int row[MT][2];
-    // Two register buffers of U groups: the next U groups' codes are requested before the
-    // current ones are multiplied.
-    uint4 wa[U][MT][2], wb[U][MT][2];
-    float da[U][MT][2], ma[U][MT][2], db[U][MT][2], mb[U][MT][2];
+    // The first register buffer (double_buffered has the second).
+    uint4 wa[U][MT][2];
+    float da[U][MT][2], ma[U][MT][2];
     auto first_loads = [&](int tl) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -213,26 +241,11 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
         float yv[MT][2];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) yv[mt][0] = yv[mt][1] = 0.0f;
-        // wa holds groups gs.. (loaded before), wb is loaded with gs + U.. meanwhile.
-        for (int gs = gb; gs < ge; gs += 2 * U) {
-            if (gs + U < ge)
-                mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                if (gs + u < ge)
-                    mma_group<HAS_M, MT>(yv, wa[u], da[u], ma[u], act2, gsum, P, gs + u, g, t);
-            }
-            if (gs + U < ge) {
-                if (gs + 2 * U < ge)
-                    mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
-#pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int grp = gs + U + u;
-                    if (grp < ge)
-                        mma_group<HAS_M, MT>(yv, wb[u], db[u], mb[u], act2, gsum, P, grp, g, t);
-                }
-            }
-        }
+        double_buffered<HAS_M, MT, U>(
+            wa, da, ma, codes, dsc, msc, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[MT][2], const float(&d)[MT][2], const float(&m)[MT][2], int grp) {
+                mma_group<HAS_M, MT>(yv, w, d, m, act2, gsum, P, grp, g, t);
+            });
         if (tile + (int)gridDim.x < tiles) first_loads(tile + gridDim.x);
         if (t == 0) {
 #pragma unroll
@@ -378,30 +391,15 @@ __device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
-        uint4 wa[U][MT][2], wb[U][MT][2];
-        float da[U][MT][2], ma[U][MT][2], db[U][MT][2], mb[U][MT][2];
+        uint4 wa[U][MT][2];
+        float da[U][MT][2], ma[U][MT][2];
         if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
-        for (int gs = gb; gs < ge; gs += 2 * U) {
-            if (gs + U < ge)
-                mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                if (gs + u < ge)
-                    gemm_group<HAS_M, MT, NT>(yv, wa[u], da[u], ma[u], frag, gsum, mask, p, ntiles,
-                                              n, C, G, gs + u, g, t);
-            }
-            if (gs + U < ge) {
-                if (gs + 2 * U < ge)
-                    mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
-#pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int grp = gs + U + u;
-                    if (grp < ge)
-                        gemm_group<HAS_M, MT, NT>(yv, wb[u], db[u], mb[u], frag, gsum, mask, p,
-                                                  ntiles, n, C, G, grp, g, t);
-                }
-            }
-        }
+        double_buffered<HAS_M, MT, U>(
+            wa, da, ma, codes, dsc, msc, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[MT][2], const float(&d)[MT][2], const float(&m)[MT][2], int grp) {
+                gemm_group<HAS_M, MT, NT>(yv, w, d, m, frag, gsum, mask, p, ntiles, n, C, G, grp,
+                                          g, t);
+            });
         // red[warp][jl · 16·MT + row in tile]
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
