@@ -132,18 +132,6 @@ fn file_windows(
     Ok((w, c))
 }
 
-thread_local! {
-    /// How many times this thread sampled windows from a model ([`self_windows`]): a test
-    /// counts them to check that a command samples its self-calibration once.
-    static SAMPLINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The self-calibrations this thread has sampled so far (see [`SAMPLINGS`]).
-#[cfg(test)]
-pub(crate) fn samplings() -> usize {
-    SAMPLINGS.with(|n| n.get())
-}
-
 /// Windows sampled from the model itself (`--calib self:N×L`).
 fn self_windows(
     args: &CalibArgs,
@@ -166,7 +154,6 @@ fn self_windows(
         }
     }
     crunch_calib::check_calibration_size(&ckpt.config, spec.samples, spec.len)?;
-    SAMPLINGS.with(|n| n.set(n.get() + 1));
     let w = with_backend!(device, b => {
         let sp = progress::spinner("loading model");
         let model = ckpt.load(b, |_| {})?;

@@ -410,14 +410,20 @@ pub(crate) fn run(
         Some(s) => (Some((s.windows, s.calibration)), Some(s.record)),
         None => (None, None),
     };
+    // Where the calibration windows came from, for `--json` (`calibration_windows`).
+    let mut windows_from = None;
     let (windows, calibration) = match first_calibrated(&file).map(|m| m.name()) {
         Some(method) => {
             let (w, cal) = match given {
                 Some((w, cal)) if file.calibration.is_none() => {
                     note_calibration(&c.calib, &mut file, &cal);
+                    windows_from = Some("search");
                     (w, cal)
                 }
-                _ => load_calibration(c, &mut file, &ckpt, method)?,
+                _ => {
+                    windows_from = Some("loaded");
+                    load_calibration(c, &mut file, &ckpt, method)?
+                }
             };
             (Some(w), Some(cal))
         }
@@ -460,6 +466,11 @@ pub(crate) fn run(
         v["size_on_disk"] = serde_json::json!(size);
         v["compress_seconds"] = serde_json::json!(compress_seconds);
         v["total_seconds"] = serde_json::json!(total_seconds);
+        // "search": the windows a budget search already loaded (a `self:` calibration is
+        // not sampled again); "loaded": read or sampled here, from the flags or the recipe.
+        if let Some(from) = windows_from {
+            v["calibration_windows"] = serde_json::json!(from);
+        }
         if let Some(s) = search {
             v["search"] = s;
         }

@@ -439,8 +439,7 @@ unsafe fn rows_generic<F: Block, const C: usize, const I16: bool, const VNNI: bo
     } = job;
     let blocks = k / F::ELEMS;
     if VNNI && crate::quad::handles::<F>() && !x[0].an.is_null() {
-        let out = crate::quad::Out { y, stride, after };
-        return crate::quad::rows::<F, C, I16>(packed.as_ptr(), rows, blocks, x, out);
+        return crate::quad::rows::<F, C, I16>(job, x);
     }
     let put = |c: usize, r: usize, v: f32| *y.add(c * stride + r) = v;
     let per_block = F::ELEMS / 32;

@@ -40,7 +40,7 @@ use std::arch::x86_64::*;
 
 use crate::formats::Block;
 #[cfg(target_arch = "x86_64")]
-use crate::gemv::ActRow;
+use crate::gemv::{ActRow, RowsJob};
 
 /// Whether `F` is a 4-bit 32-weight type this file multiplies: 16 nibble bytes at a fixed
 /// offset after an f16 scale at 0 (and an f16 minimum at 2 when stored).
@@ -266,38 +266,33 @@ unsafe fn group<F: Block, const R: usize, const C: usize, const I16: bool>(
     out
 }
 
-/// Where [`rows`] writes, and how far past its rows it may prefetch.
-#[cfg(target_arch = "x86_64")]
-pub(crate) struct Out {
-    /// Value (activation row `c`, weight row `r`) at `y[c·stride + r]`.
-    pub y: *mut f32,
-    pub stride: usize,
-    /// Readable bytes after the rows (the rest of the matrix: prefetched across the end of
-    /// a task into the thread's next one).
-    pub after: usize,
-}
-
-/// Rows `0..rows` of `packed` (rows of `nblk` blocks of `F`, back to back) times the `C`
-/// activation rows `x`: the value of weight row `r` and activation row `c` goes to
-/// `y[c·stride + r]`. Four weight rows at a time share the activations' loads and the
-/// loop (`R = 4` for one or two activation rows, 2 for more: registers).
+/// The job's rows `0..rows` of `packed` (rows of `k / 32` blocks of `F`, back to back)
+/// times the `C` activation rows `x`: the value of weight row `r` and activation row `c`
+/// goes to `y[c·stride + r]`, and prefetches may run `after` bytes past the rows. Four
+/// weight rows at a time share the activations' loads and the loop (`R = 4` for one or two
+/// activation rows, 2 for more: registers).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C (the caller's target features); `packed` holds
-/// `rows` rows; each `x` row has its nibble-order planes (at least `nblk · 32` values,
-/// padded to a multiple of 128, 64-byte aligned) and `x.chunks ≥ nblk` chunk scales; `y` is
-/// valid for those writes.
+/// `rows` rows and is followed by `after` readable bytes; each `x` row has its nibble-order
+/// planes (at least `k` values, padded to a multiple of 128, 64-byte aligned) and
+/// `x.chunks ≥ k / 32` chunk scales; `y` is valid for those writes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn rows<F: Block, const C: usize, const I16: bool>(
-    packed: *const u8,
-    rows: usize,
-    nblk: usize,
+    job: RowsJob,
     x: &[ActRow; C],
-    out: Out,
 ) {
     debug_assert!(handles::<F>());
-    let Out { y, stride, after } = out;
+    let RowsJob {
+        packed,
+        rows,
+        k: weights,
+        y,
+        stride,
+        after,
+    } = job;
+    let (packed, nblk) = (packed.as_ptr(), weights / F::ELEMS);
     let k = Consts {
         nidx: nibble_index::<F>(),
         sidx: scale_index::<F>(),

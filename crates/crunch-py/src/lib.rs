@@ -152,6 +152,14 @@ fn _recipe_toml(json: &str) -> PyResult<String> {
 
 #[pymodule]
 fn _crunch(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // candle's element-wise ops on the calling thread, as the CLI runs its calibrating
+    // commands (decision 119): set here, at import, because candle sizes its barrier pool
+    // once, at the first candle op of the process, and a Python process may run any command
+    // first (an `evaluate` before a `quantize` would otherwise fix the pool for the
+    // calibration too). No thread of crunch's exists yet (rayon's pool and the workers of
+    // `blocking` start at the first call). The split of an element-wise op never changes
+    // its values, so every command's outputs are the same bits.
+    crunch_runtime::threads::serial_elementwise_ops();
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CrunchError", py.get_type::<CrunchError>())?;
