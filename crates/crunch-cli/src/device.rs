@@ -59,18 +59,87 @@ macro_rules! with_backend {
                 } else {
                     crunch_runtime::Precision::F32
                 };
-                let $b = crunch_runtime::Cuda::with_precision(ordinal, precision)?;
+                let $b = $crate::device::open_cuda(ordinal, precision)?;
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda { .. } => anyhow::bail!(
-                "--device cuda: this crunch was built without the `cuda` feature \
-                 (build it with scripts/build-cuda, see docs/cuda.md)"
-            ),
+            $crate::device::Device::Cuda { .. } => {
+                return Err($crate::device::no_cuda_feature());
+            }
         }
     };
 }
 pub(crate) use with_backend;
+
+/// Runs `$body` with `$b` bound to the generation runtime for `$device`: the host runtime
+/// (`Host`, packed weights and integer kernels) for `cpu`, the CUDA backend with linear layers
+/// kept packed on the GPU (`Cuda::with_packed_weights`, decision 117) for `cuda`/`cuda-bf16`.
+/// `$b` implements `crunch_generate::Runtime`.
+macro_rules! with_runtime {
+    ($device:expr, $b:ident => $body:expr) => {
+        match $device {
+            $crate::device::Device::Cpu => {
+                let $b = crunch_runtime::Host;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::Device::Cuda { ordinal, bf16 } => {
+                let precision = if bf16 {
+                    crunch_runtime::Precision::Bf16
+                } else {
+                    crunch_runtime::Precision::F32
+                };
+                let $b = $crate::device::open_cuda(ordinal, precision)?
+                    .with_packed_weights()
+                    .map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::device::Device::Cuda { .. } => {
+                return Err($crate::device::no_cuda_feature());
+            }
+        }
+    };
+}
+pub(crate) use with_runtime;
+
+/// The error of `--device cuda` in a build without the `cuda` feature.
+#[cfg_attr(feature = "cuda", allow(dead_code))]
+pub fn no_cuda_feature() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--device cuda: this crunch was built without the `cuda` feature \
+         (build it with scripts/build-cuda, see docs/cuda.md)"
+    )
+}
+
+/// Opens GPU `ordinal`. A machine without a CUDA driver gets an error, not a panic: cudarc
+/// panics when it cannot find the driver library, so the attempt runs under `catch_unwind`
+/// (with the panic message kept off stderr).
+#[cfg(feature = "cuda")]
+pub fn open_cuda(
+    ordinal: usize,
+    precision: crunch_runtime::Precision,
+) -> anyhow::Result<crunch_runtime::Cuda> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened =
+        std::panic::catch_unwind(|| crunch_runtime::Cuda::with_precision(ordinal, precision));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Ok(cuda)) => Ok(cuda),
+        Ok(Err(e)) => Err(anyhow::anyhow!("--device cuda:{ordinal}: {e}")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown reason".into());
+            Err(anyhow::anyhow!(
+                "--device cuda:{ordinal}: no usable CUDA driver on this machine ({why})"
+            ))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
