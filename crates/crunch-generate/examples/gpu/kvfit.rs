@@ -227,7 +227,7 @@ impl Fit {
 /// RoPE's inverse frequencies θ^(−2i/d), i < d/2.
 fn inverse_frequencies(d: usize) -> Vec<f64> {
     (0..d / 2)
-        .map(|i| THETA.powf(-(2 * i) as f64 / d as f64))
+        .map(|i| THETA.powf(-((2 * i) as f64) / d as f64))
         .collect()
 }
 
