@@ -6,7 +6,9 @@
 #      32 tokens identical on CPU and GPU (f32 mode).
 #   2. `gpu_packed bench`: Llama-3-8B linear shapes, random int4 g128, batch 1–32: device
 #      time per token, achieved bandwidth vs the streaming-read bandwidth measured in the same
-#      run, tokens/s vs batch 1, and cuBLAS bf16 on the same shapes.
+#      run, tokens/s vs batch 1, for the default kernels (tensor cores at batch 1, decision
+#      132), decision 117's dp4a kernels alone, and cuBLAS bf16 on the same shapes; the same
+#      as a markdown table (OUT/packed-bench.err).
 # JSON lines in OUT/packed-check.jsonl and OUT/packed-bench.jsonl.
 # Usage (GPU machine): bench/gpu/packed_kernels.sh GPU_PACKED OUT [SMOLLM2_GGUF]
 #   GPU_PACKED: target/release/examples/gpu_packed, built by
@@ -28,4 +30,5 @@ grep -v '"pass":true' "$out/packed-check.jsonl" | head -40
 "$bin" bench --layers 4 --repeats "${REPEATS:-20}" > "$out/packed-bench.jsonl" 2> "$out/packed-bench.err"
 echo "bench exit $?"
 cat "$out/packed-bench.jsonl"
-tail -5 "$out/packed-check.err" "$out/packed-bench.err"
+tail -5 "$out/packed-check.err"
+cat "$out/packed-bench.err"

@@ -76,9 +76,9 @@ pub struct SearchArgs {
     pub offspring: usize,
     /// Selection steps, WINDOWSxSURVIVORS each: every candidate is scored on the first step's
     /// calibration windows, the best survive to the next step's (more) windows; the last keeps
-    /// one.
-    #[arg(long, default_value = "2x4,8x1")]
-    pub selection: String,
+    /// one [default: 8x4,32x1 for --format gguf, 2x4,8x1 otherwise (decision 136)].
+    #[arg(long)]
+    pub selection: Option<String>,
     /// Calibration windows the reported KL (and the plot's points) are measured on.
     #[arg(long, default_value_t = 8)]
     pub kl_windows: usize,
@@ -250,7 +250,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     if levels.len() < 2 {
         bail!("--levels: a search needs at least two levels");
     }
-    let params = evo_params(s, c.calib.seed())?;
+    let params = evo_params(s, c.calib.seed(), SELECTION)?;
     crate::output_notes(crunch_export::prepare_output(
         &c.out,
         &[c.model.as_path()],
@@ -340,12 +340,20 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     crate::compress::run(c, RecipeFile::default(), stages, Some(given))
 }
 
-/// The search's parameters from the flags.
-pub(crate) fn evo_params(s: &SearchArgs, seed: u64) -> Result<EvoParams> {
+/// The GGUF search's selection steps when --selection is not given: four times the tokens of
+/// [`SELECTION`] per step, which kept its advantage over llama-quantize off the calibration
+/// text at every preset size (decision 136, BENCHMARKS s28).
+pub(crate) const SELECTION_GGUF: &str = "8x4,32x1";
+/// The crunch-format search's selection steps when --selection is not given (its quality
+/// figures were measured with these; the GGUF default is not measured there yet).
+pub(crate) const SELECTION: &str = "2x4,8x1";
+
+/// The search's parameters from the flags; `default_selection` when --selection is not given.
+pub(crate) fn evo_params(s: &SearchArgs, seed: u64, default_selection: &str) -> Result<EvoParams> {
     let params = EvoParams {
         generations: s.generations,
         offspring: s.offspring,
-        steps: parse_selection(&s.selection)?,
+        steps: parse_selection(s.selection.as_deref().unwrap_or(default_selection))?,
         seed,
         fill_rounds: s.fill_rounds,
         patience: s.patience,
@@ -739,5 +747,15 @@ mod tests {
             }
         );
         assert!(parse_selection("2-4").is_err());
+    }
+
+    #[test]
+    fn default_selections_parse_and_differ_in_windows_only() {
+        let g = parse_selection(SELECTION_GGUF).unwrap();
+        let c = parse_selection(SELECTION).unwrap();
+        assert_eq!(g.len(), c.len());
+        for (g, c) in g.iter().zip(&c) {
+            assert_eq!((g.windows, g.survivors), (4 * c.windows, c.survivors));
+        }
     }
 }

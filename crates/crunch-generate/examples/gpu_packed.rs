@@ -6,17 +6,23 @@
 //!   gpu_packed check [--model GGUF] [--tokens 32]
 //!       every kernel against the CPU packed kernel (`PackedMatrix::matmul`): random Q4_0
 //!       (int4 g128 and g32), Q4_1 and Q8_0 weights of odd shapes, 1–32 activation rows, f32
-//!       and bf16 activations; max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
-//!       (SmolLM2): every linear layer of the file the same way, then greedy generation of
-//!       --tokens tokens on the CPU (`Host`) and on the GPU with packed weights (f32 mode),
-//!       which must be identical. Exits non-zero when a check fails.
+//!       and bf16 activations, with the default kernels (tensor cores for one row of int4
+//!       g128, decision 132) and with decision 117's dp4a kernels alone;
+//!       max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
+//!       (SmolLM2): every linear layer of the file the same way (and those whose rows are a
+//!       multiple of 128 again as int4 g128, for the tensor-core kernels), then greedy
+//!       generation of --tokens tokens on the CPU (`Host`) and on the GPU with packed weights
+//!       (f32 mode), which must be identical. Exits non-zero when a check fails.
 //!   gpu_packed bench [--layers 4] [--repeats 20]
 //!       Llama-3-8B's linear shapes (q, o 4096×4096; k, v 1024×4096; gate, up 14336×4096;
 //!       down 4096×14336), random int4 g128 weights, --layers distinct copies (so the
 //!       weights do not sit in L2): device time per decoder layer at 1, 2, 4, 8, 16 and 32
 //!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
-//!       the device's streaming-read bandwidth measured in the same run, and cuBLAS bf16 on
-//!       the same shapes. Times are device time behind a busy kernel (launch costs hidden, as
+//!       the device's streaming-read bandwidth measured in the same run, for the default
+//!       kernels (`int4_g128`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
+//!       cuBLAS bf16 on the same shapes; at 1 and 16 rows also each product alone (its
+//!       --layers copies back to back: µs and GB/s per product); markdown tables of the
+//!       same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
 //!       a CUDA graph would); the host's enqueue time is printed beside them.
 //!       Then the same through crunch-generate's `Engine` (`examples/gpu/engine.rs`): greedy
 //!       generation of --tokens tokens and a batch of three decoded together, `Engine<Host>`
@@ -125,6 +131,27 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64
     PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).expect("sizes")
 }
 
+/// `w` (rows × cols, cols a multiple of 128) as crunch's int4 g128 symmetric codes in Q4_0
+/// blocks: one f16 scale per 128 weights, repeated over its 4 blocks, codes
+/// round(x / d) + 8 clamped to 0..15 with d = max |x| / 7.
+fn int4_g128(w: &[f32], rows: usize, cols: usize) -> PackedMatrix {
+    let mut bytes = Vec::with_capacity(rows * cols / 32 * 18);
+    for g in w.chunks_exact(128) {
+        let d = f16::from_f32(g.iter().fold(0f32, |m, v| m.max(v.abs())) / 7.0);
+        let inv = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        let q = |x: f32| ((x * inv).round() + 8.0).clamp(0.0, 15.0) as u8;
+        for b in g.chunks_exact(32) {
+            bytes.extend_from_slice(&d.to_le_bytes());
+            bytes.extend((0..16).map(|j| q(b[j]) | q(b[j + 16]) << 4));
+        }
+    }
+    PackedMatrix::new(DType::Q4_0, rows, cols, Bytes::owned(bytes)).expect("sizes")
+}
+
 fn bf16_round(x: f32) -> f32 {
     half::bf16::from_f32(x).to_f32()
 }
@@ -147,9 +174,12 @@ const TOL: f64 = 1e-3;
 fn check(args: &Args) -> Result<()> {
     let f32_gpu = Cuda::new(0)?.with_packed_weights()?;
     let bf16_gpu = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
+    let f32_dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
+    let bf16_dp4a = Cuda::with_precision(0, Precision::Bf16)?.with_dp4a_packed_weights()?;
     println!(
         "{}",
-        json!({"check": "device", "name": f32_gpu.device_name()})
+        json!({"check": "device", "name": f32_gpu.device_name(),
+               "tensor_core_kernels": tensor_cores(&f32_gpu)})
     );
     let mut failed = 0;
     let mut report = |rec: serde_json::Value, rel: f64| {
@@ -171,13 +201,28 @@ fn check(args: &Args) -> Result<()> {
         (DType::Q8_0, 4, "int8 g128 (Q8_0, shared)"),
         (DType::Q8_0, 1, "Q8_0"),
     ];
-    let shapes = [(1, 32), (3, 160), (37, 4224), (301, 1056), (130, 128)];
+    // 4224 = 33 groups of 128 (uneven warp ranges), 14336 (57 KiB of staged activations),
+    // 9001 rows (two tiles per block), 128 (one group).
+    let shapes = [
+        (1, 32),
+        (3, 160),
+        (37, 4224),
+        (301, 1056),
+        (130, 128),
+        (515, 14336),
+        (9001, 384),
+    ];
     let mut seed = 1;
     for (dtype, share, label) in cases {
         for (rows, cols) in shapes {
             seed += 1;
             let w = random_blocks(dtype, rows, cols, share, seed);
-            for (gpu, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
+            for (gpu, bf16, kernels) in [
+                (&f32_gpu, false, "default"),
+                (&bf16_gpu, true, "default"),
+                (&f32_dp4a, false, "dp4a"),
+                (&bf16_dp4a, true, "dp4a"),
+            ] {
                 let wt = gpu.upload_packed(w.clone())?;
                 if !wt.is_packed() {
                     bail!("{label}: not kept packed on the GPU");
@@ -193,7 +238,8 @@ fn check(args: &Args) -> Result<()> {
                     let xt = gpu.upload(x, &[n, cols])?;
                     let got = gpu.to_f32(&gpu.linear(&xt, &wt, None)?)?;
                     let rec = json!({"check": "random", "weights": label, "rows": rows,
-                        "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"}});
+                        "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"},
+                        "kernels": kernels});
                     report(rec, rel_diff(&got, &want));
                 }
             }
@@ -265,6 +311,28 @@ fn check_model(
                 report(
                     json!({"check": "model_linear", "block": b, "linear": i, "n": n,
                            "packed": dl.weight.is_packed()}),
+                    rel_diff(&got, &want),
+                );
+            }
+            // The same real weights as int4 g128 (the file's groups of 32 do not reach the
+            // tensor-core kernels): rows of a multiple of 128 only (SmolLM2's down projection).
+            let Some(pm) = hl.weight.packed() else {
+                continue;
+            };
+            if !cols.is_multiple_of(128) {
+                continue;
+            }
+            let rows = pm.rows();
+            let w = int4_g128(&pm.dequantize(), rows, cols);
+            let wt = gpu.upload_packed(w.clone())?;
+            for n in [1usize, 7, 16] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+                let mut want = vec![0f32; n * rows];
+                w.matmul(&x, n, &mut want);
+                let got = gpu.to_f32(&gpu.linear(&gpu.upload(x, &[n, cols])?, &wt, None)?)?;
+                report(
+                    json!({"check": "model_linear_int4_g128", "block": b, "linear": i, "n": n,
+                           "rows": rows, "cols": cols}),
                     rel_diff(&got, &want),
                 );
             }
@@ -352,39 +420,70 @@ fn bench(args: &Args) -> Result<()> {
     let layers = args.num("--layers", 4)?;
     let repeats = args.num("--repeats", 20)?;
     let int4 = Cuda::new(0)?.with_packed_weights()?;
+    let dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
     let bf16 = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
     let name = int4.device_name().to_string();
     let hbm = int4.read_bandwidth(4 << 30, 10)?;
     println!(
         "{}",
-        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9})
+        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9,
+               "tensor_core_kernels": tensor_cores(&int4)})
     );
     // One host matrix per shape, uploaded `layers` times (distinct device buffers).
     let mut w_int4 = Vec::new();
+    let mut w_dp4a = Vec::new();
     let mut w_bf16 = Vec::new();
     let mut bytes_int4 = 0usize;
     for (i, &(_, rows, cols, _)) in SHAPES.iter().enumerate() {
         let w = random_blocks(DType::Q4_0, rows, cols, 4, 100 + i as u64);
         let dense: Vec<f32> = w.dequantize();
         let mut a = Vec::new();
+        let mut d = Vec::new();
         let mut b = Vec::new();
         for _ in 0..layers {
             let t = int4.upload_packed(w.clone())?;
             bytes_int4 += t.packed_bytes().ok_or_else(|| anyhow!("not packed"))?;
             a.push(t);
+            d.push(dp4a.upload_packed(w.clone())?);
             b.push(bf16.upload_weight(dense.clone(), &[rows, cols])?);
         }
         w_int4.push(a);
+        w_dp4a.push(d);
         w_bf16.push(b);
     }
     let per_layer_int4 = bytes_int4 / layers;
     let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
-    let mut base = [0f64; 2];
+    let mut base = [0f64; 3];
+    let mut table = vec![
+        format!(
+            "streaming-read bandwidth {:.0} GB/s ({name}); int4_g128 tensor-core kernels: {}",
+            hbm / 1e9,
+            tensor_cores(&int4)
+        ),
+        String::new(),
+        "| batch | kernels | ms / step | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
+        "|---:|---|---:|---:|---:|---:|---:|---:|".into(),
+    ];
+    let mut shape_md = vec![
+        String::new(),
+        format!(
+            "Each product alone, {layers} copies back to back (k and v, 2 MB each, may sit in L2):"
+        ),
+        String::new(),
+        "| batch | kernels | product | µs | GB/s | % of measured |".into(),
+        "|---:|---|---|---:|---:|---:|".into(),
+    ];
     for n in [1usize, 2, 4, 8, 16, 32] {
-        for (kind, gpu, weights, per_layer) in [
+        let mut row_tok = [0f64; 3];
+        let mut rows_md = Vec::new();
+        for (k, (kind, gpu, weights, per_layer)) in [
             ("int4_g128", &int4, &w_int4, per_layer_int4),
+            ("int4_g128_dp4a", &dp4a, &w_dp4a, per_layer_int4),
             ("bf16_cublas", &bf16, &w_bf16, per_layer_bf16),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             // Four inputs per layer, as a decoder block has (q/k/v, o, gate/up, down), new ones
             // for every layer: products sharing an input quantize it once.
             let mut rng = Rng(n as u64);
@@ -407,23 +506,44 @@ fn bench(args: &Args) -> Result<()> {
                 }
                 Ok(())
             };
-            pass()?; // warm-up (and the first NVRTC/cuBLAS calls)
-            let mut best = f64::INFINITY;
-            let mut host = 0f64;
-            for _ in 0..repeats.max(1) {
-                let (t, h) = gpu.device_seconds(pass)?;
-                if t < best {
-                    (best, host) = (t, h);
+            let (best, host) = best_time(gpu, repeats, pass)?;
+            // Each shape alone (its `layers` copies back to back): which products fall short.
+            if n == 1 || n == 16 {
+                for (s, &(shape, rows, cols, input)) in SHAPES.iter().enumerate() {
+                    let one = || -> crunch_runtime::Result<()> {
+                        for l in 0..layers {
+                            gpu.linear(&inputs[l][input], &weights[s][l], None)?;
+                        }
+                        Ok(())
+                    };
+                    let t = best_time(gpu, repeats, one)?.0 / layers as f64;
+                    let bytes = weights[s][0].packed_bytes().unwrap_or(2 * rows * cols);
+                    let bw = bytes as f64 / t;
+                    shape_md.push(format!(
+                        "| {n} | {kind} | {shape} {rows}×{cols} | {:.2} | {:.0} | {:.0}% |",
+                        t * 1e6,
+                        bw / 1e9,
+                        100.0 * bw / hbm
+                    ));
+                    println!(
+                        "{}",
+                        json!({"bench": "packed_8b_shape", "device": name, "weights": kind,
+                               "n": n, "shape": shape, "rows": rows, "cols": cols,
+                               "us_per_product": t * 1e6, "weight_bytes": bytes,
+                               "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
+                               "copies": layers, "repeats": repeats})
+                    );
                 }
             }
             let layer_s = best / layers as f64;
             let token_s = layer_s * MODEL_LAYERS as f64;
             let tok_per_s = n as f64 / token_s;
-            let k = (kind == "bf16_cublas") as usize;
             if n == 1 {
                 base[k] = tok_per_s;
             }
+            row_tok[k] = tok_per_s;
             let bw = per_layer as f64 / layer_s;
+            rows_md.push((kind, token_s, tok_per_s, bw, tok_per_s / base[k]));
             println!(
                 "{}",
                 json!({"bench": "packed_8b_linears", "device": name, "weights": kind, "n": n,
@@ -435,8 +555,48 @@ fn bench(args: &Args) -> Result<()> {
                        "layers_timed": layers, "repeats": repeats})
             );
         }
+        for (kind, token_s, tok, bw, vs1) in rows_md {
+            table.push(format!(
+                "| {n} | {kind} | {:.3} | {tok:.0} | {:.0} | {:.0}% | {vs1:.2}× | {:.2}× |",
+                token_s * 1e3,
+                bw / 1e9,
+                100.0 * bw / hbm,
+                tok / row_tok[2]
+            ));
+        }
     }
+    table.extend(shape_md);
+    eprintln!("{}", table.join("\n"));
     Ok(())
+}
+
+/// "in use", or why the default kernels fell back to dp4a (printed, so a fallback is seen).
+fn tensor_cores(gpu: &Cuda) -> String {
+    match gpu.packed_mma_unavailable() {
+        None => "in use".into(),
+        Some(why) => {
+            eprintln!("warning: tensor-core kernels not used: {why}");
+            format!("not used: {why}")
+        }
+    }
+}
+
+/// The best of `repeats` device times of `enqueue` after one warm-up (and the first
+/// NVRTC/cuBLAS calls), with the host's enqueue time of that run.
+fn best_time(
+    gpu: &Cuda,
+    repeats: usize,
+    enqueue: impl Fn() -> crunch_runtime::Result<()>,
+) -> Result<(f64, f64)> {
+    enqueue()?;
+    let mut best = (f64::INFINITY, 0f64);
+    for _ in 0..repeats.max(1) {
+        let (t, h) = gpu.device_seconds(&enqueue)?;
+        if t < best.0 {
+            best = (t, h);
+        }
+    }
+    Ok(best)
 }
 
 /// The first `--layers` decoder blocks of a GGUF file, written to `--out`.

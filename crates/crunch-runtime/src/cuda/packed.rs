@@ -16,8 +16,12 @@
 use super::{err, Cuda, CudaTensor, Store};
 use crate::{Error, PackedMatrix, Result};
 use crunch_kernels::DType;
-use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
+
+mod mma;
 
 const SOURCE: &str = include_str!("packed.cu");
 /// Threads per block of the product kernels (`THREADS` in packed.cu) and weight rows per
@@ -133,6 +137,10 @@ pub(crate) struct Kernels {
     quantize: CudaFunction,
     /// `[u4, u4 with offsets, s8]` × `[1, 4, 8]` activation rows per pass.
     mm: [[CudaFunction; 3]; 3],
+    /// Tensor-core kernels for 1–32 activation rows of int4 g128 (`packed/mma.cu`), or why
+    /// they are not used (turned off, a device before sm_80, or they failed to load: then the
+    /// dp4a kernels do everything, as before).
+    mma: std::result::Result<mma::MmaKernels, String>,
     rows: CudaFunction,
     stream_read: CudaFunction,
     spin: CudaFunction,
@@ -148,7 +156,8 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+        let source = format!("{SOURCE}{}", mma::SOURCE);
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
         let module = ctx
             .load_module(ptx)
@@ -164,6 +173,11 @@ impl Kernels {
         Ok(Kernels {
             quantize: f("quantize_acts")?,
             mm: [set("packed_u4")?, set("packed_u4m")?, set("packed_s8")?],
+            mma: match mma::MmaKernels::new(cuda, &module) {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => Err("compute capability below 8.0".into()),
+                Err(e) => Err(format!("not loaded: {e}")),
+            },
             rows: f("packed_rows")?,
             stream_read: f("stream_read")?,
             spin: f("spin")?,
@@ -179,6 +193,19 @@ pub(crate) struct GpuPacked {
     d: CudaSlice<u16>,
     m: Option<CudaSlice<u16>>,
     pub bytes: usize,
+}
+
+impl GpuPacked {
+    /// A launch of `f` whose first three arguments are this matrix's codes, scales and offsets
+    /// (the scales again when there are no offsets: the kernels do not read them then), as
+    /// every packed kernel takes them.
+    fn launch<'a>(&'a self, stream: &'a CudaStream, f: &'a CudaFunction) -> LaunchArgs<'a> {
+        let mut l = stream.launch_builder(f);
+        l.arg(&self.codes)
+            .arg(&self.d)
+            .arg(self.m.as_ref().unwrap_or(&self.d));
+        l
+    }
 }
 
 /// The backend's buffers for quantized activations (`packed.cu`'s `quantize_acts`), grown as
@@ -197,6 +224,22 @@ pub(crate) struct ActsScratch {
 }
 
 impl Cuda {
+    /// [`Cuda::with_packed_weights`] with decision 117's kernels only (integer `dp4a` products
+    /// on quantized activations at every batch size): the baseline the tensor-core kernels are
+    /// measured against.
+    pub fn with_dp4a_packed_weights(mut self) -> Result<Self> {
+        let mut k = Kernels::new(&self)?;
+        k.mma = Err("turned off (with_dp4a_packed_weights)".into());
+        self.packed = Some(Arc::new(k));
+        Ok(self)
+    }
+
+    /// Why the packed products do not use the tensor-core kernels (decision 132), or `None`
+    /// when they do (for int4 g128 and 1–32 rows); also `None` without packed weights.
+    pub fn packed_mma_unavailable(&self) -> Option<String> {
+        self.packed.as_ref()?.mma.as_ref().err().cloned()
+    }
+
     fn packed_kernels(&self, what: &str) -> Result<&Kernels> {
         self.packed
             .as_deref()
@@ -309,6 +352,11 @@ impl Cuda {
 
     /// `y [n, rows] = x [n, cols] · Wᵀ` with `W` packed.
     pub(crate) fn packed_matmul(&self, x: &CudaTensor, w: &GpuPacked) -> Result<CudaSlice<f32>> {
+        if let Ok(mk) = &self.packed_kernels("linear")?.mma {
+            if let Some(y) = self.mma_matmul(mk, x, w)? {
+                return Ok(y);
+            }
+        }
         let guard = self.quantize_acts(x, w.layout.cols)?;
         let acts = guard.as_ref().expect("quantize_acts fills the scratch");
         let n = x.len() / w.layout.cols;
@@ -328,18 +376,14 @@ impl Cuda {
             _ => 2,
         };
         let f = &k.mm[kind][per_pass];
-        let m = w.m.as_ref().unwrap_or(&w.d); // not read without offsets
         let (rows, cols, group, n_i) = (
             w.layout.rows as i32,
             w.layout.cols as i32,
             w.layout.group as i32,
             n as i32,
         );
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&w.codes)
-            .arg(&w.d)
-            .arg(m)
-            .arg(&acts.qa)
+        let mut l = w.launch(&self.stream, f);
+        l.arg(&acts.qa)
             .arg(&acts.qb)
             .arg(&acts.dx)
             .arg(&acts.e32)
@@ -371,18 +415,14 @@ impl Cuda {
         }
         let k = self.packed_kernels("embedding")?;
         let ids_dev = self.stream.clone_htod(ids).map_err(err("upload ids"))?;
-        let m = w.m.as_ref().unwrap_or(&w.d);
         let (cols, group, bits, has_m) = (
             w.layout.cols as i32,
             w.layout.group as i32,
             w.layout.bits as i32,
             w.m.is_some() as i32,
         );
-        let mut l = self.stream.launch_builder(&k.rows);
-        l.arg(&w.codes)
-            .arg(&w.d)
-            .arg(m)
-            .arg(&ids_dev)
+        let mut l = w.launch(&self.stream, &k.rows);
+        l.arg(&ids_dev)
             .arg(&mut out)
             .arg(&cols)
             .arg(&group)
@@ -464,7 +504,13 @@ mod tests {
     use crunch_kernels::Bytes;
 
     /// Random blocks of `dtype`; `share` consecutive blocks of a row get the same scale.
-    fn matrix(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64) -> PackedMatrix {
+    pub(super) fn matrix(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        share: usize,
+        seed: u64,
+    ) -> PackedMatrix {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = move || {
             s ^= s << 13;

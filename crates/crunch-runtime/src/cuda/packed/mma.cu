@@ -1,0 +1,444 @@
+
+// ---- Tensor-core products for 4-bit codes in groups of 128 (decision 132) ----------------------
+// Appended to packed.cu by packed/mma.rs (one NVRTC program; the typedefs and load_codes above
+// are shared). Needs sm_80+ (bf16 `mma.sync`, `cvt`/`fma` on bf16x2): on older devices none of
+// this is compiled and the host keeps the dp4a kernels.
+//
+// y[r] = Σ_k W[r, k]·x[k] for one activation row (mma_gemv; more rows: mma_gemm below), with
+// the codes expanded to bf16 in registers and multiplied on the tensor cores (mma.m16n8k16,
+// f32 accumulate):
+// - x is split per element into hi = bf16(x) and lo = bf16(x − hi), so hi + lo carries 16 bits
+//   of x's significand (relative error ≤ 2^-17; in bf16 mode x is rounded first and lo = 0).
+//   hi and lo are two columns of the mma's B operand, so one mma serves both.
+// - a code u (0..15) becomes the bf16 128 + u with one `lop3` (0x4300 | u) and u − 8 (symmetric)
+//   or u (with offsets) with one bf16x2 fma: exact small integers. The group's f16 scale d (and
+//   offset m) is applied in f32 after the group's 8 mma steps: y += d·Σ(u − 8)x, or
+//   y += d·Σu·x + m·Σx with Σx (of hi + lo) summed once per block while staging.
+// - the order of k inside a group is free (both operands follow it): thread t of a quad reads
+//   the whole 16-byte chunk t of the group's four chunks (one coalesced load per row), and in
+//   step s = 4h + q supplies word q's nibbles h (bytes 0 and 2, then 1 and 3) as its A
+//   registers, and the matching activations x[32(c0+t) + 4s ..+3] as its B registers.
+//
+// A block is 8 warps over tiles of 16·MT weight rows, taken in turn (grid-stride; the host
+// launches one wave). The warps split the row's groups into 8 contiguous ranges (split-K
+// inside the block) and sum their partial outputs through shared memory in a fixed order, so
+// the result does not depend on timing. Each block first stages the activation row once,
+// already as bf16 hi/lo pairs in the order the B registers want ([s][chunk], rows padded by
+// 16 bytes so neither the staging stores nor the reads conflict); the first code loads are
+// issued before that, and each tile's successor's first loads before the warps' sum, so
+// staging and sums overlap the loads' latency.
+
+#if __CUDA_ARCH__ >= 800
+
+#define MMA_WARPS 8
+#define MMA_THREADS (MMA_WARPS * 32)
+
+// Two f32 → bf16 (round to nearest even), `lo` in bits 0–15.
+__device__ __forceinline__ u32 bf16_pair(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float bf16_low(u32 p) { return __uint_as_float(p << 16); }
+__device__ __forceinline__ float bf16_high(u32 p) { return __uint_as_float(p & 0xffff0000u); }
+
+// Nibbles at bits 0–3 and 16–19 of v as the bf16 pair (u0 − off, u1 − off), exactly:
+// 0x4300 | u is 128 + u, and fma(·, 1, −(128 + off)) subtracts in bf16 without rounding.
+// `mask` is 0x000f000f held in a register (see mma_group); the lop3 ((v & mask) | magic) is
+// written out so that ptxas keeps the magic as its immediate instead of rebuilding the mask
+// before each one (~3 instructions fewer per mma step in the SASS).
+template <int OFF>
+__device__ __forceinline__ u32 nibbles_bf16(u32 v, u32 mask) {
+    u32 r, b;
+    asm("lop3.b32 %0, %1, %2, 0x43004300, 0xEA;" : "=r"(b) : "r"(v), "r"(mask));
+    const u32 one = 0x3f803f80u;
+    const u32 neg = OFF == 8 ? 0xc308c308u : 0xc300c300u;  // −136, −128
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(b), "r"(one), "r"(neg));
+    return r;
+}
+
+__device__ __forceinline__ void mma_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
+                                         u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 word(const uint4& v, int q) {
+    return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
+}
+
+// x's 4 elements (weights 4s..4s+3 of a chunk) as the B registers (hi b0, hi b1, lo b0,
+// lo b1), with b0 = (x0, x2) and b1 = (x1, x3) (see the k order above); returns Σ(hi + lo).
+// In bf16 mode x is rounded first, so lo = 0.
+__device__ __forceinline__ float split_hi_lo(float4 f, int bf16, uint4& regs) {
+    if (bf16) {
+        f.x = round_bf16(f.x);
+        f.y = round_bf16(f.y);
+        f.z = round_bf16(f.z);
+        f.w = round_bf16(f.w);
+    }
+    u32 h0 = bf16_pair(f.x, f.z), h1 = bf16_pair(f.y, f.w);
+    u32 l0 = bf16_pair(f.x - bf16_low(h0), f.z - bf16_high(h0));
+    u32 l1 = bf16_pair(f.y - bf16_low(h1), f.w - bf16_high(h1));
+    regs = make_uint4(h0, h1, l0, l1);
+    return ((bf16_low(h0) + bf16_low(l0)) + (bf16_high(h0) + bf16_high(l0))) +
+           ((bf16_low(h1) + bf16_low(l1)) + (bf16_high(h1) + bf16_high(l1)));
+}
+
+extern __shared__ uint4 mma_smem[];
+
+// Shared memory bytes of mma_gemv for rows of k weights (also computed by packed/mma.rs).
+#define MMA_PLANE(k) (((k) >> 5) + 1)
+
+// Codes (chunk 4·gg + t of each row), scales and offsets of groups gs..gs+U−1 (clamped to
+// the last group: the extra loads are not used).
+template <bool HAS_M, int MT, int U>
+__device__ __forceinline__ void mma_load(uint4 (&w)[U][MT][2], float (&d)[U][MT][2],
+                                         float (&m)[U][MT][2], const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc,
+                                         const u16* __restrict__ msc, const int (&row)[MT][2],
+                                         int gs, int G, int C, int t) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int gg = min(gs + u, G - 1);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                size_t r = row[mt][e];
+                w[u][mt][e] = load_codes(codes + r * C + 4 * gg + t);
+                d[u][mt][e] = f16_to_f32(__ldg(dsc + r * G + gg));
+                m[u][mt][e] = HAS_M ? f16_to_f32(__ldg(msc + r * G + gg)) : 0.0f;
+            }
+    }
+}
+
+// Calls group(w, d, m, grp) for each group gb..ge−1 of this warp with two register buffers
+// of U groups: the next U groups' codes are requested before the current ones are multiplied.
+// `wa` holds groups gb.. on entry (requested earlier by the caller).
+template <bool HAS_M, int MT, int U, class F>
+__device__ __forceinline__ void double_buffered(uint4 (&wa)[U][MT][2], float (&da)[U][MT][2],
+                                                float (&ma)[U][MT][2],
+                                                const uint4* __restrict__ codes,
+                                                const u16* __restrict__ dsc,
+                                                const u16* __restrict__ msc,
+                                                const int (&row)[MT][2], int gb, int ge, int G,
+                                                int C, int t, F group) {
+    uint4 wb[U][MT][2];
+    float db[U][MT][2], mb[U][MT][2];
+    for (int gs = gb; gs < ge; gs += 2 * U) {
+        if (gs + U < ge)
+            mma_load<HAS_M, MT, U>(wb, db, mb, codes, dsc, msc, row, gs + U, G, C, t);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (gs + u < ge) group(wa[u], da[u], ma[u], gs + u);
+        if (gs + U < ge) {
+            if (gs + 2 * U < ge)
+                mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gs + 2 * U, G, C, t);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (gs + U + u < ge) group(wb[u], db[u], mb[u], gs + U + u);
+        }
+    }
+}
+
+// One group of 128 weights (8 mma steps) for the MT tiles, added to yv with its scale terms.
+template <bool HAS_M, int MT>
+__device__ __forceinline__ void mma_group(float (&yv)[MT][2], const uint4 (&w)[MT][2],
+                                          const float (&d)[MT][2], const float (&m)[MT][2],
+                                          const uint2* act2, const float* gsum, int P, int grp,
+                                          int g, int t) {
+    const int c0 = 4 * grp;
+    // Opaque to the compiler, so that each lop3 takes the mask from a register and the magic
+    // as its immediate (otherwise ptxas rebuilds the constant before every lop3).
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    float acc[MT][2][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[mt][0][j] = acc[mt][1][j] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s & 3, sh = 4 * (s >> 2);
+        uint2 b = act2[2 * (s * P + c0 + t) + (g & 1)];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            u32 w0 = word(w[mt][0], q), w1 = word(w[mt][1], q);
+            const int OFF = HAS_M ? 0 : 8;
+            // Two accumulators (even and odd steps) halve the chain of dependent mma.
+            mma_bf16(acc[mt][s & 1], nibbles_bf16<OFF>(w0 >> sh, mask),
+                     nibbles_bf16<OFF>(w1 >> sh, mask), nibbles_bf16<OFF>(w0 >> (8 + sh), mask),
+                     nibbles_bf16<OFF>(w1 >> (8 + sh), mask), b.x, b.y);
+        }
+    }
+    const float sx = HAS_M ? gsum[grp] : 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = (acc[mt][0][2 * e] + acc[mt][0][2 * e + 1]) +
+                      (acc[mt][1][2 * e] + acc[mt][1][2 * e + 1]);
+            yv[mt][e] += d[mt][e] * v;
+            if (HAS_M) yv[mt][e] += m[mt][e] * sx;
+        }
+}
+
+// U groups per load (U·MT·2 16-byte loads per thread), double-buffered.
+template <bool HAS_M, int MT, int U>
+__device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc, const u16* __restrict__ msc,
+                                         const float* __restrict__ x, float* __restrict__ y,
+                                         int rows, int k, int bf16) {
+    const int C = k >> 5, G = k >> 7, P = MMA_PLANE(k);
+    uint4* act = mma_smem;                    // [8][P]: (hi b0, hi b1, lo b0, lo b1)
+    float* gsum = (float*)(mma_smem + 8 * P); // [G]: Σ (hi + lo) per group
+    float* red = gsum + G;                    // [MMA_WARPS][MT·16]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    // Blocks take tiles of 16·MT weight rows in turn (a grid of at most one wave: the
+    // activations are staged once per block, and the next tile's first codes are requested
+    // before the warps' outputs are summed).
+    const int tiles = (rows + 16 * MT - 1) / (16 * MT);
+    int tile = blockIdx.x;
+    // Weight rows of this thread (g and g + 8 of each tile), clamped so that loads stay inside
+    // the matrix; rows past the end are computed and not stored.
+    int row[MT][2];
+    // The first register buffer (double_buffered has the second).
+    uint4 wa[U][MT][2];
+    float da[U][MT][2], ma[U][MT][2];
+    auto first_loads = [&](int tl) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                row[mt][e] = min(rows - 1, tl * 16 * MT + 16 * mt + g + 8 * e);
+        if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
+    };
+    if (tile < tiles) first_loads(tile);
+
+    // Stage x: float4 i holds weights 4s..4s+3 (s = i % 8) of chunk i / 8; one warp per group
+    // of 128 (k is a multiple of 128, so whole warps iterate together).
+    const float4* x4 = (const float4*)x;
+    for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
+        float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
+        if (HAS_M) {  // Σx is only read with offsets
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (lane == 0) gsum[i >> 5] = s;
+        }
+    }
+    __syncthreads();
+
+    const uint2* act2 = (const uint2*)act;
+    for (; tile < tiles; tile += gridDim.x) {
+        // yv[mt][e]: the output of row g + 8e of tile mt (valid in lanes t = 0: columns 0 and
+        // 1 of the mma are x's hi and lo; the other columns repeat them and are not read).
+        float yv[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) yv[mt][0] = yv[mt][1] = 0.0f;
+        double_buffered<HAS_M, MT, U>(
+            wa, da, ma, codes, dsc, msc, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[MT][2], const float(&d)[MT][2], const float(&m)[MT][2], int grp) {
+                mma_group<HAS_M, MT>(yv, w, d, m, act2, gsum, P, grp, g, t);
+            });
+        if (tile + (int)gridDim.x < tiles) first_loads(tile + gridDim.x);
+        if (t == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) red[warp * 16 * MT + 16 * mt + g + 8 * e] = yv[mt][e];
+        }
+        __syncthreads();
+        if (threadIdx.x < 16 * MT) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp * 16 * MT + threadIdx.x];
+            int r = tile * 16 * MT + threadIdx.x;
+            if (r < rows) y[r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_KERNEL(name, HAS_M, MT, U)                                                          \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
+        name(const uint4* codes, const u16* dsc, const u16* msc, const float* x, float* y,      \
+             int rows, int k, int bf16) {                                                       \
+        mma_gemv<HAS_M, MT, U>(codes, dsc, msc, x, y, rows, k, bf16);                          \
+    }
+
+// One tile of 16 rows per block pass: with a grid of one wave, more tiles per block would only
+// lower occupancy (registers) without saving staging. Two buffers of 2 groups: 2–4 groups of
+// codes in flight per thread.
+MMA_KERNEL(mma_u4, false, 1, 2)
+MMA_KERNEL(mma_u4m, true, 1, 2)
+
+// ---- 2–32 activation rows ---------------------------------------------------------------------
+// The same tiles, k order and scale terms, with the hi/lo B registers of every row prepared
+// once per product by mma_split_acts into a global buffer in register order (a warp's 32
+// 8-byte reads are 256 contiguous bytes), read through L1. The mma's 8 columns hold 4 rows'
+// hi and lo (column 2j + part), so NT n-tiles cover 4·NT rows per pass; each thread's
+// dequantized A registers serve all NT n-tiles of a step, and MT tiles of 16 weight rows share
+// each B read. More rows than 4·NT run in passes that re-read the tile's codes (from L2).
+
+// x [n][k] → frag (uint2) [⌈n/4⌉][8][k/32][8] and gsum [n][k/128] (Σ(hi + lo) per group). One
+// thread per float4 of x; whole warps share a row's group (k/4 is a multiple of 32).
+extern "C" __global__ void mma_split_acts(const float4* __restrict__ x, uint2* __restrict__ frag,
+                                          float* __restrict__ gsum, int n, int k, int bf16) {
+    const int C = k >> 5, G = k >> 7, K4 = k >> 2;
+    long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * K4) return;  // whole warps
+    const int j = (int)(idx / K4), i = (int)(idx % K4);
+    uint4 regs;
+    float s = split_hi_lo(x[idx], bf16, regs);
+    uint2* at = frag + ((size_t)((j >> 2) * 8 + (i & 7)) * C + (i >> 3)) * 8 + 2 * (j & 3);
+    at[0] = make_uint2(regs.x, regs.y);
+    at[1] = make_uint2(regs.z, regs.w);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) gsum[(size_t)j * G + (i >> 5)] = s;
+}
+
+// One group of 128 weights (8 mma steps) for MT tiles × NT n-tiles, added to yv with its
+// scale terms. The A registers of a step are dequantized once for all NT n-tiles.
+template <bool HAS_M, int MT, int NT>
+__device__ __forceinline__ void gemm_group(float (&yv)[MT][NT][2], const uint4 (&w)[MT][2],
+                                           const float (&d)[MT][2], const float (&m)[MT][2],
+                                           const uint2* __restrict__ frag,
+                                           const float* __restrict__ gsum, u32 mask, int p,
+                                           int ntiles, int n, int C, int G, int grp, int g,
+                                           int t) {
+    const int OFF = HAS_M ? 0 : 8;
+    const int c0 = 4 * grp;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        const int q = s & 3, sh = 4 * (s >> 2);
+        u32 a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            u32 w0 = word(w[mt][0], q), w1 = word(w[mt][1], q);
+            a[mt][0] = nibbles_bf16<OFF>(w0 >> sh, mask);
+            a[mt][1] = nibbles_bf16<OFF>(w1 >> sh, mask);
+            a[mt][2] = nibbles_bf16<OFF>(w0 >> (8 + sh), mask);
+            a[mt][3] = nibbles_bf16<OFF>(w1 >> (8 + sh), mask);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int ntile = p * NT + nt;
+            if (ntile < ntiles) {  // the same in every lane
+                uint2 b = __ldg(frag + ((size_t)(ntile * 8 + s) * C + c0 + t) * 8 + g);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b.x, b.y);
+            }
+        }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int j = min(n - 1, 4 * (p * NT + nt) + t);
+        const float sx = HAS_M ? __ldg(gsum + (size_t)j * G + grp) : 0.0f;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                yv[mt][nt][e] += d[mt][e] * (acc[mt][nt][2 * e] + acc[mt][nt][2 * e + 1]);
+                if (HAS_M) yv[mt][nt][e] += m[mt][e] * sx;
+            }
+    }
+}
+
+// Each warp's groups U at a time, the next U groups' codes requested before the current ones
+// are multiplied (two register buffers).
+template <bool HAS_M, int MT, int NT, int U>
+__device__ __forceinline__ void mma_gemm(const uint4* __restrict__ codes,
+                                         const u16* __restrict__ dsc, const u16* __restrict__ msc,
+                                         const uint2* __restrict__ frag,
+                                         const float* __restrict__ gsum, float* __restrict__ y,
+                                         int rows, int k, int n) {
+    __shared__ float red[MMA_WARPS][16 * MT * 4 * NT];
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = (rows + 16 * MT - 1) / (16 * MT);
+    const int ntiles = (n + 3) >> 2, passes = (ntiles + NT - 1) / NT;
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    for (int item = blockIdx.x; item < tiles * passes; item += gridDim.x) {
+        const int tile = item / passes, p = item % passes;
+        int row[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                row[mt][e] = min(rows - 1, tile * 16 * MT + 16 * mt + g + 8 * e);
+        // yv[mt][nt][e]: row g + 8e of tile mt, activation row 4·(p·NT + nt) + t.
+        float yv[MT][NT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
+        uint4 wa[U][MT][2];
+        float da[U][MT][2], ma[U][MT][2];
+        if (gb < ge) mma_load<HAS_M, MT, U>(wa, da, ma, codes, dsc, msc, row, gb, G, C, t);
+        double_buffered<HAS_M, MT, U>(
+            wa, da, ma, codes, dsc, msc, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[MT][2], const float(&d)[MT][2], const float(&m)[MT][2], int grp) {
+                gemm_group<HAS_M, MT, NT>(yv, w, d, m, frag, gsum, mask, p, ntiles, n, C, G, grp,
+                                          g, t);
+            });
+        // red[warp][jl · 16·MT + row in tile]
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    red[warp][(4 * nt + t) * 16 * MT + 16 * mt + g + 8 * e] = yv[mt][nt][e];
+        __syncthreads();
+        for (int o = threadIdx.x; o < 16 * MT * 4 * NT; o += MMA_THREADS) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][o];
+            const int r = tile * 16 * MT + o % (16 * MT), j = 4 * p * NT + o / (16 * MT);
+            if (r < rows && j < n) y[(size_t)j * rows + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_GEMM_KERNEL(name, HAS_M, MT, NT, U)                                                 \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
+        name(const uint4* codes, const u16* dsc, const u16* msc, const uint2* frag,             \
+             const float* gsum, float* y, int rows, int k, int n) {                             \
+        mma_gemm<HAS_M, MT, NT, U>(codes, dsc, msc, frag, gsum, y, rows, k, n);                \
+    }
+
+// Up to 4, 8 and 16 rows per pass (2 groups per buffer up to 8 rows). For 9–32 rows, `_n4`
+// takes two tiles of weight rows per block, so that each B read feeds 2 mma (1 group of codes
+// per buffer, for registers), when that still gives every SM two blocks; otherwise `_n4w`: one
+// tile, 2 groups per buffer (the same codes in flight per warp, twice the blocks, twice the B
+// reads per weight).
+MMA_GEMM_KERNEL(mma_u4_n1, false, 1, 1, 2)
+MMA_GEMM_KERNEL(mma_u4_n2, false, 1, 2, 2)
+MMA_GEMM_KERNEL(mma_u4_n4, false, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4_n4w, false, 1, 4, 2)
+MMA_GEMM_KERNEL(mma_u4m_n1, true, 1, 1, 2)
+MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 2)
+MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
+MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
+
+#endif  // __CUDA_ARCH__ >= 800
