@@ -43,23 +43,18 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Runs `$body` with `$b` bound to the backend for `$device` (a `Device`). Generic code cannot
-/// take a backend type at run time, so each backend gets its own monomorphised copy of `$body`.
-macro_rules! with_backend {
-    ($device:expr, $b:ident => $body:expr) => {
+/// Runs `$body` with `$b` bound to `$cpu` for `cpu`, or to `$cuda(ordinal, bf16)?` for
+/// `cuda[-bf16][:N]` (a build without the `cuda` feature returns its error instead).
+macro_rules! on_device {
+    ($device:expr, $cpu:expr, $cuda:path, $b:ident => $body:expr) => {
         match $device {
             $crate::device::Device::Cpu => {
-                let $b = crunch_runtime::Cpu;
+                let $b = $cpu;
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::device::Device::Cuda { ordinal, bf16 } => {
-                let precision = if bf16 {
-                    crunch_runtime::Precision::Bf16
-                } else {
-                    crunch_runtime::Precision::F32
-                };
-                let $b = $crate::device::open_cuda(ordinal, precision)?;
+                let $b = $cuda(ordinal, bf16)?;
                 $body
             }
             #[cfg(not(feature = "cuda"))]
@@ -67,6 +62,15 @@ macro_rules! with_backend {
                 return Err($crate::device::no_cuda_feature());
             }
         }
+    };
+}
+pub(crate) use on_device;
+
+/// Runs `$body` with `$b` bound to the backend for `$device` (a `Device`). Generic code cannot
+/// take a backend type at run time, so each backend gets its own monomorphised copy of `$body`.
+macro_rules! with_backend {
+    ($device:expr, $b:ident => $body:expr) => {
+        $crate::device::on_device!($device, crunch_runtime::Cpu, $crate::device::open_cuda, $b => $body)
     };
 }
 pub(crate) use with_backend;
@@ -77,28 +81,7 @@ pub(crate) use with_backend;
 /// `$b` implements `crunch_generate::Runtime`.
 macro_rules! with_runtime {
     ($device:expr, $b:ident => $body:expr) => {
-        match $device {
-            $crate::device::Device::Cpu => {
-                let $b = crunch_runtime::Host;
-                $body
-            }
-            #[cfg(feature = "cuda")]
-            $crate::device::Device::Cuda { ordinal, bf16 } => {
-                let precision = if bf16 {
-                    crunch_runtime::Precision::Bf16
-                } else {
-                    crunch_runtime::Precision::F32
-                };
-                let $b = $crate::device::open_cuda(ordinal, precision)?
-                    .with_packed_weights()
-                    .map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
-                $body
-            }
-            #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda { .. } => {
-                return Err($crate::device::no_cuda_feature());
-            }
-        }
+        $crate::device::on_device!($device, crunch_runtime::Host, $crate::device::open_cuda_packed, $b => $body)
     };
 }
 pub(crate) use with_runtime;
@@ -112,14 +95,17 @@ pub fn no_cuda_feature() -> anyhow::Error {
     )
 }
 
-/// Opens GPU `ordinal`. A machine without a CUDA driver gets an error, not a panic: cudarc
-/// panics when it cannot find the driver library, so the attempt runs under `catch_unwind`
-/// (with the panic message kept off stderr).
+/// Opens GPU `ordinal`, in bf16 or f32. A machine without a CUDA driver gets an error, not a
+/// panic: cudarc panics when it cannot find the driver library, so the attempt runs under
+/// `catch_unwind` (with the panic message kept off stderr).
 #[cfg(feature = "cuda")]
-pub fn open_cuda(
-    ordinal: usize,
-    precision: crunch_runtime::Precision,
-) -> anyhow::Result<crunch_runtime::Cuda> {
+pub fn open_cuda(ordinal: usize, bf16: bool) -> anyhow::Result<crunch_runtime::Cuda> {
+    use crunch_runtime::Precision;
+    let precision = if bf16 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let opened =
@@ -129,11 +115,7 @@ pub fn open_cuda(
         Ok(Ok(cuda)) => Ok(cuda),
         Ok(Err(e)) => Err(anyhow::anyhow!("--device cuda:{ordinal}: {e}")),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown reason".into());
+            let why = crate::panic_message(&*panic).unwrap_or_else(|| "unknown reason".into());
             Err(anyhow::anyhow!(
                 "--device cuda:{ordinal}: no usable CUDA driver on this machine ({why})"
             ))
@@ -141,23 +123,11 @@ pub fn open_cuda(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_devices() {
-        assert_eq!("cpu".parse(), Ok(Device::Cpu));
-        let cuda = |ordinal, bf16| Ok(Device::Cuda { ordinal, bf16 });
-        assert_eq!("cuda".parse(), cuda(0, false));
-        assert_eq!("cuda:3".parse(), cuda(3, false));
-        assert_eq!("cuda-bf16".parse(), cuda(0, true));
-        assert_eq!("cuda-bf16:1".parse(), cuda(1, true));
-        assert!("cuda-f8".parse::<Device>().is_err());
-        for s in ["cpu", "cuda:3", "cuda-bf16:0"] {
-            assert_eq!(s.parse::<Device>().unwrap().to_string(), s);
-        }
-        assert!("gpu".parse::<Device>().is_err());
-        assert!("cuda:x".parse::<Device>().is_err());
-    }
+/// [`open_cuda`] with linear layers kept packed on the GPU (decision 117): what `generate`,
+/// `chat` and `serve` run on.
+#[cfg(feature = "cuda")]
+pub fn open_cuda_packed(ordinal: usize, bf16: bool) -> anyhow::Result<crunch_runtime::Cuda> {
+    open_cuda(ordinal, bf16)?
+        .with_packed_weights()
+        .map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: {e}"))
 }
