@@ -19,6 +19,14 @@
 # LEVELS overrides --levels (default: crunch's 10 default levels).
 # DEVICE: the search's device (default cuda, f32 arithmetic; cuda-bf16 runs the model in bf16, as
 #   `gpu_llama eval` and `crunch eval --device cuda-bf16` do).
+# CRUNCH_FITNESS_TIMING=1: the fitness's counters (swap, forward, LM head, KL) are measured with
+#   the device synchronized at their boundaries (otherwise queued GPU work lands in the next
+#   stage); each JSON line carries them ("fitness", "generation_fitness").
+# CRUNCH_SWAP_CACHE_MB (default here 6656): the fitness's swap cache (decision 129). Its default
+#   is a quarter of the units' f32 bytes, which at 2 or 4 blocks would be a few hundred MB while
+#   a generation's working set does not depend on the blocks; the script gives every size the
+#   budget 32 blocks get by default (0.25 × 6.98e9 weights × 4 bytes), so the line through the
+#   two points projects the 32-block search as it runs.
 # Prints one JSON line per model (every stage's seconds), then one projection line per stage
 # and the total against the 45-minute target. BLOCKS="2" (then BLOCKS="4") runs one size per call
 # where a call has a time limit: the lines collect in OUT/search8b-SETTING.jsonl and the
@@ -34,6 +42,7 @@ esac
 [ -n "${LEVELS:-}" ] && flags+=(--levels "$LEVELS")
 gens=${GENS:-4} full=${FULL_GENS:-50}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export CRUNCH_SWAP_CACHE_MB=${CRUNCH_SWAP_CACHE_MB:-6656}
 mkdir -p "$out"
 for n in ${BLOCKS:-2 4}; do
   m=/tmp/search8b-m$n
@@ -64,7 +73,10 @@ row = {"setting": setting, "blocks": n, "wall_s": wall, "calibration_s": t["cali
        # Loading, the model loaded twice for the fitness, and writing (the chosen levels
        # re-made by the driver): what the stages above leave of the wall time.
        "load_and_write_s": wall - t["calibration_s"] - t["variants_s"] - t["uniform_s"] - t["end_s"],
-       "variants_made": s["variants_made"], "evaluations": s["evaluations"]}
+       "variants_made": s["variants_made"], "evaluations": s["evaluations"],
+       # The fitness's time counters (decision 129; synchronized with CRUNCH_FITNESS_TIMING=1):
+       # over the whole command, and per generation (the first also holds the seeds).
+       "fitness": t.get("fitness"), "generation_fitness": t.get("generation_fitness")}
 print(json.dumps(row))
 PY
 done | tee -a "$out/search8b-$setting.jsonl"

@@ -13,6 +13,9 @@
 //!    the factors' product (< 1e-5 relative) and the spectrum (< 1e-9 of σ₁).
 //! 6. bf16 mode against the CPU in f32 (tolerance 5e-2), and scoring logits on the device
 //!    against the host's scoring.
+//! 7. `write_weight` (the budget search's in-place swap, decision 129), f32 and bf16: a weight
+//!    written over holds exactly what `upload_weight` of the same values holds; a shared one is
+//!    refused.
 //!
 //! Prints one JSON object; exits non-zero if a check fails. Run from the repository root.
 
@@ -231,8 +234,23 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    let mut write_weight = Vec::new();
+    for dev in [&gpu, &gpu_bf16] {
+        let (rows, cols) = (96, 160);
+        let (a, b) = (pseudo(rows * cols, 11), pseudo(rows * cols, 12));
+        let mut w = dev.upload_weight(a.clone(), &[rows, cols])?;
+        let written = dev.write_weight(&mut w, &b)?;
+        let want = dev.to_f32(&dev.upload_weight(b.clone(), &[rows, cols])?)?;
+        let same = dev.to_f32(&w)? == want;
+        let shared = w.clone();
+        let refused = !dev.write_weight(&mut w, &a)? && dev.to_f32(&shared)? == want;
+        ok &= written && same && refused;
+        write_weight.push(json!({"precision": format!("{:?}", dev.precision()),
+            "written": written, "same_as_upload": same, "shared_refused": refused}));
+    }
     let out = json!({
         "device": gpu.device_name(),
+        "write_weight": write_weight,
         "lowrank_gpu_vs_host": lowrank,
         "tolerance": TOLERANCE,
         "bf16_tolerance": BF16_TOLERANCE,

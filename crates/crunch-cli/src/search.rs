@@ -517,7 +517,7 @@ pub(crate) fn run_search<B: Backend>(
             .expect("valid template")
             .progress_chars("=> "),
         );
-        let mut clock = SearchClock::start();
+        let mut clock = SearchClock::start(fit.timing_handle());
         let st = search(&budget, params, &key, fit, &seeds, resume, &mut |st| {
             clock.lap(!st.fill.is_empty());
             bar.set_position(st.generation as u64);
@@ -629,6 +629,9 @@ pub(crate) fn run_search<B: Backend>(
         .collect();
     let mut timing = ends;
     timing["uniform_s"] = json!(uniform_seconds);
+    // The fitness's counters over the whole command (uniform points, every search, the final
+    // held KL): CRUNCH_FITNESS_TIMING=1 synchronizes the device at their boundaries.
+    timing["fitness"] = json!(fit.timing());
     Ok(Outcome {
         timing,
         config: state.chosen().to_vec(),

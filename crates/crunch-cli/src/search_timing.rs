@@ -2,7 +2,9 @@
 //! Wall seconds of each stage, and CPU seconds beside them: on a shared machine the search's
 //! cost is its CPU time more than its wall time.
 
+use crunch_search::FitnessTiming;
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// CPU seconds (user + system) of this process so far, from `/proc/self/stat` (Linux; `None`
@@ -25,16 +27,26 @@ pub(crate) struct SearchClock {
     generation_ends: Vec<f64>,
     generation_cpu: Vec<Option<f64>>,
     fill_ends: Vec<f64>,
+    /// The fitness's counters, read at each generation's end: what each generation spent
+    /// (the first also holds the seeds).
+    fitness: Arc<Mutex<FitnessTiming>>,
+    fitness_last: FitnessTiming,
+    generation_fitness: Vec<FitnessTiming>,
 }
 
 impl SearchClock {
-    pub fn start() -> Self {
+    /// Starts the clock; `fitness`: the search's fitness counters, to split per generation.
+    pub fn start(fitness: Arc<Mutex<FitnessTiming>>) -> Self {
+        let fitness_last = *fitness.lock().expect("timing lock");
         SearchClock {
             t0: Instant::now(),
             cpu0: cpu_seconds(),
             generation_ends: Vec::new(),
             generation_cpu: Vec::new(),
             fill_ends: Vec::new(),
+            fitness,
+            fitness_last,
+            generation_fitness: Vec::new(),
         }
     }
 
@@ -46,6 +58,9 @@ impl SearchClock {
         } else {
             self.generation_ends.push(t);
             self.generation_cpu.push(self.cpu_since());
+            let now = *self.fitness.lock().expect("timing lock");
+            self.generation_fitness.push(now.since(&self.fitness_last));
+            self.fitness_last = now;
         }
     }
 
@@ -61,6 +76,7 @@ impl SearchClock {
             "fill_end_s": self.fill_ends,
             "end_s": self.t0.elapsed().as_secs_f64(),
             "end_cpu_s": self.cpu_since(),
+            "generation_fitness": self.generation_fitness,
         })
     }
 }
@@ -79,7 +95,9 @@ mod tests {
 
     #[test]
     fn the_clock_records_generations_and_fill_rounds_apart() {
-        let mut c = SearchClock::start();
+        let counters = Arc::new(Mutex::new(FitnessTiming::default()));
+        let mut c = SearchClock::start(counters.clone());
+        counters.lock().unwrap().layers_swapped = 3;
         c.lap(false);
         c.lap(false);
         c.lap(true);
@@ -87,6 +105,10 @@ mod tests {
         assert_eq!(r["generation_end_s"].as_array().unwrap().len(), 2);
         assert_eq!(r["generation_end_cpu_s"].as_array().unwrap().len(), 2);
         assert_eq!(r["fill_end_s"].as_array().unwrap().len(), 1);
+        let per = r["generation_fitness"].as_array().unwrap();
+        assert_eq!(per.len(), 2);
+        assert_eq!(per[0]["layers_swapped"], 3);
+        assert_eq!(per[1]["layers_swapped"], 0);
         assert!(r["end_s"].as_f64().unwrap() >= 0.0);
         if cfg!(target_os = "linux") {
             assert!(cpu_seconds().is_some_and(|s| s >= 0.0));

@@ -8,6 +8,22 @@ use crate::perplexity::{score_chunk, EvalError, WindowError, LOGIT_ROWS};
 use crate::scoring::RowScores;
 use crunch_model::Model;
 use crunch_runtime::Backend;
+use std::time::Instant;
+
+/// Where [`BaseLogits::score_timed`]'s wall time went, summed over calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ScoreTiming {
+    /// The candidate's forward through its blocks (embedding to the last hidden state).
+    pub forward_s: f64,
+    /// The final norm and the LM head (the logits of each chunk of rows).
+    pub head_s: f64,
+    /// Scoring the logits against the base's: on the device where the backend scores there
+    /// (only per-row sums come back), else the logits copied back and scored on the host.
+    pub kl_s: f64,
+    /// Windows and positions scored.
+    pub windows: usize,
+    pub positions: usize,
+}
 
 /// The base model's logits for a set of windows, in chunks of `LOGIT_ROWS` rows.
 pub struct BaseLogits<B: Backend> {
@@ -70,6 +86,20 @@ impl<B: Backend> BaseLogits<B> {
     /// Scores `model` on the first `n` windows against the kept logits: the sums of NLL, KL and
     /// agreements (`RowScores::kl / positions` is the mean KL(base ‖ model)).
     pub fn score(&self, model: &Model<B>, n: usize) -> Result<RowScores, EvalError> {
+        self.score_timed(model, n, &mut ScoreTiming::default(), false)
+    }
+
+    /// [`BaseLogits::score`], adding the wall time of its parts to `timing`. With `sync` the
+    /// backend is synchronized at each part's end ([`Backend::synchronize`]: a GPU launches
+    /// asynchronously, so without it a part's time is partly its successor's); the result is
+    /// the same either way.
+    pub fn score_timed(
+        &self,
+        model: &Model<B>,
+        n: usize,
+        timing: &mut ScoreTiming,
+        sync: bool,
+    ) -> Result<RowScores, EvalError> {
         if model.config.vocab != self.vocab {
             return Err(EvalError::Vocabularies {
                 base: self.vocab,
@@ -77,21 +107,35 @@ impl<B: Backend> BaseLogits<B> {
             });
         }
         let b = &model.backend;
+        let lap = |t0: Instant| -> Result<f64, EvalError> {
+            if sync {
+                b.synchronize().map_err(crunch_model::Error::from)?;
+            }
+            Ok(t0.elapsed().as_secs_f64())
+        };
         let mut total = RowScores::default();
         for (i, (w, chunks)) in self.windows.iter().zip(&self.chunks).take(n).enumerate() {
+            let t0 = Instant::now();
             let hidden = model.hidden_states(w, &mut ())?;
+            timing.forward_s += lap(t0)?;
             for (c, base) in chunks.iter().enumerate() {
+                let t0 = Instant::now();
                 let start = c * LOGIT_ROWS;
                 let len = LOGIT_ROWS.min(w.len() - 1 - start);
                 let rows = b
                     .rows(&hidden, start, len)
                     .map_err(crunch_model::Error::from)?;
                 let logits = model.logits(&rows, &mut ())?;
+                timing.head_s += lap(t0)?;
+                let t0 = Instant::now();
                 let targets = &w[start + 1..start + 1 + len];
                 let s = score_chunk(model, &logits, Some(base), targets, start)
                     .map_err(|e| window_error(i, e))?;
                 total.add(&s);
+                timing.kl_s += lap(t0)?;
             }
+            timing.windows += 1;
+            timing.positions += w.len().saturating_sub(1);
         }
         Ok(total)
     }

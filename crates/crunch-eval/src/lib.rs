@@ -9,7 +9,7 @@ mod kv_modes;
 mod perplexity;
 mod scoring;
 
-pub use kl::BaseLogits;
+pub use kl::{BaseLogits, ScoreTiming};
 pub use kv_modes::evaluate_kv_modes;
 pub use perplexity::{
     check_enough_tokens, evaluate, scored_tokens, windows, EvalError, EvalOptions, EvalReport,

@@ -201,6 +201,15 @@ pub trait Backend: Send + Sync + 'static {
         self.upload(data, shape)
     }
 
+    /// Overwrites the values of a weight matrix made by [`Backend::upload_weight`] with `data`
+    /// (same element count), in its own storage, as `upload_weight` would have stored them:
+    /// a budget search swaps many weights of the same shapes in and out, and reusing a buffer
+    /// spares an allocation. `Ok(false)` (the default, and wherever the storage is shared,
+    /// of another kind or size): nothing written, the caller uploads a new weight.
+    fn write_weight(&self, _weight: &mut Self::Tensor, _data: &[f32]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Whether the loader should hand linear weights (and the embedding table) over in their
     /// stored encoding through [`Backend::upload_packed`] rather than as f32. `false` (the
     /// default): the model sees exactly the f32 values it always did.
@@ -241,6 +250,13 @@ pub trait Backend: Send + Sync + 'static {
     /// results bit-identical to the host Hessian code.
     fn gram_accumulate(&self, _acc: &mut Option<Self::Tensor>, _x: &Self::Tensor) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Waits until the work queued so far has finished: a GPU launches asynchronously, so a
+    /// timer that attributes time to stages synchronizes at their boundaries. Default: nothing
+    /// to wait for (the host backends finish each operation before returning).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Scores rows of `logits [rows, vocab]` against `targets` (and `base` logits of the same

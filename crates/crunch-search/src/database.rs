@@ -231,6 +231,10 @@ pub trait Variants {
     fn layers(&self) -> (&[LinearId], &[(usize, usize)]);
     /// A unit's weight at `level` as the model runs it, row-major.
     fn dense(&self, unit: usize, level: usize) -> Vec<f32>;
+    /// [`Variants::dense`] into `out` (reused when it has the right length): the same values.
+    fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
+        *out = self.dense(unit, level);
+    }
 }
 
 impl Variants for Database {
@@ -240,6 +244,10 @@ impl Variants for Database {
 
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
         self.variants[unit][level].dense()
+    }
+
+    fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
+        crate::swap::dense_into(&self.variants[unit][level], out);
     }
 }
 

@@ -184,15 +184,19 @@ impl Variants for GgufDatabase {
     }
 
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
-        let (rows, cols) = self.shapes[unit];
-        let mut out = vec![0f32; rows * cols];
-        dequantize(
-            self.types[unit][level],
-            &self.encoded[unit][level],
-            &mut out,
-        )
-        .expect("the bytes were made for this shape");
+        let mut out = Vec::new();
+        self.dense_into(unit, level, &mut out);
         out
+    }
+
+    fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
+        let (rows, cols) = self.shapes[unit];
+        if out.len() != rows * cols {
+            *out = vec![0f32; rows * cols];
+        }
+        // Every value is written (on the rayon pool for large tensors).
+        dequantize(self.types[unit][level], &self.encoded[unit][level], out)
+            .expect("the bytes were made for this shape");
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`fitness`]: KL(base ‖ candidate) on calibration tokens, through `crunch_eval::BaseLogits`
 //!   (the evaluation's own scoring), with only the layers that differ from the last candidate
 //!   swapped in; the seeds and the elite are judged on fixed held windows.
+//! - [`swap`]: how a swap stays cheap at large shapes (parallel dequantization into a kept
+//!   buffer, recently swapped-out weights kept on the device, buffers reused).
 //! - [`fill`]: after the generations, the unused budget goes to the measured best raises.
 
 pub mod database;
@@ -19,6 +21,7 @@ pub mod fill;
 pub mod fitness;
 pub mod gguf_levels;
 pub mod plot;
+pub mod swap;
 
 #[cfg(test)]
 mod evo_reference;
@@ -26,7 +29,7 @@ mod evo_reference;
 pub use database::{Database, Level, Variants};
 pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState};
 pub use fill::{fill_round, FillRound};
-pub use fitness::ModelFitness;
+pub use fitness::{FitnessTiming, ModelFitness};
 pub use gguf_levels::GgufDatabase;
 
 use std::path::PathBuf;

@@ -222,3 +222,54 @@ fn fill_uses_the_slack_on_a_tiny_model() {
         assert_eq!(run(&p), with, "same seed, same fill");
     }
 }
+
+/// The swap cache and reused buffers change only the time: the same search with no cache, a
+/// cache small enough to evict, and one that keeps everything reaches the same state, and the
+/// held KL of every configuration is the same to the bit.
+#[test]
+fn the_swap_cache_changes_no_result() {
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let db = uncached(&ckpt, &pool, LevelInputs::Independent);
+    let budget = Budget {
+        costs: db.costs().unwrap(),
+        limit: 3.0 * db.weights() as f64,
+    };
+    let base = ckpt.load(Cpu, |_| {}).unwrap();
+    let largest = db
+        .shapes
+        .iter()
+        .map(|(r, c)| 4 * (r * c) as u64)
+        .max()
+        .unwrap();
+    let mut runs = Vec::new();
+    for cache in [0, 3 * largest, u64::MAX] {
+        let model = ckpt.load(Cpu, |_| {}).unwrap();
+        let mut fit = ModelFitness::new(&base, model, &db, &pool, 5).with_swap_cache(cache);
+        let seeds = budget.uniform_fits();
+        let s = search(
+            &budget,
+            &params(2),
+            "k",
+            &mut fit,
+            &seeds,
+            None,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        let kls: Vec<u64> = seeds
+            .iter()
+            .chain([s.chosen().to_vec()].iter())
+            .map(|c| fit.held_kl(c).unwrap().to_bits())
+            .collect();
+        let t = fit.timing();
+        assert!(t.layers_swapped > 0);
+        if cache == 0 {
+            assert_eq!(t.cache_hits, 0);
+        } else {
+            assert!(t.cache_hits > 0, "{t:?}");
+        }
+        runs.push((s, kls));
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+}

@@ -762,6 +762,38 @@ impl Backend for Cuda {
         Ok(true)
     }
 
+    fn synchronize(&self) -> Result<()> {
+        Cuda::synchronize(self)
+    }
+
+    fn write_weight(&self, weight: &mut CudaTensor, data: &[f32]) -> Result<bool> {
+        // Only a whole buffer of this exact size that nothing else shares, stored as
+        // `upload_weight` stores it in this precision (f32 or bf16, never packed).
+        let whole = weight.offset == 0 && weight.shape.len() == 2 && weight.len() == data.len();
+        if !whole {
+            return Ok(false);
+        }
+        match (&mut weight.store, self.precision) {
+            (Store::F32(buf), Precision::F32) => match Arc::get_mut(buf) {
+                Some(b) if b.len() == data.len() => {
+                    self.stream.memcpy_htod(data, b).map_err(err("upload"))?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            (Store::Bf16(buf), Precision::Bf16) => match Arc::get_mut(buf) {
+                Some(b) if b.len() == data.len() => {
+                    use rayon::prelude::*;
+                    let bits: Vec<u16> = data.par_iter().map(|&v| bf16_bits(v)).collect();
+                    self.stream.memcpy_htod(&bits, b).map_err(err("upload"))?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
     fn score_rows(
         &self,
         logits: &CudaTensor,
