@@ -1,11 +1,13 @@
 //! `crunch chat MODEL`: an interactive conversation in the model's chat template. Each line
 //! on stdin is a user message; `/reset` starts over, `/exit` (or end of input) quits. The
 //! key/value cache of the conversation so far is kept, so a turn only runs its new tokens.
+//! `--device cuda` runs it on a GPU (as `crunch generate`).
 
-use crate::generate::{load, speed, summary, ModelArgs, SamplingArgs};
+use crate::device::with_runtime;
+use crate::generate::{load_on, note_kv_location, speed, summary, ModelArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use clap::Args;
-use crunch_generate::{Message, Request};
+use crunch_generate::{Message, Request, Runtime};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(Args)]
@@ -27,8 +29,17 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let mut engine = load(&args.model.path, args.model.ctx, false)?;
+    with_runtime!(args.model.device, b => run_on(b, &args, sampling))
+}
+
+fn run_on<B: Runtime>(
+    backend: B,
+    args: &ChatArgs,
+    sampling: crunch_generate::SamplingParams,
+) -> Result<()> {
+    let mut engine = load_on(backend, &args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.sampling.kv_cache);
+    note_kv_location(engine.backend(), args.sampling.kv_cache);
     if !engine.has_chat_template() {
         bail!(
             "{}: the model has no chat template; use `crunch generate` for plain prompts",

@@ -43,52 +43,91 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Runs `$body` with `$b` bound to the backend for `$device` (a `Device`). Generic code cannot
-/// take a backend type at run time, so each backend gets its own monomorphised copy of `$body`.
-macro_rules! with_backend {
-    ($device:expr, $b:ident => $body:expr) => {
+/// Runs `$body` with `$b` bound to `$cpu` for `cpu`, or to `$cuda(ordinal, bf16)?` for
+/// `cuda[-bf16][:N]` (a build without the `cuda` feature returns its error instead).
+macro_rules! on_device {
+    ($device:expr, $cpu:expr, $cuda:path, $b:ident => $body:expr) => {
         match $device {
             $crate::device::Device::Cpu => {
-                let $b = crunch_runtime::Cpu;
+                let $b = $cpu;
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::device::Device::Cuda { ordinal, bf16 } => {
-                let precision = if bf16 {
-                    crunch_runtime::Precision::Bf16
-                } else {
-                    crunch_runtime::Precision::F32
-                };
-                let $b = crunch_runtime::Cuda::with_precision(ordinal, precision)?;
+                let $b = $cuda(ordinal, bf16)?;
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda { .. } => anyhow::bail!(
-                "--device cuda: this crunch was built without the `cuda` feature \
-                 (build it with scripts/build-cuda, see docs/cuda.md)"
-            ),
+            $crate::device::Device::Cuda { .. } => {
+                return Err($crate::device::no_cuda_feature());
+            }
         }
+    };
+}
+pub(crate) use on_device;
+
+/// Runs `$body` with `$b` bound to the backend for `$device` (a `Device`). Generic code cannot
+/// take a backend type at run time, so each backend gets its own monomorphised copy of `$body`.
+macro_rules! with_backend {
+    ($device:expr, $b:ident => $body:expr) => {
+        $crate::device::on_device!($device, crunch_runtime::Cpu, $crate::device::open_cuda, $b => $body)
     };
 }
 pub(crate) use with_backend;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Runs `$body` with `$b` bound to the generation runtime for `$device`: the host runtime
+/// (`Host`, packed weights and integer kernels) for `cpu`, the CUDA backend with linear layers
+/// kept packed on the GPU (`Cuda::with_packed_weights`, decision 117) for `cuda`/`cuda-bf16`.
+/// `$b` implements `crunch_generate::Runtime`.
+macro_rules! with_runtime {
+    ($device:expr, $b:ident => $body:expr) => {
+        $crate::device::on_device!($device, crunch_runtime::Host, $crate::device::open_cuda_packed, $b => $body)
+    };
+}
+pub(crate) use with_runtime;
 
-    #[test]
-    fn parses_devices() {
-        assert_eq!("cpu".parse(), Ok(Device::Cpu));
-        let cuda = |ordinal, bf16| Ok(Device::Cuda { ordinal, bf16 });
-        assert_eq!("cuda".parse(), cuda(0, false));
-        assert_eq!("cuda:3".parse(), cuda(3, false));
-        assert_eq!("cuda-bf16".parse(), cuda(0, true));
-        assert_eq!("cuda-bf16:1".parse(), cuda(1, true));
-        assert!("cuda-f8".parse::<Device>().is_err());
-        for s in ["cpu", "cuda:3", "cuda-bf16:0"] {
-            assert_eq!(s.parse::<Device>().unwrap().to_string(), s);
+/// The error of `--device cuda` in a build without the `cuda` feature.
+#[cfg_attr(feature = "cuda", allow(dead_code))]
+pub fn no_cuda_feature() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--device cuda: this crunch was built without the `cuda` feature \
+         (build it with scripts/build-cuda, see docs/cuda.md)"
+    )
+}
+
+/// Opens GPU `ordinal`, in bf16 or f32. A machine without a CUDA driver gets an error, not a
+/// panic: cudarc panics when it cannot find the driver library, so the attempt runs under
+/// `catch_unwind` (with the panic message kept off stderr).
+#[cfg(feature = "cuda")]
+pub fn open_cuda(ordinal: usize, bf16: bool) -> anyhow::Result<crunch_runtime::Cuda> {
+    use crunch_runtime::Precision;
+    let precision = if bf16 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened =
+        std::panic::catch_unwind(|| crunch_runtime::Cuda::with_precision(ordinal, precision));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(Ok(cuda)) => Ok(cuda),
+        Ok(Err(e)) => Err(anyhow::anyhow!("--device cuda:{ordinal}: {e}")),
+        Err(panic) => {
+            let why = crate::panic_message(&*panic).unwrap_or_else(|| "unknown reason".into());
+            Err(anyhow::anyhow!(
+                "--device cuda:{ordinal}: no usable CUDA driver on this machine ({why})"
+            ))
         }
-        assert!("gpu".parse::<Device>().is_err());
-        assert!("cuda:x".parse::<Device>().is_err());
     }
+}
+
+/// [`open_cuda`] with linear layers kept packed on the GPU (decision 117): what `generate`,
+/// `chat` and `serve` run on.
+#[cfg(feature = "cuda")]
+pub fn open_cuda_packed(ordinal: usize, bf16: bool) -> anyhow::Result<crunch_runtime::Cuda> {
+    open_cuda(ordinal, bf16)?
+        .with_packed_weights()
+        .map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: {e}"))
 }

@@ -1,11 +1,13 @@
 //! `crunch generate MODEL --prompt TEXT`: one completion on the host runtime (weights kept
-//! packed), streamed to stdout, with prompt and generation speed at the end.
+//! packed) or, `--device cuda`, on a GPU with the linear layers packed there, streamed to
+//! stdout, with prompt and generation speed at the end.
 
+use crate::device::{with_runtime, Device};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crunch_generate::memory::peak_rss_bytes;
-use crunch_generate::{Engine, Generation, Message, Request, SamplingParams};
+use crunch_generate::{Engine, Generation, Message, Request, Runtime, SamplingParams};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,10 @@ pub struct ModelArgs {
     /// Longest sequence (prompt and reply) in tokens [default: the model's, at most 4096].
     #[arg(long, value_name = "TOKENS")]
     pub ctx: Option<usize>,
+    /// Where the model runs: cpu (the host runtime), or cuda[:N] / cuda-bf16[:N] (linear
+    /// layers kept packed on the GPU; needs a build with the `cuda` feature, scripts/build-cuda).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: Device,
 }
 
 /// Sampling flags shared by `generate`, `chat` (and the server's defaults).
@@ -96,9 +102,19 @@ pub struct GenerateArgs {
 }
 
 pub fn load(model: &Path, ctx: Option<usize>, json: bool) -> Result<Engine> {
+    load_on(crunch_runtime::Host, model, ctx, json)
+}
+
+/// [`load`] onto `backend`.
+pub fn load_on<B: Runtime>(
+    backend: B,
+    model: &Path,
+    ctx: Option<usize>,
+    json: bool,
+) -> Result<Engine<B>> {
     let bar = (!json).then(|| progress::spinner("loading"));
-    let engine =
-        Engine::load(model, ctx, |_| {}).with_context(|| format!("loading {}", model.display()))?;
+    let engine = Engine::load_on(backend, model, ctx, |_| {})
+        .with_context(|| format!("loading {}", model.display()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -166,8 +182,8 @@ pub struct Completion<'a> {
 /// Runs `job` on `engine`, passing each piece of text to `on_text` as it is decoded. Returns
 /// the generation and the context it was given (prompt and reply only: the cache is
 /// allocated up front).
-pub fn complete(
-    engine: &Engine,
+pub fn complete<B: Runtime>(
+    engine: &Engine<B>,
     job: &Completion,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(Generation, usize)> {
@@ -198,8 +214,8 @@ pub fn complete(
 }
 
 /// The `--json` record of a generation.
-pub fn record(
-    engine: &Engine,
+pub fn record<B: Runtime>(
+    engine: &Engine<B>,
     g: &Generation,
     capacity: usize,
     kv: crunch_runtime::KvMode,
@@ -208,6 +224,8 @@ pub fn record(
     serde_json::json!({
         "model": engine.path,
         "text": g.text,
+        "token_ids": g.token_ids,
+        "device": engine.backend().describe(),
         "finish_reason": g.finish,
         "prompt_tokens": g.prompt_tokens,
         "generated_tokens": g.generated_tokens,
@@ -219,6 +237,7 @@ pub fn record(
         "peak_rss_bytes": peak_rss_bytes(),
         "weight_bytes": engine.weight_bytes(),
         "kv_cache_bytes": engine.kv_bytes_in(kv, capacity),
+        "kv_cache_memory": engine.backend().kv_memory(kv),
         "kv_cache": crate::kv::record(cfg, kv, capacity, 1 << 30),
         "context": capacity,
         "threads": rayon::current_num_threads(),
@@ -237,8 +256,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let engine = load(&args.model.path, args.model.ctx, args.json)?;
-    let job = args.completion(&prompt);
+    with_runtime!(args.model.device, b => run_on(b, &args, &prompt))
+}
+
+/// Tells (on stderr) that a GPU run keeps a compressed cache in host memory, since that is
+/// not where a reader of `--device cuda` would expect it.
+pub fn note_kv_location<B: Runtime>(backend: &B, kv: crunch_runtime::KvMode) {
+    if backend.on_gpu() && backend.kv_memory(kv) == "host" {
+        eprintln!(
+            "note: --kv-cache {kv} on {}: the cache is kept in host memory and attended on \
+             the host (the CUDA backend's compressed caches, decision 120)",
+            backend.describe()
+        );
+    }
+}
+
+fn run_on<B: Runtime>(backend: B, args: &GenerateArgs, prompt: &str) -> Result<()> {
+    let engine = load_on(backend, &args.model.path, args.model.ctx, args.json)?;
+    if !args.json {
+        note_kv_location(engine.backend(), args.sampling.kv_cache);
+    }
+    let job = args.completion(prompt);
     if args.json {
         let (g, capacity) = complete(&engine, &job, &mut |_| {})?;
         crate::report::json(record(&engine, &g, capacity, args.sampling.kv_cache));

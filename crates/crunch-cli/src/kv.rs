@@ -2,6 +2,7 @@
 //! of those commands carries: bytes per token of each mode and the longest context that fits a
 //! memory budget.
 
+use crunch_generate::memory::KvGeometry;
 use crunch_model::ModelConfig;
 use crunch_runtime::KvMode;
 
@@ -23,17 +24,12 @@ pub const HELP: &str = "How the key/value cache stores keys and values: f32 (the
 
 /// Bytes of `mode`'s cache for `config`: `(per token, all blocks; fixed)`.
 pub fn bytes(config: &ModelConfig, mode: KvMode) -> (f64, usize) {
-    let per = mode.bytes_per_position(config.kv_heads, config.head_dim) * config.layers as f64;
-    (
-        per,
-        mode.fixed_bytes(config.kv_heads, config.head_dim) * config.layers,
-    )
+    KvGeometry::of(config).bytes(mode)
 }
 
 /// The longest context a cache in `mode` holds within `budget` bytes (one sequence).
 pub fn max_context(config: &ModelConfig, mode: KvMode, budget: u64) -> u64 {
-    let (per, fixed) = bytes(config, mode);
-    ((budget.saturating_sub(fixed as u64)) as f64 / per).floor() as u64
+    KvGeometry::of(config).max_context(mode, budget)
 }
 
 /// The `kv_cache` object of a `--json` record: the mode, bytes per token (and against an f16

@@ -165,6 +165,14 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The text a panic carried (`panic!` with a literal or a formatted message), if any.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
 /// The error and its causes, each once: crunch's error types name their cause in their own
 /// message (as `FormatError` does), so a cause already in the text is not repeated.
 pub fn message(err: &anyhow::Error) -> String {

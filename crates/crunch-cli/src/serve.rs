@@ -1,9 +1,12 @@
 //! `crunch serve MODEL --host 127.0.0.1 --port 8080`: the OpenAI-compatible server
-//! (crunch-serve) on the host runtime, until Ctrl-C.
+//! (crunch-serve) on the host runtime or (`--device cuda`) a GPU, until Ctrl-C. On the GPU the
+//! scheduler's batched decoding runs there too (one forward pass for every active request).
 
-use crate::generate::{load, ModelArgs};
+use crate::device::with_runtime;
+use crate::generate::{load_on, note_kv_location, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
+use crunch_generate::Runtime;
 use crunch_serve::{api::Limits, ServeConfig};
 use std::sync::Arc;
 
@@ -43,8 +46,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let mut engine = load(&args.model.path, args.model.ctx, false)?;
+    with_runtime!(args.model.device, b => run_on(b, args))
+}
+
+fn run_on<B: Runtime>(backend: B, args: ServeArgs) -> Result<()> {
+    let mut engine = load_on(backend, &args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.kv_cache);
+    note_kv_location(engine.backend(), args.kv_cache);
     let engine = Arc::new(engine);
     // The file (or directory) name: what users type, unlike GGUF's free-form general.name.
     let name = args.name.clone().unwrap_or_else(|| {
@@ -80,10 +88,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         eprintln!(
-            "serving {name} on http://{} ({} MB of weights, context {})",
+            "serving {name} on http://{} ({} MB of weights, context {}, {})",
             listener.local_addr()?,
             engine.weight_bytes() / 1_000_000,
-            engine.context()
+            engine.context(),
+            engine.backend().describe()
         );
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;

@@ -24,6 +24,14 @@
 //!       --layers copies back to back: µs and GB/s per product); markdown tables of the
 //!       same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
 //!       a CUDA graph would); the host's enqueue time is printed beside them.
+//!       Then the same through crunch-generate's `Engine` (`examples/gpu/engine.rs`): greedy
+//!       generation of --tokens tokens and a batch of three decoded together, `Engine<Host>`
+//!       against `Engine<Cuda>` (what `crunch generate|chat|serve --device cuda` run).
+//!   gpu_packed kvfit [--budget-mib 8192] [--layers 2] [--decode 4] [--modes f16,kivi2]
+//!       [--device cuda|cpu]
+//!       issue 17's fixed-memory point (`examples/gpu/kvfit.rs`): the longest context of
+//!       Llama-3-8B's 32-block key/value cache within the budget in each mode, allocated and
+//!       filled on the backend, then decoding steps at that length.
 //!   gpu_packed truncate --in GGUF --out GGUF --layers N
 //!       the first N decoder blocks of a GGUF model (real weights, every other tensor kept),
 //!       to carry a smaller SmolLM2 to the GPU machine. Runs anywhere.
@@ -36,6 +44,11 @@ use crunch_runtime::{Backend, Cuda, Host, KvMode, PackedMatrix, Precision};
 use half::f16;
 use rayon::prelude::*;
 use serde_json::json;
+
+#[path = "gpu/engine.rs"]
+mod engine;
+#[path = "gpu/kvfit.rs"]
+mod kvfit;
 
 /// `--flag value` arguments.
 struct Args(Vec<String>);
@@ -64,9 +77,10 @@ fn main() -> Result<()> {
         Some("check") => check(&args),
         Some("bench") => bench(&args),
         Some("truncate") => truncate(&args),
+        Some("kvfit") => kvfit::kvfit(&args),
         _ => bail!(
             "usage: gpu_packed check [--model GGUF] [--tokens 32] | bench [--layers 4] | \
-             truncate --in GGUF --out GGUF --layers N"
+             kvfit [--budget-mib 8192] [--layers 2] | truncate --in GGUF --out GGUF --layers N"
         ),
     }
 }
@@ -250,7 +264,9 @@ fn check(args: &Args) -> Result<()> {
     }
     let mut extra = 0;
     if let Some(path) = args.get("--model") {
-        extra = check_model(path, args.num("--tokens", 32)?, &f32_gpu, &mut report)?;
+        let tokens = args.num("--tokens", 32)?;
+        extra = check_model(path, tokens, &f32_gpu, &mut report)?;
+        extra += engine::check_engine(path, tokens, &f32_gpu)?;
     }
     let failed = failed + extra;
     println!("{}", json!({"check": "summary", "failed": failed}));

@@ -1,16 +1,18 @@
-//! A loaded model ready to generate: the weights on the host backend (packed), its tokenizer,
-//! metadata and chat template, and rotary tables for the whole context. [`Sequence`]s hold
-//! one conversation's key/value cache each; [`Engine::generate`] runs prefill (in chunks)
-//! and decoding for one of them, [`Engine::decode`] advances many at once (the server).
+//! A loaded model ready to generate: the weights on a backend (the host's by default, packed;
+//! or a GPU's: [`Runtime`]), its tokenizer, metadata and chat template, and rotary tables for
+//! the whole context. [`Sequence`]s hold one conversation's key/value cache each;
+//! [`Engine::generate`] runs prefill (in chunks) and decoding for one of them,
+//! [`Engine::decode`] advances many at once (the server).
 
 use crate::detok::TextStream;
 use crate::meta::ModelMeta;
+use crate::runtime::Runtime;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::template::{ChatTemplate, Message};
 use crate::{Error, Result};
 use crunch_model::model::{Linear, RopeTables};
 use crunch_model::{Checkpoint, KvCache, Model};
-use crunch_runtime::{Backend, Host, HostTensor, KvMode};
+use crunch_runtime::{Backend, Host, KvMode};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,25 +25,25 @@ pub const PREFILL_CHUNK: usize = 512;
 /// Context used when neither the caller nor the checkpoint says otherwise.
 pub const DEFAULT_CONTEXT: usize = 4096;
 
-pub struct Engine {
-    pub model: Model<Host>,
+pub struct Engine<B: Runtime = Host> {
+    pub model: Model<B>,
     pub tokenizer: Tokenizer,
     pub meta: ModelMeta,
     pub path: PathBuf,
     template: Option<ChatTemplate>,
-    rope: RopeTables<Host>,
+    rope: RopeTables<B>,
     context: usize,
     /// How new sequences store keys and values (`--kv-cache`).
     kv_mode: KvMode,
 }
 
 /// One sequence's cache and the tokens in it.
-pub struct Sequence {
-    cache: KvCache<Host>,
+pub struct Sequence<B: Runtime = Host> {
+    cache: KvCache<B>,
     tokens: Vec<u32>,
 }
 
-impl Sequence {
+impl<B: Runtime> Sequence<B> {
     /// Tokens whose keys and values are cached.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -58,7 +60,7 @@ impl Sequence {
 
     /// Bytes its cache holds now (stores are allocated for the capacity at first use).
     pub fn kv_bytes(&self) -> usize {
-        self.cache.stores().map(|s| s.bytes()).sum()
+        self.cache.stores().map(B::kv_store_bytes).sum()
     }
 }
 
@@ -99,7 +101,7 @@ pub struct Generation {
 }
 
 /// Every tensor a linear layer holds.
-fn linear_tensors(l: &Linear<Host>) -> Vec<&HostTensor> {
+fn linear_tensors<B: Backend>(l: &Linear<B>) -> Vec<&B::Tensor> {
     let mut v = vec![&l.weight];
     v.extend(l.up.iter());
     v.extend(l.bias.iter());
@@ -110,13 +112,26 @@ fn linear_tensors(l: &Linear<Host>) -> Vec<&HostTensor> {
 }
 
 impl Engine {
-    /// Loads `path` (any checkpoint crunch opens) for contexts of up to `context` tokens
-    /// (default: the model's maximum, at most [`DEFAULT_CONTEXT`]).
+    /// Loads `path` (any checkpoint crunch opens) on the host for contexts of up to `context`
+    /// tokens (default: the model's maximum, at most [`DEFAULT_CONTEXT`]).
     pub fn load(
         path: &Path,
         context: Option<usize>,
         on_block: impl FnMut(usize),
     ) -> Result<Engine> {
+        Engine::load_on(Host, path, context, on_block)
+    }
+}
+
+impl<B: Runtime> Engine<B> {
+    /// [`Engine::load`] onto `backend` (a GPU made with `Cuda::with_packed_weights` keeps the
+    /// linear layers packed there).
+    pub fn load_on(
+        backend: B,
+        path: &Path,
+        context: Option<usize>,
+        on_block: impl FnMut(usize),
+    ) -> Result<Engine<B>> {
         let ckpt = Checkpoint::open(path)?;
         let tokenizer = ckpt.tokenizer()?;
         let meta = ModelMeta::read(path, &tokenizer).map_err(Error::Model)?;
@@ -126,7 +141,7 @@ impl Engine {
                 "the context must hold at least one token".into(),
             ));
         }
-        let model = ckpt.load(Host, on_block)?;
+        let model = ckpt.load(backend, on_block)?;
         let rope = model.rope_tables(context)?;
         let template = meta
             .chat_template
@@ -144,6 +159,11 @@ impl Engine {
             context,
             kv_mode: KvMode::F32,
         })
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.model.backend
     }
 
     /// Makes new sequences store keys and values as `mode` says.
@@ -164,7 +184,7 @@ impl Engine {
     /// counted once).
     pub fn weight_bytes(&self) -> usize {
         let m = &self.model;
-        let mut all: Vec<&HostTensor> = vec![&m.embed, &m.norm, &m.lm_head];
+        let mut all: Vec<&B::Tensor> = vec![&m.embed, &m.norm, &m.lm_head];
         for b in &m.blocks {
             all.extend(b.norms());
             for l in b.linears() {
@@ -173,8 +193,8 @@ impl Engine {
         }
         let mut total = 0;
         for (i, t) in all.iter().enumerate() {
-            if !all[..i].iter().any(|s| s.same_storage(t)) {
-                total += t.nbytes();
+            if !all[..i].iter().any(|s| B::same_storage(s, t)) {
+                total += B::tensor_bytes(t);
             }
         }
         total
@@ -219,12 +239,12 @@ impl Engine {
 
     /// An empty sequence with room for `capacity` tokens (at most the context), its cache in
     /// the engine's mode.
-    pub fn sequence(&self, capacity: usize) -> Sequence {
+    pub fn sequence(&self, capacity: usize) -> Sequence<B> {
         self.sequence_with(capacity, self.kv_mode)
     }
 
     /// [`Engine::sequence`] with its cache stored as `mode` says.
-    pub fn sequence_with(&self, capacity: usize, mode: KvMode) -> Sequence {
+    pub fn sequence_with(&self, capacity: usize, mode: KvMode) -> Sequence<B> {
         Sequence {
             cache: self.model.kv_cache_with(capacity.min(self.context), mode),
             tokens: Vec::new(),
@@ -232,7 +252,7 @@ impl Engine {
     }
 
     /// Runs `ids` through `seq` in chunks; returns the logits of the last one.
-    pub fn prefill(&self, seq: &mut Sequence, ids: &[u32]) -> Result<Vec<f32>> {
+    pub fn prefill(&self, seq: &mut Sequence<B>, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.is_empty() {
             return Err(Error::Request("nothing to prefill".into()));
         }
@@ -248,21 +268,26 @@ impl Engine {
             last = Some((h, chunk.len()));
         }
         let (h, n) = last.expect("at least one chunk");
-        let h = Host.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
+        let b = &self.model.backend;
+        let h = b.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
         let logits = self.model.logits(&h, &mut ())?;
-        Ok(Host.to_f32(&logits).map_err(crunch_model::Error::from)?)
+        Ok(b.to_f32(&logits).map_err(crunch_model::Error::from)?)
     }
 
     /// Feeds one token to each sequence in one batched forward pass; returns each one's
     /// logits.
-    pub fn decode(&self, seqs: &mut [&mut Sequence], ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+    pub fn decode(&self, seqs: &mut [&mut Sequence<B>], ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         assert_eq!(seqs.len(), ids.len());
-        let mut caches: Vec<&mut KvCache<Host>> = seqs.iter_mut().map(|s| &mut s.cache).collect();
+        let mut caches: Vec<&mut KvCache<B>> = seqs.iter_mut().map(|s| &mut s.cache).collect();
         let h = self
             .model
             .hidden_states_batch(ids, &mut caches, &self.rope, &mut ())?;
         let logits = self.model.logits(&h, &mut ())?;
-        let all = Host.to_f32(&logits).map_err(crunch_model::Error::from)?;
+        let all = self
+            .model
+            .backend
+            .to_f32(&logits)
+            .map_err(crunch_model::Error::from)?;
         for (s, &id) in seqs.iter_mut().zip(ids) {
             s.tokens.push(id);
         }
@@ -274,7 +299,7 @@ impl Engine {
     /// (a conversation's earlier turns); `on_text` receives the text as it becomes final.
     pub fn generate(
         &self,
-        seq: &mut Sequence,
+        seq: &mut Sequence<B>,
         req: &Request,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {

@@ -1,5 +1,6 @@
 //! Text generation on crunch's host runtime (`crunch_runtime::Host`: weights kept packed,
-//! pre-allocated key/value caches): what `crunch generate`, `crunch chat` and `crunch serve`
+//! pre-allocated key/value caches) or, with the `cuda` feature, on a GPU with packed weights
+//! (`Engine<Cuda>`, [`runtime`]): what `crunch generate`, `crunch chat` and `crunch serve`
 //! run.
 //!
 //! - [`engine`]: load a checkpoint, prefill in chunks, decode one or many sequences, the
@@ -8,16 +9,19 @@
 //!   penalty).
 //! - [`detok`]: streaming detokenization and stop strings.
 //! - [`template`]: chat templates rendered with minijinja.
+//! - [`runtime`]: the backends an engine runs on.
 //! - [`meta`]: end-of-sequence tokens and the template, from GGUF or tokenizer_config.json.
 
 pub mod detok;
 pub mod engine;
 pub mod memory;
 pub mod meta;
+pub mod runtime;
 pub mod sampling;
 pub mod template;
 
 pub use engine::{Engine, Finish, Generation, Request, Sequence};
+pub use runtime::Runtime;
 pub use sampling::{Sampler, SamplingParams};
 pub use template::Message;
 

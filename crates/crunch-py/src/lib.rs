@@ -93,11 +93,8 @@ fn finish<T>(outcome: Outcome<T>, signal: Option<PyErr>) -> PyResult<T> {
             Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(()))
         }
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg =
+                crunch_cli::panic_message(&*payload).unwrap_or_else(|| "unknown panic".into());
             Err(CrunchError::new_err(format!(
                 "internal error (a bug in crunch, please report it): {msg}"
             )))

@@ -41,6 +41,12 @@ impl Model {
                 "ctx is the context of the loaded model: give it to crunch.load",
             ));
         }
+        if args.model.device != crunch_cli::device::Device::Cpu {
+            return Err(InputError::new_err(
+                "device: crunch.load runs the model on the CPU (`crunch generate --device cuda` \
+                 runs it on a GPU)",
+            ));
+        }
         let engine = Arc::clone(&self.engine);
         blocking(py, move || {
             let (g, capacity) = complete(&engine, &args.completion(&prompt), &mut |_| {})?;

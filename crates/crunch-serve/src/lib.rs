@@ -1,4 +1,5 @@
-//! `crunch serve`: an OpenAI-compatible HTTP server over the host runtime.
+//! `crunch serve`: an OpenAI-compatible HTTP server over the host runtime or a GPU (any
+//! [`Runtime`]: the scheduler's batched decoding is `Engine::decode` on that backend).
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions`: streaming (server-sent events,
 //!   `data: {...}` chunks then `data: [DONE]`) and non-streaming;
@@ -22,7 +23,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use crunch_generate::{Engine, Finish};
+use crunch_generate::{Engine, Finish, Runtime};
 use futures_util::stream::{self, StreamExt};
 use scheduler::{Event, Job, SchedulerConfig, Stats};
 use serde_json::{json, Value};
@@ -64,15 +65,15 @@ impl Default for ServeConfig {
     }
 }
 
-struct AppState {
-    engine: Arc<Engine>,
+struct AppState<B: Runtime> {
+    engine: Arc<Engine<B>>,
     cfg: ServeConfig,
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     ids: AtomicU64,
 }
 
-type Shared = Arc<AppState>;
+type Shared<B> = Arc<AppState<B>>;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -94,8 +95,8 @@ fn now() -> u64 {
 }
 
 /// Starts the scheduler thread and serves on `listener` until `shutdown` completes.
-pub async fn serve(
-    engine: Arc<Engine>,
+pub async fn serve<B: Runtime>(
+    engine: Arc<Engine<B>>,
     cfg: ServeConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -120,10 +121,10 @@ pub async fn serve(
         ids: AtomicU64::new(0),
     });
     let app = Router::new()
-        .route("/health", get(health))
-        .route("/v1/models", get(models))
-        .route("/v1/completions", post(completions))
-        .route("/v1/chat/completions", post(chat_completions))
+        .route("/health", get(health::<B>))
+        .route("/v1/models", get(models::<B>))
+        .route("/v1/completions", post(completions::<B>))
+        .route("/v1/chat/completions", post(chat_completions::<B>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.max_body))
@@ -137,7 +138,7 @@ pub async fn serve(
     result
 }
 
-async fn health(State(s): State<Shared>) -> Json<Value> {
+async fn health<B: Runtime>(State(s): State<Shared<B>>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "model": s.cfg.model_name,
@@ -146,7 +147,7 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
     }))
 }
 
-async fn models(State(s): State<Shared>) -> Json<Value> {
+async fn models<B: Runtime>(State(s): State<Shared<B>>) -> Json<Value> {
     Json(json!({
         "object": "list",
         "data": [{
@@ -171,20 +172,23 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions<B: Runtime>(
+    State(s): State<Shared<B>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     generate(s, Kind::Completion, body).await
 }
 
-async fn chat_completions(
-    State(s): State<Shared>,
+async fn chat_completions<B: Runtime>(
+    State(s): State<Shared<B>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     generate(s, Kind::Chat, body).await
 }
 
 /// The checked request turned into token ids and queued; `Err` before anything is queued.
-fn admit(
-    s: &AppState,
+fn admit<B: Runtime>(
+    s: &AppState<B>,
     req: &GenRequest,
 ) -> Result<(mpsc::UnboundedReceiver<Event>, usize, usize), ApiError> {
     if let Some(m) = &req.model {
@@ -265,7 +269,11 @@ fn finish_name(f: Finish) -> &'static str {
     }
 }
 
-async fn generate(s: Shared, kind: Kind, body: Result<Bytes, BytesRejection>) -> Response {
+async fn generate<B: Runtime>(
+    s: Shared<B>,
+    kind: Kind,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(e) => {

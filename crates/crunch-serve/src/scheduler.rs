@@ -6,7 +6,7 @@
 //! has gone (its event channel closed) is dropped at the next step.
 
 use crunch_generate::detok::TextStream;
-use crunch_generate::{Engine, Finish, Sampler, SamplingParams, Sequence};
+use crunch_generate::{Engine, Finish, Runtime, Sampler, SamplingParams, Sequence};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,9 +50,9 @@ pub struct Stats {
     pub queued: AtomicUsize,
 }
 
-struct Active<'e> {
+struct Active<'e, B: Runtime> {
     job: Job,
-    seq: Sequence,
+    seq: Sequence<B>,
     sampler: Sampler,
     stream: TextStream<'e>,
     history: Vec<u32>,
@@ -67,12 +67,12 @@ enum Outcome {
 }
 
 /// Samples the next token for `a` from `logits` and reports it; says whether it goes on.
-fn advance(engine: &Engine, a: &mut Active, logits: &[f32]) -> Outcome {
+fn advance<B: Runtime>(engine: &Engine<B>, a: &mut Active<B>, logits: &[f32]) -> Outcome {
     let tok = a.sampler.sample(logits, &a.history);
     a.history.push(tok);
     a.generated += 1;
     a.last = tok;
-    let done = |a: &mut Active, finish: Finish| {
+    let done = |a: &mut Active<B>, finish: Finish| {
         let tail = a.stream.finish();
         if !tail.is_empty() {
             let _ = a.job.events.send(Event::Text(tail));
@@ -108,14 +108,14 @@ fn advance(engine: &Engine, a: &mut Active, logits: &[f32]) -> Outcome {
 }
 
 /// Runs until the queue's senders are all gone and nothing is active.
-pub fn run(
-    engine: Arc<Engine>,
+pub fn run<B: Runtime>(
+    engine: Arc<Engine<B>>,
     mut queue: mpsc::Receiver<Job>,
     cfg: SchedulerConfig,
     stats: Arc<Stats>,
 ) {
     let engine = &*engine;
-    let mut active: Vec<Active> = Vec::new();
+    let mut active: Vec<Active<B>> = Vec::new();
     let mut kv_in_use = 0usize;
     let mut waiting: Option<Job> = None;
     loop {
@@ -186,7 +186,7 @@ pub fn run(
             continue;
         }
         let ids: Vec<u32> = active.iter().map(|a| a.last).collect();
-        let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|a| &mut a.seq).collect();
+        let mut seqs: Vec<&mut Sequence<B>> = active.iter_mut().map(|a| &mut a.seq).collect();
         match engine.decode(&mut seqs, &ids) {
             Ok(logits) => {
                 let keep: Vec<bool> = active

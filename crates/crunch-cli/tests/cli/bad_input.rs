@@ -143,3 +143,56 @@ fn truncated_and_corrupt_gguf_are_reported() {
     fails_cleanly(&corrupt, &["corrupt.gguf"]);
     fails_cleanly(&dir.path().join("absent.gguf"), &["absent.gguf"]);
 }
+
+/// `--device cuda` for the commands that run a model, where no GPU can run it (a build without
+/// the `cuda` feature, as CI's; or a CUDA build on a machine without a driver): a clear error
+/// naming the device, a non-zero exit, no panic. A CUDA build on a GPU machine runs them.
+#[test]
+fn device_cuda_without_a_gpu_fails_cleanly() {
+    let (_d, p) = tiny_llama();
+    let p = p.to_str().unwrap();
+    let runs: [&[&str]; 4] = [
+        &[
+            "generate",
+            p,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+            "--device",
+            "cuda",
+        ],
+        &[
+            "generate",
+            p,
+            "--prompt",
+            "hi",
+            "--device",
+            "cuda-bf16:1",
+            "--json",
+        ],
+        &["chat", p, "--device", "cuda"],
+        &["serve", p, "--device", "cuda:0", "--port", "0"],
+    ];
+    for args in runs {
+        if args[0] == "serve" && cfg!(feature = "cuda") {
+            continue; // on a GPU it would serve until stopped
+        }
+        let (ok, _, err) = crunch(args);
+        if ok && cfg!(feature = "cuda") {
+            continue; // a GPU ran it
+        }
+        assert!(!ok, "{args:?} succeeded without a GPU");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains("--device cuda"), "{args:?}: {err}");
+        if !cfg!(feature = "cuda") {
+            assert!(err.contains("without the `cuda` feature"), "{err}");
+        }
+    }
+    let (ok, _, err) = crunch(&["generate", p, "--prompt", "hi", "--device", "tpu"]);
+    assert!(
+        !ok && err.contains("expected cpu, cuda[:N] or cuda-bf16[:N]"),
+        "{err}"
+    );
+}

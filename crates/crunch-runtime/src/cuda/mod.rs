@@ -96,6 +96,23 @@ impl CudaTensor {
             _ => None,
         }
     }
+    /// Whether both are views of the same device buffer (tied embeddings).
+    pub fn same_storage(&self, other: &CudaTensor) -> bool {
+        match (&self.store, &other.store) {
+            (Store::F32(a), Store::F32(b)) => Arc::ptr_eq(a, b),
+            (Store::Bf16(a), Store::Bf16(b)) => Arc::ptr_eq(a, b),
+            (Store::Packed(a), Store::Packed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+    /// Device bytes of this tensor's elements (packed bytes for a packed matrix).
+    pub fn nbytes(&self) -> usize {
+        match &self.store {
+            Store::F32(_) => 4 * self.len(),
+            Store::Bf16(_) => 2 * self.len(),
+            Store::Packed(p) => p.bytes,
+        }
+    }
     fn view(&self, what: &str) -> Result<CudaView<'_, f32>> {
         self.f32_view().ok_or_else(|| {
             let kind = if self.is_packed() { "packed" } else { "bf16" };
