@@ -42,21 +42,41 @@ impl QuantizedWeight {
 
     /// W ≈ (code − zero) · f32(scale), computed in f32; row-major [rows, cols].
     pub fn dequantize(&self) -> Vec<f32> {
-        let n_groups = self.n_groups();
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            let scales: Vec<f32> = self.scales[r * n_groups..(r + 1) * n_groups]
-                .iter()
-                .map(|s| s.to_f32())
-                .collect();
-            let zeros = &self.zeros[r * n_groups..(r + 1) * n_groups];
-            let codes = &self.codes[r * self.cols..(r + 1) * self.cols];
-            out.extend(codes.iter().enumerate().map(|(c, &code)| {
-                let g = self.group_of(c);
-                (code as f32 - zeros[g] as f32) * scales[g]
-            }));
+        let mut out = vec![0.0; self.rows * self.cols];
+        if self.cols > 0 {
+            for (r, row) in out.chunks_mut(self.cols).enumerate() {
+                self.dequantize_row(r, row);
+            }
         }
         out
+    }
+
+    /// Row `r` of [`dequantize`](Self::dequantize) into `row` (`cols` values), the same
+    /// arithmetic: callers that make rows in parallel (the search's layer swap) get the same
+    /// bits.
+    pub fn dequantize_row(&self, r: usize, row: &mut [f32]) {
+        let n_groups = self.n_groups();
+        let scales = &self.scales[r * n_groups..(r + 1) * n_groups];
+        let zeros = &self.zeros[r * n_groups..(r + 1) * n_groups];
+        let codes = &self.codes[r * self.cols..(r + 1) * self.cols];
+        match (&self.g_idx, self.spec.group_size) {
+            // Static groups: one scale and zero per run of `g` columns.
+            (None, group) => {
+                let g = group.unwrap_or(self.cols).max(1);
+                for (i, (w, c)) in row.chunks_mut(g).zip(codes.chunks(g)).enumerate() {
+                    let (s, z) = (scales[i].to_f32(), zeros[i] as f32);
+                    for (w, &c) in w.iter_mut().zip(c) {
+                        *w = (c as f32 - z) * s;
+                    }
+                }
+            }
+            (Some(_), _) => {
+                for (col, (w, &c)) in row.iter_mut().zip(codes).enumerate() {
+                    let g = self.group_of(col);
+                    *w = (c as f32 - zeros[g] as f32) * scales[g].to_f32();
+                }
+            }
+        }
     }
 
     /// Storage cost per weight: `bits` per code, a 16-bit scale and a `bits`-wide zero point per

@@ -110,11 +110,6 @@ impl Database {
         Ok(out)
     }
 
-    /// Weights of all units.
-    pub fn weights(&self) -> usize {
-        self.shapes.iter().map(|(r, c)| r * c).sum()
-    }
-
     /// Reads what `cache` holds for `ckpt`, `windows`, `inputs` and `levels`, makes the rest
     /// (one calibration pass for all missing variants, or one per level for sequential
     /// inputs) and writes them to the cache.
@@ -231,6 +226,10 @@ pub trait Variants {
     fn layers(&self) -> (&[LinearId], &[(usize, usize)]);
     /// A unit's weight at `level` as the model runs it, row-major.
     fn dense(&self, unit: usize, level: usize) -> Vec<f32>;
+    /// Weights of all units.
+    fn weights(&self) -> usize {
+        self.layers().1.iter().map(|(r, c)| r * c).sum()
+    }
     /// [`Variants::dense`] into `out` (reused when it has the right length): the same values.
     fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
         *out = self.dense(unit, level);

@@ -276,7 +276,7 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
 
     /// Weights of all units.
     pub fn weights(&self) -> usize {
-        self.db.layers().1.iter().map(|(r, c)| r * c).sum()
+        self.db.weights()
     }
 
     /// The original model.
@@ -305,8 +305,7 @@ fn swap_cache_budget(db: &dyn Variants) -> u64 {
     {
         return mb << 20;
     }
-    let weights: usize = db.layers().1.iter().map(|(r, c)| r * c).sum();
-    (4.0 * weights as f64 * SWAP_CACHE_SHARE) as u64
+    (4.0 * db.weights() as f64 * SWAP_CACHE_SHARE) as u64
 }
 
 /// Mean KL(`base` ‖ `model`) over `windows` (per scored position), `batch` windows at a time.

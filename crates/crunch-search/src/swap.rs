@@ -43,34 +43,10 @@ pub fn dequantize_into(q: &QuantizedWeight, out: &mut Vec<f32>) {
     if cols == 0 {
         return;
     }
-    let n_groups = q.n_groups();
     out.par_chunks_mut(cols)
         .with_min_len(4)
         .enumerate()
-        .for_each(|(r, row)| {
-            let scales = &q.scales[r * n_groups..(r + 1) * n_groups];
-            let zeros = &q.zeros[r * n_groups..(r + 1) * n_groups];
-            let codes = &q.codes[r * cols..(r + 1) * cols];
-            match (&q.g_idx, q.spec.group_size) {
-                (None, group) => {
-                    // Static groups: runs of `group` columns share a scale (one run when
-                    // per channel).
-                    let g = group.unwrap_or(cols).max(1);
-                    for (i, (w, c)) in row.chunks_mut(g).zip(codes.chunks(g)).enumerate() {
-                        let (s, z) = (scales[i].to_f32(), zeros[i] as f32);
-                        for (w, &c) in w.iter_mut().zip(c) {
-                            *w = (c as f32 - z) * s;
-                        }
-                    }
-                }
-                (Some(_), _) => {
-                    for (col, (w, &c)) in row.iter_mut().zip(codes).enumerate() {
-                        let g = q.group_of(col);
-                        *w = (c as f32 - zeros[g] as f32) * scales[g].to_f32();
-                    }
-                }
-            }
-        });
+        .for_each(|(r, row)| q.dequantize_row(r, row));
 }
 
 /// Weights recently swapped out of the candidate model, kept on the device by (unit, level)
@@ -81,9 +57,6 @@ pub struct SwapCache<T> {
     used: u64,
     clock: u64,
     entries: HashMap<(usize, u8), Entry<T>>,
-    /// Lookups that found their weight, and all lookups.
-    pub hits: usize,
-    pub lookups: usize,
 }
 
 struct Entry<T> {
@@ -100,17 +73,13 @@ impl<T> SwapCache<T> {
             used: 0,
             clock: 0,
             entries: HashMap::new(),
-            hits: 0,
-            lookups: 0,
         }
     }
 
     /// The weight of `unit` at `level`, taken out of the cache, if it is there.
     pub fn take(&mut self, unit: usize, level: u8) -> Option<T> {
-        self.lookups += 1;
         let e = self.entries.remove(&(unit, level))?;
         self.used -= e.bytes;
-        self.hits += 1;
         Some(e.tensor)
     }
 
@@ -255,7 +224,6 @@ mod tests {
         assert!(c.put(4, 0, (2, 2), "e").is_empty());
         assert_eq!(c.put(5, 0, (2, 2), "f"), vec![((1, 4), "c")]);
         assert_eq!(c.take(2, 1), None);
-        assert_eq!((c.hits, c.lookups), (1, 4));
         // Larger than the budget: not kept.
         assert_eq!(c.put(6, 0, (4, 4), "g"), vec![((4, 4), "g")]);
         // Full (d, e, f; the 4×4 was refused): room is made from the oldest of the same shape.

@@ -10,6 +10,7 @@ use crunch_runtime::Cpu;
 use crunch_search::evo::Step;
 use crunch_search::{
     fill_round, search, Budget, Database, Elite, EvoParams, Level, ModelFitness, SearchState,
+    Variants,
 };
 
 fn levels() -> Vec<Level> {
