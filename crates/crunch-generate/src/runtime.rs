@@ -76,11 +76,11 @@ mod cuda {
             };
             format!("cuda {} ({p})", self.device_name())
         }
-        /// f32 keys and values are device tensors; every compressed mode is a `QuantKv` in
-        /// host memory with attention on the host (`BackendKv`, decision 120).
         fn on_gpu(&self) -> bool {
             true
         }
+        /// f32 keys and values are device tensors; every compressed mode is a `QuantKv` in
+        /// host memory with attention on the host (`BackendKv`, decision 120).
         fn kv_memory(&self, mode: KvMode) -> &'static str {
             if mode.is_full() {
                 "gpu"
