@@ -290,7 +290,9 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
             spec,
             rows,
             cols,
-            codes: (0..rows * cols).map(|_| (next() % (max + 1)) as u8).collect(),
+            codes: (0..rows * cols)
+                .map(|_| (next() % (max + 1)) as u8)
+                .collect(),
             scales: (0..groups)
                 .map(|_| f16::from_f32((next() % 2000) as f32 * 1e-5 - 0.01))
                 .collect(),
@@ -314,8 +316,7 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
     let mut ok = true;
     for dev in [gpu, gpu_bf16] {
         for bits in SUPPORTED_BITS {
-            for (rows, cols, group) in [(96, 256, Some(128)), (67, 300, Some(32)), (33, 75, None)]
-            {
+            for (rows, cols, group) in [(96, 256, Some(128)), (67, 300, Some(32)), (33, 75, None)] {
                 let q = quantized(rows, cols, bits, group);
                 let c = dev
                     .upload_codes(&codes_of(&q))?
@@ -327,9 +328,11 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
                 let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
                 let pass = written && differ == 0;
                 ok &= pass;
-                cases.push(json!({"precision": format!("{:?}", dev.precision()), "bits": bits,
+                cases.push(
+                    json!({"precision": format!("{:?}", dev.precision()), "bits": bits,
                     "rows": rows, "cols": cols, "group": group, "written": written,
-                    "values_differing": differ, "passed": pass}));
+                    "values_differing": differ, "passed": pass}),
+                );
             }
         }
     }
@@ -339,7 +342,8 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
     let mut w = gpu.upload_weight(pseudo(16 * 64, 14), &[16, 64])?;
     let before = bits_of(gpu.to_f32(&w)?);
     let shared = w.clone();
-    let shared_refused = !gpu.dequantize_codes(&c, &mut w)? && bits_of(gpu.to_f32(&shared)?) == before;
+    let shared_refused =
+        !gpu.dequantize_codes(&c, &mut w)? && bits_of(gpu.to_f32(&shared)?) == before;
     drop(shared);
     let mut other = gpu.upload_weight(pseudo(64 * 16, 15), &[64, 16])?;
     let shape_refused = !gpu.dequantize_codes(&c, &mut other)?;
@@ -362,8 +366,10 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
     let expand_ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
     let big_same = bits_of(gpu.to_f32(&w)?) == bits_of(q.dequantize());
     ok &= big_same;
-    Ok(json!({"cases": cases, "shared_refused": shared_refused, "shape_refused": shape_refused,
+    Ok(
+        json!({"cases": cases, "shared_refused": shared_refused, "shape_refused": shape_refused,
         "nan_scale_refused": nan_refused, "mlp_8b_4bit_g128_same": big_same,
         "mlp_8b_4bit_g128_bytes": c.bytes(), "mlp_8b_4bit_g128_expand_ms": expand_ms,
-        "passed": ok}))
+        "passed": ok}),
+    )
 }

@@ -191,8 +191,13 @@ mod tests {
         // Odd sizes: codes that straddle words, rows that end mid-word, a last partial chunk
         // of 32 codes, a short last group, one group per row.
         for bits in 1..=8u8 {
-            for (rows, cols, group) in [(1, 1, 1), (3, 37, 8), (5, 100, 32), (7, 64, 64), (2, 33, 33)]
-            {
+            for (rows, cols, group) in [
+                (1, 1, 1),
+                (3, 37, 8),
+                (5, 100, 32),
+                (7, 64, 64),
+                (2, 33, 33),
+            ] {
                 let (codes, scales, zeros) = sample(rows, cols, bits, group);
                 let q = QuantCodes {
                     rows,
@@ -206,9 +211,16 @@ mod tests {
                 q.check().unwrap();
                 let words = q.pack_words();
                 assert_eq!(words.len(), (rows * cols).div_ceil(32) * bits as usize);
-                assert_eq!(q.device_bytes(), 4 * words.len() as u64 + 3 * scales.len() as u64);
+                assert_eq!(
+                    q.device_bytes(),
+                    4 * words.len() as u64 + 3 * scales.len() as u64
+                );
                 for (k, &c) in codes.iter().enumerate() {
-                    assert_eq!(code_at(&words, k as u64, bits as u32), c as u32, "{bits} bits, code {k}");
+                    assert_eq!(
+                        code_at(&words, k as u64, bits as u32),
+                        c as u32,
+                        "{bits} bits, code {k}"
+                    );
                 }
                 let want = reference(&q);
                 for r in 0..rows {
@@ -238,11 +250,26 @@ mod tests {
         };
         q.check().unwrap();
         let too_wide = [8u8; 16];
-        let e = QuantCodes { codes: &too_wide, ..q }.check().unwrap_err();
+        let e = QuantCodes {
+            codes: &too_wide,
+            ..q
+        }
+        .check()
+        .unwrap_err();
         assert!(e.to_string().contains("does not fit in 3 bits"), "{e}");
-        let e = QuantCodes { codes: &codes[1..], ..q }.check().unwrap_err();
+        let e = QuantCodes {
+            codes: &codes[1..],
+            ..q
+        }
+        .check()
+        .unwrap_err();
         assert!(e.to_string().contains("15 codes"), "{e}");
-        let e = QuantCodes { scales: &scales[1..], ..q }.check().unwrap_err();
+        let e = QuantCodes {
+            scales: &scales[1..],
+            ..q
+        }
+        .check()
+        .unwrap_err();
         assert!(e.to_string().contains("expected 4"), "{e}");
         assert!(QuantCodes { bits: 9, ..q }.check().is_err());
         assert!(QuantCodes { group: 0, ..q }.check().is_err());

@@ -218,12 +218,22 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     /// Keeps every variant the database holds as codes ([`Variants::codes`]) on the device,
     /// so that swapping one in is a kernel writing the model's weight in place
     /// (`Backend::dequantize_codes`) rather than a host dequantization and an upload (decision
-    /// 137), where the backend can and they fit: in [`DEVICE_FREE_SHARE`] of its free memory,
+    /// 137), where the backend can and they fit: in `DEVICE_FREE_SHARE` (75%) of its free memory,
     /// unless `CRUNCH_DEVICE_VARIANTS=0`. Otherwise (the host backends, no quantized variants,
     /// too little memory, an upload that fails) nothing changes: every swap takes the host path
-    /// with the swap cache. Either way the model computes with the same bits. Call it once,
-    /// before the first candidate.
+    /// with the swap cache. Either way the model computes with the same bits. Call it before
+    /// the first candidate (any time is correct; a second call uploads again).
     pub fn keep_variants_on_device(&mut self) -> Result<DeviceVariants> {
+        // Codes of an earlier call are freed first (and, if not kept again, not used).
+        self.device = Vec::new();
+        {
+            let mut t = self.timing.lock().expect("timing lock");
+            (
+                t.device_variants,
+                t.device_variant_count,
+                t.device_variant_bytes,
+            ) = (false, 0, 0);
+        }
         let backend = &self.model.backend;
         let free = backend.free_memory()?;
         let (units, _) = self.db.layers();
@@ -563,9 +573,14 @@ mod tests {
         // Three quarters of what is free, the swap cache counted where it stays in use.
         assert_eq!(device_decision(None, Some(80 * gb), 60 * gb, 0), Ok(()));
         let e = device_decision(None, Some(80 * gb), 60 * gb, gb).unwrap_err();
-        assert!(e.contains("60.0 GB of codes") && e.contains("80.0 GB free"), "{e}");
+        assert!(
+            e.contains("60.0 GB of codes") && e.contains("80.0 GB free"),
+            "{e}"
+        );
         // The host backends, the override, nothing to keep.
-        assert!(device_decision(None, None, gb, 0).unwrap_err().contains("host"));
+        assert!(device_decision(None, None, gb, 0)
+            .unwrap_err()
+            .contains("host"));
         let e = device_decision(Some("0"), Some(80 * gb), gb, 0).unwrap_err();
         assert!(e.contains("CRUNCH_DEVICE_VARIANTS=0"), "{e}");
         assert!(device_decision(Some("1"), Some(80 * gb), gb, 0).is_ok());

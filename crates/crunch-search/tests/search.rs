@@ -439,19 +439,39 @@ fn device_variants_change_no_result() {
             free,
             refuse: AtomicUsize::new(refuse),
         };
-        let base = ckpt.load(FakeDevice { free, refuse: AtomicUsize::new(0) }, |_| {}).unwrap();
+        let base = ckpt
+            .load(
+                FakeDevice {
+                    free,
+                    refuse: AtomicUsize::new(0),
+                },
+                |_| {},
+            )
+            .unwrap();
         let model = ckpt.load(dev, |_| {}).unwrap();
         let mut fit = ModelFitness::new(&base, model, &db, &pool, 5);
         let dv = fit.keep_variants_on_device().unwrap();
         assert!(dv.device);
         assert_eq!(dv.kept > 0, kept, "{dv:?}");
         if kept {
-            assert_eq!((dv.kept, dv.bytes, dv.on_host), (db.units.len() * 3, need, 0));
+            assert_eq!(
+                (dv.kept, dv.bytes, dv.on_host),
+                (db.units.len() * 3, need, 0)
+            );
             assert_eq!(dv.reason, None);
         } else {
             assert!(dv.reason.as_deref().unwrap().contains("exceed"), "{dv:?}");
         }
-        let s = search(&budget, &params(2), "k", &mut fit, &seeds, None, &mut |_| Ok(())).unwrap();
+        let s = search(
+            &budget,
+            &params(2),
+            "k",
+            &mut fit,
+            &seeds,
+            None,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         let kls: Vec<u64> = seeds
             .iter()
             .chain([s.chosen().to_vec()].iter())
@@ -475,7 +495,16 @@ fn device_variants_change_no_result() {
     let mut fit = ModelFitness::new(&base, model, &db, &pool, 5);
     let dv = fit.keep_variants_on_device().unwrap();
     assert!(!dv.device && dv.kept == 0, "{dv:?}");
-    let s = search(&budget, &params(2), "k", &mut fit, &seeds, None, &mut |_| Ok(())).unwrap();
+    let s = search(
+        &budget,
+        &params(2),
+        "k",
+        &mut fit,
+        &seeds,
+        None,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
     let kls: Vec<u64> = seeds
         .iter()
         .chain([s.chosen().to_vec()].iter())

@@ -87,7 +87,11 @@ impl Cuda {
             c.n_groups as i32,
         );
         let cfg = LaunchConfig {
-            grid_dim: ((n as u64).div_ceil(THREADS as u64).min(MAX_BLOCKS) as u32, 1, 1),
+            grid_dim: (
+                (n as u64).div_ceil(THREADS as u64).min(MAX_BLOCKS) as u32,
+                1,
+                1,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
