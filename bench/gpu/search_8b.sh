@@ -22,11 +22,16 @@
 # CRUNCH_FITNESS_TIMING=1: the fitness's counters (swap, forward, LM head, KL) are measured with
 #   the device synchronized at their boundaries (otherwise queued GPU work lands in the next
 #   stage); each JSON line carries them ("fitness", "generation_fitness").
-# CRUNCH_SWAP_CACHE_MB (default here 6656): the fitness's swap cache (decision 129). Its default
-#   is a quarter of the units' f32 bytes, which at 2 or 4 blocks would be a few hundred MB while
-#   a generation's working set does not depend on the blocks; the script gives every size the
-#   budget 32 blocks get by default (0.25 × 6.98e9 weights × 4 bytes), so the line through the
-#   two points projects the 32-block search as it runs.
+# Swaps (decisions 129, 137): on the GPU every quantized variant is kept there as codes and a swap
+#   is one kernel whatever the model's size (≈ 42 GB of codes for 10 levels at 32 blocks, beside
+#   the two f32 copies' 64 GB; the log's "variants kept on the device" line gives the bytes, and
+#   the JSON's fitness.device_variants says which path ran). So the 2- and 4-block runs use the
+#   defaults and their line projects the 32-block search as it runs. The host path (a host
+#   dequantization + upload per swap, with the swap cache) is what runs where the codes would
+#   not fit; CRUNCH_DEVICE_VARIANTS=0 forces it, to compare. CRUNCH_SWAP_CACHE_MB still sets the
+#   swap cache (its default, a quarter of the units' f32 bytes, is what 32 blocks get; on the
+#   host path a 2- or 4-block run's share would flatter the projection: decision 129's runs gave
+#   both sizes the 32-block default, 6656).
 # Prints one JSON line per model (every stage's seconds), then one projection line per stage
 # and the total against the 45-minute target. BLOCKS="2" (then BLOCKS="4") runs one size per call
 # where a call has a time limit: the lines collect in OUT/search8b-SETTING.jsonl and the
@@ -42,7 +47,6 @@ esac
 [ -n "${LEVELS:-}" ] && flags+=(--levels "$LEVELS")
 gens=${GENS:-4} full=${FULL_GENS:-50}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export CRUNCH_SWAP_CACHE_MB=${CRUNCH_SWAP_CACHE_MB:-6656}
 mkdir -p "$out"
 for n in ${BLOCKS:-2 4}; do
   m=/tmp/search8b-m$n
@@ -76,7 +80,10 @@ row = {"setting": setting, "blocks": n, "wall_s": wall, "calibration_s": t["cali
        "variants_made": s["variants_made"], "evaluations": s["evaluations"],
        # The fitness's time counters (decision 129; synchronized with CRUNCH_FITNESS_TIMING=1):
        # over the whole command, and per generation (the first also holds the seeds).
-       "fitness": t.get("fitness"), "generation_fitness": t.get("generation_fitness")}
+       "fitness": t.get("fitness"), "generation_fitness": t.get("generation_fitness"),
+       # Which swap path ran (decision 137) and the codes' device bytes.
+       "device_variants": (t.get("fitness") or {}).get("device_variants"),
+       "device_variant_bytes": (t.get("fitness") or {}).get("device_variant_bytes")}
 print(json.dumps(row))
 PY
 done | tee -a "$out/search8b-$setting.jsonl"

@@ -16,6 +16,12 @@
 //! 7. `write_weight` (the budget search's in-place swap, decision 129), f32 and bf16: a weight
 //!    written over holds exactly what `upload_weight` of the same values holds; a shared one is
 //!    refused.
+//! 8. `device_variants` (the budget search's variants kept on the GPU as codes, decision 137),
+//!    f32 and bf16: codes of every width 2–8 (groups of 128, 32 with a short last group, one
+//!    per row) expanded on the device (`Backend::dequantize_codes`) hold exactly the bits
+//!    `upload_weight` of `QuantizedWeight::dequantize` holds; a shared weight, a weight of
+//!    another shape and codes with a NaN scale are refused; and the time of one expansion of
+//!    Llama-3-8B's MLP shape (14336 × 4096, 4-bit g128).
 //!
 //! Prints one JSON object; exits non-zero if a check fails. Run from the repository root.
 
@@ -248,9 +254,12 @@ fn main() -> anyhow::Result<()> {
         write_weight.push(json!({"precision": format!("{:?}", dev.precision()),
             "written": written, "same_as_upload": same, "shared_refused": refused}));
     }
+    let device_variants = check_device_variants(&gpu, &gpu_bf16)?;
+    ok &= device_variants["passed"] == json!(true);
     let out = json!({
         "device": gpu.device_name(),
         "write_weight": write_weight,
+        "device_variants": device_variants,
         "lowrank_gpu_vs_host": lowrank,
         "tolerance": TOLERANCE,
         "bf16_tolerance": BF16_TOLERANCE,
@@ -263,4 +272,104 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Item 8: quantized codes expanded on the device against the host's dequantization and upload,
+/// bit for bit.
+fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
+    use crunch_repr::{QuantSpec, QuantizedWeight, SUPPORTED_BITS};
+    use crunch_runtime::QuantCodes;
+    use half::f16;
+    let mut rng = crunch_model::testing::SplitMix64(137);
+    let mut quantized = |rows: usize, cols: usize, bits: u8, group: Option<usize>| {
+        let spec = QuantSpec::new(bits, group, false);
+        let groups = rows * spec.n_groups(cols);
+        let max = (1u64 << bits) - 1;
+        let mut next = || rng.next_u64();
+        QuantizedWeight {
+            spec,
+            rows,
+            cols,
+            codes: (0..rows * cols)
+                .map(|_| (next() % (max + 1)) as u8)
+                .collect(),
+            scales: (0..groups)
+                .map(|_| f16::from_f32((next() % 2000) as f32 * 1e-5 - 0.01))
+                .collect(),
+            zeros: (0..groups).map(|_| (next() % (max + 1)) as u8).collect(),
+            g_idx: None,
+        }
+    };
+    let codes_of = |q: &QuantizedWeight| -> QuantCodes<'_> {
+        QuantCodes {
+            rows: q.rows,
+            cols: q.cols,
+            bits: q.spec.bits,
+            group: q.spec.group_size.unwrap_or(q.cols).max(1),
+            codes: &q.codes,
+            scales: &q.scales,
+            zeros: &q.zeros,
+        }
+    };
+    let bits_of = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
+    let mut cases = Vec::new();
+    let mut ok = true;
+    for dev in [gpu, gpu_bf16] {
+        for bits in SUPPORTED_BITS {
+            for (rows, cols, group) in [(96, 256, Some(128)), (67, 300, Some(32)), (33, 75, None)] {
+                let q = quantized(rows, cols, bits, group);
+                let c = dev
+                    .upload_codes(&codes_of(&q))?
+                    .ok_or_else(|| anyhow::anyhow!("{bits}-bit codes not kept"))?;
+                let mut w = dev.upload_weight(pseudo(rows * cols, 13), &[rows, cols])?;
+                let written = dev.dequantize_codes(&c, &mut w)?;
+                let want = bits_of(dev.to_f32(&dev.upload_weight(q.dequantize(), &[rows, cols])?)?);
+                let got = bits_of(dev.to_f32(&w)?);
+                let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                let pass = written && differ == 0;
+                ok &= pass;
+                cases.push(
+                    json!({"precision": format!("{:?}", dev.precision()), "bits": bits,
+                    "rows": rows, "cols": cols, "group": group, "written": written,
+                    "values_differing": differ, "passed": pass}),
+                );
+            }
+        }
+    }
+    // Refusals: a shared weight (left unchanged), another shape, a NaN scale.
+    let q = quantized(16, 64, 4, Some(32));
+    let c = gpu.upload_codes(&codes_of(&q))?.expect("kept");
+    let mut w = gpu.upload_weight(pseudo(16 * 64, 14), &[16, 64])?;
+    let before = bits_of(gpu.to_f32(&w)?);
+    let shared = w.clone();
+    let shared_refused =
+        !gpu.dequantize_codes(&c, &mut w)? && bits_of(gpu.to_f32(&shared)?) == before;
+    drop(shared);
+    let mut other = gpu.upload_weight(pseudo(64 * 16, 15), &[64, 16])?;
+    let shape_refused = !gpu.dequantize_codes(&c, &mut other)?;
+    let mut nan = q.clone();
+    nan.scales[3] = f16::NAN;
+    let nan_refused = gpu.upload_codes(&codes_of(&nan))?.is_none();
+    ok &= shared_refused && shape_refused && nan_refused;
+    // One expansion at Llama-3-8B's MLP shape, after a warm-up: the search's swap.
+    let q = quantized(14336, 4096, 4, Some(128));
+    let c = gpu.upload_codes(&codes_of(&q))?.expect("kept");
+    let mut w = gpu.upload_weight(vec![0.0; 14336 * 4096], &[14336, 4096])?;
+    gpu.dequantize_codes(&c, &mut w)?;
+    gpu.synchronize()?;
+    let reps = 20;
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        gpu.dequantize_codes(&c, &mut w)?;
+    }
+    gpu.synchronize()?;
+    let expand_ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    let big_same = bits_of(gpu.to_f32(&w)?) == bits_of(q.dequantize());
+    ok &= big_same;
+    Ok(
+        json!({"cases": cases, "shared_refused": shared_refused, "shape_refused": shape_refused,
+        "nan_scale_refused": nan_refused, "mlp_8b_4bit_g128_same": big_same,
+        "mlp_8b_4bit_g128_bytes": c.bytes(), "mlp_8b_4bit_g128_expand_ms": expand_ms,
+        "passed": ok}),
+    )
 }

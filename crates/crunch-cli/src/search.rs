@@ -546,6 +546,23 @@ pub(crate) fn run_search<B: Backend>(
     };
     let top_of = |l: usize| -> Vec<u8> { costs.iter().map(|c| l.min(c.len() - 1) as u8).collect() };
     let uniform_cost = |l: usize| -> f64 { costs.iter().map(|c| c[l.min(c.len() - 1)]).sum() };
+    // Before the first candidate: the quantized variants on the device where it has room
+    // (decision 137), else every swap made dense on the host (decision 129).
+    let dv = fit.keep_variants_on_device()?;
+    if dv.kept > 0 {
+        eprintln!(
+            "note: {} variants kept on the device ({:.2} GB of codes), each swap expanded              there{}",
+            dv.kept,
+            dv.bytes as f64 / 1e9,
+            if dv.on_host > 0 {
+                format!("; {} made dense on the host", dv.on_host)
+            } else {
+                String::new()
+            }
+        );
+    } else if let (true, Some(why)) = (dv.device, &dv.reason) {
+        eprintln!("note: the variants stay on the host, made dense at each swap: {why}");
+    }
     let mut uniform = Vec::new();
     let uniform_started = Instant::now();
     let want_uniform = s.plot.is_some() || matches!(goal, Goal::Kl(_));

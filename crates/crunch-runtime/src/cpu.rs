@@ -13,6 +13,7 @@ pub struct Cpu;
 
 impl Backend for Cpu {
     type Tensor = Tensor;
+    type Codes = crate::NoCodes;
     crate::kv::backend_kv_methods!(Tensor);
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
@@ -309,6 +310,7 @@ mod tests {
         struct Plain;
         impl Backend for Plain {
             type Tensor = Tensor;
+            type Codes = crate::NoCodes;
             crate::kv::backend_kv_methods!(Tensor);
             fn upload(&self, d: Vec<f32>, s: &[usize]) -> Result<Tensor> {
                 Cpu.upload(d, s)

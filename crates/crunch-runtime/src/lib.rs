@@ -10,6 +10,7 @@
 //! [`Backend::scale_rows`], [`Backend::columns`]) have default implementations through the
 //! host or the older operations, so a new backend runs every model before it overrides them.
 
+pub mod codes;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -18,10 +19,11 @@ mod kv;
 pub mod kvq;
 pub mod threads;
 
+pub use codes::QuantCodes;
 pub use cpu::Cpu;
 pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaTensor, Precision};
+pub use cuda::{Cuda, CudaCodes, CudaTensor, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
 pub use kvq::{KvMode, KvSpec};
@@ -79,9 +81,17 @@ impl AttentionMask {
     }
 }
 
+/// [`Backend::Codes`] of a backend that keeps no quantized codes of its own (the host
+/// backends): no value of it exists.
+pub enum NoCodes {}
+
 /// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
 pub trait Backend: Send + Sync + 'static {
     type Tensor: Clone + Send + Sync + 'static;
+    /// A quantized weight's codes as the backend keeps them ([`Backend::upload_codes`]), to
+    /// expand into a weight later ([`Backend::dequantize_codes`]); [`NoCodes`] where it keeps
+    /// none.
+    type Codes: Send + Sync + 'static;
     /// One sequence's keys and values for one decoder block, with room for a fixed number of
     /// positions ([`Backend::kv_alloc`]). What it stores (f32 rows, a quantized cache) is the
     /// backend's business; the model only appends to it and attends over it.
@@ -208,6 +218,32 @@ pub trait Backend: Send + Sync + 'static {
     /// of another kind or size): nothing written, the caller uploads a new weight.
     fn write_weight(&self, _weight: &mut Self::Tensor, _data: &[f32]) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Keeps `q`'s codes, scales and zero points in the backend's own memory (a GPU: codes
+    /// bit-packed at their width, `codes::QuantCodes::pack_words`), so that
+    /// [`Backend::dequantize_codes`] can later make the weight from them without the host: a
+    /// budget search keeps every variant so (decision 137). `Ok(None)` (the default, and for
+    /// weights the backend cannot expand bit for bit, such as non-finite scales): not kept, the
+    /// caller dequantizes on the host as before. An error for buffers that disagree with the
+    /// shape.
+    fn upload_codes(&self, _q: &QuantCodes) -> Result<Option<Self::Codes>> {
+        Ok(None)
+    }
+
+    /// Overwrites the values of `weight`, a weight matrix made by [`Backend::upload_weight`]
+    /// of the codes' shape, with the codes' weights `(code − zero) · f32(scale)`, stored as
+    /// `upload_weight` of those values would store them (bit for bit). `Ok(false)` (the
+    /// default, and where the weight is shared, of another shape or kind): nothing written.
+    fn dequantize_codes(&self, _codes: &Self::Codes, _weight: &mut Self::Tensor) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Bytes of the backend's memory free for new allocations, for a caller deciding whether
+    /// something fits there (a GPU's free memory). `None` (the default): the backend's memory
+    /// is the host's, nothing to decide.
+    fn free_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
     }
 
     /// Whether the loader should hand linear weights (and the embedding table) over in their

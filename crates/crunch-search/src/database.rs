@@ -15,7 +15,7 @@ use crunch_model::{Checkpoint, LinearId};
 use crunch_repr::{
     pack_codes, unpack_codes, Compressed, CompressedLayer, QuantSpec, QuantizedWeight,
 };
-use crunch_runtime::Backend;
+use crunch_runtime::{Backend, QuantCodes};
 use half::f16;
 use std::path::{Path, PathBuf};
 
@@ -224,6 +224,8 @@ impl Database {
 pub trait Variants {
     /// The layers in block order, and each one's (rows, cols).
     fn layers(&self) -> (&[LinearId], &[(usize, usize)]);
+    /// Levels of `unit`.
+    fn levels(&self, unit: usize) -> usize;
     /// A unit's weight at `level` as the model runs it, row-major.
     fn dense(&self, unit: usize, level: usize) -> Vec<f32>;
     /// Weights of all units.
@@ -234,11 +236,21 @@ pub trait Variants {
     fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
         *out = self.dense(unit, level);
     }
+    /// A unit's weight at `level` as codes on a grid with static groups, where it is exactly
+    /// that (no correction, no `g_idx`): what the fitness may keep on the device and expand
+    /// there (decision 137). `None` (the default): made dense on the host.
+    fn codes(&self, _unit: usize, _level: usize) -> Option<QuantCodes<'_>> {
+        None
+    }
 }
 
 impl Variants for Database {
     fn layers(&self) -> (&[LinearId], &[(usize, usize)]) {
         (&self.units, &self.shapes)
+    }
+
+    fn levels(&self, unit: usize) -> usize {
+        self.variants[unit].len()
     }
 
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
@@ -247,6 +259,10 @@ impl Variants for Database {
 
     fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
         crate::swap::dense_into(&self.variants[unit][level], out);
+    }
+
+    fn codes(&self, unit: usize, level: usize) -> Option<QuantCodes<'_>> {
+        crate::swap::codes_of(&self.variants[unit][level])
     }
 }
 

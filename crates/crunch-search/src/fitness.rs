@@ -2,7 +2,10 @@
 //! `crunch_eval::BaseLogits` (the evaluation's scoring, on the device when the backend scores
 //! there). The candidate model is one loaded model whose linear weights are replaced by the
 //! candidate's variants; only layers that differ from the last candidate are swapped, so an
-//! offspring (a few layers away from its parent) costs a few uploads, not a model.
+//! offspring (a few layers away from its parent) costs a few uploads, not a model. On a GPU
+//! with room the quantized variants are kept there as codes and a swap expands one in place
+//! (decision 137); otherwise a swap is a host dequantization and an upload, helped by the swap
+//! cache (decision 129).
 
 use crate::database::Variants;
 use crate::evo::Fitness;
@@ -41,6 +44,18 @@ pub struct FitnessTiming {
     pub prepare_s: f64,
     /// The base's logits of the held windows (once).
     pub held_base_s: f64,
+    /// Whether the quantized variants are kept on the device and expanded there on a swap
+    /// (decision 137; `ModelFitness::keep_variants_on_device`), how many, their device bytes,
+    /// and the seconds their one upload took (packing included).
+    pub device_variants: bool,
+    pub device_variant_count: usize,
+    pub device_variant_bytes: u64,
+    pub device_upload_s: f64,
+    /// Swaps expanded on the device from kept codes (one kernel each; counted in
+    /// `layers_swapped` too, not in `dequantize_s`/`upload_s`, which are the host path's), and
+    /// their time.
+    pub device_swaps: usize,
+    pub device_dequantize_s: f64,
 }
 
 impl FitnessTiming {
@@ -65,6 +80,13 @@ impl FitnessTiming {
             },
             prepare_s: self.prepare_s - earlier.prepare_s,
             held_base_s: self.held_base_s - earlier.held_base_s,
+            // A state, not a count: as it stands.
+            device_variants: self.device_variants,
+            device_variant_count: self.device_variant_count,
+            device_variant_bytes: self.device_variant_bytes,
+            device_upload_s: self.device_upload_s - earlier.device_upload_s,
+            device_swaps: self.device_swaps - earlier.device_swaps,
+            device_dequantize_s: self.device_dequantize_s - earlier.device_dequantize_s,
         }
     }
 }
@@ -95,6 +117,61 @@ pub struct ModelFitness<'a, B: Backend> {
     /// Device buffers no longer in use (evicted from the cache, or the original weights), by
     /// shape: the next upload of that shape is written into one.
     spares: Vec<((usize, usize), B::Tensor)>,
+    /// Each unit's variants kept on the device, `[unit][level]` (empty: none kept;
+    /// `keep_variants_on_device`).
+    device: Vec<Vec<Option<B::Codes>>>,
+}
+
+/// What [`ModelFitness::keep_variants_on_device`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceVariants {
+    /// Whether the backend has memory of its own (a GPU) to keep them in.
+    pub device: bool,
+    /// Variants kept there, and their bytes there.
+    pub kept: usize,
+    pub bytes: u64,
+    /// Variants made dense on the host at each swap (not quantized with static groups, or
+    /// not kept), and why, when none were kept.
+    pub on_host: usize,
+    pub reason: Option<String>,
+}
+
+/// The share of the device's free memory the kept variants (and the swap cache, where some
+/// variants stay on the host) may take: the rest is for what the search allocates after them,
+/// the base logits it keeps (two sets of windows × positions × vocabulary in f32: ≈ 4 GB at
+/// 8B's vocabulary with 8-window sets) and the candidate's activations.
+const DEVICE_FREE_SHARE: f64 = 0.75;
+
+/// Whether `need` bytes of codes, with `extra` bytes beside them, go to a backend with `free`
+/// bytes free (`None`: the backend's memory is the host's); `setting`: `CRUNCH_DEVICE_VARIANTS`
+/// (`0`: never). `Err`: why not, for the progress line.
+fn device_decision(
+    setting: Option<&str>,
+    free: Option<u64>,
+    need: u64,
+    extra: u64,
+) -> std::result::Result<(), String> {
+    let gb = |b: u64| b as f64 / 1e9;
+    let Some(free) = free else {
+        return Err("the backend's memory is the host's".into());
+    };
+    if setting == Some("0") {
+        return Err("CRUNCH_DEVICE_VARIANTS=0".into());
+    }
+    if need == 0 {
+        return Err("no variant is quantized with static groups".into());
+    }
+    let room = (free as f64 * DEVICE_FREE_SHARE) as u64;
+    if need + extra > room {
+        return Err(format!(
+            "{:.1} GB of codes (+ {:.1} GB of swap cache) exceed {:.0}% of the device's {:.1} GB free",
+            gb(need),
+            gb(extra),
+            100.0 * DEVICE_FREE_SHARE,
+            gb(free)
+        ));
+    }
+    Ok(())
 }
 
 /// The swap cache's default budget: this share of the units' f32 bytes (an 8B model in f32:
@@ -134,7 +211,100 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
             scratch: Vec::new(),
             cache: SwapCache::new(swap_cache_budget(db)),
             spares: Vec::new(),
+            device: Vec::new(),
         }
+    }
+
+    /// Keeps every variant the database holds as codes ([`Variants::codes`]) on the device,
+    /// so that swapping one in is a kernel writing the model's weight in place
+    /// (`Backend::dequantize_codes`) rather than a host dequantization and an upload (decision
+    /// 137), where the backend can and they fit: in `DEVICE_FREE_SHARE` (75%) of its free memory,
+    /// unless `CRUNCH_DEVICE_VARIANTS=0`. Otherwise (the host backends, no quantized variants,
+    /// too little memory, an upload that fails) nothing changes: every swap takes the host path
+    /// with the swap cache. Either way the model computes with the same bits. Call it before
+    /// the first candidate (any time is correct; a second call uploads again).
+    pub fn keep_variants_on_device(&mut self) -> Result<DeviceVariants> {
+        // Codes of an earlier call are freed first (and, if not kept again, not used).
+        self.device = Vec::new();
+        {
+            let mut t = self.timing.lock().expect("timing lock");
+            (
+                t.device_variants,
+                t.device_variant_count,
+                t.device_variant_bytes,
+            ) = (false, 0, 0);
+        }
+        let backend = &self.model.backend;
+        let free = backend.free_memory()?;
+        let (units, _) = self.db.layers();
+        let db = self.db;
+        let levels = |u: usize| 0..db.levels(u);
+        let mut need = 0u64;
+        let (mut eligible, mut total) = (0usize, 0usize);
+        for u in 0..units.len() {
+            for l in levels(u) {
+                total += 1;
+                if let Some(c) = db.codes(u, l) {
+                    need += c.device_bytes();
+                    eligible += 1;
+                }
+            }
+        }
+        let extra = if eligible < total {
+            self.cache.budget()
+        } else {
+            0
+        };
+        let setting = std::env::var("CRUNCH_DEVICE_VARIANTS").ok();
+        let mut out = DeviceVariants {
+            device: free.is_some(),
+            kept: 0,
+            bytes: 0,
+            on_host: total,
+            reason: None,
+        };
+        if let Err(why) = device_decision(setting.as_deref(), free, need, extra) {
+            out.reason = Some(why);
+            return Ok(out);
+        }
+        let t0 = Instant::now();
+        let mut device = Vec::with_capacity(units.len());
+        for u in 0..units.len() {
+            let mut row = Vec::new();
+            for l in levels(u) {
+                let kept = match db.codes(u, l) {
+                    Some(c) => match backend.upload_codes(&c) {
+                        Ok(k) => k.map(|k| (k, c.device_bytes())),
+                        // A failed upload (the device's memory taken meanwhile): everything
+                        // back to the host path, as if never tried.
+                        Err(e) => {
+                            out.reason = Some(format!("uploading the variants failed: {e}"));
+                            return Ok(out);
+                        }
+                    },
+                    None => None,
+                };
+                if let Some((_, b)) = &kept {
+                    out.kept += 1;
+                    out.bytes += b;
+                }
+                row.push(kept.map(|(k, _)| k));
+            }
+            device.push(row);
+        }
+        out.on_host = total - out.kept;
+        if out.kept == 0 {
+            out.reason = Some("the backend kept none of the variants".into());
+            return Ok(out);
+        }
+        let s = self.lap(t0)?;
+        self.device = device;
+        let mut timing = self.timing.lock().expect("timing lock");
+        timing.device_variants = true;
+        timing.device_variant_count = out.kept;
+        timing.device_variant_bytes = out.bytes;
+        timing.device_upload_s += s;
+        Ok(out)
     }
 
     /// Keeps up to `bytes` (counted as f32) of swapped-out weights for swapping back
@@ -200,6 +370,31 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
         for (u, &l) in config.iter().enumerate() {
             if self.current[u] == Some(l) {
                 continue;
+            }
+            // Kept on the device: expanded there, into the model's own weight.
+            if let Some(codes) = self.device.get(u).and_then(|row| row[l as usize].as_ref()) {
+                let t0 = Instant::now();
+                let id = self.db.layers().0[u];
+                let lin = self.model.blocks[id.layer]
+                    .linear_mut(id.name)
+                    .expect("a block linear");
+                // Refused (the weight is shared, or not the codes' shape): the host path below
+                // puts a weight of its own in, which the next swap can write.
+                if self
+                    .model
+                    .backend
+                    .dequantize_codes(codes, &mut lin.weight)?
+                {
+                    lin.up = None;
+                    lin.correction = None;
+                    self.current[u] = Some(l);
+                    let s = self.lap(t0)?;
+                    let mut timing = self.timing.lock().expect("timing lock");
+                    timing.layers_swapped += 1;
+                    timing.device_swaps += 1;
+                    timing.device_dequantize_s += s;
+                    continue;
+                }
             }
             let (units, shapes) = self.db.layers();
             let (id, shape) = (units[u], shapes[u]);
@@ -363,5 +558,32 @@ impl<B: Backend> Fitness for ModelFitness<'_, B> {
     fn score_held(&mut self, config: &[u8]) -> Result<f64> {
         self.evaluations += 1;
         self.held_kl(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_decision;
+
+    #[test]
+    fn variants_go_to_the_device_only_when_they_fit_and_may() {
+        let gb = 1_000_000_000u64;
+        // 8B's ten levels beside two f32 copies on an H200: ≈ 42 GB of codes, ≈ 80 GB free.
+        assert_eq!(device_decision(None, Some(80 * gb), 42 * gb, 0), Ok(()));
+        // Three quarters of what is free, the swap cache counted where it stays in use.
+        assert_eq!(device_decision(None, Some(80 * gb), 60 * gb, 0), Ok(()));
+        let e = device_decision(None, Some(80 * gb), 60 * gb, gb).unwrap_err();
+        assert!(
+            e.contains("60.0 GB of codes") && e.contains("80.0 GB free"),
+            "{e}"
+        );
+        // The host backends, the override, nothing to keep.
+        assert!(device_decision(None, None, gb, 0)
+            .unwrap_err()
+            .contains("host"));
+        let e = device_decision(Some("0"), Some(80 * gb), gb, 0).unwrap_err();
+        assert!(e.contains("CRUNCH_DEVICE_VARIANTS=0"), "{e}");
+        assert!(device_decision(Some("1"), Some(80 * gb), gb, 0).is_ok());
+        assert!(device_decision(None, Some(80 * gb), 0, 0).is_err());
     }
 }

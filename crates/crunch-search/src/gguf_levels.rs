@@ -183,6 +183,10 @@ impl Variants for GgufDatabase {
         (&self.units, &self.shapes)
     }
 
+    fn levels(&self, unit: usize) -> usize {
+        self.types[unit].len()
+    }
+
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
         let mut out = Vec::new();
         self.dense_into(unit, level, &mut out);

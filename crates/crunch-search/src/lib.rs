@@ -12,7 +12,9 @@
 //!   (the evaluation's own scoring), with only the layers that differ from the last candidate
 //!   swapped in; the seeds and the elite are judged on fixed held windows.
 //! - [`swap`]: how a swap stays cheap at large shapes (parallel dequantization into a kept
-//!   buffer, recently swapped-out weights kept on the device, buffers reused).
+//!   buffer, recently swapped-out weights kept on the device, buffers reused); on a GPU with
+//!   room, every quantized variant is kept there as codes and a swap is one kernel
+//!   (`ModelFitness::keep_variants_on_device`, decision 137).
 //! - [`fill`]: after the generations, the unused budget goes to the measured best raises.
 
 pub mod database;
@@ -29,7 +31,7 @@ mod evo_reference;
 pub use database::{Database, Level, Variants};
 pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState};
 pub use fill::{fill_round, FillRound};
-pub use fitness::{FitnessTiming, ModelFitness};
+pub use fitness::{DeviceVariants, FitnessTiming, ModelFitness};
 pub use gguf_levels::GgufDatabase;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@
 //!   the host's time at these shapes: BENCHMARKS, "The search's layer swap on the host").
 
 use crunch_repr::{Compressed, CompressedLayer, QuantizedWeight};
+use crunch_runtime::QuantCodes;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -28,6 +29,26 @@ pub fn dense_into(v: &CompressedLayer, out: &mut Vec<f32>) {
     match (&v.main, &v.correction) {
         (Compressed::Quantized(q), None) => dequantize_into(q, out),
         _ => *out = v.dense(),
+    }
+}
+
+/// `v` as codes a backend can keep and expand itself (`Backend::upload_codes`), where `v` is
+/// a quantized weight with static groups and no correction: the same values as
+/// [`dense_into`] makes (`QuantCodes` is `QuantizedWeight::dequantize`'s arithmetic without
+/// `g_idx`). Anything else (sparse, factored, a correction, `g_idx`): `None`.
+pub fn codes_of(v: &CompressedLayer) -> Option<QuantCodes<'_>> {
+    match (&v.main, &v.correction) {
+        (Compressed::Quantized(q), None) if q.g_idx.is_none() => Some(QuantCodes {
+            rows: q.rows,
+            cols: q.cols,
+            bits: q.spec.bits,
+            // As `dequantize_row`: one group per row without a group size.
+            group: q.spec.group_size.unwrap_or(q.cols).max(1),
+            codes: &q.codes,
+            scales: &q.scales,
+            zeros: &q.zeros,
+        }),
+        _ => None,
     }
 }
 
@@ -74,6 +95,11 @@ impl<T> SwapCache<T> {
             clock: 0,
             entries: HashMap::new(),
         }
+    }
+
+    /// The budget in bytes (counted as f32).
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     /// The weight of `unit` at `level`, taken out of the cache, if it is there.
@@ -207,6 +233,39 @@ mod tests {
                 v.dense().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// What the device expands (the kernel's reading, transcribed in `QuantCodes::value`) is
+    /// the dense variant to the bit, at every width, for whole and short last groups and one
+    /// group per row; what it cannot hold stays on the host.
+    #[test]
+    fn codes_expand_to_the_dense_variant() {
+        for bits in crunch_repr::SUPPORTED_BITS {
+            for group in [Some(32), Some(128), None] {
+                let q = quantized(5, 200, QuantSpec::new(bits, group, bits % 2 == 0), None);
+                let v = CompressedLayer::new("rtn", Compressed::Quantized(q));
+                let c = codes_of(&v).expect("static groups, no correction");
+                c.check().unwrap();
+                let words = c.pack_words();
+                let want = v.dense();
+                for r in 0..5 {
+                    for col in 0..200 {
+                        assert_eq!(
+                            c.value(&words, r, col).to_bits(),
+                            want[r * 200 + col].to_bits(),
+                            "{bits} bits, group {group:?}, ({r}, {col})"
+                        );
+                    }
+                }
+            }
+        }
+        let g_idx = quantized(
+            2,
+            64,
+            QuantSpec::new(4, Some(32), false),
+            Some((0..64).map(|c| (c % 2) as u32).collect()),
+        );
+        assert!(codes_of(&CompressedLayer::new("gptq", Compressed::Quantized(g_idx))).is_none());
     }
 
     #[test]

@@ -274,3 +274,245 @@ fn the_swap_cache_changes_no_result() {
     assert_eq!(runs[0], runs[1]);
     assert_eq!(runs[0], runs[2]);
 }
+
+/// A CPU backend with "device" memory: it keeps quantized codes packed as the CUDA backend
+/// does (`QuantCodes::pack_words`) and expands them with the kernel's host transcription
+/// (`QuantCodes::value`), reports `free` bytes free, and refuses the first `refuse` expansions
+/// (a weight the device cannot write: the fitness's fallback to the host path).
+struct FakeDevice {
+    free: u64,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+struct FakeCodes {
+    words: Vec<u32>,
+    scales: Vec<half::f16>,
+    zeros: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    group: usize,
+}
+
+mod fake_device {
+    use super::{FakeCodes, FakeDevice};
+    use crunch_runtime::{AttentionMask, Backend, Cpu, KvSpec, QuantCodes, Result};
+    use std::sync::atomic::Ordering;
+    type T = <Cpu as Backend>::Tensor;
+
+    impl Backend for FakeDevice {
+        type Tensor = T;
+        type Codes = FakeCodes;
+        type KvStore = <Cpu as Backend>::KvStore;
+        fn upload(&self, d: Vec<f32>, s: &[usize]) -> Result<T> {
+            Cpu.upload(d, s)
+        }
+        fn upload_weight(&self, d: Vec<f32>, s: &[usize]) -> Result<T> {
+            Cpu.upload_weight(d, s)
+        }
+        fn to_f32(&self, t: &T) -> Result<Vec<f32>> {
+            Cpu.to_f32(t)
+        }
+        fn shape(&self, t: &T) -> Vec<usize> {
+            Cpu.shape(t)
+        }
+        fn reshape(&self, t: &T, s: &[usize]) -> Result<T> {
+            Cpu.reshape(t, s)
+        }
+        fn rows(&self, t: &T, a: usize, n: usize) -> Result<T> {
+            Cpu.rows(t, a, n)
+        }
+        fn concat_rows(&self, p: &[&T]) -> Result<T> {
+            Cpu.concat_rows(p)
+        }
+        fn embedding(&self, t: &T, ids: &[u32]) -> Result<T> {
+            Cpu.embedding(t, ids)
+        }
+        fn linear(&self, x: &T, w: &T, b: Option<&T>) -> Result<T> {
+            Cpu.linear(x, w, b)
+        }
+        fn add(&self, a: &T, b: &T) -> Result<T> {
+            Cpu.add(a, b)
+        }
+        fn rms_norm(&self, x: &T, w: &T, eps: f32) -> Result<T> {
+            Cpu.rms_norm(x, w, eps)
+        }
+        fn rope(&self, x: &T, c: &T, s: &T) -> Result<T> {
+            Cpu.rope(x, c, s)
+        }
+        fn attention(&self, q: &T, k: &T, v: &T, m: AttentionMask, s: f32) -> Result<T> {
+            Cpu.attention(q, k, v, m, s)
+        }
+        fn silu_mul(&self, g: &T, u: &T) -> Result<T> {
+            Cpu.silu_mul(g, u)
+        }
+        fn gelu_mul(&self, g: &T, u: &T) -> Result<T> {
+            Cpu.gelu_mul(g, u)
+        }
+        fn scale_rows(&self, x: &T, f: &[f32]) -> Result<T> {
+            Cpu.scale_rows(x, f)
+        }
+        fn columns(&self, x: &T, a: usize, n: usize) -> Result<T> {
+            Cpu.columns(x, a, n)
+        }
+        fn kv_alloc(&self, s: KvSpec) -> Result<Self::KvStore> {
+            Cpu.kv_alloc(s)
+        }
+        fn kv_append(&self, kv: &mut Self::KvStore, k: &T, v: &T) -> Result<()> {
+            Cpu.kv_append(kv, k, v)
+        }
+        fn kv_len(&self, kv: &Self::KvStore) -> usize {
+            Cpu.kv_len(kv)
+        }
+        fn kv_attention(&self, q: &T, kv: &Self::KvStore, m: AttentionMask, s: f32) -> Result<T> {
+            Cpu.kv_attention(q, kv, m, s)
+        }
+        fn free_memory(&self) -> Result<Option<u64>> {
+            Ok(Some(self.free))
+        }
+        fn upload_codes(&self, q: &QuantCodes) -> Result<Option<FakeCodes>> {
+            q.check()?;
+            Ok(Some(FakeCodes {
+                words: q.pack_words(),
+                scales: q.scales.to_vec(),
+                zeros: q.zeros.to_vec(),
+                rows: q.rows,
+                cols: q.cols,
+                bits: q.bits,
+                group: q.group,
+            }))
+        }
+        fn dequantize_codes(&self, c: &FakeCodes, w: &mut T) -> Result<bool> {
+            if Cpu.shape(w) != [c.rows, c.cols] {
+                return Ok(false);
+            }
+            let left = self.refuse.load(Ordering::Relaxed);
+            if left > 0 {
+                self.refuse.store(left - 1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            // Only the words, scales and zero points are read (the codes were packed).
+            let q = QuantCodes {
+                rows: c.rows,
+                cols: c.cols,
+                bits: c.bits,
+                group: c.group,
+                codes: &[],
+                scales: &c.scales,
+                zeros: &c.zeros,
+            };
+            let values = (0..c.rows * c.cols)
+                .map(|k| q.value(&c.words, k / c.cols, k % c.cols))
+                .collect();
+            *w = Cpu.upload_weight(values, &[c.rows, c.cols])?;
+            Ok(true)
+        }
+    }
+}
+
+/// Decision 137 on the host: the same search with every variant kept "on the device" (the
+/// fake above), with some expansions refused (the host path mid-search), with too little
+/// free memory (the fallback), and on the plain CPU (no device memory): the same states and
+/// held KLs to the bit, and counters that say which path ran.
+#[test]
+fn device_variants_change_no_result() {
+    use std::sync::atomic::AtomicUsize;
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let db = uncached(&ckpt, &pool, LevelInputs::Independent);
+    let budget = Budget {
+        costs: db.costs().unwrap(),
+        limit: 3.0 * db.weights() as f64,
+    };
+    let need: u64 = (0..db.units.len())
+        .flat_map(|u| (0..db.levels.len()).map(move |l| (u, l)))
+        .map(|(u, l)| db.codes(u, l).expect("quantized").device_bytes())
+        .sum();
+    let seeds = budget.uniform_fits();
+    let mut runs = Vec::new();
+    // (free bytes, expansions refused, kept on the device)
+    for (free, refuse, kept) in [
+        (u64::MAX, 0, true),
+        (u64::MAX, 5, true),
+        (need, 0, false), // the codes need more than three quarters of it
+    ] {
+        let dev = FakeDevice {
+            free,
+            refuse: AtomicUsize::new(refuse),
+        };
+        let base = ckpt
+            .load(
+                FakeDevice {
+                    free,
+                    refuse: AtomicUsize::new(0),
+                },
+                |_| {},
+            )
+            .unwrap();
+        let model = ckpt.load(dev, |_| {}).unwrap();
+        let mut fit = ModelFitness::new(&base, model, &db, &pool, 5);
+        let dv = fit.keep_variants_on_device().unwrap();
+        assert!(dv.device);
+        assert_eq!(dv.kept > 0, kept, "{dv:?}");
+        if kept {
+            assert_eq!(
+                (dv.kept, dv.bytes, dv.on_host),
+                (db.units.len() * 3, need, 0)
+            );
+            assert_eq!(dv.reason, None);
+        } else {
+            assert!(dv.reason.as_deref().unwrap().contains("exceed"), "{dv:?}");
+        }
+        let s = search(
+            &budget,
+            &params(2),
+            "k",
+            &mut fit,
+            &seeds,
+            None,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        let kls: Vec<u64> = seeds
+            .iter()
+            .chain([s.chosen().to_vec()].iter())
+            .map(|c| fit.held_kl(c).unwrap().to_bits())
+            .collect();
+        let t = fit.timing();
+        assert_eq!(t.device_variants, kept);
+        if kept {
+            assert_eq!(t.device_variant_bytes, need);
+            // Every swap on the device but the refused ones.
+            assert_eq!(t.layers_swapped - t.device_swaps, refuse, "{t:?}");
+            assert_eq!(t.cache_hits, 0);
+        } else {
+            assert_eq!(t.device_swaps, 0);
+        }
+        runs.push((s, kls));
+    }
+    // The plain CPU: no device memory, nothing kept.
+    let base = ckpt.load(Cpu, |_| {}).unwrap();
+    let model = ckpt.load(Cpu, |_| {}).unwrap();
+    let mut fit = ModelFitness::new(&base, model, &db, &pool, 5);
+    let dv = fit.keep_variants_on_device().unwrap();
+    assert!(!dv.device && dv.kept == 0, "{dv:?}");
+    let s = search(
+        &budget,
+        &params(2),
+        "k",
+        &mut fit,
+        &seeds,
+        None,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    let kls: Vec<u64> = seeds
+        .iter()
+        .chain([s.chosen().to_vec()].iter())
+        .map(|c| fit.held_kl(c).unwrap().to_bits())
+        .collect();
+    assert!(!fit.timing().device_variants);
+    let cpu = (s, kls);
+    for r in &runs {
+        assert_eq!(r, &cpu);
+    }
+}

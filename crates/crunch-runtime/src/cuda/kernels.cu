@@ -255,3 +255,47 @@ extern "C" __global__ void score_rows(const float* logits, const float* base, in
         o[3] = agree;
     }
 }
+
+// ---- quantized codes expanded on the device (the budget search's swap, decision 137) ----
+// words: the codes bit-packed at their width, code k = r*cols + c at bits [k*bits, k*bits+bits)
+// of the little-endian stream of 32-bit words (codes.rs, QuantCodes::pack_words); scales: f16
+// bit patterns and zeros: u8, both [rows][n_groups]; column c is in group c / group. The weight
+// is (code - zero) * f32(scale) in f32, the host's arithmetic (a subtraction, then one product:
+// nothing to contract into an fma), so the same bits. Host transcription: QuantCodes::value.
+__device__ __forceinline__ float codes_value(const unsigned int* words,
+                                             const unsigned short* scales,
+                                             const unsigned char* zeros, long long k, int cols,
+                                             int bits, int group, int n_groups) {
+    unsigned long long bit = (unsigned long long)k * (unsigned long long)bits;
+    long long w = (long long)(bit >> 5);
+    unsigned int sh = (unsigned int)(bit & 31ull);
+    unsigned int v = words[w] >> sh;
+    if (sh + (unsigned int)bits > 32u) v |= words[w + 1] << (32u - sh);
+    unsigned int code = v & ((1u << bits) - 1u);
+    long long r = k / cols;
+    int c = (int)(k - r * cols);
+    long long g = r * n_groups + c / group;
+    float s;
+    unsigned short h = scales[g];
+    asm("cvt.f32.f16 %0, %1;" : "=f"(s) : "h"(h));
+    return ((float)code - (float)zeros[g]) * s;
+}
+
+extern "C" __global__ void codes_to_f32(const unsigned int* words, const unsigned short* scales,
+                                        const unsigned char* zeros, float* out, long long n,
+                                        int cols, int bits, int group, int n_groups) {
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n;
+         k += (long long)gridDim.x * blockDim.x)
+        out[k] = codes_value(words, scales, zeros, k, cols, bits, group, n_groups);
+}
+
+// The same weights rounded to bf16 as Backend::upload_weight rounds them in bf16 mode
+// (to_bf16 above is the host's bf16_bits).
+extern "C" __global__ void codes_to_bf16(const unsigned int* words, const unsigned short* scales,
+                                         const unsigned char* zeros, unsigned short* out,
+                                         long long n, int cols, int bits, int group,
+                                         int n_groups) {
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n;
+         k += (long long)gridDim.x * blockDim.x)
+        out[k] = to_bf16(codes_value(words, scales, zeros, k, cols, bits, group, n_groups));
+}

@@ -17,9 +17,11 @@ use std::sync::Arc;
 
 mod attention;
 mod bf16;
+mod codes;
 mod packed;
 mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
+pub use codes::CudaCodes;
 pub use tensor::CudaTensor;
 use tensor::Store;
 
@@ -57,6 +59,8 @@ struct Kernels {
     masked_softmax_bf16: CudaFunction,
     f32_to_bf16: CudaFunction,
     score_rows: CudaFunction,
+    codes_to_f32: CudaFunction,
+    codes_to_bf16: CudaFunction,
 }
 
 /// One GPU, one stream. Cloning shares the stream, cuBLAS handle and kernels.
@@ -102,6 +106,8 @@ impl Cuda {
             masked_softmax_bf16: f("masked_softmax_bf16")?,
             f32_to_bf16: f("f32_to_bf16")?,
             score_rows: f("score_rows")?,
+            codes_to_f32: f("codes_to_f32")?,
+            codes_to_bf16: f("codes_to_bf16")?,
         };
         Ok(Self {
             stream,
@@ -233,6 +239,7 @@ fn dims3(t: &CudaTensor, what: &str) -> Result<(usize, usize, usize)> {
 
 impl Backend for Cuda {
     type Tensor = CudaTensor;
+    type Codes = CudaCodes;
     // f32: grown by concatenation on the device. Compressed modes: a host-memory store with
     // attention on the host (`BackendKv`); no GPU kernels for them yet.
     crate::kv::backend_kv_methods!(CudaTensor);
@@ -693,6 +700,18 @@ impl Backend for Cuda {
             },
             _ => Ok(false),
         }
+    }
+
+    fn upload_codes(&self, q: &crate::QuantCodes) -> Result<Option<CudaCodes>> {
+        self.upload_codes_impl(q)
+    }
+
+    fn dequantize_codes(&self, codes: &CudaCodes, weight: &mut CudaTensor) -> Result<bool> {
+        self.dequantize_codes_impl(codes, weight)
+    }
+
+    fn free_memory(&self) -> Result<Option<u64>> {
+        self.free_bytes().map(Some)
     }
 
     fn score_rows(

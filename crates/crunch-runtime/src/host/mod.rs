@@ -143,6 +143,7 @@ fn same_shape(op: &str, a: &HostTensor, b: &HostTensor) -> Result<()> {
 
 impl Backend for Host {
     type Tensor = HostTensor;
+    type Codes = crate::NoCodes;
     type KvStore = HostKv;
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<HostTensor> {
