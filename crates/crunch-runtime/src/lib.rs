@@ -21,7 +21,7 @@ pub mod threads;
 pub use cpu::Cpu;
 pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaTensor, Precision};
+pub use cuda::{device_head_dim, Cuda, CudaKv, CudaTensor, DeviceKv, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
 pub use kvq::{KvMode, KvSpec};
