@@ -12,9 +12,10 @@
 #   IN: a folder with SmolLM2-135M-Instruct.Q4_1.gguf, eval.txt, offdomain.txt
 #   MODES: comma-separated (default f32,f16,q8,q4,kivi4,kivi2,kivi2:s1:pre,kivi2:vg64:s1:pre,
 #   the last two the variants of decision 121)
-# The compressed stores live in host memory on every device (keys and values are copied to
-# the host as they are appended, attention over them runs there: decision 120), so CPU and
-# CUDA differ only in the model's own arithmetic.
+# On CUDA the compressed stores live in device memory (decision 138: the host's quantizer
+# decides the codes, so CPU and CUDA hold the same codes for the same keys and values; the
+# device kernel attends them); the two devices differ only in the model's own arithmetic and
+# the attention's float rounding.
 set -uo pipefail
 crunch=$1 in=$2 out=$3
 modes=${4:-f32,f16,q8,q4,kivi4,kivi2,kivi2:s1:pre,kivi2:vg64:s1:pre}

@@ -39,7 +39,11 @@ fn run_on<B: Runtime>(
 ) -> Result<()> {
     let mut engine = load_on(backend, &args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.sampling.kv_cache);
-    note_kv_location(engine.backend(), args.sampling.kv_cache);
+    note_kv_location(
+        engine.backend(),
+        args.sampling.kv_cache,
+        engine.model.config.head_dim,
+    );
     if !engine.has_chat_template() {
         bail!(
             "{}: the model has no chat template; use `crunch generate` for plain prompts",

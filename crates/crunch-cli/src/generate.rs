@@ -237,7 +237,7 @@ pub fn record<B: Runtime>(
         "peak_rss_bytes": peak_rss_bytes(),
         "weight_bytes": engine.weight_bytes(),
         "kv_cache_bytes": engine.kv_bytes_in(kv, capacity),
-        "kv_cache_memory": engine.backend().kv_memory(kv),
+        "kv_cache_memory": engine.backend().kv_memory(kv, cfg.head_dim),
         "kv_cache": crate::kv::record(cfg, kv, capacity, 1 << 30),
         "context": capacity,
         "threads": rayon::current_num_threads(),
@@ -261,11 +261,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
 /// Tells (on stderr) that a GPU run keeps a compressed cache in host memory, since that is
 /// not where a reader of `--device cuda` would expect it.
-pub fn note_kv_location<B: Runtime>(backend: &B, kv: crunch_runtime::KvMode) {
-    if backend.on_gpu() && backend.kv_memory(kv) == "host" {
+pub fn note_kv_location<B: Runtime>(backend: &B, kv: crunch_runtime::KvMode, head_dim: usize) {
+    if backend.on_gpu() && backend.kv_memory(kv, head_dim) == "host" {
         eprintln!(
-            "note: --kv-cache {kv} on {}: the cache is kept in host memory and attended on \
-             the host (the CUDA backend's compressed caches, decision 120)",
+            "note: --kv-cache {kv} on {}: heads of {head_dim} channels keep the compressed \
+             cache in host memory, attended on the host (the device kernel takes heads of \
+             32-128 channels, decision 138)",
             backend.describe()
         );
     }
@@ -274,7 +275,11 @@ pub fn note_kv_location<B: Runtime>(backend: &B, kv: crunch_runtime::KvMode) {
 fn run_on<B: Runtime>(backend: B, args: &GenerateArgs, prompt: &str) -> Result<()> {
     let engine = load_on(backend, &args.model.path, args.model.ctx, args.json)?;
     if !args.json {
-        note_kv_location(engine.backend(), args.sampling.kv_cache);
+        note_kv_location(
+            engine.backend(),
+            args.sampling.kv_cache,
+            engine.model.config.head_dim,
+        );
     }
     let job = args.completion(prompt);
     if args.json {

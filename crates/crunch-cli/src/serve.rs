@@ -52,7 +52,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
 fn run_on<B: Runtime>(backend: B, args: ServeArgs) -> Result<()> {
     let mut engine = load_on(backend, &args.model.path, args.model.ctx, false)?;
     engine.set_kv_cache(args.kv_cache);
-    note_kv_location(engine.backend(), args.kv_cache);
+    note_kv_location(
+        engine.backend(),
+        args.kv_cache,
+        engine.model.config.head_dim,
+    );
     let engine = Arc::new(engine);
     // The file (or directory) name: what users type, unlike GGUF's free-form general.name.
     let name = args.name.clone().unwrap_or_else(|| {

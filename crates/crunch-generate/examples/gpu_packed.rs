@@ -47,6 +47,8 @@ use serde_json::json;
 
 #[path = "gpu/engine.rs"]
 mod engine;
+#[path = "gpu/kvdev.rs"]
+mod kvdev;
 #[path = "gpu/kvfit.rs"]
 mod kvfit;
 
@@ -262,7 +264,7 @@ fn check(args: &Args) -> Result<()> {
             );
         }
     }
-    let mut extra = 0;
+    let mut extra = kvdev::check_kv_device(&f32_gpu)?;
     if let Some(path) = args.get("--model") {
         let tokens = args.num("--tokens", 32)?;
         extra = check_model(path, tokens, &f32_gpu, &mut report)?;

@@ -16,9 +16,10 @@ pub trait Runtime: Backend + Clone {
     fn describe(&self) -> String;
     /// Whether the model runs on a GPU.
     fn on_gpu(&self) -> bool;
-    /// Which memory a cache stored as `mode` lives in: `"host"` or `"gpu"` (the CUDA
-    /// backend's compressed caches are in host memory).
-    fn kv_memory(&self, mode: KvMode) -> &'static str;
+    /// Which memory a cache stored as `mode` for heads of `head_dim` lives in: `"host"` or
+    /// `"gpu"` (the CUDA backend keeps every mode on the device for heads of 32–128
+    /// channels, decision 138; other heads' compressed caches in host memory).
+    fn kv_memory(&self, mode: KvMode, head_dim: usize) -> &'static str;
     /// Bytes of device memory in use and in total, where the backend has its own memory.
     fn device_memory(&self) -> Option<(usize, usize)>;
 }
@@ -39,7 +40,7 @@ impl Runtime for Host {
     fn on_gpu(&self) -> bool {
         false
     }
-    fn kv_memory(&self, _: KvMode) -> &'static str {
+    fn kv_memory(&self, _: KvMode, _: usize) -> &'static str {
         "host"
     }
     fn device_memory(&self) -> Option<(usize, usize)> {
@@ -50,7 +51,7 @@ impl Runtime for Host {
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::Runtime;
-    use crunch_runtime::{BackendKv, Cuda, CudaTensor, KvMode, Precision};
+    use crunch_runtime::{device_head_dim, Cuda, CudaKv, CudaTensor, KvMode, Precision};
 
     impl Runtime for Cuda {
         fn tensor_bytes(t: &CudaTensor) -> usize {
@@ -59,15 +60,11 @@ mod cuda {
         fn same_storage(a: &CudaTensor, b: &CudaTensor) -> bool {
             a.same_storage(b)
         }
-        /// f32: the device tensors appended so far; compressed modes: the `QuantKv` in host
-        /// memory (decision 120: the CUDA backend keeps those on the host).
-        fn kv_store_bytes(kv: &BackendKv<CudaTensor>) -> usize {
-            match kv {
-                BackendKv::Concat { kv, .. } => {
-                    kv.as_ref().map_or(0, |(k, v)| k.nbytes() + v.nbytes())
-                }
-                BackendKv::Quant(q) => q.bytes(),
-            }
+        /// The device buffers the store allocated (f32 rows, or codes, scales, tail and
+        /// sink of a compressed mode); a host-memory store's bytes for heads the device
+        /// kernel does not take.
+        fn kv_store_bytes(kv: &CudaKv) -> usize {
+            kv.bytes()
         }
         fn describe(&self) -> String {
             let p = match self.precision() {
@@ -79,10 +76,10 @@ mod cuda {
         fn on_gpu(&self) -> bool {
             true
         }
-        /// f32 keys and values are device tensors; every compressed mode is a `QuantKv` in
-        /// host memory with attention on the host (`BackendKv`, decision 120).
-        fn kv_memory(&self, mode: KvMode) -> &'static str {
-            if mode.is_full() {
+        /// f32 keys and values, and every compressed mode for heads of 32–128 channels, live
+        /// on the device (decision 138); other heads' compressed caches in host memory.
+        fn kv_memory(&self, mode: KvMode, head_dim: usize) -> &'static str {
+            if mode.is_full() || device_head_dim(head_dim) {
                 "gpu"
             } else {
                 "host"

@@ -1,11 +1,12 @@
-//! The key/value store of the candle and CUDA backends ([`BackendKv`]), whose
-//! `Backend::attention` takes whole key/value tensors: f32 keys and values as the backend's own
-//! tensors, grown by concatenation, or a compressed [`QuantKv`] in host memory.
+//! The key/value store of the candle backend ([`BackendKv`]), whose `Backend::attention`
+//! takes whole key/value tensors: f32 keys and values as the backend's own tensors, grown by
+//! concatenation, or a compressed [`QuantKv`] in host memory. (The CUDA backend has its own,
+//! `cuda/kvdev.rs`, decision 138.)
 
 use crate::kvq::{KvSpec, QuantKv};
 use crate::{AttentionMask, Backend, Error, Result};
 
-/// One sequence's keys and values for one block on the candle or CUDA backend.
+/// One sequence's keys and values for one block on the candle backend.
 ///
 /// For a compressed mode, new keys and values are copied to the host as they are appended and
 /// attention over them runs on the host (`crate::kvq::attend`), its result uploaded: what

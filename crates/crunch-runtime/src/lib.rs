@@ -23,7 +23,7 @@ pub use codes::QuantCodes;
 pub use cpu::Cpu;
 pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaCodes, CudaTensor, Precision};
+pub use cuda::{device_head_dim, Cuda, CudaCodes, CudaKv, CudaTensor, DeviceKv, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
 pub use kvq::{KvMode, KvSpec};

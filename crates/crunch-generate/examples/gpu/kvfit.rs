@@ -13,10 +13,11 @@
 //! store). The step time of those blocks is measured; the 32-block figure is that times
 //! 32 / `--layers` (no embedding or LM head).
 //!
-//! Where the cache lives: on the CUDA backend an f32 cache is device memory; **every
-//! compressed mode (f16, q8, kivi…) is the host's `QuantKv` in host memory, attended on the
-//! host** (decision 120): the figures then say how much that store holds, not that it fits
-//! the GPU. The `kv_memory` field of each line says which.
+//! Where the cache lives: on the CUDA backend every mode is device memory (decision 138: f32
+//! rows, or the compressed modes' codes, f16 scales/minima, KIVI's tail and sink, attended by
+//! `kvdev.cu`), so `device_bytes_added` is the cache's GPU footprint; `kv_memory` says where
+//! each line's cache is (`host` only for heads the device kernel does not take, and on
+//! `--device cpu`).
 
 use super::{random_blocks, Args};
 use anyhow::{anyhow, Result};
@@ -117,7 +118,7 @@ impl Fit {
                        "held_bytes": held, "held_bytes_per_token": held as f64 / tokens.max(1) as f64,
                        "within_budget": held as u64 <= self.budget,
                        "next_token_exceeds": per * (tokens + 1) as f64 + fixed as f64 > self.budget as f64,
-                       "kv_memory": b.kv_memory(mode),
+                       "kv_memory": b.kv_memory(mode, g.head_dim),
                        "device_bytes_in_use_before": before.map(|m| m.0),
                        "device_bytes_in_use_after": after.map(|m| m.0),
                        "device_bytes_added": before.zip(after).map(|(a, z)| z.0 as i64 - a.0 as i64),

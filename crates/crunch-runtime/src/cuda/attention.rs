@@ -8,7 +8,7 @@ use super::{dims3, err, Cuda, CudaTensor, Precision};
 use crate::{AttentionMask, Error, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{CudaView, PushKernelArg};
 
 pub(super) fn attention(
     c: &Cuda,
@@ -18,12 +18,39 @@ pub(super) fn attention(
     mask: AttentionMask,
     scale: f32,
 ) -> Result<CudaTensor> {
-    let (t, heads, d) = dims3(q, "attention q")?;
-    let (tk, kv_heads, dk) = dims3(k, "attention k")?;
-    if dk != d || v.shape != k.shape || kv_heads == 0 || heads % kv_heads != 0 {
+    if v.shape != k.shape {
         return Err(Error(format!(
             "cuda attention: q {:?}, k {:?}, v {:?}",
             q.shape, k.shape, v.shape
+        )));
+    }
+    dims3(k, "attention k")?;
+    attention_views(
+        c,
+        q,
+        (&k.view("attention")?, &v.view("attention")?, &k.shape),
+        mask,
+        scale,
+    )
+}
+
+/// [`attention`] with keys and values given as device views `[tk, kv_heads, d]` of `shape`
+/// (a cache's filled rows).
+pub(super) fn attention_views(
+    c: &Cuda,
+    q: &CudaTensor,
+    (kv, vv, shape): (&CudaView<f32>, &CudaView<f32>, &[usize]),
+    mask: AttentionMask,
+    scale: f32,
+) -> Result<CudaTensor> {
+    let (t, heads, d) = dims3(q, "attention q")?;
+    let &[tk, kv_heads, dk] = shape else {
+        return Err(Error(format!("cuda attention: keys of shape {shape:?}")));
+    };
+    if dk != d || kv_heads == 0 || heads % kv_heads != 0 || kv.len() != tk * kv_heads * d {
+        return Err(Error(format!(
+            "cuda attention: q {:?}, keys {shape:?}",
+            q.shape
         )));
     }
     if mask.query_offset + t > tk {
@@ -40,18 +67,14 @@ pub(super) fn attention(
         kv_heads,
         d,
     };
-    let (qv, kv, vv) = (
-        q.view("attention")?,
-        k.view("attention")?,
-        v.view("attention")?,
-    );
+    let qv = q.view("attention")?;
     let offset = mask.query_offset as i32;
     let window = mask.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
     let (t_i, tk_i) = (t as i32, tk as i32);
     let mut s = c.alloc(heads * t * tk)?;
     let mut out = c.alloc(t * heads * d)?;
     if c.precision == Precision::Bf16 {
-        let (qb, kb, vb) = (c.to_bf16(&qv)?, c.to_bf16(&kv)?, c.to_bf16(&vv)?);
+        let (qb, kb, vb) = (c.to_bf16(&qv)?, c.to_bf16(kv)?, c.to_bf16(vv)?);
         for g in 0..dims.group() {
             let (shape, batch) = dims.scores();
             c.gemm_bf16().batched(
@@ -93,7 +116,7 @@ pub(super) fn attention(
         let cfg = strided(sh, b);
         let qg = qv.slice(g * d..);
         let mut sg = s.slice_mut(g * t * tk..);
-        unsafe { c.blas.gemm_strided_batched(cfg, &kv, &qg, &mut sg) }
+        unsafe { c.blas.gemm_strided_batched(cfg, kv, &qg, &mut sg) }
             .map_err(err("attention scores"))?;
     }
     let mut l = c.stream.launch_builder(&c.k.masked_softmax);
@@ -109,7 +132,7 @@ pub(super) fn attention(
         let cfg = strided(sh, b);
         let sg = s.slice(g * t * tk..);
         let mut og = out.slice_mut(g * d..);
-        unsafe { c.blas.gemm_strided_batched(cfg, &vv, &sg, &mut og) }
+        unsafe { c.blas.gemm_strided_batched(cfg, vv, &sg, &mut og) }
             .map_err(err("attention output"))?;
     }
     Ok(CudaTensor::owned(out, &[t, heads * d]))

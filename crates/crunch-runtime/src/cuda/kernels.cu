@@ -115,8 +115,11 @@ extern "C" __global__ void rope(const float* x, const float* cs, const float* sn
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float c = cs[(size_t)t * half + i], s = sn[(size_t)t * half + i];
         float a = xr[i], b = xr[i + half];
-        o[i] = a * c - b * s;
-        o[i + half] = b * c + a * s;
+        // Rounded products, no fused multiply-add (NVRTC contracts `a * c - b * s` by
+        // default): the CPU backend's arithmetic (candle's rope_thd), so that identical keys
+        // and tables rotate to identical keys on both devices (decision 138).
+        o[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        o[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
     }
 }
 

@@ -18,10 +18,12 @@ use std::sync::Arc;
 mod attention;
 mod bf16;
 mod codes;
+mod kvdev;
 mod packed;
 mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
 pub use codes::CudaCodes;
+pub use kvdev::{device_head_dim, CudaKv, DeviceKv};
 pub use tensor::CudaTensor;
 use tensor::Store;
 
@@ -74,6 +76,8 @@ pub struct Cuda {
     /// Packed-weight kernels, when linear layers are kept at their compressed size
     /// ([`Cuda::with_packed_weights`]).
     packed: Option<Arc<packed::Kernels>>,
+    /// Attention over compressed caches on the device (`kvdev.rs`).
+    kvk: Arc<kvdev::Kernels>,
     /// Quantized activations of the last packed product's input (`packed.rs`).
     acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
 }
@@ -109,7 +113,9 @@ impl Cuda {
             codes_to_f32: f("codes_to_f32")?,
             codes_to_bf16: f("codes_to_bf16")?,
         };
+        let kvk = Arc::new(kvdev::Kernels::new(&stream)?);
         Ok(Self {
+            kvk,
             stream,
             blas: Arc::new(blas),
             k: Arc::new(k),
@@ -240,9 +246,31 @@ fn dims3(t: &CudaTensor, what: &str) -> Result<(usize, usize, usize)> {
 impl Backend for Cuda {
     type Tensor = CudaTensor;
     type Codes = CudaCodes;
-    // f32: grown by concatenation on the device. Compressed modes: a host-memory store with
-    // attention on the host (`BackendKv`); no GPU kernels for them yet.
-    crate::kv::backend_kv_methods!(CudaTensor);
+    // Decision 138: f32 rows in device buffers grown by doubling; compressed modes on the
+    // device, attended by `kvdev.cu` (heads of 32–128 channels; others on the host).
+    type KvStore = CudaKv;
+
+    fn kv_alloc(&self, spec: crate::KvSpec) -> Result<CudaKv> {
+        CudaKv::new(self, spec)
+    }
+
+    fn kv_append(&self, kv: &mut CudaKv, k: &CudaTensor, v: &CudaTensor) -> Result<()> {
+        kv.append(self, k, v)
+    }
+
+    fn kv_len(&self, kv: &CudaKv) -> usize {
+        kv.len()
+    }
+
+    fn kv_attention(
+        &self,
+        q: &CudaTensor,
+        kv: &CudaKv,
+        mask: AttentionMask,
+        scale: f32,
+    ) -> Result<CudaTensor> {
+        kv.attention(self, q, mask, scale)
+    }
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
         if data.len() != shape.iter().product::<usize>() {

@@ -42,6 +42,11 @@ pub fn attend(
 ) -> Result<Vec<f32>> {
     let (d, kvh) = (kv.head_dim(), kv.kv_heads());
     let offset = mask.query_offset;
+    if kv.is_staged() {
+        return Err(Error(
+            "attention: this compressed cache keeps its codes on the device".into(),
+        ));
+    }
     if offset + t > kv.len() || offset < kv.first_query() {
         return Err(Error(format!(
             "attention: queries at positions {offset}..{} against a compressed cache of {} \

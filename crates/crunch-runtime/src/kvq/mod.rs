@@ -20,7 +20,7 @@ mod store;
 
 pub use attend::attend;
 pub use rope::Rotation;
-pub use store::{QuantKv, Side};
+pub use store::{Encoded, Layout, QuantKv, Side};
 
 use std::fmt;
 

@@ -22,6 +22,32 @@ use super::{channel_group, KvMode, KvSpec};
 use crate::{Error, Result};
 use half::f16;
 
+/// How one side's rows are coded ([`QuantKv::layout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// 2, 4 or 8 (codes), 16 (f16 rows).
+    pub bits: usize,
+    /// Symmetric 8-bit (`s·(c − 128)`) rather than min–max (`z + s·c`).
+    pub absmax: bool,
+    /// Per token, a scale (and minimum) per this many channels; 0: per channel.
+    pub channels: usize,
+    /// Per channel, a scale (and minimum) per this many positions; 0: per token.
+    pub tokens: usize,
+    /// Rows are Hadamard-rotated before they are quantized.
+    pub rotate: bool,
+    pub row_bytes: usize,
+}
+
+/// Rows a staged append encoded ([`QuantKv::encoded`]).
+pub enum Encoded<'a> {
+    F16(&'a [f16]),
+    Coded {
+        codes: &'a [u8],
+        scales: &'a [f16],
+        offsets: &'a [f16],
+    },
+}
+
 /// Keys or values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -38,9 +64,11 @@ enum Axis {
     Channel { tokens: usize },
 }
 
-/// Quantized rows of one side.
+/// Quantized rows of one side, for positions `base..base + cap`.
 struct Coded {
     codec: Codec,
+    base: usize,
+    cap: usize,
     axis: Axis,
     /// Rows are Hadamard-rotated before they are quantized and after they are decoded.
     rotate: bool,
@@ -52,7 +80,12 @@ struct Coded {
 }
 
 enum Rows {
-    F16(Vec<f16>),
+    /// f16 rows `[kv_heads, cap, head_dim]` of positions `base..base + cap`.
+    F16 {
+        data: Vec<f16>,
+        base: usize,
+        cap: usize,
+    },
     Coded(Coded),
 }
 
@@ -78,6 +111,10 @@ pub struct QuantKv {
     sink_v: Vec<Vec<f16>>,
     /// KIVI with `pre_rope`: the rotation the keys were given ([`QuantKv::with_rope`]).
     rope: Option<Rotation>,
+    inv_freq: Option<Vec<f64>>,
+    /// Decision 138: `k`/`v` hold only what the last append encoded (positions
+    /// [`QuantKv::encoded`]), for a backend that keeps the codes elsewhere (the GPU).
+    staged: bool,
 }
 
 impl Coded {
@@ -85,7 +122,7 @@ impl Coded {
         codec: Codec,
         axis: Axis,
         rotate: bool,
-        capacity: usize,
+        (base, capacity): (usize, usize),
         kv_heads: usize,
         d: usize,
     ) -> Result<Coded> {
@@ -105,6 +142,8 @@ impl Coded {
             .ok_or_else(|| Error(format!("key/value cache of {capacity} positions overflows")))?;
         Ok(Coded {
             codec,
+            base,
+            cap: capacity,
             axis,
             rotate,
             row_bytes,
@@ -134,7 +173,8 @@ impl Coded {
     }
 
     /// Encodes position `j` of head `g` from `x [d]` (token axis).
-    fn encode_row(&mut self, cap: usize, g: usize, j: usize, x: &[f32], tmp: &mut [u8]) {
+    fn encode_row(&mut self, g: usize, j: usize, x: &[f32], tmp: &mut [u8]) {
+        let (cap, j) = (self.cap, j - self.base);
         let Axis::Token { channels } = self.axis else {
             unreachable!("rows are encoded one by one only along the token axis")
         };
@@ -161,18 +201,11 @@ impl Coded {
 
     /// Encodes positions `j0..j0 + tokens` of head `g` from `rows [tokens, d]` (channel axis,
     /// one group); the first `skip` rows (a sink) are left out of the ranges and coded 0.
-    fn encode_group(
-        &mut self,
-        cap: usize,
-        g: usize,
-        j0: usize,
-        rows: &[f32],
-        d: usize,
-        skip: usize,
-    ) {
+    fn encode_group(&mut self, g: usize, j0: usize, rows: &[f32], d: usize, skip: usize) {
         let Axis::Channel { tokens } = self.axis else {
             unreachable!("groups of positions are encoded only along the channel axis")
         };
+        let (cap, j0) = (self.cap, j0 - self.base);
         let rotated;
         let rows = if self.rotate {
             rotated = rows.chunks(d).flat_map(rotate).collect::<Vec<_>>();
@@ -205,8 +238,9 @@ impl Coded {
     }
 
     /// Decodes positions `j0..j1` of head `g` into `out [(j1 - j0) * d]`.
-    fn decode(&self, cap: usize, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
+    fn decode(&self, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
         let bits = self.codec.bits();
+        let (cap, j0, j1) = (self.cap, j0 - self.base, j1 - self.base);
         for (j, o) in (j0..j1).zip(out.chunks_mut(d)) {
             let at = (g * cap + j) * self.row_bytes;
             let row = &self.codes[at..at + self.row_bytes];
@@ -245,7 +279,7 @@ fn rotate(x: &[f32]) -> Vec<f32> {
 impl Rows {
     fn bytes(&self) -> usize {
         match self {
-            Rows::F16(v) => 2 * v.len(),
+            Rows::F16 { data, .. } => 2 * data.len(),
             Rows::Coded(c) => c.bytes(),
         }
     }
@@ -256,68 +290,12 @@ impl QuantKv {
     /// backends' own stores hold those). A `pre_rope` store is usable once given its
     /// frequencies ([`QuantKv::with_rope`]).
     pub fn new(mode: KvMode, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<Self> {
-        let d = head_dim;
-        let n = capacity
-            .checked_mul(kv_heads)
-            .and_then(|x| x.checked_mul(d))
-            .ok_or_else(|| Error(format!("key/value cache of {capacity} positions overflows")))?;
-        let token = |codec| {
-            Coded::new(
-                codec,
-                Axis::Token {
-                    channels: channel_group(d),
-                },
-                false,
-                capacity,
-                kv_heads,
-                d,
-            )
-            .map(Rows::Coded)
-        };
-        let (k, v) = match mode {
-            KvMode::F32 => {
-                return Err(Error(
-                    "an f32 key/value cache is the backend's own store, not a compressed one"
-                        .into(),
-                ))
-            }
-            KvMode::F16 => (Rows::F16(vec![f16::ZERO; n]), Rows::F16(vec![f16::ZERO; n])),
-            KvMode::Q8 => (token(Codec::AbsMax8)?, token(Codec::AbsMax8)?),
-            KvMode::Q4 => (
-                token(Codec::MinMax { bits: 4 })?,
-                token(Codec::MinMax { bits: 4 })?,
-            ),
-            KvMode::Kivi(kivi) => {
-                let codec = |bits| match kivi.mse {
-                    false => Codec::MinMax { bits },
-                    true => Codec::MinMaxMse { bits },
-                };
-                let keys = Coded::new(
-                    codec(kivi.key_bits),
-                    match kivi.key_channels {
-                        0 => Axis::Channel { tokens: kivi.group },
-                        _ => Axis::Token {
-                            channels: kivi.key_group(d),
-                        },
-                    },
-                    kivi.hadamard_k,
-                    capacity,
-                    kv_heads,
-                    d,
-                )?;
-                let values = Coded::new(
-                    codec(kivi.value_bits),
-                    Axis::Token {
-                        channels: kivi.value_group(d),
-                    },
-                    kivi.hadamard_v,
-                    capacity,
-                    kv_heads,
-                    d,
-                )?;
-                (Rows::Coded(keys), Rows::Coded(values))
-            }
-        };
+        if mode.is_full() {
+            return Err(Error(
+                "an f32 key/value cache is the backend's own store, not a compressed one".into(),
+            ));
+        }
+        let (k, v) = make_rows(mode, (0, capacity), kv_heads, head_dim)?;
         let sink = match mode {
             KvMode::Kivi(k) => k.sink.min(capacity),
             _ => 0,
@@ -339,7 +317,30 @@ impl QuantKv {
             sink_k: vec![Vec::new(); kv_heads],
             sink_v: vec![Vec::new(); kv_heads],
             rope: None,
+            inv_freq: None,
+            staged: false,
         })
+    }
+
+    /// A store that keeps its encoder's state (KIVI's f16 tail and sink, lengths) but not the
+    /// codes: each append encodes into buffers of just the positions it quantizes, which
+    /// [`QuantKv::encoded`] hands to the caller (decision 138: the CUDA backend uploads them
+    /// into device buffers laid out as [`QuantKv::layout`] says). Host attention over it is
+    /// refused.
+    pub fn staged(spec: KvSpec) -> Result<Self> {
+        let mut s = Self::new(spec.mode, 0, spec.kv_heads, spec.head_dim)?;
+        s.capacity = spec.capacity;
+        s.sink = match spec.mode {
+            KvMode::Kivi(k) => k.sink.min(spec.capacity),
+            _ => 0,
+        };
+        s.staged = true;
+        s.with_rope(spec.inv_freq)
+    }
+
+    /// Whether this is a [`QuantKv::staged`] store.
+    pub fn is_staged(&self) -> bool {
+        self.staged
     }
 
     /// The store `spec` describes ([`crate::Backend::kv_alloc`]; not [`KvMode::F32`]).
@@ -369,6 +370,7 @@ impl QuantKv {
             )));
         }
         self.rope = Some(Rotation::new(f));
+        self.inv_freq = Some(f.to_vec());
         Ok(self)
     }
 
@@ -455,7 +457,7 @@ impl QuantKv {
 
     /// The lowest query position [`QuantKv::visible_quantized`] answers for (earlier queries
     /// would need f32 rows no longer kept).
-    pub(crate) fn first_query(&self) -> usize {
+    pub fn first_query(&self) -> usize {
         match self.kivi_group() {
             0 => 0,
             _ => self.first_query,
@@ -464,15 +466,16 @@ impl QuantKv {
 
     /// Decodes positions `j0..j1` of kv head `g` into `out [(j1 - j0) * head_dim]`.
     pub(crate) fn decode(&self, side: Side, g: usize, j0: usize, j1: usize, out: &mut [f32]) {
-        let (d, cap) = (self.head_dim, self.capacity);
+        let d = self.head_dim;
         match self.rows(side) {
-            Rows::F16(v) => {
-                let src = &v[(g * cap + j0) * d..(g * cap + j1) * d];
+            Rows::F16 { data, base, cap } => {
+                let (cap, a, b) = (*cap, j0 - base, j1 - base);
+                let src = &data[(g * cap + a) * d..(g * cap + b) * d];
                 for (o, &h) in out.iter_mut().zip(src) {
                     *o = h.to_f32();
                 }
             }
-            Rows::Coded(c) => c.decode(cap, g, j0, j1, d, out),
+            Rows::Coded(c) => c.decode(g, j0, j1, d, out),
         }
         // Sink rows are kept apart; keys quantized before rotation are rotated again.
         let s = self.sink.clamp(j0, j1);
@@ -507,7 +510,7 @@ impl QuantKv {
     }
 
     /// First position of the f16 rows [`QuantKv::full_rows`] reads.
-    pub(crate) fn full_start(&self) -> usize {
+    pub fn full_start(&self) -> usize {
         self.full_start
     }
 
@@ -537,6 +540,18 @@ impl QuantKv {
         }
         let row = |i: usize, g: usize| (i * kvh + g) * d..(i * kvh + g + 1) * d;
         let group = self.kivi_group();
+        if self.staged {
+            // Only the positions this append encodes: all new ones (per token), or the KIVI
+            // groups it fills.
+            let (first, n) = match group {
+                0 => (self.len, t),
+                g => {
+                    let new_q = (self.len + t).saturating_sub(self.residual()) / g * g;
+                    (self.qlen, new_q.max(self.qlen) - self.qlen)
+                }
+            };
+            (self.k, self.v) = make_rows(self.mode, (first, n), kvh, d)?;
+        }
         if group == 0 {
             let mut tmp = vec![0u8; d];
             for g in 0..kvh {
@@ -545,12 +560,13 @@ impl QuantKv {
                     for (rows, x) in [(&mut self.k, k), (&mut self.v, v)] {
                         let src = &x[row(i, g)];
                         match rows {
-                            Rows::F16(dst) => {
-                                for (o, &s) in dst[(g * cap + j) * d..].iter_mut().zip(src) {
+                            Rows::F16 { data, base, cap } => {
+                                let at = (g * *cap + j - *base) * d;
+                                for (o, &s) in data[at..].iter_mut().zip(src) {
                                     *o = f16::from_f32(s);
                                 }
                             }
-                            Rows::Coded(c) => c.encode_row(cap, g, j, src, &mut tmp),
+                            Rows::Coded(c) => c.encode_row(g, j, src, &mut tmp),
                         }
                     }
                 }
@@ -593,10 +609,10 @@ impl QuantKv {
                 }
                 if let Rows::Coded(c) = &mut self.k {
                     match c.axis {
-                        Axis::Channel { .. } => c.encode_group(cap, g, j0, &rows, d, skip),
+                        Axis::Channel { .. } => c.encode_group(g, j0, &rows, d, skip),
                         Axis::Token { .. } => {
                             for (i, x) in rows.chunks(d).enumerate() {
-                                c.encode_row(cap, g, j0 + i, x, &mut tmp);
+                                c.encode_row(g, j0 + i, x, &mut tmp);
                             }
                         }
                     }
@@ -606,7 +622,7 @@ impl QuantKv {
                 }
                 if let Rows::Coded(c) = &mut self.v {
                     for (i, x) in rows.chunks(d).enumerate() {
-                        c.encode_row(cap, g, j0 + i, x, &mut tmp);
+                        c.encode_row(g, j0 + i, x, &mut tmp);
                     }
                 }
             }
@@ -623,6 +639,94 @@ impl QuantKv {
         self.first_query = self.len - t;
         self.qlen = new_q;
         Ok(())
+    }
+
+    /// How side `side` is stored ([`QuantKv::encoded`] and a device copy use this layout).
+    pub fn layout(&self, side: Side) -> Layout {
+        match self.rows(side) {
+            Rows::F16 { .. } => Layout {
+                bits: 16,
+                absmax: false,
+                channels: 0,
+                tokens: 0,
+                rotate: false,
+                row_bytes: 2 * self.head_dim,
+            },
+            Rows::Coded(c) => Layout {
+                bits: c.codec.bits(),
+                absmax: c.codec == Codec::AbsMax8,
+                channels: match c.axis {
+                    Axis::Token { channels } => channels,
+                    Axis::Channel { .. } => 0,
+                },
+                tokens: match c.axis {
+                    Axis::Token { .. } => 0,
+                    Axis::Channel { tokens } => tokens,
+                },
+                rotate: c.rotate,
+                row_bytes: c.row_bytes,
+            },
+        }
+    }
+
+    /// What the last append of a [`QuantKv::staged`] store encoded: its first position, how
+    /// many, and the rows `[kv_heads, n, …]` (codes `[kv_heads, n, row_bytes]`; scales and
+    /// minima per token `[kv_heads, n, head_dim / channels]`, per channel
+    /// `[kv_heads, n / tokens, head_dim]`; f16 rows `[kv_heads, n, head_dim]`).
+    pub fn encoded(&self, side: Side) -> (usize, usize, Encoded<'_>) {
+        match self.rows(side) {
+            Rows::F16 { data, base, cap } => (*base, *cap, Encoded::F16(data)),
+            Rows::Coded(c) => (
+                c.base,
+                c.cap,
+                Encoded::Coded {
+                    codes: &c.codes,
+                    scales: &c.scales,
+                    offsets: &c.offsets,
+                },
+            ),
+        }
+    }
+
+    /// KIVI's f16 rows of positions [`QuantKv::full_start`]`..len` of kv head `g`.
+    pub fn tail_rows(&self, side: Side, g: usize) -> &[f16] {
+        match side {
+            Side::K => &self.full_k[g],
+            Side::V => &self.full_v[g],
+        }
+    }
+
+    /// KIVI's f16 rows of the sink positions stored so far, kv head `g`.
+    pub fn sink_rows(&self, side: Side, g: usize) -> &[f16] {
+        match side {
+            Side::K => &self.sink_k[g],
+            Side::V => &self.sink_v[g],
+        }
+    }
+
+    /// Positions kept in f16 for good (KIVI's sink; 0 otherwise).
+    pub fn sink(&self) -> usize {
+        self.sink
+    }
+
+    /// Positions `0..quantized_len()` are stored coded (all but KIVI's tail).
+    pub fn quantized_len(&self) -> usize {
+        self.qlen
+    }
+
+    /// KIVI's token group, and its residual window; `(0, 0)` for the per-token modes.
+    pub fn kivi_params(&self) -> (usize, usize) {
+        (self.kivi_group(), self.residual())
+    }
+
+    /// The rotary inverse frequencies of a `pre_rope` store.
+    pub fn inv_freq(&self) -> Option<&[f64]> {
+        self.inv_freq.as_deref()
+    }
+
+    /// Positions the store was made for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// What attention sees for the query at position `p`: keys and values of positions
@@ -643,4 +747,78 @@ impl QuantKv {
         }
         out
     }
+}
+
+/// Key and value rows of `mode` for positions `base..base + cap` (not [`KvMode::F32`]).
+fn make_rows(
+    mode: KvMode,
+    (base, cap): (usize, usize),
+    kv_heads: usize,
+    d: usize,
+) -> Result<(Rows, Rows)> {
+    let n = cap
+        .checked_mul(kv_heads)
+        .and_then(|x| x.checked_mul(d))
+        .ok_or_else(|| Error(format!("key/value cache of {cap} positions overflows")))?;
+    let token = |codec| {
+        Coded::new(
+            codec,
+            Axis::Token {
+                channels: channel_group(d),
+            },
+            false,
+            (base, cap),
+            kv_heads,
+            d,
+        )
+        .map(Rows::Coded)
+    };
+    let f16_rows = || Rows::F16 {
+        data: vec![f16::ZERO; n],
+        base,
+        cap,
+    };
+    Ok(match mode {
+        KvMode::F32 => {
+            return Err(Error(
+                "an f32 key/value cache is the backend's own store, not a compressed one".into(),
+            ))
+        }
+        KvMode::F16 => (f16_rows(), f16_rows()),
+        KvMode::Q8 => (token(Codec::AbsMax8)?, token(Codec::AbsMax8)?),
+        KvMode::Q4 => (
+            token(Codec::MinMax { bits: 4 })?,
+            token(Codec::MinMax { bits: 4 })?,
+        ),
+        KvMode::Kivi(kivi) => {
+            let codec = |bits| match kivi.mse {
+                false => Codec::MinMax { bits },
+                true => Codec::MinMaxMse { bits },
+            };
+            let keys = Coded::new(
+                codec(kivi.key_bits),
+                match kivi.key_channels {
+                    0 => Axis::Channel { tokens: kivi.group },
+                    _ => Axis::Token {
+                        channels: kivi.key_group(d),
+                    },
+                },
+                kivi.hadamard_k,
+                (base, cap),
+                kv_heads,
+                d,
+            )?;
+            let values = Coded::new(
+                codec(kivi.value_bits),
+                Axis::Token {
+                    channels: kivi.value_group(d),
+                },
+                kivi.hadamard_v,
+                (base, cap),
+                kv_heads,
+                d,
+            )?;
+            (Rows::Coded(keys), Rows::Coded(values))
+        }
+    })
 }

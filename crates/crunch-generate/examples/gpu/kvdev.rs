@@ -1,0 +1,98 @@
+//! `gpu_packed check`'s device key/value caches (decision 138): for every `--kv-cache` mode,
+//! the same random keys and values appended to the host's store and to the CUDA backend's
+//! device store, in a prefill chunk, single tokens across group boundaries and a long run of
+//! decoding; after each append the new positions' queries attend on both. The device store
+//! holds the host quantizer's codes, so the outputs differ only by float rounding (the
+//! kernel's online softmax and summation order): required ≤ 1e-5 relative (to max(1, |x|)),
+//! the tolerance the kernel's host transcription meets against the same host attention.
+
+use anyhow::Result;
+use crunch_runtime::kvq::{attend, QuantKv};
+use crunch_runtime::{AttentionMask, Backend, Cuda, KvMode, KvSpec};
+use serde_json::json;
+
+const MODES: [&str; 10] = [
+    "f16",
+    "q8",
+    "q4",
+    "kivi4",
+    "kivi2",
+    "kivi2:s1",
+    "kivi2:s1:pre",
+    "kivi2:vg64:s1:pre:h",
+    "kivi2:s1:pre:h",
+    "kivi2:r20",
+];
+
+/// Runs the comparison for heads of 64 and 128 channels; returns how many failed.
+pub fn check_kv_device(gpu: &Cuda) -> Result<usize> {
+    let mut failed = 0;
+    for d in [64usize, 128] {
+        for mode in MODES {
+            let mode = KvMode::parse(mode).map_err(anyhow::Error::msg)?;
+            let (worst, on_device) = compare(gpu, mode, d)?;
+            let pass = worst <= 1e-5 && on_device;
+            failed += usize::from(!pass);
+            println!(
+                "{}",
+                json!({"check": "kv_device_attention", "kv_cache": mode.to_string(),
+                       "head_dim": d, "on_device": on_device,
+                       "max_rel_diff": worst, "tolerance": 1e-5, "pass": pass})
+            );
+        }
+    }
+    Ok(failed)
+}
+
+fn compare(gpu: &Cuda, mode: KvMode, d: usize) -> Result<(f64, bool)> {
+    let (kvh, heads) = (4usize, 16usize);
+    let freqs: Vec<f64> = (0..d / 2)
+        .map(|i| 500_000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let chunks: Vec<usize> = [300, 1, 1, 26, 1, 70]
+        .into_iter()
+        .chain(std::iter::repeat_n(1, 40))
+        .chain([1500, 1, 1])
+        .collect();
+    let cap: usize = chunks.iter().sum();
+    let spec = KvSpec {
+        capacity: cap,
+        kv_heads: kvh,
+        head_dim: d,
+        mode,
+        inv_freq: Some(&freqs),
+    };
+    let mut host = QuantKv::from_spec(spec)?;
+    let mut dev = gpu.kv_alloc(spec)?;
+    let on_device = dev.on_device();
+    let mut rng = super::Rng(7 + d as u64);
+    let mut draw = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| rng.unit() * 2.0 * if i % 16 == 3 { 8.0 } else { 1.0 })
+            .collect()
+    };
+    let scale = (d as f32).powf(-0.5);
+    let mut worst = 0f64;
+    for &t in &chunks {
+        let (k, v) = (draw(t * kvh * d), draw(t * kvh * d));
+        let offset = host.len();
+        host.append(&k, &v, t)?;
+        let shape = [t, kvh, d];
+        gpu.kv_append(&mut dev, &gpu.upload(k, &shape)?, &gpu.upload(v, &shape)?)?;
+        let q = draw(t * heads * d);
+        for window in [None, Some(200)] {
+            let mask = AttentionMask {
+                window,
+                query_offset: offset,
+            };
+            let want = attend(&q, t, heads, &host, mask, scale)?;
+            let qt = gpu.upload(q.clone(), &[t, heads, d])?;
+            let got = gpu.to_f32(&gpu.kv_attention(&qt, &dev, mask, scale)?)?;
+            for (a, b) in got.iter().zip(&want) {
+                let e = ((a - b).abs() / b.abs().max(1.0)) as f64;
+                worst = worst.max(if e.is_nan() { f64::INFINITY } else { e });
+            }
+        }
+    }
+    Ok((worst, on_device))
+}

@@ -1,0 +1,228 @@
+// Attention over a compressed key/value cache held on the device (decision 138).
+// Compiled at run time by NVRTC; no headers.
+//
+// The codes were decided by the host's quantizer (crate::kvq) and uploaded position-major:
+//   codes   u8  [cap, kvh, row_bytes]          (f16 mode: u16 rows [cap, kvh, d])
+//   scales, offsets  f16 bits: per token [cap, kvh, d / channels], per channel
+//                              [ceil(cap / tokens), kvh, d]
+//   tail    f16 ring [slots, kvh, d], position p in slot p % slots (KIVI's unquantized rows)
+//   sink    f16 [sink, kvh, d]
+// Decoding reproduces the host's `Coded::decode` bit for bit: z + s·c without contraction
+// (__fmul_rn/__fadd_rn), then the Hadamard butterflies in the host's order, then (keys of a
+// pre-RoPE store) the rotation by p·θ in double.
+
+#define INF __int_as_float(0x7f800000)
+#define CHUNK 32
+#define WARPS 4
+#define MAX_RPW 8   // rows per warp
+#define MAX_U 4     // head_dim / 32
+
+struct KvSide {
+    unsigned long long codes, scales, offsets, tail, sink;
+    int bits, absmax, channels, tokens, rotate, row_bytes;
+};
+
+struct KvState {
+    unsigned long long inv_freq;  // double [d / 2] (pre-RoPE keys), else 0
+    int kvh, d, cap, len, qlen, full_start, sink, group, residual, slots;
+};
+
+__device__ float half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ bool stored(const KvState& st, int j) {
+    return st.group == 0 || (j / st.group + 1) * st.group <= st.qlen;
+}
+
+// Whether the query at position p sees position j coded (else: the f16 tail).
+__device__ bool seen_coded(const KvState& st, int j, int p) {
+    if (st.group == 0) return true;
+    int end = (j / st.group + 1) * st.group;
+    return end <= st.qlen && end + st.residual <= p + 1;
+}
+
+// Coded value of channel c at position j (j >= sink), before any rotation.
+__device__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c) {
+    if (s.bits == 16) {
+        const unsigned short* r = (const unsigned short*)s.codes;
+        return half_to_float(r[((size_t)j * st.kvh + g) * st.d + c]);
+    }
+    const unsigned char* row = (const unsigned char*)s.codes + ((size_t)j * st.kvh + g) * s.row_bytes;
+    int per = 8 / s.bits;
+    int code = (row[c / per] >> ((c % per) * s.bits)) & ((1 << s.bits) - 1);
+    size_t at = s.tokens == 0
+        ? ((size_t)j * st.kvh + g) * (st.d / s.channels) + c / s.channels
+        : ((size_t)(j / s.tokens) * st.kvh + g) * st.d + c;
+    float sc = half_to_float(((const unsigned short*)s.scales)[at]);
+    float z = s.absmax ? -128.0f * sc : half_to_float(((const unsigned short*)s.offsets)[at]);
+    return __fadd_rn(z, __fmul_rn(sc, (float)code));
+}
+
+// Fills A [CHUNK][d + 1] with the coded rows of positions j0.. (sink rows from the sink) and,
+// for KIVI, B with the tail rows; then undoes the Hadamard rotation and (keys) the pre-RoPE.
+__device__ void load_chunk(const KvSide& s, const KvState& st, int g, int j0, bool keys,
+                           float* A, float* B) {
+    int d = st.d, w = d + 1;
+    for (int idx = threadIdx.x; idx < CHUNK * d; idx += blockDim.x) {
+        int jj = idx / d, c = idx % d, j = j0 + jj;
+        if (j >= st.len) continue;
+        if (j < st.sink)
+            A[jj * w + c] = half_to_float(((const unsigned short*)s.sink)[((size_t)j * st.kvh + g) * d + c]);
+        else if (stored(st, j))
+            A[jj * w + c] = dequant(s, st, g, j, c);
+        if (st.group != 0 && j >= st.full_start)
+            B[jj * w + c] = half_to_float(
+                ((const unsigned short*)s.tail)[((size_t)(j % st.slots) * st.kvh + g) * d + c]);
+    }
+    __syncthreads();
+    bool coded = s.bits != 16;
+    if (coded && s.rotate) {
+        int half = d / 2;
+        for (int h = 1; h < d; h *= 2) {
+            for (int idx = threadIdx.x; idx < CHUNK * half; idx += blockDim.x) {
+                int jj = idx / half, k = idx % half, j = j0 + jj;
+                if (j >= st.len || j < st.sink || !stored(st, j)) continue;
+                int i = (k / h) * 2 * h + k % h;
+                float a = A[jj * w + i], b = A[jj * w + i + h];
+                A[jj * w + i] = __fadd_rn(a, b);
+                A[jj * w + i + h] = __fsub_rn(a, b);
+            }
+            __syncthreads();
+        }
+        float norm = 1.0f / sqrtf((float)d);
+        for (int idx = threadIdx.x; idx < CHUNK * d; idx += blockDim.x) {
+            int jj = idx / d, c = idx % d, j = j0 + jj;
+            if (j >= st.len || j < st.sink || !stored(st, j)) continue;
+            A[jj * w + c] = __fmul_rn(A[jj * w + c], norm);
+        }
+        __syncthreads();
+    }
+    if (keys && st.inv_freq != 0) {
+        const double* f = (const double*)st.inv_freq;
+        int half = d / 2;
+        for (int idx = threadIdx.x; idx < CHUNK * half; idx += blockDim.x) {
+            int jj = idx / half, i = idx % half, j = j0 + jj;
+            if (j >= st.len || j < st.sink || !stored(st, j)) continue;
+            double sn, cs;
+            sincos((double)j * f[i], &sn, &cs);
+            double a = A[jj * w + i], b = A[jj * w + i + half];
+            A[jj * w + i] = (float)__dsub_rn(__dmul_rn(a, cs), __dmul_rn(b, sn));
+            A[jj * w + i + half] = (float)__dadd_rn(__dmul_rn(b, cs), __dmul_rn(a, sn));
+        }
+        __syncthreads();
+    }
+}
+
+// grid (kvh, row tiles, splits), WARPS·32 threads. Row r of kv head g is query i = r / group,
+// head g·group + r % group, at position offset + i. Each split covers a share of the chunks
+// the tile's rows see and writes, per row, its unnormalised output, running max and sum:
+// part [splits, kvh, t·group, d + 2].
+extern "C" __global__ void kv_attend(const float* q, KvSide K, KvSide V, KvState st, int t,
+                                     int heads, int offset, int window, float scale,
+                                     int rows_per_block, float* part) {
+    extern __shared__ float smem[];
+    int d = st.d, w = d + 1, group = heads / st.kvh, rows = t * group;
+    int g = blockIdx.x, r0 = blockIdx.y * rows_per_block;
+    int nr = min(rows_per_block, rows - r0);
+    float* qs = smem;                          // [rows_per_block][d]
+    float* A = qs + rows_per_block * d;        // [CHUNK][d + 1]
+    float* B = A + CHUNK * w;                  // [CHUNK][d + 1] (KIVI)
+    for (int idx = threadIdx.x; idx < nr * d; idx += blockDim.x) {
+        int rr = idx / d, c = idx % d, r = r0 + rr;
+        int i = r / group, hh = r % group;
+        qs[idx] = q[((size_t)i * heads + g * group + hh) * d + c];
+    }
+    int p_first = offset + r0 / group, p_last = offset + (r0 + nr - 1) / group;
+    int lo = window > 0 ? max(0, p_first - window + 1) : 0;
+    int c_lo = lo / CHUNK, chunks = p_last / CHUNK - c_lo + 1;
+    int per = (chunks + gridDim.z - 1) / gridDim.z;
+    int c_begin = c_lo + blockIdx.z * per, c_end = min(c_lo + chunks, c_begin + per);
+
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int U = d / 32;
+    float m[MAX_RPW], l[MAX_RPW], acc[MAX_RPW][MAX_U], s[MAX_RPW];
+    for (int k = 0; k < MAX_RPW; k++) {
+        m[k] = -INF;
+        l[k] = 0.0f;
+        for (int u = 0; u < MAX_U; u++) acc[k][u] = 0.0f;
+    }
+    __syncthreads();
+    for (int ch = c_begin; ch < c_end; ch++) {
+        int j0 = ch * CHUNK, j = j0 + lane;
+        load_chunk(K, st, g, j0, true, A, B);
+        for (int k = 0; k < MAX_RPW; k++) {
+            int rr = warp + WARPS * k;
+            s[k] = -INF;
+            if (rr >= nr) continue;
+            int p = offset + (r0 + rr) / group;
+            int jlo = window > 0 ? max(0, p - window + 1) : 0;
+            if (j < jlo || j > p) continue;
+            const float* row = (seen_coded(st, j, p) ? A : B) + lane * w;
+            const float* qr = qs + rr * d;
+            float dot = 0.0f;
+            for (int c = 0; c < d; c++) dot += qr[c] * row[c];
+            s[k] = dot * scale;
+        }
+        __syncthreads();
+        load_chunk(V, st, g, j0, false, A, B);
+        for (int k = 0; k < MAX_RPW; k++) {
+            int rr = warp + WARPS * k;
+            if (rr >= nr) continue;
+            int p = offset + (r0 + rr) / group;
+            float mx = s[k];
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
+            float mn = fmaxf(m[k], mx);
+            if (mn == -INF) continue;
+            float corr = m[k] == -INF ? 0.0f : expf(m[k] - mn);
+            float e = s[k] == -INF ? 0.0f : expf(s[k] - mn);
+            float sum = e;
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+            l[k] = l[k] * corr + sum;
+            m[k] = mn;
+            for (int u = 0; u < U; u++) acc[k][u] *= corr;
+            for (int jj = 0; jj < CHUNK; jj++) {
+                float pj = __shfl_sync(0xffffffff, e, jj);
+                if (pj == 0.0f) continue;
+                const float* row = (seen_coded(st, j0 + jj, p) ? A : B) + jj * w;
+                for (int u = 0; u < U; u++) acc[k][u] += pj * row[lane + 32 * u];
+            }
+        }
+        __syncthreads();
+    }
+    for (int k = 0; k < MAX_RPW; k++) {
+        int rr = warp + WARPS * k;
+        if (rr >= nr) continue;
+        float* o = part + (((size_t)blockIdx.z * st.kvh + g) * rows + r0 + rr) * (d + 2);
+        for (int u = 0; u < U; u++) o[lane + 32 * u] = acc[k][u];
+        if (lane == 0) {
+            o[d] = m[k];
+            o[d + 1] = l[k];
+        }
+    }
+}
+
+// One block per (kv head, row): merges the splits' partial outputs into out [t, heads·d].
+extern "C" __global__ void kv_combine(const float* part, float* out, int splits, int kvh, int t,
+                                      int heads, int d) {
+    int group = heads / kvh, rows = t * group;
+    int g = blockIdx.x / rows, r = blockIdx.x % rows, i = r / group, hh = r % group;
+    float M = -INF;
+    for (int z = 0; z < splits; z++)
+        M = fmaxf(M, part[(((size_t)z * kvh + g) * rows + r) * (d + 2) + d]);
+    float L = 0.0f;
+    for (int z = 0; z < splits; z++) {
+        const float* p = part + (((size_t)z * kvh + g) * rows + r) * (d + 2);
+        if (p[d] != -INF) L += expf(p[d] - M) * p[d + 1];
+    }
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float a = 0.0f;
+        for (int z = 0; z < splits; z++) {
+            const float* p = part + (((size_t)z * kvh + g) * rows + r) * (d + 2);
+            if (p[d] != -INF) a += expf(p[d] - M) * p[c];
+        }
+        out[((size_t)i * heads + g * group + hh) * d + c] = a / L;
+    }
+}
