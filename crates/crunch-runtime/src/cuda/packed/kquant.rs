@@ -98,7 +98,8 @@ pub(super) fn repack(w: &PackedMatrix, kq: KQuant) -> Repacked {
 }
 
 /// Scale and min of sub-block `j` of a Q4_K/Q5_K head (`k4_scale_min` in `kquant.cu`: the
-/// bytes of the head's words 1–3, `scales[0..12]`).
+/// bytes of the head's words 1–3, `scales[0..12]`). The tests' transcriptions of the kernels.
+#[cfg(test)]
 fn k4_scale_min(head: &[u16], j: usize) -> (u32, u32) {
     let byte = |i: usize| (head[2 + i / 2] >> (8 * (i % 2))) as u32 & 0xff;
     let i = j & 3;
@@ -110,6 +111,7 @@ fn k4_scale_min(head: &[u16], j: usize) -> (u32, u32) {
     }
 }
 
+#[cfg(test)]
 fn f16(b: u16) -> f32 {
     half::f16::from_bits(b).to_f32()
 }
