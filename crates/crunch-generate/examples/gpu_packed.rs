@@ -5,7 +5,8 @@
 //!
 //!   gpu_packed check [--model GGUF] [--tokens 32]
 //!       every kernel against the CPU packed kernel (`PackedMatrix::matmul`): random Q4_0
-//!       (int4 g128 and g32), Q4_1 and Q8_0 weights of odd shapes, 1–32 activation rows, f32
+//!       (int4 g128 and g32), Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights of odd shapes (embedding
+//!       rows bit for bit), 1–32 activation rows, f32
 //!       and bf16 activations, with the default kernels (tensor cores for one row of int4
 //!       g128, decision 132) and with decision 117's dp4a kernels alone;
 //!       max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
@@ -15,7 +16,8 @@
 //!       (f32 mode), which must be identical. Exits non-zero when a check fails.
 //!   gpu_packed bench [--layers 4] [--repeats 20]
 //!       Llama-3-8B's linear shapes (q, o 4096×4096; k, v 1024×4096; gate, up 14336×4096;
-//!       down 4096×14336), random int4 g128 weights, --layers distinct copies (so the
+//!       down 4096×14336), random int4 g128 weights (and GGUF Q4_K and Q6_K, decision 140:
+//!       `q4_k`, `q6_k`), --layers distinct copies (so the
 //!       weights do not sit in L2): device time per decoder layer at 1, 2, 4, 8, 16 and 32
 //!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
 //!       the device's streaming-read bandwidth measured in the same run, for the default
@@ -133,6 +135,36 @@ fn random_blocks(dtype: DType, rows: usize, cols: usize, share: usize, seed: u64
     PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).expect("sizes")
 }
 
+/// Random GGUF K-quant blocks (Q4_K, Q5_K or Q6_K: 256 weights each): codes and 6-bit (or
+/// i8) sub-block scales uniform, f16 super-scales d around 1e-3 (and dmin of either sign).
+fn random_kblocks(dtype: DType, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+    let (per, bb) = dtype.block();
+    let f16_at: &[usize] = if dtype == DType::Q6K { &[208] } else { &[0, 2] };
+    let mut bytes = vec![0u8; rows * cols / per * bb];
+    bytes
+        .par_chunks_mut(cols / per * bb)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let mut rng = Rng((seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+            for block in row.chunks_exact_mut(bb) {
+                for chunk in block.chunks_mut(8) {
+                    let v = rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+                for (i, &at) in f16_at.iter().enumerate() {
+                    let mag = 0.0005 + 0.001 * rng.unit().abs();
+                    let v = if i == 1 {
+                        mag * rng.unit().signum()
+                    } else {
+                        mag
+                    };
+                    block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
+            }
+        });
+    PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).expect("sizes")
+}
+
 /// `w` (rows × cols, cols a multiple of 128) as crunch's int4 g128 symmetric codes in Q4_0
 /// blocks: one f16 scale per 128 weights, repeated over its 4 blocks, codes
 /// round(x / d) + 8 clamped to 0..15 with d = max |x| / 7.
@@ -194,7 +226,7 @@ fn check(args: &Args) -> Result<()> {
         rec["pass"] = json!(ok);
         println!("{rec}");
     };
-    // Random weights, odd shapes.
+    // Random weights, odd shapes (share 0: a K-quant, random_kblocks, decision 140).
     let cases = [
         (DType::Q4_0, 4, "int4 g128 (Q4_0, shared scales)"),
         (DType::Q4_0, 1, "Q4_0"),
@@ -202,6 +234,9 @@ fn check(args: &Args) -> Result<()> {
         (DType::Q4_1, 1, "Q4_1"),
         (DType::Q8_0, 4, "int8 g128 (Q8_0, shared)"),
         (DType::Q8_0, 1, "Q8_0"),
+        (DType::Q4K, 0, "Q4_K"),
+        (DType::Q5K, 0, "Q5_K"),
+        (DType::Q6K, 0, "Q6_K"),
     ];
     // 4224 = 33 groups of 128 (uneven warp ranges), 14336 (57 KiB of staged activations),
     // 9001 rows (two tiles per block), 128 (one group).
@@ -214,11 +249,26 @@ fn check(args: &Args) -> Result<()> {
         (515, 14336),
         (9001, 384),
     ];
+    // K-quants need rows of 256: 17 super-blocks (4352: a row's units not a multiple of the
+    // warp's 32 lanes), 14336 (Llama-3-8B's down_proj), 9001 rows.
+    let kshapes = [
+        (1, 256),
+        (3, 512),
+        (37, 4352),
+        (301, 1280),
+        (130, 256),
+        (515, 14336),
+        (9001, 768),
+    ];
     let mut seed = 1;
     for (dtype, share, label) in cases {
-        for (rows, cols) in shapes {
+        for (rows, cols) in if share == 0 { kshapes } else { shapes } {
             seed += 1;
-            let w = random_blocks(dtype, rows, cols, share, seed);
+            let w = if share == 0 {
+                random_kblocks(dtype, rows, cols, seed)
+            } else {
+                random_blocks(dtype, rows, cols, share, seed)
+            };
             for (gpu, bf16, kernels) in [
                 (&f32_gpu, false, "default"),
                 (&bf16_gpu, true, "default"),
@@ -435,27 +485,44 @@ fn bench(args: &Args) -> Result<()> {
     let mut w_int4 = Vec::new();
     let mut w_dp4a = Vec::new();
     let mut w_bf16 = Vec::new();
-    let mut bytes_int4 = 0usize;
+    // GGUF Q4_K and Q6_K (decision 140): every product of the layer in that type, as a
+    // Q4_K_S / Q6_K file holds them (a Q4_K_M file mixes the two).
+    let mut w_q4k = Vec::new();
+    let mut w_q6k = Vec::new();
+    let (mut bytes_int4, mut bytes_q4k, mut bytes_q6k) = (0usize, 0usize, 0usize);
     for (i, &(_, rows, cols, _)) in SHAPES.iter().enumerate() {
         let w = random_blocks(DType::Q4_0, rows, cols, 4, 100 + i as u64);
         let dense: Vec<f32> = w.dequantize();
+        let wq4k = random_kblocks(DType::Q4K, rows, cols, 200 + i as u64);
+        let wq6k = random_kblocks(DType::Q6K, rows, cols, 300 + i as u64);
         let mut a = Vec::new();
         let mut d = Vec::new();
         let mut b = Vec::new();
+        let mut q4 = Vec::new();
+        let mut q6 = Vec::new();
         for _ in 0..layers {
             let t = int4.upload_packed(w.clone())?;
             bytes_int4 += t.packed_bytes().ok_or_else(|| anyhow!("not packed"))?;
             a.push(t);
             d.push(dp4a.upload_packed(w.clone())?);
             b.push(bf16.upload_weight(dense.clone(), &[rows, cols])?);
+            let t = int4.upload_packed(wq4k.clone())?;
+            bytes_q4k += t.packed_bytes().ok_or_else(|| anyhow!("Q4_K not packed"))?;
+            q4.push(t);
+            let t = int4.upload_packed(wq6k.clone())?;
+            bytes_q6k += t.packed_bytes().ok_or_else(|| anyhow!("Q6_K not packed"))?;
+            q6.push(t);
         }
         w_int4.push(a);
         w_dp4a.push(d);
         w_bf16.push(b);
+        w_q4k.push(q4);
+        w_q6k.push(q6);
     }
     let per_layer_int4 = bytes_int4 / layers;
+    let (per_layer_q4k, per_layer_q6k) = (bytes_q4k / layers, bytes_q6k / layers);
     let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
-    let mut base = [0f64; 3];
+    let mut base = [0f64; 5];
     let mut table = vec![
         format!(
             "streaming-read bandwidth {:.0} GB/s ({name}); int4_g128 tensor-core kernels: {}",
@@ -476,12 +543,14 @@ fn bench(args: &Args) -> Result<()> {
         "|---:|---|---|---:|---:|---:|".into(),
     ];
     for n in [1usize, 2, 4, 8, 16, 32] {
-        let mut row_tok = [0f64; 3];
+        let mut row_tok = [0f64; 5];
         let mut rows_md = Vec::new();
         for (k, (kind, gpu, weights, per_layer)) in [
             ("int4_g128", &int4, &w_int4, per_layer_int4),
             ("int4_g128_dp4a", &dp4a, &w_dp4a, per_layer_int4),
             ("bf16_cublas", &bf16, &w_bf16, per_layer_bf16),
+            ("q4_k", &int4, &w_q4k, per_layer_q4k),
+            ("q6_k", &int4, &w_q6k, per_layer_q6k),
         ]
         .into_iter()
         .enumerate()

@@ -6,8 +6,10 @@
 //! rewritten once into a GPU layout ([`Repacked`]): codes back to back (4 or 8 bits), one f16
 //! scale (and offset, for Q4_1) per group, where the group is the longest of 128, 64 or 32
 //! weights over which every block of the matrix repeats the same scale. crunch's int4 g128
-//! weights therefore take 4.125 bits per weight on the GPU, not Q4_0's 4.5. Other encodings
-//! (K-quants, floats) are dequantized and uploaded as the backend's ordinary weights.
+//! weights therefore take 4.125 bits per weight on the GPU, not Q4_0's 4.5. GGUF Q4_K, Q5_K
+//! and Q6_K keep their own super-blocks, split into codes and scales (`packed/kquant.rs`,
+//! decision 140). Other encodings (Q2_K, Q3_K, Q5_0/Q5_1, IQ types, floats) are dequantized and
+//! uploaded as the backend's ordinary weights.
 //!
 //! Activations are quantized per product as the CPU kernels quantize them (`crunch-kernels`'
 //! `act.rs`: chunks of 32, 15 bits as two int8 planes), so the integer dot products are the
@@ -21,7 +23,10 @@ use cudarc::driver::{
 };
 use std::sync::Arc;
 
+mod kquant;
 mod mma;
+
+use kquant::KQuant;
 
 const SOURCE: &str = include_str!("packed.cu");
 /// Threads per block of the product kernels (`THREADS` in packed.cu) and weight rows per
@@ -37,8 +42,11 @@ pub(crate) struct Layout {
     pub cols: usize,
     /// 4 (unsigned codes, weight `d·u + m` or `d·(u − 8)`) or 8 (signed codes, `d·c`).
     pub bits: u32,
-    /// Weights per scale: 32, 64 or 128.
+    /// Weights per scale: 32, 64 or 128 (256, the super-block, for K-quants).
     pub group: usize,
+    /// A GGUF K-quant kept in its own blocks (decision 140, `packed/kquant.rs`): then `bits`
+    /// is its nominal width (4, 5, 6) and the other kernels do not read it.
+    pub kquant: Option<KQuant>,
 }
 
 /// A weight matrix in the GPU layout, on the host (see `packed.cu` for the byte order).
@@ -50,6 +58,8 @@ pub(crate) struct Repacked {
     pub d: Vec<u16>,
     /// Offsets (f16), present for Q4_1 only.
     pub m: Option<Vec<u16>>,
+    // K-quants (`kquant::repack`): `codes` holds the super-blocks' code bytes and `d` their
+    // scale bytes as u16 (see packed/kquant.rs), `m` is None.
 }
 
 fn f16_le(b: &[u8], at: usize) -> u16 {
@@ -59,6 +69,9 @@ fn f16_le(b: &[u8], at: usize) -> u16 {
 impl Repacked {
     /// The GPU layout of `w`, or `None` for an encoding the kernels do not read.
     pub fn new(w: &PackedMatrix) -> Option<Self> {
+        if let Some(kq) = KQuant::of(w.dtype()) {
+            return Some(kquant::repack(w, kq));
+        }
         let (bits, has_m, code_at, block_bytes) = match w.dtype() {
             DType::Q4_0 => (4, false, 2, 18),
             DType::Q4_1 => (4, true, 4, 20),
@@ -100,6 +113,7 @@ impl Repacked {
                 cols,
                 bits,
                 group: 32 * group,
+                kquant: None,
             },
             codes,
             d: pick(d32),
@@ -115,6 +129,9 @@ impl Repacked {
     /// Weight `(r, j)` as the kernels and `packed_rows` compute it (test reference).
     #[cfg(test)]
     fn weight(&self, r: usize, j: usize) -> f32 {
+        if let Some(kq) = self.layout.kquant {
+            return self.kquant_weight(kq, r, j);
+        }
         let h = |b: u16| half::f16::from_bits(b).to_f32();
         let g = r * (self.layout.cols / self.layout.group) + j / self.layout.group;
         let d = h(self.d[g]);
@@ -137,6 +154,10 @@ pub(crate) struct Kernels {
     quantize: CudaFunction,
     /// `[u4, u4 with offsets, s8]` × `[1, 4, 8]` activation rows per pass.
     mm: [[CudaFunction; 3]; 3],
+    /// K-quants (`packed/kquant.cu`): `[Q4_K, Q5_K, Q6_K]` × `[1, 4, 8]` rows per pass, and
+    /// their rows dequantized.
+    kq: [[CudaFunction; 3]; 3],
+    kq_rows: CudaFunction,
     /// Tensor-core kernels for 1–32 activation rows of int4 g128 (`packed/mma.cu`), or why
     /// they are not used (turned off, a device before sm_80, or they failed to load: then the
     /// dp4a kernels do everything, as before).
@@ -156,7 +177,7 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        let source = format!("{SOURCE}{}", mma::SOURCE);
+        let source = format!("{SOURCE}{}{}", kquant::SOURCE, mma::SOURCE);
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
         let module = ctx
@@ -173,6 +194,12 @@ impl Kernels {
         Ok(Kernels {
             quantize: f("quantize_acts")?,
             mm: [set("packed_u4")?, set("packed_u4m")?, set("packed_s8")?],
+            kq: [
+                set(KQuant::Q4K.name())?,
+                set(KQuant::Q5K.name())?,
+                set(KQuant::Q6K.name())?,
+            ],
+            kq_rows: f("kquant_rows")?,
             mma: match mma::MmaKernels::new(cuda, &module) {
                 Ok(Some(k)) => Ok(k),
                 Ok(None) => Err("compute capability below 8.0".into()),
@@ -352,6 +379,9 @@ impl Cuda {
 
     /// `y [n, rows] = x [n, cols] · Wᵀ` with `W` packed.
     pub(crate) fn packed_matmul(&self, x: &CudaTensor, w: &GpuPacked) -> Result<CudaSlice<f32>> {
+        if let Some(kq) = w.layout.kquant {
+            return self.kquant_matmul(self.packed_kernels("linear")?, kq, x, w);
+        }
         if let Ok(mk) = &self.packed_kernels("linear")?.mma {
             if let Some(y) = self.mma_matmul(mk, x, w)? {
                 return Ok(y);
@@ -415,6 +445,10 @@ impl Cuda {
         }
         let k = self.packed_kernels("embedding")?;
         let ids_dev = self.stream.clone_htod(ids).map_err(err("upload ids"))?;
+        if let Some(kq) = w.layout.kquant {
+            self.kquant_rows(k, kq, w, &ids_dev, &mut out, ids.len())?;
+            return Ok(out);
+        }
         let (cols, group, bits, has_m) = (
             w.layout.cols as i32,
             w.layout.group as i32,
@@ -537,6 +571,32 @@ mod tests {
         PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).unwrap()
     }
 
+    /// Random K-quant blocks: random bytes with finite f16 super-scales (d in about
+    /// [1e-3, 1e-2], dmin of either sign as GGUF allows).
+    pub(super) fn kmatrix(dtype: DType, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let (_, bb) = dtype.block();
+        let f16_at: &[usize] = if dtype == DType::Q6K { &[208] } else { &[0, 2] };
+        let mut bytes = Vec::with_capacity(rows * cols / 256 * bb);
+        for _ in 0..rows * cols / 256 {
+            let start = bytes.len();
+            bytes.extend((0..bb).map(|_| next() as u8));
+            for (i, &at) in f16_at.iter().enumerate() {
+                let v = (0.001 + (next() % 1000) as f32 * 1e-5)
+                    * if i == 1 && next() % 4 == 0 { -1.0 } else { 1.0 };
+                bytes[start + at..start + at + 2]
+                    .copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        PackedMatrix::new(dtype, rows, cols, Bytes::owned(bytes)).unwrap()
+    }
+
     /// The repacked layout dequantizes to exactly the CPU's weights, and the group is the
     /// longest one the scales allow.
     #[test]
@@ -649,8 +709,8 @@ mod tests {
     }
 
     /// On a GPU (skipped without one): the kernels against the CPU packed kernel, within 1e-3
-    /// of the output's largest value, f32 and bf16 activations, 1–17 rows, odd shapes; and
-    /// embedding rows bit for bit. `examples/gpu_packed.rs` in crunch-generate runs more.
+    /// of the output's largest value, f32 and bf16 activations, 1–17 rows, odd shapes, Q4_0,
+    /// Q4_1, Q8_0 and the K-quants; and embedding rows bit for bit. `examples/gpu_packed.rs` in crunch-generate runs more.
     #[test]
     fn gpu_products_match_the_cpu_kernel() {
         use crate::{Backend, Precision};
@@ -671,9 +731,23 @@ mod tests {
             (DType::Q4_0, 1),
             (DType::Q4_1, 2),
             (DType::Q8_0, 1),
+            // share 0: a K-quant (decision 140)
+            (DType::Q4K, 0),
+            (DType::Q5K, 0),
+            (DType::Q6K, 0),
         ] {
-            for (rows, cols) in [(1, 32), (37, 4224), (130, 160)] {
-                let w = matrix(dtype, rows, cols, share, (rows * cols) as u64);
+            let shapes = if share == 0 {
+                [(1, 256), (37, 4352), (130, 768)]
+            } else {
+                [(1, 32), (37, 4224), (130, 160)]
+            };
+            for (rows, cols) in shapes {
+                let seed = (rows * cols) as u64;
+                let w = if share == 0 {
+                    kmatrix(dtype, rows, cols, seed)
+                } else {
+                    matrix(dtype, rows, cols, share, seed)
+                };
                 for (gpu, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
                     let wt = gpu.upload_packed(w.clone()).unwrap();
                     assert!(wt.is_packed());

@@ -88,7 +88,8 @@ impl MmaKernels {
     /// Whether the tensor-core kernel reads `layout` (int4 in groups of 128, activations that
     /// fit in shared memory).
     fn reads(&self, layout: &Layout) -> bool {
-        layout.bits == 4
+        layout.kquant.is_none()
+            && layout.bits == 4
             && layout.group == 128
             && layout.rows > 0
             && smem_bytes(layout.cols) <= self.smem_max
