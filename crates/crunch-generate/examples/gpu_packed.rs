@@ -8,7 +8,10 @@
 //!       (int4 g128 and g32), Q4_1, Q8_0, Q4_K, Q5_K and Q6_K weights of odd shapes (embedding
 //!       rows bit for bit), 1–32 activation rows, f32
 //!       and bf16 activations, with the default kernels (tensor cores for one row of int4
-//!       g128, decision 132) and with decision 117's dp4a kernels alone;
+//!       g128, decision 132), with decision 139's one-row variants (`wide2`, `wide4`) and
+//!       with decision 117's dp4a kernels alone; `Backend::linears` (q/k/v-like and
+//!       gate/up-like groups of 1–3 matrices sharing an input) with every variant, grouped
+//!       ones in one launch;
 //!       max |GPU − CPU| / max |CPU| must be ≤ 1e-3. With --model
 //!       (SmolLM2): every linear layer of the file the same way (and those whose rows are a
 //!       multiple of 128 again as int4 g128, for the tensor-core kernels), then greedy
@@ -21,7 +24,11 @@
 //!       weights do not sit in L2): device time per decoder layer at 1, 2, 4, 8, 16 and 32
 //!       activation rows, per token (× 32 layers), achieved bandwidth (weight bytes ÷ time),
 //!       the device's streaming-read bandwidth measured in the same run, for the default
-//!       kernels (`int4_g128`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
+//!       kernels (`int4_g128`), decision 139's one-row variants on the same weights
+//!       (`int4_g128_wide2`, `_wide4`, `_wide2+grouped`, `_wide4+grouped`: 2 or 4 groups of
+//!       codes per register buffer; `+grouped`: q/k/v and gate/up as one launch each, so 4
+//!       launches per block at one row — the pass issues the products as the model does,
+//!       through `Backend::linears`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
 //!       cuBLAS bf16 on the same shapes; at 1 and 16 rows also each product alone (its
 //!       --layers copies back to back: µs and GB/s per product); markdown tables of the
 //!       same on stderr. Times are device time behind a busy kernel (launch costs hidden, as
@@ -42,7 +49,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crunch_formats::DType;
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::kernels::Bytes;
-use crunch_runtime::{Backend, Cuda, Host, KvMode, PackedMatrix, Precision};
+use crunch_runtime::{Backend, Cuda, Gemv, Host, KvMode, PackedMatrix, Precision};
 use half::f16;
 use rayon::prelude::*;
 use serde_json::json;
@@ -260,6 +267,18 @@ fn check(args: &Args) -> Result<()> {
         (515, 14336),
         (9001, 768),
     ];
+    // Decision 139's one-row variants (2 and 4 groups per buffer; grouping only changes
+    // `linears`, checked below), f32 and bf16.
+    let wide: Vec<(Cuda, Cuda)> = [2u8, 4]
+        .iter()
+        .map(|&groups| {
+            let g = Gemv::Wide {
+                groups,
+                grouped: false,
+            };
+            (f32_gpu.clone().with_gemv(g), bf16_gpu.clone().with_gemv(g))
+        })
+        .collect();
     let mut seed = 1;
     for (dtype, share, label) in cases {
         for (rows, cols) in if share == 0 { kshapes } else { shapes } {
@@ -269,12 +288,16 @@ fn check(args: &Args) -> Result<()> {
             } else {
                 random_blocks(dtype, rows, cols, share, seed)
             };
-            for (gpu, bf16, kernels) in [
-                (&f32_gpu, false, "default"),
-                (&bf16_gpu, true, "default"),
-                (&f32_dp4a, false, "dp4a"),
-                (&bf16_dp4a, true, "dp4a"),
-            ] {
+            let mut runs = vec![
+                (&f32_gpu, false, "default".to_string()),
+                (&bf16_gpu, true, "default".to_string()),
+                (&f32_dp4a, false, "dp4a".to_string()),
+                (&bf16_dp4a, true, "dp4a".to_string()),
+            ];
+            for (gpu, bf16) in wide.iter().flat_map(|(f, b)| [(f, false), (b, true)]) {
+                runs.push((gpu, bf16, format!("gemv_{}", gpu.gemv().name())));
+            }
+            for (gpu, bf16, kernels) in runs {
                 let wt = gpu.upload_packed(w.clone())?;
                 if !wt.is_packed() {
                     bail!("{label}: not kept packed on the GPU");
@@ -291,7 +314,7 @@ fn check(args: &Args) -> Result<()> {
                     let got = gpu.to_f32(&gpu.linear(&xt, &wt, None)?)?;
                     let rec = json!({"check": "random", "weights": label, "rows": rows,
                         "cols": cols, "n": n, "activations": if bf16 {"bf16"} else {"f32"},
-                        "kernels": kernels});
+                        "kernels": &kernels});
                     report(rec, rel_diff(&got, &want));
                 }
             }
@@ -314,10 +337,60 @@ fn check(args: &Args) -> Result<()> {
             );
         }
     }
+    // `linears` (products sharing an input) with every variant: one launch for 1–3 int4
+    // g128 matrices with a grouped variant at one row, one product each otherwise; each
+    // output against its own `PackedMatrix::matmul`.
+    for (dtype, label) in [
+        (DType::Q4_0, "int4 g128"),
+        (DType::Q4_1, "int4 g128 asymmetric"),
+    ] {
+        for (cols, rows) in [
+            (4224, vec![301, 37, 37]),
+            (14336, vec![515, 130]),
+            (128, vec![9001]),
+            (1024, vec![33, 1, 16]),
+        ] {
+            seed += 1;
+            let ws: Vec<PackedMatrix> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| random_blocks(dtype, r, cols, 4, seed * 10 + i as u64))
+                .collect();
+            for g in Gemv::ALL {
+                for (base, bf16) in [(&f32_gpu, false), (&bf16_gpu, true)] {
+                    let gpu = base.clone().with_gemv(g);
+                    let wts: Vec<_> = ws
+                        .iter()
+                        .map(|w| gpu.upload_packed(w.clone()))
+                        .collect::<Result<_, _>>()?;
+                    let refs: Vec<_> = wts.iter().collect();
+                    for n in [1usize, 3] {
+                        let mut rng = Rng(seed * 1000 + n as u64);
+                        let mut x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+                        if bf16 {
+                            x.iter_mut().for_each(|v| *v = bf16_round(*v));
+                        }
+                        let xt = gpu.upload(x.clone(), &[n, cols])?;
+                        let ys = gpu.linears(&xt, &refs)?;
+                        for (j, (w, y)) in ws.iter().zip(&ys).enumerate() {
+                            let mut want = vec![0f32; n * w.rows()];
+                            w.matmul(&x, n, &mut want);
+                            let got = gpu.to_f32(y)?;
+                            let rec = json!({"check": "linears", "weights": label,
+                                "rows": rows, "cols": cols, "matrix": j, "n": n,
+                                "activations": if bf16 {"bf16"} else {"f32"},
+                                "kernels": format!("gemv_{}", g.name())});
+                            report(rec, rel_diff(&got, &want));
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut extra = kvdev::check_kv_device(&f32_gpu)?;
     if let Some(path) = args.get("--model") {
         let tokens = args.num("--tokens", 32)?;
-        extra = check_model(path, tokens, &f32_gpu, &mut report)?;
+        extra += check_model(path, tokens, &f32_gpu, &mut report)?;
         extra += engine::check_engine(path, tokens, &f32_gpu)?;
     }
     let failed = failed + extra;
@@ -479,7 +552,8 @@ fn bench(args: &Args) -> Result<()> {
     println!(
         "{}",
         json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9,
-               "tensor_core_kernels": tensor_cores(&int4)})
+               "tensor_core_kernels": tensor_cores(&int4),
+               "gemv_from_environment": int4.gemv().name()})
     );
     // One host matrix per shape, uploaded `layers` times (distinct device buffers).
     let mut w_int4 = Vec::new();
@@ -522,7 +596,26 @@ fn bench(args: &Args) -> Result<()> {
     let per_layer_int4 = bytes_int4 / layers;
     let (per_layer_q4k, per_layer_q6k) = (bytes_q4k / layers, bytes_q6k / layers);
     let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
-    let mut base = [0f64; 5];
+    // The int4 g128 kernels: every one-row variant of decision 139 on the same backend (same
+    // stream, same uploaded weights), then decision 117's dp4a kernels and cuBLAS bf16.
+    let mut kinds: Vec<(String, &Cuda, _, usize)> = Vec::new();
+    let variants: Vec<Cuda> = Gemv::ALL
+        .iter()
+        .map(|&g| int4.clone().with_gemv(g))
+        .collect();
+    for gpu in &variants {
+        let kind = match gpu.gemv() {
+            Gemv::Reference => "int4_g128".to_string(),
+            g => format!("int4_g128_{}", g.name()),
+        };
+        kinds.push((kind, gpu, &w_int4, per_layer_int4));
+    }
+    kinds.push(("int4_g128_dp4a".into(), &dp4a, &w_dp4a, per_layer_int4));
+    kinds.push(("bf16_cublas".into(), &bf16, &w_bf16, per_layer_bf16));
+    let bf16_at = kinds.len() - 1;
+    kinds.push(("q4_k".into(), &int4, &w_q4k, per_layer_q4k));
+    kinds.push(("q6_k".into(), &int4, &w_q6k, per_layer_q6k));
+    let mut base = vec![0f64; kinds.len()];
     let mut table = vec![
         format!(
             "streaming-read bandwidth {:.0} GB/s ({name}); int4_g128 tensor-core kernels: {}",
@@ -530,33 +623,31 @@ fn bench(args: &Args) -> Result<()> {
             tensor_cores(&int4)
         ),
         String::new(),
-        "| batch | kernels | ms / step | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
-        "|---:|---|---:|---:|---:|---:|---:|---:|".into(),
+        "Per token = 32 blocks of what the runtime launches for one block: q/k/v and gate/up \
+         through `Backend::linears` (one launch each with a `+grouped` variant at batch 1: 4 \
+         launches per block; otherwise 7)."
+            .into(),
+        String::new(),
+        "| batch | kernels | launches / block | ms / token | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|".into(),
     ];
     let mut shape_md = vec![
         String::new(),
         format!(
-            "Each product alone, {layers} copies back to back (k and v, 2 MB each, may sit in L2):"
+            "Each product alone (grouped products as launched), {layers} copies back to back \
+             (k and v, 2 MB each, may sit in L2):"
         ),
         String::new(),
         "| batch | kernels | product | µs | GB/s | % of measured |".into(),
         "|---:|---|---|---:|---:|---:|".into(),
     ];
     for n in [1usize, 2, 4, 8, 16, 32] {
-        let mut row_tok = [0f64; 5];
+        let mut row_tok = vec![0f64; kinds.len()];
         let mut rows_md = Vec::new();
-        for (k, (kind, gpu, weights, per_layer)) in [
-            ("int4_g128", &int4, &w_int4, per_layer_int4),
-            ("int4_g128_dp4a", &dp4a, &w_dp4a, per_layer_int4),
-            ("bf16_cublas", &bf16, &w_bf16, per_layer_bf16),
-            ("q4_k", &int4, &w_q4k, per_layer_q4k),
-            ("q6_k", &int4, &w_q6k, per_layer_q6k),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (k, (kind, gpu, weights, per_layer)) in kinds.iter().enumerate() {
+            let (gpu, weights, per_layer) = (*gpu, *weights, *per_layer);
             // Four inputs per layer, as a decoder block has (q/k/v, o, gate/up, down), new ones
-            // for every layer: products sharing an input quantize it once.
+            // for every layer: products sharing an input quantize it once (dp4a).
             let mut rng = Rng(n as u64);
             let inputs: Vec<Vec<_>> = (0..layers)
                 .map(|_| {
@@ -569,29 +660,63 @@ fn bench(args: &Args) -> Result<()> {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .collect::<Result<_, _>>()?;
+            // The block's products as crunch-model's forward pass issues them: q/k/v and
+            // gate/up through `linears` (`Linear::forward_all`), o and down alone.
+            let products: [(&str, &[usize]); 4] = [
+                ("q+k+v", &[0, 1, 2]),
+                ("o", &[3]),
+                ("gate+up", &[4, 5]),
+                ("down", &[6]),
+            ];
+            let launches = if gpu.gemv().grouped() && n == 1 { 4 } else { 7 };
             let pass = || -> crunch_runtime::Result<()> {
                 for l in 0..layers {
-                    for (s, &(_, _, _, input)) in SHAPES.iter().enumerate() {
-                        gpu.linear(&inputs[l][input], &weights[s][l], None)?;
+                    for (_, ids) in &products {
+                        let ws: Vec<_> = ids.iter().map(|&s| &weights[s][l]).collect();
+                        gpu.linears(&inputs[l][SHAPES[ids[0]].3], &ws)?;
                     }
                 }
                 Ok(())
             };
             let (best, host) = best_time(gpu, repeats, pass)?;
-            // Each shape alone (its `layers` copies back to back): which products fall short.
+            // Each product alone (its `layers` copies back to back): which fall short. With
+            // a grouped variant at one row, the grouped products as launched.
             if n == 1 || n == 16 {
-                for (s, &(shape, rows, cols, input)) in SHAPES.iter().enumerate() {
+                let grouped = gpu.gemv().grouped() && n == 1;
+                let singles: Vec<(String, Vec<usize>)> = SHAPES
+                    .iter()
+                    .enumerate()
+                    .map(|(s, sh)| (sh.0.to_string(), vec![s]))
+                    .collect();
+                let list: Vec<(String, Vec<usize>)> = if grouped {
+                    products
+                        .iter()
+                        .map(|(p, ids)| (p.to_string(), ids.to_vec()))
+                        .collect()
+                } else {
+                    singles
+                };
+                for (product, ids) in list {
                     let one = || -> crunch_runtime::Result<()> {
                         for l in 0..layers {
-                            gpu.linear(&inputs[l][input], &weights[s][l], None)?;
+                            let ws: Vec<_> = ids.iter().map(|&s| &weights[s][l]).collect();
+                            gpu.linears(&inputs[l][SHAPES[ids[0]].3], &ws)?;
                         }
                         Ok(())
                     };
                     let t = best_time(gpu, repeats, one)?.0 / layers as f64;
-                    let bytes = weights[s][0].packed_bytes().unwrap_or(2 * rows * cols);
+                    let bytes: usize = ids
+                        .iter()
+                        .map(|&s| {
+                            let (_, rows, cols, _) = SHAPES[s];
+                            weights[s][0].packed_bytes().unwrap_or(2 * rows * cols)
+                        })
+                        .sum();
+                    let (rows, cols): (usize, usize) =
+                        (ids.iter().map(|&s| SHAPES[s].1).sum(), SHAPES[ids[0]].2);
                     let bw = bytes as f64 / t;
                     shape_md.push(format!(
-                        "| {n} | {kind} | {shape} {rows}×{cols} | {:.2} | {:.0} | {:.0}% |",
+                        "| {n} | {kind} | {product} {rows}×{cols} | {:.2} | {:.0} | {:.0}% |",
                         t * 1e6,
                         bw / 1e9,
                         100.0 * bw / hbm
@@ -599,7 +724,7 @@ fn bench(args: &Args) -> Result<()> {
                     println!(
                         "{}",
                         json!({"bench": "packed_8b_shape", "device": name, "weights": kind,
-                               "n": n, "shape": shape, "rows": rows, "cols": cols,
+                               "n": n, "shape": product, "rows": rows, "cols": cols,
                                "us_per_product": t * 1e6, "weight_bytes": bytes,
                                "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
                                "copies": layers, "repeats": repeats})
@@ -614,10 +739,11 @@ fn bench(args: &Args) -> Result<()> {
             }
             row_tok[k] = tok_per_s;
             let bw = per_layer as f64 / layer_s;
-            rows_md.push((kind, token_s, tok_per_s, bw, tok_per_s / base[k]));
+            rows_md.push((kind, launches, token_s, tok_per_s, bw, tok_per_s / base[k]));
             println!(
                 "{}",
                 json!({"bench": "packed_8b_linears", "device": name, "weights": kind, "n": n,
+                       "launches_per_layer": launches,
                        "layer_ms": layer_s * 1e3, "token_ms": token_s * 1e3,
                        "tokens_per_s": tok_per_s, "vs_batch1": tok_per_s / base[k],
                        "weight_bytes_per_layer": per_layer,
@@ -626,13 +752,13 @@ fn bench(args: &Args) -> Result<()> {
                        "layers_timed": layers, "repeats": repeats})
             );
         }
-        for (kind, token_s, tok, bw, vs1) in rows_md {
+        for (kind, launches, token_s, tok, bw, vs1) in rows_md {
             table.push(format!(
-                "| {n} | {kind} | {:.3} | {tok:.0} | {:.0} | {:.0}% | {vs1:.2}× | {:.2}× |",
+                "| {n} | {kind} | {launches} | {:.3} | {tok:.0} | {:.0} | {:.0}% | {vs1:.2}× | {:.2}× |",
                 token_s * 1e3,
                 bw / 1e9,
                 100.0 * bw / hbm,
-                tok / row_tok[2]
+                tok / row_tok[bf16_at]
             ));
         }
     }

@@ -56,6 +56,17 @@ impl<B: Backend> Linear<B> {
         self.up.is_none() && self.correction.is_none()
     }
 
+    /// `x · Wᵀ` for every layer of `layers`, which all read `x`: through
+    /// [`Backend::linears`] (one product where the backend can, decision 139) when every
+    /// layer is a bare weight (dense, no bias), else one [`Linear::forward`] each.
+    pub fn forward_all(backend: &B, x: &B::Tensor, layers: &[&Self]) -> Result<Vec<B::Tensor>> {
+        if layers.iter().all(|l| l.is_dense() && l.bias.is_none()) {
+            let ws: Vec<&B::Tensor> = layers.iter().map(|l| &l.weight).collect();
+            return Ok(backend.linears(x, &ws)?);
+        }
+        layers.iter().map(|l| l.forward(backend, x)).collect()
+    }
+
     pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
         let y = match &self.up {
             None => backend.linear(x, &self.weight, self.bias.as_ref())?,
@@ -613,7 +624,9 @@ impl<B: Backend> BlockPass<'_, B> {
                 for &name in &BLOCK_LINEARS[..3] {
                     hook.linear_input(LinearId::new(layer, name), &h)?;
                 }
-                (blk.q.forward(b, &h)?, k.forward(b, &h)?, v.forward(b, &h)?)
+                let mut y = Linear::forward_all(b, &h, &[&blk.q, k, v])?.into_iter();
+                let mut next = || y.next().expect("three outputs for three layers");
+                (next(), next(), next())
             }
             _ => {
                 // Phi-3's fused projection: rows of q, then k, then v.
@@ -684,7 +697,8 @@ fn mlp_forward<B: Backend>(
         Mlp::Gated { gate, up, .. } => {
             hook.linear_input(id("mlp.gate_proj"), h)?;
             hook.linear_input(id("mlp.up_proj"), h)?;
-            gated(b, act, &gate.forward(b, h)?, &up.forward(b, h)?)?
+            let y = Linear::forward_all(b, h, &[gate, up])?;
+            gated(b, act, &y[0], &y[1])?
         }
         Mlp::FusedGated { gate_up, .. } => {
             hook.linear_input(id("mlp.gate_up_proj"), h)?;

@@ -23,7 +23,7 @@ pub use codes::QuantCodes;
 pub use cpu::Cpu;
 pub use crunch_kernels::{self as kernels, PackedMatrix};
 #[cfg(feature = "cuda")]
-pub use cuda::{device_head_dim, Cuda, CudaCodes, CudaKv, CudaTensor, DeviceKv, Precision};
+pub use cuda::{device_head_dim, Cuda, CudaCodes, CudaKv, CudaTensor, DeviceKv, Gemv, Precision};
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
 pub use kvq::{KvMode, KvSpec};
@@ -177,6 +177,14 @@ pub trait Backend: Send + Sync + 'static {
             chunk.iter_mut().for_each(|x| *x *= f);
         }
         self.upload(v, &shape)
+    }
+
+    /// `[x · W₀ᵀ, x · W₁ᵀ, …]` for weights that read the same input `x [n, in]` (q/k/v,
+    /// gate/up), no biases: the same as one [`Backend::linear`] per weight, which is the
+    /// default. A backend may run them as one product (CUDA with a grouped one-row kernel,
+    /// decision 139); the results are the same values either way.
+    fn linears(&self, x: &Self::Tensor, weights: &[&Self::Tensor]) -> Result<Vec<Self::Tensor>> {
+        weights.iter().map(|w| self.linear(x, w, None)).collect()
     }
 
     /// Columns `start..start+len` of a 2-D `x [rows, cols]`: `[rows, len]` (the parts of a

@@ -24,6 +24,7 @@ mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
 pub use codes::CudaCodes;
 pub use kvdev::{device_head_dim, CudaKv, DeviceKv};
+pub use packed::Gemv;
 pub use tensor::CudaTensor;
 use tensor::Store;
 
@@ -80,6 +81,8 @@ pub struct Cuda {
     kvk: Arc<kvdev::Kernels>,
     /// Quantized activations of the last packed product's input (`packed.rs`).
     acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
+    /// The one-row int4 g128 tensor-core kernel (decision 139).
+    gemv: packed::Gemv,
 }
 
 impl Cuda {
@@ -123,6 +126,7 @@ impl Cuda {
             precision,
             packed: None,
             acts: Default::default(),
+            gemv: packed::Gemv::Reference,
         })
     }
 
@@ -131,9 +135,27 @@ impl Cuda {
     /// (`packed.cu`, decision 117); other encodings are dequantized as before. Off by default:
     /// calibration and evaluation keep the f32 (or bf16) weights that match the CPU to float
     /// rounding.
+    ///
+    /// The environment variable `CRUNCH_GEMV` picks the one-row int4 g128 kernel
+    /// ([`Gemv::parse`]; unset: [`Gemv::Reference`]); an unknown name is an error.
     pub fn with_packed_weights(mut self) -> Result<Self> {
         self.packed = Some(Arc::new(packed::Kernels::new(&self)?));
+        if let Ok(v) = std::env::var("CRUNCH_GEMV") {
+            self.gemv = Gemv::parse(&v)?;
+        }
         Ok(self)
+    }
+
+    /// The same backend (stream, kernels, weights stay valid) with `gemv` as its one-row
+    /// int4 g128 kernel (decision 139): the bench runs every variant on the same weights.
+    pub fn with_gemv(mut self, gemv: Gemv) -> Self {
+        self.gemv = gemv;
+        self
+    }
+
+    /// The one-row int4 g128 kernel in use.
+    pub fn gemv(&self) -> Gemv {
+        self.gemv
     }
 
     /// Compiles CUDA C `source` (no includes) with NVRTC and loads it on this GPU.
@@ -412,6 +434,13 @@ impl Backend for Cuda {
         b.arg(&table).arg(&ids_dev).arg(&mut out).arg(&dim_i);
         unsafe { b.launch(self.rows_cfg(ids.len())) }.map_err(err("embedding"))?;
         Ok(CudaTensor::owned(out, &[ids.len(), dim]))
+    }
+
+    fn linears(&self, x: &CudaTensor, weights: &[&CudaTensor]) -> Result<Vec<CudaTensor>> {
+        match self.packed_linears(x, weights)? {
+            Some(ys) => Ok(ys),
+            None => weights.iter().map(|w| self.linear(x, w, None)).collect(),
+        }
     }
 
     fn linear(

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 mod kquant;
 mod mma;
+pub use mma::Gemv;
 
 use kquant::KQuant;
 
@@ -429,6 +430,59 @@ impl Cuda {
         };
         unsafe { l.launch(cfg) }.map_err(err("packed product"))?;
         Ok(y)
+    }
+
+    /// [`crate::Backend::linears`] as one launch, when the one-row kernel is grouped
+    /// ([`Gemv::Wide`] with `grouped`), `x` is one f32 row and the weights are 1–3 int4 g128
+    /// matrices of its width the tensor-core kernels read: one output buffer, each product's
+    /// output a view of it. `None` otherwise (the caller runs one product per weight).
+    pub(crate) fn packed_linears(
+        &self,
+        x: &CudaTensor,
+        weights: &[&CudaTensor],
+    ) -> Result<Option<Vec<CudaTensor>>> {
+        let Gemv::Wide {
+            groups,
+            grouped: true,
+        } = self.gemv
+        else {
+            return Ok(None);
+        };
+        let Some(Ok(mk)) = self.packed.as_deref().map(|k| k.mma.as_ref()) else {
+            return Ok(None);
+        };
+        let mut ws = Vec::with_capacity(weights.len());
+        for w in weights {
+            match &w.store {
+                Store::Packed(p) => ws.push(p.as_ref()),
+                _ => return Ok(None),
+            }
+        }
+        let Some(xv) = x.f32_view() else {
+            return Ok(None);
+        };
+        if !mk.groupable(&ws)
+            || x.shape.len() != 2
+            || x.shape != [1, ws[0].layout.cols]
+            || !x.offset.is_multiple_of(4)
+        {
+            return Ok(None);
+        }
+        let y = Arc::new(self.mma_gemv_wide(mk, &xv, &ws, groups)?);
+        let mut at = 0;
+        Ok(Some(
+            ws.iter()
+                .map(|w| {
+                    let t = CudaTensor {
+                        store: Store::F32(y.clone()),
+                        offset: at,
+                        shape: vec![1, w.layout.rows],
+                    };
+                    at += w.layout.rows;
+                    t
+                })
+                .collect(),
+        ))
     }
 
     /// Rows `ids` of a packed matrix, dequantized: `[ids.len(), cols]`.

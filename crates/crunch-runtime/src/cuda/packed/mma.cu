@@ -278,6 +278,129 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
 MMA_KERNEL(mma_u4, false, 1, 2)
 MMA_KERNEL(mma_u4m, true, 1, 2)
 
+// ---- One row, "wide" variants (decision 139) -------------------------------------------------
+// mma_gemv's tiles, k order, staging and fixed-order sums, with two changes that the H200
+// run chooses between (the reference mma_u4/mma_u4m above stay as they are):
+// - U groups of codes per register buffer (U = 4: up to 8 groups, 256 bytes per thread, in
+//   flight, against 4 groups for the reference), so that a warp's whole share of a
+//   4096-wide row (4 groups) is requested at once;
+// - up to 3 matrices of the same width that read the same x (q/k/v, gate/up) in one launch:
+//   their tiles of 16 rows are numbered one after the other (matrix 0's, then 1's, then 2's),
+//   x is staged once per block for all of them, and y holds their outputs back to back
+//   (matrix j's row r at y[r0 + … + r(j−1) + r]). Fewer launches, and a larger grid of tiles
+//   that the one wave of blocks shares more evenly. One matrix: r1 = r2 = 0.
+
+struct MmaMat {
+    const uint4* codes;
+    const u16* d;
+    const u16* m;
+    int rows;   // weight rows of this matrix
+    int tile;   // tile within this matrix
+    int ybase;  // index of its row 0 in y
+};
+
+__device__ __forceinline__ MmaMat mma_pick(int tile, const uint4* c0, const u16* d0,
+                                           const u16* m0, const uint4* c1, const u16* d1,
+                                           const u16* m1, const uint4* c2, const u16* d2,
+                                           const u16* m2, int r0, int r1, int r2) {
+    const int t0 = (r0 + 15) >> 4, t1 = t0 + ((r1 + 15) >> 4);
+    MmaMat s;
+    if (tile < t0) {
+        s.codes = c0, s.d = d0, s.m = m0, s.rows = r0, s.tile = tile, s.ybase = 0;
+    } else if (tile < t1) {
+        s.codes = c1, s.d = d1, s.m = m1, s.rows = r1, s.tile = tile - t0, s.ybase = r0;
+    } else {
+        s.codes = c2, s.d = d2, s.m = m2, s.rows = r2, s.tile = tile - t1, s.ybase = r0 + r1;
+    }
+    return s;
+}
+
+template <bool HAS_M, int U>
+__device__ __forceinline__ void mma_gemv_wide(const uint4* c0, const u16* d0, const u16* m0,
+                                              const uint4* c1, const u16* d1, const u16* m1,
+                                              const uint4* c2, const u16* d2, const u16* m2,
+                                              const float* __restrict__ x,
+                                              float* __restrict__ y, int r0, int r1, int r2,
+                                              int k, int bf16) {
+    const int C = k >> 5, G = k >> 7, P = MMA_PLANE(k);
+    uint4* act = mma_smem;                    // as mma_gemv
+    float* gsum = (float*)(mma_smem + 8 * P);
+    float* red = gsum + G;                    // [MMA_WARPS][16]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    int tile = blockIdx.x;
+    int row[1][2];
+    uint4 wa[U][1][2];
+    float da[U][1][2], ma[U][1][2];
+    MmaMat cur;
+    // The matrix, rows (clamped inside it) and first U groups' codes of tile `tl`.
+    auto first_loads = [&](int tl) -> MmaMat {
+        MmaMat s = mma_pick(tl, c0, d0, m0, c1, d1, m1, c2, d2, m2, r0, r1, r2);
+#pragma unroll
+        for (int e = 0; e < 2; e++) row[0][e] = min(s.rows - 1, s.tile * 16 + g + 8 * e);
+        if (gb < ge) mma_load<HAS_M, 1, U>(wa, da, ma, s.codes, s.d, s.m, row, gb, G, C, t);
+        return s;
+    };
+    if (tile < tiles) cur = first_loads(tile);
+
+    const float4* x4 = (const float4*)x;
+    for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
+        float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
+        if (HAS_M) {
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (lane == 0) gsum[i >> 5] = s;
+        }
+    }
+    __syncthreads();
+
+    const uint2* act2 = (const uint2*)act;
+    for (; tile < tiles; tile += gridDim.x) {
+        float yv[1][2] = {{0.0f, 0.0f}};
+        double_buffered<HAS_M, 1, U>(
+            wa, da, ma, cur.codes, cur.d, cur.m, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[1][2], const float(&d)[1][2], const float(&m)[1][2], int grp) {
+                mma_group<HAS_M, 1>(yv, w, d, m, act2, gsum, P, grp, g, t);
+            });
+        const MmaMat done = cur;
+        if (tile + (int)gridDim.x < tiles) cur = first_loads(tile + gridDim.x);
+        if (t == 0) {
+            red[warp * 16 + g] = yv[0][0];
+            red[warp * 16 + g + 8] = yv[0][1];
+        }
+        __syncthreads();
+        if (threadIdx.x < 16) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp * 16 + threadIdx.x];
+            const int r = done.tile * 16 + threadIdx.x;
+            if (r < done.rows) y[done.ybase + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_WIDE_KERNEL(name, HAS_M, U, BLOCKS)                                                 \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS, BLOCKS)                           \
+        name(const uint4* c0, const u16* d0, const u16* m0, const uint4* c1, const u16* d1,     \
+             const u16* m1, const uint4* c2, const u16* d2, const u16* m2, const float* x,      \
+             float* y, int r0, int r1, int r2, int k, int bf16) {                               \
+        mma_gemv_wide<HAS_M, U>(c0, d0, m0, c1, d1, m1, c2, d2, m2, x, y, r0, r1, r2, k, bf16); \
+    }
+
+// Blocks per SM asked of ptxas (registers ≤ 65536 / (256 · BLOCKS)), from NVRTC 13.2's
+// ptxas -v for sm_90: symmetric U = 2 keeps the reference's 3 blocks (24 warps) at 80
+// registers (8 bytes spilled, to L1); U = 4 holds twice the codes per thread in 2 blocks
+// (128 registers, no spill). With offsets, asking for more than 1 block spills 64–120
+// bytes, so they are left at what they need (110 and 167 registers: 2 and 1 blocks).
+MMA_WIDE_KERNEL(mma_u4_w2, false, 2, 3)
+MMA_WIDE_KERNEL(mma_u4m_w2, true, 2, 1)
+MMA_WIDE_KERNEL(mma_u4_w4, false, 4, 2)
+MMA_WIDE_KERNEL(mma_u4m_w4, true, 4, 1)
+
 // ---- 2–32 activation rows ---------------------------------------------------------------------
 // The same tiles, k order and scale terms, with the hi/lo B registers of every row prepared
 // once per product by mma_split_acts into a global buffer in register order (a warp's 32

@@ -24,6 +24,9 @@ pub(super) struct MmaKernels {
     /// per pass.
     gemm: [[CudaFunction; 4]; 2],
     split: CudaFunction,
+    /// One row, decision 139's variants: `[2, 4 groups per buffer]` × `[symmetric, with
+    /// offsets]`, 1–3 matrices per launch.
+    wide: [[CudaFunction; 2]; 2],
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -76,11 +79,22 @@ impl MmaKernels {
         };
         let (sym, sym_smem) = staging("mma_u4")?;
         let (asym, asym_smem) = staging("mma_u4m")?;
+        let mut smem_max = sym_smem.min(asym_smem);
+        let mut wide = |n: &str| -> Result<CudaFunction> {
+            let (f, smem) = staging(n)?;
+            smem_max = smem_max.min(smem);
+            Ok(f)
+        };
+        let wide = [
+            [wide("mma_u4_w2")?, wide("mma_u4m_w2")?],
+            [wide("mma_u4_w4")?, wide("mma_u4m_w4")?],
+        ];
         Ok(Some(MmaKernels {
             f: [sym, asym],
             gemm: [set("mma_u4")?, set("mma_u4m")?],
             split: f("mma_split_acts")?,
-            smem_max: sym_smem.min(asym_smem),
+            wide,
+            smem_max,
             sms: sms as usize,
         }))
     }
@@ -135,6 +149,9 @@ impl Cuda {
             Ok(items.min(per_sm * mk.sms) as u32)
         };
         if n == 1 {
+            if let Gemv::Wide { groups, .. } = self.gemv {
+                return self.mma_gemv_wide(mk, &xv, &[w], groups).map(Some);
+            }
             let f = &mk.f[has_m];
             let smem = smem_bytes(cols);
             let cfg = LaunchConfig {
@@ -192,6 +209,142 @@ impl Cuda {
             .arg(&n_i);
         unsafe { l.launch(cfg) }.map_err(err("packed product (mma, rows)"))?;
         Ok(Some(y))
+    }
+}
+
+/// Which kernel multiplies one activation row by int4 g128 weights on the tensor cores
+/// (decision 139). The H200 run of `gpu_packed bench` times them side by side; the default
+/// stays [`Gemv::Reference`] until it has. `CRUNCH_GEMV` sets it for a whole process
+/// ([`Gemv::parse`]: `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gemv {
+    /// Decision 132's `mma_u4`/`mma_u4m`: 2 groups of codes per register buffer, one launch
+    /// per product.
+    #[default]
+    Reference,
+    /// `mma_u4{,m}_w{2,4}`: `groups` (2 or 4) groups of codes per register buffer; with
+    /// `grouped`, products that share their input ([`crate::Backend::linears`]: q/k/v,
+    /// gate/up) run as one launch.
+    Wide { groups: u8, grouped: bool },
+}
+
+impl Gemv {
+    /// Every variant, in the order the bench reports them.
+    pub const ALL: [Gemv; 5] = [
+        Gemv::Reference,
+        Gemv::Wide {
+            groups: 2,
+            grouped: false,
+        },
+        Gemv::Wide {
+            groups: 4,
+            grouped: false,
+        },
+        Gemv::Wide {
+            groups: 2,
+            grouped: true,
+        },
+        Gemv::Wide {
+            groups: 4,
+            grouped: true,
+        },
+    ];
+
+    /// The name `parse` reads (and the bench prints).
+    pub fn name(self) -> String {
+        match self {
+            Gemv::Reference => "reference".into(),
+            Gemv::Wide { groups, grouped } => {
+                format!("wide{groups}{}", if grouped { "+grouped" } else { "" })
+            }
+        }
+    }
+
+    /// One of the names [`Gemv::name`] gives.
+    pub fn parse(s: &str) -> Result<Self> {
+        Gemv::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = Gemv::ALL.iter().map(|g| g.name()).collect();
+                crate::Error(format!(
+                    "CRUNCH_GEMV={s:?}: not a batch-1 kernel variant (one of {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether products sharing an input run as one launch.
+    pub fn grouped(self) -> bool {
+        matches!(self, Gemv::Wide { grouped: true, .. })
+    }
+}
+
+/// Most matrices one `mma_u4*_w*` launch takes (its three pointer sets).
+pub(super) const WIDE_MATS: usize = 3;
+
+impl Cuda {
+    /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for one activation row `x` and 1–3 int4 g128 matrices of its
+    /// width (all symmetric or all with offsets; the caller checks with
+    /// [`MmaKernels::groupable`]) in one launch of the wide kernel with `groups` (2 or 4)
+    /// groups per register buffer: the outputs back to back, matrix j's at the sum of the
+    /// earlier matrices' rows.
+    pub(super) fn mma_gemv_wide(
+        &self,
+        mk: &MmaKernels,
+        xv: &cudarc::driver::CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        groups: u8,
+    ) -> Result<CudaSlice<f32>> {
+        debug_assert!((1..=WIDE_MATS).contains(&ws.len()));
+        let cols = ws[0].layout.cols;
+        let has_m = ws[0].m.is_some() as usize;
+        let mut r = [0i32; WIDE_MATS];
+        for (ri, w) in r.iter_mut().zip(ws) {
+            *ri = w.layout.rows as i32;
+        }
+        let total: usize = ws.iter().map(|w| w.layout.rows).sum();
+        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
+        let mut y = self.alloc(total)?;
+        let f = &mk.wide[usize::from(groups == 4)][has_m];
+        let smem = smem_bytes(cols);
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
+            .map_err(err("occupancy"))?
+            .max(1) as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        let bf16 = (self.precision == crate::Precision::Bf16) as i32;
+        let cols_i = cols as i32;
+        // Missing matrices: the first one's buffers again, with 0 rows (never read).
+        let mut l = self.stream.launch_builder(f);
+        for j in 0..WIDE_MATS {
+            let w = ws.get(j).unwrap_or(&ws[0]);
+            l.arg(&w.codes).arg(&w.d).arg(w.m.as_ref().unwrap_or(&w.d));
+        }
+        l.arg(xv).arg(&mut y);
+        for ri in &r {
+            l.arg(ri);
+        }
+        l.arg(&cols_i).arg(&bf16);
+        unsafe { l.launch(cfg) }.map_err(err("packed product (mma, wide)"))?;
+        Ok(y)
+    }
+}
+
+impl MmaKernels {
+    /// Whether `ws` can run as one launch of the wide kernel: 1–3 matrices the tensor-core
+    /// kernels read, of one width, all symmetric or all with offsets.
+    pub(super) fn groupable(&self, ws: &[&GpuPacked]) -> bool {
+        (1..=WIDE_MATS).contains(&ws.len())
+            && ws.iter().all(|w| {
+                self.reads(&w.layout)
+                    && w.layout.cols == ws[0].layout.cols
+                    && w.m.is_some() == ws[0].m.is_some()
+            })
     }
 }
 
@@ -300,6 +453,17 @@ mod tests {
     /// defines them, which lane holds which output, and the scale terms. (The warps' split of
     /// the groups and the passes over n-tiles only change the order of f32 sums.) y [n][rows].
     fn emulate(r: &Repacked, x: &[f32], n: usize, bf16_mode: bool) -> Vec<f32> {
+        emulate_tiles(r, x, n, bf16_mode, 0..r.layout.rows.div_ceil(16))
+    }
+
+    /// [`emulate`] for the tiles of 16 weight rows in `tiles` only (other rows stay 0).
+    fn emulate_tiles(
+        r: &Repacked,
+        x: &[f32],
+        n: usize,
+        bf16_mode: bool,
+        tiles: std::ops::Range<usize>,
+    ) -> Vec<f32> {
         let Layout { rows, cols: k, .. } = r.layout;
         let (c_n, g_n) = (k / 32, k / 128);
         let h = |b: u16| half::f16::from_bits(b).to_f32();
@@ -311,7 +475,7 @@ mod tests {
             .collect();
         let off = if r.m.is_some() { 0 } else { 8 };
         let mut y = vec![0f32; n * rows];
-        for tile in 0..rows.div_ceil(16) {
+        for tile in tiles {
             let row = |g: usize, e: usize| (tile * 16 + g + 8 * e).min(rows - 1);
             for nt in 0..n.div_ceil(4) {
                 for gg in 0..g_n {
@@ -439,5 +603,183 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `double_buffered`'s control flow for one warp's groups `gb..ge` with `u` groups per
+    /// buffer: the groups it multiplies, in order, and the groups each load requests (clamped
+    /// to the last group, as `mma_load` does).
+    fn double_buffered_order(
+        gb: usize,
+        ge: usize,
+        g_n: usize,
+        u: usize,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let (mut used, mut loaded) = (Vec::new(), Vec::new());
+        let load = |from: usize, loaded: &mut Vec<usize>| -> Vec<usize> {
+            let v: Vec<usize> = (0..u).map(|i| (from + i).min(g_n - 1)).collect();
+            loaded.extend(&v);
+            v
+        };
+        // The caller's first loads (first_loads), then the loop.
+        let mut wa = if gb < ge {
+            load(gb, &mut loaded)
+        } else {
+            vec![]
+        };
+        let mut gs = gb;
+        while gs < ge {
+            let wb = if gs + u < ge {
+                load(gs + u, &mut loaded)
+            } else {
+                vec![]
+            };
+            for i in 0..u {
+                if gs + i < ge {
+                    assert_eq!(wa[i], gs + i, "buffer a holds group {}", gs + i);
+                    used.push(gs + i);
+                }
+            }
+            if gs + u < ge {
+                if gs + 2 * u < ge {
+                    wa = load(gs + 2 * u, &mut loaded);
+                }
+                for i in 0..u {
+                    if gs + u + i < ge {
+                        assert_eq!(wb[i], gs + u + i, "buffer b holds group {}", gs + u + i);
+                        used.push(gs + u + i);
+                    }
+                }
+            }
+            gs += 2 * u;
+        }
+        (used, loaded)
+    }
+
+    /// `mma_pick`: the matrix, its tile and the index of its row 0 in y for global tile `tile`
+    /// of matrices of `rows` rows.
+    fn pick(tile: usize, rows: &[usize; 3]) -> (usize, usize, usize) {
+        let t0 = rows[0].div_ceil(16);
+        let t1 = t0 + rows[1].div_ceil(16);
+        if tile < t0 {
+            (0, tile, 0)
+        } else if tile < t1 {
+            (1, tile - t0, rows[0])
+        } else {
+            (2, tile - t1, rows[0] + rows[1])
+        }
+    }
+
+    /// Every warp of the wide kernels (2 and 4 groups per buffer) multiplies each group of its
+    /// range exactly once, in order, from the buffer that holds it; loads stay inside the row.
+    #[test]
+    fn wide_buffers_cover_each_group_once() {
+        for g_n in [1usize, 2, 7, 8, 9, 32, 33, 112] {
+            for u in [2, 4] {
+                let per = g_n.div_ceil(WARPS);
+                let mut all = Vec::new();
+                for warp in 0..WARPS {
+                    let gb = (warp * per).min(g_n);
+                    let ge = (gb + per).min(g_n);
+                    let (used, loaded) = double_buffered_order(gb, ge, g_n, u);
+                    assert_eq!(
+                        used,
+                        (gb..ge).collect::<Vec<_>>(),
+                        "G {g_n} U {u} warp {warp}"
+                    );
+                    assert!(loaded.iter().all(|&g| g < g_n));
+                    all.extend(used);
+                }
+                assert_eq!(all, (0..g_n).collect::<Vec<_>>(), "G {g_n} U {u}");
+            }
+        }
+    }
+
+    /// A host transcription of the wide kernels (`mma_gemv_wide`): tiles of up to three
+    /// matrices numbered one after the other (`mma_pick`), each tile's rows computed as
+    /// `mma_gemv` computes them (the same `mma_group`), written at the matrix's place in y;
+    /// every output written exactly once, and equal to each matrix's `PackedMatrix::matmul`
+    /// within 1e-3 of the largest output (the GPU checks' tolerance) and to an f64 dot within
+    /// 1e-5 of Σ|w·x|. Shapes with row tails (q/k/v- and gate/up-like), symmetric and with
+    /// offsets, f32 and bf16 activations, one and two matrices too.
+    #[test]
+    fn wide_indexing_matches_the_cpu_product() {
+        for (dtype, shapes, cols) in [
+            (DType::Q4_0, vec![40, 9, 9], 512),
+            (DType::Q4_0, vec![33, 33], 1152),
+            (DType::Q4_1, vec![17, 5, 16], 256),
+            (DType::Q4_0, vec![21], 384),
+        ] {
+            let ws: Vec<_> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| matrix(dtype, rows, cols, 4, (rows * cols + i) as u64))
+                .collect();
+            let reps: Vec<Repacked> = ws.iter().map(|w| Repacked::new(w).unwrap()).collect();
+            let mut rows = [0usize; 3];
+            rows[..shapes.len()].copy_from_slice(&shapes);
+            let total: usize = shapes.iter().sum();
+            let tiles: usize = shapes.iter().map(|r| r.div_ceil(16)).sum();
+            for bf16_mode in [false, true] {
+                let mut x: Vec<f32> = (0..cols)
+                    .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 337.0 + 0.3)
+                    .collect();
+                if bf16_mode {
+                    x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
+                }
+                let mut y = vec![f32::NAN; total];
+                let mut written = vec![0usize; total];
+                for tile in 0..tiles {
+                    let (j, lt, base) = pick(tile, &rows);
+                    let part = emulate_tiles(&reps[j], &x, 1, bf16_mode, lt..lt + 1);
+                    for lr in 0..16 {
+                        let r = lt * 16 + lr;
+                        if r < rows[j] {
+                            y[base + r] = part[r];
+                            written[base + r] += 1;
+                        }
+                    }
+                }
+                assert!(written.iter().all(|&c| c == 1), "{shapes:?}: {written:?}");
+                let mut base = 0;
+                for (w, &rws) in ws.iter().zip(&shapes) {
+                    let mut cpu = vec![0f32; rws];
+                    w.matmul(&x, 1, &mut cpu);
+                    let dense = w.dequantize();
+                    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for i in 0..rws {
+                        let g = y[base + i];
+                        let what = format!("{dtype:?} {shapes:?} bf16 {bf16_mode} row {i}");
+                        assert!(
+                            (g - cpu[i]).abs() <= 1e-3 * scale,
+                            "{what}: {g} vs {}",
+                            cpu[i]
+                        );
+                        let prods = dense[i * cols..(i + 1) * cols]
+                            .iter()
+                            .zip(&x)
+                            .map(|(&a, &b)| a as f64 * b as f64);
+                        let exact: f64 = prods.clone().sum();
+                        let mag: f64 = prods.map(f64::abs).sum();
+                        assert!(
+                            (g as f64 - exact).abs() <= 1e-5 * mag,
+                            "{what}: {g} vs {exact}"
+                        );
+                    }
+                    base += rws;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_names_round_trip() {
+        for g in Gemv::ALL {
+            assert_eq!(Gemv::parse(&g.name()).unwrap(), g);
+        }
+        let e = Gemv::parse("wide8").unwrap_err().to_string();
+        assert!(
+            e.contains("CRUNCH_GEMV") && e.contains("wide4+grouped"),
+            "{e}"
+        );
     }
 }
