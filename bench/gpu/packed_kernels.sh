@@ -8,9 +8,11 @@
 #   2. `gpu_packed bench`: Llama-3-8B linear shapes, random int4 g128, batch 1–32: device
 #      time per token, achieved bandwidth vs the streaming-read bandwidth measured in the same
 #      run, tokens/s vs batch 1, for the default kernels (tensor cores at batch 1, decision
-#      132), decision 117's dp4a kernels alone, cuBLAS bf16 on the same shapes, and GGUF Q4_K
-#      and Q6_K weights (decision 140); the same
-#      as a markdown table (OUT/packed-bench.err).
+#      132), decision 139's one-row variants (wide2, wide4, and both +grouped: q/k/v and
+#      gate/up as one launch each, timed as the model issues them), decision 117's dp4a
+#      kernels alone, cuBLAS bf16 on the same shapes, and GGUF Q4_K and Q6_K weights
+#      (decision 140); the same as a markdown table (OUT/packed-bench.err). CRUNCH_GEMV=NAME
+#      sets the variant the check's "default" rows and model checks use (unset: reference).
 # JSON lines in OUT/packed-check.jsonl and OUT/packed-bench.jsonl.
 # Usage (GPU machine): bench/gpu/packed_kernels.sh GPU_PACKED OUT [SMOLLM2_GGUF]
 #   GPU_PACKED: target/release/examples/gpu_packed, built by

@@ -773,4 +773,39 @@ mod tests {
         };
         assert_eq!(run(&rank0), dense);
     }
+
+    /// `forward_all` gives each layer's own `forward`: bare weights (through
+    /// `Backend::linears`) and a set with a biased or factored layer (one `forward` each).
+    #[test]
+    fn forward_all_equals_one_forward_each() {
+        let x = up((0..6).map(|i| i as f32 * 0.5 - 1.0).collect(), &[2, 3]);
+        let w = |k: f32, rows: usize| {
+            up(
+                (0..rows * 3).map(|i| i as f32 * k - 1.0).collect(),
+                &[rows, 3],
+            )
+        };
+        let bare = [
+            Linear::dense(w(0.25, 4), None),
+            Linear::dense(w(-0.5, 1), None),
+        ];
+        let biased = Linear::dense(w(1.5, 2), Some(up(vec![0.5, -2.0], &[2])));
+        let factored = Linear {
+            weight: w(0.75, 1),
+            up: Some(up(vec![1.0, -3.0], &[2, 1])),
+            bias: None,
+            correction: None,
+        };
+        let run = |ls: &[&Linear<Cpu>]| {
+            let all = Linear::forward_all(&Cpu, &x, ls).unwrap();
+            assert_eq!(all.len(), ls.len());
+            for (y, l) in all.iter().zip(ls) {
+                let want = Cpu.to_f32(&l.forward(&Cpu, &x).unwrap()).unwrap();
+                assert_eq!(Cpu.to_f32(y).unwrap(), want);
+            }
+        };
+        run(&[&bare[0], &bare[1]]);
+        run(&[&bare[0], &biased, &bare[1]]);
+        run(&[&factored, &bare[1]]);
+    }
 }

@@ -127,7 +127,8 @@ impl<B: Backend> Moe<B> {
             let xe = b.embedding(h, &rows[e])?;
             hook.linear_input(id(0), &xe)?;
             hook.linear_input(id(1), &xe)?;
-            let m = gated(b, act, &x.gate.forward(b, &xe)?, &x.up.forward(b, &xe)?)?;
+            let gu = Linear::forward_all(b, &xe, &[&x.gate, &x.up])?;
+            let m = gated(b, act, &gu[0], &gu[1])?;
             hook.linear_input(id(2), &m)?;
             let y = x.down.forward(b, &m)?;
             outs.push(b.scale_rows(&y, &weights[e])?);

@@ -633,9 +633,9 @@ mod tests {
             } else {
                 vec![]
             };
-            for i in 0..u {
+            for (i, &held) in wa.iter().enumerate() {
                 if gs + i < ge {
-                    assert_eq!(wa[i], gs + i, "buffer a holds group {}", gs + i);
+                    assert_eq!(held, gs + i, "buffer a holds group {}", gs + i);
                     used.push(gs + i);
                 }
             }
@@ -643,9 +643,9 @@ mod tests {
                 if gs + 2 * u < ge {
                     wa = load(gs + 2 * u, &mut loaded);
                 }
-                for i in 0..u {
+                for (i, &held) in wb.iter().enumerate() {
                     if gs + u + i < ge {
-                        assert_eq!(wb[i], gs + u + i, "buffer b holds group {}", gs + u + i);
+                        assert_eq!(held, gs + u + i, "buffer b holds group {}", gs + u + i);
                         used.push(gs + u + i);
                     }
                 }
