@@ -300,7 +300,7 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
             g_idx: None,
         }
     };
-    let codes_of = |q: &QuantizedWeight| -> QuantCodes<'_> {
+    fn codes_of(q: &QuantizedWeight) -> QuantCodes<'_> {
         QuantCodes {
             rows: q.rows,
             cols: q.cols,
@@ -310,7 +310,7 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
             scales: &q.scales,
             zeros: &q.zeros,
         }
-    };
+    }
     let bits_of = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
     let mut cases = Vec::new();
     let mut ok = true;
