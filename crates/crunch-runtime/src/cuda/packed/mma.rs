@@ -213,19 +213,28 @@ impl Cuda {
 }
 
 /// Which kernel multiplies one activation row by int4 g128 weights on the tensor cores
-/// (decision 139). The H200 run of `gpu_packed bench` times them side by side; the default
-/// stays [`Gemv::Reference`] until it has. `CRUNCH_GEMV` sets it for a whole process
-/// ([`Gemv::parse`]: `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// (decision 139). `gpu_packed bench` times them side by side; the default is `wide2+grouped`,
+/// the fastest per token on the H200 (s29: 2.129 ms per 8B-shaped token against the
+/// reference's 2.426). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
+/// `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gemv {
     /// Decision 132's `mma_u4`/`mma_u4m`: 2 groups of codes per register buffer, one launch
     /// per product.
-    #[default]
     Reference,
     /// `mma_u4{,m}_w{2,4}`: `groups` (2 or 4) groups of codes per register buffer; with
     /// `grouped`, products that share their input ([`crate::Backend::linears`]: q/k/v,
     /// gate/up) run as one launch.
     Wide { groups: u8, grouped: bool },
+}
+
+impl Default for Gemv {
+    fn default() -> Self {
+        Gemv::Wide {
+            groups: 2,
+            grouped: true,
+        }
+    }
 }
 
 impl Gemv {
