@@ -25,6 +25,19 @@ pub struct ScoreTiming {
     pub positions: usize,
 }
 
+impl ScoreTiming {
+    /// What was spent since `earlier` (a snapshot of the same running totals).
+    pub fn since(&self, earlier: &ScoreTiming) -> ScoreTiming {
+        ScoreTiming {
+            forward_s: self.forward_s - earlier.forward_s,
+            head_s: self.head_s - earlier.head_s,
+            kl_s: self.kl_s - earlier.kl_s,
+            windows: self.windows - earlier.windows,
+            positions: self.positions - earlier.positions,
+        }
+    }
+}
+
 /// The base model's logits for a set of windows, in chunks of `LOGIT_ROWS` rows.
 pub struct BaseLogits<B: Backend> {
     windows: Vec<Vec<u32>>,

@@ -61,7 +61,6 @@ pub struct FitnessTiming {
 impl FitnessTiming {
     /// `self − earlier`, field by field (what happened between two readings).
     pub fn since(&self, earlier: &FitnessTiming) -> FitnessTiming {
-        let s = (&self.score, &earlier.score);
         FitnessTiming {
             synchronized: self.synchronized,
             dequantize_s: self.dequantize_s - earlier.dequantize_s,
@@ -71,13 +70,7 @@ impl FitnessTiming {
             cache_hits: self.cache_hits - earlier.cache_hits,
             written_in_place: self.written_in_place - earlier.written_in_place,
             scores: self.scores - earlier.scores,
-            score: ScoreTiming {
-                forward_s: s.0.forward_s - s.1.forward_s,
-                head_s: s.0.head_s - s.1.head_s,
-                kl_s: s.0.kl_s - s.1.kl_s,
-                windows: s.0.windows - s.1.windows,
-                positions: s.0.positions - s.1.positions,
-            },
+            score: self.score.since(&earlier.score),
             prepare_s: self.prepare_s - earlier.prepare_s,
             held_base_s: self.held_base_s - earlier.held_base_s,
             // A state, not a count: as it stands.

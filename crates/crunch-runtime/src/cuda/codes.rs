@@ -95,38 +95,29 @@ impl Cuda {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
+        // One launch, the kernel chosen by the weight's storage (f32, or bf16 bits as u16).
+        macro_rules! expand {
+            ($buf:expr, $kernel:expr, $what:literal) => {{
+                let Some(out) = Arc::get_mut($buf).filter(|b| b.len() as i64 == n) else {
+                    return Ok(false);
+                };
+                let mut l = self.stream.launch_builder($kernel);
+                l.arg(&c.words)
+                    .arg(&c.scales)
+                    .arg(&c.zeros)
+                    .arg(out)
+                    .arg(&n)
+                    .arg(&cols)
+                    .arg(&bits)
+                    .arg(&group)
+                    .arg(&n_groups);
+                unsafe { l.launch(cfg) }.map_err(err($what))?;
+            }};
+        }
         match (&mut w.store, self.precision) {
-            (Store::F32(buf), Precision::F32) => {
-                let Some(out) = Arc::get_mut(buf).filter(|b| b.len() as i64 == n) else {
-                    return Ok(false);
-                };
-                let mut l = self.stream.launch_builder(&self.k.codes_to_f32);
-                l.arg(&c.words)
-                    .arg(&c.scales)
-                    .arg(&c.zeros)
-                    .arg(out)
-                    .arg(&n)
-                    .arg(&cols)
-                    .arg(&bits)
-                    .arg(&group)
-                    .arg(&n_groups);
-                unsafe { l.launch(cfg) }.map_err(err("codes to f32"))?;
-            }
+            (Store::F32(buf), Precision::F32) => expand!(buf, &self.k.codes_to_f32, "codes to f32"),
             (Store::Bf16(buf), Precision::Bf16) => {
-                let Some(out) = Arc::get_mut(buf).filter(|b| b.len() as i64 == n) else {
-                    return Ok(false);
-                };
-                let mut l = self.stream.launch_builder(&self.k.codes_to_bf16);
-                l.arg(&c.words)
-                    .arg(&c.scales)
-                    .arg(&c.zeros)
-                    .arg(out)
-                    .arg(&n)
-                    .arg(&cols)
-                    .arg(&bits)
-                    .arg(&group)
-                    .arg(&n_groups);
-                unsafe { l.launch(cfg) }.map_err(err("codes to bf16"))?;
+                expand!(buf, &self.k.codes_to_bf16, "codes to bf16")
             }
             _ => return Ok(false),
         }
