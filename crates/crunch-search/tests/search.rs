@@ -227,6 +227,22 @@ fn fill_uses_the_slack_on_a_tiny_model() {
 /// The swap cache and reused buffers change only the time: the same search with no cache, a
 /// cache small enough to evict, and one that keeps everything reaches the same state, and the
 /// held KL of every configuration is the same to the bit.
+/// A two-generation search from `seeds`, and the held-window KL bits of every seed and of the
+/// chosen configuration: what two fitness paths must agree on to the bit.
+fn searched_held_kls<B: crunch_runtime::Backend>(
+    budget: &Budget,
+    fit: &mut ModelFitness<'_, B>,
+    seeds: &[Vec<u8>],
+) -> (SearchState, Vec<u64>) {
+    let s = search(budget, &params(2), "k", fit, seeds, None, &mut |_| Ok(())).unwrap();
+    let kls = seeds
+        .iter()
+        .chain([s.chosen().to_vec()].iter())
+        .map(|c| fit.held_kl(c).unwrap().to_bits())
+        .collect();
+    (s, kls)
+}
+
 #[test]
 fn the_swap_cache_changes_no_result() {
     let (_d, ckpt, pool) = tiny_with_pool();
@@ -247,21 +263,7 @@ fn the_swap_cache_changes_no_result() {
         let model = ckpt.load(Cpu, |_| {}).unwrap();
         let mut fit = ModelFitness::new(&base, model, &db, &pool, 5).with_swap_cache(cache);
         let seeds = budget.uniform_fits();
-        let s = search(
-            &budget,
-            &params(2),
-            "k",
-            &mut fit,
-            &seeds,
-            None,
-            &mut |_| Ok(()),
-        )
-        .unwrap();
-        let kls: Vec<u64> = seeds
-            .iter()
-            .chain([s.chosen().to_vec()].iter())
-            .map(|c| fit.held_kl(c).unwrap().to_bits())
-            .collect();
+        let (s, kls) = searched_held_kls(&budget, &mut fit, &seeds);
         let t = fit.timing();
         assert!(t.layers_swapped > 0);
         if cache == 0 {
@@ -462,21 +464,7 @@ fn device_variants_change_no_result() {
         } else {
             assert!(dv.reason.as_deref().unwrap().contains("exceed"), "{dv:?}");
         }
-        let s = search(
-            &budget,
-            &params(2),
-            "k",
-            &mut fit,
-            &seeds,
-            None,
-            &mut |_| Ok(()),
-        )
-        .unwrap();
-        let kls: Vec<u64> = seeds
-            .iter()
-            .chain([s.chosen().to_vec()].iter())
-            .map(|c| fit.held_kl(c).unwrap().to_bits())
-            .collect();
+        let (s, kls) = searched_held_kls(&budget, &mut fit, &seeds);
         let t = fit.timing();
         assert_eq!(t.device_variants, kept);
         if kept {
