@@ -98,7 +98,7 @@ impl Cuda {
         // One launch, the kernel chosen by the weight's storage (f32, or bf16 bits as u16).
         macro_rules! expand {
             ($buf:expr, $kernel:expr, $what:literal) => {{
-                let Some(out) = Arc::get_mut($buf).filter(|b| b.len() as i64 == n) else {
+                let Some(out) = $buf.filter(|b| b.len() as i64 == n) else {
                     return Ok(false);
                 };
                 let mut l = self.stream.launch_builder($kernel);
@@ -115,9 +115,13 @@ impl Cuda {
             }};
         }
         match (&mut w.store, self.precision) {
-            (Store::F32(buf), Precision::F32) => expand!(buf, &self.k.codes_to_f32, "codes to f32"),
+            (Store::F32(buf), Precision::F32) => expand!(
+                Arc::get_mut(buf).map(|b| &mut **b),
+                &self.k.codes_to_f32,
+                "codes to f32"
+            ),
             (Store::Bf16(buf), Precision::Bf16) => {
-                expand!(buf, &self.k.codes_to_bf16, "codes to bf16")
+                expand!(Arc::get_mut(buf), &self.k.codes_to_bf16, "codes to bf16")
             }
             _ => return Ok(false),
         }

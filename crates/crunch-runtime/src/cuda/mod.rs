@@ -20,6 +20,7 @@ mod bf16;
 mod codes;
 mod kvdev;
 mod packed;
+mod recycle;
 mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
 pub use codes::CudaCodes;
@@ -198,7 +199,11 @@ impl Cuda {
     }
 
     fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
-        // Every caller overwrites all n elements before reading them.
+        // Every caller overwrites all n elements before reading them (a recycled buffer holds
+        // an earlier tensor's values, recycle.rs).
+        if let Some(b) = recycle::take(self.stream.context().ordinal(), n) {
+            return Ok(b);
+        }
         unsafe { self.stream.alloc::<f32>(n) }.map_err(err("allocating"))
     }
 
@@ -692,7 +697,8 @@ impl Backend for Cuda {
         let Store::F32(buf) = &mut sum.store else {
             return Err(Error("cuda gram: bf16 accumulator".into()));
         };
-        let g = Arc::get_mut(buf).ok_or_else(|| Error("cuda gram: shared accumulator".into()))?;
+        let g: &mut CudaSlice<f32> =
+            Arc::get_mut(buf).ok_or_else(|| Error("cuda gram: shared accumulator".into()))?;
         let xv = x.view("gram")?;
         // Column-major X is Xᵀ [n, rows]: XᵀX = A·Aᵀ with A that view; beta = 1 adds.
         if self.precision == Precision::Bf16 {
@@ -741,7 +747,9 @@ impl Backend for Cuda {
         match (&mut weight.store, self.precision) {
             (Store::F32(buf), Precision::F32) => match Arc::get_mut(buf) {
                 Some(b) if b.len() == data.len() => {
-                    self.stream.memcpy_htod(data, b).map_err(err("upload"))?;
+                    self.stream
+                        .memcpy_htod(data, &mut **b)
+                        .map_err(err("upload"))?;
                     Ok(true)
                 }
                 _ => Ok(false),

@@ -468,7 +468,9 @@ impl Cuda {
         {
             return Ok(None);
         }
-        let y = Arc::new(self.mma_gemv_wide(mk, &xv, &ws, groups)?);
+        let y = Arc::new(super::recycle::F32Buf::new(
+            self.mma_gemv_wide(mk, &xv, &ws, groups)?,
+        ));
         let mut at = 0;
         Ok(Some(
             ws.iter()

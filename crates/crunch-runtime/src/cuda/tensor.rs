@@ -2,13 +2,14 @@
 //! layer's packed codes), so `rows` and `reshape` copy nothing.
 
 use super::packed;
+use super::recycle::F32Buf;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaView};
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub(super) enum Store {
-    F32(Arc<CudaSlice<f32>>),
+    F32(Arc<F32Buf>),
     /// bf16 bit patterns.
     Bf16(Arc<CudaSlice<u16>>),
     /// A linear layer's weights at their compressed size (`packed.rs`).
@@ -91,7 +92,7 @@ impl CudaTensor {
     /// Wraps a whole f32 buffer.
     pub fn from_f32(buf: CudaSlice<f32>, shape: &[usize]) -> Self {
         Self {
-            store: Store::F32(Arc::new(buf)),
+            store: Store::F32(Arc::new(F32Buf::new(buf))),
             offset: 0,
             shape: shape.to_vec(),
         }

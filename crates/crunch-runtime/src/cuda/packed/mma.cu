@@ -186,6 +186,40 @@ __device__ __forceinline__ void mma_group(float (&yv)[MT][2], const uint4 (&w)[M
         }
 }
 
+// Stages x for the one-row kernels: float4 i holds weights 4s..4s+3 (s = i % 8) of chunk
+// i / 8, as (hi, lo) B registers, and Σ(hi + lo) per group of 128 when offsets are stored. A
+// thread's (up to) 8 float4 reads are issued before any is converted, so the staging costs one
+// read latency, not one per 256 float4s (a 14336-wide row: 14 in a row); measured on the H200
+// with bench/gpu/gemv_lab (−6% per 8B block, outputs bit-identical). One warp per group of 128
+// (k/4 is a multiple of 32, so whole warps iterate together and the shuffles are full).
+template <bool HAS_M>
+__device__ __forceinline__ void stage_x(const float* __restrict__ x, uint4* act, float* gsum,
+                                        int P, int k, int bf16, int lane) {
+    const float4* x4 = (const float4*)x;
+    const int K4 = k >> 2;
+    for (int i0 = threadIdx.x; i0 < K4; i0 += 8 * MMA_THREADS) {
+        float4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = i0 + u * MMA_THREADS;
+            v[u] = i < K4 ? x4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = i0 + u * MMA_THREADS;
+            if (i < K4) {  // warp-uniform
+                float s = split_hi_lo(v[u], bf16, act[(i & 7) * P + (i >> 3)]);
+                if (HAS_M) {  // Σx is only read with offsets
+#pragma unroll
+                    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                    if (lane == 0) gsum[i >> 5] = s;
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+
 // U groups per load (U·MT·2 16-byte loads per thread), double-buffered.
 template <bool HAS_M, int MT, int U>
 __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
@@ -221,18 +255,7 @@ __device__ __forceinline__ void mma_gemv(const uint4* __restrict__ codes,
     };
     if (tile < tiles) first_loads(tile);
 
-    // Stage x: float4 i holds weights 4s..4s+3 (s = i % 8) of chunk i / 8; one warp per group
-    // of 128 (k is a multiple of 128, so whole warps iterate together).
-    const float4* x4 = (const float4*)x;
-    for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
-        float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
-        if (HAS_M) {  // Σx is only read with offsets
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0) gsum[i >> 5] = s;
-        }
-    }
-    __syncthreads();
+    stage_x<HAS_M>(x, act, gsum, P, k, bf16, lane);
 
     const uint2* act2 = (const uint2*)act;
     for (; tile < tiles; tile += gridDim.x) {
@@ -346,16 +369,7 @@ __device__ __forceinline__ void mma_gemv_wide(const uint4* c0, const u16* d0, co
     };
     if (tile < tiles) cur = first_loads(tile);
 
-    const float4* x4 = (const float4*)x;
-    for (int i = threadIdx.x; i < (k >> 2); i += MMA_THREADS) {
-        float s = split_hi_lo(x4[i], bf16, act[(i & 7) * P + (i >> 3)]);
-        if (HAS_M) {
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0) gsum[i >> 5] = s;
-        }
-    }
-    __syncthreads();
+    stage_x<HAS_M>(x, act, gsum, P, k, bf16, lane);
 
     const uint2* act2 = (const uint2*)act;
     for (; tile < tiles; tile += gridDim.x) {

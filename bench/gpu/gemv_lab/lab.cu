@@ -1,0 +1,276 @@
+// Batch-1 int4 g128 product lab (issue 17): times crunch's tensor-core one-row kernels
+// (crates/crunch-runtime/src/cuda/packed.cu + packed/mma.cu, included as they are) against
+// candidate changes, per product and as a chain of Llama-3-8B blocks, on random codes.
+// Build and run on the GPU machine: bench/gpu/gemv_lab/run.sh. Prints one JSON line per timing.
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <algorithm>
+#include <vector>
+#include <string>
+#include "../../../crates/crunch-runtime/src/cuda/packed.cu"
+#include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
+
+// ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
+// are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
+// and its writes are visible, so a product's weights stream in while the previous product's
+// last blocks finish. Tiles, split and sums as mma_gemv_wide: outputs bit-identical.
+template <int U>
+__device__ __forceinline__ void lab_wide_pdl(const uint4* c0, const u16* d0, const uint4* c1,
+                                             const u16* d1, const uint4* c2, const u16* d2,
+                                             const float* __restrict__ x, float* __restrict__ y,
+                                             int r0, int r1, int r2, int k, int bf16) {
+    asm volatile("griddepcontrol.launch_dependents;");
+    const int C = k >> 5, G = k >> 7, P = MMA_PLANE(k);
+    uint4* act = mma_smem;
+    float* gsum = (float*)(mma_smem + 8 * P);
+    float* red = gsum + G;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    int tile = blockIdx.x;
+    int row[1][2];
+    uint4 wa[U][1][2];
+    float da[U][1][2], ma[U][1][2];
+    MmaMat cur;
+    auto first_loads = [&](int tl) -> MmaMat {
+        MmaMat s = mma_pick(tl, c0, d0, d0, c1, d1, d1, c2, d2, d2, r0, r1, r2);
+#pragma unroll
+        for (int e = 0; e < 2; e++) row[0][e] = min(s.rows - 1, s.tile * 16 + g + 8 * e);
+        if (gb < ge) mma_load<false, 1, U>(wa, da, ma, s.codes, s.d, s.m, row, gb, G, C, t);
+        return s;
+    };
+    if (tile < tiles) cur = first_loads(tile);
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    stage_x<false>(x, act, gsum, P, k, bf16, lane);
+    const uint2* act2 = (const uint2*)act;
+    for (; tile < tiles; tile += gridDim.x) {
+        float yv[1][2] = {{0.0f, 0.0f}};
+        double_buffered<false, 1, U>(
+            wa, da, ma, cur.codes, cur.d, cur.m, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[1][2], const float(&d)[1][2], const float(&m)[1][2], int grp) {
+                mma_group<false, 1>(yv, w, d, m, act2, gsum, P, grp, g, t);
+            });
+        const MmaMat done = cur;
+        if (tile + (int)gridDim.x < tiles) cur = first_loads(tile + gridDim.x);
+        if (t == 0) {
+            red[warp * 16 + g] = yv[0][0];
+            red[warp * 16 + g + 8] = yv[0][1];
+        }
+        __syncthreads();
+        if (threadIdx.x < 16) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp * 16 + threadIdx.x];
+            const int r = done.tile * 16 + threadIdx.x;
+            if (r < done.rows) y[done.ybase + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 3)
+    lab_w2_pdl(const uint4* c0, const u16* d0, const u16* m0, const uint4* c1, const u16* d1,
+               const u16* m1, const uint4* c2, const u16* d2, const u16* m2, const float* x,
+               float* y, int r0, int r1, int r2, int k, int bf16) {
+    lab_wide_pdl<2>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16);
+}
+
+typedef void (*WideFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*,
+                       const u16*, const uint4*, const u16*, const u16*, const float*, float*,
+                       int, int, int, int, int);
+
+#define CK(x)                                                                                   \
+    do {                                                                                        \
+        cudaError_t e = (x);                                                                    \
+        if (e != cudaSuccess) {                                                                 \
+            fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));           \
+            exit(1);                                                                            \
+        }                                                                                       \
+    } while (0)
+
+struct Mat {
+    uint4* codes;
+    u16* d;
+    int rows, k;
+};
+static Mat make_mat(int rows, int k, unsigned seed) {
+    Mat m{nullptr, nullptr, rows, k};
+    size_t cb = (size_t)rows * k / 2, db = (size_t)rows * (k / 128) * 2;
+    CK(cudaMalloc(&m.codes, cb));
+    CK(cudaMalloc(&m.d, db));
+    std::vector<unsigned> h(cb / 4);
+    for (auto& v : h) v = (seed = seed * 1664525u + 1013904223u);
+    CK(cudaMemcpy(m.codes, h.data(), cb, cudaMemcpyHostToDevice));
+    std::vector<u16> hd(db / 2, 0x1400);
+    CK(cudaMemcpy(m.d, hd.data(), db, cudaMemcpyHostToDevice));
+    return m;
+}
+
+struct Product {
+    const char* name;
+    std::vector<Mat> mats;  // 1–3 of width k
+    int k;
+    size_t bytes() const {
+        size_t b = 0;
+        for (auto& m : mats) b += (size_t)m.rows * k / 2 + (size_t)m.rows * (k / 128) * 2;
+        return b;
+    }
+};
+
+static int sms;
+static void launch(WideFn f, int per_sm, const Product& p, const float* x, float* y, bool pdl,
+                   cudaStream_t st, int ring) {
+    int r[3] = {0, 0, 0}, tiles = 0;
+    for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
+    const Mat& a = p.mats[0];
+    const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+    const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
+    int smem = 8 * (p.k / 32 + 1) * 16 + p.k / 128 * 4 + 8 * 16 * 4 + ring * 8 * 1088;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(std::min(tiles, per_sm * sms));
+    cfg.blockDim = dim3(256);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    int bf16 = 0;
+    CK(cudaLaunchKernelEx(&cfg, f, (const uint4*)a.codes, (const u16*)a.d, (const u16*)a.d,
+                          (const uint4*)b.codes, (const u16*)b.d, (const u16*)b.d,
+                          (const uint4*)c.codes, (const u16*)c.d, (const u16*)c.d, x, y, r[0],
+                          r[1], r[2], p.k, bf16));
+}
+
+int main(int argc, char** argv) {
+    int layers = argc > 1 ? atoi(argv[1]) : 8;
+    int repeats = argc > 2 ? atoi(argv[2]) : 10;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    sms = prop.multiProcessorCount;
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    // Streaming read bandwidth (the crunch bench's reference): the xor kernel over 4 GiB.
+    // Here: cudaMemcpy device→device halves it; use a simple read kernel instead.
+    std::vector<std::vector<Product>> blocks(layers);
+    unsigned seed = 1;
+    for (int l = 0; l < layers; l++) {
+        blocks[l].push_back({"q+k+v", {make_mat(4096, 4096, seed++), make_mat(1024, 4096, seed++),
+                                       make_mat(1024, 4096, seed++)}, 4096});
+        blocks[l].push_back({"o", {make_mat(4096, 4096, seed++)}, 4096});
+        blocks[l].push_back({"gate+up", {make_mat(14336, 4096, seed++), make_mat(14336, 4096, seed++)}, 4096});
+        blocks[l].push_back({"down", {make_mat(4096, 14336, seed++)}, 14336});
+    }
+    float *x, *y;
+    CK(cudaMalloc(&x, 14336 * 4 * 4));
+    CK(cudaMalloc(&y, 28672 * 4 * 4));
+    {
+        std::vector<float> hx(14336 * 4);
+        for (size_t i = 0; i < hx.size(); i++) hx[i] = ((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+        CK(cudaMemcpy(x, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
+    }
+    {  // streaming read bandwidth as crunch's read_bandwidth measures it (4 GiB, sms·8 blocks)
+        size_t n = (4ull << 30) / 16;
+        uint4* buf;
+        u32* out;
+        CK(cudaMalloc(&buf, n * 16));
+        CK(cudaMalloc(&out, 4));
+        CK(cudaMemset(buf, 1, n * 16));
+        cudaEvent_t a, b;
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+        float best = 1e30f;
+        for (int i = 0; i < 10; i++) {
+            CK(cudaEventRecord(a, st));
+            stream_read<<<sms * 8, 256, 0, st>>>(buf, (long long)n, out);
+            CK(cudaEventRecord(b, st));
+            CK(cudaEventSynchronize(b));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, a, b));
+            if (ms < best) best = ms;
+        }
+        printf("{\"what\":\"hbm_read\",\"gb_per_s\":%.0f,\"device\":\"%s\"}\n", n * 16 / (best * 1e-3) / 1e9, prop.name);
+        CK(cudaFree(buf));
+    }
+    struct K { const char* name; WideFn f; bool pdl; int ring = 0; int alloc = 0; };  // ring: unused (0)
+    std::vector<K> ks = {
+        {"mma_u4_w2", (WideFn)mma_u4_w2, false},
+        {"mma_u4_w4", (WideFn)mma_u4_w4, false},
+        {"mma_u4_w2+alloc", (WideFn)mma_u4_w2, false, 0, 1},
+        {"lab_w2_pdl", (WideFn)lab_w2_pdl, true},
+    };
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    size_t per_layer = 0;
+    for (auto& p : blocks[0]) per_layer += p.bytes();
+    for (auto& kk : ks) {
+        int smax = 8 * (14336 / 32 + 1) * 16 + 14336 / 128 * 4 + 512 + kk.ring * 8 * 1088;
+        CK(cudaFuncSetAttribute(kk.f, cudaFuncAttributeMaxDynamicSharedMemorySize, smax));
+        auto run = [&](int which) {  // which: -1 all products, else product index
+            float best = 1e30f;
+            for (int rep = 0; rep < repeats + 1; rep++) {
+                spin<<<1, 1, 0, st>>>(20000000);
+                CK(cudaEventRecord(e0, st));
+                for (int l = 0; l < layers; l++)
+                    for (int pi = 0; pi < 4; pi++) {
+                        if (which >= 0 && pi != which) continue;
+                        const Product& p = blocks[l][pi];
+                        int smem = 8 * (p.k / 32 + 1) * 16 + p.k / 128 * 4 + 8 * 16 * 4 + kk.ring * 8 * 1088;
+                        int per_sm = 0;
+                        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, smem));
+                        if (kk.alloc) {  // as crunch's runtime: a stream-ordered output per product
+                            float* yy;
+                            CK(cudaMallocAsync(&yy, 28672 * 4, st));
+                            launch(kk.f, std::max(per_sm, 1), p, x, yy, kk.pdl, st, kk.ring);
+                            CK(cudaFreeAsync(yy, st));
+                        } else {
+                            launch(kk.f, std::max(per_sm, 1), p, x, y, kk.pdl, st, kk.ring);
+                        }
+                    }
+                CK(cudaEventRecord(e1, st));
+                CK(cudaEventSynchronize(e1));
+                float ms;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (rep > 0 && ms < best) best = ms;
+            }
+            return best / layers;  // ms per layer (per product when which >= 0)
+        };
+        float layer_ms = run(-1);
+        printf("{\"kernel\":\"%s\",\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"token_ms\":%.3f}\n",
+               kk.name, layer_ms * 1e3, per_layer / (layer_ms * 1e-3) / 1e9, layer_ms * 32);
+        for (int pi = 0; pi < 4; pi++) {
+            float ms = run(pi);
+            size_t b = blocks[0][pi].bytes();
+            printf("{\"kernel\":\"%s\",\"what\":\"%s\",\"us\":%.2f,\"gb_per_s\":%.0f}\n", kk.name,
+                   blocks[0][pi].name, ms * 1e3, b / (ms * 1e-3) / 1e9);
+        }
+        // Outputs of layer 0's products against the first kernel's (mma_u4_w2): the candidates
+        // keep its tiles, split and sums, so they must be bit-identical.
+        static std::vector<std::vector<float>> ref;
+        double maxdiff = 0;
+        for (int pi = 0; pi < 4; pi++) {
+            const Product& p = blocks[0][pi];
+            int rows = 0;
+            for (auto& m : p.mats) rows += m.rows;
+            CK(cudaMemset(y, 0, rows * 4));
+            int smem = 8 * (p.k / 32 + 1) * 16 + p.k / 128 * 4 + 8 * 16 * 4 + kk.ring * 8 * 1088;
+            int per_sm = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, smem));
+            launch(kk.f, std::max(per_sm, 1), p, x, y, false, st, kk.ring);
+            std::vector<float> h(rows);
+            CK(cudaMemcpy(h.data(), y, rows * 4, cudaMemcpyDeviceToHost));
+            if (ref.size() < 4) ref.push_back(h);
+            else for (int i = 0; i < rows; i++) maxdiff = std::max(maxdiff, (double)fabsf(h[i] - ref[pi][i]));
+        }
+        printf("{\"kernel\":\"%s\",\"what\":\"max_abs_diff_vs_mma_u4_w2\",\"value\":%g}\n", kk.name, maxdiff);
+        fflush(stdout);
+    }
+    return 0;
+}
