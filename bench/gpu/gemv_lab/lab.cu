@@ -80,6 +80,106 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 3)
     lab_wide_pdl<2>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16);
 }
 
+// ---- candidate: a tile-major code layout. Each (16-row tile, group of 128) is 1 KB stored in
+// the order the warp reads it (load e of lane l at uint4 64·(tile·G + group) + 32e + l), so
+// each load instruction is 512 contiguous bytes (4 whole 128-byte lines) instead of 8 rows'
+// 64-byte halves; scales [tile][group][16]. Timing only (the codes are random either way).
+template <int U>
+__device__ __forceinline__ void tm_load(uint4 (&w)[U][1][2], float (&d)[U][1][2],
+                                        const uint4* __restrict__ codes,
+                                        const u16* __restrict__ dsc, int tile, int gs, int G,
+                                        int lane, int g) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int gg = min(gs + u, G - 1);
+        const size_t base = (size_t)tile * G + gg;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            w[u][0][e] = load_codes(codes + base * 64 + 32 * e + lane);
+            d[u][0][e] = f16_to_f32(__ldg(dsc + base * 16 + g + 8 * e));
+        }
+    }
+}
+
+template <int U>
+__device__ __forceinline__ void lab_tm(const uint4* c0, const u16* d0, const uint4* c1,
+                                       const u16* d1, const uint4* c2, const u16* d2,
+                                       const float* __restrict__ x, float* __restrict__ y,
+                                       int r0, int r1, int r2, int k, int bf16) {
+    const int G = k >> 7, P = MMA_PLANE(k);
+    uint4* act = mma_smem;
+    float* gsum = (float*)(mma_smem + 8 * P);
+    float* red = gsum + G;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    int tile = blockIdx.x;
+    uint4 wa[U][1][2], wb[U][1][2];
+    float da[U][1][2], db[U][1][2], m[1][2] = {{0.f, 0.f}};
+    MmaMat cur;
+    if (tile < tiles) {
+        cur = mma_pick(tile, c0, d0, d0, c1, d1, d1, c2, d2, d2, r0, r1, r2);
+        if (gb < ge) tm_load<U>(wa, da, cur.codes, cur.d, cur.tile, gb, G, lane, g);
+    }
+    stage_x<false>(x, act, gsum, P, k, bf16, lane);
+    const uint2* act2 = (const uint2*)act;
+    for (; tile < tiles; tile += gridDim.x) {
+        float yv[1][2] = {{0.0f, 0.0f}};
+        for (int gs = gb; gs < ge; gs += 2 * U) {
+            if (gs + U < ge) tm_load<U>(wb, db, cur.codes, cur.d, cur.tile, gs + U, G, lane, g);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (gs + u < ge) mma_group<false, 1>(yv, wa[u], da[u], m, act2, gsum, P, gs + u, g, t);
+            if (gs + U < ge) {
+                if (gs + 2 * U < ge) tm_load<U>(wa, da, cur.codes, cur.d, cur.tile, gs + 2 * U, G, lane, g);
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    if (gs + U + u < ge)
+                        mma_group<false, 1>(yv, wb[u], db[u], m, act2, gsum, P, gs + U + u, g, t);
+            }
+        }
+        const MmaMat done = cur;
+        if (tile + (int)gridDim.x < tiles) {
+            cur = mma_pick(tile + gridDim.x, c0, d0, d0, c1, d1, d1, c2, d2, d2, r0, r1, r2);
+            if (gb < ge) tm_load<U>(wa, da, cur.codes, cur.d, cur.tile, gb, G, lane, g);
+        }
+        if (t == 0) {
+            red[warp * 16 + g] = yv[0][0];
+            red[warp * 16 + g + 8] = yv[0][1];
+        }
+        __syncthreads();
+        if (threadIdx.x < 16) {
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp * 16 + threadIdx.x];
+            const int r = done.tile * 16 + threadIdx.x;
+            if (r < done.rows) y[done.ybase + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define LAB_TM(name, U, BLOCKS)                                                                \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS, BLOCKS)                          \
+        name(const uint4* c0, const u16* d0, const u16* m0, const uint4* c1, const u16* d1,    \
+             const u16* m1, const uint4* c2, const u16* d2, const u16* m2, const float* x,     \
+             float* y, int r0, int r1, int r2, int k, int bf16) {                              \
+        lab_tm<U>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16);                          \
+    }
+LAB_TM(lab_tm2, 2, 3)
+LAB_TM(lab_tm2b2, 2, 2)
+LAB_TM(lab_tm4, 4, 2)
+
+MMA_GEMM_WIDE_KERNEL(lab_g4_b2, false, 2, 2)
+
+typedef void (*GemmFn)(const uint4*, const u16*, const u16*, const uint2*, const float*, float*,
+                       int, int, int);
+typedef void (*GWideFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*,
+                        const u16*, const uint4*, const u16*, const u16*, const uint2*,
+                        const float*, float*, int, int, int, int, int);
+
 typedef void (*WideFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*,
                        const u16*, const uint4*, const u16*, const u16*, const float*, float*,
                        int, int, int, int, int);
@@ -204,6 +304,9 @@ int main(int argc, char** argv) {
         {"mma_u4_w4", (WideFn)mma_u4_w4, false},
         {"mma_u4_w2+alloc", (WideFn)mma_u4_w2, false, 0, 1},
         {"lab_w2_pdl", (WideFn)lab_w2_pdl, true},
+        {"lab_tm2", (WideFn)lab_tm2, false},
+        {"lab_tm2b2", (WideFn)lab_tm2b2, false},
+        {"lab_tm4", (WideFn)lab_tm4, false},
     };
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
@@ -271,6 +374,91 @@ int main(int argc, char** argv) {
         }
         printf("{\"kernel\":\"%s\",\"what\":\"max_abs_diff_vs_mma_u4_w2\",\"value\":%g}\n", kk.name, maxdiff);
         fflush(stdout);
+    }
+    // ---- 2–4 rows: decision 132's per-matrix mma_u4_n1 (one split per matrix, as the runtime
+    // runs it) against the grouped mma_u4_g4 (one split per product).
+    {
+        uint2* frag;
+        float* gs;
+        CK(cudaMalloc(&frag, 4 * 14336 * 4));
+        CK(cudaMalloc(&gs, 4 * 112 * 4));
+        for (int n : {2, 4}) {
+            struct G { const char* name; int kind; void* f; int blocks_hint; };
+            std::vector<G> gk = {{"mma_u4_n1", 0, (void*)mma_u4_n1, 0},
+                                 {"mma_u4_g4", 1, (void*)mma_u4_g4, 0},
+                                 {"lab_g4_b2", 1, (void*)lab_g4_b2, 0}};
+            for (auto& kk : gk) {
+                auto split = [&](int k) {
+                    mma_split_acts<<<(n * k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, k, 0);
+                };
+                auto run = [&](int which) {
+                    float best = 1e30f;
+                    for (int rep = 0; rep < repeats + 1; rep++) {
+                        spin<<<1, 1, 0, st>>>(20000000);
+                        CK(cudaEventRecord(e0, st));
+                        for (int l = 0; l < layers; l++)
+                            for (int pi = 0; pi < 4; pi++) {
+                                if (which >= 0 && pi != which) continue;
+                                const Product& p = blocks[l][pi];
+                                int per_sm = 0;
+                                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, 0));
+                                per_sm = std::max(per_sm, 1);
+                                if (kk.kind == 0) {
+                                    for (auto& m : p.mats) {
+                                        split(p.k);
+                                        int items = (m.rows + 15) / 16;
+                                        ((GemmFn)kk.f)<<<std::min(items, per_sm * sms), 256, 0, st>>>(
+                                            m.codes, m.d, m.d, frag, gs, y, m.rows, p.k, n);
+                                    }
+                                } else {
+                                    split(p.k);
+                                    int r[3] = {0, 0, 0}, tiles = 0;
+                                    for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
+                                    const Mat& a = p.mats[0];
+                                    const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+                                    const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
+                                    ((GWideFn)kk.f)<<<std::min(tiles, per_sm * sms), 256, 0, st>>>(
+                                        a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d, frag, gs, y,
+                                        r[0], r[1], r[2], p.k, n);
+                                }
+                            }
+                        CK(cudaEventRecord(e1, st));
+                        CK(cudaEventSynchronize(e1));
+                        float ms;
+                        CK(cudaEventElapsedTime(&ms, e0, e1));
+                        if (rep > 0 && ms < best) best = ms;
+                    }
+                    return best / layers;
+                };
+                float layer_ms = run(-1);
+                printf("{\"kernel\":\"%s\",\"n\":%d,\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"token_ms\":%.3f,\"tokens_per_s\":%.0f}\n",
+                       kk.name, n, layer_ms * 1e3, per_layer / (layer_ms * 1e-3) / 1e9, layer_ms * 32, n / (layer_ms * 32e-3));
+                for (int pi = 0; pi < 4; pi++) {
+                    float ms = run(pi);
+                    printf("{\"kernel\":\"%s\",\"n\":%d,\"what\":\"%s\",\"us\":%.2f}\n", kk.name, n, blocks[0][pi].name, ms * 1e3);
+                }
+                fflush(stdout);
+            }
+        }
+        // Outputs: mma_u4_g4 against mma_u4_n1 on layer 0's q+k+v at n = 3 (same B, same codes;
+        // n1's per-matrix outputs are laid out [n][rows_j] back to back as g4 writes them).
+        int n = 3;
+        const Product& p = blocks[0][0];
+        mma_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, p.k, 0);
+        int total = 6144;
+        std::vector<float> a(n * total), b(n * total);
+        size_t off = 0;
+        for (auto& m : p.mats) {
+            mma_u4_n1<<<132, 256, 0, st>>>(m.codes, m.d, m.d, frag, gs, y + off, m.rows, p.k, n);
+            off += (size_t)n * m.rows;
+        }
+        CK(cudaMemcpy(a.data(), y, a.size() * 4, cudaMemcpyDeviceToHost));
+        mma_u4_g4<<<396, 256, 0, st>>>(p.mats[0].codes, p.mats[0].d, p.mats[0].d, p.mats[1].codes, p.mats[1].d, p.mats[1].d,
+                                      p.mats[2].codes, p.mats[2].d, p.mats[2].d, frag, gs, y, 4096, 1024, 1024, p.k, n);
+        CK(cudaMemcpy(b.data(), y, b.size() * 4, cudaMemcpyDeviceToHost));
+        double md = 0;
+        for (size_t i = 0; i < a.size(); i++) md = std::max(md, (double)fabsf(a[i] - b[i]));
+        printf("{\"what\":\"g4_vs_n1_max_abs_diff\",\"n\":3,\"value\":%g}\n", md);
     }
     return 0;
 }

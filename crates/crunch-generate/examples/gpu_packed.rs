@@ -27,7 +27,9 @@
 //!       kernels (`int4_g128`), decision 139's one-row variants on the same weights
 //!       (`int4_g128_wide2`, `_wide4`, `_wide2+grouped`, `_wide4+grouped`: 2 or 4 groups of
 //!       codes per register buffer; `+grouped`: q/k/v and gate/up as one launch each, so 4
-//!       launches per block at one row — the pass issues the products as the model does,
+//!       launches per block at 1–16 rows (decision 144 at 2–16, after one split of each
+//!       input; every `wide*` variant takes 2–16 rows with that kernel) — the pass issues the
+//!       products as the model does,
 //!       through `Backend::linears`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
 //!       cuBLAS bf16 on the same shapes; at 1 and 16 rows also each product alone (its
 //!       --layers copies back to back: µs and GB/s per product); markdown tables of the
@@ -364,7 +366,7 @@ fn check(args: &Args) -> Result<()> {
                         .map(|w| gpu.upload_packed(w.clone()))
                         .collect::<Result<_, _>>()?;
                     let refs: Vec<_> = wts.iter().collect();
-                    for n in [1usize, 3] {
+                    for n in [1usize, 3, 7, 12] {
                         let mut rng = Rng(seed * 1000 + n as u64);
                         let mut x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
                         if bf16 {
@@ -624,8 +626,9 @@ fn bench(args: &Args) -> Result<()> {
         ),
         String::new(),
         "Per token = 32 blocks of what the runtime launches for one block: q/k/v and gate/up \
-         through `Backend::linears` (one launch each with a `+grouped` variant at batch 1: 4 \
-         launches per block; otherwise 7)."
+         through `Backend::linears` (one launch each with a `+grouped` variant at 1–16 rows: 4 \
+         launches per block; otherwise 7; at 2–32 rows each launch also splits its input \
+         first)."
             .into(),
         String::new(),
         "| batch | kernels | launches / block | ms / token | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
@@ -668,7 +671,14 @@ fn bench(args: &Args) -> Result<()> {
                 ("gate+up", &[4, 5]),
                 ("down", &[6]),
             ];
-            let launches = if gpu.gemv().grouped() && n == 1 { 4 } else { 7 };
+            // Only the int4 g128 tensor-core variants group products (dp4a, cuBLAS and the
+            // K-quant kernels run one launch per matrix whatever the backend's variant).
+            let tensor_core = kind.starts_with("int4_g128") && kind != "int4_g128_dp4a";
+            let launches = if tensor_core && gpu.gemv().grouped() && n <= 16 {
+                4
+            } else {
+                7
+            };
             let pass = || -> crunch_runtime::Result<()> {
                 for l in 0..layers {
                     for (_, ids) in &products {

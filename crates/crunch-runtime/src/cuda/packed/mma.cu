@@ -578,4 +578,92 @@ MMA_GEMM_KERNEL(mma_u4m_n2, true, 1, 2, 2)
 MMA_GEMM_KERNEL(mma_u4m_n4, true, 2, 4, 1)
 MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 
+// ---- 2–16 activation rows, grouped (decision 144) --------------------------------------------
+// mma_gemv_wide's tiles (up to 3 matrices of one width, numbered one after the other), split of
+// the groups over the 8 warps and fixed-order sums, with the B registers of up to 4·NT rows
+// read from mma_split_acts's buffer as gemm_group reads them (n-tile i: the mma's 8 columns
+// are rows 4i..4i+3's hi and lo). Each thread's dequantized codes serve all NT n-tiles, so up
+// to 4·NT rows cost one pass over the codes (at one row the wide kernel leaves 6 of the 8
+// columns unused). y holds each matrix's [n][rows_j] output back to back (matrix j's at
+// n·(r0 + … + r(j−1))).
+template <bool HAS_M, int NT, int U>
+__device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, const u16* m0,
+                                              const uint4* c1, const u16* d1, const u16* m1,
+                                              const uint4* c2, const u16* d2, const u16* m2,
+                                              const uint2* __restrict__ frag,
+                                              const float* __restrict__ gsum,
+                                              float* __restrict__ y, int r0, int r1, int r2,
+                                              int k, int n) {
+    __shared__ float red[MMA_WARPS][4 * NT * 16];
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    const int ntiles = (n + 3) >> 2;
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    int tile = blockIdx.x;
+    int row[1][2];
+    uint4 wa[U][1][2];
+    float da[U][1][2], ma[U][1][2];
+    MmaMat cur;
+    auto first_loads = [&](int tl) -> MmaMat {
+        MmaMat s = mma_pick(tl, c0, d0, m0, c1, d1, m1, c2, d2, m2, r0, r1, r2);
+#pragma unroll
+        for (int e = 0; e < 2; e++) row[0][e] = min(s.rows - 1, s.tile * 16 + g + 8 * e);
+        if (gb < ge) mma_load<HAS_M, 1, U>(wa, da, ma, s.codes, s.d, s.m, row, gb, G, C, t);
+        return s;
+    };
+    if (tile < tiles) cur = first_loads(tile);
+    for (; tile < tiles; tile += gridDim.x) {
+        // yv[0][nt][e]: weight row g + 8e of the tile, activation row 4·nt + t.
+        float yv[1][NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) yv[0][nt][0] = yv[0][nt][1] = 0.0f;
+        double_buffered<HAS_M, 1, U>(
+            wa, da, ma, cur.codes, cur.d, cur.m, row, gb, ge, G, C, t,
+            [&](const uint4(&w)[1][2], const float(&d)[1][2], const float(&m)[1][2], int grp) {
+                gemm_group<HAS_M, 1, NT>(yv, w, d, m, frag, gsum, mask, 0, ntiles, n, C, G, grp,
+                                         g, t);
+            });
+        const MmaMat done = cur;
+        if (tile + (int)gridDim.x < tiles) cur = first_loads(tile + gridDim.x);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            red[warp][(4 * nt + t) * 16 + g] = yv[0][nt][0];
+            red[warp][(4 * nt + t) * 16 + g + 8] = yv[0][nt][1];
+        }
+        __syncthreads();
+        for (int o = threadIdx.x; o < 4 * NT * 16; o += MMA_THREADS) {
+            const int j = o >> 4, r = done.tile * 16 + (o & 15);
+            float s = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][o];
+            if (j < n && r < done.rows) y[(size_t)n * done.ybase + (size_t)j * done.rows + r] = s;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_GEMM_WIDE_KERNEL(name, HAS_M, NT, U, BLOCKS)                                        \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS, BLOCKS)                           \
+        name(const uint4* c0, const u16* d0, const u16* m0, const uint4* c1, const u16* d1,     \
+             const u16* m1, const uint4* c2, const u16* d2, const u16* m2, const uint2* frag,   \
+             const float* gsum, float* y, int r0, int r1, int r2, int k, int n) {               \
+        mma_gemm_wide<HAS_M, NT, U>(c0, d0, m0, c1, d1, m1, c2, d2, m2, frag, gsum, y, r0, r1, \
+                                    r2, k, n);                                                  \
+    }
+
+// Up to 4, 8 and 16 rows. Blocks per SM asked of ptxas from NVRTC 13.2's ptxas -v for sm_90
+// (no spills): 4 rows symmetric 2 (3 spills 84 bytes; 2 measured 1% faster in
+// bench/gpu/gemv_lab), the others what they need.
+MMA_GEMM_WIDE_KERNEL(mma_u4_g4, false, 1, 2, 2)
+MMA_GEMM_WIDE_KERNEL(mma_u4m_g4, true, 1, 2, 1)
+MMA_GEMM_WIDE_KERNEL(mma_u4_g8, false, 2, 2, 2)
+MMA_GEMM_WIDE_KERNEL(mma_u4m_g8, true, 2, 2, 1)
+MMA_GEMM_WIDE_KERNEL(mma_u4_g16, false, 4, 2, 1)
+MMA_GEMM_WIDE_KERNEL(mma_u4m_g16, true, 4, 2, 1)
+
 #endif  // __CUDA_ARCH__ >= 800

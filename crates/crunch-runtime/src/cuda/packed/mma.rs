@@ -17,6 +17,8 @@ const THREADS: u32 = 256;
 const WARPS: usize = 8;
 
 /// The compiled tensor-core kernels, on devices that have them (sm_80+).
+mod grouped;
+
 pub(super) struct MmaKernels {
     /// One row: `[symmetric, with offsets]`.
     f: [CudaFunction; 2],
@@ -27,6 +29,9 @@ pub(super) struct MmaKernels {
     /// One row, decision 139's variants: `[2, 4 groups per buffer]` × `[symmetric, with
     /// offsets]`, 1–3 matrices per launch.
     wide: [[CudaFunction; 2]; 2],
+    /// 2–16 rows, 1–3 matrices per launch (decision 144): `[≤ 4, ≤ 8, ≤ 16 rows]` ×
+    /// `[symmetric, with offsets]`.
+    grouped: [[CudaFunction; 2]; 3],
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -94,6 +99,11 @@ impl MmaKernels {
             gemm: [set("mma_u4")?, set("mma_u4m")?],
             split: f("mma_split_acts")?,
             wide,
+            grouped: [
+                [f("mma_u4_g4")?, f("mma_u4m_g4")?],
+                [f("mma_u4_g8")?, f("mma_u4m_g8")?],
+                [f("mma_u4_g16")?, f("mma_u4m_g16")?],
+            ],
             smem_max,
             sms: sms as usize,
         }))
@@ -113,6 +123,10 @@ impl MmaKernels {
 /// Most activation rows the tensor-core kernels take (issue 17's batch range); more go to the
 /// dp4a kernels.
 const MAX_ROWS: usize = 32;
+
+/// Most activation rows `mma_gemm_wide` takes (4 per n-tile of the mma: its 8 columns are 4
+/// rows' hi and lo; kernels for 1, 2 and 4 n-tiles).
+pub(super) const GROUPED_ROWS: usize = 16;
 
 impl Cuda {
     /// `y [n, rows] = x [n, cols] · Wᵀ` on the tensor cores, or `Ok(None)` when they do not
@@ -164,26 +178,14 @@ impl Cuda {
             unsafe { l.launch(cfg) }.map_err(err("packed product (mma)"))?;
             return Ok(Some(y));
         }
+        if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. }) {
+            return self.mma_gemm_grouped(mk, &xv, &[w], n).map(Some);
+        }
         // hi/lo B registers of every row, [⌈n/4⌉][8][cols/32][8] pairs, and Σx per group.
         let ntiles = n.div_ceil(4);
         // SAFETY: mma_split_acts writes every pair of the n rows and every group sum; the
         // padding rows' pairs are multiplied into mma columns that are never read.
-        let mut frag =
-            unsafe { self.stream.alloc::<u32>(ntiles * 4 * cols) }.map_err(err("allocating"))?;
-        let mut gsum = self.alloc(n * (cols / 128))?;
-        let mut l = self.stream.launch_builder(&mk.split);
-        l.arg(&xv)
-            .arg(&mut frag)
-            .arg(&mut gsum)
-            .arg(&n_i)
-            .arg(&cols_i)
-            .arg(&bf16);
-        let cfg = LaunchConfig {
-            grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        unsafe { l.launch(cfg) }.map_err(err("split activations"))?;
+        let (frag, gsum) = self.split_acts(mk, &xv, n, cols)?;
         // (kernel, n-tiles per pass, tiles of 16 rows per block)
         // Two tiles per block when that still gives every SM two blocks (fewer B reads per
         // weight), else one (more codes in flight).
@@ -466,7 +468,7 @@ mod tests {
     }
 
     /// [`emulate`] for the tiles of 16 weight rows in `tiles` only (other rows stay 0).
-    fn emulate_tiles(
+    pub(super) fn emulate_tiles(
         r: &Repacked,
         x: &[f32],
         n: usize,
@@ -666,7 +668,7 @@ mod tests {
 
     /// `mma_pick`: the matrix, its tile and the index of its row 0 in y for global tile `tile`
     /// of matrices of `rows` rows.
-    fn pick(tile: usize, rows: &[usize; 3]) -> (usize, usize, usize) {
+    pub(super) fn pick(tile: usize, rows: &[usize; 3]) -> (usize, usize, usize) {
         let t0 = rows[0].div_ceil(16);
         let t1 = t0 + rows[1].div_ceil(16);
         if tile < t0 {
