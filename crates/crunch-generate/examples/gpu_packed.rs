@@ -56,6 +56,8 @@ use half::f16;
 use rayon::prelude::*;
 use serde_json::json;
 
+#[path = "gpu/bench.rs"]
+mod bench;
 #[path = "gpu/engine.rs"]
 mod engine;
 #[path = "gpu/kvdev.rs"]
@@ -88,7 +90,7 @@ fn main() -> Result<()> {
     let args = Args(std::env::args().skip(1).collect());
     match args.0.first().map(String::as_str) {
         Some("check") => check(&args),
-        Some("bench") => bench(&args),
+        Some("bench") => bench::bench(&args),
         Some("truncate") => truncate(&args),
         Some("kvfit") => kvfit::kvfit(&args),
         _ => bail!(
@@ -531,252 +533,6 @@ fn greedy<B: Backend>(
     Ok((out, logits))
 }
 
-/// Llama-3-8B's linear layers: (name, rows, cols, which input they read).
-const SHAPES: [(&str, usize, usize, usize); 7] = [
-    ("q", 4096, 4096, 0),
-    ("k", 1024, 4096, 0),
-    ("v", 1024, 4096, 0),
-    ("o", 4096, 4096, 1),
-    ("gate", 14336, 4096, 2),
-    ("up", 14336, 4096, 2),
-    ("down", 4096, 14336, 3),
-];
-const MODEL_LAYERS: usize = 32;
-
-fn bench(args: &Args) -> Result<()> {
-    let layers = args.num("--layers", 4)?;
-    let repeats = args.num("--repeats", 20)?;
-    let int4 = Cuda::new(0)?.with_packed_weights()?;
-    let dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
-    let bf16 = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
-    let name = int4.device_name().to_string();
-    let hbm = int4.read_bandwidth(4 << 30, 10)?;
-    println!(
-        "{}",
-        json!({"bench": "hbm_read", "device": name, "bytes": 4u64 << 30, "gb_per_s": hbm / 1e9,
-               "tensor_core_kernels": tensor_cores(&int4),
-               "gemv_from_environment": int4.gemv().name()})
-    );
-    // One host matrix per shape, uploaded `layers` times (distinct device buffers).
-    let mut w_int4 = Vec::new();
-    let mut w_dp4a = Vec::new();
-    let mut w_bf16 = Vec::new();
-    // GGUF Q4_K and Q6_K (decision 140): every product of the layer in that type, as a
-    // Q4_K_S / Q6_K file holds them (a Q4_K_M file mixes the two).
-    let mut w_q4k = Vec::new();
-    let mut w_q6k = Vec::new();
-    let (mut bytes_int4, mut bytes_q4k, mut bytes_q6k) = (0usize, 0usize, 0usize);
-    for (i, &(_, rows, cols, _)) in SHAPES.iter().enumerate() {
-        let w = random_blocks(DType::Q4_0, rows, cols, 4, 100 + i as u64);
-        let dense: Vec<f32> = w.dequantize();
-        let wq4k = random_kblocks(DType::Q4K, rows, cols, 200 + i as u64);
-        let wq6k = random_kblocks(DType::Q6K, rows, cols, 300 + i as u64);
-        let mut a = Vec::new();
-        let mut d = Vec::new();
-        let mut b = Vec::new();
-        let mut q4 = Vec::new();
-        let mut q6 = Vec::new();
-        for _ in 0..layers {
-            let t = int4.upload_packed(w.clone())?;
-            bytes_int4 += t.packed_bytes().ok_or_else(|| anyhow!("not packed"))?;
-            a.push(t);
-            d.push(dp4a.upload_packed(w.clone())?);
-            b.push(bf16.upload_weight(dense.clone(), &[rows, cols])?);
-            let t = int4.upload_packed(wq4k.clone())?;
-            bytes_q4k += t.packed_bytes().ok_or_else(|| anyhow!("Q4_K not packed"))?;
-            q4.push(t);
-            let t = int4.upload_packed(wq6k.clone())?;
-            bytes_q6k += t.packed_bytes().ok_or_else(|| anyhow!("Q6_K not packed"))?;
-            q6.push(t);
-        }
-        w_int4.push(a);
-        w_dp4a.push(d);
-        w_bf16.push(b);
-        w_q4k.push(q4);
-        w_q6k.push(q6);
-    }
-    let per_layer_int4 = bytes_int4 / layers;
-    let (per_layer_q4k, per_layer_q6k) = (bytes_q4k / layers, bytes_q6k / layers);
-    let per_layer_bf16: usize = SHAPES.iter().map(|s| 2 * s.1 * s.2).sum();
-    // The int4 g128 kernels: every one-row variant of decision 139 on the same backend (same
-    // stream, same uploaded weights), then decision 117's dp4a kernels and cuBLAS bf16.
-    let mut kinds: Vec<(String, &Cuda, _, usize)> = Vec::new();
-    let variants: Vec<Cuda> = Gemv::ALL
-        .iter()
-        .map(|&g| int4.clone().with_gemv(g))
-        .collect();
-    for gpu in &variants {
-        let kind = match gpu.gemv() {
-            Gemv::Reference => "int4_g128".to_string(),
-            g => format!("int4_g128_{}", g.name()),
-        };
-        kinds.push((kind, gpu, &w_int4, per_layer_int4));
-    }
-    kinds.push(("int4_g128_dp4a".into(), &dp4a, &w_dp4a, per_layer_int4));
-    kinds.push(("bf16_cublas".into(), &bf16, &w_bf16, per_layer_bf16));
-    let bf16_at = kinds.len() - 1;
-    kinds.push(("q4_k".into(), &int4, &w_q4k, per_layer_q4k));
-    kinds.push(("q6_k".into(), &int4, &w_q6k, per_layer_q6k));
-    let mut base = vec![0f64; kinds.len()];
-    let mut table = vec![
-        format!(
-            "streaming-read bandwidth {:.0} GB/s ({name}); int4_g128 tensor-core kernels: {}",
-            hbm / 1e9,
-            tensor_cores(&int4)
-        ),
-        String::new(),
-        "Per token = 32 blocks of what the runtime launches for one block: q/k/v and gate/up \
-         through `Backend::linears` (one launch each with a `+grouped` variant at 1–16 rows: 4 \
-         launches per block; otherwise 7; at 2–32 rows each launch also splits its input \
-         first)."
-            .into(),
-        String::new(),
-        "| batch | kernels | launches / block | ms / token | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|".into(),
-    ];
-    let mut shape_md = vec![
-        String::new(),
-        format!(
-            "Each product alone (grouped products as launched), {layers} copies back to back \
-             (k and v, 2 MB each, may sit in L2):"
-        ),
-        String::new(),
-        "| batch | kernels | product | µs | GB/s | % of measured |".into(),
-        "|---:|---|---|---:|---:|---:|".into(),
-    ];
-    for n in [1usize, 2, 4, 8, 16, 32] {
-        let mut row_tok = vec![0f64; kinds.len()];
-        let mut rows_md = Vec::new();
-        for (k, (kind, gpu, weights, per_layer)) in kinds.iter().enumerate() {
-            let (gpu, weights, per_layer) = (*gpu, *weights, *per_layer);
-            // Four inputs per layer, as a decoder block has (q/k/v, o, gate/up, down), new ones
-            // for every layer: products sharing an input quantize it once (dp4a).
-            let mut rng = Rng(n as u64);
-            let inputs: Vec<Vec<_>> = (0..layers)
-                .map(|_| {
-                    [4096, 4096, 4096, 14336]
-                        .iter()
-                        .map(|&c| {
-                            let x: Vec<f32> = (0..n * c).map(|_| rng.unit()).collect();
-                            gpu.upload(x, &[n, c])
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .collect::<Result<_, _>>()?;
-            // The block's products as crunch-model's forward pass issues them: q/k/v and
-            // gate/up through `linears` (`Linear::forward_all`), o and down alone.
-            let products: [(&str, &[usize]); 4] = [
-                ("q+k+v", &[0, 1, 2]),
-                ("o", &[3]),
-                ("gate+up", &[4, 5]),
-                ("down", &[6]),
-            ];
-            // Only the int4 g128 tensor-core variants group products (dp4a, cuBLAS and the
-            // K-quant kernels run one launch per matrix whatever the backend's variant).
-            let tensor_core = kind.starts_with("int4_g128") && kind != "int4_g128_dp4a";
-            let launches = if tensor_core && gpu.gemv().grouped() && n <= 16 {
-                4
-            } else {
-                7
-            };
-            let pass = || -> crunch_runtime::Result<()> {
-                for l in 0..layers {
-                    for (_, ids) in &products {
-                        let ws: Vec<_> = ids.iter().map(|&s| &weights[s][l]).collect();
-                        gpu.linears(&inputs[l][SHAPES[ids[0]].3], &ws)?;
-                    }
-                }
-                Ok(())
-            };
-            let (best, host) = best_time(gpu, repeats, pass)?;
-            // Each product alone (its `layers` copies back to back): which fall short. With
-            // a grouped variant at one row, the grouped products as launched.
-            if n == 1 || n == 16 {
-                let grouped = gpu.gemv().grouped() && n == 1;
-                let singles: Vec<(String, Vec<usize>)> = SHAPES
-                    .iter()
-                    .enumerate()
-                    .map(|(s, sh)| (sh.0.to_string(), vec![s]))
-                    .collect();
-                let list: Vec<(String, Vec<usize>)> = if grouped {
-                    products
-                        .iter()
-                        .map(|(p, ids)| (p.to_string(), ids.to_vec()))
-                        .collect()
-                } else {
-                    singles
-                };
-                for (product, ids) in list {
-                    let one = || -> crunch_runtime::Result<()> {
-                        for l in 0..layers {
-                            let ws: Vec<_> = ids.iter().map(|&s| &weights[s][l]).collect();
-                            gpu.linears(&inputs[l][SHAPES[ids[0]].3], &ws)?;
-                        }
-                        Ok(())
-                    };
-                    let t = best_time(gpu, repeats, one)?.0 / layers as f64;
-                    let bytes: usize = ids
-                        .iter()
-                        .map(|&s| {
-                            let (_, rows, cols, _) = SHAPES[s];
-                            weights[s][0].packed_bytes().unwrap_or(2 * rows * cols)
-                        })
-                        .sum();
-                    let (rows, cols): (usize, usize) =
-                        (ids.iter().map(|&s| SHAPES[s].1).sum(), SHAPES[ids[0]].2);
-                    let bw = bytes as f64 / t;
-                    shape_md.push(format!(
-                        "| {n} | {kind} | {product} {rows}×{cols} | {:.2} | {:.0} | {:.0}% |",
-                        t * 1e6,
-                        bw / 1e9,
-                        100.0 * bw / hbm
-                    ));
-                    println!(
-                        "{}",
-                        json!({"bench": "packed_8b_shape", "device": name, "weights": kind,
-                               "n": n, "shape": product, "rows": rows, "cols": cols,
-                               "us_per_product": t * 1e6, "weight_bytes": bytes,
-                               "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
-                               "copies": layers, "repeats": repeats})
-                    );
-                }
-            }
-            let layer_s = best / layers as f64;
-            let token_s = layer_s * MODEL_LAYERS as f64;
-            let tok_per_s = n as f64 / token_s;
-            if n == 1 {
-                base[k] = tok_per_s;
-            }
-            row_tok[k] = tok_per_s;
-            let bw = per_layer as f64 / layer_s;
-            rows_md.push((kind, launches, token_s, tok_per_s, bw, tok_per_s / base[k]));
-            println!(
-                "{}",
-                json!({"bench": "packed_8b_linears", "device": name, "weights": kind, "n": n,
-                       "launches_per_layer": launches,
-                       "layer_ms": layer_s * 1e3, "token_ms": token_s * 1e3,
-                       "tokens_per_s": tok_per_s, "vs_batch1": tok_per_s / base[k],
-                       "weight_bytes_per_layer": per_layer,
-                       "gb_per_s": bw / 1e9, "vs_hbm": bw / hbm,
-                       "host_enqueue_ms_per_pass": host * 1e3,
-                       "layers_timed": layers, "repeats": repeats})
-            );
-        }
-        for (kind, launches, token_s, tok, bw, vs1) in rows_md {
-            table.push(format!(
-                "| {n} | {kind} | {launches} | {:.3} | {tok:.0} | {:.0} | {:.0}% | {vs1:.2}× | {:.2}× |",
-                token_s * 1e3,
-                bw / 1e9,
-                100.0 * bw / hbm,
-                tok / row_tok[bf16_at]
-            ));
-        }
-    }
-    table.extend(shape_md);
-    eprintln!("{}", table.join("\n"));
-    Ok(())
-}
-
 /// "in use", or why the default kernels fell back to dp4a (printed, so a fallback is seen).
 fn tensor_cores(gpu: &Cuda) -> String {
     match gpu.packed_mma_unavailable() {
@@ -786,24 +542,6 @@ fn tensor_cores(gpu: &Cuda) -> String {
             format!("not used: {why}")
         }
     }
-}
-
-/// The best of `repeats` device times of `enqueue` after one warm-up (and the first
-/// NVRTC/cuBLAS calls), with the host's enqueue time of that run.
-fn best_time(
-    gpu: &Cuda,
-    repeats: usize,
-    enqueue: impl Fn() -> crunch_runtime::Result<()>,
-) -> Result<(f64, f64)> {
-    enqueue()?;
-    let mut best = (f64::INFINITY, 0f64);
-    for _ in 0..repeats.max(1) {
-        let (t, h) = gpu.device_seconds(&enqueue)?;
-        if t < best.0 {
-            best = (t, h);
-        }
-    }
-    Ok(best)
 }
 
 /// The first `--layers` decoder blocks of a GGUF file, written to `--out`.
