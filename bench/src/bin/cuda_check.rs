@@ -278,7 +278,6 @@ fn main() -> anyhow::Result<()> {
 /// bit for bit.
 fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
     use crunch_repr::{QuantSpec, QuantizedWeight, SUPPORTED_BITS};
-    use crunch_runtime::QuantCodes;
     use half::f16;
     let mut rng = crunch_model::testing::SplitMix64(137);
     let mut quantized = |rows: usize, cols: usize, bits: u8, group: Option<usize>| {
@@ -300,17 +299,7 @@ fn check_device_variants(gpu: &Cuda, gpu_bf16: &Cuda) -> anyhow::Result<Value> {
             g_idx: None,
         }
     };
-    fn codes_of(q: &QuantizedWeight) -> QuantCodes<'_> {
-        QuantCodes {
-            rows: q.rows,
-            cols: q.cols,
-            bits: q.spec.bits,
-            group: q.spec.group_size.unwrap_or(q.cols).max(1),
-            codes: &q.codes,
-            scales: &q.scales,
-            zeros: &q.zeros,
-        }
-    }
+    use crunch_search::swap::quant_codes as codes_of;
     let bits_of = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
     let mut cases = Vec::new();
     let mut ok = true;

@@ -38,17 +38,23 @@ pub fn dense_into(v: &CompressedLayer, out: &mut Vec<f32>) {
 /// `g_idx`). Anything else (sparse, factored, a correction, `g_idx`): `None`.
 pub fn codes_of(v: &CompressedLayer) -> Option<QuantCodes<'_>> {
     match (&v.main, &v.correction) {
-        (Compressed::Quantized(q), None) if q.g_idx.is_none() => Some(QuantCodes {
-            rows: q.rows,
-            cols: q.cols,
-            bits: q.spec.bits,
-            // As `dequantize_row`: one group per row without a group size.
-            group: q.spec.group_size.unwrap_or(q.cols).max(1),
-            codes: &q.codes,
-            scales: &q.scales,
-            zeros: &q.zeros,
-        }),
+        (Compressed::Quantized(q), None) if q.g_idx.is_none() => Some(quant_codes(q)),
         _ => None,
+    }
+}
+
+/// The codes, scales and zero points of `q` as [`QuantCodes`] (which assumes static groups:
+/// the caller checks `g_idx` is `None`).
+pub fn quant_codes(q: &QuantizedWeight) -> QuantCodes<'_> {
+    QuantCodes {
+        rows: q.rows,
+        cols: q.cols,
+        bits: q.spec.bits,
+        // As `dequantize_row`: one group per row without a group size.
+        group: q.spec.group_size.unwrap_or(q.cols).max(1),
+        codes: &q.codes,
+        scales: &q.scales,
+        zeros: &q.zeros,
     }
 }
 
