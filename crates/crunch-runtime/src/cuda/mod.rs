@@ -19,6 +19,7 @@ mod attention;
 mod bf16;
 mod codes;
 mod kvdev;
+mod kvpaged;
 mod packed;
 mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
@@ -79,6 +80,8 @@ pub struct Cuda {
     packed: Option<Arc<packed::Kernels>>,
     /// Attention over compressed caches on the device (`kvdev.rs`).
     kvk: Arc<kvdev::Kernels>,
+    /// The paged key/value pool's kernels (`kvpaged.rs`).
+    kvp: Arc<kvpaged::Kernels>,
     /// Quantized activations of the last packed product's input (`packed.rs`).
     acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
     /// The one-row int4 g128 tensor-core kernel (decision 139).
@@ -117,8 +120,10 @@ impl Cuda {
             codes_to_bf16: f("codes_to_bf16")?,
         };
         let kvk = Arc::new(kvdev::Kernels::new(&stream)?);
+        let kvp = Arc::new(kvpaged::Kernels::new(&stream)?);
         Ok(Self {
             kvk,
+            kvp,
             stream,
             blas: Arc::new(blas),
             k: Arc::new(k),
@@ -292,6 +297,44 @@ impl Backend for Cuda {
         scale: f32,
     ) -> Result<CudaTensor> {
         kv.attention(self, q, mask, scale)
+    }
+
+    fn kv_pool_alloc(
+        &self,
+        slots: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Option<CudaKv>> {
+        let p = kvpaged::PoolKv::new(self, slots, kv_heads, head_dim)?;
+        Ok(Some(CudaKv::Pool(Box::new(p))))
+    }
+
+    fn kv_pool_write(
+        &self,
+        pool: &mut CudaKv,
+        slots: &[u32],
+        k: &CudaTensor,
+        v: &CudaTensor,
+    ) -> Result<()> {
+        match pool {
+            CudaKv::Pool(p) => p.write(self, slots, k, v),
+            _ => Err(Error("kv_pool_write: not a paged pool's store".into())),
+        }
+    }
+
+    fn kv_pool_attention(
+        &self,
+        q: &CudaTensor,
+        pool: &CudaKv,
+        seqs: &[crate::PagedSeq],
+        page_size: usize,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<CudaTensor> {
+        match pool {
+            CudaKv::Pool(p) => p.attend(self, q, seqs, page_size, window, scale),
+            _ => Err(Error("kv_pool_attention: not a paged pool's store".into())),
+        }
     }
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
