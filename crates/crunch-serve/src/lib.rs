@@ -139,7 +139,9 @@ pub async fn serve<B: Runtime>(
             .map_err(|e| std::io::Error::other(format!("the key/value page pool: {e}")))?,
         None => None,
     };
-    let pool = paged.as_ref().map(|p| (p.pool().pages(), p.pool().page_size()));
+    let pool = paged
+        .as_ref()
+        .map(|p| (p.pool().pages(), p.pool().page_size()));
     let sched_cfg = SchedulerConfig {
         max_batch: cfg.max_batch.max(1),
         kv_budget: cfg.kv_budget,

@@ -170,7 +170,7 @@ impl<B: Runtime> Memory<B> {
 /// What waits for a slot: a new request, or a preempted sequence to resume.
 enum Candidate<'e, B: Runtime> {
     New(Job),
-    Resume(Active<'e, B>),
+    Resume(Box<Active<'e, B>>),
 }
 
 /// Runs until the queue's senders are all gone and nothing is active. With `paged`, keys and
@@ -203,7 +203,7 @@ pub fn run<B: Runtime>(
         // the context when queued, and an empty batch frees the whole budget or pool).
         while active.len() < cfg.max_batch {
             let cand = if let Some(a) = preempted.pop_front() {
-                Candidate::Resume(a)
+                Candidate::Resume(Box::new(a))
             } else {
                 match waiting.take() {
                     Some(j) => {
@@ -235,7 +235,7 @@ pub fn run<B: Runtime>(
                     break;
                 }
                 Admit::NoRoom(Candidate::Resume(a)) => {
-                    preempted.push_front(a);
+                    preempted.push_front(*a);
                     break;
                 }
             }
@@ -345,7 +345,7 @@ fn admit<'e, B: Runtime>(
     alone: bool,
 ) -> Admit<'e, B> {
     let mut a = match cand {
-        Candidate::Resume(a) => a,
+        Candidate::Resume(a) => *a,
         Candidate::New(job) => {
             let mut capacity = (job.prompt.len() + job.max_tokens).min(engine.context());
             let (cache, kv) = match mem {
@@ -400,7 +400,7 @@ fn admit<'e, B: Runtime>(
             if pool.reserve(&mut seq.table, tokens.len() + 1).is_err() {
                 return match a.generated {
                     0 => Admit::NoRoom(Candidate::New(a.job)),
-                    _ => Admit::NoRoom(Candidate::Resume(a)),
+                    _ => Admit::NoRoom(Candidate::Resume(Box::new(a))),
                 };
             }
             engine.prefill_paged(pool, seq, &tokens)

@@ -21,7 +21,10 @@ const MAX_TOKENS: usize = 10;
 /// Runs the scheduler over a pool of `pages` pages of 4 positions with every prompt queued at
 /// once; returns each request's text and the preemptions.
 fn serve_all(engine: &Arc<Engine>, pages: usize) -> (Vec<String>, usize) {
-    let cache = engine.paged_cache(pages, 4).unwrap().expect("the host pages");
+    let cache = engine
+        .paged_cache(pages, 4)
+        .unwrap()
+        .expect("the host pages");
     let (tx, rx) = mpsc::channel(16);
     let stats = Arc::new(Stats::default());
     let cfg = SchedulerConfig {

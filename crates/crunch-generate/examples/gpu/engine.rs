@@ -4,9 +4,7 @@
 //! `generate`) and a batch decoded together (as the server's scheduler does), token for token.
 
 use anyhow::Result;
-use crunch_generate::{
-    Engine, PagedSequence, Request, Runtime, Sampler, SamplingParams, Sequence,
-};
+use crunch_generate::{Engine, PagedSequence, Request, Runtime, Sampler, SamplingParams, Sequence};
 use crunch_runtime::{Cuda, KvMode};
 use serde_json::json;
 
@@ -92,7 +90,10 @@ pub fn check_engine(path: &str, tokens: usize, gpu: &Cuda) -> Result<usize> {
     );
     // The server's paged pool (decision 141): the same batch on pages, on both devices,
     // against the per-sequence stores' tokens on the CPU.
-    for (name, b) in [("cpu", batched_paged(&host, steps)?), ("gpu", batched_paged(&dev, steps)?)] {
+    for (name, b) in [
+        ("cpu", batched_paged(&host, steps)?),
+        ("gpu", batched_paged(&dev, steps)?),
+    ] {
         failed += usize::from(a != b);
         println!(
             "{}",

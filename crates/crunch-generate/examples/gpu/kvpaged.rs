@@ -55,10 +55,22 @@ fn compare(gpu: &Cuda, d: usize, window: Option<usize>) -> Result<f64> {
         let n = len * kvh * d;
         let k: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
         let v: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
-        let slots: Vec<u32> = (0..len).map(|p| t.slot(p, ps).expect("reserved") as u32).collect();
+        let slots: Vec<u32> = (0..len)
+            .map(|p| t.slot(p, ps).expect("reserved") as u32)
+            .collect();
         let shape = [len, kvh, d];
-        Host.kv_pool_write(&mut hs, &slots, &Host.upload(k.clone(), &shape)?, &Host.upload(v.clone(), &shape)?)?;
-        gpu.kv_pool_write(&mut gs, &slots, &gpu.upload(k, &shape)?, &gpu.upload(v, &shape)?)?;
+        Host.kv_pool_write(
+            &mut hs,
+            &slots,
+            &Host.upload(k.clone(), &shape)?,
+            &Host.upload(v.clone(), &shape)?,
+        )?;
+        gpu.kv_pool_write(
+            &mut gs,
+            &slots,
+            &gpu.upload(k, &shape)?,
+            &gpu.upload(v, &shape)?,
+        )?;
         t.len = len;
         q.extend((0..rows * heads * d).map(|_| rng.uniform()));
     }
@@ -89,7 +101,10 @@ fn compare(gpu: &Cuda, d: usize, window: Option<usize>) -> Result<f64> {
         window,
         scale,
     )?)?;
-    let bound = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    let bound = want
+        .iter()
+        .fold(0f32, |m, x| m.max(x.abs()))
+        .max(f32::MIN_POSITIVE);
     Ok(got
         .iter()
         .zip(&want)
