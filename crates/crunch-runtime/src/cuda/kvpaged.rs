@@ -6,7 +6,7 @@
 //!
 //! [`PagedArgs`] and [`transcribe_attend`] (the kernel's loops, block by block, on the host)
 //! are checked against the host backend's paged attention in the unit tests below, so that a
-//! GPU run (`gpu_packed check`... see BENCHMARKS.md) only confirms the kernel.
+//! GPU run (`gpu_packed check`'s `kv_paged_attention` lines) only confirms the kernel.
 //!
 //! Limits: heads of at most 128 channels (`MAXC` lanes' worth), `kv_heads` dividing `heads`;
 //! page ids and slots as `i32`.
