@@ -14,7 +14,8 @@
 #      max_tokens (what the per-sequence scheduler reserved) fit the same memory (about 7);
 #      preemptions > 0 expected (the pool holds fewer than 32 whole requests); all complete.
 # Usage: bench/gpu/serve_paged.sh BIN_DIR OUT SMOLLM2_GGUF
-#   BIN_DIR holds `crunch` and `gpu_packed` from scripts/build-cuda.
+#   BIN_DIR holds `crunch` and `gpu_packed` (or `examples/gpu_packed`: target/release) from
+#   scripts/build-cuda.
 # Failure: a non-zero exit of any step, a "pass":false line, same_as_alone < clients, or a
 # request that fails (serve_paged.py exits 1 and names it).
 set -uo pipefail
@@ -24,8 +25,9 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 status=0
+gp=$bin/gpu_packed; [ -x "$gp" ] || gp=$bin/examples/gpu_packed
 
-"$bin/gpu_packed" check --model "$model" --tokens 32 > "$out/check.jsonl" 2> "$out/check.err"
+"$gp" check --model "$model" --tokens 32 > "$out/check.jsonl" 2> "$out/check.err"
 rc=$?; echo "check exit $rc"; [ $rc -eq 0 ] || status=1
 grep -E '"check":"(kv_paged|engine_paged|summary)' "$out/check.jsonl"
 
