@@ -11,7 +11,7 @@
 //! Limits: heads of at most 128 channels (`MAXC` lanes' worth), `kv_heads` dividing `heads`;
 //! page ids and slots as `i32`.
 
-use super::{err, Cuda, CudaTensor};
+use super::{err, Cuda, CudaKv, CudaTensor};
 use crate::{Error, PagedSeq, Result};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
@@ -178,6 +178,40 @@ impl PoolKv {
         };
         unsafe { l.launch(cfg) }.map_err(err("kv_paged_attend"))?;
         Ok(CudaTensor::owned(out, &[rows, heads * d]))
+    }
+}
+
+/// See `Backend::kv_pool_alloc`.
+pub(super) fn alloc(c: &Cuda, slots: usize, kvh: usize, d: usize) -> Result<Option<CudaKv>> {
+    let p = PoolKv::new(c, slots, kvh, d)?;
+    Ok(Some(CudaKv::Pool(Box::new(p))))
+}
+
+/// See `Backend::kv_pool_write`.
+pub(super) fn write(
+    c: &Cuda,
+    pool: &mut CudaKv,
+    slots: &[u32],
+    k: &CudaTensor,
+    v: &CudaTensor,
+) -> Result<()> {
+    match pool {
+        CudaKv::Pool(p) => p.write(c, slots, k, v),
+        _ => Err(Error("kv_pool_write: not a paged pool's store".into())),
+    }
+}
+
+/// See `Backend::kv_pool_attention`; `(page_size, window, scale)`.
+pub(super) fn attend(
+    c: &Cuda,
+    q: &CudaTensor,
+    pool: &CudaKv,
+    seqs: &[PagedSeq],
+    (page_size, window, scale): (usize, Option<usize>, f32),
+) -> Result<CudaTensor> {
+    match pool {
+        CudaKv::Pool(p) => p.attend(c, q, seqs, page_size, window, scale),
+        _ => Err(Error("kv_pool_attention: not a paged pool's store".into())),
     }
 }
 

@@ -299,27 +299,19 @@ impl Backend for Cuda {
         kv.attention(self, q, mask, scale)
     }
 
-    fn kv_pool_alloc(
-        &self,
-        slots: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> Result<Option<CudaKv>> {
-        let p = kvpaged::PoolKv::new(self, slots, kv_heads, head_dim)?;
-        Ok(Some(CudaKv::Pool(Box::new(p))))
+    // Decision 141: the paged pool's stores and kernels are `kvpaged.rs`'s.
+    fn kv_pool_alloc(&self, slots: usize, kvh: usize, d: usize) -> Result<Option<CudaKv>> {
+        kvpaged::alloc(self, slots, kvh, d)
     }
 
     fn kv_pool_write(
         &self,
-        pool: &mut CudaKv,
-        slots: &[u32],
+        p: &mut CudaKv,
+        s: &[u32],
         k: &CudaTensor,
         v: &CudaTensor,
     ) -> Result<()> {
-        match pool {
-            CudaKv::Pool(p) => p.write(self, slots, k, v),
-            _ => Err(Error("kv_pool_write: not a paged pool's store".into())),
-        }
+        kvpaged::write(self, p, s, k, v)
     }
 
     fn kv_pool_attention(
@@ -331,10 +323,7 @@ impl Backend for Cuda {
         window: Option<usize>,
         scale: f32,
     ) -> Result<CudaTensor> {
-        match pool {
-            CudaKv::Pool(p) => p.attend(self, q, seqs, page_size, window, scale),
-            _ => Err(Error("kv_pool_attention: not a paged pool's store".into())),
-        }
+        kvpaged::attend(self, q, pool, seqs, (page_size, window, scale))
     }
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
