@@ -37,9 +37,17 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
-    /// Key/value cache memory for all active requests together, in MB.
+    /// Key/value cache memory for all active requests together, in MB, with a compressed
+    /// --kv-cache mode (each request's store allocated for its whole context). f32 caches are
+    /// paged instead (--kv-pages).
     #[arg(long, default_value_t = 2048)]
     pub kv_budget_mb: usize,
+    /// Pages of 16 positions in the paged key/value pool (f32 caches): requests are admitted
+    /// when it has pages for their prompt, grow a page at a time, and the newest is
+    /// preempted (and later re-prefilled) when it runs out. Default: room for --max-batch
+    /// requests of the whole context, and on a GPU at most 80% of its free memory.
+    #[arg(long)]
+    pub kv_pages: Option<usize>,
     #[arg(long, default_value = "f32", value_name = "MODE", value_parser = crate::kv::parse,
           help = crate::kv::HELP)]
     pub kv_cache: crunch_runtime::KvMode,
@@ -69,17 +77,36 @@ fn run_on<B: Runtime>(backend: B, args: ServeArgs) -> Result<()> {
         stem.map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| engine.meta.name.clone())
     });
-    let cfg = ServeConfig {
+    let mut cfg = ServeConfig {
         model_name: name.clone(),
         max_queue: args.max_queue,
         max_batch: args.max_batch,
         kv_budget: args.kv_budget_mb << 20,
+        kv_pages: args.kv_pages,
+        page_size: crunch_runtime::paged::DEFAULT_PAGE_SIZE,
         max_body: args.max_body,
         default_max_tokens: args.default_max_tokens,
         limits: Limits {
             max_tokens: args.max_tokens_limit,
             ..Limits::default()
         },
+    };
+    if args.kv_pages == Some(0) {
+        anyhow::bail!("--kv-pages must be at least 1");
+    }
+    // Fixed now, so that the line below reports the pool serve() allocates.
+    cfg.kv_pages = crunch_serve::kv_pages(engine.as_ref(), &cfg);
+    let kv_line = match cfg.kv_pages {
+        Some(pages) => format!(
+            "key/value cache paged: {pages} pages of {} positions ({} MB, {} full contexts)",
+            cfg.page_size,
+            pages * engine.page_bytes(cfg.page_size) / 1_000_000,
+            pages * cfg.page_size / engine.context().max(1)
+        ),
+        None => format!(
+            "key/value cache {:?} per request (compressed modes are not paged), {} MB budget",
+            args.kv_cache, args.kv_budget_mb
+        ),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -92,7 +119,7 @@ fn run_on<B: Runtime>(backend: B, args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {addr}"))?;
         eprintln!(
-            "serving {name} on http://{} ({} MB of weights, context {}, {})",
+            "serving {name} on http://{} ({} MB of weights, context {}, {}; {kv_line})",
             listener.local_addr()?,
             engine.weight_bytes() / 1_000_000,
             engine.context(),

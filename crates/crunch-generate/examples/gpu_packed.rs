@@ -64,6 +64,8 @@ mod engine;
 mod kvdev;
 #[path = "gpu/kvfit.rs"]
 mod kvfit;
+#[path = "gpu/kvpaged.rs"]
+mod kvpaged;
 
 /// `--flag value` arguments.
 struct Args(Vec<String>);
@@ -392,6 +394,7 @@ fn check(args: &Args) -> Result<()> {
         }
     }
     let mut extra = kvdev::check_kv_device(&f32_gpu)?;
+    extra += kvpaged::check_kv_paged(&f32_gpu)?;
     if let Some(path) = args.get("--model") {
         let tokens = args.num("--tokens", 32)?;
         extra += check_model(path, tokens, &f32_gpu, &mut report)?;

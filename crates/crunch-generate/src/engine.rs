@@ -11,8 +11,8 @@ use crate::sampling::{Sampler, SamplingParams};
 use crate::template::{ChatTemplate, Message};
 use crate::{Error, Result};
 use crunch_model::model::{Linear, RopeTables};
-use crunch_model::{Checkpoint, KvCache, Model};
-use crunch_runtime::{Backend, Host, KvMode};
+use crunch_model::{Checkpoint, KvCache, Model, PagedCache};
+use crunch_runtime::{Backend, BlockTable, Host, KvMode};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,6 +61,26 @@ impl<B: Runtime> Sequence<B> {
     /// Bytes its cache holds now (stores are allocated for the capacity at first use).
     pub fn kv_bytes(&self) -> usize {
         self.cache.stores().map(B::kv_store_bytes).sum()
+    }
+}
+
+/// One sequence of a paged cache ([`Engine::paged_cache`], decision 141): its block table
+/// and the tokens whose keys and values its pages hold.
+#[derive(Debug, Default)]
+pub struct PagedSequence {
+    pub table: BlockTable,
+    tokens: Vec<u32>,
+}
+
+impl PagedSequence {
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Frees its pages and forgets its tokens (a finished or preempted sequence).
+    pub fn release<B: Backend>(&mut self, cache: &mut PagedCache<B>) {
+        cache.release(&mut self.table);
+        self.tokens.clear();
     }
 }
 
@@ -282,6 +302,92 @@ impl<B: Runtime> Engine<B> {
         let h = self
             .model
             .hidden_states_batch(ids, &mut caches, &self.rope, &mut ())?;
+        let logits = self.model.logits(&h, &mut ())?;
+        let all = self
+            .model
+            .backend
+            .to_f32(&logits)
+            .map_err(crunch_model::Error::from)?;
+        for (s, &id) in seqs.iter_mut().zip(ids) {
+            s.tokens.push(id);
+        }
+        let vocab = all.len() / ids.len().max(1);
+        Ok(all.chunks(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Bytes one page of `page_size` positions holds (every block's f32 keys and values).
+    pub fn page_bytes(&self, page_size: usize) -> usize {
+        self.model.page_bytes(page_size)
+    }
+
+    /// A paged key/value pool of `pages` pages of `page_size` positions for the server
+    /// (decision 141); `Ok(None)` where it does not apply: a compressed `--kv-cache` mode
+    /// (those keep per-sequence stores) or a backend without a paged cache.
+    pub fn paged_cache(&self, pages: usize, page_size: usize) -> Result<Option<PagedCache<B>>> {
+        if !self.kv_mode.is_full() {
+            return Ok(None);
+        }
+        Ok(self.model.paged_cache(pages, page_size)?)
+    }
+
+    /// [`Engine::prefill`] of a paged sequence, whose table must already cover
+    /// `seq.tokens().len() + ids.len()` positions (`PagedCache::reserve`); positions must stay
+    /// within the context.
+    pub fn prefill_paged(
+        &self,
+        cache: &mut PagedCache<B>,
+        seq: &mut PagedSequence,
+        ids: &[u32],
+    ) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Request("nothing to prefill".into()));
+        }
+        if seq.tokens.len() + ids.len() > self.context {
+            return Err(Error::Request(format!(
+                "{} tokens do not fit the context of {}",
+                seq.tokens.len() + ids.len(),
+                self.context
+            )));
+        }
+        let mut last = None;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            let h = self.model.hidden_states_paged(
+                chunk,
+                cache,
+                &mut [&mut seq.table],
+                &self.rope,
+                &mut (),
+            )?;
+            seq.tokens.extend_from_slice(chunk);
+            last = Some((h, chunk.len()));
+        }
+        let (h, n) = last.expect("at least one chunk");
+        let b = &self.model.backend;
+        let h = b.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
+        let logits = self.model.logits(&h, &mut ())?;
+        Ok(b.to_f32(&logits).map_err(crunch_model::Error::from)?)
+    }
+
+    /// [`Engine::decode`] of paged sequences (each table covering one more position): one
+    /// forward pass, attention one call per block for all of them.
+    pub fn decode_paged(
+        &self,
+        cache: &mut PagedCache<B>,
+        seqs: &mut [&mut PagedSequence],
+        ids: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        assert_eq!(seqs.len(), ids.len());
+        if let Some(s) = seqs.iter().find(|s| s.tokens.len() >= self.context) {
+            return Err(Error::Request(format!(
+                "a sequence of {} tokens is at the context's end ({})",
+                s.tokens.len(),
+                self.context
+            )));
+        }
+        let mut tables: Vec<&mut BlockTable> = seqs.iter_mut().map(|s| &mut s.table).collect();
+        let h = self
+            .model
+            .hidden_states_paged(ids, cache, &mut tables, &self.rope, &mut ())?;
         let logits = self.model.logits(&h, &mut ())?;
         let all = self
             .model

@@ -20,7 +20,8 @@ pub mod runtime;
 pub mod sampling;
 pub mod template;
 
-pub use engine::{Engine, Finish, Generation, Request, Sequence};
+pub use crunch_model::PagedCache;
+pub use engine::{Engine, Finish, Generation, PagedSequence, Request, Sequence};
 pub use runtime::Runtime;
 pub use sampling::{Sampler, SamplingParams};
 pub use template::Message;

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod layout;
 pub mod model;
 pub mod moe;
+pub mod paged;
 pub mod rope;
 pub mod structure;
 pub mod testing;
@@ -29,6 +30,7 @@ pub use decode::KvCache;
 pub use gguf_config::gguf_shape_metadata;
 pub use hooks::{LinearHook, LinearId};
 pub use model::Model;
+pub use paged::PagedCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

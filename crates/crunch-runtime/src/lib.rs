@@ -17,6 +17,7 @@ mod cuda;
 mod host;
 mod kv;
 pub mod kvq;
+pub mod paged;
 pub mod threads;
 
 pub use codes::QuantCodes;
@@ -27,6 +28,7 @@ pub use cuda::{device_head_dim, Cuda, CudaCodes, CudaKv, CudaTensor, DeviceKv, G
 pub use host::{Host, HostKv, HostTensor};
 pub use kv::BackendKv;
 pub use kvq::{KvMode, KvSpec};
+pub use paged::{BlockTable, OutOfPages, PagePool, PagedSeq};
 
 /// PyTorch's tanh approximation of GELU, in f32 as it computes it.
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -286,6 +288,49 @@ pub trait Backend: Send + Sync + 'static {
         mask: AttentionMask,
         scale: f32,
     ) -> Result<Self::Tensor>;
+
+    /// A store for one decoder block of a paged cache's pool (decision 141, [`paged`]):
+    /// room for `slots` positions of `kv_heads` heads of `head_dim` f32 channels, allocated
+    /// now, written by [`Backend::kv_pool_write`] and attended through block tables by
+    /// [`Backend::kv_pool_attention`] (not by the per-sequence methods above). `Ok(None)` (the
+    /// default): the backend has no paged cache, and the caller keeps a store per sequence.
+    fn kv_pool_alloc(
+        &self,
+        _slots: usize,
+        _kv_heads: usize,
+        _head_dim: usize,
+    ) -> Result<Option<Self::KvStore>> {
+        Ok(None)
+    }
+
+    /// Writes keys and values `[rows, kv_heads, head_dim]` (keys already rotated) into a pool
+    /// made by [`Backend::kv_pool_alloc`]: row `i` to slot `slots[i]`.
+    fn kv_pool_write(
+        &self,
+        _pool: &mut Self::KvStore,
+        _slots: &[u32],
+        _k: &Self::Tensor,
+        _v: &Self::Tensor,
+    ) -> Result<()> {
+        Err(Error("this backend has no paged key/value cache".into()))
+    }
+
+    /// [`Backend::attention`] of many sequences at once over a pool: `q [rows, heads,
+    /// head_dim]` holds `seqs[0].rows` query rows of the first sequence, then the second's,
+    /// and so on; a sequence's rows sit at its positions `len - rows..len` and see its keys
+    /// `0..len` (causal, within `window`), read from the slots its pages say
+    /// ([`paged::BlockTable::slot`]). Returns `[rows, heads · head_dim]` in the same order.
+    fn kv_pool_attention(
+        &self,
+        _q: &Self::Tensor,
+        _pool: &Self::KvStore,
+        _seqs: &[PagedSeq],
+        _page_size: usize,
+        _window: Option<usize>,
+        _scale: f32,
+    ) -> Result<Self::Tensor> {
+        Err(Error("this backend has no paged key/value cache".into()))
+    }
 
     /// Adds XᵀX of a 2-D `x [rows, n]` into `acc`, an `[n, n]` f32 tensor that stays on the
     /// backend (created zeroed by the first call), for backends that do this faster than the

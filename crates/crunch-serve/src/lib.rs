@@ -42,8 +42,14 @@ pub struct ServeConfig {
     pub max_queue: usize,
     /// Sequences decoded together.
     pub max_batch: usize,
-    /// Bytes of key/value cache for all active sequences together.
+    /// Bytes of key/value cache for all active sequences together (the compressed
+    /// `--kv-cache` modes, whose stores are per sequence).
     pub kv_budget: usize,
+    /// Pages of the paged key/value pool (f32 caches, decision 141); `None`: [`kv_pages`]'s
+    /// default.
+    pub kv_pages: Option<usize>,
+    /// Positions per page.
+    pub page_size: usize,
     /// Largest request body in bytes (413 above).
     pub max_body: usize,
     /// `max_tokens` when a request gives none.
@@ -58,6 +64,8 @@ impl Default for ServeConfig {
             max_queue: 64,
             max_batch: 32,
             kv_budget: 2 << 30,
+            kv_pages: None,
+            page_size: crunch_runtime::paged::DEFAULT_PAGE_SIZE,
             max_body: 1 << 20,
             default_max_tokens: 256,
             limits: Limits::default(),
@@ -71,6 +79,8 @@ struct AppState<B: Runtime> {
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     ids: AtomicU64,
+    /// The paged pool's pages and page size, if the cache is paged.
+    pool: Option<(usize, usize)>,
 }
 
 type Shared<B> = Arc<AppState<B>>;
@@ -94,6 +104,26 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The paged pool's size when `cfg.kv_pages` does not say: room for `max_batch` sequences
+/// of the whole context, and on a GPU at most 80% of its free memory now (the rest for
+/// activations and the runtime), at least one page. `None` when the engine's cache is not
+/// paged (a compressed `--kv-cache` mode, or a backend without pages).
+pub fn kv_pages<B: Runtime>(engine: &Engine<B>, cfg: &ServeConfig) -> Option<usize> {
+    if !engine.kv_mode().is_full() || cfg.page_size == 0 {
+        return None;
+    }
+    if let Some(n) = cfg.kv_pages {
+        return Some(n);
+    }
+    let full = engine.context().div_ceil(cfg.page_size) * cfg.max_batch.max(1);
+    let page = engine.page_bytes(cfg.page_size).max(1) as u64;
+    let fits = match engine.backend().free_memory() {
+        Ok(Some(free)) => (free / 10 * 8 / page) as usize,
+        _ => usize::MAX,
+    };
+    Some(full.min(fits).max(1))
+}
+
 /// Starts the scheduler thread and serves on `listener` until `shutdown` completes.
 pub async fn serve<B: Runtime>(
     engine: Arc<Engine<B>>,
@@ -103,6 +133,15 @@ pub async fn serve<B: Runtime>(
 ) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel(cfg.max_queue.max(1));
     let stats = Arc::new(Stats::default());
+    let paged = match kv_pages(engine.as_ref(), &cfg) {
+        Some(pages) => engine
+            .paged_cache(pages, cfg.page_size)
+            .map_err(|e| std::io::Error::other(format!("the key/value page pool: {e}")))?,
+        None => None,
+    };
+    let pool = paged
+        .as_ref()
+        .map(|p| (p.pool().pages(), p.pool().page_size()));
     let sched_cfg = SchedulerConfig {
         max_batch: cfg.max_batch.max(1),
         kv_budget: cfg.kv_budget,
@@ -111,7 +150,7 @@ pub async fn serve<B: Runtime>(
         let (engine, stats) = (engine.clone(), stats.clone());
         std::thread::Builder::new()
             .name("crunch-scheduler".into())
-            .spawn(move || scheduler::run(engine, rx, sched_cfg, stats))?
+            .spawn(move || scheduler::run(engine, rx, sched_cfg, paged, stats))?
     };
     let state = Arc::new(AppState {
         engine,
@@ -119,6 +158,7 @@ pub async fn serve<B: Runtime>(
         queue: tx,
         stats,
         ids: AtomicU64::new(0),
+        pool,
     });
     let app = Router::new()
         .route("/health", get(health::<B>))
@@ -144,6 +184,13 @@ async fn health<B: Runtime>(State(s): State<Shared<B>>) -> Json<Value> {
         "model": s.cfg.model_name,
         "active": s.stats.active.load(Ordering::Relaxed),
         "queued": s.stats.queued.load(Ordering::Relaxed),
+        "preempted": s.stats.preempted.load(Ordering::Relaxed),
+        "preemptions": s.stats.preemptions.load(Ordering::Relaxed),
+        "kv_pages": s.pool.map(|(pages, page_size)| json!({
+            "pages": pages,
+            "page_size": page_size,
+            "in_use": s.stats.pages_used.load(Ordering::Relaxed),
+        })),
     }))
 }
 

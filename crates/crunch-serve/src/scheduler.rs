@@ -4,12 +4,22 @@
 //! while there is a free slot and key/value memory for them, so a new request joins the
 //! running batch at the next step instead of waiting for it to drain. A request whose client
 //! has gone (its event channel closed) is dropped at the next step.
+//!
+//! Key/value memory is either a paged pool (decision 141, f32 caches on a backend that has
+//! one): a request is admitted when the pool has pages for its prompt and one more token,
+//! sequences grow a page at a time before each step, and when the pool runs out the newest
+//! sequence is preempted (its pages freed, to be re-prefilled with its prompt and the tokens
+//! generated so far when pages free up: vLLM's recompute policy); or, for the compressed
+//! modes, a store per sequence allocated for its whole context, admitted against a byte
+//! budget.
 
 use crunch_generate::detok::TextStream;
-use crunch_generate::{Engine, Finish, Runtime, Sampler, SamplingParams, Sequence};
+use crunch_generate::{
+    Engine, Finish, PagedCache, PagedSequence, Runtime, Sampler, SamplingParams, Sequence,
+};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// One admitted request's work.
@@ -39,7 +49,8 @@ pub enum Event {
 pub struct SchedulerConfig {
     /// Most sequences decoded together.
     pub max_batch: usize,
-    /// Bytes of key/value cache all active sequences may hold together.
+    /// Bytes of key/value cache all active sequences may hold together (per-sequence stores;
+    /// a paged pool is sized when it is made).
     pub kv_budget: usize,
 }
 
@@ -48,17 +59,41 @@ pub struct SchedulerConfig {
 pub struct Stats {
     pub active: AtomicUsize,
     pub queued: AtomicUsize,
+    /// Sequences preempted and waiting to resume.
+    pub preempted: AtomicUsize,
+    /// Preemptions so far.
+    pub preemptions: AtomicUsize,
+    /// Pages of the paged pool in use (0 without one).
+    pub pages_used: AtomicUsize,
+}
+
+/// Where a sequence's keys and values live.
+enum Cache<B: Runtime> {
+    Own(Sequence<B>),
+    Paged(PagedSequence),
 }
 
 struct Active<'e, B: Runtime> {
     job: Job,
-    seq: Sequence<B>,
+    cache: Cache<B>,
     sampler: Sampler,
     stream: TextStream<'e>,
     history: Vec<u32>,
     generated: usize,
     last: u32,
+    /// Bytes of a per-sequence store, counted against the budget (0 when paged).
     kv: usize,
+    /// Most positions the sequence may reach (prompt and reply).
+    capacity: usize,
+}
+
+impl<B: Runtime> Active<'_, B> {
+    fn cached(&self) -> usize {
+        match &self.cache {
+            Cache::Own(s) => s.tokens().len(),
+            Cache::Paged(s) => s.tokens().len(),
+        }
+    }
 }
 
 enum Outcome {
@@ -101,73 +136,108 @@ fn advance<B: Runtime>(engine: &Engine<B>, a: &mut Active<B>, logits: &[f32]) ->
             return Outcome::Finished;
         }
     }
-    if a.generated >= a.job.max_tokens || a.seq.tokens().len() + 1 >= a.seq.capacity() {
+    if a.generated >= a.job.max_tokens || a.cached() + 1 >= a.capacity {
         return done(a, Finish::Length);
     }
     Outcome::Continue
 }
 
-/// Runs until the queue's senders are all gone and nothing is active.
+/// Key/value memory: a budget of bytes for per-sequence stores, or a paged pool.
+enum Memory<B: Runtime> {
+    Budget { in_use: usize, limit: usize },
+    Paged(PagedCache<B>),
+}
+
+impl<B: Runtime> Memory<B> {
+    /// Gives back what `a` held (finished, failed, preempted or dropped).
+    fn free(&mut self, a: &mut Active<B>) {
+        match (self, &mut a.cache) {
+            (Memory::Budget { in_use, .. }, _) => *in_use -= a.kv,
+            (Memory::Paged(pool), Cache::Paged(s)) => s.release(pool),
+            (Memory::Paged(_), Cache::Own(_)) => {}
+        }
+        a.kv = 0;
+    }
+
+    fn pages_used(&self) -> usize {
+        match self {
+            Memory::Paged(p) => p.pool().used_pages(),
+            Memory::Budget { .. } => 0,
+        }
+    }
+}
+
+/// What waits for a slot: a new request, or a preempted sequence to resume.
+enum Candidate<'e, B: Runtime> {
+    New(Job),
+    Resume(Box<Active<'e, B>>),
+}
+
+/// Runs until the queue's senders are all gone and nothing is active. With `paged`, keys and
+/// values live in its pages; without, each sequence has its own store, admitted against
+/// `cfg.kv_budget`.
 pub fn run<B: Runtime>(
     engine: Arc<Engine<B>>,
     mut queue: mpsc::Receiver<Job>,
     cfg: SchedulerConfig,
+    paged: Option<PagedCache<B>>,
     stats: Arc<Stats>,
 ) {
     let engine = &*engine;
+    let mut mem = match paged {
+        Some(p) => Memory::Paged(p),
+        None => Memory::Budget {
+            in_use: 0,
+            limit: cfg.kv_budget,
+        },
+    };
     let mut active: Vec<Active<B>> = Vec::new();
-    let mut kv_in_use = 0usize;
+    // Preempted sequences, oldest first; they resume before new requests are taken.
+    let mut preempted: VecDeque<Active<B>> = VecDeque::new();
     let mut waiting: Option<Job> = None;
     loop {
         stats.active.store(active.len(), Ordering::Relaxed);
+        stats.preempted.store(preempted.len(), Ordering::Relaxed);
+        stats.pages_used.store(mem.pages_used(), Ordering::Relaxed);
         // Admit while there is room (the first request always fits: it was checked against
-        // the context when queued, and an empty batch frees the whole budget).
+        // the context when queued, and an empty batch frees the whole budget or pool).
         while active.len() < cfg.max_batch {
-            let job = match waiting.take() {
-                Some(j) => j,
-                None if active.is_empty() => match queue.blocking_recv() {
-                    Some(j) => j,
-                    None => return,
-                },
-                None => match queue.try_recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
-                },
-            };
-            stats.queued.fetch_sub(1, Ordering::Relaxed);
-            if job.events.is_closed() {
-                continue;
-            }
-            let capacity = (job.prompt.len() + job.max_tokens).min(engine.context());
-            let kv = engine.kv_bytes(capacity);
-            if !active.is_empty() && kv_in_use + kv > cfg.kv_budget {
-                stats.queued.fetch_add(1, Ordering::Relaxed);
-                waiting = Some(job);
-                break;
-            }
-            let mut seq = engine.sequence(capacity);
-            let t0 = Instant::now();
-            let logits = match engine.prefill(&mut seq, &job.prompt) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = job.events.send(Event::Error(e.to_string()));
-                    continue;
+            let cand = if let Some(a) = preempted.pop_front() {
+                Candidate::Resume(Box::new(a))
+            } else {
+                match waiting.take() {
+                    Some(j) => {
+                        stats.queued.fetch_sub(1, Ordering::Relaxed);
+                        Candidate::New(j)
+                    }
+                    None if active.is_empty() => match queue.blocking_recv() {
+                        Some(j) => {
+                            stats.queued.fetch_sub(1, Ordering::Relaxed);
+                            Candidate::New(j)
+                        }
+                        None => return,
+                    },
+                    None => match queue.try_recv() {
+                        Ok(j) => {
+                            stats.queued.fetch_sub(1, Ordering::Relaxed);
+                            Candidate::New(j)
+                        }
+                        Err(_) => break,
+                    },
                 }
             };
-            let _prefill = t0.elapsed();
-            let mut a = Active {
-                sampler: Sampler::new(job.sampling.clone()),
-                stream: TextStream::new(&engine.tokenizer, job.stop.clone()),
-                history: job.prompt.clone(),
-                generated: 0,
-                last: 0,
-                kv,
-                seq,
-                job,
-            };
-            if let Outcome::Continue = advance(engine, &mut a, &logits) {
-                kv_in_use += a.kv;
-                active.push(a);
+            match admit(engine, &mut mem, cand, active.is_empty()) {
+                Admit::Running(a) => active.push(*a),
+                Admit::Done => {}
+                Admit::NoRoom(Candidate::New(j)) => {
+                    stats.queued.fetch_add(1, Ordering::Relaxed);
+                    waiting = Some(j);
+                    break;
+                }
+                Admit::NoRoom(Candidate::Resume(a)) => {
+                    preempted.push_front(*a);
+                    break;
+                }
             }
         }
         stats.active.store(active.len(), Ordering::Relaxed);
@@ -175,19 +245,63 @@ pub fn run<B: Runtime>(
             continue;
         }
         // Drop sequences whose clients left while others decoded.
-        active.retain(|a| {
+        active.retain_mut(|a| {
             let keep = !a.job.events.is_closed();
             if !keep {
-                kv_in_use -= a.kv;
+                mem.free(a);
             }
             keep
         });
+        if let Memory::Paged(pool) = &mut mem {
+            // Room for this step's token in every sequence, preempting the newest until
+            // there is (a sequence alone always fits: its capacity is at most the pool).
+            let mut i = 0;
+            while i < active.len() {
+                let Cache::Paged(s) = &mut active[i].cache else {
+                    unreachable!("a paged pool holds paged sequences only")
+                };
+                let need = s.tokens().len() + 1;
+                if pool.reserve(&mut s.table, need).is_ok() {
+                    i += 1;
+                    continue;
+                }
+                let mut victim = active.pop().expect("sequence i is there");
+                if let Cache::Paged(s) = &mut victim.cache {
+                    s.release(pool);
+                }
+                stats.preemptions.fetch_add(1, Ordering::Relaxed);
+                preempted.push_front(victim);
+            }
+        }
+        stats.preempted.store(preempted.len(), Ordering::Relaxed);
+        stats.pages_used.store(mem.pages_used(), Ordering::Relaxed);
         if active.is_empty() {
             continue;
         }
         let ids: Vec<u32> = active.iter().map(|a| a.last).collect();
-        let mut seqs: Vec<&mut Sequence<B>> = active.iter_mut().map(|a| &mut a.seq).collect();
-        match engine.decode(&mut seqs, &ids) {
+        let result = match &mut mem {
+            Memory::Paged(pool) => {
+                let mut seqs: Vec<&mut PagedSequence> = active
+                    .iter_mut()
+                    .map(|a| match &mut a.cache {
+                        Cache::Paged(s) => s,
+                        Cache::Own(_) => unreachable!("a paged pool holds paged sequences only"),
+                    })
+                    .collect();
+                engine.decode_paged(pool, &mut seqs, &ids)
+            }
+            Memory::Budget { .. } => {
+                let mut seqs: Vec<&mut Sequence<B>> = active
+                    .iter_mut()
+                    .map(|a| match &mut a.cache {
+                        Cache::Own(s) => s,
+                        Cache::Paged(_) => unreachable!("a budget holds own stores only"),
+                    })
+                    .collect();
+                engine.decode(&mut seqs, &ids)
+            }
+        };
+        match result {
             Ok(logits) => {
                 let keep: Vec<bool> = active
                     .iter_mut()
@@ -195,21 +309,116 @@ pub fn run<B: Runtime>(
                     .map(|(a, l)| matches!(advance(engine, a, l), Outcome::Continue))
                     .collect();
                 let mut it = keep.iter();
-                active.retain(|a| {
+                active.retain_mut(|a| {
                     let k = *it.next().expect("one flag per sequence");
                     if !k {
-                        kv_in_use -= a.kv;
+                        mem.free(a);
                     }
                     k
                 });
             }
             Err(e) => {
                 // A failed step leaves the caches unusable: end every sequence in it.
-                for a in active.drain(..) {
+                for mut a in active.drain(..) {
+                    mem.free(&mut a);
                     let _ = a.job.events.send(Event::Error(e.to_string()));
                 }
-                kv_in_use = 0;
             }
+        }
+    }
+}
+
+enum Admit<'e, B: Runtime> {
+    Running(Box<Active<'e, B>>),
+    /// Finished at its first token, failed, or its client left.
+    Done,
+    /// Not enough key/value memory now.
+    NoRoom(Candidate<'e, B>),
+}
+
+/// Prefills a candidate if the memory has room for it (always when `alone`): a new request's
+/// prompt, or a preempted sequence's prompt and generated tokens; samples its next token.
+fn admit<'e, B: Runtime>(
+    engine: &'e Engine<B>,
+    mem: &mut Memory<B>,
+    cand: Candidate<'e, B>,
+    alone: bool,
+) -> Admit<'e, B> {
+    let mut a = match cand {
+        Candidate::Resume(a) => *a,
+        Candidate::New(job) => {
+            let mut capacity = (job.prompt.len() + job.max_tokens).min(engine.context());
+            let (cache, kv) = match mem {
+                Memory::Paged(pool) => {
+                    // A sequence never outgrows the pool, so one alone always fits.
+                    capacity = capacity.min(pool.pool().slots());
+                    (Cache::Paged(PagedSequence::default()), 0)
+                }
+                Memory::Budget { .. } => {
+                    let kv = engine.kv_bytes(capacity);
+                    (Cache::Own(engine.sequence(capacity)), kv)
+                }
+            };
+            Active {
+                sampler: Sampler::new(job.sampling.clone()),
+                stream: TextStream::new(&engine.tokenizer, job.stop.clone()),
+                history: job.prompt.clone(),
+                generated: 0,
+                last: 0,
+                kv,
+                capacity,
+                cache,
+                job,
+            }
+        }
+    };
+    if a.job.events.is_closed() {
+        return Admit::Done;
+    }
+    // A resumed sequence re-runs everything it had: its prompt and the tokens generated so
+    // far (the last of which it had not yet fed), and goes on from the logits after them.
+    let tokens = a.history.clone();
+    if tokens.len() >= a.capacity {
+        let _ = a.job.events.send(Event::Error(format!(
+            "the prompt has {} tokens; the key/value pool holds {} positions (prompt and reply)",
+            tokens.len(),
+            a.capacity
+        )));
+        return Admit::Done;
+    }
+    let logits = match (&mut *mem, &mut a.cache) {
+        (Memory::Budget { in_use, limit }, Cache::Own(seq)) => {
+            if !alone && *in_use + a.kv > *limit {
+                return Admit::NoRoom(Candidate::New(a.job));
+            }
+            *in_use += a.kv;
+            engine.prefill(seq, &tokens)
+        }
+        (Memory::Paged(pool), Cache::Paged(seq)) => {
+            // Pages for the prompt and the first decoded token, so that the step after
+            // admission does not preempt what was just prefilled.
+            if pool.reserve(&mut seq.table, tokens.len() + 1).is_err() {
+                return match a.generated {
+                    0 => Admit::NoRoom(Candidate::New(a.job)),
+                    _ => Admit::NoRoom(Candidate::Resume(Box::new(a))),
+                };
+            }
+            engine.prefill_paged(pool, seq, &tokens)
+        }
+        _ => unreachable!("a sequence's cache matches the scheduler's memory"),
+    };
+    match logits {
+        Ok(l) => match advance(engine, &mut a, &l) {
+            Outcome::Continue => Admit::Running(Box::new(a)),
+            Outcome::Finished => {
+                mem.free(&mut a);
+                Admit::Done
+            }
+        },
+        Err(e) => {
+            mem.free(&mut a);
+            let _ = a.job.events.send(Event::Error(e.to_string()));
+            Admit::Done
         }
     }
 }

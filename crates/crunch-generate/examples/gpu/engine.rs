@@ -4,7 +4,7 @@
 //! `generate`) and a batch decoded together (as the server's scheduler does), token for token.
 
 use anyhow::Result;
-use crunch_generate::{Engine, Request, Runtime, Sampler, SamplingParams, Sequence};
+use crunch_generate::{Engine, PagedSequence, Request, Runtime, Sampler, SamplingParams, Sequence};
 use crunch_runtime::{Cuda, KvMode};
 use serde_json::json;
 
@@ -88,7 +88,56 @@ pub fn check_engine(path: &str, tokens: usize, gpu: &Cuda) -> Result<usize> {
         json!({"check": "engine_batched_decode", "sequences": BATCH.len(), "steps": steps,
                "identical": a == b, "cpu": a, "gpu": b, "pass": a == b})
     );
+    // The server's paged pool (decision 141): the same batch on pages, on both devices,
+    // against the per-sequence stores' tokens on the CPU.
+    for (name, b) in [
+        ("cpu", batched_paged(&host, steps)?),
+        ("gpu", batched_paged(&dev, steps)?),
+    ] {
+        failed += usize::from(a != b);
+        println!(
+            "{}",
+            json!({"check": "engine_paged_decode", "device": name, "sequences": BATCH.len(),
+                   "steps": steps, "identical_to_cpu_stores": a == b, "paged": b,
+                   "pass": a == b})
+        );
+    }
     Ok(failed)
+}
+
+/// [`batched`] on a paged pool of pages of 4 positions (so that sequences cross pages while
+/// decoding), one `Engine::decode_paged` call per step.
+fn batched_paged<B: Runtime>(e: &Engine<B>, steps: usize) -> Result<Vec<Vec<u32>>> {
+    let mut cache = e
+        .paged_cache(256, 4)?
+        .ok_or_else(|| anyhow::anyhow!("the backend has no paged cache"))?;
+    let mut seqs: Vec<PagedSequence> = Vec::new();
+    let mut samplers = Vec::new();
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    for p in BATCH {
+        let ids = e.encode(p, true)?;
+        let mut seq = PagedSequence::default();
+        cache.reserve(&mut seq.table, ids.len())?;
+        let logits = e.prefill_paged(&mut cache, &mut seq, &ids)?;
+        let mut s = Sampler::new(SamplingParams::default());
+        out.push(vec![s.sample(&logits, &ids)]);
+        samplers.push(s);
+        seqs.push(seq);
+    }
+    for _ in 1..steps {
+        for s in &mut seqs {
+            let n = s.tokens().len() + 1;
+            cache.reserve(&mut s.table, n)?;
+        }
+        let last: Vec<u32> = out.iter().map(|o| *o.last().expect("a token")).collect();
+        let mut refs: Vec<&mut PagedSequence> = seqs.iter_mut().collect();
+        let logits = e.decode_paged(&mut cache, &mut refs, &last)?;
+        for ((o, s), l) in out.iter_mut().zip(&mut samplers).zip(&logits) {
+            let tok = s.sample(l, o);
+            o.push(tok);
+        }
+    }
+    Ok(out)
 }
 
 /// The logits after prefilling [`PROMPT`] with a `mode` cache.

@@ -535,6 +535,9 @@ pub enum CudaKv {
     /// A compressed cache in host memory, attended on the host (heads the kernel does not
     /// take, [`device_head_dim`]).
     Host(Box<QuantKv>),
+    /// One block's store of a paged pool (`kvpaged.rs`, decision 141): read and written
+    /// through block tables only.
+    Pool(Box<super::kvpaged::PoolKv>),
 }
 
 impl CudaKv {
@@ -560,6 +563,7 @@ impl CudaKv {
             CudaKv::F32 { len, .. } => *len,
             CudaKv::Device(d) => d.len(),
             CudaKv::Host(q) => q.len(),
+            CudaKv::Pool(_) => 0,
         }
     }
 
@@ -573,6 +577,7 @@ impl CudaKv {
             CudaKv::F32 { kv, .. } => kv.as_ref().map_or(0, |(k, v)| 4 * (k.len() + v.len())),
             CudaKv::Device(d) => d.bytes(),
             CudaKv::Host(q) => q.bytes(),
+            CudaKv::Pool(p) => p.bytes(),
         }
     }
 
@@ -642,6 +647,9 @@ impl CudaKv {
                     t,
                 )
             }
+            CudaKv::Pool(_) => Err(Error(
+                "kv_append: a paged pool's store is written through block tables only".into(),
+            )),
         }
     }
 
@@ -675,6 +683,9 @@ impl CudaKv {
                     crate::kvq::attend(&crate::Backend::to_f32(c, q)?, t, heads, kv, mask, scale)?;
                 crate::Backend::upload(c, out, &[t, heads * d])
             }
+            CudaKv::Pool(_) => Err(Error(
+                "kv_attention: a paged pool's store is read through block tables only".into(),
+            )),
         }
     }
 }

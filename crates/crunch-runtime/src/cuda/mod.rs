@@ -19,6 +19,7 @@ mod attention;
 mod bf16;
 mod codes;
 mod kvdev;
+mod kvpaged;
 mod packed;
 mod recycle;
 mod tensor;
@@ -80,6 +81,8 @@ pub struct Cuda {
     packed: Option<Arc<packed::Kernels>>,
     /// Attention over compressed caches on the device (`kvdev.rs`).
     kvk: Arc<kvdev::Kernels>,
+    /// The paged key/value pool's kernels (`kvpaged.rs`).
+    kvp: Arc<kvpaged::Kernels>,
     /// Quantized activations of the last packed product's input (`packed.rs`).
     acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
     /// The one-row int4 g128 tensor-core kernel (decision 139).
@@ -118,8 +121,10 @@ impl Cuda {
             codes_to_bf16: f("codes_to_bf16")?,
         };
         let kvk = Arc::new(kvdev::Kernels::new(&stream)?);
+        let kvp = Arc::new(kvpaged::Kernels::new(&stream)?);
         Ok(Self {
             kvk,
+            kvp,
             stream,
             blas: Arc::new(blas),
             k: Arc::new(k),
@@ -297,6 +302,33 @@ impl Backend for Cuda {
         scale: f32,
     ) -> Result<CudaTensor> {
         kv.attention(self, q, mask, scale)
+    }
+
+    // Decision 141: the paged pool's stores and kernels are `kvpaged.rs`'s.
+    fn kv_pool_alloc(&self, slots: usize, kvh: usize, d: usize) -> Result<Option<CudaKv>> {
+        kvpaged::alloc(self, slots, kvh, d)
+    }
+
+    fn kv_pool_write(
+        &self,
+        p: &mut CudaKv,
+        s: &[u32],
+        k: &CudaTensor,
+        v: &CudaTensor,
+    ) -> Result<()> {
+        kvpaged::write(self, p, s, k, v)
+    }
+
+    fn kv_pool_attention(
+        &self,
+        q: &CudaTensor,
+        pool: &CudaKv,
+        seqs: &[crate::PagedSeq],
+        page_size: usize,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<CudaTensor> {
+        kvpaged::attend(self, q, pool, seqs, (page_size, window, scale))
     }
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {

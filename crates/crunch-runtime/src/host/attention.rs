@@ -20,11 +20,21 @@ pub struct KvView<'a> {
     /// Offset between heads and between positions, in floats.
     pub head_stride: usize,
     pub pos_stride: usize,
+    /// A paged pool's block table and page size (decision 141): position `j` is read from
+    /// slot `pages[j / page_size] · page_size + j % page_size`. `None`: position `j` is slot
+    /// `j`. Only addresses change, so attention through pages gives the same values bit for
+    /// bit as over the same keys stored contiguously.
+    pub pages: Option<(&'a [u32], usize)>,
 }
 
 impl KvView<'_> {
+    #[inline(always)]
     pub(super) fn at(&self, g: usize, j: usize) -> usize {
-        g * self.head_stride + j * self.pos_stride
+        let slot = match self.pages {
+            Some((table, size)) => table[j / size] as usize * size + j % size,
+            None => j,
+        };
+        g * self.head_stride + slot * self.pos_stride
     }
 }
 

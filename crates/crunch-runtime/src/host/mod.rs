@@ -368,6 +368,7 @@ impl Backend for Host {
             // [len, kv_heads, d]: key j of head g at (j * kv_heads + g) * d.
             head_stride: d,
             pos_stride: kv_heads * d,
+            pages: None,
         };
         let out = attention::attend(q.f32s("attention")?, t, heads, &kv, mask, scale)?;
         Ok(HostTensor::from_vec(out, Shape::new(&[t, heads * d])?))
@@ -423,6 +424,7 @@ impl Backend for Host {
                 let (t, _, _) = dims3("kv_append", k)?;
                 s.append(k.f32s("kv_append")?, v.f32s("kv_append")?, t)
             }
+            Store::Pool(_) => Err(pool_misuse("kv_append")),
         }
     }
 
@@ -430,6 +432,7 @@ impl Backend for Host {
         match &kv.0 {
             Store::F32(s) => s.len,
             Store::Quant(s) => s.len(),
+            Store::Pool(_) => 0,
         }
     }
 
@@ -454,9 +457,55 @@ impl Backend for Host {
             Store::Quant(kv) => {
                 crate::kvq::attend(q.f32s("attention")?, t, heads, kv, mask, scale)?
             }
+            Store::Pool(_) => return Err(pool_misuse("kv_attention")),
         };
         Ok(HostTensor::from_vec(out, Shape::new(&[t, heads * d])?))
     }
+
+    fn kv_pool_alloc(
+        &self,
+        slots: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Option<HostKv>> {
+        Ok(Some(HostKv(Store::Pool(F32Kv::new(
+            slots, kv_heads, head_dim,
+        )?))))
+    }
+
+    fn kv_pool_write(
+        &self,
+        pool: &mut HostKv,
+        slots: &[u32],
+        k: &HostTensor,
+        v: &HostTensor,
+    ) -> Result<()> {
+        match &mut pool.0 {
+            Store::Pool(s) => paged::write(s, slots, k, v),
+            _ => Err(Error("kv_pool_write: not a paged pool's store".into())),
+        }
+    }
+
+    fn kv_pool_attention(
+        &self,
+        q: &HostTensor,
+        pool: &HostKv,
+        seqs: &[crate::PagedSeq],
+        page_size: usize,
+        window: Option<usize>,
+        scale: f32,
+    ) -> Result<HostTensor> {
+        match &pool.0 {
+            Store::Pool(s) => paged::attend(s, q, seqs, page_size, window, scale),
+            _ => Err(Error("kv_pool_attention: not a paged pool's store".into())),
+        }
+    }
+}
+
+fn pool_misuse(what: &str) -> Error {
+    Error(format!(
+        "{what}: a paged pool's store is read and written through block tables only"
+    ))
 }
 
 fn dims3(what: &str, t: &HostTensor) -> Result<(usize, usize, usize)> {
@@ -473,13 +522,16 @@ pub struct HostKv(Store);
 enum Store {
     F32(F32Kv),
     Quant(Box<QuantKv>),
+    /// One block's store of a paged pool (`Backend::kv_pool_alloc`): slots `0..capacity`,
+    /// written and attended only through block tables (`paged.rs` here).
+    Pool(F32Kv),
 }
 
 impl HostKv {
     /// Bytes this store holds.
     pub fn bytes(&self) -> usize {
         match &self.0 {
-            Store::F32(s) => 8 * s.k.len(),
+            Store::F32(s) | Store::Pool(s) => 8 * s.k.len(),
             Store::Quant(s) => s.bytes(),
         }
     }
@@ -548,9 +600,11 @@ impl F32Kv {
             head_dim: self.head_dim,
             head_stride: self.capacity * self.head_dim,
             pos_stride: self.head_dim,
+            pages: None,
         }
     }
 }
 
+mod paged;
 #[cfg(test)]
 mod tests;
