@@ -62,7 +62,7 @@ __device__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c
     float z = s.absmax ? -128.0f * sc : half_to_float(((const unsigned short*)s.offsets)[at]);
     // The same f32 constants as crate::kvq::codec::LLOYD_MAX2.
     float level = !s.lloyd ? (float)code
-        : code == 0 ? -1.5104176f : code == 1 ? -0.4527800f : code == 2 ? 0.4527800f : 1.5104176f;
+        : code == 0 ? -1.5104176f : code == 1 ? -0.45278f : code == 2 ? 0.45278f : 1.5104176f;
     return __fadd_rn(z, __fmul_rn(sc, level));
 }
 

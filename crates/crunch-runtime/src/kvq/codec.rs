@@ -37,7 +37,7 @@ pub enum Codec {
 /// `0, ±(a + b)/2` (each level the centroid of its interval, each threshold the midpoint of
 /// its levels; solved numerically in `lloyd_max_levels_are_the_gaussians_fixed_point`).
 /// A code `c` decodes to `z + s·LLOYD_MAX2[c]`.
-pub const LLOYD_MAX2: [f32; 4] = [-1.510_417_6, -0.452_780_0, 0.452_780_0, 1.510_417_6];
+pub const LLOYD_MAX2: [f32; 4] = [-1.510_417_6, -0.452_78, 0.452_78, 1.510_417_6];
 
 /// Least-squares refinements of a [`Codec::LloydMax2`] group after its moment fit.
 const LLOYD_ROUNDS: usize = 4;
