@@ -30,7 +30,10 @@ pub enum Codec {
     AbsMax8,
     /// Decision 142: 2-bit, the four Lloyd–Max levels of a Gaussian ([`LLOYD_MAX2`]) around
     /// an f16 offset with an f16 scale, fitted per group by least squares.
-    LloydMax2,
+    /// `unshrunk`: the scale then widened so that the decoded group regresses on the group
+    /// with slope 1 (`s' = var x / cov(x, L[c])`, codes kept): Lloyd–Max's centroids shrink a
+    /// group towards its mean (`var Q = var x − MSE`), which flattens attention scores.
+    LloydMax2 { unshrunk: bool },
 }
 
 /// The 4-level Lloyd–Max quantizer of the standard normal: levels `±a, ±b` with thresholds
@@ -47,7 +50,7 @@ impl Codec {
         match self {
             Codec::MinMax { bits } | Codec::MinMaxMse { bits } => bits as usize,
             Codec::AbsMax8 => 8,
-            Codec::LloydMax2 => 2,
+            Codec::LloydMax2 { .. } => 2,
         }
     }
 
@@ -57,7 +60,7 @@ impl Codec {
     #[inline(always)]
     pub fn level(self, c: u8) -> f32 {
         match self {
-            Codec::LloydMax2 => LLOYD_MAX2[c as usize & 3],
+            Codec::LloydMax2 { .. } => LLOYD_MAX2[c as usize & 3],
             _ => c as f32,
         }
     }
@@ -65,7 +68,7 @@ impl Codec {
     /// Metadata bytes of one group (f16 scale, and f16 minimum for min–max).
     pub fn meta_bytes(self) -> usize {
         match self {
-            Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 => 4,
+            Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 { .. } => 4,
             Codec::AbsMax8 => 2,
         }
     }
@@ -111,14 +114,14 @@ impl Codec {
                 }
                 (s, f16::from_f32(-128.0 * sf))
             }
-            Codec::LloydMax2 => lloyd_max2(x, codes),
+            Codec::LloydMax2 { unshrunk } => lloyd_max2(x, codes, unshrunk),
         }
     }
 
     /// `(scale, offset)` as f32 for decoding `offset + scale·code`.
     pub fn affine(self, scale: f16, offset: f16) -> (f32, f32) {
         match self {
-            Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 => {
+            Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 { .. } => {
                 (scale.to_f32(), offset.to_f32())
             }
             // −128·s in f32, not through the stored f16 (which only the encoder's return
@@ -180,7 +183,7 @@ fn lloyd_codes(x: &[f32], z: f16, s: f16, codes: &mut [u8]) -> f64 {
 /// the least-squares affine fit `min Σ (x − z − s·L[c])²` of the chosen codes, each kept only
 /// if its decoded error (f16 `s`, `z`) is smaller. Sums in f64 in index order, so the result
 /// is a function of `x` alone.
-fn lloyd_max2(x: &[f32], codes: &mut [u8]) -> (f16, f16) {
+fn lloyd_max2(x: &[f32], codes: &mut [u8], unshrunk: bool) -> (f16, f16) {
     let n = x.len() as f64;
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let z = saturate(mean as f32);
@@ -210,6 +213,22 @@ fn lloyd_max2(x: &[f32], codes: &mut [u8]) -> (f16, f16) {
         }
         best = (err, s, z);
         codes.copy_from_slice(&trial);
+    }
+    if unshrunk {
+        // Slope 1 of the decoded group on the group: s' = var x / cov(x, L[c]), the offset
+        // keeping the means equal; the codes stay.
+        let l = |c: u8| LLOYD_MAX2[c as usize] as f64;
+        let ml = codes.iter().map(|&c| l(c)).sum::<f64>() / n;
+        let var_x = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+        let cov = codes
+            .iter()
+            .zip(x)
+            .map(|(&c, &v)| (l(c) - ml) * (v as f64 - mean))
+            .sum::<f64>();
+        if cov > 0.0 {
+            let s1 = var_x / cov;
+            return (saturate(s1 as f32), saturate((mean - s1 * ml) as f32));
+        }
     }
     (best.1, best.2)
 }
@@ -285,7 +304,7 @@ mod tests {
                 (hi - lo) / ((1u32 << bits) - 1) as f32
             }
             Codec::AbsMax8 => amax / 127.0,
-            Codec::LloydMax2 => unreachable!("the bound is a uniform grid's"),
+            Codec::LloydMax2 { .. } => unreachable!("the bound is a uniform grid's"),
         };
         let levels = ((1u32 << codec.bits()) - 1) as f32;
         0.5 * step * (1.0 + 1e-3) + amax * 2f32.powi(-11) + levels * step * 2f32.powi(-11) + 1e-7
@@ -494,7 +513,7 @@ mod tests {
         for n in [32, 64] {
             let (mut lm, mut mm) = (0f64, 0f64);
             for g in gauss.chunks(n) {
-                lm += squared_error(Codec::LloydMax2, g);
+                lm += squared_error(Codec::LloydMax2 { unshrunk: false }, g);
                 mm += squared_error(Codec::MinMax { bits: 2 }, g);
             }
             let per = |e: f64| e / gauss.len() as f64 / 9.0; // in units of σ² = 9
@@ -511,9 +530,37 @@ mod tests {
                 per(mm)
             );
         }
+        // `unshrunk`: the decoded group regresses on the group with slope 1 (within the f16
+        // rounding of the scale, 2⁻¹¹), where plain Lloyd–Max's slope is below 1 (its
+        // centroids shrink: about 1 − 0.1175 for a Gaussian).
+        let slope = |codec: Codec, g: &[f32]| {
+            let q = round_trip(codec, g);
+            let n = g.len() as f64;
+            let (mx, mq) = (
+                g.iter().map(|&v| v as f64).sum::<f64>() / n,
+                q.iter().map(|&v| v as f64).sum::<f64>() / n,
+            );
+            let cov: f64 = g
+                .iter()
+                .zip(&q)
+                .map(|(&a, &b)| (a as f64 - mx) * (b as f64 - mq))
+                .sum();
+            cov / g.iter().map(|&a| (a as f64 - mx).powi(2)).sum::<f64>()
+        };
+        for g in gauss.chunks(64).take(50) {
+            let u = slope(Codec::LloydMax2 { unshrunk: true }, g);
+            assert!((u - 1.0).abs() < 1e-3, "unshrunk slope {u}");
+            assert!(slope(Codec::LloydMax2 { unshrunk: false }, g) < 0.97);
+        }
         // Degenerate groups decode exactly.
-        assert_eq!(round_trip(Codec::LloydMax2, &[0.5; 16]), vec![0.5; 16]);
-        assert_eq!(round_trip(Codec::LloydMax2, &[0.0; 16]), vec![0.0; 16]);
+        assert_eq!(
+            round_trip(Codec::LloydMax2 { unshrunk: false }, &[0.5; 16]),
+            vec![0.5; 16]
+        );
+        assert_eq!(
+            round_trip(Codec::LloydMax2 { unshrunk: false }, &[0.0; 16]),
+            vec![0.0; 16]
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct Kivi {
     /// f16 offset and scale per group, fitted by least squares) instead of a min–max grid.
     pub lloyd_k: bool,
     pub lloyd_v: bool,
+    /// With `lloyd_*`: each Lloyd–Max group's scale widened to undo the levels' shrinkage
+    /// ([`codec::Codec::LloydMax2`]).
+    pub unshrunk: bool,
 }
 
 impl Kivi {
@@ -123,6 +126,7 @@ impl Kivi {
             mse: false,
             lloyd_k: false,
             lloyd_v: false,
+            unshrunk: false,
         }
     }
 
@@ -169,7 +173,8 @@ impl KvMode {
     /// per token in groups of N channels), `h` / `hk` / `hv` (Hadamard rotation of keys and
     /// values / keys / values), `mse` (ranges clipped to the least squared error); decision
     /// 142: `lm` / `lmk` / `lmv` (2-bit keys and values / keys / values on the Gaussian's
-    /// Lloyd–Max levels; other widths keep min–max).
+    /// Lloyd–Max levels; other widths keep min–max), `u` (their scales widened to undo the
+    /// levels' shrinkage).
     pub fn parse(s: &str) -> Result<KvMode, String> {
         let known = || {
             KV_MODES
@@ -222,6 +227,8 @@ impl KvMode {
                 kivi.lloyd_k = true;
             } else if opt == "lmv" {
                 kivi.lloyd_v = true;
+            } else if opt == "u" {
+                kivi.unshrunk = true;
             } else if opt == "h" {
                 (kivi.hadamard_k, kivi.hadamard_v) = (true, true);
             } else if opt == "hk" {
@@ -260,6 +267,11 @@ impl KvMode {
                 }
                 kivi.group = group;
             }
+        }
+        if kivi.unshrunk && !(kivi.lloyd_k || kivi.lloyd_v) {
+            return Err(format!(
+                "'{s}': 'u' applies to Lloyd–Max levels (lm, lmk, lmv)"
+            ));
         }
         if kivi.sink > kivi.group {
             return Err(format!(
@@ -359,6 +371,9 @@ impl fmt::Display for KvMode {
                     (true, false) => write!(f, ":lmk")?,
                     (false, true) => write!(f, ":lmv")?,
                     _ => {}
+                }
+                if k.unshrunk {
+                    write!(f, ":u")?;
                 }
                 Ok(())
             }

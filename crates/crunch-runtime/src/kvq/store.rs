@@ -153,7 +153,7 @@ impl Coded {
             codes: vec![0; n],
             scales: vec![f16::ZERO; groups],
             offsets: match codec {
-                Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 => {
+                Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 { .. } => {
                     vec![f16::ZERO; groups]
                 }
                 Codec::AbsMax8 => Vec::new(),
@@ -676,7 +676,7 @@ impl QuantKv {
                     Axis::Channel { tokens } => tokens,
                 },
                 rotate: c.rotate,
-                lloyd: c.codec == Codec::LloydMax2,
+                lloyd: matches!(c.codec, Codec::LloydMax2 { .. }),
                 row_bytes: c.row_bytes,
             },
         }
@@ -807,7 +807,9 @@ fn make_rows(
             // Decision 142: `lm` codes the 2-bit sides on Lloyd–Max levels (other widths keep
             // their min–max grid).
             let codec = |bits, lloyd| match (lloyd && bits == 2, kivi.mse) {
-                (true, _) => Codec::LloydMax2,
+                (true, _) => Codec::LloydMax2 {
+                    unshrunk: kivi.unshrunk,
+                },
                 (false, false) => Codec::MinMax { bits },
                 (false, true) => Codec::MinMaxMse { bits },
             };

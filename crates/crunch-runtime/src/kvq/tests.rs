@@ -49,7 +49,7 @@ fn reference_group(x: &[f64], bits: u32) -> (Vec<f64>, bool) {
 /// times, the least-squares `(s, z)` of the chosen levels, kept while the squared error
 /// (through f16 `s` and `z`) falls. Returns the dequantized group and whether a value sat
 /// within 1e-5·s of the midpoint of two decoded levels.
-fn reference_lloyd(x: &[f64]) -> (Vec<f64>, bool) {
+fn reference_lloyd(x: &[f64], unshrunk: bool) -> (Vec<f64>, bool) {
     let lv = [
         -1.5104176f32 as f64,
         -0.45278f32 as f64,
@@ -97,13 +97,26 @@ fn reference_lloyd(x: &[f64]) -> (Vec<f64>, bool) {
         (codes, err, s, z) = (c1, e1, s1, z1);
         tie |= t1;
     }
+    if unshrunk {
+        // The decoded group's regression on the group with slope 1, the codes kept.
+        let ml = codes.iter().map(|&c| lv[c]).sum::<f64>() / n;
+        let var_x: f64 = x.iter().map(|v| (v - mean).powi(2)).sum();
+        let cov: f64 = codes
+            .iter()
+            .zip(x)
+            .map(|(&c, v)| (lv[c] - ml) * (v - mean))
+            .sum();
+        if cov > 0.0 {
+            (s, z) = (h(var_x / cov), h(mean - var_x / cov * ml));
+        }
+    }
     (codes.iter().map(|&c| z + s * lv[c]).collect(), tie)
 }
 
 /// A group of `bits` as `spec` codes it: Lloyd–Max at 2 bits with `lm`, else min–max.
-fn reference_any(x: &[f64], bits: u32, lloyd: bool) -> (Vec<f64>, bool) {
+fn reference_any(x: &[f64], bits: u32, lloyd: bool, unshrunk: bool) -> (Vec<f64>, bool) {
     match lloyd && bits == 2 {
-        true => reference_lloyd(x),
+        true => reference_lloyd(x, unshrunk),
         false => reference_group(x, bits),
     }
 }
@@ -192,7 +205,8 @@ fn reference_kivi(
                 // one group.
                 for c in 0..d {
                     let col: Vec<f64> = (skip..g).map(|t| keys[t * d + c]).collect();
-                    let (deq, tie) = reference_any(&col, spec.key_bits as u32, spec.lloyd_k);
+                    let (deq, tie) =
+                        reference_any(&col, spec.key_bits as u32, spec.lloyd_k, spec.unshrunk);
                     ties += tie as usize;
                     for t in skip..g {
                         block[t * d + c] = deq[t - skip];
@@ -201,7 +215,8 @@ fn reference_kivi(
             } else {
                 block.clear();
                 for grp in keys.chunks(spec.key_group(d)) {
-                    let (deq, tie) = reference_any(grp, spec.key_bits as u32, spec.lloyd_k);
+                    let (deq, tie) =
+                        reference_any(grp, spec.key_bits as u32, spec.lloyd_k, spec.unshrunk);
                     ties += tie as usize;
                     block.extend(deq);
                 }
@@ -226,7 +241,8 @@ fn reference_kivi(
                 }
                 let mut deq_row = Vec::new();
                 for grp in row.chunks(cg) {
-                    let (deq, tie) = reference_any(grp, spec.value_bits as u32, spec.lloyd_v);
+                    let (deq, tie) =
+                        reference_any(grp, spec.value_bits as u32, spec.lloyd_v, spec.unshrunk);
                     ties += tie as usize;
                     deq_row.extend(deq);
                 }
@@ -283,6 +299,7 @@ fn kivi_matches_the_papers_algorithm() {
         "kivi4:v2:kg32:lm",
         "kivi2:s1:pre:h:lmv",
         "kivi2:kg32:lmk",
+        "kivi2:vg64:s1:pre:h:lm:u",
     ];
     let freqs = inv_freq(d);
     for text in specs {
@@ -525,6 +542,7 @@ fn modes_parse_print_and_count_bytes() {
         "kivi2:vg64:s1:pre:h:lm",
         "kivi2:lmk",
         "kivi2:s1:lmv",
+        "kivi2:h:lmv:u",
     ] {
         let m = KvMode::parse(name).unwrap();
         assert_eq!(KvMode::parse(&m.to_string()).unwrap(), m, "{name} -> {m}");
@@ -559,6 +577,7 @@ fn modes_parse_print_and_count_bytes() {
         "kivi2:r",
         "kivi2:r5000",
         "kivi2:hx",
+        "kivi2:u",
     ] {
         assert!(KvMode::parse(bad).is_err(), "{bad}");
     }
