@@ -27,9 +27,9 @@ const MODES: [&str; 12] = [
     "kivi2:vg64:s1:pre:h",
     "kivi2:s1:pre:h",
     "kivi2:r20",
-    // Decision 142: codes on the Lloyd–Max levels (keys and values; values only).
+    // Decision 142: codes on the Lloyd–Max levels (keys and values; values, scales widened).
     "kivi2:vg64:s1:pre:h:lm",
-    "kivi2:vg64:s1:pre:h:lmv",
+    "kivi2:vg64:s1:pre:h:lmv:u",
 ];
 
 /// Runs the comparison for heads of 64 and 128 channels; returns how many failed.
