@@ -16,7 +16,7 @@ use crunch_runtime::kvq::{attend, QuantKv};
 use crunch_runtime::{AttentionMask, Backend, Cuda, KvMode, KvSpec};
 use serde_json::json;
 
-const MODES: [&str; 10] = [
+const MODES: [&str; 12] = [
     "f16",
     "q8",
     "q4",
@@ -27,6 +27,9 @@ const MODES: [&str; 10] = [
     "kivi2:vg64:s1:pre:h",
     "kivi2:s1:pre:h",
     "kivi2:r20",
+    // Decision 142: codes on the Lloyd–Max levels (keys and values; values, scales widened).
+    "kivi2:vg64:s1:pre:h:lm",
+    "kivi2:vg64:s1:pre:h:lmv:u",
 ];
 
 /// Runs the comparison for heads of 64 and 128 channels; returns how many failed.

@@ -7,7 +7,8 @@
 //                              [ceil(cap / tokens), kvh, d]
 //   tail    f16 ring [slots, kvh, d], position p in slot p % slots (KIVI's unquantized rows)
 //   sink    f16 [sink, kvh, d]
-// Decoding reproduces the host's `Coded::decode` bit for bit: z + s·c without contraction
+// Decoding reproduces the host's `Coded::decode` bit for bit: z + s·c (c, or its Lloyd-Max
+// level, decision 142) without contraction
 // (__fmul_rn/__fadd_rn), then the Hadamard butterflies in the host's order, then (keys of a
 // pre-RoPE store) the rotation by p·θ in double.
 
@@ -20,6 +21,7 @@
 struct KvSide {
     unsigned long long codes, scales, offsets, tail, sink;
     int bits, absmax, channels, tokens, rotate, row_bytes;
+    int lloyd;  // decision 142: 2-bit codes stand for the Lloyd-Max levels, not 0..3
 };
 
 struct KvState {
@@ -58,7 +60,10 @@ __device__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c
         : ((size_t)(j / s.tokens) * st.kvh + g) * st.d + c;
     float sc = half_to_float(((const unsigned short*)s.scales)[at]);
     float z = s.absmax ? -128.0f * sc : half_to_float(((const unsigned short*)s.offsets)[at]);
-    return __fadd_rn(z, __fmul_rn(sc, (float)code));
+    // The same f32 constants as crate::kvq::codec::LLOYD_MAX2.
+    float level = !s.lloyd ? (float)code
+        : code == 0 ? -1.5104176f : code == 1 ? -0.45278f : code == 2 ? 0.45278f : 1.5104176f;
+    return __fadd_rn(z, __fmul_rn(sc, level));
 }
 
 // Fills A [CHUNK][d + 1] with the coded rows of positions j0.. (sink rows from the sink) and,

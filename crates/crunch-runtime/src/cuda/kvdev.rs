@@ -268,6 +268,7 @@ struct KvSideArg {
     tokens: i32,
     rotate: i32,
     row_bytes: i32,
+    lloyd: i32,
 }
 unsafe impl DeviceRepr for KvSideArg {}
 
@@ -458,6 +459,7 @@ impl DeviceKv {
                 tokens: s.lay.tokens as i32,
                 rotate: s.lay.rotate as i32,
                 row_bytes: to_i32(s.lay.row_bytes, "row bytes")?,
+                lloyd: s.lay.lloyd as i32,
             })
         };
         let (ka, va) = (arg(&self.k, &kp)?, arg(&self.v, &vp)?);

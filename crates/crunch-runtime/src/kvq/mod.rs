@@ -15,6 +15,7 @@
 
 mod attend;
 pub mod codec;
+pub mod perturb;
 mod rope;
 mod store;
 
@@ -99,6 +100,13 @@ pub struct Kivi {
     /// Min–max ranges clipped to the quantization error's minimum (a grid search per group)
     /// instead of the group's extremes.
     pub mse: bool,
+    /// Decision 142: the keys' / values' 2-bit codes on the Gaussian's Lloyd–Max levels (an
+    /// f16 offset and scale per group, fitted by least squares) instead of a min–max grid.
+    pub lloyd_k: bool,
+    pub lloyd_v: bool,
+    /// With `lloyd_*`: each Lloyd–Max group's scale widened to undo the levels' shrinkage
+    /// ([`codec::Codec::LloydMax2`]).
+    pub unshrunk: bool,
 }
 
 impl Kivi {
@@ -116,6 +124,9 @@ impl Kivi {
             hadamard_k: false,
             hadamard_v: false,
             mse: false,
+            lloyd_k: false,
+            lloyd_v: false,
+            unshrunk: false,
         }
     }
 
@@ -160,7 +171,10 @@ impl KvMode {
     /// N ≤ G positions kept in f16), `pre` (keys quantized before the rotary embedding);
     /// decision 131: `rN` (at least the N most recent positions kept in f16), `kgN` (keys
     /// per token in groups of N channels), `h` / `hk` / `hv` (Hadamard rotation of keys and
-    /// values / keys / values), `mse` (ranges clipped to the least squared error).
+    /// values / keys / values), `mse` (ranges clipped to the least squared error); decision
+    /// 142: `lm` / `lmk` / `lmv` (2-bit keys and values / keys / values on the Gaussian's
+    /// Lloyd–Max levels; other widths keep min–max), `u` (their scales widened to undo the
+    /// levels' shrinkage).
     pub fn parse(s: &str) -> Result<KvMode, String> {
         let known = || {
             KV_MODES
@@ -207,6 +221,14 @@ impl KvMode {
                 kivi.pre_rope = true;
             } else if opt == "mse" {
                 kivi.mse = true;
+            } else if opt == "lm" {
+                (kivi.lloyd_k, kivi.lloyd_v) = (true, true);
+            } else if opt == "lmk" {
+                kivi.lloyd_k = true;
+            } else if opt == "lmv" {
+                kivi.lloyd_v = true;
+            } else if opt == "u" {
+                kivi.unshrunk = true;
             } else if opt == "h" {
                 (kivi.hadamard_k, kivi.hadamard_v) = (true, true);
             } else if opt == "hk" {
@@ -245,6 +267,11 @@ impl KvMode {
                 }
                 kivi.group = group;
             }
+        }
+        if kivi.unshrunk && !(kivi.lloyd_k || kivi.lloyd_v) {
+            return Err(format!(
+                "'{s}': 'u' applies to Lloyd–Max levels (lm, lmk, lmv)"
+            ));
         }
         if kivi.sink > kivi.group {
             return Err(format!(
@@ -338,6 +365,15 @@ impl fmt::Display for KvMode {
                 }
                 if k.mse {
                     write!(f, ":mse")?;
+                }
+                match (k.lloyd_k, k.lloyd_v) {
+                    (true, true) => write!(f, ":lm")?,
+                    (true, false) => write!(f, ":lmk")?,
+                    (false, true) => write!(f, ":lmv")?,
+                    _ => {}
+                }
+                if k.unshrunk {
+                    write!(f, ":u")?;
                 }
                 Ok(())
             }

@@ -35,6 +35,9 @@ pub struct Layout {
     pub tokens: usize,
     /// Rows are Hadamard-rotated before they are quantized.
     pub rotate: bool,
+    /// Decision 142: 2-bit codes stand for the Lloyd–Max levels
+    /// ([`super::codec::LLOYD_MAX2`]), not `0..4`.
+    pub lloyd: bool,
     pub row_bytes: usize,
 }
 
@@ -150,7 +153,9 @@ impl Coded {
             codes: vec![0; n],
             scales: vec![f16::ZERO; groups],
             offsets: match codec {
-                Codec::MinMax { .. } | Codec::MinMaxMse { .. } => vec![f16::ZERO; groups],
+                Codec::MinMax { .. } | Codec::MinMaxMse { .. } | Codec::LloydMax2 { .. } => {
+                    vec![f16::ZERO; groups]
+                }
                 Codec::AbsMax8 => Vec::new(),
             },
         })
@@ -239,7 +244,7 @@ impl Coded {
 
     /// Decodes positions `j0..j1` of head `g` into `out [(j1 - j0) * d]`.
     fn decode(&self, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
-        let bits = self.codec.bits();
+        let (codec, bits) = (self.codec, self.codec.bits());
         let (cap, j0, j1) = (self.cap, j0 - self.base, j1 - self.base);
         for (j, o) in (j0..j1).zip(out.chunks_mut(d)) {
             let at = (g * cap + j) * self.row_bytes;
@@ -250,7 +255,7 @@ impl Coded {
                     for (cg, oc) in o.chunks_mut(channels).enumerate() {
                         let (s, z) = self.affine((g * cap + j) * per_row + cg);
                         for (i, x) in oc.iter_mut().enumerate() {
-                            *x = z + s * code_at(row, bits, cg * channels + i) as f32;
+                            *x = z + s * codec.level(code_at(row, bits, cg * channels + i));
                         }
                     }
                 }
@@ -258,7 +263,7 @@ impl Coded {
                     let base = (g * cap.div_ceil(tokens) + j / tokens) * d;
                     for (c, x) in o.iter_mut().enumerate() {
                         let (s, z) = self.affine(base + c);
-                        *x = z + s * code_at(row, bits, c) as f32;
+                        *x = z + s * codec.level(code_at(row, bits, c));
                     }
                 }
             }
@@ -538,6 +543,12 @@ impl QuantKv {
                 self.len
             )));
         }
+        // Decision 142's measurement hook (`CRUNCH_KV_PERTURB`; unset: the rows as given).
+        let (pk, pv) = (
+            super::perturb::perturbed(k, 0, self.len, kvh, d)?,
+            super::perturb::perturbed(v, 1, self.len, kvh, d)?,
+        );
+        let (k, v) = (pk.as_deref().unwrap_or(k), pv.as_deref().unwrap_or(v));
         let row = |i: usize, g: usize| (i * kvh + g) * d..(i * kvh + g + 1) * d;
         let group = self.kivi_group();
         if self.staged {
@@ -650,6 +661,7 @@ impl QuantKv {
                 channels: 0,
                 tokens: 0,
                 rotate: false,
+                lloyd: false,
                 row_bytes: 2 * self.head_dim,
             },
             Rows::Coded(c) => Layout {
@@ -664,6 +676,7 @@ impl QuantKv {
                     Axis::Channel { tokens } => tokens,
                 },
                 rotate: c.rotate,
+                lloyd: matches!(c.codec, Codec::LloydMax2 { .. }),
                 row_bytes: c.row_bytes,
             },
         }
@@ -791,12 +804,17 @@ fn make_rows(
             token(Codec::MinMax { bits: 4 })?,
         ),
         KvMode::Kivi(kivi) => {
-            let codec = |bits| match kivi.mse {
-                false => Codec::MinMax { bits },
-                true => Codec::MinMaxMse { bits },
+            // Decision 142: `lm` codes the 2-bit sides on Lloyd–Max levels (other widths keep
+            // their min–max grid).
+            let codec = |bits, lloyd| match (lloyd && bits == 2, kivi.mse) {
+                (true, _) => Codec::LloydMax2 {
+                    unshrunk: kivi.unshrunk,
+                },
+                (false, false) => Codec::MinMax { bits },
+                (false, true) => Codec::MinMaxMse { bits },
             };
             let keys = Coded::new(
-                codec(kivi.key_bits),
+                codec(kivi.key_bits, kivi.lloyd_k),
                 match kivi.key_channels {
                     0 => Axis::Channel { tokens: kivi.group },
                     _ => Axis::Token {
@@ -809,7 +827,7 @@ fn make_rows(
                 d,
             )?;
             let values = Coded::new(
-                codec(kivi.value_bits),
+                codec(kivi.value_bits, kivi.lloyd_v),
                 Axis::Token {
                     channels: kivi.value_group(d),
                 },

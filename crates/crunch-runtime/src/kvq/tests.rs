@@ -44,6 +44,83 @@ fn reference_group(x: &[f64], bits: u32) -> (Vec<f64>, bool) {
     (out, tie)
 }
 
+/// Decision 142's Lloyd–Max group, read directly in f64: levels `±0.4527800, ±1.5104176`
+/// around `z` scaled by `s`; first `z` = mean, `s` = RMS about the f16 `z`; then, up to four
+/// times, the least-squares `(s, z)` of the chosen levels, kept while the squared error
+/// (through f16 `s` and `z`) falls. Returns the dequantized group and whether a value sat
+/// within 1e-5·s of the midpoint of two decoded levels.
+fn reference_lloyd(x: &[f64], unshrunk: bool) -> (Vec<f64>, bool) {
+    let lv = [
+        -1.5104176f32 as f64,
+        -0.45278f32 as f64,
+        0.45278f32 as f64,
+        1.5104176f32 as f64,
+    ];
+    let h = |v: f64| f16::from_f64(v).to_f64();
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let nearest = |z: f64, s: f64| -> (Vec<usize>, f64, bool) {
+        let mut tie = false;
+        let mut err = 0.0;
+        let c = x
+            .iter()
+            .map(|&v| {
+                let d: Vec<f64> = lv.iter().map(|l| (v - (z + s * l)).abs()).collect();
+                let i = (0..4).fold(0, |b, i| if d[i] < d[b] { i } else { b });
+                tie |= (0..4).any(|j| j != i && (d[j] - d[i]).abs() < 1e-5 * s.abs().max(1e-3));
+                err += d[i] * d[i];
+                i
+            })
+            .collect();
+        (c, err, tie)
+    };
+    let z0 = h(mean);
+    let s0 = h((x.iter().map(|v| (v - z0).powi(2)).sum::<f64>() / n).sqrt());
+    let (mut codes, mut err, mut tie) = nearest(z0, s0);
+    let (mut s, mut z) = (s0, z0);
+    for _ in 0..4 {
+        let ml = codes.iter().map(|&c| lv[c]).sum::<f64>() / n;
+        let var: f64 = codes.iter().map(|&c| (lv[c] - ml).powi(2)).sum();
+        if var == 0.0 {
+            break;
+        }
+        let cov: f64 = codes
+            .iter()
+            .zip(x)
+            .map(|(&c, v)| (lv[c] - ml) * (v - mean))
+            .sum();
+        let (s1, z1) = (h(cov / var), h(mean - cov / var * ml));
+        let (c1, e1, t1) = nearest(z1, s1);
+        if e1 >= err {
+            break;
+        }
+        (codes, err, s, z) = (c1, e1, s1, z1);
+        tie |= t1;
+    }
+    if unshrunk {
+        // The decoded group's regression on the group with slope 1, the codes kept.
+        let ml = codes.iter().map(|&c| lv[c]).sum::<f64>() / n;
+        let var_x: f64 = x.iter().map(|v| (v - mean).powi(2)).sum();
+        let cov: f64 = codes
+            .iter()
+            .zip(x)
+            .map(|(&c, v)| (lv[c] - ml) * (v - mean))
+            .sum();
+        if cov > 0.0 {
+            (s, z) = (h(var_x / cov), h(mean - var_x / cov * ml));
+        }
+    }
+    (codes.iter().map(|&c| z + s * lv[c]).collect(), tie)
+}
+
+/// A group of `bits` as `spec` codes it: Lloyd–Max at 2 bits with `lm`, else min–max.
+fn reference_any(x: &[f64], bits: u32, lloyd: bool, unshrunk: bool) -> (Vec<f64>, bool) {
+    match lloyd && bits == 2 {
+        true => reference_lloyd(x, unshrunk),
+        false => reference_group(x, bits),
+    }
+}
+
 /// Keys and values `[p + 1, d]` of one head as the cache holds them after token `p`.
 type Seen = (Vec<f64>, Vec<f64>);
 
@@ -128,7 +205,8 @@ fn reference_kivi(
                 // one group.
                 for c in 0..d {
                     let col: Vec<f64> = (skip..g).map(|t| keys[t * d + c]).collect();
-                    let (deq, tie) = reference_group(&col, spec.key_bits as u32);
+                    let (deq, tie) =
+                        reference_any(&col, spec.key_bits as u32, spec.lloyd_k, spec.unshrunk);
                     ties += tie as usize;
                     for t in skip..g {
                         block[t * d + c] = deq[t - skip];
@@ -137,7 +215,8 @@ fn reference_kivi(
             } else {
                 block.clear();
                 for grp in keys.chunks(spec.key_group(d)) {
-                    let (deq, tie) = reference_group(grp, spec.key_bits as u32);
+                    let (deq, tie) =
+                        reference_any(grp, spec.key_bits as u32, spec.lloyd_k, spec.unshrunk);
                     ties += tie as usize;
                     block.extend(deq);
                 }
@@ -162,7 +241,8 @@ fn reference_kivi(
                 }
                 let mut deq_row = Vec::new();
                 for grp in row.chunks(cg) {
-                    let (deq, tie) = reference_group(grp, spec.value_bits as u32);
+                    let (deq, tie) =
+                        reference_any(grp, spec.value_bits as u32, spec.lloyd_v, spec.unshrunk);
                     ties += tie as usize;
                     deq_row.extend(deq);
                 }
@@ -213,6 +293,13 @@ fn kivi_matches_the_papers_algorithm() {
         "kivi2:h",
         "kivi2:kg32:hk:r8:16",
         "kivi2:hv:s2:pre:r32",
+        // Decision 142: Lloyd–Max levels (2-bit sides only).
+        "kivi2:lm",
+        "kivi2:vg64:s1:pre:h:lm",
+        "kivi4:v2:kg32:lm",
+        "kivi2:s1:pre:h:lmv",
+        "kivi2:kg32:lmk",
+        "kivi2:vg64:s1:pre:h:lm:u",
     ];
     let freqs = inv_freq(d);
     for text in specs {
@@ -297,7 +384,7 @@ fn naive(q: &[f32], k: &[f32], v: &[f32], lo: usize, scale: f32) -> (Vec<f64>, f
     (out, s.iter().fold(0f64, |a, x| a.max(x.abs())))
 }
 
-const MODES: [KvMode; 8] = [
+const MODES: [KvMode; 9] = [
     KvMode::F16,
     KvMode::Q8,
     KvMode::Q4,
@@ -321,6 +408,16 @@ const MODES: [KvMode; 8] = [
         hadamard_v: true,
         key_channels: 64,
         mse: true,
+        ..Kivi::plain(2)
+    }),
+    KvMode::Kivi(Kivi {
+        sink: 1,
+        pre_rope: true,
+        hadamard_k: true,
+        hadamard_v: true,
+        value_channels: 64,
+        lloyd_k: true,
+        lloyd_v: true,
         ..Kivi::plain(2)
     }),
 ];
@@ -442,6 +539,10 @@ fn modes_parse_print_and_count_bytes() {
         "kivi2:s1:pre:r64:kg32:h:mse",
         "kivi2:hk:r8",
         "kivi2:hv",
+        "kivi2:vg64:s1:pre:h:lm",
+        "kivi2:lmk",
+        "kivi2:s1:lmv",
+        "kivi2:h:lmv:u",
     ] {
         let m = KvMode::parse(name).unwrap();
         assert_eq!(KvMode::parse(&m.to_string()).unwrap(), m, "{name} -> {m}");
@@ -476,6 +577,7 @@ fn modes_parse_print_and_count_bytes() {
         "kivi2:r",
         "kivi2:r5000",
         "kivi2:hx",
+        "kivi2:u",
     ] {
         assert!(KvMode::parse(bad).is_err(), "{bad}");
     }
@@ -493,6 +595,8 @@ fn modes_parse_print_and_count_bytes() {
     // a position's key and value).
     assert_eq!(b("kivi2:kg64"), b("kivi2:64"));
     assert_eq!(b("kivi2:h:mse"), b("kivi2"));
+    // Lloyd–Max levels keep an f16 scale and offset per group, as min–max does.
+    assert_eq!(b("kivi2:lm"), b("kivi2"));
     let fixed = |m: &str| KvMode::parse(m).unwrap().fixed_bytes(3, 64);
     assert_eq!(fixed("kivi2:r64:s1") - fixed("kivi2"), 4 * 65 * 3 * 64);
     // What the store allocates matches the count.

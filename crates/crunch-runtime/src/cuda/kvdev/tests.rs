@@ -96,7 +96,11 @@ impl Mirror {
         } else {
             Self::u16_at(&b[2], at)
         };
-        z + sc * code as f32
+        let level = match lay.lloyd {
+            false => code as f32,
+            true => crate::kvq::codec::LLOYD_MAX2[code as usize],
+        };
+        z + sc * level
     }
 
     /// `load_chunk` of `kvdev.cu`: (A, B), rows of `d + 1`.
@@ -377,6 +381,8 @@ fn the_kernels_transcription_matches_host_attention_for_every_mode() {
         "kivi2:r20",
         "kivi4:16:kg32:hk:mse",
         "kivi2:64:s4:hv",
+        "kivi2:vg64:s1:pre:h:lm",
+        "kivi4:v2:lm",
     ] {
         check(mode, 64, &chunks, Some(50));
     }
