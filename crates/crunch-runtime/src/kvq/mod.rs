@@ -17,6 +17,7 @@ mod attend;
 pub mod codec;
 pub mod perturb;
 mod rope;
+mod rows;
 mod store;
 
 pub use attend::attend;
