@@ -18,6 +18,7 @@ pub mod model;
 pub mod moe;
 pub mod paged;
 pub mod rope;
+mod rope_tables;
 pub mod structure;
 pub mod testing;
 pub mod weights;
