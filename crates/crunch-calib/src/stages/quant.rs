@@ -146,6 +146,14 @@ pub struct Lut {
     /// Lloyd iterations of each codebook's k-means.
     #[serde(default = "default_iterations")]
     pub iterations: usize,
+    /// Refit each row's levels to its codes by least squares with the full Hessian after
+    /// the column loop.
+    #[serde(default = "default_refit")]
+    pub refit: bool,
+}
+
+fn default_refit() -> bool {
+    LutOptions::default().refit
 }
 
 fn default_iterations() -> usize {
@@ -162,6 +170,7 @@ impl Lut {
             damp: self.damp as f32,
             act_order: self.act_order,
             iterations: self.iterations,
+            refit: self.refit,
             ..LutOptions::default()
         }
     }

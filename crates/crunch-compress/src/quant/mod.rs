@@ -13,6 +13,7 @@ pub(crate) mod grid;
 mod lut;
 #[cfg(test)]
 mod lut_reference;
+mod lut_refit;
 mod rtn;
 
 pub use gptq::{gptq, GptqOptions};
