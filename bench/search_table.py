@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--selection", default="2x4,8x1")
     ap.add_argument("--levels", default="2,3,3g64,3g32,4,4g64,4g32,5,6,8")
     ap.add_argument("--plot", help="rate-distortion figure of the first search (.svg/.png)")
+    ap.add_argument("--skip-search", action="store_true",
+                    help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
     ap.add_argument("--lut-uniform", default="",
                     help="uniform lookup-table models to add: BITS or BITS:GROUP, comma-separated")
     a = ap.parse_args()
@@ -50,7 +52,7 @@ def main():
         return {"kl": e["kl"], "ppl": e["ppl"], "top1_agreement": e["top1_agreement"]}
 
     rows = []
-    for i, (name, bits, group) in enumerate(UNIFORM):
+    for i, (name, bits, group) in enumerate([] if a.skip_search else UNIFORM):
         out_u = os.path.join(a.work, f"uniform-{bits}b-g{group}")
         u = run_json([a.crunch, *th, "quantize", a.model, "--method", "gptq", "--bits", str(bits),
                       "--group-size", str(group), *calib, "--out", out_u, "--force", "--json"])
