@@ -625,7 +625,7 @@ mod tests {
             levels.iter().map(Level::short).collect::<Vec<_>>(),
             ["gptq3", "lut3", "gptq3g64"]
         );
-        let shapes = vec![(2, 576), (2, 1536)];
+        let shapes = vec![(8, 576), (2, 1536)];
         let variants: Vec<Vec<CompressedLayer>> = shapes
             .iter()
             .map(|&(r, c)| {
