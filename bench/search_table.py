@@ -6,9 +6,16 @@ bpw, the nearest to 3.0; GPTQ 3-bit g32 = 3.59, the nearest to 3.5), `crunch com
 layer; both are evaluated with `crunch eval --base` on the evaluation text and the off-domain text.
 Prints one JSON line per run, then a Markdown table with the KL ratio searched / uniform.
 
+With `--lut-uniform 3` (decision 143) it also makes and evaluates the uniform lookup-table
+models named (BITS, or BITS:GROUP for one codebook per GROUP columns; `crunch quantize --method
+lut`), each compared with both uniform GPTQ models, so a reader sees how much of a search's gain
+over uniform GPTQ is the codec (uniform LUT) and how much the search (`--levels` with LUT
+levels, e.g. `2lut,2,3,3lut,3g64,3g32,4,4g64,4lut,4g32,5,6,8`).
+
 Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
        --eval eval.txt --offdomain offdomain.txt --work DIR [--device cuda] [--threads N]
        [--generations 50 --offspring 16 --selection 2x4,8x1] [--plot docs/search_rd.svg]
+       [--levels LADDER] [--lut-uniform 3,4]
 """
 import argparse
 import json
@@ -30,6 +37,10 @@ def main():
     ap.add_argument("--selection", default="2x4,8x1")
     ap.add_argument("--levels", default="2,3,3g64,3g32,4,4g64,4g32,5,6,8")
     ap.add_argument("--plot", help="rate-distortion figure of the first search (.svg/.png)")
+    ap.add_argument("--skip-search", action="store_true",
+                    help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
+    ap.add_argument("--lut-uniform", default="",
+                    help="uniform lookup-table models to add: BITS or BITS:GROUP, comma-separated")
     a = ap.parse_args()
     th = ["--threads", str(a.threads)]
     calib = ["--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0",
@@ -41,7 +52,7 @@ def main():
         return {"kl": e["kl"], "ppl": e["ppl"], "top1_agreement": e["top1_agreement"]}
 
     rows = []
-    for i, (name, bits, group) in enumerate(UNIFORM):
+    for i, (name, bits, group) in enumerate([] if a.skip_search else UNIFORM):
         out_u = os.path.join(a.work, f"uniform-{bits}b-g{group}")
         u = run_json([a.crunch, *th, "quantize", a.model, "--method", "gptq", "--bits", str(bits),
                       "--group-size", str(group), *calib, "--out", out_u, "--force", "--json"])
@@ -66,13 +77,34 @@ def main():
                                   "variants_made", "variants_cached"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    lut_rows = []
+    for spec in filter(None, a.lut_uniform.split(",")):
+        bits, _, group = spec.partition(":")
+        group = group or "0"
+        out = os.path.join(a.work, f"uniform-lut-{bits}b-g{group}")
+        c = run_json([a.crunch, *th, "quantize", a.model, "--method", "lut", "--bits", bits,
+                      "--group-size", group, *calib, "--out", out, "--force", "--json"])
+        per = "per row" if group == "0" else f"g{group}"
+        row = {"run": f"uniform LUT {bits}-bit {per}", "bits_per_weight": c["bits_per_weight"],
+               "size_on_disk": c["size_on_disk"], "seconds": c["wall_seconds"],
+               "eval": evaluate(out, a.eval), "offdomain": evaluate(out, a.offdomain)}
+        lut_rows.append(row)
+        print(json.dumps(row), flush=True)
+    rows_all = rows + lut_rows
     markdown(["run", "bits/weight", "size (MB)", "KL eval", "KL off-domain", "PPL eval", "s"],
              [[r["run"], f"{r['bits_per_weight']:.3f}", f"{r['size_on_disk'] / 1e6:.1f}", f"{r['eval']['kl']:.4f}",
-               f"{r['offdomain']['kl']:.4f}", f"{r['eval']['ppl']:.3f}", f"{r['seconds']:.0f}"] for r in rows])
+               f"{r['offdomain']['kl']:.4f}", f"{r['eval']['ppl']:.3f}", f"{r['seconds']:.0f}"] for r in rows_all])
     for i in range(0, len(rows), 2):
         u, s = rows[i], rows[i + 1]
         print(f"\n{s['run']} vs {u['run']}: KL eval {s['eval']['kl'] / u['eval']['kl']:.3f}×, "
               f"off-domain {s['offdomain']['kl'] / u['offdomain']['kl']:.3f}× (target ≤ 0.75×)")
+    # The codec alone: each uniform LUT model against each uniform GPTQ one (their bits differ:
+    # both are printed).
+    for l in lut_rows:
+        for u in rows[0::2]:
+            print(f"{l['run']} ({l['bits_per_weight']:.3f} bpw) vs {u['run']} ({u['bits_per_weight']:.3f} "
+                  f"bpw): KL eval {l['eval']['kl'] / u['eval']['kl']:.3f}×, off-domain "
+                  f"{l['offdomain']['kl'] / u['offdomain']['kl']:.3f}×")
 
 
 if __name__ == "__main__":

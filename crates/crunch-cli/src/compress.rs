@@ -514,7 +514,7 @@ fn summarize(layers: &BTreeMap<String, CompressedLayer>) -> Summary {
         weights += n;
         bits += l.bits_per_weight() * n as f64;
         let stored = match &l.main {
-            Compressed::Quantized(_) => n as f64,
+            Compressed::Quantized(_) | Compressed::Lut(_) => n as f64,
             Compressed::Pruned(p) => {
                 zeros += (n - p.mask.count_kept()) as f64;
                 p.mask.count_kept() as f64

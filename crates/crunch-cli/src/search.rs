@@ -43,8 +43,10 @@ pub struct SearchArgs {
     /// and their KL on the same calibration windows (e.g. llama.cpp's GGUFs).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub compare: Vec<PathBuf>,
-    /// Levels a layer may get, from smallest to largest: a bit width (2–8) on the
-    /// --level-group-size grid, or BITSgGROUP for another group size (e.g. 3g64, 4g32).
+    /// Levels a layer may get, from smallest to largest (by the uniform model's size): a bit
+    /// width (2–8) on the --level-group-size grid, BITSgGROUP for another group size (e.g.
+    /// 3g64, 4g32), or BITSlut for GPTQ onto one codebook of 2^BITS f16 levels per row (2lut,
+    /// 3lut, 4lut; 3lutg256 for one per 256 columns; decision 143).
     #[arg(
         long,
         value_delimiter = ',',
@@ -142,16 +144,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((x * mult).round() as u64)
 }
 
-/// `3` (at `group`), `3g64`: bits and group size of a level.
-fn parse_level(s: &str, group: usize) -> Result<(u8, usize)> {
+/// `3` (at `group`), `3g64`: bits and group size of a level; `3lut`, `3lutg256`: a
+/// lookup-table level (one codebook per row, or per 256 columns).
+fn parse_level(s: &str, group: usize) -> Result<(u8, usize, bool)> {
     let t = s.trim();
+    if let Some((b, rest)) = t.split_once("lut") {
+        let g = match rest.strip_prefix(['g', 'G']) {
+            None if rest.is_empty() => Some(0),
+            Some(g) => g.parse().ok(),
+            None => None,
+        };
+        return match (b.parse(), g) {
+            (Ok(b), Some(g)) => Ok((b, g, true)),
+            _ => bail!("--levels `{s}`: expected BITSlut or BITSlutgGROUP (e.g. 3lut, 3lutg256)"),
+        };
+    }
     let (b, g) = match t.split_once(['g', 'G']) {
         Some((b, g)) => (b, g.parse().ok()),
         None => (t, Some(group)),
     };
     match (b.parse(), g) {
-        (Ok(b), Some(g)) => Ok((b, g)),
-        _ => bail!("--levels `{s}`: expected BITS or BITSgGROUP (e.g. 3, 3g64)"),
+        (Ok(b), Some(g)) => Ok((b, g, false)),
+        _ => bail!("--levels `{s}`: expected BITS, BITSgGROUP or BITSlut (e.g. 3, 3g64, 3lut)"),
     }
 }
 
@@ -218,6 +232,8 @@ struct Found {
     compare: Vec<(String, f64, f64)>,
     units: Vec<String>,
     levels: Vec<Level>,
+    /// `[unit][rank]`: the level of each rank (`Database::order`).
+    order: Vec<Vec<usize>>,
     cached: usize,
     made: usize,
     variants_seconds: f64,
@@ -238,7 +254,12 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         .levels
         .iter()
         .map(|l| {
-            let (bits, group) = parse_level(l, s.level_group_size)?;
+            let (bits, group, lut) = parse_level(l, s.level_group_size)?;
+            if lut {
+                // GPTQ onto codebooks whatever --level-method says; --level-no-mse is about
+                // uniform grids' clipping and does not apply.
+                return Ok(Level::lut(bits, group)?);
+            }
             let extra: &[(&str, toml::Value)] = if s.level_no_mse {
                 &[("mse_clip", false.into())]
             } else {
@@ -296,7 +317,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
             p,
             &found.outcome,
             units,
-            &|_, l| names[l].clone(),
+            &|u, l| names[found.order[u][l]].clone(),
             &found.compare,
         )?;
     }
@@ -304,11 +325,13 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let mut stages = Vec::new();
     let mut counts = serde_json::Map::new();
     for (l, level) in found.levels.iter().enumerate() {
+        // The configuration holds each unit's rank; `order` maps it to the level.
         let layers: Vec<String> = units
             .iter()
             .zip(&found_outcome.config)
-            .filter(|(_, &x)| x as usize == l)
-            .map(|(n, _)| n.clone())
+            .enumerate()
+            .filter(|(u, (_, &x))| found.order[*u][x as usize] == l)
+            .map(|(_, (n, _))| n.clone())
             .collect();
         counts.insert(level.short(), json!(layers.len()));
         if !layers.is_empty() {
@@ -402,9 +425,11 @@ fn searched<B: Backend + Clone>(
         hash_bytes(h, serde_json::to_string(params)?.as_bytes())
     };
     let names: Vec<String> = levels.iter().map(|l| l.short()).collect();
+    let uniform: Vec<Vec<u8>> = (0..levels.len()).map(|l| db.uniform(l)).collect();
     let space = Space {
         costs: &costs,
         names: &names,
+        uniform: Some(&uniform),
         key: key_base,
         seeds: Vec::new(),
     };
@@ -416,6 +441,7 @@ fn searched<B: Backend + Clone>(
         compare,
         units: db.units.iter().map(|u| u.full_name()).collect(),
         levels: levels.to_vec(),
+        order: db.order.clone(),
         cached: db.cached,
         made: db.made,
         variants_seconds,
@@ -441,6 +467,9 @@ pub(crate) fn load_twice<B: Backend + Clone>(
 pub(crate) struct Space<'a> {
     pub costs: &'a [Vec<f64>],
     pub names: &'a [String],
+    /// The configuration of each named level, where a unit's ranks are not its levels
+    /// (`Database::order`); `None`: level l is rank l everywhere.
+    pub uniform: Option<&'a [Vec<u8>]>,
     pub key: u64,
     pub seeds: Vec<(String, Vec<u8>)>,
 }
@@ -544,8 +573,16 @@ pub(crate) fn run_search<B: Backend>(
         state_files.push(path);
         Ok(st)
     };
-    let top_of = |l: usize| -> Vec<u8> { costs.iter().map(|c| l.min(c.len() - 1) as u8).collect() };
-    let uniform_cost = |l: usize| -> f64 { costs.iter().map(|c| c[l.min(c.len() - 1)]).sum() };
+    let top_of = |l: usize| -> Vec<u8> {
+        match space.uniform {
+            Some(u) => u[l].clone(),
+            None => costs.iter().map(|c| l.min(c.len() - 1) as u8).collect(),
+        }
+    };
+    let uniform_cost = |l: usize| -> f64 {
+        let c = top_of(l);
+        costs.iter().zip(&c).map(|(c, &r)| c[r as usize]).sum()
+    };
     // Before the first candidate: the quantized variants on the device where it has room
     // (decision 137), else every swap made dense on the host (decision 129).
     let dv = fit.keep_variants_on_device()?;
@@ -669,10 +706,23 @@ pub(crate) fn run_search<B: Backend>(
 fn seeds_of(budget: &Budget, space: &Space) -> (Vec<String>, Vec<Vec<u8>>) {
     let mut names = Vec::new();
     let mut seeds = Vec::new();
-    for c in budget.uniform_fits() {
-        let l = c.iter().copied().max().unwrap_or(0) as usize;
-        names.push(format!("uniform {}", space.names[l]));
-        seeds.push(c);
+    match space.uniform {
+        // Each named level's own configuration, where ranks are not levels.
+        Some(uniform) => {
+            for (name, c) in space.names.iter().zip(uniform) {
+                if budget.cost(c) <= budget.limit {
+                    names.push(format!("uniform {name}"));
+                    seeds.push(c.clone());
+                }
+            }
+        }
+        None => {
+            for c in budget.uniform_fits() {
+                let l = c.iter().copied().max().unwrap_or(0) as usize;
+                names.push(format!("uniform {}", space.names[l]));
+                seeds.push(c);
+            }
+        }
     }
     for (n, c) in &space.seeds {
         names.push(n.clone());
@@ -715,8 +765,12 @@ mod tests {
 
     #[test]
     fn levels_parse() {
-        assert_eq!(parse_level("3", 128).unwrap(), (3, 128));
-        assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32));
+        assert_eq!(parse_level("3", 128).unwrap(), (3, 128, false));
+        assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32, false));
+        assert_eq!(parse_level("3lut", 128).unwrap(), (3, 0, true));
+        assert_eq!(parse_level("2lutg256", 128).unwrap(), (2, 256, true));
+        assert!(parse_level("3lut64", 128).is_err());
+        assert!(parse_level("lut", 128).is_err());
         assert!(parse_level("x", 128).is_err());
         assert!(parse_level("3g", 128).is_err());
     }

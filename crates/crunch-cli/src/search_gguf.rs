@@ -206,6 +206,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let space = Space {
         costs: &costs,
         names: &names,
+        uniform: None,
         key,
         seeds: vec![(format!("{} types", preset.name()), preset_levels)],
     };

@@ -90,6 +90,7 @@ impl Format {
                 .err()
                 .map(Refusal::Grid),
             Produces::Pruned { .. } => Some(Refusal::NotQuantized("pruned")),
+            Produces::Lut(_) => Some(Refusal::Codebook),
             Produces::Factored => Some(Refusal::NotQuantized("factored")),
             Produces::Correction => Some(Refusal::Correction),
         };

@@ -191,6 +191,11 @@ pub enum Refusal {
     NotTwoFour(Sparsity),
     #[error("not pruned; sparse-24-bitmask stores 2:4-pruned weights only")]
     NotPruned,
+    #[error(
+        "it stores lookup-table codes (codebooks per row, decision 143), which only crunch's \
+         format holds"
+    )]
+    Codebook,
     #[error("no quantized layers to export")]
     NothingQuantized,
     #[error(

@@ -50,9 +50,12 @@ enum Variant {
     Factored,
     QuantizedCorrected,
     TwoFourCorrected,
+    /// A lookup-table weight (decision 143): codes indexing per-row codebooks.
+    Lut,
 }
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 8] = [
+    Variant::Lut,
     Variant::Quantized,
     Variant::Unstructured,
     Variant::TwoFour,
@@ -98,6 +101,14 @@ fn compress(v: Variant, w: &[f32], rows: usize, cols: usize) -> CompressedLayer 
             p.quant = Some(q);
             p.validate().unwrap();
             ("sparsegpt", Compressed::Pruned(p))
+        }
+        Variant::Lut => {
+            let mut h = crunch_compress::Hessian::new(cols);
+            h.add_batch(&wave(3 * cols * cols, 0.7, 1.0));
+            let spec = crunch_repr::LutSpec::new(3, None);
+            let opts = crunch_compress::LutOptions::default();
+            let q = crunch_compress::gptq_lut(w, rows, cols, &h, spec, &opts).unwrap();
+            ("lut", Compressed::Lut(q))
         }
         Variant::Factored => {
             let rank = 5;
@@ -192,10 +203,10 @@ fn every_variant_round_trips_to_the_dense_model() {
         }
         let summary = back.summary();
         assert!(
-            summary
-                .dtypes
-                .keys()
-                .any(|k| k.contains("sparse") || k.contains("rank") || k.starts_with("INT")),
+            summary.dtypes.keys().any(|k| k.contains("sparse")
+                || k.contains("rank")
+                || k.starts_with("INT")
+                || k.starts_with("LUT")),
             "{v:?}: {:?}",
             summary.dtypes
         );

@@ -258,9 +258,16 @@ impl Checkpoint {
 }
 
 /// How `crunch info` names a compressed layer: "INT4 g128 sym", "2:4 sparse F16",
-/// "0.5 sparse INT4 channel", "rank 64 F16", each with " + EoRA r16" for a correction.
+/// "0.5 sparse INT4 channel", "rank 64 F16", "LUT3 per row" (a codebook per row, decision
+/// 143), each with " + EoRA r16" for a correction.
 fn layer_kind(layer: &LayerRecipe, quantized: bool) -> String {
     let int = || {
+        if layer.codebook {
+            let g = layer
+                .group_size
+                .map_or("per row".into(), |g| format!("g{g}"));
+            return format!("LUT{} {g}", layer.bits);
+        }
         let g = layer
             .group_size
             .map_or("channel".into(), |g| format!("g{g}"));

@@ -3,6 +3,7 @@
 //! optionally plus an EoRA correction fitted to what the first compression lost.
 
 use crate::factored::Factored;
+use crate::lut::{LutSpec, LutWeight};
 use crate::pruned::PrunedWeight;
 use crate::quantized::QuantizedWeight;
 use crate::sparsity::Sparsity;
@@ -11,6 +12,8 @@ use crate::spec::QuantSpec;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Compressed {
     Quantized(QuantizedWeight),
+    /// Codes indexing per-row (or per-group) codebooks of f16 levels (decision 143).
+    Lut(LutWeight),
     Pruned(PrunedWeight),
     /// W ≈ A·B, run as two matrix products.
     Factored(Factored),
@@ -23,6 +26,8 @@ pub enum Compressed {
 pub enum Produces {
     /// Integer codes on this grid ([`Compressed::Quantized`]).
     Quantized(QuantSpec),
+    /// Codes indexing codebooks of this shape ([`Compressed::Lut`]).
+    Lut(LutSpec),
     /// A pruned weight in this pattern, its kept values quantized on `quant`'s grid if given
     /// ([`Compressed::Pruned`]).
     Pruned {
@@ -74,6 +79,7 @@ impl Compressed {
     pub fn shape(&self) -> (usize, usize) {
         match self {
             Compressed::Quantized(q) => (q.rows, q.cols),
+            Compressed::Lut(q) => (q.rows, q.cols),
             Compressed::Pruned(p) => (p.rows, p.cols),
             Compressed::Factored(f) => (f.rows, f.cols),
         }
@@ -83,6 +89,7 @@ impl Compressed {
     pub fn dense(&self) -> Vec<f32> {
         match self {
             Compressed::Quantized(q) => q.dequantize(),
+            Compressed::Lut(q) => q.dequantize(),
             Compressed::Pruned(p) => p.dequantize(),
             Compressed::Factored(f) => f.dense(),
         }
@@ -92,6 +99,7 @@ impl Compressed {
     pub fn bits_per_weight(&self) -> f64 {
         match self {
             Compressed::Quantized(q) => q.bits_per_weight(),
+            Compressed::Lut(q) => q.bits_per_weight(),
             Compressed::Pruned(p) => p.bits_per_weight(),
             Compressed::Factored(f) => factor_bits_per_weight(f),
         }
@@ -101,6 +109,7 @@ impl Compressed {
     pub fn produces(&self) -> Produces {
         match self {
             Compressed::Quantized(q) => Produces::Quantized(q.spec),
+            Compressed::Lut(q) => Produces::Lut(q.spec),
             Compressed::Pruned(p) => Produces::Pruned {
                 sparsity: p.sparsity,
                 quant: p.quant.as_ref().map(|q| q.spec),
@@ -109,13 +118,21 @@ impl Compressed {
         }
     }
 
-    /// The quantized codes, if any: of a quantized layer, or of a jointly pruned and quantized
-    /// one.
+    /// The quantized codes on a uniform grid, if any: of a quantized layer, or of a jointly
+    /// pruned and quantized one (a lookup-table layer has none: [`Compressed::lut`]).
     pub fn quantized(&self) -> Option<&QuantizedWeight> {
         match self {
             Compressed::Quantized(q) => Some(q),
             Compressed::Pruned(p) => p.quant.as_ref(),
-            Compressed::Factored(_) => None,
+            Compressed::Lut(_) | Compressed::Factored(_) => None,
+        }
+    }
+
+    /// The lookup-table weight, if this is one.
+    pub fn lut(&self) -> Option<&LutWeight> {
+        match self {
+            Compressed::Lut(q) => Some(q),
+            _ => None,
         }
     }
 }

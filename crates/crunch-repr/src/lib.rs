@@ -3,7 +3,7 @@
 //! every writer (`crunch-export`), so that none of them needs the others to agree on a layout.
 //!
 //! - Storage types: [`QuantizedWeight`] (integer codes on a [`QuantSpec`] grid, bit-packed by
-//!   [`pack_codes`]), [`PrunedWeight`] (a [`Bitmask`], or [`NmPacked`] values + indices, optionally
+//!   [`pack_codes`]), [`LutWeight`] (codes indexing per-row codebooks of f16 levels), [`PrunedWeight`] (a [`Bitmask`], or [`NmPacked`] values + indices, optionally
 //!   with codes), [`Factored`] (W ≈ A·B), and [`CompressedLayer`]: one of them plus an optional
 //!   low-rank correction. [`Produces`] describes what a method will store before it runs, so an
 //!   output format can refuse it before any calibration.
@@ -19,6 +19,7 @@ mod error;
 mod factored;
 pub mod format;
 mod gguf_blocks;
+mod lut;
 mod mask;
 mod nm_pack;
 mod pack;
@@ -32,6 +33,7 @@ pub use compressed::{
 };
 pub use error::{ReprError, Result};
 pub use factored::{check_rank, max_useful_rank, Factored};
+pub use lut::{LutSpec, LutWeight, LUT_BITS};
 pub use mask::Bitmask;
 pub use nm_pack::{nm_index_bits, NmPacked, NM_MAX_M};
 pub use pack::{pack_codes, packed_len, unpack_codes};

@@ -13,7 +13,8 @@ use crunch_calib::{compress_variants, LevelInputs, Progress, Stage};
 use crunch_model::model::BLOCK_LINEARS;
 use crunch_model::{Checkpoint, LinearId};
 use crunch_repr::{
-    pack_codes, unpack_codes, Compressed, CompressedLayer, QuantSpec, QuantizedWeight,
+    pack_codes, unpack_codes, Compressed, CompressedLayer, LutSpec, LutWeight, QuantSpec,
+    QuantizedWeight,
 };
 use crunch_runtime::{Backend, QuantCodes};
 use half::f16;
@@ -50,12 +51,19 @@ impl Level {
         Ok(Self { stage })
     }
 
+    /// A lookup-table level (method `lut`, decision 143): `bits` with one codebook per row
+    /// (`group_size` 0) or per `group_size` columns, every other key at its default.
+    pub fn lut(bits: u8, group_size: usize) -> Result<Self> {
+        Self::quant_with("lut", bits, group_size, &[])
+    }
+
     /// The stage as a recipe writes it (`method = "gptq", bits = 3, ...`).
     pub fn describe(&self) -> String {
         self.stage.describe()
     }
 
-    /// A short name: `gptq3` (`gptq3g64` for another group size than 128).
+    /// A short name: `gptq3` (`gptq3g64` for another group size than 128); a lookup-table
+    /// level `lut3` (one codebook per row), `lut3g256` (per 256 columns).
     pub fn short(&self) -> String {
         match self.stage.method.produces() {
             crunch_repr::Produces::Quantized(s) => {
@@ -64,6 +72,10 @@ impl Level {
                     Some(g) => format!("g{g}"),
                     None => "c".into(),
                 };
+                format!("{}{}{g}", self.stage.method.name(), s.bits)
+            }
+            crunch_repr::Produces::Lut(s) => {
+                let g = s.group_size.map_or(String::new(), |g| format!("g{g}"));
                 format!("{}{}{g}", self.stage.method.name(), s.bits)
             }
             _ => self.describe(),
@@ -81,33 +93,75 @@ pub struct Database {
     pub units: Vec<LinearId>,
     pub shapes: Vec<(usize, usize)>,
     pub levels: Vec<Level>,
-    /// `[unit][level]`.
+    /// `[unit][level]`, levels in the order given.
     pub variants: Vec<Vec<CompressedLayer>>,
+    /// `[unit][rank]`: the level of each unit's rank-th cheapest variant. The search's
+    /// configurations hold ranks, so each unit's costs grow with its rank even where levels of
+    /// different kinds order differently by layer shape (a lookup-table level's codebooks
+    /// cost 2^bits·16 bits per row, so per weight less on wide rows than a grid's groups:
+    /// SmolLM2's down_proj puts `3lut` below `3`, its 576-column layers above). Identity for
+    /// ladders of uniform grids.
+    pub order: Vec<Vec<usize>>,
     /// Variants read from the cache, and made.
     pub cached: usize,
     pub made: usize,
 }
 
 impl Database {
-    /// Each unit's cost in bits at each level (storage bits per weight × weights). An error if
-    /// a unit's costs do not grow with the level (levels must be given from small to large).
+    /// Each unit's cost in bits at each of its ranks (storage bits per weight × weights,
+    /// ascending; see [`Database::order`]). An error if two levels of a unit cost the same,
+    /// or if the uniform configurations' sizes do not grow in the order the levels were given
+    /// (the uniform points and a KL target's bisection read them in that order).
     pub fn costs(&self) -> Result<Vec<Vec<f64>>> {
         let mut out = Vec::with_capacity(self.units.len());
         for (u, vars) in self.variants.iter().enumerate() {
-            let (r, c) = self.shapes[u];
-            let costs: Vec<f64> = vars
-                .iter()
-                .map(|v| v.bits_per_weight() * (r * c) as f64)
-                .collect();
+            let by_level = self.level_costs(u);
+            let costs: Vec<f64> = self.order[u].iter().map(|&l| by_level[l]).collect();
             if costs.windows(2).any(|w| w[1] <= w[0]) {
                 return Err(Error::Params(format!(
-                    "{}: the levels' sizes do not grow in the order given ({costs:?} bits)",
+                    "{}: two levels have the same size ({by_level:?} bits)",
                     self.units[u].full_name()
                 )));
             }
+            debug_assert_eq!(costs.len(), vars.len());
             out.push(costs);
         }
+        let totals: Vec<f64> = (0..self.levels.len())
+            .map(|l| (0..self.units.len()).map(|u| self.level_costs(u)[l]).sum())
+            .collect();
+        if let Some(i) = (1..totals.len()).find(|&i| totals[i] <= totals[i - 1]) {
+            return Err(Error::Params(format!(
+                "levels {} and {}: the uniform models' sizes do not grow in the order given \
+                 ({:.0} and {:.0} bits); give the levels from small to large",
+                self.levels[i - 1].short(),
+                self.levels[i].short(),
+                totals[i - 1],
+                totals[i]
+            )));
+        }
         Ok(out)
+    }
+
+    /// A unit's cost in bits at each level, in the order the levels were given.
+    fn level_costs(&self, u: usize) -> Vec<f64> {
+        let (r, c) = self.shapes[u];
+        self.variants[u]
+            .iter()
+            .map(|v| v.bits_per_weight() * (r * c) as f64)
+            .collect()
+    }
+
+    /// The level of unit `u`'s rank `rank`.
+    pub fn level_of(&self, u: usize, rank: usize) -> usize {
+        self.order[u][rank]
+    }
+
+    /// The configuration (ranks) with every unit at `level`.
+    pub fn uniform(&self, level: usize) -> Vec<u8> {
+        self.order
+            .iter()
+            .map(|o| o.iter().position(|&l| l == level).unwrap_or(0) as u8)
+            .collect()
     }
 
     /// Reads what `cache` holds for `ckpt`, `windows`, `inputs` and `levels`, makes the rest
@@ -209,11 +263,27 @@ impl Database {
             }
             variants.push(out);
         }
+        let order = variants
+            .iter()
+            .enumerate()
+            .map(|(u, vars): (usize, &Vec<CompressedLayer>)| {
+                let (r, c) = shapes[u];
+                let cost: Vec<f64> = vars
+                    .iter()
+                    .map(|v| v.bits_per_weight() * (r * c) as f64)
+                    .collect();
+                let mut o: Vec<usize> = (0..vars.len()).collect();
+                // Stable: levels of equal cost keep the order given (`costs` refuses them).
+                o.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
+                o
+            })
+            .collect();
         Ok(Database {
             units,
             shapes,
             levels: levels.to_vec(),
             variants,
+            order,
             cached,
             made,
         })
@@ -253,16 +323,17 @@ impl Variants for Database {
         self.variants[unit].len()
     }
 
+    // `level` is the search's rank of the unit's variant (`Database::order`).
     fn dense(&self, unit: usize, level: usize) -> Vec<f32> {
-        self.variants[unit][level].dense()
+        self.variants[unit][self.level_of(unit, level)].dense()
     }
 
     fn dense_into(&self, unit: usize, level: usize, out: &mut Vec<f32>) {
-        crate::swap::dense_into(&self.variants[unit][level], out);
+        crate::swap::dense_into(&self.variants[unit][self.level_of(unit, level)], out);
     }
 
     fn codes(&self, unit: usize, level: usize) -> Option<QuantCodes<'_>> {
-        crate::swap::codes_of(&self.variants[unit][level])
+        crate::swap::codes_of(&self.variants[unit][self.level_of(unit, level)])
     }
 }
 
@@ -343,27 +414,19 @@ const MAGIC: &[u8; 8] = b"CRVAR\x01\0\0";
 /// (u64); bits, symmetric (u8); group size (u64, 0 = per channel); method name (u64 length,
 /// bytes); the codes packed at `bits` (`crunch_repr::pack_codes`); f16 scales and u8 zero
 /// points, `rows × groups` each.
+///
+/// A lookup-table variant: magic `CRLUT\1\0\0`; rows, cols (u64); bits (u8); group size
+/// (u64, 0 = per row); method name; the codes packed at `bits`; the f16 levels,
+/// `rows × groups × 2^bits`.
 pub fn write_variant(path: &Path, v: &CompressedLayer) -> Result<()> {
-    let Compressed::Quantized(q) = &v.main else {
+    if v.correction.is_some() {
         return Ok(());
+    }
+    let b = match &v.main {
+        Compressed::Quantized(q) if q.g_idx.is_none() => quantized_bytes(q, &v.method),
+        Compressed::Lut(q) => lut_bytes(q, &v.method),
+        _ => return Ok(()),
     };
-    if q.g_idx.is_some() || v.correction.is_some() {
-        return Ok(());
-    }
-    let mut b = Vec::with_capacity(q.codes.len() + 64);
-    b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&(q.rows as u64).to_le_bytes());
-    b.extend_from_slice(&(q.cols as u64).to_le_bytes());
-    b.push(q.spec.bits);
-    b.push(q.spec.symmetric as u8);
-    b.extend_from_slice(&(q.spec.group_size.unwrap_or(0) as u64).to_le_bytes());
-    b.extend_from_slice(&(v.method.len() as u64).to_le_bytes());
-    b.extend_from_slice(v.method.as_bytes());
-    b.extend_from_slice(&pack_codes(&q.codes, q.spec.bits));
-    for s in &q.scales {
-        b.extend_from_slice(&s.to_bits().to_le_bytes());
-    }
-    b.extend_from_slice(&q.zeros);
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -376,12 +439,88 @@ pub fn write_variant(path: &Path, v: &CompressedLayer) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+const LUT_MAGIC: &[u8; 8] = b"CRLUT\x01\0\0";
+
+fn lut_bytes(q: &LutWeight, method: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(q.codes.len() + 64);
+    b.extend_from_slice(LUT_MAGIC);
+    b.extend_from_slice(&(q.rows as u64).to_le_bytes());
+    b.extend_from_slice(&(q.cols as u64).to_le_bytes());
+    b.push(q.spec.bits);
+    b.extend_from_slice(&(q.spec.group_size.unwrap_or(0) as u64).to_le_bytes());
+    b.extend_from_slice(&(method.len() as u64).to_le_bytes());
+    b.extend_from_slice(method.as_bytes());
+    b.extend_from_slice(&pack_codes(&q.codes, q.spec.bits));
+    for s in &q.levels {
+        b.extend_from_slice(&s.to_bits().to_le_bytes());
+    }
+    b
+}
+
+/// A lookup-table variant of `lut_bytes`, after its magic.
+fn read_lut(mut r: Reader, shape: (usize, usize)) -> Option<CompressedLayer> {
+    let (rows, cols) = (r.u64()? as usize, r.u64()? as usize);
+    if (rows, cols) != shape {
+        return None;
+    }
+    let bits = r.take(1)?[0];
+    let group = r.u64()? as usize;
+    let name_len = r.u64()? as usize;
+    let method = String::from_utf8(r.take(name_len)?.to_vec()).ok()?;
+    let spec = LutSpec::new(bits, (group != 0).then_some(group));
+    spec.validate(cols).ok()?;
+    let n = rows.checked_mul(cols)?;
+    let codes = unpack_codes(r.take(crunch_repr::packed_len(n, bits))?, bits, n).ok()?;
+    let per = rows
+        .checked_mul(spec.n_groups(cols))?
+        .checked_mul(spec.levels())?;
+    let levels = r
+        .take(per.checked_mul(2)?)?
+        .chunks_exact(2)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    if r.at != r.b.len() {
+        return None;
+    }
+    let q = LutWeight {
+        spec,
+        rows,
+        cols,
+        codes,
+        levels,
+    };
+    q.validate().ok()?;
+    Some(CompressedLayer::new(&method, Compressed::Lut(q)))
+}
+
+fn quantized_bytes(q: &QuantizedWeight, method: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(q.codes.len() + 64);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&(q.rows as u64).to_le_bytes());
+    b.extend_from_slice(&(q.cols as u64).to_le_bytes());
+    b.push(q.spec.bits);
+    b.push(q.spec.symmetric as u8);
+    b.extend_from_slice(&(q.spec.group_size.unwrap_or(0) as u64).to_le_bytes());
+    b.extend_from_slice(&(method.len() as u64).to_le_bytes());
+    b.extend_from_slice(method.as_bytes());
+    b.extend_from_slice(&pack_codes(&q.codes, q.spec.bits));
+    for s in &q.scales {
+        b.extend_from_slice(&s.to_bits().to_le_bytes());
+    }
+    b.extend_from_slice(&q.zeros);
+    b
+}
+
 /// Reads a variant written by [`write_variant`] for a layer of `shape`; `None` when the file
 /// is missing, truncated, inconsistent or of another shape (it is then made again).
 pub fn read_variant(path: &Path, shape: (usize, usize)) -> Option<CompressedLayer> {
     let b = std::fs::read(path).ok()?;
     let mut r = Reader { b: &b, at: 0 };
-    if r.take(8)? != MAGIC {
+    let magic = r.take(8)?;
+    if magic == LUT_MAGIC {
+        return read_lut(r, shape);
+    }
+    if magic != MAGIC {
         return None;
     }
     let (rows, cols) = (r.u64()? as usize, r.u64()? as usize);
@@ -434,5 +573,115 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quantized(rows: usize, cols: usize, bits: u8, group: Option<usize>) -> CompressedLayer {
+        let spec = QuantSpec::new(bits, group, false);
+        let n = rows * spec.n_groups(cols);
+        let q = QuantizedWeight {
+            spec,
+            rows,
+            cols,
+            codes: (0..rows * cols)
+                .map(|i| (i % 8) as u8 & spec.maxq())
+                .collect(),
+            scales: vec![f16::from_f32(0.5); n],
+            zeros: vec![1; n],
+            g_idx: None,
+        };
+        CompressedLayer::new("gptq", Compressed::Quantized(q))
+    }
+
+    fn lut(rows: usize, cols: usize, bits: u8) -> CompressedLayer {
+        let spec = LutSpec::new(bits, None);
+        let k = spec.levels();
+        let q = LutWeight {
+            spec,
+            rows,
+            cols,
+            codes: (0..rows * cols).map(|i| (i * 5 % k) as u8).collect(),
+            levels: (0..rows * k)
+                .map(|i| f16::from_f32((i % k) as f32 - 3.0))
+                .collect(),
+        };
+        CompressedLayer::new("lut", Compressed::Lut(q))
+    }
+
+    /// SmolLM2's two widths: `3lut` is below `3` (g128) on a 1536-column row and above it on
+    /// a 576-column one; the search's ranks follow each unit's costs and map back to levels.
+    #[test]
+    fn ranks_follow_each_units_costs() {
+        let levels = vec![
+            Level::quant("gptq", 3, 128).unwrap(),
+            Level::lut(3, 0).unwrap(),
+            Level::quant("gptq", 3, 64).unwrap(),
+        ];
+        assert_eq!(
+            levels.iter().map(Level::short).collect::<Vec<_>>(),
+            ["gptq3", "lut3", "gptq3g64"]
+        );
+        let shapes = vec![(8, 576), (2, 1536)];
+        let variants: Vec<Vec<CompressedLayer>> = shapes
+            .iter()
+            .map(|&(r, c)| {
+                vec![
+                    quantized(r, c, 3, Some(128)),
+                    lut(r, c, 3),
+                    quantized(r, c, 3, Some(64)),
+                ]
+            })
+            .collect();
+        let db = Database {
+            units: vec![
+                LinearId {
+                    layer: 0,
+                    name: "mlp.up_proj",
+                },
+                LinearId {
+                    layer: 0,
+                    name: "mlp.down_proj",
+                },
+            ],
+            shapes,
+            levels,
+            order: vec![vec![0, 1, 2], vec![1, 0, 2]],
+            variants,
+            cached: 0,
+            made: 0,
+        };
+        let costs = db.costs().unwrap();
+        for c in &costs {
+            assert!(c.windows(2).all(|w| w[0] < w[1]), "{c:?}");
+        }
+        assert_eq!(db.level_of(1, 0), 1);
+        assert_eq!(db.uniform(1), vec![1, 0]);
+        assert_eq!(db.uniform(0), vec![0, 1]);
+        // Rank 0 of the down projection is its LUT variant.
+        assert_eq!(db.dense(1, 0), db.variants[1][1].dense());
+        // A ladder whose uniform sizes shrink is refused, naming the levels.
+        let mut bad = db;
+        bad.levels.swap(0, 2);
+        bad.variants.iter_mut().for_each(|v| v.swap(0, 2));
+        bad.order = vec![vec![2, 1, 0], vec![1, 2, 0]];
+        let e = bad.costs().unwrap_err().to_string();
+        assert!(e.contains("from small to large"), "{e}");
+    }
+
+    #[test]
+    fn lut_variants_round_trip_through_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("x/v.var");
+        let v = lut(3, 40, 2);
+        write_variant(&path, &v).unwrap();
+        assert_eq!(read_variant(&path, (3, 40)), Some(v));
+        assert_eq!(read_variant(&path, (3, 41)), None);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(read_variant(&path, (3, 40)), None);
     }
 }

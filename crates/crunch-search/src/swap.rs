@@ -28,6 +28,9 @@ use std::collections::HashMap;
 pub fn dense_into(v: &CompressedLayer, out: &mut Vec<f32>) {
     match (&v.main, &v.correction) {
         (Compressed::Quantized(q), None) => dequantize_into(q, out),
+        (Compressed::Lut(q), None) => {
+            rows_into(q.rows, q.cols, out, |r, row| q.dequantize_row(r, row))
+        }
         _ => *out = v.dense(),
     }
 }
@@ -61,7 +64,16 @@ pub fn quant_codes(q: &QuantizedWeight) -> QuantCodes<'_> {
 /// [`QuantizedWeight::dequantize`] on the rayon pool: `(code − zero) · f32(scale)` in f32, the
 /// same operations on the same values, so the same bits.
 pub fn dequantize_into(q: &QuantizedWeight, out: &mut Vec<f32>) {
-    let (rows, cols) = (q.rows, q.cols);
+    rows_into(q.rows, q.cols, out, |r, row| q.dequantize_row(r, row));
+}
+
+/// Fills `out` ([rows, cols]) row by row on the rayon pool with `row_fn(r, row)`.
+fn rows_into(
+    rows: usize,
+    cols: usize,
+    out: &mut Vec<f32>,
+    row_fn: impl Fn(usize, &mut [f32]) + Sync,
+) {
     if out.len() != rows * cols {
         // A fresh zeroed allocation is mapped lazily: its pages are touched by the parallel
         // writes below rather than by one thread here.
@@ -73,7 +85,7 @@ pub fn dequantize_into(q: &QuantizedWeight, out: &mut Vec<f32>) {
     out.par_chunks_mut(cols)
         .with_min_len(4)
         .enumerate()
-        .for_each(|(r, row)| q.dequantize_row(r, row));
+        .for_each(|(r, row)| row_fn(r, row));
 }
 
 /// Weights recently swapped out of the candidate model, kept on the device by (unit, level)

@@ -13,7 +13,7 @@ mod quant;
 
 pub use lowrank::{Eora, Factor};
 pub use prune::{ScorePruning, SparseGpt};
-pub use quant::{Gptq, Rtn};
+pub use quant::{Gptq, Lut, Rtn};
 
 use crunch_compress::{CompressError, DenseLinAlg, GptqOptions, Hessian, RankChoice};
 use crunch_repr::format::LayerRecipe;
@@ -89,6 +89,10 @@ pub(crate) trait StageMethod {
                 sparsity.validate(cols)?;
                 quant
             }
+            Produces::Lut(spec) => {
+                spec.validate(cols)?;
+                None
+            }
             Produces::Factored | Produces::Correction => None,
         };
         match quant {
@@ -163,6 +167,7 @@ macro_rules! methods {
 methods! {
     "rtn" => Rtn(Rtn), Quantize, data: false;
     "gptq" => Gptq(Gptq), Quantize, data: true;
+    "lut" => Lut(Lut), Quantize, data: true;
     "magnitude" => Magnitude(Magnitude), Prune, data: false;
     "wanda" => Wanda(Wanda), Prune, data: true;
     "sparsegpt" => SparseGpt(SparseGpt), Prune, data: true;

@@ -1,11 +1,11 @@
-//! Quantization stages: `rtn` and `gptq`.
+//! Quantization stages: `rtn`, `gptq` and `lut`.
 
 use super::{
     check_bits_and_damp, default_damp, default_group_size, group, LayerInput, OnGpu, StageMethod,
 };
-use crunch_compress::{gptq, rtn, CompressError, GptqOptions};
+use crunch_compress::{gptq, gptq_lut, rtn, CompressError, GptqOptions, LutOptions};
 use crunch_repr::format::LayerRecipe;
-use crunch_repr::{Compressed, Produces, QuantSpec};
+use crunch_repr::{Compressed, GroupFit, LutSpec, Produces, QuantSpec};
 use serde::{Deserialize, Serialize};
 
 /// `rtn`: round to nearest on a min–max (or MSE-clipped) grid; needs no data.
@@ -123,5 +123,94 @@ impl StageMethod for Gptq {
     }
     fn on_gpu(&self) -> Option<OnGpu> {
         Some(OnGpu::Gptq(self.spec(), self.options()))
+    }
+}
+
+/// `lut`: GPTQ onto lookup-table codebooks: `bits`-bit codes indexing 2^bits f16 levels per
+/// output row (or per `group_size` columns), fitted by k-means weighted by the Hessian's
+/// diagonal (decision 143). Costs 2^bits · 16 bits per codebook on top of the codes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lut {
+    /// Bits per code: 2, 3 or 4.
+    pub bits: u8,
+    /// Input columns sharing one codebook; 0 (the default) = one per output row.
+    #[serde(default)]
+    pub group_size: usize,
+    /// Quantize columns in order of decreasing Hessian diagonal (as GPTQ's default).
+    #[serde(default = "default_act_order")]
+    pub act_order: bool,
+    /// Dampening, a fraction of the mean Hessian diagonal.
+    #[serde(default = "default_damp")]
+    pub damp: f64,
+    /// Lloyd iterations of each codebook's k-means.
+    #[serde(default = "default_iterations")]
+    pub iterations: usize,
+    /// Refit each row's levels to its codes by least squares with the full Hessian after
+    /// the column loop.
+    #[serde(default = "default_refit")]
+    pub refit: bool,
+}
+
+fn default_refit() -> bool {
+    LutOptions::default().refit
+}
+
+fn default_iterations() -> usize {
+    crunch_compress::LLOYD_ITERATIONS
+}
+
+impl Lut {
+    pub fn spec(&self) -> LutSpec {
+        LutSpec::new(self.bits, group(self.group_size))
+    }
+
+    pub fn options(&self) -> LutOptions {
+        LutOptions {
+            damp: self.damp as f32,
+            act_order: self.act_order,
+            iterations: self.iterations,
+            refit: self.refit,
+            ..LutOptions::default()
+        }
+    }
+}
+
+impl StageMethod for Lut {
+    fn produces(&self) -> Produces {
+        Produces::Lut(self.spec())
+    }
+    fn validate(&self) -> Result<(), String> {
+        if !crunch_repr::LUT_BITS.contains(&self.bits) {
+            return Err(format!(
+                "bits {} is not one of {:?} (a codebook of 2^bits f16 levels per row)",
+                self.bits,
+                crunch_repr::LUT_BITS
+            ));
+        }
+        check_bits_and_damp(None, Some(self.damp))?;
+        self.options().validate().map_err(|e| e.to_string())
+    }
+    fn check_shape(&self, _rows: usize, cols: usize) -> Result<Option<String>, CompressError> {
+        self.spec().validate(cols)?;
+        // The same limits on a group as a uniform grid's (at least 8 columns, no wider than
+        // the layer; a shorter last group is kept): checked on the grid of the same width.
+        Ok(QuantSpec::new(self.bits, self.spec().group_size, false)
+            .check_layer(cols, GroupFit::ShortLastGroup)?)
+    }
+    fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
+        let q = gptq_lut(
+            l.weight,
+            l.rows,
+            l.cols,
+            l.hessian()?,
+            self.spec(),
+            &self.options(),
+        )?;
+        Ok(Some(Compressed::Lut(q)))
+    }
+    fn annotate(&self, entry: &mut LayerRecipe) {
+        entry.act_order = self.act_order;
+        entry.damp = Some(self.damp as f32);
     }
 }

@@ -136,6 +136,93 @@ pub fn gptq(
     Ok(grid::quantized_weight(spec, (rows, cols), codes, &params))
 }
 
+/// The hook of GPTQ's column loop ([`error_feedback_rows`]): how one row's columns are put on
+/// its grid. GPTQ's uniform grids ([`UniformGrid`]) and the lookup-table codebooks of
+/// `lut.rs` plug into the same loop.
+pub(crate) trait ColumnGrid {
+    /// Called for each row `r` of the chunk before the loop, with the row in original column
+    /// order, dead columns zeroed: where grids fixed before the loop are fitted.
+    fn start_row(&mut self, r: usize, row: &[f32]) -> Result<()>;
+    /// The code of processing-order column `i` of row `r`, whose current value is
+    /// `at.row[i]`, and the value that code stands for (exactly as the stored weight
+    /// dequantizes it).
+    fn quantize(&mut self, r: usize, i: usize, at: &Current) -> Result<(u8, f32)>;
+}
+
+/// One row's state when a column is quantized: what a grid fitted during the loop reads.
+pub(crate) struct Current<'a> {
+    /// The row in processing order, up to date inside the current block.
+    pub row: &'a [f32],
+    /// The errors of the block's columns so far, not yet applied right of the block.
+    pub row_err: &'a [f32],
+    /// The block's first column.
+    pub i1: usize,
+    pub cols: usize,
+    pub u: &'a [f32],
+}
+
+impl Current<'_> {
+    /// The current values of columns `start..end` (see [`current_values`]).
+    pub fn values(&self, start: usize, end: usize, out: &mut Vec<f32>) {
+        current_values(
+            self.row,
+            self.row_err,
+            self.u,
+            self.cols,
+            self.i1,
+            start,
+            end,
+            out,
+        );
+    }
+}
+
+/// GPTQ's uniform grids, per channel or per group (dynamic or static).
+struct UniformGrid<'a, 'p> {
+    plan: &'a Plan<'p>,
+    /// [n, n_groups] of the chunk.
+    params: &'a mut [GridParams],
+    group_values: Vec<f32>,
+}
+
+impl ColumnGrid for UniformGrid<'_, '_> {
+    fn start_row(&mut self, r: usize, row: &[f32]) -> Result<()> {
+        let (plan, ng) = (self.plan, self.plan.n_groups);
+        match plan.mode {
+            GroupMode::PerChannel => self.params[r] = grid::fit(row, plan.spec, plan.mse_clip)?,
+            GroupMode::Static { group_size } => {
+                for (g, values) in row.chunks(group_size).enumerate() {
+                    self.params[r * ng + g] = grid::fit(values, plan.spec, plan.mse_clip)?;
+                }
+            }
+            GroupMode::Dynamic { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn quantize(&mut self, r: usize, i: usize, at: &Current) -> Result<(u8, f32)> {
+        let (plan, ng) = (self.plan, self.plan.n_groups);
+        let p = match plan.mode {
+            GroupMode::PerChannel => self.params[r],
+            GroupMode::Static { group_size } => {
+                self.params[r * ng + plan.prep.perm[i] / group_size]
+            }
+            GroupMode::Dynamic { group_size } => {
+                let g = i / group_size;
+                if i % group_size == 0 {
+                    let end = (i + group_size).min(plan.cols);
+                    at.values(i, end, &mut self.group_values);
+                    self.params[r * ng + g] =
+                        grid::fit(&self.group_values, plan.spec, plan.mse_clip)?;
+                }
+                self.params[r * ng + g]
+            }
+        };
+        let code = p.code(at.row[i]);
+        Ok((code, p.value(code)))
+    }
+}
+
 /// Runs GPTQ on a chunk of rows: `weight` and `codes` are [n, cols] in original column order,
 /// `params` [n, n_groups].
 fn quantize_rows(
@@ -144,29 +231,37 @@ fn quantize_rows(
     codes: &mut [u8],
     params: &mut [GridParams],
 ) -> Result<()> {
-    let (cols, ng) = (plan.cols, plan.n_groups);
+    let mut grid = UniformGrid {
+        plan,
+        params,
+        group_values: Vec::new(),
+    };
+    error_feedback_rows(plan.prep, plan.block_size, weight, codes, &mut grid)
+}
+
+/// GPTQ's column loop on a chunk of rows, each column put on the grid by `grid`: `weight` and
+/// `codes` are [n, cols] in original column order (`cols` = the Hessian's size).
+pub(crate) fn error_feedback_rows(
+    prep: &PreparedHessian,
+    block_size: usize,
+    weight: &[f32],
+    codes: &mut [u8],
+    grid: &mut impl ColumnGrid,
+) -> Result<()> {
+    let cols = prep.perm.len();
     let n = weight.len() / cols;
     let PreparedHessian {
         dead,
         perm,
         hinv_u: u,
-    } = plan.prep;
+    } = prep;
 
     // Original-order rows with dead columns zeroed: what fixed grids are fitted on.
     let zeroed: Vec<f32> = (0..n * cols)
         .map(|k| if dead[k % cols] { 0.0 } else { weight[k] })
         .collect();
     for r in 0..n {
-        let row = &zeroed[r * cols..(r + 1) * cols];
-        match plan.mode {
-            GroupMode::PerChannel => params[r] = grid::fit(row, plan.spec, plan.mse_clip)?,
-            GroupMode::Static { group_size } => {
-                for (g, values) in row.chunks(group_size).enumerate() {
-                    params[r * ng + g] = grid::fit(values, plan.spec, plan.mse_clip)?;
-                }
-            }
-            GroupMode::Dynamic { .. } => {}
-        }
+        grid.start_row(r, &zeroed[r * cols..(r + 1) * cols])?;
     }
 
     // Working copy in processing order; updated in place as columns are quantized.
@@ -174,35 +269,27 @@ fn quantize_rows(
         .map(|k| zeroed[k - k % cols + perm[k % cols]])
         .collect();
     let mut perm_codes = vec![0u8; n * cols];
-    let mut err = vec![0.0f32; n * plan.block_size];
-    let mut group_values = Vec::new();
+    let mut err = vec![0.0f32; n * block_size];
 
-    for i1 in (0..cols).step_by(plan.block_size) {
-        let i2 = (i1 + plan.block_size).min(cols);
+    for i1 in (0..cols).step_by(block_size) {
+        let i2 = (i1 + block_size).min(cols);
         let width = i2 - i1;
         for r in 0..n {
             let row = &mut w[r * cols..(r + 1) * cols];
             let row_err = &mut err[r * width..(r + 1) * width];
             for i in i1..i2 {
-                let p = match plan.mode {
-                    GroupMode::PerChannel => params[r],
-                    GroupMode::Static { group_size } => params[r * ng + perm[i] / group_size],
-                    GroupMode::Dynamic { group_size } => {
-                        let g = i / group_size;
-                        if i % group_size == 0 {
-                            let end = (i + group_size).min(cols);
-                            current_values(row, row_err, u, cols, i1, i, end, &mut group_values);
-                            params[r * ng + g] =
-                                grid::fit(&group_values, plan.spec, plan.mse_clip)?;
-                        }
-                        params[r * ng + g]
-                    }
+                let at = Current {
+                    row,
+                    row_err,
+                    i1,
+                    cols,
+                    u,
                 };
+                let (code, value) = grid.quantize(r, i, &at)?;
                 let x = row[i];
-                let code = p.code(x);
                 perm_codes[r * cols + i] = code;
                 let u_row = &u[i * cols..(i + 1) * cols];
-                let e = (x - p.value(code)) / u_row[i];
+                let e = (x - value) / u_row[i];
                 row_err[i - i1] = e;
                 // OBS update of the rest of the block; columns ≥ i2 wait for the GEMM below.
                 for (wj, &uj) in row[i + 1..i2].iter_mut().zip(&u_row[i + 1..i2]) {

@@ -16,6 +16,13 @@
 //!
 //! dequantized as `(code − zero) · scale`.
 //!
+//! Lookup table (`codebook: true`, `bits` 2–4, decision 143):
+//! - `P.lcodes`  U8, the codes packed as `P.qcodes`;
+//! - `P.llevels` F16 `[rows, groups, 2^bits]`, each row's (or row and group's) codebook in
+//!   non-decreasing order (`group_size` absent: one group per row);
+//!
+//! dequantized as `llevels[r, group(c), code]`.
+//!
 //! Pruned (`sparsity` "0.5" for a pruned fraction, "2:4" for N:M):
 //! - unstructured, not quantized: `P.mask` U8 `[ceil(rows·cols/8)]`, the keep-mask (bit
 //!   k = r·cols + c is bit k % 8 of byte k / 8, least significant first, 1 = kept, padding

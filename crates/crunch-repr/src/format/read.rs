@@ -10,8 +10,8 @@
 
 use super::recipe::{LayerRecipe, Recipe};
 use crate::{
-    nm_index_bits, packed_len, unpack_codes, Bitmask, Factored, NmPacked, QuantSpec,
-    QuantizedWeight, Sparsity,
+    nm_index_bits, packed_len, unpack_codes, Bitmask, Factored, LutSpec, LutWeight, NmPacked,
+    QuantSpec, QuantizedWeight, Sparsity,
 };
 use crunch_formats::safetensors::SafetensorsModel;
 use crunch_formats::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
@@ -31,6 +31,8 @@ enum Kind {
     Quantized {
         masked: bool,
     },
+    /// Codes indexing codebooks (`codebook` in the recipe).
+    Lut,
     /// Unstructured pruning: `P.mask` + the kept values.
     Pruned,
     /// N:M pruning: values + in-group indices.
@@ -91,6 +93,15 @@ impl CrunchSource {
         if let Some(rank) = layer.rank {
             return Ok(Kind::Factored { rank });
         }
+        if layer.codebook {
+            if layer.sparsity.is_some() {
+                return Err(self.bad(format!(
+                    "layer `{prefix}`: crunch.json says both `codebook` and `sparsity`; a \
+                     lookup-table layer is not pruned"
+                )));
+            }
+            return Ok(Kind::Lut);
+        }
         let sparsity = match &layer.sparsity {
             None => None,
             Some(s) => Some(s.parse::<Sparsity>().map_err(|e| {
@@ -138,6 +149,20 @@ impl CrunchSource {
                     p.push(part("mask", DType::U8, Some(vec![mask_len])));
                 }
                 p
+            }
+            Kind::Lut => {
+                let spec = LutSpec::new(layer.bits, layer.group_size);
+                spec.validate(cols)
+                    .map_err(|e| self.bad(format!("layer `{prefix}` in crunch.json: {e}")))?;
+                let codes = packed_len(rows * cols, layer.bits);
+                vec![
+                    part("lcodes", DType::U8, Some(vec![codes])),
+                    part(
+                        "llevels",
+                        DType::F16,
+                        Some(vec![rows, spec.n_groups(cols), spec.levels()]),
+                    ),
+                ]
             }
             Kind::Pruned => vec![
                 part("mask", DType::U8, Some(vec![mask_len])),
@@ -261,6 +286,33 @@ impl CrunchSource {
         })
     }
 
+    /// The stored parts of lookup-table layer `prefix`, checked (codes in range, codebooks
+    /// finite and in increasing order).
+    pub fn lut_weight(&self, prefix: &str, layer: &LayerRecipe) -> Result<LutWeight> {
+        let spec = LutSpec::new(layer.bits, layer.group_size);
+        let (rows, cols) = (layer.rows, layer.cols);
+        let name = format!("{prefix}.lcodes");
+        let codes = unpack_codes(self.raw(prefix, layer, "lcodes")?, layer.bits, rows * cols)
+            .map_err(|e| self.bad_in(&name, format!("`{name}`: {e}")))?;
+        let levels = self
+            .raw(prefix, layer, "llevels")?
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let q = LutWeight {
+            spec,
+            rows,
+            cols,
+            codes,
+            levels,
+        };
+        q.validate().map_err(|e| {
+            let name = format!("{prefix}.llevels");
+            self.bad_in(&name, format!("layer `{prefix}`: {e}"))
+        })?;
+        Ok(q)
+    }
+
     /// Stored factors `prefix.{kind}_a`, `prefix.{kind}_b` (`kind` "lr" or "eora").
     pub fn factors(&self, prefix: &str, layer: &LayerRecipe, kind: &str) -> Result<Factored> {
         let a = self.f16s(prefix, layer, &format!("{kind}_a"))?;
@@ -287,6 +339,7 @@ impl CrunchSource {
                 }
                 Ok(w)
             }
+            Kind::Lut => Ok(self.lut_weight(prefix, layer)?.dequantize()),
             Kind::Pruned => {
                 let mask = self.mask(prefix, layer)?;
                 let values = self.f16s(prefix, layer, "values")?;

@@ -40,6 +40,10 @@ pub struct LayerRecipe {
     /// `None`: one group per output channel.
     pub group_size: Option<usize>,
     pub symmetric: bool,
+    /// A lookup-table layer (decision 143): `bits`-bit codes indexing codebooks of 2^bits f16
+    /// levels, one per row (or per `group_size` columns of a row). Absent = false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub codebook: bool,
     #[serde(default)]
     pub act_order: bool,
     #[serde(default)]

@@ -3,8 +3,8 @@
 
 use super::recipe::{ExpertRecipe, LayerRecipe, Recipe};
 use crate::{
-    pack_codes, Compressed, CompressedLayer, Factored, NmPacked, PrunedWeight, QuantizedWeight,
-    ReprError, Result, Sparsity,
+    pack_codes, Compressed, CompressedLayer, Factored, LutWeight, NmPacked, PrunedWeight,
+    QuantizedWeight, ReprError, Result, Sparsity,
 };
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_formats::DType;
@@ -38,6 +38,24 @@ fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Vec<OwnedTensor> {
         });
     }
     out
+}
+
+/// The stored tensors of one lookup-table layer `prefix`.
+fn lut_tensors(prefix: &str, q: &LutWeight) -> Vec<OwnedTensor> {
+    vec![
+        OwnedTensor {
+            name: format!("{prefix}.lcodes"),
+            dtype: DType::U8,
+            shape: vec![(q.rows * q.cols * q.spec.bits as usize).div_ceil(8)],
+            data: pack_codes(&q.codes, q.spec.bits),
+        },
+        OwnedTensor {
+            name: format!("{prefix}.llevels"),
+            dtype: DType::F16,
+            shape: vec![q.rows, q.n_groups(), q.spec.levels()],
+            data: q.levels.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        },
+    ]
 }
 
 fn u8_tensor(name: String, shape: Vec<usize>, bytes: &[u8]) -> OwnedTensor {
@@ -121,6 +139,10 @@ pub fn layer_tensors(prefix: &str, layer: &CompressedLayer) -> Result<Vec<OwnedT
             q.validate()?;
             quantized_tensors(prefix, q)
         }
+        Compressed::Lut(q) => {
+            q.validate()?;
+            lut_tensors(prefix, q)
+        }
         Compressed::Pruned(p) => {
             p.validate()?;
             pruned_tensors(prefix, p)?
@@ -151,11 +173,13 @@ pub fn layer_tensors(prefix: &str, layer: &CompressedLayer) -> Result<Vec<OwnedT
 pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
     let (rows, cols) = layer.shape();
     let quant = layer.main.quantized();
+    let lut = layer.main.lut();
     LayerRecipe {
         method: layer.method.clone(),
-        bits: quant.map_or(16, |q| q.spec.bits),
-        group_size: quant.and_then(|q| q.spec.group_size),
+        bits: quant.map_or(lut.map_or(16, |q| q.spec.bits), |q| q.spec.bits),
+        group_size: quant.map_or(lut.and_then(|q| q.spec.group_size), |q| q.spec.group_size),
         symmetric: quant.is_some_and(|q| q.spec.symmetric),
+        codebook: lut.is_some(),
         act_order: quant.is_some_and(|q| q.g_idx.is_some()),
         mse_clip: false,
         damp: None,
@@ -193,12 +217,14 @@ pub fn check_layer_recipe(name: &str, layer: &CompressedLayer, recipe: &Recipe) 
         .get(name)
         .ok_or_else(|| ReprError::Inconsistent("the recipe has no entry for it".into()))?;
     let want = layer_recipe(layer);
-    let same_grid = layer.main.quantized().is_none()
-        || (r.bits, r.group_size, r.symmetric) == (want.bits, want.group_size, want.symmetric);
+    let grid = |r: &LayerRecipe| (r.bits, r.group_size, r.symmetric, r.codebook);
+    let same_grid =
+        (layer.main.quantized().is_none() && layer.main.lut().is_none()) || grid(r) == grid(&want);
     if (r.rows, r.cols) != (want.rows, want.cols)
         || r.sparsity != want.sparsity
         || r.rank != want.rank
         || r.correction_rank != want.correction_rank
+        || r.codebook != want.codebook
         || !same_grid
     {
         return Err(ReprError::Inconsistent(format!(
