@@ -18,6 +18,7 @@ mod pack;
 pub mod progress;
 pub mod report;
 mod search;
+mod search_args;
 mod search_gguf;
 mod search_report;
 mod search_timing;
