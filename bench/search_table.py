@@ -15,7 +15,7 @@ levels, e.g. `2lut,2,3,3lut,3g64,3g32,4,4g64,4lut,4g32,5,6,8`).
 Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
        --eval eval.txt --offdomain offdomain.txt --work DIR [--device cuda] [--threads N]
        [--generations 50 --offspring 16 --selection 2x4,8x1] [--plot docs/search_rd.svg]
-       [--levels LADDER] [--lut-uniform 3,4]
+       [--levels LADDER] [--lut-uniform 3,4] [--uniform 3:128,3:32]
 """
 import argparse
 import json
@@ -24,8 +24,20 @@ import os
 
 from quantize_table import markdown, protocol_args, run_json
 
-# (name, bits, group) of the uniform configurations compared against.
-UNIFORM = [("gptq 3-bit g128", 3, 128), ("gptq 3-bit g32", 3, 32)]
+# The uniform configurations compared against by default (BITS:GROUP; group 0 = one scale per
+# output channel, GPTQ's own default, 3.01–3.03 bpw at 3 bits on SmolLM2).
+UNIFORM = "3:128,3:32"
+
+
+def uniform_configs(spec):
+    """`3:128,3:0` → [(name, bits, group)]."""
+    out = []
+    for part in filter(None, spec.split(",")):
+        bits, _, group = part.partition(":")
+        group = int(group or 0)
+        per = "per channel" if group == 0 else f"g{group}"
+        out.append((f"gptq {bits}-bit {per}", int(bits), group))
+    return out
 
 
 def main():
@@ -37,6 +49,9 @@ def main():
     ap.add_argument("--selection", default="2x4,8x1")
     ap.add_argument("--levels", default="2,3,3g64,3g32,4,4g64,4g32,5,6,8")
     ap.add_argument("--plot", help="rate-distortion figure of the first search (.svg/.png)")
+    ap.add_argument("--uniform", default=UNIFORM,
+                    help="uniform GPTQ baselines, BITS:GROUP comma-separated (group 0: per channel); "
+                         "the search runs at each one's exact bits per weight")
     ap.add_argument("--skip-search", action="store_true",
                     help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
     ap.add_argument("--lut-uniform", default="",
@@ -52,7 +67,7 @@ def main():
         return {"kl": e["kl"], "ppl": e["ppl"], "top1_agreement": e["top1_agreement"]}
 
     rows = []
-    for i, (name, bits, group) in enumerate([] if a.skip_search else UNIFORM):
+    for i, (name, bits, group) in enumerate([] if a.skip_search else uniform_configs(a.uniform)):
         out_u = os.path.join(a.work, f"uniform-{bits}b-g{group}")
         u = run_json([a.crunch, *th, "quantize", a.model, "--method", "gptq", "--bits", str(bits),
                       "--group-size", str(group), *calib, "--out", out_u, "--force", "--json"])

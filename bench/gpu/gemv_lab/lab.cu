@@ -172,7 +172,8 @@ LAB_TM(lab_tm2, 2, 3)
 LAB_TM(lab_tm2b2, 2, 2)
 LAB_TM(lab_tm4, 4, 2)
 
-MMA_GEMM_WIDE_KERNEL(lab_g4_b2, false, 2, 2)
+MMA_GEMM_WIDE_KERNEL(lab_g4_b2, false, 1, 2, 2)
+
 
 typedef void (*GemmFn)(const uint4*, const u16*, const u16*, const uint2*, const float*, float*,
                        int, int, int);
@@ -308,6 +309,13 @@ int main(int argc, char** argv) {
         {"lab_tm2b2", (WideFn)lab_tm2b2, false},
         {"lab_tm4", (WideFn)lab_tm4, false},
     };
+    if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
+        std::string only = std::string(",") + getenv("LAB_ONLY") + ",";
+        std::vector<K> keep;
+        for (auto& kk : ks)
+            if (only.find(std::string(",") + kk.name + ",") != std::string::npos) keep.push_back(kk);
+        ks = keep;
+    }
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
