@@ -23,16 +23,19 @@ devices=${DEVICES:-cuda}
 max_tokens=${MAX_TOKENS:-65536}
 threads=${THREADS:-$(nproc)}
 mkdir -p "$out"
+# Per-run scratch files, so that two runs (e.g. one per device) can go side by side.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 for dev in $devices; do
   for text in eval offdomain; do
     start=$(date +%s.%N)
     "$crunch" --threads "$threads" eval "$in/SmolLM2-135M-Instruct.Q4_1.gguf" \
       --data "$in/$text.txt" --ctx 2048 --max-tokens "$max_tokens" --device "$dev" \
-      --kv-cache "$modes" --json > /tmp/kv-cache-run.jsonl 2> /tmp/kv-cache-run.err \
-      || { echo "FAILED $dev $text: $(tail -3 /tmp/kv-cache-run.err)"; continue; }
-    python3 - "$dev" "$text" "$start" <<'PY' | tee -a "$out/kv-cache.jsonl"
+      --kv-cache "$modes" --json > "$tmp/run.jsonl" 2> "$tmp/run.err" \
+      || { echo "FAILED $dev $text: $(tail -3 "$tmp/run.err")"; continue; }
+    python3 - "$dev" "$text" "$start" "$tmp/run.jsonl" <<'PY' | tee -a "$out/kv-cache.jsonl"
 import json, sys, time
-for line in open("/tmp/kv-cache-run.jsonl"):
+for line in open(sys.argv[4]):
     r = json.loads(line)
     kv = r["kv_cache"]
     print(json.dumps({"device": sys.argv[1], "text": sys.argv[2], "kv_cache": kv["mode"],
