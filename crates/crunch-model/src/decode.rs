@@ -5,7 +5,7 @@
 //! attention runs per sequence, its new queries against that sequence's cached keys and
 //! values plus its own new ones (`AttentionMask::query_offset` = the cache length).
 
-use crate::model::{attention_scale, BlockPass, Model, RopeTables};
+use crate::model::{attention_scale, Block, BlockPass, Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{AttentionMask, Backend, KvMode, KvSpec};
 
@@ -84,6 +84,21 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+/// One block's new rows in a cached step, as [`Model::cached_step`] hands them to the cache:
+/// every sequence's rows together, sequence-major.
+pub(crate) struct NewRows<'a, B: Backend> {
+    pub layer: usize,
+    pub blk: &'a Block<B>,
+    /// `[rows, heads, head_dim]`, normalised and rotated.
+    pub q: &'a B::Tensor,
+    /// `[rows, kv_heads, head_dim]`, normalised and rotated.
+    pub k: &'a B::Tensor,
+    /// `[rows, kv_heads, head_dim]`.
+    pub v: &'a B::Tensor,
+    /// The attention's softmax scale.
+    pub scale: f32,
+}
+
 /// Rows `s*t..(s+1)*t` of a `[rows, a, b]` tensor.
 fn seq_rows<B: Backend>(b: &B, x: &B::Tensor, s: usize, t: usize) -> Result<B::Tensor> {
     let shape = b.shape(x);
@@ -147,7 +162,57 @@ impl<B: Backend> Model<B> {
             .iter()
             .flat_map(|c| (c.len..c.len + t).map(|p| p as u32))
             .collect();
-        let rope_rows = rope.at(b, &positions)?;
+        let x = self.cached_step(ids, &positions, rope, hook, |r| {
+            let mut outs = Vec::with_capacity(n);
+            for (s, cache) in caches.iter_mut().enumerate() {
+                let (qs, ks, vs) = if n == 1 {
+                    (r.q.clone(), r.k.clone(), r.v.clone())
+                } else {
+                    (
+                        seq_rows(b, r.q, s, t)?,
+                        seq_rows(b, r.k, s, t)?,
+                        seq_rows(b, r.v, s, t)?,
+                    )
+                };
+                let mask = AttentionMask {
+                    window: r.blk.window,
+                    query_offset: cache.len,
+                };
+                let capacity = cache.capacity;
+                let store = cache.store(b, &self.config, r.layer, || {
+                    self.rope_inverse_frequencies(capacity, r.blk.rope_set)
+                })?;
+                b.kv_append(store, &ks, &vs)?;
+                outs.push(b.kv_attention(&qs, store, mask, r.scale)?);
+            }
+            Ok(if n == 1 {
+                outs.pop().expect("one sequence")
+            } else {
+                b.concat_rows(&outs.iter().collect::<Vec<_>>())?
+            })
+        })?;
+        for c in caches.iter_mut() {
+            c.len += t;
+        }
+        Ok(x)
+    }
+
+    /// The block loop of a cached step, written once for every kind of cache (per-sequence
+    /// stores here, pages in `paged.rs`): embeds `ids`, and in each block hands the new rows'
+    /// queries and keys (rotated to `positions`, one per id) and values to `attend`, which
+    /// stores the keys and values where its cache keeps them and returns the attention output
+    /// of the queries. Returns the hidden states after the last block. `attend` is a generic
+    /// parameter, so each cache gets its own monomorphised loop (no indirect call per block).
+    pub(crate) fn cached_step(
+        &self,
+        ids: &[u32],
+        positions: &[u32],
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+        mut attend: impl FnMut(NewRows<'_, B>) -> Result<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let b = &self.backend;
+        let rope_rows = rope.at(b, positions)?;
         let scale = attention_scale(&self.config);
         let mut x = self.embed(ids)?;
         for (layer, blk) in self.blocks.iter().enumerate() {
@@ -159,37 +224,15 @@ impl<B: Backend> Model<B> {
                 layer,
             };
             let (q, k, v) = pass.attention_inputs(&x, cos, sin, hook)?;
-            let mut outs = Vec::with_capacity(n);
-            for (s, cache) in caches.iter_mut().enumerate() {
-                let (qs, ks, vs) = if n == 1 {
-                    (q.clone(), k.clone(), v.clone())
-                } else {
-                    (
-                        seq_rows(b, &q, s, t)?,
-                        seq_rows(b, &k, s, t)?,
-                        seq_rows(b, &v, s, t)?,
-                    )
-                };
-                let mask = AttentionMask {
-                    window: blk.window,
-                    query_offset: cache.len,
-                };
-                let capacity = cache.capacity;
-                let store = cache.store(b, &self.config, layer, || {
-                    self.rope_inverse_frequencies(capacity, blk.rope_set)
-                })?;
-                b.kv_append(store, &ks, &vs)?;
-                outs.push(b.kv_attention(&qs, store, mask, scale)?);
-            }
-            let a = if n == 1 {
-                outs.pop().expect("one sequence")
-            } else {
-                b.concat_rows(&outs.iter().collect::<Vec<_>>())?
-            };
+            let a = attend(NewRows {
+                layer,
+                blk,
+                q: &q,
+                k: &k,
+                v: &v,
+                scale,
+            })?;
             x = pass.output(&x, &a, hook)?;
-        }
-        for c in caches.iter_mut() {
-            c.len += t;
         }
         Ok(x)
     }
