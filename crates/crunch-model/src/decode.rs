@@ -99,6 +99,18 @@ pub(crate) struct NewRows<'a, B: Backend> {
     pub scale: f32,
 }
 
+/// `t`, the new tokens of each of `seqs` sequences in a step of `ids` (sequence-major): an
+/// error unless there is at least one sequence and `ids` share out evenly and not emptily.
+pub(crate) fn tokens_each(ids: &[u32], seqs: usize) -> Result<usize> {
+    if seqs == 0 || ids.is_empty() || !ids.len().is_multiple_of(seqs) {
+        return Err(Error::Cache(CacheProblem::Uneven {
+            ids: ids.len(),
+            caches: seqs,
+        }));
+    }
+    Ok(ids.len() / seqs)
+}
+
 /// Rows `s*t..(s+1)*t` of a `[rows, a, b]` tensor.
 fn seq_rows<B: Backend>(b: &B, x: &B::Tensor, s: usize, t: usize) -> Result<B::Tensor> {
     let shape = b.shape(x);
@@ -138,19 +150,13 @@ impl<B: Backend> Model<B> {
     ) -> Result<B::Tensor> {
         let b = &self.backend;
         let n = caches.len();
-        if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
-            return Err(Error::Cache(CacheProblem::Uneven {
-                ids: ids.len(),
-                caches: n,
-            }));
-        }
+        let t = tokens_each(ids, n)?;
         if let Some(c) = caches.iter().find(|c| c.layers.len() != self.blocks.len()) {
             return Err(Error::Cache(CacheProblem::Blocks {
                 cache: c.layers.len(),
                 model: self.blocks.len(),
             }));
         }
-        let t = ids.len() / n;
         if let Some(c) = caches.iter().find(|c| c.len + t > c.capacity) {
             return Err(Error::Cache(CacheProblem::Full {
                 adding: t,
@@ -275,5 +281,25 @@ impl<B: Backend> Model<B> {
             n as f64 * mode.bytes_per_position(c.kv_heads, c.head_dim) * positions as f64,
             n * mode.fixed_bytes(c.kv_heads, c.head_dim),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_each;
+    use crate::{CacheProblem, Error};
+
+    #[test]
+    fn a_step_shares_its_ids_evenly_or_is_refused() {
+        assert_eq!(tokens_each(&[1, 2, 3, 4], 2).unwrap(), 2);
+        assert_eq!(tokens_each(&[7], 1).unwrap(), 1);
+        for (ids, seqs) in [(&[1u32, 2, 3][..], 2), (&[][..], 1), (&[1, 2][..], 0)] {
+            match tokens_each(ids, seqs) {
+                Err(Error::Cache(CacheProblem::Uneven { ids: i, caches })) => {
+                    assert_eq!((i, caches), (ids.len(), seqs))
+                }
+                other => panic!("{ids:?} over {seqs}: {other:?}"),
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! running out of pages is found before any work and the caches stay consistent) and frees a
 //! finished sequence's pages ([`PagedCache::release`]). Limits: f32 keys and values only.
 
+use crate::decode::tokens_each;
 use crate::model::{Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{Backend, BlockTable, OutOfPages, PagePool, PagedSeq};
@@ -79,14 +80,7 @@ impl<B: Backend> Model<B> {
         hook: &mut dyn LinearHook<B>,
     ) -> Result<B::Tensor> {
         let b = &self.backend;
-        let n = tables.len();
-        if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
-            return Err(Error::Cache(CacheProblem::Uneven {
-                ids: ids.len(),
-                caches: n,
-            }));
-        }
-        let t = ids.len() / n;
+        let t = tokens_each(ids, tables.len())?;
         let ps = cache.pool.page_size();
         if let Some(tb) = tables.iter().find(|tb| tb.len + t > tb.room(ps)) {
             return Err(Error::Cache(CacheProblem::Full {
