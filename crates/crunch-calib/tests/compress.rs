@@ -2,7 +2,7 @@
 //! N:M outputs keep their pattern, low-rank stages respect their global budget, EoRA lowers
 //! the layer error, and the same inputs give the same result.
 
-use crunch_calib::{check_recipe, compress_model, windows, RecipeFile};
+use crunch_calib::{check_recipe, compress_model, output_recipe, windows, RecipeFile};
 use crunch_model::testing::{reference_ids, tiny_checkpoint};
 use crunch_model::Checkpoint;
 use crunch_repr::{check_nm, Compressed, CompressedLayer};
@@ -160,4 +160,38 @@ fn group_sizes_are_checked_against_every_layer_before_calibration() {
     // Only down_proj (160 columns) left: 100 fits it, with a shorter last group.
     let skip = "\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\"";
     assert_eq!(check_recipe(&ckpt, &recipe(100, skip)).unwrap().len(), 1);
+}
+
+#[test]
+fn gptq_and_lut_stages_store_their_kind_and_record_the_column_loop_keys() {
+    // Both run GPTQ's column loop on the layer's Hessian and record `act_order` and `damp`
+    // (stages/quant.rs: `on_hessian`, `annotate_column_loop`); `gptq` records `mse_clip` too.
+    for (recipe, codebook) in [
+        (
+            "[[stage]]\nmethod = \"gptq\"\nbits = 4\ngroup_size = 16\nact_order = false\ndamp = 0.05\n",
+            false,
+        ),
+        (
+            "[[stage]]\nmethod = \"lut\"\nbits = 3\nact_order = false\ndamp = 0.05\n",
+            true,
+        ),
+    ] {
+        let (ckpt, layers, _d) = run(recipe);
+        assert_eq!(layers.len(), ckpt.config.layers * 7, "{recipe}");
+        for l in layers.values() {
+            match (&l.main, codebook) {
+                (Compressed::Quantized(_), false) | (Compressed::Lut(_), true) => {}
+                _ => panic!("{recipe}: stored the wrong kind"),
+            }
+        }
+        let plan = RecipeFile::parse(recipe).unwrap();
+        let out = output_recipe(&plan, "tiny".into(), None, &layers).unwrap();
+        for (name, e) in &out.layers {
+            assert!(!e.act_order, "{recipe} {name}");
+            assert_eq!(e.damp, Some(0.05), "{recipe} {name}");
+            assert_eq!(e.codebook, codebook, "{recipe} {name}");
+            // GPTQ's MSE grids default on; a codebook has none.
+            assert_eq!(e.mse_clip, !codebook, "{recipe} {name}");
+        }
+    }
 }

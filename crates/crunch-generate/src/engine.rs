@@ -273,25 +273,11 @@ impl<B: Runtime> Engine<B> {
 
     /// Runs `ids` through `seq` in chunks; returns the logits of the last one.
     pub fn prefill(&self, seq: &mut Sequence<B>, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(Error::Request("nothing to prefill".into()));
-        }
-        let mut last = None;
-        for chunk in ids.chunks(PREFILL_CHUNK) {
-            let h = self.model.hidden_states_batch(
-                chunk,
-                &mut [&mut seq.cache],
-                &self.rope,
-                &mut (),
-            )?;
-            seq.tokens.extend_from_slice(chunk);
-            last = Some((h, chunk.len()));
-        }
-        let (h, n) = last.expect("at least one chunk");
-        let b = &self.model.backend;
-        let h = b.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
-        let logits = self.model.logits(&h, &mut ())?;
-        Ok(b.to_f32(&logits).map_err(crunch_model::Error::from)?)
+        let cache = &mut seq.cache;
+        self.prefill_with(ids, &mut seq.tokens, |chunk| {
+            self.model
+                .hidden_states_batch(chunk, &mut [&mut *cache], &self.rope, &mut ())
+        })
     }
 
     /// Feeds one token to each sequence in one batched forward pass; returns each one's
@@ -302,14 +288,50 @@ impl<B: Runtime> Engine<B> {
         let h = self
             .model
             .hidden_states_batch(ids, &mut caches, &self.rope, &mut ())?;
+        self.step_logits(&h, seqs.iter_mut().map(|s| &mut s.tokens), ids)
+    }
+
+    /// What a prefill does whatever holds the cache: `ids` (not empty) through `forward` (the
+    /// hidden states of a chunk, its keys and values cached) in chunks of [`PREFILL_CHUNK`],
+    /// `tokens` extended by each chunk once it is cached; the logits of the last position.
+    fn prefill_with(
+        &self,
+        ids: &[u32],
+        tokens: &mut Vec<u32>,
+        mut forward: impl FnMut(&[u32]) -> crunch_model::Result<B::Tensor>,
+    ) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Request("nothing to prefill".into()));
+        }
+        let mut last = None;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            let h = forward(chunk)?;
+            tokens.extend_from_slice(chunk);
+            last = Some((h, chunk.len()));
+        }
+        let (h, n) = last.expect("at least one chunk");
+        let b = &self.model.backend;
+        let h = b.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
         let logits = self.model.logits(&h, &mut ())?;
+        Ok(b.to_f32(&logits).map_err(crunch_model::Error::from)?)
+    }
+
+    /// What a decode step does after the forward pass: the logits of `h` (one row per
+    /// sequence), split by sequence, and each sequence's `tokens` given its new id.
+    fn step_logits<'a>(
+        &self,
+        h: &B::Tensor,
+        tokens: impl Iterator<Item = &'a mut Vec<u32>>,
+        ids: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        let logits = self.model.logits(h, &mut ())?;
         let all = self
             .model
             .backend
             .to_f32(&logits)
             .map_err(crunch_model::Error::from)?;
-        for (s, &id) in seqs.iter_mut().zip(ids) {
-            s.tokens.push(id);
+        for (t, &id) in tokens.zip(ids) {
+            t.push(id);
         }
         let vocab = all.len() / ids.len().max(1);
         Ok(all.chunks(vocab).map(<[f32]>::to_vec).collect())
@@ -339,9 +361,8 @@ impl<B: Runtime> Engine<B> {
         seq: &mut PagedSequence,
         ids: &[u32],
     ) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(Error::Request("nothing to prefill".into()));
-        }
+        // Checked before the (shared) empty check: harmless, as a sequence never holds more
+        // than the context, so an empty `ids` cannot fail this.
         if seq.tokens.len() + ids.len() > self.context {
             return Err(Error::Request(format!(
                 "{} tokens do not fit the context of {}",
@@ -349,23 +370,11 @@ impl<B: Runtime> Engine<B> {
                 self.context
             )));
         }
-        let mut last = None;
-        for chunk in ids.chunks(PREFILL_CHUNK) {
-            let h = self.model.hidden_states_paged(
-                chunk,
-                cache,
-                &mut [&mut seq.table],
-                &self.rope,
-                &mut (),
-            )?;
-            seq.tokens.extend_from_slice(chunk);
-            last = Some((h, chunk.len()));
-        }
-        let (h, n) = last.expect("at least one chunk");
-        let b = &self.model.backend;
-        let h = b.rows(&h, n - 1, 1).map_err(crunch_model::Error::from)?;
-        let logits = self.model.logits(&h, &mut ())?;
-        Ok(b.to_f32(&logits).map_err(crunch_model::Error::from)?)
+        let table = &mut seq.table;
+        self.prefill_with(ids, &mut seq.tokens, |chunk| {
+            self.model
+                .hidden_states_paged(chunk, cache, &mut [&mut *table], &self.rope, &mut ())
+        })
     }
 
     /// [`Engine::decode`] of paged sequences (each table covering one more position): one
@@ -388,17 +397,7 @@ impl<B: Runtime> Engine<B> {
         let h = self
             .model
             .hidden_states_paged(ids, cache, &mut tables, &self.rope, &mut ())?;
-        let logits = self.model.logits(&h, &mut ())?;
-        let all = self
-            .model
-            .backend
-            .to_f32(&logits)
-            .map_err(crunch_model::Error::from)?;
-        for (s, &id) in seqs.iter_mut().zip(ids) {
-            s.tokens.push(id);
-        }
-        let vocab = all.len() / ids.len().max(1);
-        Ok(all.chunks(vocab).map(<[f32]>::to_vec).collect())
+        self.step_logits(&h, seqs.iter_mut().map(|s| &mut s.tokens), ids)
     }
 
     /// Generates for `req` in `seq`, reusing its cache when it holds a prefix of the prompt

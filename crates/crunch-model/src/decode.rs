@@ -5,7 +5,7 @@
 //! attention runs per sequence, its new queries against that sequence's cached keys and
 //! values plus its own new ones (`AttentionMask::query_offset` = the cache length).
 
-use crate::model::{attention_scale, BlockPass, Model, RopeTables};
+use crate::model::{attention_scale, Block, BlockPass, Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{AttentionMask, Backend, KvMode, KvSpec};
 
@@ -84,6 +84,33 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+/// One block's new rows in a cached step, as [`Model::cached_step`] hands them to the cache:
+/// every sequence's rows together, sequence-major.
+pub(crate) struct NewRows<'a, B: Backend> {
+    pub layer: usize,
+    pub blk: &'a Block<B>,
+    /// `[rows, heads, head_dim]`, normalised and rotated.
+    pub q: &'a B::Tensor,
+    /// `[rows, kv_heads, head_dim]`, normalised and rotated.
+    pub k: &'a B::Tensor,
+    /// `[rows, kv_heads, head_dim]`.
+    pub v: &'a B::Tensor,
+    /// The attention's softmax scale.
+    pub scale: f32,
+}
+
+/// `t`, the new tokens of each of `seqs` sequences in a step of `ids` (sequence-major): an
+/// error unless there is at least one sequence and `ids` share out evenly and not emptily.
+pub(crate) fn tokens_each(ids: &[u32], seqs: usize) -> Result<usize> {
+    if seqs == 0 || ids.is_empty() || !ids.len().is_multiple_of(seqs) {
+        return Err(Error::Cache(CacheProblem::Uneven {
+            ids: ids.len(),
+            caches: seqs,
+        }));
+    }
+    Ok(ids.len() / seqs)
+}
+
 /// Rows `s*t..(s+1)*t` of a `[rows, a, b]` tensor.
 fn seq_rows<B: Backend>(b: &B, x: &B::Tensor, s: usize, t: usize) -> Result<B::Tensor> {
     let shape = b.shape(x);
@@ -123,19 +150,13 @@ impl<B: Backend> Model<B> {
     ) -> Result<B::Tensor> {
         let b = &self.backend;
         let n = caches.len();
-        if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
-            return Err(Error::Cache(CacheProblem::Uneven {
-                ids: ids.len(),
-                caches: n,
-            }));
-        }
+        let t = tokens_each(ids, n)?;
         if let Some(c) = caches.iter().find(|c| c.layers.len() != self.blocks.len()) {
             return Err(Error::Cache(CacheProblem::Blocks {
                 cache: c.layers.len(),
                 model: self.blocks.len(),
             }));
         }
-        let t = ids.len() / n;
         if let Some(c) = caches.iter().find(|c| c.len + t > c.capacity) {
             return Err(Error::Cache(CacheProblem::Full {
                 adding: t,
@@ -147,7 +168,57 @@ impl<B: Backend> Model<B> {
             .iter()
             .flat_map(|c| (c.len..c.len + t).map(|p| p as u32))
             .collect();
-        let rope_rows = rope.at(b, &positions)?;
+        let x = self.cached_step(ids, &positions, rope, hook, |r| {
+            let mut outs = Vec::with_capacity(n);
+            for (s, cache) in caches.iter_mut().enumerate() {
+                let (qs, ks, vs) = if n == 1 {
+                    (r.q.clone(), r.k.clone(), r.v.clone())
+                } else {
+                    (
+                        seq_rows(b, r.q, s, t)?,
+                        seq_rows(b, r.k, s, t)?,
+                        seq_rows(b, r.v, s, t)?,
+                    )
+                };
+                let mask = AttentionMask {
+                    window: r.blk.window,
+                    query_offset: cache.len,
+                };
+                let capacity = cache.capacity;
+                let store = cache.store(b, &self.config, r.layer, || {
+                    self.rope_inverse_frequencies(capacity, r.blk.rope_set)
+                })?;
+                b.kv_append(store, &ks, &vs)?;
+                outs.push(b.kv_attention(&qs, store, mask, r.scale)?);
+            }
+            Ok(if n == 1 {
+                outs.pop().expect("one sequence")
+            } else {
+                b.concat_rows(&outs.iter().collect::<Vec<_>>())?
+            })
+        })?;
+        for c in caches.iter_mut() {
+            c.len += t;
+        }
+        Ok(x)
+    }
+
+    /// The block loop of a cached step, written once for every kind of cache (per-sequence
+    /// stores here, pages in `paged.rs`): embeds `ids`, and in each block hands the new rows'
+    /// queries and keys (rotated to `positions`, one per id) and values to `attend`, which
+    /// stores the keys and values where its cache keeps them and returns the attention output
+    /// of the queries. Returns the hidden states after the last block. `attend` is a generic
+    /// parameter, so each cache gets its own monomorphised loop (no indirect call per block).
+    pub(crate) fn cached_step(
+        &self,
+        ids: &[u32],
+        positions: &[u32],
+        rope: &RopeTables<B>,
+        hook: &mut dyn LinearHook<B>,
+        mut attend: impl FnMut(NewRows<'_, B>) -> Result<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let b = &self.backend;
+        let rope_rows = rope.at(b, positions)?;
         let scale = attention_scale(&self.config);
         let mut x = self.embed(ids)?;
         for (layer, blk) in self.blocks.iter().enumerate() {
@@ -159,37 +230,15 @@ impl<B: Backend> Model<B> {
                 layer,
             };
             let (q, k, v) = pass.attention_inputs(&x, cos, sin, hook)?;
-            let mut outs = Vec::with_capacity(n);
-            for (s, cache) in caches.iter_mut().enumerate() {
-                let (qs, ks, vs) = if n == 1 {
-                    (q.clone(), k.clone(), v.clone())
-                } else {
-                    (
-                        seq_rows(b, &q, s, t)?,
-                        seq_rows(b, &k, s, t)?,
-                        seq_rows(b, &v, s, t)?,
-                    )
-                };
-                let mask = AttentionMask {
-                    window: blk.window,
-                    query_offset: cache.len,
-                };
-                let capacity = cache.capacity;
-                let store = cache.store(b, &self.config, layer, || {
-                    self.rope_inverse_frequencies(capacity, blk.rope_set)
-                })?;
-                b.kv_append(store, &ks, &vs)?;
-                outs.push(b.kv_attention(&qs, store, mask, scale)?);
-            }
-            let a = if n == 1 {
-                outs.pop().expect("one sequence")
-            } else {
-                b.concat_rows(&outs.iter().collect::<Vec<_>>())?
-            };
+            let a = attend(NewRows {
+                layer,
+                blk,
+                q: &q,
+                k: &k,
+                v: &v,
+                scale,
+            })?;
             x = pass.output(&x, &a, hook)?;
-        }
-        for c in caches.iter_mut() {
-            c.len += t;
         }
         Ok(x)
     }
@@ -232,5 +281,25 @@ impl<B: Backend> Model<B> {
             n as f64 * mode.bytes_per_position(c.kv_heads, c.head_dim) * positions as f64,
             n * mode.fixed_bytes(c.kv_heads, c.head_dim),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_each;
+    use crate::{CacheProblem, Error};
+
+    #[test]
+    fn a_step_shares_its_ids_evenly_or_is_refused() {
+        assert_eq!(tokens_each(&[1, 2, 3, 4], 2).unwrap(), 2);
+        assert_eq!(tokens_each(&[7], 1).unwrap(), 1);
+        for (ids, seqs) in [(&[1u32, 2, 3][..], 2), (&[][..], 1), (&[1, 2][..], 0)] {
+            match tokens_each(ids, seqs) {
+                Err(Error::Cache(CacheProblem::Uneven { ids: i, caches })) => {
+                    assert_eq!((i, caches), (ids.len(), seqs))
+                }
+                other => panic!("{ids:?} over {seqs}: {other:?}"),
+            }
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! running out of pages is found before any work and the caches stay consistent) and frees a
 //! finished sequence's pages ([`PagedCache::release`]). Limits: f32 keys and values only.
 
-use crate::model::{attention_scale, BlockPass, Model, RopeTables};
+use crate::decode::tokens_each;
+use crate::model::{Model, RopeTables};
 use crate::{CacheProblem, Error, LinearHook, Result};
 use crunch_runtime::{Backend, BlockTable, OutOfPages, PagePool, PagedSeq};
 
@@ -79,14 +80,7 @@ impl<B: Backend> Model<B> {
         hook: &mut dyn LinearHook<B>,
     ) -> Result<B::Tensor> {
         let b = &self.backend;
-        let n = tables.len();
-        if n == 0 || ids.is_empty() || !ids.len().is_multiple_of(n) {
-            return Err(Error::Cache(CacheProblem::Uneven {
-                ids: ids.len(),
-                caches: n,
-            }));
-        }
-        let t = ids.len() / n;
+        let t = tokens_each(ids, tables.len())?;
         let ps = cache.pool.page_size();
         if let Some(tb) = tables.iter().find(|tb| tb.len + t > tb.room(ps)) {
             return Err(Error::Cache(CacheProblem::Full {
@@ -105,20 +99,10 @@ impl<B: Backend> Model<B> {
                 (tb.len..tb.len + t).map(|p| tb.slot(p, ps).expect("reserved above") as u32)
             })
             .collect();
-        let rope_rows = rope.at(b, &positions)?;
-        let scale = attention_scale(&self.config);
-        let mut x = self.embed(ids)?;
-        for (layer, blk) in self.blocks.iter().enumerate() {
-            let (cos, sin) = rope_rows.set(blk.rope_set);
-            let pass = BlockPass {
-                b,
-                cfg: &self.config,
-                blk,
-                layer,
-            };
-            let (q, k, v) = pass.attention_inputs(&x, cos, sin, hook)?;
-            let store = &mut cache.stores[layer];
-            b.kv_pool_write(store, &slots, &k, &v)?;
+        let stores = &mut cache.stores;
+        let x = self.cached_step(ids, &positions, rope, hook, |r| {
+            let store = &mut stores[r.layer];
+            b.kv_pool_write(store, &slots, r.k, r.v)?;
             let seqs: Vec<PagedSeq> = tables
                 .iter()
                 .map(|tb| PagedSeq {
@@ -127,9 +111,8 @@ impl<B: Backend> Model<B> {
                     rows: t,
                 })
                 .collect();
-            let a = b.kv_pool_attention(&q, store, &seqs, ps, blk.window, scale)?;
-            x = pass.output(&x, &a, hook)?;
-        }
+            Ok(b.kv_pool_attention(r.q, store, &seqs, ps, r.blk.window, r.scale)?)
+        })?;
         for tb in tables.iter_mut() {
             tb.len += t;
         }

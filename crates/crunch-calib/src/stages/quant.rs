@@ -3,7 +3,7 @@
 use super::{
     check_bits_and_damp, default_damp, default_group_size, group, LayerInput, OnGpu, StageMethod,
 };
-use crunch_compress::{gptq, gptq_lut, rtn, CompressError, GptqOptions, LutOptions};
+use crunch_compress::{gptq, gptq_lut, rtn, CompressError, GptqOptions, Hessian, LutOptions};
 use crunch_repr::format::LayerRecipe;
 use crunch_repr::{Compressed, GroupFit, LutSpec, Produces, QuantSpec};
 use serde::{Deserialize, Serialize};
@@ -106,20 +106,12 @@ impl StageMethod for Gptq {
         check_bits_and_damp(Some(self.bits), Some(self.damp))
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        let q = gptq(
-            l.weight,
-            l.rows,
-            l.cols,
-            l.hessian()?,
-            self.spec(),
-            &self.options(),
-        )?;
+        let q = on_hessian(l, self.spec(), &self.options(), gptq)?;
         Ok(Some(Compressed::Quantized(q)))
     }
     fn annotate(&self, entry: &mut LayerRecipe) {
-        entry.act_order = self.act_order;
+        annotate_column_loop(entry, self.act_order, self.damp);
         entry.mse_clip = self.mse_clip;
-        entry.damp = Some(self.damp as f32);
     }
     fn on_gpu(&self) -> Option<OnGpu> {
         Some(OnGpu::Gptq(self.spec(), self.options()))
@@ -199,18 +191,35 @@ impl StageMethod for Lut {
             .check_layer(cols, GroupFit::ShortLastGroup)?)
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
-        let q = gptq_lut(
-            l.weight,
-            l.rows,
-            l.cols,
-            l.hessian()?,
-            self.spec(),
-            &self.options(),
-        )?;
+        let q = on_hessian(l, self.spec(), &self.options(), gptq_lut)?;
         Ok(Some(Compressed::Lut(q)))
     }
     fn annotate(&self, entry: &mut LayerRecipe) {
-        entry.act_order = self.act_order;
-        entry.damp = Some(self.damp as f32);
+        annotate_column_loop(entry, self.act_order, self.damp);
     }
+}
+
+// What the `gptq` and `lut` stages share: both run GPTQ's column loop on the layer's Hessian,
+// and record the loop's keys. The keys themselves stay fields of each stage, as serde's
+// `flatten` cannot be combined with `deny_unknown_fields`.
+
+/// A quantizer on GPTQ's column loop, as `gptq` and `gptq_lut` are: `(weight, rows, cols,
+/// hessian, spec, options)`.
+type ColumnLoopFn<S, O, T> = fn(&[f32], usize, usize, &Hessian, S, &O) -> Result<T, CompressError>;
+
+/// Runs one of GPTQ's column loops (`gptq`, `gptq_lut`) on layer `l` with a stage's grid and
+/// options.
+fn on_hessian<S, O, T>(
+    l: &LayerInput,
+    spec: S,
+    opts: &O,
+    quantize: ColumnLoopFn<S, O, T>,
+) -> Result<T, CompressError> {
+    quantize(l.weight, l.rows, l.cols, l.hessian()?, spec, opts)
+}
+
+/// Records the column loop's keys in a layer's `crunch.json` entry.
+fn annotate_column_loop(entry: &mut LayerRecipe, act_order: bool, damp: f64) {
+    entry.act_order = act_order;
+    entry.damp = Some(damp as f32);
 }

@@ -20,7 +20,7 @@
 //! `gptq_gguf.rs` instead.
 
 use super::gptq_gguf::gptq_gguf;
-use super::gptq_reference::{invert, without_dead_columns};
+use super::gptq_reference::{ordered_inverse, without_dead_columns};
 use crate::testutil::{eliminate, on_seeds, reference_problem};
 use crate::{GptqOptions, Hessian};
 use crunch_formats::gguf::quants::{Codec, Grid};
@@ -70,18 +70,8 @@ fn direct(weight: &[f32], h: &Hessian, rows: usize, dtype: DType, damp: f32) -> 
     let (nb, top) = (codec.block_values(), levels(dtype) - 1);
     let (hd, zeroed) = without_dead_columns(weight, h);
     let imp: Vec<f32> = (0..n).map(|i| h.get(i, i)).collect();
-    let mean_diag = (0..n).map(|i| hd[i * n + i]).sum::<f64>() / n as f64;
-    let damped: Vec<f64> = (0..n * n)
-        .map(|k| {
-            hd[k]
-                + if k / n == k % n {
-                    damp as f64 * mean_diag
-                } else {
-                    0.0
-                }
-        })
-        .collect();
-    let mut hinv = invert(damped, n);
+    // Columns in their own order (no act-order): GPTQ's set-up with the identity order.
+    let (_, mut hinv) = ordered_inverse(&hd, n, false, damp);
     let mut w: Vec<f64> = zeroed.iter().map(|&v| v as f64).collect();
     let mut codes = vec![0u8; rows * n];
     let mut grids = vec![Grid::default(); rows * n / nb];

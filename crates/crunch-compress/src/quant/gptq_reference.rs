@@ -106,6 +106,53 @@ pub(crate) fn without_dead_columns(weight: &[f32], hessian: &Hessian) -> (Vec<f6
     (h, zeroed)
 }
 
+/// Algorithm 1's set-up: the order in which columns are quantized (descending diag(H) under
+/// act-order, else as they stand) and the explicit inverse of H + λI, λ = `damp` · mean(diag H),
+/// its rows and columns permuted into that order. `hd` is H, [n, n] row-major.
+pub(crate) fn ordered_inverse(
+    hd: &[f64],
+    n: usize,
+    act_order: bool,
+    damp: f32,
+) -> (Vec<usize>, Vec<f64>) {
+    let h = |i: usize, j: usize| hd[i * n + j];
+    let mut order: Vec<usize> = (0..n).collect();
+    if act_order {
+        order.sort_by(|&a, &b| h(b, b).total_cmp(&h(a, a)));
+    }
+    let mean_diag = (0..n).map(|i| h(i, i)).sum::<f64>() / n as f64;
+    let lambda = damp as f64 * mean_diag;
+    let damped: Vec<f64> = (0..n * n)
+        .map(|k| h(order[k / n], order[k % n]) + if k / n == k % n { lambda } else { 0.0 })
+        .collect();
+    (order, invert(damped, n))
+}
+
+/// Algorithm 1's column loop, the grid left as a parameter: for each column q (in the order of
+/// `w`, [rows, n]) and each row r, `quantize(r, q, row)` returns q̂, the value it quantizes
+/// `row[q]` to (recording the code itself; `row` is row r's current weights, so a grid fitted
+/// in the loop sees the updates so far); the error goes to the columns after q by the OBS
+/// update w_j −= (w_q − q̂)/[H⁻¹]_qq · [H⁻¹]_qj, and column q then leaves `hinv` ([n, n],
+/// explicit) by Gaussian elimination.
+pub(crate) fn column_loop(
+    w: &mut [f64],
+    hinv: &mut [f64],
+    rows: usize,
+    mut quantize: impl FnMut(usize, usize, &[f64]) -> f64,
+) {
+    let n = w.len() / rows;
+    for q in 0..n {
+        for r in 0..rows {
+            let row = &mut w[r * n..(r + 1) * n];
+            let e = (row[q] - quantize(r, q, row)) / hinv[q * n + q];
+            for j in q + 1..n {
+                row[j] -= e * hinv[q * n + j];
+            }
+        }
+        eliminate(hinv, n, q);
+    }
+}
+
 /// Column-by-column GPTQ of `case` with explicit inverse-Hessian downdates.
 fn gptq_direct(weight: &[f32], hessian: &Hessian, case: &Case) -> (QuantizedWeight, Margins) {
     let (rows, n, spec, opts) = (case.rows, case.cols, case.spec, &case.opts);
@@ -115,18 +162,7 @@ fn gptq_direct(weight: &[f32], hessian: &Hessian, case: &Case) -> (QuantizedWeig
         zero: f64::INFINITY,
     };
     let (hd, zeroed) = without_dead_columns(weight, hessian);
-    let h = |i: usize, j: usize| hd[i * n + j];
-
-    let mut order: Vec<usize> = (0..n).collect();
-    if opts.act_order {
-        order.sort_by(|&a, &b| h(b, b).total_cmp(&h(a, a)));
-    }
-    let mean_diag = (0..n).map(|i| h(i, i)).sum::<f64>() / n as f64;
-    let lambda = opts.damp as f64 * mean_diag;
-    let damped: Vec<f64> = (0..n * n)
-        .map(|k| h(order[k / n], order[k % n]) + if k / n == k % n { lambda } else { 0.0 })
-        .collect();
-    let mut hinv = invert(damped, n);
+    let (order, mut hinv) = ordered_inverse(&hd, n, opts.act_order, opts.damp);
 
     // Grids fixed before the loop (per channel, static groups), fitted on the original weights.
     let ng = spec.n_groups(n);
@@ -145,40 +181,34 @@ fn gptq_direct(weight: &[f32], hessian: &Hessian, case: &Case) -> (QuantizedWeig
         .collect();
     let mut codes = vec![0u8; rows * n];
     let maxq = spec.maxq() as f64;
-    for q in 0..n {
-        for r in 0..rows {
-            let g = if opts.act_order {
-                order[q] / group_len
-            } else {
-                q / group_len
-            };
-            if params[r * ng + g].is_none()
-                || (!opts.act_order && spec.group_size.is_some() && q % group_len == 0)
-            {
-                assert!(
-                    !opts.mse_clip,
-                    "the margins of MSE search on updated weights are not tracked"
-                );
-                let values: Vec<f32> = w[r * n + q..r * n + (q + group_len).min(n)]
-                    .iter()
-                    .map(|&v| v as f32)
-                    .collect();
-                params[r * ng + g] = Some(fit_recording(&values, spec, &mut margins));
-            }
-            let p = params[r * ng + g].unwrap();
-            let (scale, zero) = (p.scale.to_f64(), p.zero as f64);
-            let x = w[r * n + q];
-            let z = x / scale + zero;
-            margins.code = margins.code.min(boundary_distance(z, 0.0, maxq));
-            let code = ((x / scale).round_ties_even() + zero).clamp(0.0, maxq);
-            codes[r * n + order[q]] = code as u8;
-            let e = (x - (code - zero) * scale) / hinv[q * n + q];
-            for j in q + 1..n {
-                w[r * n + j] -= e * hinv[q * n + j];
-            }
+    column_loop(&mut w, &mut hinv, rows, |r, q, row| {
+        let g = if opts.act_order {
+            order[q] / group_len
+        } else {
+            q / group_len
+        };
+        if params[r * ng + g].is_none()
+            || (!opts.act_order && spec.group_size.is_some() && q % group_len == 0)
+        {
+            assert!(
+                !opts.mse_clip,
+                "the margins of MSE search on updated weights are not tracked"
+            );
+            let values: Vec<f32> = row[q..(q + group_len).min(n)]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            params[r * ng + g] = Some(fit_recording(&values, spec, &mut margins));
         }
-        eliminate(&mut hinv, n, q);
-    }
+        let p = params[r * ng + g].unwrap();
+        let (scale, zero) = (p.scale.to_f64(), p.zero as f64);
+        let x = row[q];
+        let z = x / scale + zero;
+        margins.code = margins.code.min(boundary_distance(z, 0.0, maxq));
+        let code = ((x / scale).round_ties_even() + zero).clamp(0.0, maxq);
+        codes[r * n + order[q]] = code as u8;
+        (code - zero) * scale
+    });
     let params: Vec<GridParams> = params.into_iter().map(Option::unwrap).collect();
     (
         grid::quantized_weight(spec, (rows, n), codes, &params),

@@ -1,17 +1,17 @@
 //! Tests pinning [`gptq_lut`] against a direct, slow implementation: the codebooks fitted as
 //! the fast code fits them (`lut::codebook` on the original rows, dead columns zeroed), then
 //! Algorithm 1 of the GPTQ paper with the explicit f64 inverse Hessian of `gptq_reference.rs`
-//! (OBS update of the remaining weights, Gaussian elimination of the quantized column) and the
-//! nearest codebook level in place of the uniform grid's rounding.
+//! (its `column_loop`: OBS update of the remaining weights, Gaussian elimination of the
+//! quantized column) and the nearest codebook level in place of the uniform grid's rounding.
 //!
 //! As there, f32 against f64 may legitimately disagree on a value within rounding noise of a
 //! midpoint between two levels: the reference records the smallest distance of a value to a
 //! midpoint (relative to the codebook's span), and a case closer than [`MID_MARGIN`] is
 //! replaced by the next seed. Accepted cases must have identical codes and codebooks.
 
-use super::gptq_reference::{invert, without_dead_columns};
+use super::gptq_reference::{column_loop, ordered_inverse, without_dead_columns};
 use super::lut::{codebook, importance};
-use crate::testutil::{eliminate, on_seeds, reference_problem};
+use crate::testutil::{on_seeds, reference_problem};
 use crate::{gptq_lut, Hessian, LutOptions};
 use crunch_repr::{LutSpec, LutWeight};
 use half::f16;
@@ -29,17 +29,7 @@ fn lut_direct(
 ) -> (LutWeight, f64) {
     let n = hessian.n;
     let (hd, zeroed) = without_dead_columns(weight, hessian);
-    let h = |i: usize, j: usize| hd[i * n + j];
-    let mut order: Vec<usize> = (0..n).collect();
-    if opts.act_order {
-        order.sort_by(|&a, &b| h(b, b).total_cmp(&h(a, a)));
-    }
-    let mean_diag = (0..n).map(|i| h(i, i)).sum::<f64>() / n as f64;
-    let lambda = opts.damp as f64 * mean_diag;
-    let damped: Vec<f64> = (0..n * n)
-        .map(|k| h(order[k / n], order[k % n]) + if k / n == k % n { lambda } else { 0.0 })
-        .collect();
-    let mut hinv = invert(damped, n);
+    let (order, mut hinv) = ordered_inverse(&hd, n, opts.act_order, opts.damp);
 
     let (k, ng) = (spec.levels(), spec.n_groups(n));
     let group = spec.group_size.unwrap_or(n);
@@ -56,30 +46,24 @@ fn lut_direct(
         .collect();
     let mut codes = vec![0u8; rows * n];
     let mut margin = f64::INFINITY;
-    for q in 0..n {
-        for r in 0..rows {
-            let g = order[q] / group;
-            let book: Vec<f64> = levels[(r * ng + g) * k..(r * ng + g + 1) * k]
-                .iter()
-                .map(|v| v.to_f64())
-                .collect();
-            let x = w[r * n + q];
-            // The nearest level, by distance (the lowest on a tie).
-            let code = (0..k)
-                .min_by(|&a, &b| (x - book[a]).abs().total_cmp(&(x - book[b]).abs()))
-                .unwrap();
-            let span = (book[k - 1] - book[0]).max(f64::MIN_POSITIVE);
-            for pair in book.windows(2).filter(|p| p[1] > p[0]) {
-                margin = margin.min((x - 0.5 * (pair[0] + pair[1])).abs() / span);
-            }
-            codes[r * n + order[q]] = code as u8;
-            let e = (x - book[code]) / hinv[q * n + q];
-            for j in q + 1..n {
-                w[r * n + j] -= e * hinv[q * n + j];
-            }
+    column_loop(&mut w, &mut hinv, rows, |r, q, row| {
+        let g = order[q] / group;
+        let book: Vec<f64> = levels[(r * ng + g) * k..(r * ng + g + 1) * k]
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let x = row[q];
+        // The nearest level, by distance (the lowest on a tie).
+        let code = (0..k)
+            .min_by(|&a, &b| (x - book[a]).abs().total_cmp(&(x - book[b]).abs()))
+            .unwrap();
+        let span = (book[k - 1] - book[0]).max(f64::MIN_POSITIVE);
+        for pair in book.windows(2).filter(|p| p[1] > p[0]) {
+            margin = margin.min((x - 0.5 * (pair[0] + pair[1])).abs() / span);
         }
-        eliminate(&mut hinv, n, q);
-    }
+        codes[r * n + order[q]] = code as u8;
+        book[code]
+    });
     let q = LutWeight {
         spec,
         rows,
