@@ -16,6 +16,10 @@ Usage: bench/search_table.py --crunch target/release/crunch --model MODEL.gguf -
        --eval eval.txt --offdomain offdomain.txt --work DIR [--device cuda] [--threads N]
        [--generations 50 --offspring 16 --selection 2x4,8x1] [--plot docs/search_rd.svg]
        [--levels LADDER] [--lut-uniform 3,4] [--uniform 3:128,3:32]
+       [--kscale-uniform 3:16:6,3:32:6]
+
+`--kscale-uniform` (decision 145) adds uniform GPTQ models with coded group scales
+(`crunch quantize --scale-bits`), printed and compared with the uniform GPTQ rows as the LUT ones.
 """
 import argparse
 import json
@@ -56,6 +60,9 @@ def main():
                     help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
     ap.add_argument("--lut-uniform", default="",
                     help="uniform lookup-table models to add: BITS or BITS:GROUP, comma-separated")
+    ap.add_argument("--kscale-uniform", default="",
+                    help="uniform GPTQ models with coded group scales (decision 145) to add: "
+                         "BITS:GROUP:SCALEBITS, comma-separated (e.g. 3:16:6,3:32:6)")
     a = ap.parse_args()
     th = ["--threads", str(a.threads)]
     calib = ["--calib", a.calib, "--calib-samples", "128", "--calib-len", "512", "--seed", "0",
@@ -101,6 +108,16 @@ def main():
                       "--group-size", group, *calib, "--out", out, "--force", "--json"])
         per = "per row" if group == "0" else f"g{group}"
         row = {"run": f"uniform LUT {bits}-bit {per}", "bits_per_weight": c["bits_per_weight"],
+               "size_on_disk": c["size_on_disk"], "seconds": c["wall_seconds"],
+               "eval": evaluate(out, a.eval), "offdomain": evaluate(out, a.offdomain)}
+        lut_rows.append(row)
+        print(json.dumps(row), flush=True)
+    for spec in filter(None, a.kscale_uniform.split(",")):
+        bits, group, k = spec.split(":")
+        out = os.path.join(a.work, f"uniform-{bits}b-g{group}s{k}")
+        c = run_json([a.crunch, *th, "quantize", a.model, "--method", "gptq", "--bits", bits,
+                      "--group-size", group, "--scale-bits", k, *calib, "--out", out, "--force", "--json"])
+        row = {"run": f"gptq {bits}-bit g{group} s{k}", "bits_per_weight": c["bits_per_weight"],
                "size_on_disk": c["size_on_disk"], "seconds": c["wall_seconds"],
                "eval": evaluate(out, a.eval), "offdomain": evaluate(out, a.offdomain)}
         lut_rows.append(row)

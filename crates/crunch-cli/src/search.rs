@@ -94,18 +94,23 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         .levels
         .iter()
         .map(|l| {
-            let (bits, group, lut) = parse_level(l, s.level_group_size)?;
+            let (bits, group, lut, scale_bits) = parse_level(l, s.level_group_size)?;
             if lut {
                 // GPTQ onto codebooks whatever --level-method says; --level-no-mse is about
                 // uniform grids' clipping and does not apply.
                 return Ok(Level::lut(bits, group)?);
             }
-            let extra: &[(&str, toml::Value)] = if s.level_no_mse {
-                &[("mse_clip", false.into())]
-            } else {
-                &[]
-            };
-            Ok(Level::quant_with(&s.level_method, bits, group, extra)?)
+            let mut extra: Vec<(&str, toml::Value)> = Vec::new();
+            if s.level_no_mse {
+                extra.push(("mse_clip", false.into()));
+            }
+            if let Some(k) = scale_bits {
+                if s.level_method != "gptq" {
+                    bail!("--levels `{l}`: coded group scales are made by gptq only");
+                }
+                extra.push(("scale_bits", i64::from(k).into()));
+            }
+            Ok(Level::quant_with(&s.level_method, bits, group, &extra)?)
         })
         .collect::<Result<_>>()?;
     if levels.len() < 2 {

@@ -29,7 +29,9 @@ pub struct SearchArgs {
     /// Levels a layer may get, from smallest to largest (by the uniform model's size): a bit
     /// width (2–8) on the --level-group-size grid, BITSgGROUP for another group size (e.g.
     /// 3g64, 4g32), or BITSlut for GPTQ onto one codebook of 2^BITS f16 levels per row (2lut,
-    /// 3lut, 4lut; 3lutg256 for one per 256 columns; decision 143).
+    /// 3lut, 4lut; 3lutg256 for one per 256 columns; decision 143); a suffix sK codes each
+    /// group's scale on K bits against one f16 scale per row (3g16s6, 3g32s6; GPTQ only;
+    /// decision 145).
     #[arg(
         long,
         value_delimiter = ',',
@@ -127,9 +129,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((x * mult).round() as u64)
 }
 
-/// `3` (at `group`), `3g64`: bits and group size of a level; `3lut`, `3lutg256`: a
-/// lookup-table level (one codebook per row, or per 256 columns).
-pub(crate) fn parse_level(s: &str, group: usize) -> Result<(u8, usize, bool)> {
+/// A level of `--levels`: bits, group size (0 = per channel), a lookup-table level, and the
+/// width of coded group scales (decision 145).
+pub(crate) type ParsedLevel = (u8, usize, bool, Option<u8>);
+
+/// `3` (at `group`), `3g64`: bits and group size of a level; `3g16s6`, `3s6`: the same with
+/// 6-bit coded group scales against one f16 scale per row (decision 145); `3lut`, `3lutg256`:
+/// a lookup-table level (one codebook per row, or per 256 columns).
+pub(crate) fn parse_level(s: &str, group: usize) -> Result<ParsedLevel> {
     let t = s.trim();
     if let Some((b, rest)) = t.split_once("lut") {
         let g = match rest.strip_prefix(['g', 'G']) {
@@ -138,17 +145,27 @@ pub(crate) fn parse_level(s: &str, group: usize) -> Result<(u8, usize, bool)> {
             None => None,
         };
         return match (b.parse(), g) {
-            (Ok(b), Some(g)) => Ok((b, g, true)),
+            (Ok(b), Some(g)) => Ok((b, g, true, None)),
             _ => bail!("--levels `{s}`: expected BITSlut or BITSlutgGROUP (e.g. 3lut, 3lutg256)"),
         };
     }
+    let (t, scale_bits) = match t.split_once(['s', 'S']) {
+        Some((grid, k)) => match k.parse::<u8>() {
+            Ok(k) => (grid, Some(k)),
+            Err(_) => bail!("--levels `{s}`: expected BITSgGROUPsSCALEBITS (e.g. 3g16s6)"),
+        },
+        None => (t, None),
+    };
     let (b, g) = match t.split_once(['g', 'G']) {
         Some((b, g)) => (b, g.parse().ok()),
         None => (t, Some(group)),
     };
     match (b.parse(), g) {
-        (Ok(b), Some(g)) => Ok((b, g, false)),
-        _ => bail!("--levels `{s}`: expected BITS, BITSgGROUP or BITSlut (e.g. 3, 3g64, 3lut)"),
+        (Ok(b), Some(g)) => Ok((b, g, false, scale_bits)),
+        _ => bail!(
+            "--levels `{s}`: expected BITS, BITSgGROUP, BITSgGROUPsSCALEBITS or BITSlut (e.g. \
+             3, 3g64, 3g16s6, 3lut)"
+        ),
     }
 }
 
@@ -185,10 +202,14 @@ mod tests {
 
     #[test]
     fn levels_parse() {
-        assert_eq!(parse_level("3", 128).unwrap(), (3, 128, false));
-        assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32, false));
-        assert_eq!(parse_level("3lut", 128).unwrap(), (3, 0, true));
-        assert_eq!(parse_level("2lutg256", 128).unwrap(), (2, 256, true));
+        assert_eq!(parse_level("3", 128).unwrap(), (3, 128, false, None));
+        assert_eq!(parse_level("4g32", 128).unwrap(), (4, 32, false, None));
+        assert_eq!(parse_level("3lut", 128).unwrap(), (3, 0, true, None));
+        assert_eq!(parse_level("2lutg256", 128).unwrap(), (2, 256, true, None));
+        assert_eq!(parse_level("3g16s6", 128).unwrap(), (3, 16, false, Some(6)));
+        assert_eq!(parse_level("2s8", 32).unwrap(), (2, 32, false, Some(8)));
+        assert!(parse_level("3g16s", 128).is_err());
+        assert!(parse_level("3g16sx", 128).is_err());
         assert!(parse_level("3lut64", 128).is_err());
         assert!(parse_level("lut", 128).is_err());
         assert!(parse_level("x", 128).is_err());

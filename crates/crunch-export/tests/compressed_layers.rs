@@ -52,9 +52,12 @@ enum Variant {
     TwoFourCorrected,
     /// A lookup-table weight (decision 143): codes indexing per-row codebooks.
     Lut,
+    /// GPTQ 3-bit g16 with 6-bit coded group scales (decision 145).
+    CodedScales,
 }
 
-const VARIANTS: [Variant; 8] = [
+const VARIANTS: [Variant; 9] = [
+    Variant::CodedScales,
     Variant::Lut,
     Variant::Quantized,
     Variant::Unstructured,
@@ -109,6 +112,14 @@ fn compress(v: Variant, w: &[f32], rows: usize, cols: usize) -> CompressedLayer 
             let opts = crunch_compress::LutOptions::default();
             let q = crunch_compress::gptq_lut(w, rows, cols, &h, spec, &opts).unwrap();
             ("lut", Compressed::Lut(q))
+        }
+        Variant::CodedScales => {
+            let mut h = crunch_compress::Hessian::new(cols);
+            h.add_batch(&wave(3 * cols * cols, 0.7, 1.0));
+            let spec = QuantSpec::new(3, Some(16), false).with_scale_bits(Some(6));
+            let opts = crunch_compress::GptqOptions::default();
+            let q = crunch_compress::gptq(w, rows, cols, &h, spec, &opts).unwrap();
+            ("gptq", Compressed::Quantized(q))
         }
         Variant::Factored => {
             let rank = 5;
@@ -271,7 +282,10 @@ const Q: &str = "model.layers.0.self_attn.q_proj";
 fn damaged_layers_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = open_tiny(&tmp.path().join("src"));
-    let cases: [(Variant, &str); 5] = [
+    let cases: [(Variant, &str); 8] = [
+        (Variant::CodedScales, "qscodes"),
+        (Variant::CodedScales, "qrscales"),
+        (Variant::CodedScales, "qzeros"),
         (Variant::Factored, "lr_a"),
         (Variant::TwoFour, "nm_values"),
         (Variant::TwoFour, "nm_indices"),
@@ -323,6 +337,70 @@ fn damaged_layers_are_refused_by_name() {
     let back = Checkpoint::open(&out).unwrap();
     let e = back.load(Cpu, |_| {}).err().unwrap().to_string();
     assert!(e.contains(&name) && e.contains("keeps"), "{e}");
+}
+
+/// Coded group scales (decision 145) read back bit for bit, in exactly the bytes the layout
+/// says fewer than free f16 scales at the same group size; a scale code out of range is
+/// refused by name.
+#[test]
+fn coded_scales_read_back_exactly_and_smaller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = open_tiny(&tmp.path().join("src"));
+    let coded = compress_all(&ckpt, Variant::CodedScales);
+    let out = tmp.path().join("coded");
+    write(&ckpt, &coded, &out);
+    let back = Checkpoint::open(&out).unwrap();
+    for (name, layer) in &coded {
+        let (rows, cols) = layer.shape();
+        let w = back
+            .weights
+            .read(&format!("{name}.weight"), &[rows, cols], &back.config)
+            .unwrap();
+        assert!(w == layer.main.dense(), "{name}");
+    }
+    // The same codes, zeros and (decoded) scales stored as free f16 scales.
+    let free: BTreeMap<String, CompressedLayer> = coded
+        .iter()
+        .map(|(n, l)| {
+            let mut q = l.main.quantized().unwrap().clone();
+            q.spec.scale_bits = None;
+            (
+                n.clone(),
+                CompressedLayer::new("gptq", Compressed::Quantized(q)),
+            )
+        })
+        .collect();
+    let out_free = tmp.path().join("free");
+    write(&ckpt, &free, &out_free);
+    // Tensor bytes (the safetensors header, one entry per tensor, aside).
+    let data = |d: &Path| -> usize {
+        let st = SafetensorsFile::open(d.join("model.safetensors")).unwrap();
+        st.tensors()
+            .iter()
+            .map(|t| st.raw(&t.name).unwrap().len())
+            .sum()
+    };
+    // Free: f16 scales and byte zero points per group. Coded: 6-bit codes and 3-bit zero
+    // points packed, one f16 row scale per row.
+    let packed = |n: usize, bits: usize| (n * bits).div_ceil(8);
+    let want: usize = coded
+        .values()
+        .map(|l| {
+            let (rows, cols) = l.shape();
+            let n = rows * cols.div_ceil(16);
+            3 * n - (packed(n, 6) + 2 * rows + packed(n, 3))
+        })
+        .sum();
+    assert_eq!(data(&out_free) - data(&out), want);
+    // A scale code of 0 (not a code) is refused, naming the tensor.
+    let name = format!("{Q}.qscodes");
+    edit_tensors(&out, |ts| {
+        let t = ts.iter_mut().find(|t| t.name == name).unwrap();
+        t.data.iter_mut().for_each(|b| *b = 0);
+    });
+    let back = Checkpoint::open(&out).unwrap();
+    let e = back.load(Cpu, |_| {}).err().unwrap().to_string();
+    assert!(e.contains(&name), "{e}");
 }
 
 #[test]

@@ -272,7 +272,9 @@ fn layer_kind(layer: &LayerRecipe, quantized: bool) -> String {
             .group_size
             .map_or("channel".into(), |g| format!("g{g}"));
         let sym = if layer.symmetric { " sym" } else { "" };
-        format!("INT{} {g}{sym}", layer.bits)
+        // Two-level scales (decision 145): "INT3 g16 s6".
+        let k = layer.scale_bits.map_or(String::new(), |k| format!(" s{k}"));
+        format!("INT{} {g}{sym}{k}", layer.bits)
     };
     let main = match (&layer.rank, &layer.sparsity) {
         (Some(r), _) => format!("rank {r} F16"),

@@ -6,6 +6,8 @@
 pub enum ReprError {
     #[error("unsupported bit width {0}: crunch quantizes to 2 to 8 bits")]
     UnsupportedBits(u8),
+    #[error("unsupported scale width {0}: coded group scales take 4 to 8 bits")]
+    UnsupportedScaleBits(u8),
     #[error("group size {group_size} must be positive and divide the {cols} input columns")]
     BadGroupSize { group_size: usize, cols: usize },
     #[error("group size {group_size} for {cols} input columns: {reason}")]

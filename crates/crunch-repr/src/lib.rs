@@ -25,6 +25,7 @@ mod nm_pack;
 mod pack;
 mod pruned;
 mod quantized;
+mod scale_codes;
 mod sparsity;
 mod spec;
 
@@ -39,5 +40,10 @@ pub use nm_pack::{nm_index_bits, NmPacked, NM_MAX_M};
 pub use pack::{pack_codes, packed_len, unpack_codes};
 pub use pruned::PrunedWeight;
 pub use quantized::QuantizedWeight;
+pub use scale_codes::{
+    coded_scale, decode_scales, encode_scales, max_scale_code, valid_row_scale, CodedScales,
+};
 pub use sparsity::{check_nm, Sparsity};
-pub use spec::{validate_weight, GroupFit, QuantSpec, EXPORT_BITS, MIN_GROUP_SIZE, SUPPORTED_BITS};
+pub use spec::{
+    validate_weight, GroupFit, QuantSpec, EXPORT_BITS, MIN_GROUP_SIZE, SCALE_BITS, SUPPORTED_BITS,
+};

@@ -1,6 +1,7 @@
 //! The quantized form of one linear weight.
 
 use crate::error::{ReprError, Result};
+use crate::scale_codes::{encode_scales, CodedScales};
 use crate::spec::QuantSpec;
 use half::f16;
 
@@ -79,14 +80,29 @@ impl QuantizedWeight {
         }
     }
 
-    /// Storage cost per weight: `bits` per code, a 16-bit scale and a `bits`-wide zero point per
-    /// group, and 32 bits per input column for `g_idx` when present, amortized over all weights.
+    /// Storage cost per weight: `bits` per code, a 16-bit scale (or, with coded scales, a
+    /// `scale_bits`-wide code and one 16-bit row scale per row) and a `bits`-wide zero point
+    /// per group, and 32 bits per input column for `g_idx` when present, amortized over all
+    /// weights.
     pub fn bits_per_weight(&self) -> f64 {
         let weights = (self.rows * self.cols) as f64;
         let bits = self.spec.bits as f64;
-        let per_group = (self.rows * self.n_groups()) as f64 * (16.0 + bits);
+        let (scale, per_row) = match self.spec.scale_bits {
+            None => (16.0, 0.0),
+            Some(k) => (k as f64, 16.0),
+        };
+        let per_group = (self.rows * self.n_groups()) as f64 * (scale + bits);
         let g_idx = self.g_idx.as_ref().map_or(0.0, |g| 32.0 * g.len() as f64);
-        (weights * bits + per_group + g_idx) / weights
+        (weights * bits + per_group + self.rows as f64 * per_row + g_idx) / weights
+    }
+
+    /// With coded scales (`spec.scale_bits`), the row scales and codes that make `scales`
+    /// (decision 145); `None` for free f16 scales. An error if the scales are not on the grid.
+    pub fn coded_scales(&self) -> Result<Option<CodedScales>> {
+        self.spec
+            .scale_bits
+            .map(|k| encode_scales(&self.scales, self.n_groups(), k))
+            .transpose()
     }
 
     /// Checks that the buffers agree with the shape and spec (for weights read from disk).
@@ -123,6 +139,8 @@ impl QuantizedWeight {
                 self.zeros[i]
             ));
         }
+        // Coded scales: every scale must be a code of its row's scale.
+        self.coded_scales()?;
         if let Some(g_idx) = &self.g_idx {
             if self.spec.group_size.is_none() || g_idx.len() != self.cols {
                 return bad("g_idx needs a group size and one entry per column".into());
@@ -176,6 +194,33 @@ mod tests {
         assert_eq!(sample(None).bits_per_weight(), 14.0);
         // + 4 columns × 32 bits over 8 weights.
         assert_eq!(sample(Some(vec![0, 0, 1, 1])).bits_per_weight(), 30.0);
+    }
+
+    #[test]
+    fn coded_scales_cost_and_validate() {
+        // 3-bit codes, groups of 16, 6-bit scale codes: 3 + (6 + 3)/16 + 16/cols.
+        let (rows, cols) = (2, 64);
+        let spec = QuantSpec::new(3, Some(16), false).with_scale_bits(Some(6));
+        let rs = [0.5f32, 0.25].map(f16::from_f32);
+        let codes = [63u8, 1, 20, 40, 63, 63, 2, 9];
+        let scales = crate::decode_scales(&rs, &codes, 4, 6).unwrap();
+        let mut q = QuantizedWeight {
+            spec,
+            rows,
+            cols,
+            codes: vec![3; rows * cols],
+            scales,
+            zeros: vec![4; 8],
+            g_idx: None,
+        };
+        q.validate().unwrap();
+        assert_eq!(q.bits_per_weight(), 3.0 + 9.0 / 16.0 + 16.0 / 64.0);
+        let coded = q.coded_scales().unwrap().unwrap();
+        assert_eq!(coded.row_scales, rs);
+        assert_eq!(coded.codes, codes);
+        // A scale off the grid of its row.
+        q.scales[1] = f16::from_f32(0.3);
+        assert!(q.validate().is_err());
     }
 
     #[test]

@@ -10,6 +10,11 @@ pub const SUPPORTED_BITS: [u8; 7] = [2, 3, 4, 5, 6, 7, 8];
 /// packers know 2, 3, 4 and 8).
 pub const EXPORT_BITS: [u8; 4] = [2, 3, 4, 8];
 
+/// Widths of coded group scales (decision 145): below 4 bits the 15 allowed scales are too
+/// coarse to follow the groups (a 2× step between the two smallest), above 8 a code costs as
+/// much as half an f16 and the saving is gone.
+pub const SCALE_BITS: std::ops::RangeInclusive<u8> = 4..=8;
+
 /// The smallest group size accepted for a model. Each group stores an f16 scale and a zero
 /// point: at group 1 that is 24+ bits per weight (more than the f16 it replaces), and below
 /// 8 the grid costs over 2.5 bits per weight on top of the codes.
@@ -38,6 +43,12 @@ pub struct QuantSpec {
     pub group_size: Option<usize>,
     /// Symmetric grid: zero point fixed at 2^(bits−1), range ±max|w|.
     pub symmetric: bool,
+    /// Two-level scales (decision 145): `Some(k)` = each group's scale is one of the 2^k − 1
+    /// values [`crate::coded_scale`]`(row_scale, c, k)`, c in 1..2^k, of one f16 row scale per
+    /// output row; `None` (the default, and what [`QuantSpec::new`] makes) = free f16 scales.
+    /// Needs a group size; k in [`SCALE_BITS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_bits: Option<u8>,
 }
 
 impl QuantSpec {
@@ -46,7 +57,14 @@ impl QuantSpec {
             bits,
             group_size,
             symmetric,
+            scale_bits: None,
         }
+    }
+
+    /// This spec with group scales coded on `scale_bits` bits against a row scale (`None`:
+    /// free f16 scales).
+    pub fn with_scale_bits(self, scale_bits: Option<u8>) -> Self {
+        Self { scale_bits, ..self }
     }
 
     /// Largest code, 2^bits − 1.
@@ -79,6 +97,18 @@ impl QuantSpec {
                     group_size: g,
                     cols,
                 });
+            }
+        }
+        if let Some(k) = self.scale_bits {
+            if !SCALE_BITS.contains(&k) {
+                return Err(ReprError::UnsupportedScaleBits(k));
+            }
+            if self.group_size.is_none() {
+                return Err(ReprError::Inconsistent(
+                    "coded group scales need groups: one scale per row is already the row \
+                     scale (give a group size, or no scale bits)"
+                        .into(),
+                ));
             }
         }
         Ok(())

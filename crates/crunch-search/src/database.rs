@@ -62,7 +62,8 @@ impl Level {
         self.stage.describe()
     }
 
-    /// A short name: `gptq3` (`gptq3g64` for another group size than 128); a lookup-table
+    /// A short name: `gptq3` (`gptq3g64` for another group size than 128, `gptq3g16s6` with
+    /// 6-bit coded group scales, decision 145); a lookup-table
     /// level `lut3` (one codebook per row), `lut3g256` (per 256 columns).
     pub fn short(&self) -> String {
         match self.stage.method.produces() {
@@ -72,7 +73,8 @@ impl Level {
                     Some(g) => format!("g{g}"),
                     None => "c".into(),
                 };
-                format!("{}{}{g}", self.stage.method.name(), s.bits)
+                let k = s.scale_bits.map_or(String::new(), |k| format!("s{k}"));
+                format!("{}{}{g}{k}", self.stage.method.name(), s.bits)
             }
             crunch_repr::Produces::Lut(s) => {
                 let g = s.group_size.map_or(String::new(), |g| format!("g{g}"));
@@ -408,6 +410,10 @@ pub fn windows_hash(windows: &[Vec<u32>]) -> u64 {
 }
 
 const MAGIC: &[u8; 8] = b"CRVAR\x01\0\0";
+/// A quantized variant with coded group scales (decision 145): version 1's layout with the
+/// scale width (u8) after `symmetric`; the scales are stored as their f16 values (the cache
+/// is not the file whose size is measured), checked on read to lie on their rows' grids.
+const MAGIC_CODED: &[u8; 8] = b"CRVAR\x02\0\0";
 
 /// Writes a quantized variant (other kinds are not cached: `Ok` without writing) to a temporary
 /// name, then renames it into place. Layout, little-endian: magic `CRVAR\1\0\0`; rows, cols
@@ -495,11 +501,19 @@ fn read_lut(mut r: Reader, shape: (usize, usize)) -> Option<CompressedLayer> {
 
 fn quantized_bytes(q: &QuantizedWeight, method: &str) -> Vec<u8> {
     let mut b = Vec::with_capacity(q.codes.len() + 64);
-    b.extend_from_slice(MAGIC);
+    // Free scales keep version 1 (caches written before decision 145 stay valid).
+    b.extend_from_slice(if q.spec.scale_bits.is_some() {
+        MAGIC_CODED
+    } else {
+        MAGIC
+    });
     b.extend_from_slice(&(q.rows as u64).to_le_bytes());
     b.extend_from_slice(&(q.cols as u64).to_le_bytes());
     b.push(q.spec.bits);
     b.push(q.spec.symmetric as u8);
+    if let Some(k) = q.spec.scale_bits {
+        b.push(k);
+    }
     b.extend_from_slice(&(q.spec.group_size.unwrap_or(0) as u64).to_le_bytes());
     b.extend_from_slice(&(method.len() as u64).to_le_bytes());
     b.extend_from_slice(method.as_bytes());
@@ -520,7 +534,8 @@ pub fn read_variant(path: &Path, shape: (usize, usize)) -> Option<CompressedLaye
     if magic == LUT_MAGIC {
         return read_lut(r, shape);
     }
-    if magic != MAGIC {
+    let coded = magic == MAGIC_CODED;
+    if magic != MAGIC && !coded {
         return None;
     }
     let (rows, cols) = (r.u64()? as usize, r.u64()? as usize);
@@ -528,10 +543,12 @@ pub fn read_variant(path: &Path, shape: (usize, usize)) -> Option<CompressedLaye
         return None;
     }
     let (bits, symmetric) = (r.take(1)?[0], r.take(1)?[0] != 0);
+    let scale_bits = if coded { Some(r.take(1)?[0]) } else { None };
     let group = r.u64()? as usize;
     let name_len = r.u64()? as usize;
     let method = String::from_utf8(r.take(name_len)?.to_vec()).ok()?;
-    let spec = QuantSpec::new(bits, (group != 0).then_some(group), symmetric);
+    let spec =
+        QuantSpec::new(bits, (group != 0).then_some(group), symmetric).with_scale_bits(scale_bits);
     spec.validate(cols).ok()?;
     let n = rows.checked_mul(cols)?;
     let packed = r.take(crunch_repr::packed_len(n, bits))?;
@@ -683,5 +700,33 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(read_variant(&path, (3, 40)), None);
+    }
+
+    #[test]
+    fn coded_scale_variants_round_trip_through_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("x/v.var");
+        let (rows, cols) = (3, 32);
+        let spec = QuantSpec::new(3, Some(16), false).with_scale_bits(Some(6));
+        let rs = [0.5f32, 0.25, 1.0].map(f16::from_f32);
+        let scales = crunch_repr::decode_scales(&rs, &[63, 5, 12, 63, 63, 1], 2, 6).unwrap();
+        let q = QuantizedWeight {
+            spec,
+            rows,
+            cols,
+            codes: (0..rows * cols).map(|i| (i % 8) as u8).collect(),
+            scales,
+            zeros: vec![4; rows * 2],
+            g_idx: None,
+        };
+        let v = CompressedLayer::new("gptq", Compressed::Quantized(q));
+        write_variant(&path, &v).unwrap();
+        assert_eq!(read_variant(&path, (rows, cols)), Some(v.clone()));
+        // A scale moved off its row's grid is refused (the variant is made again).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - rows * 2 - 2 * rows * 2 + 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_variant(&path, (rows, cols)), None);
     }
 }

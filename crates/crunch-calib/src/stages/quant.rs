@@ -70,6 +70,10 @@ pub struct Gptq {
     /// Dampening, a fraction of the mean Hessian diagonal.
     #[serde(default = "default_damp")]
     pub damp: f64,
+    /// Two-level group scales (decision 145): each group's scale a `scale_bits`-bit code of
+    /// one f16 scale per row. Absent = free f16 scales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_bits: Option<u8>,
 }
 
 // A recipe's GPTQ defaults are `GptqOptions::default()`'s, so the library and recipes cannot
@@ -86,6 +90,7 @@ fn default_mse_clip() -> bool {
 impl Gptq {
     pub fn spec(&self) -> QuantSpec {
         QuantSpec::new(self.bits, group(self.group_size), self.symmetric)
+            .with_scale_bits(self.scale_bits)
     }
 
     pub fn options(&self) -> GptqOptions {
@@ -103,7 +108,23 @@ impl StageMethod for Gptq {
         Produces::Quantized(self.spec())
     }
     fn validate(&self) -> Result<(), String> {
-        check_bits_and_damp(Some(self.bits), Some(self.damp))
+        check_bits_and_damp(Some(self.bits), Some(self.damp))?;
+        if let Some(k) = self.scale_bits {
+            if !crunch_repr::SCALE_BITS.contains(&k) {
+                return Err(format!(
+                    "scale_bits {k} is not in {:?}",
+                    crunch_repr::SCALE_BITS
+                ));
+            }
+            if self.group_size == 0 {
+                return Err(
+                    "scale_bits needs a group size (per-row grids have one scale \
+                            per row already)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
     fn compress(&self, l: &LayerInput) -> Result<Option<Compressed>, CompressError> {
         let q = on_hessian(l, self.spec(), &self.options(), gptq)?;

@@ -19,6 +19,7 @@
 use super::solver::{dev, grid_cfg, open_solver, potrf_lower, row_loop_cfg, trsm_lower};
 use crate::error::{CompressError, Result};
 use crate::inverse::dampened;
+use crate::quant::coded_grid;
 use crate::quant::grid::{self, GridParams};
 use crate::GptqOptions;
 use crunch_repr::{QuantSpec, QuantizedWeight};
@@ -182,8 +183,8 @@ impl CudaGptq {
 
     /// GPTQ of `weight` ([rows, cols] on the GPU, f32 or bf16) with a prepared Hessian: the
     /// quantized weight and its dequantized form as an f32 GPU tensor. `None` when the options
-    /// need the host implementation (groups fitted during the loop with MSE clipping, or groups
-    /// wider than [`MAX_BLOCK`] without act-order).
+    /// need the host implementation (groups fitted during the loop with MSE clipping or
+    /// two-level scales, or groups wider than [`MAX_BLOCK`] without act-order).
     pub fn quantize(
         &self,
         prep: &DeviceHessian,
@@ -208,7 +209,8 @@ impl CudaGptq {
             (Some(g), true) => (1, g, BLOCK),
             (Some(g), false) => {
                 let width = if BLOCK % g == 0 { BLOCK } else { g };
-                if opts.mse_clip || width > MAX_BLOCK {
+                // Two-level scales fitted during the loop exist on the host only.
+                if opts.mse_clip || width > MAX_BLOCK || spec.scale_bits.is_some() {
                     return Ok(None);
                 }
                 (2, g, width)
@@ -430,12 +432,19 @@ fn fit_fixed(
                 .zip(dead)
                 .map(|(&v, &d)| if d { 0.0 } else { v })
                 .collect();
-            match spec.group_size {
-                None => Ok(vec![grid::fit(&row, spec, mse_clip)?]),
-                Some(g) => row
+            match (spec.group_size, spec.scale_bits) {
+                (None, _) => Ok(vec![grid::fit(&row, spec, mse_clip)?]),
+                (Some(g), None) => row
                     .chunks(g)
                     .map(|values| grid::fit(values, spec, mse_clip))
                     .collect(),
+                // Two-level scales (decision 145), as the host GPTQ's static groups.
+                (Some(g), Some(_)) => {
+                    let rs = coded_grid::row_scale(&row, g, spec, mse_clip)?;
+                    row.chunks(g)
+                        .map(|values| coded_grid::fit_coded(values, spec, mse_clip, rs))
+                        .collect()
+                }
             }
         })
         .collect::<Result<_>>()?;

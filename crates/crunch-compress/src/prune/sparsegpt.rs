@@ -91,6 +91,11 @@ pub fn sparsegpt(
     sparsity.validate(cols)?;
     if let Some(spec) = quant {
         spec.validate(cols)?;
+        if spec.scale_bits.is_some() {
+            return Err(crate::CompressError::InvalidOption(
+                "SparseGPT's joint quantization has no two-level scales (decision 145)".into(),
+            ));
+        }
     }
     opts.validate()?;
     let prep = column_loop::prepare(hessian, cols, false, opts.damp)?;

@@ -17,8 +17,12 @@
 //!   weights as updated so far (including the pending in-block updates, so this equals the
 //!   column-by-column algorithm);
 //! - groups with act-order: "static groups", fitted on the original weights of each original
-//!   group before the loop, so each column keeps group col / group_size and `g_idx` is `None`.
+//!   group before the loop, so each column keeps group col / group_size and `g_idx` is `None`;
+//! - two-level scales (`spec.scale_bits`, decision 145): a row scale fixed before the loop
+//!   from the original weights, each group's scale searched among its allowed values
+//!   (`coded_grid.rs`), whenever the group is fitted (static or dynamic).
 
+use super::coded_grid;
 use super::grid::{self, GridParams};
 use crate::column_loop::{self, apply_block_errors, current_values, BLOCK_SIZE, ROW_CHUNK};
 use crate::error::Result;
@@ -182,17 +186,35 @@ struct UniformGrid<'a, 'p> {
     plan: &'a Plan<'p>,
     /// [n, n_groups] of the chunk.
     params: &'a mut [GridParams],
+    /// With two-level scales (`spec.scale_bits`, decision 145): each row's scale, fixed in
+    /// `start_row` from the original weights.
+    row_scales: Vec<half::f16>,
     group_values: Vec<f32>,
+}
+
+impl UniformGrid<'_, '_> {
+    /// The grid of one group (or row) of row `r`: free f16 scale, or one of the row scale's
+    /// allowed scales.
+    fn fit(&self, r: usize, values: &[f32]) -> Result<GridParams> {
+        let plan = self.plan;
+        match plan.spec.scale_bits {
+            None => grid::fit(values, plan.spec, plan.mse_clip),
+            Some(_) => coded_grid::fit_coded(values, plan.spec, plan.mse_clip, self.row_scales[r]),
+        }
+    }
 }
 
 impl ColumnGrid for UniformGrid<'_, '_> {
     fn start_row(&mut self, r: usize, row: &[f32]) -> Result<()> {
         let (plan, ng) = (self.plan, self.plan.n_groups);
+        if let (Some(_), Some(g)) = (plan.spec.scale_bits, plan.spec.group_size) {
+            self.row_scales[r] = coded_grid::row_scale(row, g, plan.spec, plan.mse_clip)?;
+        }
         match plan.mode {
-            GroupMode::PerChannel => self.params[r] = grid::fit(row, plan.spec, plan.mse_clip)?,
+            GroupMode::PerChannel => self.params[r] = self.fit(r, row)?,
             GroupMode::Static { group_size } => {
                 for (g, values) in row.chunks(group_size).enumerate() {
-                    self.params[r * ng + g] = grid::fit(values, plan.spec, plan.mse_clip)?;
+                    self.params[r * ng + g] = self.fit(r, values)?;
                 }
             }
             GroupMode::Dynamic { .. } => {}
@@ -211,9 +233,10 @@ impl ColumnGrid for UniformGrid<'_, '_> {
                 let g = i / group_size;
                 if i % group_size == 0 {
                     let end = (i + group_size).min(plan.cols);
-                    at.values(i, end, &mut self.group_values);
-                    self.params[r * ng + g] =
-                        grid::fit(&self.group_values, plan.spec, plan.mse_clip)?;
+                    let mut values = std::mem::take(&mut self.group_values);
+                    at.values(i, end, &mut values);
+                    self.params[r * ng + g] = self.fit(r, &values)?;
+                    self.group_values = values;
                 }
                 self.params[r * ng + g]
             }
@@ -233,6 +256,7 @@ fn quantize_rows(
 ) -> Result<()> {
     let mut grid = UniformGrid {
         plan,
+        row_scales: vec![half::f16::ONE; params.len() / plan.n_groups],
         params,
         group_values: Vec::new(),
     };

@@ -3,6 +3,7 @@
 //! codebooks (`crunch_repr::LutWeight`). `grid.rs` fits the grids (min–max or
 //! MSE clipping) that RTN and GPTQ share; the GGUF types' grids are their encoders' own.
 
+pub(crate) mod coded_grid;
 pub(crate) mod gptq;
 mod gptq_gguf;
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Round-to-nearest quantization: each row or group gets its own min–max grid (optionally
 //! clipped by the MSE search) and every weight is rounded onto it independently.
 
-use super::grid;
+use super::{coded_grid, grid};
 use crate::error::Result;
 use crunch_repr::{validate_weight, QuantSpec, QuantizedWeight};
 use rayon::prelude::*;
@@ -26,12 +26,21 @@ pub fn rtn(
         .zip(params.par_chunks_mut(n_groups))
         .zip(weight.par_chunks(cols))
         .try_for_each(|((codes, params), row)| -> Result<()> {
+            // Two-level scales (decision 145): the row scale first, then each group's scale
+            // among its allowed values.
+            let rs = match spec.scale_bits {
+                Some(_) => Some(coded_grid::row_scale(row, group_len, spec, mse_clip)?),
+                None => None,
+            };
             for ((values, codes), p) in row
                 .chunks(group_len)
                 .zip(codes.chunks_mut(group_len))
                 .zip(params.iter_mut())
             {
-                *p = grid::fit(values, spec, mse_clip)?;
+                *p = match rs {
+                    Some(rs) => coded_grid::fit_coded(values, spec, mse_clip, rs)?,
+                    None => grid::fit(values, spec, mse_clip)?,
+                };
                 for (code, &x) in codes.iter_mut().zip(values) {
                     *code = p.code(x);
                 }

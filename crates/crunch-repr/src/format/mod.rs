@@ -16,6 +16,16 @@
 //!
 //! dequantized as `(code − zero) · scale`.
 //!
+//! Quantized with two-level scales (`scale_bits` k in the recipe, decision 145): `P.qscales`
+//! is replaced by
+//! - `P.qscodes`  U8, the group scales' codes (1 ..= 2^k − 1, `[rows, groups]` row-major)
+//!   packed at k bits as `P.qcodes`;
+//! - `P.qrscales` F16 `[rows]`, one normal (≥ 2^-14) row scale per row;
+//!
+//! and `P.qzeros` is packed at `bits` bits as `P.qcodes` (`[packed_len(rows·groups, bits)]`).
+//! The scale of row r, group g is `f16(f32(qrscales[r]) · c / (2^k − 1))`
+//! (`crate::coded_scale`), the f16 value every reader then uses as `P.qscales` would be.
+//!
 //! Lookup table (`codebook: true`, `bits` 2–4, decision 143):
 //! - `P.lcodes`  U8, the codes packed as `P.qcodes`;
 //! - `P.llevels` F16 `[rows, groups, 2^bits]`, each row's (or row and group's) codebook in

@@ -10,8 +10,8 @@
 
 use super::recipe::{LayerRecipe, Recipe};
 use crate::{
-    nm_index_bits, packed_len, unpack_codes, Bitmask, Factored, LutSpec, LutWeight, NmPacked,
-    QuantSpec, QuantizedWeight, Sparsity,
+    decode_scales, nm_index_bits, packed_len, unpack_codes, Bitmask, Factored, LutSpec, LutWeight,
+    NmPacked, QuantSpec, QuantizedWeight, Sparsity,
 };
 use crunch_formats::safetensors::SafetensorsModel;
 use crunch_formats::{DType, FormatError, Result, SharedBytes, TensorInfo, TensorSource};
@@ -134,14 +134,36 @@ impl CrunchSource {
                         layer.bits
                     )));
                 }
-                let groups =
-                    QuantSpec::new(layer.bits, layer.group_size, layer.symmetric).n_groups(cols);
+                let spec = layer_spec(layer);
+                // Coded scales need a valid width and a group size (files without them are
+                // read as before).
+                if spec.scale_bits.is_some() {
+                    spec.validate(cols)
+                        .map_err(|e| self.bad(format!("layer `{prefix}` in crunch.json: {e}")))?;
+                }
+                let groups = spec.n_groups(cols);
                 let codes = (rows * cols * layer.bits as usize).div_ceil(8);
-                let mut p = vec![
-                    part("qcodes", DType::U8, Some(vec![codes])),
-                    part("qscales", DType::F16, Some(vec![rows, groups])),
-                    part("qzeros", DType::U8, Some(vec![rows, groups])),
-                ];
+                let mut p = vec![part("qcodes", DType::U8, Some(vec![codes]))];
+                match spec.scale_bits {
+                    // Two-level scales (decision 145): packed scale codes and zero points.
+                    Some(k) => p.extend([
+                        part(
+                            "qscodes",
+                            DType::U8,
+                            Some(vec![packed_len(rows * groups, k)]),
+                        ),
+                        part("qrscales", DType::F16, Some(vec![rows])),
+                        part(
+                            "qzeros",
+                            DType::U8,
+                            Some(vec![packed_len(rows * groups, layer.bits)]),
+                        ),
+                    ]),
+                    None => p.extend([
+                        part("qscales", DType::F16, Some(vec![rows, groups])),
+                        part("qzeros", DType::U8, Some(vec![rows, groups])),
+                    ]),
+                }
                 if self.inner.info(&format!("{prefix}.g_idx")).is_some() {
                     p.push(part("g_idx", DType::I32, Some(vec![cols])));
                 }
@@ -245,22 +267,37 @@ impl CrunchSource {
 
     /// The stored parts of quantized layer `prefix`.
     pub fn quantized_weight(&self, prefix: &str, layer: &LayerRecipe) -> Result<QuantizedWeight> {
-        let spec = QuantSpec::new(layer.bits, layer.group_size, layer.symmetric);
+        let spec = layer_spec(layer);
         let (rows, cols) = (layer.rows, layer.cols);
         let groups = spec.n_groups(cols);
-        let codes = unpack_codes(self.raw(prefix, layer, "qcodes")?, layer.bits, rows * cols)
-            .map_err(|e| {
-                self.bad_in(
-                    &format!("{prefix}.qcodes"),
-                    format!("`{prefix}.qcodes`: {e}"),
-                )
-            })?;
-        let scales = self
-            .raw(prefix, layer, "qscales")?
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        let zeros = self.raw(prefix, layer, "qzeros")?.to_vec();
+        let unpack = |suffix: &str, bits: u8, n: usize| {
+            let name = format!("{prefix}.{suffix}");
+            unpack_codes(self.raw(prefix, layer, suffix)?, bits, n)
+                .map_err(|e| self.bad_in(&name, format!("`{name}`: {e}")))
+        };
+        let codes = unpack("qcodes", layer.bits, rows * cols)?;
+        let f16s = |suffix: &str| -> Result<Vec<f16>> {
+            Ok(self
+                .raw(prefix, layer, suffix)?
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect())
+        };
+        let (scales, zeros) = match spec.scale_bits {
+            Some(k) => {
+                let scodes = unpack("qscodes", k, rows * groups)?;
+                let scales =
+                    decode_scales(&f16s("qrscales")?, &scodes, groups, k).map_err(|e| {
+                        let name = format!("{prefix}.qscodes");
+                        self.bad_in(&name, format!("`{name}` / `{prefix}.qrscales`: {e}"))
+                    })?;
+                (scales, unpack("qzeros", layer.bits, rows * groups)?)
+            }
+            None => (
+                f16s("qscales")?,
+                self.raw(prefix, layer, "qzeros")?.to_vec(),
+            ),
+        };
         let g_idx = if self.inner.info(&format!("{prefix}.g_idx")).is_some() {
             let idx: Vec<u32> = self
                 .raw(prefix, layer, "g_idx")?
@@ -436,4 +473,9 @@ impl TensorSource for CrunchSource {
             range,
         })
     }
+}
+
+/// The grid a quantized layer's recipe entry describes.
+fn layer_spec(layer: &LayerRecipe) -> QuantSpec {
+    QuantSpec::new(layer.bits, layer.group_size, layer.symmetric).with_scale_bits(layer.scale_bits)
 }

@@ -44,6 +44,11 @@ pub struct LayerRecipe {
     /// levels, one per row (or per `group_size` columns of a row). Absent = false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub codebook: bool,
+    /// Quantized layers with two-level scales (decision 145): the width of the group scale
+    /// codes (`P.qscodes`, against one row scale per row, `P.qrscales`). Absent = free f16
+    /// scales (`P.qscales`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_bits: Option<u8>,
     #[serde(default)]
     pub act_order: bool,
     #[serde(default)]

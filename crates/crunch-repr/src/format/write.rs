@@ -3,32 +3,58 @@
 
 use super::recipe::{ExpertRecipe, LayerRecipe, Recipe};
 use crate::{
-    pack_codes, Compressed, CompressedLayer, Factored, LutWeight, NmPacked, PrunedWeight,
-    QuantizedWeight, ReprError, Result, Sparsity,
+    pack_codes, packed_len, Compressed, CompressedLayer, Factored, LutWeight, NmPacked,
+    PrunedWeight, QuantizedWeight, ReprError, Result, Sparsity,
 };
 use crunch_formats::safetensors::OwnedTensor;
 use crunch_formats::DType;
 use half::f16;
 use std::collections::BTreeMap;
 
-/// The stored tensors of one quantized layer `prefix`.
-fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Vec<OwnedTensor> {
+/// The stored tensors of one quantized layer `prefix` (checked by the caller: with coded
+/// scales, `q.coded_scales()` succeeds).
+fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Result<Vec<OwnedTensor>> {
     let groups = q.n_groups();
-    let mut out = vec![
-        OwnedTensor {
-            name: format!("{prefix}.qcodes"),
-            dtype: DType::U8,
-            shape: vec![(q.rows * q.cols * q.spec.bits as usize).div_ceil(8)],
-            data: pack_codes(&q.codes, q.spec.bits),
-        },
-        OwnedTensor {
-            name: format!("{prefix}.qscales"),
-            dtype: DType::F16,
-            shape: vec![q.rows, groups],
-            data: q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        },
-        u8_tensor(format!("{prefix}.qzeros"), vec![q.rows, groups], &q.zeros),
-    ];
+    let mut out = vec![OwnedTensor {
+        name: format!("{prefix}.qcodes"),
+        dtype: DType::U8,
+        shape: vec![(q.rows * q.cols * q.spec.bits as usize).div_ceil(8)],
+        data: pack_codes(&q.codes, q.spec.bits),
+    }];
+    match (q.coded_scales()?, q.spec.scale_bits) {
+        (Some(c), Some(k)) => {
+            // Two-level scales (decision 145): codes and zero points packed at their widths,
+            // so the file holds the bits `bits_per_weight` counts.
+            let n = q.rows * groups;
+            out.extend([
+                u8_tensor(
+                    format!("{prefix}.qscodes"),
+                    vec![packed_len(n, k)],
+                    &pack_codes(&c.codes, k),
+                ),
+                OwnedTensor {
+                    name: format!("{prefix}.qrscales"),
+                    dtype: DType::F16,
+                    shape: vec![q.rows],
+                    data: c.row_scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                },
+                u8_tensor(
+                    format!("{prefix}.qzeros"),
+                    vec![packed_len(n, q.spec.bits)],
+                    &pack_codes(&q.zeros, q.spec.bits),
+                ),
+            ]);
+        }
+        _ => out.extend([
+            OwnedTensor {
+                name: format!("{prefix}.qscales"),
+                dtype: DType::F16,
+                shape: vec![q.rows, groups],
+                data: q.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            },
+            u8_tensor(format!("{prefix}.qzeros"), vec![q.rows, groups], &q.zeros),
+        ]),
+    }
     if let Some(g) = &q.g_idx {
         out.push(OwnedTensor {
             name: format!("{prefix}.g_idx"),
@@ -37,7 +63,7 @@ fn quantized_tensors(prefix: &str, q: &QuantizedWeight) -> Vec<OwnedTensor> {
             data: g.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
         });
     }
-    out
+    Ok(out)
 }
 
 /// The stored tensors of one lookup-table layer `prefix`.
@@ -91,7 +117,7 @@ fn pruned_tensors(prefix: &str, p: &PrunedWeight) -> Result<Vec<OwnedTensor>> {
     Ok(match (&p.quant, p.sparsity) {
         // The codes of the whole matrix (pruned entries hold the zero point's code) + the mask.
         (Some(q), _) => {
-            let mut t = quantized_tensors(prefix, q);
+            let mut t = quantized_tensors(prefix, q)?;
             t.push(mask());
             t
         }
@@ -137,7 +163,7 @@ pub fn layer_tensors(prefix: &str, layer: &CompressedLayer) -> Result<Vec<OwnedT
     let mut out = match &layer.main {
         Compressed::Quantized(q) => {
             q.validate()?;
-            quantized_tensors(prefix, q)
+            quantized_tensors(prefix, q)?
         }
         Compressed::Lut(q) => {
             q.validate()?;
@@ -180,6 +206,7 @@ pub fn layer_recipe(layer: &CompressedLayer) -> LayerRecipe {
         group_size: quant.map_or(lut.and_then(|q| q.spec.group_size), |q| q.spec.group_size),
         symmetric: quant.is_some_and(|q| q.spec.symmetric),
         codebook: lut.is_some(),
+        scale_bits: quant.and_then(|q| q.spec.scale_bits),
         act_order: quant.is_some_and(|q| q.g_idx.is_some()),
         mse_clip: false,
         damp: None,
@@ -217,7 +244,7 @@ pub fn check_layer_recipe(name: &str, layer: &CompressedLayer, recipe: &Recipe) 
         .get(name)
         .ok_or_else(|| ReprError::Inconsistent("the recipe has no entry for it".into()))?;
     let want = layer_recipe(layer);
-    let grid = |r: &LayerRecipe| (r.bits, r.group_size, r.symmetric, r.codebook);
+    let grid = |r: &LayerRecipe| (r.bits, r.group_size, r.symmetric, r.codebook, r.scale_bits);
     let same_grid =
         (layer.main.quantized().is_none() && layer.main.lut().is_none()) || grid(r) == grid(&want);
     if (r.rows, r.cols) != (want.rows, want.cols)
