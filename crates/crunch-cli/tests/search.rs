@@ -324,3 +324,69 @@ fn the_search_time_options_run_and_rebuild() {
     rebuild(&model, &recipe_path, &b);
     assert_eq!(dir_bytes(Path::new(&a)), dir_bytes(Path::new(&b)));
 }
+
+/// Levels with coded group scales (decision 145): a search over `2g16s6,3g32s6,3g16s6` writes a
+/// recipe with `scale_bits = 6` that rebuilds the model byte for byte, and the result reads
+/// back and evaluates; `crunch quantize --scale-bits` makes the same kind of layer, and bad
+/// uses are refused with the flag named.
+#[test]
+fn coded_scale_levels_search_and_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    let [a, b, q, cache] = ["a", "b", "q", "cache"].map(|n| d.path().join(n).display().to_string());
+    let model = tiny_model(d.path());
+    let mut args = vec!["compress", model.as_str(), "--out", a.as_str()];
+    args.extend_from_slice(&["--target-bpw", "3.6", "--calib", "self:8x16"]);
+    args.extend_from_slice(&["--levels", "2g16s6,3g32s6,3g16s6"]);
+    args.extend_from_slice(&quick(&cache));
+    let (ok, out, err) = crunch(&args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["search"]["linear_bpw"].as_f64().unwrap() <= 3.6, "{v}");
+    let recipe_path = format!("{a}/recipe.toml");
+    let recipe = std::fs::read_to_string(&recipe_path).unwrap();
+    assert!(recipe.contains("scale_bits = 6"), "{recipe}");
+    rebuild(&model, &recipe_path, &b);
+    assert_eq!(dir_bytes(Path::new(&a)), dir_bytes(Path::new(&b)));
+    // A tokenizer beside the result, so that it can be evaluated on text.
+    let tokenizer = crunch_model::testing::tiny_tokenizer_json(128).to_string();
+    std::fs::write(Path::new(&a).join("tokenizer.json"), tokenizer).unwrap();
+    let text = d.path().join("t.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    assert!(eval_ppl(&a, &text).is_finite());
+
+    let quantize_to = |out: &str, extra: &[&str]| {
+        let mut args = vec!["quantize", model.as_str(), "--out", out, "--force"];
+        args.extend_from_slice(&["--calib", "self:4x16", "--json"]);
+        args.extend_from_slice(extra);
+        crunch(&args)
+    };
+    let quantize = |extra: &[&str]| quantize_to(&q, extra);
+    let (ok, out, err) = quantize(&["--bits", "3", "--group-size", "16", "--scale-bits", "6"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bpw = v["bits_per_weight"].as_f64().unwrap();
+    // 3 + (6 + 3)/16 per weight, plus a 16-bit row scale per row of 64 or 128 columns.
+    assert!(
+        bpw > 3.5625 + 16.0 / 128.0 && bpw < 3.5625 + 16.0 / 64.0,
+        "{v}"
+    );
+    // compressed-tensors takes them too, storing the coded scales' f16 values (decision 145;
+    // crunch does not read that layout back, vLLM does).
+    let ct = d.path().join("ct").display().to_string();
+    let coded = ["--bits", "3", "--group-size", "16", "--scale-bits", "6"];
+    let (ok, _, err) = quantize_to(
+        &ct,
+        &[&coded[..], &["--format", "compressed-tensors"]].concat(),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = quantize(&["--method", "rtn", "--scale-bits", "6"]);
+    assert!(!ok && err.contains("--scale-bits"), "{err}");
+    let (ok, _, err) = quantize(&["--scale-bits", "3"]);
+    assert!(!ok && err.contains("scale_bits 3"), "{err}");
+    let (ok, _, err) = quantize(&["--group-size", "channel", "--scale-bits", "6"]);
+    assert!(!ok && err.contains("group size"), "{err}");
+}

@@ -504,3 +504,44 @@ fn device_variants_change_no_result() {
         assert_eq!(r, &cpu);
     }
 }
+
+/// Levels with coded group scales (decision 145, `2g16s6`-style): variants made by GPTQ with
+/// every scale on its row's grid, cached under their own record version and read back
+/// identical, costs in the order given, and a search over them within its budget.
+#[test]
+fn coded_scale_levels_search_and_cache() {
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let six = [("scale_bits", toml::Value::from(6))];
+    let levels: Vec<Level> = [(2, 16), (3, 32), (3, 16)]
+        .iter()
+        .map(|&(b, g)| Level::quant_with("gptq", b, g, &six).unwrap())
+        .collect();
+    let names: Vec<String> = levels.iter().map(|l| l.short()).collect();
+    assert_eq!(names, ["gptq2g16s6", "gptq3g32s6", "gptq3g16s6"]);
+    let cache = tempfile::tempdir().unwrap();
+    let build = || {
+        Database::build(
+            &Cpu,
+            &ckpt,
+            &levels,
+            LevelInputs::Sequential,
+            Some(&pool),
+            Some(cache.path()),
+            &mut (),
+        )
+        .unwrap()
+    };
+    let db = build();
+    let again = build();
+    assert_eq!((again.cached, again.made), (db.made, 0));
+    assert_eq!(again.variants, db.variants);
+    for v in db.variants.iter().flatten() {
+        let q = v.main.quantized().unwrap();
+        assert_eq!(q.spec.scale_bits, Some(6));
+        assert!(q.coded_scales().unwrap().is_some());
+    }
+    for c in db.costs().unwrap() {
+        assert!(c.windows(2).all(|w| w[0] < w[1]), "{c:?}");
+    }
+    run(&ckpt, &db, &pool, 3, None);
+}

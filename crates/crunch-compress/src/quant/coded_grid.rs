@@ -86,7 +86,7 @@ pub(crate) fn fit_coded(
                 return Ok(params);
             }
             let err = grid::clip_objective(values, &params);
-            if best.map_or(true, |(e, _)| err < e) {
+            if best.is_none_or(|(e, _)| err < e) {
                 best = Some((err, params));
             }
         }
