@@ -37,7 +37,7 @@ pub use factored::{check_rank, max_useful_rank, Factored};
 pub use lut::{LutSpec, LutWeight, LUT_BITS};
 pub use mask::Bitmask;
 pub use nm_pack::{nm_index_bits, NmPacked, NM_MAX_M};
-pub use pack::{pack_codes, packed_len, unpack_codes};
+pub use pack::{f16s_le, pack_codes, packed_len, unpack_codes};
 pub use pruned::PrunedWeight;
 pub use quantized::QuantizedWeight;
 pub use scale_codes::{

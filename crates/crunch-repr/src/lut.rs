@@ -87,13 +87,7 @@ impl LutWeight {
 
     /// W in f32, row-major [rows, cols].
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.rows * self.cols];
-        if self.cols > 0 {
-            for (r, row) in out.chunks_mut(self.cols).enumerate() {
-                self.dequantize_row(r, row);
-            }
-        }
-        out
+        crate::pack::by_rows(self.rows, self.cols, |r, row| self.dequantize_row(r, row))
     }
 
     /// Row `r` of [`dequantize`](Self::dequantize) into `row` (`cols` values).
@@ -252,11 +246,7 @@ mod tests {
                 rows,
                 cols,
                 codes: crate::unpack_codes(&tensors[0].data, bits, rows * cols).unwrap(),
-                levels: tensors[1]
-                    .data
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
+                levels: crate::f16s_le(&tensors[1].data),
             };
             prop_assert_eq!(back.dequantize(), q.dequantize());
             prop_assert_eq!(back, q);

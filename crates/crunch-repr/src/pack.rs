@@ -83,6 +83,28 @@ pub fn unpack_codes(packed: &[u8], bits: u8, n: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Little-endian f16 values (how crunch's format and the search's variant cache store scales
+/// and levels); a trailing odd byte is ignored (callers check lengths first).
+pub fn f16s_le(bytes: &[u8]) -> Vec<half::f16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// A [rows, cols] row-major matrix made one row at a time by `row_of(r, row)`: the
+/// `dequantize` of the code-and-table weights, whose `dequantize_row` is what callers that make
+/// rows in parallel use (the same bits either way).
+pub(crate) fn by_rows(rows: usize, cols: usize, row_of: impl Fn(usize, &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0.0; rows * cols];
+    if cols > 0 {
+        for (r, row) in out.chunks_mut(cols).enumerate() {
+            row_of(r, row);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,13 +43,7 @@ impl QuantizedWeight {
 
     /// W ≈ (code − zero) · f32(scale), computed in f32; row-major [rows, cols].
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.rows * self.cols];
-        if self.cols > 0 {
-            for (r, row) in out.chunks_mut(self.cols).enumerate() {
-                self.dequantize_row(r, row);
-            }
-        }
-        out
+        crate::pack::by_rows(self.rows, self.cols, |r, row| self.dequantize_row(r, row))
     }
 
     /// Row `r` of [`dequantize`](Self::dequantize) into `row` (`cols` values), the same

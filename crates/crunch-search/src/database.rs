@@ -17,7 +17,6 @@ use crunch_repr::{
     QuantizedWeight,
 };
 use crunch_runtime::{Backend, QuantCodes};
-use half::f16;
 use std::path::{Path, PathBuf};
 
 /// One level a layer can get: a main compression stage (a method and its settings).
@@ -480,11 +479,7 @@ fn read_lut(mut r: Reader, shape: (usize, usize)) -> Option<CompressedLayer> {
     let per = rows
         .checked_mul(spec.n_groups(cols))?
         .checked_mul(spec.levels())?;
-    let levels = r
-        .take(per.checked_mul(2)?)?
-        .chunks_exact(2)
-        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-        .collect();
+    let levels = crunch_repr::f16s_le(r.take(per.checked_mul(2)?)?);
     if r.at != r.b.len() {
         return None;
     }
@@ -554,11 +549,7 @@ pub fn read_variant(path: &Path, shape: (usize, usize)) -> Option<CompressedLaye
     let packed = r.take(crunch_repr::packed_len(n, bits))?;
     let codes = unpack_codes(packed, bits, n).ok()?;
     let per = rows.checked_mul(spec.n_groups(cols))?;
-    let scales = r
-        .take(per.checked_mul(2)?)?
-        .chunks_exact(2)
-        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-        .collect();
+    let scales = crunch_repr::f16s_le(r.take(per.checked_mul(2)?)?);
     let zeros = r.take(per)?.to_vec();
     if r.at != b.len() {
         return None;
@@ -596,6 +587,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     fn quantized(rows: usize, cols: usize, bits: u8, group: Option<usize>) -> CompressedLayer {
         let spec = QuantSpec::new(bits, group, false);

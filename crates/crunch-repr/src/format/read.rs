@@ -277,11 +277,7 @@ impl CrunchSource {
         };
         let codes = unpack("qcodes", layer.bits, rows * cols)?;
         let f16s = |suffix: &str| -> Result<Vec<f16>> {
-            Ok(self
-                .raw(prefix, layer, suffix)?
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                .collect())
+            Ok(crate::f16s_le(self.raw(prefix, layer, suffix)?))
         };
         let (scales, zeros) = match spec.scale_bits {
             Some(k) => {
@@ -331,11 +327,7 @@ impl CrunchSource {
         let name = format!("{prefix}.lcodes");
         let codes = unpack_codes(self.raw(prefix, layer, "lcodes")?, layer.bits, rows * cols)
             .map_err(|e| self.bad_in(&name, format!("`{name}`: {e}")))?;
-        let levels = self
-            .raw(prefix, layer, "llevels")?
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]))
-            .collect();
+        let levels = crate::f16s_le(self.raw(prefix, layer, "llevels")?);
         let q = LutWeight {
             spec,
             rows,
