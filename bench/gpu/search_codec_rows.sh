@@ -42,7 +42,7 @@ case $codec:$mode in
     u=${UNIFORM:-3:0}
     table --generations 50 --offspring 16 --selection 8x4,32x1 --uniform "$u" \
       --plot "$out/search_union_rd-${u/:/g}.svg" \
-      --levels 2,2g64,2g32,2g32s6,2g16s6,3g0,3g256s6,3g128s6,3,3g64s6,3g64,3g32s6,3g16s6,3g32,4,4g64s6,4g64,4g32s6,4g32,5,6,8 \
+      --levels 2,2g32s6,2g64,2g16s6,2g32,3g0,3g256s6,3g128s6,3,3g64s6,3g64,3g32s6,3g16s6,3g32,4,4g64s6,4g64,4g32s6,4g32,5,6,8 \
       | tee "$out/search-union-table-${u/:/g}.txt" ;;
   union:uniform)
     table --skip-search --kscale-uniform 3:128:6,3:16:6 | tee "$out/union-uniform-table.txt" ;;

@@ -257,6 +257,8 @@ fn searched<B: Backend + Clone>(
     bar.finish_and_clear();
     let variants_seconds = variants_started.elapsed().as_secs_f64();
     let costs = db.costs()?;
+    // The database's ladder, sorted from small to large (the order given may differ).
+    let levels = &db.levels;
     let (base, model) = load_twice(b, ckpt)?;
     let mut fit = ModelFitness::new(&base, model, &db, pool, params.seed).with_held(s.kl_windows);
     let key_base = {

@@ -93,8 +93,10 @@ pub struct Database {
     /// The layers, in block order.
     pub units: Vec<LinearId>,
     pub shapes: Vec<(usize, usize)>,
+    /// The ladder from small to large by the uniform models' sizes (`build` sorts the levels
+    /// it is given).
     pub levels: Vec<Level>,
-    /// `[unit][level]`, levels in the order given.
+    /// `[unit][level]`, levels from small to large (`build` sorts the ladder given).
     pub variants: Vec<Vec<CompressedLayer>>,
     /// `[unit][rank]`: the level of each unit's rank-th cheapest variant. The search's
     /// configurations hold ranks, so each unit's costs grow with its rank even where levels of
@@ -111,8 +113,9 @@ pub struct Database {
 impl Database {
     /// Each unit's cost in bits at each of its ranks (storage bits per weight × weights,
     /// ascending; see [`Database::order`]). An error if two levels of a unit cost the same,
-    /// or if the uniform configurations' sizes do not grow in the order the levels were given
-    /// (the uniform points and a KL target's bisection read them in that order).
+    /// or if the uniform configurations' sizes do not grow in the order of `levels` (the
+    /// uniform points and a KL target's bisection read them in that order; `build` sorts
+    /// them, so only two levels of the same total size fail here).
     pub fn costs(&self) -> Result<Vec<Vec<f64>>> {
         let mut out = Vec::with_capacity(self.units.len());
         for (u, vars) in self.variants.iter().enumerate() {
@@ -264,6 +267,36 @@ impl Database {
             }
             variants.push(out);
         }
+        // The ladder from small to large, by the uniform models' sizes (the uniform points and
+        // a KL target's bisection read the levels in that order). Sorted here rather than
+        // refused: which of two levels is smaller depends on overheads a user should not have
+        // to work out (2g32s6 is below 2g64, 3g64s6 below the free 3-bit g128), and a refusal
+        // came only after every variant had been made. Stable, so equal sizes keep the order
+        // given (`costs` refuses them).
+        let totals: Vec<f64> = (0..levels.len())
+            .map(|l| {
+                (0..units.len())
+                    .map(|u| {
+                        let (r, c) = shapes[u];
+                        variants[u][l].bits_per_weight() * (r * c) as f64
+                    })
+                    .sum()
+            })
+            .collect();
+        let mut by_size: Vec<usize> = (0..levels.len()).collect();
+        by_size.sort_by(|&a, &b| totals[a].total_cmp(&totals[b]));
+        let levels: Vec<Level> = by_size.iter().map(|&l| levels[l].clone()).collect();
+        for row in variants.iter_mut() {
+            let mut taken: Vec<Option<CompressedLayer>> = row.drain(..).map(Some).collect();
+            *row = by_size
+                .iter()
+                .map(|&l| {
+                    taken[l]
+                        .take()
+                        .expect("a permutation takes each level once")
+                })
+                .collect();
+        }
         let order = variants
             .iter()
             .enumerate()
@@ -282,7 +315,7 @@ impl Database {
         Ok(Database {
             units,
             shapes,
-            levels: levels.to_vec(),
+            levels,
             variants,
             order,
             cached,

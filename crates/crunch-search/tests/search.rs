@@ -53,6 +53,31 @@ fn uncached(ckpt: &Checkpoint, pool: &[Vec<u32>], inputs: LevelInputs) -> Databa
     Database::build(&Cpu, ckpt, &levels(), inputs, Some(pool), None, &mut ()).unwrap()
 }
 
+/// A ladder given out of order is sorted by the uniform models' sizes, with each unit's
+/// variants moved alongside its level (no refusal after the variants were made).
+#[test]
+fn a_ladder_out_of_order_is_sorted_by_size() {
+    let (_d, ckpt, pool) = tiny_with_pool();
+    let given: Vec<Level> = levels().into_iter().rev().collect();
+    let db = Database::build(
+        &Cpu,
+        &ckpt,
+        &given,
+        LevelInputs::Independent,
+        Some(&pool),
+        None,
+        &mut (),
+    )
+    .unwrap();
+    let sorted = uncached(&ckpt, &pool, LevelInputs::Independent);
+    let names = |d: &Database| d.levels.iter().map(|l| l.short()).collect::<Vec<_>>();
+    assert_eq!(names(&db), ["gptq2g32", "gptq3g32", "gptq4g32"]);
+    assert_eq!(names(&db), names(&sorted));
+    assert_eq!(db.variants, sorted.variants);
+    assert_eq!(db.order, sorted.order);
+    assert_eq!(db.costs().unwrap(), sorted.costs().unwrap());
+}
+
 /// Runs `generations` from `resume`, returning the final state and every saved state.
 fn run(
     ckpt: &Checkpoint,
