@@ -77,6 +77,8 @@ struct Found {
     cached: usize,
     made: usize,
     variants_seconds: f64,
+    /// Levels `--prune-levels` dropped: name, bits per weight and held KL of each uniform model.
+    pruned: Vec<(String, f64, f64)>,
 }
 
 pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
@@ -190,6 +192,13 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(found.cached);
     extra["variants_made"] = json!(found.made);
+    if s.prune_levels {
+        extra["pruned_levels"] = json!(found
+            .pruned
+            .iter()
+            .map(|(n, bpw, kl)| json!({"level": n, "bits_per_weight": bpw, "kl": kl}))
+            .collect::<Vec<_>>());
+    }
     add_stages(
         &mut extra["timing"],
         calibration_seconds,
@@ -256,6 +265,13 @@ fn searched<B: Backend + Clone>(
     )?;
     bar.finish_and_clear();
     let variants_seconds = variants_started.elapsed().as_secs_f64();
+    let mut db = db;
+    let pruned = if s.prune_levels {
+        prune_ladder(b, ckpt, &mut db, pool, params.seed, s.kl_windows)?
+    } else {
+        Vec::new()
+    };
+    let db = db;
     let costs = db.costs()?;
     // The database's ladder, sorted from small to large (the order given may differ).
     let levels = &db.levels;
@@ -292,7 +308,46 @@ fn searched<B: Backend + Clone>(
         cached: db.cached,
         made: db.made,
         variants_seconds,
+        pruned,
     })
+}
+
+/// `--prune-levels` (decision 148): each level's uniform model measured on the held windows,
+/// the levels off the (size, KL) front dropped from `db`. Returns what was dropped: name,
+/// bits per weight, KL.
+fn prune_ladder<B: Backend + Clone>(
+    b: &B,
+    ckpt: &Checkpoint,
+    db: &mut Database,
+    pool: &[Vec<u32>],
+    seed: u64,
+    kl_windows: usize,
+) -> Result<Vec<(String, f64, f64)>> {
+    let sizes = db.uniform_sizes();
+    let weights: f64 = db.shapes.iter().map(|&(r, c)| (r * c) as f64).sum();
+    let kls = {
+        let (base, model) = load_twice(b, ckpt)?;
+        let mut fit = ModelFitness::new(&base, model, db, pool, seed).with_held(kl_windows);
+        let sp = progress::spinner("measuring the uniform configurations to prune the ladder");
+        let kls = (0..db.levels.len())
+            .map(|l| fit.held_kl(&db.uniform(l)))
+            .collect::<std::result::Result<Vec<f64>, _>>()?;
+        sp.finish_and_clear();
+        kls
+    };
+    let keep = crunch_search::undominated(&sizes, &kls);
+    let dropped: Vec<(String, f64, f64)> = (0..keep.len())
+        .filter(|&l| !keep[l])
+        .map(|l| (db.levels[l].short(), sizes[l] / weights, kls[l]))
+        .collect();
+    for (name, bpw, kl) in &dropped {
+        eprintln!(
+            "note: level {name} dropped ({bpw:.3} bpw, KL {kl:.4} on held windows): a smaller \
+             level's uniform model is as good"
+        );
+    }
+    db.retain_levels(&keep)?;
+    Ok(dropped)
 }
 
 /// The base model and a second copy to become the candidate.
@@ -627,6 +682,42 @@ mod tests {
         let v = search(&path("b"), &["--fitness-self", "2"]);
         assert_eq!(v["calibration_windows"], "search", "{v}");
         assert_eq!(v["search"]["fitness_self"], 2, "{v}");
+    }
+
+    /// `--prune-levels`: a level larger and worse than another (2-bit g8, 4.25 bpw, against
+    /// 3-bit g32 at 3.59) leaves the ladder before the search, given out of order too.
+    #[test]
+    fn pruning_drops_a_larger_and_worse_level() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = crunch_model::testing::tiny_specs()
+            .into_iter()
+            .next()
+            .unwrap();
+        let model = d.path().join("model");
+        crunch_model::testing::write_tiny_model(&spec, &model, 0).unwrap();
+        let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+        let (model, cache, out) = (path("model"), path("cache"), path("out"));
+        let mut a = vec!["crunch", "compress", &model, "--out", &out, "--target-bpw"];
+        a.extend_from_slice(&["3.2", "--calib", "self:8x16", "--levels", "4,2g8,3,2"]);
+        a.extend_from_slice(&["--level-group-size", "32", "--generations", "2"]);
+        a.extend_from_slice(&["--offspring", "2", "--selection", "2x1", "--prune-levels"]);
+        a.extend_from_slice(&["--search-cache", &cache, "--json"]);
+        let v = crate::run_captured(a).unwrap()[0].clone();
+        let pruned = v["search"]["pruned_levels"].as_array().unwrap();
+        let names: Vec<&str> = pruned
+            .iter()
+            .map(|p| p["level"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"gptq2g8"), "{v}");
+        // The search's levels are what is left, and no layer got a dropped one.
+        let levels = v["search"]["levels"].as_object().unwrap();
+        for n in &names {
+            assert!(!levels.contains_key(*n), "{v}");
+        }
+        assert!(
+            levels.contains_key("gptq2g32") && levels.contains_key("gptq3g32"),
+            "{v}"
+        );
     }
 
     #[test]

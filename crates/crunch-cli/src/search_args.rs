@@ -26,7 +26,8 @@ pub struct SearchArgs {
     /// and their KL on the same calibration windows (e.g. llama.cpp's GGUFs).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub compare: Vec<PathBuf>,
-    /// Levels a layer may get, from smallest to largest (by the uniform model's size): a bit
+    /// Levels a layer may get, in any order (the search sorts them by the uniform model's
+    /// size, decision 147): a bit
     /// width (2–8) on the --level-group-size grid, BITSgGROUP for another group size (e.g.
     /// 3g64, 4g32), or BITSlut for GPTQ onto one codebook of 2^BITS f16 levels per row (2lut,
     /// 3lut, 4lut; 3lutg256 for one per 256 columns; decision 143); a suffix sK codes each
@@ -78,6 +79,12 @@ pub struct SearchArgs {
     /// by gets cheaper (e.g. on a CPU: decision 124).
     #[arg(long, value_name = "L", default_value_t = 0)]
     pub fitness_len: usize,
+    /// Before searching, drop every level whose uniform model (all layers at that level) is
+    /// larger than another level's and no better on the --kl-windows windows: the search then
+    /// steps along the uniform models' front (decision 148). For ladders that mix kinds of
+    /// level (free and coded scales). Opt-in: not yet measured on the benchmark protocol.
+    #[arg(long)]
+    pub prune_levels: bool,
     /// Rounds of the fill pass after the generations: the budget the result leaves unused goes
     /// to the layer raises that lower the KL on the --kl-windows windows most per byte, each
     /// measured and kept only if it does (0: no fill).

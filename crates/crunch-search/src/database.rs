@@ -297,21 +297,7 @@ impl Database {
                 })
                 .collect();
         }
-        let order = variants
-            .iter()
-            .enumerate()
-            .map(|(u, vars): (usize, &Vec<CompressedLayer>)| {
-                let (r, c) = shapes[u];
-                let cost: Vec<f64> = vars
-                    .iter()
-                    .map(|v| v.bits_per_weight() * (r * c) as f64)
-                    .collect();
-                let mut o: Vec<usize> = (0..vars.len()).collect();
-                // Stable: levels of equal cost keep the order given (`costs` refuses them).
-                o.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
-                o
-            })
-            .collect();
+        let order = rank_order(&variants, &shapes);
         Ok(Database {
             units,
             shapes,
@@ -322,6 +308,28 @@ impl Database {
             made,
         })
     }
+}
+
+/// `[unit][rank]`: each unit's levels from its cheapest variant to its dearest (see
+/// [`Database::order`]).
+pub(crate) fn rank_order(
+    variants: &[Vec<CompressedLayer>],
+    shapes: &[(usize, usize)],
+) -> Vec<Vec<usize>> {
+    variants
+        .iter()
+        .zip(shapes)
+        .map(|(vars, &(r, c))| {
+            let cost: Vec<f64> = vars
+                .iter()
+                .map(|v| v.bits_per_weight() * (r * c) as f64)
+                .collect();
+            let mut o: Vec<usize> = (0..vars.len()).collect();
+            // Stable: levels of equal cost keep the order given (`costs` refuses them).
+            o.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
+            o
+        })
+        .collect()
 }
 
 /// What a search's fitness swaps into the candidate model: each unit's weight at each level.

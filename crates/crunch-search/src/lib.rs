@@ -23,6 +23,7 @@ pub mod fill;
 pub mod fitness;
 pub mod gguf_levels;
 pub mod plot;
+pub mod prune;
 pub mod swap;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use evo::{search, Budget, Elite, EvoParams, Fitness, Generation, SearchState
 pub use fill::{fill_round, FillRound};
 pub use fitness::{DeviceVariants, FitnessTiming, ModelFitness};
 pub use gguf_levels::GgufDatabase;
+pub use prune::undominated;
 
 use std::path::PathBuf;
 
