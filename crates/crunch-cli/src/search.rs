@@ -653,33 +653,44 @@ fn save_state(path: &Path, st: &SearchState) -> crunch_search::Result<()> {
 mod tests {
     use super::*;
 
+    /// Searches the first tiny model (written under `d` on the first call) at 3.2 bpw over
+    /// `levels` (g32 unless named), two generations of two offspring, into `d/out`, with
+    /// `extra` flags: the `--json` record.
+    fn tiny_search(
+        d: &std::path::Path,
+        out: &str,
+        levels: &str,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let model = d.join("model");
+        if !model.exists() {
+            let spec = crunch_model::testing::tiny_specs()
+                .into_iter()
+                .next()
+                .unwrap();
+            crunch_model::testing::write_tiny_model(&spec, &model, 0).unwrap();
+        }
+        let path = |n: &str| d.join(n).to_str().unwrap().to_string();
+        let (model, cache, out) = (path("model"), path("cache"), path(out));
+        let mut a = vec!["crunch", "compress", &model, "--out", &out, "--target-bpw"];
+        a.extend_from_slice(&["3.2", "--calib", "self:8x16", "--levels", levels]);
+        a.extend_from_slice(&["--level-group-size", "32", "--generations", "2"]);
+        a.extend_from_slice(&["--offspring", "2", "--selection", "2x1"]);
+        a.extend_from_slice(&["--search-cache", &cache, "--json"]);
+        a.extend_from_slice(extra);
+        crate::run_captured(a).unwrap()[0].clone()
+    }
+
     #[test]
     fn a_search_samples_its_self_calibration_once() {
         let d = tempfile::tempdir().unwrap();
-        let spec = crunch_model::testing::tiny_specs()
-            .into_iter()
-            .next()
-            .unwrap();
-        let model = d.path().join("model");
-        crunch_model::testing::write_tiny_model(&spec, &model, 0).unwrap();
-        let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
-        let (model, cache) = (path("model"), path("cache"));
-        let search = |out: &str, extra: &[&str]| -> serde_json::Value {
-            let mut a = vec!["crunch", "compress", &model, "--out", out, "--target-bpw"];
-            a.extend_from_slice(&["3.2", "--calib", "self:8x16", "--levels", "2,3,4"]);
-            a.extend_from_slice(&["--level-group-size", "32", "--generations", "2"]);
-            a.extend_from_slice(&["--offspring", "2", "--selection", "2x1"]);
-            a.extend_from_slice(&["--search-cache", &cache, "--json"]);
-            a.extend_from_slice(extra);
-            crate::run_captured(a).unwrap()[0].clone()
-        };
-        let v = search(&path("a"), &[]);
+        let v = tiny_search(d.path(), "a", "2,3,4", &[]);
         assert_eq!(v["calibration_windows"], "search", "{v}");
         // GPTQ levels: the write calibrated (with the search's windows).
         assert_eq!(v["methods"]["gptq"], 14, "{v}");
         let recipe = std::fs::read_to_string(d.path().join("a/recipe.toml")).unwrap();
         assert!(recipe.contains("data = \"self:8x16\""), "{recipe}");
-        let v = search(&path("b"), &["--fitness-self", "2"]);
+        let v = tiny_search(d.path(), "b", "2,3,4", &["--fitness-self", "2"]);
         assert_eq!(v["calibration_windows"], "search", "{v}");
         assert_eq!(v["search"]["fitness_self"], 2, "{v}");
     }
@@ -689,20 +700,7 @@ mod tests {
     #[test]
     fn pruning_drops_a_larger_and_worse_level() {
         let d = tempfile::tempdir().unwrap();
-        let spec = crunch_model::testing::tiny_specs()
-            .into_iter()
-            .next()
-            .unwrap();
-        let model = d.path().join("model");
-        crunch_model::testing::write_tiny_model(&spec, &model, 0).unwrap();
-        let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
-        let (model, cache, out) = (path("model"), path("cache"), path("out"));
-        let mut a = vec!["crunch", "compress", &model, "--out", &out, "--target-bpw"];
-        a.extend_from_slice(&["3.2", "--calib", "self:8x16", "--levels", "4,2g8,3,2"]);
-        a.extend_from_slice(&["--level-group-size", "32", "--generations", "2"]);
-        a.extend_from_slice(&["--offspring", "2", "--selection", "2x1", "--prune-levels"]);
-        a.extend_from_slice(&["--search-cache", &cache, "--json"]);
-        let v = crate::run_captured(a).unwrap()[0].clone();
+        let v = tiny_search(d.path(), "out", "4,2g8,3,2", &["--prune-levels"]);
         let pruned = v["search"]["pruned_levels"].as_array().unwrap();
         let names: Vec<&str> = pruned
             .iter()

@@ -130,9 +130,7 @@ impl Database {
             debug_assert_eq!(costs.len(), vars.len());
             out.push(costs);
         }
-        let totals: Vec<f64> = (0..self.levels.len())
-            .map(|l| (0..self.units.len()).map(|u| self.level_costs(u)[l]).sum())
-            .collect();
+        let totals = self.uniform_sizes();
         if let Some(i) = (1..totals.len()).find(|&i| totals[i] <= totals[i - 1]) {
             return Err(Error::Params(format!(
                 "levels {} and {}: the uniform models' sizes do not grow in the order given \
@@ -144,6 +142,11 @@ impl Database {
             )));
         }
         Ok(out)
+    }
+
+    /// The uniform model's size of each level, in bits (the ladder's order: ascending).
+    pub fn uniform_sizes(&self) -> Vec<f64> {
+        uniform_totals(&self.variants, &self.shapes, self.levels.len())
     }
 
     /// A unit's cost in bits at each level, in the order the levels were given.
@@ -273,16 +276,7 @@ impl Database {
         // to work out (2g32s6 is below 2g64, 3g64s6 below the free 3-bit g128), and a refusal
         // came only after every variant had been made. Stable, so equal sizes keep the order
         // given (`costs` refuses them).
-        let totals: Vec<f64> = (0..levels.len())
-            .map(|l| {
-                (0..units.len())
-                    .map(|u| {
-                        let (r, c) = shapes[u];
-                        variants[u][l].bits_per_weight() * (r * c) as f64
-                    })
-                    .sum()
-            })
-            .collect();
+        let totals = uniform_totals(&variants, &shapes, levels.len());
         let mut by_size: Vec<usize> = (0..levels.len()).collect();
         by_size.sort_by(|&a, &b| totals[a].total_cmp(&totals[b]));
         let levels: Vec<Level> = by_size.iter().map(|&l| levels[l].clone()).collect();
@@ -308,6 +302,24 @@ impl Database {
             made,
         })
     }
+}
+
+/// Each level's uniform model size in bits (every unit at that level), levels in the order
+/// of `variants`' columns.
+pub(crate) fn uniform_totals(
+    variants: &[Vec<CompressedLayer>],
+    shapes: &[(usize, usize)],
+    levels: usize,
+) -> Vec<f64> {
+    (0..levels)
+        .map(|l| {
+            variants
+                .iter()
+                .zip(shapes)
+                .map(|(vars, &(r, c))| vars[l].bits_per_weight() * (r * c) as f64)
+                .sum()
+        })
+        .collect()
 }
 
 /// `[unit][rank]`: each unit's levels from its cheapest variant to its dearest (see

@@ -38,19 +38,6 @@ pub fn undominated(sizes: &[f64], kls: &[f64]) -> Vec<bool> {
 }
 
 impl Database {
-    /// The uniform model's size of each level, in bits (the ladder's order: ascending).
-    pub fn uniform_sizes(&self) -> Vec<f64> {
-        (0..self.levels.len())
-            .map(|l| {
-                self.variants
-                    .iter()
-                    .zip(&self.shapes)
-                    .map(|(vars, &(r, c))| vars[l].bits_per_weight() * (r * c) as f64)
-                    .sum()
-            })
-            .collect()
-    }
-
     /// Keeps the levels where `keep` is true (at least two), with their variants, and ranks
     /// the units' ladders again.
     pub fn retain_levels(&mut self, keep: &[bool]) -> Result<()> {
