@@ -254,7 +254,7 @@ fn searched<B: Backend + Clone>(
         "independent" => LevelInputs::Independent,
         _ => LevelInputs::Sequential,
     };
-    let db = Database::build(
+    let mut db = Database::build(
         b,
         ckpt,
         levels,
@@ -265,13 +265,11 @@ fn searched<B: Backend + Clone>(
     )?;
     bar.finish_and_clear();
     let variants_seconds = variants_started.elapsed().as_secs_f64();
-    let mut db = db;
     let pruned = if s.prune_levels {
         prune_ladder(b, ckpt, &mut db, pool, params.seed, s.kl_windows)?
     } else {
         Vec::new()
     };
-    let db = db;
     let costs = db.costs()?;
     // The database's ladder, sorted from small to large (the order given may differ).
     let levels = &db.levels;

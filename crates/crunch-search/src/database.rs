@@ -134,7 +134,8 @@ impl Database {
         if let Some(i) = (1..totals.len()).find(|&i| totals[i] <= totals[i - 1]) {
             return Err(Error::Params(format!(
                 "levels {} and {}: the uniform models' sizes do not grow in the order given \
-                 ({:.0} and {:.0} bits); give the levels from small to large",
+                 ({:.0} and {:.0} bits); give the levels from small to large, no two of the \
+                 same size (a ladder `Database::build` sorted fails here only on a tie)",
                 self.levels[i - 1].short(),
                 self.levels[i].short(),
                 totals[i - 1],
@@ -149,13 +150,9 @@ impl Database {
         uniform_totals(&self.variants, &self.shapes, self.levels.len())
     }
 
-    /// A unit's cost in bits at each level, in the order the levels were given.
+    /// A unit's cost in bits at each level, in the order of `levels`.
     fn level_costs(&self, u: usize) -> Vec<f64> {
-        let (r, c) = self.shapes[u];
-        self.variants[u]
-            .iter()
-            .map(|v| v.bits_per_weight() * (r * c) as f64)
-            .collect()
+        unit_costs(&self.variants[u], self.shapes[u])
     }
 
     /// The level of unit `u`'s rank `rank`.
@@ -304,6 +301,13 @@ impl Database {
     }
 }
 
+/// One unit's cost in bits at each of its variants (storage bits per weight × weights).
+fn unit_costs(vars: &[CompressedLayer], (r, c): (usize, usize)) -> Vec<f64> {
+    vars.iter()
+        .map(|v| v.bits_per_weight() * (r * c) as f64)
+        .collect()
+}
+
 /// Each level's uniform model size in bits (every unit at that level), levels in the order
 /// of `variants`' columns.
 pub(crate) fn uniform_totals(
@@ -311,14 +315,13 @@ pub(crate) fn uniform_totals(
     shapes: &[(usize, usize)],
     levels: usize,
 ) -> Vec<f64> {
+    let per_unit: Vec<Vec<f64>> = variants
+        .iter()
+        .zip(shapes)
+        .map(|(vars, &shape)| unit_costs(vars, shape))
+        .collect();
     (0..levels)
-        .map(|l| {
-            variants
-                .iter()
-                .zip(shapes)
-                .map(|(vars, &(r, c))| vars[l].bits_per_weight() * (r * c) as f64)
-                .sum()
-        })
+        .map(|l| per_unit.iter().map(|c| c[l]).sum())
         .collect()
 }
 
@@ -331,11 +334,8 @@ pub(crate) fn rank_order(
     variants
         .iter()
         .zip(shapes)
-        .map(|(vars, &(r, c))| {
-            let cost: Vec<f64> = vars
-                .iter()
-                .map(|v| v.bits_per_weight() * (r * c) as f64)
-                .collect();
+        .map(|(vars, &shape)| {
+            let cost = unit_costs(vars, shape);
             let mut o: Vec<usize> = (0..vars.len()).collect();
             // Stable: levels of equal cost keep the order given (`costs` refuses them).
             o.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
