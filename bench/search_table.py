@@ -58,6 +58,8 @@ def main():
                          "the search runs at each one's exact bits per weight")
     ap.add_argument("--prune-levels", action="store_true",
                     help="pass --prune-levels to the search (decision 148)")
+    ap.add_argument("--jump", default="1",
+                    help="pass --jump to the search: the most ranks a mutation raises a layer by (decision 149)")
     ap.add_argument("--skip-search", action="store_true",
                     help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
     ap.add_argument("--lut-uniform", default="",
@@ -92,6 +94,8 @@ def main():
             cmd += ["--plot", a.plot]
         if a.prune_levels:
             cmd += ["--prune-levels"]
+        if a.jump != "1":
+            cmd += ["--jump", a.jump]
         s = run_json(cmd)
         for run, out, c in [(name, out_u, u), (f"searched @ {bpw:.3f}", out_s, s)]:
             row = {"run": run, "bits_per_weight": c["bits_per_weight"], "size_on_disk": c["size_on_disk"],
@@ -100,7 +104,7 @@ def main():
             if "search" in c:
                 row["search"] = {k: c["search"][k] for k in
                                  ["calibration_kl", "levels", "generations", "evaluations", "search_seconds",
-                                  "variants_made", "variants_cached", "pruned_levels"] if k in c["search"]}
+                                  "variants_made", "variants_cached", "pruned_levels", "jump"] if k in c["search"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     lut_rows = []

@@ -15,7 +15,9 @@
 #                UNIFORM=3:0 and UNIFORM=3:32); uniform: 3g128s6 and 3g16s6. PRUNE=1 prunes
 #                the ladder to the uniform models' front first (decision 148); GENERATIONS=150
 #                as s32's 3.0-bpw run (each UNIFORM has its own --work folder, so the two
-#                can run side by side).
+#                can run side by side). JUMP=N lets a mutation raise a layer up to N ranks
+#                (decision 149). TAG=NAME adds NAME to the work folder (two settings at one
+#                UNIFORM side by side).
 # Usage: bench/gpu/search_codec_rows.sh lut|kscale|union search|uniform CRUNCH MODEL.gguf DIR_WITH_TEXTS OUTDIR
 set -euo pipefail
 codec=$1 mode=$2 crunch=$3 model=$4 texts=$5 out=$6
@@ -28,7 +30,7 @@ esac
 mkdir -p "$out"
 table() { python3 "$(dirname "$0")/../search_table.py" --crunch "$crunch" --model "$model" \
   --calib "$texts/calib.txt" --eval "$texts/eval.txt" --offdomain "$texts/offdomain.txt" \
-  --work "/tmp/search-$codec-$(echo "${UNIFORM:-none}" | tr : g)-table" --threads "${THREADS:-16}" --device cuda "$@"; }
+  --work "/tmp/search-$codec-$(echo "${UNIFORM:-none}" | tr : g)${TAG:+-$TAG}-table" --threads "${THREADS:-16}" --device cuda "$@"; }
 case $codec:$mode in
   lut:search)
     table --generations 30 --offspring 16 --selection 2x4,8x1 --plot "$out/search_lut_rd.svg" \
@@ -44,7 +46,7 @@ case $codec:$mode in
   union:search)
     u=${UNIFORM:-3:0}
     # PRUNE=1: the ladder pruned to the uniform models' front first (decision 148).
-    table ${PRUNE:+--prune-levels} --generations ${GENERATIONS:-50} --offspring 16 --selection 8x4,32x1 --uniform "$u" \
+    table ${PRUNE:+--prune-levels} --jump ${JUMP:-1} --generations ${GENERATIONS:-50} --offspring 16 --selection 8x4,32x1 --uniform "$u" \
       --plot "$out/search_union_rd-${u/:/g}.svg" \
       --levels 2,2g32s6,2g64,2g16s6,2g32,3g0,3g256s6,3g128s6,3,3g64s6,3g64,3g32s6,3g16s6,3g32,4,4g64s6,4g64,4g32s6,4g32,5,6,8 \
       | tee "$out/search-union-table-${u/:/g}.txt" ;;

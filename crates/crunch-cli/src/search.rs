@@ -234,6 +234,7 @@ pub(crate) fn evo_params(s: &SearchArgs, seed: u64, default_selection: &str) -> 
         seed,
         fill_rounds: s.fill_rounds,
         patience: s.patience,
+        jump: s.jump,
     };
     params.validate()?;
     Ok(params)

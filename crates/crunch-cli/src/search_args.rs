@@ -79,6 +79,11 @@ pub struct SearchArgs {
     /// by gets cheaper (e.g. on a CPU: decision 124).
     #[arg(long, value_name = "L", default_value_t = 0)]
     pub fitness_len: usize,
+    /// The most ranks one mutation raises a layer by (1: EvoPress's level switch). In a ladder
+    /// with many levels, a larger jump lets a layer step over levels that suit it badly in one
+    /// move (decision 149). Opt-in: not yet measured on the benchmark protocol.
+    #[arg(long, value_name = "RANKS", default_value_t = 1)]
+    pub jump: usize,
     /// Before searching, drop every level whose uniform model (all layers at that level) is
     /// larger than another level's and no better on the --kl-windows windows: the search then
     /// steps along the uniform models' front (decision 148). For ladders that mix kinds of

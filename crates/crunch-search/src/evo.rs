@@ -165,7 +165,12 @@ impl Budget {
     /// the steps down freed beyond that to random units (other than the raised one) while a
     /// raise fits: with layers of unequal sizes a step down can free far more than the step up
     /// took. The parent itself when no unit can go up, or when nothing else can go down.
-    pub fn mutate(&self, parent: &[u8], rng: &mut Rng) -> Vec<u8> {
+    ///
+    /// `jump` > 1 (beyond the paper, decision 149): the raised unit goes up 1 to `jump` ranks,
+    /// uniformly drawn (capped at its top), so that in a ladder with many levels a unit can
+    /// step over a level that does not suit it in one move. `jump` = 1 is the paper's move and
+    /// draws exactly what it drew before the option (no draw for the size of the step).
+    pub fn mutate(&self, parent: &[u8], jump: usize, rng: &mut Rng) -> Vec<u8> {
         let mut c = parent.to_vec();
         let up: Vec<usize> = (0..c.len())
             .filter(|&u| (c[u] as usize) + 1 < self.levels(u))
@@ -174,7 +179,12 @@ impl Budget {
             return c;
         }
         let i = up[rng.below(up.len())];
-        c[i] += 1;
+        let room = self.levels(i) - 1 - c[i] as usize;
+        let k = match jump.min(room) {
+            0 | 1 => 1,
+            j => 1 + rng.below(j),
+        };
+        c[i] += k as u8;
         let mut cost = self.cost(&c);
         while cost > self.limit {
             let down: Vec<usize> = (0..c.len()).filter(|&u| u != i && c[u] > 0).collect();
@@ -216,10 +226,22 @@ pub struct EvoParams {
     /// search without it keeps the key (and the saved state) it had before the option.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub patience: usize,
+    /// The most ranks a mutation raises its unit by (`Budget::mutate`; 1: the paper's level
+    /// switch). Not serialized when 1, so a search without it keeps its key and saved state.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub jump: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl EvoParams {
@@ -238,6 +260,9 @@ impl EvoParams {
         }
         if self.offspring == 0 {
             return bad("a search needs at least one offspring per generation".into());
+        }
+        if self.jump == 0 {
+            return bad("a mutation's jump must be at least 1 rank".into());
         }
         for (i, s) in self.steps.iter().enumerate() {
             if s.windows == 0 || s.survivors == 0 {
@@ -424,7 +449,7 @@ pub fn search(
             cands.push(e.config.clone());
         }
         for _ in 0..params.offspring {
-            let c = budget.mutate(&state.parent, &mut rng);
+            let c = budget.mutate(&state.parent, params.jump, &mut rng);
             // A duplicate would only cost evaluations (the first copy wins ties).
             if !cands.contains(&c) {
                 cands.push(c);

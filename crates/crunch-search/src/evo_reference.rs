@@ -182,6 +182,7 @@ fn one_step(generations: usize, seed: u64) -> EvoParams {
         seed,
         fill_rounds: 0,
         patience: 0,
+        jump: 1,
     }
 }
 
@@ -279,4 +280,42 @@ fn patience_stops_early_deterministically_and_keeps_old_keys() {
     )
     .unwrap();
     assert_eq!(resumed, full);
+}
+
+/// A ladder with a level that suits no unit (4 bits here, as free 2-bit g32 sat between 3-bit
+/// per channel and coded 2-bit g16 in s32's union ladder): from the uniform 3-bit start, every
+/// one-rank switch raises a unit onto it and is worse, so the paper's move never leaves the
+/// start; raises of up to `jump` ranks step over it to the optimum (decision 149).
+#[test]
+fn a_jump_steps_over_a_level_that_suits_no_unit() {
+    let units = 6;
+    let costs = vec![vec![200.0, 300.0, 400.0, 500.0]; units];
+    let budget = Budget {
+        costs,
+        limit: 300.0 * units as f64,
+    };
+    let err = vec![vec![6.0, 5.0, 20.0, 0.0]; units];
+    let want = brute_force(&err, &budget);
+    let start = 5.0 * units as f64;
+    assert!(want < start - 5.0, "the trap has a better optimum ({want})");
+    let run = |jump: usize| {
+        let mut params = one_step(60, 4);
+        params.jump = jump;
+        let mut fit = Additive {
+            err: err.clone(),
+            budget: budget.clone(),
+            all_within: true,
+        };
+        let s = search(&budget, &params, "j", &mut fit, &[], None, &mut |_| Ok(())).unwrap();
+        assert!(fit.all_within, "a candidate broke the budget (jump {jump})");
+        assert!(budget.cost(s.chosen()) <= budget.limit);
+        fit.score_held(s.chosen()).unwrap()
+    };
+    assert_eq!(run(1), start, "one-rank switches left the uniform start");
+    assert_eq!(run(3), want);
+    // Off (1): the parameters serialize as before the option, so saved searches keep their key.
+    let mut p = one_step(1, 0);
+    assert!(!serde_json::to_string(&p).unwrap().contains("jump"));
+    p.jump = 0;
+    assert!(p.validate().is_err());
 }

@@ -37,6 +37,7 @@ fn params(generations: usize) -> EvoParams {
         seed: 5,
         fill_rounds: 0,
         patience: 0,
+        jump: 1,
     }
 }
 
