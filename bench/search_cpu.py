@@ -5,8 +5,9 @@ CPU seconds of the crunch process) and its written model evaluated with `crunch 
 the evaluation text and the off-domain text.
 
 First a separate command makes the variants (`--generations 0 --fill-rounds 0`: the variants and
-the seeds only), so every timed search reads them from the cache, as issue 14's "with cached
-variants" asks. Prints one JSON line per run, then a Markdown table.
+the seeds only), once per ladder the settings use, so every timed search reads them from the cache,
+as issue 14's "with cached variants" asks. The default setting's ladder (decision 150) holds
+coded-scale levels, which GPTQ alone makes: with `--level-method rtn` run `--settings cpu`. Prints one JSON line per run, then a Markdown table.
 
 Usage: bench/search_cpu.py --crunch target/release/crunch --model MODEL.gguf --calib calib.txt
        --eval eval.txt --offdomain offdomain.txt --work DIR [--threads 2] [--device cpu]
@@ -21,12 +22,14 @@ import resource
 
 from quantize_table import markdown, protocol_args, run_json
 
-# The CPU setting (decision 124): at most 20 generations of 8 offspring, one window for all and
+# The CPU setting (decision 124; its ladder and moves pinned to those measured in s27, before
+# decision 150 changed the defaults): at most 20 generations of 8 offspring, one window for all and
 # 4 for the best 2, fitness on each window's first 256 tokens, 4 held windows, an early stop after
 # 8 generations without a better elite, no fill pass.
 SETTINGS = {
     "default": [],
-    "cpu": ["--generations", "20", "--offspring", "8", "--selection", "1x2,4x1", "--kl-windows", "4",
+    "cpu": ["--levels", "2,3,3g64,3g32,4,4g64,4g32,5,6,8", "--no-prune-levels", "--jump", "1",
+            "--generations", "20", "--offspring", "8", "--selection", "1x2,4x1", "--kl-windows", "4",
             "--fitness-len", "256", "--patience", "8", "--fill-rounds", "0"],
 }
 
@@ -54,10 +57,21 @@ def main():
             a.level_method, "--calib", a.calib, "--calib-samples", "128", "--calib-len", "512",
             "--seed", "0", "--device", a.device, "--search-cache", os.path.join(a.work, "cache"),
             "--force", "--json"]
-    made = timed(base + ["--out", os.path.join(a.work, "variants"), "--generations", "0",
-                         "--fill-rounds", "0", "--kl-windows", "1"])
-    print(json.dumps({"run": "variants", "wall_s": made["wall_seconds"], "cpu_s": made["cpu_seconds"],
-                      "variants_made": made["search"]["variants_made"]}), flush=True)
+    # One variants pass per ladder the settings use (the CPU setting pins its own; the default
+    # setting takes crunch's default ladder, decision 150, whose coded-scale levels need gptq).
+    ladders = []
+    for name in a.settings.split(","):
+        f = SETTINGS[name]
+        lad = f[f.index("--levels") + 1] if "--levels" in f else None
+        if lad not in ladders:
+            ladders.append(lad)
+    for lad in ladders:
+        made = timed(base + (["--levels", lad] if lad else []) +
+                     ["--out", os.path.join(a.work, "variants"), "--generations", "0",
+                      "--fill-rounds", "0", "--kl-windows", "1"])
+        print(json.dumps({"run": "variants", "levels": lad or "default", "wall_s": made["wall_seconds"],
+                          "cpu_s": made["cpu_seconds"], "variants_made": made["search"]["variants_made"]}),
+              flush=True)
 
     def evaluate(out, text):
         e = run_json([a.crunch, *th, "eval", out, "--base", a.model, "--device", a.device, "--data", text,

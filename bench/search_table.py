@@ -57,9 +57,12 @@ def main():
                     help="uniform GPTQ baselines, BITS:GROUP comma-separated (group 0: per channel); "
                          "the search runs at each one's exact bits per weight")
     ap.add_argument("--prune-levels", action="store_true",
-                    help="pass --prune-levels to the search (decision 148)")
-    ap.add_argument("--jump", default="1",
-                    help="pass --jump to the search: the most ranks a mutation raises a layer by (decision 149)")
+                    help="pass --prune-levels to the search (decision 148; crunch's default since decision 150)")
+    ap.add_argument("--no-prune-levels", action="store_true",
+                    help="pass --no-prune-levels: the ladder as given, as searched before decision 150")
+    ap.add_argument("--jump",
+                    help="pass --jump to the search: the most ranks a mutation raises a layer by "
+                         "(decision 149; crunch's default: 3, decision 150)")
     ap.add_argument("--skip-search", action="store_true",
                     help="only the --lut-uniform models (a second command, to stay under 8 minutes)")
     ap.add_argument("--lut-uniform", default="",
@@ -94,7 +97,9 @@ def main():
             cmd += ["--plot", a.plot]
         if a.prune_levels:
             cmd += ["--prune-levels"]
-        if a.jump != "1":
+        if a.no_prune_levels:
+            cmd += ["--no-prune-levels"]
+        if a.jump:
             cmd += ["--jump", a.jump]
         s = run_json(cmd)
         for run, out, c in [(name, out_u, u), (f"searched @ {bpw:.3f}", out_s, s)]:

@@ -16,7 +16,9 @@
 #                    block for all levels; min-max grids: the host's clipping search is ~3/4 of
 #                    a GPTQ level at these shapes, BENCHMARKS s25)
 #   default:         the defaults (sequential inputs, MSE grids): ~11.8 s per block and level
-# LEVELS overrides --levels (default: crunch's 10 default levels).
+# LEVELS overrides --levels (default: the 10 levels that were crunch's default when this was
+# measured, s26/s27; crunch's default ladder is now 16 levels, decision 150). The ladder is not
+# pruned and a mutation moves one rank, as measured (--no-prune-levels --jump 1).
 # DEVICE: the search's device (default cuda, f32 arithmetic; cuda-bf16 runs the model in bf16, as
 #   `gpu_llama eval` and `crunch eval --device cuda-bf16` do).
 # CRUNCH_FITNESS_TIMING=1: the fitness's counters (swap, forward, LM head, KL) are measured with
@@ -44,7 +46,7 @@ case $setting in
   default) flags=() ;;
   *) echo "SETTING must be large or default" >&2; exit 2 ;;
 esac
-[ -n "${LEVELS:-}" ] && flags+=(--levels "$LEVELS")
+flags+=(--levels "${LEVELS:-2,3,3g64,3g32,4,4g64,4g32,5,6,8}" --no-prune-levels --jump 1)
 gens=${GENS:-4} full=${FULL_GENS:-50}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 mkdir -p "$out"

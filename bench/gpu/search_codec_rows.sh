@@ -28,9 +28,12 @@ case $codec:$mode in
   *) echo "usage: $0 lut|kscale|union search|uniform CRUNCH MODEL DIR OUT" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
+# As measured: the ladder pruned only with PRUNE=1, one-rank moves unless JUMP is given (crunch's
+# defaults since decision 150 are pruning on and --jump 3).
+moves=$([ -n "${PRUNE:-}" ] && echo --prune-levels || echo --no-prune-levels)
 table() { python3 "$(dirname "$0")/../search_table.py" --crunch "$crunch" --model "$model" \
   --calib "$texts/calib.txt" --eval "$texts/eval.txt" --offdomain "$texts/offdomain.txt" \
-  --work "/tmp/search-$codec-$(echo "${UNIFORM:-none}" | tr : g)${TAG:+-$TAG}-table" --threads "${THREADS:-16}" --device cuda "$@"; }
+  --work "/tmp/search-$codec-$(echo "${UNIFORM:-none}" | tr : g)${TAG:+-$TAG}-table" --threads "${THREADS:-16}" --device cuda $moves --jump "${JUMP:-1}" "$@"; }
 case $codec:$mode in
   lut:search)
     table --generations 30 --offspring 16 --selection 2x4,8x1 --plot "$out/search_lut_rd.svg" \
@@ -46,7 +49,7 @@ case $codec:$mode in
   union:search)
     u=${UNIFORM:-3:0}
     # PRUNE=1: the ladder pruned to the uniform models' front first (decision 148).
-    table ${PRUNE:+--prune-levels} --jump ${JUMP:-1} --generations ${GENERATIONS:-50} --offspring 16 --selection 8x4,32x1 --uniform "$u" \
+    table --generations ${GENERATIONS:-50} --offspring 16 --selection 8x4,32x1 --uniform "$u" \
       --plot "$out/search_union_rd-${u/:/g}.svg" \
       --levels 2,2g32s6,2g64,2g16s6,2g32,3g0,3g256s6,3g128s6,3,3g64s6,3g64,3g32s6,3g16s6,3g32,4,4g64s6,4g64,4g32s6,4g32,5,6,8 \
       | tee "$out/search-union-table-${u/:/g}.txt" ;;

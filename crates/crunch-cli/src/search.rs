@@ -78,7 +78,7 @@ struct Found {
     made: usize,
     variants_seconds: f64,
     /// Levels `--prune-levels` dropped: name, bits per weight and held KL of each uniform model.
-    pruned: Vec<(String, f64, f64)>,
+    pruned: Vec<Dropped>,
 }
 
 pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
@@ -108,7 +108,12 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
             }
             if let Some(k) = scale_bits {
                 if s.level_method != "gptq" {
-                    bail!("--levels `{l}`: coded group scales are made by gptq only");
+                    bail!(
+                        "--levels `{l}`: coded group scales are made by gptq only (the default \
+                         ladder has them; with --level-method {} give --levels, e.g. \
+                         2,3,3g64,3g32,4,4g64,4g32,5,6,8)",
+                        s.level_method
+                    );
                 }
                 extra.push(("scale_bits", i64::from(k).into()));
             }
@@ -118,7 +123,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     if levels.len() < 2 {
         bail!("--levels: a search needs at least two levels");
     }
-    let params = evo_params(s, c.calib.seed(), SELECTION)?;
+    let params = evo_params(s, c.calib.seed(), JUMP)?;
     crate::output_notes(crunch_export::prepare_output(
         &c.out,
         &[c.model.as_path()],
@@ -189,10 +194,11 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
         }
     }
     let mut extra = record(s, found_outcome, windows.len(), search_seconds);
+    extra["jump"] = json!(params.jump);
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(found.cached);
     extra["variants_made"] = json!(found.made);
-    if s.prune_levels {
+    if s.prune() {
         extra["pruned_levels"] = json!(found
             .pruned
             .iter()
@@ -217,24 +223,25 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
     crate::compress::run(c, RecipeFile::default(), stages, Some(given))
 }
 
-/// The GGUF search's selection steps when --selection is not given: four times the tokens of
-/// [`SELECTION`] per step, which kept its advantage over llama-quantize off the calibration
-/// text at every preset size (decision 136, BENCHMARKS s28).
-pub(crate) const SELECTION_GGUF: &str = "8x4,32x1";
-/// The crunch-format search's selection steps when --selection is not given (its quality
-/// figures were measured with these; the GGUF default is not measured there yet).
-pub(crate) const SELECTION: &str = "2x4,8x1";
+/// The selection steps when --selection is not given, for both formats: 8 windows for every
+/// candidate, 32 for the best 4. The GGUF search kept its advantage over llama-quantize off the
+/// calibration text with these (decision 136, BENCHMARKS s28); the crunch-format search met
+/// issue 14 with them (decision 150, BENCHMARKS s33). The earlier crunch-format default,
+/// `2x4,8x1`, scored a quarter of the tokens.
+pub(crate) const SELECTION: &str = "8x4,32x1";
+/// The crunch-format search's --jump when not given (decision 150); the GGUF search's is 1.
+pub(crate) const JUMP: usize = 3;
 
-/// The search's parameters from the flags; `default_selection` when --selection is not given.
-pub(crate) fn evo_params(s: &SearchArgs, seed: u64, default_selection: &str) -> Result<EvoParams> {
+/// The search's parameters from the flags; `default_jump` when --jump is not given.
+pub(crate) fn evo_params(s: &SearchArgs, seed: u64, default_jump: usize) -> Result<EvoParams> {
     let params = EvoParams {
         generations: s.generations,
         offspring: s.offspring,
-        steps: parse_selection(s.selection.as_deref().unwrap_or(default_selection))?,
+        steps: parse_selection(s.selection.as_deref().unwrap_or(SELECTION))?,
         seed,
         fill_rounds: s.fill_rounds,
         patience: s.patience,
-        jump: s.jump,
+        jump: s.jump.unwrap_or(default_jump),
     };
     params.validate()?;
     Ok(params)
@@ -266,15 +273,15 @@ fn searched<B: Backend + Clone>(
     )?;
     bar.finish_and_clear();
     let variants_seconds = variants_started.elapsed().as_secs_f64();
-    let pruned = if s.prune_levels {
-        prune_ladder(b, ckpt, &mut db, pool, params.seed, s.kl_windows)?
+    let (base, model) = load_twice(b, ckpt)?;
+    let (model, pruned) = if s.prune() {
+        prune_ladder(&base, model, &mut db, pool, params.seed, s.kl_windows)?
     } else {
-        Vec::new()
+        (model, Vec::new())
     };
     let costs = db.costs()?;
     // The database's ladder, sorted from small to large (the order given may differ).
     let levels = &db.levels;
-    let (base, model) = load_twice(b, ckpt)?;
     let mut fit = ModelFitness::new(&base, model, &db, pool, params.seed).with_held(s.kl_windows);
     let key_base = {
         let mut h = hash_bytes(HASH_START, &model_hash(&ckpt.path)?.to_le_bytes());
@@ -311,31 +318,33 @@ fn searched<B: Backend + Clone>(
     })
 }
 
+/// A level `--prune-levels` dropped: name, bits per weight, KL on the held windows.
+type Dropped = (String, f64, f64);
+
 /// `--prune-levels` (decision 148): each level's uniform model measured on the held windows,
-/// the levels off the (size, KL) front dropped from `db`. Returns what was dropped: name,
-/// bits per weight, KL.
-fn prune_ladder<B: Backend + Clone>(
-    b: &B,
-    ckpt: &Checkpoint,
+/// the levels off the (size, KL) front dropped from `db`. Returns the candidate model (for the
+/// search's fitness) and what was dropped: name, bits per weight, KL.
+fn prune_ladder<B: Backend>(
+    base: &crunch_model::Model<B>,
+    model: crunch_model::Model<B>,
     db: &mut Database,
     pool: &[Vec<u32>],
     seed: u64,
     kl_windows: usize,
-) -> Result<Vec<(String, f64, f64)>> {
+) -> Result<(crunch_model::Model<B>, Vec<Dropped>)> {
     let sizes = db.uniform_sizes();
     let weights: f64 = db.shapes.iter().map(|&(r, c)| (r * c) as f64).sum();
-    let kls = {
-        let (base, model) = load_twice(b, ckpt)?;
-        let mut fit = ModelFitness::new(&base, model, db, pool, seed).with_held(kl_windows);
+    let (kls, model) = {
+        let mut fit = ModelFitness::new(base, model, db, pool, seed).with_held(kl_windows);
         let sp = progress::spinner("measuring the uniform configurations to prune the ladder");
         let kls = (0..db.levels.len())
             .map(|l| fit.held_kl(&db.uniform(l)))
             .collect::<std::result::Result<Vec<f64>, _>>()?;
         sp.finish_and_clear();
-        kls
+        (kls, fit.into_model())
     };
     let keep = crunch_search::undominated(&sizes, &kls);
-    let dropped: Vec<(String, f64, f64)> = (0..keep.len())
+    let dropped: Vec<Dropped> = (0..keep.len())
         .filter(|&l| !keep[l])
         .map(|l| (db.levels[l].short(), sizes[l] / weights, kls[l]))
         .collect();
@@ -346,7 +355,7 @@ fn prune_ladder<B: Backend + Clone>(
         );
     }
     db.retain_levels(&keep)?;
-    Ok(dropped)
+    Ok((model, dropped))
 }
 
 /// The base model and a second copy to become the candidate.
@@ -699,7 +708,9 @@ mod tests {
     #[test]
     fn pruning_drops_a_larger_and_worse_level() {
         let d = tempfile::tempdir().unwrap();
-        let v = tiny_search(d.path(), "out", "4,2g8,3,2", &["--prune-levels"]);
+        // On by default (decision 150), as --prune-levels asks.
+        let v = tiny_search(d.path(), "out", "4,2g8,3,2", &[]);
+        assert_eq!(v["search"]["jump"], 3, "{v}");
         let pruned = v["search"]["pruned_levels"].as_array().unwrap();
         let names: Vec<&str> = pruned
             .iter()
@@ -715,15 +726,23 @@ mod tests {
             levels.contains_key("gptq2g32") && levels.contains_key("gptq3g32"),
             "{v}"
         );
+        // --no-prune-levels keeps the ladder as given; --jump overrides the default.
+        let v = tiny_search(
+            d.path(),
+            "kept",
+            "4,2g8,3,2",
+            &["--no-prune-levels", "--jump", "1"],
+        );
+        assert!(v["search"].get("pruned_levels").is_none(), "{v}");
+        assert_eq!(v["search"]["jump"], 1, "{v}");
     }
 
     #[test]
-    fn default_selections_parse_and_differ_in_windows_only() {
-        let g = parse_selection(SELECTION_GGUF).unwrap();
-        let c = parse_selection(SELECTION).unwrap();
-        assert_eq!(g.len(), c.len());
-        for (g, c) in g.iter().zip(&c) {
-            assert_eq!((g.windows, g.survivors), (4 * c.windows, c.survivors));
+    fn the_defaults_parse() {
+        let steps = parse_selection(SELECTION).unwrap();
+        assert_eq!(steps.last().unwrap().survivors, 1);
+        for l in crate::search_args::DEFAULT_LEVELS.split(',') {
+            parse_level(l, 128).unwrap();
         }
     }
 }

@@ -32,12 +32,10 @@ pub struct SearchArgs {
     /// 3g64, 4g32), or BITSlut for GPTQ onto one codebook of 2^BITS f16 levels per row (2lut,
     /// 3lut, 4lut; 3lutg256 for one per 256 columns; decision 143); a suffix sK codes each
     /// group's scale on K bits against one f16 scale per row (3g16s6, 3g32s6; GPTQ only;
-    /// decision 145).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "2,3,3g64,3g32,4,4g64,4g32,5,6,8"
-    )]
+    /// decision 145). The default holds free and coded group scales (decision 150: the
+    /// ladder, pruning and jumps that met issue 14 at 3.0 and 3.5 bpw on SmolLM2); a large
+    /// model's search may want fewer levels, e.g. s26's ten: 2,3,3g64,3g32,4,4g64,4g32,5,6,8.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_LEVELS)]
     pub levels: Vec<String>,
     /// The method that makes every level's variants: gptq (calibration Hessians) or rtn.
     #[arg(long, default_value = "gptq", value_parser = ["gptq", "rtn"])]
@@ -81,15 +79,19 @@ pub struct SearchArgs {
     pub fitness_len: usize,
     /// The most ranks one mutation raises a layer by (1: EvoPress's level switch). In a ladder
     /// with many levels, a larger jump lets a layer step over levels that suit it badly in one
-    /// move (decision 149). Opt-in: not yet measured on the benchmark protocol.
-    #[arg(long, value_name = "RANKS", default_value_t = 1)]
-    pub jump: usize,
+    /// move (decision 149) [default: 3 for crunch's levels, 1 for --format gguf's types
+    /// (decision 150)].
+    #[arg(long, value_name = "RANKS")]
+    pub jump: Option<usize>,
     /// Before searching, drop every level whose uniform model (all layers at that level) is
     /// larger than another level's and no better on the --kl-windows windows: the search then
-    /// steps along the uniform models' front (decision 148). For ladders that mix kinds of
-    /// level (free and coded scales). Opt-in: not yet measured on the benchmark protocol.
-    #[arg(long)]
+    /// steps along the uniform models' front (decision 148) [the default for crunch's levels
+    /// (decision 150); --format gguf's types are not pruned].
+    #[arg(long, overrides_with = "no_prune_levels")]
     pub prune_levels: bool,
+    /// Search the ladder as given, without --prune-levels.
+    #[arg(long, overrides_with = "prune_levels")]
+    pub no_prune_levels: bool,
     /// Rounds of the fill pass after the generations: the budget the result leaves unused goes
     /// to the layer raises that lower the KL on the --kl-windows windows most per byte, each
     /// measured and kept only if it does (0: no fill).
@@ -109,6 +111,21 @@ pub struct SearchArgs {
     /// configurations and the searched one) and the chosen levels per layer: .svg or .png.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+}
+
+/// `--levels`' default (decision 150): s32's union of free-scale and coded-scale levels less
+/// the six free-scale levels that `--prune-levels` dropped on SmolLM2 (2g64, 2g32, 3g64, 3g32,
+/// 4g64, 4g32: each larger and no better than a coded level), so the variants are made only for
+/// levels that can be chosen there. With pruning on it searches the same ladder as the
+/// 22 levels did in s33 (a dominated level never dominates a kept one).
+pub const DEFAULT_LEVELS: &str =
+    "2,2g32s6,2g16s6,3g0,3g256s6,3g128s6,3,3g64s6,3g32s6,3g16s6,4,4g64s6,4g32s6,5,6,8";
+
+impl SearchArgs {
+    /// Whether the crunch-format search prunes its ladder first (on unless --no-prune-levels).
+    pub fn prune(&self) -> bool {
+        !self.no_prune_levels
+    }
 }
 
 /// `60MB`, `93.5MB`, `1.2GB`, `500kB`, `1234` (bytes); decimal units.

@@ -10,9 +10,7 @@ use crate::compress::OutputArgs;
 use crate::device::with_backend;
 use crate::gguf_out::{self, GgufArgs, Given};
 use crate::progress;
-use crate::search::{
-    cache_root, evo_params, run_search, Goal, How, SearchArgs, Space, SELECTION_GGUF,
-};
+use crate::search::{cache_root, evo_params, run_search, Goal, How, SearchArgs, Space};
 use crate::search_report::{compare_points, draw, record, summary};
 use anyhow::{anyhow, bail, Result};
 use crunch_calib::{GgufSpec, RecipeFile};
@@ -72,7 +70,7 @@ pub(crate) fn is_block_linear(name: &str) -> bool {
 
 pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let start = Instant::now();
-    let params = evo_params(s, c.calib.seed(), SELECTION_GGUF)?;
+    let params = evo_params(s, c.calib.seed(), 1)?;
     let recipe_out = gguf_out::recipe_path(&c.out);
     for out in [&c.out, &recipe_out] {
         crunch_export::check_output(
@@ -261,6 +259,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         ..GgufSpec::default()
     });
     let mut extra = record(s, &outcome, windows.len(), search_seconds);
+    extra["jump"] = json!(params.jump);
     extra["mix"] = json!(preset.name());
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(db.cached);

@@ -60,7 +60,6 @@ pub(crate) fn record(
             + o.state.fill.iter().map(|r| r.evaluations).sum::<usize>(),
         "fill": o.state.fill,
         "fitness_self": s.fitness_self,
-        "jump": s.jump,
         "uniform": o.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "searched": o.searched.iter().map(|(b, k)| json!({"linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "search_seconds": seconds,

@@ -177,8 +177,9 @@ const SPARES_PER_SHAPE: usize = 2;
 const HELD_WINDOWS: usize = 8;
 
 impl<'a, B: Backend> ModelFitness<'a, B> {
-    /// `model` starts as a copy of `base` (loaded separately: its weights are replaced);
-    /// `pool` is the calibration windows each generation draws from.
+    /// `model` starts as a copy of `base` (loaded separately: its weights are replaced), or
+    /// as what an earlier fitness gave back ([`Self::into_model`]); `pool` is the calibration
+    /// windows each generation draws from.
     pub fn new(
         base: &'a Model<B>,
         model: Model<B>,
@@ -481,6 +482,15 @@ impl<'a, B: Backend> ModelFitness<'a, B> {
     /// the written file will hold them).
     pub fn model_mut(&mut self) -> &mut Model<B> {
         &mut self.model
+    }
+
+    /// Gives the candidate model back, for a fitness over another database of the same units
+    /// (`--prune-levels` measures the whole ladder, then the search runs on what is left: one
+    /// model load, not two). Its block linear layers hold the variants applied last; a new
+    /// fitness starts with every unit marked as holding none, so its first candidate puts
+    /// every unit's variant in before anything is scored.
+    pub fn into_model(self) -> Model<B> {
+        self.model
     }
 }
 
