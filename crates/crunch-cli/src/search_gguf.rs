@@ -70,6 +70,12 @@ pub(crate) fn is_block_linear(name: &str) -> bool {
 
 pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
     let start = Instant::now();
+    if s.prune_levels {
+        bail!(
+            "--prune-levels applies to crunch's levels (--levels); --format gguf searches GGUF \
+             types, which are not pruned"
+        );
+    }
     let params = evo_params(s, c.calib.seed(), 1)?;
     let recipe_out = gguf_out::recipe_path(&c.out);
     for out in [&c.out, &recipe_out] {

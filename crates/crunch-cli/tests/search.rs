@@ -281,6 +281,10 @@ fn a_searched_gguf_has_the_requested_size() {
     let (ok, _, err) = search(&e, &["--target-size", "1000"]);
     assert!(!ok && err.contains("below"), "{err}");
     assert!(!Path::new(&e).exists());
+    // GGUF types are not pruned: asking for it is an error, not a silent no-op.
+    let (ok, _, err) = search(&e, &["--target-size", "2000000", "--prune-levels"]);
+    assert!(!ok && err.contains("--prune-levels"), "{err}");
+    assert!(!Path::new(&e).exists());
 }
 
 /// Decision 124's options: the large-model variants (`--level-inputs independent
