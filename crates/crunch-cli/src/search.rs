@@ -193,8 +193,7 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
             });
         }
     }
-    let mut extra = record(s, found_outcome, windows.len(), search_seconds);
-    extra["jump"] = json!(params.jump);
+    let mut extra = record(s, &params, found_outcome, windows.len(), search_seconds);
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(found.cached);
     extra["variants_made"] = json!(found.made);
@@ -229,8 +228,10 @@ pub fn run(common: &OutputArgs, s: &SearchArgs) -> Result<()> {
 /// issue 14 with them (decision 150, BENCHMARKS s33). The earlier crunch-format default,
 /// `2x4,8x1`, scored a quarter of the tokens.
 pub(crate) const SELECTION: &str = "8x4,32x1";
-/// The crunch-format search's --jump when not given (decision 150); the GGUF search's is 1.
+/// The crunch-format search's --jump when not given (decision 150).
 pub(crate) const JUMP: usize = 3;
+/// The GGUF search's --jump when not given: EvoPress's one-rank move, as measured (decision 150).
+pub(crate) const JUMP_GGUF: usize = 1;
 
 /// The search's parameters from the flags; `default_jump` when --jump is not given.
 pub(crate) fn evo_params(s: &SearchArgs, seed: u64, default_jump: usize) -> Result<EvoParams> {

@@ -10,7 +10,7 @@ use crate::compress::OutputArgs;
 use crate::device::with_backend;
 use crate::gguf_out::{self, GgufArgs, Given};
 use crate::progress;
-use crate::search::{cache_root, evo_params, run_search, Goal, How, SearchArgs, Space};
+use crate::search::{cache_root, evo_params, run_search, Goal, How, SearchArgs, Space, JUMP_GGUF};
 use crate::search_report::{compare_points, draw, record, summary};
 use anyhow::{anyhow, bail, Result};
 use crunch_calib::{GgufSpec, RecipeFile};
@@ -76,7 +76,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
              types, which are not pruned"
         );
     }
-    let params = evo_params(s, c.calib.seed(), 1)?;
+    let params = evo_params(s, c.calib.seed(), JUMP_GGUF)?;
     let recipe_out = gguf_out::recipe_path(&c.out);
     for out in [&c.out, &recipe_out] {
         crunch_export::check_output(
@@ -264,8 +264,7 @@ pub fn run(c: &OutputArgs, s: &SearchArgs) -> Result<()> {
         imatrix: s.gguf.imatrix.as_ref().map(|p| p.display().to_string()),
         ..GgufSpec::default()
     });
-    let mut extra = record(s, &outcome, windows.len(), search_seconds);
-    extra["jump"] = json!(params.jump);
+    let mut extra = record(s, &params, &outcome, windows.len(), search_seconds);
     extra["mix"] = json!(preset.name());
     extra["levels"] = json!(counts);
     extra["variants_cached"] = json!(db.cached);

@@ -9,6 +9,7 @@ use crunch_formats::gguf::GgufFile;
 use crunch_formats::TensorSource;
 use crunch_model::{Checkpoint, Model};
 use crunch_runtime::Backend;
+use crunch_search::evo::EvoParams;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,7 @@ pub(crate) fn draw(
 /// The `--json` record of a search (`search` in the output's record).
 pub(crate) fn record(
     s: &SearchArgs,
+    params: &EvoParams,
     o: &Outcome,
     windows: usize,
     seconds: f64,
@@ -60,6 +62,7 @@ pub(crate) fn record(
             + o.state.fill.iter().map(|r| r.evaluations).sum::<usize>(),
         "fill": o.state.fill,
         "fitness_self": s.fitness_self,
+        "jump": params.jump,
         "uniform": o.uniform.iter().map(|(n, b, k)| json!({"level": n, "linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "searched": o.searched.iter().map(|(b, k)| json!({"linear_bpw": b, "calibration_kl": k})).collect::<Vec<_>>(),
         "search_seconds": seconds,
