@@ -28,8 +28,9 @@
 //!       (`int4_g128_wide2`, `_wide4`, `_wide2+grouped`, `_wide4+grouped`: 2 or 4 groups of
 //!       codes per register buffer; `+grouped`: q/k/v and gate/up as one launch each, so 4
 //!       launches per block at 1–16 rows (decision 144 at 2–16, after one split of each
-//!       input; every `wide*` variant takes 2–16 rows with that kernel) — the pass issues the
-//!       products as the model does,
+//!       input; every `wide*` variant takes 2–16 rows with that kernel), decision 151's
+//!       CUDA-core one-row kernel (`_cc`, `_cc+pdl`: grouped, with programmatic dependent
+//!       launch) — the pass issues the products as the model does,
 //!       through `Backend::linears`), decision 117's dp4a kernels alone (`int4_g128_dp4a`) and
 //!       cuBLAS bf16 on the same shapes; at 1 and 16 rows also each product alone (its
 //!       --layers copies back to back: µs and GB/s per product); markdown tables of the
@@ -274,17 +275,23 @@ fn check(args: &Args) -> Result<()> {
         (9001, 768),
     ];
     // Decision 139's one-row variants (2 and 4 groups per buffer; grouping only changes
-    // `linears`, checked below), f32 and bf16.
-    let wide: Vec<(Cuda, Cuda)> = [2u8, 4]
-        .iter()
-        .map(|&groups| {
-            let g = Gemv::Wide {
-                groups,
-                grouped: false,
-            };
-            (f32_gpu.clone().with_gemv(g), bf16_gpu.clone().with_gemv(g))
-        })
-        .collect();
+    // `linears`, checked below) and decision 151's CUDA-core kernel (with and without PDL),
+    // f32 and bf16.
+    let wide: Vec<(Cuda, Cuda)> = [
+        Gemv::Wide {
+            groups: 2,
+            grouped: false,
+        },
+        Gemv::Wide {
+            groups: 4,
+            grouped: false,
+        },
+        Gemv::Cc { pdl: false },
+        Gemv::Cc { pdl: true },
+    ]
+    .into_iter()
+    .map(|g| (f32_gpu.clone().with_gemv(g), bf16_gpu.clone().with_gemv(g)))
+    .collect();
     let mut seed = 1;
     for (dtype, share, label) in cases {
         for (rows, cols) in if share == 0 { kshapes } else { shapes } {
@@ -391,6 +398,57 @@ fn check(args: &Args) -> Result<()> {
                     }
                 }
             }
+        }
+    }
+    // Dependent products through other kernels (decision 151): each product reads the output
+    // of the kernel before it, so a PDL launch that read x or wrote y before its predecessor
+    // finished would be caught. A small MLP stack at one row — rms_norm → gate/up (one launch)
+    // → silu_mul → down → add, 4 blocks — on the GPU with every one-row variant against the
+    // same stack on the host (the CPU packed kernel: the same activation quantization).
+    {
+        let (h, inter, blocks) = (1024usize, 2048usize, 4usize);
+        let mut seed = 7000u64;
+        let mut mk = |rows, cols| {
+            seed += 1;
+            random_blocks(DType::Q4_0, rows, cols, 4, seed)
+        };
+        let stack: Vec<[PackedMatrix; 3]> = (0..blocks)
+            .map(|_| [mk(inter, h), mk(inter, h), mk(h, inter)])
+            .collect();
+        let norm: Vec<f32> = (0..h).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+        let x0: Vec<f32> = {
+            let mut rng = Rng(99);
+            (0..h).map(|_| rng.unit()).collect()
+        };
+        fn run<B: Backend>(
+            b: &B,
+            stack: &[[PackedMatrix; 3]],
+            norm: &[f32],
+            x0: &[f32],
+        ) -> Result<Vec<f32>> {
+            let h = x0.len();
+            let nw = b.upload(norm.to_vec(), &[h])?;
+            let mut x = b.upload(x0.to_vec(), &[1, h])?;
+            for ws in stack {
+                let w: Vec<_> = ws
+                    .iter()
+                    .map(|m| b.upload_packed(m.clone()))
+                    .collect::<Result<_, _>>()?;
+                let n = b.rms_norm(&x, &nw, 1e-5)?;
+                let gu = b.linears(&n, &[&w[0], &w[1]])?;
+                let a = b.silu_mul(&gu[0], &gu[1])?;
+                let d = b.linear(&a, &w[2], None)?;
+                x = b.add(&x, &d)?;
+            }
+            Ok(b.to_f32(&x)?)
+        }
+        let want = run(&Host, &stack, &norm, &x0)?;
+        for g in Gemv::ALL {
+            let gpu = f32_gpu.clone().with_gemv(g);
+            let got = run(&gpu, &stack, &norm, &x0)?;
+            let rec = json!({"check": "dependent_chain", "hidden": h, "intermediate": inter,
+                "blocks": blocks, "kernels": format!("gemv_{}", g.name())});
+            report(rec, rel_diff(&got, &want));
         }
     }
     let mut extra = kvdev::check_kv_device(&f32_gpu)?;

@@ -144,7 +144,7 @@ impl Cuda {
     /// rounding.
     ///
     /// The environment variable `CRUNCH_GEMV` picks the one-row int4 g128 kernel
-    /// ([`Gemv::parse`]; unset: [`Gemv::default`], `wide2+grouped`); an unknown name is an error.
+    /// ([`Gemv::parse`]; unset: [`Gemv::default`], `cc+pdl`); an unknown name is an error.
     pub fn with_packed_weights(mut self) -> Result<Self> {
         self.packed = Some(Arc::new(packed::Kernels::new(&self)?));
         if let Ok(v) = std::env::var("CRUNCH_GEMV") {

@@ -22,6 +22,7 @@ use cudarc::driver::{
 };
 use std::sync::Arc;
 
+mod cc;
 mod kquant;
 mod mma;
 mod repack;
@@ -50,6 +51,8 @@ pub(crate) struct Kernels {
     /// they are not used (turned off, a device before sm_80, or they failed to load: then the
     /// dp4a kernels do everything, as before).
     mma: std::result::Result<mma::MmaKernels, String>,
+    /// The CUDA-core one-row kernel of [`Gemv::Cc`] (`packed/cc.cu`), or why it is not loaded.
+    cc: std::result::Result<cc::CcKernel, String>,
     rows: CudaFunction,
     stream_read: CudaFunction,
     spin: CudaFunction,
@@ -65,7 +68,7 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        let source = format!("{SOURCE}{}{}", kquant::SOURCE, mma::SOURCE);
+        let source = format!("{SOURCE}{}{}{}", kquant::SOURCE, mma::SOURCE, cc::SOURCE);
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
         let module = ctx
@@ -93,6 +96,7 @@ impl Kernels {
                 Ok(None) => Err("compute capability below 8.0".into()),
                 Err(e) => Err(format!("not loaded: {e}")),
             },
+            cc: cc::CcKernel::new(cuda, &module).map_err(|e| format!("not loaded: {e}")),
             rows: f("packed_rows")?,
             stream_read: f("stream_read")?,
             spin: f("spin")?,
@@ -328,12 +332,14 @@ impl Cuda {
         x: &CudaTensor,
         weights: &[&CudaTensor],
     ) -> Result<Option<Vec<CudaTensor>>> {
-        let Gemv::Wide {
-            groups,
-            grouped: true,
-        } = self.gemv
-        else {
-            return Ok(None);
+        // The wide kernel's groups per buffer (the CUDA-core variant falls back to 2).
+        let groups = match self.gemv {
+            Gemv::Wide {
+                groups,
+                grouped: true,
+            } => groups,
+            Gemv::Cc { .. } => 2,
+            _ => return Ok(None),
         };
         let Some(Ok(mk)) = self.packed.as_deref().map(|k| k.mma.as_ref()) else {
             return Ok(None);
@@ -361,7 +367,7 @@ impl Cuda {
         // One row: decision 139's wide kernel; 2–16 rows: decision 144's grouped kernel (matrix
         // j's [n, rows_j] output at n·(rows_0 + … + rows_(j−1))).
         let y = if n == 1 {
-            self.mma_gemv_wide(mk, &xv, &ws, groups)?
+            self.gemv_one_row(mk, &xv, &ws, groups)?
         } else {
             self.mma_gemm_grouped(mk, &xv, &ws, n)?
         };

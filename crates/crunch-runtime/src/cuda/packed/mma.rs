@@ -163,8 +163,12 @@ impl Cuda {
             Ok(items.min(per_sm * mk.sms) as u32)
         };
         if n == 1 {
-            if let Gemv::Wide { groups, .. } = self.gemv {
-                return self.mma_gemv_wide(mk, &xv, &[w], groups).map(Some);
+            match self.gemv {
+                Gemv::Wide { groups, .. } => {
+                    return self.mma_gemv_wide(mk, &xv, &[w], groups).map(Some)
+                }
+                Gemv::Cc { .. } => return self.gemv_one_row(mk, &xv, &[w], 2).map(Some),
+                Gemv::Reference => {}
             }
             let f = &mk.f[has_m];
             let smem = smem_bytes(cols);
@@ -214,11 +218,11 @@ impl Cuda {
     }
 }
 
-/// Which kernel multiplies one activation row by int4 g128 weights on the tensor cores
-/// (decision 139). `gpu_packed bench` times them side by side; the default is `wide2+grouped`,
-/// the fastest per token on the H200 (s29: 2.129 ms per 8B-shaped token against the
-/// reference's 2.426). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
-/// `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`).
+/// Which kernel multiplies one activation row by int4 g128 weights (decisions 139, 151).
+/// `gpu_packed bench` times them side by side; the default is `cc+pdl`, the fastest per token
+/// on the H200 (s34: 1.330 ms per 8B-shaped token, 60% of the measured bandwidth, against
+/// `wide2+grouped`'s 1.937). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
+/// `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`, `cc`, `cc+pdl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gemv {
     /// Decision 132's `mma_u4`/`mma_u4m`: 2 groups of codes per register buffer, one launch
@@ -228,20 +232,21 @@ pub enum Gemv {
     /// `grouped`, products that share their input ([`crate::Backend::linears`]: q/k/v,
     /// gate/up) run as one launch.
     Wide { groups: u8, grouped: bool },
+    /// Decision 151's `cc_u4` (`packed/cc.cu`): CUDA-core `dp4a` over whole rows per warp,
+    /// grouped as `Wide { grouped: true }`; with `pdl`, launched with programmatic dependent
+    /// launch (sm_90+). Symmetric codes only: offsets go to `wide2`'s kernel.
+    Cc { pdl: bool },
 }
 
 impl Default for Gemv {
     fn default() -> Self {
-        Gemv::Wide {
-            groups: 2,
-            grouped: true,
-        }
+        Gemv::Cc { pdl: true }
     }
 }
 
 impl Gemv {
     /// Every variant, in the order the bench reports them.
-    pub const ALL: [Gemv; 5] = [
+    pub const ALL: [Gemv; 7] = [
         Gemv::Reference,
         Gemv::Wide {
             groups: 2,
@@ -259,6 +264,8 @@ impl Gemv {
             groups: 4,
             grouped: true,
         },
+        Gemv::Cc { pdl: false },
+        Gemv::Cc { pdl: true },
     ];
 
     /// The name `parse` reads (and the bench prints).
@@ -268,6 +275,7 @@ impl Gemv {
             Gemv::Wide { groups, grouped } => {
                 format!("wide{groups}{}", if grouped { "+grouped" } else { "" })
             }
+            Gemv::Cc { pdl } => format!("cc{}", if pdl { "+pdl" } else { "" }),
         }
     }
 
@@ -287,7 +295,7 @@ impl Gemv {
 
     /// Whether products sharing an input run as one launch.
     pub fn grouped(self) -> bool {
-        matches!(self, Gemv::Wide { grouped: true, .. })
+        matches!(self, Gemv::Wide { grouped: true, .. } | Gemv::Cc { .. })
     }
 }
 
@@ -343,6 +351,27 @@ impl Cuda {
         l.arg(&cols_i).arg(&bf16);
         unsafe { l.launch(cfg) }.map_err(err("packed product (mma, wide)"))?;
         Ok(y)
+    }
+}
+
+impl Cuda {
+    /// One activation row against 1–3 matrices of one launch: [`Gemv::Cc`]'s CUDA-core kernel
+    /// where it reads them, else the wide kernel with `groups` per buffer.
+    pub(in crate::cuda::packed) fn gemv_one_row(
+        &self,
+        mk: &MmaKernels,
+        xv: &cudarc::driver::CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        groups: u8,
+    ) -> Result<CudaSlice<f32>> {
+        if let Gemv::Cc { pdl } = self.gemv {
+            if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
+                if cc.reads(ws) {
+                    return self.cc_gemv(cc, xv, ws, pdl);
+                }
+            }
+        }
+        self.mma_gemv_wide(mk, xv, ws, groups)
     }
 }
 

@@ -1,0 +1,387 @@
+//! One activation row against symmetric int4 g128 weights on the CUDA cores, launched with
+//! programmatic dependent launch (decision 151, `cc.cu`): the batch-1 kernel of
+//! [`Gemv::Cc`](super::Gemv). Integer `dp4a` sums over activations quantized as the CPU's
+//! act.rs does them; 1–3 matrices of one width per launch.
+//!
+//! PDL is why this launch does not go through cudarc's launch builder (which has no launch
+//! attributes): with the attribute, the kernel may start while the previous kernel in the
+//! stream still runs, request its first weights, and wait (`griddepcontrol.wait`) before it
+//! reads x or writes y.
+
+use super::GpuPacked;
+use crate::cuda::{err, Cuda};
+use crate::Result;
+use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute_enum};
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, DevicePtr, DevicePtrMut};
+use std::sync::Arc;
+
+pub(super) const SOURCE: &str = include_str!("cc.cu");
+/// `CC_THREADS` in cc.cu.
+const THREADS: u32 = 512;
+/// Most matrices one launch takes (the kernel's three pointer pairs).
+const MATS: usize = 3;
+
+/// `CC_SMEM(k)` in cc.cu: the quantized activation planes (64 bytes per chunk of 32), one f32
+/// scale and one int sum per chunk.
+fn smem_bytes(k: usize) -> usize {
+    k / 32 * 72
+}
+
+pub(super) struct CcKernel {
+    f: CudaFunction,
+    /// Dynamic shared memory a block may use (the device's opt-in maximum).
+    smem_max: usize,
+    sms: usize,
+    /// Whether the device has programmatic dependent launch (sm_90+); below, `cc.cu` compiles
+    /// without the griddepcontrol instructions and the launch without the attribute.
+    pdl: bool,
+}
+
+impl CcKernel {
+    pub(super) fn new(cuda: &Cuda, module: &Arc<CudaModule>) -> Result<Self> {
+        let ctx = cuda.stream.context();
+        let (major, _) = ctx
+            .compute_capability()
+            .map_err(err("compute capability"))?;
+        let attr = |a| ctx.attribute(a).map_err(err("device attribute"));
+        let optin =
+            attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let f = module
+            .load_function("cc_u4")
+            .map_err(err("loading a kernel"))?;
+        let fixed = f
+            .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(err("shared memory size"))?;
+        f.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            optin - fixed,
+        )
+        .map_err(err("shared memory limit"))?;
+        Ok(CcKernel {
+            f,
+            smem_max: (optin - fixed) as usize,
+            sms: sms as usize,
+            pdl: major >= 9,
+        })
+    }
+
+    /// Whether one launch takes `ws`: 1–3 symmetric int4 g128 matrices of one width whose
+    /// staged activations fit in shared memory.
+    pub(super) fn reads(&self, ws: &[&GpuPacked]) -> bool {
+        (1..=MATS).contains(&ws.len())
+            && ws.iter().all(|w| {
+                let l = &w.layout;
+                l.kquant.is_none()
+                    && l.bits == 4
+                    && l.group == 128
+                    && l.rows > 0
+                    && l.cols == ws[0].layout.cols
+                    && l.cols.is_multiple_of(128)
+                    && w.m.is_none()
+                    && smem_bytes(l.cols) <= self.smem_max
+            })
+    }
+}
+
+impl Cuda {
+    /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for one activation row and the 1–3 matrices `ws` (checked by
+    /// [`CcKernel::reads`]), outputs back to back; with `pdl` (and a device that has it) the
+    /// launch carries the programmatic-serialization attribute.
+    pub(super) fn cc_gemv(
+        &self,
+        cc: &CcKernel,
+        xv: &CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        pdl: bool,
+    ) -> Result<CudaSlice<f32>> {
+        debug_assert!(cc.reads(ws));
+        let cols = ws[0].layout.cols;
+        let total: usize = ws.iter().map(|w| w.layout.rows).sum();
+        let items: usize = ws.iter().map(|w| w.layout.rows.div_ceil(2)).sum();
+        let mut y = self.alloc(total)?;
+        let smem = smem_bytes(cols);
+        let per_sm =
+            cc.f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
+                .map_err(err("occupancy"))?
+                .max(1) as usize;
+        let stream = &self.stream;
+        // Missing matrices: the first one's buffers again, with 0 rows (never read).
+        let mut guards = Vec::with_capacity(2 * MATS + 2);
+        let mut ptrs = [0u64; 2 * MATS + 2];
+        for j in 0..MATS {
+            let w = ws.get(j).unwrap_or(&ws[0]);
+            let (c, gc) = w.codes.device_ptr(stream);
+            let (d, gd) = w.d.device_ptr(stream);
+            ptrs[2 * j] = c;
+            ptrs[2 * j + 1] = d;
+            guards.push(gc);
+            guards.push(gd);
+        }
+        let (px, gx) = xv.device_ptr(stream);
+        let (py, gy) = y.device_ptr_mut(stream);
+        ptrs[2 * MATS] = px;
+        ptrs[2 * MATS + 1] = py;
+        let mut ints = [0i32; MATS + 2];
+        for (j, v) in ints.iter_mut().take(MATS).enumerate() {
+            *v = ws.get(j).map_or(0, |w| w.layout.rows as i32);
+        }
+        ints[MATS] = cols as i32;
+        ints[MATS + 1] = (self.precision == crate::Precision::Bf16) as i32;
+        let mut params: Vec<*mut std::ffi::c_void> = ptrs
+            .iter_mut()
+            .map(|p| p as *mut u64 as *mut std::ffi::c_void)
+            .chain(
+                ints.iter_mut()
+                    .map(|v| v as *mut i32 as *mut std::ffi::c_void),
+            )
+            .collect();
+        // SAFETY: a zeroed attribute value is a valid bit pattern of the C union; the one field
+        // set is the one the id below names.
+        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attr = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value,
+        };
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: items.min(per_sm * cc.sms) as u32,
+            gridDimY: 1,
+            gridDimZ: 1,
+            blockDimX: THREADS,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: smem as u32,
+            hStream: stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: u32::from(pdl && cc.pdl),
+        };
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(err("binding the context"))?;
+        // SAFETY: `params` points at one value per kernel parameter of cc_u4, in order (six
+        // device pointers of live buffers of this stream, x, y, five ints); the guards keep the
+        // buffers' stream order until after the launch is queued; y holds `total` floats.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                cc.f.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(err("packed product (cuda cores)"))?;
+        drop((guards, gx, gy));
+        Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::matrix;
+    use super::super::Repacked;
+    use crunch_kernels::DType;
+    use half::{bf16, f16};
+
+    /// `cc_stage`'s planes for one chunk of 32 activations: q per element (a = q >> 7,
+    /// b = q & 127 are its planes), dx = amax / 16256 / 16 and 128·Σq.
+    fn stage(chunk: &[f32]) -> ([i32; 32], f32, i32) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (d, inv) = if amax != 0.0 && amax.is_finite() {
+            (amax / 16256.0, 16256.0 / amax)
+        } else {
+            (0.0, 0.0)
+        };
+        let mut q = [0i32; 32];
+        for (qi, &v) in q.iter_mut().zip(chunk) {
+            let t = (v * inv).round_ties_even().clamp(-16256.0, 16256.0);
+            *qi = if t.is_nan() { 0 } else { t as i32 };
+        }
+        (q, d * (1.0 / 16.0), 128 * q.iter().sum::<i32>())
+    }
+
+    /// `cc_u4` for one activation row, transcribed: its warps, items of 2 rows, pipelined
+    /// batches of 4 steps, clamped loads, the dp4a sums taken apart (u·a and u·b per plane,
+    /// the high nibbles as 16·u), f32 terms per lane and the shuffle tree. Counts the writes
+    /// of each output.
+    fn emulate(ws: &[&Repacked], x: &[f32], bf16_mode: bool, grid: usize) -> (Vec<f32>, Vec<u32>) {
+        let cols = ws[0].layout.cols;
+        let (c_n, g_n) = (cols / 32, cols / 128);
+        let s_n = c_n.div_ceil(32);
+        let nb = s_n.div_ceil(4);
+        let x: Vec<f32> = if bf16_mode {
+            x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
+        } else {
+            x.to_vec()
+        };
+        let planes: Vec<_> = x.chunks(32).map(stage).collect();
+        let rows: Vec<usize> = (0..3)
+            .map(|j| ws.get(j).map_or(0, |w| w.layout.rows))
+            .collect();
+        let items: usize = rows.iter().map(|r| r.div_ceil(2)).sum();
+        let total: usize = rows.iter().sum();
+        let (mut y, mut writes) = (vec![f32::NAN; total], vec![0u32; total]);
+        // (matrix, first row of the item, index of the matrix's row 0 in y)
+        let pick = |it: usize| {
+            let i0 = rows[0].div_ceil(2);
+            let i1 = i0 + rows[1].div_ceil(2);
+            if it < i0 {
+                (0, it * 2, 0)
+            } else if it < i1 {
+                (1, (it - i0) * 2, rows[0])
+            } else {
+                (2, (it - i1) * 2, rows[0] + rows[1])
+            }
+        };
+        let nw = grid * 16;
+        for block in 0..grid {
+            for warp in 0..16 {
+                let mut acc = [[0f32; 2]; 32];
+                let compute = |acc: &mut [[f32; 2]; 32], it: usize, b: usize| {
+                    let (j, row0, _) = pick(it);
+                    let w = ws[j];
+                    for (lane, a) in acc.iter_mut().enumerate() {
+                        for step in 0..4 {
+                            let s = 4 * b + step;
+                            let c = 32 * s + lane;
+                            if s >= s_n || c >= c_n {
+                                continue;
+                            }
+                            let (q, dx, q128) = &planes[c];
+                            for (i, ai) in a.iter_mut().enumerate() {
+                                let r = (row0 + i).min(rows[j] - 1);
+                                let code = &w.codes[r * cols / 2 + 16 * c..][..16];
+                                // Σ u·q over the low nibbles (weights 0–15) and 16u·q over the
+                                // high ones (16–31), each split into its a and b planes.
+                                let (mut al, mut ah, mut bl, mut bh) = (0i32, 0i32, 0i32, 0i32);
+                                for (e, &byte) in code.iter().enumerate() {
+                                    let (lo, hi) = ((byte & 15) as i32, (byte & 0xf0) as i32);
+                                    al += lo * (q[e] >> 7);
+                                    bl += lo * (q[e] & 127);
+                                    ah += hi * (q[16 + e] >> 7);
+                                    bh += hi * (q[16 + e] & 127);
+                                }
+                                let t16 = (16 * al + ah) * 128 + (16 * bl + bh) - q128;
+                                let d = f16::from_bits(w.d[r * g_n + c / 4]).to_f32();
+                                *ai = (d * dx).mul_add(t16 as f32, *ai);
+                            }
+                        }
+                    }
+                };
+                let mut store = |acc: &mut [[f32; 2]; 32], it: usize| {
+                    let (j, row0, base) = pick(it);
+                    for i in 0..2 {
+                        let mut v: Vec<f32> = acc.iter().map(|a| a[i]).collect();
+                        for o in [16, 8, 4, 2, 1] {
+                            v = (0..32).map(|l| v[l] + v[l ^ o]).collect();
+                        }
+                        if row0 + i < rows[j] {
+                            y[base + row0 + i] = v[i];
+                            writes[base + row0 + i] += 1;
+                        }
+                    }
+                    *acc = [[0f32; 2]; 32];
+                };
+                let (mut it, mut ba) = (warp * grid + block, 0);
+                while it < items {
+                    let (mut itb, mut bb) = (it, ba + 1);
+                    if bb == nb {
+                        (bb, itb) = (0, it + nw);
+                    }
+                    compute(&mut acc, it, ba);
+                    if ba == nb - 1 {
+                        store(&mut acc, it);
+                    }
+                    if itb >= items {
+                        break;
+                    }
+                    (it, ba) = (itb, bb + 1);
+                    if ba == nb {
+                        (ba, it) = (0, itb + nw);
+                    }
+                    compute(&mut acc, itb, bb);
+                    if bb == nb - 1 {
+                        store(&mut acc, itb);
+                    }
+                }
+            }
+        }
+        (y, writes)
+    }
+
+    /// The host transcription of `cc_u4` against `PackedMatrix::matmul` (the CPU's packed
+    /// product: the same activation quantization and integer sums, so within 1e-5 of the
+    /// largest output) and against an f64 product of the dequantized weights (within the
+    /// 15-bit activation rounding, |Δx| ≤ amax/32512 per element, plus 1e-5 of Σ|w·x|).
+    /// Widths with a partial last step (128, 1152, 4224), 1–3 matrices with odd rows, grids
+    /// with more and fewer warps than items; every output written exactly once.
+    #[test]
+    fn cc_transcription_matches_the_cpu_product() {
+        for (rows, cols, grid) in [
+            (vec![5usize], 128usize, 1usize),
+            (vec![7, 3, 9], 1152, 2),
+            (vec![37, 1], 4224, 1),
+            (vec![40, 40, 16], 2048, 3),
+            (vec![3], 14336, 1),
+        ] {
+            let ws: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .map(|(j, &r)| matrix(DType::Q4_0, r, cols, 4, (r * cols + j) as u64))
+                .collect();
+            let rs: Vec<Repacked> = ws.iter().map(|w| Repacked::new(w).unwrap()).collect();
+            assert!(rs.iter().all(|r| r.layout.group == 128 && r.m.is_none()));
+            let refs: Vec<&Repacked> = rs.iter().collect();
+            for bf16_mode in [false, true] {
+                let mut x: Vec<f32> = (0..cols)
+                    .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 337.0 + 0.3)
+                    .collect();
+                x[cols / 3] = 0.0;
+                if bf16_mode {
+                    x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
+                }
+                let (got, writes) = emulate(&refs, &x, bf16_mode, grid);
+                assert!(
+                    writes.iter().all(|&n| n == 1),
+                    "{rows:?}x{cols}: {writes:?}"
+                );
+                let mut at = 0;
+                for w in &ws {
+                    let mut cpu = vec![0f32; w.rows()];
+                    w.matmul(&x, 1, &mut cpu);
+                    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let dense = w.dequantize();
+                    for (i, &c) in cpu.iter().enumerate() {
+                        let g = got[at + i];
+                        let what = format!("{rows:?}x{cols} bf16 {bf16_mode} row {i}");
+                        assert!((g - c).abs() <= 1e-5 * scale, "{what}: {g} vs CPU {c}");
+                        let wr = &dense[i * cols..(i + 1) * cols];
+                        let exact: f64 =
+                            wr.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let mag: f64 = wr
+                            .iter()
+                            .zip(&x)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        let rounding: f64 = wr
+                            .chunks(32)
+                            .zip(x.chunks(32))
+                            .map(|(wc, xc)| {
+                                let amax = xc.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                                wc.iter().map(|&a| (a as f64).abs()).sum::<f64>() * amax / 32512.0
+                            })
+                            .sum();
+                        assert!(
+                            (g as f64 - exact).abs() <= rounding + 1e-5 * mag,
+                            "{what}: {g} vs {exact}"
+                        );
+                    }
+                    at += w.rows();
+                }
+            }
+        }
+    }
+}
