@@ -12,7 +12,7 @@
 #include <string>
 #include "../../../crates/crunch-runtime/src/cuda/packed.cu"
 #include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
-#include "cuda_core.cu"  // CUDA-core (dp4a) candidates cc_r2j4, cc_r2j4p (s33; re-checked s34)
+#include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -619,11 +619,14 @@ struct Product {
 };
 
 static int sms;
-// The CUDA-core candidates (cuda_core.cu): `threads` per block, one resident wave over every
-// SM, CC_SMEM(k) bytes of shared memory; items of 2 rows. Same codes, scales, x and y as
-// mma_u4_w2's launch (no repack: they read crunch's layout).
-static void launch_cc(WideFn f, int threads, const Product& p, const float* x, float* y,
+// The runtime's CUDA-core kernel (packed/cc.cu: cc_u4): CC_THREADS per block, one
+// resident wave, CC_SMEM(k) bytes of shared memory, as packed/cc.rs launches them; pdl: with
+// the programmatic-serialization attribute.
+typedef void (*CcFn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
+                     const u16*, const float*, float*, int, int, int, int, int);
+static void launch_cc(WideFn fw, int threads, const Product& p, const float* x, float* y,
                       cudaStream_t st, bool pdl = false, int cap = 0) {
+    CcFn f = (CcFn)(void*)fw;
     int r[3] = {0, 0, 0}, items = 0;
     for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, items += (r[j] + 1) / 2;
     const Mat& a = p.mats[0];
@@ -644,9 +647,8 @@ static void launch_cc(WideFn f, int threads, const Product& p, const float* x, f
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = pdl ? 1 : 0;
-    CK(cudaLaunchKernelEx(&cfg, f, (const uint4*)a.codes, (const u16*)a.d, (const u16*)a.d,
-                          (const uint4*)b.codes, (const u16*)b.d, (const u16*)b.d,
-                          (const uint4*)c.codes, (const u16*)c.d, (const u16*)c.d, x, y, r[0],
+    CK(cudaLaunchKernelEx(&cfg, f, (const uint4*)a.codes, (const u16*)a.d, (const uint4*)b.codes,
+                          (const u16*)b.d, (const uint4*)c.codes, (const u16*)c.d, x, y, r[0],
                           r[1], r[2], p.k, 0));
 }
 static Pf g_pf = {{nullptr, nullptr, nullptr}, {0, 0, 0}};  // the next product's L2 share
@@ -774,17 +776,8 @@ int main(int argc, char** argv) {
         {"lab_rd_tile_pdl", (WideFn)lab_rd_tile_pdl, true},
         {"lab_rd_tile@2", (WideFn)lab_rd_tile, false, 0, 0, 0, 2},
         {"lab_rd_tile_pdl@2", (WideFn)lab_rd_tile_pdl, true, 0, 0, 0, 2},
-        {"cc_r2j4", (WideFn)cc_r2j4, false, 0, 0, 0, 0, 768},
-        {"cc_r2j4p", (WideFn)cc_r2j4p, false, 0, 0, 0, 0, 512},
-        {"ccp_r2j4_768", (WideFn)ccp_r2j4_768, true, 0, 0, 0, 0, 768},
-        {"ccp_r2j4_384", (WideFn)ccp_r2j4_384, true, 0, 0, 0, 1, 384},
-        {"ccp_r2j4_384x2", (WideFn)ccp_r2j4_384, true, 0, 0, 0, 0, 384},
-        {"ccp_r2j4p_256", (WideFn)ccp_r2j4p_256, true, 0, 0, 0, 1, 256},
-        {"ccp_r2j4p_256x2", (WideFn)ccp_r2j4p_256, true, 0, 0, 0, 2, 256},
-        {"ccp_r2j4p_512", (WideFn)ccp_r2j4p_512, true, 0, 0, 0, 0, 512},
-        {"ccp_r2j4p_512_su8", (WideFn)ccp_r2j4p_512_su8, true, 0, 0, 0, 0, 512},
-        {"ccp_r1j8p_512", (WideFn)ccp_r1j8p_512, true, 0, 0, 0, 0, 512},
-        {"ccp_r4j2p_512", (WideFn)ccp_r4j2p_512, true, 0, 0, 0, 0, 512},
+        {"cc_u4", (WideFn)(void*)cc_u4, false, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4+pdl", (WideFn)(void*)cc_u4, true, 0, 0, 0, 0, CC_THREADS},
     };
     if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
         std::string only = std::string(",") + getenv("LAB_ONLY") + ",";
