@@ -277,21 +277,11 @@ fn check(args: &Args) -> Result<()> {
     // Decision 139's one-row variants (2 and 4 groups per buffer; grouping only changes
     // `linears`, checked below) and decision 151's CUDA-core kernel (with and without PDL),
     // f32 and bf16.
-    let wide: Vec<(Cuda, Cuda)> = [
-        Gemv::Wide {
-            groups: 2,
-            grouped: false,
-        },
-        Gemv::Wide {
-            groups: 4,
-            grouped: false,
-        },
-        Gemv::Cc { pdl: false },
-        Gemv::Cc { pdl: true },
-    ]
-    .into_iter()
-    .map(|g| (f32_gpu.clone().with_gemv(g), bf16_gpu.clone().with_gemv(g)))
-    .collect();
+    let wide: Vec<(Cuda, Cuda)> = Gemv::ALL
+        .into_iter()
+        .filter(|g| !matches!(g, Gemv::Reference | Gemv::Wide { grouped: true, .. }))
+        .map(|g| (f32_gpu.clone().with_gemv(g), bf16_gpu.clone().with_gemv(g)))
+        .collect();
     let mut seed = 1;
     for (dtype, share, label) in cases {
         for (rows, cols) in if share == 0 { kshapes } else { shapes } {

@@ -324,9 +324,10 @@ impl Cuda {
     }
 
     /// [`crate::Backend::linears`] as one launch, when the one-row kernel is grouped
-    /// ([`Gemv::Wide`] with `grouped`), `x` is 1–16 f32 rows and the weights are 1–3 int4
-    /// g128 matrices of its width the tensor-core kernels read: one output buffer, each
-    /// product's `[n, rows_j]` output a view of it. `None` otherwise (the caller runs one product per weight).
+    /// ([`Gemv::Wide`] with `grouped`, or [`Gemv::Cc`]), `x` is 1–16 f32 rows and the weights
+    /// are 1–3 int4 g128 matrices of its width the tensor-core kernels read: one output
+    /// buffer, each product's `[n, rows_j]` output a view of it. `None` otherwise (the caller
+    /// runs one product per weight).
     pub(crate) fn packed_linears(
         &self,
         x: &CudaTensor,

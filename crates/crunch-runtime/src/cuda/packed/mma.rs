@@ -182,7 +182,7 @@ impl Cuda {
             unsafe { l.launch(cfg) }.map_err(err("packed product (mma)"))?;
             return Ok(Some(y));
         }
-        if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. }) {
+        if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. } | Gemv::Cc { .. }) {
             return self.mma_gemm_grouped(mk, &xv, &[w], n).map(Some);
         }
         // hi/lo B registers of every row, [⌈n/4⌉][8][cols/32][8] pairs, and Σx per group.
@@ -220,8 +220,8 @@ impl Cuda {
 
 /// Which kernel multiplies one activation row by int4 g128 weights (decisions 139, 151).
 /// `gpu_packed bench` times them side by side; the default is `cc+pdl`, the fastest per token
-/// on the H200 (s34: 1.330 ms per 8B-shaped token, 60% of the measured bandwidth, against
-/// `wide2+grouped`'s 1.937). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
+/// on the H200 (s34: 1.32–1.34 ms per 8B-shaped token, 60–66% of the measured bandwidth,
+/// against `wide2+grouped`'s 1.937). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
 /// `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`, `cc`, `cc+pdl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gemv {
