@@ -1,7 +1,10 @@
-// Batch-1 int4 g128 product lab (issue 17): times crunch's tensor-core one-row kernels
-// (crates/crunch-runtime/src/cuda/packed.cu + packed/mma.cu, included as they are) against
-// candidate changes, per product and as a chain of Llama-3-8B blocks, on random codes.
-// Build and run on the GPU machine: bench/gpu/gemv_lab/run.sh. Prints one JSON line per timing.
+// Batch-1 int4 g128 product lab (issue 17): times crunch's one-row kernels (the tensor-core
+// ones of crates/crunch-runtime/src/cuda/packed.cu + packed/mma.cu, and the CUDA-core cc_u4 of
+// packed/cc.cu, decision 151, all included as they are) against candidate changes and probes,
+// per product and as a chain of Llama-3-8B blocks, on random codes. Build and run on the GPU
+// machine: bench/gpu/gemv_lab/run.sh (or the s34_lab*.sh scripts, which pick kernels with
+// LAB_ONLY). Prints one JSON line per timing; outputs are compared with mma_u4_w2's after the
+// stream has finished (before s34 they were read too early: decision 151).
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
