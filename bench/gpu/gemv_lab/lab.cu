@@ -568,6 +568,70 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 3)
                 float* y, int r0, int r1, int r2, int k, int bf16) {
     rd_tile(c0, c1, c2, y, r0, r1, r2, k);
 }
+
+// ---- probes of cc_u4 (s34): where its time beyond a plain read goes. The runtime's body with
+// STAGE = false (no x staging: the planes are left as they are, outputs meaningless) or
+// MATH = false (each batch xor-folded into acc instead of multiplied, outputs meaningless).
+__device__ __forceinline__ void cc_fold(const uint4 (&w)[2][4], const u32 (&sc)[2][4],
+                                        float (&acc)[2]) {
+    u32 v = 0;
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) v ^= w[i][j].x ^ w[i][j].y ^ w[i][j].z ^ w[i][j].w ^ sc[i][j];
+    acc[0] += __uint_as_float(v & 0x3fffffffu);
+}
+template <bool STAGE, bool MATH>
+__device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const uint4* c1,
+                                         const u16* d1, const uint4* c2, const u16* d2,
+                                         const float* __restrict__ x, float* __restrict__ y,
+                                         int r0, int r1, int r2, int k, int bf16) {
+    extern __shared__ uint4 cc_smem[];
+    const int C = k >> 5, G = k >> 7, S = (C + 31) >> 5;
+    const int NB = (S + 3) >> 2;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
+    const int NW = gridDim.x * (CC_THREADS / 32);
+    int it = warp * gridDim.x + blockIdx.x;
+    asm volatile("griddepcontrol.launch_dependents;");
+    float acc[2] = {0.0f, 0.0f};
+    uint4 wa[2][4], wb[2][4];
+    u32 sa[2][4], sb[2][4];
+    int ba = 0;
+    auto pick = [&](int i) { return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2); };
+    auto compute = [&](const uint4(&w)[2][4], const u32(&sc)[2][4], int b) {
+        if (MATH) cc_compute(w, sc, acc, cc_smem, b, S, C, lane);
+        else cc_fold(w, sc, acc);
+    };
+    if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (STAGE) cc_stage(x, cc_smem, k, bf16);
+    else __syncthreads();
+    while (it < items) {
+        int itb = it, bb = ba + 1;
+        if (bb == NB) bb = 0, itb = it + NW;
+        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
+        compute(wa, sa, ba);
+        if (ba == NB - 1) cc_store(acc, pick(it), y, lane);
+        if (itb >= items) break;
+        it = itb, ba = bb + 1;
+        if (ba == NB) ba = 0, it = itb + NW;
+        if (it < items) cc_load(wa, sa, pick(it), ba, S, C, G, lane);
+        compute(wb, sb, bb);
+        if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
+    }
+}
+#define CC_PROBE(name, STAGE, MATH)                                                            \
+    extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)                                \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
+             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
+             int r2, int k, int bf16) {                                                        \
+        cc_probe<STAGE, MATH>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16);              \
+    }
+CC_PROBE(cc_probe_full, true, true)
+CC_PROBE(cc_probe_nostage, false, true)
+CC_PROBE(cc_probe_nomath, true, false)
+CC_PROBE(cc_probe_neither, false, false)
 typedef void (*PfFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*, const u16*,
                      const uint4*, const u16*, const u16*, const float*, float*, int, int, int,
                      int, int, Pf);
@@ -781,6 +845,10 @@ int main(int argc, char** argv) {
         {"lab_rd_tile_pdl@2", (WideFn)lab_rd_tile_pdl, true, 0, 0, 0, 2},
         {"cc_u4", (WideFn)(void*)cc_u4, false, 0, 0, 0, 0, CC_THREADS},
         {"cc_u4+pdl", (WideFn)(void*)cc_u4, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_probe_full+pdl", (WideFn)(void*)cc_probe_full, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_probe_nostage+pdl", (WideFn)(void*)cc_probe_nostage, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_probe_nomath+pdl", (WideFn)(void*)cc_probe_nomath, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_probe_neither+pdl", (WideFn)(void*)cc_probe_neither, true, 0, 0, 0, 0, CC_THREADS},
     };
     if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
         std::string only = std::string(",") + getenv("LAB_ONLY") + ",";

@@ -2,5 +2,5 @@ cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
 /usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1
 grep -E "error" $OUT/ptxas.txt | head
-LAB_ONLY=mma_u4_w2,cc_u4,cc_u4+pdl,lab_rd_tile_pdl timeout 150 /tmp/gemv_lab 8 10 > $OUT/lab.jsonl 2>&1
+LAB_ONLY=mma_u4_w2,cc_u4+pdl,cc_probe_full+pdl,cc_probe_nostage+pdl,cc_probe_nomath+pdl,cc_probe_neither+pdl,lab_rd_tile_pdl timeout 150 /tmp/gemv_lab 8 10 > $OUT/lab.jsonl 2>&1
 grep -v '"n":' $OUT/lab.jsonl | grep -E "block|diff|ccp"
