@@ -23,10 +23,11 @@ use cudarc::driver::{
 use std::sync::Arc;
 
 mod cc;
+mod gemv;
 mod kquant;
 mod mma;
 mod repack;
-pub use mma::Gemv;
+pub use gemv::Gemv;
 pub(crate) use repack::{Layout, Repacked};
 
 use kquant::KQuant;

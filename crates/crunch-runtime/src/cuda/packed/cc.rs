@@ -8,7 +8,8 @@
 //! stream still runs, request its first weights, and wait (`griddepcontrol.wait`) before it
 //! reads x or writes y.
 
-use super::GpuPacked;
+use super::mma::MmaKernels;
+use super::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
 use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute_enum};
@@ -176,6 +177,27 @@ impl Cuda {
         .map_err(err("packed product (cuda cores)"))?;
         drop((guards, gx, gy));
         Ok(y)
+    }
+}
+
+impl Cuda {
+    /// One activation row against 1–3 matrices of one launch: [`Gemv::Cc`]'s CUDA-core kernel
+    /// where it reads them, else the wide kernel with `groups` per buffer.
+    pub(in crate::cuda::packed) fn gemv_one_row(
+        &self,
+        mk: &MmaKernels,
+        xv: &cudarc::driver::CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        groups: u8,
+    ) -> Result<CudaSlice<f32>> {
+        if let Gemv::Cc { pdl } = self.gemv {
+            if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
+                if cc.reads(ws) {
+                    return self.cc_gemv(cc, xv, ws, pdl);
+                }
+            }
+        }
+        self.mma_gemv_wide(mk, xv, ws, groups)
     }
 }
 

@@ -4,7 +4,7 @@
 //! the f32 input directly (no activation pass); more rows have their hi/lo registers prepared
 //! once per product by `mma_split_acts`.
 
-use super::{GpuPacked, Layout};
+use super::{Gemv, GpuPacked, Layout};
 use crate::cuda::{err, Cuda, CudaTensor};
 use crate::Result;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
@@ -218,87 +218,6 @@ impl Cuda {
     }
 }
 
-/// Which kernel multiplies one activation row by int4 g128 weights (decisions 139, 151).
-/// `gpu_packed bench` times them side by side; the default is `cc+pdl`, the fastest per token
-/// on the H200 (s34: 1.32–1.34 ms per 8B-shaped token, 60–66% of the measured bandwidth,
-/// against `wide2+grouped`'s 1.937). `CRUNCH_GEMV` sets it for a whole process ([`Gemv::parse`]:
-/// `reference`, `wide2`, `wide4`, `wide2+grouped`, `wide4+grouped`, `cc`, `cc+pdl`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gemv {
-    /// Decision 132's `mma_u4`/`mma_u4m`: 2 groups of codes per register buffer, one launch
-    /// per product.
-    Reference,
-    /// `mma_u4{,m}_w{2,4}`: `groups` (2 or 4) groups of codes per register buffer; with
-    /// `grouped`, products that share their input ([`crate::Backend::linears`]: q/k/v,
-    /// gate/up) run as one launch.
-    Wide { groups: u8, grouped: bool },
-    /// Decision 151's `cc_u4` (`packed/cc.cu`): CUDA-core `dp4a` over whole rows per warp,
-    /// grouped as `Wide { grouped: true }`; with `pdl`, launched with programmatic dependent
-    /// launch (sm_90+). Symmetric codes only: offsets go to `wide2`'s kernel.
-    Cc { pdl: bool },
-}
-
-impl Default for Gemv {
-    fn default() -> Self {
-        Gemv::Cc { pdl: true }
-    }
-}
-
-impl Gemv {
-    /// Every variant, in the order the bench reports them.
-    pub const ALL: [Gemv; 7] = [
-        Gemv::Reference,
-        Gemv::Wide {
-            groups: 2,
-            grouped: false,
-        },
-        Gemv::Wide {
-            groups: 4,
-            grouped: false,
-        },
-        Gemv::Wide {
-            groups: 2,
-            grouped: true,
-        },
-        Gemv::Wide {
-            groups: 4,
-            grouped: true,
-        },
-        Gemv::Cc { pdl: false },
-        Gemv::Cc { pdl: true },
-    ];
-
-    /// The name `parse` reads (and the bench prints).
-    pub fn name(self) -> String {
-        match self {
-            Gemv::Reference => "reference".into(),
-            Gemv::Wide { groups, grouped } => {
-                format!("wide{groups}{}", if grouped { "+grouped" } else { "" })
-            }
-            Gemv::Cc { pdl } => format!("cc{}", if pdl { "+pdl" } else { "" }),
-        }
-    }
-
-    /// One of the names [`Gemv::name`] gives.
-    pub fn parse(s: &str) -> Result<Self> {
-        Gemv::ALL
-            .into_iter()
-            .find(|g| g.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<String> = Gemv::ALL.iter().map(|g| g.name()).collect();
-                crate::Error(format!(
-                    "CRUNCH_GEMV={s:?}: not a batch-1 kernel variant (one of {})",
-                    names.join(", ")
-                ))
-            })
-    }
-
-    /// Whether products sharing an input run as one launch.
-    pub fn grouped(self) -> bool {
-        matches!(self, Gemv::Wide { grouped: true, .. } | Gemv::Cc { .. })
-    }
-}
-
 /// Most matrices one `mma_u4*_w*` launch takes (its three pointer sets).
 pub(super) const WIDE_MATS: usize = 3;
 
@@ -351,27 +270,6 @@ impl Cuda {
         l.arg(&cols_i).arg(&bf16);
         unsafe { l.launch(cfg) }.map_err(err("packed product (mma, wide)"))?;
         Ok(y)
-    }
-}
-
-impl Cuda {
-    /// One activation row against 1–3 matrices of one launch: [`Gemv::Cc`]'s CUDA-core kernel
-    /// where it reads them, else the wide kernel with `groups` per buffer.
-    pub(in crate::cuda::packed) fn gemv_one_row(
-        &self,
-        mk: &MmaKernels,
-        xv: &cudarc::driver::CudaView<'_, f32>,
-        ws: &[&GpuPacked],
-        groups: u8,
-    ) -> Result<CudaSlice<f32>> {
-        if let Gemv::Cc { pdl } = self.gemv {
-            if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
-                if cc.reads(ws) {
-                    return self.cc_gemv(cc, xv, ws, pdl);
-                }
-            }
-        }
-        self.mma_gemv_wide(mk, xv, ws, groups)
     }
 }
 
