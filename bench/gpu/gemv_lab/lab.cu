@@ -17,6 +17,15 @@
 #include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
 
+// s35 (decision 152): cc_u4's body at 256 and 128 threads per block (2 and 4 blocks per SM),
+// and at 256 with one item ahead requested into L2.
+CC_KERNEL(cc_u4_256, 256, 2, -1, 4)
+CC_KERNEL(cc_u4_128, 128, 4, -1, 4)
+CC_KERNEL(cc_u4_256_pf1, 256, 2, 1, 4)
+CC_KERNEL(cc_u4_pf0, CC_THREADS, 1, 0, 4)
+CC_KERNEL(cc_u4_pf1, CC_THREADS, 1, 1, 4)
+CC_KERNEL(cc_u4_pf2, CC_THREADS, 1, 2, 4)
+
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
 // and its writes are visible, so a product's weights stream in while the previous product's
@@ -581,7 +590,7 @@ __device__ __forceinline__ void cc_fold(const uint4 (&w)[2][4], const u32 (&sc)[
         for (int j = 0; j < 4; j++) v ^= w[i][j].x ^ w[i][j].y ^ w[i][j].z ^ w[i][j].w ^ sc[i][j];
     acc[0] += __uint_as_float(v & 0x3fffffffu);
 }
-template <bool STAGE, bool MATH>
+template <bool STAGE, bool MATH, int T = CC_THREADS, bool COPY = false, bool PRE2 = false>
 __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const float* __restrict__ x, float* __restrict__ y,
@@ -591,7 +600,7 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
     const int NB = (S + 3) >> 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
-    const int NW = gridDim.x * (CC_THREADS / 32);
+    const int NW = gridDim.x * (T / 32);
     int it = warp * gridDim.x + blockIdx.x;
     asm volatile("griddepcontrol.launch_dependents;");
     float acc[2] = {0.0f, 0.0f};
@@ -604,13 +613,26 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
         else cc_fold(w, sc, acc);
     };
     if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
+    // PRE2: the successor batch (buffer b) is requested before the wait too.
+    bool pre = false;
+    if (PRE2 && it < items) {
+        int itb = it, bb = 1;
+        if (bb == NB) bb = 0, itb = it + NW;
+        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
+        pre = true;
+    }
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    if (STAGE) cc_stage(x, cc_smem, k, bf16);
+    if (COPY) {  // x as already-quantized planes (CC_SMEM(k) bytes), copied to shared memory
+        const uint4* src = (const uint4*)x;
+        for (int i = threadIdx.x; i < CC_SMEM(k) / 16; i += T) cc_smem[i] = src[i];
+        __syncthreads();
+    } else if (STAGE) cc_stage<T>(x, cc_smem, k, bf16);
     else __syncthreads();
     while (it < items) {
         int itb = it, bb = ba + 1;
         if (bb == NB) bb = 0, itb = it + NW;
-        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
+        if (itb < items && !pre) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
+        pre = false;
         compute(wa, sa, ba);
         if (ba == NB - 1) cc_store(acc, pick(it), y, lane);
         if (itb >= items) break;
@@ -632,6 +654,19 @@ CC_PROBE(cc_probe_full, true, true)
 CC_PROBE(cc_probe_nostage, false, true)
 CC_PROBE(cc_probe_nomath, true, false)
 CC_PROBE(cc_probe_neither, false, false)
+// s35: the probes at 256 threads, two blocks per SM (cc_u4_256's shape).
+#define CC_PROBE256(name, STAGE, MATH, COPY, PRE2)                                                       \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                       \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
+             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
+             int r2, int k, int bf16) {                                                        \
+        cc_probe<STAGE, MATH, 256, COPY, PRE2>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16); \
+    }
+CC_PROBE256(cc_probe256_nostage, false, true, false, false)
+CC_PROBE256(cc_probe256_neither, false, false, false, false)
+CC_PROBE256(cc_probe256_copy, false, true, true, false)
+// The runtime's body (staging, arithmetic: real outputs) with both buffers requested first.
+CC_PROBE256(cc_probe256_pre2, true, true, false, true)
 typedef void (*PfFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*, const u16*,
                      const uint4*, const u16*, const u16*, const float*, float*, int, int, int,
                      int, int, Pf);
@@ -849,6 +884,26 @@ int main(int argc, char** argv) {
         {"cc_probe_nostage+pdl", (WideFn)(void*)cc_probe_nostage, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_nomath+pdl", (WideFn)(void*)cc_probe_nomath, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_neither+pdl", (WideFn)(void*)cc_probe_neither, true, 0, 0, 0, 0, CC_THREADS},
+        // s35: co-residency. "@N": at most N blocks of the kernel per SM, so with fewer than
+        // the SM holds, the next product's blocks (PDL) can sit beside this one's.
+        {"cc_u4_256+pdl@1", (WideFn)(void*)cc_u4_256, true, 0, 0, 0, 1, 256},
+        {"cc_u4_256+pdl@2", (WideFn)(void*)cc_u4_256, true, 0, 0, 0, 2, 256},
+        {"cc_u4_128+pdl@2", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 2, 128},
+        {"cc_u4_128+pdl@3", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 3, 128},
+        {"cc_u4_128+pdl@4", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 4, 128},
+        {"cc_u4_pf0+pdl", (WideFn)(void*)cc_u4_pf0, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_pf1+pdl", (WideFn)(void*)cc_u4_pf1, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_pf2+pdl", (WideFn)(void*)cc_u4_pf2, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_pf1", (WideFn)(void*)cc_u4_pf1, false, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_256_pf1+pdl@2", (WideFn)(void*)cc_u4_256_pf1, true, 0, 0, 0, 2, 256},
+        // s35, third run: batches of 2 / 3 steps at ≤ 64 registers, 2 blocks of 512 per SM
+        {"cc_u4_j2x2+pdl", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_j3x2+pdl", (WideFn)(void*)cc_u4_j3x2, true, 0, 0, 0, 0, CC_THREADS},
+        {"cc_u4_j2x2+pdl@1", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 1, CC_THREADS},
+        {"cc_probe256_nostage+pdl@1", (WideFn)(void*)cc_probe256_nostage, true, 0, 0, 0, 1, 256},
+        {"cc_probe256_copy+pdl@1", (WideFn)(void*)cc_probe256_copy, true, 0, 0, 0, 1, 256},
+        {"cc_probe256_pre2+pdl@1", (WideFn)(void*)cc_probe256_pre2, true, 0, 0, 0, 1, 256},
+        {"cc_probe256_neither+pdl@1", (WideFn)(void*)cc_probe256_neither, true, 0, 0, 0, 1, 256},
     };
     if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
         std::string only = std::string(",") + getenv("LAB_ONLY") + ",";
@@ -927,7 +982,7 @@ int main(int argc, char** argv) {
             int per_sm = 0;
             g_pf = Pf{{nullptr, nullptr, nullptr}, {0, 0, 0}};
             if (kk.cc) {
-                launch_cc(kk.f, kk.cc, p, x, y, st);
+                launch_cc(kk.f, kk.cc, p, x, y, st, false, kk.cap);
             } else {
                 CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, smem));
                 if (kk.cap) per_sm = std::min(per_sm, kk.cap);
