@@ -590,7 +590,8 @@ __device__ __forceinline__ void cc_fold(const uint4 (&w)[2][4], const u32 (&sc)[
         for (int j = 0; j < 4; j++) v ^= w[i][j].x ^ w[i][j].y ^ w[i][j].z ^ w[i][j].w ^ sc[i][j];
     acc[0] += __uint_as_float(v & 0x3fffffffu);
 }
-template <bool STAGE, bool MATH, int T = CC_THREADS, bool COPY = false, bool PRE2 = false>
+template <bool STAGE, bool MATH, int T = CC_THREADS, bool COPY = false, bool PRE2 = false,
+          bool DIRECT = false>
 __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const float* __restrict__ x, float* __restrict__ y,
@@ -609,7 +610,9 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
     int ba = 0;
     auto pick = [&](int i) { return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2); };
     auto compute = [&](const uint4(&w)[2][4], const u32(&sc)[2][4], int b) {
-        if (MATH) cc_compute(w, sc, acc, cc_smem, b, S, C, lane);
+        // DIRECT: the planes read where a producer would have left them (global, through L1),
+        // with no staging and no block-wide sync.
+        if (MATH) cc_compute(w, sc, acc, DIRECT ? (const uint4*)x : cc_smem, b, S, C, lane);
         else cc_fold(w, sc, acc);
     };
     if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
@@ -627,7 +630,7 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
         for (int i = threadIdx.x; i < CC_SMEM(k) / 16; i += T) cc_smem[i] = src[i];
         __syncthreads();
     } else if (STAGE) cc_stage<T>(x, cc_smem, k, bf16);
-    else __syncthreads();
+    else if (!DIRECT) __syncthreads();
     while (it < items) {
         int itb = it, bb = ba + 1;
         if (bb == NB) bb = 0, itb = it + NW;
@@ -667,6 +670,26 @@ CC_PROBE256(cc_probe256_neither, false, false, false, false)
 CC_PROBE256(cc_probe256_copy, false, true, true, false)
 // The runtime's body (staging, arithmetic: real outputs) with both buffers requested first.
 CC_PROBE256(cc_probe256_pre2, true, true, false, true)
+// s35, fourth run: x quantized by its producer (lever 2), at 512 / 256 / 128 threads per block
+// with 1 / 2 / 4 blocks per SM: planes copied to shared memory (copy) or read in place (direct),
+// against no staging at all (nostage) and neither staging nor arithmetic (neither). Timing only.
+#define CC_PROBEX(name, T, BLOCKS, STAGE, MATH, COPY, DIRECT)                                  \
+    extern "C" __global__ void __launch_bounds__(T, BLOCKS)                                    \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
+             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
+             int r2, int k, int bf16) {                                                        \
+        cc_probe<STAGE, MATH, T, COPY, false, DIRECT>(c0, d0, c1, d1, c2, d2, x, y, r0, r1,    \
+                                                      r2, k, bf16);                            \
+    }
+CC_PROBEX(cc_probe512_copy, 512, 1, false, true, true, false)
+CC_PROBEX(cc_probe512_direct, 512, 1, false, true, false, true)
+CC_PROBEX(cc_probe256x2_nostage, 256, 2, false, true, false, false)
+CC_PROBEX(cc_probe256x2_copy, 256, 2, false, true, true, false)
+CC_PROBEX(cc_probe256x2_direct, 256, 2, false, true, false, true)
+CC_PROBEX(cc_probe256x2_neither, 256, 2, false, false, false, false)
+CC_PROBEX(cc_probe128x4_nostage, 128, 4, false, true, false, false)
+CC_PROBEX(cc_probe128x4_direct, 128, 4, false, true, false, true)
+CC_PROBEX(cc_probe128x4_neither, 128, 4, false, false, false, false)
 typedef void (*PfFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*, const u16*,
                      const uint4*, const u16*, const u16*, const float*, float*, int, int, int,
                      int, int, Pf);
@@ -900,6 +923,15 @@ int main(int argc, char** argv) {
         {"cc_u4_j2x2+pdl", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_u4_j3x2+pdl", (WideFn)(void*)cc_u4_j3x2, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_u4_j2x2+pdl@1", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 1, CC_THREADS},
+        {"cc_probe512_copy+pdl", (WideFn)(void*)cc_probe512_copy, true, 0, 0, 0, 0, 512},
+        {"cc_probe512_direct+pdl", (WideFn)(void*)cc_probe512_direct, true, 0, 0, 0, 0, 512},
+        {"cc_probe256x2_nostage+pdl", (WideFn)(void*)cc_probe256x2_nostage, true, 0, 0, 0, 2, 256},
+        {"cc_probe256x2_copy+pdl", (WideFn)(void*)cc_probe256x2_copy, true, 0, 0, 0, 2, 256},
+        {"cc_probe256x2_direct+pdl", (WideFn)(void*)cc_probe256x2_direct, true, 0, 0, 0, 2, 256},
+        {"cc_probe256x2_neither+pdl", (WideFn)(void*)cc_probe256x2_neither, true, 0, 0, 0, 2, 256},
+        {"cc_probe128x4_nostage+pdl", (WideFn)(void*)cc_probe128x4_nostage, true, 0, 0, 0, 4, 128},
+        {"cc_probe128x4_direct+pdl", (WideFn)(void*)cc_probe128x4_direct, true, 0, 0, 0, 4, 128},
+        {"cc_probe128x4_neither+pdl", (WideFn)(void*)cc_probe128x4_neither, true, 0, 0, 0, 4, 128},
         {"cc_probe256_nostage+pdl@1", (WideFn)(void*)cc_probe256_nostage, true, 0, 0, 0, 1, 256},
         {"cc_probe256_copy+pdl@1", (WideFn)(void*)cc_probe256_copy, true, 0, 0, 0, 1, 256},
         {"cc_probe256_pre2+pdl@1", (WideFn)(void*)cc_probe256_pre2, true, 0, 0, 0, 1, 256},
