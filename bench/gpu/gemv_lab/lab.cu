@@ -8,6 +8,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <cmath>
 #include <algorithm>
@@ -590,8 +591,18 @@ __device__ __forceinline__ void cc_fold(const uint4 (&w)[2][4], const u32 (&sc)[
         for (int j = 0; j < 4; j++) v ^= w[i][j].x ^ w[i][j].y ^ w[i][j].z ^ w[i][j].w ^ sc[i][j];
     acc[0] += __uint_as_float(v & 0x3fffffffu);
 }
+// s35, fifth run: per-block timestamps (globaltimer, ns) of probes with TRACE: [0] start,
+// [1] after griddepcontrol.wait, [2] the last warp's end, [3] the SM. A block that starts long
+// before its wait returns sat beside the previous launch's blocks (co-resident).
+__device__ unsigned long long g_tr[16384][4];
+__device__ unsigned g_trn;
+__device__ __forceinline__ unsigned long long lab_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 template <bool STAGE, bool MATH, int T = CC_THREADS, bool COPY = false, bool PRE2 = false,
-          bool DIRECT = false>
+          bool DIRECT = false, bool TRACE = false>
 __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const float* __restrict__ x, float* __restrict__ y,
@@ -603,6 +614,15 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
     const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
     const int NW = gridDim.x * (T / 32);
     int it = warp * gridDim.x + blockIdx.x;
+    __shared__ unsigned tr_slot;
+    if (TRACE && threadIdx.x == 0) {
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        tr_slot = atomicAdd(&g_trn, 1u) & 16383u;
+        g_tr[tr_slot][0] = lab_now();
+        g_tr[tr_slot][2] = 0;
+        g_tr[tr_slot][3] = sm;
+    }
     asm volatile("griddepcontrol.launch_dependents;");
     float acc[2] = {0.0f, 0.0f};
     uint4 wa[2][4], wb[2][4];
@@ -625,6 +645,7 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
         pre = true;
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (TRACE && threadIdx.x == 0) g_tr[tr_slot][1] = lab_now();
     if (COPY) {  // x as already-quantized planes (CC_SMEM(k) bytes), copied to shared memory
         const uint4* src = (const uint4*)x;
         for (int i = threadIdx.x; i < CC_SMEM(k) / 16; i += T) cc_smem[i] = src[i];
@@ -644,6 +665,11 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
         if (it < items) cc_load(wa, sa, pick(it), ba, S, C, G, lane);
         compute(wb, sb, bb);
         if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
+    }
+    if (TRACE) {
+        __syncwarp();
+        // tr_slot was written before the block's first barrier (staging), so every warp sees it.
+        if (lane == 0) atomicMax(&g_tr[tr_slot][2], lab_now());
     }
 }
 #define CC_PROBE(name, STAGE, MATH)                                                            \
@@ -690,6 +716,17 @@ CC_PROBEX(cc_probe256x2_neither, 256, 2, false, false, false, false)
 CC_PROBEX(cc_probe128x4_nostage, 128, 4, false, true, false, false)
 CC_PROBEX(cc_probe128x4_direct, 128, 4, false, true, false, true)
 CC_PROBEX(cc_probe128x4_neither, 128, 4, false, false, false, false)
+// The runtime's body (real outputs) with TRACE.
+#define CC_TRACE(name, T, BLOCKS)                                                              \
+    extern "C" __global__ void __launch_bounds__(T, BLOCKS)                                    \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
+             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
+             int r2, int k, int bf16) {                                                        \
+        cc_probe<true, true, T, false, false, false, true>(c0, d0, c1, d1, c2, d2, x, y, r0,   \
+                                                           r1, r2, k, bf16);                   \
+    }
+CC_TRACE(cc_trace512, 512, 1)
+CC_TRACE(cc_trace256, 256, 2)
 typedef void (*PfFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*, const u16*,
                      const uint4*, const u16*, const u16*, const float*, float*, int, int, int,
                      int, int, Pf);
@@ -932,6 +969,9 @@ int main(int argc, char** argv) {
         {"cc_probe128x4_nostage+pdl", (WideFn)(void*)cc_probe128x4_nostage, true, 0, 0, 0, 4, 128},
         {"cc_probe128x4_direct+pdl", (WideFn)(void*)cc_probe128x4_direct, true, 0, 0, 0, 4, 128},
         {"cc_probe128x4_neither+pdl", (WideFn)(void*)cc_probe128x4_neither, true, 0, 0, 0, 4, 128},
+        {"cc_trace512+pdl", (WideFn)(void*)cc_trace512, true, 0, 0, 0, 0, 512},
+        {"cc_trace256+pdl@1", (WideFn)(void*)cc_trace256, true, 0, 0, 0, 1, 256},
+        {"cc_trace256+pdl@2", (WideFn)(void*)cc_trace256, true, 0, 0, 0, 2, 256},
         {"cc_probe256_nostage+pdl@1", (WideFn)(void*)cc_probe256_nostage, true, 0, 0, 0, 1, 256},
         {"cc_probe256_copy+pdl@1", (WideFn)(void*)cc_probe256_copy, true, 0, 0, 0, 1, 256},
         {"cc_probe256_pre2+pdl@1", (WideFn)(void*)cc_probe256_pre2, true, 0, 0, 0, 1, 256},
@@ -1000,6 +1040,35 @@ int main(int argc, char** argv) {
             size_t b = blocks[0][pi].bytes();
             printf("{\"kernel\":\"%s\",\"what\":\"%s\",\"us\":%.2f,\"gb_per_s\":%.0f}\n", kk.name,
                    blocks[0][pi].name, ms * 1e3, b / (ms * 1e-3) / 1e9);
+        }
+        if (strstr(kk.name, "trace")) {  // one chain with per-block timestamps (TRACE)
+            unsigned zero = 0;
+            CK(cudaMemcpyToSymbol(g_trn, &zero, 4));
+            spin<<<1, 1, 0, st>>>(20000000);
+            for (int l = 0; l < layers; l++)
+                for (int pi = 0; pi < 4; pi++)
+                    launch_cc(kk.f, kk.cc, blocks[l][pi], x, y, st, kk.pdl, kk.cap);
+            CK(cudaStreamSynchronize(st));
+            unsigned n = 0;
+            CK(cudaMemcpyFromSymbol(&n, g_trn, 4));
+            n = std::min(n, 16384u);
+            std::vector<unsigned long long> tr(16384 * 4);
+            CK(cudaMemcpyFromSymbol(tr.data(), g_tr, tr.size() * 8));
+            // Per block: start → wait returned, wait → end (µs); blocks of the first launch
+            // (after the spin kernel) included.
+            std::vector<double> pre, post;
+            int early = 0;
+            for (unsigned i = 0; i < n; i++) {
+                const double a = (tr[4 * i + 1] - tr[4 * i]) * 1e-3, b = (tr[4 * i + 2] - tr[4 * i + 1]) * 1e-3;
+                pre.push_back(a), post.push_back(b);
+                early += a > 1.0;
+            }
+            std::sort(pre.begin(), pre.end());
+            std::sort(post.begin(), post.end());
+            auto q = [&](std::vector<double>& v, double f) { return v.empty() ? 0.0 : v[(size_t)(f * (v.size() - 1))]; };
+            printf("{\"kernel\":\"%s\",\"what\":\"trace\",\"blocks\":%u,\"start_to_wait_us_p10_p50_p90\":[%.2f,%.2f,%.2f],"
+                   "\"wait_to_end_us_p10_p50_p90\":[%.2f,%.2f,%.2f],\"blocks_waiting_over_1us\":%d}\n",
+                   kk.name, n, q(pre, 0.1), q(pre, 0.5), q(pre, 0.9), q(post, 0.1), q(post, 0.5), q(post, 0.9), early);
         }
         // Outputs of layer 0's products against the first kernel's (mma_u4_w2): the candidates
         // keep its tiles, split and sums, so they must be bit-identical.

@@ -17,39 +17,8 @@ use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, DevicePtr, D
 use std::sync::Arc;
 
 pub(super) const SOURCE: &str = include_str!("cc.cu");
-/// One kernel of cc.cu as a launch uses it: the suffix of its [`Gemv`] name (`cc{suffix}`),
-/// the function, threads per block (512: `CC_THREADS`) and at most `blocks` per SM (0: as
-/// many as fit).
-pub(super) struct CcShape {
-    pub(super) suffix: &'static str,
-    function: &'static str,
-    threads: u32,
-    blocks: usize,
-}
-
-/// [`Gemv::Cc`]'s `kernel` indexes this. 0 is decision 151's `cc_u4`; `j2x2`/`j3x2` take
-/// batches of 2 or 3 steps at ≤ 64 registers, two blocks of 512 per SM (decision 152).
-pub(super) const KERNELS: [CcShape; 3] = [
-    CcShape {
-        suffix: "",
-        function: "cc_u4",
-        threads: 512,
-        blocks: 0,
-    },
-    CcShape {
-        suffix: "_j2x2",
-        function: "cc_u4_j2x2",
-        threads: 512,
-        blocks: 0,
-    },
-    CcShape {
-        suffix: "_j3x2",
-        function: "cc_u4_j3x2",
-        threads: 512,
-        blocks: 0,
-    },
-];
-
+/// `CC_THREADS` in cc.cu.
+const THREADS: u32 = 512;
 /// Most matrices one launch takes (the kernel's three pointer pairs).
 const MATS: usize = 3;
 
@@ -60,8 +29,7 @@ fn smem_bytes(k: usize) -> usize {
 }
 
 pub(super) struct CcKernel {
-    /// One function per entry of [`KERNELS`].
-    f: Vec<CudaFunction>,
+    f: CudaFunction,
     /// Dynamic shared memory a block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -80,30 +48,20 @@ impl CcKernel {
         let optin =
             attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let load = |name: &str| -> Result<(CudaFunction, i32)> {
-            let f = module
-                .load_function(name)
-                .map_err(err("loading a kernel"))?;
-            let fixed = f
-                .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-                .map_err(err("shared memory size"))?;
-            f.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                optin - fixed,
-            )
-            .map_err(err("shared memory limit"))?;
-            Ok((f, optin - fixed))
-        };
-        let mut f = Vec::with_capacity(KERNELS.len());
-        let mut smem_max = i32::MAX;
-        for k in &KERNELS {
-            let (g, s) = load(k.function)?;
-            f.push(g);
-            smem_max = smem_max.min(s);
-        }
+        let f = module
+            .load_function("cc_u4")
+            .map_err(err("loading a kernel"))?;
+        let fixed = f
+            .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(err("shared memory size"))?;
+        f.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            optin - fixed,
+        )
+        .map_err(err("shared memory limit"))?;
         Ok(CcKernel {
             f,
-            smem_max: smem_max as usize,
+            smem_max: (optin - fixed) as usize,
             sms: sms as usize,
             pdl: major >= 9,
         })
@@ -130,14 +88,13 @@ impl CcKernel {
 impl Cuda {
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for one activation row and the 1–3 matrices `ws` (checked by
     /// [`CcKernel::reads`]), outputs back to back; with `pdl` (and a device that has it) the
-    /// launch carries the programmatic-serialization attribute. `kernel` indexes [`KERNELS`].
+    /// launch carries the programmatic-serialization attribute.
     pub(super) fn cc_gemv(
         &self,
         cc: &CcKernel,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         pdl: bool,
-        kernel: u8,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!(cc.reads(ws));
         let cols = ws[0].layout.cols;
@@ -145,19 +102,10 @@ impl Cuda {
         let items: usize = ws.iter().map(|w| w.layout.rows.div_ceil(2)).sum();
         let mut y = self.alloc(total)?;
         let smem = smem_bytes(cols);
-        let shape = KERNELS
-            .get(usize::from(kernel))
-            .ok_or_else(|| crate::Error(format!("cc_u4: no kernel {kernel}")))?;
-        let (f, threads) = (&cc.f[usize::from(kernel)], shape.threads);
-        let fit = f
-            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-            .map_err(err("occupancy"))?
-            .max(1) as usize;
-        let per_sm = if shape.blocks == 0 {
-            fit
-        } else {
-            fit.min(shape.blocks)
-        };
+        let per_sm =
+            cc.f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
+                .map_err(err("occupancy"))?
+                .max(1) as usize;
         let stream = &self.stream;
         // Missing matrices: the first one's buffers again, with 0 rows (never read).
         let mut guards = Vec::with_capacity(2 * MATS + 2);
@@ -202,7 +150,7 @@ impl Cuda {
             gridDimX: items.min(per_sm * cc.sms) as u32,
             gridDimY: 1,
             gridDimZ: 1,
-            blockDimX: threads,
+            blockDimX: THREADS,
             blockDimY: 1,
             blockDimZ: 1,
             sharedMemBytes: smem as u32,
@@ -220,7 +168,7 @@ impl Cuda {
         unsafe {
             sys::cuLaunchKernelEx(
                 &cfg,
-                f.cu_function(),
+                cc.f.cu_function(),
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             )
@@ -242,10 +190,10 @@ impl Cuda {
         ws: &[&GpuPacked],
         groups: u8,
     ) -> Result<CudaSlice<f32>> {
-        if let Gemv::Cc { pdl, kernel } = self.gemv {
+        if let Gemv::Cc { pdl } = self.gemv {
             if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
                 if cc.reads(ws) {
-                    return self.cc_gemv(cc, xv, ws, pdl, kernel);
+                    return self.cc_gemv(cc, xv, ws, pdl);
                 }
             }
         }
@@ -280,14 +228,8 @@ mod tests {
     /// `cc_u4` for one activation row, transcribed: its warps, items of 2 rows, pipelined
     /// batches of 4 steps, clamped loads, the dp4a sums taken apart (u·a and u·b per plane,
     /// the high nibbles as 16·u), f32 terms per lane and the shuffle tree. Counts the writes
-    /// of each output. `warps` per block: 16, 8, 4 for `cc_u4`, `cc_u4_256`, `cc_u4_128`.
-    fn emulate(
-        ws: &[&Repacked],
-        x: &[f32],
-        bf16_mode: bool,
-        grid: usize,
-        warps: usize,
-    ) -> (Vec<f32>, Vec<u32>) {
+    /// of each output.
+    fn emulate(ws: &[&Repacked], x: &[f32], bf16_mode: bool, grid: usize) -> (Vec<f32>, Vec<u32>) {
         let cols = ws[0].layout.cols;
         let (c_n, g_n) = (cols / 32, cols / 128);
         let s_n = c_n.div_ceil(32);
@@ -316,9 +258,9 @@ mod tests {
                 (2, (it - i1) * 2, rows[0] + rows[1])
             }
         };
-        let nw = grid * warps;
+        let nw = grid * 16;
         for block in 0..grid {
-            for warp in 0..warps {
+            for warp in 0..16 {
                 let mut acc = [[0f32; 2]; 32];
                 let compute = |acc: &mut [[f32; 2]; 32], it: usize, b: usize| {
                     let (j, row0, _) = pick(it);
@@ -397,19 +339,15 @@ mod tests {
     /// largest output) and against an f64 product of the dequantized weights (within the
     /// 15-bit activation rounding, |Δx| ≤ amax/32512 per element, plus 1e-5 of Σ|w·x|).
     /// Widths with a partial last step (128, 1152, 4224), 1–3 matrices with odd rows, grids
-    /// with more and fewer warps than items, blocks of 16, 8 and 4 warps; every output written
-    /// exactly once.
+    /// with more and fewer warps than items; every output written exactly once.
     #[test]
     fn cc_transcription_matches_the_cpu_product() {
-        for (rows, cols, grid, warps) in [
-            (vec![5usize], 128usize, 1usize, 16usize),
-            (vec![7, 3, 9], 1152, 2, 16),
-            (vec![37, 1], 4224, 1, 16),
-            (vec![40, 40, 16], 2048, 3, 16),
-            (vec![3], 14336, 1, 16),
-            (vec![41, 6], 1152, 3, 8),
-            (vec![9, 33, 2], 4224, 2, 4),
-            (vec![70], 14336, 2, 4),
+        for (rows, cols, grid) in [
+            (vec![5usize], 128usize, 1usize),
+            (vec![7, 3, 9], 1152, 2),
+            (vec![37, 1], 4224, 1),
+            (vec![40, 40, 16], 2048, 3),
+            (vec![3], 14336, 1),
         ] {
             let ws: Vec<_> = rows
                 .iter()
@@ -427,7 +365,7 @@ mod tests {
                 if bf16_mode {
                     x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
                 }
-                let (got, writes) = emulate(&refs, &x, bf16_mode, grid, warps);
+                let (got, writes) = emulate(&refs, &x, bf16_mode, grid);
                 assert!(
                     writes.iter().all(|&n| n == 1),
                     "{rows:?}x{cols}: {writes:?}"

@@ -20,23 +20,19 @@ pub enum Gemv {
     Wide { groups: u8, grouped: bool },
     /// Decision 151's `cc_u4` (`packed/cc.cu`): CUDA-core `dp4a` over whole rows per warp,
     /// grouped as `Wide { grouped: true }`; with `pdl`, launched with programmatic dependent
-    /// launch (sm_90+). Symmetric codes only: offsets go to `wide2`'s kernel. `kernel` indexes
-    /// `packed/cc.rs`'s `KERNELS` (0: decision 151's `cc_u4`; decision 152).
-    Cc { pdl: bool, kernel: u8 },
+    /// launch (sm_90+). Symmetric codes only: offsets go to `wide2`'s kernel.
+    Cc { pdl: bool },
 }
 
 impl Default for Gemv {
     fn default() -> Self {
-        Gemv::Cc {
-            pdl: true,
-            kernel: 0,
-        }
+        Gemv::Cc { pdl: true }
     }
 }
 
 impl Gemv {
     /// Every variant, in the order the bench reports them.
-    pub const ALL: [Gemv; 9] = [
+    pub const ALL: [Gemv; 7] = [
         Gemv::Reference,
         Gemv::Wide {
             groups: 2,
@@ -54,22 +50,8 @@ impl Gemv {
             groups: 4,
             grouped: true,
         },
-        Gemv::Cc {
-            pdl: false,
-            kernel: 0,
-        },
-        Gemv::Cc {
-            pdl: true,
-            kernel: 0,
-        },
-        Gemv::Cc {
-            pdl: true,
-            kernel: 1,
-        },
-        Gemv::Cc {
-            pdl: true,
-            kernel: 2,
-        },
+        Gemv::Cc { pdl: false },
+        Gemv::Cc { pdl: true },
     ];
 
     /// The name `parse` reads (and the bench prints).
@@ -79,12 +61,7 @@ impl Gemv {
             Gemv::Wide { groups, grouped } => {
                 format!("wide{groups}{}", if grouped { "+grouped" } else { "" })
             }
-            Gemv::Cc { pdl, kernel } => {
-                let suffix = super::cc::KERNELS
-                    .get(usize::from(kernel))
-                    .map_or("?", |k| k.suffix);
-                format!("cc{suffix}{}", if pdl { "+pdl" } else { "" })
-            }
+            Gemv::Cc { pdl } => format!("cc{}", if pdl { "+pdl" } else { "" }),
         }
     }
 
