@@ -8,7 +8,6 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
 #include <cmath>
 #include <algorithm>
@@ -17,15 +16,6 @@
 #include "../../../crates/crunch-runtime/src/cuda/packed.cu"
 #include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
-
-// s35 (decision 152): cc_u4's body at 256 and 128 threads per block (2 and 4 blocks per SM),
-// and at 256 with one item ahead requested into L2.
-CC_KERNEL(cc_u4_256, 256, 2, -1, 4)
-CC_KERNEL(cc_u4_128, 128, 4, -1, 4)
-CC_KERNEL(cc_u4_256_pf1, 256, 2, 1, 4)
-CC_KERNEL(cc_u4_pf0, CC_THREADS, 1, 0, 4)
-CC_KERNEL(cc_u4_pf1, CC_THREADS, 1, 1, 4)
-CC_KERNEL(cc_u4_pf2, CC_THREADS, 1, 2, 4)
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -591,18 +581,7 @@ __device__ __forceinline__ void cc_fold(const uint4 (&w)[2][4], const u32 (&sc)[
         for (int j = 0; j < 4; j++) v ^= w[i][j].x ^ w[i][j].y ^ w[i][j].z ^ w[i][j].w ^ sc[i][j];
     acc[0] += __uint_as_float(v & 0x3fffffffu);
 }
-// s35, fifth run: per-block timestamps (globaltimer, ns) of probes with TRACE: [0] start,
-// [1] after griddepcontrol.wait, [2] the last warp's end, [3] the SM. A block that starts long
-// before its wait returns sat beside the previous launch's blocks (co-resident).
-__device__ unsigned long long g_tr[16384][4];
-__device__ unsigned g_trn;
-__device__ __forceinline__ unsigned long long lab_now() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-template <bool STAGE, bool MATH, int T = CC_THREADS, bool COPY = false, bool PRE2 = false,
-          bool DIRECT = false, bool TRACE = false>
+template <bool STAGE, bool MATH>
 __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const float* __restrict__ x, float* __restrict__ y,
@@ -612,17 +591,8 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
     const int NB = (S + 3) >> 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
-    const int NW = gridDim.x * (T / 32);
+    const int NW = gridDim.x * (CC_THREADS / 32);
     int it = warp * gridDim.x + blockIdx.x;
-    __shared__ unsigned tr_slot;
-    if (TRACE && threadIdx.x == 0) {
-        unsigned sm;
-        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        tr_slot = atomicAdd(&g_trn, 1u) & 16383u;
-        g_tr[tr_slot][0] = lab_now();
-        g_tr[tr_slot][2] = 0;
-        g_tr[tr_slot][3] = sm;
-    }
     asm volatile("griddepcontrol.launch_dependents;");
     float acc[2] = {0.0f, 0.0f};
     uint4 wa[2][4], wb[2][4];
@@ -630,33 +600,17 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
     int ba = 0;
     auto pick = [&](int i) { return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2); };
     auto compute = [&](const uint4(&w)[2][4], const u32(&sc)[2][4], int b) {
-        // DIRECT: the planes read where a producer would have left them (global, through L1),
-        // with no staging and no block-wide sync.
-        if (MATH) cc_compute(w, sc, acc, DIRECT ? (const uint4*)x : cc_smem, b, S, C, lane);
+        if (MATH) cc_compute(w, sc, acc, cc_smem, b, S, C, lane);
         else cc_fold(w, sc, acc);
     };
     if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
-    // PRE2: the successor batch (buffer b) is requested before the wait too.
-    bool pre = false;
-    if (PRE2 && it < items) {
-        int itb = it, bb = 1;
-        if (bb == NB) bb = 0, itb = it + NW;
-        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
-        pre = true;
-    }
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    if (TRACE && threadIdx.x == 0) g_tr[tr_slot][1] = lab_now();
-    if (COPY) {  // x as already-quantized planes (CC_SMEM(k) bytes), copied to shared memory
-        const uint4* src = (const uint4*)x;
-        for (int i = threadIdx.x; i < CC_SMEM(k) / 16; i += T) cc_smem[i] = src[i];
-        __syncthreads();
-    } else if (STAGE) cc_stage<T>(x, cc_smem, k, bf16);
-    else if (!DIRECT) __syncthreads();
+    if (STAGE) cc_stage(x, cc_smem, k, bf16);
+    else __syncthreads();
     while (it < items) {
         int itb = it, bb = ba + 1;
         if (bb == NB) bb = 0, itb = it + NW;
-        if (itb < items && !pre) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
-        pre = false;
+        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
         compute(wa, sa, ba);
         if (ba == NB - 1) cc_store(acc, pick(it), y, lane);
         if (itb >= items) break;
@@ -665,11 +619,6 @@ __device__ __forceinline__ void cc_probe(const uint4* c0, const u16* d0, const u
         if (it < items) cc_load(wa, sa, pick(it), ba, S, C, G, lane);
         compute(wb, sb, bb);
         if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
-    }
-    if (TRACE) {
-        __syncwarp();
-        // tr_slot was written before the block's first barrier (staging), so every warp sees it.
-        if (lane == 0) atomicMax(&g_tr[tr_slot][2], lab_now());
     }
 }
 #define CC_PROBE(name, STAGE, MATH)                                                            \
@@ -683,50 +632,6 @@ CC_PROBE(cc_probe_full, true, true)
 CC_PROBE(cc_probe_nostage, false, true)
 CC_PROBE(cc_probe_nomath, true, false)
 CC_PROBE(cc_probe_neither, false, false)
-// s35: the probes at 256 threads, two blocks per SM (cc_u4_256's shape).
-#define CC_PROBE256(name, STAGE, MATH, COPY, PRE2)                                                       \
-    extern "C" __global__ void __launch_bounds__(256, 2)                                       \
-        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
-             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
-             int r2, int k, int bf16) {                                                        \
-        cc_probe<STAGE, MATH, 256, COPY, PRE2>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16); \
-    }
-CC_PROBE256(cc_probe256_nostage, false, true, false, false)
-CC_PROBE256(cc_probe256_neither, false, false, false, false)
-CC_PROBE256(cc_probe256_copy, false, true, true, false)
-// The runtime's body (staging, arithmetic: real outputs) with both buffers requested first.
-CC_PROBE256(cc_probe256_pre2, true, true, false, true)
-// s35, fourth run: x quantized by its producer (lever 2), at 512 / 256 / 128 threads per block
-// with 1 / 2 / 4 blocks per SM: planes copied to shared memory (copy) or read in place (direct),
-// against no staging at all (nostage) and neither staging nor arithmetic (neither). Timing only.
-#define CC_PROBEX(name, T, BLOCKS, STAGE, MATH, COPY, DIRECT)                                  \
-    extern "C" __global__ void __launch_bounds__(T, BLOCKS)                                    \
-        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
-             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
-             int r2, int k, int bf16) {                                                        \
-        cc_probe<STAGE, MATH, T, COPY, false, DIRECT>(c0, d0, c1, d1, c2, d2, x, y, r0, r1,    \
-                                                      r2, k, bf16);                            \
-    }
-CC_PROBEX(cc_probe512_copy, 512, 1, false, true, true, false)
-CC_PROBEX(cc_probe512_direct, 512, 1, false, true, false, true)
-CC_PROBEX(cc_probe256x2_nostage, 256, 2, false, true, false, false)
-CC_PROBEX(cc_probe256x2_copy, 256, 2, false, true, true, false)
-CC_PROBEX(cc_probe256x2_direct, 256, 2, false, true, false, true)
-CC_PROBEX(cc_probe256x2_neither, 256, 2, false, false, false, false)
-CC_PROBEX(cc_probe128x4_nostage, 128, 4, false, true, false, false)
-CC_PROBEX(cc_probe128x4_direct, 128, 4, false, true, false, true)
-CC_PROBEX(cc_probe128x4_neither, 128, 4, false, false, false, false)
-// The runtime's body (real outputs) with TRACE.
-#define CC_TRACE(name, T, BLOCKS)                                                              \
-    extern "C" __global__ void __launch_bounds__(T, BLOCKS)                                    \
-        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
-             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
-             int r2, int k, int bf16) {                                                        \
-        cc_probe<true, true, T, false, false, false, true>(c0, d0, c1, d1, c2, d2, x, y, r0,   \
-                                                           r1, r2, k, bf16);                   \
-    }
-CC_TRACE(cc_trace512, 512, 1)
-CC_TRACE(cc_trace256, 256, 2)
 typedef void (*PfFn)(const uint4*, const u16*, const u16*, const uint4*, const u16*, const u16*,
                      const uint4*, const u16*, const u16*, const float*, float*, int, int, int,
                      int, int, Pf);
@@ -944,38 +849,6 @@ int main(int argc, char** argv) {
         {"cc_probe_nostage+pdl", (WideFn)(void*)cc_probe_nostage, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_nomath+pdl", (WideFn)(void*)cc_probe_nomath, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_neither+pdl", (WideFn)(void*)cc_probe_neither, true, 0, 0, 0, 0, CC_THREADS},
-        // s35: co-residency. "@N": at most N blocks of the kernel per SM, so with fewer than
-        // the SM holds, the next product's blocks (PDL) can sit beside this one's.
-        {"cc_u4_256+pdl@1", (WideFn)(void*)cc_u4_256, true, 0, 0, 0, 1, 256},
-        {"cc_u4_256+pdl@2", (WideFn)(void*)cc_u4_256, true, 0, 0, 0, 2, 256},
-        {"cc_u4_128+pdl@2", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 2, 128},
-        {"cc_u4_128+pdl@3", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 3, 128},
-        {"cc_u4_128+pdl@4", (WideFn)(void*)cc_u4_128, true, 0, 0, 0, 4, 128},
-        {"cc_u4_pf0+pdl", (WideFn)(void*)cc_u4_pf0, true, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_pf1+pdl", (WideFn)(void*)cc_u4_pf1, true, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_pf2+pdl", (WideFn)(void*)cc_u4_pf2, true, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_pf1", (WideFn)(void*)cc_u4_pf1, false, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_256_pf1+pdl@2", (WideFn)(void*)cc_u4_256_pf1, true, 0, 0, 0, 2, 256},
-        // s35, third run: batches of 2 / 3 steps at ≤ 64 registers, 2 blocks of 512 per SM
-        {"cc_u4_j2x2+pdl", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_j3x2+pdl", (WideFn)(void*)cc_u4_j3x2, true, 0, 0, 0, 0, CC_THREADS},
-        {"cc_u4_j2x2+pdl@1", (WideFn)(void*)cc_u4_j2x2, true, 0, 0, 0, 1, CC_THREADS},
-        {"cc_probe512_copy+pdl", (WideFn)(void*)cc_probe512_copy, true, 0, 0, 0, 0, 512},
-        {"cc_probe512_direct+pdl", (WideFn)(void*)cc_probe512_direct, true, 0, 0, 0, 0, 512},
-        {"cc_probe256x2_nostage+pdl", (WideFn)(void*)cc_probe256x2_nostage, true, 0, 0, 0, 2, 256},
-        {"cc_probe256x2_copy+pdl", (WideFn)(void*)cc_probe256x2_copy, true, 0, 0, 0, 2, 256},
-        {"cc_probe256x2_direct+pdl", (WideFn)(void*)cc_probe256x2_direct, true, 0, 0, 0, 2, 256},
-        {"cc_probe256x2_neither+pdl", (WideFn)(void*)cc_probe256x2_neither, true, 0, 0, 0, 2, 256},
-        {"cc_probe128x4_nostage+pdl", (WideFn)(void*)cc_probe128x4_nostage, true, 0, 0, 0, 4, 128},
-        {"cc_probe128x4_direct+pdl", (WideFn)(void*)cc_probe128x4_direct, true, 0, 0, 0, 4, 128},
-        {"cc_probe128x4_neither+pdl", (WideFn)(void*)cc_probe128x4_neither, true, 0, 0, 0, 4, 128},
-        {"cc_trace512+pdl", (WideFn)(void*)cc_trace512, true, 0, 0, 0, 0, 512},
-        {"cc_trace256+pdl@1", (WideFn)(void*)cc_trace256, true, 0, 0, 0, 1, 256},
-        {"cc_trace256+pdl@2", (WideFn)(void*)cc_trace256, true, 0, 0, 0, 2, 256},
-        {"cc_probe256_nostage+pdl@1", (WideFn)(void*)cc_probe256_nostage, true, 0, 0, 0, 1, 256},
-        {"cc_probe256_copy+pdl@1", (WideFn)(void*)cc_probe256_copy, true, 0, 0, 0, 1, 256},
-        {"cc_probe256_pre2+pdl@1", (WideFn)(void*)cc_probe256_pre2, true, 0, 0, 0, 1, 256},
-        {"cc_probe256_neither+pdl@1", (WideFn)(void*)cc_probe256_neither, true, 0, 0, 0, 1, 256},
     };
     if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
         std::string only = std::string(",") + getenv("LAB_ONLY") + ",";
@@ -1041,35 +914,6 @@ int main(int argc, char** argv) {
             printf("{\"kernel\":\"%s\",\"what\":\"%s\",\"us\":%.2f,\"gb_per_s\":%.0f}\n", kk.name,
                    blocks[0][pi].name, ms * 1e3, b / (ms * 1e-3) / 1e9);
         }
-        if (strstr(kk.name, "trace")) {  // one chain with per-block timestamps (TRACE)
-            unsigned zero = 0;
-            CK(cudaMemcpyToSymbol(g_trn, &zero, 4));
-            spin<<<1, 1, 0, st>>>(20000000);
-            for (int l = 0; l < layers; l++)
-                for (int pi = 0; pi < 4; pi++)
-                    launch_cc(kk.f, kk.cc, blocks[l][pi], x, y, st, kk.pdl, kk.cap);
-            CK(cudaStreamSynchronize(st));
-            unsigned n = 0;
-            CK(cudaMemcpyFromSymbol(&n, g_trn, 4));
-            n = std::min(n, 16384u);
-            std::vector<unsigned long long> tr(16384 * 4);
-            CK(cudaMemcpyFromSymbol(tr.data(), g_tr, tr.size() * 8));
-            // Per block: start → wait returned, wait → end (µs); blocks of the first launch
-            // (after the spin kernel) included.
-            std::vector<double> pre, post;
-            int early = 0;
-            for (unsigned i = 0; i < n; i++) {
-                const double a = (tr[4 * i + 1] - tr[4 * i]) * 1e-3, b = (tr[4 * i + 2] - tr[4 * i + 1]) * 1e-3;
-                pre.push_back(a), post.push_back(b);
-                early += a > 1.0;
-            }
-            std::sort(pre.begin(), pre.end());
-            std::sort(post.begin(), post.end());
-            auto q = [&](std::vector<double>& v, double f) { return v.empty() ? 0.0 : v[(size_t)(f * (v.size() - 1))]; };
-            printf("{\"kernel\":\"%s\",\"what\":\"trace\",\"blocks\":%u,\"start_to_wait_us_p10_p50_p90\":[%.2f,%.2f,%.2f],"
-                   "\"wait_to_end_us_p10_p50_p90\":[%.2f,%.2f,%.2f],\"blocks_waiting_over_1us\":%d}\n",
-                   kk.name, n, q(pre, 0.1), q(pre, 0.5), q(pre, 0.9), q(post, 0.1), q(post, 0.5), q(post, 0.9), early);
-        }
         // Outputs of layer 0's products against the first kernel's (mma_u4_w2): the candidates
         // keep its tiles, split and sums, so they must be bit-identical.
         static std::vector<std::vector<float>> ref;
@@ -1083,7 +927,7 @@ int main(int argc, char** argv) {
             int per_sm = 0;
             g_pf = Pf{{nullptr, nullptr, nullptr}, {0, 0, 0}};
             if (kk.cc) {
-                launch_cc(kk.f, kk.cc, p, x, y, st, false, kk.cap);
+                launch_cc(kk.f, kk.cc, p, x, y, st);
             } else {
                 CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, smem));
                 if (kk.cap) per_sm = std::min(per_sm, kk.cap);

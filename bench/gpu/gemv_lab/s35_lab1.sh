@@ -1,6 +1,8 @@
 # s35 (decision 152): co-residency. cc_u4 at 256 and 128 threads per block, "@N" = at most N
 # blocks of one launch per SM, so the next PDL launch's blocks can sit beside; probes of the
 # 256-thread shape without staging x, with x copied in already quantized, and with neither.
+# The kernels named below are in commit eb27916's lab.cu and packed/cc.cu (reverted after s35): run
+# this script from that commit.
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
 /usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1

@@ -1,4 +1,6 @@
 # s35 (decision 152), third run: batches of 2 or 3 steps at <= 64 registers, 2 blocks of 512 per SM
+# The kernels named below are in commit eb27916's lab.cu and packed/cc.cu (reverted after s35): run
+# this script from that commit.
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
 /usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1

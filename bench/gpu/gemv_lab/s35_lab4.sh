@@ -2,6 +2,8 @@
 # 128 threads per block (1 / 2 / 4 blocks per SM): planes copied to shared memory (copy) or read
 # in place through L1 (direct), against no staging (nostage) and neither staging nor arithmetic
 # (neither). Timing only: the probes' outputs mean nothing.
+# The kernels named below are in commit 867d7ef's lab.cu and packed/cc.cu (reverted after s35): run
+# this script from that commit.
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
 /usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1

@@ -2,7 +2,7 @@
 # cc_u4's body with per-block timestamps (TRACE) at 512 threads (1 block per SM, the runtime's
 # shape) and 256 threads at 1 and 2 blocks per launch per SM: per block, start → return of
 # griddepcontrol.wait and wait → end, one chain of 8 blocks' products.
-# The kernels named below are in commit COMMIT's lab.cu and packed/cc.cu (reverted after s35): run
+# The kernels named below are in commit f1ed7ac's lab.cu and packed/cc.cu (reverted after s35): run
 # this script from that commit.
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu

@@ -30,7 +30,7 @@
 //   Launched without the attribute, both instructions do nothing.
 
 #define CC_QMAX 16256.0f
-#define CC_THREADS 512  // cc_u4: 16 warps, one block per SM at ≤ 128 registers
+#define CC_THREADS 512  // 16 warps: one block per SM at ≤ 128 registers
 
 __device__ __forceinline__ int cc_dp4a(u32 a, u32 b, int c) {  // Σ u8(a_j)·s8(b_j) + c
     int d;
@@ -47,7 +47,6 @@ __device__ __forceinline__ int cc_dp4a(u32 a, u32 b, int c) {  // Σ u8(a_j)·s8
 // Quantizes x into the planes: 8 lanes per chunk, one float4 each; per chunk amax over the 8
 // lanes, q = rint(x·16256/amax) (a zero or non-finite amax gives a zero chunk, as act.rs),
 // a = q >> 7 (arithmetic), b = q & 127, Σq. The float4 reads are issued 4 at a time.
-template <int T>
 __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm, int k, int bf16) {
     const int C = k >> 5, K4 = k >> 2;
     u32* alo = (u32*)sm;
@@ -57,17 +56,17 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
     float* dxs = (float*)(bhi + 4 * C);
     int* q128 = (int*)(dxs + C);
     const float4* x4 = (const float4*)x;
-    for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * T) {
+    for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * CC_THREADS) {
         float4 v[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
-            const int i = i0 + u * T;
+            const int i = i0 + u * CC_THREADS;
             v[u] = i < K4 ? x4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
         for (int u = 0; u < 4; u++) {
-            const int i = i0 + u * T;
-            // Warp-uniform: K4 and T are multiples of 32, so whole warps (and the 8
+            const int i = i0 + u * CC_THREADS;
+            // Warp-uniform: K4 and CC_THREADS are multiples of 32, so whole warps (and the 8
             // lanes of each chunk, which the shuffles combine) are in or out.
             if (i < K4) {
                 float4 f = v[u];
@@ -145,8 +144,7 @@ __device__ __forceinline__ CcMat cc_pick(int it, const uint4* c0, const u16* d0,
 // the f16 scale of its group ((32s + lane)/4). Rows past the matrix are clamped to its last
 // row (computed, not stored); steps past S, and chunks past C in the last step (k not a
 // multiple of 1024), load the last ones again (not used), so the loads stay one branch-free run.
-template <int J>
-__device__ __forceinline__ void cc_load(uint4 (&w)[2][J], u32 (&sc)[2][J], const CcMat& m, int b,
+__device__ __forceinline__ void cc_load(uint4 (&w)[2][4], u32 (&sc)[2][4], const CcMat& m, int b,
                                         int S, int C, int G, int lane) {
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -154,33 +152,16 @@ __device__ __forceinline__ void cc_load(uint4 (&w)[2][J], u32 (&sc)[2][J], const
         const uint4* cp = m.codes + r * C;
         const u16* dp = m.d + r * G;
 #pragma unroll
-        for (int j = 0; j < J; j++) {
-            const int c = min(32 * min(J * b + j, S - 1) + lane, C - 1);
+        for (int j = 0; j < 4; j++) {
+            const int c = min(32 * min(4 * b + j, S - 1) + lane, C - 1);
             w[i][j] = load_codes(cp + c);
             sc[i][j] = __ldg(dp + (c >> 2));
         }
     }
 }
 
-// Requests item `it`'s codes (and its scales, where 16-byte aligned: k % 1024 == 0) into L2,
-// one bulk prefetch each, from one lane (sm_90; below, nothing). The item's rows are contiguous
-// (2 rows, or the matrix's last one alone), so one request covers it: the loads that follow
-// find it in L2 without holding registers for it. A hint: never faults, never waits.
-__device__ __forceinline__ void cc_prefetch(const CcMat& m, int C, int G) {
-#if __CUDA_ARCH__ >= 900
-    const int n = min(2, m.rows - m.row);
-    const uint4* c = m.codes + (size_t)m.row * C;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c), "r"(n * C * 16) : "memory");
-    if ((G & 7) == 0) {
-        const u16* d = m.d + (size_t)m.row * G;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(d), "r"(n * G * 2) : "memory");
-    }
-#endif
-}
-
 // Multiplies a loaded batch into acc (the lane's partial sums of the 2 rows).
-template <int J>
-__device__ __forceinline__ void cc_compute(const uint4 (&w)[2][J], const u32 (&sc)[2][J],
+__device__ __forceinline__ void cc_compute(const uint4 (&w)[2][4], const u32 (&sc)[2][4],
                                            float (&acc)[2], const uint4* sm, int b, int S, int C,
                                            int lane) {
     const uint4* alo = sm;
@@ -193,8 +174,8 @@ __device__ __forceinline__ void cc_compute(const uint4 (&w)[2][J], const u32 (&s
     u32 lo = 0x0f0f0f0fu, hi = 0xf0f0f0f0u;
     asm volatile("" : "+r"(lo), "+r"(hi));
 #pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int s = J * b + j;
+    for (int j = 0; j < 4; j++) {
+        const int s = 4 * b + j;
         const int c = 32 * s + lane;
         if (s < S && c < C) {  // warp-uniform but in the last step of a k not a multiple of 1024
             const uint4 al = alo[c], ah = ahi[c], bl = blo[c], bh = bhi[c];
@@ -239,67 +220,46 @@ __device__ __forceinline__ void cc_store(float (&acc)[2], const CcMat& m, float*
     if (lane < 2 && m.row + lane < m.rows) y[m.ybase + m.row + lane] = out;
 }
 
-template <int T, int LA, int J = 4>
-__device__ __forceinline__ void cc_body(const uint4* c0, const u16* d0, const uint4* c1,
-                                        const u16* d1, const uint4* c2, const u16* d2,
-                                        const float* __restrict__ x, float* __restrict__ y,
-                                        int r0, int r1, int r2, int k, int bf16) {
+extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
+    cc_u4(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
+          const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1,
+          int r2, int k, int bf16) {
     extern __shared__ uint4 cc_smem[];
     const int C = k >> 5, G = k >> 7, S = (C + 31) >> 5;  // chunks, groups, steps of 32 chunks
-    const int NB = (S + J - 1) / J;  // batches of J steps per item
+    const int NB = (S + 3) >> 2;  // batches of 4 steps per item
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
     // Warp (block b, warp w) starts at item w·grid + b: with fewer items than warps the busy
     // warps are spread over every block.
-    const int NW = gridDim.x * (T / 32);
+    const int NW = gridDim.x * (CC_THREADS / 32);
     int it = warp * gridDim.x + blockIdx.x;
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
     float acc[2] = {0.0f, 0.0f};
-    uint4 wa[2][J], wb[2][J];
-    u32 sa[2][J], sb[2][J];
+    uint4 wa[2][4], wb[2][4];
+    u32 sa[2][4], sb[2][4];
     int ba = 0;
     auto pick = [&](int i) { return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2); };
-    // LA >= 0: when a warp requests an item's first batch, it also requests into L2 the whole
-    // item LA·NW further on (its own with LA = 0); before the wait, every item up to there.
-    auto ahead = [&](int i) {
-        if (LA >= 0 && lane == 0 && i < items) cc_prefetch(pick(i), C, G);
-    };
-    if (LA >= 0)
-        for (int a = 0; a <= LA; a++) ahead(it + a * NW);
     if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    cc_stage<T>(x, cc_smem, k, bf16);
+    cc_stage(x, cc_smem, k, bf16);
     // Two register buffers (a, b): the successor batch is requested before the current one is
     // multiplied. Each buffer's cursor (item, batch) travels with it; the matrix is picked
     // again where needed (a few integer ops per batch, fewer registers than two CcMat).
     while (it < items) {
         int itb = it, bb = ba + 1;  // successor of a → b
         if (bb == NB) bb = 0, itb = it + NW;
-        if (bb == 0) ahead(itb + LA * NW);
         if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
         cc_compute(wa, sa, acc, cc_smem, ba, S, C, lane);
         if (ba == NB - 1) cc_store(acc, pick(it), y, lane);
         if (itb >= items) break;
         it = itb, ba = bb + 1;  // successor of b → a
         if (ba == NB) ba = 0, it = itb + NW;
-        if (ba == 0) ahead(it + LA * NW);
         if (it < items) cc_load(wa, sa, pick(it), ba, S, C, G, lane);
         cc_compute(wb, sb, acc, cc_smem, bb, S, C, lane);
         if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
     }
 }
-
-#define CC_KERNEL(name, T, BLOCKS, LA, J)                                                           \
-    extern "C" __global__ void __launch_bounds__(T, BLOCKS)                                    \
-        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
-             const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1, \
-             int r2, int k, int bf16) {                                                        \
-        cc_body<T, LA, J>(c0, d0, c1, d1, c2, d2, x, y, r0, r1, r2, k, bf16);                  \
-    }
-CC_KERNEL(cc_u4, CC_THREADS, 1, -1, 4)
-CC_KERNEL(cc_u4_j2x2, CC_THREADS, 2, -1, 2)
-CC_KERNEL(cc_u4_j3x2, CC_THREADS, 2, -1, 3)
