@@ -40,9 +40,29 @@ __device__ __forceinline__ uint4 load_codes(const uint4* p) {
     return v;
 }
 
-// One warp per chunk of 32 activations (blockDim.x a multiple of 32). Mirrors act.rs's
-// quantize_row_generic with Q = 16256: amax ignores NaN (as f32::max does), a zero or
-// non-finite amax gives a zero chunk, q = round_ties_even(x · (Q / amax)) clamped, NaN → 0.
+// act.rs's quantize_row_generic with Q = 16256, one chunk's scale and one activation's code;
+// quantize_acts and cc.cu's cc_stage both use these, so the two thread layouts share the numerics.
+#define ACT_QMAX 16256.0f
+
+// The chunk's step d = amax / Q and *inv = Q / amax; both 0 for a zero or non-finite amax (the
+// chunk then codes to zeros, as act.rs).
+__device__ __forceinline__ float act_step(float amax, float* inv) {
+    if (amax != 0.0f && amax <= 3.402823466e38f) {
+        *inv = ACT_QMAX / amax;
+        return amax / ACT_QMAX;
+    }
+    *inv = 0.0f;
+    return 0.0f;
+}
+
+// q = round_ties_even(v · inv) clamped to ±Q; NaN (from a non-finite v) → 0.
+__device__ __forceinline__ int act_code(float v, float inv) {
+    const float t = fminf(fmaxf(rintf(__fmul_rn(v, inv)), -ACT_QMAX), ACT_QMAX);
+    return (t == t) ? (int)t : 0;
+}
+
+// One warp per chunk of 32 activations (blockDim.x a multiple of 32). amax ignores NaN (as
+// f32::max does); q = 128·a + b is stored as its planes a = q >> 7 and b = q & 127.
 extern "C" __global__ void quantize_acts(const float* __restrict__ x, signed char* qa,
                                          signed char* qb, float* dx, float* e32,
                                          long long chunks, int bf16) {
@@ -53,16 +73,9 @@ extern "C" __global__ void quantize_acts(const float* __restrict__ x, signed cha
     if (bf16) v = round_bf16(v);
     float amax = fabsf(v);
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float QMAX = 16256.0f;
-    int q = 0;
-    float d = 0.0f;
-    if (amax != 0.0f && amax <= 3.402823466e38f) {
-        d = amax / QMAX;
-        float inv = QMAX / amax;
-        float t = rintf(__fmul_rn(v, inv));
-        t = fminf(fmaxf(t, -QMAX), QMAX);
-        q = (t == t) ? (int)t : 0;
-    }
+    float inv;
+    const float d = act_step(amax, &inv);
+    const int q = act_code(v, inv);
     qa[c * 32 + lane] = (signed char)(q >> 7);
     qb[c * 32 + lane] = (signed char)(q & 127);
     int s = q;

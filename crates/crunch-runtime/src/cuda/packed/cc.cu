@@ -29,7 +29,6 @@
 //   previous grid has finished and its writes are visible, before x is read or y written.
 //   Launched without the attribute, both instructions do nothing.
 
-#define CC_QMAX 16256.0f
 #define CC_THREADS 512  // 16 warps: one block per SM at ≤ 128 registers
 
 __device__ __forceinline__ int cc_dp4a(u32 a, u32 b, int c) {  // Σ u8(a_j)·s8(b_j) + c
@@ -80,18 +79,14 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
 #pragma unroll
                 for (int o = 1; o < 8; o <<= 1)
                     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-                float d = 0.0f, inv = 0.0f;
-                if (amax != 0.0f && amax <= 3.402823466e38f) {
-                    d = amax / CC_QMAX;
-                    inv = CC_QMAX / amax;
-                }
+                float inv;
+                const float d = act_step(amax, &inv);  // packed.cu, shared with quantize_acts
                 const float e[4] = {f.x, f.y, f.z, f.w};
                 u32 pa = 0, pb = 0;
                 int s = 0;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    const float t = fminf(fmaxf(rintf(e[j] * inv), -CC_QMAX), CC_QMAX);
-                    const int q = (t == t) ? (int)t : 0;
+                    const int q = act_code(e[j], inv);
                     s += q;
                     pa |= (u32)((q >> 7) & 0xff) << (8 * j);
                     pb |= (u32)(q & 127) << (8 * j);
