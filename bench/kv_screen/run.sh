@@ -4,6 +4,8 @@
 # it applies s35-kv-screen.patch (environment-variable hooks in the KV store and the model's
 # cache) to a scratch worktree, builds it, dumps pre-RoPE keys and values of the calibration
 # text, fits the codebooks / bases with numpy, and evaluates one or two windows of eval.txt.
+# s35 ran these commands by hand (BENCHMARKS.md); this script collects them and was not run
+# end to end.
 # Usage: bench/kv_screen/run.sh MODEL_DIR OUT   (MODEL_DIR: the SmolLM2 GGUF, calib.txt, eval.txt)
 set -euo pipefail
 in=$1 out=$2
