@@ -4,7 +4,9 @@
 // per product and as a chain of Llama-3-8B blocks, on random codes. Build and run on the GPU
 // machine: bench/gpu/gemv_lab/run.sh (or the s34_lab*.sh scripts, which pick kernels with
 // LAB_ONLY). Prints one JSON line per timing; outputs are compared with mma_u4_w2's after the
-// stream has finished (before s34 they were read too early: decision 151).
+// stream has finished (before s34 they were read too early: decision 151). s36 (decision 154):
+// ccr.cu (codes through a per-lane cp.async ring) and chain.cu (the chain as one persistent
+// kernel, timed after the kernel list unless LAB_NO_CHAIN is set).
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
@@ -16,6 +18,8 @@
 #include "../../../crates/crunch-runtime/src/cuda/packed.cu"
 #include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
+#include "ccr.cu"  // s36: cc_u4 through a per-lane cp.async ring
+#include "chain.cu"  // s36: the chain as one persistent kernel (probe)
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -692,14 +696,14 @@ static int sms;
 typedef void (*CcFn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                      const u16*, const float*, float*, int, int, int, int, int);
 static void launch_cc(WideFn fw, int threads, const Product& p, const float* x, float* y,
-                      cudaStream_t st, bool pdl = false, int cap = 0) {
+                      cudaStream_t st, bool pdl = false, int cap = 0, int ring = 0) {
     CcFn f = (CcFn)(void*)fw;
     int r[3] = {0, 0, 0}, items = 0;
     for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, items += (r[j] + 1) / 2;
     const Mat& a = p.mats[0];
     const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
     const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
-    const int smem = CC_SMEM(p.k);
+    const int smem = ring ? CCR_SMEM(p.k, ring) : CC_SMEM(p.k);
     int per_sm = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, threads, smem));
     if (cap) per_sm = std::min(per_sm, cap);
@@ -802,7 +806,7 @@ int main(int argc, char** argv) {
         CK(cudaFree(buf));
     }
     // ring: unused (0); pf: passes the next product's L2 share; cap: blocks per SM at most
-    struct K { const char* name; WideFn f; bool pdl; int ring = 0; int alloc = 0; int pf = 0; int cap = 0; int cc = 0; };
+    struct K { const char* name; WideFn f; bool pdl; int ring = 0; int alloc = 0; int pf = 0; int cap = 0; int cc = 0; int ccr = 0; };
     const double pf_mb = getenv("LAB_PF_MB") ? atof(getenv("LAB_PF_MB")) : 16.0;
     // The next product's first codes (matrix by matrix) up to pf_mb MB: its first wave's tiles.
     auto set_pf = [&](const Product& nx) {
@@ -849,6 +853,13 @@ int main(int argc, char** argv) {
         {"cc_probe_nostage+pdl", (WideFn)(void*)cc_probe_nostage, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_nomath+pdl", (WideFn)(void*)cc_probe_nomath, true, 0, 0, 0, 0, CC_THREADS},
         {"cc_probe_neither+pdl", (WideFn)(void*)cc_probe_neither, true, 0, 0, 0, 0, CC_THREADS},
+        {"ccr4+pdl", (WideFn)(void*)ccr4, true, 0, 0, 0, 0, CC_THREADS, 4},
+        {"ccr6+pdl", (WideFn)(void*)ccr6, true, 0, 0, 0, 0, CC_THREADS, 6},
+        {"ccr8+pdl", (WideFn)(void*)ccr8, true, 0, 0, 0, 0, CC_THREADS, 8},
+        {"ccr9+pdl", (WideFn)(void*)ccr9, true, 0, 0, 0, 0, CC_THREADS, 9},
+        {"ccr8_nomath+pdl", (WideFn)(void*)ccr8_nomath, true, 0, 0, 0, 0, CC_THREADS, 8},
+        {"ccr8_nostage+pdl", (WideFn)(void*)ccr8_nostage, true, 0, 0, 0, 0, CC_THREADS, 8},
+        {"ccr8_neither+pdl", (WideFn)(void*)ccr8_neither, true, 0, 0, 0, 0, CC_THREADS, 8},
     };
     if (getenv("LAB_ONLY")) {  // e.g. LAB_ONLY=mma_u4_w2,lab_tm4: the first must be mma_u4_w2
         std::string only = std::string(",") + getenv("LAB_ONLY") + ",";
@@ -864,6 +875,7 @@ int main(int argc, char** argv) {
     for (auto& p : blocks[0]) per_layer += p.bytes();
     for (auto& kk : ks) {
         int smax = 8 * (14336 / 32 + 1) * 16 + 14336 / 128 * 4 + 512 + kk.ring * 8 * 1088;
+        if (kk.ccr) smax = CCR_SMEM(14336, kk.ccr);
         CK(cudaFuncSetAttribute(kk.f, cudaFuncAttributeMaxDynamicSharedMemorySize, smax));
         auto run = [&](int which) {  // which: -1 all products, else product index
             float best = 1e30f;
@@ -875,7 +887,7 @@ int main(int argc, char** argv) {
                         if (which >= 0 && pi != which) continue;
                         const Product& p = blocks[l][pi];
                         if (kk.cc) {
-                            launch_cc(kk.f, kk.cc, p, x, y, st, kk.pdl, kk.cap);
+                            launch_cc(kk.f, kk.cc, p, x, y, st, kk.pdl, kk.cap, kk.ccr);
                             continue;
                         }
                         int smem = 8 * (p.k / 32 + 1) * 16 + p.k / 128 * 4 + 8 * 16 * 4 + kk.ring * 8 * 1088;
@@ -927,7 +939,7 @@ int main(int argc, char** argv) {
             int per_sm = 0;
             g_pf = Pf{{nullptr, nullptr, nullptr}, {0, 0, 0}};
             if (kk.cc) {
-                launch_cc(kk.f, kk.cc, p, x, y, st);
+                launch_cc(kk.f, kk.cc, p, x, y, st, false, 0, kk.ccr);
             } else {
                 CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, smem));
                 if (kk.cap) per_sm = std::min(per_sm, kk.cap);
@@ -948,6 +960,97 @@ int main(int argc, char** argv) {
         }
         printf("{\"kernel\":\"%s\",\"what\":\"max_abs_diff_vs_mma_u4_w2\",\"value\":%g,\"max_abs_ref\":%g}\n", kk.name, maxdiff, maxref);
         fflush(stdout);
+    }
+    // ---- s36 probe: the chain as one persistent kernel (chain.cu), against cc_u4 for outputs.
+    if (!getenv("LAB_NO_CHAIN")) {
+        unsigned* ctr;
+        CK(cudaMalloc(&ctr, 4));
+        auto mkprods = [&](int which, int nl) {
+            std::vector<ChainProd> v;
+            for (int l = 0; l < nl; l++)
+                for (int pi = 0; pi < 4; pi++) {
+                    if (which >= 0 && pi != which) continue;
+                    const Product& p = blocks[l][pi];
+                    const Mat& a = p.mats[0];
+                    const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+                    const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
+                    ChainProd cp;
+                    cp.c0 = a.codes, cp.c1 = b.codes, cp.c2 = c.codes;
+                    cp.d0 = a.d, cp.d1 = b.d, cp.d2 = c.d;
+                    cp.r0 = a.rows, cp.r1 = p.mats.size() > 1 ? b.rows : 0;
+                    cp.r2 = p.mats.size() > 2 ? c.rows : 0, cp.k = p.k;
+                    v.push_back(cp);
+                }
+            ChainProd* d;
+            CK(cudaMalloc(&d, v.size() * sizeof(ChainProd)));
+            CK(cudaMemcpy(d, v.data(), v.size() * sizeof(ChainProd), cudaMemcpyHostToDevice));
+            return std::make_pair(d, (int)v.size());
+        };
+        typedef void (*ChainFn)(const ChainProd*, int, const float*, float*, unsigned*);
+        struct CKn { const char* name; ChainFn f; };
+        std::vector<CKn> cks = {{"chain_cc", chain_cc}, {"chain_cc_cross", chain_cc_cross}};
+        const int smem = CC_SMEM(14336);
+        auto chain_launch = [&](ChainFn f, const ChainProd* pr, int P) {
+            float* yy = y;
+            const float* xx = x;
+            void* args[] = {(void*)&pr, (void*)&P, (void*)&xx, (void*)&yy, (void*)&ctr};
+            CK(cudaLaunchKernel((const void*)f, dim3(sms), dim3(CC_THREADS), args, smem, st));
+        };
+        for (auto& ck : cks) {
+            CK(cudaFuncSetAttribute(ck.f, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+            auto run = [&](int which) {
+                auto pr = mkprods(which, layers);
+                float best = 1e30f;
+                for (int rep = 0; rep < repeats + 1; rep++) {
+                    CK(cudaMemsetAsync(ctr, 0, 4, st));
+                    spin<<<1, 1, 0, st>>>(20000000);
+                    CK(cudaEventRecord(e0, st));
+                    chain_launch(ck.f, pr.first, pr.second);
+                    CK(cudaEventRecord(e1, st));
+                    CK(cudaEventSynchronize(e1));
+                    float ms;
+                    CK(cudaEventElapsedTime(&ms, e0, e1));
+                    if (rep > 0 && ms < best) best = ms;
+                }
+                CK(cudaFree(pr.first));
+                return best / layers;
+            };
+            float layer_ms = run(-1);
+            printf("{\"kernel\":\"%s\",\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"token_ms\":%.3f}\n",
+                   ck.name, layer_ms * 1e3, per_layer / (layer_ms * 1e-3) / 1e9, layer_ms * 32);
+            for (int pi = 0; pi < 4; pi++) {
+                float ms = run(pi);
+                size_t b = blocks[0][pi].bytes();
+                printf("{\"kernel\":\"%s\",\"what\":\"%s\",\"us\":%.2f,\"gb_per_s\":%.0f}\n", ck.name,
+                       blocks[0][pi].name, ms * 1e3, b / (ms * 1e-3) / 1e9);
+            }
+            // Outputs of layer 0's products against cc_u4's (same sums: bit-identical expected).
+            double maxdiff = 0, maxref = 0;
+            for (int pi = 0; pi < 4; pi++) {
+                const Product& p = blocks[0][pi];
+                int rows = 0;
+                for (auto& m : p.mats) rows += m.rows;
+                CK(cudaFuncSetAttribute(cc_u4, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+                CK(cudaMemsetAsync(y, 0, rows * 4, st));
+                launch_cc((WideFn)(void*)cc_u4, CC_THREADS, p, x, y, st);
+                std::vector<float> a(rows), b(rows);
+                CK(cudaStreamSynchronize(st));
+                CK(cudaMemcpy(a.data(), y, rows * 4, cudaMemcpyDeviceToHost));
+                CK(cudaMemsetAsync(y, 0, rows * 4, st));
+                auto pr = mkprods(pi, 1);
+                CK(cudaMemsetAsync(ctr, 0, 4, st));
+                chain_launch(ck.f, pr.first, pr.second);
+                CK(cudaStreamSynchronize(st));
+                CK(cudaMemcpy(b.data(), y, rows * 4, cudaMemcpyDeviceToHost));
+                CK(cudaFree(pr.first));
+                for (int i = 0; i < rows; i++) {
+                    maxdiff = std::max(maxdiff, (double)fabsf(a[i] - b[i]));
+                    maxref = std::max(maxref, (double)fabsf(a[i]));
+                }
+            }
+            printf("{\"kernel\":\"%s\",\"what\":\"max_abs_diff_vs_cc_u4\",\"value\":%g,\"max_abs_ref\":%g}\n", ck.name, maxdiff, maxref);
+            fflush(stdout);
+        }
     }
     // ---- 2–4 rows: decision 132's per-matrix mma_u4_n1 (one split per matrix, as the runtime
     // runs it) against the grouped mma_u4_g4 (one split per product).
