@@ -20,6 +20,7 @@
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
 #include "ccr.cu"  // s36: cc_u4 through a per-lane cp.async ring
 #include "chain.cu"  // s36: the chain as one persistent kernel (probe)
+#include "i8.cu"  // s36: 2–16 rows on the int8 tensor cores
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -775,10 +776,10 @@ int main(int argc, char** argv) {
         blocks[l].push_back({"down", {make_mat(4096, 14336, seed++)}, 14336});
     }
     float *x, *y;
-    CK(cudaMalloc(&x, 14336 * 4 * 4));
-    CK(cudaMalloc(&y, 28672 * 4 * 4));
+    CK(cudaMalloc(&x, 14336 * 16 * 4));
+    CK(cudaMalloc(&y, 28672 * 16 * 4));
     {
-        std::vector<float> hx(14336 * 4);
+        std::vector<float> hx(14336 * 16);
         for (size_t i = 0; i < hx.size(); i++) hx[i] = ((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
         CK(cudaMemcpy(x, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
     }
@@ -1051,6 +1052,107 @@ int main(int argc, char** argv) {
             printf("{\"kernel\":\"%s\",\"what\":\"max_abs_diff_vs_cc_u4\",\"value\":%g,\"max_abs_ref\":%g}\n", ck.name, maxdiff, maxref);
             fflush(stdout);
         }
+    }
+    // ---- s36: 4–16 rows, the grouped bf16 kernels (decision 144) against the int8 ones (i8.cu),
+    // each with its own activation split per product (as the runtime runs them).
+    if (!getenv("LAB_NO_I8")) {
+        uint2* frag;
+        float* gs;
+        u32* planes;
+        int2* dq;
+        CK(cudaMalloc(&frag, 16 * 14336 * 4 * 2));
+        CK(cudaMalloc(&gs, 16 * 112 * 4));
+        CK(cudaMalloc(&planes, 16 * 112 * 256));
+        CK(cudaMalloc(&dq, 16 * 112 * 8));
+        typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
+                             const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
+        struct G { const char* name; int kind; void* f; int n; };
+        std::vector<G> gk = {
+            {"mma_u4_g4", 1, (void*)mma_u4_g4, 4},   {"i8_g4", 2, (void*)i8_g4, 4},
+            {"mma_u4_g8", 1, (void*)mma_u4_g8, 8},   {"i8_g8", 2, (void*)i8_g8, 8},
+            {"mma_u4_g16", 1, (void*)mma_u4_g16, 16}, {"i8_g16", 2, (void*)i8_g16, 16},
+            {"i8_g16b2", 2, (void*)i8_g16b2, 16},   {"i8_g16u1", 2, (void*)i8_g16u1, 16},
+            {"mma_u4_g16@12", 1, (void*)mma_u4_g16, 12}, {"i8_g16@12", 2, (void*)i8_g16, 12},
+        };
+        auto launch_g = [&](const G& kk, const Product& p, float* out) {
+            const int n = kk.n;
+            int per_sm = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, 0));
+            per_sm = std::max(per_sm, 1);
+            int r[3] = {0, 0, 0}, tiles = 0;
+            for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
+            const Mat& a = p.mats[0];
+            const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+            const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
+            const int grid = std::min(tiles, per_sm * sms);
+            if (kk.kind == 1) {
+                mma_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, p.k, 0);
+                ((GWideFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d,
+                                                       frag, gs, out, r[0], r[1], r[2], p.k, n);
+            } else {
+                i8_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
+                ((I8Fn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                                                    (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
+            }
+        };
+        for (auto& kk : gk) {
+            auto run = [&](int which) {
+                float best = 1e30f;
+                for (int rep = 0; rep < repeats + 1; rep++) {
+                    spin<<<1, 1, 0, st>>>(20000000);
+                    CK(cudaEventRecord(e0, st));
+                    for (int l = 0; l < layers; l++)
+                        for (int pi = 0; pi < 4; pi++) {
+                            if (which >= 0 && pi != which) continue;
+                            launch_g(kk, blocks[l][pi], y);
+                        }
+                    CK(cudaEventRecord(e1, st));
+                    CK(cudaEventSynchronize(e1));
+                    float ms;
+                    CK(cudaEventElapsedTime(&ms, e0, e1));
+                    if (rep > 0 && ms < best) best = ms;
+                }
+                return best / layers;
+            };
+            float layer_ms = run(-1);
+            printf("{\"kernel\":\"%s\",\"rows\":%d,\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"step_ms\":%.3f,\"tokens_per_s\":%.0f}\n",
+                   kk.name, kk.n, layer_ms * 1e3, per_layer / (layer_ms * 1e-3) / 1e9, layer_ms * 32, kk.n / (layer_ms * 32e-3));
+            for (int pi = 0; pi < 4; pi++) {
+                float ms = run(pi);
+                printf("{\"kernel\":\"%s\",\"rows\":%d,\"what\":\"%s\",\"us\":%.2f}\n", kk.name, kk.n, blocks[0][pi].name, ms * 1e3);
+            }
+            fflush(stdout);
+        }
+        // Outputs: the int8 kernels against the bf16 ones at the same rows, layer 0's products
+        // (max |Δ| over the largest |output|; x's quantization differs, so not bit-identical).
+        for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
+            if (gk[gi].kind != 1) continue;
+            for (int gj = 0; gj < (int)gk.size(); gj++) {
+                if (gk[gj].kind != 2 || gk[gj].n != gk[gi].n) continue;
+                double md = 0, mr = 0;
+                for (int pi = 0; pi < 4; pi++) {
+                    const Product& p = blocks[0][pi];
+                    int rows = 0;
+                    for (auto& m : p.mats) rows += m.rows;
+                    const size_t cnt = (size_t)rows * gk[gi].n;
+                    std::vector<float> a(cnt), b(cnt);
+                    launch_g(gk[gi], p, y);
+                    CK(cudaStreamSynchronize(st));
+                    CK(cudaMemcpy(a.data(), y, cnt * 4, cudaMemcpyDeviceToHost));
+                    CK(cudaMemsetAsync(y, 0, cnt * 4, st));
+                    launch_g(gk[gj], p, y);
+                    CK(cudaStreamSynchronize(st));
+                    CK(cudaMemcpy(b.data(), y, cnt * 4, cudaMemcpyDeviceToHost));
+                    for (size_t i = 0; i < cnt; i++) {
+                        md = std::max(md, (double)fabsf(a[i] - b[i]));
+                        mr = std::max(mr, (double)fabsf(a[i]));
+                    }
+                }
+                printf("{\"what\":\"i8_vs_bf16\",\"kernel\":\"%s\",\"ref\":\"%s\",\"rows\":%d,\"max_abs_diff\":%g,\"max_abs_ref\":%g,\"rel\":%g}\n",
+                       gk[gj].name, gk[gi].name, gk[gi].n, md, mr, md / mr);
+            }
+        }
+        fflush(stdout);
     }
     // ---- 2–4 rows: decision 132's per-matrix mma_u4_n1 (one split per matrix, as the runtime
     // runs it) against the grouped mma_u4_g4 (one split per product).
