@@ -20,7 +20,6 @@
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
 #include "ccr.cu"  // s36: cc_u4 through a per-lane cp.async ring
 #include "chain.cu"  // s36: the chain as one persistent kernel (probe)
-#include "i8.cu"  // s36: 2–16 rows on the int8 tensor cores
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1053,7 +1052,7 @@ int main(int argc, char** argv) {
             fflush(stdout);
         }
     }
-    // ---- s36: 4–16 rows, the grouped bf16 kernels (decision 144) against the int8 ones (i8.cu),
+    // ---- s36: 4–16 rows, the grouped bf16 kernels (decision 144) against the int8 ones (decision 155),
     // each with its own activation split per product (as the runtime runs them).
     if (!getenv("LAB_NO_I8")) {
         uint2* frag;
@@ -1067,12 +1066,13 @@ int main(int argc, char** argv) {
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
         struct G { const char* name; int kind; void* f; int n; };
+        // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
+        // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
         std::vector<G> gk = {
-            {"mma_u4_g4", 1, (void*)mma_u4_g4, 4},   {"i8_g4", 2, (void*)i8_g4, 4},
-            {"mma_u4_g8", 1, (void*)mma_u4_g8, 8},   {"i8_g8", 2, (void*)i8_g8, 8},
-            {"mma_u4_g16", 1, (void*)mma_u4_g16, 16}, {"i8_g16", 2, (void*)i8_g16, 16},
-            {"i8_g16b2", 2, (void*)i8_g16b2, 16},   {"i8_g16u1", 2, (void*)i8_g16u1, 16},
-            {"mma_u4_g16@12", 1, (void*)mma_u4_g16, 12}, {"i8_g16@12", 2, (void*)i8_g16, 12},
+            {"mma_u4_g4", 1, (void*)mma_u4_g4, 4},   {"mma_i8_g4", 2, (void*)mma_i8_g4, 4},
+            {"mma_u4_g8", 1, (void*)mma_u4_g8, 8},   {"mma_i8_g8", 2, (void*)mma_i8_g8, 8},
+            {"mma_u4_g16", 1, (void*)mma_u4_g16, 16}, {"mma_i8_g16", 2, (void*)mma_i8_g16, 16},
+            {"mma_u4_g16@12", 1, (void*)mma_u4_g16, 12}, {"mma_i8_g16@12", 2, (void*)mma_i8_g16, 12},
         };
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
@@ -1090,7 +1090,7 @@ int main(int argc, char** argv) {
                 ((GWideFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d,
                                                        frag, gs, out, r[0], r[1], r[2], p.k, n);
             } else {
-                i8_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
+                mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
                 ((I8Fn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                     (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
             }

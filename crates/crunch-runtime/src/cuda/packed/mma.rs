@@ -32,6 +32,10 @@ pub(super) struct MmaKernels {
     /// 2–16 rows, 1–3 matrices per launch (decision 144): `[≤ 4, ≤ 8, ≤ 16 rows]` ×
     /// `[symmetric, with offsets]`.
     grouped: [[CudaFunction; 2]; 3],
+    /// 2–16 rows on the int8 tensor cores, symmetric codes, 1–3 matrices per launch (decision
+    /// 155, the `cc` variants): `[≤ 4, ≤ 8, ≤ 16 rows]`, and their activation split.
+    int8: [CudaFunction; 3],
+    split_i8: CudaFunction,
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -104,6 +108,8 @@ impl MmaKernels {
                 [f("mma_u4_g8")?, f("mma_u4m_g8")?],
                 [f("mma_u4_g16")?, f("mma_u4m_g16")?],
             ],
+            int8: [f("mma_i8_g4")?, f("mma_i8_g8")?, f("mma_i8_g16")?],
+            split_i8: f("mma_split_i8")?,
             smem_max,
             sms: sms as usize,
         }))
@@ -184,6 +190,9 @@ impl Cuda {
         }
         if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. } | Gemv::Cc { .. }) {
             return self.mma_gemm_grouped(mk, &xv, &[w], n).map(Some);
+        }
+        if matches!(self.gemv, Gemv::Cc { .. }) && w.m.is_none() {
+            return self.mma_gemm_int8_passes(mk, &xv, w, n).map(Some);
         }
         // hi/lo B registers of every row, [⌈n/4⌉][8][cols/32][8] pairs, and Σx per group.
         let ntiles = n.div_ceil(4);

@@ -1,12 +1,14 @@
 //! 2–16 activation rows by int4 g128 weights, 1–3 matrices of one width per launch
 //! (`mma_gemm_wide` in mma.cu, decision 144): `Backend::linears` and `linear` at 2–16 rows with
 //! a wide one-row variant. The hi/lo B registers come from `mma_split_acts` once per input.
+//! With a `cc` variant and symmetric codes, the int8 kernels `mma_i8_g*` (decision 155) take
+//! their place, on x's int8 planes from `mma_split_i8`.
 
 use super::{MmaKernels, GROUPED_ROWS, THREADS, WIDE_MATS};
-use crate::cuda::packed::GpuPacked;
+use crate::cuda::packed::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 impl Cuda {
     /// `mma_split_acts`: x's hi/lo B registers, `[⌈n/4⌉][8][cols/32][8]` pairs, and Σx per
@@ -16,7 +18,7 @@ impl Cuda {
     pub(in crate::cuda::packed) fn split_acts(
         &self,
         mk: &MmaKernels,
-        xv: &cudarc::driver::CudaView<'_, f32>,
+        xv: &CudaView<'_, f32>,
         n: usize,
         cols: usize,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
@@ -50,11 +52,14 @@ impl Cuda {
     pub(in crate::cuda::packed) fn mma_gemm_grouped(
         &self,
         mk: &MmaKernels,
-        xv: &cudarc::driver::CudaView<'_, f32>,
+        xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         n: usize,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=GROUPED_ROWS).contains(&n));
+        if matches!(self.gemv, Gemv::Cc { .. }) && ws[0].m.is_none() {
+            return self.mma_gemm_int8(mk, xv, ws, n);
+        }
         let cols = ws[0].layout.cols;
         let (frag, gsum) = self.split_acts(mk, xv, n, cols)?;
         let has_m = ws[0].m.is_some() as usize;
@@ -95,11 +100,123 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    /// `mma_gemm_grouped` on the int8 tensor cores (decision 155): symmetric codes, 1–16 rows.
+    fn mma_gemm_int8(
+        &self,
+        mk: &MmaKernels,
+        xv: &CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let total: usize = ws.iter().map(|w| w.layout.rows).sum();
+        let mut y = self.alloc(n * total)?;
+        self.launch_int8(mk, xv, ws, n, &mut y.slice_mut(..))?;
+        Ok(y)
+    }
+
+    /// `y [n, rows] = x [n, cols] · Wᵀ` for 17–32 rows of one symmetric int4 g128 matrix on the
+    /// int8 tensor cores (decision 155): rows 0–15, then the rest, each pass writing its rows'
+    /// outputs in place (the codes are read twice; the bf16 kernels for 17–32 rows re-read
+    /// them too, once per 16 rows).
+    pub(in crate::cuda::packed) fn mma_gemm_int8_passes(
+        &self,
+        mk: &MmaKernels,
+        xv: &CudaView<'_, f32>,
+        w: &GpuPacked,
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let (rows, cols) = (w.layout.rows, w.layout.cols);
+        let mut y = self.alloc(n * rows)?;
+        let mut start = 0;
+        while start < n {
+            let m = (n - start).min(GROUPED_ROWS);
+            let xs = xv.slice(start * cols..(start + m) * cols);
+            self.launch_int8(
+                mk,
+                &xs,
+                &[w],
+                m,
+                &mut y.slice_mut(start * rows..(start + m) * rows),
+            )?;
+            start += m;
+        }
+        Ok(y)
+    }
+
+    /// One launch of `mma_split_i8` and `mma_i8_g*`: x split into int8 planes per row and
+    /// group of 128 (`[n][k/128][2][128]` bytes) and the groups' (dx, 8·Σq) pairs, both in
+    /// recycled f32 buffers (their words are what the kernels read), then the product into `y`
+    /// (matrix j's `[n, rows_j]` at `n·(rows_0 + … + rows_(j−1))`).
+    fn launch_int8(
+        &self,
+        mk: &MmaKernels,
+        xv: &CudaView<'_, f32>,
+        ws: &[&GpuPacked],
+        n: usize,
+        y: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        debug_assert!((1..=GROUPED_ROWS).contains(&n) && ws.iter().all(|w| w.m.is_none()));
+        let cols = ws[0].layout.cols;
+        let groups = cols / 128;
+        // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
+        // pair of the n rows.
+        let mut planes = self.alloc(n * cols / 2)?;
+        let mut dq = self.alloc(2 * n * groups)?;
+        let (n_i, cols_i) = (n as i32, cols as i32);
+        let bf16 = (self.precision == crate::Precision::Bf16) as i32;
+        let mut l = self.stream.launch_builder(&mk.split_i8);
+        l.arg(xv)
+            .arg(&mut planes)
+            .arg(&mut dq)
+            .arg(&n_i)
+            .arg(&cols_i)
+            .arg(&bf16);
+        let cfg = LaunchConfig {
+            grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { l.launch(cfg) }.map_err(err("split activations (int8)"))?;
+        let mut r = [0i32; WIDE_MATS];
+        for (ri, w) in r.iter_mut().zip(ws) {
+            *ri = w.layout.rows as i32;
+        }
+        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
+        let f = &mk.int8[match n {
+            ..=4 => 0,
+            5..=8 => 1,
+            _ => 2,
+        }];
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
+            .map_err(err("occupancy"))?
+            .max(1) as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(f);
+        for j in 0..WIDE_MATS {
+            let w = ws.get(j).unwrap_or(&ws[0]);
+            l.arg(&w.codes).arg(&w.d);
+        }
+        l.arg(&planes).arg(&dq).arg(y);
+        for ri in &r {
+            l.arg(ri);
+        }
+        l.arg(&cols_i).arg(&n_i);
+        unsafe { l.launch(cfg) }.map_err(err("packed product (int8 mma, grouped rows)"))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{emulate_tiles, pick};
     use crate::cuda::packed::tests::matrix;
-    use crate::cuda::packed::Repacked;
+    use crate::cuda::packed::{Layout, Repacked};
     use crunch_kernels::DType;
     use half::bf16;
 
@@ -165,6 +282,169 @@ mod tests {
                         }
                         base += rws;
                     }
+                }
+            }
+        }
+    }
+
+    /// One row's group of 128 as `mma_split_i8` writes it: the planes a and b.
+    type Planes = [[i8; 128]; 2];
+
+    /// `mma_split_i8` on the host: per row and group of 128, the planes `[2][128]` (a, b) and
+    /// (dx, 8·Σq), as act.rs quantizes per 32 (q = round-half-even(x·(16256/amax)), clamped).
+    fn split_i8(x: &[f32], n: usize, k: usize, bf16_mode: bool) -> (Vec<Planes>, Vec<(f32, i32)>) {
+        const Q: f32 = 16256.0;
+        let g_n = k / 128;
+        let mut planes = vec![[[0i8; 128]; 2]; n * g_n];
+        let mut dq = vec![(0f32, 0i32); n * g_n];
+        for j in 0..n {
+            for gg in 0..g_n {
+                let v: Vec<f32> = x[j * k + gg * 128..][..128]
+                    .iter()
+                    .map(|&f| {
+                        if bf16_mode {
+                            bf16::from_f32(f).to_f32()
+                        } else {
+                            f
+                        }
+                    })
+                    .collect();
+                let amax = v.iter().fold(0f32, |m, f| m.max(f.abs()));
+                let (d, inv) = if amax != 0.0 && amax.is_finite() {
+                    (amax / Q, Q / amax)
+                } else {
+                    (0.0, 0.0)
+                };
+                let mut sum = 0i32;
+                for (i, f) in v.iter().enumerate() {
+                    let q = (f * inv).round_ties_even().clamp(-Q, Q) as i32;
+                    sum += q;
+                    planes[j * g_n + gg][0][i] = (q >> 7) as i8;
+                    planes[j * g_n + gg][1][i] = (q & 127) as i8;
+                }
+                dq[j * g_n + gg] = (d, 8 * sum);
+            }
+        }
+        (planes, dq)
+    }
+
+    /// A host transcription of `mma_i8_g*` (decision 155) for one tile: each lane's A and B
+    /// registers placed into the m16n8k32 fragments as PTX lays them out (A row g / g + 8, k
+    /// 4t.. and 16 + 4t..; B k likewise, column g; D rows g / g + 8, columns 2t, 2t + 1), the
+    /// integer products summed over a group's 4 mma, then the kernel's scale step.
+    fn emulate_int8_tile(
+        r: &Repacked,
+        x: &[f32],
+        n: usize,
+        bf16_mode: bool,
+        tile: usize,
+    ) -> Vec<f32> {
+        let Layout { rows, cols: k, .. } = r.layout;
+        let (c_n, g_n) = (k / 32, k / 128);
+        let h = |b: u16| half::f16::from_bits(b).to_f32();
+        let (planes, dq) = split_i8(x, n, k, bf16_mode);
+        let words: Vec<u32> = r
+            .codes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let bytes = |v: u32| v.to_le_bytes().map(|b| b as i32);
+        let row = |g: usize, e: usize| (tile * 16 + g + 8 * e).min(rows - 1);
+        let mut y = vec![0f32; n * rows];
+        for nt in 0..n.div_ceil(4) {
+            for gg in 0..g_n {
+                let mut d = [[0i32; 8]; 16];
+                for j in 0..4 {
+                    let mut a = [[0i32; 32]; 16];
+                    let mut b = [[0i32; 8]; 32];
+                    for lane in 0..32 {
+                        let (g, t) = (lane >> 2, lane & 3);
+                        let wd = |e: usize| words[(row(g, e) * c_n + 4 * gg + t) * 4 + j];
+                        // a0 (g, 4t..), a1 (g + 8, 4t..), a2 (g, 16 + 4t..), a3 (g + 8, 16 + 4t..)
+                        let regs = [
+                            wd(0) & 0x0f0f_0f0f,
+                            wd(1) & 0x0f0f_0f0f,
+                            (wd(0) >> 4) & 0x0f0f_0f0f,
+                            (wd(1) >> 4) & 0x0f0f_0f0f,
+                        ];
+                        for (i, reg) in regs.iter().enumerate() {
+                            let (rr, kk) = (g + 8 * (i & 1), 4 * t + 16 * (i >> 1));
+                            for (u, v) in bytes(*reg).iter().enumerate() {
+                                a[rr][kk + u] = *v;
+                            }
+                        }
+                        // b0 (4t.., column g), b1 (16 + 4t.., column g): plane g & 1 of row
+                        // 4nt + g/2, bytes 32t + 4j.. and 32t + 16 + 4j..
+                        let rb = (4 * nt + (g >> 1)).min(n - 1);
+                        let pl = &planes[rb * g_n + gg][g & 1];
+                        for half in 0..2 {
+                            for u in 0..4 {
+                                b[4 * t + 16 * half + u][g] =
+                                    pl[32 * t + 16 * half + 4 * j + u] as i32;
+                            }
+                        }
+                    }
+                    for i in 0..16 {
+                        for col in 0..8 {
+                            d[i][col] += (0..32).map(|kk| a[i][kk] * b[kk][col]).sum::<i32>();
+                        }
+                    }
+                }
+                for lane in 0..32 {
+                    let (g, t) = (lane >> 2, lane & 3);
+                    let jr = 4 * nt + t;
+                    if jr >= n {
+                        continue;
+                    }
+                    let (dx, q8) = dq[jr * g_n + gg];
+                    for e in 0..2 {
+                        let rr = tile * 16 + g + 8 * e;
+                        if rr >= rows {
+                            continue;
+                        }
+                        let v = 128 * d[g + 8 * e][2 * t] + d[g + 8 * e][2 * t + 1] - q8;
+                        y[jr * rows + rr] += (h(r.d[rr * g_n + gg]) * dx) * v as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// The int8 kernels' indexing (decision 155): every tile of each matrix emulated lane by
+    /// lane equals `PackedMatrix::matmul` within 1e-3 of the largest output (the GPU checks'
+    /// tolerance), 2–16 rows, shapes with row tails, f32 and bf16 activations.
+    #[test]
+    fn int8_indexing_matches_the_cpu_product() {
+        for (rows, cols) in [(40, 512), (21, 384), (16, 128)] {
+            let w = matrix(DType::Q4_0, rows, cols, 4, (rows * cols) as u64);
+            let rep = Repacked::new(&w).unwrap();
+            for n in [2, 3, 4, 5, 8, 9, 16] {
+                for bf16_mode in [false, true] {
+                    let mut x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 337.0 + 0.3)
+                        .collect();
+                    if bf16_mode {
+                        x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
+                    }
+                    let mut y = vec![0f32; n * rows];
+                    for tile in 0..rows.div_ceil(16) {
+                        let part = emulate_int8_tile(&rep, &x, n, bf16_mode, tile);
+                        for (o, p) in y.iter_mut().zip(&part) {
+                            *o += p;
+                        }
+                    }
+                    let mut cpu = vec![0f32; n * rows];
+                    w.matmul(&x, n, &mut cpu);
+                    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let worst = cpu
+                        .iter()
+                        .zip(&y)
+                        .fold(0f32, |m, (c, g)| m.max((c - g).abs()));
+                    assert!(
+                        worst <= 1e-3 * scale,
+                        "{rows}x{cols} n {n} bf16 {bf16_mode}: {worst} of {scale}"
+                    );
                 }
             }
         }
