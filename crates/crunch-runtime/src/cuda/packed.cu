@@ -61,6 +61,37 @@ __device__ __forceinline__ int act_code(float v, float inv) {
     return (t == t) ? (int)t : 0;
 }
 
+// For the quantizers that read x as float4 (cc.cu's cc_stage, mma.cu's mma_split_i8): f as
+// they code it (rounded to bf16 first in bf16 mode), and its largest |·| in *amax.
+__device__ __forceinline__ float4 act_read4(float4 f, int bf16, float* amax) {
+    if (bf16) {
+        f.x = round_bf16(f.x);
+        f.y = round_bf16(f.y);
+        f.z = round_bf16(f.z);
+        f.w = round_bf16(f.w);
+    }
+    *amax = fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w)));
+    return f;
+}
+
+// f's four codes (act_code) as byte j of the planes *pa (a = q >> 7) and *pb (b = q & 127),
+// q = 128·a + b; returns their Σq.
+__device__ __forceinline__ int act_planes4(float4 f, float inv, u32* pa, u32* pb) {
+    const float e[4] = {f.x, f.y, f.z, f.w};
+    u32 a = 0, b = 0;
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int q = act_code(e[j], inv);
+        s += q;
+        a |= (u32)((q >> 7) & 0xff) << (8 * j);
+        b |= (u32)(q & 127) << (8 * j);
+    }
+    *pa = a;
+    *pb = b;
+    return s;
+}
+
 // One warp per chunk of 32 activations (blockDim.x a multiple of 32). amax ignores NaN (as
 // f32::max does); q = 128·a + b is stored as its planes a = q >> 7 and b = q & 127.
 extern "C" __global__ void quantize_acts(const float* __restrict__ x, signed char* qa,

@@ -68,29 +68,15 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
             // Warp-uniform: K4 and CC_THREADS are multiples of 32, so whole warps (and the 8
             // lanes of each chunk, which the shuffles combine) are in or out.
             if (i < K4) {
-                float4 f = v[u];
-                if (bf16) {
-                    f.x = round_bf16(f.x);
-                    f.y = round_bf16(f.y);
-                    f.z = round_bf16(f.z);
-                    f.w = round_bf16(f.w);
-                }
-                float amax = fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w)));
+                float amax;
+                const float4 f = act_read4(v[u], bf16, &amax);  // packed.cu
 #pragma unroll
                 for (int o = 1; o < 8; o <<= 1)
                     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
                 float inv;
                 const float d = act_step(amax, &inv);  // packed.cu, shared with quantize_acts
-                const float e[4] = {f.x, f.y, f.z, f.w};
-                u32 pa = 0, pb = 0;
-                int s = 0;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const int q = act_code(e[j], inv);
-                    s += q;
-                    pa |= (u32)((q >> 7) & 0xff) << (8 * j);
-                    pb |= (u32)(q & 127) << (8 * j);
-                }
+                u32 pa, pb;
+                int s = act_planes4(f, inv, &pa, &pb);
 #pragma unroll
                 for (int o = 1; o < 8; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
                 const int c = i >> 3, p = i & 7;  // chunk, word of the chunk (elements 4p..4p+3)

@@ -586,14 +586,18 @@ MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 // to 4·NT rows cost one pass over the codes (at one row the wide kernel leaves 6 of the 8
 // columns unused). y holds each matrix's [n][rows_j] output back to back (matrix j's at
 // n·(r0 + … + r(j−1))).
-template <bool HAS_M, int NT, int U>
-__device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, const u16* m0,
-                                              const uint4* c1, const u16* d1, const u16* m1,
-                                              const uint4* c2, const u16* d2, const u16* m2,
-                                              const uint2* __restrict__ frag,
-                                              const float* __restrict__ gsum,
-                                              float* __restrict__ y, int r0, int r1, int r2,
-                                              int k, int n) {
+// The tile walk of the 2–16-row kernels: tiles of 16 weight rows of up to 3 matrices taken in
+// turn (one wave of blocks), each warp's groups gb..ge of a tile double-buffered, the next tile's
+// first codes requested before the warps' sums, and the 8 warps' partial outputs summed in a
+// fixed order. `group(yv, w, d, m, grp)` adds one group of this thread's codes into yv[nt][e]
+// (weight row g + 8e of the tile, activation row 4nt + t); y holds each matrix's [n][rows_j]
+// output back to back (matrix j's at n·(r0 + … + r(j−1))).
+template <bool HAS_M, int NT, int U, class F>
+__device__ __forceinline__ void rows_wide(const uint4* c0, const u16* d0, const u16* m0,
+                                          const uint4* c1, const u16* d1, const u16* m1,
+                                          const uint4* c2, const u16* d2, const u16* m2,
+                                          float* __restrict__ y, int r0, int r1, int r2, int k,
+                                          int n, F group) {
     __shared__ float red[MMA_WARPS][4 * NT * 16];
     const int C = k >> 5, G = k >> 7;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -601,9 +605,6 @@ __device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, co
     const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
     const int gb = min(G, warp * per), ge = min(G, gb + per);
     const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
-    const int ntiles = (n + 3) >> 2;
-    u32 mask = 0x000f000fu;
-    asm volatile("" : "+r"(mask));
     int tile = blockIdx.x;
     int row[1][2];
     uint4 wa[U][1][2];
@@ -618,22 +619,20 @@ __device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, co
     };
     if (tile < tiles) cur = first_loads(tile);
     for (; tile < tiles; tile += gridDim.x) {
-        // yv[0][nt][e]: weight row g + 8e of the tile, activation row 4·nt + t.
-        float yv[1][NT][2];
+        float yv[NT][2];
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) yv[0][nt][0] = yv[0][nt][1] = 0.0f;
+        for (int nt = 0; nt < NT; nt++) yv[nt][0] = yv[nt][1] = 0.0f;
         double_buffered<HAS_M, 1, U>(
             wa, da, ma, cur.codes, cur.d, cur.m, row, gb, ge, G, C, t,
             [&](const uint4(&w)[1][2], const float(&d)[1][2], const float(&m)[1][2], int grp) {
-                gemm_group<HAS_M, 1, NT>(yv, w, d, m, frag, gsum, mask, 0, ntiles, n, C, G, grp,
-                                         g, t);
+                group(yv, w, d, m, grp);
             });
         const MmaMat done = cur;
         if (tile + (int)gridDim.x < tiles) cur = first_loads(tile + gridDim.x);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
-            red[warp][(4 * nt + t) * 16 + g] = yv[0][nt][0];
-            red[warp][(4 * nt + t) * 16 + g + 8] = yv[0][nt][1];
+            red[warp][(4 * nt + t) * 16 + g] = yv[nt][0];
+            red[warp][(4 * nt + t) * 16 + g + 8] = yv[nt][1];
         }
         __syncthreads();
         for (int o = threadIdx.x; o < 4 * NT * 16; o += MMA_THREADS) {
@@ -645,6 +644,29 @@ __device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, co
         }
         __syncthreads();
     }
+}
+
+// The bf16 inner product (gemm_group) over rows_wide's tiles.
+template <bool HAS_M, int NT, int U>
+__device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, const u16* m0,
+                                              const uint4* c1, const u16* d1, const u16* m1,
+                                              const uint4* c2, const u16* d2, const u16* m2,
+                                              const uint2* __restrict__ frag,
+                                              const float* __restrict__ gsum,
+                                              float* __restrict__ y, int r0, int r1, int r2,
+                                              int k, int n) {
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int ntiles = (n + 3) >> 2;
+    u32 mask = 0x000f000fu;
+    asm volatile("" : "+r"(mask));
+    rows_wide<HAS_M, NT, U>(
+        c0, d0, m0, c1, d1, m1, c2, d2, m2, y, r0, r1, r2, k, n,
+        [&](float(&yv)[NT][2], const uint4(&w)[1][2], const float(&d)[1][2],
+            const float(&m)[1][2], int grp) {
+            gemm_group<HAS_M, 1, NT>(reinterpret_cast<float(&)[1][NT][2]>(yv), w, d, m, frag,
+                                     gsum, mask, 0, ntiles, n, C, G, grp, g, t);
+        });
 }
 
 #define MMA_GEMM_WIDE_KERNEL(name, HAS_M, NT, U, BLOCKS)                                        \
@@ -705,28 +727,14 @@ extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __res
     const long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (idx >= (long long)n * K4) return;  // whole warps (K4 is a multiple of 32)
     const int j = (int)(idx / K4), i = (int)(idx % K4), grp = i >> 5, l = i & 31;
-    float4 f = x[idx];
-    if (bf16) {
-        f.x = round_bf16(f.x);
-        f.y = round_bf16(f.y);
-        f.z = round_bf16(f.z);
-        f.w = round_bf16(f.w);
-    }
-    float amax = fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w)));
+    float amax;
+    const float4 f = act_read4(x[idx], bf16, &amax);  // packed.cu, as cc.cu's cc_stage
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     float inv;
     const float d = act_step(amax, &inv);
-    const float e[4] = {f.x, f.y, f.z, f.w};
-    u32 pa = 0, pb = 0;
-    int s = 0;
-#pragma unroll
-    for (int u = 0; u < 4; u++) {
-        const int q = act_code(e[u], inv);
-        s += q;
-        pa |= (u32)((q >> 7) & 0xff) << (8 * u);
-        pb |= (u32)(q & 127) << (8 * u);
-    }
+    u32 pa, pb;
+    int s = act_planes4(f, inv, &pa, &pb);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     u32* at = planes + ((size_t)j * G + grp) * 64;
@@ -775,61 +783,23 @@ __device__ __forceinline__ void i8_group(float (&yv)[NT][2], const uint4 (&w)[2]
     }
 }
 
-// mma_gemm_wide with i8_group (symmetric codes): the same tiles, loads, buffers and sums.
+// The int8 inner product (i8_group) over rows_wide's tiles (symmetric codes).
 template <int NT, int U>
 __device__ __forceinline__ void i8_gemm_wide(const uint4* c0, const u16* d0, const uint4* c1,
                                              const u16* d1, const uint4* c2, const u16* d2,
                                              const uint4* __restrict__ planes,
                                              const int2* __restrict__ dq, float* __restrict__ y,
                                              int r0, int r1, int r2, int k, int n) {
-    __shared__ float red[MMA_WARPS][4 * NT * 16];
-    const int C = k >> 5, G = k >> 7;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
-    const int gb = min(G, warp * per), ge = min(G, gb + per);
-    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    const int G = k >> 7;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     u32 mask = 0x0f0f0f0fu;
     asm volatile("" : "+r"(mask));
-    int tile = blockIdx.x;
-    int row[1][2];
-    uint4 wa[U][1][2];
-    float da[U][1][2], ma[U][1][2];
-    MmaMat cur;
-    auto first_loads = [&](int tl) -> MmaMat {
-        MmaMat s = mma_pick(tl, c0, d0, d0, c1, d1, d1, c2, d2, d2, r0, r1, r2);
-#pragma unroll
-        for (int e = 0; e < 2; e++) row[0][e] = min(s.rows - 1, s.tile * 16 + g + 8 * e);
-        if (gb < ge) mma_load<false, 1, U>(wa, da, ma, s.codes, s.d, s.m, row, gb, G, C, t);
-        return s;
-    };
-    if (tile < tiles) cur = first_loads(tile);
-    for (; tile < tiles; tile += gridDim.x) {
-        float yv[NT][2];
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) yv[nt][0] = yv[nt][1] = 0.0f;
-        double_buffered<false, 1, U>(
-            wa, da, ma, cur.codes, cur.d, cur.m, row, gb, ge, G, C, t,
-            [&](const uint4(&w)[1][2], const float(&d)[1][2], const float(&m)[1][2], int grp) {
-                i8_group<NT>(yv, w[0], d[0], planes, dq, mask, n, G, grp, g, t);
-            });
-        const MmaMat done = cur;
-        if (tile + (int)gridDim.x < tiles) cur = first_loads(tile + gridDim.x);
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            red[warp][(4 * nt + t) * 16 + g] = yv[nt][0];
-            red[warp][(4 * nt + t) * 16 + g + 8] = yv[nt][1];
-        }
-        __syncthreads();
-        for (int o = threadIdx.x; o < 4 * NT * 16; o += MMA_THREADS) {
-            const int j = o >> 4, r = done.tile * 16 + (o & 15);
-            float s = 0.0f;
-#pragma unroll
-            for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][o];
-            if (j < n && r < done.rows) y[(size_t)n * done.ybase + (size_t)j * done.rows + r] = s;
-        }
-        __syncthreads();
-    }
+    rows_wide<false, NT, U>(
+        c0, d0, d0, c1, d1, d1, c2, d2, d2, y, r0, r1, r2, k, n,
+        [&](float(&yv)[NT][2], const uint4(&w)[1][2], const float(&d)[1][2],
+            const float(&m)[1][2], int grp) {
+            i8_group<NT>(yv, w[0], d[0], planes, dq, mask, n, G, grp, g, t);
+        });
 }
 
 #define MMA_I8_KERNEL(name, NT, U)                                                              \

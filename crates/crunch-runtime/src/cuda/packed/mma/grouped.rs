@@ -8,7 +8,7 @@ use super::{MmaKernels, GROUPED_ROWS, THREADS, WIDE_MATS};
 use crate::cuda::packed::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 impl Cuda {
     /// `mma_split_acts`: x's hi/lo B registers, `[⌈n/4⌉][8][cols/32][8]` pairs, and Σx per
@@ -27,22 +27,68 @@ impl Cuda {
         // are never read.
         let mut frag = self.alloc(n.div_ceil(4) * 4 * cols)?;
         let mut gsum = self.alloc(n * (cols / 128))?;
+        self.split(
+            &mk.split,
+            xv,
+            &mut frag,
+            &mut gsum,
+            n,
+            cols,
+            "split activations",
+        )?;
+        Ok((frag, gsum))
+    }
+
+    /// One launch of an activation split (`mma_split_acts`, `mma_split_i8`): one thread per
+    /// float4 of `x [n, cols]`, writing `a` and `b` (the kernel's two outputs).
+    #[allow(clippy::too_many_arguments)]
+    fn split(
+        &self,
+        f: &CudaFunction,
+        xv: &CudaView<'_, f32>,
+        a: &mut CudaSlice<f32>,
+        b: &mut CudaSlice<f32>,
+        n: usize,
+        cols: usize,
+        what: &'static str,
+    ) -> Result<()> {
         let (n_i, cols_i) = (n as i32, cols as i32);
         let bf16 = (self.precision == crate::Precision::Bf16) as i32;
-        let mut l = self.stream.launch_builder(&mk.split);
-        l.arg(xv)
-            .arg(&mut frag)
-            .arg(&mut gsum)
-            .arg(&n_i)
-            .arg(&cols_i)
-            .arg(&bf16);
+        let mut l = self.stream.launch_builder(f);
+        l.arg(xv).arg(a).arg(b).arg(&n_i).arg(&cols_i).arg(&bf16);
         let cfg = LaunchConfig {
             grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe { l.launch(cfg) }.map_err(err("split activations"))?;
-        Ok((frag, gsum))
+        unsafe { l.launch(cfg) }.map_err(err(what))?;
+        Ok(())
+    }
+
+    /// The rows kernels' matrices and launch (`mma_gemm_wide`, `i8_gemm_wide`): the 1–3
+    /// matrices' row counts (0 for a missing one) and one wave of blocks over their tiles of 16
+    /// rows.
+    fn rows_launch(
+        &self,
+        mk: &MmaKernels,
+        f: &CudaFunction,
+        ws: &[&GpuPacked],
+    ) -> Result<([i32; WIDE_MATS], LaunchConfig)> {
+        let mut r = [0i32; WIDE_MATS];
+        for (ri, w) in r.iter_mut().zip(ws) {
+            *ri = w.layout.rows as i32;
+        }
+        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
+            .map_err(err("occupancy"))?
+            .max(1) as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        Ok((r, cfg))
     }
 
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for 2–16 activation rows `x [n, cols]` and 1–3 int4 g128
@@ -63,27 +109,14 @@ impl Cuda {
         let cols = ws[0].layout.cols;
         let (frag, gsum) = self.split_acts(mk, xv, n, cols)?;
         let has_m = ws[0].m.is_some() as usize;
-        let mut r = [0i32; WIDE_MATS];
-        for (ri, w) in r.iter_mut().zip(ws) {
-            *ri = w.layout.rows as i32;
-        }
         let total: usize = ws.iter().map(|w| w.layout.rows).sum();
-        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
         let mut y = self.alloc(n * total)?;
         let f = &mk.grouped[match n {
             ..=4 => 0,
             5..=8 => 1,
             _ => 2,
         }][has_m];
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
-            .map_err(err("occupancy"))?
-            .max(1) as usize;
-        let cfg = LaunchConfig {
-            grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let (r, cfg) = self.rows_launch(mk, f, ws)?;
         let (cols_i, n_i) = (cols as i32, n as i32);
         let mut l = self.stream.launch_builder(f);
         for j in 0..WIDE_MATS {
@@ -163,40 +196,15 @@ impl Cuda {
         // pair of the n rows.
         let mut planes = self.alloc(n * cols / 2)?;
         let mut dq = self.alloc(2 * n * groups)?;
-        let (n_i, cols_i) = (n as i32, cols as i32);
-        let bf16 = (self.precision == crate::Precision::Bf16) as i32;
-        let mut l = self.stream.launch_builder(&mk.split_i8);
-        l.arg(xv)
-            .arg(&mut planes)
-            .arg(&mut dq)
-            .arg(&n_i)
-            .arg(&cols_i)
-            .arg(&bf16);
-        let cfg = LaunchConfig {
-            grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        unsafe { l.launch(cfg) }.map_err(err("split activations (int8)"))?;
-        let mut r = [0i32; WIDE_MATS];
-        for (ri, w) in r.iter_mut().zip(ws) {
-            *ri = w.layout.rows as i32;
-        }
-        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
+        let what = "split activations (int8)";
+        self.split(&mk.split_i8, xv, &mut planes, &mut dq, n, cols, what)?;
         let f = &mk.int8[match n {
             ..=4 => 0,
             5..=8 => 1,
             _ => 2,
         }];
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
-            .map_err(err("occupancy"))?
-            .max(1) as usize;
-        let cfg = LaunchConfig {
-            grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let (r, cfg) = self.rows_launch(mk, f, ws)?;
+        let (n_i, cols_i) = (n as i32, cols as i32);
         let mut l = self.stream.launch_builder(f);
         for j in 0..WIDE_MATS {
             let w = ws.get(j).unwrap_or(&ws[0]);
