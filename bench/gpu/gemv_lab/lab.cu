@@ -20,6 +20,7 @@
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)
 #include "ccr.cu"  // s36: cc_u4 through a per-lane cp.async ring
 #include "chain.cu"  // s36: the chain as one persistent kernel (probe)
+#include "i8s.cu"  // s36: the int8 rows kernels with several tiles per block pass
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1073,6 +1074,11 @@ int main(int argc, char** argv) {
             {"mma_u4_g8", 1, (void*)mma_u4_g8, 8},   {"mma_i8_g8", 2, (void*)mma_i8_g8, 8},
             {"mma_u4_g16", 1, (void*)mma_u4_g16, 16}, {"mma_i8_g16", 2, (void*)mma_i8_g16, 16},
             {"mma_u4_g16@12", 1, (void*)mma_u4_g16, 12}, {"mma_i8_g16@12", 2, (void*)mma_i8_g16, 12},
+            // kind 10 + SLOTS: i8s.cu's slotted variants (grid over tiles / SLOTS)
+            {"i8s2_g4", 12, (void*)i8s2_g4, 4},   {"i8s4_g4", 14, (void*)i8s4_g4, 4},
+            {"i8s2_g8", 12, (void*)i8s2_g8, 8},   {"i8s4_g8", 14, (void*)i8s4_g8, 8},
+            {"i8s2_g16", 12, (void*)i8s2_g16, 16}, {"i8s4_g16", 14, (void*)i8s4_g16, 16},
+            {"i8s8_g16", 18, (void*)i8s8_g16, 16},
         };
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
@@ -1084,7 +1090,8 @@ int main(int argc, char** argv) {
             const Mat& a = p.mats[0];
             const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
             const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
-            const int grid = std::min(tiles, per_sm * sms);
+            const int slots = kk.kind >= 10 ? kk.kind - 10 : 1;
+            const int grid = std::min((tiles + slots - 1) / slots, per_sm * sms);
             if (kk.kind == 1) {
                 mma_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, p.k, 0);
                 ((GWideFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d,
@@ -1128,7 +1135,7 @@ int main(int argc, char** argv) {
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
             if (gk[gi].kind != 1) continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
-                if (gk[gj].kind != 2 || gk[gj].n != gk[gi].n) continue;
+                if (gk[gj].kind < 2 || gk[gj].n != gk[gi].n) continue;
                 double md = 0, mr = 0;
                 for (int pi = 0; pi < 4; pi++) {
                     const Product& p = blocks[0][pi];
