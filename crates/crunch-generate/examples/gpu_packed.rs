@@ -394,7 +394,9 @@ fn check(args: &Args) -> Result<()> {
     // of the kernel before it, so a PDL launch that read x or wrote y before its predecessor
     // finished would be caught. A small MLP stack at one row — rms_norm → gate/up (one launch)
     // → silu_mul → down → add, 4 blocks — on the GPU with every one-row variant against the
-    // same stack on the host (the CPU packed kernel: the same activation quantization).
+    // same stack on the host (the CPU packed kernel: the same activation quantization); 1, 3
+    // and 16 rows (decision 155: under `cc+pdl` the 2–16-row split and product are PDL
+    // launches between the non-PDL norm, silu_mul and add).
     {
         let (h, inter, blocks) = (1024usize, 2048usize, 4usize);
         let mut seed = 7000u64;
@@ -406,19 +408,15 @@ fn check(args: &Args) -> Result<()> {
             .map(|_| [mk(inter, h), mk(inter, h), mk(h, inter)])
             .collect();
         let norm: Vec<f32> = (0..h).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
-        let x0: Vec<f32> = {
-            let mut rng = Rng(99);
-            (0..h).map(|_| rng.unit()).collect()
-        };
         fn run<B: Backend>(
             b: &B,
             stack: &[[PackedMatrix; 3]],
             norm: &[f32],
             x0: &[f32],
         ) -> Result<Vec<f32>> {
-            let h = x0.len();
+            let h = norm.len();
             let nw = b.upload(norm.to_vec(), &[h])?;
-            let mut x = b.upload(x0.to_vec(), &[1, h])?;
+            let mut x = b.upload(x0.to_vec(), &[x0.len() / h, h])?;
             for ws in stack {
                 let w: Vec<_> = ws
                     .iter()
@@ -432,13 +430,19 @@ fn check(args: &Args) -> Result<()> {
             }
             Ok(b.to_f32(&x)?)
         }
-        let want = run(&Host, &stack, &norm, &x0)?;
-        for g in Gemv::ALL {
-            let gpu = f32_gpu.clone().with_gemv(g);
-            let got = run(&gpu, &stack, &norm, &x0)?;
-            let rec = json!({"check": "dependent_chain", "hidden": h, "intermediate": inter,
-                "blocks": blocks, "kernels": format!("gemv_{}", g.name())});
-            report(rec, rel_diff(&got, &want));
+        for n in [1usize, 3, 16] {
+            let x0: Vec<f32> = {
+                let mut rng = Rng(99);
+                (0..n * h).map(|_| rng.unit()).collect()
+            };
+            let want = run(&Host, &stack, &norm, &x0)?;
+            for g in Gemv::ALL {
+                let gpu = f32_gpu.clone().with_gemv(g);
+                let got = run(&gpu, &stack, &norm, &x0)?;
+                let rec = json!({"check": "dependent_chain", "hidden": h, "intermediate": inter,
+                    "blocks": blocks, "n": n, "kernels": format!("gemv_{}", g.name())});
+                report(rec, rel_diff(&got, &want));
+            }
         }
     }
     let mut extra = kvdev::check_kv_device(&f32_gpu)?;

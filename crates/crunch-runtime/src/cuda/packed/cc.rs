@@ -35,7 +35,7 @@ pub(super) struct CcKernel {
     sms: usize,
     /// Whether the device has programmatic dependent launch (sm_90+); below, `cc.cu` compiles
     /// without the griddepcontrol instructions and the launch without the attribute.
-    pdl: bool,
+    pub(super) pdl: bool,
 }
 
 impl CcKernel {
@@ -129,55 +129,89 @@ impl Cuda {
         }
         ints[MATS] = cols as i32;
         ints[MATS + 1] = (self.precision == crate::Precision::Bf16) as i32;
-        let mut params: Vec<*mut std::ffi::c_void> = ptrs
-            .iter_mut()
-            .map(|p| p as *mut u64 as *mut std::ffi::c_void)
-            .chain(
-                ints.iter_mut()
-                    .map(|v| v as *mut i32 as *mut std::ffi::c_void),
-            )
-            .collect();
-        // SAFETY: a zeroed attribute value is a valid bit pattern of the C union; the one field
-        // set is the one the id below names.
-        let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-        value.programmaticStreamSerializationAllowed = 1;
-        let mut attr = sys::CUlaunchAttribute {
-            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-            pad: [0; 4],
-            value,
-        };
-        let cfg = sys::CUlaunchConfig {
-            gridDimX: items.min(per_sm * cc.sms) as u32,
-            gridDimY: 1,
-            gridDimZ: 1,
-            blockDimX: THREADS,
-            blockDimY: 1,
-            blockDimZ: 1,
-            sharedMemBytes: smem as u32,
-            hStream: stream.cu_stream(),
-            attrs: &mut attr,
-            numAttrs: u32::from(pdl && cc.pdl),
-        };
-        stream
-            .context()
-            .bind_to_thread()
-            .map_err(err("binding the context"))?;
-        // SAFETY: `params` points at one value per kernel parameter of cc_u4, in order (six
-        // device pointers of live buffers of this stream, x, y, five ints); the guards keep the
-        // buffers' stream order until after the launch is queued; y holds `total` floats.
+        let grid = items.min(per_sm * cc.sms) as u32;
+        // SAFETY: cc_u4's parameters are six device pointers (codes and scales of three
+        // matrices), x, y, then five ints, as here; the guards keep the buffers' stream order
+        // until after the launch is queued; y holds `total` floats.
         unsafe {
-            sys::cuLaunchKernelEx(
-                &cfg,
-                cc.f.cu_function(),
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
+            launch_ex(
+                self,
+                &cc.f,
+                (grid, THREADS, smem as u32),
+                &mut ptrs,
+                &mut ints,
+                pdl && cc.pdl,
+                "packed product (cuda cores)",
             )
-        }
-        .result()
-        .map_err(err("packed product (cuda cores)"))?;
+        }?;
         drop((guards, gx, gy));
         Ok(y)
     }
+}
+
+/// Queues `f` on `cuda`'s stream through `cuLaunchKernelEx`, with the programmatic-serialization
+/// attribute when `pdl` (decision 151; cudarc's launch builder has no launch attributes). `dims`
+/// is (blocks, threads per block, dynamic shared memory bytes); the parameters are `ptrs` (device
+/// addresses) then `ints`, in that order.
+///
+/// # Safety
+/// `f`'s parameters must be exactly those, in that order; every address must be a live buffer
+/// of this stream whose guard the caller holds until this returns, and large enough for what
+/// the grid reads and writes.
+pub(in crate::cuda::packed) unsafe fn launch_ex(
+    cuda: &Cuda,
+    f: &CudaFunction,
+    dims: (u32, u32, u32),
+    ptrs: &mut [u64],
+    ints: &mut [i32],
+    pdl: bool,
+    what: &'static str,
+) -> Result<()> {
+    let mut params: Vec<*mut std::ffi::c_void> = ptrs
+        .iter_mut()
+        .map(|p| p as *mut u64 as *mut std::ffi::c_void)
+        .chain(
+            ints.iter_mut()
+                .map(|v| v as *mut i32 as *mut std::ffi::c_void),
+        )
+        .collect();
+    // SAFETY: a zeroed attribute value is a valid bit pattern of the C union; the one field set
+    // is the one the id below names.
+    let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
+    value.programmaticStreamSerializationAllowed = 1;
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value,
+    };
+    let stream = &cuda.stream;
+    let cfg = sys::CUlaunchConfig {
+        gridDimX: dims.0,
+        gridDimY: 1,
+        gridDimZ: 1,
+        blockDimX: dims.1,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: dims.2,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: u32::from(pdl),
+    };
+    stream
+        .context()
+        .bind_to_thread()
+        .map_err(err("binding the context"))?;
+    // SAFETY: the caller's contract (above); `params` holds one pointer per parameter value.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &cfg,
+            f.cu_function(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()
+    .map_err(err(what))
 }
 
 impl Cuda {

@@ -617,7 +617,17 @@ __device__ __forceinline__ void rows_wide(const uint4* c0, const u16* d0, const 
         if (gb < ge) mma_load<HAS_M, 1, U>(wa, da, ma, s.codes, s.d, s.m, row, gb, G, C, t);
         return s;
     };
+#if __CUDA_ARCH__ >= 900
+    // Programmatic dependent launch (the int8 kernels under `cc+pdl`, decision 155; launched
+    // without the attribute, both instructions do nothing): the first codes and scales, which
+    // no kernel writes, are requested before waiting for the previous kernel (the activation
+    // split) to finish; its outputs and y are touched only after the wait.
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
     if (tile < tiles) cur = first_loads(tile);
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     for (; tile < tiles; tile += gridDim.x) {
         float yv[NT][2];
 #pragma unroll
@@ -723,6 +733,13 @@ __device__ __forceinline__ void mma_i8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 
 // non-finite amax gives a zero group, as act.rs.
 extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __restrict__ planes,
                                         int2* __restrict__ dq, int n, int k, int bf16) {
+#if __CUDA_ARCH__ >= 900
+    // With the programmatic-serialization attribute (the `cc+pdl` variant): let the product
+    // kernel after this one start and request its codes, and wait for the kernel before this
+    // one (which wrote x) before reading x or writing the planes. Without it, both do nothing.
+    asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     const int K4 = k >> 2, G = k >> 7;
     const long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (idx >= (long long)n * K4) return;  // whole warps (K4 is a multiple of 32)

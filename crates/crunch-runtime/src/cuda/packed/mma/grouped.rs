@@ -5,10 +5,14 @@
 //! their place, on x's int8 planes from `mma_split_i8`.
 
 use super::{MmaKernels, GROUPED_ROWS, THREADS, WIDE_MATS};
+use crate::cuda::packed::cc::launch_ex;
 use crate::cuda::packed::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig,
+    PushKernelArg,
+};
 
 impl Cuda {
     /// `mma_split_acts`: x's hi/lo B registers, `[⌈n/4⌉][8][cols/32][8]` pairs, and Σx per
@@ -197,7 +201,6 @@ impl Cuda {
         let mut planes = self.alloc(n * cols / 2)?;
         let mut dq = self.alloc(2 * n * groups)?;
         let what = "split activations (int8)";
-        self.split(&mk.split_i8, xv, &mut planes, &mut dq, n, cols, what)?;
         let f = &mk.int8[match n {
             ..=4 => 0,
             5..=8 => 1,
@@ -205,6 +208,63 @@ impl Cuda {
         }];
         let (r, cfg) = self.rows_launch(mk, f, ws)?;
         let (n_i, cols_i) = (n as i32, cols as i32);
+        // `cc+pdl` on a device that has it: both launches with programmatic dependent launch,
+        // as the one-row kernel (decision 151), through cuLaunchKernelEx.
+        let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
+            && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl);
+        if pdl {
+            let stream = &self.stream;
+            let bf16 = (self.precision == crate::Precision::Bf16) as i32;
+            let (px, gx) = xv.device_ptr(stream);
+            let (pp, gp) = planes.device_ptr_mut(stream);
+            let (pq, gq) = dq.device_ptr_mut(stream);
+            let blocks = (n * cols / 4).div_ceil(256) as u32;
+            // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16; x holds n
+            // rows of cols, planes n·cols/2 floats (n·cols bytes), dq 2·n·groups.
+            unsafe {
+                launch_ex(
+                    self,
+                    &mk.split_i8,
+                    (blocks, 256, 0),
+                    &mut [px, pp, pq],
+                    &mut [n_i, cols_i, bf16],
+                    true,
+                    what,
+                )
+            }?;
+            let mut ptrs = [0u64; 2 * WIDE_MATS + 3];
+            let mut guards = Vec::with_capacity(2 * WIDE_MATS);
+            for j in 0..WIDE_MATS {
+                let w = ws.get(j).unwrap_or(&ws[0]);
+                let (c, gc) = w.codes.device_ptr(stream);
+                let (d, gd) = w.d.device_ptr(stream);
+                ptrs[2 * j] = c;
+                ptrs[2 * j + 1] = d;
+                guards.push(gc);
+                guards.push(gd);
+            }
+            let (py, gy) = y.device_ptr_mut(stream);
+            ptrs[2 * WIDE_MATS] = pp;
+            ptrs[2 * WIDE_MATS + 1] = pq;
+            ptrs[2 * WIDE_MATS + 2] = py;
+            let mut ints = [r[0], r[1], r[2], cols_i, n_i];
+            // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq,
+            // y, then r0, r1, r2, k, n; y holds n·(r0 + r1 + r2) floats.
+            unsafe {
+                launch_ex(
+                    self,
+                    f,
+                    (cfg.grid_dim.0, THREADS, 0),
+                    &mut ptrs,
+                    &mut ints,
+                    true,
+                    "packed product (int8 mma, grouped rows)",
+                )
+            }?;
+            drop((guards, gx, gp, gq, gy));
+            return Ok(());
+        }
+        self.split(&mk.split_i8, xv, &mut planes, &mut dq, n, cols, what)?;
         let mut l = self.stream.launch_builder(f);
         for j in 0..WIDE_MATS {
             let w = ws.get(j).unwrap_or(&ws[0]);
