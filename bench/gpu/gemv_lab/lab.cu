@@ -1066,6 +1066,10 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&dq, 16 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
+        // packed/mma.cu's int8 kernels also take (ntot, j0): the output rows of this pass.
+        typedef void (*I8RtFn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
+                               const u16*, const uint4*, const int2*, float*, int, int, int, int,
+                               int, int, int);
         struct G { const char* name; int kind; void* f; int n; };
         // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
         // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
@@ -1098,8 +1102,13 @@ int main(int argc, char** argv) {
                                                        frag, gs, out, r[0], r[1], r[2], p.k, n);
             } else {
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
-                ((I8Fn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
-                                                    (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
+                if (kk.kind == 2)
+                    ((I8RtFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                                                          (const uint4*)planes, dq, out, r[0], r[1], r[2],
+                                                          p.k, n, n, 0);
+                else
+                    ((I8Fn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                                                        (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
             }
         };
         for (auto& kk : gk) {

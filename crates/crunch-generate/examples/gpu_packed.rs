@@ -367,7 +367,7 @@ fn check(args: &Args) -> Result<()> {
                         .map(|w| gpu.upload_packed(w.clone()))
                         .collect::<Result<_, _>>()?;
                     let refs: Vec<_> = wts.iter().collect();
-                    for n in [1usize, 3, 7, 12] {
+                    for n in [1usize, 3, 7, 12, 20, 32] {
                         let mut rng = Rng(seed * 1000 + n as u64);
                         let mut x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
                         if bf16 {

@@ -325,7 +325,8 @@ impl Cuda {
     }
 
     /// [`crate::Backend::linears`] as one launch, when the one-row kernel is grouped
-    /// ([`Gemv::Wide`] with `grouped`, or [`Gemv::Cc`]), `x` is 1–16 f32 rows and the weights
+    /// ([`Gemv::Wide`] with `grouped`, or [`Gemv::Cc`]), `x` is 1–16 f32 rows (1–32 on the int8
+    /// kernels, decision 155, in two launches past 16) and the weights
     /// are 1–3 int4 g128 matrices of its width the tensor-core kernels read: one output
     /// buffer, each product's `[n, rows_j]` output a view of it. `None` otherwise (the caller
     /// runs one product per weight).
@@ -357,10 +358,16 @@ impl Cuda {
             return Ok(None);
         };
         let n = x.shape.first().copied().unwrap_or(0);
+        // The int8 kernels take 17–32 rows too, in two passes (decision 155).
+        let most = if self.int8_rows(&ws) {
+            mma::MAX_ROWS
+        } else {
+            mma::GROUPED_ROWS
+        };
         if !mk.groupable(&ws)
             || x.shape.len() != 2
             || x.shape[1] != ws[0].layout.cols
-            || !(1..=mma::GROUPED_ROWS).contains(&n)
+            || !(1..=most).contains(&n)
             || xv.len() != n * ws[0].layout.cols
             || !x.offset.is_multiple_of(4)
         {
@@ -370,6 +377,8 @@ impl Cuda {
         // j's [n, rows_j] output at n·(rows_0 + … + rows_(j−1))).
         let y = if n == 1 {
             self.gemv_one_row(mk, &xv, &ws, groups)?
+        } else if n > mma::GROUPED_ROWS {
+            self.mma_gemm_int8(mk, &xv, &ws, n)?
         } else {
             self.mma_gemm_grouped(mk, &xv, &ws, n)?
         };

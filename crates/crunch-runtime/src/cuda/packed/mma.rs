@@ -128,7 +128,7 @@ impl MmaKernels {
 
 /// Most activation rows the tensor-core kernels take (issue 17's batch range); more go to the
 /// dp4a kernels.
-const MAX_ROWS: usize = 32;
+pub(super) const MAX_ROWS: usize = 32;
 
 /// Most activation rows `mma_gemm_wide` takes (4 per n-tile of the mma: its 8 columns are 4
 /// rows' hi and lo; kernels for 1, 2 and 4 n-tiles).
@@ -191,8 +191,8 @@ impl Cuda {
         if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. } | Gemv::Cc { .. }) {
             return self.mma_gemm_grouped(mk, &xv, &[w], n).map(Some);
         }
-        if matches!(self.gemv, Gemv::Cc { .. }) && w.m.is_none() {
-            return self.mma_gemm_int8_passes(mk, &xv, w, n).map(Some);
+        if self.int8_rows(&[w]) {
+            return self.mma_gemm_int8(mk, &xv, &[w], n).map(Some);
         }
         // hi/lo B registers of every row, [⌈n/4⌉][8][cols/32][8] pairs, and Σx per group.
         let ntiles = n.div_ceil(4);

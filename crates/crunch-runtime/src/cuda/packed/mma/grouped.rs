@@ -4,14 +4,13 @@
 //! With a `cc` variant and symmetric codes, the int8 kernels `mma_i8_g*` (decision 155) take
 //! their place, on x's int8 planes from `mma_split_i8`.
 
-use super::{MmaKernels, GROUPED_ROWS, THREADS, WIDE_MATS};
+use super::{MmaKernels, GROUPED_ROWS, MAX_ROWS, THREADS, WIDE_MATS};
 use crate::cuda::packed::cc::launch_ex;
 use crate::cuda::packed::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
 use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig,
-    PushKernelArg,
+    CudaFunction, CudaSlice, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
 };
 
 impl Cuda {
@@ -107,7 +106,7 @@ impl Cuda {
         n: usize,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=GROUPED_ROWS).contains(&n));
-        if matches!(self.gemv, Gemv::Cc { .. }) && ws[0].m.is_none() {
+        if self.int8_rows(ws) {
             return self.mma_gemm_int8(mk, xv, ws, n);
         }
         let cols = ws[0].layout.cols;
@@ -138,60 +137,52 @@ impl Cuda {
 }
 
 impl Cuda {
-    /// `mma_gemm_grouped` on the int8 tensor cores (decision 155): symmetric codes, 1–16 rows.
-    fn mma_gemm_int8(
+    /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
+    /// variants and symmetric codes (decision 155).
+    pub(in crate::cuda::packed) fn int8_rows(&self, ws: &[&GpuPacked]) -> bool {
+        matches!(self.gemv, Gemv::Cc { .. }) && ws.iter().all(|w| w.m.is_none())
+    }
+
+    /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for 1–32 activation rows and 1–3 symmetric int4 g128
+    /// matrices of one width on the int8 tensor cores (decision 155), in passes of at most 16
+    /// rows (each splits its rows of x and writes them into every matrix's output; more than 16
+    /// rows read the codes once per pass): matrix j's `[n, rows_j]` output at `n·(rows_0 + … +
+    /// rows_(j−1))`, as `mma_gemm_grouped`.
+    pub(in crate::cuda::packed) fn mma_gemm_int8(
         &self,
         mk: &MmaKernels,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         n: usize,
     ) -> Result<CudaSlice<f32>> {
+        debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=MAX_ROWS).contains(&n));
+        let cols = ws[0].layout.cols;
         let total: usize = ws.iter().map(|w| w.layout.rows).sum();
         let mut y = self.alloc(n * total)?;
-        self.launch_int8(mk, xv, ws, n, &mut y.slice_mut(..))?;
-        Ok(y)
-    }
-
-    /// `y [n, rows] = x [n, cols] · Wᵀ` for 17–32 rows of one symmetric int4 g128 matrix on the
-    /// int8 tensor cores (decision 155): rows 0–15, then the rest, each pass writing its rows'
-    /// outputs in place (the codes are read twice; the bf16 kernels for 17–32 rows re-read
-    /// them too, once per 16 rows).
-    pub(in crate::cuda::packed) fn mma_gemm_int8_passes(
-        &self,
-        mk: &MmaKernels,
-        xv: &CudaView<'_, f32>,
-        w: &GpuPacked,
-        n: usize,
-    ) -> Result<CudaSlice<f32>> {
-        let (rows, cols) = (w.layout.rows, w.layout.cols);
-        let mut y = self.alloc(n * rows)?;
-        let mut start = 0;
-        while start < n {
-            let m = (n - start).min(GROUPED_ROWS);
-            let xs = xv.slice(start * cols..(start + m) * cols);
-            self.launch_int8(
-                mk,
-                &xs,
-                &[w],
-                m,
-                &mut y.slice_mut(start * rows..(start + m) * rows),
-            )?;
-            start += m;
+        let mut j0 = 0;
+        while j0 < n {
+            let m = (n - j0).min(GROUPED_ROWS);
+            let xs = xv.slice(j0 * cols..(j0 + m) * cols);
+            self.launch_int8(mk, &xs, ws, m, &mut y, n, j0)?;
+            j0 += m;
         }
         Ok(y)
     }
 
-    /// One launch of `mma_split_i8` and `mma_i8_g*`: x split into int8 planes per row and
-    /// group of 128 (`[n][k/128][2][128]` bytes) and the groups' (dx, 8·Σq) pairs, both in
-    /// recycled f32 buffers (their words are what the kernels read), then the product into `y`
-    /// (matrix j's `[n, rows_j]` at `n·(rows_0 + … + rows_(j−1))`).
+    /// One pass of `mma_split_i8` and `mma_i8_g*` over n ≤ 16 activation rows `xv`: x split
+    /// into int8 planes per row and group of 128 (`[n][k/128][2][128]` bytes) and the groups'
+    /// (dx, 8·Σq) pairs, both in recycled f32 buffers (their words are what the kernels read),
+    /// then the product into rows j0.. of `y`, the `[ntot, rows_j]` outputs back to back.
+    #[allow(clippy::too_many_arguments)]
     fn launch_int8(
         &self,
         mk: &MmaKernels,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         n: usize,
-        y: &mut CudaViewMut<'_, f32>,
+        y: &mut CudaSlice<f32>,
+        ntot: usize,
+        j0: usize,
     ) -> Result<()> {
         debug_assert!((1..=GROUPED_ROWS).contains(&n) && ws.iter().all(|w| w.m.is_none()));
         let cols = ws[0].layout.cols;
@@ -207,7 +198,7 @@ impl Cuda {
             _ => 2,
         }];
         let (r, cfg) = self.rows_launch(mk, f, ws)?;
-        let (n_i, cols_i) = (n as i32, cols as i32);
+        let (n_i, cols_i, ntot_i, j0_i) = (n as i32, cols as i32, ntot as i32, j0 as i32);
         // `cc+pdl` on a device that has it: both launches with programmatic dependent launch,
         // as the one-row kernel (decision 151), through cuLaunchKernelEx.
         let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
@@ -247,9 +238,10 @@ impl Cuda {
             ptrs[2 * WIDE_MATS] = pp;
             ptrs[2 * WIDE_MATS + 1] = pq;
             ptrs[2 * WIDE_MATS + 2] = py;
-            let mut ints = [r[0], r[1], r[2], cols_i, n_i];
+            let mut ints = [r[0], r[1], r[2], cols_i, n_i, ntot_i, j0_i];
             // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq,
-            // y, then r0, r1, r2, k, n; y holds n·(r0 + r1 + r2) floats.
+            // y, then r0, r1, r2, k, n, ntot, j0; y holds ntot·(r0 + r1 + r2) floats and the
+            // kernel writes rows j0..j0 + n of each matrix's block.
             unsafe {
                 launch_ex(
                     self,
@@ -274,7 +266,7 @@ impl Cuda {
         for ri in &r {
             l.arg(ri);
         }
-        l.arg(&cols_i).arg(&n_i);
+        l.arg(&cols_i).arg(&n_i).arg(&ntot_i).arg(&j0_i);
         unsafe { l.launch(cfg) }.map_err(err("packed product (int8 mma, grouped rows)"))?;
         Ok(())
     }
