@@ -776,10 +776,10 @@ int main(int argc, char** argv) {
         blocks[l].push_back({"down", {make_mat(4096, 14336, seed++)}, 14336});
     }
     float *x, *y;
-    CK(cudaMalloc(&x, 14336 * 16 * 4));
-    CK(cudaMalloc(&y, 28672 * 16 * 4));
+    CK(cudaMalloc(&x, 14336 * 32 * 4));
+    CK(cudaMalloc(&y, 28672 * 32 * 4));
     {
-        std::vector<float> hx(14336 * 16);
+        std::vector<float> hx(14336 * 32);
         for (size_t i = 0; i < hx.size(); i++) hx[i] = ((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
         CK(cudaMemcpy(x, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
     }
@@ -1062,8 +1062,8 @@ int main(int argc, char** argv) {
         int2* dq;
         CK(cudaMalloc(&frag, 16 * 14336 * 4 * 2));
         CK(cudaMalloc(&gs, 16 * 112 * 4));
-        CK(cudaMalloc(&planes, 16 * 112 * 256));
-        CK(cudaMalloc(&dq, 16 * 112 * 8));
+        CK(cudaMalloc(&planes, 32 * 112 * 256));
+        CK(cudaMalloc(&dq, 32 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
         // packed/mma.cu's int8 kernels also take (ntot, j0): the output rows of this pass.
@@ -1083,6 +1083,9 @@ int main(int argc, char** argv) {
             {"i8s2_g8", 12, (void*)i8s2_g8, 8},   {"i8s4_g8", 14, (void*)i8s4_g8, 8},
             {"i8s2_g16", 12, (void*)i8s2_g16, 16}, {"i8s4_g16", 14, (void*)i8s4_g16, 16},
             {"i8s8_g16", 18, (void*)i8s8_g16, 16},
+            // lab5: the runtime's body at other shapes (kind 2: packed/mma.cu's parameters)
+            {"i8r_g4u1", 2, (void*)i8r_g4u1, 4},  {"i8r_g8u1", 2, (void*)i8r_g8u1, 8},
+            {"i8r_g32u1", 2, (void*)i8r_g32u1, 32}, {"mma_i8_g16@32x2", 3, (void*)mma_i8_g16, 32},
         };
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
@@ -1100,6 +1103,14 @@ int main(int argc, char** argv) {
                 mma_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, p.k, 0);
                 ((GWideFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d,
                                                        frag, gs, out, r[0], r[1], r[2], p.k, n);
+            } else if (kk.kind == 3) {
+                for (int j0 = 0; j0 < n; j0 += 16) {
+                    const int m = std::min(16, n - j0);
+                    mma_split_i8<<<(m * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x + (size_t)j0 * p.k / 4, planes, dq, m, p.k, 0);
+                    ((I8RtFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                                                          (const uint4*)planes, dq, out, r[0], r[1], r[2],
+                                                          p.k, m, n, j0);
+                }
             } else {
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
                 if (kk.kind == 2)
@@ -1142,9 +1153,9 @@ int main(int argc, char** argv) {
         // Outputs: the int8 kernels against the bf16 ones at the same rows, layer 0's products
         // (max |Δ| over the largest |output|; x's quantization differs, so not bit-identical).
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
-            if (gk[gi].kind != 1) continue;
+            if (gk[gi].kind != 1 && gk[gi].kind != 3) continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
-                if (gk[gj].kind < 2 || gk[gj].n != gk[gi].n) continue;
+                if (gk[gj].kind < 2 || gj == gi || gk[gj].n != gk[gi].n) continue;
                 double md = 0, mr = 0;
                 for (int pi = 0; pi < 4; pi++) {
                     const Product& p = blocks[0][pi];

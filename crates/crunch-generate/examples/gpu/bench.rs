@@ -105,8 +105,8 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
         String::new(),
         "Per token = 32 blocks of what the runtime launches for one block: q/k/v and gate/up \
          through `Backend::linears` (one launch each with a `+grouped` variant at 1–16 rows: 4 \
-         launches per block; the `cc` variants at 17–32 rows: those 4 in two passes, 8; \
-         otherwise 7; at 2–32 rows each launch also splits its input first)."
+         launches per block, and the `cc` variants' at 17–32 rows too; otherwise 7; at 2–32 \
+         rows each launch also splits its input first)."
             .into(),
         String::new(),
         "| batch | kernels | launches / block | ms / token | tokens/s | GB/s | % of measured | vs batch 1 | vs bf16 tokens/s |".into(),
@@ -152,13 +152,10 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
             // Only the int4 g128 tensor-core variants group products (dp4a, cuBLAS and the
             // K-quant kernels run one launch per matrix whatever the backend's variant).
             let tensor_core = kind.starts_with("int4_g128") && kind != "int4_g128_dp4a";
-            // The `cc` variants' int8 kernels also group at 17–32 rows, in two passes
-            // (decision 155): 4 groups × 2 launches.
+            // The `cc` variants' int8 kernels also group at 17–32 rows (decision 155).
             let cc = matches!(gpu.gemv(), Gemv::Cc { .. });
-            let launches = if tensor_core && gpu.gemv().grouped() && n <= 16 {
+            let launches = if tensor_core && gpu.gemv().grouped() && (n <= 16 || cc && n <= 32) {
                 4
-            } else if tensor_core && cc && n <= 32 {
-                8
             } else {
                 7
             };

@@ -326,7 +326,7 @@ impl Cuda {
 
     /// [`crate::Backend::linears`] as one launch, when the one-row kernel is grouped
     /// ([`Gemv::Wide`] with `grouped`, or [`Gemv::Cc`]), `x` is 1–16 f32 rows (1–32 on the int8
-    /// kernels, decision 155, in two launches past 16) and the weights
+    /// kernels, decision 155) and the weights
     /// are 1–3 int4 g128 matrices of its width the tensor-core kernels read: one output
     /// buffer, each product's `[n, rows_j]` output a view of it. `None` otherwise (the caller
     /// runs one product per weight).
@@ -358,7 +358,7 @@ impl Cuda {
             return Ok(None);
         };
         let n = x.shape.first().copied().unwrap_or(0);
-        // The int8 kernels take 17–32 rows too, in two passes (decision 155).
+        // The int8 kernels take 17–32 rows too (decision 155).
         let most = if self.int8_rows(&ws) {
             mma::MAX_ROWS
         } else {

@@ -21,9 +21,9 @@ pub enum Gemv {
     /// Decision 151's `cc_u4` (`packed/cc.cu`): CUDA-core `dp4a` over whole rows per warp,
     /// grouped as `Wide { grouped: true }`; with `pdl`, launched with programmatic dependent
     /// launch (sm_90+). Symmetric codes only: offsets go to `wide2`'s kernel. At 2–32 rows its
-    /// symmetric products run on the int8 tensor cores (`mma_i8_g*`, decision 155; 17–32 rows
-    /// in two passes; with `pdl`, the split and the product as PDL launches), where the `wide`
-    /// variants keep decision 144's bf16 kernels.
+    /// symmetric products run on the int8 tensor cores (`mma_i8_g*`, decision 155; with `pdl`,
+    /// the split and the product as PDL launches), where the `wide` variants keep decision
+    /// 144's bf16 kernels.
     Cc { pdl: bool },
 }
 

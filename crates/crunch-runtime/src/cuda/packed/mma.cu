@@ -586,10 +586,11 @@ MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 // to 4·NT rows cost one pass over the codes (at one row the wide kernel leaves 6 of the 8
 // columns unused). y holds each matrix's [n][rows_j] output back to back (matrix j's at
 // n·(r0 + … + r(j−1))).
-// The tile walk of the 2–16-row kernels: tiles of 16 weight rows of up to 3 matrices taken in
-// turn (one wave of blocks), each warp's groups gb..ge of a tile double-buffered, the next tile's
-// first codes requested before the warps' sums, and the 8 warps' partial outputs summed in a
-// fixed order. `group(yv, w, d, m, grp)` adds one group of this thread's codes into yv[nt][e]
+//
+// The tile walk of the grouped-rows kernels (bf16 at 2–16 rows, int8 at 2–32): tiles of 16
+// weight rows of up to 3 matrices taken in turn (one wave of blocks), each warp's groups gb..ge
+// of a tile double-buffered, the next tile's first codes requested before the warps' sums, and
+// the 8 warps' partial outputs summed in a fixed order. `group(yv, w, d, m, grp)` adds one group of this thread's codes into yv[nt][e]
 // (weight row g + 8e of the tile, activation row 4nt + t); y holds each matrix's [ntot][rows_j]
 // output back to back (matrix j's at ntot·(r0 + … + r(j−1))), these n activation rows as its
 // rows j0.. (a pass of a product over more rows than one launch takes; else ntot = n, j0 = 0).
@@ -700,9 +701,9 @@ MMA_GEMM_WIDE_KERNEL(mma_u4m_g8, true, 2, 2, 1)
 MMA_GEMM_WIDE_KERNEL(mma_u4_g16, false, 4, 2, 1)
 MMA_GEMM_WIDE_KERNEL(mma_u4m_g16, true, 4, 2, 1)
 
-// ---- 2–16 activation rows on the int8 tensor cores (decision 155) -----------------------------
+// ---- 2–32 activation rows on the int8 tensor cores (decision 155) -----------------------------
 // mma_gemm_wide's tiles, split of the groups over the 8 warps and fixed-order sums, with an
-// integer inner product in place of the bf16 one (the `cc` variants' kernels at 2–16 rows):
+// integer inner product in place of the bf16 one (the `cc` variants' kernels at 2–32 rows):
 // - mma_split_i8 quantizes x per row and group of 128 to 15 bits as act.rs does per 32
 //   (q = rint(x·16256/amax), a = q >> 7 and b = q & 127 as int8 planes, q = 128·a + b), with
 //   the group's step dx and 8·Σq. Per 128, not 32: one mma sums 32 k of four lanes' chunks (the
@@ -830,10 +831,12 @@ __device__ __forceinline__ void i8_gemm_wide(const uint4* c0, const u16* d0, con
         i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n, ntot, j0); \
     }
 
-// Up to 4, 8 and 16 rows; 16 rows with 1 group per buffer (s36 lab: 103 against 114 µs per
-// 8B-shaped block with 2; 128 registers, two blocks per SM).
+// Up to 4, 8, 16 and 32 rows; 16 and 32 rows with 1 group per buffer (s36 lab: 16 rows 103
+// against 114 µs per 8B-shaped block with 2, 126 registers, two blocks per SM; 32 rows in one
+// pass 185 against 202 for two passes of 16).
 MMA_I8_KERNEL(mma_i8_g4, 1, 2)
 MMA_I8_KERNEL(mma_i8_g8, 2, 2)
 MMA_I8_KERNEL(mma_i8_g16, 4, 1)
+MMA_I8_KERNEL(mma_i8_g32, 8, 1)
 
 #endif  // __CUDA_ARCH__ >= 800

@@ -32,9 +32,9 @@ pub(super) struct MmaKernels {
     /// 2–16 rows, 1–3 matrices per launch (decision 144): `[≤ 4, ≤ 8, ≤ 16 rows]` ×
     /// `[symmetric, with offsets]`.
     grouped: [[CudaFunction; 2]; 3],
-    /// 2–16 rows on the int8 tensor cores, symmetric codes, 1–3 matrices per launch (decision
-    /// 155, the `cc` variants): `[≤ 4, ≤ 8, ≤ 16 rows]`, and their activation split.
-    int8: [CudaFunction; 3],
+    /// 2–32 rows on the int8 tensor cores, symmetric codes, 1–3 matrices per launch (decision
+    /// 155, the `cc` variants): `[≤ 4, ≤ 8, ≤ 16, ≤ 32 rows]`, and their activation split.
+    int8: [CudaFunction; 4],
     split_i8: CudaFunction,
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
@@ -108,7 +108,12 @@ impl MmaKernels {
                 [f("mma_u4_g8")?, f("mma_u4m_g8")?],
                 [f("mma_u4_g16")?, f("mma_u4m_g16")?],
             ],
-            int8: [f("mma_i8_g4")?, f("mma_i8_g8")?, f("mma_i8_g16")?],
+            int8: [
+                f("mma_i8_g4")?,
+                f("mma_i8_g8")?,
+                f("mma_i8_g16")?,
+                f("mma_i8_g32")?,
+            ],
             split_i8: f("mma_split_i8")?,
             smem_max,
             sms: sms as usize,

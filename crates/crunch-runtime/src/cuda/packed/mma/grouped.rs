@@ -136,6 +136,9 @@ impl Cuda {
     }
 }
 
+/// Most activation rows one launch of the int8 kernels takes (`mma_i8_g32`: 8 n-tiles).
+const INT8_ROWS: usize = 32;
+
 impl Cuda {
     /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
     /// variants and symmetric codes (decision 155).
@@ -144,10 +147,10 @@ impl Cuda {
     }
 
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for 1–32 activation rows and 1–3 symmetric int4 g128
-    /// matrices of one width on the int8 tensor cores (decision 155), in passes of at most 16
-    /// rows (each splits its rows of x and writes them into every matrix's output; more than 16
-    /// rows read the codes once per pass): matrix j's `[n, rows_j]` output at `n·(rows_0 + … +
-    /// rows_(j−1))`, as `mma_gemm_grouped`.
+    /// matrices of one width on the int8 tensor cores (decision 155), one launch (the kernels
+    /// take up to 32 rows): matrix j's `[n, rows_j]` output at `n·(rows_0 + … + rows_(j−1))`, as
+    /// `mma_gemm_grouped`. In passes of at most `INT8_ROWS` rows, each splitting its rows of x
+    /// and writing them into every matrix's output (today one pass: `INT8_ROWS` = `MAX_ROWS`).
     pub(in crate::cuda::packed) fn mma_gemm_int8(
         &self,
         mk: &MmaKernels,
@@ -161,7 +164,7 @@ impl Cuda {
         let mut y = self.alloc(n * total)?;
         let mut j0 = 0;
         while j0 < n {
-            let m = (n - j0).min(GROUPED_ROWS);
+            let m = (n - j0).min(INT8_ROWS);
             let xs = xv.slice(j0 * cols..(j0 + m) * cols);
             self.launch_int8(mk, &xs, ws, m, &mut y, n, j0)?;
             j0 += m;
@@ -169,7 +172,7 @@ impl Cuda {
         Ok(y)
     }
 
-    /// One pass of `mma_split_i8` and `mma_i8_g*` over n ≤ 16 activation rows `xv`: x split
+    /// One pass of `mma_split_i8` and `mma_i8_g*` over n ≤ 32 activation rows `xv`: x split
     /// into int8 planes per row and group of 128 (`[n][k/128][2][128]` bytes) and the groups'
     /// (dx, 8·Σq) pairs, both in recycled f32 buffers (their words are what the kernels read),
     /// then the product into rows j0.. of `y`, the `[ntot, rows_j]` outputs back to back.
@@ -184,7 +187,7 @@ impl Cuda {
         ntot: usize,
         j0: usize,
     ) -> Result<()> {
-        debug_assert!((1..=GROUPED_ROWS).contains(&n) && ws.iter().all(|w| w.m.is_none()));
+        debug_assert!((1..=INT8_ROWS).contains(&n) && ws.iter().all(|w| w.m.is_none()));
         let cols = ws[0].layout.cols;
         let groups = cols / 128;
         // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
@@ -195,7 +198,8 @@ impl Cuda {
         let f = &mk.int8[match n {
             ..=4 => 0,
             5..=8 => 1,
-            _ => 2,
+            9..=16 => 2,
+            _ => 3,
         }];
         let (r, cfg) = self.rows_launch(mk, f, ws)?;
         let (n_i, cols_i, ntot_i, j0_i) = (n as i32, cols as i32, ntot as i32, j0 as i32);
@@ -473,13 +477,13 @@ mod tests {
 
     /// The int8 kernels' indexing (decision 155): every tile of each matrix emulated lane by
     /// lane equals `PackedMatrix::matmul` within 1e-3 of the largest output (the GPU checks'
-    /// tolerance), 2–16 rows, shapes with row tails, f32 and bf16 activations.
+    /// tolerance), 2–32 rows, shapes with row tails, f32 and bf16 activations.
     #[test]
     fn int8_indexing_matches_the_cpu_product() {
         for (rows, cols) in [(40, 512), (21, 384), (16, 128)] {
             let w = matrix(DType::Q4_0, rows, cols, 4, (rows * cols) as u64);
             let rep = Repacked::new(&w).unwrap();
-            for n in [2, 3, 4, 5, 8, 9, 16] {
+            for n in [2, 3, 4, 5, 8, 9, 16, 17, 32] {
                 for bf16_mode in [false, true] {
                     let mut x: Vec<f32> = (0..n * cols)
                         .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 337.0 + 0.3)
