@@ -107,18 +107,8 @@ impl Cuda {
                 .map_err(err("occupancy"))?
                 .max(1) as usize;
         let stream = &self.stream;
-        // Missing matrices: the first one's buffers again, with 0 rows (never read).
-        let mut guards = Vec::with_capacity(2 * MATS + 2);
         let mut ptrs = [0u64; 2 * MATS + 2];
-        for j in 0..MATS {
-            let w = ws.get(j).unwrap_or(&ws[0]);
-            let (c, gc) = w.codes.device_ptr(stream);
-            let (d, gd) = w.d.device_ptr(stream);
-            ptrs[2 * j] = c;
-            ptrs[2 * j + 1] = d;
-            guards.push(gc);
-            guards.push(gd);
-        }
+        let guards = mat_ptrs(self, ws, &mut ptrs);
         let (px, gx) = xv.device_ptr(stream);
         let (py, gy) = y.device_ptr_mut(stream);
         ptrs[2 * MATS] = px;
@@ -147,6 +137,28 @@ impl Cuda {
         drop((guards, gx, gy));
         Ok(y)
     }
+}
+
+/// The codes' and scales' device addresses of the 1–3 matrices `ws` (three pairs: missing
+/// matrices repeat the first one's buffers, with 0 rows, never read), into `ptrs[..6]`, as the
+/// one-launch kernels take them (`cc_u4`, `mma_i8_g*`); the returned guards keep the buffers'
+/// stream order until they are dropped, after the launch.
+pub(in crate::cuda::packed) fn mat_ptrs<'a>(
+    cuda: &'a Cuda,
+    ws: &[&'a GpuPacked],
+    ptrs: &mut [u64],
+) -> Vec<impl Drop + 'a> {
+    let mut guards = Vec::with_capacity(2 * MATS);
+    for j in 0..MATS {
+        let w = ws.get(j).unwrap_or(&ws[0]);
+        let (c, gc) = w.codes.device_ptr(&cuda.stream);
+        let (d, gd) = w.d.device_ptr(&cuda.stream);
+        ptrs[2 * j] = c;
+        ptrs[2 * j + 1] = d;
+        guards.push(gc);
+        guards.push(gd);
+    }
+    guards
 }
 
 /// Queues `f` on `cuda`'s stream through `cuLaunchKernelEx`, with the programmatic-serialization

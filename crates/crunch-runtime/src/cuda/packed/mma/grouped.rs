@@ -5,7 +5,7 @@
 //! their place, on x's int8 planes from `mma_split_i8`.
 
 use super::{MmaKernels, GROUPED_ROWS, MAX_ROWS, THREADS, WIDE_MATS};
-use crate::cuda::packed::cc::launch_ex;
+use crate::cuda::packed::cc::{launch_ex, mat_ptrs};
 use crate::cuda::packed::{Gemv, GpuPacked};
 use crate::cuda::{err, Cuda};
 use crate::Result;
@@ -228,16 +228,7 @@ impl Cuda {
                 )
             }?;
             let mut ptrs = [0u64; 2 * WIDE_MATS + 3];
-            let mut guards = Vec::with_capacity(2 * WIDE_MATS);
-            for j in 0..WIDE_MATS {
-                let w = ws.get(j).unwrap_or(&ws[0]);
-                let (c, gc) = w.codes.device_ptr(stream);
-                let (d, gd) = w.d.device_ptr(stream);
-                ptrs[2 * j] = c;
-                ptrs[2 * j + 1] = d;
-                guards.push(gc);
-                guards.push(gd);
-            }
+            let guards = mat_ptrs(self, ws, &mut ptrs);
             let (py, gy) = y.device_ptr_mut(stream);
             ptrs[2 * WIDE_MATS] = pp;
             ptrs[2 * WIDE_MATS + 1] = pq;
