@@ -114,3 +114,127 @@ I8S_KERNEL(i8s4_g4, 4, 1, 2)
 I8R_KERNEL(i8r_g32u1, 8, 1)
 I8R_KERNEL(i8r_g4u1, 1, 1)
 I8R_KERNEL(i8r_g8u1, 2, 1)
+
+// ---- s36 lab6: MT tiles of 16 weight rows per warp pass (32 rows at MT = 2), so that each
+// 32-byte read of x's planes feeds MT mma instead of one (the B reads per code halve); the groups
+// are split over the 8 warps as in rows_wide. Symmetric codes; outputs as mma_i8_g*'s.
+template <int MT, int NT, int U>
+__device__ __forceinline__ void i8mt_wide(const uint4* c0, const u16* d0, const uint4* c1,
+                                          const u16* d1, const uint4* c2, const u16* d2,
+                                          const uint4* __restrict__ planes,
+                                          const int2* __restrict__ dq, float* __restrict__ y,
+                                          int r0, int r1, int r2, int k, int n) {
+    __shared__ float red[MMA_WARPS][MT][4 * NT * 16];
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int tiles = ((r0 + 15) >> 4) + ((r1 + 15) >> 4) + ((r2 + 15) >> 4);
+    const int items = (tiles + MT - 1) / MT;
+    u32 mask = 0x0f0f0f0fu;
+    asm volatile("" : "+r"(mask));
+    for (int item = blockIdx.x; item < items; item += gridDim.x) {
+        MmaMat m[MT];
+        int row[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            m[mt] = mma_pick(min(item * MT + mt, tiles - 1), c0, d0, d0, c1, d1, d1, c2, d2, d2, r0, r1, r2);
+#pragma unroll
+            for (int e = 0; e < 2; e++) row[mt][e] = min(m[mt].rows - 1, m[mt].tile * 16 + g + 8 * e);
+        }
+        float yv[MT][NT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) yv[mt][nt][0] = yv[mt][nt][1] = 0.0f;
+        // One group at a time for the MT tiles, the next group's codes requested first.
+        uint4 wa[MT][2], wb[MT][2];
+        float da[MT][2], db[MT][2];
+        auto load = [&](uint4 (&w)[MT][2], float (&d)[MT][2], int gg) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const size_t r = row[mt][e];
+                    const uint4* cp = mt == 0 ? m[0].codes : m[mt].codes;
+                    w[mt][e] = load_codes(m[mt].codes + r * C + 4 * gg + t);
+                    d[mt][e] = f16_to_f32(__ldg(m[mt].d + r * G + gg));
+                    (void)cp;
+                }
+        };
+        auto mult = [&](const uint4 (&w)[MT][2], const float (&d)[MT][2], int grp) {
+            u32 lo[MT][2][4], hi[MT][2][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const u32 W[4] = {w[mt][e].x, w[mt][e].y, w[mt][e].z, w[mt][e].w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        lo[mt][e][j] = W[j] & mask;
+                        hi[mt][e][j] = (W[j] >> 4) & mask;
+                    }
+                }
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                if (4 * nt < n) {
+                    const int rb = min(n - 1, 4 * nt + (g >> 1));
+                    const uint4* src = planes + ((size_t)rb * G + grp) * 16 + (g & 1) * 8 + 2 * t;
+                    const uint4 b0 = __ldg(src), b1 = __ldg(src + 1);
+                    const int2 q = __ldg(dq + (size_t)min(n - 1, 4 * nt + t) * G + grp);
+                    const float dx = __int_as_float(q.x);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        int c[4] = {0, 0, 0, 0};
+                        mma_i8(c, lo[mt][0][0], lo[mt][1][0], hi[mt][0][0], hi[mt][1][0], b0.x, b1.x);
+                        mma_i8(c, lo[mt][0][1], lo[mt][1][1], hi[mt][0][1], hi[mt][1][1], b0.y, b1.y);
+                        mma_i8(c, lo[mt][0][2], lo[mt][1][2], hi[mt][0][2], hi[mt][1][2], b0.z, b1.z);
+                        mma_i8(c, lo[mt][0][3], lo[mt][1][3], hi[mt][0][3], hi[mt][1][3], b0.w, b1.w);
+                        yv[mt][nt][0] += (d[mt][0] * dx) * (float)(128 * c[0] + c[1] - q.y);
+                        yv[mt][nt][1] += (d[mt][1] * dx) * (float)(128 * c[2] + c[3] - q.y);
+                    }
+                }
+            }
+        };
+        if (gb < ge) load(wa, da, gb);
+        for (int gg = gb; gg < ge; gg += 2) {
+            if (gg + 1 < ge) load(wb, db, gg + 1);
+            mult(wa, da, gg);
+            if (gg + 1 < ge) {
+                if (gg + 2 < ge) load(wa, da, gg + 2);
+                mult(wb, db, gg + 1);
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                red[warp][mt][(4 * nt + t) * 16 + g] = yv[mt][nt][0];
+                red[warp][mt][(4 * nt + t) * 16 + g + 8] = yv[mt][nt][1];
+            }
+        __syncthreads();
+        for (int o = threadIdx.x; o < MT * 4 * NT * 16; o += MMA_THREADS) {
+            const int mt = o / (4 * NT * 16), oo = o % (4 * NT * 16);
+            const int tl = item * MT + mt;
+            if (tl < tiles) {
+                const int j = oo >> 4, r = m[mt].tile * 16 + (oo & 15);
+                float s = 0.0f;
+#pragma unroll
+                for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][mt][oo];
+                if (j < n && r < m[mt].rows) y[(size_t)n * m[mt].ybase + (size_t)j * m[mt].rows + r] = s;
+            }
+        }
+        __syncthreads();
+    }
+}
+#define I8MT_KERNEL(name, MT, NT, U)                                                           \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                  \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,     \
+             int r2, int k, int n) {                                                           \
+        i8mt_wide<MT, NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);         \
+    }
+I8MT_KERNEL(i8mt2_g16, 2, 4, 1)
+I8MT_KERNEL(i8mt2_g8, 2, 2, 1)
+I8MT_KERNEL(i8mt2_g32, 2, 8, 1)

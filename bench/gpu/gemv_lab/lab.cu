@@ -1086,6 +1086,9 @@ int main(int argc, char** argv) {
             // lab5: the runtime's body at other shapes (kind 2: packed/mma.cu's parameters)
             {"i8r_g4u1", 2, (void*)i8r_g4u1, 4},  {"i8r_g8u1", 2, (void*)i8r_g8u1, 8},
             {"i8r_g32u1", 2, (void*)i8r_g32u1, 32}, {"mma_i8_g16@32x2", 3, (void*)mma_i8_g16, 32},
+            // lab6: 2 tiles per warp pass (kind 12: grid over tiles / 2, i8s.cu's parameters)
+            {"i8mt2_g8", 12, (void*)i8mt2_g8, 8}, {"i8mt2_g16", 12, (void*)i8mt2_g16, 16},
+            {"i8mt2_g32", 12, (void*)i8mt2_g32, 32}, {"mma_i8_g32", 2, (void*)mma_i8_g32, 32},
         };
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
