@@ -203,11 +203,11 @@ impl Cuda {
         }];
         let (r, cfg) = self.rows_launch(mk, f, ws)?;
         let (n_i, cols_i, ntot_i, j0_i) = (n as i32, cols as i32, ntot as i32, j0 as i32);
-        // `cc+pdl` on a device that has it: both launches with programmatic dependent launch,
-        // as the one-row kernel (decision 151), through cuLaunchKernelEx.
+        // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
+        // programmatic dependent launch, as the one-row kernel (decision 151).
         let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
             && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl);
-        if pdl {
+        {
             let stream = &self.stream;
             let bf16 = (self.precision == crate::Precision::Bf16) as i32;
             let (px, gx) = xv.device_ptr(stream);
@@ -223,7 +223,7 @@ impl Cuda {
                     (blocks, 256, 0),
                     &mut [px, pp, pq],
                     &mut [n_i, cols_i, bf16],
-                    true,
+                    pdl,
                     what,
                 )
             }?;
@@ -244,25 +244,12 @@ impl Cuda {
                     (cfg.grid_dim.0, THREADS, 0),
                     &mut ptrs,
                     &mut ints,
-                    true,
+                    pdl,
                     "packed product (int8 mma, grouped rows)",
                 )
             }?;
             drop((guards, gx, gp, gq, gy));
-            return Ok(());
         }
-        self.split(&mk.split_i8, xv, &mut planes, &mut dq, n, cols, what)?;
-        let mut l = self.stream.launch_builder(f);
-        for j in 0..WIDE_MATS {
-            let w = ws.get(j).unwrap_or(&ws[0]);
-            l.arg(&w.codes).arg(&w.d);
-        }
-        l.arg(&planes).arg(&dq).arg(y);
-        for ri in &r {
-            l.arg(ri);
-        }
-        l.arg(&cols_i).arg(&n_i).arg(&ntot_i).arg(&j0_i);
-        unsafe { l.launch(cfg) }.map_err(err("packed product (int8 mma, grouped rows)"))?;
         Ok(())
     }
 }
