@@ -103,13 +103,14 @@ I8S_KERNEL(i8s2_g4, 2, 1, 2)
 I8S_KERNEL(i8s4_g4, 4, 1, 2)
 
 // ---- s36 lab5: the runtime's int8 kernel body (i8_gemm_wide) at other shapes: 32 rows in one
-// pass (NT = 8) and 1 group per buffer at 4 and 8 rows. Parameters as mma_i8_g* (ntot, j0).
+// pass (NT = 8) and 1 group per buffer at 4 and 8 rows. Parameters as mma_i8_g* (s36 they
+// also took ntot, j0 for passes of 16 rows; s37 dropped those with the passes).
 #define I8R_KERNEL(name, NT, U)                                                                \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                  \
         name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,  \
              const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,     \
-             int r2, int k, int n, int ntot, int j0) {                                         \
-        i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n, ntot, j0); \
+             int r2, int k, int n) {                                                           \
+        i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);          \
     }
 I8R_KERNEL(i8r_g32u1, 8, 1)
 I8R_KERNEL(i8r_g4u1, 1, 1)

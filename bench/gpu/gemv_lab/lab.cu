@@ -21,6 +21,7 @@
 #include "ccr.cu"  // s36: cc_u4 through a per-lane cp.async ring
 #include "chain.cu"  // s36: the chain as one persistent kernel (probe)
 #include "i8s.cu"  // s36: the int8 rows kernels with several tiles per block pass
+#include "i8q.cu"  // s37: the int8 rows kernel with codes through a per-warp cp.async ring
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1066,11 +1067,7 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&dq, 32 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
-        // packed/mma.cu's int8 kernels also take (ntot, j0): the output rows of this pass.
-        typedef void (*I8RtFn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
-                               const u16*, const uint4*, const int2*, float*, int, int, int, int,
-                               int, int, int);
-        struct G { const char* name; int kind; void* f; int n; };
+        struct G { const char* name; int kind; void* f; int n; int smem; };
         // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
         // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
         std::vector<G> gk = {
@@ -1085,15 +1082,39 @@ int main(int argc, char** argv) {
             {"i8s8_g16", 18, (void*)i8s8_g16, 16},
             // lab5: the runtime's body at other shapes (kind 2: packed/mma.cu's parameters)
             {"i8r_g4u1", 2, (void*)i8r_g4u1, 4},  {"i8r_g8u1", 2, (void*)i8r_g8u1, 8},
-            {"i8r_g32u1", 2, (void*)i8r_g32u1, 32}, {"mma_i8_g16@32x2", 3, (void*)mma_i8_g16, 32},
+            {"i8r_g32u1", 2, (void*)i8r_g32u1, 32},
             // lab6: 2 tiles per warp pass (kind 12: grid over tiles / 2, i8s.cu's parameters)
             {"i8mt2_g8", 12, (void*)i8mt2_g8, 8}, {"i8mt2_g16", 12, (void*)i8mt2_g16, 16},
             {"i8mt2_g32", 12, (void*)i8mt2_g32, 32}, {"mma_i8_g32", 2, (void*)mma_i8_g32, 32},
+            // s37 (i8q.cu): codes and scales through a per-warp cp.async ring of S groups; `b`:
+            // x's planes too (kind 4: packed/mma.cu's parameters without ntot/j0, dynamic smem)
+            {"i8q_g8s4", 4, (void*)i8q_g8s4, 8, I8Q_SMEM(2, 4, false)},
+            {"i8q_g8s8", 4, (void*)i8q_g8s8, 8, I8Q_SMEM(2, 8, false)},
+            {"i8q_g16s3", 4, (void*)i8q_g16s3, 16, I8Q_SMEM(4, 3, false)},
+            {"i8q_g16s4", 4, (void*)i8q_g16s4, 16, I8Q_SMEM(4, 4, false)},
+            {"i8q_g16s6", 4, (void*)i8q_g16s6, 16, I8Q_SMEM(4, 6, false)},
+            {"i8q_g16s8", 4, (void*)i8q_g16s8, 16, I8Q_SMEM(4, 8, false)},
+            {"i8q_g16s4x3", 4, (void*)i8q_g16s4x3, 16, I8Q_SMEM(4, 4, false)},
+            {"i8q_g16b2", 4, (void*)i8q_g16b2, 16, I8Q_SMEM(4, 2, true)},
+            {"i8q_g16b3", 4, (void*)i8q_g16b3, 16, I8Q_SMEM(4, 3, true)},
+            {"i8q_g16b4", 4, (void*)i8q_g16b4, 16, I8Q_SMEM(4, 4, true)},
+            {"i8q_g32s4", 4, (void*)i8q_g32s4, 32, I8Q_SMEM(8, 4, false)},  // s37 lab1: failed to launch (56 KB without the opt-in)
+            {"i8q_g32s6", 4, (void*)i8q_g32s6, 32, I8Q_SMEM(8, 6, false)},
+            {"i8q_g32b2", 4, (void*)i8q_g32b2, 32, I8Q_SMEM(8, 2, true)},
         };
+        if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
+            std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
+            std::vector<G> keep;
+            for (auto& kk : gk)
+                if (only.find(std::string(",") + kk.name + ",") != std::string::npos) keep.push_back(kk);
+            gk = keep;
+        }
+        for (auto& kk : gk)
+            if (kk.smem > 0) CK(cudaFuncSetAttribute(kk.f, cudaFuncAttributeMaxDynamicSharedMemorySize, kk.smem));
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
             int per_sm = 0;
-            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, 0));
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, kk.smem));
             per_sm = std::max(per_sm, 1);
             int r[3] = {0, 0, 0}, tiles = 0;
             for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
@@ -1106,22 +1127,11 @@ int main(int argc, char** argv) {
                 mma_split_acts<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, p.k, 0);
                 ((GWideFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d,
                                                        frag, gs, out, r[0], r[1], r[2], p.k, n);
-            } else if (kk.kind == 3) {
-                for (int j0 = 0; j0 < n; j0 += 16) {
-                    const int m = std::min(16, n - j0);
-                    mma_split_i8<<<(m * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x + (size_t)j0 * p.k / 4, planes, dq, m, p.k, 0);
-                    ((I8RtFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
-                                                          (const uint4*)planes, dq, out, r[0], r[1], r[2],
-                                                          p.k, m, n, j0);
-                }
             } else {
+                // kinds 2 and 4 (and the slotted ones): packed/mma.cu's int8 parameters (s36's
+                // kind 3, passes of 16 rows through (ntot, j0), went with them in s37)
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
-                if (kk.kind == 2)
-                    ((I8RtFn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
-                                                          (const uint4*)planes, dq, out, r[0], r[1], r[2],
-                                                          p.k, n, n, 0);
-                else
-                    ((I8Fn)kk.f)<<<grid, 256, 0, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                ((I8Fn)kk.f)<<<grid, 256, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                         (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
             }
         };
@@ -1156,7 +1166,8 @@ int main(int argc, char** argv) {
         // Outputs: the int8 kernels against the bf16 ones at the same rows, layer 0's products
         // (max |Δ| over the largest |output|; x's quantization differs, so not bit-identical).
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
-            if (gk[gi].kind != 1 && gk[gi].kind != 3) continue;
+            // refs: the bf16 kernels (kind 1) up to 16 rows, the runtime's mma_i8_g32 at 32
+            if (gk[gi].kind != 1 && std::string(gk[gi].name) != "mma_i8_g32") continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
                 if (gk[gj].kind < 2 || gj == gi || gk[gj].n != gk[gi].n) continue;
                 double md = 0, mr = 0;

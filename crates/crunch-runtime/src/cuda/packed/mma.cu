@@ -590,16 +590,16 @@ MMA_GEMM_KERNEL(mma_u4m_n4w, true, 1, 4, 2)
 // The tile walk of the grouped-rows kernels (bf16 at 2–16 rows, int8 at 2–32): tiles of 16
 // weight rows of up to 3 matrices taken in turn (one wave of blocks), each warp's groups gb..ge
 // of a tile double-buffered, the next tile's first codes requested before the warps' sums, and
-// the 8 warps' partial outputs summed in a fixed order. `group(yv, w, d, m, grp)` adds one group of this thread's codes into yv[nt][e]
-// (weight row g + 8e of the tile, activation row 4nt + t); y holds each matrix's [ntot][rows_j]
-// output back to back (matrix j's at ntot·(r0 + … + r(j−1))), these n activation rows as its
-// rows j0.. (a pass of a product over more rows than one launch takes; else ntot = n, j0 = 0).
+// the 8 warps' partial outputs summed in a fixed order. `group(yv, w, d, m, grp)` adds one group
+// of this thread's codes into yv[nt][e] (weight row g + 8e of the tile, activation row 4nt + t);
+// y holds each matrix's [n][rows_j] output back to back (matrix j's at n·(r0 + … + r(j−1))).
+// One launch takes every activation row (the kernels' NT covers up to 32).
 template <bool HAS_M, int NT, int U, class F>
 __device__ __forceinline__ void rows_wide(const uint4* c0, const u16* d0, const u16* m0,
                                           const uint4* c1, const u16* d1, const u16* m1,
                                           const uint4* c2, const u16* d2, const u16* m2,
                                           float* __restrict__ y, int r0, int r1, int r2, int k,
-                                          int n, int ntot, int j0, F group) {
+                                          int n, F group) {
     __shared__ float red[MMA_WARPS][4 * NT * 16];
     const int C = k >> 5, G = k >> 7;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -653,7 +653,7 @@ __device__ __forceinline__ void rows_wide(const uint4* c0, const u16* d0, const 
 #pragma unroll
             for (int wp = 0; wp < MMA_WARPS; wp++) s += red[wp][o];
             if (j < n && r < done.rows)
-                y[(size_t)ntot * done.ybase + (size_t)(j0 + j) * done.rows + r] = s;
+                y[(size_t)n * done.ybase + (size_t)j * done.rows + r] = s;
         }
         __syncthreads();
     }
@@ -674,7 +674,7 @@ __device__ __forceinline__ void mma_gemm_wide(const uint4* c0, const u16* d0, co
     u32 mask = 0x000f000fu;
     asm volatile("" : "+r"(mask));
     rows_wide<HAS_M, NT, U>(
-        c0, d0, m0, c1, d1, m1, c2, d2, m2, y, r0, r1, r2, k, n, n, 0,
+        c0, d0, m0, c1, d1, m1, c2, d2, m2, y, r0, r1, r2, k, n,
         [&](float(&yv)[NT][2], const uint4(&w)[1][2], const float(&d)[1][2],
             const float(&m)[1][2], int grp) {
             gemm_group<HAS_M, 1, NT>(reinterpret_cast<float(&)[1][NT][2]>(yv), w, d, m, frag,
@@ -809,14 +809,13 @@ __device__ __forceinline__ void i8_gemm_wide(const uint4* c0, const u16* d0, con
                                              const u16* d1, const uint4* c2, const u16* d2,
                                              const uint4* __restrict__ planes,
                                              const int2* __restrict__ dq, float* __restrict__ y,
-                                             int r0, int r1, int r2, int k, int n, int ntot,
-                                             int j0) {
+                                             int r0, int r1, int r2, int k, int n) {
     const int G = k >> 7;
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     u32 mask = 0x0f0f0f0fu;
     asm volatile("" : "+r"(mask));
     rows_wide<false, NT, U>(
-        c0, d0, d0, c1, d1, d1, c2, d2, d2, y, r0, r1, r2, k, n, ntot, j0,
+        c0, d0, d0, c1, d1, d1, c2, d2, d2, y, r0, r1, r2, k, n,
         [&](float(&yv)[NT][2], const uint4(&w)[1][2], const float(&d)[1][2],
             const float(&m)[1][2], int grp) {
             i8_group<NT>(yv, w[0], d[0], planes, dq, mask, n, G, grp, g, t);
@@ -827,8 +826,8 @@ __device__ __forceinline__ void i8_gemm_wide(const uint4* c0, const u16* d0, con
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                   \
         name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
              const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
-             int r2, int k, int n, int ntot, int j0) {                                          \
-        i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n, ntot, j0); \
+             int r2, int k, int n) {                                                            \
+        i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);           \
     }
 
 // Up to 4, 8, 16 and 32 rows; 16 and 32 rows with 1 group per buffer (s36 lab: 16 rows 103

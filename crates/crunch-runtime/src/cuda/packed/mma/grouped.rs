@@ -136,9 +136,6 @@ impl Cuda {
     }
 }
 
-/// Most activation rows one launch of the int8 kernels takes (`mma_i8_g32`: 8 n-tiles).
-const INT8_ROWS: usize = 32;
-
 impl Cuda {
     /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
     /// variants and symmetric codes (decision 155).
@@ -147,10 +144,11 @@ impl Cuda {
     }
 
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for 1–32 activation rows and 1–3 symmetric int4 g128
-    /// matrices of one width on the int8 tensor cores (decision 155), one launch (the kernels
-    /// take up to 32 rows): matrix j's `[n, rows_j]` output at `n·(rows_0 + … + rows_(j−1))`, as
-    /// `mma_gemm_grouped`. In passes of at most `INT8_ROWS` rows, each splitting its rows of x
-    /// and writing them into every matrix's output (today one pass: `INT8_ROWS` = `MAX_ROWS`).
+    /// matrices of one width on the int8 tensor cores (decision 155): matrix j's `[n, rows_j]`
+    /// output at `n·(rows_0 + … + rows_(j−1))`, as `mma_gemm_grouped`. Two launches:
+    /// `mma_split_i8` splits x into int8 planes per row and group of 128 (`[n][k/128][2][128]`
+    /// bytes) and the groups' (dx, 8·Σq) pairs, both in recycled f32 buffers (their words are
+    /// what the kernels read); then `mma_i8_g*` (up to 32 rows, `MAX_ROWS`, in one launch).
     pub(in crate::cuda::packed) fn mma_gemm_int8(
         &self,
         mk: &MmaKernels,
@@ -159,36 +157,10 @@ impl Cuda {
         n: usize,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=MAX_ROWS).contains(&n));
+        debug_assert!(ws.iter().all(|w| w.m.is_none()));
         let cols = ws[0].layout.cols;
         let total: usize = ws.iter().map(|w| w.layout.rows).sum();
         let mut y = self.alloc(n * total)?;
-        let mut j0 = 0;
-        while j0 < n {
-            let m = (n - j0).min(INT8_ROWS);
-            let xs = xv.slice(j0 * cols..(j0 + m) * cols);
-            self.launch_int8(mk, &xs, ws, m, &mut y, n, j0)?;
-            j0 += m;
-        }
-        Ok(y)
-    }
-
-    /// One pass of `mma_split_i8` and `mma_i8_g*` over n ≤ 32 activation rows `xv`: x split
-    /// into int8 planes per row and group of 128 (`[n][k/128][2][128]` bytes) and the groups'
-    /// (dx, 8·Σq) pairs, both in recycled f32 buffers (their words are what the kernels read),
-    /// then the product into rows j0.. of `y`, the `[ntot, rows_j]` outputs back to back.
-    #[allow(clippy::too_many_arguments)]
-    fn launch_int8(
-        &self,
-        mk: &MmaKernels,
-        xv: &CudaView<'_, f32>,
-        ws: &[&GpuPacked],
-        n: usize,
-        y: &mut CudaSlice<f32>,
-        ntot: usize,
-        j0: usize,
-    ) -> Result<()> {
-        debug_assert!((1..=INT8_ROWS).contains(&n) && ws.iter().all(|w| w.m.is_none()));
-        let cols = ws[0].layout.cols;
         let groups = cols / 128;
         // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
         // pair of the n rows.
@@ -202,7 +174,7 @@ impl Cuda {
             _ => 3,
         }];
         let (r, cfg) = self.rows_launch(mk, f, ws)?;
-        let (n_i, cols_i, ntot_i, j0_i) = (n as i32, cols as i32, ntot as i32, j0 as i32);
+        let (n_i, cols_i) = (n as i32, cols as i32);
         // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
         // programmatic dependent launch, as the one-row kernel (decision 151).
         let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
@@ -233,10 +205,9 @@ impl Cuda {
             ptrs[2 * WIDE_MATS] = pp;
             ptrs[2 * WIDE_MATS + 1] = pq;
             ptrs[2 * WIDE_MATS + 2] = py;
-            let mut ints = [r[0], r[1], r[2], cols_i, n_i, ntot_i, j0_i];
+            let mut ints = [r[0], r[1], r[2], cols_i, n_i];
             // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq,
-            // y, then r0, r1, r2, k, n, ntot, j0; y holds ntot·(r0 + r1 + r2) floats and the
-            // kernel writes rows j0..j0 + n of each matrix's block.
+            // y, then r0, r1, r2, k, n; y holds n·(r0 + r1 + r2) floats.
             unsafe {
                 launch_ex(
                     self,
@@ -250,7 +221,7 @@ impl Cuda {
             }?;
             drop((guards, gx, gp, gq, gy));
         }
-        Ok(())
+        Ok(y)
     }
 }
 
