@@ -239,3 +239,9 @@ __device__ __forceinline__ void i8mt_wide(const uint4* c0, const u16* d0, const 
 I8MT_KERNEL(i8mt2_g16, 2, 4, 1)
 I8MT_KERNEL(i8mt2_g8, 2, 2, 1)
 I8MT_KERNEL(i8mt2_g32, 2, 8, 1)
+
+// s36's runtime int8 kernels at 5–32 rows (packed/mma.cu until s37 replaced them with the
+// swapped mma_i8x_g*, decision 156), kept here under their names for the lab's comparisons.
+I8R_KERNEL(mma_i8_g8, 2, 2)
+I8R_KERNEL(mma_i8_g16, 4, 1)
+I8R_KERNEL(mma_i8_g32, 8, 1)

@@ -22,6 +22,7 @@
 #include "chain.cu"  // s36: the chain as one persistent kernel (probe)
 #include "i8s.cu"  // s36: the int8 rows kernels with several tiles per block pass
 #include "i8q.cu"  // s37: the int8 rows kernel with codes through a per-warp cp.async ring
+#include "i8x.cu"  // s37: the int8 rows kernel with activations as A, weights as B
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1101,6 +1102,13 @@ int main(int argc, char** argv) {
             {"i8q_g32s4", 4, (void*)i8q_g32s4, 32, I8Q_SMEM(8, 4, false)},  // s37 lab1: failed to launch (56 KB without the opt-in)
             {"i8q_g32s6", 4, (void*)i8q_g32s6, 32, I8Q_SMEM(8, 6, false)},
             {"i8q_g32b2", 4, (void*)i8q_g32b2, 32, I8Q_SMEM(8, 2, true)},
+            // s37 (i8x.cu): activations as A, weights as B; tiles of 8·SL weight rows (kind
+            // 10 + SL/2: grid over 16-row tiles / (SL/2))
+            {"i8x_g8s4", 12, (void*)i8x_g8s4, 8}, {"i8x_g8s8", 14, (void*)i8x_g8s8, 8},
+            {"i8x_g8s8x1", 14, (void*)i8x_g8s8x1, 8},
+            {"i8x_g16s2", 4, (void*)i8x_g16s2, 16}, {"i8x_g16s4", 12, (void*)i8x_g16s4, 16},
+            {"i8x_g16s4x1", 12, (void*)i8x_g16s4x1, 16}, {"i8x_g16s8", 14, (void*)i8x_g16s8, 16},
+            {"i8x_g32s2", 4, (void*)i8x_g32s2, 32}, {"i8x_g32s4", 12, (void*)i8x_g32s4, 32},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";

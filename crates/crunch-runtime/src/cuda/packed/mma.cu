@@ -830,12 +830,180 @@ __device__ __forceinline__ void i8_gemm_wide(const uint4* c0, const u16* d0, con
         i8_gemm_wide<NT, U>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);           \
     }
 
-// Up to 4, 8, 16 and 32 rows; 16 and 32 rows with 1 group per buffer (s36 lab: 16 rows 103
-// against 114 µs per 8B-shaped block with 2, 126 registers, two blocks per SM; 32 rows in one
-// pass 185 against 202 for two passes of 16).
+// Up to 4 rows (5–32: mma_i8x_g* below; s36 measured this body at 8, 16 and 32 rows: 78.4,
+// 103.6 and 186.4 µs per 8B-shaped block, against 71.7, 97.4 and 129.6 for mma_i8x_g*, s37).
 MMA_I8_KERNEL(mma_i8_g4, 1, 2)
-MMA_I8_KERNEL(mma_i8_g8, 2, 2)
-MMA_I8_KERNEL(mma_i8_g16, 4, 1)
-MMA_I8_KERNEL(mma_i8_g32, 8, 1)
+
+// ---- 5–32 activation rows, operands swapped (decision 156) -------------------------------------
+// mma_i8_g* put 16 weight rows in the mma's A and 4 activation rows × 2 planes in B, so each lane
+// re-reads x's planes for every 16 weight rows: at 16 rows 4× the codes' bytes pass through
+// L1TEX, where ncu found the warps waiting (75% busy in gate+up). Here A = 8 activation rows ×
+// their 2 planes (A row g: plane a of activation row 8s + g; row g + 8: its plane b) and B = 8
+// weight rows (column g: weight row g of a slab), so one load of a group's planes feeds SL = 4
+// slabs: a block tile of 32 weight rows, the planes' bytes per code down 4× at any row count.
+// - The same planes and (dx, 8·Σq) as mma_i8_g* (mma_split_i8), the same free k order (lane t
+//   supplies chunk t of the group; in mma j, word j's low nibbles fill B's k slots 4t.., its high
+//   nibbles 16 + 4t.., and A's registers are words j of the lane's 32 plane bytes), the same
+//   integer sums per group, one f32 scale step per group: outputs equal mma_i8_g*'s up to the
+//   f32 order of the 8 warps' sums (lab: max |Δ| 0 at 32 rows).
+// - A is signed (plane a), B the unsigned codes: mma .s8.u8. D rows g / g + 8 are activation row
+//   8s + g's planes a / b, columns 2t, 2t + 1 weight rows 2t, 2t + 1 of the slab.
+// - 8 warps split a tile's groups and sum in a fixed order (as rows_wide); each warp's next
+//   group of codes for its 4 slabs is requested before the current group is multiplied.
+// - Programmatic dependent launch as rows_wide: the first codes before `griddepcontrol.wait`.
+// Lab (s37, µs per 8B block): 8 rows 71.7 against 79.7; 16 rows 97.4 against 105.9; 32 rows
+// 129.6 against 188.1. NA activation sets of 8 rows: 1, 2, 4.
+
+__device__ __forceinline__ void mma_s8u8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
+                                         u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+#define I8X_SLABS 4
+#define I8X_ROWS (8 * I8X_SLABS)  // weight rows per block tile (packed/mma/grouped.rs: 32)
+
+template <int NA>
+__device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const uint4* c1,
+                                         const u16* d1, const uint4* c2, const u16* d2,
+                                         const uint4* __restrict__ planes,
+                                         const int2* __restrict__ dq, float* __restrict__ y,
+                                         int r0, int r1, int r2, int k, int n) {
+    constexpr int SL = I8X_SLABS, RT = I8X_ROWS;
+    __shared__ float red[MMA_WARPS][8 * NA * RT];
+    const int C = k >> 5, G = k >> 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int gb = min(G, warp * per), ge = min(G, gb + per);
+    const int t0 = (r0 + RT - 1) / RT, t1 = t0 + (r1 + RT - 1) / RT;
+    const int tiles = t1 + (r2 + RT - 1) / RT;
+    u32 mask = 0x0f0f0f0fu;
+    asm volatile("" : "+r"(mask));
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+    bool waited = false;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const uint4* codes;
+        const u16* dsc;
+        int rows, tl, ybase;
+        if (tile < t0) {
+            codes = c0, dsc = d0, rows = r0, tl = tile, ybase = 0;
+        } else if (tile < t1) {
+            codes = c1, dsc = d1, rows = r1, tl = tile - t0, ybase = r0;
+        } else {
+            codes = c2, dsc = d2, rows = r2, tl = tile - t1, ybase = r0 + r1;
+        }
+        // The codes of row g and the scales of rows 2t, 2t + 1 of each slab (clamped: the tail's
+        // extra rows are computed and not stored).
+        auto load = [&](uint4(&w)[SL], float(&d)[SL][2], int gg) {
+#pragma unroll
+            for (int s = 0; s < SL; s++) {
+                const int wr = min(rows - 1, tl * RT + 8 * s + g);
+                w[s] = load_codes(codes + (size_t)wr * C + 4 * gg + t);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int sr = min(rows - 1, tl * RT + 8 * s + 2 * t + e);
+                    d[s][e] = f16_to_f32(__ldg(dsc + (size_t)sr * G + gg));
+                }
+            }
+        };
+        float acc[SL][NA][2];
+#pragma unroll
+        for (int s = 0; s < SL; s++)
+#pragma unroll
+            for (int a = 0; a < NA; a++) acc[s][a][0] = acc[s][a][1] = 0.0f;
+        auto mult = [&](const uint4(&w)[SL], const float(&d)[SL][2], int gg) {
+            uint4 pa0[NA], pa1[NA], pb0[NA], pb1[NA];
+            float dx[NA];
+            int sq[NA];
+#pragma unroll
+            for (int a = 0; a < NA; a++) {
+                const int ar = min(n - 1, 8 * a + g);
+                const uint4* src = planes + ((size_t)ar * G + gg) * 16 + 2 * t;
+                pa0[a] = __ldg(src);
+                pa1[a] = __ldg(src + 1);
+                pb0[a] = __ldg(src + 8);
+                pb1[a] = __ldg(src + 9);
+                const int2 q = __ldg(dq + (size_t)ar * G + gg);
+                dx[a] = __int_as_float(q.x);
+                sq[a] = q.y;
+            }
+#pragma unroll
+            for (int s = 0; s < SL; s++) {
+                int c[NA][4];
+#pragma unroll
+                for (int a = 0; a < NA; a++) c[a][0] = c[a][1] = c[a][2] = c[a][3] = 0;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const u32 b0 = word(w[s], j) & mask, b1 = (word(w[s], j) >> 4) & mask;
+#pragma unroll
+                    for (int a = 0; a < NA; a++)
+                        mma_s8u8(c[a], word(pa0[a], j), word(pb0[a], j), word(pa1[a], j),
+                                 word(pb1[a], j), b0, b1);
+                }
+#pragma unroll
+                for (int a = 0; a < NA; a++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        acc[s][a][e] +=
+                            (d[s][e] * dx[a]) * (float)(128 * c[a][e] + c[a][2 + e] - sq[a]);
+            }
+        };
+        uint4 wa[SL], wb[SL];
+        float da[SL][2], db[SL][2];
+        if (gb < ge) load(wa, da, gb);
+        if (!waited) {
+#if __CUDA_ARCH__ >= 900
+            // Codes and scales only above (no kernel writes them); the planes, dq and y after.
+            asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+            waited = true;
+        }
+        for (int gg = gb; gg < ge; gg += 2) {
+            if (gg + 1 < ge) load(wb, db, gg + 1);
+            mult(wa, da, gg);
+            if (gg + 1 < ge) {
+                if (gg + 2 < ge) load(wa, da, gg + 2);
+                mult(wb, db, gg + 1);
+            }
+        }
+        // red[warp][activation row · RT + row in tile], summed over the warps in order.
+#pragma unroll
+        for (int s = 0; s < SL; s++)
+#pragma unroll
+            for (int a = 0; a < NA; a++)
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    red[warp][(8 * a + g) * RT + 8 * s + 2 * t + e] = acc[s][a][e];
+        __syncthreads();
+        for (int o = threadIdx.x; o < 8 * NA * RT; o += MMA_THREADS) {
+            const int j = o / RT, r = tl * RT + o % RT;
+            float sum = 0.0f;
+#pragma unroll
+            for (int wp = 0; wp < MMA_WARPS; wp++) sum += red[wp][o];
+            if (j < n && r < rows) y[(size_t)n * ybase + (size_t)j * rows + r] = sum;
+        }
+        __syncthreads();
+    }
+}
+
+#define MMA_I8X_KERNEL(name, NA, BLOCKS)                                                        \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS, BLOCKS)                           \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
+             int r2, int k, int n) {                                                            \
+        i8x_gemm<NA>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);                  \
+    }
+
+// 5–8, 9–16 and 17–32 rows. Blocks per SM as the s37 lab measured fastest (8 rows: 2, 128
+// registers; 16 rows: 1, 202 registers, 97.4 against 106.0 with 2 and spills; 32 rows: 1).
+MMA_I8X_KERNEL(mma_i8x_g8, 1, 2)
+MMA_I8X_KERNEL(mma_i8x_g16, 2, 1)
+MMA_I8X_KERNEL(mma_i8x_g32, 4, 1)
 
 #endif  // __CUDA_ARCH__ >= 800

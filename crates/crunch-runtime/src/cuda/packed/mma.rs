@@ -110,9 +110,9 @@ impl MmaKernels {
             ],
             int8: [
                 f("mma_i8_g4")?,
-                f("mma_i8_g8")?,
-                f("mma_i8_g16")?,
-                f("mma_i8_g32")?,
+                f("mma_i8x_g8")?,
+                f("mma_i8x_g16")?,
+                f("mma_i8x_g32")?,
             ],
             split_i8: f("mma_split_i8")?,
             smem_max,

@@ -68,20 +68,21 @@ impl Cuda {
         Ok(())
     }
 
-    /// The rows kernels' matrices and launch (`mma_gemm_wide`, `i8_gemm_wide`): the 1–3
-    /// matrices' row counts (0 for a missing one) and one wave of blocks over their tiles of 16
-    /// rows.
+    /// The rows kernels' matrices and launch (`mma_gemm_wide`, `i8_gemm_wide`, `i8x_gemm`): the
+    /// 1–3 matrices' row counts (0 for a missing one) and one wave of blocks over their tiles of
+    /// `tile_rows` rows (16; `I8X_ROWS` = 32 for `mma_i8x_g*`).
     fn rows_launch(
         &self,
         mk: &MmaKernels,
         f: &CudaFunction,
         ws: &[&GpuPacked],
+        tile_rows: usize,
     ) -> Result<([i32; WIDE_MATS], LaunchConfig)> {
         let mut r = [0i32; WIDE_MATS];
         for (ri, w) in r.iter_mut().zip(ws) {
             *ri = w.layout.rows as i32;
         }
-        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(16)).sum();
+        let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(tile_rows)).sum();
         let per_sm = f
             .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
             .map_err(err("occupancy"))?
@@ -119,7 +120,7 @@ impl Cuda {
             5..=8 => 1,
             _ => 2,
         }][has_m];
-        let (r, cfg) = self.rows_launch(mk, f, ws)?;
+        let (r, cfg) = self.rows_launch(mk, f, ws, 16)?;
         let (cols_i, n_i) = (cols as i32, n as i32);
         let mut l = self.stream.launch_builder(f);
         for j in 0..WIDE_MATS {
@@ -135,6 +136,9 @@ impl Cuda {
         Ok(y)
     }
 }
+
+/// Weight rows per block tile of the swapped int8 kernels (`I8X_ROWS` in packed/mma.cu).
+const I8X_ROWS: usize = 32;
 
 impl Cuda {
     /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
@@ -167,13 +171,16 @@ impl Cuda {
         let mut planes = self.alloc(n * cols / 2)?;
         let mut dq = self.alloc(2 * n * groups)?;
         let what = "split activations (int8)";
-        let f = &mk.int8[match n {
+        // 2–4 rows: `mma_i8_g4` (tiles of 16); 5–32: `mma_i8x_g*`, operands swapped (decision
+        // 156, tiles of `I8X_ROWS` = 32).
+        let which = match n {
             ..=4 => 0,
             5..=8 => 1,
             9..=16 => 2,
             _ => 3,
-        }];
-        let (r, cfg) = self.rows_launch(mk, f, ws)?;
+        };
+        let f = &mk.int8[which];
+        let (r, cfg) = self.rows_launch(mk, f, ws, if which == 0 { 16 } else { I8X_ROWS })?;
         let (n_i, cols_i) = (n as i32, cols as i32);
         // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
         // programmatic dependent launch, as the one-row kernel (decision 151).
@@ -228,6 +235,7 @@ impl Cuda {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{emulate_tiles, pick};
+    use super::I8X_ROWS;
     use crate::cuda::packed::tests::matrix;
     use crate::cuda::packed::{Layout, Repacked};
     use crunch_kernels::DType;
@@ -424,9 +432,109 @@ mod tests {
         y
     }
 
-    /// The int8 kernels' indexing (decision 155): every tile of each matrix emulated lane by
-    /// lane equals `PackedMatrix::matmul` within 1e-3 of the largest output (the GPU checks'
-    /// tolerance), 2–32 rows, shapes with row tails, f32 and bf16 activations.
+    /// One tile's outputs from a host transcription of a kernel (`r`, `x`, n, bf16, tile).
+    type Emulate = fn(&Repacked, &[f32], usize, bool, usize) -> Vec<f32>;
+
+    /// A host transcription of `i8x_gemm` (decision 156) on one tile of `I8X_ROWS` weight rows:
+    /// operands swapped, A = activation rows 8a + g's planes a (row g) and b (row g + 8), k as
+    /// the kernel's lanes supply them (a0 plane a and a1 plane b at k 4t.., a2 / a3 at 16 + 4t..,
+    /// words j of the lane's bytes 32t..32t + 32), B = slab s's weight row g (column g; word j's
+    /// low nibbles at k 4t.., high at 16 + 4t..), D rows g / g + 8 and columns 2t, 2t + 1 read
+    /// back as the kernel does.
+    fn emulate_int8x_tile(
+        r: &Repacked,
+        x: &[f32],
+        n: usize,
+        bf16_mode: bool,
+        tile: usize,
+    ) -> Vec<f32> {
+        let Layout { rows, cols: k, .. } = r.layout;
+        let (c_n, g_n) = (k / 32, k / 128);
+        let h = |b: u16| half::f16::from_bits(b).to_f32();
+        let (planes, dq) = split_i8(x, n, k, bf16_mode);
+        let words: Vec<u32> = r
+            .codes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let word = |pl: &[i8; 128], at: usize| {
+            u32::from_le_bytes([
+                pl[at] as u8,
+                pl[at + 1] as u8,
+                pl[at + 2] as u8,
+                pl[at + 3] as u8,
+            ])
+        };
+        let bytes_s = |v: u32| v.to_le_bytes().map(|b| b as i8 as i32);
+        let bytes_u = |v: u32| v.to_le_bytes().map(|b| b as i32);
+        let mut y = vec![0f32; n * rows];
+        for sets in 0..n.div_ceil(8) {
+            for s in 0..I8X_ROWS / 8 {
+                for gg in 0..g_n {
+                    let mut d = [[0i32; 8]; 16];
+                    for j in 0..4 {
+                        let mut a = [[0i32; 32]; 16];
+                        let mut b = [[0i32; 8]; 32];
+                        for lane in 0..32 {
+                            let (g, t) = (lane >> 2, lane & 3);
+                            let ar = (8 * sets + g).min(n - 1);
+                            let [pa, pb] = &planes[ar * g_n + gg];
+                            // a0 (g, 4t..), a1 (g + 8, 4t..), a2 (g, 16 + 4t..), a3 (g + 8, 16 + 4t..)
+                            let regs = [
+                                word(pa, 32 * t + 4 * j),
+                                word(pb, 32 * t + 4 * j),
+                                word(pa, 32 * t + 16 + 4 * j),
+                                word(pb, 32 * t + 16 + 4 * j),
+                            ];
+                            for (i, reg) in regs.iter().enumerate() {
+                                let (rr, kk) = (g + 8 * (i & 1), 4 * t + 16 * (i >> 1));
+                                for (u, v) in bytes_s(*reg).iter().enumerate() {
+                                    a[rr][kk + u] = *v;
+                                }
+                            }
+                            let wr = (tile * I8X_ROWS + 8 * s + g).min(rows - 1);
+                            let wd = words[(wr * c_n + 4 * gg + t) * 4 + j];
+                            for (half, v) in [wd & 0x0f0f_0f0f, (wd >> 4) & 0x0f0f_0f0f]
+                                .iter()
+                                .enumerate()
+                            {
+                                for (u, c) in bytes_u(*v).iter().enumerate() {
+                                    b[4 * t + 16 * half + u][g] = *c;
+                                }
+                            }
+                        }
+                        for i in 0..16 {
+                            for col in 0..8 {
+                                d[i][col] += (0..32).map(|kk| a[i][kk] * b[kk][col]).sum::<i32>();
+                            }
+                        }
+                    }
+                    for lane in 0..32 {
+                        let (g, t) = (lane >> 2, lane & 3);
+                        let jr = 8 * sets + g;
+                        if jr >= n {
+                            continue;
+                        }
+                        let (dx, q8) = dq[jr * g_n + gg];
+                        for e in 0..2 {
+                            let rr = tile * I8X_ROWS + 8 * s + 2 * t + e;
+                            if rr >= rows {
+                                continue;
+                            }
+                            let v = 128 * d[g][2 * t + e] + d[g + 8][2 * t + e] - q8;
+                            y[jr * rows + rr] += (h(r.d[rr * g_n + gg]) * dx) * v as f32;
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// The int8 kernels' indexing (decisions 155–156): every tile of each matrix emulated lane
+    /// by lane (`mma_i8_g4`'s at 2–4 rows, the swapped `mma_i8x_g*`'s at 5–32, as
+    /// `mma_gemm_int8` picks them) equals `PackedMatrix::matmul` within 1e-3 of the largest
+    /// output (the GPU checks' tolerance), shapes with row tails, f32 and bf16 activations.
     #[test]
     fn int8_indexing_matches_the_cpu_product() {
         for (rows, cols) in [(40, 512), (21, 384), (16, 128)] {
@@ -441,8 +549,13 @@ mod tests {
                         x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
                     }
                     let mut y = vec![0f32; n * rows];
-                    for tile in 0..rows.div_ceil(16) {
-                        let part = emulate_int8_tile(&rep, &x, n, bf16_mode, tile);
+                    let (tr, emulate): (usize, Emulate) = if n <= 4 {
+                        (16, emulate_int8_tile)
+                    } else {
+                        (I8X_ROWS, emulate_int8x_tile)
+                    };
+                    for tile in 0..rows.div_ceil(tr) {
+                        let part = emulate(&rep, &x, n, bf16_mode, tile);
                         for (o, p) in y.iter_mut().zip(&part) {
                             *o += p;
                         }
