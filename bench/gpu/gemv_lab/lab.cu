@@ -1109,6 +1109,16 @@ int main(int argc, char** argv) {
             {"i8x_g16s2", 4, (void*)i8x_g16s2, 16}, {"i8x_g16s4", 12, (void*)i8x_g16s4, 16},
             {"i8x_g16s4x1", 12, (void*)i8x_g16s4x1, 16}, {"i8x_g16s8", 14, (void*)i8x_g16s8, 16},
             {"i8x_g32s2", 4, (void*)i8x_g32s2, 32}, {"i8x_g32s4", 12, (void*)i8x_g32s4, 32},
+            // s37 lab3: the runtime's swapped kernels (packed/mma.cu) and i8x with a cp.async ring
+            {"mma_i8x_g8", 12, (void*)mma_i8x_g8, 8}, {"mma_i8x_g16", 12, (void*)mma_i8x_g16, 16},
+            {"mma_i8x_g32", 12, (void*)mma_i8x_g32, 32},
+            {"i8xr_g8s3", 12, (void*)i8xr_g8s3, 8, I8XR_SMEM(3)},
+            {"i8xr_g8s4", 12, (void*)i8xr_g8s4, 8, I8XR_SMEM(4)},
+            {"i8xr_g16s3", 12, (void*)i8xr_g16s3, 16, I8XR_SMEM(3)},
+            {"i8xr_g16s4", 12, (void*)i8xr_g16s4, 16, I8XR_SMEM(4)},
+            {"i8xr_g16s6", 12, (void*)i8xr_g16s6, 16, I8XR_SMEM(6)},
+            {"i8xr_g32s3", 12, (void*)i8xr_g32s3, 32, I8XR_SMEM(3)},
+            {"i8xr_g32s4", 12, (void*)i8xr_g32s4, 32, I8XR_SMEM(4)},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
