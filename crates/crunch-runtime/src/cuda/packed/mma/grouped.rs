@@ -349,6 +349,23 @@ mod tests {
         (planes, dq)
     }
 
+    /// The repacked codes as the kernels' 32-bit words (little-endian).
+    fn code_words(r: &Repacked) -> Vec<u32> {
+        r.codes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// One m16n8k32 integer mma as PTX defines it: d[i][col] += Σ_k a[i][k]·b[k][col].
+    fn mma_k32(a: &[[i32; 32]; 16], b: &[[i32; 8]; 32], d: &mut [[i32; 8]; 16]) {
+        for (di, ai) in d.iter_mut().zip(a) {
+            for (col, dc) in di.iter_mut().enumerate() {
+                *dc += (0..32).map(|kk| ai[kk] * b[kk][col]).sum::<i32>();
+            }
+        }
+    }
+
     /// A host transcription of `mma_i8_g*` (decision 155) for one tile: each lane's A and B
     /// registers placed into the m16n8k32 fragments as PTX lays them out (A row g / g + 8, k
     /// 4t.. and 16 + 4t..; B k likewise, column g; D rows g / g + 8, columns 2t, 2t + 1), the
@@ -364,11 +381,7 @@ mod tests {
         let (c_n, g_n) = (k / 32, k / 128);
         let h = |b: u16| half::f16::from_bits(b).to_f32();
         let (planes, dq) = split_i8(x, n, k, bf16_mode);
-        let words: Vec<u32> = r
-            .codes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let words = code_words(r);
         let bytes = |v: u32| v.to_le_bytes().map(|b| b as i32);
         let row = |g: usize, e: usize| (tile * 16 + g + 8 * e).min(rows - 1);
         let mut y = vec![0f32; n * rows];
@@ -405,11 +418,7 @@ mod tests {
                             }
                         }
                     }
-                    for i in 0..16 {
-                        for col in 0..8 {
-                            d[i][col] += (0..32).map(|kk| a[i][kk] * b[kk][col]).sum::<i32>();
-                        }
-                    }
+                    mma_k32(&a, &b, &mut d);
                 }
                 for lane in 0..32 {
                     let (g, t) = (lane >> 2, lane & 3);
@@ -452,11 +461,7 @@ mod tests {
         let (c_n, g_n) = (k / 32, k / 128);
         let h = |b: u16| half::f16::from_bits(b).to_f32();
         let (planes, dq) = split_i8(x, n, k, bf16_mode);
-        let words: Vec<u32> = r
-            .codes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let words = code_words(r);
         let word = |pl: &[i8; 128], at: usize| {
             u32::from_le_bytes([
                 pl[at] as u8,
@@ -503,11 +508,7 @@ mod tests {
                                 }
                             }
                         }
-                        for i in 0..16 {
-                            for col in 0..8 {
-                                d[i][col] += (0..32).map(|kk| a[i][kk] * b[kk][col]).sum::<i32>();
-                            }
-                        }
+                        mma_k32(&a, &b, &mut d);
                     }
                     for lane in 0..32 {
                         let (g, t) = (lane >> 2, lane & 3);
