@@ -12,20 +12,21 @@
 // sums through shared memory. A is signed (plane a), B unsigned codes: mma .s8.u8.
 // Lab only: timing and the output check against the runtime's kernels.
 
-// mma_s8u8: packed/mma.cu's (s37: the runtime's mma_i8x_g* are this file's SL = 4 kernels).
+// mma_s8u8: packed/mma.cu's (s37: the runtime's mma_i8x_g* were this file's SL = 4 kernels; s38's
+// read x's planes in the mma's fragment order, decision 157).
 
-template <int SL, int NA>
+template <int SL, int NA, int W = MMA_WARPS>
 __device__ __forceinline__ void i8x_body(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const uint4* __restrict__ planes,
                                          const int2* __restrict__ dq, float* __restrict__ y,
                                          int r0, int r1, int r2, int k, int n) {
     constexpr int RT = 8 * SL;
-    __shared__ float red[MMA_WARPS][8 * NA * RT];
+    __shared__ float red[W][8 * NA * RT];
     const int C = k >> 5, G = k >> 7;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int per = (G + W - 1) / W;
     const int gb = min(G, warp * per), ge = min(G, gb + per);
     const int t0 = (r0 + RT - 1) / RT, t1 = t0 + (r1 + RT - 1) / RT;
     const int tiles = t1 + (r2 + RT - 1) / RT;
@@ -119,11 +120,11 @@ __device__ __forceinline__ void i8x_body(const uint4* c0, const u16* d0, const u
 #pragma unroll
                 for (int e = 0; e < 2; e++) red[warp][(8 * a + g) * RT + 8 * s + 2 * t + e] = acc[s][a][e];
         __syncthreads();
-        for (int o = threadIdx.x; o < 8 * NA * RT; o += MMA_THREADS) {
+        for (int o = threadIdx.x; o < 8 * NA * RT; o += (W * 32)) {
             const int j = o / RT, r = tl * RT + o % RT;
             float sum = 0.0f;
 #pragma unroll
-            for (int wp = 0; wp < MMA_WARPS; wp++) sum += red[wp][o];
+            for (int wp = 0; wp < W; wp++) sum += red[wp][o];
             if (j < n && r < rows) y[(size_t)n * ybase + (size_t)j * rows + r] = sum;
         }
         __syncthreads();
@@ -293,3 +294,19 @@ I8XR_KERNEL(i8xr_g16s4, 2, 4, 2)
 I8XR_KERNEL(i8xr_g16s6, 2, 6, 1)
 I8XR_KERNEL(i8xr_g32s3, 4, 3, 2)
 I8XR_KERNEL(i8xr_g32s4, 4, 4, 1)
+
+// s37 lab4: W warps per block (one block per SM), so that the 16-row kernel's ~200 registers
+// leave room for 12 warps instead of 8 (384 × 170 = 65,280 of 65,536 registers).
+#define I8XW_KERNEL(name, SL, NA, W)                                                            \
+    extern "C" __global__ void __launch_bounds__(W * 32, 1)                                     \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
+             int r2, int k, int n) {                                                            \
+        i8x_body<SL, NA, W>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);           \
+    }
+I8XW_KERNEL(i8xw12_g16s4, 4, 2, 12)
+I8XW_KERNEL(i8xw10_g16s4, 4, 2, 10)
+I8XW_KERNEL(i8xw12_g32s4, 4, 4, 12)
+I8XW_KERNEL(i8xw10_g32s4, 4, 4, 10)
+I8XW_KERNEL(i8xw16_g8s4, 4, 1, 16)
+I8XW_KERNEL(i8xw12_g8s4, 4, 1, 12)

@@ -23,6 +23,8 @@
 #include "i8s.cu"  // s36: the int8 rows kernels with several tiles per block pass
 #include "i8q.cu"  // s37: the int8 rows kernel with codes through a per-warp cp.async ring
 #include "i8x.cu"  // s37: the int8 rows kernel with activations as A, weights as B
+#include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
+#include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1068,7 +1070,7 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&dq, 32 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
-        struct G { const char* name; int kind; void* f; int n; int smem; };
+        struct G { const char* name; int kind; void* f; int n; int smem; int threads; };
         // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
         // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
         std::vector<G> gk = {
@@ -1110,7 +1112,7 @@ int main(int argc, char** argv) {
             {"i8x_g16s4x1", 12, (void*)i8x_g16s4x1, 16}, {"i8x_g16s8", 14, (void*)i8x_g16s8, 16},
             {"i8x_g32s2", 4, (void*)i8x_g32s2, 32}, {"i8x_g32s4", 12, (void*)i8x_g32s4, 32},
             // s37 lab3: the runtime's swapped kernels (packed/mma.cu) and i8x with a cp.async ring
-            {"mma_i8x_g8", 12, (void*)mma_i8x_g8, 8}, {"mma_i8x_g16", 12, (void*)mma_i8x_g16, 16},
+            {"mma_i8x_g8", 12, (void*)mma_i8x_g8, 8}, {"mma_i8x_g16", 12, (void*)mma_i8x_g16, 16, 0, 384},
             {"mma_i8x_g32", 12, (void*)mma_i8x_g32, 32},
             {"i8xr_g8s3", 12, (void*)i8xr_g8s3, 8, I8XR_SMEM(3)},
             {"i8xr_g8s4", 12, (void*)i8xr_g8s4, 8, I8XR_SMEM(4)},
@@ -1119,6 +1121,21 @@ int main(int argc, char** argv) {
             {"i8xr_g16s6", 12, (void*)i8xr_g16s6, 16, I8XR_SMEM(6)},
             {"i8xr_g32s3", 12, (void*)i8xr_g32s3, 32, I8XR_SMEM(3)},
             {"i8xr_g32s4", 12, (void*)i8xr_g32s4, 32, I8XR_SMEM(4)},
+            // s37 lab4: the swapped kernel with W warps per block (threads = 32·W)
+            {"i8xw12_g16s4", 12, (void*)i8xw12_g16s4, 16, 0, 384},
+            {"i8xw10_g16s4", 12, (void*)i8xw10_g16s4, 16, 0, 320},
+            {"i8xw12_g32s4", 12, (void*)i8xw12_g32s4, 32, 0, 384},
+            {"i8xw10_g32s4", 12, (void*)i8xw10_g32s4, 32, 0, 320},
+            {"i8xw16_g8s4", 12, (void*)i8xw16_g8s4, 8, 0, 512},
+            {"i8xw12_g8s4", 12, (void*)i8xw12_g8s4, 8, 0, 384},
+            // s38 lab1: the runtime's swapped kernels with L2 bulk prefetch (i8p.cu)
+            {"i8p1_g8", 12, (void*)i8p1_g8, 8}, {"i8p3_g8", 12, (void*)i8p3_g8, 8},
+            {"i8p1_g16", 12, (void*)i8p1_g16, 16, 0, 384}, {"i8p3_g16", 12, (void*)i8p3_g16, 16, 0, 384},
+            {"i8p1_g32", 12, (void*)i8p1_g32, 32}, {"i8p3_g32", 12, (void*)i8p3_g32, 32},
+            // s38 lab2: the runtime's body (planes in the mma's fragment order) at other warp counts (i8f.cu)
+            {"i8f_g8w12", 12, (void*)i8f_g8w12, 8, 0, 384}, {"i8f_g8w16", 12, (void*)i8f_g8w16, 8, 0, 512},
+            {"i8f_g16w8", 12, (void*)i8f_g16w8, 16}, {"i8f_g16w16", 12, (void*)i8f_g16w16, 16, 0, 512},
+            {"i8f_g32w12", 12, (void*)i8f_g32w12, 32, 0, 384},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
@@ -1132,7 +1149,8 @@ int main(int argc, char** argv) {
         auto launch_g = [&](const G& kk, const Product& p, float* out) {
             const int n = kk.n;
             int per_sm = 0;
-            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, kk.smem));
+            const int nthr = kk.threads ? kk.threads : 256;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, nthr, kk.smem));
             per_sm = std::max(per_sm, 1);
             int r[3] = {0, 0, 0}, tiles = 0;
             for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
@@ -1148,8 +1166,11 @@ int main(int argc, char** argv) {
             } else {
                 // kinds 2 and 4 (and the slotted ones): packed/mma.cu's int8 parameters (s36's
                 // kind 3, passes of 16 rows through (ntot, j0), went with them in s37)
-                mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0);
-                ((I8Fn)kk.f)<<<grid, 256, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
+                // s38: the runtime's mma_i8x_g* (and i8f.cu's) read planes in the mma's fragment order
+                const std::string kn = kk.name;
+                const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0;
+                mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0, frag);
+                ((I8Fn)kk.f)<<<grid, nthr, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                         (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
             }
         };
@@ -1185,7 +1206,9 @@ int main(int argc, char** argv) {
         // (max |Δ| over the largest |output|; x's quantization differs, so not bit-identical).
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
             // refs: the bf16 kernels (kind 1) up to 16 rows, the runtime's mma_i8_g32 at 32
-            if (gk[gi].kind != 1 && std::string(gk[gi].name) != "mma_i8_g32") continue;
+            // (s38: also s37's i8x_g8s4 / i8xw12_g16s4, for candidates that should be bit-identical)
+            const std::string rn = gk[gi].name;
+            if (gk[gi].kind != 1 && rn != "mma_i8_g32" && rn != "i8x_g8s4" && rn != "i8xw12_g16s4") continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
                 if (gk[gj].kind < 2 || gj == gi || gk[gj].n != gk[gi].n) continue;
                 double md = 0, mr = 0;

@@ -734,8 +734,15 @@ __device__ __forceinline__ void mma_i8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 
 // x [n][k] → planes [n][k/128][2][128] bytes (a, then b) and dq [n][k/128] = (dx as bits,
 // 8·Σq). One warp per (row, group): lane l holds elements 4l..4l+3 of the group. A zero or
 // non-finite amax gives a zero group, as act.rs.
+// `frag` (for mma_i8x_g*, decision 157): each (row, group)'s 64 words in the swapped kernel's
+// fragment order instead, so that lane t's A registers for its mma j are one 16-byte load and
+// a quad's four loads for mma j are 64 contiguous bytes: word 16j + 4t + q holds, for q = 0, 1,
+// 2, 3, plane a word 8t + j, plane b word 8t + j, plane a word 8t + 4 + j, plane b word 8t + 4
+// + j (the same bytes, placed; s38 measured 16t + 4j + q, which spreads a quad's loads over two
+// 128-byte lines, 5–15% slower than the unordered planes).
 extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __restrict__ planes,
-                                        int2* __restrict__ dq, int n, int k, int bf16) {
+                                        int2* __restrict__ dq, int n, int k, int bf16,
+                                        int frag) {
 #if __CUDA_ARCH__ >= 900
     // With the programmatic-serialization attribute (the `cc+pdl` variant): let the product
     // kernel after this one start and request its codes, and wait for the kernel before this
@@ -758,8 +765,14 @@ extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __res
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     u32* at = planes + ((size_t)j * G + grp) * 64;
-    at[l] = pa;
-    at[32 + l] = pb;
+    if (frag) {
+        // word l = 8t + jj of each plane: jj < 4 → q = 0 / 1 of slot j = jj, else q = 2 / 3 of jj − 4
+        const int t = l >> 3, jj = l & 7;
+        ((uint2*)at)[8 * (jj & 3) + 2 * t + (jj >> 2)] = make_uint2(pa, pb);
+    } else {
+        at[l] = pa;
+        at[32 + l] = pb;
+    }
     if (l == 0) dq[(size_t)j * G + grp] = make_int2(__float_as_int(d), 8 * s);
 }
 
@@ -841,18 +854,22 @@ MMA_I8_KERNEL(mma_i8_g4, 1, 2)
 // their 2 planes (A row g: plane a of activation row 8s + g; row g + 8: its plane b) and B = 8
 // weight rows (column g: weight row g of a slab), so one load of a group's planes feeds SL = 4
 // slabs: a block tile of 32 weight rows, the planes' bytes per code down 4× at any row count.
-// - The same planes and (dx, 8·Σq) as mma_i8_g* (mma_split_i8), the same free k order (lane t
-//   supplies chunk t of the group; in mma j, word j's low nibbles fill B's k slots 4t.., its high
-//   nibbles 16 + 4t.., and A's registers are words j of the lane's 32 plane bytes), the same
-//   integer sums per group, one f32 scale step per group: outputs equal mma_i8_g*'s up to the
-//   f32 order of the 8 warps' sums (lab: max |Δ| 0 at 32 rows).
+// - The same planes' bytes and (dx, 8·Σq) as mma_i8_g* (mma_split_i8), the same free k order
+//   (lane t supplies chunk t of the group; in mma j, word j's low nibbles fill B's k slots 4t..,
+//   its high nibbles 16 + 4t.., and A's registers are words j of the lane's 32 plane bytes), the
+//   same integer sums per group, one f32 scale step per group: outputs equal mma_i8_g*'s up to
+//   the f32 order of the warps' sums (lab: max |Δ| 0 at 32 rows).
+// - The planes come split with `frag` (decision 157): mma j's four A registers are one 16-byte
+//   load at word 16j + 4t, not four words of four loads, which ptxas had to copy into a register
+//   quad before every mma (~3 moves per IMMA; 21% fewer instructions issued without them).
 // - A is signed (plane a), B the unsigned codes: mma .s8.u8. D rows g / g + 8 are activation row
 //   8s + g's planes a / b, columns 2t, 2t + 1 weight rows 2t, 2t + 1 of the slab.
-// - 8 warps split a tile's groups and sum in a fixed order (as rows_wide); each warp's next
+// - W warps split a tile's groups and sum in a fixed order (as rows_wide); each warp's next
 //   group of codes for its 4 slabs is requested before the current group is multiplied.
 // - Programmatic dependent launch as rows_wide: the first codes before `griddepcontrol.wait`.
 // Lab (s37, µs per 8B block): 8 rows 71.7 against 79.7; 16 rows 97.4 against 105.9; 32 rows
-// 129.6 against 188.1. NA activation sets of 8 rows: 1, 2, 4.
+// 129.6 against 188.1; s38 with the fragment order and 12 warps at 16 rows: 72.1, 89.7, 132.0
+// (against 71.6, 94.1, 128.8 without it in the same run). NA activation sets of 8 rows: 1, 2, 4.
 
 __device__ __forceinline__ void mma_s8u8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
                                          u32 b1) {
@@ -866,18 +883,18 @@ __device__ __forceinline__ void mma_s8u8(int (&c)[4], u32 a0, u32 a1, u32 a2, u3
 #define I8X_SLABS 4
 #define I8X_ROWS (8 * I8X_SLABS)  // weight rows per block tile (packed/mma/grouped.rs: 32)
 
-template <int NA>
+template <int NA, int W>
 __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const uint4* __restrict__ planes,
                                          const int2* __restrict__ dq, float* __restrict__ y,
                                          int r0, int r1, int r2, int k, int n) {
     constexpr int SL = I8X_SLABS, RT = I8X_ROWS;
-    __shared__ float red[MMA_WARPS][8 * NA * RT];
+    __shared__ float red[W][8 * NA * RT];
     const int C = k >> 5, G = k >> 7;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int per = (G + MMA_WARPS - 1) / MMA_WARPS;
+    const int per = (G + W - 1) / W;
     const int gb = min(G, warp * per), ge = min(G, gb + per);
     const int t0 = (r0 + RT - 1) / RT, t1 = t0 + (r1 + RT - 1) / RT;
     const int tiles = t1 + (r2 + RT - 1) / RT;
@@ -918,17 +935,15 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
 #pragma unroll
             for (int a = 0; a < NA; a++) acc[s][a][0] = acc[s][a][1] = 0.0f;
         auto mult = [&](const uint4(&w)[SL], const float(&d)[SL][2], int gg) {
-            uint4 pa0[NA], pa1[NA], pb0[NA], pb1[NA];
+            uint4 fa[NA][4];  // fa[a][j]: mma j's A registers for activation set a
             float dx[NA];
             int sq[NA];
 #pragma unroll
             for (int a = 0; a < NA; a++) {
                 const int ar = min(n - 1, 8 * a + g);
-                const uint4* src = planes + ((size_t)ar * G + gg) * 16 + 2 * t;
-                pa0[a] = __ldg(src);
-                pa1[a] = __ldg(src + 1);
-                pb0[a] = __ldg(src + 8);
-                pb1[a] = __ldg(src + 9);
+                const uint4* src = planes + ((size_t)ar * G + gg) * 16 + t;
+#pragma unroll
+                for (int j = 0; j < 4; j++) fa[a][j] = __ldg(src + 4 * j);
                 const int2 q = __ldg(dq + (size_t)ar * G + gg);
                 dx[a] = __int_as_float(q.x);
                 sq[a] = q.y;
@@ -943,8 +958,7 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
                     const u32 b0 = word(w[s], j) & mask, b1 = (word(w[s], j) >> 4) & mask;
 #pragma unroll
                     for (int a = 0; a < NA; a++)
-                        mma_s8u8(c[a], word(pa0[a], j), word(pb0[a], j), word(pa1[a], j),
-                                 word(pb1[a], j), b0, b1);
+                        mma_s8u8(c[a], fa[a][j].x, fa[a][j].y, fa[a][j].z, fa[a][j].w, b0, b1);
                 }
 #pragma unroll
                 for (int a = 0; a < NA; a++)
@@ -981,29 +995,32 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
                 for (int e = 0; e < 2; e++)
                     red[warp][(8 * a + g) * RT + 8 * s + 2 * t + e] = acc[s][a][e];
         __syncthreads();
-        for (int o = threadIdx.x; o < 8 * NA * RT; o += MMA_THREADS) {
+        for (int o = threadIdx.x; o < 8 * NA * RT; o += (W * 32)) {
             const int j = o / RT, r = tl * RT + o % RT;
             float sum = 0.0f;
 #pragma unroll
-            for (int wp = 0; wp < MMA_WARPS; wp++) sum += red[wp][o];
+            for (int wp = 0; wp < W; wp++) sum += red[wp][o];
             if (j < n && r < rows) y[(size_t)n * ybase + (size_t)j * rows + r] = sum;
         }
         __syncthreads();
     }
 }
 
-#define MMA_I8X_KERNEL(name, NA, BLOCKS)                                                        \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS, BLOCKS)                           \
+#define MMA_I8X_KERNEL(name, NA, W, BLOCKS)                                                     \
+    extern "C" __global__ void __launch_bounds__(W * 32, BLOCKS)                                \
         name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
              const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
              int r2, int k, int n) {                                                            \
-        i8x_gemm<NA>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);                  \
+        i8x_gemm<NA, W>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);               \
     }
 
-// 5–8, 9–16 and 17–32 rows. Blocks per SM as the s37 lab measured fastest (8 rows: 2, 128
-// registers; 16 rows: 1, 202 registers, 97.4 against 106.0 with 2 and spills; 32 rows: 1).
-MMA_I8X_KERNEL(mma_i8x_g8, 1, 2)
-MMA_I8X_KERNEL(mma_i8x_g16, 2, 1)
-MMA_I8X_KERNEL(mma_i8x_g32, 4, 1)
+// 5–8, 9–16 and 17–32 rows: (warps per block, blocks per SM) as the s37 lab measured fastest
+// (µs per 8B block). 8 rows: 8 warps × 2 blocks, 128 registers. 16 rows: 12 warps × 1 block,
+// 168 registers (93.5, against 98.5 with 8 warps at 202 registers and 106.0 with 2 blocks of
+// 8 and spills). 32 rows: 8 warps × 1 block, 255 registers (12 warps spill: 191.5 against 132.1).
+// packed/mma/grouped.rs launches each with its warps (`I8X_WARPS`).
+MMA_I8X_KERNEL(mma_i8x_g8, 1, 8, 2)
+MMA_I8X_KERNEL(mma_i8x_g16, 2, 12, 1)
+MMA_I8X_KERNEL(mma_i8x_g32, 4, 8, 1)
 
 #endif  // __CUDA_ARCH__ >= 800

@@ -70,13 +70,14 @@ impl Cuda {
 
     /// The rows kernels' matrices and launch (`mma_gemm_wide`, `i8_gemm_wide`, `i8x_gemm`): the
     /// 1–3 matrices' row counts (0 for a missing one) and one wave of blocks over their tiles of
-    /// `tile_rows` rows (16; `I8X_ROWS` = 32 for `mma_i8x_g*`).
+    /// `tile_rows` rows (16; `I8X_ROWS` = 32 for `mma_i8x_g*`), blocks of `threads`.
     fn rows_launch(
         &self,
         mk: &MmaKernels,
         f: &CudaFunction,
         ws: &[&GpuPacked],
         tile_rows: usize,
+        threads: u32,
     ) -> Result<([i32; WIDE_MATS], LaunchConfig)> {
         let mut r = [0i32; WIDE_MATS];
         for (ri, w) in r.iter_mut().zip(ws) {
@@ -84,12 +85,12 @@ impl Cuda {
         }
         let tiles: usize = ws.iter().map(|w| w.layout.rows.div_ceil(tile_rows)).sum();
         let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None)
+            .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
             .map_err(err("occupancy"))?
             .max(1) as usize;
         let cfg = LaunchConfig {
             grid_dim: (tiles.min(per_sm * mk.sms) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         Ok((r, cfg))
@@ -120,7 +121,7 @@ impl Cuda {
             5..=8 => 1,
             _ => 2,
         }][has_m];
-        let (r, cfg) = self.rows_launch(mk, f, ws, 16)?;
+        let (r, cfg) = self.rows_launch(mk, f, ws, 16, THREADS)?;
         let (cols_i, n_i) = (cols as i32, n as i32);
         let mut l = self.stream.launch_builder(f);
         for j in 0..WIDE_MATS {
@@ -139,6 +140,9 @@ impl Cuda {
 
 /// Weight rows per block tile of the swapped int8 kernels (`I8X_ROWS` in packed/mma.cu).
 const I8X_ROWS: usize = 32;
+/// Warps per block of `mk.int8`'s kernels: `mma_i8_g4` and the `W` of `mma_i8x_g8/g16/g32`
+/// (packed/mma.cu, decision 156).
+const I8X_WARPS: [u32; 4] = [8, 8, 12, 8];
 
 impl Cuda {
     /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
@@ -180,7 +184,9 @@ impl Cuda {
             _ => 3,
         };
         let f = &mk.int8[which];
-        let (r, cfg) = self.rows_launch(mk, f, ws, if which == 0 { 16 } else { I8X_ROWS })?;
+        let threads = 32 * I8X_WARPS[which];
+        let tile_rows = if which == 0 { 16 } else { I8X_ROWS };
+        let (r, cfg) = self.rows_launch(mk, f, ws, tile_rows, threads)?;
         let (n_i, cols_i) = (n as i32, cols as i32);
         // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
         // programmatic dependent launch, as the one-row kernel (decision 151).
@@ -193,15 +199,17 @@ impl Cuda {
             let (pp, gp) = planes.device_ptr_mut(stream);
             let (pq, gq) = dq.device_ptr_mut(stream);
             let blocks = (n * cols / 4).div_ceil(256) as u32;
-            // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16; x holds n
-            // rows of cols, planes n·cols/2 floats (n·cols bytes), dq 2·n·groups.
+            // The swapped kernels read the planes in their fragment order (decision 157).
+            let frag = (which != 0) as i32;
+            // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16, frag; x holds
+            // n rows of cols, planes n·cols/2 floats (n·cols bytes), dq 2·n·groups.
             unsafe {
                 launch_ex(
                     self,
                     &mk.split_i8,
                     (blocks, 256, 0),
                     &mut [px, pp, pq],
-                    &mut [n_i, cols_i, bf16],
+                    &mut [n_i, cols_i, bf16, frag],
                     pdl,
                     what,
                 )
@@ -219,7 +227,7 @@ impl Cuda {
                 launch_ex(
                     self,
                     f,
-                    (cfg.grid_dim.0, THREADS, 0),
+                    (cfg.grid_dim.0, threads, 0),
                     &mut ptrs,
                     &mut ints,
                     pdl,
@@ -349,6 +357,27 @@ mod tests {
         (planes, dq)
     }
 
+    /// One row's group as `mma_split_i8` writes it with `frag` (decision 157): lane l's plane
+    /// words a\[l\], b\[l\] (l = 8t + jj) as the pair at 8·(jj mod 4) + 2t + jj/4 of 64 words.
+    fn frag_order(pl: &Planes) -> [u32; 64] {
+        let word = |p: &[i8; 128], l: usize| {
+            u32::from_le_bytes([
+                p[4 * l] as u8,
+                p[4 * l + 1] as u8,
+                p[4 * l + 2] as u8,
+                p[4 * l + 3] as u8,
+            ])
+        };
+        let mut img = [0u32; 64];
+        for l in 0..32 {
+            let (t, jj) = (l >> 3, l & 7);
+            let at = 8 * (jj & 3) + 2 * t + (jj >> 2);
+            img[2 * at] = word(&pl[0], l);
+            img[2 * at + 1] = word(&pl[1], l);
+        }
+        img
+    }
+
     /// The repacked codes as the kernels' 32-bit words (little-endian).
     fn code_words(r: &Repacked) -> Vec<u32> {
         r.codes
@@ -446,8 +475,9 @@ mod tests {
 
     /// A host transcription of `i8x_gemm` (decision 156) on one tile of `I8X_ROWS` weight rows:
     /// operands swapped, A = activation rows 8a + g's planes a (row g) and b (row g + 8), k as
-    /// the kernel's lanes supply them (a0 plane a and a1 plane b at k 4t.., a2 / a3 at 16 + 4t..,
-    /// words j of the lane's bytes 32t..32t + 32), B = slab s's weight row g (column g; word j's
+    /// the kernel's lanes supply them: mma j's four A registers are words 16j + 4t.. of the
+    /// row's group in `frag_order` (decision 157), placed as a0 (row g, k 4t..), a1 (g + 8, 4t..),
+    /// a2 (g, 16 + 4t..), a3 (g + 8, 16 + 4t..); B = slab s's weight row g (column g; word j's
     /// low nibbles at k 4t.., high at 16 + 4t..), D rows g / g + 8 and columns 2t, 2t + 1 read
     /// back as the kernel does.
     fn emulate_int8x_tile(
@@ -461,15 +491,8 @@ mod tests {
         let (c_n, g_n) = (k / 32, k / 128);
         let h = |b: u16| half::f16::from_bits(b).to_f32();
         let (planes, dq) = split_i8(x, n, k, bf16_mode);
+        let images: Vec<[u32; 64]> = planes.iter().map(frag_order).collect();
         let words = code_words(r);
-        let word = |pl: &[i8; 128], at: usize| {
-            u32::from_le_bytes([
-                pl[at] as u8,
-                pl[at + 1] as u8,
-                pl[at + 2] as u8,
-                pl[at + 3] as u8,
-            ])
-        };
         let bytes_s = |v: u32| v.to_le_bytes().map(|b| b as i8 as i32);
         let bytes_u = |v: u32| v.to_le_bytes().map(|b| b as i32);
         let mut y = vec![0f32; n * rows];
@@ -483,14 +506,9 @@ mod tests {
                         for lane in 0..32 {
                             let (g, t) = (lane >> 2, lane & 3);
                             let ar = (8 * sets + g).min(n - 1);
-                            let [pa, pb] = &planes[ar * g_n + gg];
-                            // a0 (g, 4t..), a1 (g + 8, 4t..), a2 (g, 16 + 4t..), a3 (g + 8, 16 + 4t..)
-                            let regs = [
-                                word(pa, 32 * t + 4 * j),
-                                word(pb, 32 * t + 4 * j),
-                                word(pa, 32 * t + 16 + 4 * j),
-                                word(pb, 32 * t + 16 + 4 * j),
-                            ];
+                            // one 16-byte load: a0 (g, 4t..), a1 (g + 8, 4t..), a2 (g, 16 +
+                            // 4t..), a3 (g + 8, 16 + 4t..)
+                            let regs = &images[ar * g_n + gg][16 * j + 4 * t..][..4];
                             for (i, reg) in regs.iter().enumerate() {
                                 let (rr, kk) = (g + 8 * (i & 1), 4 * t + 16 * (i >> 1));
                                 for (u, v) in bytes_s(*reg).iter().enumerate() {
