@@ -25,6 +25,7 @@
 #include "i8x.cu"  // s37: the int8 rows kernel with activations as A, weights as B
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
+#include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1136,6 +1137,12 @@ int main(int argc, char** argv) {
             {"i8f_g8w12", 12, (void*)i8f_g8w12, 8, 0, 384}, {"i8f_g8w16", 12, (void*)i8f_g8w16, 8, 0, 512},
             {"i8f_g16w8", 12, (void*)i8f_g16w8, 16}, {"i8f_g16w16", 12, (void*)i8f_g16w16, 16, 0, 512},
             {"i8f_g32w12", 12, (void*)i8f_g32w12, 32, 0, 384},
+            // s38 lab4: scales by shuffle (s), and the planes a group ahead (sp) (i8y.cu)
+            {"i8y_s_g8", 12, (void*)i8y_s_g8, 8}, {"i8y_sp_g8", 12, (void*)i8y_sp_g8, 8},
+            {"i8y_sp_g8w16", 12, (void*)i8y_sp_g8w16, 8, 0, 512},
+            {"i8y_s_g16", 12, (void*)i8y_s_g16, 16, 0, 384}, {"i8y_sp_g16", 12, (void*)i8y_sp_g16, 16, 0, 384},
+            {"i8y_sp_g16w8", 12, (void*)i8y_sp_g16w8, 16},
+            {"i8y_s_g32", 12, (void*)i8y_s_g32, 32}, {"i8y_sp_g32", 12, (void*)i8y_sp_g32, 32},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
@@ -1168,7 +1175,7 @@ int main(int argc, char** argv) {
                 // kind 3, passes of 16 rows through (ntot, j0), went with them in s37)
                 // s38: the runtime's mma_i8x_g* (and i8f.cu's) read planes in the mma's fragment order
                 const std::string kn = kk.name;
-                const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0;
+                const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0;
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0, frag);
                 ((I8Fn)kk.f)<<<grid, nthr, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                         (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
@@ -1206,9 +1213,12 @@ int main(int argc, char** argv) {
         // (max |Δ| over the largest |output|; x's quantization differs, so not bit-identical).
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
             // refs: the bf16 kernels (kind 1) up to 16 rows, the runtime's mma_i8_g32 at 32
-            // (s38: also s37's i8x_g8s4 / i8xw12_g16s4, for candidates that should be bit-identical)
+            // (s38: also s37's i8x_g8s4 / i8xw12_g16s4 and the runtime's mma_i8x_g8/g16, for candidates
+            // that should be bit-identical)
             const std::string rn = gk[gi].name;
-            if (gk[gi].kind != 1 && rn != "mma_i8_g32" && rn != "i8x_g8s4" && rn != "i8xw12_g16s4") continue;
+            if (gk[gi].kind != 1 && rn != "mma_i8_g32" && rn != "i8x_g8s4" && rn != "i8xw12_g16s4" &&
+                rn != "mma_i8x_g8" && rn != "mma_i8x_g16")
+                continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
                 if (gk[gj].kind < 2 || gj == gi || gk[gj].n != gk[gi].n) continue;
                 double md = 0, mr = 0;

@@ -864,12 +864,16 @@ MMA_I8_KERNEL(mma_i8_g4, 1, 2)
 //   quad before every mma (~3 moves per IMMA; 21% fewer instructions issued without them).
 // - A is signed (plane a), B the unsigned codes: mma .s8.u8. D rows g / g + 8 are activation row
 //   8s + g's planes a / b, columns 2t, 2t + 1 weight rows 2t, 2t + 1 of the slab.
-// - W warps split a tile's groups and sum in a fixed order (as rows_wide); each warp's next
-//   group of codes for its 4 slabs is requested before the current group is multiplied.
+// - W warps split a tile's groups and sum in a fixed order (as rows_wide); each warp requests
+//   its next group's codes, scale and planes together before multiplying the current one.
+// - Scales (decision 157): lane l loads tile row l's (one 2-byte load per group, not eight with
+//   their own addresses) and the lanes take theirs by __shfl_sync; row pointers once per tile.
+//   With the planes a group ahead, s38's lab: 8 / 16 / 32 rows 64.6 / 85.8 / 126.7 µs per block
+//   against 71.3 / 88.6 / 131.7 (outputs bit-identical).
 // - Programmatic dependent launch as rows_wide: the first codes before `griddepcontrol.wait`.
 // Lab (s37, µs per 8B block): 8 rows 71.7 against 79.7; 16 rows 97.4 against 105.9; 32 rows
-// 129.6 against 188.1; s38 with the fragment order and 12 warps at 16 rows: 72.1, 89.7, 132.0
-// (against 71.6, 94.1, 128.8 without it in the same run). NA activation sets of 8 rows: 1, 2, 4.
+// 129.6 against 188.1; s38, with decision 157's changes: 63.2, 84.6, 124.3 (against 69.2, 91.5,
+// 126.6 for s37's bodies in the same run). NA activation sets of 8 rows: 1, 2, 4.
 
 __device__ __forceinline__ void mma_s8u8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
                                          u32 b1) {
@@ -900,9 +904,27 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
     const int tiles = t1 + (r2 + RT - 1) / RT;
     u32 mask = 0x0f0f0f0fu;
     asm volatile("" : "+r"(mask));
+    // This lane's activation rows 8a + g (clamped: padding rows are computed and not stored):
+    // their planes (fragment order, quad t) and (dx, 8·Σq) per group.
+    const uint4* prow[NA];
+    const int2* qrow[NA];
+#pragma unroll
+    for (int a = 0; a < NA; a++) {
+        const int ar = min(n - 1, 8 * a + g);
+        prow[a] = planes + (size_t)ar * G * 16 + t;
+        qrow[a] = dq + (size_t)ar * G;
+    }
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+    // One group's operands, all requested together a group ahead of their multiply.
+    struct Grp {
+        uint4 w[SL];     // codes of weight row 8s + g of the tile, the group's chunk t
+        float dl;        // the group's scale of tile row `lane` (shuffled to the lanes using it)
+        uint4 fa[NA][4]; // mma j's A registers for activation set a
+        float dx[NA];
+        int sq[NA];
+    };
     bool waited = false;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         const uint4* codes;
@@ -915,18 +937,25 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
         } else {
             codes = c2, dsc = d2, rows = r2, tl = tile - t1, ybase = r0 + r1;
         }
-        // The codes of row g and the scales of rows 2t, 2t + 1 of each slab (clamped: the tail's
-        // extra rows are computed and not stored).
-        auto load = [&](uint4(&w)[SL], float(&d)[SL][2], int gg) {
+        // Row pointers once per tile (clamped: the tail's extra rows are computed, not stored).
+        const uint4* crow[SL];
 #pragma unroll
-            for (int s = 0; s < SL; s++) {
-                const int wr = min(rows - 1, tl * RT + 8 * s + g);
-                w[s] = load_codes(codes + (size_t)wr * C + 4 * gg + t);
+        for (int s = 0; s < SL; s++)
+            crow[s] = codes + (size_t)min(rows - 1, tl * RT + 8 * s + g) * C + t;
+        const u16* drow = dsc + (size_t)min(rows - 1, tl * RT + lane) * G;
+        auto codes_of = [&](Grp& b, int gg) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int sr = min(rows - 1, tl * RT + 8 * s + 2 * t + e);
-                    d[s][e] = f16_to_f32(__ldg(dsc + (size_t)sr * G + gg));
-                }
+            for (int s = 0; s < SL; s++) b.w[s] = load_codes(crow[s] + 4 * gg);
+            b.dl = f16_to_f32(__ldg(drow + gg));
+        };
+        auto planes_of = [&](Grp& b, int gg) {
+#pragma unroll
+            for (int a = 0; a < NA; a++) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) b.fa[a][j] = __ldg(prow[a] + (size_t)gg * 16 + 4 * j);
+                const int2 q = __ldg(qrow[a] + gg);
+                b.dx[a] = __int_as_float(q.x);
+                b.sq[a] = q.y;
             }
         };
         float acc[SL][NA][2];
@@ -934,43 +963,34 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
         for (int s = 0; s < SL; s++)
 #pragma unroll
             for (int a = 0; a < NA; a++) acc[s][a][0] = acc[s][a][1] = 0.0f;
-        auto mult = [&](const uint4(&w)[SL], const float(&d)[SL][2], int gg) {
-            uint4 fa[NA][4];  // fa[a][j]: mma j's A registers for activation set a
-            float dx[NA];
-            int sq[NA];
-#pragma unroll
-            for (int a = 0; a < NA; a++) {
-                const int ar = min(n - 1, 8 * a + g);
-                const uint4* src = planes + ((size_t)ar * G + gg) * 16 + t;
-#pragma unroll
-                for (int j = 0; j < 4; j++) fa[a][j] = __ldg(src + 4 * j);
-                const int2 q = __ldg(dq + (size_t)ar * G + gg);
-                dx[a] = __int_as_float(q.x);
-                sq[a] = q.y;
-            }
+        auto mult = [&](const Grp& b) {
 #pragma unroll
             for (int s = 0; s < SL; s++) {
+                // the scales of weight rows 8s + 2t, 8s + 2t + 1 (D's columns 2t, 2t + 1)
+                float d[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) d[e] = __shfl_sync(0xffffffffu, b.dl, 8 * s + 2 * t + e);
                 int c[NA][4];
 #pragma unroll
                 for (int a = 0; a < NA; a++) c[a][0] = c[a][1] = c[a][2] = c[a][3] = 0;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    const u32 b0 = word(w[s], j) & mask, b1 = (word(w[s], j) >> 4) & mask;
+                    const u32 b0 = word(b.w[s], j) & mask, b1 = (word(b.w[s], j) >> 4) & mask;
 #pragma unroll
                     for (int a = 0; a < NA; a++)
-                        mma_s8u8(c[a], fa[a][j].x, fa[a][j].y, fa[a][j].z, fa[a][j].w, b0, b1);
+                        mma_s8u8(c[a], b.fa[a][j].x, b.fa[a][j].y, b.fa[a][j].z, b.fa[a][j].w, b0,
+                                 b1);
                 }
 #pragma unroll
                 for (int a = 0; a < NA; a++)
 #pragma unroll
                     for (int e = 0; e < 2; e++)
                         acc[s][a][e] +=
-                            (d[s][e] * dx[a]) * (float)(128 * c[a][e] + c[a][2 + e] - sq[a]);
+                            (d[e] * b.dx[a]) * (float)(128 * c[a][e] + c[a][2 + e] - b.sq[a]);
             }
         };
-        uint4 wa[SL], wb[SL];
-        float da[SL][2], db[SL][2];
-        if (gb < ge) load(wa, da, gb);
+        Grp ga, gn;
+        if (gb < ge) codes_of(ga, gb);
         if (!waited) {
 #if __CUDA_ARCH__ >= 900
             // Codes and scales only above (no kernel writes them); the planes, dq and y after.
@@ -978,12 +998,13 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
 #endif
             waited = true;
         }
+        if (gb < ge) planes_of(ga, gb);
         for (int gg = gb; gg < ge; gg += 2) {
-            if (gg + 1 < ge) load(wb, db, gg + 1);
-            mult(wa, da, gg);
+            if (gg + 1 < ge) codes_of(gn, gg + 1), planes_of(gn, gg + 1);
+            mult(ga);
             if (gg + 1 < ge) {
-                if (gg + 2 < ge) load(wa, da, gg + 2);
-                mult(wb, db, gg + 1);
+                if (gg + 2 < ge) codes_of(ga, gg + 2), planes_of(ga, gg + 2);
+                mult(gn);
             }
         }
         // red[warp][activation row · RT + row in tile], summed over the warps in order.
