@@ -1,0 +1,44 @@
+# s38's lab runs (issue 17, decision 157): `OUT=DIR bash bench/gpu/gemv_lab/s38_lab.sh RUN`, from the
+# repository root on the GPU machine. Each run builds lab.cu with nvcc against the runtime's
+# packed/mma.cu as it was at that run's commit, times its int8 rows kernels (µs per block of four
+# 8B-shaped products, each after its own activation split) and checks their outputs against the
+# bf16 refs, mma_i8_g32 and the bit-identical references in lab.cu; then, unless LAB_NO_NCU is
+# set, dumps the SASS of and runs ncu (instruction mix, issue, stalls) on the run's NCU kernel.
+#   1: the runtime's swapped kernels (12 warps at 16 rows) against the same bodies with an L2
+#      look-ahead of the next tile (PF = 1) and of the first tile too (PF = 3), i8p.cu.
+#   2: the runtime on x's planes in the mma's fragment order 16t + 4j + q (not committed: c0c1c93
+#      with mma_split_i8's pair index 8t + 2·(jj & 3) + (jj >> 2) and i8x_gemm's loads at 4t + j)
+#      against s37's bodies on the unordered planes (i8x.cu) and the ordered body at other warp
+#      counts (i8f.cu).
+#   3: as 2 with the order 16j + 4t + q (c0c1c93).
+#   4: the runtime (c0c1c93) against i8y.cu: scales by shuffle (s), and the planes a group
+#      ahead (sp).
+#   5: the runtime with lab4's sp adopted (f00dda3) against i8y_sp and s37's bodies; no ncu.
+# LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
+run=${1:?usage: s38_lab.sh RUN (1-5)}
+case $run in
+1) list=mma_u4_g8,mma_i8x_g8,i8p1_g8,i8p3_g8,mma_u4_g16,mma_i8x_g16,i8p1_g16,i8p3_g16,mma_i8_g32,mma_i8x_g32,i8p1_g32,i8p3_g32
+   ncu=mma_i8x_g16 ;;
+2|3) list=mma_u4_g8,i8x_g8s4,mma_i8x_g8,i8f_g8w12,i8f_g8w16,mma_u4_g16,i8xw12_g16s4,mma_i8x_g16,i8f_g16w8,i8f_g16w16,mma_i8_g32,i8x_g32s4,mma_i8x_g32,i8f_g32w12
+   ncu=mma_i8x_g16 ;;
+4) list=mma_u4_g8,mma_i8x_g8,i8y_s_g8,i8y_sp_g8,i8y_sp_g8w16,mma_u4_g16,mma_i8x_g16,i8y_s_g16,i8y_sp_g16,i8y_sp_g16w8,mma_i8_g32,mma_i8x_g32,i8y_s_g32,i8y_sp_g32
+   ncu=i8y_sp_g16 ;;
+5) list=mma_u4_g8,i8x_g8s4,mma_i8x_g8,i8y_sp_g8,mma_u4_g16,i8xw12_g16s4,mma_i8x_g16,i8y_sp_g16,mma_i8_g32,i8x_g32s4,mma_i8x_g32,i8y_sp_g32
+   ncu= ;;
+*) echo "s38_lab.sh: no run $run (1-5)" >&2; exit 2 ;;
+esac
+cd bench/gpu/gemv_lab
+sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
+/usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1
+grep -E "error" $OUT/ptxas.txt | head
+LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=${LAB_I8_ONLY:-$list} timeout 300 /tmp/gemv_lab 8 10 > $OUT/lab.jsonl 2>&1
+grep -E '"rows"|i8_vs|hbm' $OUT/lab.jsonl | grep -v '"n":' | sed 's/.*"kernel":"\([^"]*\)","rows":\([0-9]*\),"what":"\([^"]*\)","us":\([0-9.]*\).*/\1 \2 \3 \4/; s/.*"kernel":"\([^"]*\)","ref":"\([^"]*\)","rows":\([0-9]*\).*"rel":\([0-9.e+-]*\).*/check \1 vs \2 rows \3 rel \4/'
+if [ -z "${LAB_NO_NCU:-}" ]; then
+for kn in ${LAB_NCU:-$ncu}; do
+/usr/local/cuda/bin/cuobjdump -sass -fun $kn /tmp/gemv_lab > $OUT/sass_$kn.txt 2>&1
+grep -cE "^\s+/\*[0-9a-f]{4}\*/" $OUT/sass_$kn.txt
+LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=$kn timeout 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name $kn --launch-skip 8 --launch-count 4 --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis --section InstructionStats --section ComputeWorkloadAnalysis --section SchedulerStats --metrics smsp__inst_executed.sum,smsp__inst_executed_pipe_tensor.sum,smsp__inst_executed_pipe_lsu.sum,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed_pipe_uniform.sum,smsp__inst_executed_pipe_adu.sum,smsp__inst_executed_pipe_cbu.sum /tmp/gemv_lab 2 1 > $OUT/ncu_$kn.txt 2>&1
+grep -E "^\s+(Duration|DRAM Throughput|L1/TEX Cache Throughput|Warp Cycles Per Issued|Achieved Occupancy|Issued Ipc Active|Issue Slots Busy|No Eligible|smsp__inst_executed)" $OUT/ncu_$kn.txt | awk '{print $1,$2,$3,$NF}' | head -80
+done
+gzip -9 $OUT/ncu_*.txt $OUT/sass_*.txt 2>/dev/null
+fi
