@@ -26,6 +26,7 @@
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
+#include "i8z.cu"  // s38: ... and the multiply j-major over all slabs
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1143,6 +1144,10 @@ int main(int argc, char** argv) {
             {"i8y_s_g16", 12, (void*)i8y_s_g16, 16, 0, 384}, {"i8y_sp_g16", 12, (void*)i8y_sp_g16, 16, 0, 384},
             {"i8y_sp_g16w8", 12, (void*)i8y_sp_g16w8, 16},
             {"i8y_s_g32", 12, (void*)i8y_s_g32, 32}, {"i8y_sp_g32", 12, (void*)i8y_sp_g32, 32},
+            // s38 lab6: the multiply j-major over all slabs (i8z.cu)
+            {"i8z_g8", 12, (void*)i8z_g8, 8}, {"i8z_g8w12", 12, (void*)i8z_g8w12, 8, 0, 384},
+            {"i8z_g16", 12, (void*)i8z_g16, 16, 0, 384}, {"i8z_g16w8", 12, (void*)i8z_g16w8, 16},
+            {"i8z_g32", 12, (void*)i8z_g32, 32},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
@@ -1175,7 +1180,8 @@ int main(int argc, char** argv) {
                 // kind 3, passes of 16 rows through (ntot, j0), went with them in s37)
                 // s38: the runtime's mma_i8x_g* (and i8f.cu's) read planes in the mma's fragment order
                 const std::string kn = kk.name;
-                const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0;
+                const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0 ||
+                                 kn.rfind("i8z", 0) == 0;
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0, frag);
                 ((I8Fn)kk.f)<<<grid, nthr, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                         (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);

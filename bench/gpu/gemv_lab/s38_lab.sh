@@ -14,8 +14,10 @@
 #   4: the runtime (c0c1c93) against i8y.cu: scales by shuffle (s), and the planes a group
 #      ahead (sp).
 #   5: the runtime with lab4's sp adopted (f00dda3) against i8y_sp and s37's bodies; no ncu.
+#   6: the runtime (f00dda3) against i8z.cu (the multiply j-major over all slabs); ncu with every
+#      stall reason on the runtime's 16-row kernel.
 # LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
-run=${1:?usage: s38_lab.sh RUN (1-5)}
+run=${1:?usage: s38_lab.sh RUN (1-6)}
 case $run in
 1) list=mma_u4_g8,mma_i8x_g8,i8p1_g8,i8p3_g8,mma_u4_g16,mma_i8x_g16,i8p1_g16,i8p3_g16,mma_i8_g32,mma_i8x_g32,i8p1_g32,i8p3_g32
    ncu=mma_i8x_g16 ;;
@@ -25,7 +27,10 @@ case $run in
    ncu=i8y_sp_g16 ;;
 5) list=mma_u4_g8,i8x_g8s4,mma_i8x_g8,i8y_sp_g8,mma_u4_g16,i8xw12_g16s4,mma_i8x_g16,i8y_sp_g16,mma_i8_g32,i8x_g32s4,mma_i8x_g32,i8y_sp_g32
    ncu= ;;
-*) echo "s38_lab.sh: no run $run (1-5)" >&2; exit 2 ;;
+6) list=mma_u4_g8,mma_i8x_g8,i8z_g8,i8z_g8w12,mma_u4_g16,mma_i8x_g16,i8z_g16,i8z_g16w8,mma_i8_g32,mma_i8x_g32,i8z_g32
+   ncu=mma_i8x_g16
+   stalls=',regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ;;
+*) echo "s38_lab.sh: no run $run (1-6)" >&2; exit 2 ;;
 esac
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
@@ -37,8 +42,9 @@ if [ -z "${LAB_NO_NCU:-}" ]; then
 for kn in ${LAB_NCU:-$ncu}; do
 /usr/local/cuda/bin/cuobjdump -sass -fun $kn /tmp/gemv_lab > $OUT/sass_$kn.txt 2>&1
 grep -cE "^\s+/\*[0-9a-f]{4}\*/" $OUT/sass_$kn.txt
-LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=$kn timeout 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name $kn --launch-skip 8 --launch-count 4 --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis --section InstructionStats --section ComputeWorkloadAnalysis --section SchedulerStats --metrics smsp__inst_executed.sum,smsp__inst_executed_pipe_tensor.sum,smsp__inst_executed_pipe_lsu.sum,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed_pipe_uniform.sum,smsp__inst_executed_pipe_adu.sum,smsp__inst_executed_pipe_cbu.sum /tmp/gemv_lab 2 1 > $OUT/ncu_$kn.txt 2>&1
+LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=$kn timeout 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name $kn --launch-skip 8 --launch-count 4 --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis --section InstructionStats --section ComputeWorkloadAnalysis --section SchedulerStats --metrics smsp__inst_executed.sum,smsp__inst_executed_pipe_tensor.sum,smsp__inst_executed_pipe_lsu.sum,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed_pipe_uniform.sum,smsp__inst_executed_pipe_adu.sum,smsp__inst_executed_pipe_cbu.sum"${stalls:-}" /tmp/gemv_lab 2 1 > $OUT/ncu_$kn.txt 2>&1
 grep -E "^\s+(Duration|DRAM Throughput|L1/TEX Cache Throughput|Warp Cycles Per Issued|Achieved Occupancy|Issued Ipc Active|Issue Slots Busy|No Eligible|smsp__inst_executed)" $OUT/ncu_$kn.txt | awk '{print $1,$2,$3,$NF}' | head -80
+grep -E "issue_stalled" $OUT/ncu_$kn.txt | awk '{print $1,$NF}' | sort -k2 -g -r | head -60
 done
 gzip -9 $OUT/ncu_*.txt $OUT/sass_*.txt 2>/dev/null
 fi
