@@ -8,10 +8,13 @@
 //        takes the 8 it needs (rows 8s + 2t + e) by __shfl_sync: 1 register per group, not 8.
 //   PP:  x's planes and (dx, 8·Σq) of the next group are loaded with its codes (all in flight
 //        while the current group is multiplied).
+//   JM:  (lab6, the i8z_* kernels) each group's mma issued j-major over all slabs: SL·NA
+//        accumulators in flight instead of NA, every slab's scales shuffled first and every
+//        epilogue after (more registers: c is 4·SL·NA).
 // Same integer sums and f32 steps in the same order: outputs bit-identical to mma_i8x_g*'s.
 // Lab only: timing and the output check against the runtime's kernels.
 
-template <int NA, int W, bool PP>
+template <int NA, int W, bool PP, bool JM = false>
 __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const uint4* __restrict__ planes,
@@ -103,6 +106,34 @@ __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const u
                     sql[a] = q.y;
                 }
             }
+            if (JM) {
+                float d[SL][2];
+                int c[SL][NA][4];
+#pragma unroll
+                for (int s = 0; s < SL; s++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) d[s][e] = __shfl_sync(0xffffffffu, b.dl, 8 * s + 2 * t + e);
+#pragma unroll
+                    for (int a = 0; a < NA; a++) c[s][a][0] = c[s][a][1] = c[s][a][2] = c[s][a][3] = 0;
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int s = 0; s < SL; s++) {
+                        const u32 b0 = word(b.w[s], j) & mask, b1 = (word(b.w[s], j) >> 4) & mask;
+#pragma unroll
+                        for (int a = 0; a < NA; a++)
+                            mma_s8u8(c[s][a], fl[a][j].x, fl[a][j].y, fl[a][j].z, fl[a][j].w, b0, b1);
+                    }
+#pragma unroll
+                for (int s = 0; s < SL; s++)
+#pragma unroll
+                    for (int a = 0; a < NA; a++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            acc[s][a][e] += (d[s][e] * dxl[a]) * (float)(128 * c[s][a][e] + c[s][a][2 + e] - sql[a]);
+                return;
+            }
 #pragma unroll
             for (int s = 0; s < SL; s++) {
                 float d[2];
@@ -178,3 +209,17 @@ I8Y_KERNEL(i8y_sp_g16, 2, 12, 1, true)
 I8Y_KERNEL(i8y_sp_g16w8, 2, 8, 1, true)
 I8Y_KERNEL(i8y_s_g32, 4, 8, 1, false)
 I8Y_KERNEL(i8y_sp_g32, 4, 8, 1, true)
+
+// lab6: the j-major multiply (JM) on the sp body.
+#define I8Z_KERNEL(name, NA, W, BLOCKS)                                                         \
+    extern "C" __global__ void __launch_bounds__(W * 32, BLOCKS)                                \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
+             int r2, int k, int n) {                                                            \
+        i8y_body<NA, W, true, true>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);   \
+    }
+I8Z_KERNEL(i8z_g8, 1, 8, 2)
+I8Z_KERNEL(i8z_g8w12, 1, 12, 1)
+I8Z_KERNEL(i8z_g16, 2, 12, 1)
+I8Z_KERNEL(i8z_g16w8, 2, 8, 1)
+I8Z_KERNEL(i8z_g32, 4, 8, 1)

@@ -26,7 +26,6 @@
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
-#include "i8z.cu"  // s38: ... and the multiply j-major over all slabs
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1144,7 +1143,7 @@ int main(int argc, char** argv) {
             {"i8y_s_g16", 12, (void*)i8y_s_g16, 16, 0, 384}, {"i8y_sp_g16", 12, (void*)i8y_sp_g16, 16, 0, 384},
             {"i8y_sp_g16w8", 12, (void*)i8y_sp_g16w8, 16},
             {"i8y_s_g32", 12, (void*)i8y_s_g32, 32}, {"i8y_sp_g32", 12, (void*)i8y_sp_g32, 32},
-            // s38 lab6: the multiply j-major over all slabs (i8z.cu)
+            // s38 lab6: the multiply j-major over all slabs (i8y.cu, JM)
             {"i8z_g8", 12, (void*)i8z_g8, 8}, {"i8z_g8w12", 12, (void*)i8z_g8w12, 8, 0, 384},
             {"i8z_g16", 12, (void*)i8z_g16, 16, 0, 384}, {"i8z_g16w8", 12, (void*)i8z_g16w8, 16},
             {"i8z_g32", 12, (void*)i8z_g32, 32},

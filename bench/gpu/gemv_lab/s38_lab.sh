@@ -14,7 +14,8 @@
 #   4: the runtime (c0c1c93) against i8y.cu: scales by shuffle (s), and the planes a group
 #      ahead (sp).
 #   5: the runtime with lab4's sp adopted (f00dda3) against i8y_sp and s37's bodies; no ncu.
-#   6: the runtime (f00dda3) against i8z.cu (the multiply j-major over all slabs); ncu with every
+#   6: the runtime (f00dda3) against i8y.cu's i8z_* (JM: the multiply j-major over all slabs,
+#      commit 062ac66 had them as a copy, i8z.cu); ncu with every
 #      stall reason on the runtime's 16-row kernel.
 # LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
 run=${1:?usage: s38_lab.sh RUN (1-6)}
