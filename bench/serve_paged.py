@@ -158,6 +158,11 @@ def main():
             want = [alone(args, prompt(i)) for i in range(n)]
             rec["same_as_alone"] = sum(a == b for a, b in zip(texts, want))
             failed += rec["same_as_alone"] != n
+            for i, (a, b) in enumerate(zip(texts, want)):
+                if a != b:
+                    common = len(os.path.commonprefix([a, b]))
+                    print(f"client {i}: served and alone agree for {common} characters, then "
+                          f"served {a[common:][:80]!r}, alone {b[common:][:80]!r}", file=sys.stderr)
         print(json.dumps(rec), flush=True)
     sys.exit(1 if failed else 0)
 
