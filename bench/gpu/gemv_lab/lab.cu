@@ -26,6 +26,7 @@
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
+#include "i8w.cu"  // s39: ... with one pipeline over the warp's (tile, group) items
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1113,7 +1114,8 @@ int main(int argc, char** argv) {
             {"i8x_g16s4x1", 12, (void*)i8x_g16s4x1, 16}, {"i8x_g16s8", 14, (void*)i8x_g16s8, 16},
             {"i8x_g32s2", 4, (void*)i8x_g32s2, 32}, {"i8x_g32s4", 12, (void*)i8x_g32s4, 32},
             // s37 lab3: the runtime's swapped kernels (packed/mma.cu) and i8x with a cp.async ring
-            {"mma_i8x_g8", 12, (void*)mma_i8x_g8, 8}, {"mma_i8x_g16", 12, (void*)mma_i8x_g16, 16, 0, 384},
+            // (s39: 8 warps at every row count; s38's 16-row runtime kernel ran 12, 384 threads)
+            {"mma_i8x_g8", 12, (void*)mma_i8x_g8, 8}, {"mma_i8x_g16", 12, (void*)mma_i8x_g16, 16},
             {"mma_i8x_g32", 12, (void*)mma_i8x_g32, 32},
             {"i8xr_g8s3", 12, (void*)i8xr_g8s3, 8, I8XR_SMEM(3)},
             {"i8xr_g8s4", 12, (void*)i8xr_g8s4, 8, I8XR_SMEM(4)},
@@ -1147,6 +1149,10 @@ int main(int argc, char** argv) {
             {"i8z_g8", 12, (void*)i8z_g8, 8}, {"i8z_g8w12", 12, (void*)i8z_g8w12, 8, 0, 384},
             {"i8z_g16", 12, (void*)i8z_g16, 16, 0, 384}, {"i8z_g16w8", 12, (void*)i8z_g16w8, 16},
             {"i8z_g32", 12, (void*)i8z_g32, 32},
+            // s39: one pipeline over a warp's (tile, group) items, 1 or 2 ahead (i8w.cu)
+            {"i8w_d2_g8", 12, (void*)i8w_d2_g8, 8}, {"i8w_d3_g8", 12, (void*)i8w_d3_g8, 8},
+            {"i8w_d2_g16", 12, (void*)i8w_d2_g16, 16}, {"i8w_d3_g16", 12, (void*)i8w_d3_g16, 16},
+            {"i8w_d2_g32", 12, (void*)i8w_d2_g32, 32},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
@@ -1180,7 +1186,7 @@ int main(int argc, char** argv) {
                 // s38: the runtime's mma_i8x_g* (and i8f.cu's) read planes in the mma's fragment order
                 const std::string kn = kk.name;
                 const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0 ||
-                                 kn.rfind("i8z", 0) == 0;
+                                 kn.rfind("i8z", 0) == 0 || kn.rfind("i8w", 0) == 0;
                 mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0, frag);
                 ((I8Fn)kk.f)<<<grid, nthr, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
                                                         (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
@@ -1219,10 +1225,10 @@ int main(int argc, char** argv) {
         for (int gi = 0; gi + 1 < (int)gk.size(); gi++) {
             // refs: the bf16 kernels (kind 1) up to 16 rows, the runtime's mma_i8_g32 at 32
             // (s38: also s37's i8x_g8s4 / i8xw12_g16s4 and the runtime's mma_i8x_g8/g16, for candidates
-            // that should be bit-identical)
+            // that should be bit-identical; s39: and mma_i8x_g32)
             const std::string rn = gk[gi].name;
             if (gk[gi].kind != 1 && rn != "mma_i8_g32" && rn != "i8x_g8s4" && rn != "i8xw12_g16s4" &&
-                rn != "mma_i8x_g8" && rn != "mma_i8x_g16")
+                rn != "mma_i8x_g8" && rn != "mma_i8x_g16" && rn != "mma_i8x_g32")
                 continue;
             for (int gj = 0; gj < (int)gk.size(); gj++) {
                 if (gk[gj].kind < 2 || gj == gi || gk[gj].n != gk[gi].n) continue;

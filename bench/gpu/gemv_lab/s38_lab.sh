@@ -1,4 +1,4 @@
-# s38's lab runs (issue 17, decision 157): `OUT=DIR bash bench/gpu/gemv_lab/s38_lab.sh RUN`, from the
+# s38's and s39's lab runs (issue 17, decisions 157–158): `OUT=DIR bash bench/gpu/gemv_lab/s38_lab.sh RUN`, from the
 # repository root on the GPU machine. Each run builds lab.cu with nvcc against the runtime's
 # packed/mma.cu as it was at that run's commit, times its int8 rows kernels (µs per block of four
 # 8B-shaped products, each after its own activation split) and checks their outputs against the
@@ -17,8 +17,11 @@
 #   6: the runtime (f00dda3) against i8y.cu's i8z_* (JM: the multiply j-major over all slabs,
 #      commit 062ac66 had them as a copy, i8z.cu); ncu with every
 #      stall reason on the runtime's 16-row kernel.
+#   7: (s39, decision 158) the runtime at 8 warps for every row count against i8w.cu: one pipeline
+#      over a warp's (tile, group) items, 1 (d2) or 2 (d3) ahead across tile boundaries, and
+#      i8y_sp_g16 (s38's 12-warp runtime body); ncu with every stall reason on i8w_d2_g16.
 # LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
-run=${1:?usage: s38_lab.sh RUN (1-6)}
+run=${1:?usage: s38_lab.sh RUN (1-7)}
 case $run in
 1) list=mma_u4_g8,mma_i8x_g8,i8p1_g8,i8p3_g8,mma_u4_g16,mma_i8x_g16,i8p1_g16,i8p3_g16,mma_i8_g32,mma_i8x_g32,i8p1_g32,i8p3_g32
    ncu=mma_i8x_g16 ;;
@@ -31,7 +34,10 @@ case $run in
 6) list=mma_u4_g8,mma_i8x_g8,i8z_g8,i8z_g8w12,mma_u4_g16,mma_i8x_g16,i8z_g16,i8z_g16w8,mma_i8_g32,mma_i8x_g32,i8z_g32
    ncu=mma_i8x_g16
    stalls=',regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ;;
-*) echo "s38_lab.sh: no run $run (1-6)" >&2; exit 2 ;;
+7) list=mma_u4_g8,mma_i8x_g8,i8w_d2_g8,i8w_d3_g8,mma_u4_g16,mma_i8x_g16,i8y_sp_g16,i8w_d2_g16,i8w_d3_g16,mma_i8_g32,mma_i8x_g32,i8w_d2_g32
+   ncu=i8w_d2_g16
+   stalls=',regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ;;
+*) echo "s38_lab.sh: no run $run (1-7)" >&2; exit 2 ;;
 esac
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu

@@ -390,6 +390,35 @@ fn check(args: &Args) -> Result<()> {
             }
         }
     }
+    // A row's output must not depend on how many rows share the launch within one kernel
+    // family: 5–32 rows of symmetric int4 g128 run `mma_i8x_g8/g16/g32` (decisions 156–157),
+    // which split a tile's groups over the same 8 warps, so the first n rows of a 32-row
+    // product are bit for bit the n-row product (s39: s38's 12 warps at 9–16 rows summed in
+    // another f32 order and flipped a near-tie token under `serve`). 4224 = 33 groups: uneven
+    // warp ranges. Any difference fails (the recorded rel_diff is then 1).
+    let cc = f32_gpu.clone().with_gemv(Gemv::default());
+    for (rows, cols) in [(301usize, 4224usize), (130, 14336)] {
+        seed += 1;
+        let w = random_blocks(DType::Q4_0, rows, cols, 4, seed);
+        let wt = cc.upload_packed(w)?;
+        let mut rng = Rng(seed * 1000);
+        let x: Vec<f32> = (0..32 * cols).map(|_| rng.unit()).collect();
+        let full = cc.to_f32(&cc.linear(&cc.upload(x.clone(), &[32, cols])?, &wt, None)?)?;
+        for n in 5..32usize {
+            let xt = cc.upload(x[..n * cols].to_vec(), &[n, cols])?;
+            let got = cc.to_f32(&cc.linear(&xt, &wt, None)?)?;
+            let want = &full[..n * rows];
+            let differ = got
+                .iter()
+                .zip(want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            let rec = json!({"check": "row_invariance", "weights": "int4 g128", "rows": rows,
+                "cols": cols, "n": n, "against_n": 32, "values_differing": differ,
+                "kernels": format!("gemv_{}", cc.gemv().name())});
+            report(rec, if differ == 0 { 0.0 } else { 1.0 });
+        }
+    }
     // Dependent products through other kernels (decision 151): each product reads the output
     // of the kernel before it, so a PDL launch that read x or wrote y before its predecessor
     // finished would be caught. A small MLP stack at one row — rms_norm → gate/up (one launch)

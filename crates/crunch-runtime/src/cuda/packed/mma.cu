@@ -1035,13 +1035,15 @@ __device__ __forceinline__ void i8x_gemm(const uint4* c0, const u16* d0, const u
         i8x_gemm<NA, W>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);               \
     }
 
-// 5–8, 9–16 and 17–32 rows: (warps per block, blocks per SM) as the s37 lab measured fastest
-// (µs per 8B block). 8 rows: 8 warps × 2 blocks, 128 registers. 16 rows: 12 warps × 1 block,
-// 168 registers (93.5, against 98.5 with 8 warps at 202 registers and 106.0 with 2 blocks of
-// 8 and spills). 32 rows: 8 warps × 1 block, 255 registers (12 warps spill: 191.5 against 132.1).
-// packed/mma/grouped.rs launches each with its warps (`I8X_WARPS`).
+// 5–8, 9–16 and 17–32 rows: (warps per block, blocks per SM). 8 warps at every row count, so
+// the warps split a tile's groups alike and a row's output does not depend on how many rows
+// (5–32) share the launch. s38 ran 12 warps at 16 rows (s37's lab: 93.5 against 98.5 µs per
+// 8B block for 8); they sum in another f32 order, and a near-tie token flipped under `serve`.
+// After decision 157's changes s38's lab measured the two as fast (85.80 and 86.12 µs). 8 rows: 2 blocks per SM at 128 registers; 16 and 32 rows: 1
+// block (12 warps at 32 rows spill: 191.5 against 132.1 µs). packed/mma/grouped.rs launches
+// them with `I8X_THREADS`.
 MMA_I8X_KERNEL(mma_i8x_g8, 1, 8, 2)
-MMA_I8X_KERNEL(mma_i8x_g16, 2, 12, 1)
+MMA_I8X_KERNEL(mma_i8x_g16, 2, 8, 1)
 MMA_I8X_KERNEL(mma_i8x_g32, 4, 8, 1)
 
 #endif  // __CUDA_ARCH__ >= 800

@@ -140,9 +140,10 @@ impl Cuda {
 
 /// Weight rows per block tile of the swapped int8 kernels (`I8X_ROWS` in packed/mma.cu).
 const I8X_ROWS: usize = 32;
-/// Warps per block of `mk.int8`'s kernels: `mma_i8_g4` and the `W` of `mma_i8x_g8/g16/g32`
-/// (packed/mma.cu, decision 156).
-const I8X_WARPS: [u32; 4] = [8, 8, 12, 8];
+/// Threads per block of every `mk.int8` kernel: `mma_i8_g4`'s 8 warps and the `W` = 8 of
+/// `mma_i8x_g8/g16/g32` (packed/mma.cu, decisions 156–157). One W for every row count keeps
+/// the f32 order of a row's group sums the same at 5–32 rows (s39).
+const I8X_THREADS: u32 = 256;
 
 impl Cuda {
     /// Whether [`Cuda::mma_gemm_int8`] takes `ws` under this backend's kernels: the `cc`
@@ -184,7 +185,7 @@ impl Cuda {
             _ => 3,
         };
         let f = &mk.int8[which];
-        let threads = 32 * I8X_WARPS[which];
+        let threads = I8X_THREADS;
         let tile_rows = if which == 0 { 16 } else { I8X_ROWS };
         let (r, cfg) = self.rows_launch(mk, f, ws, tile_rows, threads)?;
         let (n_i, cols_i) = (n as i32, cols as i32);
