@@ -11,10 +11,18 @@
 //   JM:  (lab6, the i8z_* kernels) each group's mma issued j-major over all slabs: SL·NA
 //        accumulators in flight instead of NA, every slab's scales shuffled first and every
 //        epilogue after (more registers: c is 4·SL·NA).
-// Same integer sums and f32 steps in the same order: outputs bit-identical to mma_i8x_g*'s.
+//   PR:  (s39, lab8; probes, outputs meaningless) bit 1: x's planes and (dx, 8·Σq) made from
+//        the group index instead of loaded; bit 2: the codes and scales likewise; bit 4: each
+//        mma replaced by four integer ops; bit 8 (lab10): the codes read in a tile-major order,
+//        so that each warp load is 512 contiguous bytes (the same bytes in another order);
+//        bit 16: x's planes likewise, group-major [group][set][j][lane]; bit 32 (lab11): an
+//        empty product (launch and griddepcontrol.wait only).
+//        What a part costs is the time it removes.
+// Same integer sums and f32 steps in the same order: outputs bit-identical to mma_i8x_g*'s
+// (without PR).
 // Lab only: timing and the output check against the runtime's kernels.
 
-template <int NA, int W, bool PP, bool JM = false>
+template <int NA, int W, bool PP, bool JM = false, int PR = 0>
 __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const uint4* c1,
                                          const u16* d1, const uint4* c2, const u16* d2,
                                          const uint4* __restrict__ planes,
@@ -43,6 +51,12 @@ __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const u
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+    if (PR & 32) {  // probe (lab11): an empty product, launch and wait only
+#if __CUDA_ARCH__ >= 900
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+        return;
+    }
     struct Grp {
         uint4 w[SL];     // codes of weight row 8s + g, chunk t
         float dl;        // scale of tile row `lane`
@@ -69,6 +83,24 @@ __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const u
         auto planes_of = [&](Grp& b, int gg) {
 #pragma unroll
             for (int a = 0; a < NA; a++) {
+                if (PR & 16) {  // probe: the planes read group-major, 512 contiguous bytes per load
+                    const size_t last = (size_t)n * G * 16 - 1;
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        b.fa[PP ? a : 0][j] =
+                            __ldg(planes + min(last, (((size_t)gg * NA + a) * 4 + j) * 32 + lane));
+                    const int2 q = __ldg(qrow[a] + gg);
+                    b.dx[PP ? a : 0] = __int_as_float(q.x);
+                    b.sq[PP ? a : 0] = q.y;
+                    continue;
+                }
+                if (PR & 1) {  // probe: no plane loads (values that vary, so nothing folds)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) b.fa[PP ? a : 0][j] = make_uint4(gg ^ j, lane + a, gg + j, lane ^ gg);
+                    b.dx[PP ? a : 0] = 1.0f + gg;
+                    b.sq[PP ? a : 0] = gg + a;
+                    continue;
+                }
 #pragma unroll
                 for (int j = 0; j < 4; j++) b.fa[PP ? a : 0][j] = __ldg(prow[a] + (size_t)gg * 16 + 4 * j);
                 const int2 q = __ldg(qrow[a] + gg);
@@ -77,9 +109,22 @@ __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const u
             }
         };
         auto load = [&](Grp& b, int gg, bool with_planes) {
+            if (PR & 2) {  // probe: no code or scale loads
 #pragma unroll
-            for (int s = 0; s < SL; s++) b.w[s] = load_codes(crow[s] + 4 * gg);
-            b.dl = f16_to_f32(__ldg(drow + gg));
+                for (int s = 0; s < SL; s++) b.w[s] = make_uint4(gg ^ s, lane + gg, gg * 3 + s, lane ^ s);
+                b.dl = 0.5f + gg;
+            } else if (PR & 8) {  // probe: the same bytes, each warp load 512 contiguous bytes
+                // (a tile-major layout [tile][group][slab][lane]; values meaningless)
+                const size_t last = (size_t)rows * C - 1;
+#pragma unroll
+                for (int s = 0; s < SL; s++)
+                    b.w[s] = load_codes(codes + min(last, ((size_t)tl * G + gg) * (SL * 32) + s * 32 + lane));
+                b.dl = f16_to_f32(__ldg(drow + gg));
+            } else {
+#pragma unroll
+                for (int s = 0; s < SL; s++) b.w[s] = load_codes(crow[s] + 4 * gg);
+                b.dl = f16_to_f32(__ldg(drow + gg));
+            }
             if (PP && with_planes) planes_of(b, gg);
         };
         float acc[SL][NA][2];
@@ -146,8 +191,14 @@ __device__ __forceinline__ void i8y_body(const uint4* c0, const u16* d0, const u
                 for (int j = 0; j < 4; j++) {
                     const u32 b0 = word(b.w[s], j) & mask, b1 = (word(b.w[s], j) >> 4) & mask;
 #pragma unroll
-                    for (int a = 0; a < NA; a++)
-                        mma_s8u8(c[a], fl[a][j].x, fl[a][j].y, fl[a][j].z, fl[a][j].w, b0, b1);
+                    for (int a = 0; a < NA; a++) {
+                        if (PR & 4) {  // probe: no mma (one integer op per register instead)
+                            c[a][0] += fl[a][j].x ^ b0, c[a][1] += fl[a][j].y ^ b1;
+                            c[a][2] += fl[a][j].z ^ b0, c[a][3] += fl[a][j].w ^ b1;
+                        } else {
+                            mma_s8u8(c[a], fl[a][j].x, fl[a][j].y, fl[a][j].z, fl[a][j].w, b0, b1);
+                        }
+                    }
                 }
 #pragma unroll
                 for (int a = 0; a < NA; a++)
@@ -223,3 +274,46 @@ I8Z_KERNEL(i8z_g8w12, 1, 12, 1)
 I8Z_KERNEL(i8z_g16, 2, 12, 1)
 I8Z_KERNEL(i8z_g16w8, 2, 8, 1)
 I8Z_KERNEL(i8z_g32, 4, 8, 1)
+
+// s39 lab8: probes (PR bits above) on the sp body at 8 warps, 16 and 32 rows; lab9: at 16 warps
+// per SM (2 blocks of 8, or 1 of 16) within 128 registers, on the s body (planes not held a
+// group ahead, so that it fits).
+#define I8Y_PROBE_WB(name, NA, W, B, PP, PR)                                                    \
+    extern "C" __global__ void __launch_bounds__(W * 32, B)                                     \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
+             int r2, int k, int n) {                                                            \
+        i8y_body<NA, W, PP, false, PR>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k, n);\
+    }
+I8Y_PROBE_WB(i8y_s_g16b2, 2, 8, 2, false, 0)
+I8Y_PROBE_WB(i8y_s_g16w16, 2, 16, 1, false, 0)
+I8Y_PROBE_WB(i8y_s_g16w8, 2, 8, 1, false, 0)
+I8Y_PROBE_WB(i8y_s_pr3_g16b2, 2, 8, 2, false, 3)
+I8Y_PROBE_WB(i8y_s_pr3_g16w16, 2, 16, 1, false, 3)
+I8Y_PROBE_WB(i8y_s_pr3_g16w8, 2, 8, 1, false, 3)
+#define I8Y_PROBE(name, NA, PR)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                        \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
+             int r2, int k, int n) {                                                            \
+        i8y_body<NA, 8, true, false, PR>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k,  \
+                                         n);                                                    \
+    }
+I8Y_PROBE(i8y_pr1_g16, 2, 1)
+I8Y_PROBE(i8y_pr2_g16, 2, 2)
+I8Y_PROBE(i8y_pr3_g16, 2, 3)
+I8Y_PROBE(i8y_pr4_g16, 2, 4)
+I8Y_PROBE(i8y_pr7_g16, 2, 7)
+I8Y_PROBE(i8y_pr1_g32, 4, 1)
+I8Y_PROBE(i8y_pr2_g32, 4, 2)
+I8Y_PROBE(i8y_pr3_g32, 4, 3)
+I8Y_PROBE(i8y_pr4_g32, 4, 4)
+// lab10: tile-major code reads (PR = 8) at 8 / 16 / 32 rows, the runtime's warps and blocks.
+I8Y_PROBE_WB(i8y_pr8_g8, 1, 8, 2, true, 8)
+I8Y_PROBE_WB(i8y_pr8_g16, 2, 8, 1, true, 8)
+I8Y_PROBE_WB(i8y_pr8_g32, 4, 8, 1, true, 8)
+I8Y_PROBE_WB(i8y_pr16_g16, 2, 8, 1, true, 16)
+I8Y_PROBE_WB(i8y_pr24_g16, 2, 8, 1, true, 24)
+I8Y_PROBE_WB(i8y_pr16_g32, 4, 8, 1, true, 16)
+I8Y_PROBE_WB(i8y_pr24_g32, 4, 8, 1, true, 24)
+I8Y_PROBE_WB(i8y_pr32_g16, 2, 8, 1, true, 32)

@@ -1153,6 +1153,26 @@ int main(int argc, char** argv) {
             {"i8w_d2_g8", 12, (void*)i8w_d2_g8, 8}, {"i8w_d3_g8", 12, (void*)i8w_d3_g8, 8},
             {"i8w_d2_g16", 12, (void*)i8w_d2_g16, 16}, {"i8w_d3_g16", 12, (void*)i8w_d3_g16, 16},
             {"i8w_d2_g32", 12, (void*)i8w_d2_g32, 32},
+            // s39 lab8: probes on the runtime's body (i8y.cu, PR: 1 no planes, 2 no codes, 4 no mma)
+            {"i8y_pr1_g16", 12, (void*)i8y_pr1_g16, 16}, {"i8y_pr2_g16", 12, (void*)i8y_pr2_g16, 16},
+            {"i8y_pr3_g16", 12, (void*)i8y_pr3_g16, 16}, {"i8y_pr4_g16", 12, (void*)i8y_pr4_g16, 16},
+            {"i8y_pr7_g16", 12, (void*)i8y_pr7_g16, 16},
+            {"i8y_pr1_g32", 12, (void*)i8y_pr1_g32, 32}, {"i8y_pr2_g32", 12, (void*)i8y_pr2_g32, 32},
+            {"i8y_pr3_g32", 12, (void*)i8y_pr3_g32, 32}, {"i8y_pr4_g32", 12, (void*)i8y_pr4_g32, 32},
+            // s39 lab9: 16 warps per SM on the s body, with and without loads (i8y.cu)
+            {"i8y_s_g16b2", 12, (void*)i8y_s_g16b2, 16}, {"i8y_s_g16w16", 12, (void*)i8y_s_g16w16, 16, 0, 512},
+            {"i8y_s_g16w8", 12, (void*)i8y_s_g16w8, 16},
+            {"i8y_s_pr3_g16b2", 12, (void*)i8y_s_pr3_g16b2, 16},
+            {"i8y_s_pr3_g16w16", 12, (void*)i8y_s_pr3_g16w16, 16, 0, 512},
+            {"i8y_s_pr3_g16w8", 12, (void*)i8y_s_pr3_g16w8, 16},
+            // s39 lab10: the codes read tile-major, 512 contiguous bytes per warp load (i8y.cu, PR = 8)
+            {"i8y_pr8_g8", 12, (void*)i8y_pr8_g8, 8}, {"i8y_pr8_g16", 12, (void*)i8y_pr8_g16, 16},
+            {"i8y_pr8_g32", 12, (void*)i8y_pr8_g32, 32},
+            // ... and x's planes read group-major (PR = 16), both (24)
+            {"i8y_pr16_g16", 12, (void*)i8y_pr16_g16, 16}, {"i8y_pr24_g16", 12, (void*)i8y_pr24_g16, 16},
+            {"i8y_pr16_g32", 12, (void*)i8y_pr16_g32, 32}, {"i8y_pr24_g32", 12, (void*)i8y_pr24_g32, 32},
+            // s39 lab11: an empty product (PR = 32)
+            {"i8y_pr32_g16", 12, (void*)i8y_pr32_g16, 16},
         };
         if (getenv("LAB_I8_ONLY")) {  // e.g. LAB_I8_ONLY=mma_u4_g16,mma_i8_g16,i8q_g16s4
             std::string only = std::string(",") + getenv("LAB_I8_ONLY") + ",";
@@ -1187,9 +1207,30 @@ int main(int argc, char** argv) {
                 const std::string kn = kk.name;
                 const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0 ||
                                  kn.rfind("i8z", 0) == 0 || kn.rfind("i8w", 0) == 0;
-                mma_split_i8<<<(n * p.k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, planes, dq, n, p.k, 0, frag);
-                ((I8Fn)kk.f)<<<grid, nthr, kk.smem, st>>>(a.codes, a.d, b.codes, b.d, c.codes, c.d,
-                                                        (const uint4*)planes, dq, out, r[0], r[1], r[2], p.k, n);
+                // s39 lab11: LAB_I8_PDL=1 launches both as the runtime does (cuLaunchKernelEx with
+                // programmatic dependent launch); LAB_NO_SPLIT=1 leaves the split out (the product
+                // then reads the planes left by the last split: timing only).
+                static const bool i8_pdl = getenv("LAB_I8_PDL") != nullptr;
+                static const bool no_split = getenv("LAB_NO_SPLIT") != nullptr;
+                cudaLaunchAttribute attr[1];
+                attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                attr[0].val.programmaticStreamSerializationAllowed = 1;
+                cudaLaunchConfig_t cs = {};
+                cs.gridDim = dim3((n * p.k / 4 + 255) / 256);
+                cs.blockDim = dim3(256);
+                cs.stream = st;
+                cs.attrs = attr;
+                cs.numAttrs = i8_pdl ? 1 : 0;
+                if (!no_split)
+                    CK(cudaLaunchKernelEx(&cs, mma_split_i8, (const float4*)x, planes, dq, n, p.k, 0, frag));
+                cudaLaunchConfig_t cg = cs;
+                cg.gridDim = dim3(grid);
+                cg.blockDim = dim3(nthr);
+                cg.dynamicSmemBytes = kk.smem;
+                CK(cudaLaunchKernelEx(&cg, (I8Fn)kk.f, (const uint4*)a.codes, (const u16*)a.d,
+                                      (const uint4*)b.codes, (const u16*)b.d, (const uint4*)c.codes,
+                                      (const u16*)c.d, (const uint4*)planes, (const int2*)dq, out,
+                                      r[0], r[1], r[2], p.k, n));
             }
         };
         for (auto& kk : gk) {

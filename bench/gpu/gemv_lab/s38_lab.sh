@@ -20,8 +20,18 @@
 #   7: (s39, decision 158) the runtime at 8 warps for every row count against i8w.cu: one pipeline
 #      over a warp's (tile, group) items, 1 (d2) or 2 (d3) ahead across tile boundaries, and
 #      i8y_sp_g16 (s38's 12-warp runtime body); ncu with every stall reason on i8w_d2_g16.
+#   8: (s39) probes on the runtime's body at 8 warps (i8y.cu, PR: 1 no plane loads, 2 no code
+#      loads, 4 no mma; outputs meaningless) at 16 and 32 rows, with the runtime beside them.
+#   9: (s39) 16 warps per SM at 16 rows (2 blocks of 8, 1 of 16) on i8y.cu's s body within 128
+#      registers, against 8 warps, each also without loads (PR = 3).
+#  10: (s39) the runtime against i8y.cu's PR = 8 probe: the codes read tile-major, each warp load
+#      512 contiguous bytes (the same bytes in another order; outputs meaningless); PR = 16: x's
+#      planes read group-major likewise; 24: both.
+#  11: (s39) where the fixed cost of a product goes: the runtime's kernels and an empty product
+#      (i8y.cu, PR = 32) launched as in the runtime (LAB_I8_PDL=1: PDL for the split and the
+#      product), then again without the split (LAB_NO_SPLIT=1, timing only) and without PDL.
 # LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
-run=${1:?usage: s38_lab.sh RUN (1-7)}
+run=${1:?usage: s38_lab.sh RUN (1-11)}
 case $run in
 1) list=mma_u4_g8,mma_i8x_g8,i8p1_g8,i8p3_g8,mma_u4_g16,mma_i8x_g16,i8p1_g16,i8p3_g16,mma_i8_g32,mma_i8x_g32,i8p1_g32,i8p3_g32
    ncu=mma_i8x_g16 ;;
@@ -37,13 +47,28 @@ case $run in
 7) list=mma_u4_g8,mma_i8x_g8,i8w_d2_g8,i8w_d3_g8,mma_u4_g16,mma_i8x_g16,i8y_sp_g16,i8w_d2_g16,i8w_d3_g16,mma_i8_g32,mma_i8x_g32,i8w_d2_g32
    ncu=i8w_d2_g16
    stalls=',regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ;;
-*) echo "s38_lab.sh: no run $run (1-7)" >&2; exit 2 ;;
+8) list=mma_i8x_g16,i8y_pr1_g16,i8y_pr2_g16,i8y_pr3_g16,i8y_pr4_g16,i8y_pr7_g16,mma_i8x_g32,i8y_pr1_g32,i8y_pr2_g32,i8y_pr3_g32,i8y_pr4_g32
+   ncu= ;;
+9) list=mma_i8x_g16,i8y_s_g16w8,i8y_s_g16b2,i8y_s_g16w16,i8y_pr3_g16,i8y_s_pr3_g16w8,i8y_s_pr3_g16b2,i8y_s_pr3_g16w16
+   ncu= ;;
+10) list=mma_i8x_g8,i8y_pr8_g8,mma_i8x_g16,i8y_pr8_g16,i8y_pr16_g16,i8y_pr24_g16,mma_i8x_g32,i8y_pr8_g32,i8y_pr16_g32,i8y_pr24_g32
+   ncu= ;;
+11) list=mma_i8x_g8,mma_i8x_g16,mma_i8x_g32,i8y_pr32_g16
+   ncu= ;;
+*) echo "s38_lab.sh: no run $run (1-11)" >&2; exit 2 ;;
 esac
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu
 /usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=native -Xptxas -v -o /tmp/gemv_lab lab.cu -lcuda > $OUT/ptxas.txt 2>&1
 grep -E "error" $OUT/ptxas.txt | head
+if [ "$run" = 11 ]; then
+  for v in pdl pdl_nosplit plain plain_nosplit; do
+    env $([ "${v#pdl}" != "$v" ] && echo LAB_I8_PDL=1) $([ "${v%nosplit}" != "$v" ] && echo LAB_NO_SPLIT=1) \
+      LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=$list timeout 200 /tmp/gemv_lab 8 10 2>&1 | sed "s/\"kernel\":\"/\"variant\":\"$v\",\"kernel\":\"/" >> $OUT/lab.jsonl
+  done
+else
 LAB_NO_CHAIN=1 LAB_ONLY=mma_u4_w2 LAB_I8_ONLY=${LAB_I8_ONLY:-$list} timeout 300 /tmp/gemv_lab 8 10 > $OUT/lab.jsonl 2>&1
+fi
 grep -E '"rows"|i8_vs|hbm' $OUT/lab.jsonl | grep -v '"n":' | sed 's/.*"kernel":"\([^"]*\)","rows":\([0-9]*\),"what":"\([^"]*\)","us":\([0-9.]*\).*/\1 \2 \3 \4/; s/.*"kernel":"\([^"]*\)","ref":"\([^"]*\)","rows":\([0-9]*\).*"rel":\([0-9.e+-]*\).*/check \1 vs \2 rows \3 rel \4/'
 if [ -z "${LAB_NO_NCU:-}" ]; then
 for kn in ${LAB_NCU:-$ncu}; do
