@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <algorithm>
 #include <vector>
@@ -27,6 +28,8 @@
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
 #include "i8w.cu"  // s39: ... with one pipeline over the warp's (tile, group) items
+#include "../../../crates/crunch-runtime/src/cuda/kernels.cu"  // s39 lab12: rms_norm, silu_mul
+#include "fuse.cu"  // s39 lab12: producers that write the int8 planes themselves
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1294,6 +1297,135 @@ int main(int argc, char** argv) {
                 }
                 printf("{\"what\":\"i8_vs_bf16\",\"kernel\":\"%s\",\"ref\":\"%s\",\"rows\":%d,\"max_abs_diff\":%g,\"max_abs_ref\":%g,\"rel\":%g}\n",
                        gk[gj].name, gk[gi].name, gk[gi].n, md, mr, md / mr);
+            }
+        }
+        // ---- s39 lab12: a block as crunch runs it at 5–32 rows, with the producers: rms_norm
+        // before q+k+v and gate+up, silu_mul before down (o keeps its split: its producer is
+        // attention). "split": producer, then mma_split_i8 and the product (both with PDL, as
+        // the runtime); "fused": fuse.cu's producer writes the planes, then the product (PDL).
+        // Producers launch plainly, as the runtime's. µs per block; then the planes, outputs
+        // and products of both compared bit for bit.
+        if (getenv("LAB_FUSE")) {
+            float *wn, *xn, *gt, *upb, *act;
+            CK(cudaMalloc(&wn, 14336 * 4));
+            CK(cudaMalloc(&xn, 32 * 14336 * 4));
+            CK(cudaMalloc(&gt, 32 * 14336 * 4));
+            CK(cudaMalloc(&upb, 32 * 14336 * 4));
+            CK(cudaMalloc(&act, 32 * 14336 * 4));
+            {
+                std::vector<float> h(32 * 14336);
+                for (size_t i = 0; i < h.size(); i++) h[i] = ((i * 2246822519u) % 4001) / 1000.0f - 2.0f;
+                CK(cudaMemcpy(gt, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+                for (size_t i = 0; i < h.size(); i++) h[i] = ((i * 3266489917u) % 2001) / 1000.0f - 1.0f;
+                CK(cudaMemcpy(upb, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+                for (size_t i = 0; i < 14336; i++) h[i] = 0.5f + (i % 7) * 0.1f;
+                CK(cudaMemcpy(wn, h.data(), 14336 * 4, cudaMemcpyHostToDevice));
+            }
+            cudaLaunchAttribute attr[1];
+            attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+            attr[0].val.programmaticStreamSerializationAllowed = 1;
+            // One product: its producer (pi 0 and 2: rms_norm of x; 3: silu_mul of gate, up;
+            // 1: none) and, unless fused, the split; then the product. Returns the product's x.
+            auto step = [&](const G& kk, const Product& p, int pi, bool fused, float* out) {
+                const int n = kk.n, k = p.k;
+                const float* px = x;
+                cudaLaunchConfig_t c = {};
+                c.stream = st;
+                c.attrs = attr;
+                c.numAttrs = 1;
+                if (pi == 0 || pi == 2) {
+                    if (fused)
+                        lab_rms_norm_split<<<n, 256, 0, st>>>(x, wn, xn, k, 1e-5f, planes, dq, 0, 1);
+                    else
+                        rms_norm<<<n, 256, 0, st>>>(x, wn, xn, k, 1e-5f);
+                    px = xn;
+                } else if (pi == 3) {
+                    const long long ne = (long long)n * k;
+                    if (fused)
+                        lab_silu_mul_split<<<(unsigned)((ne / 4 + 255) / 256), 256, 0, st>>>(
+                            (const float4*)gt, (const float4*)upb, (float4*)act, n, k, planes, dq, 0, 1);
+                    else
+                        silu_mul<<<(unsigned)((ne + 255) / 256), 256, 0, st>>>(gt, upb, act, ne);
+                    px = act;
+                }
+                if (!(fused && pi != 1)) {
+                    c.gridDim = dim3((n * k / 4 + 255) / 256);
+                    c.blockDim = dim3(256);
+                    CK(cudaLaunchKernelEx(&c, mma_split_i8, (const float4*)px, planes, dq, n, k, 0, 1));
+                }
+                int per_sm = 0;
+                const int nthr = kk.threads ? kk.threads : 256;
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, nthr, kk.smem));
+                int r[3] = {0, 0, 0}, tiles = 0;
+                for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 31) / 32;
+                const Mat& a = p.mats[0];
+                const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+                const Mat& cm = p.mats.size() > 2 ? p.mats[2] : a;
+                c.gridDim = dim3(std::min(tiles, std::max(per_sm, 1) * sms));
+                c.blockDim = dim3(nthr);
+                c.dynamicSmemBytes = kk.smem;
+                CK(cudaLaunchKernelEx(&c, (I8Fn)kk.f, (const uint4*)a.codes, (const u16*)a.d,
+                                      (const uint4*)b.codes, (const u16*)b.d, (const uint4*)cm.codes,
+                                      (const u16*)cm.d, (const uint4*)planes, (const int2*)dq, out,
+                                      r[0], r[1], r[2], k, n));
+                return px;
+            };
+            for (auto& kk : gk) {
+                if (std::string(kk.name).rfind("mma_i8x", 0) != 0) continue;
+                for (int fused = 0; fused < 2; fused++) {
+                    auto run = [&](int which) {
+                        float best = 1e30f;
+                        for (int rep = 0; rep < repeats + 1; rep++) {
+                            spin<<<1, 1, 0, st>>>(20000000);
+                            CK(cudaEventRecord(e0, st));
+                            for (int l = 0; l < layers; l++)
+                                for (int pi = 0; pi < 4; pi++)
+                                    if (which < 0 || pi == which) step(kk, blocks[l][pi], pi, fused, y);
+                            CK(cudaEventRecord(e1, st));
+                            CK(cudaEventSynchronize(e1));
+                            float ms;
+                            CK(cudaEventElapsedTime(&ms, e0, e1));
+                            if (rep > 0 && ms < best) best = ms;
+                        }
+                        return best / layers;
+                    };
+                    const char* v = fused ? "fused" : "split";
+                    printf("{\"what\":\"fuse_block\",\"variant\":\"%s\",\"kernel\":\"%s\",\"rows\":%d,\"us\":%.2f}\n",
+                           v, kk.name, kk.n, run(-1) * 1e3);
+                    for (int pi = 0; pi < 4; pi++)
+                        printf("{\"what\":\"fuse_product\",\"variant\":\"%s\",\"kernel\":\"%s\",\"rows\":%d,\"product\":\"%s\",\"us\":%.2f}\n",
+                               v, kk.name, kk.n, blocks[0][pi].name, run(pi) * 1e3);
+                    fflush(stdout);
+                }
+                // Bit for bit: each product's x, planes, (dx, 8·Σq) and output, split against fused.
+                for (int pi : {0, 3}) {
+                    const Product& p = blocks[0][pi];
+                    const int n = kk.n, ng = p.k / 128;
+                    int rows = 0;
+                    for (auto& m : p.mats) rows += m.rows;
+                    std::vector<char> pl[2], qd[2];
+                    std::vector<float> xs[2], ys[2];
+                    for (int fused = 0; fused < 2; fused++) {
+                        CK(cudaMemsetAsync(planes, 0, (size_t)n * p.k, st));
+                        CK(cudaMemsetAsync(dq, 0, (size_t)n * ng * 8, st));
+                        const float* px = step(kk, p, pi, fused, y);
+                        CK(cudaStreamSynchronize(st));
+                        pl[fused].resize((size_t)n * p.k);
+                        qd[fused].resize((size_t)n * ng * 8);
+                        xs[fused].resize((size_t)n * p.k);
+                        ys[fused].resize((size_t)n * rows);
+                        CK(cudaMemcpy(pl[fused].data(), planes, pl[fused].size(), cudaMemcpyDeviceToHost));
+                        CK(cudaMemcpy(qd[fused].data(), dq, qd[fused].size(), cudaMemcpyDeviceToHost));
+                        CK(cudaMemcpy(xs[fused].data(), px, xs[fused].size() * 4, cudaMemcpyDeviceToHost));
+                        CK(cudaMemcpy(ys[fused].data(), y, ys[fused].size() * 4, cudaMemcpyDeviceToHost));
+                    }
+                    const bool same = pl[0] == pl[1] && qd[0] == qd[1] &&
+                                      memcmp(xs[0].data(), xs[1].data(), xs[0].size() * 4) == 0 &&
+                                      memcmp(ys[0].data(), ys[1].data(), ys[0].size() * 4) == 0;
+                    printf("{\"what\":\"fuse_check\",\"kernel\":\"%s\",\"rows\":%d,\"product\":\"%s\",\"bit_identical\":%s}\n",
+                           kk.name, kk.n, p.name, same ? "true" : "false");
+                }
+                fflush(stdout);
             }
         }
         fflush(stdout);

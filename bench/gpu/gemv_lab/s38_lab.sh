@@ -30,8 +30,11 @@
 #  11: (s39) where the fixed cost of a product goes: the runtime's kernels and an empty product
 #      (i8y.cu, PR = 32) launched as in the runtime (LAB_I8_PDL=1: PDL for the split and the
 #      product), then again without the split (LAB_NO_SPLIT=1, timing only) and without PDL.
+#  12: (s39) a block with its producers (rms_norm, silu_mul) at 8 / 16 / 32 rows: producer, split
+#      and product as the runtime runs them, against fuse.cu's producers that write the planes
+#      (no split launch); bit-identity of x, planes and outputs (LAB_FUSE=1).
 # LAB_I8_ONLY overrides the run's kernel list, LAB_NCU its ncu kernels.
-run=${1:?usage: s38_lab.sh RUN (1-11)}
+run=${1:?usage: s38_lab.sh RUN (1-12)}
 case $run in
 1) list=mma_u4_g8,mma_i8x_g8,i8p1_g8,i8p3_g8,mma_u4_g16,mma_i8x_g16,i8p1_g16,i8p3_g16,mma_i8_g32,mma_i8x_g32,i8p1_g32,i8p3_g32
    ncu=mma_i8x_g16 ;;
@@ -55,7 +58,10 @@ case $run in
    ncu= ;;
 11) list=mma_i8x_g8,mma_i8x_g16,mma_i8x_g32,i8y_pr32_g16
    ncu= ;;
-*) echo "s38_lab.sh: no run $run (1-11)" >&2; exit 2 ;;
+12) list=mma_i8x_g8,mma_i8x_g16,mma_i8x_g32
+   export LAB_FUSE=1
+   ncu= ;;
+*) echo "s38_lab.sh: no run $run (1-12)" >&2; exit 2 ;;
 esac
 cd bench/gpu/gemv_lab
 sed 's/^#if __CUDA_ARCH__ >= 800$/#if 1/' ../../../crates/crunch-runtime/src/cuda/packed/mma.cu > mma_lab.cu

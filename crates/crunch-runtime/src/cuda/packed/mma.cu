@@ -740,22 +740,14 @@ __device__ __forceinline__ void mma_i8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 
 // 2, 3, plane a word 8t + j, plane b word 8t + j, plane a word 8t + 4 + j, plane b word 8t + 4
 // + j (the same bytes, placed; s38 measured 16t + 4j + q, which spreads a quad's loads over two
 // 128-byte lines, 5–15% slower than the unordered planes).
-extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __restrict__ planes,
-                                        int2* __restrict__ dq, int n, int k, int bf16,
-                                        int frag) {
-#if __CUDA_ARCH__ >= 900
-    // With the programmatic-serialization attribute (the `cc+pdl` variant): let the product
-    // kernel after this one start and request its codes, and wait for the kernel before this
-    // one (which wrote x) before reading x or writing the planes. Without it, both do nothing.
-    asm volatile("griddepcontrol.launch_dependents;");
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-    const int K4 = k >> 2, G = k >> 7;
-    const long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (idx >= (long long)n * K4) return;  // whole warps (K4 is a multiple of 32)
-    const int j = (int)(idx / K4), i = (int)(idx % K4), grp = i >> 5, l = i & 31;
+// Lane l's part of mma_split_i8 for row j's group grp (the warp holds the whole group, lane l
+// elements 4l..4l+3 in v): quantizes the group and stores its planes and (dx, 8·Σq). A kernel
+// that computes x itself can call it on its own values instead of a split launch (s39's lab12).
+__device__ __forceinline__ void split_group4(float4 v, int bf16, u32* __restrict__ planes,
+                                             int2* __restrict__ dq, int j, int grp, int G, int l,
+                                             int frag) {
     float amax;
-    const float4 f = act_read4(x[idx], bf16, &amax);  // packed.cu, as cc.cu's cc_stage
+    const float4 f = act_read4(v, bf16, &amax);  // packed.cu, as cc.cu's cc_stage
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     float inv;
@@ -774,6 +766,23 @@ extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __res
         at[32 + l] = pb;
     }
     if (l == 0) dq[(size_t)j * G + grp] = make_int2(__float_as_int(d), 8 * s);
+}
+
+extern "C" __global__ void mma_split_i8(const float4* __restrict__ x, u32* __restrict__ planes,
+                                        int2* __restrict__ dq, int n, int k, int bf16,
+                                        int frag) {
+#if __CUDA_ARCH__ >= 900
+    // With the programmatic-serialization attribute (the `cc+pdl` variant): let the product
+    // kernel after this one start and request its codes, and wait for the kernel before this
+    // one (which wrote x) before reading x or writing the planes. Without it, both do nothing.
+    asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    const int K4 = k >> 2, G = k >> 7;
+    const long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * K4) return;  // whole warps (K4 is a multiple of 32)
+    const int j = (int)(idx / K4), i = (int)(idx % K4);
+    split_group4(x[idx], bf16, planes, dq, j, i >> 5, G, i & 31, frag);
 }
 
 // One group for NT n-tiles, added to yv[nt][e] (weight row g + 8e of the tile, activation row
