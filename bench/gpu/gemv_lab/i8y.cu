@@ -291,14 +291,7 @@ I8Y_PROBE_WB(i8y_s_g16w8, 2, 8, 1, false, 0)
 I8Y_PROBE_WB(i8y_s_pr3_g16b2, 2, 8, 2, false, 3)
 I8Y_PROBE_WB(i8y_s_pr3_g16w16, 2, 16, 1, false, 3)
 I8Y_PROBE_WB(i8y_s_pr3_g16w8, 2, 8, 1, false, 3)
-#define I8Y_PROBE(name, NA, PR)                                                                 \
-    extern "C" __global__ void __launch_bounds__(256, 1)                                        \
-        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
-             const u16* d2, const uint4* planes, const int2* dq, float* y, int r0, int r1,      \
-             int r2, int k, int n) {                                                            \
-        i8y_body<NA, 8, true, false, PR>(c0, d0, c1, d1, c2, d2, planes, dq, y, r0, r1, r2, k,  \
-                                         n);                                                    \
-    }
+#define I8Y_PROBE(name, NA, PR) I8Y_PROBE_WB(name, NA, 8, 1, true, PR)
 I8Y_PROBE(i8y_pr1_g16, 2, 1)
 I8Y_PROBE(i8y_pr2_g16, 2, 2)
 I8Y_PROBE(i8y_pr3_g16, 2, 3)

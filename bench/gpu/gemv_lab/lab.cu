@@ -27,7 +27,6 @@
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
-#include "i8w.cu"  // s39: ... with one pipeline over the warp's (tile, group) items
 #include "../../../crates/crunch-runtime/src/cuda/kernels.cu"  // s39 lab12: rms_norm, silu_mul
 #include "fuse.cu"  // s39 lab12: producers that write the int8 planes themselves
 
@@ -1075,6 +1074,24 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&dq, 32 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
+        // ms per block: the best of `repeats` timed passes (after one untimed) over the layers'
+        // blocks, each launched by one(l, pi); product pi only when which ≥ 0.
+        auto time_blocks = [&](int which, auto&& one) {
+            float best = 1e30f;
+            for (int rep = 0; rep < repeats + 1; rep++) {
+                spin<<<1, 1, 0, st>>>(20000000);
+                CK(cudaEventRecord(e0, st));
+                for (int l = 0; l < layers; l++)
+                    for (int pi = 0; pi < 4; pi++)
+                        if (which < 0 || pi == which) one(l, pi);
+                CK(cudaEventRecord(e1, st));
+                CK(cudaEventSynchronize(e1));
+                float ms;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (rep > 0 && ms < best) best = ms;
+            }
+            return best / layers;
+        };
         struct G { const char* name; int kind; void* f; int n; int smem; int threads; };
         // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
         // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
@@ -1152,10 +1169,7 @@ int main(int argc, char** argv) {
             {"i8z_g8", 12, (void*)i8z_g8, 8}, {"i8z_g8w12", 12, (void*)i8z_g8w12, 8, 0, 384},
             {"i8z_g16", 12, (void*)i8z_g16, 16, 0, 384}, {"i8z_g16w8", 12, (void*)i8z_g16w8, 16},
             {"i8z_g32", 12, (void*)i8z_g32, 32},
-            // s39: one pipeline over a warp's (tile, group) items, 1 or 2 ahead (i8w.cu)
-            {"i8w_d2_g8", 12, (void*)i8w_d2_g8, 8}, {"i8w_d3_g8", 12, (void*)i8w_d3_g8, 8},
-            {"i8w_d2_g16", 12, (void*)i8w_d2_g16, 16}, {"i8w_d3_g16", 12, (void*)i8w_d3_g16, 16},
-            {"i8w_d2_g32", 12, (void*)i8w_d2_g32, 32},
+            // (s39 lab7's i8w.cu candidates, not kept: commit ac1fb19)
             // s39 lab8: probes on the runtime's body (i8y.cu, PR: 1 no planes, 2 no codes, 4 no mma)
             {"i8y_pr1_g16", 12, (void*)i8y_pr1_g16, 16}, {"i8y_pr2_g16", 12, (void*)i8y_pr2_g16, 16},
             {"i8y_pr3_g16", 12, (void*)i8y_pr3_g16, 16}, {"i8y_pr4_g16", 12, (void*)i8y_pr4_g16, 16},
@@ -1209,7 +1223,7 @@ int main(int argc, char** argv) {
                 // s38: the runtime's mma_i8x_g* (and i8f.cu's) read planes in the mma's fragment order
                 const std::string kn = kk.name;
                 const int frag = kn.rfind("mma_i8x", 0) == 0 || kn.rfind("i8f", 0) == 0 || kn.rfind("i8y", 0) == 0 ||
-                                 kn.rfind("i8z", 0) == 0 || kn.rfind("i8w", 0) == 0;
+                                 kn.rfind("i8z", 0) == 0;
                 // s39 lab11: LAB_I8_PDL=1 launches both as the runtime does (cuLaunchKernelEx with
                 // programmatic dependent launch); LAB_NO_SPLIT=1 leaves the split out (the product
                 // then reads the planes left by the last split: timing only).
@@ -1238,22 +1252,7 @@ int main(int argc, char** argv) {
         };
         for (auto& kk : gk) {
             auto run = [&](int which) {
-                float best = 1e30f;
-                for (int rep = 0; rep < repeats + 1; rep++) {
-                    spin<<<1, 1, 0, st>>>(20000000);
-                    CK(cudaEventRecord(e0, st));
-                    for (int l = 0; l < layers; l++)
-                        for (int pi = 0; pi < 4; pi++) {
-                            if (which >= 0 && pi != which) continue;
-                            launch_g(kk, blocks[l][pi], y);
-                        }
-                    CK(cudaEventRecord(e1, st));
-                    CK(cudaEventSynchronize(e1));
-                    float ms;
-                    CK(cudaEventElapsedTime(&ms, e0, e1));
-                    if (rep > 0 && ms < best) best = ms;
-                }
-                return best / layers;
+                return time_blocks(which, [&](int l, int pi) { launch_g(kk, blocks[l][pi], y); });
             };
             float layer_ms = run(-1);
             printf("{\"kernel\":\"%s\",\"rows\":%d,\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"step_ms\":%.3f,\"tokens_per_s\":%.0f}\n",
@@ -1374,20 +1373,7 @@ int main(int argc, char** argv) {
                 if (std::string(kk.name).rfind("mma_i8x", 0) != 0) continue;
                 for (int fused = 0; fused < 2; fused++) {
                     auto run = [&](int which) {
-                        float best = 1e30f;
-                        for (int rep = 0; rep < repeats + 1; rep++) {
-                            spin<<<1, 1, 0, st>>>(20000000);
-                            CK(cudaEventRecord(e0, st));
-                            for (int l = 0; l < layers; l++)
-                                for (int pi = 0; pi < 4; pi++)
-                                    if (which < 0 || pi == which) step(kk, blocks[l][pi], pi, fused, y);
-                            CK(cudaEventRecord(e1, st));
-                            CK(cudaEventSynchronize(e1));
-                            float ms;
-                            CK(cudaEventElapsedTime(&ms, e0, e1));
-                            if (rep > 0 && ms < best) best = ms;
-                        }
-                        return best / layers;
+                        return time_blocks(which, [&](int l, int pi) { step(kk, blocks[l][pi], pi, fused, y); });
                     };
                     const char* v = fused ? "fused" : "split";
                     printf("{\"what\":\"fuse_block\",\"variant\":\"%s\",\"kernel\":\"%s\",\"rows\":%d,\"us\":%.2f}\n",

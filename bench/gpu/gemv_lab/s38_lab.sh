@@ -20,6 +20,7 @@
 #   7: (s39, decision 158) the runtime at 8 warps for every row count against i8w.cu: one pipeline
 #      over a warp's (tile, group) items, 1 (d2) or 2 (d3) ahead across tile boundaries, and
 #      i8y_sp_g16 (s38's 12-warp runtime body); ncu with every stall reason on i8w_d2_g16.
+#      i8w.cu is not kept (commit ac1fb19 has it and its lab.cu entries): run 7 needs that commit.
 #   8: (s39) probes on the runtime's body at 8 warps (i8y.cu, PR: 1 no plane loads, 2 no code
 #      loads, 4 no mma; outputs meaningless) at 16 and 32 rows, with the runtime beside them.
 #   9: (s39) 16 warps per SM at 16 rows (2 blocks of 8, 1 of 16) on i8y.cu's s body within 128
