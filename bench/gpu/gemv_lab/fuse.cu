@@ -1,7 +1,7 @@
 // s39 lab12 (issue 17, decision 158): the producers of the int8 rows kernels' activations write
 // their planes themselves, so a product at 5–32 rows needs no split launch (mma_split_i8). Lab 11
 // measured the split at 10–12% of the swapped kernels' time under PDL.
-//   lab_rms_norm_split: kernels.cu's rms_norm (the same sum loop, the same expression per
+//   lab_rms_norm_split: kernels.cu's rms_norm (its rms_inv, the same expression per
 //     element), then per group of 128 a warp (lane l: elements 4l..4l+3) stores the output and
 //     its planes with split_group4, as mma_split_i8 would from that output. cols % 128 == 0.
 //   lab_silu_mul_split: kernels.cu's silu_mul, a thread per 4 elements, the same.
@@ -18,10 +18,7 @@ extern "C" __global__ void lab_rms_norm_split(const float* x, const float* w, fl
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* o = out + (size_t)blockIdx.x * cols;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
-    s = block_sum(s, red);
-    const float inv = 1.0f / sqrtf(s / (float)cols + eps);
+    const float inv = rms_inv(xr, cols, eps, red);  // kernels.cu, rms_norm's
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = cols >> 7;
     for (int grp = warp; grp < G; grp += blockDim.x >> 5) {
         const int i = grp * 128 + 4 * lane;

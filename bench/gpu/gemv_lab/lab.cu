@@ -1061,6 +1061,24 @@ int main(int argc, char** argv) {
             fflush(stdout);
         }
     }
+    // ms per block: the best of `repeats` timed passes (after one untimed) over the layers'
+    // blocks, each launched by one(l, pi); product pi only when which ≥ 0.
+    auto time_blocks = [&](int which, auto&& one) {
+        float best = 1e30f;
+        for (int rep = 0; rep < repeats + 1; rep++) {
+            spin<<<1, 1, 0, st>>>(20000000);
+            CK(cudaEventRecord(e0, st));
+            for (int l = 0; l < layers; l++)
+                for (int pi = 0; pi < 4; pi++)
+                    if (which < 0 || pi == which) one(l, pi);
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            if (rep > 0 && ms < best) best = ms;
+        }
+        return best / layers;
+    };
     // ---- s36: 4–16 rows, the grouped bf16 kernels (decision 144) against the int8 ones (decision 155),
     // each with its own activation split per product (as the runtime runs them).
     if (!getenv("LAB_NO_I8")) {
@@ -1074,24 +1092,6 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&dq, 32 * 112 * 8));
         typedef void (*I8Fn)(const uint4*, const u16*, const uint4*, const u16*, const uint4*,
                              const u16*, const uint4*, const int2*, float*, int, int, int, int, int);
-        // ms per block: the best of `repeats` timed passes (after one untimed) over the layers'
-        // blocks, each launched by one(l, pi); product pi only when which ≥ 0.
-        auto time_blocks = [&](int which, auto&& one) {
-            float best = 1e30f;
-            for (int rep = 0; rep < repeats + 1; rep++) {
-                spin<<<1, 1, 0, st>>>(20000000);
-                CK(cudaEventRecord(e0, st));
-                for (int l = 0; l < layers; l++)
-                    for (int pi = 0; pi < 4; pi++)
-                        if (which < 0 || pi == which) one(l, pi);
-                CK(cudaEventRecord(e1, st));
-                CK(cudaEventSynchronize(e1));
-                float ms;
-                CK(cudaEventElapsedTime(&ms, e0, e1));
-                if (rep > 0 && ms < best) best = ms;
-            }
-            return best / layers;
-        };
         struct G { const char* name; int kind; void* f; int n; int smem; int threads; };
         // The int8 kernels are packed/mma.cu's (decision 155); s36's candidates, with the
         // 2-groups-per-buffer 16-row variant, are lab3's i8.cu (commit 451ef46).
@@ -1433,43 +1433,30 @@ int main(int argc, char** argv) {
                     mma_split_acts<<<(n * k / 4 + 255) / 256, 256, 0, st>>>((const float4*)x, frag, gs, n, k, 0);
                 };
                 auto run = [&](int which) {
-                    float best = 1e30f;
-                    for (int rep = 0; rep < repeats + 1; rep++) {
-                        spin<<<1, 1, 0, st>>>(20000000);
-                        CK(cudaEventRecord(e0, st));
-                        for (int l = 0; l < layers; l++)
-                            for (int pi = 0; pi < 4; pi++) {
-                                if (which >= 0 && pi != which) continue;
-                                const Product& p = blocks[l][pi];
-                                int per_sm = 0;
-                                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, 0));
-                                per_sm = std::max(per_sm, 1);
-                                if (kk.kind == 0) {
-                                    for (auto& m : p.mats) {
-                                        split(p.k);
-                                        int items = (m.rows + 15) / 16;
-                                        ((GemmFn)kk.f)<<<std::min(items, per_sm * sms), 256, 0, st>>>(
-                                            m.codes, m.d, m.d, frag, gs, y, m.rows, p.k, n);
-                                    }
-                                } else {
-                                    split(p.k);
-                                    int r[3] = {0, 0, 0}, tiles = 0;
-                                    for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
-                                    const Mat& a = p.mats[0];
-                                    const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
-                                    const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
-                                    ((GWideFn)kk.f)<<<std::min(tiles, per_sm * sms), 256, 0, st>>>(
-                                        a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d, frag, gs, y,
-                                        r[0], r[1], r[2], p.k, n);
-                                }
+                    return time_blocks(which, [&](int l, int pi) {
+                        const Product& p = blocks[l][pi];
+                        int per_sm = 0;
+                        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kk.f, 256, 0));
+                        per_sm = std::max(per_sm, 1);
+                        if (kk.kind == 0) {
+                            for (auto& m : p.mats) {
+                                split(p.k);
+                                int items = (m.rows + 15) / 16;
+                                ((GemmFn)kk.f)<<<std::min(items, per_sm * sms), 256, 0, st>>>(
+                                    m.codes, m.d, m.d, frag, gs, y, m.rows, p.k, n);
                             }
-                        CK(cudaEventRecord(e1, st));
-                        CK(cudaEventSynchronize(e1));
-                        float ms;
-                        CK(cudaEventElapsedTime(&ms, e0, e1));
-                        if (rep > 0 && ms < best) best = ms;
-                    }
-                    return best / layers;
+                        } else {
+                            split(p.k);
+                            int r[3] = {0, 0, 0}, tiles = 0;
+                            for (size_t j = 0; j < p.mats.size(); j++) r[j] = p.mats[j].rows, tiles += (r[j] + 15) / 16;
+                            const Mat& a = p.mats[0];
+                            const Mat& b = p.mats.size() > 1 ? p.mats[1] : a;
+                            const Mat& c = p.mats.size() > 2 ? p.mats[2] : a;
+                            ((GWideFn)kk.f)<<<std::min(tiles, per_sm * sms), 256, 0, st>>>(
+                                a.codes, a.d, a.d, b.codes, b.d, b.d, c.codes, c.d, c.d, frag, gs, y,
+                                r[0], r[1], r[2], p.k, n);
+                        }
+                    });
                 };
                 float layer_ms = run(-1);
                 printf("{\"kernel\":\"%s\",\"n\":%d,\"what\":\"block\",\"us\":%.2f,\"gb_per_s\":%.0f,\"token_ms\":%.3f,\"tokens_per_s\":%.0f}\n",

@@ -92,16 +92,22 @@ extern "C" __global__ void columns(const float* x, float* out, int cols, int sta
     for (int i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
 }
 
+// 1 / sqrt(mean(x²) + eps) of the row xr, in every thread of the block: rms_norm's sum, in its
+// order, for a kernel that must normalise bit for bit as it does (s39's lab, fuse.cu).
+__device__ float rms_inv(const float* xr, int cols, float eps, float* red) {
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
+    s = block_sum(s, red);
+    return 1.0f / sqrtf(s / (float)cols + eps);
+}
+
 // One block per row: out = x / sqrt(mean(x²) + eps) * w.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, int cols,
                                     float eps) {
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* o = out + (size_t)blockIdx.x * cols;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
-    s = block_sum(s, red);
-    float inv = 1.0f / sqrtf(s / (float)cols + eps);
+    const float inv = rms_inv(xr, cols, eps, red);
     for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
 }
 
