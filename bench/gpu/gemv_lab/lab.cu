@@ -27,8 +27,9 @@
 #include "i8p.cu"  // s38: the runtime's swapped kernel with L2 bulk prefetch of the next tile
 #include "i8f.cu"  // s38: the swapped kernel on planes in the mma's fragment order
 #include "i8y.cu"  // s38: ... with scales by shuffle and the planes a group ahead
+#include "../../../crates/crunch-runtime/src/cuda/reduce.cu"
 #include "../../../crates/crunch-runtime/src/cuda/kernels.cu"  // s39 lab12: rms_norm, silu_mul
-#include "fuse.cu"  // s39 lab12: producers that write the int8 planes themselves
+#include "../../../crates/crunch-runtime/src/cuda/packed/feed.cu"  // s39 lab12, in the runtime since s40: producers that write the int8 planes
 
 // ---- candidate: mma_gemv_wide with programmatic dependent launch (sm_90): the first codes
 // are requested, then `griddepcontrol.wait` holds the block until the previous grid has ended
@@ -1334,14 +1335,14 @@ int main(int argc, char** argv) {
                 c.numAttrs = 1;
                 if (pi == 0 || pi == 2) {
                     if (fused)
-                        lab_rms_norm_split<<<n, 256, 0, st>>>(x, wn, xn, k, 1e-5f, planes, dq, 0, 1);
+                        feed_rms_norm<<<n, 256, 0, st>>>(x, wn, xn, k, 1e-5f, planes, dq, 0, 1);
                     else
                         rms_norm<<<n, 256, 0, st>>>(x, wn, xn, k, 1e-5f);
                     px = xn;
                 } else if (pi == 3) {
                     const long long ne = (long long)n * k;
                     if (fused)
-                        lab_silu_mul_split<<<(unsigned)((ne / 4 + 255) / 256), 256, 0, st>>>(
+                        feed_silu_mul<<<(unsigned)((ne / 4 + 255) / 256), 256, 0, st>>>(
                             (const float4*)gt, (const float4*)upb, (float4*)act, n, k, planes, dq, 0, 1);
                     else
                         silu_mul<<<(unsigned)((ne + 255) / 256), 256, 0, st>>>(gt, upb, act, ne);

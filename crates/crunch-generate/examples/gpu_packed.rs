@@ -425,7 +425,11 @@ fn check(args: &Args) -> Result<()> {
     // → silu_mul → down → add, 4 blocks — on the GPU with every one-row variant against the
     // same stack on the host (the CPU packed kernel: the same activation quantization); 1, 3
     // and 16 rows (decision 155: under `cc+pdl` the 2–16-row split and product are PDL
-    // launches between the non-PDL norm, silu_mul and add).
+    // launches between the non-PDL norm, silu_mul and add). The norm and silu_mul are told
+    // which products read them (`rms_norm_for`, `silu_mul_for`), so with the `cc` variants at
+    // 2–32 rows they write the int8 planes and the products skip their split (decision 159):
+    // "feed" then holds the stack bit for bit to the same stack without that (`rms_norm`,
+    // `silu_mul`, a split per product), at 2–32 rows, f32 and bf16 activations.
     {
         let (h, inter, blocks) = (1024usize, 2048usize, 4usize);
         let mut seed = 7000u64;
@@ -442,6 +446,7 @@ fn check(args: &Args) -> Result<()> {
             stack: &[[PackedMatrix; 3]],
             norm: &[f32],
             x0: &[f32],
+            feed: bool,
         ) -> Result<Vec<f32>> {
             let h = norm.len();
             let nw = b.upload(norm.to_vec(), &[h])?;
@@ -451,9 +456,18 @@ fn check(args: &Args) -> Result<()> {
                     .iter()
                     .map(|m| b.upload_packed(m.clone()))
                     .collect::<Result<_, _>>()?;
-                let n = b.rms_norm(&x, &nw, 1e-5)?;
+                let (n, a);
+                if feed {
+                    n = b.rms_norm_for(&x, &nw, 1e-5, &[&w[0], &w[1]])?;
+                } else {
+                    n = b.rms_norm(&x, &nw, 1e-5)?;
+                }
                 let gu = b.linears(&n, &[&w[0], &w[1]])?;
-                let a = b.silu_mul(&gu[0], &gu[1])?;
+                if feed {
+                    a = b.silu_mul_for(&gu[0], &gu[1], &[&w[2]])?;
+                } else {
+                    a = b.silu_mul(&gu[0], &gu[1])?;
+                }
                 let d = b.linear(&a, &w[2], None)?;
                 x = b.add(&x, &d)?;
             }
@@ -464,13 +478,49 @@ fn check(args: &Args) -> Result<()> {
                 let mut rng = Rng(99);
                 (0..n * h).map(|_| rng.unit()).collect()
             };
-            let want = run(&Host, &stack, &norm, &x0)?;
+            let want = run(&Host, &stack, &norm, &x0, true)?;
             for g in Gemv::ALL {
                 let gpu = f32_gpu.clone().with_gemv(g);
-                let got = run(&gpu, &stack, &norm, &x0)?;
+                let got = run(&gpu, &stack, &norm, &x0, true)?;
                 let rec = json!({"check": "dependent_chain", "hidden": h, "intermediate": inter,
                     "blocks": blocks, "n": n, "kernels": format!("gemv_{}", g.name())});
                 report(rec, rel_diff(&got, &want));
+            }
+        }
+        for n in [2usize, 3, 4, 5, 8, 9, 16, 17, 32] {
+            let mut rng = Rng(500 + n as u64);
+            let x0: Vec<f32> = (0..n * h).map(|_| rng.unit()).collect();
+            for g in Gemv::ALL
+                .into_iter()
+                .filter(|g| matches!(g, Gemv::Cc { .. }))
+            {
+                for (base, acts) in [(&f32_gpu, "f32"), (&bf16_gpu, "bf16")] {
+                    let gpu = base.clone().with_gemv(g);
+                    // That the producer did write planes (else "feed" would compare the
+                    // split with itself).
+                    let (w0, w1) = (
+                        gpu.upload_packed(stack[0][0].clone())?,
+                        gpu.upload_packed(stack[0][1].clone())?,
+                    );
+                    let normed = gpu.rms_norm_for(
+                        &gpu.upload(x0.clone(), &[n, h])?,
+                        &gpu.upload(norm.clone(), &[h])?,
+                        1e-5,
+                        &[&w0, &w1],
+                    )?;
+                    let planes = normed.carries_int8_planes();
+                    let fed = run(&gpu, &stack, &norm, &x0, true)?;
+                    let split = run(&gpu, &stack, &norm, &x0, false)?;
+                    let differ = fed
+                        .iter()
+                        .zip(&split)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    let rec = json!({"check": "feed", "hidden": h, "intermediate": inter,
+                        "blocks": blocks, "n": n, "activations": acts, "planes": planes,
+                        "values_differing": differ, "kernels": format!("gemv_{}", g.name())});
+                    report(rec, if differ == 0 && planes { 0.0 } else { 1.0 });
+                }
             }
         }
     }

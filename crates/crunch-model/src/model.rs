@@ -69,6 +69,16 @@ impl<B: Backend> Linear<B> {
         layers.iter().map(|l| l.forward(backend, x)).collect()
     }
 
+    /// The weights [`Linear::forward_all`] multiplies its input by directly (every layer a
+    /// bare weight), else none: what [`Backend::rms_norm_for`] is told reads its output.
+    pub fn bare_weights<'a>(layers: &[&'a Self]) -> Vec<&'a B::Tensor> {
+        if layers.iter().all(|l| l.is_dense() && l.bias.is_none()) {
+            layers.iter().map(|l| &l.weight).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
         let y = match &self.up {
             None => backend.linear(x, &self.weight, self.bias.as_ref())?,
@@ -501,15 +511,17 @@ pub(crate) fn attention_scale(cfg: &ModelConfig) -> f32 {
     cfg.attention_scale()
 }
 
-/// `act(gate) · up` with the architecture's activation.
+/// `act(gate) · up` with the architecture's activation, the input of `next` (the down
+/// projection: [`Backend::silu_mul_for`]).
 pub(crate) fn gated<B: Backend>(
     b: &B,
     act: Activation,
     gate: &B::Tensor,
     up: &B::Tensor,
+    next: &Linear<B>,
 ) -> Result<B::Tensor> {
     Ok(match act {
-        Activation::Silu => b.silu_mul(gate, up)?,
+        Activation::Silu => b.silu_mul_for(gate, up, &Linear::bare_weights(&[next]))?,
         Activation::GeluTanh => b.gelu_mul(gate, up)?,
     })
 }
@@ -536,7 +548,12 @@ impl<B: Backend> BlockPass<'_, B> {
         let (b, cfg, blk, layer) = (self.b, self.cfg, self.blk, self.layer);
         let tokens = b.shape(x)[0];
         let hd = cfg.head_dim;
-        let h = b.rms_norm(x, &blk.attn_norm, cfg.rms_eps)?;
+        let qkv: Vec<&Linear<B>> = [Some(&blk.q), blk.k.as_ref(), blk.v.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let next = Linear::bare_weights(&qkv);
+        let h = b.rms_norm_for(x, &blk.attn_norm, cfg.rms_eps, &next)?;
         let (q, k, v) = match (&blk.k, &blk.v) {
             (Some(k), Some(v)) => {
                 for &name in &BLOCK_LINEARS[..3] {
@@ -588,7 +605,12 @@ impl<B: Backend> BlockPass<'_, B> {
             o = b.rms_norm(&o, n, cfg.rms_eps)?;
         }
         let x_attn = b.add(x, &o)?;
-        let h = b.rms_norm(&x_attn, &blk.mlp_norm, cfg.rms_eps)?;
+        let next = match &blk.mlp {
+            Mlp::Gated { gate, up, .. } => Linear::bare_weights(&[gate, up]),
+            Mlp::FusedGated { gate_up, .. } => Linear::bare_weights(&[gate_up]),
+            Mlp::Moe(_) => Vec::new(),
+        };
+        let h = b.rms_norm_for(&x_attn, &blk.mlp_norm, cfg.rms_eps, &next)?;
         let Some(mut m) = mlp_forward(b, cfg, &blk.mlp, layer, &h, hook)? else {
             return Ok(x.clone());
         };
@@ -612,17 +634,17 @@ fn mlp_forward<B: Backend>(
     let id = |name: &'static str| LinearId::new(layer, name);
     let act = cfg.activation;
     let m = match mlp {
-        Mlp::Gated { gate, up, .. } => {
+        Mlp::Gated { gate, up, down } => {
             hook.linear_input(id("mlp.gate_proj"), h)?;
             hook.linear_input(id("mlp.up_proj"), h)?;
             let y = Linear::forward_all(b, h, &[gate, up])?;
-            gated(b, act, &y[0], &y[1])?
+            gated(b, act, &y[0], &y[1], down)?
         }
-        Mlp::FusedGated { gate_up, .. } => {
+        Mlp::FusedGated { gate_up, down } => {
             hook.linear_input(id("mlp.gate_up_proj"), h)?;
             let y = gate_up.forward(b, h)?;
             let i = cfg.intermediate;
-            gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?)?
+            gated(b, act, &b.columns(&y, 0, i)?, &b.columns(&y, i, i)?, down)?
         }
         Mlp::Moe(moe) => return moe.forward(b, act, layer, h, hook).map(Some),
     };

@@ -110,7 +110,13 @@ impl<B: Backend> Moe<B> {
                 let id = |part| LinearId::new(layer, expert_linear(self.naming, e, part));
                 hook.all_tokens_input(id(0), h)?;
                 hook.all_tokens_input(id(1), h)?;
-                let m = gated(b, act, &x.gate.forward(b, h)?, &x.up.forward(b, h)?)?;
+                let m = gated(
+                    b,
+                    act,
+                    &x.gate.forward(b, h)?,
+                    &x.up.forward(b, h)?,
+                    &x.down,
+                )?;
                 hook.all_tokens_input(id(2), &m)?;
             }
         }
@@ -128,7 +134,7 @@ impl<B: Backend> Moe<B> {
             hook.linear_input(id(0), &xe)?;
             hook.linear_input(id(1), &xe)?;
             let gu = Linear::forward_all(b, &xe, &[&x.gate, &x.up])?;
-            let m = gated(b, act, &gu[0], &gu[1])?;
+            let m = gated(b, act, &gu[0], &gu[1], &x.down)?;
             hook.linear_input(id(2), &m)?;
             let y = x.down.forward(b, &m)?;
             outs.push(b.scale_rows(&y, &weights[e])?);

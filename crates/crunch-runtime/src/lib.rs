@@ -189,6 +189,33 @@ pub trait Backend: Send + Sync + 'static {
         weights.iter().map(|w| self.linear(x, w, None)).collect()
     }
 
+    /// [`Backend::rms_norm`] whose output is the input of `linears(_, next)` or `linear(_,
+    /// next[0])` (empty when it is not, or not only, read that way): the same values, which is
+    /// the default. A backend may prepare the products' form of the input alongside (CUDA's
+    /// int8 planes, decision 159), saving a launch per product.
+    fn rms_norm_for(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        eps: f32,
+        next: &[&Self::Tensor],
+    ) -> Result<Self::Tensor> {
+        let _ = next;
+        self.rms_norm(x, weight, eps)
+    }
+
+    /// [`Backend::silu_mul`] whose output is the input of `next`, as
+    /// [`Backend::rms_norm_for`].
+    fn silu_mul_for(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        next: &[&Self::Tensor],
+    ) -> Result<Self::Tensor> {
+        let _ = next;
+        self.silu_mul(gate, up)
+    }
+
     /// Columns `start..start+len` of a 2-D `x [rows, cols]`: `[rows, len]` (the parts of a
     /// fused projection's output, Phi-3's qkv and gate_up). Default: a row gather
     /// ([`Backend::embedding`]) over `x` viewed as rows of `gcd(cols, start, len)` values.

@@ -253,8 +253,99 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
         }
     }
     table.extend(shape_md);
+    // Blocks with their producers (decision 159): the `cc` variants with and without the
+    // producers writing the int8 planes, and cuBLAS bf16 for scale.
+    let mut block_kinds: Vec<(String, &Cuda, _)> = variants
+        .iter()
+        .filter(|g| matches!(g.gemv(), Gemv::Cc { .. }))
+        .map(|g| (format!("int4_g128_{}", g.gemv().name()), g, &w_int4))
+        .collect();
+    block_kinds.push(("bf16_cublas".into(), &bf16, &w_bf16));
+    table.extend(block_bench(&name, layers, repeats, &block_kinds)?);
     eprintln!("{}", table.join("\n"));
     Ok(())
+}
+
+/// One decoder block's launches besides attention, per layer: rms_norm → q/k/v, o (on a
+/// prepared input), add, rms_norm → gate/up → silu_mul → down, add; with the producers told
+/// which products read them (`rms_norm_for`, `silu_mul_for`: under `cc` at 2–32 rows they
+/// write the int8 planes and the products skip their split, decision 159) and without.
+/// Returns the table's lines.
+fn block_bench(
+    name: &str,
+    layers: usize,
+    repeats: usize,
+    kinds: &[(String, &Cuda, &Vec<Vec<crunch_runtime::CudaTensor>>)],
+) -> Result<Vec<String>> {
+    let mut md = vec![
+        String::new(),
+        "A block with its producers (rms_norm, silu_mul, adds; no attention), µs per block:".into(),
+        String::new(),
+        "| batch | kernels | split per product | producers write planes | ratio |".into(),
+        "|---:|---|---:|---:|---:|".into(),
+    ];
+    for n in [1usize, 2, 4, 8, 16, 32] {
+        for (kind, gpu, weights) in kinds {
+            let gpu = *gpu;
+            let mut rng = Rng(1000 + n as u64);
+            let mut up = |c: usize| {
+                let x: Vec<f32> = (0..n * c).map(|_| rng.unit()).collect();
+                gpu.upload(x, &[n, c])
+            };
+            let inputs: Vec<[_; 2]> = (0..layers)
+                .map(|_| Ok([up(4096)?, up(4096)?]))
+                .collect::<crunch_runtime::Result<_>>()?;
+            let norm_w = gpu.upload(vec![1.0f32; 4096], &[4096])?;
+            let w = |s: usize, l: usize| &weights[s][l];
+            let (inputs, norm_w) = (&inputs, &norm_w);
+            let pass = |feed: bool| {
+                move || -> crunch_runtime::Result<()> {
+                    for (l, [x, a]) in inputs.iter().enumerate() {
+                        let qkv = [w(0, l), w(1, l), w(2, l)];
+                        let h = if feed {
+                            gpu.rms_norm_for(x, norm_w, 1e-5, &qkv)?
+                        } else {
+                            gpu.rms_norm(x, norm_w, 1e-5)?
+                        };
+                        gpu.linears(&h, &qkv)?;
+                        let o = gpu.linear(a, w(3, l), None)?;
+                        let x2 = gpu.add(x, &o)?;
+                        let gu = [w(4, l), w(5, l)];
+                        let h2 = if feed {
+                            gpu.rms_norm_for(&x2, norm_w, 1e-5, &gu)?
+                        } else {
+                            gpu.rms_norm(&x2, norm_w, 1e-5)?
+                        };
+                        let y = gpu.linears(&h2, &gu)?;
+                        let m = if feed {
+                            gpu.silu_mul_for(&y[0], &y[1], &[w(6, l)])?
+                        } else {
+                            gpu.silu_mul(&y[0], &y[1])?
+                        };
+                        let d = gpu.linear(&m, w(6, l), None)?;
+                        gpu.add(&x2, &d)?;
+                    }
+                    Ok(())
+                }
+            };
+            let split = best_time(gpu, repeats, pass(false))?.0 / layers as f64;
+            let fed = best_time(gpu, repeats, pass(true))?.0 / layers as f64;
+            println!(
+                "{}",
+                json!({"bench": "packed_8b_block", "device": name, "weights": kind, "n": n,
+                       "us_per_block_split": split * 1e6, "us_per_block_fed": fed * 1e6,
+                       "fed_vs_split": fed / split, "layers_timed": layers,
+                       "repeats": repeats})
+            );
+            md.push(format!(
+                "| {n} | {kind} | {:.2} | {:.2} | {:.3} |",
+                split * 1e6,
+                fed * 1e6,
+                fed / split
+            ));
+        }
+    }
+    Ok(md)
 }
 
 /// The best of `repeats` device times of `enqueue` after one warm-up (and the first

@@ -1,27 +1,9 @@
 // crunch's CUDA kernels: the element-wise and row-wise operations of the forward pass.
 // Matrix products go to cuBLAS; everything here is memory-bound and kept simple.
-// Compiled at run time by NVRTC (no CUDA toolkit at build time), so no headers are included.
+// Compiled at run time by NVRTC (no CUDA toolkit at build time), so no headers are included:
+// reduce.cu (block_sum, rms_inv) is prepended to this source.
 
 #define INF __int_as_float(0x7f800000)
-
-// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-template <typename T>
-__device__ T block_sum(T v, T* red) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    int warps = blockDim.x >> 5;
-    if (warp == 0) {
-        v = lane < warps ? red[lane] : (T)0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-        if (lane == 0) red[0] = v;
-    }
-    __syncthreads();
-    T r = red[0];
-    __syncthreads();  // red is reused by the next reduction
-    return r;
-}
 
 __device__ float block_max(float v, float* red) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
@@ -90,15 +72,6 @@ extern "C" __global__ void columns(const float* x, float* out, int cols, int sta
     const float* src = x + (size_t)blockIdx.x * cols + start;
     float* dst = out + (size_t)blockIdx.x * len;
     for (int i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
-}
-
-// 1 / sqrt(mean(x²) + eps) of the row xr, in every thread of the block: rms_norm's sum, in its
-// order, for a kernel that must normalise bit for bit as it does (s39's lab, fuse.cu).
-__device__ float rms_inv(const float* xr, int cols, float eps, float* red) {
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
-    s = block_sum(s, red);
-    return 1.0f / sqrtf(s / (float)cols + eps);
 }
 
 // One block per row: out = x / sqrt(mean(x²) + eps) * w.

@@ -31,7 +31,10 @@ pub use packed::Gemv;
 pub use tensor::CudaTensor;
 use tensor::Store;
 
-const KERNELS: &str = include_str!("kernels.cu");
+/// The row kernels, after the block reductions they share with the packed products' producers.
+const KERNELS: &str = concat!(include_str!("reduce.cu"), include_str!("kernels.cu"));
+/// `reduce.cu`: block_sum and rms_inv, prepended to every module that normalises rows.
+pub(super) const REDUCE: &str = include_str!("reduce.cu");
 /// Threads per block for row-wise kernels (a multiple of 32).
 const ROW_THREADS: u32 = 256;
 
@@ -400,8 +403,10 @@ impl Backend for Cuda {
             return Err(Error(format!("cuda reshape: {:?} to {shape:?}", t.shape)));
         }
         Ok(CudaTensor {
+            store: t.store.clone(),
+            offset: t.offset,
             shape: shape.to_vec(),
-            ..t.clone()
+            feed: None,
         })
     }
 
@@ -417,6 +422,7 @@ impl Backend for Cuda {
             store: t.store.clone(),
             offset: t.offset + start * row,
             shape,
+            feed: None,
         })
     }
 
@@ -571,12 +577,26 @@ impl Backend for Cuda {
     }
 
     fn rms_norm(&self, x: &CudaTensor, weight: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        self.rms_norm_for(x, weight, eps, &[])
+    }
+
+    fn rms_norm_for(
+        &self,
+        x: &CudaTensor,
+        weight: &CudaTensor,
+        eps: f32,
+        next: &[&CudaTensor],
+    ) -> Result<CudaTensor> {
         let (rows, cols) = dims2(x, "rms_norm")?;
         if weight.len() != cols {
             return Err(Error(format!(
                 "cuda rms_norm: weight {:?} for rows of {cols}",
                 weight.shape
             )));
+        }
+        // With the int8 planes of x when the products of `next` read them (decision 159).
+        if let Some(t) = self.rms_norm_feeding(x, weight, eps, next)? {
+            return Ok(t);
         }
         let mut out = self.alloc(x.len())?;
         let (xv, wv, cols_i) = (x.view("rms_norm")?, weight.view("rms_norm")?, cols as i32);
@@ -625,11 +645,25 @@ impl Backend for Cuda {
     }
 
     fn silu_mul(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
+        self.silu_mul_for(gate, up, &[])
+    }
+
+    fn silu_mul_for(
+        &self,
+        gate: &CudaTensor,
+        up: &CudaTensor,
+        next: &[&CudaTensor],
+    ) -> Result<CudaTensor> {
         if gate.shape != up.shape {
             return Err(Error(format!(
                 "cuda silu_mul: {:?} and {:?}",
                 gate.shape, up.shape
             )));
+        }
+        // With the int8 planes of the output when the products of `next` read them (decision
+        // 159).
+        if let Some(t) = self.silu_mul_feeding(gate, up, next)? {
+            return Ok(t);
         }
         let n = gate.len();
         let mut out = self.alloc(n)?;

@@ -23,10 +23,12 @@ use cudarc::driver::{
 use std::sync::Arc;
 
 mod cc;
+mod feed;
 mod gemv;
 mod kquant;
 mod mma;
 mod repack;
+pub(crate) use feed::Feed;
 pub use gemv::Gemv;
 pub(crate) use repack::{Layout, Repacked};
 
@@ -69,7 +71,16 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        let source = format!("{SOURCE}{}{}{}", kquant::SOURCE, mma::SOURCE, cc::SOURCE);
+        // feed.cu calls mma.cu's split_group4, so it sits inside the same sm_80 guard (outside
+        // it for the lab's nvcc build, which includes the file as it is).
+        let source = format!(
+            "{}{SOURCE}{}{}#if __CUDA_ARCH__ >= 800\n{}#endif\n{}",
+            super::REDUCE,
+            kquant::SOURCE,
+            mma::SOURCE,
+            feed::SOURCE,
+            cc::SOURCE
+        );
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
         let module = ctx
@@ -187,6 +198,7 @@ impl Cuda {
             store: Store::Packed(Arc::new(p)),
             offset: 0,
             shape: vec![r.layout.rows, r.layout.cols],
+            feed: None,
         }))
     }
 
@@ -378,9 +390,9 @@ impl Cuda {
         let y = if n == 1 {
             self.gemv_one_row(mk, &xv, &ws, groups)?
         } else if n > mma::GROUPED_ROWS {
-            self.mma_gemm_int8(mk, &xv, &ws, n)?
+            self.mma_gemm_int8(mk, &xv, &ws, n, x.feed.as_deref())?
         } else {
-            self.mma_gemm_grouped(mk, &xv, &ws, n)?
+            self.mma_gemm_grouped(mk, &xv, &ws, n, x.feed.as_deref())?
         };
         let y = Arc::new(super::recycle::F32Buf::new(y));
         let mut at = 0;
@@ -391,6 +403,7 @@ impl Cuda {
                         store: Store::F32(y.clone()),
                         offset: at,
                         shape: vec![n, w.layout.rows],
+                        feed: None,
                     };
                     at += n * w.layout.rows;
                     t

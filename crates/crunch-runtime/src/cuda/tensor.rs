@@ -23,6 +23,9 @@ pub struct CudaTensor {
     pub(super) store: Store,
     pub(super) offset: usize,
     pub(super) shape: Vec<usize>,
+    /// The int8 planes of these values that the producer wrote for the product that reads
+    /// them (decision 159, `packed/feed.rs`); only on a producer's whole output.
+    pub(super) feed: Option<Arc<packed::Feed>>,
 }
 
 impl CudaTensor {
@@ -51,6 +54,11 @@ impl CudaTensor {
             Store::Bf16(b) => Some(b.slice(self.offset..self.offset + self.len())),
             Store::F32(_) | Store::Packed(_) => None,
         }
+    }
+    /// Whether the producer also wrote these values' int8 planes for the products that read
+    /// them (decision 159).
+    pub fn carries_int8_planes(&self) -> bool {
+        self.feed.is_some()
     }
     /// Whether this is a weight matrix kept at its compressed size.
     pub fn is_packed(&self) -> bool {
@@ -95,6 +103,7 @@ impl CudaTensor {
             store: Store::F32(Arc::new(F32Buf::new(buf))),
             offset: 0,
             shape: shape.to_vec(),
+            feed: None,
         }
     }
     pub(super) fn from_bf16(buf: CudaSlice<u16>, shape: &[usize]) -> Self {
@@ -102,6 +111,7 @@ impl CudaTensor {
             store: Store::Bf16(Arc::new(buf)),
             offset: 0,
             shape: shape.to_vec(),
+            feed: None,
         }
     }
     pub(super) fn owned(buf: CudaSlice<f32>, shape: &[usize]) -> Self {

@@ -36,6 +36,9 @@ pub(super) struct MmaKernels {
     /// 155, the `cc` variants): `[≤ 4, ≤ 8, ≤ 16, ≤ 32 rows]`, and their activation split.
     int8: [CudaFunction; 4],
     split_i8: CudaFunction,
+    /// `feed_rms_norm` and `feed_silu_mul` (`feed.cu`, decision 159): producers that write the
+    /// int8 kernels' planes themselves.
+    pub(super) feed: [CudaFunction; 2],
     /// Dynamic shared memory a one-row block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -115,6 +118,7 @@ impl MmaKernels {
                 f("mma_i8x_g32")?,
             ],
             split_i8: f("mma_split_i8")?,
+            feed: [f("feed_rms_norm")?, f("feed_silu_mul")?],
             smem_max,
             sms: sms as usize,
         }))
@@ -194,10 +198,14 @@ impl Cuda {
             return Ok(Some(y));
         }
         if n <= GROUPED_ROWS && matches!(self.gemv, Gemv::Wide { .. } | Gemv::Cc { .. }) {
-            return self.mma_gemm_grouped(mk, &xv, &[w], n).map(Some);
+            return self
+                .mma_gemm_grouped(mk, &xv, &[w], n, x.feed.as_deref())
+                .map(Some);
         }
         if self.int8_rows(&[w]) {
-            return self.mma_gemm_int8(mk, &xv, &[w], n).map(Some);
+            return self
+                .mma_gemm_int8(mk, &xv, &[w], n, x.feed.as_deref())
+                .map(Some);
         }
         // hi/lo B registers of every row, [⌈n/4⌉][8][cols/32][8] pairs, and Σx per group.
         let ntiles = n.div_ceil(4);

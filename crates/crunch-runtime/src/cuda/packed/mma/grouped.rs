@@ -6,7 +6,8 @@
 
 use super::{MmaKernels, GROUPED_ROWS, MAX_ROWS, THREADS, WIDE_MATS};
 use crate::cuda::packed::cc::{launch_ex, mat_ptrs};
-use crate::cuda::packed::{Gemv, GpuPacked};
+use crate::cuda::packed::{Feed, Gemv, GpuPacked};
+use crate::cuda::recycle::F32Buf;
 use crate::cuda::{err, Cuda};
 use crate::Result;
 use cudarc::driver::{
@@ -106,10 +107,11 @@ impl Cuda {
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         n: usize,
+        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=GROUPED_ROWS).contains(&n));
         if self.int8_rows(ws) {
-            return self.mma_gemm_int8(mk, xv, ws, n);
+            return self.mma_gemm_int8(mk, xv, ws, n, feed);
         }
         let cols = ws[0].layout.cols;
         let (frag, gsum) = self.split_acts(mk, xv, n, cols)?;
@@ -154,28 +156,23 @@ impl Cuda {
 
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for 1–32 activation rows and 1–3 symmetric int4 g128
     /// matrices of one width on the int8 tensor cores (decision 155): matrix j's `[n, rows_j]`
-    /// output at `n·(rows_0 + … + rows_(j−1))`, as `mma_gemm_grouped`. Two launches:
-    /// `mma_split_i8` splits x into int8 planes per row and group of 128 (`[n][k/128][2][128]`
-    /// bytes) and the groups' (dx, 8·Σq) pairs, both in recycled f32 buffers (their words are
-    /// what the kernels read); then `mma_i8_g*` (up to 32 rows, `MAX_ROWS`, in one launch).
+    /// output at `n·(rows_0 + … + rows_(j−1))`, as `mma_gemm_grouped`. x's int8 planes per row
+    /// and group of 128 (`[n][k/128][2][128]` bytes) and the groups' (dx, 8·Σq) pairs come from
+    /// `feed`, when x's producer wrote them for this product (decision 159), else from a launch
+    /// of `mma_split_i8`; then `mma_i8_g*` (up to 32 rows, `MAX_ROWS`, in one launch).
     pub(in crate::cuda::packed) fn mma_gemm_int8(
         &self,
         mk: &MmaKernels,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         n: usize,
+        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!((1..=WIDE_MATS).contains(&ws.len()) && (1..=MAX_ROWS).contains(&n));
         debug_assert!(ws.iter().all(|w| w.m.is_none()));
         let cols = ws[0].layout.cols;
         let total: usize = ws.iter().map(|w| w.layout.rows).sum();
         let mut y = self.alloc(n * total)?;
-        let groups = cols / 128;
-        // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
-        // pair of the n rows.
-        let mut planes = self.alloc(n * cols / 2)?;
-        let mut dq = self.alloc(2 * n * groups)?;
-        let what = "split activations (int8)";
         // 2–4 rows: `mma_i8_g4` (tiles of 16); 5–32: `mma_i8x_g*`, operands swapped (decision
         // 156, tiles of `I8X_ROWS` = 32).
         let which = match n {
@@ -189,55 +186,92 @@ impl Cuda {
         let tile_rows = if which == 0 { 16 } else { I8X_ROWS };
         let (r, cfg) = self.rows_launch(mk, f, ws, tile_rows, threads)?;
         let (n_i, cols_i) = (n as i32, cols as i32);
+        // The swapped kernels read the planes in their fragment order (decision 157).
+        let frag = which != 0;
+        let bf16 = self.precision == crate::Precision::Bf16;
         // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
         // programmatic dependent launch, as the one-row kernel (decision 151).
         let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
             && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl);
-        {
-            let stream = &self.stream;
-            let bf16 = (self.precision == crate::Precision::Bf16) as i32;
-            let (px, gx) = xv.device_ptr(stream);
-            let (pp, gp) = planes.device_ptr_mut(stream);
-            let (pq, gq) = dq.device_ptr_mut(stream);
-            let blocks = (n * cols / 4).div_ceil(256) as u32;
-            // The swapped kernels read the planes in their fragment order (decision 157).
-            let frag = (which != 0) as i32;
-            // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16, frag; x holds
-            // n rows of cols, planes n·cols/2 floats (n·cols bytes), dq 2·n·groups.
-            unsafe {
-                launch_ex(
-                    self,
-                    &mk.split_i8,
-                    (blocks, 256, 0),
-                    &mut [px, pp, pq],
-                    &mut [n_i, cols_i, bf16, frag],
-                    pdl,
-                    what,
-                )
-            }?;
-            let mut ptrs = [0u64; 2 * WIDE_MATS + 3];
-            let guards = mat_ptrs(self, ws, &mut ptrs);
-            let (py, gy) = y.device_ptr_mut(stream);
-            ptrs[2 * WIDE_MATS] = pp;
-            ptrs[2 * WIDE_MATS + 1] = pq;
-            ptrs[2 * WIDE_MATS + 2] = py;
-            let mut ints = [r[0], r[1], r[2], cols_i, n_i];
-            // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq,
-            // y, then r0, r1, r2, k, n; y holds n·(r0 + r1 + r2) floats.
-            unsafe {
-                launch_ex(
-                    self,
-                    f,
-                    (cfg.grid_dim.0, threads, 0),
-                    &mut ptrs,
-                    &mut ints,
-                    pdl,
-                    "packed product (int8 mma, grouped rows)",
-                )
-            }?;
-            drop((guards, gx, gp, gq, gy));
-        }
+        let split;
+        let (planes, dq) = match feed {
+            Some(fd) if fd.fits(n, cols, frag, bf16) => (&fd.planes, &fd.dq),
+            _ => {
+                split = self.split_i8(mk, xv, n, cols, frag, pdl)?;
+                (&split.planes, &split.dq)
+            }
+        };
+        let stream = &self.stream;
+        let mut ptrs = [0u64; 2 * WIDE_MATS + 3];
+        let guards = mat_ptrs(self, ws, &mut ptrs);
+        let (pp, gp) = planes.device_ptr(stream);
+        let (pq, gq) = dq.device_ptr(stream);
+        let (py, gy) = y.device_ptr_mut(stream);
+        ptrs[2 * WIDE_MATS] = pp;
+        ptrs[2 * WIDE_MATS + 1] = pq;
+        ptrs[2 * WIDE_MATS + 2] = py;
+        let mut ints = [r[0], r[1], r[2], cols_i, n_i];
+        // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq, y,
+        // then r0, r1, r2, k, n; planes hold n·cols bytes per plane pair, dq 2·n·(cols/128)
+        // words, y n·(r0 + r1 + r2) floats.
+        unsafe {
+            launch_ex(
+                self,
+                f,
+                (cfg.grid_dim.0, threads, 0),
+                &mut ptrs,
+                &mut ints,
+                pdl,
+                "packed product (int8 mma, grouped rows)",
+            )
+        }?;
+        drop((guards, gp, gq, gy));
         Ok(y)
+    }
+
+    /// `mma_split_i8`: x's planes and (dx, 8·Σq) for `n` rows of `cols`, in recycled buffers
+    /// (the pairs are words in f32 buffers, as `split_acts`), in fragment order when `frag`.
+    fn split_i8(
+        &self,
+        mk: &MmaKernels,
+        xv: &CudaView<'_, f32>,
+        n: usize,
+        cols: usize,
+        frag: bool,
+        pdl: bool,
+    ) -> Result<Feed> {
+        let bf16 = self.precision == crate::Precision::Bf16;
+        // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
+        // pair of the n rows.
+        let mut out = Feed {
+            planes: F32Buf::new(self.alloc(n * cols / 2)?),
+            dq: F32Buf::new(self.alloc(2 * n * (cols / 128))?),
+            n,
+            cols,
+            frag,
+            bf16,
+        };
+        let stream = &self.stream;
+        let (px, gx) = xv.device_ptr(stream);
+        let (pp, gp) = out.planes.device_ptr_mut(stream);
+        let (pq, gq) = out.dq.device_ptr_mut(stream);
+        let blocks = (n * cols / 4).div_ceil(256) as u32;
+        let mut ints = [n as i32, cols as i32, bf16 as i32, frag as i32];
+        // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16, frag; x holds n
+        // rows of cols, planes n·cols/2 floats (n·cols bytes per plane), dq 2·n·groups.
+        unsafe {
+            launch_ex(
+                self,
+                &mk.split_i8,
+                (blocks, 256, 0),
+                &mut [px, pp, pq],
+                &mut ints,
+                pdl,
+                "split activations (int8)",
+            )
+        }?;
+        drop((gx, gp, gq));
+        Ok(out)
     }
 }
 

@@ -1,0 +1,184 @@
+//! Producers that feed the int8 rows kernels (decision 159, `feed.cu`): `rms_norm` and
+//! `silu_mul` whose output is the input of 2–32-row int8 products also write that input's int8
+//! planes and (dx, 8·Σq), which the output tensor carries ([`Feed`]); the product then skips its
+//! split launch (`mma_split_i8`). The values are those of `rms_norm`/`silu_mul` followed by the
+//! split, bit for bit (`gpu_packed check`, "feed"); only a launch goes.
+//!
+//! The producer cannot see its consumer, so the model says which weights read its output
+//! (`Backend::rms_norm_for`, `silu_mul_for`), and the producer writes planes only where
+//! [`Cuda::feed_plan`] finds that those products will take them. The product checks the planes'
+//! shape and order again and otherwise splits x as before.
+
+use super::mma::{MmaKernels, MAX_ROWS};
+use super::GpuPacked;
+use crate::cuda::recycle::F32Buf;
+use crate::cuda::{err, Cuda, CudaTensor, Store};
+use crate::Result;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+pub(super) const SOURCE: &str = include_str!("feed.cu");
+
+/// x's int8 planes `[n][cols/128][2][128]` bytes and per group (dx, 8·Σq), as `mma_split_i8`
+/// writes them for `n` rows of `cols` (in the swapped kernels' fragment order when `frag`), in
+/// recycled buffers (their words are what the kernels read).
+pub(crate) struct Feed {
+    pub(super) planes: F32Buf,
+    pub(super) dq: F32Buf,
+    pub(super) n: usize,
+    pub(super) cols: usize,
+    pub(super) frag: bool,
+    pub(super) bf16: bool,
+}
+
+impl Feed {
+    /// Whether these are the planes a product of `n` rows of `cols` in this order reads.
+    pub(super) fn fits(&self, n: usize, cols: usize, frag: bool, bf16: bool) -> bool {
+        (self.n, self.cols, self.frag, self.bf16) == (n, cols, frag, bf16)
+    }
+}
+
+impl Cuda {
+    /// The tensor-core kernels and the plane order (`frag`) when `[n, cols]` rows read by
+    /// `next` (as [`Backend::linears`](crate::Backend::linears) or `linear` would) go to the
+    /// int8 rows kernels: the `cc` variants, every weight symmetric int4 g128 of width `cols`
+    /// that one launch takes (`groupable`), and 2–32 rows. 1 row runs `cc_u4`, which stages x
+    /// itself; 2–4 rows read the planes in order, 5–32 in fragment order (decision 157).
+    fn feed_plan(
+        &self,
+        n: usize,
+        cols: usize,
+        next: &[&CudaTensor],
+    ) -> Option<(&MmaKernels, bool)> {
+        let Some(Ok(mk)) = self.packed.as_deref().map(|k| k.mma.as_ref()) else {
+            return None;
+        };
+        let ws: Option<Vec<&GpuPacked>> = next
+            .iter()
+            .map(|t| match &t.store {
+                Store::Packed(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let ws = ws?;
+        let takes = (2..=MAX_ROWS).contains(&n)
+            && cols.is_multiple_of(128)
+            && mk.groupable(&ws)
+            && ws[0].layout.cols == cols
+            && self.int8_rows(&ws);
+        takes.then_some((mk, n > 4))
+    }
+
+    /// `rms_norm` of `x [n, cols]` (the caller checked `weight`'s length) writing its planes
+    /// too when the products of `next` take them ([`Cuda::feed_plan`]), else `None`.
+    pub(crate) fn rms_norm_feeding(
+        &self,
+        x: &CudaTensor,
+        weight: &CudaTensor,
+        eps: f32,
+        next: &[&CudaTensor],
+    ) -> Result<Option<CudaTensor>> {
+        if x.shape.len() != 2 {
+            return Ok(None);
+        }
+        match self.feed_plan(x.shape[0], x.shape[1], next) {
+            Some((mk, frag)) => self.rms_norm_feed(mk, x, weight, eps, frag).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `silu(gate) · up` (the caller checked the shapes) writing its planes too when the
+    /// products of `next` take them, else `None`.
+    pub(crate) fn silu_mul_feeding(
+        &self,
+        gate: &CudaTensor,
+        up: &CudaTensor,
+        next: &[&CudaTensor],
+    ) -> Result<Option<CudaTensor>> {
+        if gate.shape.len() != 2 {
+            return Ok(None);
+        }
+        match self.feed_plan(gate.shape[0], gate.shape[1], next) {
+            Some((mk, frag)) => self.silu_mul_feed(mk, gate, up, frag),
+            None => Ok(None),
+        }
+    }
+
+    fn feed_buffers(&self, n: usize, cols: usize, frag: bool) -> Result<Feed> {
+        // SAFETY (of using them uninitialised): the producers write every plane byte and every
+        // (dx, 8·Σq) pair of the n rows.
+        Ok(Feed {
+            planes: F32Buf::new(self.alloc(n * cols / 2)?),
+            dq: F32Buf::new(self.alloc(2 * n * (cols / 128))?),
+            n,
+            cols,
+            frag,
+            bf16: self.precision == crate::Precision::Bf16,
+        })
+    }
+
+    /// `rms_norm` of `x [n, cols]` (the caller checked `weight`'s length) writing its planes
+    /// too: one block of `ROW_THREADS` per row, as `rms_norm` (its sum's order).
+    fn rms_norm_feed(
+        &self,
+        mk: &MmaKernels,
+        x: &CudaTensor,
+        weight: &CudaTensor,
+        eps: f32,
+        frag: bool,
+    ) -> Result<CudaTensor> {
+        let (n, cols) = (x.shape[0], x.shape[1]);
+        let mut out = self.alloc(x.len())?;
+        let mut feed = self.feed_buffers(n, cols, frag)?;
+        let (xv, wv) = (x.view("rms_norm")?, weight.view("rms_norm")?);
+        let (cols_i, bf16, frag_i) = (cols as i32, feed.bf16 as i32, frag as i32);
+        let mut l = self.stream.launch_builder(&mk.feed[0]);
+        l.arg(&xv).arg(&wv).arg(&mut out).arg(&cols_i).arg(&eps);
+        l.arg(&mut *feed.planes)
+            .arg(&mut *feed.dq)
+            .arg(&bf16)
+            .arg(&frag_i);
+        unsafe { l.launch(self.rows_cfg(n)) }.map_err(err("rms_norm (with int8 planes)"))?;
+        Ok(CudaTensor::owned(out, &x.shape).fed(feed))
+    }
+
+    /// `silu(gate) · up` of `[n, cols]` writing its planes too, or `None` when a view is not
+    /// 16-byte aligned (the kernel reads float4).
+    fn silu_mul_feed(
+        &self,
+        mk: &MmaKernels,
+        gate: &CudaTensor,
+        up: &CudaTensor,
+        frag: bool,
+    ) -> Result<Option<CudaTensor>> {
+        if !(gate.offset.is_multiple_of(4) && up.offset.is_multiple_of(4)) {
+            return Ok(None);
+        }
+        let (n, cols) = (gate.shape[0], gate.shape[1]);
+        let mut out = self.alloc(gate.len())?;
+        let mut feed = self.feed_buffers(n, cols, frag)?;
+        let (gv, uv) = (gate.view("silu_mul")?, up.view("silu_mul")?);
+        let (n_i, cols_i, bf16, frag_i) = (n as i32, cols as i32, feed.bf16 as i32, frag as i32);
+        let mut l = self.stream.launch_builder(&mk.feed[1]);
+        l.arg(&gv).arg(&uv).arg(&mut out).arg(&n_i).arg(&cols_i);
+        l.arg(&mut *feed.planes)
+            .arg(&mut *feed.dq)
+            .arg(&bf16)
+            .arg(&frag_i);
+        let cfg = LaunchConfig {
+            grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { l.launch(cfg) }.map_err(err("silu_mul (with int8 planes)"))?;
+        Ok(Some(CudaTensor::owned(out, &gate.shape).fed(feed)))
+    }
+}
+
+impl CudaTensor {
+    /// This tensor with the planes `feed` of its values.
+    fn fed(mut self, feed: Feed) -> Self {
+        self.feed = Some(Arc::new(feed));
+        self
+    }
+}

@@ -1,0 +1,32 @@
+// Block reductions shared by crunch's NVRTC modules: kernels.cu's row kernels and the packed
+// products' producers (packed/feed.cu), which must normalise bit for bit as kernels.cu's
+// rms_norm does. Prepended to both modules' sources (no headers under NVRTC).
+
+// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+template <typename T>
+__device__ T block_sum(T v, T* red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    int warps = blockDim.x >> 5;
+    if (warp == 0) {
+        v = lane < warps ? red[lane] : (T)0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    T r = red[0];
+    __syncthreads();  // red is reused by the next reduction
+    return r;
+}
+
+// 1 / sqrt(mean(x²) + eps) of the row xr, in every thread of the block: rms_norm's sum, in its
+// order, for a kernel that must normalise bit for bit as it does (packed/feed.cu).
+__device__ float rms_inv(const float* xr, int cols, float eps, float* red) {
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
+    s = block_sum(s, red);
+    return 1.0f / sqrtf(s / (float)cols + eps);
+}
+
