@@ -269,7 +269,8 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
 /// One decoder block's launches besides attention, per layer: rms_norm → q/k/v, o (on a
 /// prepared input), add, rms_norm → gate/up → silu_mul → down, add; with the producers told
 /// which products read them (`rms_norm_for`, `silu_mul_for`: under `cc` at 2–32 rows they
-/// write the int8 planes and the products skip their split, decision 159) and without.
+/// write the int8 planes and the products skip their split, at one row they stage x for
+/// `cc_u4_fed`, decision 159) and without.
 /// Returns the table's lines.
 fn block_bench(
     name: &str,

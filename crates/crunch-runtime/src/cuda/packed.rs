@@ -28,7 +28,7 @@ mod gemv;
 mod kquant;
 mod mma;
 mod repack;
-pub(crate) use feed::Feed;
+pub(crate) use feed::{Feed, Order};
 pub use gemv::Gemv;
 pub(crate) use repack::{Layout, Repacked};
 
@@ -71,15 +71,16 @@ impl Kernels {
             options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
             ..Default::default()
         };
-        // feed.cu calls mma.cu's split_group4, so it sits inside the same sm_80 guard (outside
-        // it for the lab's nvcc build, which includes the file as it is).
+        // feed.cu calls mma.cu's split_group4 and cc.cu's cc_stage4, so it comes after both,
+        // inside mma.cu's sm_80 guard (outside it for the lab's nvcc build, which includes the
+        // file as it is).
         let source = format!(
-            "{}{SOURCE}{}{}#if __CUDA_ARCH__ >= 800\n{}#endif\n{}",
+            "{}{SOURCE}{}{}{}#if __CUDA_ARCH__ >= 800\n{}#endif\n",
             super::REDUCE,
             kquant::SOURCE,
             mma::SOURCE,
+            cc::SOURCE,
             feed::SOURCE,
-            cc::SOURCE
         );
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts)
             .map_err(err("NVRTC compile (packed.cu)"))?;
@@ -388,7 +389,7 @@ impl Cuda {
         // One row: decision 139's wide kernel; 2–16 rows: decision 144's grouped kernel (matrix
         // j's [n, rows_j] output at n·(rows_0 + … + rows_(j−1))).
         let y = if n == 1 {
-            self.gemv_one_row(mk, &xv, &ws, groups)?
+            self.gemv_one_row(mk, &xv, &ws, groups, x.feed.as_deref())?
         } else if n > mma::GROUPED_ROWS {
             self.mma_gemm_int8(mk, &xv, &ws, n, x.feed.as_deref())?
         } else {

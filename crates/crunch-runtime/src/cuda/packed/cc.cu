@@ -43,17 +43,46 @@ __device__ __forceinline__ int cc_dp4a(u32 a, u32 b, int c) {  // Σ u8(a_j)·s8
 // again by packed/cc.rs.
 #define CC_SMEM(k) (((k) >> 5) * 72)
 
-// Quantizes x into the planes: 8 lanes per chunk, one float4 each; per chunk amax over the 8
-// lanes, q = rint(x·16256/amax) (a zero or non-finite amax gives a zero chunk, as act.rs),
-// a = q >> 7 (arithmetic), b = q & 127, Σq. The float4 reads are issued 4 at a time.
-__device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm, int k, int bf16) {
-    const int C = k >> 5, K4 = k >> 2;
-    u32* alo = (u32*)sm;
+// One float4 of the staging: elements 4i..4i+3 of x (chunk i >> 3, word i & 7) quantized into
+// the planes at `st` (CC_SMEM's layout, in shared or global memory). The 8 lanes of the chunk
+// must all call it (consecutive i over whole warps): amax over them, q = rint(x·16256/amax) (a
+// zero or non-finite amax gives a zero chunk, as act.rs), a = q >> 7 (arithmetic), b = q & 127,
+// Σq. A kernel that computes x can call it on its own values (feed.cu, decision 159).
+__device__ __forceinline__ void cc_stage4(float4 v, int bf16, u32* st, int C, int i) {
+    u32* alo = st;
     u32* ahi = alo + 4 * C;
     u32* blo = ahi + 4 * C;
     u32* bhi = blo + 4 * C;
     float* dxs = (float*)(bhi + 4 * C);
     int* q128 = (int*)(dxs + C);
+    float amax;
+    const float4 f = act_read4(v, bf16, &amax);  // packed.cu
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float inv;
+    const float d = act_step(amax, &inv);  // packed.cu, shared with quantize_acts
+    u32 pa, pb;
+    int s = act_planes4(f, inv, &pa, &pb);
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    const int c = i >> 3, p = i & 7;  // chunk, word of the chunk (elements 4p..4p+3)
+    if (p < 4) {
+        alo[4 * c + p] = pa;
+        blo[4 * c + p] = pb;
+    } else {
+        ahi[4 * c + p - 4] = pa;
+        bhi[4 * c + p - 4] = pb;
+    }
+    if (p == 0) {
+        dxs[c] = d * (1.0f / 16.0f);
+        q128[c] = 128 * s;  // 16 · 8 · Σq
+    }
+}
+
+// Quantizes x into the planes (cc_stage4 per float4: 8 lanes per chunk), the float4 reads
+// issued 4 at a time.
+__device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm, int k, int bf16) {
+    const int C = k >> 5, K4 = k >> 2;
     const float4* x4 = (const float4*)x;
     for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * CC_THREADS) {
         float4 v[4];
@@ -67,31 +96,7 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
             const int i = i0 + u * CC_THREADS;
             // Warp-uniform: K4 and CC_THREADS are multiples of 32, so whole warps (and the 8
             // lanes of each chunk, which the shuffles combine) are in or out.
-            if (i < K4) {
-                float amax;
-                const float4 f = act_read4(v[u], bf16, &amax);  // packed.cu
-#pragma unroll
-                for (int o = 1; o < 8; o <<= 1)
-                    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-                float inv;
-                const float d = act_step(amax, &inv);  // packed.cu, shared with quantize_acts
-                u32 pa, pb;
-                int s = act_planes4(f, inv, &pa, &pb);
-#pragma unroll
-                for (int o = 1; o < 8; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                const int c = i >> 3, p = i & 7;  // chunk, word of the chunk (elements 4p..4p+3)
-                if (p < 4) {
-                    alo[4 * c + p] = pa;
-                    blo[4 * c + p] = pb;
-                } else {
-                    ahi[4 * c + p - 4] = pa;
-                    bhi[4 * c + p - 4] = pb;
-                }
-                if (p == 0) {
-                    dxs[c] = d * (1.0f / 16.0f);
-                    q128[c] = 128 * s;  // 16 · 8 · Σq
-                }
-            }
+            if (i < K4) cc_stage4(v[u], bf16, (u32*)sm, C, i);
         }
     }
     __syncthreads();
@@ -201,10 +206,13 @@ __device__ __forceinline__ void cc_store(float (&acc)[2], const CcMat& m, float*
     if (lane < 2 && m.row + lane < m.rows) y[m.ybase + m.row + lane] = out;
 }
 
-extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
-    cc_u4(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
-          const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1,
-          int r2, int k, int bf16) {
+// The kernel's body; `staged` (cc_u4_fed): x's planes as a producer wrote them (CC_SMEM's
+// layout in global memory, decision 159), copied into shared memory instead of quantizing x.
+__device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const uint4* c1,
+                                           const u16* d1, const uint4* c2, const u16* d2,
+                                           const float* __restrict__ x, float* __restrict__ y,
+                                           const uint4* __restrict__ staged, int r0, int r1,
+                                           int r2, int k, int bf16) {
     extern __shared__ uint4 cc_smem[];
     const int C = k >> 5, G = k >> 7, S = (C + 31) >> 5;  // chunks, groups, steps of 32 chunks
     const int NB = (S + 3) >> 2;  // batches of 4 steps per item
@@ -226,7 +234,12 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    cc_stage(x, cc_smem, k, bf16);
+    if (staged) {
+        for (int i = threadIdx.x; i < C * 72 / 16; i += CC_THREADS) cc_smem[i] = staged[i];
+        __syncthreads();
+    } else {
+        cc_stage(x, cc_smem, k, bf16);
+    }
     // Two register buffers (a, b): the successor batch is requested before the current one is
     // multiplied. Each buffer's cursor (item, batch) travels with it; the matrix is picked
     // again where needed (a few integer ops per batch, fewer registers than two CcMat).
@@ -243,4 +256,19 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
         cc_compute(wb, sb, acc, cc_smem, bb, S, C, lane);
         if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
+    cc_u4(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
+          const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1,
+          int r2, int k, int bf16) {
+    cc_u4_body(c0, d0, c1, d1, c2, d2, x, y, nullptr, r0, r1, r2, k, bf16);
+}
+
+// cc_u4 on planes its input's producer staged (x itself is not read).
+extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
+    cc_u4_fed(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
+              const u16* d2, const uint4* __restrict__ staged, float* __restrict__ y, int r0,
+              int r1, int r2, int k, int bf16) {
+    cc_u4_body(c0, d0, c1, d1, c2, d2, nullptr, y, staged, r0, r1, r2, k, bf16);
 }

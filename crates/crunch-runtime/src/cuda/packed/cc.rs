@@ -9,7 +9,7 @@
 //! reads x or writes y.
 
 use super::mma::MmaKernels;
-use super::{Gemv, GpuPacked};
+use super::{Feed, Gemv, GpuPacked, Order};
 use crate::cuda::{err, Cuda};
 use crate::Result;
 use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute_enum};
@@ -30,6 +30,8 @@ fn smem_bytes(k: usize) -> usize {
 
 pub(super) struct CcKernel {
     f: CudaFunction,
+    /// `cc_u4_fed`: the same on planes x's producer staged (decision 159).
+    fed: CudaFunction,
     /// Dynamic shared memory a block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -48,20 +50,28 @@ impl CcKernel {
         let optin =
             attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let f = module
-            .load_function("cc_u4")
-            .map_err(err("loading a kernel"))?;
-        let fixed = f
-            .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-            .map_err(err("shared memory size"))?;
-        f.set_attribute(
-            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            optin - fixed,
-        )
-        .map_err(err("shared memory limit"))?;
+        // Both kernels stage x in dynamic shared memory, up to what the device allows beyond
+        // their static shared memory (none).
+        let staging = |name: &str| -> Result<(CudaFunction, i32)> {
+            let f = module
+                .load_function(name)
+                .map_err(err("loading a kernel"))?;
+            let fixed = f
+                .get_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                .map_err(err("shared memory size"))?;
+            f.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                optin - fixed,
+            )
+            .map_err(err("shared memory limit"))?;
+            Ok((f, optin - fixed))
+        };
+        let (f, smem) = staging("cc_u4")?;
+        let (fed, smem_fed) = staging("cc_u4_fed")?;
         Ok(CcKernel {
             f,
-            smem_max: (optin - fixed) as usize,
+            fed,
+            smem_max: smem.min(smem_fed) as usize,
             sms: sms as usize,
             pdl: major >= 9,
         })
@@ -88,13 +98,15 @@ impl CcKernel {
 impl Cuda {
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for one activation row and the 1–3 matrices `ws` (checked by
     /// [`CcKernel::reads`]), outputs back to back; with `pdl` (and a device that has it) the
-    /// launch carries the programmatic-serialization attribute.
+    /// launch carries the programmatic-serialization attribute. With `feed` staged for this
+    /// product by x's producer (decision 159), `cc_u4_fed` copies it instead of quantizing x.
     pub(super) fn cc_gemv(
         &self,
         cc: &CcKernel,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         pdl: bool,
+        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!(cc.reads(ws));
         let cols = ws[0].layout.cols;
@@ -109,7 +121,14 @@ impl Cuda {
         let stream = &self.stream;
         let mut ptrs = [0u64; 2 * MATS + 2];
         let guards = mat_ptrs(self, ws, &mut ptrs);
-        let (px, gx) = xv.device_ptr(stream);
+        let bf16 = self.precision == crate::Precision::Bf16;
+        let staged = feed.filter(|f| f.fits(1, cols, Order::CcStaged, bf16));
+        // cc_u4_fed reads the staging where cc_u4 reads x (the same parameter slot).
+        let staged_view = staged.map(|f| f.planes.slice(..));
+        let (px, gx) = match &staged_view {
+            Some(v) => v.device_ptr(stream),
+            None => xv.device_ptr(stream),
+        };
         let (py, gy) = y.device_ptr_mut(stream);
         ptrs[2 * MATS] = px;
         ptrs[2 * MATS + 1] = py;
@@ -118,7 +137,7 @@ impl Cuda {
             *v = ws.get(j).map_or(0, |w| w.layout.rows as i32);
         }
         ints[MATS] = cols as i32;
-        ints[MATS + 1] = (self.precision == crate::Precision::Bf16) as i32;
+        ints[MATS + 1] = bf16 as i32;
         let grid = items.min(per_sm * cc.sms) as u32;
         // SAFETY: cc_u4's parameters are six device pointers (codes and scales of three
         // matrices), x, y, then five ints, as here; the guards keep the buffers' stream order
@@ -126,7 +145,7 @@ impl Cuda {
         unsafe {
             launch_ex(
                 self,
-                &cc.f,
+                if staged.is_some() { &cc.fed } else { &cc.f },
                 (grid, THREADS, smem as u32),
                 &mut ptrs,
                 &mut ints,
@@ -235,11 +254,12 @@ impl Cuda {
         xv: &cudarc::driver::CudaView<'_, f32>,
         ws: &[&GpuPacked],
         groups: u8,
+        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         if let Gemv::Cc { pdl } = self.gemv {
             if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
                 if cc.reads(ws) {
-                    return self.cc_gemv(cc, xv, ws, pdl);
+                    return self.cc_gemv(cc, xv, ws, pdl, feed);
                 }
             }
         }

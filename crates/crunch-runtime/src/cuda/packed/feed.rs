@@ -14,43 +14,57 @@ use super::GpuPacked;
 use crate::cuda::recycle::F32Buf;
 use crate::cuda::{err, Cuda, CudaTensor, Store};
 use crate::Result;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 pub(super) const SOURCE: &str = include_str!("feed.cu");
 
-/// x's int8 planes `[n][cols/128][2][128]` bytes and per group (dx, 8·Σq), as `mma_split_i8`
-/// writes them for `n` rows of `cols` (in the swapped kernels' fragment order when `frag`), in
-/// recycled buffers (their words are what the kernels read).
+/// How a product reads x's planes, and so how its producer writes them (`frag` in feed.cu).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Order {
+    /// `mma_split_i8`'s order for `mma_i8_g4` (2–4 rows).
+    Rows = 0,
+    /// The swapped kernels' fragment order (5–32 rows, decision 157).
+    Fragments = 1,
+    /// `cc_u4`'s shared-memory staging of one row (`cc_stage4`: 72 bytes per chunk of 32).
+    CcStaged = 2,
+}
+
+/// x's int8 planes as a producer wrote them for the product that reads x: for [`Order::Rows`]
+/// and [`Order::Fragments`] `[n][cols/128][2][128]` bytes and per group (dx, 8·Σq) in `dq`, as
+/// `mma_split_i8` writes them; for [`Order::CcStaged`] one row in `cc_u4`'s staging (no `dq`).
+/// In recycled buffers (their words are what the kernels read).
 pub(crate) struct Feed {
     pub(super) planes: F32Buf,
-    pub(super) dq: F32Buf,
+    pub(super) dq: Option<F32Buf>,
     pub(super) n: usize,
     pub(super) cols: usize,
-    pub(super) frag: bool,
+    pub(super) order: Order,
     pub(super) bf16: bool,
 }
 
 impl Feed {
-    /// Whether these are the planes a product of `n` rows of `cols` in this order reads.
-    pub(super) fn fits(&self, n: usize, cols: usize, frag: bool, bf16: bool) -> bool {
-        (self.n, self.cols, self.frag, self.bf16) == (n, cols, frag, bf16)
+    /// Whether these are the planes a product of `n` rows of `cols` in `order` reads.
+    pub(super) fn fits(&self, n: usize, cols: usize, order: Order, bf16: bool) -> bool {
+        (self.n, self.cols, self.order, self.bf16) == (n, cols, order, bf16)
     }
 }
 
 impl Cuda {
-    /// The tensor-core kernels and the plane order (`frag`) when `[n, cols]` rows read by
-    /// `next` (as [`Backend::linears`](crate::Backend::linears) or `linear` would) go to the
-    /// int8 rows kernels: the `cc` variants, every weight symmetric int4 g128 of width `cols`
-    /// that one launch takes (`groupable`), and 2–32 rows. 1 row runs `cc_u4`, which stages x
-    /// itself; 2–4 rows read the planes in order, 5–32 in fragment order (decision 157).
+    /// The tensor-core kernels and the planes' order when `[n, cols]` rows read by `next` (as
+    /// [`Backend::linears`](crate::Backend::linears) or `linear` would) go to a kernel that
+    /// reads planes: under the `cc` variants, with every weight symmetric int4 g128 of width
+    /// `cols` that one launch takes (`groupable`), 2–4 rows to `mma_i8_g4` (rows in order),
+    /// 5–32 to the swapped kernels (fragment order, decision 157), and 1 row to `cc_u4` where
+    /// it reads the weights (its staging).
     fn feed_plan(
         &self,
         n: usize,
         cols: usize,
         next: &[&CudaTensor],
-    ) -> Option<(&MmaKernels, bool)> {
-        let Some(Ok(mk)) = self.packed.as_deref().map(|k| k.mma.as_ref()) else {
+    ) -> Option<(&MmaKernels, Order)> {
+        let kernels = self.packed.as_deref()?;
+        let Ok(mk) = kernels.mma.as_ref() else {
             return None;
         };
         let ws: Option<Vec<&GpuPacked>> = next
@@ -61,12 +75,20 @@ impl Cuda {
             })
             .collect();
         let ws = ws?;
-        let takes = (2..=MAX_ROWS).contains(&n)
+        let takes = (1..=MAX_ROWS).contains(&n)
             && cols.is_multiple_of(128)
             && mk.groupable(&ws)
             && ws[0].layout.cols == cols
             && self.int8_rows(&ws);
-        takes.then_some((mk, n > 4))
+        let order = match n {
+            1 => match &kernels.cc {
+                Ok(cc) if cc.reads(&ws) => Order::CcStaged,
+                _ => return None,
+            },
+            2..=4 => Order::Rows,
+            _ => Order::Fragments,
+        };
+        takes.then_some((mk, order))
     }
 
     /// `rms_norm` of `x [n, cols]` (the caller checked `weight`'s length) writing its planes
@@ -82,7 +104,7 @@ impl Cuda {
             return Ok(None);
         }
         match self.feed_plan(x.shape[0], x.shape[1], next) {
-            Some((mk, frag)) => self.rms_norm_feed(mk, x, weight, eps, frag).map(Some),
+            Some((mk, order)) => self.rms_norm_feed(mk, x, weight, eps, order).map(Some),
             None => Ok(None),
         }
     }
@@ -99,20 +121,28 @@ impl Cuda {
             return Ok(None);
         }
         match self.feed_plan(gate.shape[0], gate.shape[1], next) {
-            Some((mk, frag)) => self.silu_mul_feed(mk, gate, up, frag),
+            Some((mk, order)) => self.silu_mul_feed(mk, gate, up, order),
             None => Ok(None),
         }
     }
 
-    fn feed_buffers(&self, n: usize, cols: usize, frag: bool) -> Result<Feed> {
-        // SAFETY (of using them uninitialised): the producers write every plane byte and every
-        // (dx, 8·Σq) pair of the n rows.
+    /// Buffers for `n` rows of `cols` in `order`. Also used by the split (`mma_split_i8`).
+    pub(super) fn feed_buffers(&self, n: usize, cols: usize, order: Order) -> Result<Feed> {
+        // SAFETY (of using them uninitialised): the producers and the split write every plane
+        // byte and every (dx, 8·Σq) pair of the n rows (cc_stage4: every word of the staging).
+        let (planes, dq) = match order {
+            Order::CcStaged => (self.alloc(cols / 32 * 18)?, None),
+            _ => (
+                self.alloc(n * cols / 2)?,
+                Some(F32Buf::new(self.alloc(2 * n * (cols / 128))?)),
+            ),
+        };
         Ok(Feed {
-            planes: F32Buf::new(self.alloc(n * cols / 2)?),
-            dq: F32Buf::new(self.alloc(2 * n * (cols / 128))?),
+            planes: F32Buf::new(planes),
+            dq,
             n,
             cols,
-            frag,
+            order,
             bf16: self.precision == crate::Precision::Bf16,
         })
     }
@@ -125,19 +155,19 @@ impl Cuda {
         x: &CudaTensor,
         weight: &CudaTensor,
         eps: f32,
-        frag: bool,
+        order: Order,
     ) -> Result<CudaTensor> {
         let (n, cols) = (x.shape[0], x.shape[1]);
         let mut out = self.alloc(x.len())?;
-        let mut feed = self.feed_buffers(n, cols, frag)?;
+        let feed = self.feed_buffers(n, cols, order)?;
         let (xv, wv) = (x.view("rms_norm")?, weight.view("rms_norm")?);
-        let (cols_i, bf16, frag_i) = (cols as i32, feed.bf16 as i32, frag as i32);
+        let (cols_i, bf16, frag_i) = (cols as i32, feed.bf16 as i32, order as i32);
         let mut l = self.stream.launch_builder(&mk.feed[0]);
         l.arg(&xv).arg(&wv).arg(&mut out).arg(&cols_i).arg(&eps);
-        l.arg(&mut *feed.planes)
-            .arg(&mut *feed.dq)
-            .arg(&bf16)
-            .arg(&frag_i);
+        // Without dq (the staging) the kernel gets the planes twice and writes no pairs; both
+        // as shared references (one stream orders every use, recycle.rs).
+        let dq: &CudaSlice<f32> = feed.dq.as_deref().unwrap_or(&feed.planes);
+        l.arg(&*feed.planes).arg(dq).arg(&bf16).arg(&frag_i);
         unsafe { l.launch(self.rows_cfg(n)) }.map_err(err("rms_norm (with int8 planes)"))?;
         Ok(CudaTensor::owned(out, &x.shape).fed(feed))
     }
@@ -149,22 +179,22 @@ impl Cuda {
         mk: &MmaKernels,
         gate: &CudaTensor,
         up: &CudaTensor,
-        frag: bool,
+        order: Order,
     ) -> Result<Option<CudaTensor>> {
         if !(gate.offset.is_multiple_of(4) && up.offset.is_multiple_of(4)) {
             return Ok(None);
         }
         let (n, cols) = (gate.shape[0], gate.shape[1]);
         let mut out = self.alloc(gate.len())?;
-        let mut feed = self.feed_buffers(n, cols, frag)?;
+        let feed = self.feed_buffers(n, cols, order)?;
         let (gv, uv) = (gate.view("silu_mul")?, up.view("silu_mul")?);
-        let (n_i, cols_i, bf16, frag_i) = (n as i32, cols as i32, feed.bf16 as i32, frag as i32);
+        let (n_i, cols_i, bf16, frag_i) = (n as i32, cols as i32, feed.bf16 as i32, order as i32);
         let mut l = self.stream.launch_builder(&mk.feed[1]);
         l.arg(&gv).arg(&uv).arg(&mut out).arg(&n_i).arg(&cols_i);
-        l.arg(&mut *feed.planes)
-            .arg(&mut *feed.dq)
-            .arg(&bf16)
-            .arg(&frag_i);
+        // Without dq (the staging) the kernel gets the planes twice and writes no pairs; both
+        // as shared references (one stream orders every use, recycle.rs).
+        let dq: &CudaSlice<f32> = feed.dq.as_deref().unwrap_or(&feed.planes);
+        l.arg(&*feed.planes).arg(dq).arg(&bf16).arg(&frag_i);
         let cfg = LaunchConfig {
             grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
             block_dim: (256, 1, 1),

@@ -6,8 +6,7 @@
 
 use super::{MmaKernels, GROUPED_ROWS, MAX_ROWS, THREADS, WIDE_MATS};
 use crate::cuda::packed::cc::{launch_ex, mat_ptrs};
-use crate::cuda::packed::{Feed, Gemv, GpuPacked};
-use crate::cuda::recycle::F32Buf;
+use crate::cuda::packed::{Feed, Gemv, GpuPacked, Order};
 use crate::cuda::{err, Cuda};
 use crate::Result;
 use cudarc::driver::{
@@ -193,12 +192,18 @@ impl Cuda {
         // programmatic dependent launch, as the one-row kernel (decision 151).
         let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
             && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl);
+        let order = if frag { Order::Fragments } else { Order::Rows };
+        // The producer's planes when they are this product's, else a split.
+        let fed = feed
+            .filter(|f| f.fits(n, cols, order, bf16))
+            .and_then(|f| Some((&f.planes, f.dq.as_ref()?)));
         let split;
-        let (planes, dq) = match feed {
-            Some(fd) if fd.fits(n, cols, frag, bf16) => (&fd.planes, &fd.dq),
-            _ => {
-                split = self.split_i8(mk, xv, n, cols, frag, pdl)?;
-                (&split.planes, &split.dq)
+        let (planes, dq) = match fed {
+            Some(p) => p,
+            None => {
+                split = self.split_i8(mk, xv, n, cols, order, pdl)?;
+                let dq = split.dq.as_ref().expect("the split writes (dx, 8·Σq)");
+                (&split.planes, dq)
             }
         };
         let stream = &self.stream;
@@ -229,32 +234,25 @@ impl Cuda {
         Ok(y)
     }
 
-    /// `mma_split_i8`: x's planes and (dx, 8·Σq) for `n` rows of `cols`, in recycled buffers
-    /// (the pairs are words in f32 buffers, as `split_acts`), in fragment order when `frag`.
+    /// `mma_split_i8`: x's planes and (dx, 8·Σq) for `n` rows of `cols` in `order` (`Rows` or
+    /// `Fragments`), in recycled buffers (the pairs are words in f32 buffers, as `split_acts`).
     fn split_i8(
         &self,
         mk: &MmaKernels,
         xv: &CudaView<'_, f32>,
         n: usize,
         cols: usize,
-        frag: bool,
+        order: Order,
         pdl: bool,
     ) -> Result<Feed> {
-        let bf16 = self.precision == crate::Precision::Bf16;
-        // SAFETY (of using them uninitialised): mma_split_i8 writes every plane byte and every
-        // pair of the n rows.
-        let mut out = Feed {
-            planes: F32Buf::new(self.alloc(n * cols / 2)?),
-            dq: F32Buf::new(self.alloc(2 * n * (cols / 128))?),
-            n,
-            cols,
-            frag,
-            bf16,
-        };
+        let mut out = self.feed_buffers(n, cols, order)?;
+        let bf16 = out.bf16;
+        let frag = order == Order::Fragments;
+        let dq = out.dq.as_mut().expect("plane orders have (dx, 8·Σq)");
         let stream = &self.stream;
         let (px, gx) = xv.device_ptr(stream);
+        let (pq, gq) = dq.device_ptr_mut(stream);
         let (pp, gp) = out.planes.device_ptr_mut(stream);
-        let (pq, gq) = out.dq.device_ptr_mut(stream);
         let blocks = (n * cols / 4).div_ceil(256) as u32;
         let mut ints = [n as i32, cols as i32, bf16 as i32, frag as i32];
         // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16, frag; x holds n
