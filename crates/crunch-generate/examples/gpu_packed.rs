@@ -512,10 +512,21 @@ fn check(args: &Args) -> Result<()> {
                     let planes = normed.carries_int8_planes();
                     let fed = run(&gpu, &stack, &norm, &x0, true)?;
                     let split = run(&gpu, &stack, &norm, &x0, false)?;
+                    // And with the short kernels launched without PDL (decision 160).
+                    let serial = run(
+                        &gpu.clone().with_pdl_between(false),
+                        &stack,
+                        &norm,
+                        &x0,
+                        true,
+                    )?;
                     let differ = fed
                         .iter()
                         .zip(&split)
-                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .zip(&serial)
+                        .filter(|((a, b), c)| {
+                            a.to_bits() != b.to_bits() || a.to_bits() != c.to_bits()
+                        })
                         .count();
                     let rec = json!({"check": "feed", "hidden": h, "intermediate": inter,
                         "blocks": blocks, "n": n, "activations": acts, "planes": planes,

@@ -255,11 +255,20 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
     table.extend(shape_md);
     // Blocks with their producers (decision 159): the `cc` variants with and without the
     // producers writing the int8 planes, and cuBLAS bf16 for scale.
+    // `cc+pdl` also with the short kernels launched without PDL (decision 160's comparison).
+    let products_only = int4
+        .clone()
+        .with_gemv(Gemv::default())
+        .with_pdl_between(false);
     let mut block_kinds: Vec<(String, &Cuda, _)> = variants
         .iter()
         .filter(|g| matches!(g.gemv(), Gemv::Cc { .. }))
         .map(|g| (format!("int4_g128_{}", g.gemv().name()), g, &w_int4))
         .collect();
+    if matches!(products_only.gemv(), Gemv::Cc { pdl: true }) {
+        let kind = format!("int4_g128_{}_products_only", products_only.gemv().name());
+        block_kinds.push((kind, &products_only, &w_int4));
+    }
     block_kinds.push(("bf16_cublas".into(), &bf16, &w_bf16));
     table.extend(block_bench(&name, layers, repeats, &block_kinds)?);
     eprintln!("{}", table.join("\n"));

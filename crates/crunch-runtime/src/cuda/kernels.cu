@@ -31,6 +31,7 @@ extern "C" __global__ void embedding(const float* table, const unsigned int* ids
 }
 
 extern "C" __global__ void add(const float* a, const float* b, float* out, long long n) {
+    pdl_entry();
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i < n) out[i] = a[i] + b[i];
 }
@@ -42,6 +43,7 @@ extern "C" __global__ void add_bias(float* y, const float* bias, long long n, in
 }
 
 extern "C" __global__ void silu_mul(const float* gate, const float* up, float* out, long long n) {
+    pdl_entry();
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i < n) {
         float g = gate[i];
@@ -77,6 +79,7 @@ extern "C" __global__ void columns(const float* x, float* out, int cols, int sta
 // One block per row: out = x / sqrt(mean(x²) + eps) * w.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, int cols,
                                     float eps) {
+    pdl_entry();
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* o = out + (size_t)blockIdx.x * cols;

@@ -10,8 +10,8 @@ use crate::{AttentionMask, Backend, Error, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr,
+    DevicePtrMut, LaunchConfig, PushKernelArg,
 };
 use std::sync::Arc;
 
@@ -21,7 +21,9 @@ mod calib;
 mod codes;
 mod kvdev;
 mod kvpaged;
+mod launch;
 mod packed;
+use launch::Arg;
 mod recycle;
 mod tensor;
 use bf16::{bf16_bits, Batch, Bf16Gemm};
@@ -91,6 +93,9 @@ pub struct Cuda {
     acts: Arc<std::sync::Mutex<Option<packed::ActsScratch>>>,
     /// The one-row int4 g128 tensor-core kernel (decision 139).
     gemv: packed::Gemv,
+    /// Whether, when the products are launched with PDL, the short kernels between them are
+    /// too (decision 160; on by default, off only to measure it).
+    pdl_between: bool,
 }
 
 impl Cuda {
@@ -105,7 +110,9 @@ impl Cuda {
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(err("cuBLAS"))?;
-        let module = compile(&stream, KERNELS)?;
+        // For the device's architecture: the griddepcontrol instructions of the kernels PDL
+        // launches (decision 160) exist from sm_90, and NVRTC's default target is older.
+        let module = compile_for_device(&stream, KERNELS)?;
         let f = |n: &str| module.load_function(n).map_err(err("loading a kernel"));
         let k = Kernels {
             embedding: f("embedding")?,
@@ -137,6 +144,7 @@ impl Cuda {
             packed: None,
             acts: Default::default(),
             gemv: packed::Gemv::default(),
+            pdl_between: true,
         })
     }
 
@@ -160,6 +168,14 @@ impl Cuda {
     /// int4 g128 kernel (decision 139): the bench runs every variant on the same weights.
     pub fn with_gemv(mut self, gemv: Gemv) -> Self {
         self.gemv = gemv;
+        self
+    }
+
+    /// With `false`, `add`, `rms_norm`, `silu_mul` and the producers of the int8 planes are
+    /// launched without PDL even under `cc+pdl` (decision 160's comparison; the default is
+    /// `true`). The values are the same either way.
+    pub fn with_pdl_between(mut self, on: bool) -> Self {
+        self.pdl_between = on;
         self
     }
 
@@ -251,6 +267,20 @@ impl Cuda {
             stream: &self.stream,
         }
     }
+}
+
+/// [`compile`] for this device's compute capability (`__CUDA_ARCH__` set to it).
+fn compile_for_device(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
+    let ctx = stream.context();
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(err("compute capability"))?;
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(err("NVRTC compile"))?;
+    ctx.load_module(ptx).map_err(err("loading kernels"))
 }
 
 fn compile(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
@@ -569,10 +599,16 @@ impl Backend for Cuda {
         }
         let n = a.len();
         let mut out = self.alloc(n)?;
-        let (av, bv, n64) = (a.view("add")?, b.view("add")?, n as i64);
-        let mut l = self.stream.launch_builder(&self.k.add);
-        l.arg(&av).arg(&bv).arg(&mut out).arg(&n64);
-        unsafe { l.launch(LaunchConfig::for_num_elems((n) as u32)) }.map_err(err("add"))?;
+        let (av, bv) = (a.view("add")?, b.view("add")?);
+        let s = &self.stream;
+        let ((pa, _ga), (pb, _gb), (po, _go)) =
+            (av.device_ptr(s), bv.device_ptr(s), out.device_ptr_mut(s));
+        let args = [Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(po), Arg::I64(n as i64)];
+        let dims = ((n as u32).div_ceil(1024), 1024, 0);
+        // SAFETY: add's parameters are a, b, out, n; each buffer holds n floats; add waits for
+        // the previous kernel before reading (pdl_entry).
+        unsafe { launch::launch(self, &self.k.add, dims, &args, self.pdl_launches(), "add") }?;
+        drop((_ga, _gb, _go));
         Ok(CudaTensor::owned(out, &a.shape))
     }
 
@@ -599,10 +635,23 @@ impl Backend for Cuda {
             return Ok(t);
         }
         let mut out = self.alloc(x.len())?;
-        let (xv, wv, cols_i) = (x.view("rms_norm")?, weight.view("rms_norm")?, cols as i32);
-        let mut l = self.stream.launch_builder(&self.k.rms_norm);
-        l.arg(&xv).arg(&wv).arg(&mut out).arg(&cols_i).arg(&eps);
-        unsafe { l.launch(self.rows_cfg(rows)) }.map_err(err("rms_norm"))?;
+        let (xv, wv) = (x.view("rms_norm")?, weight.view("rms_norm")?);
+        let s = &self.stream;
+        let ((px, _gx), (pw, _gw), (po, _go)) =
+            (xv.device_ptr(s), wv.device_ptr(s), out.device_ptr_mut(s));
+        let args = [
+            Arg::Ptr(px),
+            Arg::Ptr(pw),
+            Arg::Ptr(po),
+            Arg::I32(cols as i32),
+            Arg::F32(eps),
+        ];
+        let dims = (rows as u32, ROW_THREADS, 0);
+        let pdl = self.pdl_launches();
+        // SAFETY: rms_norm's parameters are x, w, out, cols, eps; x and out hold rows·cols
+        // floats, w cols; rms_norm waits for the previous kernel before reading (pdl_entry).
+        unsafe { launch::launch(self, &self.k.rms_norm, dims, &args, pdl, "rms_norm") }?;
+        drop((_gx, _gw, _go));
         Ok(CudaTensor::owned(out, &x.shape))
     }
 
@@ -667,10 +716,17 @@ impl Backend for Cuda {
         }
         let n = gate.len();
         let mut out = self.alloc(n)?;
-        let (gv, uv, n64) = (gate.view("silu_mul")?, up.view("silu_mul")?, n as i64);
-        let mut l = self.stream.launch_builder(&self.k.silu_mul);
-        l.arg(&gv).arg(&uv).arg(&mut out).arg(&n64);
-        unsafe { l.launch(LaunchConfig::for_num_elems((n) as u32)) }.map_err(err("silu_mul"))?;
+        let (gv, uv) = (gate.view("silu_mul")?, up.view("silu_mul")?);
+        let s = &self.stream;
+        let ((pg, _gg), (pu, _gu), (po, _go)) =
+            (gv.device_ptr(s), uv.device_ptr(s), out.device_ptr_mut(s));
+        let args = [Arg::Ptr(pg), Arg::Ptr(pu), Arg::Ptr(po), Arg::I64(n as i64)];
+        let dims = ((n as u32).div_ceil(1024), 1024, 0);
+        let pdl = self.pdl_launches();
+        // SAFETY: silu_mul's parameters are gate, up, out, n; each buffer holds n floats;
+        // silu_mul waits for the previous kernel before reading (pdl_entry).
+        unsafe { launch::launch(self, &self.k.silu_mul, dims, &args, pdl, "silu_mul") }?;
+        drop((_gg, _gu, _go));
         Ok(CudaTensor::owned(out, &gate.shape))
     }
 

@@ -1,6 +1,18 @@
 // Block reductions shared by crunch's NVRTC modules: kernels.cu's row kernels and the packed
 // products' producers (packed/feed.cu), which must normalise bit for bit as kernels.cu's
-// rms_norm does. Prepended to both modules' sources (no headers under NVRTC).
+// rms_norm does; and the entry of a kernel launched with PDL. Prepended to both modules'
+// sources (no headers under NVRTC).
+
+// First in a short kernel that may be launched with programmatic dependent launch (launch.rs,
+// decision 160): let the kernel after it start (its blocks wait in their own
+// griddepcontrol.wait), then wait for the kernel before it to finish and its writes to be
+// visible, before reading anything. Launched without the attribute, both do nothing.
+__device__ __forceinline__ void pdl_entry() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 // Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
 template <typename T>

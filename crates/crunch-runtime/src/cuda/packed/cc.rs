@@ -10,9 +10,10 @@
 
 use super::mma::MmaKernels;
 use super::{Feed, Gemv, GpuPacked, Order};
+use crate::cuda::launch::{launch, Arg};
 use crate::cuda::{err, Cuda};
 use crate::Result;
-use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute_enum};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
 
@@ -147,8 +148,8 @@ impl Cuda {
                 self,
                 if staged.is_some() { &cc.fed } else { &cc.f },
                 (grid, THREADS, smem as u32),
-                &mut ptrs,
-                &mut ints,
+                &ptrs,
+                &ints,
                 pdl && cc.pdl,
                 "packed product (cuda cores)",
             )
@@ -180,10 +181,9 @@ pub(in crate::cuda::packed) fn mat_ptrs<'a>(
     guards
 }
 
-/// Queues `f` on `cuda`'s stream through `cuLaunchKernelEx`, with the programmatic-serialization
-/// attribute when `pdl` (decision 151; cudarc's launch builder has no launch attributes). `dims`
-/// is (blocks, threads per block, dynamic shared memory bytes); the parameters are `ptrs` (device
-/// addresses) then `ints`, in that order.
+/// [`launch`](crate::cuda::launch::launch) with the parameters `ptrs` (device addresses) then
+/// `ints`, in that order: the products' launches, with PDL when `pdl` (decision 151). `dims` is
+/// (blocks, threads per block, dynamic shared memory bytes).
 ///
 /// # Safety
 /// `f`'s parameters must be exactly those, in that order; every address must be a live buffer
@@ -193,59 +193,34 @@ pub(in crate::cuda::packed) unsafe fn launch_ex(
     cuda: &Cuda,
     f: &CudaFunction,
     dims: (u32, u32, u32),
-    ptrs: &mut [u64],
-    ints: &mut [i32],
+    ptrs: &[u64],
+    ints: &[i32],
     pdl: bool,
     what: &'static str,
 ) -> Result<()> {
-    let mut params: Vec<*mut std::ffi::c_void> = ptrs
-        .iter_mut()
-        .map(|p| p as *mut u64 as *mut std::ffi::c_void)
-        .chain(
-            ints.iter_mut()
-                .map(|v| v as *mut i32 as *mut std::ffi::c_void),
-        )
+    let args: Vec<Arg> = ptrs
+        .iter()
+        .map(|&p| Arg::Ptr(p))
+        .chain(ints.iter().map(|&v| Arg::I32(v)))
         .collect();
-    // SAFETY: a zeroed attribute value is a valid bit pattern of the C union; the one field set
-    // is the one the id below names.
-    let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-    value.programmaticStreamSerializationAllowed = 1;
-    let mut attr = sys::CUlaunchAttribute {
-        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
-        pad: [0; 4],
-        value,
-    };
-    let stream = &cuda.stream;
-    let cfg = sys::CUlaunchConfig {
-        gridDimX: dims.0,
-        gridDimY: 1,
-        gridDimZ: 1,
-        blockDimX: dims.1,
-        blockDimY: 1,
-        blockDimZ: 1,
-        sharedMemBytes: dims.2,
-        hStream: stream.cu_stream(),
-        attrs: &mut attr,
-        numAttrs: u32::from(pdl),
-    };
-    stream
-        .context()
-        .bind_to_thread()
-        .map_err(err("binding the context"))?;
-    // SAFETY: the caller's contract (above); `params` holds one pointer per parameter value.
-    unsafe {
-        sys::cuLaunchKernelEx(
-            &cfg,
-            f.cu_function(),
-            params.as_mut_ptr(),
-            std::ptr::null_mut(),
-        )
-    }
-    .result()
-    .map_err(err(what))
+    // SAFETY: the caller's contract (above), which is `launch`'s.
+    unsafe { launch(cuda, f, dims, &args, pdl, what) }
 }
 
 impl Cuda {
+    /// Whether the products' launches carry PDL (decision 151): the `cc+pdl` variant on a
+    /// device that has it (sm_90+).
+    pub(in crate::cuda) fn pdl_products(&self) -> bool {
+        matches!(self.gemv, Gemv::Cc { pdl: true })
+            && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl)
+    }
+
+    /// Whether the short kernels between the products (`add`, `rms_norm`, `silu_mul`, the
+    /// plane producers) carry PDL too (decision 160).
+    pub(in crate::cuda) fn pdl_launches(&self) -> bool {
+        self.pdl_between && self.pdl_products()
+    }
+
     /// One activation row against 1–3 matrices of one launch: [`Gemv::Cc`]'s CUDA-core kernel
     /// where it reads them, else the wide kernel with `groups` per buffer.
     pub(in crate::cuda::packed) fn gemv_one_row(

@@ -14,15 +14,13 @@
 // shared memory instead of quantizing x itself.
 // Both let the product after them start (griddepcontrol.launch_dependents) so that it requests
 // its first codes while they run, as the split did; the product's griddepcontrol.wait still
-// holds its reads of x's planes until they have finished. They are launched without the PDL
-// attribute (they read what the kernel before them wrote). Needs reduce.cu, mma.cu and cc.cu
-// before it.
+// holds its reads of x's planes until they have finished. Under `cc+pdl` they are launched with
+// PDL themselves (decision 160) and wait for the kernel before them first (pdl_entry). Needs
+// reduce.cu, mma.cu and cc.cu before it.
 
 extern "C" __global__ void feed_rms_norm(const float* x, const float* w, float* out, int cols,
                                          float eps, u32* planes, int2* dq, int bf16, int frag) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
+    pdl_entry();  // reduce.cu
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* o = out + (size_t)blockIdx.x * cols;
@@ -45,9 +43,7 @@ extern "C" __global__ void feed_rms_norm(const float* x, const float* w, float* 
 
 extern "C" __global__ void feed_silu_mul(const float4* gate, const float4* up, float4* out, int n,
                                          int k, u32* planes, int2* dq, int bf16, int frag) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
+    pdl_entry();  // reduce.cu
     const int K4 = k >> 2, G = k >> 7;
     const long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (idx >= (long long)n * K4) return;  // whole warps (K4 is a multiple of 32)

@@ -11,10 +11,12 @@
 
 use super::mma::{MmaKernels, MAX_ROWS};
 use super::GpuPacked;
+use crate::cuda::launch::{launch, Arg};
 use crate::cuda::recycle::F32Buf;
-use crate::cuda::{err, Cuda, CudaTensor, Store};
+use crate::cuda::ROW_THREADS;
+use crate::cuda::{Cuda, CudaTensor, Store};
 use crate::Result;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
 
 pub(super) const SOURCE: &str = include_str!("feed.cu");
@@ -44,6 +46,18 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
+    /// The planes' and the pairs' device addresses for a kernel that writes them (the planes'
+    /// address twice without pairs: the staging, whose kernel writes no pairs), and the guard
+    /// that keeps their stream order until it is dropped, after the launch.
+    fn ptrs<'a>(&'a mut self, s: &'a CudaStream) -> (u64, u64, impl Drop + 'a) {
+        let (pp, gp) = self.planes.device_ptr_mut(s);
+        let pq = match &self.dq {
+            Some(dq) => dq.device_ptr(s).0,
+            None => pp,
+        };
+        (pp, pq, gp)
+    }
+
     /// Whether these are the planes a product of `n` rows of `cols` in `order` reads.
     pub(super) fn fits(&self, n: usize, cols: usize, order: Order, bf16: bool) -> bool {
         (self.n, self.cols, self.order, self.bf16) == (n, cols, order, bf16)
@@ -159,16 +173,32 @@ impl Cuda {
     ) -> Result<CudaTensor> {
         let (n, cols) = (x.shape[0], x.shape[1]);
         let mut out = self.alloc(x.len())?;
-        let feed = self.feed_buffers(n, cols, order)?;
+        let mut feed = self.feed_buffers(n, cols, order)?;
         let (xv, wv) = (x.view("rms_norm")?, weight.view("rms_norm")?);
-        let (cols_i, bf16, frag_i) = (cols as i32, feed.bf16 as i32, order as i32);
-        let mut l = self.stream.launch_builder(&mk.feed[0]);
-        l.arg(&xv).arg(&wv).arg(&mut out).arg(&cols_i).arg(&eps);
-        // Without dq (the staging) the kernel gets the planes twice and writes no pairs; both
-        // as shared references (one stream orders every use, recycle.rs).
-        let dq: &CudaSlice<f32> = feed.dq.as_deref().unwrap_or(&feed.planes);
-        l.arg(&*feed.planes).arg(dq).arg(&bf16).arg(&frag_i);
-        unsafe { l.launch(self.rows_cfg(n)) }.map_err(err("rms_norm (with int8 planes)"))?;
+        let s = &self.stream;
+        let ((px, gx), (pw, gw), (po, go)) =
+            (xv.device_ptr(s), wv.device_ptr(s), out.device_ptr_mut(s));
+        let bf16 = feed.bf16 as i32;
+        let (pp, pq, gp) = feed.ptrs(s);
+        let args = [
+            Arg::Ptr(px),
+            Arg::Ptr(pw),
+            Arg::Ptr(po),
+            Arg::I32(cols as i32),
+            Arg::F32(eps),
+            Arg::Ptr(pp),
+            Arg::Ptr(pq),
+            Arg::I32(bf16),
+            Arg::I32(order as i32),
+        ];
+        let dims = (n as u32, ROW_THREADS, 0);
+        let pdl = self.pdl_launches();
+        let what = "rms_norm (with int8 planes)";
+        // SAFETY: feed_rms_norm's parameters are x, w, out, cols, eps, planes, dq, bf16, frag;
+        // x and out hold n·cols floats, w cols, the planes and dq what `feed_buffers` sized for
+        // `order`; the kernel waits for the previous one before reading (pdl_entry).
+        unsafe { launch(self, &mk.feed[0], dims, &args, pdl, what) }?;
+        drop((gx, gw, go, gp));
         Ok(CudaTensor::owned(out, &x.shape).fed(feed))
     }
 
@@ -186,21 +216,32 @@ impl Cuda {
         }
         let (n, cols) = (gate.shape[0], gate.shape[1]);
         let mut out = self.alloc(gate.len())?;
-        let feed = self.feed_buffers(n, cols, order)?;
+        let mut feed = self.feed_buffers(n, cols, order)?;
         let (gv, uv) = (gate.view("silu_mul")?, up.view("silu_mul")?);
-        let (n_i, cols_i, bf16, frag_i) = (n as i32, cols as i32, feed.bf16 as i32, order as i32);
-        let mut l = self.stream.launch_builder(&mk.feed[1]);
-        l.arg(&gv).arg(&uv).arg(&mut out).arg(&n_i).arg(&cols_i);
-        // Without dq (the staging) the kernel gets the planes twice and writes no pairs; both
-        // as shared references (one stream orders every use, recycle.rs).
-        let dq: &CudaSlice<f32> = feed.dq.as_deref().unwrap_or(&feed.planes);
-        l.arg(&*feed.planes).arg(dq).arg(&bf16).arg(&frag_i);
-        let cfg = LaunchConfig {
-            grid_dim: ((n * cols / 4).div_ceil(256) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        unsafe { l.launch(cfg) }.map_err(err("silu_mul (with int8 planes)"))?;
+        let s = &self.stream;
+        let ((pg, gg), (pu, gu), (po, go)) =
+            (gv.device_ptr(s), uv.device_ptr(s), out.device_ptr_mut(s));
+        let bf16 = feed.bf16 as i32;
+        let (pp, pq, gp) = feed.ptrs(s);
+        let args = [
+            Arg::Ptr(pg),
+            Arg::Ptr(pu),
+            Arg::Ptr(po),
+            Arg::I32(n as i32),
+            Arg::I32(cols as i32),
+            Arg::Ptr(pp),
+            Arg::Ptr(pq),
+            Arg::I32(bf16),
+            Arg::I32(order as i32),
+        ];
+        let dims = ((n * cols / 4).div_ceil(256) as u32, 256, 0);
+        let pdl = self.pdl_launches();
+        let what = "silu_mul (with int8 planes)";
+        // SAFETY: feed_silu_mul's parameters are gate, up, out, n, k, planes, dq, bf16, frag;
+        // gate, up and out hold n·cols floats (16-byte aligned, checked above), the planes and dq
+        // what `feed_buffers` sized; the kernel waits for the previous one before reading.
+        unsafe { launch(self, &mk.feed[1], dims, &args, pdl, what) }?;
+        drop((gg, gu, go, gp));
         Ok(Some(CudaTensor::owned(out, &gate.shape).fed(feed)))
     }
 }

@@ -190,8 +190,7 @@ impl Cuda {
         let bf16 = self.precision == crate::Precision::Bf16;
         // Both launches through cuLaunchKernelEx; under `cc+pdl` on a device that has it, with
         // programmatic dependent launch, as the one-row kernel (decision 151).
-        let pdl = matches!(self.gemv, Gemv::Cc { pdl: true })
-            && matches!(self.packed.as_deref().map(|k| k.cc.as_ref()), Some(Ok(cc)) if cc.pdl);
+        let pdl = self.pdl_products();
         let order = if frag { Order::Fragments } else { Order::Rows };
         // The producer's planes when they are this product's, else a split.
         let fed = feed
@@ -215,7 +214,7 @@ impl Cuda {
         ptrs[2 * WIDE_MATS] = pp;
         ptrs[2 * WIDE_MATS + 1] = pq;
         ptrs[2 * WIDE_MATS + 2] = py;
-        let mut ints = [r[0], r[1], r[2], cols_i, n_i];
+        let ints = [r[0], r[1], r[2], cols_i, n_i];
         // SAFETY: mma_i8_g*'s parameters are three matrices' codes and scales, planes, dq, y,
         // then r0, r1, r2, k, n; planes hold n·cols bytes per plane pair, dq 2·n·(cols/128)
         // words, y n·(r0 + r1 + r2) floats.
@@ -224,8 +223,8 @@ impl Cuda {
                 self,
                 f,
                 (cfg.grid_dim.0, threads, 0),
-                &mut ptrs,
-                &mut ints,
+                &ptrs,
+                &ints,
                 pdl,
                 "packed product (int8 mma, grouped rows)",
             )
@@ -254,7 +253,7 @@ impl Cuda {
         let (pq, gq) = dq.device_ptr_mut(stream);
         let (pp, gp) = out.planes.device_ptr_mut(stream);
         let blocks = (n * cols / 4).div_ceil(256) as u32;
-        let mut ints = [n as i32, cols as i32, bf16 as i32, frag as i32];
+        let ints = [n as i32, cols as i32, bf16 as i32, frag as i32];
         // SAFETY: mma_split_i8's parameters are x, planes, dq, then n, k, bf16, frag; x holds n
         // rows of cols, planes n·cols/2 floats (n·cols bytes per plane), dq 2·n·groups.
         unsafe {
@@ -262,8 +261,8 @@ impl Cuda {
                 self,
                 &mk.split_i8,
                 (blocks, 256, 0),
-                &mut [px, pp, pq],
-                &mut ints,
+                &[px, pp, pq],
+                &ints,
                 pdl,
                 "split activations (int8)",
             )
