@@ -738,5 +738,16 @@ mod tests {
         run(&[&bare[0], &bare[1]]);
         run(&[&bare[0], &biased, &bare[1]]);
         run(&[&factored, &bare[1]]);
+        // What a producer is told reads its output (`Backend::rms_norm_for`): the weights
+        // `forward_all` hands to `linears`, or none when any layer is biased or factored.
+        let shapes = |ls: &[&Linear<Cpu>]| -> Vec<Vec<usize>> {
+            Linear::bare_weights(ls)
+                .iter()
+                .map(|t| Cpu.shape(t))
+                .collect()
+        };
+        assert_eq!(shapes(&[&bare[0], &bare[1]]), vec![vec![4, 3], vec![1, 3]]);
+        assert!(shapes(&[&bare[0], &biased]).is_empty());
+        assert!(shapes(&[&factored]).is_empty());
     }
 }
