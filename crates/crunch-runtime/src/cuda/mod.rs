@@ -269,17 +269,23 @@ impl Cuda {
     }
 }
 
-/// [`compile`] for this device's compute capability (`__CUDA_ARCH__` set to it).
-fn compile_for_device(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
-    let ctx = stream.context();
+/// NVRTC's options for `ctx`'s compute capability (`__CUDA_ARCH__` set to it; NVRTC's default
+/// target is older).
+fn device_options(ctx: &CudaContext) -> Result<cudarc::nvrtc::CompileOptions> {
     let (major, minor) = ctx
         .compute_capability()
         .map_err(err("compute capability"))?;
-    let opts = cudarc::nvrtc::CompileOptions {
+    Ok(cudarc::nvrtc::CompileOptions {
         options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
         ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(err("NVRTC compile"))?;
+    })
+}
+
+/// [`compile`] for this device's compute capability.
+fn compile_for_device(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
+    let ctx = stream.context();
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, device_options(ctx)?)
+        .map_err(err("NVRTC compile"))?;
     ctx.load_module(ptx).map_err(err("loading kernels"))
 }
 

@@ -64,13 +64,7 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(cuda: &Cuda) -> Result<Self> {
         let ctx = cuda.stream.context();
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(err("compute capability"))?;
-        let opts = cudarc::nvrtc::CompileOptions {
-            options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
-            ..Default::default()
-        };
+        let opts = super::device_options(ctx)?;
         // feed.cu calls mma.cu's split_group4 and cc.cu's cc_stage4, so it comes after both,
         // inside mma.cu's sm_80 guard (outside it for the lab's nvcc build, which includes the
         // file as it is).
