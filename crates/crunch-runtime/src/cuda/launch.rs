@@ -1,5 +1,6 @@
-//! Kernel launches through `cuLaunchKernelEx`, with the programmatic-serialization attribute
-//! (PDL) when asked: cudarc's launch builder has no launch attributes. The packed products use
+//! Compiling kernels for the device (NVRTC) and launching them through `cuLaunchKernelEx`, with
+//! the programmatic-serialization attribute (PDL) when asked: cudarc's launch builder has no
+//! launch attributes. The packed products use
 //! it since decision 151; the short kernels between them (`add`, `rms_norm`, `silu_mul` and
 //! the producers of `packed/feed.cu`) since decision 160, so that their launch overlaps the
 //! product before them instead of following its last block.
@@ -10,7 +11,8 @@
 
 use super::{err, Cuda};
 use crate::Result;
-use cudarc::driver::{sys, CudaFunction};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+use std::sync::Arc;
 
 /// One kernel parameter, as the kernel declares it (pointers as device addresses).
 #[derive(Clone, Copy)]
@@ -89,4 +91,24 @@ pub(super) unsafe fn launch(
     }
     .result()
     .map_err(err(what))
+}
+
+/// NVRTC's options for `ctx`'s compute capability (`__CUDA_ARCH__` set to it; NVRTC's default
+/// target is older).
+pub(super) fn device_options(ctx: &CudaContext) -> Result<cudarc::nvrtc::CompileOptions> {
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(err("compute capability"))?;
+    Ok(cudarc::nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        ..Default::default()
+    })
+}
+
+/// NVRTC-compiles `source` for this device's compute capability and loads it.
+pub(super) fn compile_for_device(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
+    let ctx = stream.context();
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, device_options(ctx)?)
+        .map_err(err("NVRTC compile"))?;
+    ctx.load_module(ptx).map_err(err("loading kernels"))
 }

@@ -112,7 +112,7 @@ impl Cuda {
         let blas = CudaBlas::new(stream.clone()).map_err(err("cuBLAS"))?;
         // For the device's architecture: the griddepcontrol instructions of the kernels PDL
         // launches (decision 160) exist from sm_90, and NVRTC's default target is older.
-        let module = compile_for_device(&stream, KERNELS)?;
+        let module = launch::compile_for_device(&stream, KERNELS)?;
         let f = |n: &str| module.load_function(n).map_err(err("loading a kernel"));
         let k = Kernels {
             embedding: f("embedding")?,
@@ -232,6 +232,30 @@ impl Cuda {
         unsafe { self.stream.alloc::<f32>(n) }.map_err(err("allocating"))
     }
 
+    /// `f(a, b, out, n)` over two same-shaped inputs (`add`, `silu_mul`), one thread per element
+    /// in blocks of 1,024, with PDL between the products (decision 160).
+    fn elementwise_pair(
+        &self,
+        f: &CudaFunction,
+        a: &CudaTensor,
+        b: &CudaTensor,
+        what: &'static str,
+    ) -> Result<CudaTensor> {
+        let n = a.len();
+        let mut out = self.alloc(n)?;
+        let (av, bv) = (a.view(what)?, b.view(what)?);
+        let s = &self.stream;
+        let ((pa, ga), (pb, gb), (po, go)) =
+            (av.device_ptr(s), bv.device_ptr(s), out.device_ptr_mut(s));
+        let args = [Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(po), Arg::I64(n as i64)];
+        let dims = ((n as u32).div_ceil(1024), 1024, 0);
+        // SAFETY: the kernel's parameters are a, b, out, n; each buffer holds n floats; the
+        // kernel waits for the previous one before reading (pdl_entry).
+        unsafe { launch::launch(self, f, dims, &args, self.pdl_launches(), what) }?;
+        drop((ga, gb, go));
+        Ok(CudaTensor::owned(out, &a.shape))
+    }
+
     fn rows_cfg(&self, rows: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
@@ -267,26 +291,6 @@ impl Cuda {
             stream: &self.stream,
         }
     }
-}
-
-/// NVRTC's options for `ctx`'s compute capability (`__CUDA_ARCH__` set to it; NVRTC's default
-/// target is older).
-fn device_options(ctx: &CudaContext) -> Result<cudarc::nvrtc::CompileOptions> {
-    let (major, minor) = ctx
-        .compute_capability()
-        .map_err(err("compute capability"))?;
-    Ok(cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
-        ..Default::default()
-    })
-}
-
-/// [`compile`] for this device's compute capability.
-fn compile_for_device(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
-    let ctx = stream.context();
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, device_options(ctx)?)
-        .map_err(err("NVRTC compile"))?;
-    ctx.load_module(ptx).map_err(err("loading kernels"))
 }
 
 fn compile(stream: &CudaStream, source: &str) -> Result<Arc<CudaModule>> {
@@ -603,19 +607,7 @@ impl Backend for Cuda {
         if a.shape != b.shape {
             return Err(Error(format!("cuda add: {:?} + {:?}", a.shape, b.shape)));
         }
-        let n = a.len();
-        let mut out = self.alloc(n)?;
-        let (av, bv) = (a.view("add")?, b.view("add")?);
-        let s = &self.stream;
-        let ((pa, _ga), (pb, _gb), (po, _go)) =
-            (av.device_ptr(s), bv.device_ptr(s), out.device_ptr_mut(s));
-        let args = [Arg::Ptr(pa), Arg::Ptr(pb), Arg::Ptr(po), Arg::I64(n as i64)];
-        let dims = ((n as u32).div_ceil(1024), 1024, 0);
-        // SAFETY: add's parameters are a, b, out, n; each buffer holds n floats; add waits for
-        // the previous kernel before reading (pdl_entry).
-        unsafe { launch::launch(self, &self.k.add, dims, &args, self.pdl_launches(), "add") }?;
-        drop((_ga, _gb, _go));
-        Ok(CudaTensor::owned(out, &a.shape))
+        self.elementwise_pair(&self.k.add, a, b, "add")
     }
 
     fn rms_norm(&self, x: &CudaTensor, weight: &CudaTensor, eps: f32) -> Result<CudaTensor> {
@@ -643,7 +635,7 @@ impl Backend for Cuda {
         let mut out = self.alloc(x.len())?;
         let (xv, wv) = (x.view("rms_norm")?, weight.view("rms_norm")?);
         let s = &self.stream;
-        let ((px, _gx), (pw, _gw), (po, _go)) =
+        let ((px, gx), (pw, gw), (po, go)) =
             (xv.device_ptr(s), wv.device_ptr(s), out.device_ptr_mut(s));
         let args = [
             Arg::Ptr(px),
@@ -657,7 +649,7 @@ impl Backend for Cuda {
         // SAFETY: rms_norm's parameters are x, w, out, cols, eps; x and out hold rows·cols
         // floats, w cols; rms_norm waits for the previous kernel before reading (pdl_entry).
         unsafe { launch::launch(self, &self.k.rms_norm, dims, &args, pdl, "rms_norm") }?;
-        drop((_gx, _gw, _go));
+        drop((gx, gw, go));
         Ok(CudaTensor::owned(out, &x.shape))
     }
 
@@ -720,20 +712,7 @@ impl Backend for Cuda {
         if let Some(t) = self.silu_mul_feeding(gate, up, next)? {
             return Ok(t);
         }
-        let n = gate.len();
-        let mut out = self.alloc(n)?;
-        let (gv, uv) = (gate.view("silu_mul")?, up.view("silu_mul")?);
-        let s = &self.stream;
-        let ((pg, _gg), (pu, _gu), (po, _go)) =
-            (gv.device_ptr(s), uv.device_ptr(s), out.device_ptr_mut(s));
-        let args = [Arg::Ptr(pg), Arg::Ptr(pu), Arg::Ptr(po), Arg::I64(n as i64)];
-        let dims = ((n as u32).div_ceil(1024), 1024, 0);
-        let pdl = self.pdl_launches();
-        // SAFETY: silu_mul's parameters are gate, up, out, n; each buffer holds n floats;
-        // silu_mul waits for the previous kernel before reading (pdl_entry).
-        unsafe { launch::launch(self, &self.k.silu_mul, dims, &args, pdl, "silu_mul") }?;
-        drop((_gg, _gu, _go));
-        Ok(CudaTensor::owned(out, &gate.shape))
+        self.elementwise_pair(&self.k.silu_mul, gate, up, "silu_mul")
     }
 
     fn gelu_mul(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {

@@ -64,7 +64,7 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(cuda: &Cuda) -> Result<Self> {
         let ctx = cuda.stream.context();
-        let opts = super::device_options(ctx)?;
+        let opts = super::launch::device_options(ctx)?;
         // feed.cu calls mma.cu's split_group4 and cc.cu's cc_stage4, so it comes after both,
         // inside mma.cu's sm_80 guard (outside it for the lab's nvcc build, which includes the
         // file as it is).
