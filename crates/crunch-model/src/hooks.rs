@@ -86,6 +86,14 @@ pub trait LinearHook<B: Backend> {
     /// at all when none is.
     fn linear_input(&mut self, id: LinearId, x: &B::Tensor) -> Result<()>;
 
+    /// Whether this hook reads the inputs [`LinearHook::linear_input`] is given. When it does
+    /// not (the empty hook: generation, evaluation), the model may run a layer's norm or
+    /// activation fused into its product ([`Backend::linears_fused`], decision 161) and then
+    /// does not call `linear_input` for the inputs it did not materialise.
+    fn reads_inputs(&self) -> bool {
+        true
+    }
+
     /// Whether this hook wants the linear inputs only: a block run with it may stop once its
     /// last linear input reached the hook (the down projection's product and the residual
     /// after it are skipped; see [`crate::model::block_forward`]).
@@ -111,6 +119,10 @@ pub trait LinearHook<B: Backend> {
 impl<B: Backend> LinearHook<B> for () {
     fn linear_input(&mut self, _: LinearId, _: &B::Tensor) -> Result<()> {
         Ok(())
+    }
+
+    fn reads_inputs(&self) -> bool {
+        false
     }
 }
 

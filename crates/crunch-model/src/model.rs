@@ -11,7 +11,7 @@ use crate::rope_tables::rope_freq_factors;
 pub use crate::rope_tables::{RopeRows, RopeTables};
 use crate::weights::Weights;
 use crate::Result;
-use crunch_runtime::{AttentionMask, Backend};
+use crunch_runtime::{AttentionMask, Backend, Epilogue, Prologue};
 
 /// A linear layer y = x·Wᵀ (+ bias), with W stored in one of three ways: dense; factored
 /// (W = A·B, run as two thin products so the rank saves work, not only storage); or dense plus
@@ -553,9 +553,20 @@ impl<B: Backend> BlockPass<'_, B> {
             .flatten()
             .collect();
         let next = Linear::bare_weights(&qkv);
-        let h = b.rms_norm_for(x, &blk.attn_norm, cfg.rms_eps, &next)?;
         let (q, k, v) = match (&blk.k, &blk.v) {
+            // No hook reads the normed input: the norm may run inside the product (decision
+            // 161).
+            (Some(_), Some(_)) if !hook.reads_inputs() && next.len() == 3 => {
+                let norm = Prologue::RmsNorm {
+                    weight: &blk.attn_norm,
+                    eps: cfg.rms_eps,
+                };
+                let mut y = b.linears_fused(x, &next, norm, Epilogue::None)?.into_iter();
+                let mut next = || y.next().expect("three outputs for three layers");
+                (next(), next(), next())
+            }
             (Some(k), Some(v)) => {
+                let h = b.rms_norm_for(x, &blk.attn_norm, cfg.rms_eps, &next)?;
                 for &name in &BLOCK_LINEARS[..3] {
                     hook.linear_input(LinearId::new(layer, name), &h)?;
                 }
@@ -565,6 +576,7 @@ impl<B: Backend> BlockPass<'_, B> {
             }
             _ => {
                 // Phi-3's fused projection: rows of q, then k, then v.
+                let h = b.rms_norm_for(x, &blk.attn_norm, cfg.rms_eps, &next)?;
                 hook.linear_input(LinearId::new(layer, "self_attn.qkv_proj"), &h)?;
                 let qkv = blk.q.forward(b, &h)?;
                 let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -600,11 +612,20 @@ impl<B: Backend> BlockPass<'_, B> {
     ) -> Result<B::Tensor> {
         let (b, cfg, blk, layer) = (self.b, self.cfg, self.blk, self.layer);
         hook.linear_input(LinearId::new(layer, "self_attn.o_proj"), a)?;
-        let mut o = blk.o.forward(b, a)?;
-        if let Some(n) = &blk.post_attn_norm {
-            o = b.rms_norm(&o, n, cfg.rms_eps)?;
+        let o_bare = Linear::bare_weights(&[&blk.o]);
+        let x_attn = if !hook.reads_inputs() && o_bare.len() == 1 && blk.post_attn_norm.is_none() {
+            // The residual add in the product's store (decision 161).
+            one(b.linears_fused(a, &o_bare, Prologue::None, Epilogue::Add(x))?)?
+        } else {
+            let mut o = blk.o.forward(b, a)?;
+            if let Some(n) = &blk.post_attn_norm {
+                o = b.rms_norm(&o, n, cfg.rms_eps)?;
+            }
+            b.add(x, &o)?
+        };
+        if let Some(out) = self.mlp_fused(&x_attn, hook)? {
+            return Ok(out);
         }
-        let x_attn = b.add(x, &o)?;
         let next = match &blk.mlp {
             Mlp::Gated { gate, up, .. } => Linear::bare_weights(&[gate, up]),
             Mlp::FusedGated { gate_up, .. } => Linear::bare_weights(&[gate_up]),
@@ -618,6 +639,49 @@ impl<B: Backend> BlockPass<'_, B> {
             m = b.rms_norm(&m, n, cfg.rms_eps)?;
         }
         Ok(b.add(&x_attn, &m)?)
+    }
+}
+
+impl<B: Backend> BlockPass<'_, B> {
+    /// The second half's MLP and residual as two fused calls (decision 161): rms_norm → gate/up
+    /// → silu_mul, then down → + `x_attn`; `None` (nothing run) unless the MLP is a bare SwiGLU
+    /// with no norm after it and no hook reads its layers' inputs.
+    fn mlp_fused(
+        &self,
+        x_attn: &B::Tensor,
+        hook: &mut dyn LinearHook<B>,
+    ) -> Result<Option<B::Tensor>> {
+        let (b, cfg, blk) = (self.b, self.cfg, self.blk);
+        let Mlp::Gated { gate, up, down } = &blk.mlp else {
+            return Ok(None);
+        };
+        let gate_up = Linear::bare_weights(&[gate, up]);
+        let down = Linear::bare_weights(&[down]);
+        if hook.reads_inputs()
+            || hook.inputs_only()
+            || cfg.activation != Activation::Silu
+            || blk.post_mlp_norm.is_some()
+            || gate_up.len() != 2
+            || down.len() != 1
+        {
+            return Ok(None);
+        }
+        let norm = Prologue::RmsNorm {
+            weight: &blk.mlp_norm,
+            eps: cfg.rms_eps,
+        };
+        let silu = Epilogue::SiluMul { next: &down };
+        let m = one(b.linears_fused(x_attn, &gate_up, norm, silu)?)?;
+        let out = b.linears_fused(&m, &down, Prologue::None, Epilogue::Add(x_attn))?;
+        Ok(Some(one(out)?))
+    }
+}
+
+/// The one output of a [`Backend::linears_fused`] call with one.
+fn one<T>(mut ys: Vec<T>) -> Result<T> {
+    match (ys.pop(), ys.is_empty()) {
+        (Some(y), true) => Ok(y),
+        _ => Err(crunch_runtime::Error("linears_fused: expected one output".into()).into()),
     }
 }
 

@@ -190,6 +190,64 @@ fn mask_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Epilogue, Prologue};
+
+    /// `linears_fused`'s default (decision 161) is the steps it names, value for value; an
+    /// epilogue given the wrong number of weights is an error, not a panic.
+    #[test]
+    fn linears_fused_composes_the_steps() {
+        let b = Cpu;
+        let up = |v: Vec<f32>, s: &[usize]| b.upload(v, s).unwrap();
+        let seq = |n: usize, k: f32| (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * k).collect();
+        let x = up(seq(2 * 8, 0.3), &[2, 8]);
+        let nw = up(
+            seq(8, 0.1).into_iter().map(|v: f32| v + 1.0).collect(),
+            &[8],
+        );
+        let (g, u, d) = (
+            up(seq(48, 0.2), &[6, 8]),
+            up(seq(48, -0.1), &[6, 8]),
+            up(seq(48, 0.05), &[8, 6]),
+        );
+        let res = up(seq(16, 0.7), &[2, 8]);
+        let f = |t: &Tensor| b.to_f32(t).unwrap();
+        let rms = || Prologue::RmsNorm {
+            weight: &nw,
+            eps: 1e-5,
+        };
+        let h = b.rms_norm(&x, &nw, 1e-5).unwrap();
+        // Norm, then two products.
+        let got = b
+            .linears_fused(&x, &[&g, &u], rms(), Epilogue::None)
+            .unwrap();
+        assert_eq!(f(&got[0]), f(&b.linear(&h, &g, None).unwrap()));
+        assert_eq!(f(&got[1]), f(&b.linear(&h, &u, None).unwrap()));
+        // Norm, gate/up, silu_mul.
+        let m = b.silu_mul(
+            &b.linear(&h, &g, None).unwrap(),
+            &b.linear(&h, &u, None).unwrap(),
+        );
+        let silu = Epilogue::SiluMul { next: &[&d] };
+        let got = b.linears_fused(&x, &[&g, &u], rms(), silu).unwrap();
+        assert_eq!((got.len(), f(&got[0])), (1, f(&m.unwrap())));
+        // One product, + residual.
+        let m = up(seq(12, 0.4), &[2, 6]);
+        let got = b
+            .linears_fused(&m, &[&d], Prologue::None, Epilogue::Add(&res))
+            .unwrap();
+        let want = b.add(&res, &b.linear(&m, &d, None).unwrap()).unwrap();
+        assert_eq!(f(&got[0]), f(&want));
+        // Wrong counts.
+        assert!(b
+            .linears_fused(&x, &[&g], Prologue::None, Epilogue::SiluMul { next: &[] })
+            .is_err());
+        assert!(b
+            .linears_fused(&x, &[&g, &u], Prologue::None, Epilogue::Add(&res))
+            .is_err());
+        assert!(b
+            .linears_fused(&x, &[], Prologue::None, Epilogue::None)
+            .is_err());
+    }
 
     /// Direct attention, one query at a time, for comparison. Queries sit at positions
     /// `offset..offset+t`, keys at `0..k_len`.

@@ -88,6 +88,65 @@ impl AttentionMask {
 pub enum NoCodes {}
 
 /// Shapes are row-major; "tokens" is the sequence axis (one sequence at a time).
+/// What [`Backend::linears_fused`] runs on `x` before the products.
+pub enum Prologue<'a, T> {
+    /// `x` as it is.
+    None,
+    /// `rms_norm(x, weight, eps)` ([`Backend::rms_norm_for`], told the products read it).
+    RmsNorm { weight: &'a T, eps: f32 },
+}
+
+/// What [`Backend::linears_fused`] runs on the products' outputs.
+pub enum Epilogue<'a, T> {
+    /// The outputs, one per weight.
+    None,
+    /// `residual + y` for one weight: one output.
+    Add(&'a T),
+    /// `silu(y₀) · y₁` for two weights (gate, up): one output, the input of the products of
+    /// `next` ([`Backend::silu_mul_for`]).
+    SiluMul { next: &'a [&'a T] },
+}
+
+/// [`Backend::linears_fused`] step by step: `rms_norm_for`, `linears` (`linear` for one weight),
+/// then `add` or `silu_mul_for`. The default, and what a backend runs where it does not fuse.
+pub fn linears_composed<B: Backend + ?Sized>(
+    b: &B,
+    x: &B::Tensor,
+    weights: &[&B::Tensor],
+    pre: Prologue<'_, B::Tensor>,
+    post: Epilogue<'_, B::Tensor>,
+) -> Result<Vec<B::Tensor>> {
+    let want = match post {
+        Epilogue::None => weights.len(),
+        Epilogue::Add(_) => 1,
+        Epilogue::SiluMul { .. } => 2,
+    };
+    if weights.len() != want || want == 0 {
+        return Err(Error(format!(
+            "linears_fused: {} weights where the epilogue takes {want}",
+            weights.len()
+        )));
+    }
+    let normed;
+    let h = match pre {
+        Prologue::None => x,
+        Prologue::RmsNorm { weight, eps } => {
+            normed = b.rms_norm_for(x, weight, eps, weights)?;
+            &normed
+        }
+    };
+    // One weight through `linear`, as a model multiplies a lone bare layer (o, down).
+    let y = match weights {
+        [w] => vec![b.linear(h, w, None)?],
+        _ => b.linears(h, weights)?,
+    };
+    Ok(match post {
+        Epilogue::None => y,
+        Epilogue::Add(residual) => vec![b.add(residual, &y[0])?],
+        Epilogue::SiluMul { next } => vec![b.silu_mul_for(&y[0], &y[1], next)?],
+    })
+}
+
 pub trait Backend: Send + Sync + 'static {
     type Tensor: Clone + Send + Sync + 'static;
     /// A quantized weight's codes as the backend keeps them ([`Backend::upload_codes`]), to
@@ -214,6 +273,22 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Self::Tensor> {
         let _ = next;
         self.silu_mul(gate, up)
+    }
+
+    /// [`Backend::linears`] of bare weights with what a decoder block runs right before and
+    /// after them (decision 161): `pre` on `x`, the products, then `post` on their outputs.
+    /// Only the outputs come back, not the normalised `x`: a caller that needs it (a hook that
+    /// reads the layers' inputs) runs the steps itself. The default composes them
+    /// ([`linears_composed`]); a backend may fuse them into the products (CUDA at one row: the
+    /// norm in the product's staging, the add or `silu_mul` in its store) with the same values.
+    fn linears_fused(
+        &self,
+        x: &Self::Tensor,
+        weights: &[&Self::Tensor],
+        pre: Prologue<'_, Self::Tensor>,
+        post: Epilogue<'_, Self::Tensor>,
+    ) -> Result<Vec<Self::Tensor>> {
+        linears_composed(self, x, weights, pre, post)
     }
 
     /// Columns `start..start+len` of a 2-D `x [rows, cols]`: `[rows, len]` (the parts of a

@@ -6,7 +6,7 @@
 use super::{random_blocks, random_kblocks, tensor_cores, Args, Rng};
 use anyhow::{anyhow, Result};
 use crunch_formats::DType;
-use crunch_runtime::{Backend, Cuda, Gemv, Precision};
+use crunch_runtime::{Backend, Cuda, Epilogue, Gemv, Precision, Prologue};
 use serde_json::json;
 
 /// Llama-3-8B's linear layers: (name, rows, cols, which input they read).
@@ -291,8 +291,8 @@ fn block_bench(
         String::new(),
         "A block with its producers (rms_norm, silu_mul, adds; no attention), µs per block:".into(),
         String::new(),
-        "| batch | kernels | split per product | producers write planes | ratio |".into(),
-        "|---:|---|---:|---:|---:|".into(),
+        "| batch | kernels | split per product | producers write planes | ratio | fused (decision 161) | vs producers |".into(),
+        "|---:|---|---:|---:|---:|---:|---:|".into(),
     ];
     for n in [1usize, 2, 4, 8, 16, 32] {
         for (kind, gpu, weights) in kinds {
@@ -308,10 +308,31 @@ fn block_bench(
             let norm_w = gpu.upload(vec![1.0f32; 4096], &[4096])?;
             let w = |s: usize, l: usize| &weights[s][l];
             let (inputs, norm_w) = (&inputs, &norm_w);
-            let pass = |feed: bool| {
+            // 0: each step on its own; 1: the producers told their readers (decision 159);
+            // 2: through `linears_fused` (decision 161: at one row under `cc`, rms_norm → q/k/v,
+            // o → add, rms_norm → gate/up → silu_mul and down → add are one launch each).
+            let pass = |mode: u8| {
                 move || -> crunch_runtime::Result<()> {
+                    let feed = mode == 1;
                     for (l, [x, a]) in inputs.iter().enumerate() {
                         let qkv = [w(0, l), w(1, l), w(2, l)];
+                        let gu = [w(4, l), w(5, l)];
+                        if mode == 2 {
+                            let rms = || Prologue::RmsNorm {
+                                weight: norm_w,
+                                eps: 1e-5,
+                            };
+                            gpu.linears_fused(x, &qkv, rms(), Epilogue::None)?;
+                            let o = [w(3, l)];
+                            let x2 = gpu
+                                .linears_fused(a, &o, Prologue::None, Epilogue::Add(x))?
+                                .remove(0);
+                            let down = [w(6, l)];
+                            let silu = Epilogue::SiluMul { next: &down };
+                            let m = gpu.linears_fused(&x2, &gu, rms(), silu)?.remove(0);
+                            gpu.linears_fused(&m, &down, Prologue::None, Epilogue::Add(&x2))?;
+                            continue;
+                        }
                         let h = if feed {
                             gpu.rms_norm_for(x, norm_w, 1e-5, &qkv)?
                         } else {
@@ -320,7 +341,6 @@ fn block_bench(
                         gpu.linears(&h, &qkv)?;
                         let o = gpu.linear(a, w(3, l), None)?;
                         let x2 = gpu.add(x, &o)?;
-                        let gu = [w(4, l), w(5, l)];
                         let h2 = if feed {
                             gpu.rms_norm_for(&x2, norm_w, 1e-5, &gu)?
                         } else {
@@ -338,20 +358,27 @@ fn block_bench(
                     Ok(())
                 }
             };
-            let split = best_time(gpu, repeats, pass(false))?.0 / layers as f64;
-            let fed = best_time(gpu, repeats, pass(true))?.0 / layers as f64;
+            let split = best_time(gpu, repeats, pass(0))?.0 / layers as f64;
+            let fed = best_time(gpu, repeats, pass(1))?.0 / layers as f64;
+            let before = gpu.fused_launches();
+            let fused = best_time(gpu, repeats, pass(2))?.0 / layers as f64;
+            // Whether the fused pass did fuse (one row under `cc`): launches per pass.
+            let fused_launches = (gpu.fused_launches() - before) / (repeats as u64 + 1);
             println!(
                 "{}",
                 json!({"bench": "packed_8b_block", "device": name, "weights": kind, "n": n,
                        "us_per_block_split": split * 1e6, "us_per_block_fed": fed * 1e6,
-                       "fed_vs_split": fed / split, "layers_timed": layers,
-                       "repeats": repeats})
+                       "us_per_block_fused": fused * 1e6, "fused_launches_per_pass": fused_launches,
+                       "fed_vs_split": fed / split, "fused_vs_fed": fused / fed,
+                       "layers_timed": layers, "repeats": repeats})
             );
             md.push(format!(
-                "| {n} | {kind} | {:.2} | {:.2} | {:.3} |",
+                "| {n} | {kind} | {:.2} | {:.2} | {:.3} | {:.2} | {:.3} |",
                 split * 1e6,
                 fed * 1e6,
-                fed / split
+                fed / split,
+                fused * 1e6,
+                fused / fed
             ));
         }
     }

@@ -6,7 +6,7 @@
 //! Tensors are f32 on the device. cuBLAS runs its default math mode, so f32 products are not
 //! silently done in TF32: results match the CPU backend to float rounding.
 
-use crate::{AttentionMask, Backend, Error, Result};
+use crate::{AttentionMask, Backend, Epilogue, Error, Prologue, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
@@ -524,6 +524,20 @@ impl Backend for Cuda {
         match self.packed_linears(x, weights)? {
             Some(ys) => Ok(ys),
             None => weights.iter().map(|w| self.linear(x, w, None)).collect(),
+        }
+    }
+
+    fn linears_fused(
+        &self,
+        x: &CudaTensor,
+        weights: &[&CudaTensor],
+        pre: Prologue<'_, CudaTensor>,
+        post: Epilogue<'_, CudaTensor>,
+    ) -> Result<Vec<CudaTensor>> {
+        // One row under `cc`: one fused launch (decision 161).
+        match self.cc_fused(x, weights, &pre, &post)? {
+            Some(ys) => Ok(ys),
+            None => crate::linears_composed(self, x, weights, pre, post),
         }
     }
 

@@ -33,12 +33,21 @@ __device__ T block_sum(T v, T* red) {
     return r;
 }
 
-// 1 / sqrt(mean(x²) + eps) of the row xr, in every thread of the block: rms_norm's sum, in its
-// order, for a kernel that must normalise bit for bit as it does (packed/feed.cu).
-__device__ float rms_inv(const float* xr, int cols, float eps, float* red) {
+// 1 / sqrt(mean(x²) + eps) of the row xr, in every thread of the block, summed by its first
+// `threads` threads (a multiple of 32, at most blockDim.x) in rms_norm's order: a block of more
+// threads gets the same bits, because the others add exact zeros where block_sum's tree has
+// zeros anyway (lanes past the summing warps). For kernels that must normalise bit for bit as
+// rms_norm does: packed/feed.cu, and cc.cu's staging with the norm fused (decision 161).
+__device__ float rms_inv_by(const float* xr, int cols, float eps, float* red, int threads) {
     float s = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
+    if ((int)threadIdx.x < threads)
+        for (int i = threadIdx.x; i < cols; i += threads) s += xr[i] * xr[i];
     s = block_sum(s, red);
     return 1.0f / sqrtf(s / (float)cols + eps);
+}
+
+// rms_inv_by over the whole block: rms_norm's own sum.
+__device__ float rms_inv(const float* xr, int cols, float eps, float* red) {
+    return rms_inv_by(xr, cols, eps, red, blockDim.x);
 }
 

@@ -102,6 +102,55 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
     __syncthreads();
 }
 
+// What a cc_u4 variant fuses around its product (decision 161): template flags of cc_u4_body.
+//   CC_FED   x's planes as its producer staged them (decision 159), copied, not quantized.
+//   CC_NORM  x is rms_norm's input: the staging normalises it (cc_stage_norm), so the norm is
+//            not a launch of its own. Bit for bit rms_norm's output: its sum in its order
+//            (rms_inv_by over kernels.cu's ROW_THREADS), then x·inv·w per element as it does.
+//   CC_RES   y = res + x·Wᵀ, the residual add in the store (one matrix): res + p is p + res
+//            bit for bit, as kernels.cu's add computes it.
+//   CC_GATED two matrices of equal shape (gate, up) and y = silu(gate·x) · (up·x), one output
+//            per row pair: an item is row r of gate and row r of up instead of 2 rows of one
+//            matrix, so one warp holds both sums and applies silu_mul's expression. Each row's
+//            sum is the same as in an item of 2 rows of one matrix (the same lanes, steps and
+//            shuffle tree), so the output is silu_mul's of cc_u4's, bit for bit.
+#define CC_FED 1
+#define CC_NORM 2
+#define CC_RES 4
+#define CC_GATED 8
+#define CC_NORM_THREADS 256  // kernels.cu's rms_norm block (ROW_THREADS in cuda/mod.rs)
+
+// cc_stage for x normalised as rms_norm(x, w, eps) would give it: the inverse rms in rms_norm's
+// order, then every float4 read again (from L1/L2) and scaled before it is quantized.
+__device__ __forceinline__ void cc_stage_norm(const float* __restrict__ x,
+                                              const float* __restrict__ w, float eps, uint4* sm,
+                                              int k, int bf16) {
+    __shared__ float red[32];
+    const float inv = rms_inv_by(x, k, eps, red, CC_NORM_THREADS);  // reduce.cu
+    const int C = k >> 5, K4 = k >> 2;
+    const float4* x4 = (const float4*)x;
+    const float4* w4 = (const float4*)w;
+    for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * CC_THREADS) {
+        float4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * CC_THREADS;
+            if (i < K4) {
+                const float4 a = x4[i], g = w4[i];
+                // feed_rms_norm's and rms_norm's expression: (x·inv)·w.
+                v[u] = make_float4(a.x * inv * g.x, a.y * inv * g.y, a.z * inv * g.z,
+                                   a.w * inv * g.w);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * CC_THREADS;
+            if (i < K4) cc_stage4(v[u], bf16, (u32*)sm, C, i);  // warp-uniform, as cc_stage
+        }
+    }
+    __syncthreads();
+}
+
 // The matrix of item `it` (2 rows each; matrix 0's items, then 1's, then 2's).
 struct CcMat {
     const uint4* codes;
@@ -130,13 +179,16 @@ __device__ __forceinline__ CcMat cc_pick(int it, const uint4* c0, const u16* d0,
 // the f16 scale of its group ((32s + lane)/4). Rows past the matrix are clamped to its last
 // row (computed, not stored); steps past S, and chunks past C in the last step (k not a
 // multiple of 1024), load the last ones again (not used), so the loads stay one branch-free run.
+// Under CC_GATED the item's rows are row m.row of m (gate) and of the second matrix (c1, d1).
+template <int F>
 __device__ __forceinline__ void cc_load(uint4 (&w)[2][4], u32 (&sc)[2][4], const CcMat& m, int b,
-                                        int S, int C, int G, int lane) {
+                                        int S, int C, int G, int lane, const uint4* c1,
+                                        const u16* d1) {
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        const size_t r = min(m.rows - 1, m.row + i);
-        const uint4* cp = m.codes + r * C;
-        const u16* dp = m.d + r * G;
+        const size_t r = (F & CC_GATED) ? m.row : min(m.rows - 1, m.row + i);
+        const uint4* cp = ((F & CC_GATED) && i ? c1 : m.codes) + r * C;
+        const u16* dp = ((F & CC_GATED) && i ? d1 : m.d) + r * G;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int c = min(32 * min(4 * b + j, S - 1) + lane, C - 1);
@@ -191,33 +243,48 @@ __device__ __forceinline__ void cc_compute(const uint4 (&w)[2][4], const u32 (&s
     }
 }
 
-// Sums the lanes' partials of the item's rows and writes them (lane i writes row i).
+// Sums the lanes' partials of the item's rows and writes them (lane i writes row i; under
+// CC_RES plus res; under CC_GATED lane 0 writes silu(gate) · up). The shuffle tree leaves the
+// same sums in every lane (each step adds the same two values in either lane).
+template <int F>
 __device__ __forceinline__ void cc_store(float (&acc)[2], const CcMat& m, float* __restrict__ y,
-                                         int lane) {
-    float out = 0.0f;
+                                         const float* __restrict__ res, int lane) {
+    float out = 0.0f, sum[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         float v = acc[i];
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
         if (lane == i) out = v;
+        sum[i] = v;
         acc[i] = 0.0f;
     }
-    if (lane < 2 && m.row + lane < m.rows) y[m.ybase + m.row + lane] = out;
+    if (F & CC_GATED) {
+        const float g = sum[0];
+        if (lane == 0) y[m.row] = g / (1.0f + expf(-g)) * sum[1];  // kernels.cu's silu_mul
+    } else if (lane < 2 && m.row + lane < m.rows) {
+        const int at = m.ybase + m.row + lane;
+        y[at] = (F & CC_RES) ? res[at] + out : out;
+    }
 }
 
-// The kernel's body; `staged` (cc_u4_fed): x's planes as a producer wrote them (CC_SMEM's
-// layout in global memory, decision 159), copied into shared memory instead of quantizing x.
+// The kernel's body, with what F fuses around the product (CC_* above): `staged` under CC_FED
+// (x's planes as a producer wrote them, CC_SMEM's layout in global memory, decision 159),
+// `normw`/`eps` under CC_NORM, `res` under CC_RES.
+template <int F>
 __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const uint4* c1,
                                            const u16* d1, const uint4* c2, const u16* d2,
                                            const float* __restrict__ x, float* __restrict__ y,
-                                           const uint4* __restrict__ staged, int r0, int r1,
+                                           const uint4* __restrict__ staged,
+                                           const float* __restrict__ normw, float eps,
+                                           const float* __restrict__ res, int r0, int r1,
                                            int r2, int k, int bf16) {
     extern __shared__ uint4 cc_smem[];
     const int C = k >> 5, G = k >> 7, S = (C + 31) >> 5;  // chunks, groups, steps of 32 chunks
     const int NB = (S + 3) >> 2;  // batches of 4 steps per item
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int items = ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
+    const int items =
+        (F & CC_GATED) ? r0 : ((r0 + 1) >> 1) + ((r1 + 1) >> 1) + ((r2 + 1) >> 1);
     // Warp (block b, warp w) starts at item w·grid + b: with fewer items than warps the busy
     // warps are spread over every block.
     const int NW = gridDim.x * (CC_THREADS / 32);
@@ -229,14 +296,23 @@ __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const
     uint4 wa[2][4], wb[2][4];
     u32 sa[2][4], sb[2][4];
     int ba = 0;
-    auto pick = [&](int i) { return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2); };
-    if (it < items) cc_load(wa, sa, pick(it), 0, S, C, G, lane);
+    auto pick = [&](int i) {
+        if (F & CC_GATED) {
+            CcMat m;
+            m.codes = c0, m.d = d0, m.rows = r0, m.row = i, m.ybase = 0;
+            return m;
+        }
+        return cc_pick(i, c0, d0, c1, d1, c2, d2, r0, r1, r2);
+    };
+    if (it < items) cc_load<F>(wa, sa, pick(it), 0, S, C, G, lane, c1, d1);
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    if (staged) {
+    if (F & CC_FED) {
         for (int i = threadIdx.x; i < C * 72 / 16; i += CC_THREADS) cc_smem[i] = staged[i];
         __syncthreads();
+    } else if (F & CC_NORM) {
+        cc_stage_norm(x, normw, eps, cc_smem, k, bf16);
     } else {
         cc_stage(x, cc_smem, k, bf16);
     }
@@ -246,15 +322,15 @@ __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const
     while (it < items) {
         int itb = it, bb = ba + 1;  // successor of a → b
         if (bb == NB) bb = 0, itb = it + NW;
-        if (itb < items) cc_load(wb, sb, pick(itb), bb, S, C, G, lane);
+        if (itb < items) cc_load<F>(wb, sb, pick(itb), bb, S, C, G, lane, c1, d1);
         cc_compute(wa, sa, acc, cc_smem, ba, S, C, lane);
-        if (ba == NB - 1) cc_store(acc, pick(it), y, lane);
+        if (ba == NB - 1) cc_store<F>(acc, pick(it), y, res, lane);
         if (itb >= items) break;
         it = itb, ba = bb + 1;  // successor of b → a
         if (ba == NB) ba = 0, it = itb + NW;
-        if (it < items) cc_load(wa, sa, pick(it), ba, S, C, G, lane);
+        if (it < items) cc_load<F>(wa, sa, pick(it), ba, S, C, G, lane, c1, d1);
         cc_compute(wb, sb, acc, cc_smem, bb, S, C, lane);
-        if (bb == NB - 1) cc_store(acc, pick(itb), y, lane);
+        if (bb == NB - 1) cc_store<F>(acc, pick(itb), y, res, lane);
     }
 }
 
@@ -262,7 +338,8 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
     cc_u4(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
           const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1,
           int r2, int k, int bf16) {
-    cc_u4_body(c0, d0, c1, d1, c2, d2, x, y, nullptr, r0, r1, r2, k, bf16);
+    cc_u4_body<0>(c0, d0, c1, d1, c2, d2, x, y, nullptr, nullptr, 0.0f, nullptr, r0, r1, r2, k,
+                  bf16);
 }
 
 // cc_u4 on planes its input's producer staged (x itself is not read).
@@ -270,5 +347,21 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
     cc_u4_fed(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
               const u16* d2, const uint4* __restrict__ staged, float* __restrict__ y, int r0,
               int r1, int r2, int k, int bf16) {
-    cc_u4_body(c0, d0, c1, d1, c2, d2, nullptr, y, staged, r0, r1, r2, k, bf16);
+    cc_u4_body<CC_FED>(c0, d0, c1, d1, c2, d2, nullptr, y, staged, nullptr, 0.0f, nullptr, r0,
+                       r1, r2, k, bf16);
 }
+
+// The fused variants (decision 161), one parameter list: x, y, the norm's weight and eps (read
+// under CC_NORM), res (read under CC_RES).
+#define CC_FUSED(name, F)                                                                       \
+    extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)                                 \
+        name(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,   \
+             const u16* d2, const float* __restrict__ x, float* __restrict__ y,                 \
+             const float* __restrict__ normw, const float* __restrict__ res, int r0, int r1,    \
+             int r2, int k, int bf16, float eps) {                                              \
+        cc_u4_body<F>(c0, d0, c1, d1, c2, d2, x, y, nullptr, normw, eps, res, r0, r1, r2, k,   \
+                      bf16);                                                                    \
+    }
+CC_FUSED(cc_u4_norm, CC_NORM)                   // rms_norm → q/k/v
+CC_FUSED(cc_u4_res, CC_RES)                     // o, down → + residual
+CC_FUSED(cc_u4_norm_gated, CC_NORM | CC_GATED)  // rms_norm → gate/up → silu_mul

@@ -11,10 +11,12 @@
 use super::mma::MmaKernels;
 use super::{Feed, Gemv, GpuPacked, Order};
 use crate::cuda::launch::{launch, Arg};
-use crate::cuda::{err, Cuda};
-use crate::Result;
+use crate::cuda::recycle::F32Buf;
+use crate::cuda::{err, Cuda, CudaTensor, Store};
+use crate::{Epilogue, Prologue, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaView, DevicePtr, DevicePtrMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub(super) const SOURCE: &str = include_str!("cc.cu");
@@ -33,6 +35,13 @@ pub(super) struct CcKernel {
     f: CudaFunction,
     /// `cc_u4_fed`: the same on planes x's producer staged (decision 159).
     fed: CudaFunction,
+    /// The fused variants (decision 161): `cc_u4_norm` (rms_norm → products),
+    /// `cc_u4_res` (product → + residual), `cc_u4_norm_gated` (rms_norm → gate/up → silu_mul).
+    norm: CudaFunction,
+    res: CudaFunction,
+    norm_gated: CudaFunction,
+    /// Fused launches queued so far, by every clone of the backend ([`Cuda::fused_launches`]).
+    fused: AtomicU64,
     /// Dynamic shared memory a block may use (the device's opt-in maximum).
     smem_max: usize,
     sms: usize,
@@ -69,10 +78,20 @@ impl CcKernel {
         };
         let (f, smem) = staging("cc_u4")?;
         let (fed, smem_fed) = staging("cc_u4_fed")?;
+        let (norm, smem_norm) = staging("cc_u4_norm")?;
+        let (res, smem_res) = staging("cc_u4_res")?;
+        let (norm_gated, smem_gated) = staging("cc_u4_norm_gated")?;
+        let smem_max = [smem_fed, smem_norm, smem_res, smem_gated]
+            .into_iter()
+            .fold(smem, i32::min);
         Ok(CcKernel {
             f,
             fed,
-            smem_max: smem.min(smem_fed) as usize,
+            norm,
+            res,
+            norm_gated,
+            fused: AtomicU64::new(0),
+            smem_max: smem_max as usize,
             sms: sms as usize,
             pdl: major >= 9,
         })
@@ -156,6 +175,191 @@ impl Cuda {
         }?;
         drop((guards, gx, gy));
         Ok(y)
+    }
+}
+
+/// Which fused `cc_u4` variant runs a [`Backend::linears_fused`](crate::Backend::linears_fused)
+/// call (decision 161).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fused {
+    /// rms_norm → 1–3 products (q/k/v).
+    Norm,
+    /// One product → + residual (o, down).
+    Res,
+    /// rms_norm → gate/up → silu_mul.
+    NormGated,
+}
+
+impl Cuda {
+    /// How many fused one-row products (decision 161) this backend and its clones have queued:
+    /// what shows that [`Backend::linears_fused`](crate::Backend::linears_fused) did fuse.
+    pub fn fused_launches(&self) -> u64 {
+        match self.packed.as_deref().map(|k| k.cc.as_ref()) {
+            Some(Ok(cc)) => cc.fused.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
+    /// [`Backend::linears_fused`](crate::Backend::linears_fused) as one fused `cc_u4` launch
+    /// (decision 161) where one takes it: one f32 row under [`Gemv::Cc`], weights `cc_u4`
+    /// reads ([`CcKernel::reads`]), and `RmsNorm` then no epilogue (`cc_u4_norm`), `RmsNorm`
+    /// then `SiluMul` of two matrices of one shape (`cc_u4_norm_gated`), or no prologue then
+    /// `Add` (`cc_u4_res`). `None` otherwise: the caller composes the steps. The values are
+    /// those of the steps (`gpu_packed check`, "fused": bit for bit).
+    pub(crate) fn cc_fused(
+        &self,
+        x: &CudaTensor,
+        weights: &[&CudaTensor],
+        pre: &Prologue<'_, CudaTensor>,
+        post: &Epilogue<'_, CudaTensor>,
+    ) -> Result<Option<Vec<CudaTensor>>> {
+        let Gemv::Cc { pdl } = self.gemv else {
+            return Ok(None);
+        };
+        let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) else {
+            return Ok(None);
+        };
+        let mut ws = Vec::with_capacity(weights.len());
+        for w in weights {
+            match &w.store {
+                Store::Packed(p) => ws.push(p.as_ref()),
+                _ => return Ok(None),
+            }
+        }
+        let Some(xv) = x.f32_view() else {
+            return Ok(None);
+        };
+        // float4 reads of x (and of the norm's weight): offsets in whole float4s.
+        let aligned = |t: &CudaTensor| t.offset.is_multiple_of(4);
+        if x.shape.len() != 2 || x.shape[0] != 1 || !aligned(x) || !cc.reads(&ws) {
+            return Ok(None);
+        }
+        let cols = x.shape[1];
+        if ws[0].layout.cols != cols {
+            return Ok(None);
+        }
+        let rows0 = ws[0].layout.rows;
+        let (kind, normw, res) = match (pre, post) {
+            (Prologue::RmsNorm { weight, eps }, Epilogue::None) => {
+                (Fused::Norm, Some((weight, *eps)), None)
+            }
+            (Prologue::RmsNorm { weight, eps }, Epilogue::SiluMul { .. })
+                if ws.len() == 2 && ws[1].layout.rows == rows0 =>
+            {
+                (Fused::NormGated, Some((weight, *eps)), None)
+            }
+            (Prologue::None, Epilogue::Add(r)) if ws.len() == 1 && r.shape == [1, rows0] => {
+                (Fused::Res, None, Some(*r))
+            }
+            _ => return Ok(None),
+        };
+        let normv = match normw {
+            Some((w, _)) if w.len() != cols || !aligned(w) => return Ok(None),
+            Some((w, _)) => match w.f32_view() {
+                Some(v) => Some(v),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let resv = match res {
+            Some(r) => match r.f32_view() {
+                Some(v) => Some(v),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let (f, items, total) = match kind {
+            Fused::Norm => (
+                &cc.norm,
+                ws.iter().map(|w| w.layout.rows.div_ceil(2)).sum::<usize>(),
+                ws.iter().map(|w| w.layout.rows).sum::<usize>(),
+            ),
+            Fused::Res => (&cc.res, rows0.div_ceil(2), rows0),
+            Fused::NormGated => (&cc.norm_gated, rows0, rows0),
+        };
+        let mut y = self.alloc(total)?;
+        let smem = smem_bytes(cols);
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
+            .map_err(err("occupancy"))?
+            .max(1) as usize;
+        let stream = &self.stream;
+        let mut ptrs = [0u64; 2 * MATS];
+        let guards = mat_ptrs(self, &ws, &mut ptrs);
+        let (px, gx) = xv.device_ptr(stream);
+        let (py, gy) = y.device_ptr_mut(stream);
+        // Parameters the variant does not read get x's address.
+        let (pn, gn) = match &normv {
+            Some(v) => {
+                let (p, g) = v.device_ptr(stream);
+                (p, Some(g))
+            }
+            None => (px, None),
+        };
+        let (pr, gr) = match &resv {
+            Some(v) => {
+                let (p, g) = v.device_ptr(stream);
+                (p, Some(g))
+            }
+            None => (px, None),
+        };
+        let rows = |j: usize| ws.get(j).map_or(0, |w| w.layout.rows as i32);
+        let bf16 = self.precision == crate::Precision::Bf16;
+        let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
+        args.extend([
+            Arg::Ptr(px),
+            Arg::Ptr(py),
+            Arg::Ptr(pn),
+            Arg::Ptr(pr),
+            Arg::I32(rows(0)),
+            Arg::I32(rows(1)),
+            Arg::I32(rows(2)),
+            Arg::I32(cols as i32),
+            Arg::I32(bf16 as i32),
+            Arg::F32(normw.map_or(0.0, |(_, e)| e)),
+        ]);
+        let grid = items.min(per_sm * cc.sms) as u32;
+        // SAFETY: the fused kernels' parameters (CC_FUSED in cc.cu) are six device pointers
+        // (codes and scales of three matrices), x, y, the norm's weight, the residual, five
+        // ints and eps, as here; x holds `cols` floats, the norm's weight `cols`, the residual
+        // and y `total` (Res: one matrix) or `rows0` (NormGated); the guards keep the buffers'
+        // stream order until after the launch is queued; every kernel waits
+        // (griddepcontrol.wait) before it reads x, the weight's norm or the residual.
+        unsafe {
+            launch(
+                self,
+                f,
+                (grid, THREADS, smem as u32),
+                &args,
+                pdl && cc.pdl,
+                "fused packed product (cuda cores)",
+            )
+        }?;
+        drop((guards, gx, gy, gn, gr));
+        cc.fused.fetch_add(1, Ordering::Relaxed);
+        let y = Arc::new(F32Buf::new(y));
+        let outs: Vec<(usize, usize)> = match kind {
+            Fused::Norm => {
+                let mut at = 0;
+                ws.iter()
+                    .map(|w| {
+                        at += w.layout.rows;
+                        (at - w.layout.rows, w.layout.rows)
+                    })
+                    .collect()
+            }
+            Fused::Res | Fused::NormGated => vec![(0, rows0)],
+        };
+        Ok(Some(
+            outs.into_iter()
+                .map(|(offset, n)| CudaTensor {
+                    store: Store::F32(y.clone()),
+                    offset,
+                    shape: vec![1, n],
+                    feed: None,
+                })
+                .collect(),
+        ))
     }
 }
 
