@@ -5,7 +5,8 @@
 #      packed_kernels.sh (gpu_packed check, incl. "fused", "feed" and the dependent chain;
 #      gpu_packed bench, incl. the block table: split, producers writing planes, fused).
 #   b: join the model's parts, then the serve consumer check (serve_paged.py --check, 4 and 32
-#      clients, cc+pdl) and greedy generation on CPU against CUDA.
+#      clients, cc+pdl), greedy generation on CPU against CUDA, and decode speed with one
+#      attention GEMM per side or one per group member (decision 162).
 # Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s41_call.sh a|b
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -18,7 +19,8 @@ a)
   grep -E "check exit|bench exit|summary|real" /tmp/pk/pk.log
   grep "\"check\":\"fused\"" /tmp/pk/packed-check.jsonl | head -4
   grep -c "\"check\":\"fused\"" /tmp/pk/packed-check.jsonl
-  tail -45 /tmp/pk/packed-bench.err
+  grep '"check":"kv_device_attention","kv_cache":"f32"' /tmp/pk/packed-check.jsonl
+  tail -50 /tmp/pk/packed-bench.err
   gzip -9 /tmp/pk/packed-check.jsonl
   tar czf $OUT/pk.tar.gz -C /tmp pk
   ;;
@@ -42,6 +44,18 @@ b)
   done
   python3 -c 'import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:3]); print(json.dumps({"check":"generate_cpu_vs_cuda","identical":a["token_ids"]==b["token_ids"],"cuda_decode_tok_s":b["decode_tokens_per_second"],"text":b["text"]}))' \
     /tmp/serve/generate-cpu.json /tmp/serve/generate-cuda.json
+  # Decode speed, one attention GEMM per side against one per group member (decision 162),
+  # same binary, alternating, 128 tokens.
+  for r in 1 2 3; do
+    for a in one per-member; do
+      if [ $a = per-member ]; then export CRUNCH_ATTENTION=per-member; else unset CRUNCH_ATTENTION; fi
+      /tmp/crunch generate /tmp/m --prompt "$p" --max-tokens 128 --ignore-eos --device cuda \
+        --kv-cache f32 --json > /tmp/serve/speed-$a-$r.json 2>> /tmp/serve/generate.err
+      python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"attention":sys.argv[2],"rep":sys.argv[3],"decode_tok_s":r["decode_tokens_per_second"],"prefill_tok_s":r["prefill_tokens_per_second"]}))' \
+        /tmp/serve/speed-$a-$r.json $a $r
+    done
+  done
+  unset CRUNCH_ATTENTION
   cp -r /tmp/serve $OUT/
   ;;
 esac

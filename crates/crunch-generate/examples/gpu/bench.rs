@@ -271,6 +271,7 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
     }
     block_kinds.push(("bf16_cublas".into(), &bf16, &w_bf16));
     table.extend(block_bench(&name, layers, repeats, &block_kinds)?);
+    table.extend(attention_bench(&name, &int4, repeats)?);
     eprintln!("{}", table.join("\n"));
     Ok(())
 }
@@ -381,6 +382,77 @@ fn block_bench(
                 fused / fed
             ));
         }
+    }
+    Ok(md)
+}
+
+/// One decode step's attention of a Llama-3-8B-shaped block (32 query heads, 8 key/value
+/// heads of 128, one query at the last position) over an f32 cache of 512–8,192 positions:
+/// one GEMM per side (decision 162) against one per group member (4 per side), device and
+/// host time per call. Returns the table's lines.
+fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>> {
+    let (kvh, heads, d) = (8usize, 32usize, 128usize);
+    let mut md = vec![
+        String::new(),
+        "Decode attention, one block (32 heads, 8 kv heads of 128, f32 cache), µs per call:"
+            .into(),
+        String::new(),
+        "| positions | one GEMM per side: device | host | one per member: device | host | device ratio | host ratio |"
+            .into(),
+        "|---:|---:|---:|---:|---:|---:|---:|".into(),
+    ];
+    let per_member = gpu.clone().with_attention_per_member(true);
+    let one = gpu.clone().with_attention_per_member(false);
+    for ctx in [512usize, 2048, 8192] {
+        let mut rng = Rng(77 + ctx as u64);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
+        let spec = crunch_runtime::KvSpec {
+            capacity: ctx,
+            kv_heads: kvh,
+            head_dim: d,
+            mode: crunch_runtime::KvMode::F32,
+            inv_freq: None,
+        };
+        let mut kv = gpu.kv_alloc(spec)?;
+        let shape = [ctx, kvh, d];
+        gpu.kv_append(
+            &mut kv,
+            &gpu.upload(draw(ctx * kvh * d), &shape)?,
+            &gpu.upload(draw(ctx * kvh * d), &shape)?,
+        )?;
+        let q = gpu.upload(draw(heads * d), &[1, heads, d])?;
+        let mask = crunch_runtime::AttentionMask {
+            window: None,
+            query_offset: ctx - 1,
+        };
+        let scale = (d as f32).powf(-0.5);
+        let time = |b: &Cuda| {
+            best_time(b, repeats, || {
+                for _ in 0..8 {
+                    b.kv_attention(&q, &kv, mask, scale)?;
+                }
+                Ok(())
+            })
+        };
+        let (kd, kh) = time(&one)?;
+        let (cd, ch) = time(&per_member)?;
+        let us = |s: f64| s * 1e6 / 8.0;
+        println!(
+            "{}",
+            json!({"bench": "decode_attention_f32", "device": name, "positions": ctx,
+                   "heads": heads, "kv_heads": kvh, "head_dim": d,
+                   "one_gemm_us": us(kd), "one_gemm_host_us": us(kh),
+                   "per_member_us": us(cd), "per_member_host_us": us(ch), "repeats": repeats})
+        );
+        md.push(format!(
+            "| {ctx} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            us(kd),
+            us(kh),
+            us(cd),
+            us(ch),
+            cd / kd,
+            ch / kh
+        ));
     }
     Ok(md)
 }

@@ -13,10 +13,13 @@
 
 use anyhow::Result;
 use crunch_runtime::kvq::{attend, QuantKv};
-use crunch_runtime::{AttentionMask, Backend, Cuda, KvMode, KvSpec};
+use crunch_runtime::{AttentionMask, Backend, Cuda, Host, KvMode, KvSpec};
 use serde_json::json;
 
-const MODES: [&str; 12] = [
+const MODES: [&str; 13] = [
+    // Decision 162: the f32 cache (cuBLAS; one GEMM per side at one query row), against the
+    // host backend's own f32 store.
+    "f32",
     "f16",
     "q8",
     "q4",
@@ -70,7 +73,13 @@ fn compare(gpu: &Cuda, mode: KvMode, d: usize) -> Result<(f64, bool)> {
         mode,
         inv_freq: Some(&freqs),
     };
-    let mut host = QuantKv::from_spec(spec)?;
+    // The reference: the host's quantizer, or for f32 the host backend's own store.
+    let hb = Host;
+    let (mut host, mut hkv) = if mode.is_full() {
+        (None, Some(hb.kv_alloc(spec)?))
+    } else {
+        (Some(QuantKv::from_spec(spec)?), None)
+    };
     let mut dev = gpu.kv_alloc(spec)?;
     let on_device = dev.on_device();
     let mut rng = super::Rng(7 + d as u64);
@@ -83,9 +92,17 @@ fn compare(gpu: &Cuda, mode: KvMode, d: usize) -> Result<(f64, bool)> {
     let mut worst = 0f64;
     for &t in &chunks {
         let (k, v) = (draw(t * kvh * d, 8.0), draw(t * kvh * d, 8.0));
-        let offset = host.len();
-        host.append(&k, &v, t)?;
+        let offset = gpu.kv_len(&dev);
         let shape = [t, kvh, d];
+        match (&mut host, &mut hkv) {
+            (Some(h), _) => h.append(&k, &v, t)?,
+            (None, Some(h)) => hb.kv_append(
+                h,
+                &hb.upload(k.clone(), &shape)?,
+                &hb.upload(v.clone(), &shape)?,
+            )?,
+            (None, None) => unreachable!("one reference store"),
+        }
         gpu.kv_append(&mut dev, &gpu.upload(k, &shape)?, &gpu.upload(v, &shape)?)?;
         let q = draw(t * heads * d, 1.0);
         for window in [None, Some(200)] {
@@ -93,7 +110,14 @@ fn compare(gpu: &Cuda, mode: KvMode, d: usize) -> Result<(f64, bool)> {
                 window,
                 query_offset: offset,
             };
-            let want = attend(&q, t, heads, &host, mask, scale)?;
+            let want = match (&host, &hkv) {
+                (Some(h), _) => attend(&q, t, heads, h, mask, scale)?,
+                (None, Some(h)) => {
+                    let qh = hb.upload(q.clone(), &[t, heads, d])?;
+                    hb.to_f32(&hb.kv_attention(&qh, h, mask, scale)?)?
+                }
+                (None, None) => unreachable!("one reference store"),
+            };
             let qt = gpu.upload(q.clone(), &[t, heads, d])?;
             let got = gpu.to_f32(&gpu.kv_attention(&qt, &dev, mask, scale)?)?;
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

@@ -96,6 +96,9 @@ pub struct Cuda {
     /// Whether, when the products are launched with PDL, the short kernels between them are
     /// too (decision 160; on by default, off only to measure it).
     pdl_between: bool,
+    /// Whether a decode step's attention over f32 keys runs one GEMM per group member per side,
+    /// as before decision 162 (`CRUNCH_ATTENTION=per-member`, for comparison only).
+    attention_per_member: bool,
 }
 
 impl Cuda {
@@ -145,6 +148,8 @@ impl Cuda {
             acts: Default::default(),
             gemv: packed::Gemv::default(),
             pdl_between: true,
+            attention_per_member: std::env::var("CRUNCH_ATTENTION")
+                .is_ok_and(|v| v == "per-member"),
         })
     }
 
@@ -176,6 +181,14 @@ impl Cuda {
     /// `true`). The values are the same either way.
     pub fn with_pdl_between(mut self, on: bool) -> Self {
         self.pdl_between = on;
+        self
+    }
+
+    /// With `true`, a decode step's attention runs one GEMM per group member per side, as
+    /// before decision 162 (its comparison; also `CRUNCH_ATTENTION=per-member`). The values
+    /// are the same products either way.
+    pub fn with_attention_per_member(mut self, on: bool) -> Self {
+        self.attention_per_member = on;
         self
     }
 
