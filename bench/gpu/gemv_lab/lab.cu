@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <vector>
 #include <string>
+#include "../../../crates/crunch-runtime/src/cuda/reduce.cu"  // block_sum, rms_inv_by (cc.cu's fused norm)
 #include "../../../crates/crunch-runtime/src/cuda/packed.cu"
 #include "mma_lab.cu"  // packed/mma.cu with its sm_80 guard opened (run.sh)
 #include "../../../crates/crunch-runtime/src/cuda/packed/cc.cu"  // the runtime's CUDA-core kernels (decision 151)

@@ -65,7 +65,7 @@ impl Kernels {
     pub fn new(cuda: &Cuda) -> Result<Self> {
         let ctx = cuda.stream.context();
         let opts = super::launch::device_options(ctx)?;
-        // feed.cu calls mma.cu's split_group4 and cc.cu's cc_stage4, so it comes after both,
+        // feed.cu calls mma.cu's split_group4, so it comes after it,
         // inside mma.cu's sm_80 guard (outside it for the lab's nvcc build, which includes the
         // file as it is).
         let source = format!(
@@ -383,7 +383,7 @@ impl Cuda {
         // One row: decision 139's wide kernel; 2–16 rows: decision 144's grouped kernel (matrix
         // j's [n, rows_j] output at n·(rows_0 + … + rows_(j−1))).
         let y = if n == 1 {
-            self.gemv_one_row(mk, &xv, &ws, groups, x.feed.as_deref())?
+            self.gemv_one_row(mk, &xv, &ws, groups)?
         } else if n > mma::GROUPED_ROWS {
             self.mma_gemm_int8(mk, &xv, &ws, n, x.feed.as_deref())?
         } else {

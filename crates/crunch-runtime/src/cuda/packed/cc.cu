@@ -44,10 +44,9 @@ __device__ __forceinline__ int cc_dp4a(u32 a, u32 b, int c) {  // Σ u8(a_j)·s8
 #define CC_SMEM(k) (((k) >> 5) * 72)
 
 // One float4 of the staging: elements 4i..4i+3 of x (chunk i >> 3, word i & 7) quantized into
-// the planes at `st` (CC_SMEM's layout, in shared or global memory). The 8 lanes of the chunk
-// must all call it (consecutive i over whole warps): amax over them, q = rint(x·16256/amax) (a
-// zero or non-finite amax gives a zero chunk, as act.rs), a = q >> 7 (arithmetic), b = q & 127,
-// Σq. A kernel that computes x can call it on its own values (feed.cu, decision 159).
+// the planes at `st` (CC_SMEM's layout in shared memory). The 8 lanes of the chunk must all
+// call it (consecutive i over whole warps): amax over them, q = rint(x·16256/amax) (a zero or
+// non-finite amax gives a zero chunk, as act.rs), a = q >> 7 (arithmetic), b = q & 127, Σq.
 __device__ __forceinline__ void cc_stage4(float4 v, int bf16, u32* st, int C, int i) {
     u32* alo = st;
     u32* ahi = alo + 4 * C;
@@ -103,7 +102,6 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
 }
 
 // What a cc_u4 variant fuses around its product (decision 161): template flags of cc_u4_body.
-//   CC_FED   x's planes as its producer staged them (decision 159), copied, not quantized.
 //   CC_NORM  x is rms_norm's input: the staging normalises it (cc_stage_norm), so the norm is
 //            not a launch of its own. Bit for bit rms_norm's output: its sum in its order
 //            (rms_inv_by over kernels.cu's ROW_THREADS), then x·inv·w per element as it does.
@@ -114,10 +112,9 @@ __device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm,
 //            matrix, so one warp holds both sums and applies silu_mul's expression. Each row's
 //            sum is the same as in an item of 2 rows of one matrix (the same lanes, steps and
 //            shuffle tree), so the output is silu_mul's of cc_u4's, bit for bit.
-#define CC_FED 1
-#define CC_NORM 2
-#define CC_RES 4
-#define CC_GATED 8
+#define CC_NORM 1
+#define CC_RES 2
+#define CC_GATED 4
 #define CC_NORM_THREADS 256  // kernels.cu's rms_norm block (ROW_THREADS in cuda/mod.rs)
 
 // cc_stage for x normalised as rms_norm(x, w, eps) would give it: the inverse rms in rms_norm's
@@ -268,14 +265,12 @@ __device__ __forceinline__ void cc_store(float (&acc)[2], const CcMat& m, float*
     }
 }
 
-// The kernel's body, with what F fuses around the product (CC_* above): `staged` under CC_FED
-// (x's planes as a producer wrote them, CC_SMEM's layout in global memory, decision 159),
-// `normw`/`eps` under CC_NORM, `res` under CC_RES.
+// The kernel's body, with what F fuses around the product (CC_* above): `normw`/`eps` under
+// CC_NORM, `res` under CC_RES.
 template <int F>
 __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const uint4* c1,
                                            const u16* d1, const uint4* c2, const u16* d2,
                                            const float* __restrict__ x, float* __restrict__ y,
-                                           const uint4* __restrict__ staged,
                                            const float* __restrict__ normw, float eps,
                                            const float* __restrict__ res, int r0, int r1,
                                            int r2, int k, int bf16) {
@@ -308,10 +303,7 @@ __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-    if (F & CC_FED) {
-        for (int i = threadIdx.x; i < C * 72 / 16; i += CC_THREADS) cc_smem[i] = staged[i];
-        __syncthreads();
-    } else if (F & CC_NORM) {
+    if (F & CC_NORM) {
         cc_stage_norm(x, normw, eps, cc_smem, k, bf16);
     } else {
         cc_stage(x, cc_smem, k, bf16);
@@ -338,17 +330,7 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
     cc_u4(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
           const u16* d2, const float* __restrict__ x, float* __restrict__ y, int r0, int r1,
           int r2, int k, int bf16) {
-    cc_u4_body<0>(c0, d0, c1, d1, c2, d2, x, y, nullptr, nullptr, 0.0f, nullptr, r0, r1, r2, k,
-                  bf16);
-}
-
-// cc_u4 on planes its input's producer staged (x itself is not read).
-extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
-    cc_u4_fed(const uint4* c0, const u16* d0, const uint4* c1, const u16* d1, const uint4* c2,
-              const u16* d2, const uint4* __restrict__ staged, float* __restrict__ y, int r0,
-              int r1, int r2, int k, int bf16) {
-    cc_u4_body<CC_FED>(c0, d0, c1, d1, c2, d2, nullptr, y, staged, nullptr, 0.0f, nullptr, r0,
-                       r1, r2, k, bf16);
+    cc_u4_body<0>(c0, d0, c1, d1, c2, d2, x, y, nullptr, 0.0f, nullptr, r0, r1, r2, k, bf16);
 }
 
 // The fused variants (decision 161), one parameter list: x, y, the norm's weight and eps (read
@@ -359,8 +341,7 @@ extern "C" __global__ void __launch_bounds__(CC_THREADS, 1)
              const u16* d2, const float* __restrict__ x, float* __restrict__ y,                 \
              const float* __restrict__ normw, const float* __restrict__ res, int r0, int r1,    \
              int r2, int k, int bf16, float eps) {                                              \
-        cc_u4_body<F>(c0, d0, c1, d1, c2, d2, x, y, nullptr, normw, eps, res, r0, r1, r2, k,   \
-                      bf16);                                                                    \
+        cc_u4_body<F>(c0, d0, c1, d1, c2, d2, x, y, normw, eps, res, r0, r1, r2, k, bf16);      \
     }
 CC_FUSED(cc_u4_norm, CC_NORM)                   // rms_norm → q/k/v
 CC_FUSED(cc_u4_res, CC_RES)                     // o, down → + residual

@@ -9,7 +9,7 @@
 //! reads x or writes y.
 
 use super::mma::MmaKernels;
-use super::{Feed, Gemv, GpuPacked, Order};
+use super::{Gemv, GpuPacked};
 use crate::cuda::launch::{launch, Arg};
 use crate::cuda::recycle::F32Buf;
 use crate::cuda::{err, Cuda, CudaTensor, Store};
@@ -33,8 +33,6 @@ fn smem_bytes(k: usize) -> usize {
 
 pub(super) struct CcKernel {
     f: CudaFunction,
-    /// `cc_u4_fed`: the same on planes x's producer staged (decision 159).
-    fed: CudaFunction,
     /// The fused variants (decision 161): `cc_u4_norm` (rms_norm → products),
     /// `cc_u4_res` (product → + residual), `cc_u4_norm_gated` (rms_norm → gate/up → silu_mul).
     norm: CudaFunction,
@@ -77,16 +75,14 @@ impl CcKernel {
             Ok((f, optin - fixed))
         };
         let (f, smem) = staging("cc_u4")?;
-        let (fed, smem_fed) = staging("cc_u4_fed")?;
         let (norm, smem_norm) = staging("cc_u4_norm")?;
         let (res, smem_res) = staging("cc_u4_res")?;
         let (norm_gated, smem_gated) = staging("cc_u4_norm_gated")?;
-        let smem_max = [smem_fed, smem_norm, smem_res, smem_gated]
+        let smem_max = [smem_norm, smem_res, smem_gated]
             .into_iter()
             .fold(smem, i32::min);
         Ok(CcKernel {
             f,
-            fed,
             norm,
             res,
             norm_gated,
@@ -118,15 +114,13 @@ impl CcKernel {
 impl Cuda {
     /// `[x · W₀ᵀ | x · W₁ᵀ | …]` for one activation row and the 1–3 matrices `ws` (checked by
     /// [`CcKernel::reads`]), outputs back to back; with `pdl` (and a device that has it) the
-    /// launch carries the programmatic-serialization attribute. With `feed` staged for this
-    /// product by x's producer (decision 159), `cc_u4_fed` copies it instead of quantizing x.
+    /// launch carries the programmatic-serialization attribute.
     pub(super) fn cc_gemv(
         &self,
         cc: &CcKernel,
         xv: &CudaView<'_, f32>,
         ws: &[&GpuPacked],
         pdl: bool,
-        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         debug_assert!(cc.reads(ws));
         let cols = ws[0].layout.cols;
@@ -142,13 +136,7 @@ impl Cuda {
         let mut ptrs = [0u64; 2 * MATS + 2];
         let guards = mat_ptrs(self, ws, &mut ptrs);
         let bf16 = self.precision == crate::Precision::Bf16;
-        let staged = feed.filter(|f| f.fits(1, cols, Order::CcStaged, bf16));
-        // cc_u4_fed reads the staging where cc_u4 reads x (the same parameter slot).
-        let staged_view = staged.map(|f| f.planes.slice(..));
-        let (px, gx) = match &staged_view {
-            Some(v) => v.device_ptr(stream),
-            None => xv.device_ptr(stream),
-        };
+        let (px, gx) = xv.device_ptr(stream);
         let (py, gy) = y.device_ptr_mut(stream);
         ptrs[2 * MATS] = px;
         ptrs[2 * MATS + 1] = py;
@@ -165,7 +153,7 @@ impl Cuda {
         unsafe {
             launch_ex(
                 self,
-                if staged.is_some() { &cc.fed } else { &cc.f },
+                &cc.f,
                 (grid, THREADS, smem as u32),
                 &ptrs,
                 &ints,
@@ -433,12 +421,11 @@ impl Cuda {
         xv: &cudarc::driver::CudaView<'_, f32>,
         ws: &[&GpuPacked],
         groups: u8,
-        feed: Option<&Feed>,
     ) -> Result<CudaSlice<f32>> {
         if let Gemv::Cc { pdl } = self.gemv {
             if let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) {
                 if cc.reads(ws) {
-                    return self.cc_gemv(cc, xv, ws, pdl, feed);
+                    return self.cc_gemv(cc, xv, ws, pdl);
                 }
             }
         }

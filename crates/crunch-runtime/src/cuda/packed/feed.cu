@@ -8,15 +8,14 @@
 //     warp (lane l: elements 4l..4l+3) stores the output and, through split_group4, its planes
 //     as mma_split_i8 would from that output. One block per row; cols % 128 == 0.
 //   feed_silu_mul: kernels.cu's silu_mul, one thread per 4 elements, the same.
-// `frag` is the planes' order: 0 and 1 as mma_split_i8 writes them (rows in order, or in the
-// swapped kernels' fragment order), 2 the one-row kernel's staging (cc.cu's cc_stage4, one row:
-// the planes per chunk of 32, dx and 128·Σq; dq is not written), which cc_u4_fed copies into
-// shared memory instead of quantizing x itself.
+// `frag` is the planes' order as mma_split_i8 writes them: 0 rows in order, 1 the swapped
+// kernels' fragment order. (At one row the product does the norm and the activation itself,
+// decision 161.)
 // Both let the product after them start (griddepcontrol.launch_dependents) so that it requests
 // its first codes while they run, as the split did; the product's griddepcontrol.wait still
 // holds its reads of x's planes until they have finished. Under `cc+pdl` they are launched with
 // PDL themselves (decision 160) and wait for the kernel before them first (pdl_entry). Needs
-// reduce.cu, mma.cu and cc.cu before it.
+// reduce.cu and mma.cu before it.
 
 extern "C" __global__ void feed_rms_norm(const float* x, const float* w, float* out, int cols,
                                          float eps, u32* planes, int2* dq, int bf16, int frag) {
@@ -34,10 +33,7 @@ extern "C" __global__ void feed_rms_norm(const float* x, const float* w, float* 
         v.z = xr[i + 2] * inv * w[i + 2];
         v.w = xr[i + 3] * inv * w[i + 3];
         *(float4*)(o + i) = v;
-        if (frag == 2)
-            cc_stage4(v, bf16, planes, cols >> 5, grp * 32 + lane);
-        else
-            split_group4(v, bf16, planes, dq, blockIdx.x, grp, G, lane, frag);
+        split_group4(v, bf16, planes, dq, blockIdx.x, grp, G, lane, frag);
     }
 }
 
@@ -55,8 +51,5 @@ extern "C" __global__ void feed_silu_mul(const float4* gate, const float4* up, f
     v.w = g.w / (1.0f + expf(-g.w)) * u.w;
     out[idx] = v;
     const int j = (int)(idx / K4), i = (int)(idx % K4);
-    if (frag == 2)
-        cc_stage4(v, bf16, planes, k >> 5, i);  // n = 1
-    else
-        split_group4(v, bf16, planes, dq, j, i >> 5, G, i & 31, frag);
+    split_group4(v, bf16, planes, dq, j, i >> 5, G, i & 31, frag);
 }

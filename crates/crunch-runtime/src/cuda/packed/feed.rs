@@ -28,17 +28,14 @@ pub(crate) enum Order {
     Rows = 0,
     /// The swapped kernels' fragment order (5–32 rows, decision 157).
     Fragments = 1,
-    /// `cc_u4`'s shared-memory staging of one row (`cc_stage4`: 72 bytes per chunk of 32).
-    CcStaged = 2,
 }
 
-/// x's int8 planes as a producer wrote them for the product that reads x: for [`Order::Rows`]
-/// and [`Order::Fragments`] `[n][cols/128][2][128]` bytes and per group (dx, 8·Σq) in `dq`, as
-/// `mma_split_i8` writes them; for [`Order::CcStaged`] one row in `cc_u4`'s staging (no `dq`).
-/// In recycled buffers (their words are what the kernels read).
+/// x's int8 planes as a producer wrote them for the product that reads x: `[n][cols/128][2][128]`
+/// bytes in [`Order::Rows`] or [`Order::Fragments`] and per group (dx, 8·Σq) in `dq`, as
+/// `mma_split_i8` writes them. In recycled buffers (their words are what the kernels read).
 pub(crate) struct Feed {
     pub(super) planes: F32Buf,
-    pub(super) dq: Option<F32Buf>,
+    pub(super) dq: F32Buf,
     pub(super) n: usize,
     pub(super) cols: usize,
     pub(super) order: Order,
@@ -46,16 +43,12 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// The planes' and the pairs' device addresses for a kernel that writes them (the planes'
-    /// address twice without pairs: the staging, whose kernel writes no pairs), and the guard
-    /// that keeps their stream order until it is dropped, after the launch.
-    fn ptrs<'a>(&'a mut self, s: &'a CudaStream) -> (u64, u64, impl Drop + 'a) {
+    /// The planes' and the pairs' device addresses for a kernel that writes them, and the
+    /// guards that keep their stream order until they are dropped, after the launch.
+    fn ptrs<'a>(&'a mut self, s: &'a CudaStream) -> (u64, u64, impl Sized + 'a) {
         let (pp, gp) = self.planes.device_ptr_mut(s);
-        let pq = match &self.dq {
-            Some(dq) => dq.device_ptr(s).0,
-            None => pp,
-        };
-        (pp, pq, gp)
+        let (pq, gq) = self.dq.device_ptr_mut(s);
+        (pp, pq, (gp, gq))
     }
 
     /// Whether these are the planes a product of `n` rows of `cols` in `order` reads.
@@ -68,9 +61,8 @@ impl Cuda {
     /// The tensor-core kernels and the planes' order when `[n, cols]` rows read by `next` (as
     /// [`Backend::linears`](crate::Backend::linears) or `linear` would) go to a kernel that
     /// reads planes: under the `cc` variants, with every weight symmetric int4 g128 of width
-    /// `cols` that one launch takes (`groupable`), 2–4 rows to `mma_i8_g4` (rows in order),
-    /// 5–32 to the swapped kernels (fragment order, decision 157), and 1 row to `cc_u4` where
-    /// it reads the weights (its staging).
+    /// `cols` that one launch takes (`groupable`), 2–4 rows to `mma_i8_g4` (rows in order) and
+    /// 5–32 to the swapped kernels (fragment order, decision 157).
     fn feed_plan(
         &self,
         n: usize,
@@ -89,16 +81,15 @@ impl Cuda {
             })
             .collect();
         let ws = ws?;
-        let takes = (1..=MAX_ROWS).contains(&n)
+        let takes = (2..=MAX_ROWS).contains(&n)
             && cols.is_multiple_of(128)
             && mk.groupable(&ws)
             && ws[0].layout.cols == cols
             && self.int8_rows(&ws);
+        // One row: the model fuses the norm and the activation into the product itself
+        // (decision 161), and a producer's staging of `cc_u4`'s planes gained nothing there
+        // (decision 159's one-row order, removed in s41).
         let order = match n {
-            1 => match &kernels.cc {
-                Ok(cc) if cc.reads(&ws) => Order::CcStaged,
-                _ => return None,
-            },
             2..=4 => Order::Rows,
             _ => Order::Fragments,
         };
@@ -143,14 +134,11 @@ impl Cuda {
     /// Buffers for `n` rows of `cols` in `order`. Also used by the split (`mma_split_i8`).
     pub(super) fn feed_buffers(&self, n: usize, cols: usize, order: Order) -> Result<Feed> {
         // SAFETY (of using them uninitialised): the producers and the split write every plane
-        // byte and every (dx, 8·Σq) pair of the n rows (cc_stage4: every word of the staging).
-        let (planes, dq) = match order {
-            Order::CcStaged => (self.alloc(cols / 32 * 18)?, None),
-            _ => (
-                self.alloc(n * cols / 2)?,
-                Some(F32Buf::new(self.alloc(2 * n * (cols / 128))?)),
-            ),
-        };
+        // byte and every (dx, 8·Σq) pair of the n rows.
+        let (planes, dq) = (
+            self.alloc(n * cols / 2)?,
+            F32Buf::new(self.alloc(2 * n * (cols / 128))?),
+        );
         Ok(Feed {
             planes: F32Buf::new(planes),
             dq,

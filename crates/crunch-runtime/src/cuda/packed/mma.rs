@@ -182,11 +182,7 @@ impl Cuda {
                 Gemv::Wide { groups, .. } => {
                     return self.mma_gemv_wide(mk, &xv, &[w], groups).map(Some)
                 }
-                Gemv::Cc { .. } => {
-                    return self
-                        .gemv_one_row(mk, &xv, &[w], 2, x.feed.as_deref())
-                        .map(Some)
-                }
+                Gemv::Cc { .. } => return self.gemv_one_row(mk, &xv, &[w], 2).map(Some),
                 Gemv::Reference => {}
             }
             let f = &mk.f[has_m];

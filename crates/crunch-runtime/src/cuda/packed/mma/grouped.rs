@@ -195,14 +195,13 @@ impl Cuda {
         // The producer's planes when they are this product's, else a split.
         let fed = feed
             .filter(|f| f.fits(n, cols, order, bf16))
-            .and_then(|f| Some((&f.planes, f.dq.as_ref()?)));
+            .map(|f| (&f.planes, &f.dq));
         let split;
         let (planes, dq) = match fed {
             Some(p) => p,
             None => {
                 split = self.split_i8(mk, xv, n, cols, order, pdl)?;
-                let dq = split.dq.as_ref().expect("the split writes (dx, 8·Σq)");
-                (&split.planes, dq)
+                (&split.planes, &split.dq)
             }
         };
         let stream = &self.stream;
@@ -247,7 +246,7 @@ impl Cuda {
         let mut out = self.feed_buffers(n, cols, order)?;
         let bf16 = out.bf16;
         let frag = order == Order::Fragments;
-        let dq = out.dq.as_mut().expect("plane orders have (dx, 8·Σq)");
+        let dq = &mut out.dq;
         let stream = &self.stream;
         let (px, gx) = xv.device_ptr(stream);
         let (pq, gq) = dq.device_ptr_mut(stream);
