@@ -272,6 +272,7 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
     block_kinds.push(("bf16_cublas".into(), &bf16, &w_bf16));
     table.extend(block_bench(&name, layers, repeats, &block_kinds)?);
     table.extend(attention_bench(&name, &int4, repeats)?);
+    table.extend(compressed_attention_bench(&name, &int4, repeats)?);
     eprintln!("{}", table.join("\n"));
     Ok(())
 }
@@ -453,6 +454,86 @@ fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>
             cd / kd,
             ch / kh
         ));
+    }
+    Ok(md)
+}
+
+/// One decode step's attention of a Llama-3-8B-shaped block over compressed caches on the
+/// device (`kv_attend`, decision 138) of 512–8,192 positions: the positions split into blocks of
+/// at least one chunk of 32 against at least 8 (the default), device and host time per call.
+/// Written in s41 and not yet run: s41's device time ran out (decision 162, "Limits").
+/// Returns the table's lines.
+fn compressed_attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>> {
+    let (kvh, heads, d) = (8usize, 32usize, 128usize);
+    let mut md = vec![
+        String::new(),
+        "Decode attention over compressed caches on the device (`kv_attend`), one block, µs per call:"
+            .into(),
+        String::new(),
+        "| cache | positions | splits ≥ 1 chunk: device | host | ≥ 8 chunks: device | host | device ratio |"
+            .into(),
+        "|---|---:|---:|---:|---:|---:|---:|".into(),
+    ];
+    let freqs: Vec<f64> = (0..d / 2)
+        .map(|i| 500_000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let fine = gpu.clone().with_kv_split_chunks(1);
+    let coarse = gpu.clone().with_kv_split_chunks(8);
+    for mode in ["q8", "kivi2"] {
+        let kv_mode = crunch_runtime::KvMode::parse(mode).map_err(anyhow::Error::msg)?;
+        for ctx in [512usize, 2048, 8192] {
+            let mut rng = Rng(91 + ctx as u64);
+            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
+            let spec = crunch_runtime::KvSpec {
+                capacity: ctx,
+                kv_heads: kvh,
+                head_dim: d,
+                mode: kv_mode,
+                inv_freq: Some(&freqs),
+            };
+            let mut kv = gpu.kv_alloc(spec)?;
+            let shape = [ctx, kvh, d];
+            gpu.kv_append(
+                &mut kv,
+                &gpu.upload(draw(ctx * kvh * d), &shape)?,
+                &gpu.upload(draw(ctx * kvh * d), &shape)?,
+            )?;
+            if !kv.on_device() {
+                continue;
+            }
+            let q = gpu.upload(draw(heads * d), &[1, heads, d])?;
+            let mask = crunch_runtime::AttentionMask {
+                window: None,
+                query_offset: ctx - 1,
+            };
+            let scale = (d as f32).powf(-0.5);
+            let time = |b: &Cuda| {
+                best_time(b, repeats, || {
+                    for _ in 0..8 {
+                        b.kv_attention(&q, &kv, mask, scale)?;
+                    }
+                    Ok(())
+                })
+            };
+            let (fd, fh) = time(&fine)?;
+            let (cd, ch) = time(&coarse)?;
+            let us = |s: f64| s * 1e6 / 8.0;
+            println!(
+                "{}",
+                json!({"bench": "decode_attention_compressed", "device": name, "kv_cache": mode,
+                       "positions": ctx, "heads": heads, "kv_heads": kvh, "head_dim": d,
+                       "split_1_us": us(fd), "split_1_host_us": us(fh),
+                       "split_8_us": us(cd), "split_8_host_us": us(ch), "repeats": repeats})
+            );
+            md.push(format!(
+                "| {mode} | {ctx} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                us(fd),
+                us(fh),
+                us(cd),
+                us(ch),
+                cd / fd
+            ));
+        }
     }
     Ok(md)
 }

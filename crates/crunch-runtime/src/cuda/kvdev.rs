@@ -31,8 +31,9 @@ const MAX_RPW: usize = 8;
 /// Blocks to aim for when splitting the positions of a decode step across blocks (about
 /// two per SM of an H100/H200).
 const TARGET_BLOCKS: usize = 264;
-/// Fewest chunks one split covers.
-const MIN_SPLIT_CHUNKS: usize = 8;
+/// Fewest chunks one split covers (`Cuda::with_kv_split_chunks` sets another, for the
+/// comparison in `gpu_packed bench`, "Decode attention over compressed caches").
+pub(super) const MIN_SPLIT_CHUNKS: usize = 8;
 
 pub(super) struct Kernels {
     attend: CudaFunction,
@@ -66,12 +67,12 @@ fn shared_bytes(d: usize) -> usize {
     4 * (rows_per_block(d) * d + 2 * CHUNK * (d + 1))
 }
 
-/// Splits of the positions: enough blocks to fill the GPU, each at least
-/// [`MIN_SPLIT_CHUNKS`] chunks.
-fn splits(blocks: usize, chunks: usize) -> usize {
+/// Splits of the positions: enough blocks to fill the GPU, each at least `min_chunks` chunks
+/// ([`MIN_SPLIT_CHUNKS`] unless the backend says otherwise, `Cuda::with_kv_split_chunks`).
+fn splits(blocks: usize, chunks: usize, min_chunks: usize) -> usize {
     TARGET_BLOCKS
         .div_ceil(blocks.max(1))
-        .min(chunks.div_ceil(MIN_SPLIT_CHUNKS))
+        .min(chunks.div_ceil(min_chunks.max(1)))
         .max(1)
 }
 
@@ -434,7 +435,7 @@ impl DeviceKv {
         let rpb = rows_per_block(d);
         let tiles = rows.div_ceil(rpb);
         let chunks = (offset + t).div_ceil(CHUNK);
-        let z = splits(kvh * tiles, chunks);
+        let z = splits(kvh * tiles, chunks, c.kv_split_chunks);
         let mut part = c.alloc(z * kvh * rows * (d + 2))?;
         let mut out = c.alloc(t * heads * d)?;
         let qv = q.view("attention q")?;

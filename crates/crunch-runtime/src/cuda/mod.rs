@@ -99,6 +99,9 @@ pub struct Cuda {
     /// Whether a decode step's attention over f32 keys runs one GEMM per group member per side,
     /// as before decision 162 (`CRUNCH_ATTENTION=per-member`, for comparison only).
     attention_per_member: bool,
+    /// Fewest chunks of 32 positions one block of `kv_attend` covers (8;
+    /// `CRUNCH_KV_SPLIT_CHUNKS`, for comparison only).
+    kv_split_chunks: usize,
 }
 
 impl Cuda {
@@ -150,6 +153,10 @@ impl Cuda {
             pdl_between: true,
             attention_per_member: std::env::var("CRUNCH_ATTENTION")
                 .is_ok_and(|v| v == "per-member"),
+            kv_split_chunks: std::env::var("CRUNCH_KV_SPLIT_CHUNKS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(kvdev::MIN_SPLIT_CHUNKS),
         })
     }
 
@@ -189,6 +196,14 @@ impl Cuda {
     /// are the same products either way.
     pub fn with_attention_per_member(mut self, on: bool) -> Self {
         self.attention_per_member = on;
+        self
+    }
+
+    /// The fewest chunks of 32 positions one block of the compressed caches' attention
+    /// (`kv_attend`) covers, for comparison (the default is 8; also `CRUNCH_KV_SPLIT_CHUNKS`).
+    /// The values differ only by float rounding.
+    pub fn with_kv_split_chunks(mut self, chunks: usize) -> Self {
+        self.kv_split_chunks = chunks.max(1);
         self
     }
 

@@ -179,7 +179,7 @@ impl Mirror {
         assert!(rpb <= WARPS * MAX_RPW && d <= 128);
         let tiles = rows.div_ceil(rpb);
         let offset = mask.query_offset;
-        let z = splits(kvh * tiles, (offset + t).div_ceil(CHUNK));
+        let z = splits(kvh * tiles, (offset + t).div_ceil(CHUNK), MIN_SPLIT_CHUNKS);
         let mut part = vec![0f32; z * kvh * rows * (d + 2)];
         for g in 0..kvh {
             for y in 0..tiles {
@@ -394,10 +394,12 @@ fn the_kernels_transcription_matches_host_attention_for_every_mode() {
 
 #[test]
 fn splits_fill_the_gpu_and_stay_long() {
-    assert_eq!(splits(8, 1), 1);
-    assert_eq!(splits(8, 10_000), 33);
-    assert_eq!(splits(8, 64), 8);
-    assert_eq!(splits(1000, 10_000), 1);
+    assert_eq!(splits(8, 1, MIN_SPLIT_CHUNKS), 1);
+    assert_eq!(splits(8, 10_000, MIN_SPLIT_CHUNKS), 33);
+    assert_eq!(splits(8, 64, MIN_SPLIT_CHUNKS), 8);
+    assert_eq!(splits(1000, 10_000, MIN_SPLIT_CHUNKS), 1);
+    // With one chunk per split allowed (the comparison's other side).
+    assert_eq!(splits(8, 16, 1), 16);
     assert!(shared_bytes(128) <= 48 * 1024 && shared_bytes(64) <= 48 * 1024);
     assert!(device_head_dim(64) && device_head_dim(128) && !device_head_dim(256));
     assert!(!device_head_dim(80));
