@@ -6,7 +6,7 @@
 use super::{random_blocks, random_kblocks, tensor_cores, Args, Rng};
 use anyhow::{anyhow, Result};
 use crunch_formats::DType;
-use crunch_runtime::{Backend, Cuda, Epilogue, Gemv, Precision, Prologue};
+use crunch_runtime::{Backend, Cuda, Epilogue, Gemv, KvMode, Precision, Prologue};
 use serde_json::json;
 
 /// Llama-3-8B's linear layers: (name, rows, cols, which input they read).
@@ -392,7 +392,6 @@ fn block_bench(
 /// one GEMM per side (decision 162) against one per group member (4 per side), device and
 /// host time per call. Returns the table's lines.
 fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>> {
-    let (kvh, heads, d) = (8usize, 32usize, 128usize);
     let mut md = vec![
         String::new(),
         "Decode attention, one block (32 heads, 8 kv heads of 128, f32 cache), µs per call:"
@@ -405,52 +404,20 @@ fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>
     let per_member = gpu.clone().with_attention_per_member(true);
     let one = gpu.clone().with_attention_per_member(false);
     for ctx in [512usize, 2048, 8192] {
-        let mut rng = Rng(77 + ctx as u64);
-        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
-        let spec = crunch_runtime::KvSpec {
-            capacity: ctx,
-            kv_heads: kvh,
-            head_dim: d,
-            mode: crunch_runtime::KvMode::F32,
-            inv_freq: None,
+        let Some([(kd, kh), (cd, ch)]) =
+            decode_attention(gpu, [&one, &per_member], KvMode::F32, ctx, 77, repeats)?
+        else {
+            continue;
         };
-        let mut kv = gpu.kv_alloc(spec)?;
-        let shape = [ctx, kvh, d];
-        gpu.kv_append(
-            &mut kv,
-            &gpu.upload(draw(ctx * kvh * d), &shape)?,
-            &gpu.upload(draw(ctx * kvh * d), &shape)?,
-        )?;
-        let q = gpu.upload(draw(heads * d), &[1, heads, d])?;
-        let mask = crunch_runtime::AttentionMask {
-            window: None,
-            query_offset: ctx - 1,
-        };
-        let scale = (d as f32).powf(-0.5);
-        let time = |b: &Cuda| {
-            best_time(b, repeats, || {
-                for _ in 0..8 {
-                    b.kv_attention(&q, &kv, mask, scale)?;
-                }
-                Ok(())
-            })
-        };
-        let (kd, kh) = time(&one)?;
-        let (cd, ch) = time(&per_member)?;
-        let us = |s: f64| s * 1e6 / 8.0;
         println!(
             "{}",
             json!({"bench": "decode_attention_f32", "device": name, "positions": ctx,
-                   "heads": heads, "kv_heads": kvh, "head_dim": d,
-                   "one_gemm_us": us(kd), "one_gemm_host_us": us(kh),
-                   "per_member_us": us(cd), "per_member_host_us": us(ch), "repeats": repeats})
+                   "heads": ATTN.1, "kv_heads": ATTN.0, "head_dim": ATTN.2,
+                   "one_gemm_us": kd, "one_gemm_host_us": kh,
+                   "per_member_us": cd, "per_member_host_us": ch, "repeats": repeats})
         );
         md.push(format!(
-            "| {ctx} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            us(kd),
-            us(kh),
-            us(cd),
-            us(ch),
+            "| {ctx} | {kd:.2} | {kh:.2} | {cd:.2} | {ch:.2} | {:.2} | {:.2} |",
             cd / kd,
             ch / kh
         ));
@@ -464,7 +431,6 @@ fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>
 /// Written in s41 and not yet run: s41's device time ran out (decision 162, "Limits").
 /// Returns the table's lines.
 fn compressed_attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>> {
-    let (kvh, heads, d) = (8usize, 32usize, 128usize);
     let mut md = vec![
         String::new(),
         "Decode attention over compressed caches on the device (`kv_attend`), one block, µs per call:"
@@ -474,68 +440,87 @@ fn compressed_attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<
             .into(),
         "|---|---:|---:|---:|---:|---:|---:|".into(),
     ];
-    let freqs: Vec<f64> = (0..d / 2)
-        .map(|i| 500_000f64.powf(-((2 * i) as f64) / d as f64))
-        .collect();
     let fine = gpu.clone().with_kv_split_chunks(1);
     let coarse = gpu.clone().with_kv_split_chunks(8);
     for mode in ["q8", "kivi2"] {
-        let kv_mode = crunch_runtime::KvMode::parse(mode).map_err(anyhow::Error::msg)?;
+        let kv_mode = KvMode::parse(mode).map_err(anyhow::Error::msg)?;
         for ctx in [512usize, 2048, 8192] {
-            let mut rng = Rng(91 + ctx as u64);
-            let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
-            let spec = crunch_runtime::KvSpec {
-                capacity: ctx,
-                kv_heads: kvh,
-                head_dim: d,
-                mode: kv_mode,
-                inv_freq: Some(&freqs),
-            };
-            let mut kv = gpu.kv_alloc(spec)?;
-            let shape = [ctx, kvh, d];
-            gpu.kv_append(
-                &mut kv,
-                &gpu.upload(draw(ctx * kvh * d), &shape)?,
-                &gpu.upload(draw(ctx * kvh * d), &shape)?,
-            )?;
-            if !kv.on_device() {
+            let Some([(fd, fh), (cd, ch)]) =
+                decode_attention(gpu, [&fine, &coarse], kv_mode, ctx, 91, repeats)?
+            else {
                 continue;
-            }
-            let q = gpu.upload(draw(heads * d), &[1, heads, d])?;
-            let mask = crunch_runtime::AttentionMask {
-                window: None,
-                query_offset: ctx - 1,
             };
-            let scale = (d as f32).powf(-0.5);
-            let time = |b: &Cuda| {
-                best_time(b, repeats, || {
-                    for _ in 0..8 {
-                        b.kv_attention(&q, &kv, mask, scale)?;
-                    }
-                    Ok(())
-                })
-            };
-            let (fd, fh) = time(&fine)?;
-            let (cd, ch) = time(&coarse)?;
-            let us = |s: f64| s * 1e6 / 8.0;
             println!(
                 "{}",
                 json!({"bench": "decode_attention_compressed", "device": name, "kv_cache": mode,
-                       "positions": ctx, "heads": heads, "kv_heads": kvh, "head_dim": d,
-                       "split_1_us": us(fd), "split_1_host_us": us(fh),
-                       "split_8_us": us(cd), "split_8_host_us": us(ch), "repeats": repeats})
+                       "positions": ctx, "heads": ATTN.1, "kv_heads": ATTN.0, "head_dim": ATTN.2,
+                       "split_1_us": fd, "split_1_host_us": fh,
+                       "split_8_us": cd, "split_8_host_us": ch, "repeats": repeats})
             );
             md.push(format!(
-                "| {mode} | {ctx} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                us(fd),
-                us(fh),
-                us(cd),
-                us(ch),
+                "| {mode} | {ctx} | {fd:.2} | {fh:.2} | {cd:.2} | {ch:.2} | {:.2} |",
                 cd / fd
             ));
         }
     }
     Ok(md)
+}
+
+/// (kv heads, query heads, head size) of the decode-attention tables: Llama-3-8B's.
+const ATTN: (usize, usize, usize) = (8, 32, 128);
+
+/// A cache in `mode` of `ctx` random positions (seeded by `seed + ctx`), made on `gpu`, and one
+/// query at its last position: the µs of device and host time per attention call on each of
+/// `backends` (clones of `gpu` with other options), best of `repeats` runs of 8 calls. `None`
+/// when the cache is not held on the device.
+fn decode_attention(
+    gpu: &Cuda,
+    backends: [&Cuda; 2],
+    mode: KvMode,
+    ctx: usize,
+    seed: u64,
+    repeats: usize,
+) -> Result<Option<[(f64, f64); 2]>> {
+    let (kvh, heads, d) = ATTN;
+    let mut rng = Rng(seed + ctx as u64);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit()).collect() };
+    let freqs: Vec<f64> = (0..d / 2)
+        .map(|i| 500_000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let spec = crunch_runtime::KvSpec {
+        capacity: ctx,
+        kv_heads: kvh,
+        head_dim: d,
+        mode,
+        inv_freq: Some(&freqs),
+    };
+    let mut kv = gpu.kv_alloc(spec)?;
+    let shape = [ctx, kvh, d];
+    gpu.kv_append(
+        &mut kv,
+        &gpu.upload(draw(ctx * kvh * d), &shape)?,
+        &gpu.upload(draw(ctx * kvh * d), &shape)?,
+    )?;
+    if !kv.on_device() {
+        return Ok(None);
+    }
+    let q = gpu.upload(draw(heads * d), &[1, heads, d])?;
+    let mask = crunch_runtime::AttentionMask {
+        window: None,
+        query_offset: ctx - 1,
+    };
+    let scale = (d as f32).powf(-0.5);
+    let mut out = [(0.0, 0.0); 2];
+    for (o, b) in out.iter_mut().zip(backends) {
+        let (dev, host) = best_time(b, repeats, || {
+            for _ in 0..8 {
+                b.kv_attention(&q, &kv, mask, scale)?;
+            }
+            Ok(())
+        })?;
+        *o = (dev * 1e6 / 8.0, host * 1e6 / 8.0);
+    }
+    Ok(Some(out))
 }
 
 /// The best of `repeats` device times of `enqueue` after one warm-up (and the first

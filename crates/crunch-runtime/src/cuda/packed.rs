@@ -40,6 +40,17 @@ const SOURCE: &str = include_str!("packed.cu");
 const THREADS: u32 = 128;
 const ROWS_PER_BLOCK: usize = 4;
 
+/// The packed matrices of `weights`, or `None` when any of them is not packed.
+pub(super) fn packed_all<'a>(weights: &[&'a CudaTensor]) -> Option<Vec<&'a GpuPacked>> {
+    weights
+        .iter()
+        .map(|t| match &t.store {
+            Store::Packed(p) => Some(p.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The compiled kernels of `packed.cu`.
 pub(crate) struct Kernels {
     _module: Arc<CudaModule>,
@@ -354,13 +365,9 @@ impl Cuda {
         let Some(Ok(mk)) = self.packed.as_deref().map(|k| k.mma.as_ref()) else {
             return Ok(None);
         };
-        let mut ws = Vec::with_capacity(weights.len());
-        for w in weights {
-            match &w.store {
-                Store::Packed(p) => ws.push(p.as_ref()),
-                _ => return Ok(None),
-            }
-        }
+        let Some(ws) = packed_all(weights) else {
+            return Ok(None);
+        };
         let Some(xv) = x.f32_view() else {
             return Ok(None);
         };

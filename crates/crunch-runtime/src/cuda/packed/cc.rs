@@ -9,7 +9,7 @@
 //! reads x or writes y.
 
 use super::mma::MmaKernels;
-use super::{Gemv, GpuPacked};
+use super::{packed_all, Gemv, GpuPacked};
 use crate::cuda::launch::{launch, Arg};
 use crate::cuda::recycle::F32Buf;
 use crate::cuda::{err, Cuda, CudaTensor, Store};
@@ -207,13 +207,9 @@ impl Cuda {
         let Some(Ok(cc)) = self.packed.as_deref().map(|k| k.cc.as_ref()) else {
             return Ok(None);
         };
-        let mut ws = Vec::with_capacity(weights.len());
-        for w in weights {
-            match &w.store {
-                Store::Packed(p) => ws.push(p.as_ref()),
-                _ => return Ok(None),
-            }
-        }
+        let Some(ws) = packed_all(weights) else {
+            return Ok(None);
+        };
         let Some(xv) = x.f32_view() else {
             return Ok(None);
         };

@@ -10,11 +10,10 @@
 //! shape and order again and otherwise splits x as before.
 
 use super::mma::{MmaKernels, MAX_ROWS};
-use super::GpuPacked;
 use crate::cuda::launch::{launch, Arg};
 use crate::cuda::recycle::F32Buf;
 use crate::cuda::ROW_THREADS;
-use crate::cuda::{Cuda, CudaTensor, Store};
+use crate::cuda::{Cuda, CudaTensor};
 use crate::Result;
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use std::sync::Arc;
@@ -73,14 +72,7 @@ impl Cuda {
         let Ok(mk) = kernels.mma.as_ref() else {
             return None;
         };
-        let ws: Option<Vec<&GpuPacked>> = next
-            .iter()
-            .map(|t| match &t.store {
-                Store::Packed(p) => Some(p.as_ref()),
-                _ => None,
-            })
-            .collect();
-        let ws = ws?;
+        let ws = super::packed_all(next)?;
         let takes = (2..=MAX_ROWS).contains(&n)
             && cols.is_multiple_of(128)
             && mk.groupable(&ws)
