@@ -7,6 +7,7 @@
 //! - [`decode`] runs a batch of sequences incrementally against a key/value cache.
 //! - [`testing`] builds tiny random models in code for reference-logit tests.
 
+mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
