@@ -79,16 +79,30 @@ __device__ __forceinline__ void cc_stage4(float4 v, int bf16, u32* st, int C, in
 }
 
 // Quantizes x into the planes (cc_stage4 per float4: 8 lanes per chunk), the float4 reads
-// issued 4 at a time.
-__device__ __forceinline__ void cc_stage(const float* __restrict__ x, uint4* sm, int k, int bf16) {
+// issued 4 at a time. Under NORM each element is first scaled as rms_norm scales it,
+// (x·inv)·w (feed_rms_norm's and rms_norm's expression), with w the norm's weight.
+template <bool NORM>
+__device__ __forceinline__ void cc_stage(const float* __restrict__ x, const float* __restrict__ w,
+                                         float inv, uint4* sm, int k, int bf16) {
     const int C = k >> 5, K4 = k >> 2;
     const float4* x4 = (const float4*)x;
+    const float4* w4 = (const float4*)w;
     for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * CC_THREADS) {
         float4 v[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             const int i = i0 + u * CC_THREADS;
-            v[u] = i < K4 ? x4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+            v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (i < K4) {
+                const float4 a = x4[i];
+                if (NORM) {
+                    const float4 g = w4[i];
+                    v[u] = make_float4(a.x * inv * g.x, a.y * inv * g.y, a.z * inv * g.z,
+                                       a.w * inv * g.w);
+                } else {
+                    v[u] = a;
+                }
+            }
         }
 #pragma unroll
         for (int u = 0; u < 4; u++) {
@@ -124,28 +138,7 @@ __device__ __forceinline__ void cc_stage_norm(const float* __restrict__ x,
                                               int k, int bf16) {
     __shared__ float red[32];
     const float inv = rms_inv_by(x, k, eps, red, CC_NORM_THREADS);  // reduce.cu
-    const int C = k >> 5, K4 = k >> 2;
-    const float4* x4 = (const float4*)x;
-    const float4* w4 = (const float4*)w;
-    for (int i0 = threadIdx.x; i0 < K4; i0 += 4 * CC_THREADS) {
-        float4 v[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const int i = i0 + u * CC_THREADS;
-            if (i < K4) {
-                const float4 a = x4[i], g = w4[i];
-                // feed_rms_norm's and rms_norm's expression: (x·inv)·w.
-                v[u] = make_float4(a.x * inv * g.x, a.y * inv * g.y, a.z * inv * g.z,
-                                   a.w * inv * g.w);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const int i = i0 + u * CC_THREADS;
-            if (i < K4) cc_stage4(v[u], bf16, (u32*)sm, C, i);  // warp-uniform, as cc_stage
-        }
-    }
-    __syncthreads();
+    cc_stage<true>(x, w, inv, sm, k, bf16);
 }
 
 // The matrix of item `it` (2 rows each; matrix 0's items, then 1's, then 2's).
@@ -306,7 +299,7 @@ __device__ __forceinline__ void cc_u4_body(const uint4* c0, const u16* d0, const
     if (F & CC_NORM) {
         cc_stage_norm(x, normw, eps, cc_smem, k, bf16);
     } else {
-        cc_stage(x, cc_smem, k, bf16);
+        cc_stage<false>(x, nullptr, 0.0f, cc_smem, k, bf16);
     }
     // Two register buffers (a, b): the successor batch is requested before the current one is
     // multiplied. Each buffer's cursor (item, batch) travels with it; the matrix is picked
