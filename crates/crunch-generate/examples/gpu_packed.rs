@@ -17,7 +17,8 @@
 //!       multiple of 128 again as int4 g128, for the tensor-core kernels), then greedy
 //!       generation of --tokens tokens on the CPU (`Host`) and on the GPU with packed weights
 //!       (f32 mode), which must be identical. Exits non-zero when a check fails.
-//!   gpu_packed bench [--layers 4] [--repeats 20]
+//!   gpu_packed bench [--layers 4] [--repeats 20] [--only attention]
+//!       (`--only attention`: the decode-attention tables alone.)
 //!       Llama-3-8B's linear shapes (q, o 4096×4096; k, v 1024×4096; gate, up 14336×4096;
 //!       down 4096×14336), random int4 g128 weights (and GGUF Q4_K and Q6_K, decision 140:
 //!       `q4_k`, `q6_k`), --layers distinct copies (so the

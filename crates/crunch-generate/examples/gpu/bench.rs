@@ -25,6 +25,14 @@ pub(crate) fn bench(args: &Args) -> Result<()> {
     let layers = args.num("--layers", 4)?;
     let repeats = args.num("--repeats", 20)?;
     let int4 = Cuda::new(0)?.with_packed_weights()?;
+    if args.get("--only") == Some("attention") {
+        // The decode-attention tables alone (seconds, not the minutes of the products).
+        let name = int4.device_name().to_string();
+        let mut table = attention_bench(&name, &int4, repeats)?;
+        table.extend(compressed_attention_bench(&name, &int4, repeats)?);
+        eprintln!("{}", table.join("\n"));
+        return Ok(());
+    }
     let dp4a = Cuda::new(0)?.with_dp4a_packed_weights()?;
     let bf16 = Cuda::with_precision(0, Precision::Bf16)?.with_packed_weights()?;
     let name = int4.device_name().to_string();
@@ -427,8 +435,8 @@ fn attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>
 
 /// One decode step's attention of a Llama-3-8B-shaped block over compressed caches on the
 /// device (`kv_attend`, decision 138) of 512–8,192 positions: the positions split into blocks of
-/// at least one chunk of 32 against at least 8 (the default), device and host time per call.
-/// Written in s41 and not yet run: s41's device time ran out (decision 162, "Limits").
+/// at least one chunk of 32 (the default, decision 163) against at least 8 (decision 138's),
+/// device and host time per call.
 /// Returns the table's lines.
 fn compressed_attention_bench(name: &str, gpu: &Cuda, repeats: usize) -> Result<Vec<String>> {
     let mut md = vec![

@@ -46,15 +46,9 @@ __device__ bool seen_coded(const KvState& st, int j, int p) {
     return end <= st.qlen && end + st.residual <= p + 1;
 }
 
-// Coded value of channel c at position j (j >= sink), before any rotation.
-__device__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c) {
-    if (s.bits == 16) {
-        const unsigned short* r = (const unsigned short*)s.codes;
-        return half_to_float(r[((size_t)j * st.kvh + g) * st.d + c]);
-    }
-    const unsigned char* row = (const unsigned char*)s.codes + ((size_t)j * st.kvh + g) * s.row_bytes;
-    int per = 8 / s.bits;
-    int code = (row[c / per] >> ((c % per) * s.bits)) & ((1 << s.bits) - 1);
+// Coded value of channel c at position j (j >= sink) whose code is `code`, before any rotation.
+__device__ __forceinline__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c,
+                                         int code) {
     size_t at = s.tokens == 0
         ? ((size_t)j * st.kvh + g) * (st.d / s.channels) + c / s.channels
         : ((size_t)(j / s.tokens) * st.kvh + g) * st.d + c;
@@ -66,21 +60,75 @@ __device__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c
     return __fadd_rn(z, __fmul_rn(sc, level));
 }
 
+// Rows of positions j0.. into A (`stored` positions past the sink only) as whole 32-bit words of
+// codes (f16 rows: BITS = 16), 32 / BITS channels each (codec::pack's order: channel e of a
+// word in its bits e·BITS..): a thread requests 4 words before it decodes any, so its loads are
+// in flight together rather than one element's chain at a time (decision 163). Rows are
+// row_bytes = d·BITS/8 bytes, a multiple of 4 (d % 32 == 0, device_head_dim).
+template <int BITS>
+__device__ __forceinline__ void load_words(const KvSide& s, const KvState& st, int g, int j0,
+                                           float* A) {
+    constexpr int PER = 32 / BITS;
+    const int d = st.d, w = d + 1, words = d / PER, n = CHUNK * words;
+    const unsigned* codes = (const unsigned*)s.codes;
+    const size_t row_words = BITS == 16 ? (size_t)d / 2 : (size_t)s.row_bytes / 4;
+    for (int i0 = threadIdx.x; i0 < n; i0 += 4 * blockDim.x) {
+        unsigned cw[4];
+        bool live[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * blockDim.x, j = j0 + i / words;
+            live[u] = i < n && j < st.len && j >= st.sink && stored(st, j);
+            cw[u] = live[u] ? codes[((size_t)j * st.kvh + g) * row_words + i % words] : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            if (!live[u]) continue;
+            const int i = i0 + u * blockDim.x, jj = i / words, c0 = (i % words) * PER;
+#pragma unroll
+            for (int e = 0; e < PER; e++) {
+                const int code = (cw[u] >> (e * BITS)) & ((1u << BITS) - 1);
+                A[jj * w + c0 + e] = BITS == 16 ? half_to_float((unsigned short)code)
+                                                : dequant(s, st, g, j0 + jj, c0 + e, code);
+            }
+        }
+    }
+}
+
 // Fills A [CHUNK][d + 1] with the coded rows of positions j0.. (sink rows from the sink) and,
 // for KIVI, B with the tail rows; then undoes the Hadamard rotation and (keys) the pre-RoPE.
 __device__ void load_chunk(const KvSide& s, const KvState& st, int g, int j0, bool keys,
                            float* A, float* B) {
     int d = st.d, w = d + 1;
-    for (int idx = threadIdx.x; idx < CHUNK * d; idx += blockDim.x) {
-        int jj = idx / d, c = idx % d, j = j0 + jj;
-        if (j >= st.len) continue;
-        if (j < st.sink)
-            A[jj * w + c] = half_to_float(((const unsigned short*)s.sink)[((size_t)j * st.kvh + g) * d + c]);
-        else if (stored(st, j))
-            A[jj * w + c] = dequant(s, st, g, j, c);
-        if (st.group != 0 && j >= st.full_start)
-            B[jj * w + c] = half_to_float(
-                ((const unsigned short*)s.tail)[((size_t)(j % st.slots) * st.kvh + g) * d + c]);
+    switch (s.bits) {
+    case 2: load_words<2>(s, st, g, j0, A); break;
+    case 4: load_words<4>(s, st, g, j0, A); break;
+    case 8: load_words<8>(s, st, g, j0, A); break;
+    default: load_words<16>(s, st, g, j0, A); break;
+    }
+    // f16 rows: the sink (positions below st.sink) and KIVI's tail, loads first as above.
+    const bool sink = j0 < st.sink, tail = st.group != 0 && j0 + CHUNK > st.full_start;
+    if (sink || tail) {
+        for (int i0 = threadIdx.x; i0 < CHUNK * d; i0 += 4 * blockDim.x) {
+            unsigned short hs[4], ht[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = i0 + u * blockDim.x, j = j0 + i / d, c = i % d;
+                const bool in = i < CHUNK * d && j < st.len;
+                hs[u] = in && j < st.sink
+                    ? ((const unsigned short*)s.sink)[((size_t)j * st.kvh + g) * d + c] : 0;
+                ht[u] = in && st.group != 0 && j >= st.full_start
+                    ? ((const unsigned short*)s.tail)[((size_t)(j % st.slots) * st.kvh + g) * d + c]
+                    : 0;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = i0 + u * blockDim.x, j = j0 + i / d, jj = i / d, c = i % d;
+                if (i >= CHUNK * d || j >= st.len) continue;
+                if (j < st.sink) A[jj * w + c] = half_to_float(hs[u]);
+                if (st.group != 0 && j >= st.full_start) B[jj * w + c] = half_to_float(ht[u]);
+            }
+        }
     }
     __syncthreads();
     bool coded = s.bits != 16;
@@ -148,16 +196,22 @@ extern "C" __global__ void kv_attend(const float* q, KvSide K, KvSide V, KvState
 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int U = d / 32;
+    // The per-row state stays in registers: every loop over k (rows) and u (channel words)
+    // runs to its compile-time bound with the runtime bound as a guard, so no index into
+    // these arrays is dynamic (else they live in local memory, 272 bytes of stack).
     float m[MAX_RPW], l[MAX_RPW], acc[MAX_RPW][MAX_U], s[MAX_RPW];
+#pragma unroll
     for (int k = 0; k < MAX_RPW; k++) {
         m[k] = -INF;
         l[k] = 0.0f;
+#pragma unroll
         for (int u = 0; u < MAX_U; u++) acc[k][u] = 0.0f;
     }
     __syncthreads();
     for (int ch = c_begin; ch < c_end; ch++) {
         int j0 = ch * CHUNK, j = j0 + lane;
         load_chunk(K, st, g, j0, true, A, B);
+#pragma unroll
         for (int k = 0; k < MAX_RPW; k++) {
             int rr = warp + WARPS * k;
             s[k] = -INF;
@@ -173,6 +227,7 @@ extern "C" __global__ void kv_attend(const float* q, KvSide K, KvSide V, KvState
         }
         __syncthreads();
         load_chunk(V, st, g, j0, false, A, B);
+#pragma unroll
         for (int k = 0; k < MAX_RPW; k++) {
             int rr = warp + WARPS * k;
             if (rr >= nr) continue;
@@ -187,21 +242,28 @@ extern "C" __global__ void kv_attend(const float* q, KvSide K, KvSide V, KvState
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
             l[k] = l[k] * corr + sum;
             m[k] = mn;
-            for (int u = 0; u < U; u++) acc[k][u] *= corr;
+#pragma unroll
+            for (int u = 0; u < MAX_U; u++)
+                if (u < U) acc[k][u] *= corr;
             for (int jj = 0; jj < CHUNK; jj++) {
                 float pj = __shfl_sync(0xffffffff, e, jj);
                 if (pj == 0.0f) continue;
                 const float* row = (seen_coded(st, j0 + jj, p) ? A : B) + jj * w;
-                for (int u = 0; u < U; u++) acc[k][u] += pj * row[lane + 32 * u];
+#pragma unroll
+                for (int u = 0; u < MAX_U; u++)
+                    if (u < U) acc[k][u] += pj * row[lane + 32 * u];
             }
         }
         __syncthreads();
     }
+#pragma unroll
     for (int k = 0; k < MAX_RPW; k++) {
         int rr = warp + WARPS * k;
         if (rr >= nr) continue;
         float* o = part + (((size_t)blockIdx.z * st.kvh + g) * rows + r0 + rr) * (d + 2);
-        for (int u = 0; u < U; u++) o[lane + 32 * u] = acc[k][u];
+#pragma unroll
+        for (int u = 0; u < MAX_U; u++)
+            if (u < U) o[lane + 32 * u] = acc[k][u];
         if (lane == 0) {
             o[d] = m[k];
             o[d + 1] = l[k];

@@ -200,7 +200,7 @@ impl Cuda {
     }
 
     /// The fewest chunks of 32 positions one block of the compressed caches' attention
-    /// (`kv_attend`) covers, for comparison (the default is 8; also `CRUNCH_KV_SPLIT_CHUNKS`).
+    /// (`kv_attend`) covers, for comparison (the default is 1; also `CRUNCH_KV_SPLIT_CHUNKS`).
     /// The values differ only by float rounding.
     pub fn with_kv_split_chunks(mut self, chunks: usize) -> Self {
         self.kv_split_chunks = chunks.max(1);
