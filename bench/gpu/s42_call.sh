@@ -10,10 +10,57 @@
 #      ids required); decode speed of SmolLM2 for the f32, q8 and kivi2 caches, crunch old
 #      and wu, the split at ≥ 8 chunks (default) and ≥ 1 (CRUNCH_KV_SPLIT_CHUNKS=1).
 # Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s42_call.sh x|y (or a|b, s42's
-# first pair, which carried .cache/s42a and .cache/s42b).
+# first pair, which carried .cache/s42a and .cache/s42b; z: the third kernel step, carrying
+# .cache/s42z; w: the fourth, carrying .cache/s42w).
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 case $1 in
+w)
+  # Decision 163's fourth step (all: kv_combine's maxima and weights in parallel and its sums
+  # with 8 splits' loads in flight; load_words requests the words' scales with their codes)
+  # against the third (v); then all's full check.
+  for b in gp_v gp_all; do xz -dc .cache/s42w/$b.xz > /tmp/$b && chmod +x /tmp/$b; done
+  mkdir -p /tmp/att4
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee /tmp/att4/gpu.txt
+  for r in 1 2; do
+    for b in gp_v gp_all; do
+      /tmp/$b bench --only attention --repeats 10 > /tmp/att4/$b-$r.jsonl 2> /tmp/att4/$b-$r.md
+      echo "$b run $r exit $?"
+    done
+  done
+  for b in gp_v gp_all; do echo "== $b"; tail -9 /tmp/att4/$b-2.md; done
+  /tmp/gp_all check > /tmp/att4/check.jsonl 2> /tmp/att4/check.err
+  echo "check exit $?"
+  grep -v '"pass":true' /tmp/att4/check.jsonl | head -20
+  grep '"check":"kv_device_attention"' /tmp/att4/check.jsonl | python3 -c 'import sys,json; r=[json.loads(l) for l in sys.stdin]; print(len(r), "kv_device_attention checks, max rel diff", max(x["max_rel_diff"] for x in r), "all pass", all(x["pass"] for x in r))'
+  gzip -9 /tmp/att4/check.jsonl
+  tar czf $OUT/att4.tar.gz -C /tmp att4
+  ;;
+z)
+  # Decision 163's third step (v: each word's scale index computed once, per-channel scales
+  # read as vectors) against 6f5698e's kernel (head); then v's full check (the split at ≥ 1
+  # chunk is the default there) and its full bench (the block table after 89e68b2's staging).
+  for b in gp_head gp_v; do xz -dc .cache/s42z/$b.xz > /tmp/$b && chmod +x /tmp/$b; done
+  mkdir -p /tmp/att3
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee /tmp/att3/gpu.txt
+  for r in 1 2; do
+    for b in gp_head gp_v; do
+      /tmp/$b bench --only attention --repeats 10 > /tmp/att3/$b-$r.jsonl 2> /tmp/att3/$b-$r.md
+      echo "$b run $r exit $?"
+    done
+  done
+  for b in gp_head gp_v; do echo "== $b"; tail -9 /tmp/att3/$b-2.md; done
+  /tmp/gp_v check > /tmp/att3/check.jsonl 2> /tmp/att3/check.err
+  echo "check exit $?"
+  grep -v '"pass":true' /tmp/att3/check.jsonl | head -20
+  grep '"check":"kv_device_attention"' /tmp/att3/check.jsonl | python3 -c 'import sys,json; r=[json.loads(l) for l in sys.stdin]; print(len(r), "kv_device_attention checks, max rel diff", max(x["max_rel_diff"] for x in r), "all pass", all(x["pass"] for x in r))'
+  gzip -9 /tmp/att3/check.jsonl
+  REPEATS=5 bash bench/gpu/packed_kernels.sh /tmp/gp_v /tmp/att3/pk > /tmp/att3/pk.log 2>&1
+  grep -E "check exit|bench exit" /tmp/att3/pk.log
+  grep -E "streaming|cc\+pdl" /tmp/att3/pk/packed-bench.err | head -20
+  gzip -9 /tmp/att3/pk/packed-check.jsonl
+  tar czf $OUT/att3.tar.gz -C /tmp att3
+  ;;
 x)
   mkdir -p $HOME/s42 && cp -r .cache/s42x/. $HOME/s42/
   for b in gp_old gp_w gp_wu; do xz -dc $HOME/s42/$b.xz > /tmp/$b && chmod +x /tmp/$b; done

@@ -46,31 +46,56 @@ __device__ bool seen_coded(const KvState& st, int j, int p) {
     return end <= st.qlen && end + st.residual <= p + 1;
 }
 
-// Coded value of channel c at position j (j >= sink) whose code is `code`, before any rotation.
-__device__ __forceinline__ float dequant(const KvSide& s, const KvState& st, int g, int j, int c,
-                                         int code) {
-    size_t at = s.tokens == 0
-        ? ((size_t)j * st.kvh + g) * (st.d / s.channels) + c / s.channels
-        : ((size_t)(j / s.tokens) * st.kvh + g) * st.d + c;
-    float sc = half_to_float(((const unsigned short*)s.scales)[at]);
-    float z = s.absmax ? -128.0f * sc : half_to_float(((const unsigned short*)s.offsets)[at]);
+// Value of code `code` with scale sc and minimum z (z = −128·sc for symmetric 8-bit), before any
+// rotation: z + s·c (c, or its Lloyd-Max level, decision 142) without contraction.
+__device__ __forceinline__ float decode(const KvSide& s, float sc, float z, int code) {
     // The same f32 constants as crate::kvq::codec::LLOYD_MAX2.
     float level = !s.lloyd ? (float)code
         : code == 0 ? -1.5104176f : code == 1 ? -0.45278f : code == 2 ? 0.45278f : 1.5104176f;
     return __fadd_rn(z, __fmul_rn(sc, level));
 }
 
+// N consecutive f16 bit patterns from p (p aligned to 2·N bytes when N is 4, 8 or 16).
+template <int N>
+__device__ __forceinline__ void load_halves(const unsigned short* p, unsigned short (&h)[N]) {
+    if (N % 8 == 0) {
+#pragma unroll
+        for (int v = 0; v < N / 8; v++) {
+            const uint4 q = ((const uint4*)p)[v];
+            const unsigned x[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                h[8 * v + 2 * t] = (unsigned short)(x[t] & 0xffffu);
+                h[8 * v + 2 * t + 1] = (unsigned short)(x[t] >> 16);
+            }
+        }
+    } else if (N == 4) {
+        const uint2 q = *(const uint2*)p;
+        h[0] = (unsigned short)(q.x & 0xffffu), h[1] = (unsigned short)(q.x >> 16);
+        h[2] = (unsigned short)(q.y & 0xffffu), h[3] = (unsigned short)(q.y >> 16);
+    } else {
+#pragma unroll
+        for (int e = 0; e < N; e++) h[e] = p[e];
+    }
+}
+
 // Rows of positions j0.. into A (`stored` positions past the sink only) as whole 32-bit words of
-// codes (f16 rows: BITS = 16), 32 / BITS channels each (codec::pack's order: channel e of a
-// word in its bits e·BITS..): a thread requests 4 words before it decodes any, so its loads are
-// in flight together rather than one element's chain at a time (decision 163). Rows are
-// row_bytes = d·BITS/8 bytes, a multiple of 4 (d % 32 == 0, device_head_dim).
+// codes (f16 rows: BITS = 16), PER = 32 / BITS channels each (codec::pack's order: channel e of
+// a word in its bits e·BITS..), decision 163:
+// - a thread requests 4 words before it decodes any, so its loads are in flight together
+//   rather than one element's chain at a time;
+// - a word's scale index is computed once: per token, one scale and minimum for the word when
+//   `channels` is a multiple of PER (else one per channel, as before); per channel (KIVI keys),
+//   the word's PER scales and minima are consecutive and read as vectors.
+// Rows are row_bytes = d·BITS/8 bytes, a multiple of 4 (d % 32 == 0, device_head_dim).
 template <int BITS>
 __device__ __forceinline__ void load_words(const KvSide& s, const KvState& st, int g, int j0,
                                            float* A) {
     constexpr int PER = 32 / BITS;
     const int d = st.d, w = d + 1, words = d / PER, n = CHUNK * words;
     const unsigned* codes = (const unsigned*)s.codes;
+    const unsigned short* sc16 = (const unsigned short*)s.scales;
+    const unsigned short* z16 = (const unsigned short*)s.offsets;
     const size_t row_words = BITS == 16 ? (size_t)d / 2 : (size_t)s.row_bytes / 4;
     for (int i0 = threadIdx.x; i0 < n; i0 += 4 * blockDim.x) {
         unsigned cw[4];
@@ -84,12 +109,38 @@ __device__ __forceinline__ void load_words(const KvSide& s, const KvState& st, i
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             if (!live[u]) continue;
-            const int i = i0 + u * blockDim.x, jj = i / words, c0 = (i % words) * PER;
+            const int i = i0 + u * blockDim.x, jj = i / words, j = j0 + jj;
+            const int c0 = (i % words) * PER;
+            float* out = A + jj * w + c0;
+            auto code = [&](int e) { return (int)((cw[u] >> (e * BITS)) & ((1u << BITS) - 1)); };
+            if (BITS == 16) {
 #pragma unroll
-            for (int e = 0; e < PER; e++) {
-                const int code = (cw[u] >> (e * BITS)) & ((1u << BITS) - 1);
-                A[jj * w + c0 + e] = BITS == 16 ? half_to_float((unsigned short)code)
-                                                : dequant(s, st, g, j0 + jj, c0 + e, code);
+                for (int e = 0; e < PER; e++) out[e] = half_to_float((unsigned short)code(e));
+            } else if (s.tokens != 0) {
+                const size_t at = ((size_t)(j / s.tokens) * st.kvh + g) * d + c0;
+                unsigned short hs[PER], hz[PER];
+                load_halves<PER>(sc16 + at, hs);
+                if (!s.absmax) load_halves<PER>(z16 + at, hz);
+#pragma unroll
+                for (int e = 0; e < PER; e++) {
+                    const float sc = half_to_float(hs[e]);
+                    out[e] = decode(s, sc, s.absmax ? -128.0f * sc : half_to_float(hz[e]), code(e));
+                }
+            } else if (s.channels % PER == 0) {
+                const size_t at = ((size_t)j * st.kvh + g) * (d / s.channels) + c0 / s.channels;
+                const float sc = half_to_float(sc16[at]);
+                const float z = s.absmax ? -128.0f * sc : half_to_float(z16[at]);
+#pragma unroll
+                for (int e = 0; e < PER; e++) out[e] = decode(s, sc, z, code(e));
+            } else {
+#pragma unroll
+                for (int e = 0; e < PER; e++) {
+                    const size_t at =
+                        ((size_t)j * st.kvh + g) * (d / s.channels) + (c0 + e) / s.channels;
+                    const float sc = half_to_float(sc16[at]);
+                    out[e] = decode(s, sc, s.absmax ? -128.0f * sc : half_to_float(z16[at]),
+                                    code(e));
+                }
             }
         }
     }
