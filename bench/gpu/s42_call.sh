@@ -2,7 +2,7 @@
 # whole words, 4 requested per thread before any is decoded (w), and that with the per-row state
 # in registers (wu), against the kernel before (old, kvdev.cu at 59cfea9); and the positions'
 # split into blocks of ≥ 1 chunk against ≥ 8. Two back-to-back device calls (the SmolLM2 model
-# is over one call's carry limit); s41's first call (a) is kept below for the record.
+# is over one call's carry limit).
 #   x: stash the carried binaries and the model's first part under $HOME/s42; `gpu_packed bench
 #      --only attention` for old, w and wu, twice, alternating; then the full check of w and wu
 #      (every packed kernel, the fused one-row kernels, kv_device_attention).
@@ -91,9 +91,10 @@ y)
   cp -r /tmp/gen $OUT/
   ;;
 z)
-  # s42's fourth call, decision 163's scale-index step (v: each word's scale index computed once, per-channel scales
-  # read as vectors) against 6f5698e's kernel (head); then v's full check (the split at ≥ 1
-  # chunk is the default there) and its full bench (the block table after 89e68b2's staging).
+  # s42's fourth call, decision 163's scale-index step (v: each word's scale index computed
+  # once, per-channel scales read as vectors) against 6f5698e's kernel (head); then v's full
+  # check (the split at ≥ 1 chunk is the default there) and its full bench (the block table
+  # after 89e68b2's staging).
   unpack .cache/s42z gp_head gp_v
   ab /tmp/att3 gp_head gp_v
   check gp_v /tmp/att3/check
@@ -104,9 +105,9 @@ z)
   tar czf $OUT/att3.tar.gz -C /tmp att3
   ;;
 w)
-  # s42's fifth call, decision 163's variant not kept (all: kv_combine's maxima and weights in parallel and its sums
-  # with 8 splits' loads in flight; load_words requests the words' scales with their codes)
-  # against the fourth (v); then all's full check.
+  # s42's fifth call, decision 163's variant not kept (all: kv_combine's maxima and weights
+  # in parallel and its sums with 8 splits' loads in flight; load_words requests the words'
+  # scales with their codes) against the fourth call's kernel (v); then all's full check.
   unpack .cache/s42w gp_v gp_all
   ab /tmp/att4 gp_v gp_all
   check gp_all /tmp/att4/check
