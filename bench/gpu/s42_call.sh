@@ -10,8 +10,9 @@
 #      ids required); decode speed of SmolLM2 for the f32, q8 and kivi2 caches, crunch old
 #      and wu, the split at ≥ 8 chunks (default) and ≥ 1 (CRUNCH_KV_SPLIT_CHUNKS=1).
 # Also a (s42's first call: the old kernel against decision 162's prepared unroll, carrying
-# .cache/s42a), z (the fourth call, .cache/s42z) and w (the fifth, .cache/s42w).
-# Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s42_call.sh a|x|y|z|w
+# .cache/s42a), z (the fourth call, .cache/s42z), w (the fifth, .cache/s42w) and c (the sixth,
+# .cache/s42c).
+# Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s42_call.sh a|x|y|z|w|c
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 
@@ -112,5 +113,13 @@ w)
   ab /tmp/att4 gp_v gp_all
   check gp_all /tmp/att4/check
   tar czf $OUT/att4.tar.gz -C /tmp att4
+  ;;
+c)
+  # s42's sixth call: the fifth call's kv_combine alone (cmb: maxima and weights in parallel,
+  # sums with 8 splits' loads in flight) against the fourth call's kernels (v); cmb's check.
+  unpack .cache/s42c gp_v gp_cmb
+  ab /tmp/att5 gp_v gp_cmb
+  check gp_cmb /tmp/att5/check
+  tar czf $OUT/att5.tar.gz -C /tmp att5
   ;;
 esac
