@@ -10,9 +10,10 @@
 #      ids required); decode speed of SmolLM2 for the f32, q8 and kivi2 caches, crunch old
 #      and wu, the split at ≥ 8 chunks (default) and ≥ 1 (CRUNCH_KV_SPLIT_CHUNKS=1).
 # Also a (s42's first call: the old kernel against decision 162's prepared unroll, carrying
-# .cache/s42a), z (the fourth call, .cache/s42z), w (the fifth, .cache/s42w) and c (the sixth,
-# .cache/s42c).
-# Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s42_call.sh a|x|y|z|w|c
+# .cache/s42a), z (the fourth call, .cache/s42z), w (the fifth, .cache/s42w), c (the sixth,
+# .cache/s42c), p (the seventh, a profile, .cache/s42p; no nsys there) and n (the eighth,
+# Nsight Compute, .cache/s42p).
+# Usage (GPU machine, repository root): OUT=DIR bash bench/gpu/s42_call.sh a|x|y|z|w|c|p|n
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 
@@ -121,5 +122,44 @@ c)
   ab /tmp/att5 gp_v gp_cmb
   check gp_cmb /tmp/att5/check
   tar czf $OUT/att5.tar.gz -C /tmp att5
+  ;;
+p)
+  # s42's seventh call: where a compressed-cache decode call's device time goes. Nsight Systems
+  # (if the machine has it) over `gpu_packed bench --only attention --repeats 3` of the kept
+  # kernel; per-kernel device time (cuda_gpu_kern_sum, and every launch: cuda_gpu_trace).
+  unpack .cache/s42p gp_v
+  mkdir -p /tmp/prof
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  echo "nsys: ${nsys:-none}"
+  if [ -n "$nsys" ]; then
+    $nsys profile -o /tmp/prof/att --force-overwrite true /tmp/gp_v bench --only attention \
+      --repeats 3 > /tmp/prof/bench.jsonl 2> /tmp/prof/bench.md
+    echo "profile exit $?"
+    $nsys stats --report cuda_gpu_kern_sum,cuda_gpu_trace --format csv -o /tmp/prof/att \
+      /tmp/prof/att.nsys-rep > /tmp/prof/stats.log 2>&1
+    echo "stats exit $?"
+    ls /tmp/prof
+    cut -d, -f1-9 /tmp/prof/att_cuda_gpu_kern_sum.csv | head -25
+    gzip -9 /tmp/prof/*trace*.csv
+    rm -f /tmp/prof/att.nsys-rep /tmp/prof/att.sqlite
+  fi
+  tar czf $OUT/prof.tar.gz -C /tmp prof
+  ;;
+n)
+  # s42's eighth call (the machine has no nsys): Nsight Compute on the kept kernel's first
+  # decode call over q8 and over kivi2, 512 positions, split ≥ 1 (`--repeats 1`: each
+  # configuration is 32 calls of kv_attend + kv_combine, q8's three lengths first).
+  unpack .cache/s42p gp_v
+  mkdir -p /tmp/ncu
+  for at in 0:q8 192:kivi2; do
+    ncu --kernel-name regex:'kv_(attend|combine)' --launch-skip ${at%%:*} --launch-count 2 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --csv --page details /tmp/gp_v bench --only attention --repeats 1 \
+      > /tmp/ncu/${at##*:}.csv 2> /tmp/ncu/${at##*:}.err
+    echo "${at##*:} exit $?"
+    grep -E '"(Duration|Registers Per Thread|Achieved Occupancy|Grid Size|Block Size|Compute \(SM\) Throughput|Memory Throughput|Warp Cycles Per Issued Instruction|Avg. Active Threads Per Warp)"' \
+      /tmp/ncu/${at##*:}.csv | cut -d, -f5,13- | head -30
+  done
+  tar czf $OUT/ncu.tar.gz -C /tmp ncu
   ;;
 esac
