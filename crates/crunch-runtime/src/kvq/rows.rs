@@ -183,6 +183,7 @@ impl Coded {
         }
     }
 
+    /// `decode` for codes of BITS bits: the unpacking by shifts, the levels from a table.
     fn decode_bits<const BITS: usize>(
         &self,
         g: usize,
@@ -196,11 +197,33 @@ impl Coded {
         let levels: Vec<f32> = (0..1usize << BITS)
             .map(|c| self.codec.level(c as u8))
             .collect();
-        let code =
-            |row: &[u8], i: usize| levels[((row[i / per] >> ((i % per) * BITS)) & mask) as usize];
+        self.decode_rows(g, j0, j1, d, out, |row, i| {
+            levels[((row[i / per] >> ((i % per) * BITS)) & mask) as usize]
+        });
+    }
+
+    /// `decode` for codes of any width, element by element (`code_at`, then the codec's
+    /// level): the reference the specialised widths are tested against.
+    pub(super) fn decode_any(&self, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
+        let (codec, bits) = (self.codec, self.codec.bits());
+        self.decode_rows(g, j0, j1, d, out, |row, i| {
+            codec.level(code_at(row, bits, i))
+        });
+    }
+
+    /// Positions `j0..j1` of head `g` as `z + s·level` with `level(row, i)` the level of code
+    /// `i` of a packed row; on the channel axis the (scale, minimum) of every channel is
+    /// converted once per group of positions.
+    fn decode_rows(
+        &self,
+        g: usize,
+        j0: usize,
+        j1: usize,
+        d: usize,
+        out: &mut [f32],
+        level: impl Fn(&[u8], usize) -> f32,
+    ) {
         let (cap, j0, j1) = (self.cap, j0 - self.base, j1 - self.base);
-        // Channel axis: the (scale, minimum) of every channel, kept while the rows share a
-        // group of positions.
         let (mut sz, mut sz_base) = (Vec::new(), usize::MAX);
         for (j, o) in (j0..j1).zip(out.chunks_mut(d)) {
             let at = (g * cap + j) * self.row_bytes;
@@ -211,7 +234,7 @@ impl Coded {
                     for (cg, oc) in o.chunks_mut(channels).enumerate() {
                         let (s, z) = self.affine((g * cap + j) * per_row + cg);
                         for (i, x) in oc.iter_mut().enumerate() {
-                            *x = z + s * code(row, cg * channels + i);
+                            *x = z + s * level(row, cg * channels + i);
                         }
                     }
                 }
@@ -223,39 +246,7 @@ impl Coded {
                         sz_base = base;
                     }
                     for (c, (x, &(s, z))) in o.iter_mut().zip(&sz).enumerate() {
-                        *x = z + s * code(row, c);
-                    }
-                }
-            }
-            if self.rotate {
-                hadamard(o);
-            }
-        }
-    }
-
-    /// The element-by-element decoding (any code width; the reference the specialised loops
-    /// are tested against).
-    pub(super) fn decode_any(&self, g: usize, j0: usize, j1: usize, d: usize, out: &mut [f32]) {
-        let (codec, bits) = (self.codec, self.codec.bits());
-        let (cap, j0, j1) = (self.cap, j0 - self.base, j1 - self.base);
-        for (j, o) in (j0..j1).zip(out.chunks_mut(d)) {
-            let at = (g * cap + j) * self.row_bytes;
-            let row = &self.codes[at..at + self.row_bytes];
-            match self.axis {
-                Axis::Token { channels } => {
-                    let per_row = d / channels;
-                    for (cg, oc) in o.chunks_mut(channels).enumerate() {
-                        let (s, z) = self.affine((g * cap + j) * per_row + cg);
-                        for (i, x) in oc.iter_mut().enumerate() {
-                            *x = z + s * codec.level(code_at(row, bits, cg * channels + i));
-                        }
-                    }
-                }
-                Axis::Channel { tokens } => {
-                    let base = (g * cap.div_ceil(tokens) + j / tokens) * d;
-                    for (c, x) in o.iter_mut().enumerate() {
-                        let (s, z) = self.affine(base + c);
-                        *x = z + s * codec.level(code_at(row, bits, c));
+                        *x = z + s * level(row, c);
                     }
                 }
             }
@@ -365,9 +356,10 @@ pub(super) fn make_rows(
 mod tests {
     use super::*;
 
-    /// `decode`'s loops specialised per code width give `decode_any`'s values bit for bit, for
-    /// every codec, both axes, with and without the rotation, over rows of several groups of
-    /// positions (random codes, scales and minima, not an encoder's).
+    /// `decode`'s unpacking specialised per code width (shifts, a level table) gives
+    /// `decode_any`'s element-by-element values bit for bit, for every codec, both axes, with
+    /// and without the rotation, over rows of several groups of positions (random codes,
+    /// scales and minima, not an encoder's).
     #[test]
     fn specialised_decoding_equals_the_element_by_element_one() {
         let (kvh, d, cap) = (2, 64, 70);
