@@ -14,8 +14,8 @@
 
 #define INF __int_as_float(0x7f800000)
 #define CHUNK 32
-#define WARPS 4
-#define MAX_RPW 8   // rows per warp
+#define WARPS 16
+#define MAX_RPW 2   // rows per warp
 #define MAX_U 4     // head_dim / 32
 
 struct KvSide {
@@ -224,7 +224,7 @@ __device__ void load_chunk(const KvSide& s, const KvState& st, int g, int j0, bo
 // head g·group + r % group, at position offset + i. Each split covers a share of the chunks
 // the tile's rows see and writes, per row, its unnormalised output, running max and sum:
 // part [splits, kvh, t·group, d + 2].
-extern "C" __global__ void kv_attend(const float* q, KvSide K, KvSide V, KvState st, int t,
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 2) kv_attend(const float* q, KvSide K, KvSide V, KvState st, int t,
                                      int heads, int offset, int window, float scale,
                                      int rows_per_block, float* part) {
     extern __shared__ float smem[];

@@ -26,8 +26,8 @@ pub(super) const SOURCE: &str = include_str!("kvdev.cu");
 /// Positions decoded per step of the kernel (`CHUNK` in `kvdev.cu`).
 const CHUNK: usize = 32;
 /// Warps per block and the most query rows one warp keeps (`WARPS`, `MAX_RPW`).
-const WARPS: usize = 4;
-const MAX_RPW: usize = 8;
+const WARPS: usize = 16;
+const MAX_RPW: usize = 2;
 /// Blocks to aim for when splitting the positions of a decode step across blocks (about
 /// two per SM of an H100/H200).
 const TARGET_BLOCKS: usize = 264;
